@@ -1,0 +1,1 @@
+"""Value-based agents (DQN, Rainbow), replay, environment adapters and actor-learner loops."""

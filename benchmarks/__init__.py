@@ -1,0 +1,1 @@
+"""Task suites, datasets, published experiment configurations and throughput benchmarks."""

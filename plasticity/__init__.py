@@ -1,0 +1,1 @@
+"""Plasticity testbed core: networks, NaP, optimizers, diagnostics, interventions (RL-agnostic)."""
