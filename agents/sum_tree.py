@@ -1,0 +1,148 @@
+"""A float32 sum tree for prioritized replay, as pure JAX functions.
+
+The tree is a complete binary tree stored in heap order in one array: node 1 is the root, node ``i`` has
+children ``2i`` and ``2i + 1``, and the ``capacity`` leaves sit at ``[P, P + capacity)`` where ``P`` is
+the smallest power of two ``>= capacity`` (unused leaves stay zero, ``nodes[0]`` is unused).
+
+Why no drift: an update never adds a delta to an ancestor. Every ancestor of an updated leaf is
+recomputed as the float32 sum of its two children, level by level from the leaves up. Every node is
+therefore always exactly ``nodes[2i] + nodes[2i + 1]`` (as float32), so the tree equals, bit for bit,
+a tree built from scratch from the same leaves, however many updates it has seen.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class SumTree:
+    """Heap-ordered float32 sum tree; ``capacity`` is static so the tree can be jitted and vmapped."""
+
+    nodes: jax.Array  # (2 * P,) float32
+    capacity: int = struct.field(pytree_node=False)
+
+    @property
+    def num_levels(self) -> int:
+        """Number of edges from the root down to a leaf."""
+        return _num_levels(self.capacity)
+
+    @property
+    def first_leaf(self) -> int:
+        """Heap position of leaf 0 (``P``)."""
+        return 1 << self.num_levels
+
+
+def _num_levels(capacity: int) -> int:
+    return (capacity - 1).bit_length()
+
+
+def sum_tree_init(capacity: int) -> SumTree:
+    """Returns a tree of ``capacity`` leaves, all zero."""
+    if not isinstance(capacity, int) or capacity < 1:
+        raise ValueError(f"sum tree capacity must be a positive int, got {capacity!r}")
+    num_nodes = 2 * (1 << _num_levels(capacity))
+    return SumTree(nodes=jnp.zeros((num_nodes,), jnp.float32), capacity=capacity)
+
+
+def keep_last_duplicate(indices: jax.Array) -> jax.Array:
+    """Boolean mask over ``indices`` that is True at the last occurrence of each distinct value.
+
+    Used to make batched writes with duplicate indices deterministic: the last write wins, as in a
+    sequential loop (XLA leaves the winner of duplicate scatter writes unspecified).
+    """
+    indices = jnp.asarray(indices).reshape(-1)
+    order = jnp.argsort(indices, stable=True)
+    sorted_indices = indices[order]
+    is_last_in_sorted = jnp.append(sorted_indices[1:] != sorted_indices[:-1], True)
+    return jnp.zeros_like(is_last_in_sorted).at[order].set(is_last_in_sorted)
+
+
+def sum_tree_set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:
+    """Sets leaves ``indices`` to ``values`` and recomputes every ancestor from its two children.
+
+    ``indices`` may repeat (the last occurrence wins); indices outside ``[0, capacity)`` are ignored.
+    Values must be finite and non-negative for sampling to be meaningful.
+    """
+    indices = jnp.asarray(indices, jnp.int32).reshape(-1)
+    values = jnp.asarray(values, jnp.float32).reshape(-1)
+    if indices.shape != values.shape:
+        raise ValueError(
+            f"sum_tree_set needs as many values as indices, got {values.shape} and {indices.shape}"
+        )
+    in_range = (indices >= 0) & (indices < tree.capacity)
+    write = keep_last_duplicate(indices) & in_range
+    dropped = tree.nodes.shape[-1]  # out of bounds: scatter with mode="drop" skips it
+    leaf_nodes = jnp.where(write, indices + tree.first_leaf, dropped)
+    nodes = tree.nodes.at[leaf_nodes].set(values, mode="drop")
+
+    # Recomputing a node from its children is idempotent, so clipped or duplicate nodes are harmless.
+    node = jnp.clip(indices, 0, tree.capacity - 1) + tree.first_leaf
+    for _ in range(tree.num_levels):
+        node = node // 2
+        nodes = nodes.at[node].set(nodes[2 * node] + nodes[2 * node + 1])
+    return tree.replace(nodes=nodes)
+
+
+def sum_tree_get(tree: SumTree, indices: jax.Array) -> jax.Array:
+    """Returns the leaf values at ``indices``."""
+    return tree.nodes[jnp.asarray(indices, jnp.int32) + tree.first_leaf]
+
+
+def sum_tree_leaves(tree: SumTree) -> jax.Array:
+    """Returns all ``capacity`` leaf values."""
+    return tree.nodes[tree.first_leaf : tree.first_leaf + tree.capacity]
+
+
+def sum_tree_total(tree: SumTree) -> jax.Array:
+    """Returns the root, the float32 sum of all leaves."""
+    return tree.nodes[1]
+
+
+def sum_tree_from_leaves(leaves: jax.Array) -> SumTree:
+    """Builds a tree from scratch from a 1-D array of leaves (the reference an updated tree must equal)."""
+    leaves = jnp.asarray(leaves, jnp.float32)
+    if leaves.ndim != 1 or leaves.shape[0] < 1:
+        raise ValueError(f"sum_tree_from_leaves needs a non-empty 1-D array, got shape {leaves.shape}")
+    capacity = leaves.shape[0]
+    num_leaves = 1 << _num_levels(capacity)
+    level = jnp.zeros((num_leaves,), jnp.float32).at[:capacity].set(leaves)
+    levels = [level]
+    while level.shape[0] > 1:
+        level = level[0::2] + level[1::2]
+        levels.append(level)
+    nodes = jnp.concatenate([jnp.zeros((1,), jnp.float32)] + levels[::-1])
+    return SumTree(nodes=nodes, capacity=capacity)
+
+
+def sum_tree_find(tree: SumTree, targets: jax.Array) -> jax.Array:
+    """Descends the tree: for each target mass in ``[0, total)``, the leaf whose prefix interval holds it.
+
+    A child whose sum is zero is never entered, so a zero leaf is never returned while the total is
+    positive, even when float32 rounding puts a target at or beyond the total.
+    """
+    targets = jnp.asarray(targets, jnp.float32)
+    node = jnp.ones(targets.shape, jnp.int32)
+    for _ in range(tree.num_levels):
+        left = tree.nodes[2 * node]
+        right = tree.nodes[2 * node + 1]
+        go_left = (targets < left) | (right <= 0)
+        targets = jnp.where(go_left, targets, targets - left)
+        node = 2 * node + jnp.where(go_left, 0, 1)
+    return jnp.minimum(node - tree.first_leaf, tree.capacity - 1)
+
+
+def sum_tree_sample(tree: SumTree, rng: jax.Array, batch_size: int) -> jax.Array:
+    """Stratified sampling: one leaf from each of ``batch_size`` equal slices of the total mass.
+
+    Each returned index ``i`` has marginal probability ``leaf_i / total`` (int32, shape ``(batch_size,)``).
+    The total must be positive.
+    """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    offsets = jax.random.uniform(rng, (batch_size,), jnp.float32)
+    stratum_width = sum_tree_total(tree) / batch_size
+    targets = (jnp.arange(batch_size, dtype=jnp.float32) + offsets) * stratum_width
+    return sum_tree_find(tree, targets)
