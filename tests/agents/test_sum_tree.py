@@ -1,0 +1,153 @@
+"""Tests of the float32 sum tree: exact parent sums, no drift, sampling frequencies, zero leaves."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents.sum_tree import (
+    keep_last_duplicate,
+    sum_tree_find,
+    sum_tree_from_leaves,
+    sum_tree_get,
+    sum_tree_init,
+    sum_tree_leaves,
+    sum_tree_sample,
+    sum_tree_set,
+    sum_tree_total,
+)
+
+CAPACITY = 100  # not a power of two: 28 padding leaves must stay zero
+
+set_leaves = jax.jit(sum_tree_set)
+sample = jax.jit(sum_tree_sample, static_argnums=2)
+
+
+def _assert_parents_are_exact_sums(nodes: np.ndarray) -> None:
+    num_internal = nodes.shape[0] // 2
+    parents = nodes[1:num_internal]
+    children_sums = nodes[2 : 2 * num_internal : 2] + nodes[3 : 2 * num_internal : 2]
+    np.testing.assert_array_equal(parents, children_sums)  # float32 + float32 in NumPy: same rounding
+
+
+def test_init_is_all_zero_with_power_of_two_leaves():
+    tree = sum_tree_init(CAPACITY)
+    assert tree.nodes.shape == (256,) and tree.nodes.dtype == jnp.float32
+    assert tree.first_leaf == 128 and tree.num_levels == 7
+    assert float(sum_tree_total(tree)) == 0.0
+    assert sum_tree_init(1).nodes.shape == (2,)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_init_rejects_bad_capacity(bad):
+    with pytest.raises(ValueError, match="capacity"):
+        sum_tree_init(bad)
+
+
+def test_keep_last_duplicate_marks_last_occurrences():
+    mask = keep_last_duplicate(jnp.array([3, 1, 3, 2, 1, 3]))
+    np.testing.assert_array_equal(mask, [False, False, False, True, True, True])
+
+
+def test_set_with_duplicates_last_write_wins_and_ignores_out_of_range():
+    tree = set_leaves(sum_tree_init(8), jnp.array([2, 5, 2, 9, -1]), jnp.array([1.0, 2.0, 7.0, 100.0, 50.0]))
+    np.testing.assert_array_equal(sum_tree_leaves(tree), [0, 0, 7, 0, 0, 2, 0, 0])
+    assert float(sum_tree_total(tree)) == 9.0
+    np.testing.assert_array_equal(sum_tree_get(tree, jnp.array([5, 2])), [2.0, 7.0])
+
+
+def test_set_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="as many values"):
+        sum_tree_set(sum_tree_init(8), jnp.array([1, 2]), jnp.array([1.0]))
+
+
+@pytest.fixture(scope="module")
+def long_update_history():
+    """3,000 batched updates of 16 indices (with duplicates) on magnitudes from 1e-4 to 1e4, and zeros."""
+    num_updates, batch = 3000, 16
+    rng = np.random.default_rng(0)
+    indices = rng.integers(0, CAPACITY, size=(num_updates, batch)).astype(np.int32)
+    indices[:, 1] = indices[:, 0]  # at least one duplicate in every batch
+    values = np.exp(rng.uniform(-9.0, 9.0, size=(num_updates, batch))).astype(np.float32)
+    values[rng.random(values.shape) < 0.1] = 0.0
+
+    def step(tree, update):
+        return sum_tree_set(tree, *update), None
+
+    tree, _ = jax.jit(lambda t, i, v: jax.lax.scan(step, t, (i, v)))(sum_tree_init(CAPACITY), indices, values)
+    expected_leaves = np.zeros(CAPACITY, np.float32)
+    for batch_indices, batch_values in zip(indices, values):
+        for index, value in zip(batch_indices, batch_values):  # sequential semantics: last write wins
+            expected_leaves[index] = value
+    return tree, expected_leaves
+
+
+def test_no_drift_after_thousands_of_batched_updates(long_update_history):
+    tree, expected_leaves = long_update_history
+    nodes = np.asarray(tree.nodes)
+    np.testing.assert_array_equal(np.asarray(sum_tree_leaves(tree)), expected_leaves)
+    assert np.all(nodes[tree.first_leaf + CAPACITY :] == 0.0)
+    _assert_parents_are_exact_sums(nodes)
+    np.testing.assert_array_equal(nodes, np.asarray(sum_tree_from_leaves(expected_leaves).nodes))
+    exact_total = np.sum(expected_leaves.astype(np.float64))
+    rounding_bound = tree.num_levels * np.finfo(np.float32).eps * exact_total
+    assert abs(float(sum_tree_total(tree)) - exact_total) <= rounding_bound
+
+
+def test_from_leaves_rejects_bad_input():
+    with pytest.raises(ValueError, match="1-D"):
+        sum_tree_from_leaves(jnp.zeros((2, 2)))
+
+
+@pytest.fixture(scope="module")
+def sparse_tree():
+    rng = np.random.default_rng(1)
+    leaves = rng.uniform(0.1, 5.0, size=CAPACITY).astype(np.float32)
+    leaves[rng.random(CAPACITY) < 0.3] = 0.0
+    leaves[-1] = 0.0  # the rightmost leaf is zero: rounding at the top end must not land on it
+    return sum_tree_from_leaves(leaves), leaves
+
+
+def test_sampling_frequencies_follow_leaves_and_skip_zero_leaves(sparse_tree):
+    tree, leaves = sparse_tree
+    num_batches, batch = 400, 256
+    keys = jax.random.split(jax.random.key(0), num_batches)
+    samples = jax.jit(jax.vmap(lambda k: sum_tree_sample(tree, k, batch)))(keys)
+    counts = np.bincount(np.asarray(samples).ravel(), minlength=CAPACITY)
+    assert counts[leaves == 0].sum() == 0
+    positive = leaves > 0
+    expected = leaves[positive] / leaves.sum() * num_batches * batch
+    chi_square = np.sum((counts[positive] - expected) ** 2 / expected)
+    dof = positive.sum() - 1
+    assert chi_square < dof + 6 * np.sqrt(2 * dof), chi_square
+
+
+def test_find_maps_targets_to_prefix_intervals_and_never_to_zero_leaves():
+    leaves = np.array([0.0, 1.0, 0.0, 2.0, 0.0, 0.0], np.float32)
+    tree = sum_tree_from_leaves(leaves)
+    total = float(sum_tree_total(tree))
+    below = lambda x: np.nextafter(np.float32(x), np.float32(0.0))
+    targets = np.array([0.0, 0.5, below(1.0), 1.0, 2.9, below(3.0), 3.0, 3.5, 1e9], np.float32)
+    found = np.asarray(sum_tree_find(tree, targets))
+    np.testing.assert_array_equal(found, [1, 1, 1, 3, 3, 3, 3, 3, 3])
+    assert total == 3.0
+
+
+def test_stratified_sample_hits_every_stratum():
+    tree = sum_tree_from_leaves(jnp.ones(64))
+    samples = np.asarray(sample(tree, jax.random.key(3), 64))
+    np.testing.assert_array_equal(samples, np.arange(64))
+
+
+def test_vmap_over_trees_equals_separate_calls():
+    trees = [sum_tree_from_leaves(jnp.arange(10.0) + s) for s in range(2)]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *trees)
+    indices = jnp.array([[1, 4, 1], [0, 9, 9]])
+    values = jnp.array([[5.0, 6.0, 7.0], [0.0, 1.0, 2.0]])
+    updated = jax.jit(jax.vmap(sum_tree_set))(stacked, indices, values)
+    keys = jax.random.split(jax.random.key(0), 2)
+    sampled = jax.jit(jax.vmap(lambda t, k: sum_tree_sample(t, k, 8)))(updated, keys)
+    for s in range(2):
+        single = set_leaves(trees[s], indices[s], values[s])
+        np.testing.assert_array_equal(updated.nodes[s], single.nodes)
+        np.testing.assert_array_equal(sampled[s], sample(single, keys[s], 8))
