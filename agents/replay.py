@@ -311,6 +311,12 @@ def _stack_frames(state: ReplayState, env: jax.Array, slot: jax.Array) -> jax.Ar
     return stack
 
 
+def _check_n_step(state: ReplayState, n_step: int) -> None:
+    _check_positive_int("n_step", n_step)
+    if n_step > state.max_n_step:
+        raise ValueError(f"n_step {n_step} exceeds the replay's max_n_step {state.max_n_step}")
+
+
 def replay_transitions(
     state: ReplayState, indices: jax.Array, n_step: int, discount: float | jax.Array
 ) -> dict[str, jax.Array]:
@@ -320,9 +326,7 @@ def replay_transitions(
     r_t = sum_{i=1..k} discount^(i-1) prod_{j<i} d_{t+j} r_{t+i};
     discount_t = discount^k prod_{j<=k} d_{t+j}; obs_t is the stack at t + k.
     """
-    _check_positive_int("n_step", n_step)
-    if n_step > state.max_n_step:
-        raise ValueError(f"n_step {n_step} exceeds the replay's max_n_step {state.max_n_step}")
+    _check_n_step(state, n_step)
     indices = jnp.asarray(indices, jnp.int32)
     slots = state.slots_per_env
     env, slot = indices // slots, indices % slots
@@ -365,7 +369,7 @@ def replay_sample(
     Static: ``batch_size``, ``n_step``, ``prioritized``.
     """
     _check_positive_int("batch_size", batch_size)
-    _check_positive_int("n_step", n_step)
+    _check_n_step(state, n_step)
     tree = state.priority_tree if prioritized else state.valid_tree
     indices = sum_tree_sample(tree, rng, batch_size)
     probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)
