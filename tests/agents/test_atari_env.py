@@ -299,6 +299,21 @@ def test_every_standard_game_is_shipped():
     assert set(atari_scores.ATARI_57_GAMES) <= set(atari_env.available_games())
 
 
+def test_throughput_harness_counts_steps_and_frames():
+    from benchmarks import env_throughput
+
+    with make_atari_env("Pong", 2, seed=0) as env:
+        env.reset()
+        sync = env_throughput.measure_sync(env, 10)
+        calls = []
+        pipelined = env_throughput.measure_async(env, 10, work=lambda: calls.append(1))
+    assert len(calls) == 10
+    for result in (sync, pipelined):
+        assert result.frames_per_s == pytest.approx(4 * result.agent_steps_per_s)
+        assert result.agent_steps_per_s == pytest.approx(2 / result.seconds_per_step)
+    assert "cores available" in env_throughput.hardware_description()
+
+
 # ----------------------------------------------------------------------------- reference scores
 
 
