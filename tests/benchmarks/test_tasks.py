@@ -1,0 +1,399 @@
+"""Tests of the nonstationary task sequences.
+
+Each task is compiled once (a module-level cache): one jitted, vmapped probe over the
+keys (seed 0, seed 1, seed 0 again) returns the states of the first tasks and every
+training (and held-out) example of each, which the property tests then inspect with
+NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from benchmarks import datasets, tasks
+
+NUM_TASKS = 4
+NUM_STREAM_TASKS = 6
+STREAM_BATCH = 256
+RESET_FRACTION = 0.25
+OFFSET = 100.0
+OFFSET_TASKS = 2
+TARGET_SCALE = 1.0
+
+TASK_OPTIONS = {
+    "label_reset": {},
+    "label_fraction_reset": {"reset_fraction": RESET_FRACTION},
+    "class_permutation": {},
+    "input_permutation": {},
+    "composite": {},
+    "large_offset_regression": {"offset": OFFSET, "offset_tasks": OFFSET_TASKS,
+                                "target_scale": TARGET_SCALE},
+    "bit_flipping": {"flip_period": 1000},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def dataset() -> datasets.Dataset:
+    return datasets.load_dataset("digits", digits_test_fraction=0.2)
+
+
+@functools.lru_cache(maxsize=None)
+def sequence(name: str) -> tasks.TaskSequence:
+    return tasks.make_task_sequence(name, dataset(), **TASK_OPTIONS[name])
+
+
+def keys() -> jax.Array:
+    """Seed 0, seed 1, seed 0 again."""
+    return jnp.stack([jax.random.key(0), jax.random.key(1), jax.random.key(0)])
+
+
+def to_numpy(tree: Any) -> Any:
+    """Pytree of NumPy arrays; typed keys become their raw key data."""
+    def convert(leaf):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        return np.asarray(leaf)
+    return jax.tree.map(convert, tree)
+
+
+class Probe(NamedTuple):
+    states: Any          # leading axes: (task,) or (seed, task)
+    inputs: np.ndarray   # (..., task, example, *input_shape)
+    targets: np.ndarray
+    test_inputs: np.ndarray | None
+    test_targets: np.ndarray | None
+
+
+def make_probe(name: str):
+    """rng -> states of the first tasks and all their training / held-out examples."""
+    seq = sequence(name)
+    stream = name == "bit_flipping"
+    num_tasks = NUM_STREAM_TASKS if stream else NUM_TASKS
+    indices = jnp.arange(STREAM_BATCH if stream else seq.num_examples)
+    test_indices = jnp.arange(seq.num_test_examples)
+
+    def probe(rng):
+        states = tasks.task_states(seq, rng, num_tasks)
+        inputs, targets = jax.vmap(lambda s: seq.batch(s, indices))(states)
+        if seq.test_batch is None:
+            return Probe(states, inputs, targets, None, None)
+        test_inputs, test_targets = jax.vmap(lambda s: seq.test_batch(s, test_indices))(states)
+        return Probe(states, inputs, targets, test_inputs, test_targets)
+
+    return probe
+
+
+@functools.lru_cache(maxsize=None)
+def vmapped(name: str) -> Probe:
+    """The probe of every key in ``keys()``, computed by one jit(vmap(...))."""
+    return to_numpy(jax.jit(jax.vmap(make_probe(name)))(keys()))
+
+
+def seed(probe: Probe, index: int) -> Probe:
+    return jax.tree.map(lambda a: a[index], probe)
+
+
+# ---------------------------------------------------------------------------
+# Generic properties of every task
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", tasks.KNOWN_TASKS)
+def test_same_seed_identical_different_seeds_differ(name):
+    probe = vmapped(name)
+    same = jax.tree.map(lambda a: np.array_equal(a[0], a[2]), probe)
+    assert all(jax.tree.leaves(same))
+    assert not (np.array_equal(probe.targets[0], probe.targets[1])
+                and np.array_equal(probe.inputs[0], probe.inputs[1]))
+
+
+@pytest.mark.parametrize("name", tasks.KNOWN_TASKS)
+def test_vmap_over_two_keys_equals_two_calls(name):
+    single = jax.jit(make_probe(name))
+    for index in (0, 1):
+        alone = to_numpy(single(keys()[index]))
+        jax.tree.map(assert_same, alone, seed(vmapped(name), index))
+
+
+def assert_same(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Integers and bits exactly; floats up to reduction order (vmap may reorder sums)."""
+    if np.issubdtype(actual.dtype, np.floating):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
+    else:
+        np.testing.assert_array_equal(actual, expected)
+
+
+@pytest.mark.parametrize("name", tasks.KNOWN_TASKS)
+def test_metadata_and_shapes(name):
+    seq, probe = sequence(name), seed(vmapped(name), 0)
+    num_tasks = probe.targets.shape[0]
+    np.testing.assert_array_equal(probe.states.task_index, np.arange(num_tasks))
+    assert probe.inputs.shape[2:] == seq.input_shape
+    if seq.kind == tasks.CLASSIFICATION:
+        assert probe.targets.dtype == np.int32 and probe.targets.ndim == 2
+        assert probe.targets.min() >= 0 and probe.targets.max() < seq.num_outputs
+        assert seq.input_shape == (8, 8, 1) and seq.num_outputs == 10
+    else:
+        assert probe.targets.dtype == np.float32 and probe.targets.shape[-1] == seq.num_outputs
+    assert (seq.test_batch is None) == (seq.num_test_examples == 0)
+
+
+# ---------------------------------------------------------------------------
+# Label tasks
+# ---------------------------------------------------------------------------
+
+def binomial_bound(p: float, n: int, sigmas: float = 5.0) -> float:
+    return sigmas * np.sqrt(p * (1 - p) / n)
+
+
+def assert_uniform_counts(labels: np.ndarray, num_classes: int) -> None:
+    counts = np.bincount(labels.ravel(), minlength=num_classes)
+    expected = labels.size / num_classes
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected)), counts
+
+
+def test_label_reset_redraws_every_label():
+    probe, ds = seed(vmapped("label_reset"), 0), dataset()
+    n, c = len(ds.y_train), ds.num_classes
+    for t in range(1, NUM_TASKS):
+        changed = np.mean(probe.targets[t] != probe.targets[t - 1])
+        assert abs(changed - (1 - 1 / c)) < binomial_bound(1 - 1 / c, n)
+    assert abs(np.mean(probe.targets[0] == ds.y_train) - 1 / c) < binomial_bound(1 / c, n)
+    assert_uniform_counts(probe.targets, c)
+    np.testing.assert_array_equal(probe.inputs[0], ds.x_train)
+
+
+def test_label_fraction_reset_is_cumulative_with_fraction_f():
+    probe, ds = seed(vmapped("label_fraction_reset"), 0), dataset()
+    n, c, f = len(ds.y_train), ds.num_classes, RESET_FRACTION
+    np.testing.assert_array_equal(probe.targets[0], ds.y_train)
+    changed_labels = []
+    for t in range(1, NUM_TASKS):
+        changed = probe.targets[t] != probe.targets[t - 1]
+        # A reset example keeps its label with probability 1/C.
+        assert abs(changed.mean() - f * (1 - 1 / c)) < binomial_bound(f * (1 - 1 / c), n)
+        changed_labels.append(probe.targets[t][changed])
+    # Cumulative: after 3 switches a label is still the true one with probability
+    # (1-f)^3 + (1-(1-f)^3)/C, not 1 - f(1-1/C) as it would be if each task restarted.
+    kept = (1 - f) ** 3
+    p_true = kept + (1 - kept) / c
+    assert abs(np.mean(probe.targets[3] == ds.y_train) - p_true) < binomial_bound(p_true, n)
+    assert_uniform_counts(np.concatenate(changed_labels), c)
+    np.testing.assert_array_equal(probe.inputs[2], ds.x_train)
+
+
+def test_class_permutation_maps_each_class_consistently():
+    probe, ds = seed(vmapped("class_permutation"), 0), dataset()
+    mappings = []
+    for t in range(NUM_TASKS):
+        permutation = probe.states.class_permutation[t]
+        np.testing.assert_array_equal(np.sort(permutation), np.arange(ds.num_classes))
+        for true_class in range(ds.num_classes):
+            shown = np.unique(probe.targets[t][ds.y_train == true_class])
+            np.testing.assert_array_equal(shown, [permutation[true_class]])
+        np.testing.assert_array_equal(probe.test_targets[t], permutation[ds.y_test])
+        mappings.append(tuple(permutation))
+    assert len(set(mappings)) == NUM_TASKS
+    np.testing.assert_array_equal(probe.inputs[1], ds.x_train)
+    np.testing.assert_array_equal(probe.test_inputs[1], ds.x_test)
+
+
+def permuted_reference(images: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    """NumPy reference: pixel position p of the result is position permutation[p] of the input."""
+    n, h, w, c = images.shape
+    return images.reshape(n, h * w, c)[:, permutation, :].reshape(n, h, w, c)
+
+
+@pytest.mark.parametrize("name", ["input_permutation", "composite"])
+def test_input_permutation_is_a_fresh_bijection_per_task(name):
+    probe, ds = seed(vmapped(name), 0), dataset()
+    permutations = probe.states.input_permutation
+    for t in range(NUM_TASKS):
+        np.testing.assert_array_equal(np.sort(permutations[t]), np.arange(64))
+        np.testing.assert_array_equal(probe.inputs[t], permuted_reference(ds.x_train, permutations[t]))
+        if probe.test_inputs is not None:
+            np.testing.assert_array_equal(probe.test_inputs[t], permuted_reference(ds.x_test, permutations[t]))
+    assert len({tuple(p) for p in permutations}) == NUM_TASKS
+    assert not np.array_equal(permutations[0], np.arange(64))
+    # Same key -> same permutation (seed 2 is seed 0 again); another key -> another one.
+    np.testing.assert_array_equal(vmapped(name).states.input_permutation[2], permutations)
+    assert not np.array_equal(vmapped(name).states.input_permutation[1][0], permutations[0])
+
+
+def test_input_permutation_keeps_true_labels():
+    probe, ds = seed(vmapped("input_permutation"), 0), dataset()
+    for t in range(NUM_TASKS):
+        np.testing.assert_array_equal(probe.targets[t], ds.y_train)
+        np.testing.assert_array_equal(probe.test_targets[t], ds.y_test)
+
+
+def test_composite_also_resets_labels():
+    probe, ds = seed(vmapped("composite"), 0), dataset()
+    n, c = len(ds.y_train), ds.num_classes
+    for t in range(1, NUM_TASKS):
+        changed = np.mean(probe.targets[t] != probe.targets[t - 1])
+        assert abs(changed - (1 - 1 / c)) < binomial_bound(1 - 1 / c, n)
+    assert_uniform_counts(probe.targets, c)
+    assert sequence("composite").test_batch is None
+
+
+def test_permute_inputs_moves_channels_together_and_permutes_flat_features():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 2, 3, 3)).astype(np.float32)
+    permutation = rng.permutation(6)
+    np.testing.assert_array_equal(tasks.permute_inputs(jnp.asarray(images), jnp.asarray(permutation)),
+                                  permuted_reference(images, permutation))
+    flat = rng.normal(size=(2, 5)).astype(np.float32)
+    flat_permutation = rng.permutation(5)
+    np.testing.assert_array_equal(tasks.permute_inputs(jnp.asarray(flat), jnp.asarray(flat_permutation)),
+                                  flat[:, flat_permutation])
+    assert tasks.num_positions((8, 8, 3)) == 64 and tasks.num_positions((40,)) == 40
+
+
+# ---------------------------------------------------------------------------
+# Large-offset regression
+# ---------------------------------------------------------------------------
+
+def test_offset_phase_targets_are_offset_plus_small_fixed_function():
+    probe = seed(vmapped("large_offset_regression"), 0)
+    for t in range(OFFSET_TASKS):
+        targets = probe.targets[t][:, 0]
+        assert targets.mean() == pytest.approx(OFFSET, abs=1e-3)
+        assert (targets - OFFSET).std() == pytest.approx(TARGET_SCALE, rel=1e-3)
+        assert probe.states.offset[t] == OFFSET
+    np.testing.assert_allclose(probe.targets[1], probe.targets[0], rtol=0, atol=1e-4)
+    held_out = probe.test_targets[0][:, 0]
+    assert abs(held_out.mean() - OFFSET) < 0.5 and held_out.std() < 2 * TARGET_SCALE
+
+
+def test_fine_tuning_targets_are_fresh_and_zero_mean():
+    probe = seed(vmapped("large_offset_regression"), 0)
+    fine_tuning = probe.targets[OFFSET_TASKS:, :, 0]
+    for targets in fine_tuning:
+        assert targets.mean() == pytest.approx(0.0, abs=1e-4)
+        assert targets.std() == pytest.approx(TARGET_SCALE, rel=1e-3)
+    assert np.all(probe.states.offset[OFFSET_TASKS:] == 0.0)
+    correlation = np.corrcoef(fine_tuning[0], fine_tuning[1])[0, 1]
+    offset_residual = probe.targets[0, :, 0] - OFFSET
+    assert abs(correlation) < 0.9
+    assert abs(np.corrcoef(offset_residual, fine_tuning[0])[0, 1]) < 0.9
+
+
+def test_offset_targets_match_a_numpy_reference():
+    probe, ds = seed(vmapped("large_offset_regression"), 0), dataset()
+    fn = jax.tree.map(lambda a: a[0], probe.states.target_function)
+    z = (ds.x_train.reshape(len(ds.x_train), -1) - fn.input_mean) / fn.input_std
+    raw = np.tanh(z @ fn.w1 + fn.b1) @ fn.w2
+    expected = OFFSET + fn.scale * (raw - fn.output_mean) / fn.output_std
+    np.testing.assert_allclose(probe.targets[0], expected, rtol=1e-5, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# Bit flipping
+# ---------------------------------------------------------------------------
+
+def test_exactly_one_slow_bit_flips_per_period():
+    probe = seed(vmapped("bit_flipping"), 0)
+    slow = probe.states.slow_bits
+    assert slow.shape == (NUM_STREAM_TASKS, 15) and set(np.unique(slow)) <= {0.0, 1.0}
+    flips = np.abs(np.diff(slow, axis=0)).sum(axis=1)
+    np.testing.assert_array_equal(flips, np.ones(NUM_STREAM_TASKS - 1))
+    for t in range(NUM_STREAM_TASKS):
+        np.testing.assert_array_equal(probe.inputs[t][:, :15], np.broadcast_to(slow[t], (STREAM_BATCH, 15)))
+
+
+def test_fast_bits_vary_per_example_and_period():
+    probe = seed(vmapped("bit_flipping"), 0)
+    fast = probe.inputs[:, :, 15:]
+    assert fast.shape == (NUM_STREAM_TASKS, STREAM_BATCH, 5) and set(np.unique(fast)) == {0.0, 1.0}
+    assert np.all(np.abs(fast.mean(axis=(0, 1)) - 0.5) < binomial_bound(0.5, fast.shape[0] * fast.shape[1]))
+    assert len({row.tobytes() for row in fast[0]}) > 16
+    assert not np.array_equal(fast[0], fast[1])
+
+
+def ltu_reference(network: Any, inputs: np.ndarray) -> np.ndarray:
+    hidden = (inputs @ network.input_weights + network.input_bias > network.thresholds).astype(np.float32)
+    return hidden @ network.output_weights + network.output_bias
+
+
+def test_targets_are_a_fixed_ltu_function_of_the_inputs():
+    probe = seed(vmapped("bit_flipping"), 0)
+    network = jax.tree.map(lambda a: a[0], probe.states.target_network)
+    for leaf in jax.tree.leaves(probe.states.target_network):
+        assert np.all(leaf == leaf[0])  # the same network in every period
+    for weights in (network.input_weights, network.input_bias, network.output_weights, network.output_bias):
+        assert set(np.unique(weights)) <= {-1.0, 1.0}
+    assert network.input_weights.shape == (20, 100)
+    negatives = (network.input_weights < 0).sum(axis=0) + (network.input_bias < 0)
+    np.testing.assert_allclose(network.thresholds, 21 * 0.7 - negatives, rtol=1e-6)
+    inputs, targets = probe.inputs.reshape(-1, 20), probe.targets.reshape(-1, 1)
+    np.testing.assert_array_equal(targets, ltu_reference(network, inputs))
+    seen: dict[bytes, float] = {}
+    for x, y in zip(inputs, targets[:, 0]):
+        assert seen.setdefault(x.tobytes(), y) == y
+    assert len(seen) < len(inputs)  # repeated inputs were checked
+    assert np.std(vmapped("bit_flipping").targets) > 0
+    other = jax.tree.map(lambda a: a[1, 0], vmapped("bit_flipping").states.target_network)
+    assert not np.array_equal(other.input_weights, network.input_weights)
+
+
+# ---------------------------------------------------------------------------
+# Data passed explicitly, configuration, errors
+# ---------------------------------------------------------------------------
+
+def test_batch_with_data_passed_as_jit_argument_equals_captured_data():
+    seq, probe = sequence("input_permutation"), seed(vmapped("input_permutation"), 0)
+    state = jax.tree.map(lambda a: jnp.asarray(a[1]), probe.states)
+    indices = jnp.array([5, 0, 17, 5])
+
+    @jax.jit
+    def fetch(data, state, indices):
+        return seq.batch(state, indices, data)
+
+    inputs, labels = fetch(seq.data, state, indices)
+    np.testing.assert_array_equal(inputs, probe.inputs[1][np.asarray(indices)])
+    np.testing.assert_array_equal(labels, probe.targets[1][np.asarray(indices)])
+
+
+def test_config_forms_are_equivalent():
+    expected = tasks.TaskConfig(name="label_fraction_reset", reset_fraction=0.5)
+    forms = [
+        tasks._config_from(expected, {}),
+        tasks._config_from({"name": "label_fraction_reset", "reset_fraction": 0.5}, {}),
+        tasks._config_from(ml_collections.ConfigDict({"name": "label_fraction_reset",
+                                                      "reset_fraction": 0.5}), {}),
+        tasks._config_from("label_fraction_reset", {"reset_fraction": 0.5}),
+        tasks._config_from(None, {"name": "label_fraction_reset", "reset_fraction": 0.5}),
+    ]
+    assert all(form == expected for form in forms)
+    seq = tasks.make_task_sequence(ml_collections.ConfigDict({"name": "bit_flipping", "flip_period": 7}))
+    assert (seq.num_examples, seq.input_shape, seq.kind, seq.num_outputs) == (7, (20,), "regression", 1)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"name": "label_shuffle"}, "known tasks: label_reset, label_fraction_reset"),
+    ({"name": "label_reset", "reset_fraction": 2.0}, "reset_fraction must be in"),
+    ({"name": "label_reset", "flip_periodd": 3}, "unknown task option.*flip_periodd.*valid options"),
+    ({"name": "bit_flipping", "num_flipping_bits": 21}, "num_flipping_bits must be in"),
+    ({"name": "large_offset_regression", "offset_tasks": -1}, "offset_tasks must be"),
+])
+def test_bad_configs_are_one_line_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        tasks.make_task_sequence(kwargs, dataset())
+    assert "\n" not in str(info.value)
+
+
+def test_dataset_tasks_need_a_valid_dataset():
+    with pytest.raises(ValueError, match="needs a dataset"):
+        tasks.make_task_sequence("label_reset")
+    bad = dataset()._replace(num_classes=5)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        tasks.make_task_sequence("label_reset", bad)
+    with pytest.raises(ValueError, match="num_tasks"):
+        tasks.task_states(sequence("label_reset"), jax.random.key(0), 0)
