@@ -36,9 +36,9 @@ import dataclasses
 import os
 from typing import NamedTuple
 
+import ale_py
 import numpy as np
 import numpy.typing as npt
-import ale_py
 from ale_py import roms
 from ale_py.vector_env import AtariVectorEnv
 

@@ -152,10 +152,12 @@ def main(argv: list[str]) -> None:
         print(_format(f"(c) {label}, send()/recv(), env only", pipelined))
 
         print("\n(c) overlap of env stepping with a learner stand-in, per batched step:")
-        for name, work in (
-            (f"host sleep {_SLEEP_MS.value:g} ms (learner on an accelerator)", sleep_stand_in(_SLEEP_MS.value)),
-            (f"XLA:CPU matmul chain {_LEARNER_SIZE.value}^2 on the same cores", xla_learner_stand_in(_LEARNER_SIZE.value)),
-        ):
+        stand_ins = {
+            f"host sleep {_SLEEP_MS.value:g} ms (learner on an accelerator)": sleep_stand_in(_SLEEP_MS.value),
+            f"XLA:CPU matmul chain {_LEARNER_SIZE.value}^2 on the same cores":
+                xla_learner_stand_in(_LEARNER_SIZE.value),
+        }
+        for name, work in stand_ins.items():
             work_s = statistics.median(measure_work(work, max(steps // 10, 10)) for _ in range(repeats))
             one_after_other = _median(lambda: measure_sync(env, steps // 2, work), repeats)
             overlapped = _median(lambda: measure_async(env, steps // 2, work), repeats)
