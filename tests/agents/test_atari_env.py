@@ -152,9 +152,13 @@ def test_reward_clipping_keeps_raw_rewards():
     assert clipped[-1].episode_return[0] == raw.sum()
 
 
-def test_truncation_keeps_discount_one():
+def test_truncation_keeps_discount_one_and_ignores_the_action_at_last():
     with make_atari_env("Pong", 1, seed=0, max_episode_frames=40) as env:
-        timesteps = rollout(env, random_actions(env.num_actions, 1, 25))
+        actions = random_actions(env.num_actions, 1, 25)
+        timesteps = rollout(env, actions)
+        other_actions = actions.copy()
+        other_actions[10] = (actions[10] + 1) % env.num_actions  # the action taken at the `last` timestep
+        replayed = [env.reset(seed=0)] + [env.step(row) for row in other_actions]
     last, first = stacked(timesteps, "last"), stacked(timesteps, "first")
     # 40 frames = 10 agent steps of 4 frames; then a reset step; then 10 more.
     expected_last = np.zeros(26, bool)
@@ -162,6 +166,7 @@ def test_truncation_keeps_discount_one():
     np.testing.assert_array_equal(last[:, 0], expected_last)
     np.testing.assert_array_equal(first[[0, 11, 22]], True)
     np.testing.assert_array_equal(stacked(timesteps, "discount"), 1.0)
+    np.testing.assert_array_equal(stacked(timesteps, "frame"), stacked(replayed, "frame"))
 
 
 def test_no_op_starts():
