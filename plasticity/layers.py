@@ -103,13 +103,24 @@ class NoisyDense(nn.Module):
       y = y + self.param("bias", uniform, (self.features,))
     if deterministic:
       return y
-    key_in, key_out = jax.random.split(self.make_rng("noise"))
-    eps_in = _signed_sqrt(jax.random.normal(key_in, x.shape))
-    eps_out = _signed_sqrt(jax.random.normal(key_out, y.shape))
-    y = y + ((x * eps_in) @ sigma_kernel) * eps_out
-    if self.use_bias:
-      y = y + self.param("sigma_bias", sigma, (self.features,)) * eps_out
-    return y
+    sigma_bias = self.param("sigma_bias", sigma, (self.features,)) if self.use_bias else None
+    return y + factorised_noise(x, sigma_kernel, sigma_bias, self.make_rng("noise"))
+
+
+def factorised_noise(x: jax.Array, sigma_kernel: jax.Array, sigma_bias: jax.Array | None,
+                     key: jax.Array) -> jax.Array:
+  """The noise term of a noisy layer with one (ε_in, ε_out) pair per sample of `x`.
+
+  ((x ⊙ f(ε_in)) · σ_W) ⊙ f(ε_out) + σ_b ⊙ f(ε_out): equal to x · (σ_W ⊙ f(ε_in) f(ε_out)ᵀ) per
+  sample, without ever forming a per-sample weight matrix.
+  """
+  key_in, key_out = jax.random.split(key)
+  eps_in = _signed_sqrt(jax.random.normal(key_in, x.shape))
+  eps_out = _signed_sqrt(jax.random.normal(key_out, x.shape[:-1] + sigma_kernel.shape[-1:]))
+  noise = ((x * eps_in) @ sigma_kernel) * eps_out
+  if sigma_bias is not None:
+    noise = noise + sigma_bias * eps_out
+  return noise
 
 
 class NormedLayer(nn.Module):

@@ -113,10 +113,17 @@ def nap_projection(period: int = 1, gamma_beta: str = "project") -> optax.Gradie
     groups = projection_groups(params, gamma_beta)
     targets = {name: state.reference_norms[name.replace("/", ".")] for name in groups}
     count = state.count + 1
-    new_params = optax.apply_updates(params, updates)
+    flat_params = traverse_util.flatten_dict(params)
+    flat_updates = dict(traverse_util.flatten_dict(updates))
+    # Only the projected leaves get a new update; every other update passes through bit-exact.
+    landed = {path: flat_params[path] + flat_updates[path]
+              for paths in groups.values() for path in paths}
+    landed_tree = traverse_util.unflatten_dict(landed)
     projected = jax.lax.cond(count % period == 0,
-                             lambda p: project(p, groups, targets), lambda p: p, new_params)
-    updates = jax.tree_util.tree_map(lambda new, old: new - old, projected, params)
+                             lambda p: project(p, groups, targets), lambda p: p, landed_tree)
+    for path, value in traverse_util.flatten_dict(projected).items():
+      flat_updates[path] = value - flat_params[path]
+    updates = traverse_util.unflatten_dict(flat_updates)
     return updates, NapState(count=count, reference_norms=state.reference_norms)
 
   return optax.GradientTransformation(init_fn, update_fn)
