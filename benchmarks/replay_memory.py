@@ -140,9 +140,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"  filled: {int(replay_num_valid(state)):,} valid slots")
     for prioritized in (False, True):
         figures = measure_sample(state, args.batch_size, prioritized, args.calls)
+        mode = "prioritized" if prioritized else "uniform"
+        batches_per_s = figures["batches_per_s"]
         print(
-            f"  sample ({'prioritized' if prioritized else 'uniform'}): {figures['batches_per_s']:,.0f} batches/s "
-            f"= {figures['batches_per_s'] * args.batch_size:,.0f} transitions/s (compile {figures['compile_s']:.2f} s)"
+            f"  sample ({mode}): {batches_per_s:,.0f} batches/s = {batches_per_s * args.batch_size:,.0f} "
+            f"transitions/s (compile {figures['compile_s']:.2f} s)"
         )
     figures = measure_update_priorities(state, args.batch_size, args.calls)
     print(f"  update_priorities: {figures['batches_per_s']:,.0f} batches/s (compile {figures['compile_s']:.2f} s)")

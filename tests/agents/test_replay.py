@@ -36,14 +36,13 @@ FIRST_REWARD, FIRST_DISCOUNT = 1000.0, 0.37  # meaningless at first timesteps: m
 
 add = jax.jit(replay_add)
 update_priorities = jax.jit(replay_update_priorities)
+transitions = jax.jit(replay_transitions, static_argnames=("n_step",))
 _sample = jax.jit(replay_sample, static_argnums=(2, 3, 5))
 
 
 def sample(state, key, prioritized=False, beta=1.0):
     """A batch of BATCH MAX_N-step transitions; always called the same way so it compiles once per mode."""
     return _sample(state, key, BATCH, MAX_N, GAMMA, prioritized, beta)
-
-transitions = jax.jit(replay_transitions, static_argnames=("n_step",))
 
 
 class Timeline(NamedTuple):
@@ -240,7 +239,8 @@ def test_add_rejects_wrong_shapes(timeline):
 def test_validity_matches_reference_at_every_fill_level_and_after_wrap_around(timeline, history):
     for steps_added, state in enumerate(history):
         expected = reference_valid_mask(timeline, steps_added)
-        np.testing.assert_array_equal(np.asarray(sum_tree_leaves(state.valid_tree)) > 0, expected, err_msg=f"{steps_added}")
+        valid = np.asarray(sum_tree_leaves(state.valid_tree)) > 0
+        np.testing.assert_array_equal(valid, expected, err_msg=f"after {steps_added} adds")
         np.testing.assert_array_equal(sum_tree_leaves(state.priority_tree), expected.astype(np.float32))
         assert int(replay_num_valid(state)) == expected.sum()
 
@@ -264,7 +264,8 @@ def test_only_valid_slots_are_sampled_when_barely_filled(timeline, history):
 def test_sampled_transitions_match_reference_after_wrap_around(timeline, full_state):
     for seed in range(2):
         batch, info = sample(full_state, jax.random.key(seed))
-        assert batch["obs_tm1"].shape == (BATCH,) + FRAME_SHAPE + (STACK,) and batch["obs_tm1"].dtype == jnp.uint8
+        assert batch["obs_tm1"].shape == (BATCH,) + FRAME_SHAPE + (STACK,)
+        assert batch["obs_tm1"].dtype == jnp.uint8
         assert batch["r_t"].dtype == jnp.float32 and batch["a_tm1"].dtype == jnp.int32
         check_batch_against_reference(timeline, TOTAL_STEPS, batch, info.indices, MAX_N, GAMMA)
 
@@ -359,8 +360,9 @@ def test_hand_computed_returns_at_life_loss_termination_and_truncation():
 def test_frames_with_channels_stack_oldest_first_along_channels():
     state = replay_init(16, 1, (3, 3, 2), stack_size=2, max_n_step=1)
     for t in range(4):
-        frame = jnp.stack([jnp.full((3, 3), 10 * t + 1), jnp.full((3, 3), 10 * t + 2)], -1)[None].astype(jnp.uint8)
-        state = add(state, frame, jnp.zeros(1, jnp.int32), jnp.ones(1), jnp.ones(1), jnp.array([t == 0]), jnp.array([False]))
+        frame = np.stack([np.full((3, 3), 10 * t + 1), np.full((3, 3), 10 * t + 2)], -1)[None].astype(np.uint8)
+        flags = np.array([t == 0]), np.array([False])
+        state = add(state, frame, np.zeros(1, np.int32), np.ones(1), np.ones(1), *flags)
     batch = transitions(state, jnp.array([0, 2]), 1, 0.9)
     assert batch["obs_tm1"].shape == (2, 3, 3, 4)
     np.testing.assert_array_equal(batch["obs_tm1"][:, 1, 1], [[0, 0, 1, 2], [11, 12, 21, 22]])
@@ -441,7 +443,8 @@ def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleab
     valid = reference_valid_mask(timeline, TOTAL_STEPS)
     a, b = np.flatnonzero(valid)[:2]
     invalid = np.flatnonzero(~valid)[0]
-    state = update_priorities(full_state, np.array([a, b, a, invalid]), np.array([4.0, 9.0, 16.0, 1e6], np.float32))
+    indices, priorities = np.array([a, b, a, invalid]), np.array([4.0, 9.0, 16.0, 1e6], np.float32)
+    state = update_priorities(full_state, indices, priorities)
     leaves = np.asarray(sum_tree_leaves(state.priority_tree))
     np.testing.assert_allclose(leaves[[a, b, invalid]], [4.0, 3.0, 0.0])
     _, info = sample(state, jax.random.key(0), True)
@@ -488,5 +491,5 @@ def test_orbax_checkpoint_round_trip_is_bit_identical(full_state, tmp_path):
     restored = checkpointer.restore(tmp_path / "replay", full_state)
     assert isinstance(restored, ReplayState) and restored.stack_size == STACK
     jax.tree.map(np.testing.assert_array_equal, restored, full_state)
-    for restored_part, part in zip(sample(restored, jax.random.key(9), True), sample(full_state, jax.random.key(9), True)):
-        jax.tree.map(np.testing.assert_array_equal, restored_part, part)
+    key = jax.random.key(9)
+    jax.tree.map(np.testing.assert_array_equal, sample(restored, key, True), sample(full_state, key, True))
