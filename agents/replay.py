@@ -98,7 +98,8 @@ def replay_init(
 ) -> ReplayState:
     """Returns an empty replay of ``capacity`` timesteps split evenly over ``num_envs`` time lines.
 
-    ``max_n_step`` is the largest n that ``replay_sample`` will be asked for (validity is kept for it).
+    ``max_n_step`` is the largest n that ``replay_sample`` will be asked for: validity is kept for it, so
+    sampling with a smaller n skips the few slots near the head that only that smaller n could use.
     ``priority_exponent`` is alpha of prioritized replay; ``initial_max_priority`` is the priority of
     items added before any priority update.
     """
@@ -189,21 +190,21 @@ def _recompute_validity(
     newest = size - 1 - n_step + jnp.arange(n_step + 1, dtype=jnp.int32)
     logical = jnp.clip(jnp.concatenate([oldest, newest]), 0, size - 1)  # (W,)
 
-    def flag_at(flags: jax.Array, offset: int) -> tuple[jax.Array, jax.Array]:
+    def flag_at(flags: jax.Array, offset: int) -> jax.Array:
+        """flags at logical + offset, False where that position is not written."""
         position = logical + offset
         written = (position >= 0) & (position < size)
-        slot = _logical_to_slot(head, size, position, slots)
-        return flags[:, slot] & written[None, :], written
+        return flags[:, _logical_to_slot(head, size, position, slots)] & written[None, :]
 
-    is_last, _ = flag_at(last, 0)
+    is_last = flag_at(last, 0)
     # Forward: the n-step window is complete, or the episode ends inside the written part of it.
     forward_ok = jnp.broadcast_to(logical + n_step <= size - 1, is_last.shape)
     for j in range(1, n_step + 1):
-        forward_ok = forward_ok | flag_at(last, j)[0]
+        forward_ok = forward_ok | flag_at(last, j)
     # Backward: the stack's frames are all written, or its episode started within the stack.
     backward_ok = jnp.broadcast_to(logical >= stack_size - 1, is_last.shape)
     for i in range(stack_size):
-        backward_ok = backward_ok | flag_at(first, -i)[0]
+        backward_ok = backward_ok | flag_at(first, -i)
     valid = ~is_last & forward_ok & backward_ok
 
     slot = _logical_to_slot(head, size, logical, slots)
@@ -227,7 +228,8 @@ def replay_add(
     """Appends timestep t of every env (leading axis num_envs) and refreshes validity near both ends.
 
     The new slot gets the current max priority; it becomes sampleable once its n-step window is
-    written (or its episode ends).
+    written (or its episode ends). Jit it with ``donate_argnums=0`` or run it inside ``lax.scan`` so the
+    buffers are updated in place (otherwise XLA copies every frame at each add).
     """
     num_envs = state.num_envs
     expected = {
