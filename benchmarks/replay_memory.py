@@ -2,7 +2,8 @@
 
 Run: ``python -m benchmarks.replay_memory`` (about a minute on a 2-core CPU). Prints the bytes of a
 1M-transition 84x84 replay (computed without allocating it) and, for a 100k replay of 84x84 frames,
-add and sample throughput with compile time reported apart.
+add and sample throughput (median of single calls that each wait for their result, after a warm-up)
+with compile time reported apart.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from agents.replay import (
     ReplayState,
@@ -26,6 +28,7 @@ from agents.replay import (
 
 FRAME_SHAPE = (84, 84)
 EPISODE_LENGTH = 97  # synthetic episodes, so stacks and n-step windows meet episode boundaries
+WARM_UP_CALLS = 20  # untimed calls after compiling, so first-touch and thread start-up are not timed
 
 
 def synthetic_timestep(step: jax.Array, num_envs: int) -> tuple[jax.Array, ...]:
@@ -58,62 +61,63 @@ def fill_replay(state: ReplayState, start: int, num_steps: int) -> ReplayState:
 
 
 def timed(function: Callable[[], object]) -> float:
+    """Seconds until ``function``'s result is ready."""
     start = time.perf_counter()
     jax.block_until_ready(function())
     return time.perf_counter() - start
 
 
-def measure_add(capacity: int, num_envs: int, num_calls: int) -> dict[str, float]:
-    """Add throughput (timesteps/s over all envs), one jitted call per add with the state donated."""
-    add = jax.jit(replay_add, donate_argnums=0)
-    state = replay_init(capacity, num_envs, FRAME_SHAPE)
-    timesteps = [jax.device_put(synthetic_timestep(jnp.int32(t), num_envs)) for t in range(num_calls + 1)]
-    holder = [state]
+def median_call_seconds(call: Callable[[int], object], num_calls: int) -> tuple[float, float]:
+    """(first call = compile, median of the later calls) in seconds; each call waits for its result."""
+    compile_s = timed(lambda: call(0))
+    for i in range(1, WARM_UP_CALLS):
+        timed(lambda: call(i))
+    return compile_s, float(np.median([timed(lambda: call(i)) for i in range(1, num_calls + 1)]))
 
-    def one(t):
+
+def measure_add(capacity: int, num_envs: int, num_calls: int) -> dict[str, float]:
+    """Add throughput (timesteps/s over all envs): one jitted call per add, and adds inside ``lax.scan``."""
+    add = jax.jit(replay_add, donate_argnums=0)
+    holder = [jax.block_until_ready(replay_init(capacity, num_envs, FRAME_SHAPE))]
+    timesteps = [jax.device_put(synthetic_timestep(jnp.int32(t), num_envs)) for t in range(num_calls + 1)]
+
+    def one(t: int) -> jax.Array:
         holder[0] = add(holder[0], *timesteps[t])
         return holder[0].head
 
-    compile_s = timed(lambda: one(0))
-    run_s = timed(lambda: [one(t) for t in range(1, num_calls + 1)][-1])
+    compile_s, call_s = median_call_seconds(one, num_calls)
     scan_steps = 4 * num_calls
-    holder[0] = fill_replay(holder[0], 0, scan_steps)  # compiles the scanned version
+    holder[0] = jax.block_until_ready(fill_replay(holder[0], 0, scan_steps))  # compiles the scanned version
     scan_s = timed(lambda: fill_replay(holder[0], scan_steps, scan_steps).head)
     return dict(
         compile_s=compile_s,
-        per_call_timesteps_per_s=num_calls * num_envs / run_s,
+        per_call_timesteps_per_s=num_envs / call_s,
         scanned_timesteps_per_s=scan_steps * num_envs / scan_s,
     )
 
 
-def measure_sample(
-    state: ReplayState, batch_size: int, prioritized: bool, num_calls: int
-) -> dict[str, float]:
+def measure_sample(state: ReplayState, batch_size: int, prioritized: bool, num_calls: int) -> dict[str, float]:
     """Sample throughput (batches/s) of one jitted ``replay_sample`` call per batch."""
-    sample = jax.jit(
-        lambda s, k: replay_sample(s, k, batch_size, 3, 0.99, prioritized, 0.4)
-    )
-    keys = jax.random.split(jax.random.key(0), num_calls + 1)
-    compile_s = timed(lambda: sample(state, keys[0]))
-    run_s = timed(lambda: [sample(state, k) for k in keys[1:]][-1])
-    return dict(compile_s=compile_s, batches_per_s=num_calls / run_s)
+    sample = jax.jit(lambda s, k: replay_sample(s, k, batch_size, 3, 0.99, prioritized, 0.4))
+    keys = list(jax.random.split(jax.random.key(0), num_calls + 1))
+    compile_s, call_s = median_call_seconds(lambda i: sample(state, keys[i]), num_calls)
+    return dict(compile_s=compile_s, batches_per_s=1.0 / call_s)
 
 
 def measure_update_priorities(state: ReplayState, batch_size: int, num_calls: int) -> dict[str, float]:
-    """Priority-update throughput (batches/s), state donated."""
+    """Priority-update throughput (batches/s); ``state`` is donated (unusable afterwards)."""
     update = jax.jit(replay_update_priorities, donate_argnums=0)
     keys = jax.random.split(jax.random.key(1), num_calls + 1)
     indices = [jax.random.randint(k, (batch_size,), 0, state.capacity) for k in keys]
     priorities = [jax.random.uniform(k, (batch_size,)) for k in keys]
     holder = [state]
 
-    def one(i):
+    def one(i: int) -> jax.Array:
         holder[0] = update(holder[0], indices[i], priorities[i])
         return holder[0].max_priority
 
-    compile_s = timed(lambda: one(0))
-    run_s = timed(lambda: [one(i) for i in range(1, num_calls + 1)][-1])
-    return dict(compile_s=compile_s, batches_per_s=num_calls / run_s)
+    compile_s, call_s = median_call_seconds(one, num_calls)
+    return dict(compile_s=compile_s, batches_per_s=1.0 / call_s)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -132,11 +136,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     for num_envs in args.num_envs:
         figures = measure_add(args.capacity, num_envs, args.calls)
         print(
-            f"  add, {num_envs} envs: {figures['per_call_timesteps_per_s']:,.0f} timesteps/s one call per add, "
+            f"  add, {num_envs} envs: {figures['per_call_timesteps_per_s']:,.0f} timesteps/s one jitted call per add, "
             f"{figures['scanned_timesteps_per_s']:,.0f} timesteps/s inside lax.scan "
             f"(compile {figures['compile_s']:.2f} s)"
         )
-    state = fill_replay(replay_init(args.capacity, 1, FRAME_SHAPE), 0, args.capacity + 7)
+    state = jax.block_until_ready(fill_replay(replay_init(args.capacity, 1, FRAME_SHAPE), 0, args.capacity + 7))
     print(f"  filled: {int(replay_num_valid(state)):,} valid slots")
     for prioritized in (False, True):
         figures = measure_sample(state, args.batch_size, prioritized, args.calls)
