@@ -43,6 +43,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       momentum=0.9,
       nesterov=False,
       rmsprop_decay=0.9,
+      rmsprop_centered=False,
       schedule=dict(name="constant", warmup_steps=0, init_value=0.0, end_value=0.0,
                     total_steps=0, boundaries=()),
       max_grad_norm=0.0,
@@ -109,6 +110,8 @@ def base_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
   if config.name == "adam":
     return optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps)
   if config.name == "rmsprop":
+    if config.get("rmsprop_centered", False):  # DQN's RMSProp divides by the centred 2nd moment
+      return optax.scale_by_stddev(decay=config.rmsprop_decay, eps=config.eps)
     return optax.scale_by_rms(decay=config.rmsprop_decay, eps=config.eps)
   raise ValueError(f"Unknown optimizer {config.name!r}: expected one of {', '.join(OPTIMIZERS)}.")
 
