@@ -16,31 +16,39 @@ from flax import traverse_util
 from plasticity import param_labels
 
 
-def layer_weight_norms(params: Any, labels: tuple[str, ...] = param_labels.KERNEL_LABELS
-                       ) -> dict[str, jnp.ndarray]:
-  """{layer: Frobenius norm of its kernel(s)} for the kernels whose label is in `labels`."""
-  flat = traverse_util.flatten_dict(params)
-  return {layer: jnp.sqrt(sum(jnp.sum(jnp.square(flat[p])) for p in paths))
-          for layer, paths in param_labels.kernel_layers(params, labels).items()}
+def layer_weight_norms(
+    params: Any, labels: tuple[str, ...] = param_labels.KERNEL_LABELS
+) -> dict[str, jnp.ndarray]:
+    """{layer: Frobenius norm of its kernel(s)} for the kernels whose label is in `labels`."""
+    flat = traverse_util.flatten_dict(params)
+    return {
+        layer: jnp.sqrt(sum(jnp.sum(jnp.square(flat[p])) for p in paths))
+        for layer, paths in param_labels.kernel_layers(params, labels).items()
+    }
 
 
-def effective_learning_rates(params: Any, learning_rate, exponent: float = 2.0,
-                             labels: tuple[str, ...] = param_labels.KERNEL_LABELS
-                             ) -> dict[str, jnp.ndarray]:
-  """{layer: η/‖W‖^exponent}; exponent 2 is exact for SGD on scale-invariant layers."""
-  return {layer: learning_rate / norm**exponent
-          for layer, norm in layer_weight_norms(params, labels).items()}
+def effective_learning_rates(
+    params: Any,
+    learning_rate,
+    exponent: float = 2.0,
+    labels: tuple[str, ...] = param_labels.KERNEL_LABELS,
+) -> dict[str, jnp.ndarray]:
+    """{layer: η/‖W‖^exponent}; exponent 2 is exact for SGD on scale-invariant layers."""
+    return {
+        layer: learning_rate / norm**exponent
+        for layer, norm in layer_weight_norms(params, labels).items()
+    }
 
 
-def relative_update_norms(params_before: Any, params_after: Any,
-                          labels: tuple[str, ...] = param_labels.KERNEL_LABELS
-                          ) -> dict[str, jnp.ndarray]:
-  """{layer: ‖W_after − W_before‖/‖W_before‖}: the measured step size of the last update."""
-  before = traverse_util.flatten_dict(params_before)
-  after = traverse_util.flatten_dict(params_after)
-  ratios = {}
-  for layer, paths in param_labels.kernel_layers(params_before, labels).items():
-    delta = jnp.sqrt(sum(jnp.sum(jnp.square(after[p] - before[p])) for p in paths))
-    norm = jnp.sqrt(sum(jnp.sum(jnp.square(before[p])) for p in paths))
-    ratios[layer] = delta / jnp.maximum(norm, 1e-12)
-  return ratios
+def relative_update_norms(
+    params_before: Any, params_after: Any, labels: tuple[str, ...] = param_labels.KERNEL_LABELS
+) -> dict[str, jnp.ndarray]:
+    """{layer: ‖W_after − W_before‖/‖W_before‖}: the measured step size of the last update."""
+    before = traverse_util.flatten_dict(params_before)
+    after = traverse_util.flatten_dict(params_after)
+    ratios = {}
+    for layer, paths in param_labels.kernel_layers(params_before, labels).items():
+        delta = jnp.sqrt(sum(jnp.sum(jnp.square(after[p] - before[p])) for p in paths))
+        norm = jnp.sqrt(sum(jnp.sum(jnp.square(before[p])) for p in paths))
+        ratios[layer] = delta / jnp.maximum(norm, 1e-12)
+    return ratios

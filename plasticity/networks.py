@@ -14,307 +14,358 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from plasticity.layers import (NormedLayer, activation_fn, check_activation, check_norm,
-                               make_norm, output_layer)
+from plasticity.layers import (
+    NormedLayer,
+    activation_fn,
+    check_activation,
+    check_norm,
+    make_norm,
+    output_layer,
+)
 
 
 def _as_float_image(x: jax.Array) -> jax.Array:
-  """uint8 pixels in [0, 255] become float32 in [0, 1]; float inputs pass through."""
-  if x.dtype == jnp.uint8:
-    return x.astype(jnp.float32) / 255.0
-  return x
+    """uint8 pixels in [0, 255] become float32 in [0, 1]; float inputs pass through."""
+    if x.dtype == jnp.uint8:
+        return x.astype(jnp.float32) / 255.0
+    return x
 
 
 class MLP(nn.Module):
-  """Multi-layer perceptron: ``hidden_sizes`` normed layers, then a linear output layer.
+    """Multi-layer perceptron: ``hidden_sizes`` normed layers, then a linear output layer.
 
-  ``num_outputs=0`` returns the last hidden features (a torso). Inputs of any rank are flattened
-  after the batch axis.
-  """
+    ``num_outputs=0`` returns the last hidden features (a torso). Inputs of any rank are flattened
+    after the batch axis.
+    """
 
-  hidden_sizes: Sequence[int] = (256, 256)
-  num_outputs: int = 10
-  norm: str = "none"
-  activation: str = "relu"
+    hidden_sizes: Sequence[int] = (256, 256)
+    num_outputs: int = 10
+    norm: str = "none"
+    activation: str = "relu"
 
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
-    x = x.reshape((x.shape[0], -1))
-    for i, width in enumerate(self.hidden_sizes):
-      x = NormedLayer(width, self.norm, self.activation, name=f"hidden_{i}")(x)
-    if self.num_outputs:
-      x = output_layer(self.num_outputs)(x)
-    return x
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
+        x = x.reshape((x.shape[0], -1))
+        for i, width in enumerate(self.hidden_sizes):
+            x = NormedLayer(width, self.norm, self.activation, name=f"hidden_{i}")(x)
+        if self.num_outputs:
+            x = output_layer(self.num_outputs)(x)
+        return x
 
 
 class NatureTorso(nn.Module):
-  """The convolutional torso of Mnih et al. (2015): conv 32 8×8/4, 64 4×4/2, 64 3×3/1, flatten.
+    """The convolutional torso of Mnih et al. (2015): conv 32 8×8/4, 64 4×4/2, 64 3×3/1, flatten.
 
-  Takes (B, 84, 84, C) channels-last frames, uint8 or float. The 512-unit layer lives in the value
-  head, as in DQN Zoo, so that Rainbow can make it noisy and dueling can split it.
-  """
+    Takes (B, 84, 84, C) channels-last frames, uint8 or float. The 512-unit layer lives in the value
+    head, as in DQN Zoo, so that Rainbow can make it noisy and dueling can split it.
+    """
 
-  norm: str = "none"
-  activation: str = "relu"
+    norm: str = "none"
+    activation: str = "relu"
 
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
-    x = _as_float_image(x)
-    specs = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-    for i, (features, kernel, stride) in enumerate(specs):
-      x = NormedLayer(features, self.norm, self.activation, conv=True,
-                      kernel_size=(kernel, kernel), strides=(stride, stride), padding="VALID",
-                      name=f"conv_{i}")(x)
-    return x.reshape((x.shape[0], -1))
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
+        x = _as_float_image(x)
+        specs = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+        for i, (features, kernel, stride) in enumerate(specs):
+            x = NormedLayer(
+                features,
+                self.norm,
+                self.activation,
+                conv=True,
+                kernel_size=(kernel, kernel),
+                strides=(stride, stride),
+                padding="VALID",
+                name=f"conv_{i}",
+            )(x)
+        return x.reshape((x.shape[0], -1))
 
 
 class SmallCNN(nn.Module):
-  """A small CNN for 28×28 / 32×32 images: [conv 3×3 → norm → act → 2×2 max-pool] × len(channels),
-  then dense layers and a linear output. ``num_outputs=0`` returns the last hidden features."""
+    """A small CNN for 28×28 / 32×32 images: [conv 3×3 → norm → act → 2×2 max-pool] × len(channels),
+    then dense layers and a linear output. ``num_outputs=0`` returns the last hidden features."""
 
-  channels: Sequence[int] = (32, 64)
-  dense_sizes: Sequence[int] = (128,)
-  num_outputs: int = 10
-  norm: str = "none"
-  activation: str = "relu"
+    channels: Sequence[int] = (32, 64)
+    dense_sizes: Sequence[int] = (128,)
+    num_outputs: int = 10
+    norm: str = "none"
+    activation: str = "relu"
 
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
-    x = _as_float_image(x)
-    for i, features in enumerate(self.channels):
-      x = NormedLayer(features, self.norm, self.activation, conv=True, name=f"conv_{i}")(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = x.reshape((x.shape[0], -1))
-    for i, width in enumerate(self.dense_sizes):
-      x = NormedLayer(width, self.norm, self.activation, name=f"hidden_{i}")(x)
-    if self.num_outputs:
-      x = output_layer(self.num_outputs)(x)
-    return x
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
+        x = _as_float_image(x)
+        for i, features in enumerate(self.channels):
+            x = NormedLayer(features, self.norm, self.activation, conv=True, name=f"conv_{i}")(x)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape((x.shape[0], -1))
+        for i, width in enumerate(self.dense_sizes):
+            x = NormedLayer(width, self.norm, self.activation, name=f"hidden_{i}")(x)
+        if self.num_outputs:
+            x = output_layer(self.num_outputs)(x)
+        return x
 
 
 class ResidualBlock(nn.Module):
-  """Basic ResNet block: conv → norm → act → conv → norm, plus a (projected) shortcut, then act."""
+    """Basic ResNet block: conv → norm → act → conv → norm, plus a (projected) shortcut, then act."""
 
-  features: int
-  strides: int = 1
-  norm: str = "none"
-  activation: str = "relu"
+    features: int
+    strides: int = 1
+    norm: str = "none"
+    activation: str = "relu"
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = NormedLayer(self.features, self.norm, self.activation, conv=True,
-                    strides=(self.strides, self.strides), name="conv_0")(x)
-    h = NormedLayer(self.features, self.norm, None, conv=True, name="conv_1")(h)
-    shortcut = x
-    if x.shape[-1] != self.features or self.strides != 1:
-      shortcut = NormedLayer(self.features, self.norm, None, conv=True, kernel_size=(1, 1),
-                             strides=(self.strides, self.strides), name="shortcut")(x)
-    pre = h + shortcut
-    self.sow("intermediates", "preact", pre)
-    out = activation_fn(self.activation)(pre)
-    self.sow("intermediates", "postact", out)
-    return out
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = NormedLayer(
+            self.features,
+            self.norm,
+            self.activation,
+            conv=True,
+            strides=(self.strides, self.strides),
+            name="conv_0",
+        )(x)
+        h = NormedLayer(self.features, self.norm, None, conv=True, name="conv_1")(h)
+        shortcut = x
+        if x.shape[-1] != self.features or self.strides != 1:
+            shortcut = NormedLayer(
+                self.features,
+                self.norm,
+                None,
+                conv=True,
+                kernel_size=(1, 1),
+                strides=(self.strides, self.strides),
+                name="shortcut",
+            )(x)
+        pre = h + shortcut
+        self.sow("intermediates", "preact", pre)
+        out = activation_fn(self.activation)(pre)
+        self.sow("intermediates", "postact", out)
+        return out
 
 
 class ResNet(nn.Module):
-  """ResNet with basic blocks; ``stage_sizes=(2, 2, 2, 2), width=64`` is ResNet-18.
+    """ResNet with basic blocks; ``stage_sizes=(2, 2, 2, 2), width=64`` is ResNet-18.
 
-  ``small_images=True`` uses the CIFAR stem (3×3 conv, no max-pool); otherwise the ImageNet stem
-  (7×7/2 conv and 3×3/2 max-pool). Norm 'none' keeps biases; BatchNorm is deliberately not offered
-  (it couples examples, which confounds per-example plasticity measurements).
-  """
+    ``small_images=True`` uses the CIFAR stem (3×3 conv, no max-pool); otherwise the ImageNet stem
+    (7×7/2 conv and 3×3/2 max-pool). Norm 'none' keeps biases; BatchNorm is deliberately not offered
+    (it couples examples, which confounds per-example plasticity measurements).
+    """
 
-  stage_sizes: Sequence[int] = (2, 2, 2, 2)
-  width: int = 64
-  num_outputs: int = 10
-  norm: str = "layernorm"
-  activation: str = "relu"
-  small_images: bool = True
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    width: int = 64
+    num_outputs: int = 10
+    norm: str = "layernorm"
+    activation: str = "relu"
+    small_images: bool = True
 
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
-    if self.activation == "crelu":
-      raise ValueError("CReLU changes the width of residual branches; use it in MLP/CNNs only.")
-    x = _as_float_image(x)
-    if self.small_images:
-      x = NormedLayer(self.width, self.norm, self.activation, conv=True, name="stem")(x)
-    else:
-      x = NormedLayer(self.width, self.norm, self.activation, conv=True, kernel_size=(7, 7),
-                      strides=(2, 2), name="stem")(x)
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
-    for stage, num_blocks in enumerate(self.stage_sizes):
-      for block in range(num_blocks):
-        strides = 2 if stage > 0 and block == 0 else 1
-        x = ResidualBlock(self.width * 2**stage, strides, self.norm, self.activation,
-                          name=f"stage_{stage}_block_{block}")(x)
-    x = jnp.mean(x, axis=(1, 2))
-    if self.num_outputs:
-      x = output_layer(self.num_outputs)(x)
-    return x
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
+        if self.activation == "crelu":
+            raise ValueError(
+                "CReLU changes the width of residual branches; use it in MLP/CNNs only."
+            )
+        x = _as_float_image(x)
+        if self.small_images:
+            x = NormedLayer(self.width, self.norm, self.activation, conv=True, name="stem")(x)
+        else:
+            x = NormedLayer(
+                self.width,
+                self.norm,
+                self.activation,
+                conv=True,
+                kernel_size=(7, 7),
+                strides=(2, 2),
+                name="stem",
+            )(x)
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for stage, num_blocks in enumerate(self.stage_sizes):
+            for block in range(num_blocks):
+                strides = 2 if stage > 0 and block == 0 else 1
+                x = ResidualBlock(
+                    self.width * 2**stage,
+                    strides,
+                    self.norm,
+                    self.activation,
+                    name=f"stage_{stage}_block_{block}",
+                )(x)
+        x = jnp.mean(x, axis=(1, 2))
+        if self.num_outputs:
+            x = output_layer(self.num_outputs)(x)
+        return x
 
 
 class SelfAttention(nn.Module):
-  """Causal multi-head self-attention. With a norm, queries and keys are normalized over the
-  model width (QK-norm), the normalization before the softmax nonlinearity; it makes the query
-  and key kernels scale invariant. Value and output projections write into the residual stream and
-  are not scale invariant."""
+    """Causal multi-head self-attention. With a norm, queries and keys are normalized over the
+    model width (QK-norm), the normalization before the softmax nonlinearity; it makes the query
+    and key kernels scale invariant. Value and output projections write into the residual stream and
+    are not scale invariant."""
 
-  num_heads: int
-  norm: str = "layernorm"
+    num_heads: int
+    norm: str = "layernorm"
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    batch, length, width = x.shape
-    head_dim = width // self.num_heads
-    split = lambda t: t.reshape(batch, length, self.num_heads, head_dim)
-    q = split(NormedLayer(width, self.norm, None, name="query")(x))
-    k = split(NormedLayer(width, self.norm, None, name="key")(x))
-    v = split(nn.Dense(width, name="value")(x))
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim)
-    mask = jnp.tril(jnp.ones((length, length), bool))
-    logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    attention = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", attention, v).reshape(batch, length, width)
-    return nn.Dense(width, name="attention_output_proj")(out)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        batch, length, width = x.shape
+        head_dim = width // self.num_heads
+        split = lambda t: t.reshape(batch, length, self.num_heads, head_dim)
+        q = split(NormedLayer(width, self.norm, None, name="query")(x))
+        k = split(NormedLayer(width, self.norm, None, name="key")(x))
+        v = split(nn.Dense(width, name="value")(x))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim)
+        mask = jnp.tril(jnp.ones((length, length), bool))
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+        attention = jax.nn.softmax(logits, axis=-1)
+        out = jnp.einsum("bhqk,bkhd->bqhd", attention, v).reshape(batch, length, width)
+        return nn.Dense(width, name="attention_output_proj")(out)
 
 
 class TransformerBlock(nn.Module):
-  """Pre-norm block: x + attn(norm(x)); x + W₂ act(norm(W₁ norm(x)))."""
+    """Pre-norm block: x + attn(norm(x)); x + W₂ act(norm(W₁ norm(x)))."""
 
-  num_heads: int
-  mlp_ratio: int = 4
-  norm: str = "layernorm"
-  activation: str = "gelu"
+    num_heads: int
+    mlp_ratio: int = 4
+    norm: str = "layernorm"
+    activation: str = "gelu"
 
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    width = x.shape[-1]
-    pre_attention = make_norm(self.norm, name="pre_attention_norm")
-    h = pre_attention(x) if pre_attention is not None else x
-    x = x + SelfAttention(self.num_heads, self.norm, name="attention")(h)
-    pre_mlp = make_norm(self.norm, name="pre_mlp_norm")
-    h = pre_mlp(x) if pre_mlp is not None else x
-    h = NormedLayer(width * self.mlp_ratio, self.norm, self.activation, name="mlp_hidden")(h)
-    return x + nn.Dense(width, name="mlp_proj")(h)
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        width = x.shape[-1]
+        pre_attention = make_norm(self.norm, name="pre_attention_norm")
+        h = pre_attention(x) if pre_attention is not None else x
+        x = x + SelfAttention(self.num_heads, self.norm, name="attention")(h)
+        pre_mlp = make_norm(self.norm, name="pre_mlp_norm")
+        h = pre_mlp(x) if pre_mlp is not None else x
+        h = NormedLayer(width * self.mlp_ratio, self.norm, self.activation, name="mlp_hidden")(h)
+        return x + nn.Dense(width, name="mlp_proj")(h)
 
 
 class Transformer(nn.Module):
-  """A small causal pre-norm transformer language model (token ids → next-token logits)."""
+    """A small causal pre-norm transformer language model (token ids → next-token logits)."""
 
-  vocab_size: int = 256
-  max_length: int = 128
-  num_layers: int = 2
-  width: int = 128
-  num_heads: int = 4
-  mlp_ratio: int = 4
-  norm: str = "layernorm"
-  activation: str = "gelu"
+    vocab_size: int = 256
+    max_length: int = 128
+    num_layers: int = 2
+    width: int = 128
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    norm: str = "layernorm"
+    activation: str = "gelu"
 
-  @nn.compact
-  def __call__(self, tokens: jax.Array, deterministic: bool = False) -> jax.Array:
-    if self.activation == "crelu":
-      raise ValueError("CReLU changes the MLP width; use it in MLP/CNNs only.")
-    if self.width % self.num_heads:
-      raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}.")
-    length = tokens.shape[1]
-    x = nn.Embed(self.vocab_size, self.width, name="token_embedding")(tokens)
-    x = x + self.param("position_embedding", nn.initializers.normal(0.02),
-                       (self.max_length, self.width))[:length]
-    for i in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.mlp_ratio, self.norm, self.activation,
-                           name=f"block_{i}")(x)
-    final = make_norm(self.norm, name="final_norm")
-    if final is not None:
-      x = final(x)
-    return output_layer(self.vocab_size)(x)
+    @nn.compact
+    def __call__(self, tokens: jax.Array, deterministic: bool = False) -> jax.Array:
+        if self.activation == "crelu":
+            raise ValueError("CReLU changes the MLP width; use it in MLP/CNNs only.")
+        if self.width % self.num_heads:
+            raise ValueError(f"width {self.width} is not divisible by num_heads {self.num_heads}.")
+        length = tokens.shape[1]
+        x = nn.Embed(self.vocab_size, self.width, name="token_embedding")(tokens)
+        x = (
+            x
+            + self.param(
+                "position_embedding", nn.initializers.normal(0.02), (self.max_length, self.width)
+            )[:length]
+        )
+        for i in range(self.num_layers):
+            x = TransformerBlock(
+                self.num_heads, self.mlp_ratio, self.norm, self.activation, name=f"block_{i}"
+            )(x)
+        final = make_norm(self.norm, name="final_norm")
+        if final is not None:
+            x = final(x)
+        return output_layer(self.vocab_size)(x)
 
 
 class ValueOutputs(NamedTuple):
-  """What a value head returns: Q-values (B, A) and, for a distributional head, logits (B, A, K)."""
+    """What a value head returns: Q-values (B, A) and, for a distributional head, logits (B, A, K)."""
 
-  q_values: jax.Array
-  logits: jax.Array | None = None
+    q_values: jax.Array
+    logits: jax.Array | None = None
 
 
 class ValueHead(nn.Module):
-  """Q-value head covering DQN, dueling, C51 and noisy variants.
+    """Q-value head covering DQN, dueling, C51 and noisy variants.
 
-  ``hidden_sizes`` normed layers (the Nature network's 512 units) feed the outputs; with
-  ``dueling`` the value and advantage streams each get their own hidden layers. With
-  ``num_atoms > 1`` the outputs are per-action logits over a fixed support, and Q is their mean.
-  ``noisy`` makes every layer of the head a per-sample factorised-Gaussian noisy layer.
-  """
+    ``hidden_sizes`` normed layers (the Nature network's 512 units) feed the outputs; with
+    ``dueling`` the value and advantage streams each get their own hidden layers. With
+    ``num_atoms > 1`` the outputs are per-action logits over a fixed support, and Q is their mean.
+    ``noisy`` makes every layer of the head a per-sample factorised-Gaussian noisy layer.
+    """
 
-  num_actions: int
-  hidden_sizes: Sequence[int] = (512,)
-  dueling: bool = False
-  num_atoms: int = 1
-  v_min: float = -10.0
-  v_max: float = 10.0
-  noisy: bool = False
-  noisy_sigma_init: float = 0.5
-  norm: str = "none"
-  activation: str = "relu"
+    num_actions: int
+    hidden_sizes: Sequence[int] = (512,)
+    dueling: bool = False
+    num_atoms: int = 1
+    v_min: float = -10.0
+    v_max: float = 10.0
+    noisy: bool = False
+    noisy_sigma_init: float = 0.5
+    norm: str = "none"
+    activation: str = "relu"
 
-  def _stream(self, x: jax.Array, features: int, prefix: str, deterministic: bool) -> jax.Array:
-    for i, width in enumerate(self.hidden_sizes):
-      x = NormedLayer(width, self.norm, self.activation, noisy=self.noisy,
-                      noisy_sigma_init=self.noisy_sigma_init,
-                      name=f"{prefix}hidden_{i}")(x, deterministic=deterministic)
-    name = f"output_{prefix[:-1]}" if prefix else "output"
-    out = output_layer(features, self.noisy, self.noisy_sigma_init, name=name)
-    return out(x, deterministic=deterministic) if self.noisy else out(x)
+    def _stream(self, x: jax.Array, features: int, prefix: str, deterministic: bool) -> jax.Array:
+        for i, width in enumerate(self.hidden_sizes):
+            x = NormedLayer(
+                width,
+                self.norm,
+                self.activation,
+                noisy=self.noisy,
+                noisy_sigma_init=self.noisy_sigma_init,
+                name=f"{prefix}hidden_{i}",
+            )(x, deterministic=deterministic)
+        name = f"output_{prefix[:-1]}" if prefix else "output"
+        out = output_layer(features, self.noisy, self.noisy_sigma_init, name=name)
+        return out(x, deterministic=deterministic) if self.noisy else out(x)
 
-  @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = False) -> ValueOutputs:
-    atoms = self.num_atoms
-    if self.dueling:
-      value = self._stream(x, atoms, "value_", deterministic).reshape(-1, 1, atoms)
-      advantage = self._stream(x, self.num_actions * atoms, "advantage_", deterministic)
-      advantage = advantage.reshape(-1, self.num_actions, atoms)
-      out = value + advantage - jnp.mean(advantage, axis=1, keepdims=True)
-    else:
-      out = self._stream(x, self.num_actions * atoms, "", deterministic)
-      out = out.reshape(-1, self.num_actions, atoms)
-    if atoms == 1:
-      return ValueOutputs(q_values=out[..., 0])
-    support = jnp.linspace(self.v_min, self.v_max, atoms)
-    q_values = jnp.sum(jax.nn.softmax(out, axis=-1) * support, axis=-1)
-    return ValueOutputs(q_values=q_values, logits=out)
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> ValueOutputs:
+        atoms = self.num_atoms
+        if self.dueling:
+            value = self._stream(x, atoms, "value_", deterministic).reshape(-1, 1, atoms)
+            advantage = self._stream(x, self.num_actions * atoms, "advantage_", deterministic)
+            advantage = advantage.reshape(-1, self.num_actions, atoms)
+            out = value + advantage - jnp.mean(advantage, axis=1, keepdims=True)
+        else:
+            out = self._stream(x, self.num_actions * atoms, "", deterministic)
+            out = out.reshape(-1, self.num_actions, atoms)
+        if atoms == 1:
+            return ValueOutputs(q_values=out[..., 0])
+        support = jnp.linspace(self.v_min, self.v_max, atoms)
+        q_values = jnp.sum(jax.nn.softmax(out, axis=-1) * support, axis=-1)
+        return ValueOutputs(q_values=q_values, logits=out)
 
 
 class QNetwork(nn.Module):
-  """A torso (module returning flat features) followed by a `ValueHead`."""
+    """A torso (module returning flat features) followed by a `ValueHead`."""
 
-  torso: nn.Module
-  head: ValueHead
+    torso: nn.Module
+    head: ValueHead
 
-  def __call__(self, x: jax.Array, deterministic: bool = False) -> ValueOutputs:
-    return self.head(self.torso(x, deterministic=deterministic), deterministic=deterministic)
+    def __call__(self, x: jax.Array, deterministic: bool = False) -> ValueOutputs:
+        return self.head(self.torso(x, deterministic=deterministic), deterministic=deterministic)
 
 
-def hidden_activations(model: nn.Module, variables: Any, x: jax.Array,
-                       **apply_kwargs) -> tuple[Any, dict[str, dict[str, jax.Array]]]:
-  """Runs `model` once and returns (outputs, {layer path: {'preact': ..., 'postact': ...}}).
+def hidden_activations(
+    model: nn.Module, variables: Any, x: jax.Array, **apply_kwargs
+) -> tuple[Any, dict[str, dict[str, jax.Array]]]:
+    """Runs `model` once and returns (outputs, {layer path: {'preact': ..., 'postact': ...}}).
 
-  Layer paths are '/'-joined module names (e.g. 'hidden_0', 'torso/conv_2'). This is the single
-  forward pass used by the diagnostics: no second network definition is needed.
-  """
-  outputs, state = model.apply(variables, x, mutable=["intermediates"], **apply_kwargs)
-  flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
-  layers: dict[str, dict[str, jax.Array]] = {}
-  for path, value in flat.items():
-    layer, kind = path.rsplit("/", 1)
-    layers.setdefault(layer, {})[kind] = value[0]
-  return outputs, layers
+    Layer paths are '/'-joined module names (e.g. 'hidden_0', 'torso/conv_2'). This is the single
+    forward pass used by the diagnostics: no second network definition is needed.
+    """
+    outputs, state = model.apply(variables, x, mutable=["intermediates"], **apply_kwargs)
+    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    layers: dict[str, dict[str, jax.Array]] = {}
+    for path, value in flat.items():
+        layer, kind = path.rsplit("/", 1)
+        layers.setdefault(layer, {})[kind] = value[0]
+    return outputs, layers
 
 
 def parameter_count(params: Any) -> int:
-  """Total number of scalars in a parameter pytree."""
-  return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
+    """Total number of scalars in a parameter pytree."""
+    return sum(int(leaf.size) for leaf in jax.tree_util.tree_leaves(params))
 
 
 def validate_architecture(norm: str, activation: str) -> None:
-  """Raises a one-line ValueError for an unknown norm or activation."""
-  check_norm(norm)
-  check_activation(activation)
+    """Raises a one-line ValueError for an unknown norm or activation."""
+    check_norm(norm)
+    check_activation(activation)

@@ -33,138 +33,159 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
-  """Every field `make_optimizer` reads, with defaults (Adam 1e-3, nothing else on)."""
-  return ml_collections.ConfigDict(dict(
-      name="adam",
-      learning_rate=1e-3,
-      b1=0.9,
-      b2=0.999,
-      eps=1e-8,
-      momentum=0.9,
-      nesterov=False,
-      rmsprop_decay=0.9,
-      rmsprop_centered=False,
-      schedule=dict(name="constant", warmup_steps=0, init_value=0.0, end_value=0.0,
-                    total_steps=0, boundaries=()),
-      max_grad_norm=0.0,
-      weight_decay=0.0,
-      l2=0.0,
-      l2_init=0.0,
-      decay_biases_and_norms=False,
-      nap=dict(enabled=False, period=1, gamma_beta="project", gamma_beta_l2=1e-4),
-  ))
+    """Every field `make_optimizer` reads, with defaults (Adam 1e-3, nothing else on)."""
+    return ml_collections.ConfigDict(
+        dict(
+            name="adam",
+            learning_rate=1e-3,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            momentum=0.9,
+            nesterov=False,
+            rmsprop_decay=0.9,
+            rmsprop_centered=False,
+            schedule=dict(
+                name="constant",
+                warmup_steps=0,
+                init_value=0.0,
+                end_value=0.0,
+                total_steps=0,
+                boundaries=(),
+            ),
+            max_grad_norm=0.0,
+            weight_decay=0.0,
+            l2=0.0,
+            l2_init=0.0,
+            decay_biases_and_norms=False,
+            nap=dict(enabled=False, period=1, gamma_beta="project", gamma_beta_l2=1e-4),
+        )
+    )
 
 
 def _is_on(value) -> bool:
-  """A coefficient switches its transform on when traced (a grid value) or a non-zero number."""
-  return isinstance(value, jax.Array) or float(value) != 0.0
+    """A coefficient switches its transform on when traced (a grid value) or a non-zero number."""
+    return isinstance(value, jax.Array) or float(value) != 0.0
 
 
 def decay_mask(params: Any, include_biases_and_norms: bool = False) -> Any:
-  """True on the parameters weight decay / L2 acts on: kernels, plus biases and γ/β if asked."""
-  labels = param_labels.KERNEL_LABELS
-  if include_biases_and_norms:
-    labels = labels + ("bias",) + param_labels.NORM_LABELS
-  return param_labels.mask_for(params, labels)
+    """True on the parameters weight decay / L2 acts on: kernels, plus biases and γ/β if asked."""
+    labels = param_labels.KERNEL_LABELS
+    if include_biases_and_norms:
+        labels = labels + ("bias",) + param_labels.NORM_LABELS
+    return param_labels.mask_for(params, labels)
 
 
 def _normed_layer_norm_mask(params: Any) -> Any:
-  """True on the (γ, β) of norms inside normed layers (the ones NaP would project)."""
-  paths = {path for group in param_labels.norm_layers(params).values() for path in group}
-  flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict({path: path in paths for path in flat})
+    """True on the (γ, β) of norms inside normed layers (the ones NaP would project)."""
+    paths = {path for group in param_labels.norm_layers(params).values() for path in group}
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({path: path in paths for path in flat})
 
 
 class L2InitState(NamedTuple):
-  initial_params: Any
+    initial_params: Any
 
 
 def add_l2_init(coefficient, mask: Any = None) -> optax.GradientTransformation:
-  """L2-init (Kumar et al. 2023): g += λ(θ − θ₀), θ₀ the parameters at `init`.
+    """L2-init (Kumar et al. 2023): g += λ(θ − θ₀), θ₀ the parameters at `init`.
 
-  `mask` (a pytree or a callable of params) restricts the pull; None pulls every parameter.
-  """
+    `mask` (a pytree or a callable of params) restricts the pull; None pulls every parameter.
+    """
 
-  def init_fn(params):
-    return L2InitState(initial_params=jax.tree_util.tree_map(jnp.asarray, params))
+    def init_fn(params):
+        return L2InitState(initial_params=jax.tree_util.tree_map(jnp.asarray, params))
 
-  def update_fn(updates, state, params=None):
-    if params is None:
-      raise ValueError("add_l2_init needs the current parameters: call update(g, s, params).")
-    pull = jax.tree_util.tree_map(lambda p, p0: coefficient * (p - p0), params,
-                                  state.initial_params)
-    mask_tree = mask(params) if callable(mask) else mask
-    if mask_tree is not None:
-      pull = jax.tree_util.tree_map(lambda m, x: x if m else jnp.zeros_like(x), mask_tree, pull)
-    return jax.tree_util.tree_map(jnp.add, updates, pull), state
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("add_l2_init needs the current parameters: call update(g, s, params).")
+        pull = jax.tree_util.tree_map(
+            lambda p, p0: coefficient * (p - p0), params, state.initial_params
+        )
+        mask_tree = mask(params) if callable(mask) else mask
+        if mask_tree is not None:
+            pull = jax.tree_util.tree_map(
+                lambda m, x: x if m else jnp.zeros_like(x), mask_tree, pull
+            )
+        return jax.tree_util.tree_map(jnp.add, updates, pull), state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def base_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The preconditioning part of the optimizer, before any learning rate is applied."""
-  if config.name == "sgd":
-    return optax.identity()
-  if config.name == "momentum":
-    return optax.trace(decay=config.momentum, nesterov=config.nesterov)
-  if config.name == "adam":
-    return optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps)
-  if config.name == "rmsprop":
-    if config.get("rmsprop_centered", False):  # DQN's RMSProp divides by the centred 2nd moment
-      return optax.scale_by_stddev(decay=config.rmsprop_decay, eps=config.eps)
-    return optax.scale_by_rms(decay=config.rmsprop_decay, eps=config.eps)
-  raise ValueError(f"Unknown optimizer {config.name!r}: expected one of {', '.join(OPTIMIZERS)}.")
+    """The preconditioning part of the optimizer, before any learning rate is applied."""
+    if config.name == "sgd":
+        return optax.identity()
+    if config.name == "momentum":
+        return optax.trace(decay=config.momentum, nesterov=config.nesterov)
+    if config.name == "adam":
+        return optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps)
+    if config.name == "rmsprop":
+        if config.get("rmsprop_centered", False):  # DQN's RMSProp divides by the centred 2nd moment
+            return optax.scale_by_stddev(decay=config.rmsprop_decay, eps=config.eps)
+        return optax.scale_by_rms(decay=config.rmsprop_decay, eps=config.eps)
+    raise ValueError(f"Unknown optimizer {config.name!r}: expected one of {', '.join(OPTIMIZERS)}.")
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, learning_rate=None
-                           ) -> optax.Schedule:
-  """The schedule of `config.schedule` peaking at `learning_rate` (default config's)."""
-  peak = config.learning_rate if learning_rate is None else learning_rate
-  s = config.schedule
-  return schedules.make_schedule(s.name, peak, total_steps=s.total_steps,
-                                 warmup_steps=s.warmup_steps, init_value=s.init_value,
-                                 end_value=s.end_value, boundaries=tuple(s.boundaries))
+def learning_rate_schedule(config: ml_collections.ConfigDict, learning_rate=None) -> optax.Schedule:
+    """The schedule of `config.schedule` peaking at `learning_rate` (default config's)."""
+    peak = config.learning_rate if learning_rate is None else learning_rate
+    s = config.schedule
+    return schedules.make_schedule(
+        s.name,
+        peak,
+        total_steps=s.total_steps,
+        warmup_steps=s.warmup_steps,
+        init_value=s.init_value,
+        end_value=s.end_value,
+        boundaries=tuple(s.boundaries),
+    )
 
 
-def make_optimizer(config: ml_collections.ConfigDict | Mapping, *, learning_rate=None,
-                   weight_decay=None, l2=None, l2_init=None,
-                   layer_schedule: tuple[Sequence[int], Mapping[str, Any]] | None = None
-                   ) -> optax.GradientTransformation:
-  """Builds the optimizer chain described in the module docstring from `config`.
+def make_optimizer(
+    config: ml_collections.ConfigDict | Mapping,
+    *,
+    learning_rate=None,
+    weight_decay=None,
+    l2=None,
+    l2_init=None,
+    layer_schedule: tuple[Sequence[int], Mapping[str, Any]] | None = None,
+) -> optax.GradientTransformation:
+    """Builds the optimizer chain described in the module docstring from `config`.
 
-  Keyword overrides replace the config's values and may be traced arrays (grid search under
-  vmap). `layer_schedule=(table_steps, {layer: factors})` adds `scale_by_layer_schedule`.
-  NaP on a network without norms fails at `init` with a one-line ValueError.
-  """
-  config = ml_collections.ConfigDict(config)
-  pick = lambda override, value: value if override is None else override
-  weight_decay = pick(weight_decay, config.weight_decay)
-  l2 = pick(l2, config.l2)
-  l2_init = pick(l2_init, config.l2_init)
-  mask = lambda params: decay_mask(params, config.decay_biases_and_norms)
+    Keyword overrides replace the config's values and may be traced arrays (grid search under
+    vmap). `layer_schedule=(table_steps, {layer: factors})` adds `scale_by_layer_schedule`.
+    NaP on a network without norms fails at `init` with a one-line ValueError.
+    """
+    config = ml_collections.ConfigDict(config)
+    pick = lambda override, value: value if override is None else override
+    weight_decay = pick(weight_decay, config.weight_decay)
+    l2 = pick(l2, config.l2)
+    l2_init = pick(l2_init, config.l2_init)
+    mask = lambda params: decay_mask(params, config.decay_biases_and_norms)
 
-  chain = []
-  if config.max_grad_norm:
-    chain.append(optax.clip_by_global_norm(config.max_grad_norm))
-  if _is_on(l2):
-    chain.append(optax.add_decayed_weights(l2, mask))
-  if _is_on(l2_init):
-    chain.append(add_l2_init(l2_init))
-  if config.nap.enabled:
-    nap.check_gamma_beta(config.nap.gamma_beta)
-    if config.nap.gamma_beta == "regularize":
-      chain.append(add_l2_init(config.nap.gamma_beta_l2, _normed_layer_norm_mask))
-  chain.append(base_optimizer(config))
-  if _is_on(weight_decay):
-    chain.append(optax.add_decayed_weights(weight_decay, mask))
-  if layer_schedule is not None:
-    chain.append(schedules.scale_by_layer_schedule(*layer_schedule))
-  chain.append(optax.scale_by_learning_rate(learning_rate_schedule(config, learning_rate)))
-  if config.nap.enabled:
-    chain.append(nap.nap_projection(config.nap.period, config.nap.gamma_beta))
-  return optax.chain(*chain)
+    chain = []
+    if config.max_grad_norm:
+        chain.append(optax.clip_by_global_norm(config.max_grad_norm))
+    if _is_on(l2):
+        chain.append(optax.add_decayed_weights(l2, mask))
+    if _is_on(l2_init):
+        chain.append(add_l2_init(l2_init))
+    if config.nap.enabled:
+        nap.check_gamma_beta(config.nap.gamma_beta)
+        if config.nap.gamma_beta == "regularize":
+            chain.append(add_l2_init(config.nap.gamma_beta_l2, _normed_layer_norm_mask))
+    chain.append(base_optimizer(config))
+    if _is_on(weight_decay):
+        chain.append(optax.add_decayed_weights(weight_decay, mask))
+    if layer_schedule is not None:
+        chain.append(schedules.scale_by_layer_schedule(*layer_schedule))
+    chain.append(optax.scale_by_learning_rate(learning_rate_schedule(config, learning_rate)))
+    if config.nap.enabled:
+        chain.append(nap.nap_projection(config.nap.period, config.nap.gamma_beta))
+    return optax.chain(*chain)
 
 
 def optimizer_learning_rate(config: ml_collections.ConfigDict, count, learning_rate=None):
-  """The learning rate the schedule gives at update `count` (for logging)."""
-  return learning_rate_schedule(ml_collections.ConfigDict(config), learning_rate)(count)
+    """The learning rate the schedule gives at update `count` (for logging)."""
+    return learning_rate_schedule(ml_collections.ConfigDict(config), learning_rate)(count)

@@ -18,125 +18,132 @@ PARAMS = jax.jit(MODEL.init)(jax.random.key(2), X)["params"]
 
 
 def _loss(params):
-  logits = MODEL.apply({"params": params}, X)
-  return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
+    logits = MODEL.apply({"params": params}, X)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, Y).mean()
 
 
 @functools.lru_cache(maxsize=None)
-def _trainer(nap_enabled: bool, gamma_beta: str = "project", period: int = 1,
-             learning_rate: float = 3e-2):
-  config = optim.default_optimizer_config()
-  config.learning_rate = learning_rate
-  config.nap.update(enabled=nap_enabled, gamma_beta=gamma_beta, period=period)
-  tx = optim.make_optimizer(config)
+def _trainer(
+    nap_enabled: bool, gamma_beta: str = "project", period: int = 1, learning_rate: float = 3e-2
+):
+    config = optim.default_optimizer_config()
+    config.learning_rate = learning_rate
+    config.nap.update(enabled=nap_enabled, gamma_beta=gamma_beta, period=period)
+    tx = optim.make_optimizer(config)
 
-  @jax.jit
-  def run(params, num_steps_unused=None):
-    def step(carry, _):
-      p, s = carry
-      updates, s = tx.update(jax.grad(_loss)(p), s, p)
-      return (optax.apply_updates(p, updates), s), None
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=10)
-    return params
+    @jax.jit
+    def run(params, num_steps_unused=None):
+        def step(carry, _):
+            p, s = carry
+            updates, s = tx.update(jax.grad(_loss)(p), s, p)
+            return (optax.apply_updates(p, updates), s), None
 
-  return tx, run
+        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=10)
+        return params
+
+    return tx, run
 
 
 def _layer_norms(params, labels):
-  return {k: float(v) for k, v in effective_lr.layer_weight_norms(params, labels).items()}
+    return {k: float(v) for k, v in effective_lr.layer_weight_norms(params, labels).items()}
 
 
 def test_adam_steps_with_nap_keep_hidden_kernels_at_initial_norm():
-  _, run = _trainer(True)
-  trained = run(PARAMS)
-  before = _layer_norms(PARAMS, ("normed_kernel",))
-  after = _layer_norms(trained, ("normed_kernel",))
-  assert set(before) == {"hidden_0/linear", "hidden_1/linear"}
-  for layer in before:
-    np.testing.assert_allclose(after[layer], before[layer], rtol=1e-5)
-  groups = param_labels.norm_layers(PARAMS)
-  for name, norm in nap.group_norms(trained, groups).items():
-    np.testing.assert_allclose(norm, np.sqrt(32), rtol=1e-5, err_msg=name)  # ‖[γ₀; β₀]‖ = √d
-  # Without NaP the same run grows the norms: the test above could fail.
-  _, run_plain = _trainer(False)
-  grown = _layer_norms(run_plain(PARAMS), ("normed_kernel",))
-  assert all(grown[layer] > before[layer] * 1.001 for layer in before)
+    _, run = _trainer(True)
+    trained = run(PARAMS)
+    before = _layer_norms(PARAMS, ("normed_kernel",))
+    after = _layer_norms(trained, ("normed_kernel",))
+    assert set(before) == {"hidden_0/linear", "hidden_1/linear"}
+    for layer in before:
+        np.testing.assert_allclose(after[layer], before[layer], rtol=1e-5)
+    groups = param_labels.norm_layers(PARAMS)
+    for name, norm in nap.group_norms(trained, groups).items():
+        np.testing.assert_allclose(norm, np.sqrt(32), rtol=1e-5, err_msg=name)  # ‖[γ₀; β₀]‖ = √d
+    # Without NaP the same run grows the norms: the test above could fail.
+    _, run_plain = _trainer(False)
+    grown = _layer_norms(run_plain(PARAMS), ("normed_kernel",))
+    assert all(grown[layer] > before[layer] * 1.001 for layer in before)
 
 
 def test_projection_never_touches_the_output_layer_or_biases():
-  tx_nap, _ = _trainer(True)
-  tx_plain, _ = _trainer(False)
-  grads = jax.grad(_loss)(PARAMS)
-  u_nap, _ = tx_nap.update(grads, tx_nap.init(PARAMS), PARAMS)
-  u_plain, _ = tx_plain.update(grads, tx_plain.init(PARAMS), PARAMS)
-  labels = traverse_util.flatten_dict(param_labels.label_params(PARAMS))
-  flat_nap = traverse_util.flatten_dict(u_nap)
-  flat_plain = traverse_util.flatten_dict(u_plain)
-  for path, label in labels.items():
-    if label in ("output_kernel", "bias"):
-      np.testing.assert_array_equal(flat_nap[path], flat_plain[path], err_msg=str(path))
-    if label == "normed_kernel":
-      assert not np.allclose(flat_nap[path], flat_plain[path])
+    tx_nap, _ = _trainer(True)
+    tx_plain, _ = _trainer(False)
+    grads = jax.grad(_loss)(PARAMS)
+    u_nap, _ = tx_nap.update(grads, tx_nap.init(PARAMS), PARAMS)
+    u_plain, _ = tx_plain.update(grads, tx_plain.init(PARAMS), PARAMS)
+    labels = traverse_util.flatten_dict(param_labels.label_params(PARAMS))
+    flat_nap = traverse_util.flatten_dict(u_nap)
+    flat_plain = traverse_util.flatten_dict(u_plain)
+    for path, label in labels.items():
+        if label in ("output_kernel", "bias"):
+            np.testing.assert_array_equal(flat_nap[path], flat_plain[path], err_msg=str(path))
+        if label == "normed_kernel":
+            assert not np.allclose(flat_nap[path], flat_plain[path])
 
 
 def test_projection_preserves_the_function_up_to_the_norm_epsilon():
-  _, run_plain = _trainer(False, learning_rate=1e-1)
-  grown = run_plain(PARAMS)
-  groups = nap.projection_groups(grown, gamma_beta="free")
-  targets = nap.group_norms(PARAMS, groups)
-  projected = nap.project(grown, groups, targets)
-  for name, norm in nap.group_norms(projected, groups).items():
-    np.testing.assert_allclose(norm, targets[name], rtol=1e-6)
-  before = MODEL.apply({"params": grown}, X)
-  after = MODEL.apply({"params": projected}, X)
-  # LN(cz) − LN(z) ∝ ε/var(z): with flax's ε = 1e-6 the outputs move by ~1e-6, far below 1e-4.
-  assert layers.NORM_EPSILON == 1e-6
-  np.testing.assert_allclose(after, before, atol=1e-4)
+    _, run_plain = _trainer(False, learning_rate=1e-1)
+    grown = run_plain(PARAMS)
+    groups = nap.projection_groups(grown, gamma_beta="free")
+    targets = nap.group_norms(PARAMS, groups)
+    projected = nap.project(grown, groups, targets)
+    for name, norm in nap.group_norms(projected, groups).items():
+        np.testing.assert_allclose(norm, targets[name], rtol=1e-6)
+    before = MODEL.apply({"params": grown}, X)
+    after = MODEL.apply({"params": projected}, X)
+    # LN(cz) − LN(z) ∝ ε/var(z): with flax's ε = 1e-6 the outputs move by ~1e-6, far below 1e-4.
+    assert layers.NORM_EPSILON == 1e-6
+    np.testing.assert_allclose(after, before, atol=1e-4)
 
 
 def test_projection_period_and_gamma_beta_modes():
-  _, run_every_3 = _trainer(True, "free", period=3)
-  trained = run_every_3(PARAMS)  # 10 updates: last projection at update 9, then one free step
-  before = _layer_norms(PARAMS, ("normed_kernel",))
-  after = _layer_norms(trained, ("normed_kernel",))
-  assert all(abs(after[k] / before[k] - 1) > 1e-6 for k in before)
-  assert all(abs(after[k] / before[k] - 1) < 0.05 for k in before)
-  _, run_free = _trainer(True, "free")
-  free_norms = nap.group_norms(run_free(PARAMS), param_labels.norm_layers(PARAMS))
-  assert any(abs(float(n) - np.sqrt(32)) > 1e-4 for n in free_norms.values())
+    _, run_every_3 = _trainer(True, "free", period=3)
+    trained = run_every_3(PARAMS)  # 10 updates: last projection at update 9, then one free step
+    before = _layer_norms(PARAMS, ("normed_kernel",))
+    after = _layer_norms(trained, ("normed_kernel",))
+    assert all(abs(after[k] / before[k] - 1) > 1e-6 for k in before)
+    assert all(abs(after[k] / before[k] - 1) < 0.05 for k in before)
+    _, run_free = _trainer(True, "free")
+    free_norms = nap.group_norms(run_free(PARAMS), param_labels.norm_layers(PARAMS))
+    assert any(abs(float(n) - np.sqrt(32)) > 1e-4 for n in free_norms.values())
 
 
 def test_regularize_mode_pulls_gamma_beta_towards_init():
-  config = optim.default_optimizer_config()
-  config.update(name="sgd", learning_rate=1.0)
-  config.nap.update(enabled=True, gamma_beta="regularize", gamma_beta_l2=0.5)
-  tx = optim.make_optimizer(config)
-  moved = jax.tree_util.tree_map(lambda p: p + 1.0, PARAMS)
-  state = tx.init(PARAMS)
-  zero = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)
-  updates, _ = tx.update(zero, state, moved)
-  assert float(updates["hidden_0"]["norm"]["scale"][0]) == pytest.approx(-0.5)
-  assert float(updates["output"]["bias"][0]) == pytest.approx(0.0)
+    config = optim.default_optimizer_config()
+    config.update(name="sgd", learning_rate=1.0)
+    config.nap.update(enabled=True, gamma_beta="regularize", gamma_beta_l2=0.5)
+    tx = optim.make_optimizer(config)
+    moved = jax.tree_util.tree_map(lambda p: p + 1.0, PARAMS)
+    state = tx.init(PARAMS)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)
+    updates, _ = tx.update(zero, state, moved)
+    assert float(updates["hidden_0"]["norm"]["scale"][0]) == pytest.approx(-0.5)
+    assert float(updates["output"]["bias"][0]) == pytest.approx(0.0)
 
 
 def test_nap_without_norm_is_refused():
-  plain = networks.MLP((8,), 2, "none")
-  params = plain.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
-  config = optim.default_optimizer_config()
-  config.nap.enabled = True
-  with pytest.raises(ValueError, match="NaP needs a normalization layer"):
-    optim.make_optimizer(config).init(params)
-  with pytest.raises(ValueError, match="NaP needs a normalization layer"):
-    nap.check_nap_config("none", True)
-  nap.check_nap_config("layernorm", True)
-  with pytest.raises(ValueError, match="gamma_beta"):
-    nap.nap_projection(gamma_beta="sideways")
+    plain = networks.MLP((8,), 2, "none")
+    params = plain.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+    config = optim.default_optimizer_config()
+    config.nap.enabled = True
+    with pytest.raises(ValueError, match="NaP needs a normalization layer"):
+        optim.make_optimizer(config).init(params)
+    with pytest.raises(ValueError, match="NaP needs a normalization layer"):
+        nap.check_nap_config("none", True)
+    nap.check_nap_config("layernorm", True)
+    with pytest.raises(ValueError, match="gamma_beta"):
+        nap.nap_projection(gamma_beta="sideways")
 
 
 def test_noisy_layer_kernels_are_projected_jointly():
-  head = networks.ValueHead(3, (8,), noisy=True, norm="layernorm")
-  params = head.init({"params": jax.random.key(0), "noise": jax.random.key(1)},
-                     jnp.ones((2, 4)))["params"]
-  groups = nap.projection_groups(params, "free")
-  assert groups == {"hidden_0/linear": [("hidden_0", "linear", "kernel"),
-                                         ("hidden_0", "linear", "sigma_kernel")]}
+    head = networks.ValueHead(3, (8,), noisy=True, norm="layernorm")
+    params = head.init({"params": jax.random.key(0), "noise": jax.random.key(1)}, jnp.ones((2, 4)))[
+        "params"
+    ]
+    groups = nap.projection_groups(params, "free")
+    assert groups == {
+        "hidden_0/linear": [
+            ("hidden_0", "linear", "kernel"),
+            ("hidden_0", "linear", "sigma_kernel"),
+        ]
+    }

@@ -15,33 +15,48 @@ NORMS = ("none", "layernorm", "rmsnorm")
 
 
 def _nature(norm, **head):
-  return networks.QNetwork(networks.NatureTorso(norm), networks.ValueHead(norm=norm, **head))
+    return networks.QNetwork(networks.NatureTorso(norm), networks.ValueHead(norm=norm, **head))
 
 
 # name: (builder(norm), input, output shape)
 BUILDERS = {
     "mlp": (lambda norm: networks.MLP((64, 64), 10, norm), jnp.ones((2, 20)), (2, 10)),
-    "nature_dqn": (lambda norm: _nature(norm, num_actions=6), jnp.ones((2, 84, 84, 4), jnp.uint8),
-                   (2, 6)),
-    "nature_rainbow": (lambda norm: _nature(norm, num_actions=18, dueling=True, num_atoms=51,
-                                            noisy=True),
-                       jnp.ones((1, 84, 84, 4), jnp.uint8), (1, 18)),
+    "nature_dqn": (
+        lambda norm: _nature(norm, num_actions=6),
+        jnp.ones((2, 84, 84, 4), jnp.uint8),
+        (2, 6),
+    ),
+    "nature_rainbow": (
+        lambda norm: _nature(norm, num_actions=18, dueling=True, num_atoms=51, noisy=True),
+        jnp.ones((1, 84, 84, 4), jnp.uint8),
+        (1, 18),
+    ),
     "small_cnn_28": (lambda norm: networks.SmallCNN(norm=norm), jnp.ones((2, 28, 28, 1)), (2, 10)),
     "small_cnn_32": (lambda norm: networks.SmallCNN(norm=norm), jnp.ones((2, 32, 32, 3)), (2, 10)),
-    "resnet_tiny": (lambda norm: networks.ResNet((1, 1), 16, 10, norm), jnp.ones((2, 32, 32, 3)),
-                    (2, 10)),
-    "transformer": (lambda norm: networks.Transformer(64, 32, 2, 64, 4, 4, norm),
-                    jnp.ones((2, 16), jnp.int32), (2, 16, 64)),
-    "noisy_dueling_c51": (lambda norm: networks.QNetwork(
-        networks.MLP((16,), 0, norm),
-        networks.ValueHead(5, (16,), dueling=True, num_atoms=7, noisy=True, norm=norm)),
-                          jnp.ones((3, 10)), (3, 5)),
+    "resnet_tiny": (
+        lambda norm: networks.ResNet((1, 1), 16, 10, norm),
+        jnp.ones((2, 32, 32, 3)),
+        (2, 10),
+    ),
+    "transformer": (
+        lambda norm: networks.Transformer(64, 32, 2, 64, 4, 4, norm),
+        jnp.ones((2, 16), jnp.int32),
+        (2, 16, 64),
+    ),
+    "noisy_dueling_c51": (
+        lambda norm: networks.QNetwork(
+            networks.MLP((16,), 0, norm),
+            networks.ValueHead(5, (16,), dueling=True, num_atoms=7, noisy=True, norm=norm),
+        ),
+        jnp.ones((3, 10)),
+        (3, 5),
+    ),
 }
 # The scale-invariance test compiles a gradient per case: near-duplicates are left out, and the
 # Nature torso runs on 44×44 frames (the invariance does not depend on the frame size).
-INVARIANCE_CASES = [(name, "layernorm") for name in sorted(set(BUILDERS) - {
-    "nature_rainbow", "small_cnn_32"})] + [
-        (name, "rmsnorm") for name in ("mlp", "small_cnn_28", "noisy_dueling_c51", "transformer")]
+INVARIANCE_CASES = [
+    (name, "layernorm") for name in sorted(set(BUILDERS) - {"nature_rainbow", "small_cnn_32"})
+] + [(name, "rmsnorm") for name in ("mlp", "small_cnn_28", "noisy_dueling_c51", "transformer")]
 INVARIANCE_INPUTS = {"nature_dqn": jnp.ones((1, 44, 44, 4), jnp.uint8)}
 
 # Pinned parameter counts. MLP and Nature DQN are also derived by hand below.
@@ -61,183 +76,192 @@ RNGS = {"params": jax.random.key(0), "noise": jax.random.key(1)}
 
 @functools.lru_cache(maxsize=None)
 def _init(name, norm):
-  build, x, _ = BUILDERS[name]
-  model = build(norm)
-  return model, jax.jit(model.init)(RNGS, x)
+    build, x, _ = BUILDERS[name]
+    model = build(norm)
+    return model, jax.jit(model.init)(RNGS, x)
 
 
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("name", sorted(BUILDERS))
 def test_output_shape_and_pinned_parameter_count(name, norm):
-  build, x, shape = BUILDERS[name]
-  model = build(norm)
-  variables = jax.eval_shape(model.init, RNGS, x)
-  out = jax.eval_shape(functools.partial(model.apply, rngs={"noise": RNGS["noise"]}), variables, x)
-  q = out.q_values if isinstance(out, networks.ValueOutputs) else out
-  assert q.shape == shape
-  assert networks.parameter_count(variables["params"]) == PINNED_COUNTS[name][norm]
+    build, x, shape = BUILDERS[name]
+    model = build(norm)
+    variables = jax.eval_shape(model.init, RNGS, x)
+    out = jax.eval_shape(
+        functools.partial(model.apply, rngs={"noise": RNGS["noise"]}), variables, x
+    )
+    q = out.q_values if isinstance(out, networks.ValueOutputs) else out
+    assert q.shape == shape
+    assert networks.parameter_count(variables["params"]) == PINNED_COUNTS[name][norm]
 
 
 def test_mlp_and_nature_counts_match_hand_derivation():
-  dense = lambda i, o, bias: i * o + (o if bias else 0)
-  mlp_none = dense(20, 64, 1) + dense(64, 64, 1) + dense(64, 10, 1)
-  mlp_ln = dense(20, 64, 0) + 2 * 64 + dense(64, 64, 0) + 2 * 64 + dense(64, 10, 1)
-  assert (mlp_none, mlp_ln) == (PINNED_COUNTS["mlp"]["none"], PINNED_COUNTS["mlp"]["layernorm"])
-  convs = dense(8 * 8 * 4, 32, 1) + dense(4 * 4 * 32, 64, 1) + dense(3 * 3 * 64, 64, 1)
-  nature = convs + dense(7 * 7 * 64, 512, 1) + dense(512, 6, 1)
-  assert nature == PINNED_COUNTS["nature_dqn"]["none"] == 1_687_206  # Mnih et al. (2015), Pong
+    dense = lambda i, o, bias: i * o + (o if bias else 0)
+    mlp_none = dense(20, 64, 1) + dense(64, 64, 1) + dense(64, 10, 1)
+    mlp_ln = dense(20, 64, 0) + 2 * 64 + dense(64, 64, 0) + 2 * 64 + dense(64, 10, 1)
+    assert (mlp_none, mlp_ln) == (PINNED_COUNTS["mlp"]["none"], PINNED_COUNTS["mlp"]["layernorm"])
+    convs = dense(8 * 8 * 4, 32, 1) + dense(4 * 4 * 32, 64, 1) + dense(3 * 3 * 64, 64, 1)
+    nature = convs + dense(7 * 7 * 64, 512, 1) + dense(512, 6, 1)
+    assert nature == PINNED_COUNTS["nature_dqn"]["none"] == 1_687_206  # Mnih et al. (2015), Pong
 
 
 def test_standard_resnet18_parameter_count():
-  model = networks.ResNet(norm="layernorm")
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 32, 32, 3)))
-  # The CIFAR ResNet-18 with BatchNorm has 11,173,962 parameters; LayerNorm has the same γ, β.
-  assert networks.parameter_count(shapes["params"]) == 11_173_962
+    model = networks.ResNet(norm="layernorm")
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 32, 32, 3)))
+    # The CIFAR ResNet-18 with BatchNorm has 11,173,962 parameters; LayerNorm has the same γ, β.
+    assert networks.parameter_count(shapes["params"]) == 11_173_962
 
 
 @pytest.mark.parametrize("name", ["mlp", "small_cnn_28", "resnet_tiny", "transformer"])
 def test_norms_remove_redundant_biases(name):
-  for norm in ("layernorm", "rmsnorm"):
+    for norm in ("layernorm", "rmsnorm"):
+        build, x, _ = BUILDERS[name]
+        variables = jax.eval_shape(build(norm).init, RNGS, x)
+        labels = traverse_util.flatten_dict(param_labels.label_params(variables["params"]))
+        for path in labels:
+            if len(path) > 1 and path[-2] == "linear":
+                assert path[-1] != "bias", f"{path} keeps a bias in front of a norm"
     build, x, _ = BUILDERS[name]
-    variables = jax.eval_shape(build(norm).init, RNGS, x)
-    labels = traverse_util.flatten_dict(param_labels.label_params(variables["params"]))
-    for path in labels:
-      if len(path) > 1 and path[-2] == "linear":
-        assert path[-1] != "bias", f"{path} keeps a bias in front of a norm"
-  build, x, _ = BUILDERS[name]
-  flat = traverse_util.flatten_dict(jax.eval_shape(build("none").init, RNGS, x)["params"])
-  assert any(path[-2:] == ("linear", "bias") for path in flat)
+    flat = traverse_util.flatten_dict(jax.eval_shape(build("none").init, RNGS, x)["params"])
+    assert any(path[-2:] == ("linear", "bias") for path in flat)
 
 
 def _scale_leaves(params, paths, factor):
-  flat = dict(traverse_util.flatten_dict(params))
-  for path in paths:
-    flat[path] = flat[path] * factor
-  return traverse_util.unflatten_dict(flat)
+    flat = dict(traverse_util.flatten_dict(params))
+    for path in paths:
+        flat[path] = flat[path] * factor
+    return traverse_util.unflatten_dict(flat)
 
 
 @pytest.mark.parametrize("name,norm", INVARIANCE_CASES)
 def test_normed_kernels_are_scale_invariant_with_orthogonal_gradients(name, norm):
-  build, x, _ = BUILDERS[name]
-  x = INVARIANCE_INPUTS.get(name, x)
-  model = build(norm)
-  variables = jax.jit(model.init)(RNGS, x)
-  if x.dtype == jnp.int32:
-    x = jax.random.randint(jax.random.key(3), x.shape, 0, 64)
-  else:
-    x = jax.random.uniform(jax.random.key(3), x.shape) * (255 if x.dtype == jnp.uint8 else 1)
-    x = x.astype(BUILDERS[name][1].dtype)
-  params = variables["params"]
+    build, x, _ = BUILDERS[name]
+    x = INVARIANCE_INPUTS.get(name, x)
+    model = build(norm)
+    variables = jax.jit(model.init)(RNGS, x)
+    if x.dtype == jnp.int32:
+        x = jax.random.randint(jax.random.key(3), x.shape, 0, 64)
+    else:
+        x = jax.random.uniform(jax.random.key(3), x.shape) * (255 if x.dtype == jnp.uint8 else 1)
+        x = x.astype(BUILDERS[name][1].dtype)
+    params = variables["params"]
 
-  def scalar_output(p):
-    out = model.apply({"params": p}, x, rngs={"noise": jax.random.key(4)})
-    q = out.q_values if isinstance(out, networks.ValueOutputs) else out
-    return jnp.sum(jnp.sin(q)), q
+    def scalar_output(p):
+        out = model.apply({"params": p}, x, rngs={"noise": jax.random.key(4)})
+        q = out.q_values if isinstance(out, networks.ValueOutputs) else out
+        return jnp.sum(jnp.sin(q)), q
 
-  value_and_grad = jax.jit(jax.value_and_grad(scalar_output, has_aux=True))
-  (_, reference), grads = value_and_grad(params)
-  flat_params = traverse_util.flatten_dict(params)
-  flat_grads = traverse_util.flatten_dict(grads)
-  layers_ = param_labels.kernel_layers(params, ("normed_kernel",))
-  assert layers_, "a normed network must have scale-invariant kernels"
-  for layer, paths in layers_.items():
-    inner = sum(jnp.vdot(flat_grads[p], flat_params[p]) for p in paths)
-    g_norm = jnp.sqrt(sum(jnp.sum(flat_grads[p] ** 2) for p in paths))
-    w_norm = jnp.sqrt(sum(jnp.sum(flat_params[p] ** 2) for p in paths))
-    assert abs(inner) / (g_norm * w_norm + 1e-30) < 1e-4, layer
-  for layer, paths in list(layers_.items())[:3]:
-    (_, scaled), _ = value_and_grad(_scale_leaves(params, paths, 3.7))
-    np.testing.assert_allclose(scaled, reference, atol=2e-4 * (1 + np.abs(reference).max()),
-                               err_msg=layer)
+    value_and_grad = jax.jit(jax.value_and_grad(scalar_output, has_aux=True))
+    (_, reference), grads = value_and_grad(params)
+    flat_params = traverse_util.flatten_dict(params)
+    flat_grads = traverse_util.flatten_dict(grads)
+    layers_ = param_labels.kernel_layers(params, ("normed_kernel",))
+    assert layers_, "a normed network must have scale-invariant kernels"
+    for layer, paths in layers_.items():
+        inner = sum(jnp.vdot(flat_grads[p], flat_params[p]) for p in paths)
+        g_norm = jnp.sqrt(sum(jnp.sum(flat_grads[p] ** 2) for p in paths))
+        w_norm = jnp.sqrt(sum(jnp.sum(flat_params[p] ** 2) for p in paths))
+        assert abs(inner) / (g_norm * w_norm + 1e-30) < 1e-4, layer
+    for layer, paths in list(layers_.items())[:3]:
+        (_, scaled), _ = value_and_grad(_scale_leaves(params, paths, 3.7))
+        np.testing.assert_allclose(
+            scaled, reference, atol=2e-4 * (1 + np.abs(reference).max()), err_msg=layer
+        )
 
 
 def test_unnormed_kernel_is_not_scale_invariant():
-  model, variables = _init("mlp", "none")
-  x = jax.random.normal(jax.random.key(0), (4, 20))
-  params = variables["params"]
-  scaled = _scale_leaves(params, [("hidden_0", "linear", "kernel")], 3.7)
-  assert not np.allclose(model.apply({"params": scaled}, x), model.apply({"params": params}, x))
+    model, variables = _init("mlp", "none")
+    x = jax.random.normal(jax.random.key(0), (4, 20))
+    params = variables["params"]
+    scaled = _scale_leaves(params, [("hidden_0", "linear", "kernel")], 3.7)
+    assert not np.allclose(model.apply({"params": scaled}, x), model.apply({"params": params}, x))
 
 
 def test_noisy_layer_draws_independent_noise_per_sample():
-  head = networks.ValueHead(num_actions=4, hidden_sizes=(16,), noisy=True, noisy_sigma_init=0.5)
-  x = jnp.ones((8, 12))  # eight identical inputs
-  variables = jax.jit(head.init)(RNGS, x)
-  noisy_q = jax.jit(lambda key: head.apply(variables, x, rngs={"noise": key}).q_values)
-  q = noisy_q(jax.random.key(5))
-  assert np.unique(np.asarray(q[:, 0])).size == 8, "samples of a batch share one noise draw"
-  np.testing.assert_array_equal(q, noisy_q(jax.random.key(5)))
-  assert not np.allclose(q, noisy_q(jax.random.key(6)))
-  mean = jax.jit(lambda: head.apply(variables, x, deterministic=True).q_values)()
-  np.testing.assert_allclose(mean, jnp.broadcast_to(mean[:1], mean.shape))
+    head = networks.ValueHead(num_actions=4, hidden_sizes=(16,), noisy=True, noisy_sigma_init=0.5)
+    x = jnp.ones((8, 12))  # eight identical inputs
+    variables = jax.jit(head.init)(RNGS, x)
+    noisy_q = jax.jit(lambda key: head.apply(variables, x, rngs={"noise": key}).q_values)
+    q = noisy_q(jax.random.key(5))
+    assert np.unique(np.asarray(q[:, 0])).size == 8, "samples of a batch share one noise draw"
+    np.testing.assert_array_equal(q, noisy_q(jax.random.key(5)))
+    assert not np.allclose(q, noisy_q(jax.random.key(6)))
+    mean = jax.jit(lambda: head.apply(variables, x, deterministic=True).q_values)()
+    np.testing.assert_allclose(mean, jnp.broadcast_to(mean[:1], mean.shape))
 
 
 def test_factorised_noise_matches_per_sample_weight_matrices():
-  x = np.asarray(jax.random.normal(jax.random.key(0), (3, 5)))
-  sigma_w = np.asarray(jax.random.uniform(jax.random.key(1), (5, 4)))
-  sigma_b = np.asarray(jax.random.uniform(jax.random.key(2), (4,)))
-  key = jax.random.key(7)
-  noise = np.asarray(layers.factorised_noise(x, sigma_w, sigma_b, key))
-  key_in, key_out = jax.random.split(key)
-  f = lambda e: np.sign(e) * np.sqrt(np.abs(e))
-  eps_in = f(np.asarray(jax.random.normal(key_in, (3, 5))))
-  eps_out = f(np.asarray(jax.random.normal(key_out, (3, 4))))
-  for b in range(3):
-    weight_noise = sigma_w * np.outer(eps_in[b], eps_out[b])
-    np.testing.assert_allclose(noise[b], x[b] @ weight_noise + sigma_b * eps_out[b], rtol=1e-5,
-                               atol=1e-6)
+    x = np.asarray(jax.random.normal(jax.random.key(0), (3, 5)))
+    sigma_w = np.asarray(jax.random.uniform(jax.random.key(1), (5, 4)))
+    sigma_b = np.asarray(jax.random.uniform(jax.random.key(2), (4,)))
+    key = jax.random.key(7)
+    noise = np.asarray(layers.factorised_noise(x, sigma_w, sigma_b, key))
+    key_in, key_out = jax.random.split(key)
+    f = lambda e: np.sign(e) * np.sqrt(np.abs(e))
+    eps_in = f(np.asarray(jax.random.normal(key_in, (3, 5))))
+    eps_out = f(np.asarray(jax.random.normal(key_out, (3, 4))))
+    for b in range(3):
+        weight_noise = sigma_w * np.outer(eps_in[b], eps_out[b])
+        np.testing.assert_allclose(
+            noise[b], x[b] @ weight_noise + sigma_b * eps_out[b], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_noisy_dense_mean_and_noise_parts():
-  layer = layers.NoisyDense(3, sigma_init=0.5)
-  x = jax.random.normal(jax.random.key(0), (2, 5))
-  variables = layer.init(RNGS, x)
-  p = variables["params"]
-  mean = x @ p["kernel"] + p["bias"]
-  np.testing.assert_allclose(layer.apply(variables, x, deterministic=True), mean, rtol=1e-6)
-  np.testing.assert_allclose(p["sigma_kernel"], 0.5 / np.sqrt(5))
-  silent = jax.tree_util.tree_map(jnp.asarray, dict(p, sigma_kernel=0 * p["sigma_kernel"],
-                                                    sigma_bias=0 * p["sigma_bias"]))
-  np.testing.assert_allclose(layer.apply({"params": silent}, x, rngs={"noise": RNGS["noise"]}),
-                             mean, rtol=1e-6)
+    layer = layers.NoisyDense(3, sigma_init=0.5)
+    x = jax.random.normal(jax.random.key(0), (2, 5))
+    variables = layer.init(RNGS, x)
+    p = variables["params"]
+    mean = x @ p["kernel"] + p["bias"]
+    np.testing.assert_allclose(layer.apply(variables, x, deterministic=True), mean, rtol=1e-6)
+    np.testing.assert_allclose(p["sigma_kernel"], 0.5 / np.sqrt(5))
+    silent = jax.tree_util.tree_map(
+        jnp.asarray, dict(p, sigma_kernel=0 * p["sigma_kernel"], sigma_bias=0 * p["sigma_bias"])
+    )
+    np.testing.assert_allclose(
+        layer.apply({"params": silent}, x, rngs={"noise": RNGS["noise"]}), mean, rtol=1e-6
+    )
 
 
 def test_distributional_and_dueling_heads():
-  head = networks.ValueHead(num_actions=3, hidden_sizes=(8,), dueling=True, num_atoms=5,
-                            v_min=-2.0, v_max=2.0)
-  x = jax.random.normal(jax.random.key(0), (4, 6))
-  variables = head.init(RNGS, x)
-  out = head.apply(variables, x)
-  assert out.logits.shape == (4, 3, 5)
-  probs = jax.nn.softmax(out.logits, axis=-1)
-  np.testing.assert_allclose(out.q_values, probs @ np.linspace(-2, 2, 5), rtol=1e-5, atol=1e-6)
-  scalar = networks.ValueHead(num_actions=3, hidden_sizes=(8,), dueling=True)
-  sv = scalar.init(RNGS, x)
-  q = scalar.apply(sv, x).q_values
-  # Dueling: the mean advantage is removed, so the mean Q equals the value stream.
-  h = nn.relu(x @ sv["params"]["value_hidden_0"]["linear"]["kernel"]
-              + sv["params"]["value_hidden_0"]["linear"]["bias"])
-  v = h @ sv["params"]["output_value"]["kernel"] + sv["params"]["output_value"]["bias"]
-  np.testing.assert_allclose(q.mean(axis=1), v[:, 0], rtol=1e-5, atol=1e-6)
+    head = networks.ValueHead(
+        num_actions=3, hidden_sizes=(8,), dueling=True, num_atoms=5, v_min=-2.0, v_max=2.0
+    )
+    x = jax.random.normal(jax.random.key(0), (4, 6))
+    variables = head.init(RNGS, x)
+    out = head.apply(variables, x)
+    assert out.logits.shape == (4, 3, 5)
+    probs = jax.nn.softmax(out.logits, axis=-1)
+    np.testing.assert_allclose(out.q_values, probs @ np.linspace(-2, 2, 5), rtol=1e-5, atol=1e-6)
+    scalar = networks.ValueHead(num_actions=3, hidden_sizes=(8,), dueling=True)
+    sv = scalar.init(RNGS, x)
+    q = scalar.apply(sv, x).q_values
+    # Dueling: the mean advantage is removed, so the mean Q equals the value stream.
+    h = nn.relu(
+        x @ sv["params"]["value_hidden_0"]["linear"]["kernel"]
+        + sv["params"]["value_hidden_0"]["linear"]["bias"]
+    )
+    v = h @ sv["params"]["output_value"]["kernel"] + sv["params"]["output_value"]["bias"]
+    np.testing.assert_allclose(q.mean(axis=1), v[:, 0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "gelu", "tanh", "crelu"])
 def test_hidden_activations_expose_pre_and_post(activation):
-  model = networks.MLP((8, 8), 3, "layernorm", activation)
-  x = jax.random.normal(jax.random.key(0), (5, 4))
-  variables = model.init(jax.random.key(1), x)
-  out, acts = networks.hidden_activations(model, variables, x)
-  np.testing.assert_array_equal(out, model.apply(variables, x))
-  assert set(acts) == {"hidden_0", "hidden_1"}
-  fn = layers.activation_fn(activation)
-  for layer in acts.values():
-    np.testing.assert_allclose(layer["postact"], fn(layer["preact"]), rtol=1e-6)
-    assert layer["preact"].shape == (5, 8)
-    assert layer["postact"].shape == (5, 16 if activation == "crelu" else 8)
+    model = networks.MLP((8, 8), 3, "layernorm", activation)
+    x = jax.random.normal(jax.random.key(0), (5, 4))
+    variables = model.init(jax.random.key(1), x)
+    out, acts = networks.hidden_activations(model, variables, x)
+    np.testing.assert_array_equal(out, model.apply(variables, x))
+    assert set(acts) == {"hidden_0", "hidden_1"}
+    fn = layers.activation_fn(activation)
+    for layer in acts.values():
+        np.testing.assert_allclose(layer["postact"], fn(layer["preact"]), rtol=1e-6)
+        assert layer["preact"].shape == (5, 8)
+        assert layer["postact"].shape == (5, 16 if activation == "crelu" else 8)
 
 
 def test_unknown_norm_and_activation_are_refused():
-  with pytest.raises(ValueError, match="Unknown norm 'batchnorm'"):
-    networks.MLP(norm="batchnorm").init(jax.random.key(0), jnp.ones((1, 3)))
-  with pytest.raises(ValueError, match="Unknown activation 'swish'"):
-    networks.MLP(activation="swish").init(jax.random.key(0), jnp.ones((1, 3)))
+    with pytest.raises(ValueError, match="Unknown norm 'batchnorm'"):
+        networks.MLP(norm="batchnorm").init(jax.random.key(0), jnp.ones((1, 3)))
+    with pytest.raises(ValueError, match="Unknown activation 'swish'"):
+        networks.MLP(activation="swish").init(jax.random.key(0), jnp.ones((1, 3)))
