@@ -272,6 +272,26 @@ def replay_add(
     )
 
 
+def replay_end_episodes(state: ReplayState) -> ReplayState:
+    """Marks the newest timestep of every env ``last``: its episode was cut (e.g. a resumed run).
+
+    n-step windows that reach it now end there and bootstrap from it, as at a truncation (its
+    discount is kept), instead of running into the next episode; the next add must be ``first``.
+    """
+    newest = (state.head - 1) % state.slots_per_env
+    cut = state.last[:, newest] | (state.size > 0)
+    last_flags = jax.lax.dynamic_update_index_in_dim(state.last, cut, newest, axis=1)
+    flat, valid = _recompute_validity(
+        state.first, last_flags, state.head, state.size, state.stack_size, state.max_n_step
+    )
+    leaf_priority = _leaf_priorities(state, state.priority.reshape(-1)[flat], valid)
+    return state.replace(
+        last=last_flags,
+        valid_tree=sum_tree_set(state.valid_tree, flat, valid.astype(jnp.float32)),
+        priority_tree=sum_tree_set(state.priority_tree, flat, leaf_priority),
+    )
+
+
 def replay_update_priorities(state: ReplayState, indices: jax.Array, priorities: jax.Array) -> ReplayState:
     """Sets the raw priorities of slots ``indices`` (as returned by ``replay_sample``).
 
