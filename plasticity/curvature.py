@@ -30,129 +30,138 @@ NTK_MODES = ("trace", "mean")
 
 
 def _tree_dot(a: Any, b: Any) -> jax.Array:
-  return sum(jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a),
-                                             jax.tree_util.tree_leaves(b)))
+    return sum(
+        jnp.vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
 
 
 def _tree_scale(tree: Any, scale: jax.Array) -> Any:
-  return jax.tree_util.tree_map(lambda x: x * scale.astype(x.dtype), tree)
+    return jax.tree_util.tree_map(lambda x: x * scale.astype(x.dtype), tree)
 
 
 def random_direction(params: Any, rng: jax.Array) -> Any:
-  """A Gaussian pytree shaped like `params`, scaled to unit global norm."""
-  flat, unravel = ravel_pytree(params)
-  noise = jax.random.normal(rng, flat.shape, flat.dtype)
-  return unravel(noise / jnp.linalg.norm(noise))
+    """A Gaussian pytree shaped like `params`, scaled to unit global norm."""
+    flat, unravel = ravel_pytree(params)
+    noise = jax.random.normal(rng, flat.shape, flat.dtype)
+    return unravel(noise / jnp.linalg.norm(noise))
 
 
 def hessian_vector_product(loss: Callable[[Any], jax.Array], params: Any, vector: Any) -> Any:
-  """H v for the Hessian H of `loss` at `params` (forward-mode over reverse-mode)."""
-  return jax.jvp(jax.grad(loss), (params,), (vector,))[1]
+    """H v for the Hessian H of `loss` at `params` (forward-mode over reverse-mode)."""
+    return jax.jvp(jax.grad(loss), (params,), (vector,))[1]
 
 
-def hessian_top_eigenvalue(loss: Callable[[Any], jax.Array], params: Any, rng: jax.Array,
-                           iterations: int = 20) -> jax.Array:
-  """The largest-magnitude eigenvalue of the Hessian of `loss` at `params` by power iteration.
+def hessian_top_eigenvalue(
+    loss: Callable[[Any], jax.Array], params: Any, rng: jax.Array, iterations: int = 20
+) -> jax.Array:
+    """The largest-magnitude eigenvalue of the Hessian of `loss` at `params` by power iteration.
 
-  Starts from a random unit direction drawn from `rng` and runs exactly `iterations` HVPs; the
-  returned value is the Rayleigh quotient vᵀHv of the last direction. In trained networks the
-  top eigenvalue is a positive outlier, so this is the sharpness; the iteration count bounds both
-  cost and accuracy (convergence is geometric in λ₂/λ₁).
-  """
-  if iterations < 1:
-    raise ValueError(f"hessian_iterations must be >= 1, got {iterations}.")
+    Starts from a random unit direction drawn from `rng` and runs exactly `iterations` HVPs; the
+    returned value is the Rayleigh quotient vᵀHv of the last direction. In trained networks the
+    top eigenvalue is a positive outlier, so this is the sharpness; the iteration count bounds both
+    cost and accuracy (convergence is geometric in λ₂/λ₁).
+    """
+    if iterations < 1:
+        raise ValueError(f"hessian_iterations must be >= 1, got {iterations}.")
 
-  def step(_, carry):
-    vector, _ = carry
-    product = hessian_vector_product(loss, params, vector)
-    eigenvalue = _tree_dot(vector, product)
-    norm = jnp.sqrt(_tree_dot(product, product))
-    return _tree_scale(product, 1.0 / jnp.maximum(norm, 1e-30)), eigenvalue
+    def step(_, carry):
+        vector, _ = carry
+        product = hessian_vector_product(loss, params, vector)
+        eigenvalue = _tree_dot(vector, product)
+        norm = jnp.sqrt(_tree_dot(product, product))
+        return _tree_scale(product, 1.0 / jnp.maximum(norm, 1e-30)), eigenvalue
 
-  start = random_direction(params, rng)
-  _, eigenvalue = jax.lax.fori_loop(0, iterations, step, (start, jnp.zeros([], jnp.float32)))
-  return eigenvalue
+    start = random_direction(params, rng)
+    _, eigenvalue = jax.lax.fori_loop(0, iterations, step, (start, jnp.zeros([], jnp.float32)))
+    return eigenvalue
 
 
 def _flat_rows(tree: Any, rows: int) -> jax.Array:
-  return jnp.concatenate([x.reshape(rows, -1) for x in jax.tree_util.tree_leaves(tree)], axis=1)
+    return jnp.concatenate([x.reshape(rows, -1) for x in jax.tree_util.tree_leaves(tree)], axis=1)
 
 
-def empirical_ntk(predict: Predict, params: Any, inputs: jax.Array, mode: str = "trace"
-                  ) -> jax.Array:
-  """The (n, n) empirical neural tangent kernel of `predict` on the n examples of `inputs`.
+def empirical_ntk(
+    predict: Predict, params: Any, inputs: jax.Array, mode: str = "trace"
+) -> jax.Array:
+    """The (n, n) empirical neural tangent kernel of `predict` on the n examples of `inputs`.
 
-  `predict(params, x)` returns an (n, C) array. 'trace' mode: K = Σ_c J_c J_cᵀ over the C
-  outputs (computed one output at a time, so memory holds one n × P Jacobian); 'mean' mode: the
-  kernel of the mean over outputs.
-  """
-  if mode not in NTK_MODES:
-    raise ValueError(f"Unknown NTK mode {mode!r}: expected one of {', '.join(NTK_MODES)}.")
-  n = inputs.shape[0]
+    `predict(params, x)` returns an (n, C) array. 'trace' mode: K = Σ_c J_c J_cᵀ over the C
+    outputs (computed one output at a time, so memory holds one n × P Jacobian); 'mean' mode: the
+    kernel of the mean over outputs.
+    """
+    if mode not in NTK_MODES:
+        raise ValueError(f"Unknown NTK mode {mode!r}: expected one of {', '.join(NTK_MODES)}.")
+    n = inputs.shape[0]
 
-  def single(p, x):
-    return predict(p, x[None])[0].reshape(-1)
+    def single(p, x):
+        return predict(p, x[None])[0].reshape(-1)
 
-  def kernel_of(scalar_output):
-    jacobian = jax.vmap(jax.grad(scalar_output), in_axes=(None, 0))(params, inputs)
-    rows = _flat_rows(jacobian, n)
-    return rows @ rows.T
+    def kernel_of(scalar_output):
+        jacobian = jax.vmap(jax.grad(scalar_output), in_axes=(None, 0))(params, inputs)
+        rows = _flat_rows(jacobian, n)
+        return rows @ rows.T
 
-  if mode == "mean":
-    return kernel_of(lambda p, x: jnp.mean(single(p, x)))
-  num_outputs = jax.eval_shape(single, params, inputs[0]).shape[0]
+    if mode == "mean":
+        return kernel_of(lambda p, x: jnp.mean(single(p, x)))
+    num_outputs = jax.eval_shape(single, params, inputs[0]).shape[0]
 
-  def add_output(kernel, c):
-    return kernel + kernel_of(lambda p, x: single(p, x)[c]), None
+    def add_output(kernel, c):
+        return kernel + kernel_of(lambda p, x: single(p, x)[c]), None
 
-  kernel, _ = jax.lax.scan(add_output, jnp.zeros((n, n), jnp.float32), jnp.arange(num_outputs))
-  return kernel
+    kernel, _ = jax.lax.scan(add_output, jnp.zeros((n, n), jnp.float32), jnp.arange(num_outputs))
+    return kernel
 
 
 def spectrum_effective_rank(values: jax.Array) -> jax.Array:
-  """exp of the entropy of values/‖values‖₁ (values ≥ 0); 0 for an all-zero spectrum."""
-  total = jnp.sum(values)
-  p = values / jnp.maximum(total, 1e-30)
-  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
-  return jnp.where(total > 0, jnp.exp(entropy), 0.0)
+    """exp of the entropy of values/‖values‖₁ (values ≥ 0); 0 for an all-zero spectrum."""
+    total = jnp.sum(values)
+    p = values / jnp.maximum(total, 1e-30)
+    entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return jnp.where(total > 0, jnp.exp(entropy), 0.0)
 
 
 def ntk_statistics(kernel: jax.Array) -> dict[str, jax.Array]:
-  """Trace, top eigenvalue, effective rank (of the eigenvalues) and off-diagonal mass of K.
+    """Trace, top eigenvalue, effective rank (of the eigenvalues) and off-diagonal mass of K.
 
-  Off-diagonal mass is Σ_{i≠j}|K_ij| / Σ_ij|K_ij|: it falls towards 0 as the kernel collapses
-  onto its diagonal (examples stop sharing gradient directions).
-  """
-  eigenvalues = jnp.clip(jnp.linalg.eigvalsh(kernel), 0.0, None)
-  absolute = jnp.abs(kernel)
-  total = jnp.sum(absolute)
-  diagonal = jnp.sum(jnp.diagonal(absolute))
-  return {
-      "ntk_trace": jnp.trace(kernel),
-      "ntk_top_eigenvalue": eigenvalues[-1],
-      "ntk_effective_rank": spectrum_effective_rank(eigenvalues),
-      "ntk_offdiagonal_mass": (total - diagonal) / jnp.maximum(total, 1e-30),
-  }
+    Off-diagonal mass is Σ_{i≠j}|K_ij| / Σ_ij|K_ij|: it falls towards 0 as the kernel collapses
+    onto its diagonal (examples stop sharing gradient directions).
+    """
+    eigenvalues = jnp.clip(jnp.linalg.eigvalsh(kernel), 0.0, None)
+    absolute = jnp.abs(kernel)
+    total = jnp.sum(absolute)
+    diagonal = jnp.sum(jnp.diagonal(absolute))
+    return {
+        "ntk_trace": jnp.trace(kernel),
+        "ntk_top_eigenvalue": eigenvalues[-1],
+        "ntk_effective_rank": spectrum_effective_rank(eigenvalues),
+        "ntk_offdiagonal_mass": (total - diagonal) / jnp.maximum(total, 1e-30),
+    }
 
 
-def plasticity_probe_loss(predict: Predict, params: Any, inputs: jax.Array, targets: jax.Array,
-                          steps: int, learning_rate: float = 1e-3) -> jax.Array:
-  """Mean squared error on (`inputs`, `targets`) after `steps` full-batch Adam steps from `params`.
+def plasticity_probe_loss(
+    predict: Predict,
+    params: Any,
+    inputs: jax.Array,
+    targets: jax.Array,
+    steps: int,
+    learning_rate: float = 1e-3,
+) -> jax.Array:
+    """Mean squared error on (`inputs`, `targets`) after `steps` full-batch Adam steps from `params`.
 
-  The parameters are a copy: nothing of the caller's state changes. Lower is more plastic; compare
-  with the same probe from a fresh initialization.
-  """
-  if steps < 1:
-    raise ValueError(f"probe_steps must be >= 1, got {steps}.")
-  tx = optax.adam(learning_rate)
+    The parameters are a copy: nothing of the caller's state changes. Lower is more plastic; compare
+    with the same probe from a fresh initialization.
+    """
+    if steps < 1:
+        raise ValueError(f"probe_steps must be >= 1, got {steps}.")
+    tx = optax.adam(learning_rate)
 
-  def loss(p):
-    return jnp.mean(jnp.square(predict(p, inputs) - targets))
+    def loss(p):
+        return jnp.mean(jnp.square(predict(p, inputs) - targets))
 
-  def step(carry, _):
-    p, state = carry
-    updates, state = tx.update(jax.grad(loss)(p), state, p)
-    return (optax.apply_updates(p, updates), state), None
+    def step(carry, _):
+        p, state = carry
+        updates, state = tx.update(jax.grad(loss)(p), state, p)
+        return (optax.apply_updates(p, updates), state), None
 
-  (fitted, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-  return loss(fitted)
+    (fitted, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    return loss(fitted)

@@ -65,17 +65,37 @@ from flax import traverse_util
 
 from plasticity import curvature, effective_lr, networks, param_labels
 
-ACTIVATION_DIAGNOSTICS = ("dormant", "dead", "linearized", "dohare_inactive", "srank",
-                          "effective_rank", "feature_svd", "preact_stats", "preact_hist")
+ACTIVATION_DIAGNOSTICS = (
+    "dormant",
+    "dead",
+    "linearized",
+    "dohare_inactive",
+    "srank",
+    "effective_rank",
+    "feature_svd",
+    "preact_stats",
+    "preact_hist",
+)
 PARAMETER_DIAGNOSTICS = ("weight_norm", "grad_norm", "update_ratio", "effective_lr")
 CURVATURE_DIAGNOSTICS = ("hessian", "ntk", "probe")
 ALL_DIAGNOSTICS = ACTIVATION_DIAGNOSTICS + PARAMETER_DIAGNOSTICS + CURVATURE_DIAGNOSTICS
 
 # Cheap enough to run every 100 steps at < 20% overhead (see benchmarks/diagnostics_cost.py):
 # one forward and one backward pass on the probe batch plus one SVD per hidden layer.
-DEFAULT_DIAGNOSTICS = ("dormant", "dead", "linearized", "dohare_inactive", "srank",
-                       "effective_rank", "feature_svd", "preact_stats", "weight_norm",
-                       "grad_norm", "update_ratio", "effective_lr")
+DEFAULT_DIAGNOSTICS = (
+    "dormant",
+    "dead",
+    "linearized",
+    "dohare_inactive",
+    "srank",
+    "effective_rank",
+    "feature_svd",
+    "preact_stats",
+    "weight_norm",
+    "grad_norm",
+    "update_ratio",
+    "effective_lr",
+)
 
 DORMANT_THRESHOLDS = (0.0, 0.025, 0.1)
 HISTOGRAM_EDGES = tuple(float(x) for x in np.linspace(-4.0, 4.0, 33))
@@ -85,65 +105,70 @@ ApplyKwargs = Mapping[str, Any] | Callable[[jax.Array], Mapping[str, Any]] | Non
 
 @dataclasses.dataclass(frozen=True)
 class DiagnosticsOptions:
-  """Options of `make_diagnostics_fn` (all keyword arguments; see the module docstring).
+    """Options of `make_diagnostics_fn` (all keyword arguments; see the module docstring).
 
-  apply_kwargs: extra `model.apply` keyword arguments, or a function rng → such a dict (e.g.
-    ``lambda key: {'rngs': {'noise': key}}`` for noisy networks, or ``{'deterministic': True}``).
-  output_fn: maps the model's outputs to the array used by the NTK and the probe; the default
-    takes the first field of a tuple output (``ValueOutputs.q_values``).
-  init_fn: rng, inputs → fresh parameters (probe from a fresh network); the default is
-    ``model.init`` with 'params' and 'noise' streams.
-  """
+    apply_kwargs: extra `model.apply` keyword arguments, or a function rng → such a dict (e.g.
+      ``lambda key: {'rngs': {'noise': key}}`` for noisy networks, or ``{'deterministic': True}``).
+    output_fn: maps the model's outputs to the array used by the NTK and the probe; the default
+      takes the first field of a tuple output (``ValueOutputs.q_values``).
+    init_fn: rng, inputs → fresh parameters (probe from a fresh network); the default is
+      ``model.init`` with 'params' and 'noise' streams.
+    """
 
-  dormant_thresholds: Sequence[float] = DORMANT_THRESHOLDS
-  activity_tolerance: float = 0.0
-  dohare_threshold: float = 0.01
-  srank_delta: float = 0.01
-  penultimate_layer: str | None = None
-  effective_lr_exponent: float = 2.0
-  histogram_edges: Sequence[float] = HISTOGRAM_EDGES
-  hessian_iterations: int = 20
-  ntk_examples: int = 64
-  ntk_mode: str = "trace"
-  probe_steps: int = 200
-  probe_learning_rate: float = 1e-3
-  probe_target_scale: float = 1.0
-  apply_kwargs: ApplyKwargs = None
-  output_fn: Callable[[Any], jax.Array] | None = None
-  init_fn: Callable[[jax.Array, jax.Array], Any] | None = None
+    dormant_thresholds: Sequence[float] = DORMANT_THRESHOLDS
+    activity_tolerance: float = 0.0
+    dohare_threshold: float = 0.01
+    srank_delta: float = 0.01
+    penultimate_layer: str | None = None
+    effective_lr_exponent: float = 2.0
+    histogram_edges: Sequence[float] = HISTOGRAM_EDGES
+    hessian_iterations: int = 20
+    ntk_examples: int = 64
+    ntk_mode: str = "trace"
+    probe_steps: int = 200
+    probe_learning_rate: float = 1e-3
+    probe_target_scale: float = 1.0
+    apply_kwargs: ApplyKwargs = None
+    output_fn: Callable[[Any], jax.Array] | None = None
+    init_fn: Callable[[jax.Array, jax.Array], Any] | None = None
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
-  """Returns `names` as a tuple if every one is a known diagnostic, else a one-line ValueError."""
-  if isinstance(names, str):
-    raise ValueError(f"Diagnostic names must be a sequence of names, got the string {names!r}.")
-  unknown = [name for name in names if name not in ALL_DIAGNOSTICS]
-  if unknown:
-    raise ValueError(f"Unknown diagnostics {unknown}: expected names from "
-                     f"{', '.join(ALL_DIAGNOSTICS)}.")
-  return tuple(names)
+    """Returns `names` as a tuple if every one is a known diagnostic, else a one-line ValueError."""
+    if isinstance(names, str):
+        raise ValueError(f"Diagnostic names must be a sequence of names, got the string {names!r}.")
+    unknown = [name for name in names if name not in ALL_DIAGNOSTICS]
+    if unknown:
+        raise ValueError(
+            f"Unknown diagnostics {unknown}: expected names from " f"{', '.join(ALL_DIAGNOSTICS)}."
+        )
+    return tuple(names)
 
 
 def make_options(**options) -> DiagnosticsOptions:
-  """A `DiagnosticsOptions` from keyword arguments, refusing unknown or invalid ones."""
-  fields = {f.name for f in dataclasses.fields(DiagnosticsOptions)}
-  unknown = sorted(set(options) - fields)
-  if unknown:
-    raise ValueError(f"Unknown diagnostics options {unknown}: expected some of "
-                     f"{', '.join(sorted(fields))}.")
-  opts = DiagnosticsOptions(**options)
-  if not 0.0 <= opts.activity_tolerance < 0.5:
-    raise ValueError(f"activity_tolerance must be in [0, 0.5), got {opts.activity_tolerance}.")
-  if not 0.0 < opts.srank_delta < 1.0:
-    raise ValueError(f"srank_delta must be in (0, 1), got {opts.srank_delta}.")
-  if opts.ntk_examples < 1:
-    raise ValueError(f"ntk_examples must be >= 1, got {opts.ntk_examples}.")
-  if opts.ntk_mode not in curvature.NTK_MODES:
-    raise ValueError(f"Unknown ntk_mode {opts.ntk_mode!r}: expected one of "
-                     f"{', '.join(curvature.NTK_MODES)}.")
-  if len(opts.histogram_edges) < 2 or np.any(np.diff(opts.histogram_edges) <= 0):
-    raise ValueError("histogram_edges must be at least two increasing values.")
-  return opts
+    """A `DiagnosticsOptions` from keyword arguments, refusing unknown or invalid ones."""
+    fields = {f.name for f in dataclasses.fields(DiagnosticsOptions)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(
+            f"Unknown diagnostics options {unknown}: expected some of "
+            f"{', '.join(sorted(fields))}."
+        )
+    opts = DiagnosticsOptions(**options)
+    if not 0.0 <= opts.activity_tolerance < 0.5:
+        raise ValueError(f"activity_tolerance must be in [0, 0.5), got {opts.activity_tolerance}.")
+    if not 0.0 < opts.srank_delta < 1.0:
+        raise ValueError(f"srank_delta must be in (0, 1), got {opts.srank_delta}.")
+    if opts.ntk_examples < 1:
+        raise ValueError(f"ntk_examples must be >= 1, got {opts.ntk_examples}.")
+    if opts.ntk_mode not in curvature.NTK_MODES:
+        raise ValueError(
+            f"Unknown ntk_mode {opts.ntk_mode!r}: expected one of "
+            f"{', '.join(curvature.NTK_MODES)}."
+        )
+    if len(opts.histogram_edges) < 2 or np.any(np.diff(opts.histogram_edges) <= 0):
+        raise ValueError("histogram_edges must be at least two increasing values.")
+    return opts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,37 +176,38 @@ def make_options(**options) -> DiagnosticsOptions:
 
 
 def resolve_apply_kwargs(apply_kwargs: ApplyKwargs, rng: jax.Array) -> dict[str, Any]:
-  """The `model.apply` keyword arguments for this call: a dict, or built from `rng`."""
-  if apply_kwargs is None:
-    return {}
-  if callable(apply_kwargs):
-    return dict(apply_kwargs(rng))
-  return dict(apply_kwargs)
+    """The `model.apply` keyword arguments for this call: a dict, or built from `rng`."""
+    if apply_kwargs is None:
+        return {}
+    if callable(apply_kwargs):
+        return dict(apply_kwargs(rng))
+    return dict(apply_kwargs)
 
 
 def first_output(outputs: Any) -> jax.Array:
-  """The array of a model's outputs: the first field of a tuple (e.g. Q-values), else itself."""
-  if isinstance(outputs, tuple):
-    return outputs[0]
-  return outputs
+    """The array of a model's outputs: the first field of a tuple (e.g. Q-values), else itself."""
+    if isinstance(outputs, tuple):
+        return outputs[0]
+    return outputs
 
 
-def default_init_fn(model: nn.Module, apply_kwargs: ApplyKwargs = None
-                    ) -> Callable[[jax.Array, jax.Array], Any]:
-  """rng, inputs → a fresh 'params' collection from `model.init` ('params' and 'noise' streams)."""
+def default_init_fn(
+    model: nn.Module, apply_kwargs: ApplyKwargs = None
+) -> Callable[[jax.Array, jax.Array], Any]:
+    """rng, inputs → a fresh 'params' collection from `model.init` ('params' and 'noise' streams)."""
 
-  def init(rng: jax.Array, inputs: jax.Array) -> Any:
-    params_rng, noise_rng = jax.random.split(rng)
-    kwargs = resolve_apply_kwargs(apply_kwargs, noise_rng)
-    kwargs.pop("rngs", None)
-    return model.init({"params": params_rng, "noise": noise_rng}, inputs, **kwargs)["params"]
+    def init(rng: jax.Array, inputs: jax.Array) -> Any:
+        params_rng, noise_rng = jax.random.split(rng)
+        kwargs = resolve_apply_kwargs(apply_kwargs, noise_rng)
+        kwargs.pop("rngs", None)
+        return model.init({"params": params_rng, "noise": noise_rng}, inputs, **kwargs)["params"]
 
-  return init
+    return init
 
 
 def param_layer_name(kernel_layer: str) -> str:
-  """'hidden_0/linear' → 'hidden_0': names a parameter layer like its activation layer."""
-  return kernel_layer[:-len("/linear")] if kernel_layer.endswith("/linear") else kernel_layer
+    """'hidden_0/linear' → 'hidden_0': names a parameter layer like its activation layer."""
+    return kernel_layer[: -len("/linear")] if kernel_layer.endswith("/linear") else kernel_layer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,135 +215,155 @@ def param_layer_name(kernel_layer: str) -> str:
 
 
 def _per_unit(x: jax.Array) -> jax.Array:
-  """(…, units) → (samples, units): batch and spatial axes merged."""
-  return x.reshape(-1, x.shape[-1])
+    """(…, units) → (samples, units): batch and spatial axes merged."""
+    return x.reshape(-1, x.shape[-1])
 
 
 def dormant_scores(postact: jax.Array) -> jax.Array:
-  """ReDo scores s_i = E|h_i| / mean_k E|h_k| (0 everywhere for an all-zero layer)."""
-  mean_abs = jnp.mean(jnp.abs(_per_unit(postact)), axis=0)
-  return mean_abs / jnp.maximum(jnp.mean(mean_abs), 1e-9)
+    """ReDo scores s_i = E|h_i| / mean_k E|h_k| (0 everywhere for an all-zero layer)."""
+    mean_abs = jnp.mean(jnp.abs(_per_unit(postact)), axis=0)
+    return mean_abs / jnp.maximum(jnp.mean(mean_abs), 1e-9)
 
 
 def active_fractions(preact: jax.Array) -> jax.Array:
-  """Per unit, the fraction of (example, position) pairs where the pre-activation is > 0."""
-  return jnp.mean((_per_unit(preact) > 0).astype(jnp.float32), axis=0)
+    """Per unit, the fraction of (example, position) pairs where the pre-activation is > 0."""
+    return jnp.mean((_per_unit(preact) > 0).astype(jnp.float32), axis=0)
 
 
 def dead_units(preact: jax.Array, tolerance: float = 0.0) -> jax.Array:
-  """Units (bool) active on at most a fraction `tolerance` of inputs: ReLU gives no gradient."""
-  return active_fractions(preact) <= tolerance
+    """Units (bool) active on at most a fraction `tolerance` of inputs: ReLU gives no gradient."""
+    return active_fractions(preact) <= tolerance
 
 
 def linearized_units(preact: jax.Array, tolerance: float = 0.0) -> jax.Array:
-  """Units (bool) active on at least 1 − `tolerance` of inputs: ReLU acts as the identity."""
-  return active_fractions(preact) >= 1.0 - tolerance
+    """Units (bool) active on at least 1 − `tolerance` of inputs: ReLU acts as the identity."""
+    return active_fractions(preact) >= 1.0 - tolerance
 
 
 def feature_matrix(postact: jax.Array) -> jax.Array:
-  """(examples, features): each example's post-activations flattened (spatial × channels)."""
-  return postact.reshape(postact.shape[0], -1).astype(jnp.float32)
+    """(examples, features): each example's post-activations flattened (spatial × channels)."""
+    return postact.reshape(postact.shape[0], -1).astype(jnp.float32)
 
 
 def singular_values(features: jax.Array) -> jax.Array:
-  """Singular values of a (examples, features) matrix, descending."""
-  return jnp.linalg.svd(features, compute_uv=False)
+    """Singular values of a (examples, features) matrix, descending."""
+    return jnp.linalg.svd(features, compute_uv=False)
 
 
 def srank(values: jax.Array, delta: float = 0.01) -> jax.Array:
-  """Smallest k with Σ_{i≤k} σ_i / Σ σ_i ≥ 1 − δ (Kumar et al. 2021); 0 for a zero matrix."""
-  total = jnp.sum(values)
-  cumulative = jnp.cumsum(values) / jnp.maximum(total, 1e-30)
-  k = jnp.sum(cumulative < 1.0 - delta) + 1
-  return jnp.where(total > 0, k, 0).astype(jnp.float32)
+    """Smallest k with Σ_{i≤k} σ_i / Σ σ_i ≥ 1 − δ (Kumar et al. 2021); 0 for a zero matrix."""
+    total = jnp.sum(values)
+    cumulative = jnp.cumsum(values) / jnp.maximum(total, 1e-30)
+    k = jnp.sum(cumulative < 1.0 - delta) + 1
+    return jnp.where(total > 0, k, 0).astype(jnp.float32)
 
 
 def effective_rank(values: jax.Array) -> jax.Array:
-  """exp of the entropy of σ/‖σ‖₁ (Roy & Vetterli 2007); 0 for a zero matrix."""
-  return curvature.spectrum_effective_rank(values)
+    """exp of the entropy of σ/‖σ‖₁ (Roy & Vetterli 2007); 0 for a zero matrix."""
+    return curvature.spectrum_effective_rank(values)
 
 
 def condition_number(values: jax.Array) -> jax.Array:
-  """σ_max / σ_min over the min(n, d) singular values (inf-free: σ_min floored at 1e-30)."""
-  return values[0] / jnp.maximum(values[-1], 1e-30)
+    """σ_max / σ_min over the min(n, d) singular values (inf-free: σ_min floored at 1e-30)."""
+    return values[0] / jnp.maximum(values[-1], 1e-30)
 
 
 def preact_statistics(preact: jax.Array) -> dict[str, jax.Array]:
-  """Mean over units of each unit's mean, std and |mean| of its pre-activations."""
-  per_unit = _per_unit(preact).astype(jnp.float32)
-  means = jnp.mean(per_unit, axis=0)
-  return {"preact_mean": jnp.mean(means), "preact_std": jnp.mean(jnp.std(per_unit, axis=0)),
-          "preact_mean_abs": jnp.mean(jnp.abs(means))}
+    """Mean over units of each unit's mean, std and |mean| of its pre-activations."""
+    per_unit = _per_unit(preact).astype(jnp.float32)
+    means = jnp.mean(per_unit, axis=0)
+    return {
+        "preact_mean": jnp.mean(means),
+        "preact_std": jnp.mean(jnp.std(per_unit, axis=0)),
+        "preact_mean_abs": jnp.mean(jnp.abs(means)),
+    }
 
 
 def histogram_counts(values: jax.Array, edges: Sequence[float]) -> jax.Array:
-  """Counts of `values` in the bins [e_i, e_{i+1}); values outside go to the end bins."""
-  edges = jnp.asarray(edges, jnp.float32)
-  num_bins = edges.shape[0] - 1
-  index = jnp.clip(jnp.searchsorted(edges, values.reshape(-1), side="right") - 1, 0, num_bins - 1)
-  return jnp.bincount(index, length=num_bins).astype(jnp.float32)
+    """Counts of `values` in the bins [e_i, e_{i+1}); values outside go to the end bins."""
+    edges = jnp.asarray(edges, jnp.float32)
+    num_bins = edges.shape[0] - 1
+    index = jnp.clip(jnp.searchsorted(edges, values.reshape(-1), side="right") - 1, 0, num_bins - 1)
+    return jnp.bincount(index, length=num_bins).astype(jnp.float32)
 
 
 def threshold_key(tau: float) -> str:
-  """'dormant_0', 'dormant_0.025', ...: the key prefix for a dormancy threshold."""
-  return f"dormant_{tau:g}"
+    """'dormant_0', 'dormant_0.025', ...: the key prefix for a dormancy threshold."""
+    return f"dormant_{tau:g}"
 
 
 def _fraction_metrics(name: str, masks: dict[str, jax.Array]) -> dict[str, jax.Array]:
-  out = {f"{name}/{layer}": jnp.mean(mask.astype(jnp.float32)) for layer, mask in masks.items()}
-  total_units = sum(mask.size for mask in masks.values())
-  if total_units:
-    out[name] = sum(jnp.sum(mask.astype(jnp.float32)) for mask in masks.values()) / total_units
-  return out
+    out = {f"{name}/{layer}": jnp.mean(mask.astype(jnp.float32)) for layer, mask in masks.items()}
+    total_units = sum(mask.size for mask in masks.values())
+    if total_units:
+        out[name] = sum(jnp.sum(mask.astype(jnp.float32)) for mask in masks.values()) / total_units
+    return out
 
 
-def activation_metrics(activations: dict[str, dict[str, jax.Array]], names: Sequence[str],
-                       opts: DiagnosticsOptions) -> dict[str, jax.Array]:
-  """The activation diagnostics in `names` from `networks.hidden_activations` output."""
-  out: dict[str, jax.Array] = {}
-  layers = {layer: acts for layer, acts in activations.items()
-            if "preact" in acts and "postact" in acts}
-  if "dormant" in names:
-    scores = {layer: dormant_scores(acts["postact"]) for layer, acts in layers.items()}
-    for tau in opts.dormant_thresholds:
-      out.update(_fraction_metrics(threshold_key(tau),
-                                   {layer: s <= tau for layer, s in scores.items()}))
-  fractions = {layer: active_fractions(acts["preact"]) for layer, acts in layers.items()}
-  if "dead" in names:
-    out.update(_fraction_metrics(
-        "dead", {layer: a <= opts.activity_tolerance for layer, a in fractions.items()}))
-  if "linearized" in names:
-    out.update(_fraction_metrics(
-        "linearized", {layer: a >= 1.0 - opts.activity_tolerance
-                       for layer, a in fractions.items()}))
-  if "dohare_inactive" in names:
-    out.update(_fraction_metrics(
-        "dohare_inactive", {layer: a < opts.dohare_threshold for layer, a in fractions.items()}))
-  if {"srank", "effective_rank", "feature_svd"} & set(names):
-    penultimate = opts.penultimate_layer or (list(layers)[-1] if layers else None)
-    if penultimate is not None and penultimate not in layers:
-      raise ValueError(f"penultimate_layer {penultimate!r} is not an activation layer: "
-                       f"expected one of {', '.join(layers)}.")
-    for layer, acts in layers.items():
-      needs_svd = "srank" in names or "effective_rank" in names
-      if not needs_svd and layer != penultimate:
-        continue
-      values = singular_values(feature_matrix(acts["postact"]))
-      if "srank" in names:
-        out[f"srank/{layer}"] = srank(values, opts.srank_delta)
-      if "effective_rank" in names:
-        out[f"effective_rank/{layer}"] = effective_rank(values)
-      if "feature_svd" in names and layer == penultimate:
-        out["feature_top_singular_value"] = values[0]
-        out["feature_condition_number"] = condition_number(values)
-  if "preact_stats" in names:
-    for layer, acts in layers.items():
-      for key, value in preact_statistics(acts["preact"]).items():
-        out[f"{key}/{layer}"] = value
-  if "preact_hist" in names:
-    for layer, acts in layers.items():
-      out[f"preact_hist/{layer}"] = histogram_counts(acts["preact"], opts.histogram_edges)
-  return out
+def activation_metrics(
+    activations: dict[str, dict[str, jax.Array]], names: Sequence[str], opts: DiagnosticsOptions
+) -> dict[str, jax.Array]:
+    """The activation diagnostics in `names` from `networks.hidden_activations` output."""
+    out: dict[str, jax.Array] = {}
+    layers = {
+        layer: acts for layer, acts in activations.items() if "preact" in acts and "postact" in acts
+    }
+    if "dormant" in names:
+        scores = {layer: dormant_scores(acts["postact"]) for layer, acts in layers.items()}
+        for tau in opts.dormant_thresholds:
+            out.update(
+                _fraction_metrics(
+                    threshold_key(tau), {layer: s <= tau for layer, s in scores.items()}
+                )
+            )
+    fractions = {layer: active_fractions(acts["preact"]) for layer, acts in layers.items()}
+    if "dead" in names:
+        out.update(
+            _fraction_metrics(
+                "dead", {layer: a <= opts.activity_tolerance for layer, a in fractions.items()}
+            )
+        )
+    if "linearized" in names:
+        out.update(
+            _fraction_metrics(
+                "linearized",
+                {layer: a >= 1.0 - opts.activity_tolerance for layer, a in fractions.items()},
+            )
+        )
+    if "dohare_inactive" in names:
+        out.update(
+            _fraction_metrics(
+                "dohare_inactive",
+                {layer: a < opts.dohare_threshold for layer, a in fractions.items()},
+            )
+        )
+    if {"srank", "effective_rank", "feature_svd"} & set(names):
+        penultimate = opts.penultimate_layer or (list(layers)[-1] if layers else None)
+        if penultimate is not None and penultimate not in layers:
+            raise ValueError(
+                f"penultimate_layer {penultimate!r} is not an activation layer: "
+                f"expected one of {', '.join(layers)}."
+            )
+        for layer, acts in layers.items():
+            needs_svd = "srank" in names or "effective_rank" in names
+            if not needs_svd and layer != penultimate:
+                continue
+            values = singular_values(feature_matrix(acts["postact"]))
+            if "srank" in names:
+                out[f"srank/{layer}"] = srank(values, opts.srank_delta)
+            if "effective_rank" in names:
+                out[f"effective_rank/{layer}"] = effective_rank(values)
+            if "feature_svd" in names and layer == penultimate:
+                out["feature_top_singular_value"] = values[0]
+                out["feature_condition_number"] = condition_number(values)
+    if "preact_stats" in names:
+        for layer, acts in layers.items():
+            for key, value in preact_statistics(acts["preact"]).items():
+                out[f"{key}/{layer}"] = value
+    if "preact_hist" in names:
+        for layer, acts in layers.items():
+            out[f"preact_hist/{layer}"] = histogram_counts(acts["preact"], opts.histogram_edges)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,102 +371,136 @@ def activation_metrics(activations: dict[str, dict[str, jax.Array]], names: Sequ
 
 
 def _global_norm(tree: Any) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                      for x in jax.tree_util.tree_leaves(tree)))
+    return jnp.sqrt(
+        sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree))
+    )
 
 
 def kernel_norms_by_layer(tree: Any, layers: dict[str, list[tuple]]) -> dict[str, jax.Array]:
-  """{parameter layer: joint Frobenius norm of its kernel leaves in `tree`}."""
-  flat = traverse_util.flatten_dict(tree)
-  return {param_layer_name(layer): jnp.sqrt(sum(jnp.sum(jnp.square(flat[p])) for p in paths))
-          for layer, paths in layers.items()}
+    """{parameter layer: joint Frobenius norm of its kernel leaves in `tree`}."""
+    flat = traverse_util.flatten_dict(tree)
+    return {
+        param_layer_name(layer): jnp.sqrt(sum(jnp.sum(jnp.square(flat[p])) for p in paths))
+        for layer, paths in layers.items()
+    }
 
 
-def parameter_metrics(params: Any, previous_params: Any, grads: Any | None, learning_rate,
-                      names: Sequence[str], opts: DiagnosticsOptions) -> dict[str, jax.Array]:
-  """Weight norms, gradient norms, update ratios and effective learning rates per layer."""
-  out: dict[str, jax.Array] = {}
-  layers = param_labels.kernel_layers(params)
-  norms = kernel_norms_by_layer(params, layers)
-  if "weight_norm" in names:
-    out.update({f"weight_norm/{layer}": norm for layer, norm in norms.items()})
-    out["weight_norm"] = jnp.sqrt(sum(jnp.square(norm) for norm in norms.values()))
-    out["param_norm"] = _global_norm(params)
-  if "grad_norm" in names:
-    grad_norms = kernel_norms_by_layer(grads, layers)
-    out.update({f"grad_norm/{layer}": norm for layer, norm in grad_norms.items()})
-    out["grad_norm"] = _global_norm(grads)
-  if "update_ratio" in names:
-    ratios = effective_lr.relative_update_norms(previous_params, params)
-    out.update({f"update_ratio/{param_layer_name(layer)}": r for layer, r in ratios.items()})
-    delta = jax.tree_util.tree_map(jnp.subtract, params, previous_params)
-    out["update_ratio"] = _global_norm(delta) / jnp.maximum(_global_norm(previous_params), 1e-12)
-  if "effective_lr" in names:
-    rate = jnp.asarray(learning_rate, jnp.float32)
-    out.update({f"effective_lr/{layer}": rate / jnp.maximum(norm, 1e-12)**opts.effective_lr_exponent
-                for layer, norm in norms.items()})
-  return out
+def parameter_metrics(
+    params: Any,
+    previous_params: Any,
+    grads: Any | None,
+    learning_rate,
+    names: Sequence[str],
+    opts: DiagnosticsOptions,
+) -> dict[str, jax.Array]:
+    """Weight norms, gradient norms, update ratios and effective learning rates per layer."""
+    out: dict[str, jax.Array] = {}
+    layers = param_labels.kernel_layers(params)
+    norms = kernel_norms_by_layer(params, layers)
+    if "weight_norm" in names:
+        out.update({f"weight_norm/{layer}": norm for layer, norm in norms.items()})
+        out["weight_norm"] = jnp.sqrt(sum(jnp.square(norm) for norm in norms.values()))
+        out["param_norm"] = _global_norm(params)
+    if "grad_norm" in names:
+        grad_norms = kernel_norms_by_layer(grads, layers)
+        out.update({f"grad_norm/{layer}": norm for layer, norm in grad_norms.items()})
+        out["grad_norm"] = _global_norm(grads)
+    if "update_ratio" in names:
+        ratios = effective_lr.relative_update_norms(previous_params, params)
+        out.update({f"update_ratio/{param_layer_name(layer)}": r for layer, r in ratios.items()})
+        delta = jax.tree_util.tree_map(jnp.subtract, params, previous_params)
+        out["update_ratio"] = _global_norm(delta) / jnp.maximum(
+            _global_norm(previous_params), 1e-12
+        )
+    if "effective_lr" in names:
+        rate = jnp.asarray(learning_rate, jnp.float32)
+        out.update(
+            {
+                f"effective_lr/{layer}": rate
+                / jnp.maximum(norm, 1e-12) ** opts.effective_lr_exponent
+                for layer, norm in norms.items()
+            }
+        )
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # The compiled entry point.
 
 
-def make_diagnostics_fn(model: nn.Module, loss_fn: Callable[[Any, Any, Any], jax.Array],
-                        names: Sequence[str] = DEFAULT_DIAGNOSTICS, **options
-                        ) -> Callable[..., dict[str, jax.Array]]:
-  """Builds fn(params, previous_params, inputs, targets, rng, learning_rate) → flat metrics.
+def make_diagnostics_fn(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any, Any], jax.Array],
+    names: Sequence[str] = DEFAULT_DIAGNOSTICS,
+    **options,
+) -> Callable[..., dict[str, jax.Array]]:
+    """Builds fn(params, previous_params, inputs, targets, rng, learning_rate) → flat metrics.
 
-  `names` picks diagnostics from `ALL_DIAGNOSTICS` (default `DEFAULT_DIAGNOSTICS`); `options`
-  are the fields of `DiagnosticsOptions`. Unknown names or options raise a ValueError here, at
-  build time. The returned function is pure (jit it, vmap it over seeds).
-  """
-  names = check_names(names)
-  opts = make_options(**options)
-  output_fn = opts.output_fn or first_output
-  init_fn = opts.init_fn or default_init_fn(model, opts.apply_kwargs)
-  wants_activations = bool(set(names) & set(ACTIVATION_DIAGNOSTICS))
-  wants_parameters = bool(set(names) & set(PARAMETER_DIAGNOSTICS))
+    `names` picks diagnostics from `ALL_DIAGNOSTICS` (default `DEFAULT_DIAGNOSTICS`); `options`
+    are the fields of `DiagnosticsOptions`. Unknown names or options raise a ValueError here, at
+    build time. The returned function is pure (jit it, vmap it over seeds).
+    """
+    names = check_names(names)
+    opts = make_options(**options)
+    output_fn = opts.output_fn or first_output
+    init_fn = opts.init_fn or default_init_fn(model, opts.apply_kwargs)
+    wants_activations = bool(set(names) & set(ACTIVATION_DIAGNOSTICS))
+    wants_parameters = bool(set(names) & set(PARAMETER_DIAGNOSTICS))
 
-  def diagnostics(params, previous_params, inputs, targets, rng, learning_rate):
-    apply_rng, hessian_rng, probe_rng = jax.random.split(rng, 3)
-    apply_kwargs = resolve_apply_kwargs(opts.apply_kwargs, apply_rng)
-    out: dict[str, jax.Array] = {}
-    if wants_activations:
-      _, activations = networks.hidden_activations(model, {"params": params}, inputs,
-                                                   **apply_kwargs)
-      out.update(activation_metrics(activations, names, opts))
-    if wants_parameters:
-      grads = jax.grad(loss_fn)(params, inputs, targets) if "grad_norm" in names else None
-      out.update(parameter_metrics(params, previous_params, grads, learning_rate, names, opts))
-    if "hessian" in names:
-      out["hessian_top_eigenvalue"] = curvature.hessian_top_eigenvalue(
-          lambda p: loss_fn(p, inputs, targets), params, hessian_rng, opts.hessian_iterations)
+    def diagnostics(params, previous_params, inputs, targets, rng, learning_rate):
+        apply_rng, hessian_rng, probe_rng = jax.random.split(rng, 3)
+        apply_kwargs = resolve_apply_kwargs(opts.apply_kwargs, apply_rng)
+        out: dict[str, jax.Array] = {}
+        if wants_activations:
+            _, activations = networks.hidden_activations(
+                model, {"params": params}, inputs, **apply_kwargs
+            )
+            out.update(activation_metrics(activations, names, opts))
+        if wants_parameters:
+            grads = jax.grad(loss_fn)(params, inputs, targets) if "grad_norm" in names else None
+            out.update(
+                parameter_metrics(params, previous_params, grads, learning_rate, names, opts)
+            )
+        if "hessian" in names:
+            out["hessian_top_eigenvalue"] = curvature.hessian_top_eigenvalue(
+                lambda p: loss_fn(p, inputs, targets), params, hessian_rng, opts.hessian_iterations
+            )
 
-    def predict(p, x):
-      outputs = output_fn(model.apply({"params": p}, x, **apply_kwargs))
-      return outputs.reshape(x.shape[0], -1).astype(jnp.float32)
+        def predict(p, x):
+            outputs = output_fn(model.apply({"params": p}, x, **apply_kwargs))
+            return outputs.reshape(x.shape[0], -1).astype(jnp.float32)
 
-    if "ntk" in names:
-      ntk_inputs = inputs[:opts.ntk_examples]
-      out.update(curvature.ntk_statistics(
-          curvature.empirical_ntk(predict, params, ntk_inputs, opts.ntk_mode)))
-    if "probe" in names:
-      target_rng, init_rng = jax.random.split(probe_rng)
-      shape = jax.eval_shape(predict, params, inputs).shape
-      probe_targets = opts.probe_target_scale * jax.random.normal(target_rng, shape)
-      fit = lambda p: curvature.plasticity_probe_loss(predict, p, inputs, probe_targets,
-                                                      opts.probe_steps, opts.probe_learning_rate)
-      out["probe_loss"] = fit(params)
-      out["probe_loss_fresh"] = fit(init_fn(init_rng, inputs))
-    return out
+        if "ntk" in names:
+            ntk_inputs = inputs[: opts.ntk_examples]
+            out.update(
+                curvature.ntk_statistics(
+                    curvature.empirical_ntk(predict, params, ntk_inputs, opts.ntk_mode)
+                )
+            )
+        if "probe" in names:
+            target_rng, init_rng = jax.random.split(probe_rng)
+            shape = jax.eval_shape(predict, params, inputs).shape
+            probe_targets = opts.probe_target_scale * jax.random.normal(target_rng, shape)
+            fit = lambda p: curvature.plasticity_probe_loss(
+                predict, p, inputs, probe_targets, opts.probe_steps, opts.probe_learning_rate
+            )
+            out["probe_loss"] = fit(params)
+            out["probe_loss_fresh"] = fit(init_fn(init_rng, inputs))
+        return out
 
-  return diagnostics
+    return diagnostics
 
 
-def diagnostic_keys(model: nn.Module, loss_fn: Callable, params: Any, inputs: Any, targets: Any,
-                    names: Sequence[str] = DEFAULT_DIAGNOSTICS, **options) -> list[str]:
-  """The keys `make_diagnostics_fn(...)` writes for this network and batch (shape-only trace)."""
-  fn = make_diagnostics_fn(model, loss_fn, names, **options)
-  shapes = jax.eval_shape(fn, params, params, inputs, targets, jax.random.key(0), 1.0)
-  return sorted(shapes)
+def diagnostic_keys(
+    model: nn.Module,
+    loss_fn: Callable,
+    params: Any,
+    inputs: Any,
+    targets: Any,
+    names: Sequence[str] = DEFAULT_DIAGNOSTICS,
+    **options,
+) -> list[str]:
+    """The keys `make_diagnostics_fn(...)` writes for this network and batch (shape-only trace)."""
+    fn = make_diagnostics_fn(model, loss_fn, names, **options)
+    shapes = jax.eval_shape(fn, params, params, inputs, targets, jax.random.key(0), 1.0)
+    return sorted(shapes)

@@ -48,45 +48,58 @@ from jax.flatten_util import ravel_pytree
 from plasticity import diagnostics, networks, param_labels
 from plasticity.train_state import TrainState, map_optimizer_moments
 
-INTERVENTIONS = ("none", "redo", "cbp", "shrink_perturb", "reset_last_layers",
-                 "plasticity_injection")
+INTERVENTIONS = (
+    "none",
+    "redo",
+    "cbp",
+    "shrink_perturb",
+    "reset_last_layers",
+    "plasticity_injection",
+)
 
 
 class Intervention(NamedTuple):
-  """A plasticity intervention: `init(params)` makes its extra state, `apply` rewrites a state."""
+    """A plasticity intervention: `init(params)` makes its extra state, `apply` rewrites a state."""
 
-  name: str
-  init: Callable[[Any], Any]
-  apply: Callable[[TrainState, jax.Array, jax.Array], TrainState]
+    name: str
+    init: Callable[[Any], Any]
+    apply: Callable[[TrainState, jax.Array, jax.Array], TrainState]
 
 
 # ---------------------------------------------------------------------------------------------
 # Schedules.
 
 
-def should_intervene(step, task_boundary=False, every_steps: int = 0,
-                     at_task_boundaries: bool = False) -> jax.Array:
-  """Whether to intervene now: every `every_steps` steps (step > 0) and/or at a task boundary.
+def should_intervene(
+    step, task_boundary=False, every_steps: int = 0, at_task_boundaries: bool = False
+) -> jax.Array:
+    """Whether to intervene now: every `every_steps` steps (step > 0) and/or at a task boundary.
 
-  `step` and `task_boundary` may be traced; `every_steps=0` switches the periodic part off.
-  """
-  if every_steps < 0:
-    raise ValueError(f"every_steps must be >= 0, got {every_steps}.")
-  step = jnp.asarray(step)
-  periodic = jnp.logical_and(step > 0, step % every_steps == 0) if every_steps else False
-  boundary = jnp.logical_and(at_task_boundaries, jnp.asarray(task_boundary, bool))
-  return jnp.logical_or(periodic, boundary)
+    `step` and `task_boundary` may be traced; `every_steps=0` switches the periodic part off.
+    """
+    if every_steps < 0:
+        raise ValueError(f"every_steps must be >= 0, got {every_steps}.")
+    step = jnp.asarray(step)
+    periodic = jnp.logical_and(step > 0, step % every_steps == 0) if every_steps else False
+    boundary = jnp.logical_and(at_task_boundaries, jnp.asarray(task_boundary, bool))
+    return jnp.logical_or(periodic, boundary)
 
 
-def apply_if(intervention: Intervention, condition, state: TrainState, probe_inputs: jax.Array,
-             rng: jax.Array) -> TrainState:
-  """`intervention.apply` when `condition` holds, else `state` unchanged (a `lax.cond`).
+def apply_if(
+    intervention: Intervention,
+    condition,
+    state: TrainState,
+    probe_inputs: jax.Array,
+    rng: jax.Array,
+) -> TrainState:
+    """`intervention.apply` when `condition` holds, else `state` unchanged (a `lax.cond`).
 
-  Under vmap the cond becomes a select and both branches run; for rare interventions inside a
-  vmapped loop prefer an outer scan over intervention periods.
-  """
-  return jax.lax.cond(condition, lambda s: intervention.apply(s, probe_inputs, rng),
-                      lambda s: s, state)
+    Under vmap the cond becomes a select and both branches run; for rare interventions inside a
+    vmapped loop prefer an outer scan over intervention periods.
+    """
+    return jax.lax.cond(
+        condition, lambda s: intervention.apply(s, probe_inputs, rng), lambda s: s, state
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,230 +108,265 @@ def apply_if(intervention: Intervention, condition, state: TrainState, probe_inp
 
 @dataclasses.dataclass(frozen=True)
 class Consumer:
-  """A kernel leaf reading a layer: `row_features[r]` is the post-activation feature feeding
-  input row r of the kernel (axis -2), or -1 when row r does not come from the layer."""
+    """A kernel leaf reading a layer: `row_features[r]` is the post-activation feature feeding
+    input row r of the kernel (axis -2), or -1 when row r does not come from the layer."""
 
-  leaf: tuple
-  row_features: np.ndarray
+    leaf: tuple
+    row_features: np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
 class UnitLayer:
-  """A hidden layer whose units can be recycled.
+    """A hidden layer whose units can be recycled.
 
-  units: pre-activation channels C; copies: post-activation width / C (2 for CReLU, whose
-  feature k belongs to unit k mod C); incoming: leaf paths whose last axis indexes the units;
-  state_key: the kernel layer owning the unit's incoming kernel (keys CBP's state).
-  """
+    units: pre-activation channels C; copies: post-activation width / C (2 for CReLU, whose
+    feature k belongs to unit k mod C); incoming: leaf paths whose last axis indexes the units;
+    state_key: the kernel layer owning the unit's incoming kernel (keys CBP's state).
+    """
 
-  name: str
-  units: int
-  copies: int
-  incoming: tuple[tuple, ...]
-  state_key: str
-  consumers: tuple[Consumer, ...]
+    name: str
+    units: int
+    copies: int
+    incoming: tuple[tuple, ...]
+    state_key: str
+    consumers: tuple[Consumer, ...]
 
 
 def _module_path(context) -> str:
-  return "/".join(context.module.path)
+    return "/".join(context.module.path)
 
 
 def _dummy_inputs(inputs: jax.Array, batch: int = 2) -> np.ndarray:
-  """Concrete random inputs with the shape and dtype of `inputs` (batch `batch`)."""
-  shape = (batch,) + tuple(inputs.shape[1:])
-  rng = np.random.default_rng(0)
-  if jnp.issubdtype(inputs.dtype, jnp.integer):
-    high = 256 if inputs.dtype == jnp.uint8 else 2
-    return rng.integers(0, high, shape).astype(inputs.dtype)
-  return rng.standard_normal(shape).astype(inputs.dtype)
+    """Concrete random inputs with the shape and dtype of `inputs` (batch `batch`)."""
+    shape = (batch,) + tuple(inputs.shape[1:])
+    rng = np.random.default_rng(0)
+    if jnp.issubdtype(inputs.dtype, jnp.integer):
+        high = 256 if inputs.dtype == jnp.uint8 else 2
+        return rng.integers(0, high, shape).astype(inputs.dtype)
+    return rng.standard_normal(shape).astype(inputs.dtype)
 
 
 def _row_features(code: np.ndarray, ones: np.ndarray, layer: str, consumer: str) -> np.ndarray:
-  """Decodes the feature index feeding each input row from the two propagated tangents.
+    """Decodes the feature index feeding each input row from the two propagated tangents.
 
-  Along a path that only reshapes, pools or gates a layer's output, both tangents are scaled by
-  the same factor, so code/ones recovers the index exactly; anything else means units were mixed.
-  """
-  code = code.reshape(-1, code.shape[-1])
-  ones = ones.reshape(-1, ones.shape[-1])
-  present = ones != 0
-  ratio = code / np.where(present, ones, 1.0)
-  high = np.max(np.where(present, ratio, -np.inf), axis=0)
-  low = np.min(np.where(present, ratio, np.inf), axis=0)
-  reached = present.any(axis=0)
-  high, low = np.where(reached, high, 0.0), np.where(reached, low, 0.0)
-  if np.any(reached & ((np.abs(high - low) > 1e-3) | (np.abs(high - np.rint(high)) > 1e-3))):
-    raise ValueError(f"Layer {layer!r} reaches {consumer!r} through an op mixing units: its "
-                     "outgoing weights are not rows of a kernel, so it cannot be recycled.")
-  return np.where(reached, np.rint(high) - 1, -1).astype(np.int32)
+    Along a path that only reshapes, pools or gates a layer's output, both tangents are scaled by
+    the same factor, so code/ones recovers the index exactly; anything else means units were mixed.
+    """
+    code = code.reshape(-1, code.shape[-1])
+    ones = ones.reshape(-1, ones.shape[-1])
+    present = ones != 0
+    ratio = code / np.where(present, ones, 1.0)
+    high = np.max(np.where(present, ratio, -np.inf), axis=0)
+    low = np.min(np.where(present, ratio, np.inf), axis=0)
+    reached = present.any(axis=0)
+    high, low = np.where(reached, high, 0.0), np.where(reached, low, 0.0)
+    if np.any(reached & ((np.abs(high - low) > 1e-3) | (np.abs(high - np.rint(high)) > 1e-3))):
+        raise ValueError(
+            f"Layer {layer!r} reaches {consumer!r} through an op mixing units: its "
+            "outgoing weights are not rows of a kernel, so it cannot be recycled."
+        )
+    return np.where(reached, np.rint(high) - 1, -1).astype(np.int32)
 
 
-def _tangents_to_linear_inputs(model: nn.Module, kernels: dict[str, list[tuple]],
-                               layer_names: Sequence[str], widths: dict[str, int],
-                               kwargs: dict[str, Any]):
-  """A function (params, x) → {layer: (called kernel layers, code tangents, ones tangents)}.
+def _tangents_to_linear_inputs(
+    model: nn.Module,
+    kernels: dict[str, list[tuple]],
+    layer_names: Sequence[str],
+    widths: dict[str, int],
+    kwargs: dict[str, Any],
+):
+    """A function (params, x) → {layer: (called kernel layers, code tangents, ones tangents)}.
 
-  For each activation layer, its output gets t₀·(1, 2, …, width) + t₁ added; every kernel layer's
-  output is cut with stop_gradient, so the tangents reaching a kernel layer's input come from that
-  activation layer alone, along non-linear-module paths.
-  """
-  calls: dict[str, list[str]] = {}
+    For each activation layer, its output gets t₀·(1, 2, …, width) + t₁ added; every kernel layer's
+    output is cut with stop_gradient, so the tangents reaching a kernel layer's input come from that
+    activation layer alone, along non-linear-module paths.
+    """
+    calls: dict[str, list[str]] = {}
 
-  def one_layer(params, x, name):
-    code = jnp.arange(1, widths[name] + 1, dtype=jnp.float32)
-    called: list[str] = []
+    def one_layer(params, x, name):
+        code = jnp.arange(1, widths[name] + 1, dtype=jnp.float32)
+        called: list[str] = []
 
-    def forward(t):
-      seen = []
+        def forward(t):
+            seen = []
 
-      def interceptor(next_fun, args, kw, context):
-        if context.method_name != "__call__":
-          return next_fun(*args, **kw)
-        path = _module_path(context)
-        if path in kernels:
-          called.append(path)
-          seen.append(args[0])
-          return jax.lax.stop_gradient(next_fun(*args, **kw))
-        out = next_fun(*args, **kw)
-        return out + t[0] * code + t[1] if path == name else out
+            def interceptor(next_fun, args, kw, context):
+                if context.method_name != "__call__":
+                    return next_fun(*args, **kw)
+                path = _module_path(context)
+                if path in kernels:
+                    called.append(path)
+                    seen.append(args[0])
+                    return jax.lax.stop_gradient(next_fun(*args, **kw))
+                out = next_fun(*args, **kw)
+                return out + t[0] * code + t[1] if path == name else out
 
-      called.clear()
-      with nn.intercept_methods(interceptor):
-        model.apply({"params": params}, x, **kwargs)
-      return seen
+            called.clear()
+            with nn.intercept_methods(interceptor):
+                model.apply({"params": params}, x, **kwargs)
+            return seen
 
-    _, linear = jax.linearize(forward, jnp.zeros(2, jnp.float32))
-    calls[name] = list(called)
-    return linear(jnp.array([1.0, 0.0])), linear(jnp.array([0.0, 1.0]))
+        _, linear = jax.linearize(forward, jnp.zeros(2, jnp.float32))
+        calls[name] = list(called)
+        return linear(jnp.array([1.0, 0.0])), linear(jnp.array([0.0, 1.0]))
 
-  def tangents(params, x):
-    return {name: one_layer(params, x, name) for name in layer_names}
+    def tangents(params, x):
+        return {name: one_layer(params, x, name) for name in layer_names}
 
-  return tangents, calls
+    return tangents, calls
 
 
 def _dummy_params(params: Any) -> Any:
-  """Concrete random parameters shaped like `params` (fan-in scaled kernels, unit norm scales)."""
-  rng = np.random.default_rng(1)
-  flat = traverse_util.flatten_dict(params)
-  dummy = {}
-  for path, leaf in flat.items():
-    shape = tuple(leaf.shape)
-    scale = 1.0 / np.sqrt(max(int(np.prod(shape[:-1])), 1))
-    value = rng.standard_normal(shape) * scale + (1.0 if path[-1] == "scale" else 0.0)
-    dummy[path] = value.astype(leaf.dtype)
-  return traverse_util.unflatten_dict(dummy)
+    """Concrete random parameters shaped like `params` (fan-in scaled kernels, unit norm scales)."""
+    rng = np.random.default_rng(1)
+    flat = traverse_util.flatten_dict(params)
+    dummy = {}
+    for path, leaf in flat.items():
+        shape = tuple(leaf.shape)
+        scale = 1.0 / np.sqrt(max(int(np.prod(shape[:-1])), 1))
+        value = rng.standard_normal(shape) * scale + (1.0 if path[-1] == "scale" else 0.0)
+        dummy[path] = value.astype(leaf.dtype)
+    return traverse_util.unflatten_dict(dummy)
 
 
-def analyse_units(model: nn.Module, params: Any, inputs: jax.Array,
-                  apply_kwargs: diagnostics.ApplyKwargs = None) -> tuple[UnitLayer, ...]:
-  """The recyclable layers of `model` for parameters and inputs shaped like these (shapes only).
+def analyse_units(
+    model: nn.Module, params: Any, inputs: jax.Array, apply_kwargs: diagnostics.ApplyKwargs = None
+) -> tuple[UnitLayer, ...]:
+    """The recyclable layers of `model` for parameters and inputs shaped like these (shapes only).
 
-  Runs once per network and input shape, on concrete random parameters and inputs, at trace time
-  (a small jitted program run in a helper thread), so it adds nothing to the caller's compiled
-  program. For each activation layer, a tangent that encodes the feature index is pushed from the
-  layer's output to the inputs of the next linear modules, whose outputs are cut (stop_gradient);
-  that identifies exactly the kernel rows the layer feeds.
-  """
-  x = _dummy_inputs(inputs)
-  params = _dummy_params(params)
+    Runs once per network and input shape, on concrete random parameters and inputs, at trace time
+    (a small jitted program run in a helper thread), so it adds nothing to the caller's compiled
+    program. For each activation layer, a tangent that encodes the feature index is pushed from the
+    layer's output to the inputs of the next linear modules, whose outputs are cut (stop_gradient);
+    that identifies exactly the kernel rows the layer feeds.
+    """
+    x = _dummy_inputs(inputs)
+    params = _dummy_params(params)
 
-  def evaluate():
-    kwargs = diagnostics.resolve_apply_kwargs(apply_kwargs, jax.random.key(1))
-    acts = jax.eval_shape(
-        lambda p, v: networks.hidden_activations(model, {"params": p}, v, **kwargs)[1], params, x)
-    names = [name for name, a in acts.items() if "preact" in a and "postact" in a]
-    widths = {name: acts[name]["postact"].shape[-1] for name in names}
+    def evaluate():
+        kwargs = diagnostics.resolve_apply_kwargs(apply_kwargs, jax.random.key(1))
+        acts = jax.eval_shape(
+            lambda p, v: networks.hidden_activations(model, {"params": p}, v, **kwargs)[1],
+            params,
+            x,
+        )
+        names = [name for name, a in acts.items() if "preact" in a and "postact" in a]
+        widths = {name: acts[name]["postact"].shape[-1] for name in names}
+        kernels = param_labels.kernel_layers(params)
+        tangents, calls = _tangents_to_linear_inputs(model, kernels, names, widths, kwargs)
+        return acts, names, widths, kernels, jax.device_get(jax.jit(tangents)(params, x)), calls
+
+    # JAX's tracing state is per thread: a fresh thread computes concretely even when the caller
+    # is being traced under jit or vmap.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        acts, names, widths, kernels, all_tangents, calls = pool.submit(evaluate).result()
+    flat = traverse_util.flatten_dict(params)
+    layers = []
+    for name in names:
+        units = acts[name]["preact"].shape[-1]
+        code_tangents, ones_tangents = all_tangents[name]
+        consumers: dict[tuple, np.ndarray] = {}
+        for path, t_code, t_ones in zip(calls[name], code_tangents, ones_tangents):
+            rows = _row_features(np.asarray(t_code), np.asarray(t_ones), name, path)
+            if np.all(rows < 0):
+                continue
+            for leaf in kernels[path]:
+                if flat[leaf].shape[-2] != rows.shape[0]:
+                    raise ValueError(f"Cannot align the rows of {'/'.join(leaf)} with its inputs.")
+                previous = consumers.get(leaf)
+                consumers[leaf] = rows if previous is None else np.maximum(previous, rows)
+        nested = [other for other in names if other != name and other.startswith(name + "/")]
+        prefix = tuple(name.split("/"))
+        incoming = tuple(
+            path
+            for path in flat
+            if path[: len(prefix)] == prefix
+            and flat[path].shape[-1] == units
+            and not any("/".join(path).startswith(other + "/") for other in nested)
+        )
+        incoming_kernels = [k for k in kernels if any(leaf in incoming for leaf in kernels[k])]
+        if not incoming_kernels:
+            continue
+        layers.append(
+            UnitLayer(
+                name=name,
+                units=units,
+                copies=widths[name] // units,
+                incoming=incoming,
+                state_key=incoming_kernels[0],
+                consumers=tuple(Consumer(leaf, rows) for leaf, rows in consumers.items()),
+            )
+        )
+    return tuple(layers)
+
+
+def kernel_layer_call_order(
+    model: nn.Module, params: Any, inputs: jax.Array, apply_kwargs: dict[str, Any]
+) -> list[str]:
+    """Kernel layers ('hidden_0/linear', 'output', ...) in the order the forward pass calls them.
+
+    Parameter dicts are sorted by name, not by call order (e.g. 'hidden_10' < 'hidden_2'), so the
+    order is read from an abstract forward pass.
+    """
     kernels = param_labels.kernel_layers(params)
-    tangents, calls = _tangents_to_linear_inputs(model, kernels, names, widths, kwargs)
-    return acts, names, widths, kernels, jax.device_get(jax.jit(tangents)(params, x)), calls
+    order: list[str] = []
 
-  # JAX's tracing state is per thread: a fresh thread computes concretely even when the caller
-  # is being traced under jit or vmap.
-  with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-    acts, names, widths, kernels, all_tangents, calls = pool.submit(evaluate).result()
-  flat = traverse_util.flatten_dict(params)
-  layers = []
-  for name in names:
-    units = acts[name]["preact"].shape[-1]
-    code_tangents, ones_tangents = all_tangents[name]
-    consumers: dict[tuple, np.ndarray] = {}
-    for path, t_code, t_ones in zip(calls[name], code_tangents, ones_tangents):
-      rows = _row_features(np.asarray(t_code), np.asarray(t_ones), name, path)
-      if np.all(rows < 0):
-        continue
-      for leaf in kernels[path]:
-        if flat[leaf].shape[-2] != rows.shape[0]:
-          raise ValueError(f"Cannot align the rows of {'/'.join(leaf)} with its inputs.")
-        previous = consumers.get(leaf)
-        consumers[leaf] = rows if previous is None else np.maximum(previous, rows)
-    nested = [other for other in names if other != name and other.startswith(name + "/")]
-    prefix = tuple(name.split("/"))
-    incoming = tuple(
-        path for path in flat
-        if path[:len(prefix)] == prefix and flat[path].shape[-1] == units
-        and not any("/".join(path).startswith(other + "/") for other in nested))
-    incoming_kernels = [k for k in kernels if any(leaf in incoming for leaf in kernels[k])]
-    if not incoming_kernels:
-      continue
-    layers.append(UnitLayer(
-        name=name, units=units, copies=widths[name] // units, incoming=incoming,
-        state_key=incoming_kernels[0],
-        consumers=tuple(Consumer(leaf, rows) for leaf, rows in consumers.items())))
-  return tuple(layers)
+    def interceptor(next_fun, args, kw, context):
+        path = _module_path(context)
+        if context.method_name == "__call__" and path in kernels and path not in order:
+            order.append(path)
+        return next_fun(*args, **kw)
+
+    def forward(p, x):
+        with nn.intercept_methods(interceptor):
+            return model.apply({"params": p}, x, **apply_kwargs)
+
+    jax.eval_shape(forward, params, inputs)
+    return order
 
 
-def kernel_layer_call_order(model: nn.Module, params: Any, inputs: jax.Array,
-                            apply_kwargs: dict[str, Any]) -> list[str]:
-  """Kernel layers ('hidden_0/linear', 'output', ...) in the order the forward pass calls them.
-
-  Parameter dicts are sorted by name, not by call order (e.g. 'hidden_10' < 'hidden_2'), so the
-  order is read from an abstract forward pass.
-  """
-  kernels = param_labels.kernel_layers(params)
-  order: list[str] = []
-
-  def interceptor(next_fun, args, kw, context):
-    path = _module_path(context)
-    if context.method_name == "__call__" and path in kernels and path not in order:
-      order.append(path)
-    return next_fun(*args, **kw)
-
-  def forward(p, x):
-    with nn.intercept_methods(interceptor):
-      return model.apply({"params": p}, x, **apply_kwargs)
-
-  jax.eval_shape(forward, params, inputs)
-  return order
-
-
-def _parameter_layers(params: Any, model: nn.Module, inputs: jax.Array, apply_kwargs,
-                      layers: Sequence[str] | None, prefix: str | None,
-                      num_layers: int | None) -> list[tuple[str, ...]]:
-  """Module paths (tuples) of the parameter layers selected by name, prefix or position."""
-  if layers is not None:
-    chosen = [tuple(layer.split("/")) for layer in layers]
-  elif prefix is not None:
-    chosen = [tuple(prefix.split("/"))]
-  else:
-    order = [diagnostics.param_layer_name(k)
-             for k in kernel_layer_call_order(model, params, inputs, apply_kwargs)]
-    chosen = [tuple(layer.split("/")) for layer in
-              (order if num_layers is None else order[len(order) - num_layers:])]
-  flat = traverse_util.flatten_dict(params)
-  for path in chosen:
-    if not any(leaf[:len(path)] == path for leaf in flat):
-      known = sorted(diagnostics.param_layer_name(k) for k in param_labels.kernel_layers(params))
-      raise ValueError(f"No parameters under {'/'.join(path)!r}: expected a module path such as "
-                       f"{', '.join(known)}.")
-  return chosen
+def _parameter_layers(
+    params: Any,
+    model: nn.Module,
+    inputs: jax.Array,
+    apply_kwargs,
+    layers: Sequence[str] | None,
+    prefix: str | None,
+    num_layers: int | None,
+) -> list[tuple[str, ...]]:
+    """Module paths (tuples) of the parameter layers selected by name, prefix or position."""
+    if layers is not None:
+        chosen = [tuple(layer.split("/")) for layer in layers]
+    elif prefix is not None:
+        chosen = [tuple(prefix.split("/"))]
+    else:
+        order = [
+            diagnostics.param_layer_name(k)
+            for k in kernel_layer_call_order(model, params, inputs, apply_kwargs)
+        ]
+        chosen = [
+            tuple(layer.split("/"))
+            for layer in (order if num_layers is None else order[len(order) - num_layers :])
+        ]
+    flat = traverse_util.flatten_dict(params)
+    for path in chosen:
+        if not any(leaf[: len(path)] == path for leaf in flat):
+            known = sorted(
+                diagnostics.param_layer_name(k) for k in param_labels.kernel_layers(params)
+            )
+            raise ValueError(
+                f"No parameters under {'/'.join(path)!r}: expected a module path such as "
+                f"{', '.join(known)}."
+            )
+    return chosen
 
 
 def _leaf_mask(params: Any, modules: Sequence[tuple[str, ...]]) -> Any:
-  """A params-shaped tree of Python bools: True for leaves under any of `modules`."""
-  flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict(
-      {leaf: any(leaf[:len(m)] == m for m in modules) for leaf in flat})
+    """A params-shaped tree of Python bools: True for leaves under any of `modules`."""
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict(
+        {leaf: any(leaf[: len(m)] == m for m in modules) for leaf in flat}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,70 +374,79 @@ def _leaf_mask(params: Any, modules: Sequence[tuple[str, ...]]) -> Any:
 
 
 def _zero_moments(opt_state: Any, params: Any, replaced: Any) -> Any:
-  """Zeroes optimizer moments where `replaced` (a params-shaped tree of bool masks) is True."""
-  return map_optimizer_moments(
-      opt_state, params,
-      lambda moments: jax.tree_util.tree_map(
-          lambda m, r: jnp.where(r, jnp.zeros_like(m), m), moments, replaced))
+    """Zeroes optimizer moments where `replaced` (a params-shaped tree of bool masks) is True."""
+    return map_optimizer_moments(
+        opt_state,
+        params,
+        lambda moments: jax.tree_util.tree_map(
+            lambda m, r: jnp.where(r, jnp.zeros_like(m), m), moments, replaced
+        ),
+    )
 
 
-def recycle_units(params: Any, fresh: Any, layers: Sequence[UnitLayer],
-                  masks: dict[str, jax.Array]) -> tuple[Any, Any]:
-  """Re-initializes the incoming parameters of the masked units from `fresh` and zeroes their
-  outgoing kernel rows. Returns (params, replaced) with `replaced` a params-shaped tree of bool
-  masks of every entry that changed (for resetting optimizer moments).
+def recycle_units(
+    params: Any, fresh: Any, layers: Sequence[UnitLayer], masks: dict[str, jax.Array]
+) -> tuple[Any, Any]:
+    """Re-initializes the incoming parameters of the masked units from `fresh` and zeroes their
+    outgoing kernel rows. Returns (params, replaced) with `replaced` a params-shaped tree of bool
+    masks of every entry that changed (for resetting optimizer moments).
 
-  Outgoing rows are zeroed after every incoming slice is replaced, so a recycled unit feeding
-  another recycled unit contributes nothing and the network's outputs are unchanged wherever the
-  recycled units' outputs only reach the next layers through those rows.
-  """
-  flat = dict(traverse_util.flatten_dict(params))
-  fresh_flat = traverse_util.flatten_dict(fresh)
-  replaced = {path: jnp.zeros(x.shape, bool) for path, x in flat.items()}
-  for layer in layers:
-    mask = masks[layer.name]
-    for leaf in layer.incoming:
-      flat[leaf] = jnp.where(mask, fresh_flat[leaf], flat[leaf])
-      replaced[leaf] = replaced[leaf] | mask
-  for layer in layers:
-    # Feature k belongs to unit k mod C; the extra False entry catches rows marked -1.
-    feature_mask = jnp.concatenate([jnp.tile(masks[layer.name], layer.copies),
-                                    jnp.zeros((1,), bool)])
-    for consumer in layer.consumers:
-      rows = feature_mask[jnp.asarray(consumer.row_features)][:, None]
-      flat[consumer.leaf] = jnp.where(rows, jnp.zeros_like(flat[consumer.leaf]),
-                                      flat[consumer.leaf])
-      replaced[consumer.leaf] = replaced[consumer.leaf] | rows
-  return traverse_util.unflatten_dict(flat), traverse_util.unflatten_dict(replaced)
+    Outgoing rows are zeroed after every incoming slice is replaced, so a recycled unit feeding
+    another recycled unit contributes nothing and the network's outputs are unchanged wherever the
+    recycled units' outputs only reach the next layers through those rows.
+    """
+    flat = dict(traverse_util.flatten_dict(params))
+    fresh_flat = traverse_util.flatten_dict(fresh)
+    replaced = {path: jnp.zeros(x.shape, bool) for path, x in flat.items()}
+    for layer in layers:
+        mask = masks[layer.name]
+        for leaf in layer.incoming:
+            flat[leaf] = jnp.where(mask, fresh_flat[leaf], flat[leaf])
+            replaced[leaf] = replaced[leaf] | mask
+    for layer in layers:
+        # Feature k belongs to unit k mod C; the extra False entry catches rows marked -1.
+        feature_mask = jnp.concatenate(
+            [jnp.tile(masks[layer.name], layer.copies), jnp.zeros((1,), bool)]
+        )
+        for consumer in layer.consumers:
+            rows = feature_mask[jnp.asarray(consumer.row_features)][:, None]
+            flat[consumer.leaf] = jnp.where(
+                rows, jnp.zeros_like(flat[consumer.leaf]), flat[consumer.leaf]
+            )
+            replaced[consumer.leaf] = replaced[consumer.leaf] | rows
+    return traverse_util.unflatten_dict(flat), traverse_util.unflatten_dict(replaced)
 
 
 def _own_state(state: TrainState, name: str) -> Any:
-  if name not in state.extra:
-    raise ValueError(f"train_state.extra has no {name!r} entry: create the train state with "
-                     f"extra={{{name!r}: intervention.init(params)}}.")
-  return state.extra[name]
+    if name not in state.extra:
+        raise ValueError(
+            f"train_state.extra has no {name!r} entry: create the train state with "
+            f"extra={{{name!r}: intervention.init(params)}}."
+        )
+    return state.extra[name]
 
 
 @dataclasses.dataclass
 class _Context:
-  """What every intervention needs about the network, resolved once from the options."""
+    """What every intervention needs about the network, resolved once from the options."""
 
-  model: nn.Module
-  apply_kwargs: diagnostics.ApplyKwargs
-  init_fn: Callable[[jax.Array, jax.Array], Any]
-  _units: dict = dataclasses.field(default_factory=dict)
+    model: nn.Module
+    apply_kwargs: diagnostics.ApplyKwargs
+    init_fn: Callable[[jax.Array, jax.Array], Any]
+    _units: dict = dataclasses.field(default_factory=dict)
 
-  def units(self, params: Any, inputs: jax.Array) -> tuple[UnitLayer, ...]:
-    shapes = tuple((path, tuple(x.shape)) for path, x in
-                   traverse_util.flatten_dict(params).items())
-    key = (shapes, tuple(inputs.shape[1:]), str(inputs.dtype))
-    if key not in self._units:
-      self._units[key] = analyse_units(self.model, params, inputs, self.apply_kwargs)
-    return self._units[key]
+    def units(self, params: Any, inputs: jax.Array) -> tuple[UnitLayer, ...]:
+        shapes = tuple(
+            (path, tuple(x.shape)) for path, x in traverse_util.flatten_dict(params).items()
+        )
+        key = (shapes, tuple(inputs.shape[1:]), str(inputs.dtype))
+        if key not in self._units:
+            self._units[key] = analyse_units(self.model, params, inputs, self.apply_kwargs)
+        return self._units[key]
 
-  def activations(self, params: Any, inputs: jax.Array, rng: jax.Array):
-    kwargs = diagnostics.resolve_apply_kwargs(self.apply_kwargs, rng)
-    return networks.hidden_activations(self.model, {"params": params}, inputs, **kwargs)[1]
+    def activations(self, params: Any, inputs: jax.Array, rng: jax.Array):
+        kwargs = diagnostics.resolve_apply_kwargs(self.apply_kwargs, rng)
+        return networks.hidden_activations(self.model, {"params": params}, inputs, **kwargs)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,268 +454,330 @@ class _Context:
 
 
 def make_redo(context: _Context, tau: float = 0.1) -> Intervention:
-  """ReDo (Sokar et al. 2023, Dopamine's semantics): units with dormant score s_i ≤ τ on the
-  probe batch get fresh incoming weights (and norm γ, β), zero outgoing weights, and zeroed
-  optimizer moments for both. With CReLU a unit is dormant when all its copies are."""
-  if tau < 0:
-    raise ValueError(f"ReDo threshold tau must be >= 0, got {tau}.")
+    """ReDo (Sokar et al. 2023, Dopamine's semantics): units with dormant score s_i ≤ τ on the
+    probe batch get fresh incoming weights (and norm γ, β), zero outgoing weights, and zeroed
+    optimizer moments for both. With CReLU a unit is dormant when all its copies are."""
+    if tau < 0:
+        raise ValueError(f"ReDo threshold tau must be >= 0, got {tau}.")
 
-  def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
-    layers = [layer for layer in context.units(state.params, probe_inputs) if layer.consumers]
-    apply_rng, init_rng = jax.random.split(rng)
-    acts = context.activations(state.params, probe_inputs, apply_rng)
-    masks = {}
-    for layer in layers:
-      scores = diagnostics.dormant_scores(acts[layer.name]["postact"])
-      masks[layer.name] = jnp.all((scores <= tau).reshape(layer.copies, layer.units), axis=0)
-    fresh = context.init_fn(init_rng, probe_inputs)
-    params, replaced = recycle_units(state.params, fresh, layers, masks)
-    return state.replace(params=params,
-                         opt_state=_zero_moments(state.opt_state, state.params, replaced))
+    def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
+        layers = [layer for layer in context.units(state.params, probe_inputs) if layer.consumers]
+        apply_rng, init_rng = jax.random.split(rng)
+        acts = context.activations(state.params, probe_inputs, apply_rng)
+        masks = {}
+        for layer in layers:
+            scores = diagnostics.dormant_scores(acts[layer.name]["postact"])
+            masks[layer.name] = jnp.all((scores <= tau).reshape(layer.copies, layer.units), axis=0)
+        fresh = context.init_fn(init_rng, probe_inputs)
+        params, replaced = recycle_units(state.params, fresh, layers, masks)
+        return state.replace(
+            params=params, opt_state=_zero_moments(state.opt_state, state.params, replaced)
+        )
 
-  return Intervention("redo", lambda params: {}, apply)
+    return Intervention("redo", lambda params: {}, apply)
 
 
 def _cbp_key(kernel_layer: str) -> str:
-  return kernel_layer.replace("/", ".")  # '/' is awkward in checkpoint paths
+    return kernel_layer.replace("/", ".")  # '/' is awkward in checkpoint paths
 
 
 def outgoing_weight_mass(params: Any, layer: UnitLayer) -> jax.Array:
-  """Per post-activation feature, Σ|w| over every outgoing kernel row it feeds."""
-  flat = traverse_util.flatten_dict(params)
-  width = layer.units * layer.copies
-  mass = jnp.zeros((width,), jnp.float32)
-  for consumer in layer.consumers:
-    kernel = jnp.abs(flat[consumer.leaf])
-    per_row = jnp.sum(jnp.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1), axis=1)
-    index = np.where(consumer.row_features < 0, width, consumer.row_features)
-    mass = mass + jax.ops.segment_sum(per_row, jnp.asarray(index), num_segments=width + 1)[:width]
-  return mass
-
-
-def make_cbp(context: _Context, replacement_rate: float = 1e-4, maturity_threshold: int = 100,
-             decay_rate: float = 0.99, steps_per_call: int = 1) -> Intervention:
-  """Continual backprop (Dohare et al. 2024) applied once per call, i.e. meant for every step.
-
-  Per unit: utility u ← η u + (1 − η)·E|h|·Σ|w_out| (E over the probe batch), age += 1; each layer
-  accumulates `replacement_rate` × (number of units older than `maturity_threshold`) and replaces
-  its integer part among the eligible units of lowest bias-corrected utility u / (1 − η^age):
-  fresh incoming weights from the network's initializer, zero outgoing weights, zeroed moments,
-  utility and age reset. `steps_per_call = N` scales the decay, ages and budget as if the call
-  stood for N steps. Utilities live in ``extra['cbp']``, keyed by each hidden kernel layer.
-  """
-  if not 0.0 <= replacement_rate <= 1.0:
-    raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}.")
-  if not 0.0 <= decay_rate < 1.0:
-    raise ValueError(f"decay_rate must be in [0, 1), got {decay_rate}.")
-  if steps_per_call < 1 or maturity_threshold < 0:
-    raise ValueError("steps_per_call must be >= 1 and maturity_threshold >= 0.")
-
-  def init(params: Any) -> dict[str, Any]:
+    """Per post-activation feature, Σ|w| over every outgoing kernel row it feeds."""
     flat = traverse_util.flatten_dict(params)
-    layers = param_labels.kernel_layers(params, ("normed_kernel", "kernel"))
-    state = {_cbp_key(layer): {"utility": jnp.zeros((flat[paths[0]].shape[-1],), jnp.float32),
-                               "age": jnp.zeros((flat[paths[0]].shape[-1],), jnp.int32),
-                               "to_replace": jnp.zeros([], jnp.float32)}
-             for layer, paths in layers.items()}
-    return {"layers": state, "num_replaced": jnp.zeros([], jnp.int32)}
+    width = layer.units * layer.copies
+    mass = jnp.zeros((width,), jnp.float32)
+    for consumer in layer.consumers:
+        kernel = jnp.abs(flat[consumer.leaf])
+        per_row = jnp.sum(jnp.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1), axis=1)
+        index = np.where(consumer.row_features < 0, width, consumer.row_features)
+        mass = (
+            mass + jax.ops.segment_sum(per_row, jnp.asarray(index), num_segments=width + 1)[:width]
+        )
+    return mass
 
-  def update_layer(layer: UnitLayer, entry: dict, postact: jax.Array, params: Any):
-    mean_abs = jnp.mean(jnp.abs(postact.reshape(-1, postact.shape[-1])), axis=0)
-    contribution = mean_abs * outgoing_weight_mass(params, layer)
-    contribution = jnp.sum(contribution.reshape(layer.copies, layer.units), axis=0)
-    decay = decay_rate**steps_per_call
-    utility = decay * entry["utility"] + (1.0 - decay) * contribution
-    age = entry["age"] + steps_per_call
-    eligible = age > maturity_threshold
-    budget = entry["to_replace"] + replacement_rate * steps_per_call * jnp.sum(eligible)
-    count = jnp.floor(budget)
-    corrected = utility / (1.0 - decay_rate**age.astype(jnp.float32))
-    ranks = jnp.argsort(jnp.argsort(jnp.where(eligible, corrected, jnp.inf)))
-    replace = eligible & (ranks < count)
-    new_entry = {"utility": jnp.where(replace, 0.0, utility), "age": jnp.where(replace, 0, age),
-                 "to_replace": budget - count}
-    return replace, new_entry
 
-  def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
-    own = _own_state(state, "cbp")
-    layers = [layer for layer in context.units(state.params, probe_inputs) if layer.consumers]
-    apply_rng, init_rng = jax.random.split(rng)
-    acts = context.activations(state.params, probe_inputs, apply_rng)
-    entries = dict(own["layers"])
-    masks = {}
-    for layer in layers:
-      key = _cbp_key(layer.state_key)
-      masks[layer.name], entries[key] = update_layer(layer, entries[key],
-                                                     acts[layer.name]["postact"], state.params)
-    fresh = context.init_fn(init_rng, probe_inputs)
-    params, replaced = recycle_units(state.params, fresh, layers, masks)
-    replaced_count = sum((jnp.sum(m) for m in masks.values()), jnp.zeros([], jnp.int32))
-    extra = dict(state.extra)
-    extra["cbp"] = {"layers": entries, "num_replaced": own["num_replaced"] + replaced_count}
-    return state.replace(params=params, extra=extra,
-                         opt_state=_zero_moments(state.opt_state, state.params, replaced))
+def make_cbp(
+    context: _Context,
+    replacement_rate: float = 1e-4,
+    maturity_threshold: int = 100,
+    decay_rate: float = 0.99,
+    steps_per_call: int = 1,
+) -> Intervention:
+    """Continual backprop (Dohare et al. 2024) applied once per call, i.e. meant for every step.
 
-  return Intervention("cbp", init, apply)
+    Per unit: utility u ← η u + (1 − η)·E|h|·Σ|w_out| (E over the probe batch), age += 1; each layer
+    accumulates `replacement_rate` × (number of units older than `maturity_threshold`) and replaces
+    its integer part among the eligible units of lowest bias-corrected utility u / (1 − η^age):
+    fresh incoming weights from the network's initializer, zero outgoing weights, zeroed moments,
+    utility and age reset. `steps_per_call = N` scales the decay, ages and budget as if the call
+    stood for N steps. Utilities live in ``extra['cbp']``, keyed by each hidden kernel layer.
+    """
+    if not 0.0 <= replacement_rate <= 1.0:
+        raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}.")
+    if not 0.0 <= decay_rate < 1.0:
+        raise ValueError(f"decay_rate must be in [0, 1), got {decay_rate}.")
+    if steps_per_call < 1 or maturity_threshold < 0:
+        raise ValueError("steps_per_call must be >= 1 and maturity_threshold >= 0.")
+
+    def init(params: Any) -> dict[str, Any]:
+        flat = traverse_util.flatten_dict(params)
+        layers = param_labels.kernel_layers(params, ("normed_kernel", "kernel"))
+        state = {
+            _cbp_key(layer): {
+                "utility": jnp.zeros((flat[paths[0]].shape[-1],), jnp.float32),
+                "age": jnp.zeros((flat[paths[0]].shape[-1],), jnp.int32),
+                "to_replace": jnp.zeros([], jnp.float32),
+            }
+            for layer, paths in layers.items()
+        }
+        return {"layers": state, "num_replaced": jnp.zeros([], jnp.int32)}
+
+    def update_layer(layer: UnitLayer, entry: dict, postact: jax.Array, params: Any):
+        mean_abs = jnp.mean(jnp.abs(postact.reshape(-1, postact.shape[-1])), axis=0)
+        contribution = mean_abs * outgoing_weight_mass(params, layer)
+        contribution = jnp.sum(contribution.reshape(layer.copies, layer.units), axis=0)
+        decay = decay_rate**steps_per_call
+        utility = decay * entry["utility"] + (1.0 - decay) * contribution
+        age = entry["age"] + steps_per_call
+        eligible = age > maturity_threshold
+        budget = entry["to_replace"] + replacement_rate * steps_per_call * jnp.sum(eligible)
+        count = jnp.floor(budget)
+        corrected = utility / (1.0 - decay_rate ** age.astype(jnp.float32))
+        ranks = jnp.argsort(jnp.argsort(jnp.where(eligible, corrected, jnp.inf)))
+        replace = eligible & (ranks < count)
+        new_entry = {
+            "utility": jnp.where(replace, 0.0, utility),
+            "age": jnp.where(replace, 0, age),
+            "to_replace": budget - count,
+        }
+        return replace, new_entry
+
+    def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
+        own = _own_state(state, "cbp")
+        layers = [layer for layer in context.units(state.params, probe_inputs) if layer.consumers]
+        apply_rng, init_rng = jax.random.split(rng)
+        acts = context.activations(state.params, probe_inputs, apply_rng)
+        entries = dict(own["layers"])
+        masks = {}
+        for layer in layers:
+            key = _cbp_key(layer.state_key)
+            masks[layer.name], entries[key] = update_layer(
+                layer, entries[key], acts[layer.name]["postact"], state.params
+            )
+        fresh = context.init_fn(init_rng, probe_inputs)
+        params, replaced = recycle_units(state.params, fresh, layers, masks)
+        replaced_count = sum((jnp.sum(m) for m in masks.values()), jnp.zeros([], jnp.int32))
+        extra = dict(state.extra)
+        extra["cbp"] = {"layers": entries, "num_replaced": own["num_replaced"] + replaced_count}
+        return state.replace(
+            params=params,
+            extra=extra,
+            opt_state=_zero_moments(state.opt_state, state.params, replaced),
+        )
+
+    return Intervention("cbp", init, apply)
 
 
 SHRINK_NOISE = ("init", "gaussian")
 
 
-def make_shrink_perturb(context: _Context, shrink: float = 0.6, perturb: float = 0.01,
-                        noise: str = "init", labels: Sequence[str] | None = None) -> Intervention:
-  """Shrink and perturb (Ash & Adams 2020): θ ← λθ + σε on every parameter (or those whose
-  label is in `labels`). ε is a fresh initialization (``noise='init'``, the original) drawn with
-  ``init_fn(rng, probe_inputs)``, or standard Gaussian noise drawn as one vector
-  ``jax.random.normal(rng, (num_params,))`` unravelled like the parameters
-  (`jax.flatten_util.ravel_pytree`). Moments are kept."""
-  if noise not in SHRINK_NOISE:
-    raise ValueError(f"Unknown shrink-and-perturb noise {noise!r}: expected one of "
-                     f"{', '.join(SHRINK_NOISE)}.")
+def make_shrink_perturb(
+    context: _Context,
+    shrink: float = 0.6,
+    perturb: float = 0.01,
+    noise: str = "init",
+    labels: Sequence[str] | None = None,
+) -> Intervention:
+    """Shrink and perturb (Ash & Adams 2020): θ ← λθ + σε on every parameter (or those whose
+    label is in `labels`). ε is a fresh initialization (``noise='init'``, the original) drawn with
+    ``init_fn(rng, probe_inputs)``, or standard Gaussian noise drawn as one vector
+    ``jax.random.normal(rng, (num_params,))`` unravelled like the parameters
+    (`jax.flatten_util.ravel_pytree`). Moments are kept."""
+    if noise not in SHRINK_NOISE:
+        raise ValueError(
+            f"Unknown shrink-and-perturb noise {noise!r}: expected one of "
+            f"{', '.join(SHRINK_NOISE)}."
+        )
 
-  def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
-    if noise == "init":
-      eps = context.init_fn(rng, probe_inputs)
-    else:
-      flat, unravel = ravel_pytree(state.params)
-      eps = unravel(jax.random.normal(rng, flat.shape, flat.dtype))
-    selected = (jax.tree_util.tree_map(lambda _: True, state.params) if labels is None
-                else param_labels.mask_for(state.params, tuple(labels)))
-    params = jax.tree_util.tree_map(lambda p, e, s: shrink * p + perturb * e if s else p,
-                                    state.params, eps, selected)
-    return state.replace(params=params)
+    def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
+        if noise == "init":
+            eps = context.init_fn(rng, probe_inputs)
+        else:
+            flat, unravel = ravel_pytree(state.params)
+            eps = unravel(jax.random.normal(rng, flat.shape, flat.dtype))
+        selected = (
+            jax.tree_util.tree_map(lambda _: True, state.params)
+            if labels is None
+            else param_labels.mask_for(state.params, tuple(labels))
+        )
+        params = jax.tree_util.tree_map(
+            lambda p, e, s: shrink * p + perturb * e if s else p, state.params, eps, selected
+        )
+        return state.replace(params=params)
 
-  return Intervention("shrink_perturb", lambda params: {}, apply)
-
-
-def make_reset_last_layers(context: _Context, num_layers: int | None = 1,
-                           layers: Sequence[str] | None = None, prefix: str | None = None,
-                           reset_moments: bool = True) -> Intervention:
-  """Resets (Nikishin et al. 2022): re-initialize the last `num_layers` parameter layers in call
-  order (None: every layer), or the named `layers`, or every parameter under module `prefix`.
-  A layer is a module owning a kernel, with its norm (e.g. 'hidden_1' = linear + norm). Their
-  optimizer moments are zeroed unless ``reset_moments=False``."""
-  if num_layers is not None and num_layers < 1:
-    raise ValueError(f"num_layers must be >= 1 (or None for all), got {num_layers}.")
-
-  def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
-    apply_rng, init_rng = jax.random.split(rng)
-    kwargs = diagnostics.resolve_apply_kwargs(context.apply_kwargs, apply_rng)
-    modules = _parameter_layers(state.params, context.model, probe_inputs, kwargs, layers,
-                                prefix, num_layers)
-    mask = _leaf_mask(state.params, modules)
-    fresh = context.init_fn(init_rng, probe_inputs)
-    params = jax.tree_util.tree_map(lambda p, f, m: f if m else p, state.params, fresh, mask)
-    opt_state = state.opt_state
-    if reset_moments:
-      opt_state = _zero_moments(opt_state, state.params, mask)
-    return state.replace(params=params, opt_state=opt_state)
-
-  return Intervention("reset_last_layers", lambda params: {}, apply)
+    return Intervention("shrink_perturb", lambda params: {}, apply)
 
 
-def make_plasticity_injection(context: _Context, num_layers: int | None = 2,
-                              layers: Sequence[str] | None = None,
-                              prefix: str | None = None) -> Intervention:
-  """Plasticity injection (Nikishin et al. 2023), once: the head θ (last `num_layers` parameter
-  layers in call order, or `layers`, or the module `prefix`, e.g. 'head' for a dueling head) is
-  frozen and the network becomes
+def make_reset_last_layers(
+    context: _Context,
+    num_layers: int | None = 1,
+    layers: Sequence[str] | None = None,
+    prefix: str | None = None,
+    reset_moments: bool = True,
+) -> Intervention:
+    """Resets (Nikishin et al. 2022): re-initialize the last `num_layers` parameter layers in call
+    order (None: every layer), or the named `layers`, or every parameter under module `prefix`.
+    A layer is a module owning a kernel, with its norm (e.g. 'hidden_1' = linear + norm). Their
+    optimizer moments are zeroed unless ``reset_moments=False``."""
+    if num_layers is not None and num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1 (or None for all), got {num_layers}.")
 
-      f(x) = h_θ(φ(x)) + h_θ'(φ(x)) − h_θ'₀(φ(x)),   θ' trainable, θ'₀ = θ' at injection, frozen.
+    def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
+        apply_rng, init_rng = jax.random.split(rng)
+        kwargs = diagnostics.resolve_apply_kwargs(context.apply_kwargs, apply_rng)
+        modules = _parameter_layers(
+            state.params, context.model, probe_inputs, kwargs, layers, prefix, num_layers
+        )
+        mask = _leaf_mask(state.params, modules)
+        fresh = context.init_fn(init_rng, probe_inputs)
+        params = jax.tree_util.tree_map(lambda p, f, m: f if m else p, state.params, fresh, mask)
+        opt_state = state.opt_state
+        if reset_moments:
+            opt_state = _zero_moments(opt_state, state.params, mask)
+        return state.replace(params=params, opt_state=opt_state)
 
-  The parameter tree keeps its structure: the trainable θ' takes the head's place in `params`
-  (fresh init, zeroed moments), θ and θ'₀ are stored in ``extra['plasticity_injection']``, and
-  `injected_apply` computes f. At injection f equals the old network. Later calls are no-ops.
-  The heads combine at the output layers' raw outputs (before any softmax or dueling
-  aggregation), so distributional and dueling heads stay consistent.
-  """
+    return Intervention("reset_last_layers", lambda params: {}, apply)
 
-  def init(params: Any) -> dict[str, Any]:
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    return {"frozen": zeros, "initial": zeros,
+
+def make_plasticity_injection(
+    context: _Context,
+    num_layers: int | None = 2,
+    layers: Sequence[str] | None = None,
+    prefix: str | None = None,
+) -> Intervention:
+    """Plasticity injection (Nikishin et al. 2023), once: the head θ (last `num_layers` parameter
+    layers in call order, or `layers`, or the module `prefix`, e.g. 'head' for a dueling head) is
+    frozen and the network becomes
+
+        f(x) = h_θ(φ(x)) + h_θ'(φ(x)) − h_θ'₀(φ(x)),   θ' trainable, θ'₀ = θ' at injection, frozen.
+
+    The parameter tree keeps its structure: the trainable θ' takes the head's place in `params`
+    (fresh init, zeroed moments), θ and θ'₀ are stored in ``extra['plasticity_injection']``, and
+    `injected_apply` computes f. At injection f equals the old network. Later calls are no-ops.
+    The heads combine at the output layers' raw outputs (before any softmax or dueling
+    aggregation), so distributional and dueling heads stay consistent.
+    """
+
+    def init(params: Any) -> dict[str, Any]:
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return {
+            "frozen": zeros,
+            "initial": zeros,
             "head": jax.tree_util.tree_map(lambda _: jnp.zeros([], bool), params),
-            "injected": jnp.zeros([], bool)}
+            "injected": jnp.zeros([], bool),
+        }
 
-  def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
-    own = _own_state(state, "plasticity_injection")
-    apply_rng, init_rng = jax.random.split(rng)
-    kwargs = diagnostics.resolve_apply_kwargs(context.apply_kwargs, apply_rng)
-    modules = _parameter_layers(state.params, context.model, probe_inputs, kwargs, layers,
-                                prefix, num_layers)
-    mask = _leaf_mask(state.params, modules)
-    fresh = context.init_fn(init_rng, probe_inputs)
-    done = own["injected"]
-    keep = lambda old, new: jax.tree_util.tree_map(lambda o, n: jnp.where(done, o, n), old, new)
-    injected_params = jax.tree_util.tree_map(lambda p, f, m: f if m else p, state.params, fresh,
-                                             mask)
-    new_own = {
-        "frozen": keep(own["frozen"], jax.tree_util.tree_map(
-            lambda p, m: p if m else jnp.zeros_like(p), state.params, mask)),
-        "initial": keep(own["initial"], jax.tree_util.tree_map(
-            lambda f, m: f if m else jnp.zeros_like(f), fresh, mask)),
-        "head": keep(own["head"], jax.tree_util.tree_map(jnp.asarray, mask)),
-        "injected": jnp.ones([], bool),
-    }
-    replaced = jax.tree_util.tree_map(lambda m: jnp.logical_and(m, ~done), mask)
-    extra = dict(state.extra)
-    extra["plasticity_injection"] = new_own
-    return state.replace(params=keep(state.params, injected_params), extra=extra,
-                         opt_state=_zero_moments(state.opt_state, state.params, replaced))
+    def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
+        own = _own_state(state, "plasticity_injection")
+        apply_rng, init_rng = jax.random.split(rng)
+        kwargs = diagnostics.resolve_apply_kwargs(context.apply_kwargs, apply_rng)
+        modules = _parameter_layers(
+            state.params, context.model, probe_inputs, kwargs, layers, prefix, num_layers
+        )
+        mask = _leaf_mask(state.params, modules)
+        fresh = context.init_fn(init_rng, probe_inputs)
+        done = own["injected"]
+        keep = lambda old, new: jax.tree_util.tree_map(lambda o, n: jnp.where(done, o, n), old, new)
+        injected_params = jax.tree_util.tree_map(
+            lambda p, f, m: f if m else p, state.params, fresh, mask
+        )
+        new_own = {
+            "frozen": keep(
+                own["frozen"],
+                jax.tree_util.tree_map(
+                    lambda p, m: p if m else jnp.zeros_like(p), state.params, mask
+                ),
+            ),
+            "initial": keep(
+                own["initial"],
+                jax.tree_util.tree_map(lambda f, m: f if m else jnp.zeros_like(f), fresh, mask),
+            ),
+            "head": keep(own["head"], jax.tree_util.tree_map(jnp.asarray, mask)),
+            "injected": jnp.ones([], bool),
+        }
+        replaced = jax.tree_util.tree_map(lambda m: jnp.logical_and(m, ~done), mask)
+        extra = dict(state.extra)
+        extra["plasticity_injection"] = new_own
+        return state.replace(
+            params=keep(state.params, injected_params),
+            extra=extra,
+            opt_state=_zero_moments(state.opt_state, state.params, replaced),
+        )
 
-  return Intervention("plasticity_injection", init, apply)
+    return Intervention("plasticity_injection", init, apply)
 
 
-def injected_apply(model: nn.Module, params: Any, extra: dict[str, Any], x: jax.Array,
-                   **apply_kwargs) -> Any:
-  """The network's outputs with plasticity injection: h_θ + h_θ' − h_θ'₀ on a shared torso.
+def injected_apply(
+    model: nn.Module, params: Any, extra: dict[str, Any], x: jax.Array, **apply_kwargs
+) -> Any:
+    """The network's outputs with plasticity injection: h_θ + h_θ' − h_θ'₀ on a shared torso.
 
-  `extra` is ``train_state.extra`` (holding 'plasticity_injection') or that entry itself. Before
-  the injection it returns ``model.apply`` exactly. Runs the model three times (the old and the
-  initial heads with stop-gradient parameters); the torso receives gradients from all three, as
-  in the paper, and the head terms are added at every output layer ('output*' modules).
-  """
-  own = extra.get("plasticity_injection", extra)
-  if not {"frozen", "initial", "head", "injected"} <= set(own):
-    raise ValueError("injected_apply needs train_state.extra with a 'plasticity_injection' "
-                     "entry made by make_intervention('plasticity_injection', ...).init.")
-  swap = lambda stored: jax.tree_util.tree_map(
-      lambda p, s, h: jnp.where(h, jax.lax.stop_gradient(s), p), params, stored, own["head"])
+    `extra` is ``train_state.extra`` (holding 'plasticity_injection') or that entry itself. Before
+    the injection it returns ``model.apply`` exactly. Runs the model three times (the old and the
+    initial heads with stop-gradient parameters); the torso receives gradients from all three, as
+    in the paper, and the head terms are added at every output layer ('output*' modules).
+    """
+    own = extra.get("plasticity_injection", extra)
+    if not {"frozen", "initial", "head", "injected"} <= set(own):
+        raise ValueError(
+            "injected_apply needs train_state.extra with a 'plasticity_injection' "
+            "entry made by make_intervention('plasticity_injection', ...).init."
+        )
+    swap = lambda stored: jax.tree_util.tree_map(
+        lambda p, s, h: jnp.where(h, jax.lax.stop_gradient(s), p), params, stored, own["head"]
+    )
 
-  def record(p):
-    outputs: dict[str, list[jax.Array]] = {}
+    def record(p):
+        outputs: dict[str, list[jax.Array]] = {}
 
-    def interceptor(next_fun, args, kw, context):
-      out = next_fun(*args, **kw)
-      if context.method_name == "__call__" and context.module.name and \
-          context.module.name.startswith("output"):
-        outputs.setdefault(_module_path(context), []).append(out)
-      return out
+        def interceptor(next_fun, args, kw, context):
+            out = next_fun(*args, **kw)
+            if (
+                context.method_name == "__call__"
+                and context.module.name
+                and context.module.name.startswith("output")
+            ):
+                outputs.setdefault(_module_path(context), []).append(out)
+            return out
 
-    with nn.intercept_methods(interceptor):
-      model.apply({"params": p}, x, **apply_kwargs)
-    return outputs
+        with nn.intercept_methods(interceptor):
+            model.apply({"params": p}, x, **apply_kwargs)
+        return outputs
 
-  old, initial = record(swap(own["frozen"])), record(swap(own["initial"]))
-  weight = own["injected"].astype(jnp.float32)
-  seen: dict[str, int] = {}
+    old, initial = record(swap(own["frozen"])), record(swap(own["initial"]))
+    weight = own["injected"].astype(jnp.float32)
+    seen: dict[str, int] = {}
 
-  def combine(next_fun, args, kw, context):
-    out = next_fun(*args, **kw)
-    if context.method_name == "__call__" and context.module.name and \
-        context.module.name.startswith("output"):
-      path = _module_path(context)
-      i = seen.get(path, 0)
-      seen[path] = i + 1
-      out = out + weight.astype(out.dtype) * (old[path][i] - initial[path][i])
-    return out
+    def combine(next_fun, args, kw, context):
+        out = next_fun(*args, **kw)
+        if (
+            context.method_name == "__call__"
+            and context.module.name
+            and context.module.name.startswith("output")
+        ):
+            path = _module_path(context)
+            i = seen.get(path, 0)
+            seen[path] = i + 1
+            out = out + weight.astype(out.dtype) * (old[path][i] - initial[path][i])
+        return out
 
-  with nn.intercept_methods(combine):
-    return model.apply({"params": params}, x, **apply_kwargs)
+    with nn.intercept_methods(combine):
+        return model.apply({"params": params}, x, **apply_kwargs)
 
 
 def make_none(context: _Context) -> Intervention:
-  """The identity intervention (a baseline arm needs no special case)."""
-  return Intervention("none", lambda params: {}, lambda state, probe_inputs, rng: state)
+    """The identity intervention (a baseline arm needs no special case)."""
+    return Intervention("none", lambda params: {}, lambda state, probe_inputs, rng: state)
 
 
 _BUILDERS = {
@@ -671,24 +790,33 @@ _BUILDERS = {
 }
 
 
-def make_intervention(name: str, model: nn.Module, *, apply_kwargs: diagnostics.ApplyKwargs = None,
-                      init_fn: Callable[[jax.Array, jax.Array], Any] | None = None,
-                      **options) -> Intervention:
-  """The intervention called `name` for `model`.
+def make_intervention(
+    name: str,
+    model: nn.Module,
+    *,
+    apply_kwargs: diagnostics.ApplyKwargs = None,
+    init_fn: Callable[[jax.Array, jax.Array], Any] | None = None,
+    **options,
+) -> Intervention:
+    """The intervention called `name` for `model`.
 
-  Common options: `apply_kwargs` (a dict or rng → dict of `model.apply` keyword arguments, e.g.
-  noise rngs), `init_fn(rng, inputs) -> params` (fresh parameters; default `model.init`). Other
-  options are the keyword arguments of the matching ``make_<name>`` function:
-    redo: tau=0.1 · cbp: replacement_rate=1e-4, maturity_threshold=100, decay_rate=0.99,
-    steps_per_call=1 · shrink_perturb: shrink=0.6, perturb=0.01, noise='init', labels=None ·
-    reset_last_layers: num_layers=1, layers=None, prefix=None, reset_moments=True ·
-    plasticity_injection: num_layers=2, layers=None, prefix=None.
-  """
-  if name not in _BUILDERS:
-    raise ValueError(f"Unknown intervention {name!r}: expected one of {', '.join(INTERVENTIONS)}.")
-  context = _Context(model, apply_kwargs, init_fn or diagnostics.default_init_fn(model, apply_kwargs))
-  builder = _BUILDERS[name]
-  try:
-    return builder(context, **options)
-  except TypeError as error:
-    raise ValueError(f"Bad options for intervention {name!r}: {error}") from None
+    Common options: `apply_kwargs` (a dict or rng → dict of `model.apply` keyword arguments, e.g.
+    noise rngs), `init_fn(rng, inputs) -> params` (fresh parameters; default `model.init`). Other
+    options are the keyword arguments of the matching ``make_<name>`` function:
+      redo: tau=0.1 · cbp: replacement_rate=1e-4, maturity_threshold=100, decay_rate=0.99,
+      steps_per_call=1 · shrink_perturb: shrink=0.6, perturb=0.01, noise='init', labels=None ·
+      reset_last_layers: num_layers=1, layers=None, prefix=None, reset_moments=True ·
+      plasticity_injection: num_layers=2, layers=None, prefix=None.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"Unknown intervention {name!r}: expected one of {', '.join(INTERVENTIONS)}."
+        )
+    context = _Context(
+        model, apply_kwargs, init_fn or diagnostics.default_init_fn(model, apply_kwargs)
+    )
+    builder = _BUILDERS[name]
+    try:
+        return builder(context, **options)
+    except TypeError as error:
+        raise ValueError(f"Bad options for intervention {name!r}: {error}") from None

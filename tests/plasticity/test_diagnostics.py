@@ -20,312 +20,398 @@ LEARNING_RATE = 3e-3
 
 
 def _random_params(model, x, seed):
-  """Parameters drawn with NumPy (compiling `model.init` is slow on a small CPU)."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
-  rng = np.random.default_rng(seed)
-  return jax.tree_util.tree_map(
-      lambda s: jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(max(s.shape[0], 1)),
-                            jnp.float32) if len(s.shape) > 1 else
-      jnp.asarray(0.1 * rng.standard_normal(s.shape), jnp.float32), shapes)
+    """Parameters drawn with NumPy (compiling `model.init` is slow on a small CPU)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(
+        lambda s: (
+            jnp.asarray(rng.standard_normal(s.shape) / np.sqrt(max(s.shape[0], 1)), jnp.float32)
+            if len(s.shape) > 1
+            else jnp.asarray(0.1 * rng.standard_normal(s.shape), jnp.float32)
+        ),
+        shapes,
+    )
 
 
 def _planted(seed=2):
-  """hidden_0: unit 0 dead (bias −100), unit 1 linearized (bias +100)."""
-  params = _random_params(NET, X, seed)
-  bias = params["hidden_0"]["linear"]["bias"].at[0].set(-100.0).at[1].set(100.0)
-  params["hidden_0"]["linear"]["bias"] = bias
-  return params
+    """hidden_0: unit 0 dead (bias −100), unit 1 linearized (bias +100)."""
+    params = _random_params(NET, X, seed)
+    bias = params["hidden_0"]["linear"]["bias"].at[0].set(-100.0).at[1].set(100.0)
+    params["hidden_0"]["linear"]["bias"] = bias
+    return params
 
 
 def _mse(params, inputs, targets):
-  out = NET.apply({"params": params}, inputs)
-  return 0.5 * jnp.mean(jnp.sum(jnp.square(out - targets), axis=-1))
+    out = NET.apply({"params": params}, inputs)
+    return 0.5 * jnp.mean(jnp.sum(jnp.square(out - targets), axis=-1))
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled(names, **options):
-  return jax.jit(diagnostics.make_diagnostics_fn(NET, _mse, names, **options))
+    return jax.jit(diagnostics.make_diagnostics_fn(NET, _mse, names, **options))
 
 
-DEFAULT_FN = functools.partial(_compiled, diagnostics.DEFAULT_DIAGNOSTICS + ("preact_hist",),
-                               dormant_thresholds=TAUS, histogram_edges=EDGES)
+DEFAULT_FN = functools.partial(
+    _compiled,
+    diagnostics.DEFAULT_DIAGNOSTICS + ("preact_hist",),
+    dormant_thresholds=TAUS,
+    histogram_edges=EDGES,
+)
 
 
 def _numpy(params):
-  return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
 
 
 def _numpy_forward(p, x):
-  pre0 = x @ p["hidden_0"]["linear"]["kernel"] + p["hidden_0"]["linear"]["bias"]
-  h0 = np.maximum(pre0, 0)
-  pre1 = h0 @ p["hidden_1"]["linear"]["kernel"] + p["hidden_1"]["linear"]["bias"]
-  h1 = np.maximum(pre1, 0)
-  out = h1 @ p["output"]["kernel"] + p["output"]["bias"]
-  return {"hidden_0": (pre0, h0), "hidden_1": (pre1, h1)}, out
+    pre0 = x @ p["hidden_0"]["linear"]["kernel"] + p["hidden_0"]["linear"]["bias"]
+    h0 = np.maximum(pre0, 0)
+    pre1 = h0 @ p["hidden_1"]["linear"]["kernel"] + p["hidden_1"]["linear"]["bias"]
+    h1 = np.maximum(pre1, 0)
+    out = h1 @ p["output"]["kernel"] + p["output"]["bias"]
+    return {"hidden_0": (pre0, h0), "hidden_1": (pre1, h1)}, out
 
 
 def _numpy_grads(p, x, y):
-  acts, out = _numpy_forward(p, x)
-  (pre0, h0), (pre1, h1) = acts["hidden_0"], acts["hidden_1"]
-  d_out = (out - y) / x.shape[0]
-  d_pre1 = (d_out @ p["output"]["kernel"].T) * (pre1 > 0)
-  d_pre0 = (d_pre1 @ p["hidden_1"]["linear"]["kernel"].T) * (pre0 > 0)
-  return {"output": {"kernel": h1.T @ d_out, "bias": d_out.sum(0)},
-          "hidden_1": {"linear": {"kernel": h0.T @ d_pre1, "bias": d_pre1.sum(0)}},
-          "hidden_0": {"linear": {"kernel": x.T @ d_pre0, "bias": d_pre0.sum(0)}}}
+    acts, out = _numpy_forward(p, x)
+    (pre0, h0), (pre1, h1) = acts["hidden_0"], acts["hidden_1"]
+    d_out = (out - y) / x.shape[0]
+    d_pre1 = (d_out @ p["output"]["kernel"].T) * (pre1 > 0)
+    d_pre0 = (d_pre1 @ p["hidden_1"]["linear"]["kernel"].T) * (pre0 > 0)
+    return {
+        "output": {"kernel": h1.T @ d_out, "bias": d_out.sum(0)},
+        "hidden_1": {"linear": {"kernel": h0.T @ d_pre1, "bias": d_pre1.sum(0)}},
+        "hidden_0": {"linear": {"kernel": x.T @ d_pre0, "bias": d_pre0.sum(0)}},
+    }
 
 
 def _srank(s, delta=0.01):
-  ratios = np.cumsum(s) / s.sum()
-  return int(np.argmax(ratios >= 1 - delta)) + 1
+    ratios = np.cumsum(s) / s.sum()
+    return int(np.argmax(ratios >= 1 - delta)) + 1
 
 
 def _effective_rank(s):
-  p = s / s.sum()
-  p = p[p > 0]
-  return float(np.exp(-(p * np.log(p)).sum()))
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def _kernel(p, layer):
-  return p[layer]["kernel"] if layer == "output" else p[layer]["linear"]["kernel"]
+    return p[layer]["kernel"] if layer == "output" else p[layer]["linear"]["kernel"]
 
 
 def test_every_default_diagnostic_matches_numpy_on_a_planted_network():
-  params = _planted()
-  previous = jax.tree_util.tree_map(
-      lambda a: a + 0.01 * np.random.default_rng(3).standard_normal(a.shape).astype(np.float32),
-      params)
-  out = DEFAULT_FN()(params, previous, X, Y, jax.random.key(0), LEARNING_RATE)
-  p, prev = _numpy(params), _numpy(previous)
-  acts, _ = _numpy_forward(p, X.astype(np.float64))
-  check = lambda key, value: np.testing.assert_allclose(out[key], value, rtol=2e-4, atol=1e-5,
-                                                        err_msg=key)
-  units = {}
-  for layer, (pre, post) in acts.items():
-    mean_abs = np.abs(post).mean(0)
-    scores = mean_abs / mean_abs.mean()
-    active = (pre > 0).mean(0)
-    units[layer] = {"dead": active <= 0, "linearized": active >= 1, "inactive": active < 0.01}
-    for tau in TAUS:
-      check(f"dormant_{tau:g}/{layer}", np.mean(scores <= tau))
-    for name, mask in (("dead", active <= 0), ("linearized", active >= 1),
-                       ("dohare_inactive", active < 0.01)):
-      check(f"{name}/{layer}", mask.mean())
-    s = np.linalg.svd(post, compute_uv=False)
-    check(f"srank/{layer}", _srank(s))
-    check(f"effective_rank/{layer}", _effective_rank(s))
-    check(f"preact_mean/{layer}", pre.mean(0).mean())
-    check(f"preact_std/{layer}", pre.std(0).mean())
-    check(f"preact_mean_abs/{layer}", np.abs(pre.mean(0)).mean())
-    counts, _ = np.histogram(np.clip(pre, EDGES[0], EDGES[-1] - 1e-9), bins=np.array(EDGES))
-    np.testing.assert_array_equal(out[f"preact_hist/{layer}"], counts)
-  # The planted units are what the fractions count.
-  assert units["hidden_0"]["dead"][0] and units["hidden_0"]["linearized"][1]
-  assert out["dead/hidden_0"] >= 1 / 6 and out["linearized/hidden_0"] >= 1 / 6
-  assert out["dormant_0/hidden_0"] >= 1 / 6
-  for name in ("dead", "linearized"):
-    total = sum(units[layer][name].sum() for layer in units) / 11
-    check(name, total)
-  s = np.linalg.svd(acts["hidden_1"][1], compute_uv=False)
-  check("feature_top_singular_value", s[0])
-  if s[-1] > 1e-6 * s[0]:
-    check("feature_condition_number", s[0] / s[-1])
-  else:  # a dead unit makes the features rank deficient
-    assert float(out["feature_condition_number"]) > 1e5
+    params = _planted()
+    previous = jax.tree_util.tree_map(
+        lambda a: a + 0.01 * np.random.default_rng(3).standard_normal(a.shape).astype(np.float32),
+        params,
+    )
+    out = DEFAULT_FN()(params, previous, X, Y, jax.random.key(0), LEARNING_RATE)
+    p, prev = _numpy(params), _numpy(previous)
+    acts, _ = _numpy_forward(p, X.astype(np.float64))
+    check = lambda key, value: np.testing.assert_allclose(
+        out[key], value, rtol=2e-4, atol=1e-5, err_msg=key
+    )
+    units = {}
+    for layer, (pre, post) in acts.items():
+        mean_abs = np.abs(post).mean(0)
+        scores = mean_abs / mean_abs.mean()
+        active = (pre > 0).mean(0)
+        units[layer] = {"dead": active <= 0, "linearized": active >= 1, "inactive": active < 0.01}
+        for tau in TAUS:
+            check(f"dormant_{tau:g}/{layer}", np.mean(scores <= tau))
+        for name, mask in (
+            ("dead", active <= 0),
+            ("linearized", active >= 1),
+            ("dohare_inactive", active < 0.01),
+        ):
+            check(f"{name}/{layer}", mask.mean())
+        s = np.linalg.svd(post, compute_uv=False)
+        check(f"srank/{layer}", _srank(s))
+        check(f"effective_rank/{layer}", _effective_rank(s))
+        check(f"preact_mean/{layer}", pre.mean(0).mean())
+        check(f"preact_std/{layer}", pre.std(0).mean())
+        check(f"preact_mean_abs/{layer}", np.abs(pre.mean(0)).mean())
+        counts, _ = np.histogram(np.clip(pre, EDGES[0], EDGES[-1] - 1e-9), bins=np.array(EDGES))
+        np.testing.assert_array_equal(out[f"preact_hist/{layer}"], counts)
+    # The planted units are what the fractions count.
+    assert units["hidden_0"]["dead"][0] and units["hidden_0"]["linearized"][1]
+    assert out["dead/hidden_0"] >= 1 / 6 and out["linearized/hidden_0"] >= 1 / 6
+    assert out["dormant_0/hidden_0"] >= 1 / 6
+    for name in ("dead", "linearized"):
+        total = sum(units[layer][name].sum() for layer in units) / 11
+        check(name, total)
+    s = np.linalg.svd(acts["hidden_1"][1], compute_uv=False)
+    check("feature_top_singular_value", s[0])
+    if s[-1] > 1e-6 * s[0]:
+        check("feature_condition_number", s[0] / s[-1])
+    else:  # a dead unit makes the features rank deficient
+        assert float(out["feature_condition_number"]) > 1e5
 
-  grads = _numpy_grads(p, X.astype(np.float64), Y.astype(np.float64))
-  all_sq = lambda tree: sum(np.sum(a**2) for a in jax.tree_util.tree_leaves(tree))
-  for layer in ("hidden_0", "hidden_1", "output"):
-    w, w_prev = _kernel(p, layer), _kernel(prev, layer)
-    check(f"weight_norm/{layer}", np.linalg.norm(w))
-    check(f"grad_norm/{layer}", np.linalg.norm(_kernel(grads, layer)))
-    check(f"update_ratio/{layer}", np.linalg.norm(w - w_prev) / np.linalg.norm(w_prev))
-    check(f"effective_lr/{layer}", LEARNING_RATE / np.linalg.norm(w)**2)
-  check("weight_norm", np.sqrt(sum(np.sum(_kernel(p, l)**2)
-                                   for l in ("hidden_0", "hidden_1", "output"))))
-  check("param_norm", np.sqrt(all_sq(p)))
-  check("grad_norm", np.sqrt(all_sq(grads)))
-  delta = jax.tree_util.tree_map(np.subtract, p, prev)
-  check("update_ratio", np.sqrt(all_sq(delta) / all_sq(prev)))
+    grads = _numpy_grads(p, X.astype(np.float64), Y.astype(np.float64))
+    all_sq = lambda tree: sum(np.sum(a**2) for a in jax.tree_util.tree_leaves(tree))
+    for layer in ("hidden_0", "hidden_1", "output"):
+        w, w_prev = _kernel(p, layer), _kernel(prev, layer)
+        check(f"weight_norm/{layer}", np.linalg.norm(w))
+        check(f"grad_norm/{layer}", np.linalg.norm(_kernel(grads, layer)))
+        check(f"update_ratio/{layer}", np.linalg.norm(w - w_prev) / np.linalg.norm(w_prev))
+        check(f"effective_lr/{layer}", LEARNING_RATE / np.linalg.norm(w) ** 2)
+    check(
+        "weight_norm",
+        np.sqrt(sum(np.sum(_kernel(p, l) ** 2) for l in ("hidden_0", "hidden_1", "output"))),
+    )
+    check("param_norm", np.sqrt(all_sq(p)))
+    check("grad_norm", np.sqrt(all_sq(grads)))
+    delta = jax.tree_util.tree_map(np.subtract, p, prev)
+    check("update_ratio", np.sqrt(all_sq(delta) / all_sq(prev)))
 
 
 def test_keys_are_fixed_by_the_network_and_options():
-  keys = diagnostics.diagnostic_keys(NET, _mse, _planted(), X, Y)
-  per_layer = ["dead", "dohare_inactive", "dormant_0", "dormant_0.025", "dormant_0.1",
-               "effective_rank", "linearized", "preact_mean", "preact_mean_abs", "preact_std",
-               "srank"]
-  expected = {f"{m}/{l}" for m in per_layer for l in ("hidden_0", "hidden_1")}
-  expected |= {f"{m}/{l}" for m in ("weight_norm", "grad_norm", "update_ratio", "effective_lr")
-               for l in ("hidden_0", "hidden_1", "output")}
-  expected |= {"dead", "dohare_inactive", "dormant_0", "dormant_0.025", "dormant_0.1",
-               "linearized", "feature_top_singular_value", "feature_condition_number",
-               "weight_norm", "param_norm", "grad_norm", "update_ratio"}
-  assert set(keys) == expected
+    keys = diagnostics.diagnostic_keys(NET, _mse, _planted(), X, Y)
+    per_layer = [
+        "dead",
+        "dohare_inactive",
+        "dormant_0",
+        "dormant_0.025",
+        "dormant_0.1",
+        "effective_rank",
+        "linearized",
+        "preact_mean",
+        "preact_mean_abs",
+        "preact_std",
+        "srank",
+    ]
+    expected = {f"{m}/{l}" for m in per_layer for l in ("hidden_0", "hidden_1")}
+    expected |= {
+        f"{m}/{l}"
+        for m in ("weight_norm", "grad_norm", "update_ratio", "effective_lr")
+        for l in ("hidden_0", "hidden_1", "output")
+    }
+    expected |= {
+        "dead",
+        "dohare_inactive",
+        "dormant_0",
+        "dormant_0.025",
+        "dormant_0.1",
+        "linearized",
+        "feature_top_singular_value",
+        "feature_condition_number",
+        "weight_norm",
+        "param_norm",
+        "grad_norm",
+        "update_ratio",
+    }
+    assert set(keys) == expected
 
 
 def test_vmapped_over_seeds_equals_per_seed():
-  seeds = [4, 5, 6]
-  params = [_planted(s) for s in seeds]
-  stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
-  rngs = jax.random.split(jax.random.key(1), 3)
-  fn = diagnostics.make_diagnostics_fn(NET, _mse, diagnostics.DEFAULT_DIAGNOSTICS + ("preact_hist",),
-                                       dormant_thresholds=TAUS, histogram_edges=EDGES)
-  batched = jax.jit(jax.vmap(fn, in_axes=(0, 0, None, None, 0, None)))(
-      stacked, stacked, X, Y, rngs, LEARNING_RATE)
-  for i, p in enumerate(params):
-    single = DEFAULT_FN()(p, p, X, Y, rngs[i], LEARNING_RATE)
-    assert set(single) == set(batched)
-    for key, value in single.items():
-      np.testing.assert_allclose(batched[key][i], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    seeds = [4, 5, 6]
+    params = [_planted(s) for s in seeds]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *params)
+    rngs = jax.random.split(jax.random.key(1), 3)
+    fn = diagnostics.make_diagnostics_fn(
+        NET,
+        _mse,
+        diagnostics.DEFAULT_DIAGNOSTICS + ("preact_hist",),
+        dormant_thresholds=TAUS,
+        histogram_edges=EDGES,
+    )
+    batched = jax.jit(jax.vmap(fn, in_axes=(0, 0, None, None, 0, None)))(
+        stacked, stacked, X, Y, rngs, LEARNING_RATE
+    )
+    for i, p in enumerate(params):
+        single = DEFAULT_FN()(p, p, X, Y, rngs[i], LEARNING_RATE)
+        assert set(single) == set(batched)
+        for key, value in single.items():
+            np.testing.assert_allclose(batched[key][i], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 def test_rank_statistics_of_known_spectra():
-  rng = np.random.default_rng(7)
-  u, _ = np.linalg.qr(rng.standard_normal((40, 40)))
-  v, _ = np.linalg.qr(rng.standard_normal((12, 12)))
-  for spectrum in ([3.0, 3.0, 3.0] + [0.0] * 9, [10.0, 5.0, 2.0, 1.0, 0.5, 0.05] + [0.0] * 6,
-                   list(np.geomspace(1.0, 1e-3, 12))):
-    s = np.asarray(spectrum)
-    features = (u[:, :12] * s) @ v.T
-    values = np.asarray(diagnostics.singular_values(jnp.asarray(features, jnp.float32)))
-    np.testing.assert_allclose(values, s, atol=1e-5)
-    assert int(diagnostics.srank(jnp.asarray(s))) == _srank(s)
-    np.testing.assert_allclose(diagnostics.effective_rank(jnp.asarray(s)), _effective_rank(s),
-                               rtol=1e-5)
-  flat = jnp.asarray([3.0, 3.0, 3.0, 0.0])
-  assert int(diagnostics.srank(flat)) == 3
-  np.testing.assert_allclose(diagnostics.effective_rank(flat), 3.0, rtol=1e-6)
-  assert float(diagnostics.srank(jnp.zeros(4))) == 0.0
-  np.testing.assert_allclose(diagnostics.condition_number(jnp.asarray([4.0, 2.0, 0.5])), 8.0)
+    rng = np.random.default_rng(7)
+    u, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    v, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    for spectrum in (
+        [3.0, 3.0, 3.0] + [0.0] * 9,
+        [10.0, 5.0, 2.0, 1.0, 0.5, 0.05] + [0.0] * 6,
+        list(np.geomspace(1.0, 1e-3, 12)),
+    ):
+        s = np.asarray(spectrum)
+        features = (u[:, :12] * s) @ v.T
+        values = np.asarray(diagnostics.singular_values(jnp.asarray(features, jnp.float32)))
+        np.testing.assert_allclose(values, s, atol=1e-5)
+        assert int(diagnostics.srank(jnp.asarray(s))) == _srank(s)
+        np.testing.assert_allclose(
+            diagnostics.effective_rank(jnp.asarray(s)), _effective_rank(s), rtol=1e-5
+        )
+    flat = jnp.asarray([3.0, 3.0, 3.0, 0.0])
+    assert int(diagnostics.srank(flat)) == 3
+    np.testing.assert_allclose(diagnostics.effective_rank(flat), 3.0, rtol=1e-6)
+    assert float(diagnostics.srank(jnp.zeros(4))) == 0.0
+    np.testing.assert_allclose(diagnostics.condition_number(jnp.asarray([4.0, 2.0, 0.5])), 8.0)
 
 
 def test_conv_activations_average_over_batch_and_positions():
-  rng = np.random.default_rng(8)
-  pre = rng.standard_normal((5, 3, 3, 4)).astype(np.float32)
-  pre[..., 2] -= 10.0  # never active
-  post = np.maximum(pre, 0)
-  flat_pre, flat_post = pre.reshape(-1, 4), post.reshape(-1, 4)
-  mean_abs = np.abs(flat_post).mean(0)
-  np.testing.assert_allclose(diagnostics.dormant_scores(jnp.asarray(post)),
-                             mean_abs / mean_abs.mean(), rtol=1e-5)
-  np.testing.assert_allclose(diagnostics.active_fractions(jnp.asarray(pre)),
-                             (flat_pre > 0).mean(0), rtol=1e-6)
-  np.testing.assert_array_equal(diagnostics.dead_units(jnp.asarray(pre)), [0, 0, 1, 0])
-  np.testing.assert_array_equal(diagnostics.feature_matrix(jnp.asarray(post)).shape, (5, 36))
-  edges = (-1.0, 0.0, 0.5, 1.0)
-  counts, _ = np.histogram(np.clip(pre, -1.0, 1.0 - 1e-9), bins=np.array(edges))
-  np.testing.assert_array_equal(diagnostics.histogram_counts(jnp.asarray(pre), edges), counts)
+    rng = np.random.default_rng(8)
+    pre = rng.standard_normal((5, 3, 3, 4)).astype(np.float32)
+    pre[..., 2] -= 10.0  # never active
+    post = np.maximum(pre, 0)
+    flat_pre, flat_post = pre.reshape(-1, 4), post.reshape(-1, 4)
+    mean_abs = np.abs(flat_post).mean(0)
+    np.testing.assert_allclose(
+        diagnostics.dormant_scores(jnp.asarray(post)), mean_abs / mean_abs.mean(), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        diagnostics.active_fractions(jnp.asarray(pre)), (flat_pre > 0).mean(0), rtol=1e-6
+    )
+    np.testing.assert_array_equal(diagnostics.dead_units(jnp.asarray(pre)), [0, 0, 1, 0])
+    np.testing.assert_array_equal(diagnostics.feature_matrix(jnp.asarray(post)).shape, (5, 36))
+    edges = (-1.0, 0.0, 0.5, 1.0)
+    counts, _ = np.histogram(np.clip(pre, -1.0, 1.0 - 1e-9), bins=np.array(edges))
+    np.testing.assert_array_equal(diagnostics.histogram_counts(jnp.asarray(pre), edges), counts)
 
 
 def test_hessian_top_eigenvalue_matches_dense_eigendecomposition():
-  model = networks.MLP((4,), 2, "none")
-  x = np.random.default_rng(9).standard_normal((16, 3)).astype(np.float32)
-  y = np.random.default_rng(10).standard_normal((16, 2)).astype(np.float32)
-  params = _random_params(model, x, 11)
-  loss = lambda p, inputs, targets: jnp.mean(
-      jnp.square(model.apply({"params": p}, inputs) - targets))
-  flat, unravel = jax.flatten_util.ravel_pytree(params)
-  dense = np.asarray(jax.jit(jax.hessian(lambda f: loss(unravel(f), x, y)))(flat), np.float64)
-  eigenvalues = np.linalg.eigvalsh((dense + dense.T) / 2)
-  top = eigenvalues[np.argmax(np.abs(eigenvalues))]
-  fn = jax.jit(diagnostics.make_diagnostics_fn(model, loss, ("hessian",), hessian_iterations=200))
-  got = fn(params, params, x, y, jax.random.key(12), 0.1)["hessian_top_eigenvalue"]
-  np.testing.assert_allclose(got, top, rtol=1e-3)
+    model = networks.MLP((4,), 2, "none")
+    x = np.random.default_rng(9).standard_normal((16, 3)).astype(np.float32)
+    y = np.random.default_rng(10).standard_normal((16, 2)).astype(np.float32)
+    params = _random_params(model, x, 11)
+    loss = lambda p, inputs, targets: jnp.mean(
+        jnp.square(model.apply({"params": p}, inputs) - targets)
+    )
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    dense = np.asarray(jax.jit(jax.hessian(lambda f: loss(unravel(f), x, y)))(flat), np.float64)
+    eigenvalues = np.linalg.eigvalsh((dense + dense.T) / 2)
+    top = eigenvalues[np.argmax(np.abs(eigenvalues))]
+    fn = jax.jit(diagnostics.make_diagnostics_fn(model, loss, ("hessian",), hessian_iterations=200))
+    got = fn(params, params, x, y, jax.random.key(12), 0.1)["hessian_top_eigenvalue"]
+    np.testing.assert_allclose(got, top, rtol=1e-3)
 
 
 def _numpy_ntk(p, x, mode):
-  """K for f(x) = W₂ᵀ relu(W₁ᵀx + b₁) + b₂, written out by hand."""
-  w1, b1, w2 = p["hidden_0"]["linear"]["kernel"], p["hidden_0"]["linear"]["bias"], p["output"]["kernel"]
-  pre = x @ w1 + b1
-  h, gate = np.maximum(pre, 0), (pre > 0).astype(np.float64)
-  outputs = w2.shape[1]
-  inputs_term = x @ x.T + 1.0
-  features_term = h @ h.T + 1.0
-  if mode == "trace":
-    w2_sq = (w2**2).sum(1)
-    return outputs * features_term + inputs_term * ((gate * w2_sq) @ gate.T)
-  w2_mean = w2.mean(1)
-  return features_term / outputs + inputs_term * ((gate * w2_mean**2) @ gate.T)
+    """K for f(x) = W₂ᵀ relu(W₁ᵀx + b₁) + b₂, written out by hand."""
+    w1, b1, w2 = (
+        p["hidden_0"]["linear"]["kernel"],
+        p["hidden_0"]["linear"]["bias"],
+        p["output"]["kernel"],
+    )
+    pre = x @ w1 + b1
+    h, gate = np.maximum(pre, 0), (pre > 0).astype(np.float64)
+    outputs = w2.shape[1]
+    inputs_term = x @ x.T + 1.0
+    features_term = h @ h.T + 1.0
+    if mode == "trace":
+        w2_sq = (w2**2).sum(1)
+        return outputs * features_term + inputs_term * ((gate * w2_sq) @ gate.T)
+    w2_mean = w2.mean(1)
+    return features_term / outputs + inputs_term * ((gate * w2_mean**2) @ gate.T)
 
 
 @pytest.mark.parametrize("mode", ["trace", "mean"])
 def test_ntk_statistics_match_the_analytic_kernel(mode):
-  model = networks.MLP((7,), 3, "none")
-  x = np.random.default_rng(13).standard_normal((12, 4)).astype(np.float32)
-  params = _random_params(model, x, 14)
-  fn = jax.jit(diagnostics.make_diagnostics_fn(model, lambda *a: 0.0, ("ntk",), ntk_examples=9,
-                                               ntk_mode=mode))
-  out = fn(params, params, x, None, jax.random.key(0), 0.1)
-  kernel = _numpy_ntk(_numpy(params), x[:9].astype(np.float64), mode)
-  eigenvalues = np.clip(np.linalg.eigvalsh(kernel), 0, None)
-  off = np.abs(kernel).sum() - np.abs(np.diag(kernel)).sum()
-  expected = {"ntk_trace": np.trace(kernel), "ntk_top_eigenvalue": eigenvalues[-1],
-              "ntk_effective_rank": _effective_rank(eigenvalues),
-              "ntk_offdiagonal_mass": off / np.abs(kernel).sum()}
-  for key, value in expected.items():
-    np.testing.assert_allclose(out[key], value, rtol=1e-4, err_msg=key)
+    model = networks.MLP((7,), 3, "none")
+    x = np.random.default_rng(13).standard_normal((12, 4)).astype(np.float32)
+    params = _random_params(model, x, 14)
+    fn = jax.jit(
+        diagnostics.make_diagnostics_fn(
+            model, lambda *a: 0.0, ("ntk",), ntk_examples=9, ntk_mode=mode
+        )
+    )
+    out = fn(params, params, x, None, jax.random.key(0), 0.1)
+    kernel = _numpy_ntk(_numpy(params), x[:9].astype(np.float64), mode)
+    eigenvalues = np.clip(np.linalg.eigvalsh(kernel), 0, None)
+    off = np.abs(kernel).sum() - np.abs(np.diag(kernel)).sum()
+    expected = {
+        "ntk_trace": np.trace(kernel),
+        "ntk_top_eigenvalue": eigenvalues[-1],
+        "ntk_effective_rank": _effective_rank(eigenvalues),
+        "ntk_offdiagonal_mass": off / np.abs(kernel).sum(),
+    }
+    for key, value in expected.items():
+        np.testing.assert_allclose(out[key], value, rtol=1e-4, err_msg=key)
 
 
 def test_probe_matches_a_numpy_adam_fit():
-  rng = np.random.default_rng(15)
-  x = rng.standard_normal((20, 5))
-  targets = rng.standard_normal((20, 2))
-  w = rng.standard_normal((5, 2))
-  steps, lr, b1, b2, eps = 30, 0.05, 0.9, 0.999, 1e-8
-  m, v, p = np.zeros_like(w), np.zeros_like(w), w.copy()
-  for t in range(1, steps + 1):
-    g = 2.0 * x.T @ (x @ p - targets) / targets.size
-    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
-    p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
-  expected = np.mean((x @ p - targets)**2)
-  f32 = lambda a: jnp.asarray(a, jnp.float32)
-  got = jax.jit(lambda w0: curvature.plasticity_probe_loss(
-      lambda q, inputs: inputs @ q, w0, f32(x), f32(targets), steps, lr))(f32(w))
-  np.testing.assert_allclose(got, expected, rtol=1e-4)
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((20, 5))
+    targets = rng.standard_normal((20, 2))
+    w = rng.standard_normal((5, 2))
+    steps, lr, b1, b2, eps = 30, 0.05, 0.9, 0.999, 1e-8
+    m, v, p = np.zeros_like(w), np.zeros_like(w), w.copy()
+    for t in range(1, steps + 1):
+        g = 2.0 * x.T @ (x @ p - targets) / targets.size
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+    expected = np.mean((x @ p - targets) ** 2)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    got = jax.jit(
+        lambda w0: curvature.plasticity_probe_loss(
+            lambda q, inputs: inputs @ q, w0, f32(x), f32(targets), steps, lr
+        )
+    )(f32(w))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
 def test_probe_loses_plasticity_on_a_dead_network():
-  """Same targets and budget for both probes; a network whose hidden units are all dead can only
-  move its output bias, so it fits worse than a healthy one."""
-  healthy = _random_params(NET, X, 19)
-  dead = jax.tree_util.tree_map(lambda a: a, healthy)
-  for layer in ("hidden_0", "hidden_1"):
-    dead[layer]["linear"]["bias"] = jnp.full_like(dead[layer]["linear"]["bias"], -100.0)
-  fn = jax.jit(diagnostics.make_diagnostics_fn(
-      NET, _mse, ("probe",), probe_steps=400, probe_learning_rate=3e-2,
-      init_fn=lambda rng, inputs: healthy))
-  same = fn(healthy, healthy, X, Y, jax.random.key(21), 0.1)
-  np.testing.assert_allclose(same["probe_loss"], same["probe_loss_fresh"], rtol=1e-6)
-  out = fn(dead, dead, X, Y, jax.random.key(21), 0.1)
-  assert float(out["probe_loss"]) > 0.5  # unit-variance targets: only their mean is fitted
-  assert float(out["probe_loss_fresh"]) < 0.8 * float(out["probe_loss"])
+    """Same targets and budget for both probes; a network whose hidden units are all dead can only
+    move its output bias, so it fits worse than a healthy one."""
+    healthy = _random_params(NET, X, 19)
+    dead = jax.tree_util.tree_map(lambda a: a, healthy)
+    for layer in ("hidden_0", "hidden_1"):
+        dead[layer]["linear"]["bias"] = jnp.full_like(dead[layer]["linear"]["bias"], -100.0)
+    fn = jax.jit(
+        diagnostics.make_diagnostics_fn(
+            NET,
+            _mse,
+            ("probe",),
+            probe_steps=400,
+            probe_learning_rate=3e-2,
+            init_fn=lambda rng, inputs: healthy,
+        )
+    )
+    same = fn(healthy, healthy, X, Y, jax.random.key(21), 0.1)
+    np.testing.assert_allclose(same["probe_loss"], same["probe_loss_fresh"], rtol=1e-6)
+    out = fn(dead, dead, X, Y, jax.random.key(21), 0.1)
+    assert float(out["probe_loss"]) > 0.5  # unit-variance targets: only their mean is fitted
+    assert float(out["probe_loss_fresh"]) < 0.8 * float(out["probe_loss"])
 
 
 def test_ntk_on_a_noisy_distributional_q_network_uses_q_values():
-  model = networks.QNetwork(networks.MLP((8,), 0, "layernorm"),
-                            networks.ValueHead(3, (8,), num_atoms=5, noisy=True,
-                                               norm="layernorm"))
-  x = np.random.default_rng(16).standard_normal((6, 4)).astype(np.float32)
-  params = _random_params(model, x, 17)
-  fn = jax.jit(diagnostics.make_diagnostics_fn(
-      model, lambda *a: 0.0, ("ntk",), ntk_examples=4, ntk_mode="mean",
-      apply_kwargs=lambda key: {"rngs": {"noise": key}}))
-  out = fn(params, params, x, None, jax.random.key(18), 0.1)
-  assert set(out) == {"ntk_trace", "ntk_top_eigenvalue", "ntk_effective_rank",
-                      "ntk_offdiagonal_mass"}
-  assert all(np.isfinite(float(v)) for v in out.values()) and float(out["ntk_trace"]) > 0
-  assert 0.0 < float(out["ntk_offdiagonal_mass"]) < 1.0
+    model = networks.QNetwork(
+        networks.MLP((8,), 0, "layernorm"),
+        networks.ValueHead(3, (8,), num_atoms=5, noisy=True, norm="layernorm"),
+    )
+    x = np.random.default_rng(16).standard_normal((6, 4)).astype(np.float32)
+    params = _random_params(model, x, 17)
+    fn = jax.jit(
+        diagnostics.make_diagnostics_fn(
+            model,
+            lambda *a: 0.0,
+            ("ntk",),
+            ntk_examples=4,
+            ntk_mode="mean",
+            apply_kwargs=lambda key: {"rngs": {"noise": key}},
+        )
+    )
+    out = fn(params, params, x, None, jax.random.key(18), 0.1)
+    assert set(out) == {
+        "ntk_trace",
+        "ntk_top_eigenvalue",
+        "ntk_effective_rank",
+        "ntk_offdiagonal_mass",
+    }
+    assert all(np.isfinite(float(v)) for v in out.values()) and float(out["ntk_trace"]) > 0
+    assert 0.0 < float(out["ntk_offdiagonal_mass"]) < 1.0
 
 
 def test_bad_names_and_options_fail_with_one_line():
-  with pytest.raises(ValueError, match="Unknown diagnostics"):
-    diagnostics.make_diagnostics_fn(NET, _mse, ("dormant", "sharpness"))
-  with pytest.raises(ValueError, match="sequence of names"):
-    diagnostics.make_diagnostics_fn(NET, _mse, "dormant")
-  with pytest.raises(ValueError, match="Unknown diagnostics options"):
-    diagnostics.make_diagnostics_fn(NET, _mse, ("dormant",), taus=(0.1,))
-  with pytest.raises(ValueError, match="ntk_mode"):
-    diagnostics.make_diagnostics_fn(NET, _mse, ("ntk",), ntk_mode="full")
-  fn = diagnostics.make_diagnostics_fn(NET, _mse, ("feature_svd",), penultimate_layer="output")
-  with pytest.raises(ValueError, match="penultimate_layer"):
-    jax.eval_shape(fn, _planted(), _planted(), X, Y, jax.random.key(0), 0.1)
+    with pytest.raises(ValueError, match="Unknown diagnostics"):
+        diagnostics.make_diagnostics_fn(NET, _mse, ("dormant", "sharpness"))
+    with pytest.raises(ValueError, match="sequence of names"):
+        diagnostics.make_diagnostics_fn(NET, _mse, "dormant")
+    with pytest.raises(ValueError, match="Unknown diagnostics options"):
+        diagnostics.make_diagnostics_fn(NET, _mse, ("dormant",), taus=(0.1,))
+    with pytest.raises(ValueError, match="ntk_mode"):
+        diagnostics.make_diagnostics_fn(NET, _mse, ("ntk",), ntk_mode="full")
+    fn = diagnostics.make_diagnostics_fn(NET, _mse, ("feature_svd",), penultimate_layer="output")
+    with pytest.raises(ValueError, match="penultimate_layer"):
+        jax.eval_shape(fn, _planted(), _planted(), X, Y, jax.random.key(0), 0.1)

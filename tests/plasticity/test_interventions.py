@@ -24,70 +24,75 @@ ADAM = optax.adam(1e-2)
 
 
 def _params(model, x=X, seed=3):
-  """Random parameters without compiling `model.init` (slow to compile on a small CPU)."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
-  rng = np.random.default_rng(seed)
+    """Random parameters without compiling `model.init` (slow to compile on a small CPU)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    rng = np.random.default_rng(seed)
 
-  def draw(path, leaf):
-    if len(leaf.shape) == 1:  # biases, norm offsets around 0 and norm scales around 1
-      centre = 1.0 if path[-1].key == "scale" else 0.0
-      return jnp.asarray(centre + 0.1 * rng.standard_normal(leaf.shape), jnp.float32)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), jnp.float32)
+    def draw(path, leaf):
+        if len(leaf.shape) == 1:  # biases, norm offsets around 0 and norm scales around 1
+            centre = 1.0 if path[-1].key == "scale" else 0.0
+            return jnp.asarray(centre + 0.1 * rng.standard_normal(leaf.shape), jnp.float32)
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), jnp.float32)
 
-  return jax.tree_util.tree_map_with_path(draw, shapes)
+    return jax.tree_util.tree_map_with_path(draw, shapes)
 
 
 def _fresh_init(model, x=X):
-  """A cheap stand-in for `model.init`: always the same second draw, whatever the key."""
-  fresh = _params(model, x, seed=99)
-  return lambda rng, inputs: fresh
+    """A cheap stand-in for `model.init`: always the same second draw, whatever the key."""
+    fresh = _params(model, x, seed=99)
+    return lambda rng, inputs: fresh
 
 
 def _set(params, path, value):
-  flat = dict(traverse_util.flatten_dict(params))
-  flat[path] = value
-  return traverse_util.unflatten_dict(flat)
+    flat = dict(traverse_util.flatten_dict(params))
+    flat[path] = value
+    return traverse_util.unflatten_dict(flat)
 
 
 def _state_with_unit_moments(params, tx=ADAM, extra=None):
-  """A train state whose Adam moments are all ones, so that resets are visible."""
-  state = create_train_state(params, tx, jax.random.key(3), extra)
-  ones = map_optimizer_moments(state.opt_state, params,
-                               lambda m: jax.tree_util.tree_map(jnp.ones_like, m))
-  return state.replace(opt_state=ones)
+    """A train state whose Adam moments are all ones, so that resets are visible."""
+    state = create_train_state(params, tx, jax.random.key(3), extra)
+    ones = map_optimizer_moments(
+        state.opt_state, params, lambda m: jax.tree_util.tree_map(jnp.ones_like, m)
+    )
+    return state.replace(opt_state=ones)
 
 
 def _adam_moments(state):
-  return state.opt_state[0].mu, state.opt_state[0].nu
+    return state.opt_state[0].mu, state.opt_state[0].nu
 
 
 def _planted_mlp():
-  """hidden_0 units 0 and 3 and hidden_1 unit 2 never fire (bias −100): dormant at τ = 0."""
-  params = _params(MLP)
-  b0 = params["hidden_0"]["linear"]["bias"].at[jnp.array([0, 3])].set(-100.0)
-  b1 = params["hidden_1"]["linear"]["bias"].at[2].set(-100.0)
-  params = _set(params, ("hidden_0", "linear", "bias"), b0)
-  return _set(params, ("hidden_1", "linear", "bias"), b1)
+    """hidden_0 units 0 and 3 and hidden_1 unit 2 never fire (bias −100): dormant at τ = 0."""
+    params = _params(MLP)
+    b0 = params["hidden_0"]["linear"]["bias"].at[jnp.array([0, 3])].set(-100.0)
+    b1 = params["hidden_1"]["linear"]["bias"].at[2].set(-100.0)
+    params = _set(params, ("hidden_0", "linear", "bias"), b0)
+    return _set(params, ("hidden_1", "linear", "bias"), b1)
 
 
 @functools.lru_cache(maxsize=None)
 def _postact_fn(model):
-  return jax.jit(lambda p, x: {layer: a["postact"] for layer, a in
-                               networks.hidden_activations(model, {"params": p}, x)[1].items()})
+    return jax.jit(
+        lambda p, x: {
+            layer: a["postact"]
+            for layer, a in networks.hidden_activations(model, {"params": p}, x)[1].items()
+        }
+    )
 
 
 @functools.lru_cache(maxsize=None)
 def _forward_fn(model):
-  return jax.jit(lambda p, x: model.apply({"params": p}, x))
+    return jax.jit(lambda p, x: model.apply({"params": p}, x))
 
 
 def _forward(model, params, x=X):
-  return _forward_fn(model)(params, x)
+    return _forward_fn(model)(params, x)
 
 
 def _postacts(model, params, x=X):
-  return {layer: np.asarray(h) for layer, h in _postact_fn(model)(params, x).items()}
+    return {layer: np.asarray(h) for layer, h in _postact_fn(model)(params, x).items()}
 
 
 MLP_FRESH = _fresh_init(MLP)
@@ -95,323 +100,373 @@ MLP_FRESH = _fresh_init(MLP)
 
 @functools.lru_cache(maxsize=None)
 def _jitted(name, **options):
-  """A compiled `apply` for the MLP, re-initializing from `MLP_FRESH`, shared across tests."""
-  return jax.jit(interventions.make_intervention(name, MLP, init_fn=MLP_FRESH, **options).apply)
+    """A compiled `apply` for the MLP, re-initializing from `MLP_FRESH`, shared across tests."""
+    return jax.jit(interventions.make_intervention(name, MLP, init_fn=MLP_FRESH, **options).apply)
 
 
 def test_redo_recycles_planted_dormant_units_and_keeps_outputs():
-  params = _planted_mlp()
-  state = _state_with_unit_moments(params)
-  before = _postacts(MLP, params)
-  dormant = {layer: np.flatnonzero(h.max(axis=0) == 0) for layer, h in before.items()}
-  assert {0, 3} <= set(dormant["hidden_0"]) and 2 in dormant["hidden_1"]
-  alive = {layer: np.setdiff1d(np.arange(h.shape[1]), dormant[layer])
-           for layer, h in before.items()}
+    params = _planted_mlp()
+    state = _state_with_unit_moments(params)
+    before = _postacts(MLP, params)
+    dormant = {layer: np.flatnonzero(h.max(axis=0) == 0) for layer, h in before.items()}
+    assert {0, 3} <= set(dormant["hidden_0"]) and 2 in dormant["hidden_1"]
+    alive = {
+        layer: np.setdiff1d(np.arange(h.shape[1]), dormant[layer]) for layer, h in before.items()
+    }
 
-  after_state = _jitted("redo", tau=0.0)(state, X, jax.random.key(4))
-  new = after_state.params
-  after = _postacts(MLP, new)
-  # Recycled units fire again; the other units of the first layer are untouched.
-  for layer in before:
-    assert np.all(after[layer][:, dormant[layer]].max(axis=0) > 0), layer
-  np.testing.assert_allclose(after["hidden_0"][:, alive["hidden_0"]],
-                             before["hidden_0"][:, alive["hidden_0"]], rtol=1e-6)
-  # Outgoing weights are zero, so the network computes the same function.
-  np.testing.assert_array_equal(new["hidden_1"]["linear"]["kernel"][dormant["hidden_0"]], 0.0)
-  np.testing.assert_array_equal(new["output"]["kernel"][dormant["hidden_1"]], 0.0)
-  np.testing.assert_allclose(_forward(MLP, new), _forward(MLP, params), rtol=1e-5, atol=1e-6)
-  # Incoming weights (kernel column and bias) come from the fresh initialization.
-  fresh = MLP_FRESH(None, X)
-  for leaf in ("kernel", "bias"):
-    np.testing.assert_array_equal(new["hidden_0"]["linear"][leaf][..., dormant["hidden_0"]],
-                                  fresh["hidden_0"]["linear"][leaf][..., dormant["hidden_0"]])
-  # Adam moments are zeroed exactly on the recycled entries (incoming columns, outgoing rows).
-  expected_k1 = np.ones((8, 6))
-  expected_k1[dormant["hidden_0"], :] = 0.0
-  expected_k1[:, dormant["hidden_1"]] = 0.0
-  expected_out = np.ones((6, 3))
-  expected_out[dormant["hidden_1"]] = 0.0
-  for moments in _adam_moments(after_state):
-    k0 = np.asarray(moments["hidden_0"]["linear"]["kernel"])
-    np.testing.assert_array_equal(k0[:, dormant["hidden_0"]], 0.0)
-    np.testing.assert_array_equal(k0[:, alive["hidden_0"]], 1.0)
-    np.testing.assert_array_equal(moments["hidden_1"]["linear"]["kernel"], expected_k1)
-    np.testing.assert_array_equal(moments["output"]["kernel"], expected_out)
-    np.testing.assert_array_equal(moments["output"]["bias"], 1.0)
+    after_state = _jitted("redo", tau=0.0)(state, X, jax.random.key(4))
+    new = after_state.params
+    after = _postacts(MLP, new)
+    # Recycled units fire again; the other units of the first layer are untouched.
+    for layer in before:
+        assert np.all(after[layer][:, dormant[layer]].max(axis=0) > 0), layer
+    np.testing.assert_allclose(
+        after["hidden_0"][:, alive["hidden_0"]], before["hidden_0"][:, alive["hidden_0"]], rtol=1e-6
+    )
+    # Outgoing weights are zero, so the network computes the same function.
+    np.testing.assert_array_equal(new["hidden_1"]["linear"]["kernel"][dormant["hidden_0"]], 0.0)
+    np.testing.assert_array_equal(new["output"]["kernel"][dormant["hidden_1"]], 0.0)
+    np.testing.assert_allclose(_forward(MLP, new), _forward(MLP, params), rtol=1e-5, atol=1e-6)
+    # Incoming weights (kernel column and bias) come from the fresh initialization.
+    fresh = MLP_FRESH(None, X)
+    for leaf in ("kernel", "bias"):
+        np.testing.assert_array_equal(
+            new["hidden_0"]["linear"][leaf][..., dormant["hidden_0"]],
+            fresh["hidden_0"]["linear"][leaf][..., dormant["hidden_0"]],
+        )
+    # Adam moments are zeroed exactly on the recycled entries (incoming columns, outgoing rows).
+    expected_k1 = np.ones((8, 6))
+    expected_k1[dormant["hidden_0"], :] = 0.0
+    expected_k1[:, dormant["hidden_1"]] = 0.0
+    expected_out = np.ones((6, 3))
+    expected_out[dormant["hidden_1"]] = 0.0
+    for moments in _adam_moments(after_state):
+        k0 = np.asarray(moments["hidden_0"]["linear"]["kernel"])
+        np.testing.assert_array_equal(k0[:, dormant["hidden_0"]], 0.0)
+        np.testing.assert_array_equal(k0[:, alive["hidden_0"]], 1.0)
+        np.testing.assert_array_equal(moments["hidden_1"]["linear"]["kernel"], expected_k1)
+        np.testing.assert_array_equal(moments["output"]["kernel"], expected_out)
+        np.testing.assert_array_equal(moments["output"]["bias"], 1.0)
 
 
 def test_redo_leaves_a_healthy_network_alone():
-  params = _params(MLP)
-  assert all(h.max(axis=0).min() > 0 for h in _postacts(MLP, params).values())
-  state = create_train_state(params, ADAM, jax.random.key(3))
-  new = _jitted("redo", tau=0.0)(state, X, jax.random.key(4)).params
-  for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(params)):
-    np.testing.assert_array_equal(a, b)
+    params = _params(MLP)
+    assert all(h.max(axis=0).min() > 0 for h in _postacts(MLP, params).values())
+    state = create_train_state(params, ADAM, jax.random.key(3))
+    new = _jitted("redo", tau=0.0)(state, X, jax.random.key(4)).params
+    for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_redo_on_a_cnn_zeroes_the_dense_rows_of_a_flattened_channel():
-  model = networks.SmallCNN((3, 4), (5,), 2, "none")
-  x = jax.random.normal(jax.random.key(5), (4, 8, 8, 1))
-  params = _params(model, x)
-  bias = params["conv_1"]["linear"]["bias"].at[1].set(-100.0)
-  params = _set(params, ("conv_1", "linear", "bias"), bias)
-  before = _postacts(model, params, x)
-  dormant = {layer: h.reshape(-1, h.shape[-1]).max(axis=0) == 0 for layer, h in before.items()}
-  assert dormant["conv_1"][1]
-  state = create_train_state(params, ADAM, jax.random.key(3))
-  redo = interventions.make_intervention("redo", model, tau=0.0, init_fn=_fresh_init(model, x))
-  new = jax.jit(redo.apply)(state, x, jax.random.key(6)).params
-  dense = np.asarray(new["hidden_0"]["linear"]["kernel"])  # (2·2·4, 5): flatten is (h, w, c)
-  channel = np.arange(dense.shape[0]) % 4
-  np.testing.assert_array_equal(dense[dormant["conv_1"][channel]], 0.0)
-  kept_rows, kept_columns = ~dormant["conv_1"][channel], ~dormant["hidden_0"]
-  np.testing.assert_array_equal(
-      dense[np.ix_(kept_rows, kept_columns)],
-      np.asarray(params["hidden_0"]["linear"]["kernel"])[np.ix_(kept_rows, kept_columns)])
-  np.testing.assert_allclose(_forward(model, new, x), _forward(model, params, x),
-                             rtol=1e-5, atol=1e-6)
+    model = networks.SmallCNN((3, 4), (5,), 2, "none")
+    x = jax.random.normal(jax.random.key(5), (4, 8, 8, 1))
+    params = _params(model, x)
+    bias = params["conv_1"]["linear"]["bias"].at[1].set(-100.0)
+    params = _set(params, ("conv_1", "linear", "bias"), bias)
+    before = _postacts(model, params, x)
+    dormant = {layer: h.reshape(-1, h.shape[-1]).max(axis=0) == 0 for layer, h in before.items()}
+    assert dormant["conv_1"][1]
+    state = create_train_state(params, ADAM, jax.random.key(3))
+    redo = interventions.make_intervention("redo", model, tau=0.0, init_fn=_fresh_init(model, x))
+    new = jax.jit(redo.apply)(state, x, jax.random.key(6)).params
+    dense = np.asarray(new["hidden_0"]["linear"]["kernel"])  # (2·2·4, 5): flatten is (h, w, c)
+    channel = np.arange(dense.shape[0]) % 4
+    np.testing.assert_array_equal(dense[dormant["conv_1"][channel]], 0.0)
+    kept_rows, kept_columns = ~dormant["conv_1"][channel], ~dormant["hidden_0"]
+    np.testing.assert_array_equal(
+        dense[np.ix_(kept_rows, kept_columns)],
+        np.asarray(params["hidden_0"]["linear"]["kernel"])[np.ix_(kept_rows, kept_columns)],
+    )
+    np.testing.assert_allclose(
+        _forward(model, new, x), _forward(model, params, x), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_cbp_replaces_the_expected_number_of_lowest_utility_units():
-  model = networks.MLP((16, 16), 3, "none")
-  params = _params(model)
-  cbp = interventions.make_intervention("cbp", model, replacement_rate=0.1,
-                                        maturity_threshold=0, decay_rate=0.9,
-                                        init_fn=_fresh_init(model))
-  state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
-  apply = jax.jit(cbp.apply)
+    model = networks.MLP((16, 16), 3, "none")
+    params = _params(model)
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        replacement_rate=0.1,
+        maturity_threshold=0,
+        decay_rate=0.9,
+        init_fn=_fresh_init(model),
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    apply = jax.jit(cbp.apply)
 
-  # First call: utility = (1 − η)·E|h|·Σ|w_out|, bias-corrected back to E|h|·Σ|w_out|.
-  h = _postacts(model, params)["hidden_0"]
-  contribution = np.abs(h).mean(0) * np.abs(np.asarray(params["hidden_1"]["linear"]["kernel"])).sum(1)
-  first = apply(state, X, jax.random.key(7))
-  replaced_units = np.flatnonzero(
-      np.asarray(first.params["hidden_1"]["linear"]["kernel"]).sum(1) == 0)
-  np.testing.assert_array_equal(replaced_units, np.argsort(contribution)[:1])
+    # First call: utility = (1 − η)·E|h|·Σ|w_out|, bias-corrected back to E|h|·Σ|w_out|.
+    h = _postacts(model, params)["hidden_0"]
+    contribution = np.abs(h).mean(0) * np.abs(
+        np.asarray(params["hidden_1"]["linear"]["kernel"])
+    ).sum(1)
+    first = apply(state, X, jax.random.key(7))
+    replaced_units = np.flatnonzero(
+        np.asarray(first.params["hidden_1"]["linear"]["kernel"]).sum(1) == 0
+    )
+    np.testing.assert_array_equal(replaced_units, np.argsort(contribution)[:1])
 
-  # 16 eligible units × 0.1 per call: floor(1.6·k) replaced after k calls, per layer.
-  state = first
-  for calls in range(2, 6):
-    state = apply(state, X, jax.random.key(7 + calls))
-    assert int(state.extra["cbp"]["num_replaced"]) == 2 * int(np.floor(1.6 * calls + 1e-9))
-  layer = state.extra["cbp"]["layers"]["hidden_0.linear"]
-  np.testing.assert_allclose(layer["to_replace"], 1.6 * 5 - np.floor(1.6 * 5), atol=1e-5)
-  assert 1 <= int(jnp.sum(layer["age"] < 5)) <= int(np.floor(1.6 * 5))  # some were re-replaced
+    # 16 eligible units × 0.1 per call: floor(1.6·k) replaced after k calls, per layer.
+    state = first
+    for calls in range(2, 6):
+        state = apply(state, X, jax.random.key(7 + calls))
+        assert int(state.extra["cbp"]["num_replaced"]) == 2 * int(np.floor(1.6 * calls + 1e-9))
+    layer = state.extra["cbp"]["layers"]["hidden_0.linear"]
+    np.testing.assert_allclose(layer["to_replace"], 1.6 * 5 - np.floor(1.6 * 5), atol=1e-5)
+    assert 1 <= int(jnp.sum(layer["age"] < 5)) <= int(np.floor(1.6 * 5))  # some were re-replaced
 
 
 def test_cbp_respects_maturity_and_needs_its_state():
-  model = networks.MLP((16,), 3, "none")
-  params = _params(model)
-  cbp = interventions.make_intervention("cbp", model, replacement_rate=0.5,
-                                        maturity_threshold=3, init_fn=_fresh_init(model))
-  state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
-  apply = jax.jit(cbp.apply)
-  for _ in range(3):
-    state = apply(state, X, jax.random.key(1))
-  assert int(state.extra["cbp"]["num_replaced"]) == 0  # ages 1, 2, 3: none older than 3
-  with pytest.raises(ValueError, match="extra"):
-    cbp.apply(create_train_state(params, ADAM, jax.random.key(3)), X, jax.random.key(1))
+    model = networks.MLP((16,), 3, "none")
+    params = _params(model)
+    cbp = interventions.make_intervention(
+        "cbp", model, replacement_rate=0.5, maturity_threshold=3, init_fn=_fresh_init(model)
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    apply = jax.jit(cbp.apply)
+    for _ in range(3):
+        state = apply(state, X, jax.random.key(1))
+    assert int(state.extra["cbp"]["num_replaced"]) == 0  # ages 1, 2, 3: none older than 3
+    with pytest.raises(ValueError, match="extra"):
+        cbp.apply(create_train_state(params, ADAM, jax.random.key(3)), X, jax.random.key(1))
 
 
 def test_shrink_and_perturb_matches_its_formula():
-  params = _params(MLP)
-  state = _state_with_unit_moments(params)
-  rng = jax.random.key(8)
-  flat, unravel = ravel_pytree(params)
-  noises = {"init": MLP_FRESH(rng, X),
-            "gaussian": unravel(jax.jit(jax.random.normal, static_argnums=1)(rng, flat.shape))}
-  for noise, eps in noises.items():
-    new = _jitted("shrink_perturb", shrink=0.6, perturb=0.01, noise=noise)(state, X, rng)
-    expected = jax.tree_util.tree_map(lambda p, e: 0.6 * p + 0.01 * e, params, eps)
-    for a, b in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(expected)):
-      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=noise)
-    for m in jax.tree_util.tree_leaves(_adam_moments(new)):
-      np.testing.assert_array_equal(m, 1.0)
+    params = _params(MLP)
+    state = _state_with_unit_moments(params)
+    rng = jax.random.key(8)
+    flat, unravel = ravel_pytree(params)
+    noises = {
+        "init": MLP_FRESH(rng, X),
+        "gaussian": unravel(jax.jit(jax.random.normal, static_argnums=1)(rng, flat.shape)),
+    }
+    for noise, eps in noises.items():
+        new = _jitted("shrink_perturb", shrink=0.6, perturb=0.01, noise=noise)(state, X, rng)
+        expected = jax.tree_util.tree_map(lambda p, e: 0.6 * p + 0.01 * e, params, eps)
+        for a, b in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(expected)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7, err_msg=noise)
+        for m in jax.tree_util.tree_leaves(_adam_moments(new)):
+            np.testing.assert_array_equal(m, 1.0)
 
 
 def test_default_perturbation_is_a_fresh_initialization():
-  """Without `init_fn`, ε comes from `model.init`: zero biases, LeCun-normal kernels."""
-  model = networks.MLP((256,), 3, "none")
-  x = jnp.ones((2, 64))
-  params = _params(model, x)
-  state = create_train_state(params, ADAM, jax.random.key(3))
-  shrink = interventions.make_intervention("shrink_perturb", model, shrink=0.5, perturb=1.0)
-  new = jax.jit(shrink.apply)(state, x, jax.random.key(14)).params
-  eps = jax.tree_util.tree_map(lambda n, p: n - 0.5 * p, new, params)
-  np.testing.assert_allclose(eps["hidden_0"]["linear"]["bias"], 0.0, atol=1e-6)
-  np.testing.assert_allclose(eps["output"]["bias"], 0.0, atol=1e-6)
-  std = float(jnp.std(eps["hidden_0"]["linear"]["kernel"]))
-  assert abs(std - 1 / np.sqrt(64)) < 0.1 / np.sqrt(64)
+    """Without `init_fn`, ε comes from `model.init`: zero biases, LeCun-normal kernels."""
+    model = networks.MLP((256,), 3, "none")
+    x = jnp.ones((2, 64))
+    params = _params(model, x)
+    state = create_train_state(params, ADAM, jax.random.key(3))
+    shrink = interventions.make_intervention("shrink_perturb", model, shrink=0.5, perturb=1.0)
+    new = jax.jit(shrink.apply)(state, x, jax.random.key(14)).params
+    eps = jax.tree_util.tree_map(lambda n, p: n - 0.5 * p, new, params)
+    np.testing.assert_allclose(eps["hidden_0"]["linear"]["bias"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(eps["output"]["bias"], 0.0, atol=1e-6)
+    std = float(jnp.std(eps["hidden_0"]["linear"]["kernel"]))
+    assert abs(std - 1 / np.sqrt(64)) < 0.1 / np.sqrt(64)
 
 
-@pytest.mark.parametrize("num_layers,reset", [(1, {"output"}), (2, {"hidden_1", "output"}),
-                                              (None, {"hidden_0", "hidden_1", "output"})])
+@pytest.mark.parametrize(
+    "num_layers,reset",
+    [(1, {"output"}), (2, {"hidden_1", "output"}), (None, {"hidden_0", "hidden_1", "output"})],
+)
 def test_reset_last_layers(num_layers, reset):
-  params = _params(MLP)
-  state = _state_with_unit_moments(params)
-  rng = jax.random.key(9)
-  new = _jitted("reset_last_layers", num_layers=num_layers)(state, X, rng)
-  fresh = MLP_FRESH(rng, X)
-  mu, nu = _adam_moments(new)
-  for layer in ("hidden_0", "hidden_1", "output"):
-    source = fresh if layer in reset else params
-    for a, b in zip(jax.tree_util.tree_leaves(new.params[layer]),
-                    jax.tree_util.tree_leaves(source[layer])):
-      np.testing.assert_array_equal(a, b)
-    for m in jax.tree_util.tree_leaves((mu[layer], nu[layer])):
-      np.testing.assert_array_equal(m, 0.0 if layer in reset else 1.0)
+    params = _params(MLP)
+    state = _state_with_unit_moments(params)
+    rng = jax.random.key(9)
+    new = _jitted("reset_last_layers", num_layers=num_layers)(state, X, rng)
+    fresh = MLP_FRESH(rng, X)
+    mu, nu = _adam_moments(new)
+    for layer in ("hidden_0", "hidden_1", "output"):
+        source = fresh if layer in reset else params
+        for a, b in zip(
+            jax.tree_util.tree_leaves(new.params[layer]), jax.tree_util.tree_leaves(source[layer])
+        ):
+            np.testing.assert_array_equal(a, b)
+        for m in jax.tree_util.tree_leaves((mu[layer], nu[layer])):
+            np.testing.assert_array_equal(m, 0.0 if layer in reset else 1.0)
 
 
 def test_last_layers_follow_call_order_not_name_order():
-  model = networks.MLP((2,) * 11, 2, "none")
-  params = jax.eval_shape(model.init, jax.random.key(0), X)["params"]
-  order = interventions.kernel_layer_call_order(model, params, X, {})
-  assert order[-3:] == ["hidden_9/linear", "hidden_10/linear", "output"]
-  with pytest.raises(ValueError, match="hidden_0"):
-    interventions._parameter_layers(params, model, X, {}, ["nonexistent"], None, None)
+    model = networks.MLP((2,) * 11, 2, "none")
+    params = jax.eval_shape(model.init, jax.random.key(0), X)["params"]
+    order = interventions.kernel_layer_call_order(model, params, X, {})
+    assert order[-3:] == ["hidden_9/linear", "hidden_10/linear", "output"]
+    with pytest.raises(ValueError, match="hidden_0"):
+        interventions._parameter_layers(params, model, X, {}, ["nonexistent"], None, None)
 
 
 def test_plasticity_injection_preserves_outputs_then_trains_a_new_head():
-  model = networks.MLP((8, 8), 3, "layernorm")
-  params = _params(model)
-  injection = interventions.make_intervention("plasticity_injection", model, num_layers=2,
-                                              init_fn=_fresh_init(model))
-  state = create_train_state(params, ADAM, jax.random.key(3),
-                             {"plasticity_injection": injection.init(params)})
-  forward = jax.jit(lambda p, extra: interventions.injected_apply(model, p, extra, X))
-  np.testing.assert_allclose(forward(params, state.extra), model.apply({"params": params}, X),
-                             rtol=1e-6, atol=1e-6)
+    model = networks.MLP((8, 8), 3, "layernorm")
+    params = _params(model)
+    injection = interventions.make_intervention(
+        "plasticity_injection", model, num_layers=2, init_fn=_fresh_init(model)
+    )
+    state = create_train_state(
+        params, ADAM, jax.random.key(3), {"plasticity_injection": injection.init(params)}
+    )
+    forward = jax.jit(lambda p, extra: interventions.injected_apply(model, p, extra, X))
+    np.testing.assert_allclose(
+        forward(params, state.extra), model.apply({"params": params}, X), rtol=1e-6, atol=1e-6
+    )
 
-  injected = jax.jit(injection.apply)(state, X, jax.random.key(10))
-  own = injected.extra["plasticity_injection"]
-  assert bool(own["injected"])
-  for layer in ("hidden_1", "output"):
-    for a, b in zip(jax.tree_util.tree_leaves(own["frozen"][layer]),
-                    jax.tree_util.tree_leaves(params[layer])):
-      np.testing.assert_array_equal(a, b)
-    kernel = lambda p: p[layer]["kernel"] if layer == "output" else p[layer]["linear"]["kernel"]
-    assert not np.allclose(kernel(injected.params), kernel(params))
-  np.testing.assert_array_equal(injected.params["hidden_0"]["linear"]["kernel"],
-                                params["hidden_0"]["linear"]["kernel"])
-  np.testing.assert_allclose(forward(injected.params, injected.extra),
-                             model.apply({"params": params}, X), rtol=1e-5, atol=1e-5)
+    injected = jax.jit(injection.apply)(state, X, jax.random.key(10))
+    own = injected.extra["plasticity_injection"]
+    assert bool(own["injected"])
+    for layer in ("hidden_1", "output"):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(own["frozen"][layer]),
+            jax.tree_util.tree_leaves(params[layer]),
+        ):
+            np.testing.assert_array_equal(a, b)
+        kernel = lambda p: p[layer]["kernel"] if layer == "output" else p[layer]["linear"]["kernel"]
+        assert not np.allclose(kernel(injected.params), kernel(params))
+    np.testing.assert_array_equal(
+        injected.params["hidden_0"]["linear"]["kernel"], params["hidden_0"]["linear"]["kernel"]
+    )
+    np.testing.assert_allclose(
+        forward(injected.params, injected.extra),
+        model.apply({"params": params}, X),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
-  def loss(p, extra):
-    return jnp.mean(jnp.square(interventions.injected_apply(model, p, extra, X) - Y))
+    def loss(p, extra):
+        return jnp.mean(jnp.square(interventions.injected_apply(model, p, extra, X) - Y))
 
-  @jax.jit
-  def train(s):
-    step = lambda _, s: apply_gradients(s, jax.grad(loss)(s.params, s.extra), ADAM)
-    return jax.lax.fori_loop(0, 20, step, s)
+    @jax.jit
+    def train(s):
+        step = lambda _, s: apply_gradients(s, jax.grad(loss)(s.params, s.extra), ADAM)
+        return jax.lax.fori_loop(0, 20, step, s)
 
-  trained = train(injected)
-  assert loss(trained.params, trained.extra) < 0.8 * loss(injected.params, injected.extra)
-  # A second injection is a no-op: the frozen head stays the first one.
-  again = jax.jit(injection.apply)(trained, X, jax.random.key(11))
-  for a, b in zip(jax.tree_util.tree_leaves((again.params, again.extra, again.opt_state)),
-                  jax.tree_util.tree_leaves((trained.params, trained.extra, trained.opt_state))):
-    np.testing.assert_array_equal(a, b)
+    trained = train(injected)
+    assert loss(trained.params, trained.extra) < 0.8 * loss(injected.params, injected.extra)
+    # A second injection is a no-op: the frozen head stays the first one.
+    again = jax.jit(injection.apply)(trained, X, jax.random.key(11))
+    for a, b in zip(
+        jax.tree_util.tree_leaves((again.params, again.extra, again.opt_state)),
+        jax.tree_util.tree_leaves((trained.params, trained.extra, trained.opt_state)),
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_plasticity_injection_on_a_distributional_dueling_head():
-  model = networks.QNetwork(networks.MLP((8,), 0, "layernorm"),
-                            networks.ValueHead(4, (8,), dueling=True, num_atoms=5,
-                                               norm="layernorm"))
-  params = _params(model)
-  injection = interventions.make_intervention("plasticity_injection", model, prefix="head",
-                                              init_fn=_fresh_init(model))
-  state = create_train_state(params, ADAM, jax.random.key(3),
-                             {"plasticity_injection": injection.init(params)})
+    model = networks.QNetwork(
+        networks.MLP((8,), 0, "layernorm"),
+        networks.ValueHead(4, (8,), dueling=True, num_atoms=5, norm="layernorm"),
+    )
+    params = _params(model)
+    injection = interventions.make_intervention(
+        "plasticity_injection", model, prefix="head", init_fn=_fresh_init(model)
+    )
+    state = create_train_state(
+        params, ADAM, jax.random.key(3), {"plasticity_injection": injection.init(params)}
+    )
 
-  @jax.jit
-  def inject_and_apply(s):
-    injected = injection.apply(s, X, jax.random.key(12))
-    return injected, interventions.injected_apply(model, injected.params, injected.extra, X)
+    @jax.jit
+    def inject_and_apply(s):
+        injected = injection.apply(s, X, jax.random.key(12))
+        return injected, interventions.injected_apply(model, injected.params, injected.extra, X)
 
-  injected, out = inject_and_apply(state)
-  reference = model.apply({"params": params}, X)
-  np.testing.assert_allclose(out.logits, reference.logits, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(out.q_values, reference.q_values, rtol=1e-5, atol=1e-5)
-  assert not np.allclose(injected.params["head"]["output_value"]["kernel"],
-                         params["head"]["output_value"]["kernel"])
+    injected, out = inject_and_apply(state)
+    reference = model.apply({"params": params}, X)
+    np.testing.assert_allclose(out.logits, reference.logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out.q_values, reference.q_values, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(
+        injected.params["head"]["output_value"]["kernel"], params["head"]["output_value"]["kernel"]
+    )
 
 
 def test_interventions_compose_with_nap_and_weight_decay():
-  model = networks.MLP((8, 6), 3, "layernorm")
-  params = _params(model)
-  config = optim.default_optimizer_config()
-  config.update(learning_rate=1e-2, weight_decay=1e-3)
-  config.nap.enabled = True
-  tx = optim.make_optimizer(config)
-  # A dormant unit under LayerNorm: γ = 0 and β < 0 silence it on every input.
-  scale = params["hidden_0"]["norm"]["scale"].at[2].set(0.0)
-  offset = params["hidden_0"]["norm"]["bias"].at[2].set(-1.0)
-  params = _set(_set(params, ("hidden_0", "norm", "scale"), scale),
-                ("hidden_0", "norm", "bias"), offset)
-  state = create_train_state(params, tx, jax.random.key(3))
-  reference = {name.replace("/", "."): v for name, v in nap.group_norms(
-      params, nap.projection_groups(params)).items()}
+    model = networks.MLP((8, 6), 3, "layernorm")
+    params = _params(model)
+    config = optim.default_optimizer_config()
+    config.update(learning_rate=1e-2, weight_decay=1e-3)
+    config.nap.enabled = True
+    tx = optim.make_optimizer(config)
+    # A dormant unit under LayerNorm: γ = 0 and β < 0 silence it on every input.
+    scale = params["hidden_0"]["norm"]["scale"].at[2].set(0.0)
+    offset = params["hidden_0"]["norm"]["bias"].at[2].set(-1.0)
+    params = _set(
+        _set(params, ("hidden_0", "norm", "scale"), scale), ("hidden_0", "norm", "bias"), offset
+    )
+    state = create_train_state(params, tx, jax.random.key(3))
+    reference = {
+        name.replace("/", "."): v
+        for name, v in nap.group_norms(params, nap.projection_groups(params)).items()
+    }
 
-  def loss(p):
-    return jnp.mean(jnp.square(model.apply({"params": p}, X) - Y))
+    def loss(p):
+        return jnp.mean(jnp.square(model.apply({"params": p}, X) - Y))
 
-  update = jax.jit(lambda s: apply_gradients(s, jax.grad(loss)(s.params), tx))
-  for name, options in (("redo", {"tau": 0.0}), ("shrink_perturb", {}),
-                        ("reset_last_layers", {"num_layers": None})):
-    intervention = interventions.make_intervention(name, model, init_fn=_fresh_init(model),
-                                                   **options)
-    after = jax.jit(intervention.apply)(state, X, jax.random.key(13))
-    if name == "redo":
-      assert float(_postacts(model, after.params)["hidden_0"][:, 2].max()) > 0
-    after = update(after)
-    groups = nap.projection_groups(after.params)
-    for group, norm in nap.group_norms(after.params, groups).items():
-      np.testing.assert_allclose(norm, reference[group.replace("/", ".")], rtol=1e-5,
-                                 err_msg=f"{name}: {group}")
-    assert np.isfinite(float(loss(after.params)))
+    update = jax.jit(lambda s: apply_gradients(s, jax.grad(loss)(s.params), tx))
+    for name, options in (
+        ("redo", {"tau": 0.0}),
+        ("shrink_perturb", {}),
+        ("reset_last_layers", {"num_layers": None}),
+    ):
+        intervention = interventions.make_intervention(
+            name, model, init_fn=_fresh_init(model), **options
+        )
+        after = jax.jit(intervention.apply)(state, X, jax.random.key(13))
+        if name == "redo":
+            assert float(_postacts(model, after.params)["hidden_0"][:, 2].max()) > 0
+        after = update(after)
+        groups = nap.projection_groups(after.params)
+        for group, norm in nap.group_norms(after.params, groups).items():
+            np.testing.assert_allclose(
+                norm, reference[group.replace("/", ".")], rtol=1e-5, err_msg=f"{name}: {group}"
+            )
+        assert np.isfinite(float(loss(after.params)))
 
 
 def test_should_intervene():
-  cases = [  # step, boundary, every, at_boundaries, expected
-      (0, False, 10, False, False), (10, False, 10, False, True), (15, False, 10, False, False),
-      (15, True, 10, False, False), (15, True, 10, True, True), (15, True, 0, True, True),
-      (20, False, 0, True, False)]
-  for step, boundary, every, at_boundaries, expected in cases:
-    got = interventions.should_intervene(step, boundary, every, at_boundaries)
-    assert bool(got) == expected, (step, boundary, every, at_boundaries)
-  traced = jax.jit(lambda s: interventions.should_intervene(s, False, 5))(jnp.arange(11))
-  np.testing.assert_array_equal(traced, (np.arange(11) % 5 == 0) & (np.arange(11) > 0))
+    cases = [  # step, boundary, every, at_boundaries, expected
+        (0, False, 10, False, False),
+        (10, False, 10, False, True),
+        (15, False, 10, False, False),
+        (15, True, 10, False, False),
+        (15, True, 10, True, True),
+        (15, True, 0, True, True),
+        (20, False, 0, True, False),
+    ]
+    for step, boundary, every, at_boundaries, expected in cases:
+        got = interventions.should_intervene(step, boundary, every, at_boundaries)
+        assert bool(got) == expected, (step, boundary, every, at_boundaries)
+    traced = jax.jit(lambda s: interventions.should_intervene(s, False, 5))(jnp.arange(11))
+    np.testing.assert_array_equal(traced, (np.arange(11) % 5 == 0) & (np.arange(11) > 0))
 
 
 def test_none_and_bad_names():
-  params = _params(MLP)
-  state = create_train_state(params, ADAM, jax.random.key(3))
-  none = interventions.make_intervention("none", MLP)
-  assert none.apply(state, X, jax.random.key(0)) is state and none.init(params) == {}
-  with pytest.raises(ValueError, match="Unknown intervention"):
-    interventions.make_intervention("dropout", MLP)
-  with pytest.raises(ValueError, match="Bad options"):
-    interventions.make_intervention("redo", MLP, threshold=0.1)
-  with pytest.raises(ValueError, match="noise"):
-    interventions.make_intervention("shrink_perturb", MLP, noise="uniform")
+    params = _params(MLP)
+    state = create_train_state(params, ADAM, jax.random.key(3))
+    none = interventions.make_intervention("none", MLP)
+    assert none.apply(state, X, jax.random.key(0)) is state and none.init(params) == {}
+    with pytest.raises(ValueError, match="Unknown intervention"):
+        interventions.make_intervention("dropout", MLP)
+    with pytest.raises(ValueError, match="Bad options"):
+        interventions.make_intervention("redo", MLP, threshold=0.1)
+    with pytest.raises(ValueError, match="noise"):
+        interventions.make_intervention("shrink_perturb", MLP, noise="uniform")
 
 
 def test_vmapped_redo_equals_per_seed():
-  seeds = np.arange(3)
-  params = jax.tree_util.tree_map(lambda *p: jnp.stack(p), *[_planted_mlp_from(s) for s in seeds])
-  states = jax.vmap(lambda p: create_train_state(p, ADAM, jax.random.key(0)))(params)
-  rngs = jax.random.split(jax.random.key(0), 3)
-  apply = interventions.make_intervention("redo", MLP, tau=0.0, init_fn=MLP_FRESH).apply
-  batched = jax.jit(jax.vmap(apply, in_axes=(0, None, 0)))(states, X, rngs)
-  single = jax.jit(apply)
-  for i in range(3):
-    one = single(jax.tree_util.tree_map(lambda a: a[i], states), X, rngs[i])
-    for a, b in zip(jax.tree_util.tree_leaves(one.params),
-                    jax.tree_util.tree_leaves(batched.params)):
-      np.testing.assert_allclose(a, b[i], rtol=1e-6, atol=1e-7)
+    seeds = np.arange(3)
+    params = jax.tree_util.tree_map(lambda *p: jnp.stack(p), *[_planted_mlp_from(s) for s in seeds])
+    states = jax.vmap(lambda p: create_train_state(p, ADAM, jax.random.key(0)))(params)
+    rngs = jax.random.split(jax.random.key(0), 3)
+    apply = interventions.make_intervention("redo", MLP, tau=0.0, init_fn=MLP_FRESH).apply
+    batched = jax.jit(jax.vmap(apply, in_axes=(0, None, 0)))(states, X, rngs)
+    single = jax.jit(apply)
+    for i in range(3):
+        one = single(jax.tree_util.tree_map(lambda a: a[i], states), X, rngs[i])
+        for a, b in zip(
+            jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(batched.params)
+        ):
+            np.testing.assert_allclose(a, b[i], rtol=1e-6, atol=1e-7)
 
 
 def _planted_mlp_from(seed):
-  params = _params(MLP, seed=int(seed))
-  b0 = params["hidden_0"]["linear"]["bias"].at[jnp.array([0, 3])].set(-100.0)
-  return _set(params, ("hidden_0", "linear", "bias"), b0)
+    params = _params(MLP, seed=int(seed))
+    b0 = params["hidden_0"]["linear"]["bias"].at[jnp.array([0, 3])].set(-100.0)
+    return _set(params, ("hidden_0", "linear", "bias"), b0)
