@@ -57,6 +57,8 @@ NETWORKS = ("mlp", "cnn", "resnet")
 # Fields a variant may not override: they define the sweep itself, not one arm of it.
 SWEEP_FIELDS = ("variants", "variant_order", "grid", "seed", "num_seeds", "run", "mesh")
 DEFAULT_VARIANT = "default"
+# Interventions that need the trainer to call something other than `model.apply`.
+UNSUPPORTED_INTERVENTIONS = ("plasticity_injection",)
 
 _PARAMS_STREAM, _TASKS_STREAM, _STEPS_STREAM, _PROBE_STREAM, _INITIAL_STREAM = 0, 1, 2, 3, 4
 
@@ -427,6 +429,14 @@ class Trainer(NamedTuple):
     return [(b, step) for b, step in ends if step % self.diagnostics_every == 0]
 
 
+def intervention_pair(intervention: Any) -> tuple[Callable, Callable]:
+  """(init, apply) of an intervention given as an object with those attributes or a pair."""
+  if hasattr(intervention, "init") and hasattr(intervention, "apply"):
+    return intervention.init, intervention.apply
+  init, apply = intervention
+  return init, apply
+
+
 def _lazy_diagnostics_factory() -> DiagnosticsFactory:
   try:
     from plasticity.diagnostics import make_diagnostics_fn  # noqa: PLC0415 - optional plug-in
@@ -495,8 +505,12 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
     if not intervention_every and not at_boundaries:
       raise ValueError(f"intervention {intervention_name!r} never runs: set intervention.every "
                        f"> 0 and/or intervention.at_task_boundaries=True")
+    if intervention_name in UNSUPPORTED_INTERVENTIONS:
+      raise ValueError(f"intervention {intervention_name!r} changes how the network computes its "
+                       f"outputs, which this trainer does not support")
     factory = intervention_factory or _lazy_intervention_factory()
-    intervention = factory(intervention_name, model, **config.intervention.options.to_dict())
+    intervention = intervention_pair(
+        factory(intervention_name, model, **config.intervention.options.to_dict()))
 
   # Evaluation indices: the first examples of the task, padded to whole eval batches.
   def eval_plan(count: int) -> tuple[np.ndarray, np.ndarray]:

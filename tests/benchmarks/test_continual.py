@@ -169,28 +169,25 @@ def test_labels_change_between_tasks_and_the_network_learns_within_one():
   assert np.all(np.isfinite(loss)) and np.all(outputs["task"]["end_loss"] < np.log(10) + 0.5)
 
 
-class _StandInDiagnostics:
-  """What `plasticity.diagnostics.make_diagnostics_fn` returns, reduced to checkable echoes."""
+class _RecordingDiagnostics:
+  """`plasticity.diagnostics.make_diagnostics_fn`, recording what the trainer hands it."""
 
   def __init__(self):
     self.calls = []
 
   def __call__(self, model, loss_fn, names, **options):
+    from plasticity import diagnostics  # noqa: PLC0415
     self.calls.append((names, options))
+    fn = diagnostics.make_diagnostics_fn(model, loss_fn, names, **options)
 
-    def fn(params, previous_params, inputs, targets, rng, learning_rate):
-      del rng
-      return {"stand_in/probe_size": jnp.float32(inputs.shape[0]),
-              "stand_in/loss": loss_fn(params, inputs, targets),
-              "stand_in/learning_rate": learning_rate,
-              "stand_in/moved": global_distance(params, previous_params) * options["scale"]}
+    def recorded(params, previous_params, inputs, targets, rng, learning_rate):
+      out = fn(params, previous_params, inputs, targets, rng, learning_rate)
+      out["echo/probe_size"] = jnp.float32(inputs.shape[0])
+      out["echo/learning_rate"] = learning_rate
+      out["echo/loss"] = loss_fn(params, inputs, targets)
+      return out
 
-    return fn
-
-
-def global_distance(a, b):
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x - y)) for x, y in
-                      zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+    return recorded
 
 
 def _stand_in_intervention(name, model, **options):
@@ -212,29 +209,47 @@ def _stand_in_intervention(name, model, **options):
   return init, apply
 
 
-def test_diagnostics_and_intervention_plug_ins():
+def test_diagnostics_module_and_intervention_plug_in():
   config = tiny_config()
   config.grid.learning_rate = ()
   config.optimizer.learning_rate = 2e-3
-  config.diagnostics.names = ("stand_in",)
-  config.diagnostics.options = ml_collections.ConfigDict({"scale": 2.0})
+  config.diagnostics.names = ("dormant", "srank", "update_ratio")
+  config.diagnostics.options = ml_collections.ConfigDict({"dormant_thresholds": (0.0, 0.1)})
   config.intervention.name = "counter"
   config.intervention.every = 4
   config.intervention.at_task_boundaries = True
-  config.intervention.options = ml_collections.ConfigDict({"shift": 0.0})
-  factory = _StandInDiagnostics()
+  config.intervention.options = ml_collections.ConfigDict({"shift": 0.5})
+  factory = _RecordingDiagnostics()
   tr = continual.make_trainer(config, diagnostics_factory=factory,
                               intervention_factory=_stand_in_intervention)
-  assert factory.calls == [(("stand_in",), {"scale": 2.0})]
+  assert factory.calls == [(("dormant", "srank", "update_ratio"),
+                            {"dormant_thresholds": (0.0, 0.1)})]
   carry, outputs = jax.device_get(jax.jit(tr.train)(jax.random.PRNGKey(0)))
   # 24 steps: after steps 4, 8, ..., 24 (6) and at the switches to tasks 1, 2, 3 (3).
   assert int(carry.state.extra["counter"]["count"]) == 9
   diag = outputs["diagnostics"]
-  np.testing.assert_array_equal(diag["stand_in/probe_size"], 16.0)
-  np.testing.assert_allclose(diag["stand_in/learning_rate"], 2e-3)
-  assert np.all(diag["stand_in/moved"] > 0) and np.all(diag["stand_in/loss"] > 0)
-  assert "weight_norm/hidden_0" in diag  # the built-in diagnostics are kept
-  np.testing.assert_array_equal(outputs["initial_diagnostics"]["stand_in/moved"], 0.0)
+  np.testing.assert_array_equal(diag["echo/probe_size"], 16.0)
+  np.testing.assert_allclose(diag["echo/learning_rate"], 2e-3)
+  assert np.all(diag["echo/loss"] > 0)
+  for key in ("dormant_0/hidden_0", "dormant_0.1/hidden_0"):
+    assert np.all((diag[key] >= 0) & (diag[key] <= 1))
+  assert np.all(diag["dormant_0/hidden_0"] <= diag["dormant_0.1/hidden_0"])
+  assert np.all((diag["srank/hidden_0"] >= 1) & (diag["srank/hidden_0"] <= 16))
+  assert np.all(diag["update_ratio/hidden_0"] > 0)  # previous parameters are the step before
+  np.testing.assert_array_equal(outputs["initial_diagnostics"]["update_ratio/hidden_0"], 0.0)
+  assert "weight_norm/output" in diag and "effective_lr/hidden_0" in diag  # built-ins kept
+
+
+def test_interventions_module_objects_are_accepted():
+  from plasticity import interventions  # noqa: PLC0415
+  tr = trainer()
+  init, apply = continual.intervention_pair(interventions.make_intervention("none", tr.model))
+  assert init({}) == {} and apply("state", None, None) == "state"
+  config = tiny_config()
+  config.intervention.name = "plasticity_injection"
+  config.intervention.every = 1
+  with pytest.raises(ValueError, match="does not support"):
+    continual.make_trainer(config)
 
 
 def test_sample_indices_are_uniform_deterministic_and_counter_dependent():
