@@ -26,10 +26,12 @@ Diagnostic names (the `names` argument) and the keys each one writes:
   'dohare_inactive'  'dohare_inactive/<layer>', 'dohare_inactive': units active on fewer than
                      `dohare_threshold` (1%) of inputs (Dohare et al. 2024).
   'srank'            'srank/<layer>': Kumar et al.'s srank (δ = `srank_delta`) of the feature
-                     matrix (examples × flattened post-activations).
+                     matrix (the first `rank_examples` probe examples × flattened
+                     post-activations; so srank ≤ rank_examples).
   'effective_rank'   'effective_rank/<layer>': exp entropy of σ/‖σ‖₁ of the same matrix.
-  'feature_svd'      'feature_top_singular_value', 'feature_condition_number' of the penultimate
-                     features (`penultimate_layer`, default the last activation layer called).
+  'feature_svd'      'feature_top_singular_value', 'feature_condition_number' (σ_max/σ_min) of
+                     the penultimate features (`penultimate_layer`, default the last activation
+                     layer called), from an exact SVD of the same rows.
   'preact_stats'     'preact_mean/<layer>', 'preact_std/<layer>', 'preact_mean_abs/<layer>': the mean
                      over units of each unit's pre-activation mean, std, and |mean| (drift).
   'preact_hist'      'preact_hist/<layer>': an ARRAY of counts of pre-activation values over the bins
@@ -98,6 +100,7 @@ DEFAULT_DIAGNOSTICS = (
 )
 
 DORMANT_THRESHOLDS = (0.0, 0.025, 0.1)
+RANK_METHODS = ("gram", "svd")
 HISTOGRAM_EDGES = tuple(float(x) for x in np.linspace(-4.0, 4.0, 33))
 
 ApplyKwargs = Mapping[str, Any] | Callable[[jax.Array], Mapping[str, Any]] | None
@@ -113,12 +116,19 @@ class DiagnosticsOptions:
       takes the first field of a tuple output (``ValueOutputs.q_values``).
     init_fn: rng, inputs → fresh parameters (probe from a fresh network); the default is
       ``model.init`` with 'params' and 'noise' streams.
+    rank_examples: rows of the feature matrices for srank / effective rank / feature SVD (None:
+      the whole probe batch). Singular values cost O(n²d); 128 keeps the default set cheap.
+    rank_method: 'gram' takes σ = √eig(F Fᵀ) (or FᵀF, the smaller), several times faster than
+      an SVD on CPU and exact enough for srank and effective rank (float32 resolves σ down to
+      ~1e-3 σ_max); 'svd' is the exact LAPACK SVD.
     """
 
     dormant_thresholds: Sequence[float] = DORMANT_THRESHOLDS
     activity_tolerance: float = 0.0
     dohare_threshold: float = 0.01
     srank_delta: float = 0.01
+    rank_examples: int | None = 128
+    rank_method: str = "gram"
     penultimate_layer: str | None = None
     effective_lr_exponent: float = 2.0
     histogram_edges: Sequence[float] = HISTOGRAM_EDGES
@@ -159,6 +169,12 @@ def make_options(**options) -> DiagnosticsOptions:
         raise ValueError(f"activity_tolerance must be in [0, 0.5), got {opts.activity_tolerance}.")
     if not 0.0 < opts.srank_delta < 1.0:
         raise ValueError(f"srank_delta must be in (0, 1), got {opts.srank_delta}.")
+    if opts.rank_examples is not None and opts.rank_examples < 1:
+        raise ValueError(f"rank_examples must be >= 1 or None, got {opts.rank_examples}.")
+    if opts.rank_method not in RANK_METHODS:
+        raise ValueError(
+            f"Unknown rank_method {opts.rank_method!r}: expected one of {', '.join(RANK_METHODS)}."
+        )
     if opts.ntk_examples < 1:
         raise ValueError(f"ntk_examples must be >= 1, got {opts.ntk_examples}.")
     if opts.ntk_mode not in curvature.NTK_MODES:
@@ -245,9 +261,18 @@ def feature_matrix(postact: jax.Array) -> jax.Array:
     return postact.reshape(postact.shape[0], -1).astype(jnp.float32)
 
 
-def singular_values(features: jax.Array) -> jax.Array:
-    """Singular values of a (examples, features) matrix, descending."""
-    return jnp.linalg.svd(features, compute_uv=False)
+def singular_values(features: jax.Array, method: str = "svd") -> jax.Array:
+    """Singular values of a (examples, features) matrix, descending, min(n, d) of them.
+
+    'svd' is exact; 'gram' is √eig of the smaller Gram matrix, cheaper but limited by float32
+    to σ ≳ 1e-3·σ_max (smaller ones come out as noise or 0).
+    """
+    if method == "svd":
+        return jnp.linalg.svd(features, compute_uv=False)
+    n, d = features.shape
+    gram = features @ features.T if n <= d else features.T @ features
+    eigenvalues = jnp.linalg.eigvalsh(gram)[::-1]
+    return jnp.sqrt(jnp.clip(eigenvalues, 0.0, None))
 
 
 def srank(values: jax.Array, delta: float = 0.01) -> jax.Array:
@@ -345,17 +370,17 @@ def activation_metrics(
                 f"expected one of {', '.join(layers)}."
             )
         for layer, acts in layers.items():
-            needs_svd = "srank" in names or "effective_rank" in names
-            if not needs_svd and layer != penultimate:
-                continue
-            values = singular_values(feature_matrix(acts["postact"]))
-            if "srank" in names:
-                out[f"srank/{layer}"] = srank(values, opts.srank_delta)
-            if "effective_rank" in names:
-                out[f"effective_rank/{layer}"] = effective_rank(values)
+            features = feature_matrix(acts["postact"][: opts.rank_examples])
+            if "srank" in names or "effective_rank" in names:
+                values = singular_values(features, opts.rank_method)
+                if "srank" in names:
+                    out[f"srank/{layer}"] = srank(values, opts.srank_delta)
+                if "effective_rank" in names:
+                    out[f"effective_rank/{layer}"] = effective_rank(values)
             if "feature_svd" in names and layer == penultimate:
-                out["feature_top_singular_value"] = values[0]
-                out["feature_condition_number"] = condition_number(values)
+                exact = singular_values(features, "svd")
+                out["feature_top_singular_value"] = exact[0]
+                out["feature_condition_number"] = condition_number(exact)
     if "preact_stats" in names:
         for layer, acts in layers.items():
             for key, value in preact_statistics(acts["preact"]).items():

@@ -239,6 +239,9 @@ def test_rank_statistics_of_known_spectra():
         features = (u[:, :12] * s) @ v.T
         values = np.asarray(diagnostics.singular_values(jnp.asarray(features, jnp.float32)))
         np.testing.assert_allclose(values, s, atol=1e-5)
+        for matrix in (features, features.T):  # the Gram route takes the smaller side
+            gram = diagnostics.singular_values(jnp.asarray(matrix, jnp.float32), "gram")
+            np.testing.assert_allclose(gram, s, atol=2e-3 * s[0])
         assert int(diagnostics.srank(jnp.asarray(s))) == _srank(s)
         np.testing.assert_allclose(
             diagnostics.effective_rank(jnp.asarray(s)), _effective_rank(s), rtol=1e-5
@@ -410,6 +413,8 @@ def test_bad_names_and_options_fail_with_one_line():
         diagnostics.make_diagnostics_fn(NET, _mse, "dormant")
     with pytest.raises(ValueError, match="Unknown diagnostics options"):
         diagnostics.make_diagnostics_fn(NET, _mse, ("dormant",), taus=(0.1,))
+    with pytest.raises(ValueError, match="rank_method"):
+        diagnostics.make_diagnostics_fn(NET, _mse, ("srank",), rank_method="qr")
     with pytest.raises(ValueError, match="ntk_mode"):
         diagnostics.make_diagnostics_fn(NET, _mse, ("ntk",), ntk_mode="full")
     fn = diagnostics.make_diagnostics_fn(NET, _mse, ("feature_svd",), penultimate_layer="output")

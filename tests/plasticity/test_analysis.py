@@ -1,0 +1,199 @@
+"""Work-dir reading, seed aggregation and figures; the diagnostics notebook executed headless."""
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nbformat  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from nbclient import NotebookClient  # noqa: E402
+
+from plasticity import analysis, workdir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "plasticity_diagnostics.ipynb"
+LAYERS = ("hidden_0", "hidden_1", "output")
+
+
+def _diagnostics_row(variant, seed, step, task, curvature):
+    """A diagnostics row whose values are simple functions of (seed, step) for exact checks."""
+    row = {
+        "event": "diagnostics",
+        "step": step,
+        "seed": seed,
+        "variant": variant,
+        "task": task,
+        "param_norm": 10.0 + step / 100 + seed,
+    }
+    for i, layer in enumerate(LAYERS):
+        row[f"weight_norm/{layer}"] = 1.0 + i + step / 100 + seed
+        row[f"effective_lr/{layer}"] = 1e-3 / (1.0 + step / 100) ** 2
+        row[f"update_ratio/{layer}"] = 1e-3
+    for layer in LAYERS[:2]:
+        row[f"dormant_0.025/{layer}"] = min(1.0, step / 400)
+        row[f"srank/{layer}"] = 30.0 - step / 20
+    row.update(
+        {
+            "dormant_0": step / 800,
+            "dormant_0.025": step / 400,
+            "dead": step / 1000,
+            "linearized": 0.01,
+            "dohare_inactive": step / 900,
+        }
+    )
+    if curvature:
+        row["hessian_top_eigenvalue"] = 5.0 + step / 10
+    if step == 100:
+        row["feature_condition_number"] = None  # non-finite values are written as null
+    return row
+
+
+def write_synthetic_workdir(
+    path: Path, variants, curvature: bool, tasks: int = 4, steps_per_task: int = 50
+) -> Path:
+    """A tiny work dir in the trainer's format: task rows and diagnostics rows, 2 seeds."""
+    wd = workdir.WorkDir(path, tensorboard=False, is_writer=True)
+    wd.write_config({"task": {"name": "label_reset", "num_tasks": tasks}, "variants": variants})
+    rows = []
+    for variant in variants:
+        for seed in (0, 1):
+            rows.append(_diagnostics_row(variant, seed, 0, 0, curvature))
+            for task in range(tasks):
+                end = (task + 1) * steps_per_task
+                rows.append(_diagnostics_row(variant, seed, end, task, curvature))
+                accuracy = 1.0 - 0.1 * task * (variant == "none") - 0.01 * seed
+                rows.append(
+                    {
+                        "event": "task",
+                        "step": end,
+                        "seed": seed,
+                        "variant": variant,
+                        "task": task,
+                        "online_accuracy": accuracy - 0.2,
+                        "end_accuracy": accuracy,
+                        "online_loss": 1.0,
+                        "end_loss": 0.5,
+                        "param_norm": 10.0 + task,
+                    }
+                )
+    wd.append_metrics(rows)
+    with open(wd.metrics_path, "a", encoding="utf-8") as f:
+        f.write('{"event": "diagnostics", "step": 9')  # a truncated last line
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("runs")
+    return [
+        write_synthetic_workdir(base / "baselines", ["none", "layernorm"], curvature=False),
+        write_synthetic_workdir(base / "nap", ["layernorm_nap"], curvature=True),
+    ]
+
+
+def test_reading_is_robust_and_aggregates_over_seeds(workdirs):
+    runs = analysis.load_runs(workdirs)
+    baselines, nap = runs
+    assert baselines.name == "baselines" and baselines.skipped_lines == 1
+    assert analysis.variants(baselines) == ["none", "layernorm"]
+    assert baselines.config["task"]["name"] == "label_reset"
+    s = analysis.series(baselines, "weight_norm/hidden_1", variant="none")
+    np.testing.assert_array_equal(s.x, [0, 50, 100, 150, 200])
+    np.testing.assert_allclose(s.mean, 2.0 + s.x / 100 + 0.5)  # seeds 0 and 1
+    np.testing.assert_allclose(s.high - s.low, 1.0)
+    assert s.seeds == 2
+    tasks = analysis.series(baselines, "end_accuracy", "task", "none", x="task")
+    np.testing.assert_allclose(tasks.mean, 1.0 - 0.1 * np.arange(4) - 0.005)
+    # null values and keys a run never logged are simply absent.
+    condition = analysis.series(baselines, "feature_condition_number", variant="none")
+    assert condition is None
+    assert analysis.series(baselines, "hessian_top_eigenvalue", variant="none") is None
+    assert analysis.series(nap, "hessian_top_eigenvalue", variant="layernorm_nap") is not None
+    assert analysis.layers_of(runs, "weight_norm") == list(LAYERS)
+    assert analysis.layers_of(runs, "srank") == ["hidden_0", "hidden_1"]
+    assert analysis.unit_fraction_keys(runs) == [
+        "dormant_0",
+        "dormant_0.025",
+        "dead",
+        "linearized",
+        "dohare_inactive",
+    ]
+    labels = [label for _, _, label in analysis.curves(runs)]
+    assert labels == ["baselines: none", "baselines: layernorm", "nap: layernorm_nap"]
+    table = analysis.summary(runs)
+    assert table[0]["seeds"] == 2 and table[0]["tasks"] == 4
+    assert math.isclose(table[0]["final end_accuracy"], 0.695)
+
+
+def test_missing_work_dir_and_unknown_figure_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="No work dir"):
+        analysis.load_run(tmp_path / "absent")
+    with pytest.raises(ValueError, match="No work dirs"):
+        analysis.load_runs([])
+    run = analysis.load_run(tmp_path)  # an empty directory: no rows, no figures
+    assert run.rows == [] and analysis.make_figures([run], tmp_path / "figures") == {}
+    with pytest.raises(ValueError, match="Unknown figure"):
+        analysis.save_figure([run], "loss_landscape", tmp_path)
+
+
+def test_rl_evaluation_matrix(tmp_path):
+    rows = [
+        {
+            "event": "eval",
+            "frames": 1000 * (b + 1),
+            "step": b,
+            "seed": s,
+            "game": g,
+            "block": b,
+            "visit": 1,
+            "return_mean": 10.0 * b + i + s,
+        }
+        for s in (0, 1)
+        for b in range(2)
+        for i, g in enumerate(("Pong", "Breakout"))
+        if not (b == 0 and g == "Breakout")
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = analysis.load_run(tmp_path)
+    games, blocks, matrix = analysis.evaluation_matrix(run)
+    assert games == ["Pong", "Breakout"] and blocks == [0, 1]
+    np.testing.assert_allclose(matrix, [[0.5, np.nan], [10.5, 11.5]])
+    written = analysis.make_figures([run], tmp_path / "figures")
+    assert set(written) == {"eval_returns", "evaluation_matrix"}
+
+
+def test_notebook_executes_headless_and_writes_its_figures(workdirs, tmp_path):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1
+    figures = tmp_path / "figures"
+    parameters[0].source = (
+        f"workdirs = {[str(p) for p in workdirs]!r}\n"
+        f"output_dir = {str(figures)!r}\nshow = False\n"
+    )
+    NotebookClient(
+        notebook,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(ROOT / "notebooks")}},
+    ).execute()
+    expected = {
+        "task_metrics",
+        "weight_norm",
+        "effective_lr",
+        "update_ratio",
+        "unit_fractions",
+        "dormant_per_layer",
+        "srank",
+        "curvature",
+    }
+    assert {p.stem for p in figures.glob("*.png")} == expected
+    for path in figures.glob("*.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    outputs = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    assert "baselines: none" in outputs and "(no data for evaluation_matrix)" in outputs
