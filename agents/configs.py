@@ -188,6 +188,25 @@ def get_config(agent: str) -> ml_collections.ConfigDict:
     return presets[agent]()
 
 
+def smoke_config(agent: str) -> ml_collections.ConfigDict:
+    """``agent``'s preset shrunk for smoke runs and CI: a 2-layer conv torso, 2 envs, 2,048 frames.
+
+    Everything the full run does happens (learning starts, target copies, evaluation, checkpoints);
+    only the sizes are small. About a minute on a 2-core CPU, most of it compilation.
+    """
+    config = get_config(agent)
+    config.frames_per_game = 2048
+    config.env.num_envs = 2
+    config.network.update(dict(torso="conv", conv_layers=((8, 8, 4), (8, 4, 2)), hidden_sizes=(32,)))
+    config.replay.update(dict(capacity=512, min_fill_fraction=0.125))
+    config.learner.target_update_period_frames = 256
+    config.exploration.decay_frames = 1024
+    config.evaluation.update(dict(every_frames=1024, episodes=2, max_frames=400))
+    config.log_every_frames = 512
+    config.checkpoint_every_frames = 1024
+    return config
+
+
 def target_update_period_updates(config: ml_collections.ConfigDict) -> int:
     """Learner updates between two target-network copies (the frame period times the replay ratio)."""
     return max(1, round(config.learner.target_update_period_frames * config.updates_per_frame))

@@ -1,0 +1,209 @@
+"""The DQN / Rainbow learner: pinned networks, seeds, target copies, noise, n-step targets through
+the learner, importance weights, NaP and weight decay through the agent config. (The prioritized
+replay switch is tested through the loop's compiled learn step, in test_atari_loop.)"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from agents import configs
+from agents.learner import make_learner, make_replay
+from agents.replay import replay_add, replay_transitions
+from plasticity.networks import parameter_count
+
+OBS_SPEC = jax.ShapeDtypeStruct((84, 84, 4), jnp.uint8)
+add = jax.jit(replay_add)
+NUM_ACTIONS = 6
+BATCH = 8
+
+
+def tiny(agent: str, **sections) -> "configs.ml_collections.ConfigDict":
+    config = configs.smoke_config(agent)
+    config.learner.batch_size = BATCH
+    for path, value in sections.items():
+        section, field = path.split("__")
+        config[section][field] = value
+    return config
+
+
+def random_batch(seed: int = 0, size: int = BATCH, same_observation: bool = False) -> dict:
+    rng = np.random.default_rng(seed)
+    obs = rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8)
+    if same_observation:
+        obs[:] = obs[0]
+    return dict(
+        obs_tm1=jnp.asarray(obs),
+        a_tm1=jnp.asarray(np.zeros(size) if same_observation else rng.integers(0, NUM_ACTIONS, size),
+                          jnp.int32),
+        r_t=jnp.asarray(rng.normal(size=size), jnp.float32),
+        discount_t=jnp.full((size,), 0.99, jnp.float32),
+        obs_t=jnp.asarray(rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8)),
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiling_random_numbers():
+    """Threefry's partitionable mode multiplies XLA:CPU compile times of multi-axis random draws
+    (e.g. conv kernel inits) by ~10; these tests do not depend on which stream is drawn."""
+    with jax.threefry_partitionable(False):
+        yield
+
+
+@pytest.fixture(scope="module")
+def dqn():
+    """A tiny DQN learner (target copied every 2 updates) and its jitted functions."""
+    learner = make_learner(tiny("dqn", learner__target_update_period_frames=32), NUM_ACTIONS)
+    assert learner.target_update_period == 2
+    return learner, jax.jit(learner.update), jax.jit(learner.init, static_argnums=1)
+
+
+@pytest.fixture(scope="module")
+def dqn_loss(dqn):
+    return jax.jit(dqn[0].loss)
+
+
+def test_nature_networks_have_the_published_shapes():
+    dqn_learner = make_learner(configs.dqn_config(), NUM_ACTIONS)
+    params = jax.eval_shape(dqn_learner.init, jax.random.key(0), OBS_SPEC).params
+    torso = (8 * 8 * 4 * 32 + 32) + (4 * 4 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64)
+    flat = 7 * 7 * 64
+    assert parameter_count(params) == torso + (flat * 512 + 512) + (512 * NUM_ACTIONS + NUM_ACTIONS)
+    shapes = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(params).items()}
+    assert shapes["torso/conv_0/linear/kernel"] == (8, 8, 4, 32)
+    assert shapes["torso/conv_1/linear/kernel"] == (4, 4, 32, 64)
+    assert shapes["torso/conv_2/linear/kernel"] == (3, 3, 64, 64)
+
+    rainbow = make_learner(configs.rainbow_config(), NUM_ACTIONS)
+    params = jax.eval_shape(rainbow.init, jax.random.key(0), OBS_SPEC).params
+    noisy = lambda fan_in, fan_out: 2 * (fan_in * fan_out + fan_out)  # means and sigmas
+    head = noisy(flat, 512) + noisy(512, 51) + noisy(flat, 512) + noisy(512, NUM_ACTIONS * 51)
+    assert parameter_count(params) == torso + head
+
+
+def test_seeds_are_honoured_and_the_target_is_a_separate_copy(dqn):
+    learner, _, init = dqn
+    a, b, c = (init(jax.random.key(seed), OBS_SPEC) for seed in (0, 0, 1))
+    jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+    assert not np.array_equal(a.params["head"]["output"]["kernel"], c.params["head"]["output"]["kernel"])
+    jax.tree.map(np.testing.assert_array_equal, a.params, a.extra["target_params"])
+    for online, target in zip(jax.tree.leaves(a.params), jax.tree.leaves(a.extra["target_params"])):
+        assert online.unsafe_buffer_pointer() != target.unsafe_buffer_pointer()
+
+
+def test_target_params_are_copied_every_period(dqn):
+    learner, update, init = dqn
+    state = init(jax.random.key(0), OBS_SPEC)
+    initial = state.params
+    batch, weights = random_batch(), jnp.ones(BATCH)
+    state, aux = update(state, batch, weights, jax.random.key(1))
+    assert not bool(aux["target_synced"]) and np.isfinite(float(aux["loss"]))
+    jax.tree.map(np.testing.assert_array_equal, state.extra["target_params"], initial)
+    state, aux = update(state, batch, weights, jax.random.key(2))
+    assert bool(aux["target_synced"])
+    jax.tree.map(np.testing.assert_array_equal, state.extra["target_params"], state.params)
+    after_two = state.params
+    state, _ = update(state, batch, weights, jax.random.key(3))
+    jax.tree.map(np.testing.assert_array_equal, state.extra["target_params"], after_two)
+    assert int(state.step) == 3
+
+
+def test_importance_weights_multiply_the_per_example_losses(dqn, dqn_loss):
+    learner, _, init = dqn
+    state = init(jax.random.key(0), OBS_SPEC)
+    batch = random_batch(3)
+    weights = jnp.asarray(np.random.default_rng(1).uniform(0, 1, BATCH), jnp.float32)
+    weighted, (terms, _) = dqn_loss(state.params, state.params, batch, weights, jax.random.key(0))
+    np.testing.assert_allclose(weighted, np.mean(np.asarray(weights) * np.asarray(terms.losses)), rtol=1e-6)
+
+
+def test_n_step_targets_at_an_episode_end_through_the_learner(dqn, dqn_loss):
+    """One env: o_0 .. o_4 with rewards 1, 2, 3, 4 on arriving at o_1 .. o_4, game over at o_4.
+
+    n = 3, discount 0.9: o_0 -> 1 + .9*2 + .81*3 bootstrapped from o_3 with .729; o_1 -> 2 + .9*3 +
+    .81*4 with discount 0; o_2 -> 3 + .9*4, discount 0; o_3 -> 4, discount 0.
+    """
+    learner, _, init = dqn
+    state = init(jax.random.key(0), OBS_SPEC)
+    config = tiny("dqn", learner__n_step=3)
+    replay = make_replay(config.copy_and_resolve_references(), (84, 84), num_envs=1, stack=4)
+    frames = np.random.default_rng(0).integers(0, 256, (8, 84, 84), dtype=np.uint8)
+    rewards = [0.0, 1.0, 2.0, 3.0, 4.0, 0.0, 1.0, 1.0]
+    discounts = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    for t in range(8):
+        replay = add(
+            replay, frames[t][None], jnp.array([t % NUM_ACTIONS]), jnp.array([rewards[t]]),
+            jnp.array([discounts[t]]), jnp.array([t in (0, 5)]), jnp.array([t == 4]),
+        )
+    indices = jnp.array([0, 1, 2, 3] * (BATCH // 4))
+    batch = replay_transitions(replay, indices, n_step=3, discount=0.9)
+    _, (terms, _) = dqn_loss(state.params, state.params, batch, jnp.ones(BATCH), jax.random.key(0))
+
+    def stack(t):  # frames of o_t's episode, zeros before its start, oldest first
+        return np.stack([frames[i] if i >= 0 else np.zeros((84, 84), np.uint8) for i in range(t - 3, t + 1)], -1)
+
+    q = lambda obs: np.asarray(learner.apply(state.params, jnp.asarray(obs), jax.random.key(0)).q_values)
+    q_tm1 = q(np.stack([stack(t) for t in range(4)]))
+    q_boot = q(np.stack([stack(t) for t in (3, 4, 4, 4)]))
+    returns = np.array([1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3 + 0.81 * 4, 3 + 0.9 * 4, 4.0])
+    bootstrap_discounts = np.array([0.729, 0.0, 0.0, 0.0])
+    expected = returns + bootstrap_discounts * q_boot.max(1) - q_tm1[np.arange(4), np.arange(4) % NUM_ACTIONS]
+    np.testing.assert_allclose(terms.td_errors[:4], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_noisy_nets_draw_independent_noise_for_every_example():
+    config = tiny("rainbow", network__dueling=False, learner__double_q=False)  # fewer compiles
+    learner = make_learner(config, NUM_ACTIONS)
+    state = learner.init(jax.random.key(0), OBS_SPEC)
+    batch = random_batch(same_observation=True)
+    target = state.extra["target_params"]
+    loss, (terms, outputs) = jax.jit(learner.loss)(
+        state.params, target, batch, jnp.ones(BATCH), jax.random.key(1)
+    )
+    assert np.isfinite(float(loss)) and outputs.logits.shape == (BATCH, NUM_ACTIONS, 51)
+    q_values = np.asarray(outputs.q_values)
+    assert np.unique(q_values[:, 0]).size == BATCH, "examples of a batch share one noise sample"
+    assert np.unique(np.asarray(terms.losses)).size == BATCH
+    apply = jax.jit(learner.apply, static_argnums=3)
+    mean_weights = np.asarray(apply(state.params, batch["obs_tm1"], jax.random.key(2), True).q_values)
+    np.testing.assert_allclose(mean_weights, np.broadcast_to(mean_weights[0], mean_weights.shape))
+
+
+def test_act_is_greedy_at_epsilon_zero_and_uniform_at_one(dqn):
+    learner, _, init = dqn
+    state = init(jax.random.key(0), OBS_SPEC)
+    obs = random_batch(size=256)["obs_tm1"]
+    act = jax.jit(learner.act)
+    greedy = np.asarray(learner.apply(state.params, obs, jax.random.key(0)).q_values).argmax(1)
+    np.testing.assert_array_equal(act(state.params, obs, jax.random.key(1), 0.0), greedy)
+    random_actions = np.asarray(act(state.params, obs, jax.random.key(1), 1.0))
+    counts = np.bincount(random_actions, minlength=NUM_ACTIONS)
+    assert counts.min() > 20, counts  # 256 uniform draws over 6 actions: about 43 each
+    again = act(state.params, obs, jax.random.key(1), 1.0)
+    np.testing.assert_array_equal(random_actions, again)
+
+
+def test_nap_and_weight_decay_come_from_the_agent_config():
+    with pytest.raises(ValueError, match="NaP needs a normalization"):
+        make_learner(tiny("dqn", optimizer__nap=dict(enabled=True)), NUM_ACTIONS)
+    config = tiny("dqn", network__norm="layernorm", optimizer__weight_decay=0.5)
+    config.optimizer.update(dict(name="sgd", learning_rate=0.1, max_grad_norm=0.0))
+    config.optimizer.nap.enabled = True
+    learner = make_learner(config, NUM_ACTIONS)
+    state = learner.init(jax.random.key(0), OBS_SPEC)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), state.params)
+    updates, _ = jax.jit(learner.optimizer.update)(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    path = ("torso", "conv_1", "linear", "kernel")  # followed by a LayerNorm: projected by NaP
+    old_kernel = traverse_util.flatten_dict(state.params)[path]
+    new_kernel = traverse_util.flatten_dict(new_params)[path]
+    assert not np.allclose(new_kernel, old_kernel)
+    np.testing.assert_allclose(np.linalg.norm(new_kernel), np.linalg.norm(old_kernel), rtol=1e-5)
+    output = ("head", "output", "kernel")  # not projected: plain SGD step with weight decay
+    expected = traverse_util.flatten_dict(state.params)[output] * (1 - 0.1 * 0.5) - 0.1 * 0.01
+    np.testing.assert_allclose(traverse_util.flatten_dict(new_params)[output], expected, rtol=1e-5,
+                               atol=1e-7)
