@@ -1,0 +1,793 @@
+"""Actor-learner loop of DQN / Rainbow on Atari: N emulators overlapped with a jitted learner.
+
+One iteration of `train`:
+
+1. act: a jitted epsilon-greedy (or noisy) forward pass on the N current observations;
+2. ``env.send(actions)``: ale-py's C++ threads start emulating the N agent steps;
+3. while they run, XLA runs the replay add of the current timesteps and the learner updates
+   owed by the replay ratio (``updates_per_frame`` x frames since learning started), each one a
+   jitted ``sample -> update -> new priorities`` with the train state and the replay donated;
+4. ``env.recv()`` waits for the emulators.
+
+The learner's functions are dispatched asynchronously, so steps 2-4 overlap emulation and learning;
+the next act waits for the last update (on-policy up to the updates of one iteration).
+
+The run is a function of a list of `GameBlock`s (game, frames), played in order with one network
+and one replay: one block is single-game Atari; sequences, cycles and switch policies plug in
+through ``block_start`` (called before each block). Everything is counted in environment frames
+(agent steps x ``env.frame_skip``); every metrics row carries ``frames``, ``agent_steps``,
+``updates`` (= ``step``), ``game``, ``block`` and ``visit``.
+
+Work dir (`plasticity.workdir`): ``config.json`` (the config and the schedule), ``metrics.jsonl``
+(events 'train', 'eval', 'diagnostics', 'resume'), TensorBoard scalars keyed by frames, and Orbax
+checkpoints (`plasticity.checkpointing`) of the train state, the replay, the RNG key and the
+counters, written every ``checkpoint_every_frames`` frames and at the end of every block.
+Relaunching on the same work dir resumes from the newest checkpoint: learner, optimizer, replay,
+counters and RNG are restored, metrics rows written after that checkpoint are dropped, and the
+emulators start new episodes (the cut episodes end at their last stored timestep in the replay),
+so an Atari run is resumed exactly up to the episodes in flight, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import ale_py
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from ale_py import roms
+from flax import struct
+
+from agents import atari_scores
+from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
+from agents.configs import learning_starts_transitions, linear_schedule, validate_config
+from agents.learner import Learner, make_learn_step, make_learner, make_replay, preprocess_observations
+from agents.replay import ReplayState, replay_add, replay_end_episodes, replay_sample
+from plasticity.checkpointing import Checkpointer
+from plasticity.optim import optimizer_learning_rate
+from plasticity.progress import Progress
+from plasticity.train_state import TrainState
+from plasticity.workdir import WorkDir
+
+FULL_ACTION_SET_SIZE = 18
+
+
+@dataclasses.dataclass(frozen=True)
+class GameBlock:
+    """One stretch of training on one game.
+
+    Attributes:
+      game: canonical ale-py ROM id ('pong').
+      frames: training frames of this block.
+      visit: 1 the first time the schedule plays this game, 2 the second time, ...
+    """
+
+    game: str
+    frames: int
+    visit: int = 1
+
+
+def make_game_blocks(games: Sequence[str], frames_per_game: int, cycles: int = 1) -> list[GameBlock]:
+    """Blocks of ``frames_per_game`` frames for ``games`` in order, the list repeated ``cycles`` times.
+
+    Game names are made canonical; an unknown one raises a one-line ValueError listing close matches.
+    """
+    if not games:
+        raise ValueError("at least one game is needed")
+    if cycles < 1:
+        raise ValueError(f"cycles must be >= 1, got {cycles}")
+    canonical = [resolve_game(game) for game in games]
+    visits: dict[str, int] = {}
+    blocks = []
+    for _ in range(cycles):
+        for game in canonical:
+            visits[game] = visits.get(game, 0) + 1
+            blocks.append(GameBlock(game=game, frames=int(frames_per_game), visit=visits[game]))
+    return blocks
+
+
+@struct.dataclass
+class AgentState:
+    """Everything the loop's jitted functions read and write: learner, replay and RNG key."""
+
+    train_state: TrainState
+    replay: ReplayState
+    rng: jax.Array
+
+
+@dataclasses.dataclass
+class Counters:
+    """Host-side progress of a run (all in the checkpoint's metadata).
+
+    frames / agent_steps: over the whole run; block: index of the current block and block_frames
+    the frames played in it; replay_items: transitions in the replay (capped at its capacity);
+    learning_frames / learning_updates: frames and updates since learning started (the replay
+    ratio, epsilon and the importance exponent follow them); episodes: training episodes finished.
+    """
+
+    frames: int = 0
+    agent_steps: int = 0
+    updates: int = 0
+    block: int = 0
+    block_frames: int = 0
+    replay_items: int = 0
+    learning_frames: int = 0
+    learning_updates: int = 0
+    episodes: int = 0
+    evaluations: int = 0
+
+
+class EvalResult(NamedTuple):
+    """Returns of the evaluation episodes that finished within the frame cap."""
+
+    game: str
+    returns: list[float]
+    frames: int
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else math.nan
+
+    @property
+    def human_normalized(self) -> float | None:
+        """Human-normalized mean return, None for a game without reference scores (or no episode)."""
+        if not self.returns or self.game not in atari_scores.ATARI_57_GAMES:
+            return None
+        return float(atari_scores.human_normalized_score(self.game, self.mean_return))
+
+
+class RunResult(NamedTuple):
+    """What `train` returns: the final state, counters and every evaluation of this process."""
+
+    state: AgentState
+    counters: Counters
+    evaluations: list[dict[str, Any]]
+
+
+class CompiledAgent(NamedTuple):
+    """The learner and the jitted functions of the loop, shared by runs with the same config."""
+
+    learner: Learner
+    init: Callable[[jax.Array, jax.ShapeDtypeStruct], TrainState]
+    act: Callable[..., tuple[jax.Array, jax.Array]]
+    evaluate_act: Callable[..., tuple[jax.Array, jax.Array]]
+    add: Callable[..., ReplayState]
+    learn: Callable[..., tuple[TrainState, ReplayState, jax.Array, dict[str, jax.Array]]]
+
+
+# The config sections the compiled functions depend on; seeds, budgets, env and logging settings
+# can change without recompiling.
+_COMPILED_SECTIONS = ("network", "learner", "optimizer", "replay", "updates_per_frame")
+
+
+def _config_key(config: ml_collections.ConfigDict) -> str:
+    return json.dumps({name: config[name] for name in _COMPILED_SECTIONS}, sort_keys=True,
+                      default=lambda value: value.to_dict())
+
+
+@functools.lru_cache(maxsize=8)
+def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
+    config = ml_collections.ConfigDict(json.loads(config_json))
+    learner = make_learner(config, num_actions)
+    learn_step = make_learn_step(learner, config)
+
+    def act(params, obs, rng, epsilon):
+        rng, key = jax.random.split(rng)
+        return learner.act(params, obs, key, epsilon), rng
+
+    def evaluate_act(params, obs, rng, epsilon, deterministic):
+        rng, key = jax.random.split(rng)
+        return learner.act(params, obs, key, epsilon, deterministic), rng
+
+    def learn(train_state, replay, rng, importance_exponent):
+        rng, key = jax.random.split(rng)
+        train_state, replay, aux = learn_step(train_state, replay, key, importance_exponent)
+        return train_state, replay, rng, aux
+
+    return CompiledAgent(
+        learner=learner,
+        init=jax.jit(learner.init, static_argnums=1),
+        act=jax.jit(act),
+        evaluate_act=jax.jit(evaluate_act, static_argnums=4),
+        add=jax.jit(replay_add, donate_argnums=0),
+        learn=jax.jit(learn, donate_argnums=(0, 1)),
+    )
+
+
+def compile_agent(config: ml_collections.ConfigDict, num_actions: int) -> CompiledAgent:
+    """The learner and jitted loop functions for ``config``.
+
+    Cached on the sections that shape them (network, learner, optimizer, replay, replay ratio), so
+    runs that differ only in seed, budget, env or logging settings share compiled code.
+    ``learn(train_state, replay, rng, importance_exponent) -> (train_state, replay, rng, aux)``
+    donates the train state and the replay.
+    """
+    return _compile_agent(_config_key(config), int(num_actions))
+
+
+def uses_full_action_space(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]) -> bool:
+    """``env.full_action_space``, or when unset (None): whether the run plays more than one game."""
+    if config.env.full_action_space is not None:
+        return bool(config.env.full_action_space)
+    return len({block.game for block in blocks}) > 1
+
+
+def make_env(
+    config: ml_collections.ConfigDict, game: str, num_envs: int, seed: int, full_action_space: bool
+) -> AtariVectorEnvironment:
+    """A vector env of ``game`` with the preprocessing of ``config.env``."""
+    env = config.env
+    return make_atari_env(
+        game,
+        num_envs,
+        seed,
+        sticky_action_prob=env.sticky_action_prob,
+        full_action_space=full_action_space,
+        noop_max=env.noop_max,
+        frame_skip=env.frame_skip,
+        stack=env.stack,
+        max_episode_frames=env.max_episode_frames,
+        life_loss_ends_bootstrap=env.life_loss_ends_bootstrap,
+        reward_clip=env.reward_clip,
+        screen_size=env.screen_size,
+        num_threads=env.num_threads,
+    )
+
+
+def minimal_action_count(game: str) -> int:
+    """Number of actions in ``game``'s own (minimal) action set, read from the ROM."""
+    interface = ale_py.ALEInterface()
+    interface.setLoggerMode(ale_py.LoggerMode.Error)
+    interface.loadROM(roms.get_rom_path(resolve_game(game)))
+    return len(interface.getMinimalActionSet())
+
+
+def derive_seed(*parts: int) -> int:
+    """A seed in [0, 2**31) hashed from integers (run seed, block, purpose, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] >> 1)
+
+
+def observation_spec(config: ml_collections.ConfigDict) -> jax.ShapeDtypeStruct:
+    """Shape and dtype of one observation: (screen, screen, stack) uint8."""
+    size = config.env.screen_size
+    return jax.ShapeDtypeStruct((size, size, config.env.stack), jnp.uint8)
+
+
+def init_agent_state(
+    config: ml_collections.ConfigDict, compiled: CompiledAgent, num_envs: int, seed: int
+) -> AgentState:
+    """A fresh learner (seeded by ``seed``), an empty replay and the loop's RNG key."""
+    init_key, loop_key = jax.random.split(jax.random.key(seed))
+    train_state = compiled.init(init_key, observation_spec(config))
+    size = config.env.screen_size
+    replay = make_replay(config, (size, size), num_envs, config.env.stack)
+    return AgentState(train_state=train_state, replay=replay, rng=loop_key)
+
+
+def evaluate(
+    compiled: CompiledAgent,
+    params: Any,
+    config: ml_collections.ConfigDict,
+    game: str,
+    seed: int,
+    full_action_space: bool,
+    env: AtariVectorEnvironment | None = None,
+) -> EvalResult:
+    """Plays ``config.evaluation.episodes`` episodes of ``game`` with ``params`` and returns them.
+
+    Envs share the episodes evenly (env i plays its quota, later episodes are ignored), so short
+    episodes are not over-counted; at most ``evaluation.max_frames`` frames are played and
+    episodes unfinished by then are dropped. Epsilon ``evaluation.epsilon``; noisy nets sample
+    their noise unless ``evaluation.noise`` is False. Uses (and resets) ``env`` when given.
+    """
+    evaluation = config.evaluation
+    num_envs = min(evaluation.num_envs or config.env.num_envs, evaluation.episodes)
+    quota = np.full(num_envs, evaluation.episodes // num_envs)
+    quota[: evaluation.episodes % num_envs] += 1
+    own_env = env is None
+    if own_env:
+        env = make_env(config, game, num_envs, seed, full_action_space)
+    rng = jax.random.key(seed)
+    returns: list[float] = []
+    finished = np.zeros(num_envs, np.int64)
+    frames = 0
+    try:
+        timestep = env.reset(seed=seed)
+        while np.any(finished < quota) and frames < evaluation.max_frames:
+            actions, rng = compiled.evaluate_act(
+                params, timestep.observation, rng, evaluation.epsilon, not evaluation.noise
+            )
+            timestep = env.step(np.asarray(actions))
+            frames += env.num_envs * config.env.frame_skip
+            for i in np.flatnonzero(timestep.last):
+                if finished[i] < quota[i]:
+                    returns.append(float(timestep.episode_return[i]))
+                finished[i] += 1
+    finally:
+        if own_env:
+            env.close()
+    return EvalResult(game=game, returns=returns, frames=frames)
+
+
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _saveable(tree: Any) -> Any:
+    """PRNG keys replaced by their raw uint32 data (checkpoint formats store plain arrays)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def _restore_keys(tree: Any, template: Any) -> Any:
+    return jax.tree.map(
+        lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        tree,
+        template,
+    )
+
+
+def _mean_scalars(rows: list[dict[str, jax.Array]]) -> dict[str, float]:
+    """Means over the learner's scalar metrics since the last log row (one device fetch)."""
+    if not rows:
+        return {}
+    fetched = jax.device_get(rows)
+    return {key: float(np.mean([row[key] for row in fetched])) for key in fetched[0]}
+
+
+class _Run:
+    """The mutable bookkeeping of one `train` call; see the module docstring for the loop."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        blocks: Sequence[GameBlock],
+        workdir: str | None,
+        show_progress: bool,
+    ):
+        self.config = config
+        self.blocks = list(blocks)
+        self.full_action_space = uses_full_action_space(config, blocks)
+        self.total_frames = sum(block.frames for block in blocks)
+        self.workdir = WorkDir(workdir) if workdir else None
+        self.checkpointer = (
+            Checkpointer(self.workdir.checkpoint_dir, config.keep_checkpoints) if workdir else None
+        )
+        self.show_progress = show_progress
+        self.counters = Counters()
+        self.evaluations: list[dict[str, Any]] = []
+        self.learner_rows: list[dict[str, jax.Array]] = []
+        self.episode_returns: list[float] = []
+        self.last_return = math.nan
+        self.learning_starts = max(
+            learning_starts_transitions(config),
+            config.env.num_envs * (config.learner.n_step + config.env.stack),
+        )
+        self.anneal_frames = config.replay.importance_exponent_anneal_frames or self.total_frames
+        self.last_log_time = time.perf_counter()
+        self.last_log_frames = 0
+        self.last_log_updates = 0
+
+    # Schedules -------------------------------------------------------------------------------
+
+    def epsilon(self) -> float:
+        exploration = self.config.exploration
+        if self.counters.replay_items < self.learning_starts:
+            return exploration.epsilon_begin
+        return linear_schedule(
+            self.counters.learning_frames,
+            exploration.epsilon_begin,
+            exploration.epsilon_end,
+            exploration.decay_frames,
+        )
+
+    def importance_exponent(self) -> float:
+        replay = self.config.replay
+        return linear_schedule(
+            self.counters.learning_frames,
+            replay.importance_exponent_begin,
+            replay.importance_exponent_end,
+            self.anneal_frames,
+        )
+
+    # Rows --------------------------------------------------------------------------------------
+
+    def row(self, event: str, **fields: Any) -> dict[str, Any]:
+        block = self.blocks[min(self.counters.block, len(self.blocks) - 1)]
+        c = self.counters
+        return {
+            "event": event,
+            "step": c.updates,
+            "frames": c.frames,
+            "agent_steps": c.agent_steps,
+            "updates": c.updates,
+            "game": block.game,
+            "block": c.block,
+            "visit": block.visit,
+            "seed": self.config.seed,
+            **fields,
+        }
+
+    def write(self, rows: list[dict[str, Any]], scalars_prefix: str | None = None) -> None:
+        if self.workdir is None:
+            return
+        self.workdir.append_metrics(rows)
+        if scalars_prefix is not None:
+            for row in rows:
+                scalars = {
+                    f"{scalars_prefix}/{key}": value
+                    for key, value in row.items()
+                    if isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and key not in ("step", "frames", "block", "visit", "seed")
+                }
+                self.workdir.write_scalars(self.counters.frames, scalars)
+
+    # Checkpoints -------------------------------------------------------------------------------
+
+    def save(self, state: AgentState) -> None:
+        if self.checkpointer is None:
+            return
+        self.workdir.flush()
+        metadata = {
+            "counters": dataclasses.asdict(self.counters),
+            "metrics_size": self.workdir.metrics_size(),
+            "last_return": None if math.isnan(self.last_return) else self.last_return,
+        }
+        self.checkpointer.save(self.counters.frames, _saveable(state), metadata)
+
+    def restore(self, template: AgentState) -> AgentState | None:
+        if self.checkpointer is None or self.checkpointer.latest_step() is None:
+            return None
+        abstract = jax.eval_shape(lambda: _saveable(template))
+        tree, metadata = self.checkpointer.restore(abstract)
+        self.counters = Counters(**metadata["counters"])
+        if metadata.get("last_return") is not None:
+            self.last_return = float(metadata["last_return"])
+        self.workdir.truncate_metrics(int(metadata["metrics_size"]))
+        state = _restore_keys(tree, template)
+        return state.replace(replay=jax.jit(replay_end_episodes)(state.replay))
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    blocks: Sequence[GameBlock],
+    workdir: str | None = None,
+    *,
+    show_progress: bool = True,
+    stop_at_frames: int | None = None,
+    block_start: Callable[[AgentState, GameBlock, Counters], AgentState] | None = None,
+) -> RunResult:
+    """Trains one agent through ``blocks`` and returns the final state, counters and evaluations.
+
+    ``workdir`` None runs without files (no metrics, no checkpoints, no resume). ``stop_at_frames``
+    ends the run early (after a checkpoint) once that many frames are done, as a preemption would.
+    ``block_start(state, block, counters) -> state`` runs before each block (switch policies).
+    Bad settings raise a one-line ValueError before anything is built.
+    """
+    validate_config(config)
+    blocks = list(blocks)
+    if not blocks:
+        raise ValueError("train needs at least one game block")
+    frames_per_vector_step = config.env.num_envs * config.env.frame_skip
+    for block in blocks:
+        if block.frames < 1 or block.frames % frames_per_vector_step:
+            raise ValueError(
+                f"block {block.game} has {block.frames} frames; a block needs a positive multiple of "
+                f"env.num_envs x env.frame_skip = {frames_per_vector_step}"
+            )
+    run = _Run(config, blocks, workdir, show_progress)
+    if run.workdir is not None:
+        schedule = [dataclasses.asdict(block) for block in blocks]
+        run.workdir.check_or_write_config({**config.to_dict(), "schedule": schedule})
+
+    num_actions = (
+        FULL_ACTION_SET_SIZE if run.full_action_space else minimal_action_count(blocks[0].game)
+    )
+    compiled = compile_agent(config, num_actions)
+    fresh = init_agent_state(config, compiled, config.env.num_envs, config.seed)
+    state = run.restore(fresh)
+    if state is None:
+        state = fresh
+    else:
+        del fresh
+        run.write([run.row("resume")])
+
+    progress = Progress(
+        total=run.total_frames,
+        description="train",
+        unit="frame",
+        initial=run.counters.frames,
+        disable=not show_progress,
+    )
+    try:
+        while run.counters.block < len(blocks):
+            block = blocks[run.counters.block]
+            if run.counters.block_frames >= block.frames:
+                run.counters.block += 1
+                run.counters.block_frames = 0
+                continue
+            if run.counters.block_frames == 0 and block_start is not None:
+                state = block_start(state, block, run.counters)
+            state, stopped = _play_block(
+                run, compiled, state, block, num_actions, progress, stop_at_frames
+            )
+            if stopped:
+                break
+    finally:
+        progress.close()
+        if run.workdir is not None:
+            run.workdir.close()
+        if run.checkpointer is not None:
+            run.checkpointer.close()
+    return RunResult(state=state, counters=run.counters, evaluations=run.evaluations)
+
+
+def _crossed(before: int, after: int, period: int) -> bool:
+    """Whether a multiple of ``period`` lies in (before, after]."""
+    return period > 0 and after // period > before // period
+
+
+def _play_block(
+    run: _Run,
+    compiled: CompiledAgent,
+    state: AgentState,
+    block: GameBlock,
+    num_actions: int,
+    progress: Progress,
+    stop_at_frames: int | None,
+) -> tuple[AgentState, bool]:
+    """Trains on one block from ``counters.block_frames`` to its end; returns (state, stopped)."""
+    config, counters = run.config, run.counters
+    num_envs, frame_skip = config.env.num_envs, config.env.frame_skip
+    frames_per_step = num_envs * frame_skip
+    env_seed = derive_seed(config.seed, counters.block, counters.block_frames, 0)
+    env = make_env(config, block.game, num_envs, env_seed, run.full_action_space)
+    if env.num_actions != num_actions:
+        env.close()
+        raise ValueError(
+            f"{block.game} has {env.num_actions} actions but the network has {num_actions}; "
+            "set env.full_action_space=True to play games with different action sets"
+        )
+    eval_env = None
+    diagnostics = _make_diagnostics(run, compiled)
+    intervention = _make_intervention(run, compiled, state)
+    if intervention is not None and intervention.name not in state.train_state.extra:
+        extra = {**state.train_state.extra, intervention.name: intervention.init(state.train_state.params)}
+        state = state.replace(train_state=state.train_state.replace(extra=extra))
+    updates_per_frame = config.updates_per_frame
+    stopped = False
+    compiled_once = False
+    try:
+        timestep = env.reset()
+        while counters.block_frames < block.frames:
+            actions, rng = compiled.act(
+                state.train_state.params, timestep.observation, state.rng, run.epsilon()
+            )
+            env.send(np.asarray(actions))
+            replay = compiled.add(
+                state.replay,
+                timestep.frame,
+                actions,
+                timestep.reward,
+                timestep.discount,
+                timestep.first,
+                timestep.last,
+            )
+            state = state.replace(replay=replay, rng=rng)
+            before = counters.frames
+            counters.frames += frames_per_step
+            counters.block_frames += frames_per_step
+            counters.agent_steps += num_envs
+            counters.replay_items = min(counters.replay_items + num_envs, state.replay.capacity)
+
+            diagnostics_due = diagnostics is not None and _crossed(
+                before, counters.frames, config.diagnostics.every_frames
+            )
+            previous_params = None
+            if counters.replay_items >= run.learning_starts:
+                counters.learning_frames += frames_per_step
+                due = int(counters.learning_frames * updates_per_frame + 1e-9)
+                due -= counters.learning_updates
+                beta = run.importance_exponent()
+                for i in range(due):
+                    if diagnostics_due and i == due - 1:
+                        previous_params = jax.tree.map(jnp.copy, state.train_state.params)
+                    train_state, replay, rng, aux = compiled.learn(
+                        state.train_state, state.replay, state.rng, beta
+                    )
+                    state = state.replace(train_state=train_state, replay=replay, rng=rng)
+                    run.learner_rows.append({k: v for k, v in aux.items() if k != "per_example"})
+                counters.learning_updates += due
+                counters.updates += due
+
+            timestep = env.recv()
+            episode_ended = bool(np.any(timestep.last))
+            for i in np.flatnonzero(timestep.last):
+                run.episode_returns.append(float(timestep.episode_return[i]))
+                run.last_return = float(timestep.episode_return[i])
+                counters.episodes += 1
+
+            if not compiled_once:  # the first iteration compiled the actor: keep it out of the rate
+                compiled_once = True
+                progress.reset_clock()
+            if episode_ended or counters.block_frames == frames_per_step:
+                progress.set_postfix(game=f"{block.game} ({counters.block + 1}/{len(run.blocks)})",
+                                     last_return=run.last_return)
+            progress.advance(frames_per_step)
+
+            if intervention is not None and _crossed(
+                before, counters.frames, config.intervention.every_frames
+            ) and counters.replay_items >= run.learning_starts:
+                state = _intervene(run, compiled, intervention, state)
+            if diagnostics_due and counters.replay_items >= run.learning_starts:
+                _write_diagnostics(run, compiled, diagnostics, state, previous_params)
+            block_done = counters.block_frames >= block.frames
+            if _crossed(before, counters.frames, config.log_every_frames) or block_done:
+                _write_train_row(run)
+            if _crossed(before, counters.frames, config.evaluation.every_frames) or block_done:
+                if eval_env is None:
+                    eval_env = _make_eval_env(run, block)
+                _evaluate_and_log(run, compiled, state, block, eval_env, progress)
+            stop_now = stop_at_frames is not None and counters.frames >= stop_at_frames
+            if _crossed(before, counters.frames, config.checkpoint_every_frames) or block_done or stop_now:
+                run.save(state)
+            if stop_now:
+                stopped = True
+                break
+    finally:
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+    return state, stopped
+
+
+def _make_eval_env(run: _Run, block: GameBlock) -> AtariVectorEnvironment:
+    evaluation = run.config.evaluation
+    num_envs = min(evaluation.num_envs or run.config.env.num_envs, evaluation.episodes)
+    seed = derive_seed(run.config.seed, run.counters.block, 1)
+    return make_env(run.config, block.game, num_envs, seed, run.full_action_space)
+
+
+def _evaluate_and_log(
+    run: _Run,
+    compiled: CompiledAgent,
+    state: AgentState,
+    block: GameBlock,
+    eval_env: AtariVectorEnvironment,
+    progress: Progress,
+) -> None:
+    seed = derive_seed(run.config.seed, run.counters.block, run.counters.evaluations, 2)
+    started = time.perf_counter()
+    result = evaluate(
+        compiled,
+        state.train_state.params,
+        run.config,
+        block.game,
+        seed,
+        run.full_action_space,
+        env=eval_env,
+    )
+    run.counters.evaluations += 1
+    row = run.row(
+        "eval",
+        return_mean=result.mean_return,
+        return_std=float(np.std(result.returns)) if result.returns else math.nan,
+        episodes=len(result.returns),
+        eval_frames=result.frames,
+        human_normalized=result.human_normalized,
+        seconds=time.perf_counter() - started,
+    )
+    run.evaluations.append(row)
+    run.write([row], scalars_prefix="eval")
+    progress.write(
+        f"eval {block.game} at {run.counters.frames:,} frames: return {result.mean_return:.1f} "
+        f"over {len(result.returns)} episodes"
+        + ("" if row["human_normalized"] is None else f", human-normalized {row['human_normalized']:.3f}")
+    )
+
+
+def _write_train_row(run: _Run) -> None:
+    now = time.perf_counter()
+    elapsed = max(now - run.last_log_time, 1e-9)
+    c = run.counters
+    learner = _mean_scalars(run.learner_rows)
+    row = run.row(
+        "train",
+        episodes=c.episodes,
+        return_mean=float(np.mean(run.episode_returns)) if run.episode_returns else math.nan,
+        episodes_since_last_row=len(run.episode_returns),
+        epsilon=run.epsilon(),
+        importance_exponent=run.importance_exponent(),
+        frames_per_second=(c.frames - run.last_log_frames) / elapsed,
+        updates_per_second=(c.updates - run.last_log_updates) / elapsed,
+        **learner,
+    )
+    run.write([row], scalars_prefix="train")
+    run.learner_rows.clear()
+    run.episode_returns.clear()
+    run.last_log_time, run.last_log_frames, run.last_log_updates = now, c.frames, c.updates
+
+
+def _probe_batch(run: _Run, state: AgentState, batch_size: int, purpose: int) -> dict[str, jax.Array]:
+    """A uniform replay batch for diagnostics and interventions (its own key: the run's is untouched)."""
+    key = jax.random.key(derive_seed(run.config.seed, run.counters.frames, purpose))
+    batch, _ = replay_sample(
+        state.replay, key, batch_size, run.config.learner.n_step, run.config.learner.discount
+    )
+    return batch
+
+
+def _make_diagnostics(run: _Run, compiled: CompiledAgent):
+    """The jitted diagnostics function of ``config.diagnostics`` (None when switched off)."""
+    settings = run.config.diagnostics
+    if settings.every_frames <= 0:
+        return None
+    from plasticity.diagnostics import make_diagnostics_fn
+
+    learner = compiled.learner
+
+    def loss_fn(params, inputs, targets):
+        batch = {**targets["batch"], "obs_tm1": inputs}
+        loss, _ = learner.loss(params, targets["target_params"], batch, targets["weights"], targets["rng"])
+        return loss
+
+    fn = make_diagnostics_fn(
+        learner.network,
+        loss_fn,
+        tuple(settings.names),
+        apply_kwargs=lambda key: {"rngs": {"noise": key}},
+    )
+    return jax.jit(fn)
+
+
+def _write_diagnostics(run: _Run, compiled: CompiledAgent, diagnostics, state: AgentState,
+                       previous_params: Any) -> None:
+    batch = _probe_batch(run, state, run.config.diagnostics.batch_size, purpose=3)
+    train_state = state.train_state
+    inputs = preprocess_observations(batch["obs_tm1"])
+    targets = {
+        "batch": {key: value for key, value in batch.items() if key != "obs_tm1"},
+        "target_params": train_state.extra["target_params"],
+        "weights": jnp.ones(batch["r_t"].shape, jnp.float32),
+        "rng": jax.random.key(run.counters.frames),
+    }
+    if previous_params is None:
+        previous_params = train_state.params
+    learning_rate = optimizer_learning_rate(run.config.optimizer, train_state.step)
+    values = diagnostics(
+        train_state.params, previous_params, inputs, targets,
+        jax.random.key(run.counters.frames), learning_rate,
+    )
+    values = {key: np.asarray(value) for key, value in jax.device_get(values).items()}
+    row = run.row("diagnostics", **{k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in values.items()})
+    run.write([row])
+
+
+def _make_intervention(run: _Run, compiled: CompiledAgent, state: AgentState):
+    settings = run.config.intervention
+    if settings.name == "none" or settings.every_frames <= 0:
+        return None
+    if settings.name == "plasticity_injection":
+        raise ValueError("plasticity_injection changes the forward pass; the Atari loop does not support it")
+    from plasticity.interventions import make_intervention
+
+    return make_intervention(
+        settings.name,
+        compiled.learner.network,
+        apply_kwargs=lambda key: {"rngs": {"noise": key}},
+        **settings.options.to_dict(),
+    )
+
+
+def _intervene(run: _Run, compiled: CompiledAgent, intervention, state: AgentState) -> AgentState:
+    batch = _probe_batch(run, state, run.config.intervention.batch_size, purpose=4)
+    key = jax.random.key(derive_seed(run.config.seed, run.counters.frames, 5))
+    train_state = intervention.apply(state.train_state, preprocess_observations(batch["obs_tm1"]), key)
+    run.write([run.row("intervention", intervention=intervention.name)])
+    return state.replace(train_state=train_state)

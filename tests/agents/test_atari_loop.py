@@ -1,0 +1,163 @@
+"""The Atari actor-learner loop: work dir, resume, seeds, game blocks, the prioritized switch."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agents import atari_loop, configs
+from agents.replay import replay_update_priorities
+from plasticity import workdir as workdir_lib
+
+FRAMES = 1024  # 2 envs x 4 frames per step: 128 loop iterations; learning starts after 256 frames
+LEARNING_START_FRAMES = 256
+
+
+def smoke(seed: int = 0, frames: int = FRAMES) -> "configs.ml_collections.ConfigDict":
+    config = configs.smoke_config("dqn")
+    config.seed = seed
+    config.frames_per_game = frames
+    config.evaluation.update(dict(every_frames=512, episodes=2, max_frames=160))
+    config.log_every_frames = 256
+    config.checkpoint_every_frames = 512
+    return config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiling_random_numbers():
+    """Threefry's partitionable mode multiplies XLA:CPU compile times of multi-axis random draws
+    (e.g. conv kernel inits) by ~10; these tests do not depend on which stream is drawn."""
+    with jax.threefry_partitionable(False):
+        yield
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_resumed(tmp_path_factory):
+    """A run stopped at 512 frames (as by preemption), relaunched on its work dir to the end."""
+    path = tmp_path_factory.mktemp("run")
+    config = smoke()
+    blocks = atari_loop.make_game_blocks(["Pong"], config.frames_per_game)
+    first = atari_loop.train(config, blocks, str(path), show_progress=False, stop_at_frames=512)
+    second = atari_loop.train(config, blocks, str(path), show_progress=False)
+    return path, first, second
+
+
+def test_the_work_dir_holds_config_metrics_events_and_checkpoints(interrupted_and_resumed):
+    path, first, second = interrupted_and_resumed
+    assert first.counters.frames == 512 and second.counters.frames == FRAMES
+    saved = json.loads((path / "config.json").read_text())
+    assert saved["agent"] == "dqn" and saved["schedule"] == [{"game": "pong", "frames": FRAMES, "visit": 1}]
+    assert list(path.glob("events.out.tfevents.*"))
+    assert sorted(int(p.name) for p in (path / "checkpoints").iterdir()) == [512, 1024]
+    rows = workdir_lib.read_metrics(path)
+    for row in rows:
+        for key in ("event", "step", "frames", "agent_steps", "updates", "game", "block", "visit"):
+            assert key in row, (key, row)
+        assert row["game"] == "pong" and row["agent_steps"] * 4 == row["frames"]
+    evals = [row for row in rows if row["event"] == "eval"]
+    assert [row["frames"] for row in evals] == [512, 1024]
+    assert all("human_normalized" in row and "return_mean" in row for row in evals)
+    train_rows = [row for row in rows if row["event"] == "train"]
+    assert [row["frames"] for row in train_rows] == [256, 512, 768, 1024]  # none repeated
+    assert [row["event"] for row in rows].count("resume") == 1
+    assert np.isfinite(train_rows[-1]["loss"]) and train_rows[-1]["updates"] > 0
+
+
+def test_resume_restores_counters_and_the_learner(interrupted_and_resumed):
+    path, first, second = interrupted_and_resumed
+    # The replay ratio: one update per 16 frames once learning has started.
+    assert second.counters.updates == (FRAMES - LEARNING_START_FRAMES) // 16
+    assert int(second.state.train_state.step) == second.counters.updates
+    assert first.counters.updates == (512 - LEARNING_START_FRAMES) // 16
+    with atari_loop.Checkpointer(path / "checkpoints") as checkpointer:
+        metadata = checkpointer.restore_metadata(512)
+    assert metadata["counters"]["frames"] == 512 and metadata["counters"]["updates"] == first.counters.updates
+    resume_row = next(row for row in workdir_lib.read_metrics(path) if row["event"] == "resume")
+    assert resume_row["frames"] == 512 and resume_row["updates"] == first.counters.updates
+
+
+def test_a_different_config_on_the_same_work_dir_is_refused(interrupted_and_resumed):
+    path, _, _ = interrupted_and_resumed
+    config = smoke()
+    config.learner.discount = 0.5
+    with pytest.raises(ValueError, match="learner.discount"):
+        atari_loop.train(config, atari_loop.make_game_blocks(["Pong"], FRAMES), str(path),
+                         show_progress=False)
+
+
+def test_seeds_are_honoured():
+    """Same seed: bit-identical parameters and evaluation returns; another seed: different ones."""
+    runs = []
+    for seed in (0, 0, 1):
+        config = smoke(seed, frames=512)
+        runs.append(atari_loop.train(config, atari_loop.make_game_blocks(["Pong"], 512),
+                                     show_progress=False))
+    leaves = [jax.tree.leaves(run.state.train_state.params) for run in runs]
+    for a, b in zip(leaves[0], leaves[1]):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(leaves[0], leaves[2]))
+    assert runs[0].evaluations[-1]["eval_frames"] == runs[1].evaluations[-1]["eval_frames"]
+    replay_frames = [np.asarray(run.state.replay.frames) for run in runs]
+    np.testing.assert_array_equal(replay_frames[0], replay_frames[1])
+    assert not np.array_equal(replay_frames[0], replay_frames[2])
+
+
+@pytest.mark.parametrize("prioritized", [False, True])
+def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_step(prioritized):
+    """One slot gets a priority 10^6 times the others': only prioritized sampling favours it."""
+    config = smoke()  # the loop's shapes (2 envs), so the uniform case reuses the compiled step
+    config.replay.prioritized = prioritized
+    compiled = atari_loop.compile_agent(config, 6)
+    state = atari_loop.init_agent_state(config, compiled, 2, seed=0)
+    replay = state.replay
+    for t in range(20):
+        replay = compiled.add(replay, jnp.full((2, 84, 84), t, jnp.uint8), jnp.zeros(2, jnp.int32),
+                              jnp.ones(2), jnp.ones(2), jnp.full(2, t == 0), jnp.zeros(2, bool))
+    heavy = 7  # env 0, slot 7
+    set_priority = jax.jit(replay_update_priorities)
+    hits = draws = 0
+    for seed in range(3):
+        skewed = set_priority(replay, jnp.array([heavy]), jnp.array([1e6]))
+        skewed = jax.tree.map(jnp.copy, skewed)  # the learn step donates the replay
+        priorities_before = np.asarray(skewed.priority).copy()
+        train_state = jax.tree.map(jnp.copy, state.train_state)  # ... and the train state
+        _, after, _, aux = compiled.learn(train_state, skewed, jax.random.key(seed), 0.5)
+        indices = np.asarray(aux["per_example"]["indices"])
+        hits, draws = hits + np.sum(indices == heavy), draws + indices.size
+        if prioritized:
+            np.testing.assert_allclose(np.asarray(after.priority).reshape(-1)[indices],
+                                       aux["per_example"]["priorities"], rtol=1e-6)
+        else:
+            np.testing.assert_array_equal(after.priority, priorities_before)
+            np.testing.assert_array_equal(aux["per_example"]["weights"], 1.0)
+    if prioritized:
+        assert hits / draws > 0.9
+    else:
+        assert hits / draws < 0.15  # uniform over 38 valid slots: about 0.026
+
+
+def test_game_blocks_visits_and_the_action_set():
+    blocks = atari_loop.make_game_blocks(["Pong", "ALE/Breakout-v5", "pong"], 64, cycles=2)
+    assert [(b.game, b.visit) for b in blocks] == [
+        ("pong", 1), ("breakout", 1), ("pong", 2), ("pong", 3), ("breakout", 2), ("pong", 4)
+    ]
+    config = configs.smoke_config("dqn")
+    assert atari_loop.uses_full_action_space(config, blocks)
+    assert not atari_loop.uses_full_action_space(config, blocks[:1])
+    config.env.full_action_space = True
+    assert atari_loop.uses_full_action_space(config, blocks[:1])
+    with pytest.raises(ValueError, match="close matches: pong"):
+        atari_loop.make_game_blocks(["Pongg"], 64)
+
+
+def test_bad_budgets_fail_with_one_line_errors():
+    config = smoke()
+    with pytest.raises(ValueError, match="multiple of env.num_envs x env.frame_skip = 8"):
+        atari_loop.train(config, [atari_loop.GameBlock("pong", 100)], show_progress=False)
+    config.frames_per_game = 1001
+    with pytest.raises(ValueError, match="frames_per_game"):
+        atari_loop.train(config, [atari_loop.GameBlock("pong", 1024)], show_progress=False)
