@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 
 import ml_collections
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from agents import configs
@@ -76,6 +76,8 @@ def main(argv: list[str]) -> None:
         sys.exit(f"train_atari: error: unexpected arguments {argv[1:]}")
     if not _WORKDIR.value:
         sys.exit("train_atari: error: --workdir is required")
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # checkpointing libraries log every save at INFO
     from agents import atari_loop  # after flag checks: importing JAX and ALE takes seconds
 
     try:
