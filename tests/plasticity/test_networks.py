@@ -57,7 +57,11 @@ BUILDERS = {
 INVARIANCE_CASES = [
     (name, "layernorm") for name in sorted(set(BUILDERS) - {"nature_rainbow", "small_cnn_32"})
 ] + [(name, "rmsnorm") for name in ("mlp", "small_cnn_28", "noisy_dueling_c51", "transformer")]
-INVARIANCE_INPUTS = {"nature_dqn": jnp.ones((1, 44, 44, 4), jnp.uint8)}
+INVARIANCE_INPUTS = {
+    "nature_dqn": jnp.ones((1, 36, 36, 4), jnp.uint8),
+    "resnet_tiny": jnp.ones((1, 8, 8, 3)),
+    "small_cnn_28": jnp.ones((1, 12, 12, 1)),
+}
 
 # Pinned parameter counts. MLP and Nature DQN are also derived by hand below.
 PINNED_COUNTS = {
@@ -174,7 +178,8 @@ def test_unnormed_kernel_is_not_scale_invariant():
     x = jax.random.normal(jax.random.key(0), (4, 20))
     params = variables["params"]
     scaled = _scale_leaves(params, [("hidden_0", "linear", "kernel")], 3.7)
-    assert not np.allclose(model.apply({"params": scaled}, x), model.apply({"params": params}, x))
+    apply = jax.jit(model.apply)
+    assert not np.allclose(apply({"params": scaled}, x), apply({"params": params}, x))
 
 
 def test_noisy_layer_draws_independent_noise_per_sample():
