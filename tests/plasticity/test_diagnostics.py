@@ -420,3 +420,13 @@ def test_bad_names_and_options_fail_with_one_line():
     fn = diagnostics.make_diagnostics_fn(NET, _mse, ("feature_svd",), penultimate_layer="output")
     with pytest.raises(ValueError, match="penultimate_layer"):
         jax.eval_shape(fn, _planted(), _planted(), X, Y, jax.random.key(0), 0.1)
+
+
+def test_limit_blas_threads_caps_the_lapack_pool():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    limiter = diagnostics.limit_blas_threads(1)
+    try:
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+    finally:
+        limiter.restore_original_limits()

@@ -1,0 +1,169 @@
+"""Cost of the compiled diagnostics: training with diagnostics every K steps against none.
+
+  python -m benchmarks.diagnostics_cost [--steps=2000] [--every=100] [--repeats=5]
+      [--names=default] [--probe_size=256] [--seeds=1]
+
+The workload is the testbed's default continual-learning scale: random-label memorization with an
+MLP 64 → 3×256 → 10 (Dense → LayerNorm → ReLU), Adam 1e-3, batch 128. Both programs are one
+`lax.scan` over blocks of K steps (an inner scan of K updates); the diagnostics program also runs
+`make_diagnostics_fn(...)` on a fixed probe batch after every block, which is how a vmapped
+trainer should schedule them (a `lax.cond` under vmap would run them every step). Prints compile
+times apart, the median time per run over interleaved repeats, and the ratio (target ≤ 1.2× for
+the default diagnostics every 100 steps: the median over back-to-back pairs), with the hardware.
+"""
+
+from __future__ import annotations
+
+import os
+
+# XLA:CPU runs SVD / eigh through LAPACK from SciPy's OpenBLAS, whose own thread pool fights XLA's
+# threads (and anything else on the machine): measured ~10× slower per call on a busy 2-core host.
+# One BLAS thread is the setting to run the diagnostics with; export another value to compare.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from plasticity import diagnostics, networks  # noqa: E402
+
+_STEPS = flags.DEFINE_integer("steps", 2000, "Optimizer steps per run.")
+_EVERY = flags.DEFINE_integer("every", 100, "Diagnostics period K in steps.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
+_NAMES = flags.DEFINE_list(
+    "names", ["default"], "Diagnostics to run ('default' = DEFAULT_DIAGNOSTICS, 'all' = all)."
+)
+_PROBE = flags.DEFINE_integer("probe_size", 256, "Examples in the diagnostics probe batch.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds vmapped in one program.")
+_BATCH = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+_WIDTH = flags.DEFINE_integer("width", 256, "Hidden width of the 3-layer MLP.")
+
+NUM_EXAMPLES, INPUT_DIM, NUM_CLASSES = 1797, 64, 10
+
+
+def resolve_names(names: list[str]) -> tuple[str, ...]:
+    """'default' and 'all' expand to the library's lists; anything else is passed through."""
+    if names == ["default"]:
+        return diagnostics.DEFAULT_DIAGNOSTICS
+    if names == ["all"]:
+        return diagnostics.ALL_DIAGNOSTICS
+    return diagnostics.check_names([n for n in names if n])
+
+
+def make_runner(
+    names: tuple[str, ...],
+    steps: int,
+    every: int,
+    batch_size: int,
+    width: int,
+    probe_size: int,
+    seeds: int,
+):
+    """A jitted run(params, opt_state, data) over `seeds` vmapped seeds, and its arguments."""
+    if steps % every:
+        raise ValueError(f"--every ({every}) must divide --steps ({steps}).")
+    model = networks.MLP((width,) * 3, NUM_CLASSES, "layernorm")
+    tx = optax.adam(1e-3)
+
+    def loss_fn(params, inputs, targets):
+        logits = model.apply({"params": params}, inputs)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    diagnose = diagnostics.make_diagnostics_fn(model, loss_fn, names) if names else None
+
+    def run(params, opt_state, inputs, labels, rng):
+        probe_x, probe_y = inputs[:probe_size], labels[:probe_size]
+
+        def update(carry, step):
+            params, opt_state = carry
+            index = (step * batch_size + jnp.arange(batch_size)) % NUM_EXAMPLES
+            grads = jax.grad(loss_fn)(params, inputs[index], labels[index])
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        def block(carry, start):
+            previous = carry[0]
+            carry, _ = jax.lax.scan(update, carry, start + jnp.arange(every))
+            if diagnose is None:
+                return carry, jnp.zeros([])
+            metrics = diagnose(
+                carry[0], previous, probe_x, probe_y, jax.random.fold_in(rng, start), 1e-3
+            )
+            return carry, metrics
+
+        carry, metrics = jax.lax.scan(block, (params, opt_state), jnp.arange(0, steps, every))
+        return carry[0], metrics
+
+    data_rng = np.random.default_rng(0)
+    inputs = jnp.asarray(data_rng.standard_normal((NUM_EXAMPLES, INPUT_DIM)), jnp.float32)
+    labels = jnp.asarray(data_rng.integers(0, NUM_CLASSES, NUM_EXAMPLES), jnp.int32)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    params = jax.vmap(lambda k: model.init(k, inputs[:1])["params"])(keys)
+    opt_state = jax.vmap(tx.init)(params)
+    runner = jax.jit(jax.vmap(run, in_axes=(0, 0, None, None, 0)))
+    return runner, (params, opt_state, inputs, labels, keys)
+
+
+def _time(fn, args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def hardware() -> str:
+    """One line naming the accelerator (or CPU) and the software stack."""
+    device = jax.devices()[0]
+    return (
+        f"{device.platform}:{device.device_kind} ×{jax.device_count()}, "
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+        f"jax {jax.__version__}, Python {platform.python_version()}, "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
+    )
+
+
+def main(argv):
+    del argv
+    names = resolve_names(_NAMES.value)
+    steps, every = _STEPS.value, _EVERY.value
+    arms = {"none": (), "diagnostics": names}
+    runners = {}
+    for arm, arm_names in arms.items():
+        runner, args = make_runner(
+            arm_names, steps, every, _BATCH.value, _WIDTH.value, _PROBE.value, _SEEDS.value
+        )
+        start = time.perf_counter()
+        compiled = runner.lower(*args).compile()
+        print(f"compile {arm:>11}: {time.perf_counter() - start:6.2f} s")
+        _time(compiled, args)  # warm-up
+        runners[arm] = (compiled, args)
+    times = {arm: [] for arm in arms}
+    for _ in range(_REPEATS.value):  # interleaved, so machine noise hits both arms alike
+        for arm, (compiled, args) in runners.items():
+            times[arm].append(_time(compiled, args))
+    medians = {arm: float(np.median(t)) for arm, t in times.items()}
+    print(f"hardware: {hardware()}")
+    print(
+        f"workload: MLP {INPUT_DIM}→3×{_WIDTH.value}→{NUM_CLASSES} LayerNorm, Adam, batch "
+        f"{_BATCH.value}, {steps} steps × {_SEEDS.value} seed(s); diagnostics every {every} "
+        f"steps on {_PROBE.value} probe examples: {', '.join(names)}"
+    )
+    for arm, median in medians.items():
+        rate = steps * _SEEDS.value / median
+        print(f"{arm:>11}: {median * 1e3:8.1f} ms per run ({rate:8.0f} steps/s)")
+    # Pairs timed back to back share the machine's state: their ratios are steadier than the
+    # ratio of the medians on a busy host.
+    ratio = float(np.median(np.array(times["diagnostics"]) / np.array(times["none"])))
+    verdict = "within" if ratio <= 1.2 else "ABOVE"
+    print(
+        f"ratio diagnostics/none (median of {_REPEATS.value} back-to-back pairs): {ratio:.3f}× "
+        f"({verdict} the 1.2× target)"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
