@@ -48,7 +48,13 @@ from flax import struct
 from agents import atari_scores
 from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
 from agents.configs import learning_starts_transitions, linear_schedule, validate_config
-from agents.learner import Learner, make_learn_step, make_learner, make_replay, preprocess_observations
+from agents.learner import (
+    Learner,
+    make_learn_step,
+    make_learner,
+    make_replay,
+    preprocess_observations,
+)
 from agents.replay import ReplayState, replay_add, replay_end_episodes, replay_sample
 from plasticity.checkpointing import Checkpointer
 from plasticity.optim import optimizer_learning_rate
@@ -74,10 +80,12 @@ class GameBlock:
     visit: int = 1
 
 
-def make_game_blocks(games: Sequence[str], frames_per_game: int, cycles: int = 1) -> list[GameBlock]:
-    """Blocks of ``frames_per_game`` frames for ``games`` in order, the list repeated ``cycles`` times.
+def make_game_blocks(
+    games: Sequence[str], frames_per_game: int, cycles: int = 1
+) -> list[GameBlock]:
+    """Blocks of ``frames_per_game`` frames for ``games`` in order, played ``cycles`` times.
 
-    Game names are made canonical; an unknown one raises a one-line ValueError listing close matches.
+    Game names are made canonical; an unknown one raises a one-line ValueError with close matches.
     """
     if not games:
         raise ValueError("at least one game is needed")
@@ -137,7 +145,7 @@ class EvalResult(NamedTuple):
 
     @property
     def human_normalized(self) -> float | None:
-        """Human-normalized mean return, None for a game without reference scores (or no episode)."""
+        """Human-normalized mean return; None without reference scores for the game or episodes."""
         if not self.returns or self.game not in atari_scores.ATARI_57_GAMES:
             return None
         return float(atari_scores.human_normalized_score(self.game, self.mean_return))
@@ -168,8 +176,11 @@ _COMPILED_SECTIONS = ("network", "learner", "optimizer", "replay", "updates_per_
 
 
 def _config_key(config: ml_collections.ConfigDict) -> str:
-    return json.dumps({name: config[name] for name in _COMPILED_SECTIONS}, sort_keys=True,
-                      default=lambda value: value.to_dict())
+    return json.dumps(
+        {name: config[name] for name in _COMPILED_SECTIONS},
+        sort_keys=True,
+        default=lambda value: value.to_dict(),
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -373,6 +384,9 @@ class _Run:
         self.last_log_time = time.perf_counter()
         self.last_log_frames = 0
         self.last_log_updates = 0
+        self.diagnostics = None  # jitted diagnostics function, when config.diagnostics asks
+        self.params_before_update = None  # kept for update ratios when diagnostics are on
+        self.intervention = None  # `plasticity.interventions.Intervention`, when configured
 
     # Schedules -------------------------------------------------------------------------------
 
@@ -423,7 +437,8 @@ class _Run:
                 scalars = {
                     f"{scalars_prefix}/{key}": value
                     for key, value in row.items()
-                    if isinstance(value, (int, float)) and not isinstance(value, bool)
+                    if isinstance(value, (int, float))
+                    and not isinstance(value, bool)
                     and key not in ("step", "frames", "block", "visit", "seed")
                 }
                 self.workdir.write_scalars(self.counters.frames, scalars)
@@ -478,8 +493,8 @@ def train(
     for block in blocks:
         if block.frames < 1 or block.frames % frames_per_vector_step:
             raise ValueError(
-                f"block {block.game} has {block.frames} frames; a block needs a positive multiple of "
-                f"env.num_envs x env.frame_skip = {frames_per_vector_step}"
+                f"block {block.game} has {block.frames} frames; a block needs a positive "
+                f"multiple of env.num_envs x env.frame_skip = {frames_per_vector_step}"
             )
     run = _Run(config, blocks, workdir, show_progress)
     if run.workdir is not None:
@@ -491,6 +506,15 @@ def train(
     )
     compiled = compile_agent(config, num_actions)
     fresh = init_agent_state(config, compiled, config.env.num_envs, config.seed)
+    run.diagnostics = _make_diagnostics(run, compiled)
+    run.intervention = _make_intervention(run, compiled)
+    if run.intervention is not None:  # its state lives in the train state (and the checkpoint)
+        train_state = fresh.train_state
+        extra = {
+            **train_state.extra,
+            run.intervention.name: run.intervention.init(train_state.params),
+        }
+        fresh = fresh.replace(train_state=train_state.replace(extra=extra))
     state = run.restore(fresh)
     if state is None:
         state = fresh
@@ -555,11 +579,7 @@ def _play_block(
             "set env.full_action_space=True to play games with different action sets"
         )
     eval_env = None
-    diagnostics = _make_diagnostics(run, compiled)
-    intervention = _make_intervention(run, compiled, state)
-    if intervention is not None and intervention.name not in state.train_state.extra:
-        extra = {**state.train_state.extra, intervention.name: intervention.init(state.train_state.params)}
-        state = state.replace(train_state=state.train_state.replace(extra=extra))
+    diagnostics, intervention = run.diagnostics, run.intervention
     updates_per_frame = config.updates_per_frame
     stopped = False
     compiled_once = False
@@ -586,18 +606,14 @@ def _play_block(
             counters.agent_steps += num_envs
             counters.replay_items = min(counters.replay_items + num_envs, state.replay.capacity)
 
-            diagnostics_due = diagnostics is not None and _crossed(
-                before, counters.frames, config.diagnostics.every_frames
-            )
-            previous_params = None
             if counters.replay_items >= run.learning_starts:
                 counters.learning_frames += frames_per_step
                 due = int(counters.learning_frames * updates_per_frame + 1e-9)
                 due -= counters.learning_updates
                 beta = run.importance_exponent()
                 for i in range(due):
-                    if diagnostics_due and i == due - 1:
-                        previous_params = jax.tree.map(jnp.copy, state.train_state.params)
+                    if diagnostics is not None:  # update ratios compare with the last update
+                        run.params_before_update = jax.tree.map(jnp.copy, state.train_state.params)
                     train_state, replay, rng, aux = compiled.learn(
                         state.train_state, state.replay, state.rng, beta
                     )
@@ -617,17 +633,25 @@ def _play_block(
                 compiled_once = True
                 progress.reset_clock()
             if episode_ended or counters.block_frames == frames_per_step:
-                progress.set_postfix(game=f"{block.game} ({counters.block + 1}/{len(run.blocks)})",
-                                     last_return=run.last_return)
+                progress.set_postfix(
+                    game=f"{block.game} ({counters.block + 1}/{len(run.blocks)})",
+                    last_return=run.last_return,
+                )
             progress.advance(frames_per_step)
 
-            if intervention is not None and _crossed(
-                before, counters.frames, config.intervention.every_frames
-            ) and counters.replay_items >= run.learning_starts:
-                state = _intervene(run, compiled, intervention, state)
-            if diagnostics_due and counters.replay_items >= run.learning_starts:
-                _write_diagnostics(run, compiled, diagnostics, state, previous_params)
             block_done = counters.block_frames >= block.frames
+            if (
+                diagnostics is not None
+                and run.params_before_update is not None
+                and _crossed(before, counters.frames, config.diagnostics.every_frames)
+            ):
+                _write_diagnostics(run, compiled, diagnostics, state, run.params_before_update)
+            if (
+                intervention is not None
+                and _crossed(before, counters.frames, config.intervention.every_frames)
+                and counters.replay_items >= run.learning_starts
+            ):
+                state = _intervene(run, compiled, intervention, state)
             if _crossed(before, counters.frames, config.log_every_frames) or block_done:
                 _write_train_row(run)
             if _crossed(before, counters.frames, config.evaluation.every_frames) or block_done:
@@ -635,7 +659,11 @@ def _play_block(
                     eval_env = _make_eval_env(run, block)
                 _evaluate_and_log(run, compiled, state, block, eval_env, progress)
             stop_now = stop_at_frames is not None and counters.frames >= stop_at_frames
-            if _crossed(before, counters.frames, config.checkpoint_every_frames) or block_done or stop_now:
+            if (
+                _crossed(before, counters.frames, config.checkpoint_every_frames)
+                or block_done
+                or stop_now
+            ):
                 run.save(state)
             if stop_now:
                 stopped = True
@@ -685,11 +713,16 @@ def _evaluate_and_log(
     )
     run.evaluations.append(row)
     run.write([row], scalars_prefix="eval")
-    progress.write(
-        f"eval {block.game} at {run.counters.frames:,} frames: return {result.mean_return:.1f} "
-        f"over {len(result.returns)} episodes"
-        + ("" if row["human_normalized"] is None else f", human-normalized {row['human_normalized']:.3f}")
-    )
+    if run.show_progress:
+        progress.write(
+            f"eval {block.game} at {run.counters.frames:,} frames: return {result.mean_return:.1f} "
+            f"over {len(result.returns)} episodes"
+            + (
+                ""
+                if row["human_normalized"] is None
+                else f", human-normalized {row['human_normalized']:.3f}"
+            )
+        )
 
 
 def _write_train_row(run: _Run) -> None:
@@ -714,8 +747,10 @@ def _write_train_row(run: _Run) -> None:
     run.last_log_time, run.last_log_frames, run.last_log_updates = now, c.frames, c.updates
 
 
-def _probe_batch(run: _Run, state: AgentState, batch_size: int, purpose: int) -> dict[str, jax.Array]:
-    """A uniform replay batch for diagnostics and interventions (its own key: the run's is untouched)."""
+def _probe_batch(
+    run: _Run, state: AgentState, batch_size: int, purpose: int
+) -> dict[str, jax.Array]:
+    """A uniform replay batch for diagnostics and interventions, drawn with a key of its own."""
     key = jax.random.key(derive_seed(run.config.seed, run.counters.frames, purpose))
     batch, _ = replay_sample(
         state.replay, key, batch_size, run.config.learner.n_step, run.config.learner.discount
@@ -728,26 +763,36 @@ def _make_diagnostics(run: _Run, compiled: CompiledAgent):
     settings = run.config.diagnostics
     if settings.every_frames <= 0:
         return None
+    num_actions = compiled.learner.network.head.num_actions
+    return _jitted_diagnostics(_config_key(run.config), num_actions, tuple(settings.names))
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_diagnostics(config_json: str, num_actions: int, names: tuple[str, ...]):
+    """Cached like `compile_agent`, so runs of one config compile their diagnostics once."""
     from plasticity.diagnostics import make_diagnostics_fn
 
-    learner = compiled.learner
+    learner = _compile_agent(config_json, num_actions).learner
 
     def loss_fn(params, inputs, targets):
         batch = {**targets["batch"], "obs_tm1": inputs}
-        loss, _ = learner.loss(params, targets["target_params"], batch, targets["weights"], targets["rng"])
+        loss, _ = learner.loss(
+            params, targets["target_params"], batch, targets["weights"], targets["rng"]
+        )
         return loss
 
     fn = make_diagnostics_fn(
         learner.network,
         loss_fn,
-        tuple(settings.names),
+        names,
         apply_kwargs=lambda key: {"rngs": {"noise": key}},
     )
     return jax.jit(fn)
 
 
-def _write_diagnostics(run: _Run, compiled: CompiledAgent, diagnostics, state: AgentState,
-                       previous_params: Any) -> None:
+def _write_diagnostics(
+    run: _Run, compiled: CompiledAgent, diagnostics, state: AgentState, previous_params: Any
+) -> None:
     batch = _probe_batch(run, state, run.config.diagnostics.batch_size, purpose=3)
     train_state = state.train_state
     inputs = preprocess_observations(batch["obs_tm1"])
@@ -761,20 +806,28 @@ def _write_diagnostics(run: _Run, compiled: CompiledAgent, diagnostics, state: A
         previous_params = train_state.params
     learning_rate = optimizer_learning_rate(run.config.optimizer, train_state.step)
     values = diagnostics(
-        train_state.params, previous_params, inputs, targets,
-        jax.random.key(run.counters.frames), learning_rate,
+        train_state.params,
+        previous_params,
+        inputs,
+        targets,
+        jax.random.key(run.counters.frames),
+        learning_rate,
     )
     values = {key: np.asarray(value) for key, value in jax.device_get(values).items()}
-    row = run.row("diagnostics", **{k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in values.items()})
+    row = run.row(
+        "diagnostics", **{k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in values.items()}
+    )
     run.write([row])
 
 
-def _make_intervention(run: _Run, compiled: CompiledAgent, state: AgentState):
+def _make_intervention(run: _Run, compiled: CompiledAgent):
     settings = run.config.intervention
     if settings.name == "none" or settings.every_frames <= 0:
         return None
     if settings.name == "plasticity_injection":
-        raise ValueError("plasticity_injection changes the forward pass; the Atari loop does not support it")
+        raise ValueError(
+            "plasticity_injection changes the forward pass; the Atari loop does not support it"
+        )
     from plasticity.interventions import make_intervention
 
     return make_intervention(
@@ -788,6 +841,8 @@ def _make_intervention(run: _Run, compiled: CompiledAgent, state: AgentState):
 def _intervene(run: _Run, compiled: CompiledAgent, intervention, state: AgentState) -> AgentState:
     batch = _probe_batch(run, state, run.config.intervention.batch_size, purpose=4)
     key = jax.random.key(derive_seed(run.config.seed, run.counters.frames, 5))
-    train_state = intervention.apply(state.train_state, preprocess_observations(batch["obs_tm1"]), key)
+    train_state = intervention.apply(
+        state.train_state, preprocess_observations(batch["obs_tm1"]), key
+    )
     run.write([run.row("intervention", intervention=intervention.name)])
     return state.replace(train_state=train_state)

@@ -9,8 +9,8 @@ Rainbow (DQN Zoo ``rainbow/run_atari.py``): replay 1M transitions, prioritized (
 importance exponent 0.4 -> 1.0 over training), learning starts once 2% of the replay is filled,
 batch 32, one update every 16 frames, target network copied every 32,000 frames, Adam lr 6.25e-5
 eps 1.5625e-4, global gradient clip 10, 3-step returns, discount 0.99, rewards clipped to [-1, 1],
-C51 with 51 atoms on [-10, 10], noisy nets (sigma init 0.1) and no epsilon-greedy, dueling, double Q;
-evaluation with epsilon 0 and the noise sampled.
+C51 with 51 atoms on [-10, 10], noisy nets (sigma init 0.1) and no epsilon-greedy, dueling,
+double Q; evaluation with epsilon 0 and the noise sampled.
 
 DQN (DQN Zoo ``dqn/run_atari.py``, i.e. Nature DQN): replay 1M, uniform, learning starts at 5%,
 batch 32, one update every 16 frames, target copied every 40,000 frames, centred RMSProp lr 2.5e-4
@@ -49,7 +49,8 @@ def _base_config() -> ml_collections.ConfigDict:
             num_envs=8,
             num_threads=config_dict.placeholder(int),  # None: one per env, at most one per core
             sticky_action_prob=0.0,
-            # None: the full 18-action set when the run plays more than one game, else the game's own.
+            # None: the full 18-action set when the run plays more than one game, else the
+            # game's own.
             full_action_space=config_dict.placeholder(bool),
             noop_max=30,
             frame_skip=4,
@@ -63,8 +64,13 @@ def _base_config() -> ml_collections.ConfigDict:
 
     config.network = ml_collections.ConfigDict(
         dict(
-            torso="nature",  # 'nature' | 'conv' (conv_layers) | 'mlp' (mlp_sizes); small ones for tests
-            conv_layers=((32, 8, 4), (64, 4, 2), (64, 3, 1)),  # (features, kernel, stride) for 'conv'
+            # 'nature' | 'conv' (conv_layers) | 'mlp' (mlp_sizes); the small ones serve tests.
+            torso="nature",
+            conv_layers=(
+                (32, 8, 4),
+                (64, 4, 2),
+                (64, 3, 1),
+            ),  # (features, kernel, stride) for 'conv'
             mlp_sizes=(256,),
             hidden_sizes=(512,),
             norm="none",
@@ -197,7 +203,9 @@ def smoke_config(agent: str) -> ml_collections.ConfigDict:
     config = get_config(agent)
     config.frames_per_game = 2048
     config.env.num_envs = 2
-    config.network.update(dict(torso="conv", conv_layers=((8, 8, 4), (8, 4, 2)), hidden_sizes=(32,)))
+    config.network.update(
+        dict(torso="conv", conv_layers=((8, 8, 4), (8, 4, 2)), hidden_sizes=(32,))
+    )
     config.replay.update(dict(capacity=512, min_fill_fraction=0.125))
     config.learner.target_update_period_frames = 256
     config.exploration.decay_frames = 1024
@@ -208,13 +216,15 @@ def smoke_config(agent: str) -> ml_collections.ConfigDict:
 
 
 def target_update_period_updates(config: ml_collections.ConfigDict) -> int:
-    """Learner updates between two target-network copies (the frame period times the replay ratio)."""
+    """Learner updates between two target-network copies: the frame period x the replay ratio."""
     return max(1, round(config.learner.target_update_period_frames * config.updates_per_frame))
 
 
 def learning_starts_transitions(config: ml_collections.ConfigDict) -> int:
     """Transitions the replay must hold before the first update (at least one batch)."""
-    return max(int(config.replay.min_fill_fraction * config.replay.capacity), config.learner.batch_size)
+    return max(
+        int(config.replay.min_fill_fraction * config.replay.capacity), config.learner.batch_size
+    )
 
 
 def linear_schedule(count: float, begin_value: float, end_value: float, duration: float) -> float:
@@ -233,7 +243,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.agent not in AGENTS:
         raise ValueError(f"unknown agent {config.agent!r}: expected one of {', '.join(AGENTS)}")
     if config.network.torso not in TORSOS:
-        raise ValueError(f"unknown torso {config.network.torso!r}: expected one of {', '.join(TORSOS)}")
+        raise ValueError(
+            f"unknown torso {config.network.torso!r}: expected one of {', '.join(TORSOS)}"
+        )
     check_norm(config.network.norm)
     check_activation(config.network.activation)
     check_nap_config(config.network.norm, config.optimizer.nap.enabled)
@@ -263,7 +275,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         )
     for name in ("epsilon_begin", "epsilon_end"):
         if not 0.0 <= config.exploration[name] <= 1.0:
-            raise ValueError(f"exploration.{name} must be in [0, 1], got {config.exploration[name]}")
+            raise ValueError(
+                f"exploration.{name} must be in [0, 1], got {config.exploration[name]}"
+            )
     frames_per_vector_step = config.env.num_envs * config.env.frame_skip
     if config.frames_per_game % frames_per_vector_step:
         raise ValueError(
@@ -271,10 +285,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"env.frame_skip = {frames_per_vector_step}, so that games switch at exact frame counts"
         )
     if not 0.0 < config.replay.min_fill_fraction <= 1.0:
-        raise ValueError(f"replay.min_fill_fraction must be in (0, 1], got {config.replay.min_fill_fraction}")
+        raise ValueError(
+            f"replay.min_fill_fraction must be in (0, 1], got {config.replay.min_fill_fraction}"
+        )
     slots_per_env = config.replay.capacity // config.env.num_envs
     if slots_per_env <= config.env.stack + config.learner.n_step:
         raise ValueError(
-            f"replay.capacity ({config.replay.capacity}) is too small for {config.env.num_envs} envs: "
-            f"each env needs more than stack + n_step = {config.env.stack + config.learner.n_step} slots"
+            f"replay.capacity ({config.replay.capacity}) is too small for {config.env.num_envs} "
+            f"envs: each env needs more than stack + n_step = "
+            f"{config.env.stack + config.learner.n_step} slots"
         )

@@ -72,7 +72,7 @@ class ConvTorso(nn.Module):
 
 
 def build_network(network: ml_collections.ConfigDict, num_actions: int) -> QNetwork:
-    """The Q-network of ``config.network``: a torso ('nature' | 'conv' | 'mlp') and a `ValueHead`."""
+    """The Q-network of ``config.network``: a torso (nature, conv or mlp) and a `ValueHead`."""
     if network.torso == "nature":
         torso = NatureTorso(norm=network.norm, activation=network.activation)
     elif network.torso == "conv":
@@ -80,7 +80,10 @@ def build_network(network: ml_collections.ConfigDict, num_actions: int) -> QNetw
         torso = ConvTorso(layers, norm=network.norm, activation=network.activation)
     elif network.torso == "mlp":
         torso = MLP(
-            tuple(network.mlp_sizes), num_outputs=0, norm=network.norm, activation=network.activation
+            tuple(network.mlp_sizes),
+            num_outputs=0,
+            norm=network.norm,
+            activation=network.activation,
         )
     else:
         raise ValueError(f"unknown torso {network.torso!r}: expected nature, conv or mlp")
@@ -107,7 +110,7 @@ def preprocess_observations(obs: jax.Array) -> jax.Array:
 
 
 class Learner(NamedTuple):
-    """Pure functions of a DQN / Rainbow learner (see the module docstring) and what they close over."""
+    """The pure functions of a DQN / Rainbow learner (module docstring) and what they close over."""
 
     network: QNetwork
     optimizer: optax.GradientTransformation
@@ -134,7 +137,9 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
     optimizer_config = ml_collections.ConfigDict(config.optimizer)
     num_atoms = config.network.num_atoms
     support = (
-        jnp.linspace(config.network.v_min, config.network.v_max, num_atoms) if num_atoms > 1 else None
+        jnp.linspace(config.network.v_min, config.network.v_max, num_atoms)
+        if num_atoms > 1
+        else None
     )
     period = target_update_period_updates(config)
     double_q = bool(config.learner.double_q)
@@ -142,7 +147,9 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
     priority_max = float(config.learner.priority_max)
     priority_epsilon = float(config.learner.priority_epsilon)
 
-    def apply(params: Any, obs: jax.Array, rng: jax.Array, deterministic: bool = False) -> ValueOutputs:
+    def apply(
+        params: Any, obs: jax.Array, rng: jax.Array, deterministic: bool = False
+    ) -> ValueOutputs:
         return network.apply(
             {"params": params},
             preprocess_observations(obs),
@@ -171,7 +178,9 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
         out_t_target = apply(target_params, batch["obs_t"], target_key)
         q_t_selector = None
         if double_q:
-            q_t_selector = apply(jax.lax.stop_gradient(params), batch["obs_t"], selector_key).q_values
+            q_t_selector = apply(
+                jax.lax.stop_gradient(params), batch["obs_t"], selector_key
+            ).q_values
         terms = losses.value_loss_terms(
             a_tm1=batch["a_tm1"],
             r_t=batch["r_t"],
@@ -207,7 +216,9 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
         )
         state = state.replace(extra={**state.extra, "target_params": target_params})
         q_tm1 = jax.lax.stop_gradient(out_tm1.q_values)
-        q_taken = jnp.take_along_axis(q_tm1, batch["a_tm1"][:, None].astype(jnp.int32), axis=1)[:, 0]
+        q_taken = jnp.take_along_axis(q_tm1, batch["a_tm1"][:, None].astype(jnp.int32), axis=1)[
+            :, 0
+        ]
         aux = {
             "loss": loss_value,
             "q_mean": jnp.mean(q_tm1),
@@ -227,7 +238,10 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
         return state, aux
 
     def act(
-        params: Any, obs: jax.Array, rng: jax.Array, epsilon: float | jax.Array,
+        params: Any,
+        obs: jax.Array,
+        rng: jax.Array,
+        epsilon: float | jax.Array,
         deterministic: bool = False,
     ) -> jax.Array:
         noise_key, explore_key, random_key = jax.random.split(rng, 3)
@@ -268,7 +282,9 @@ def make_replay(
 
 def make_learn_step(
     learner: Learner, config: ml_collections.ConfigDict
-) -> Callable[[TrainState, ReplayState, jax.Array, jax.Array], tuple[TrainState, ReplayState, dict]]:
+) -> Callable[
+    [TrainState, ReplayState, jax.Array, jax.Array], tuple[TrainState, ReplayState, dict]
+]:
     """``learn_step(state, replay, rng, importance_exponent) -> (state, replay, aux)``, pure.
 
     Samples a batch (prioritized or uniform, as ``config.replay.prioritized`` says; with it off the
@@ -291,7 +307,9 @@ def make_learn_step(
         weights = info.weights if prioritized else jnp.ones_like(info.weights)
         state, aux = learner.update(state, batch, weights, update_key)
         if prioritized:
-            replay = replay_update_priorities(replay, info.indices, aux["per_example"]["priorities"])
+            replay = replay_update_priorities(
+                replay, info.indices, aux["per_example"]["priorities"]
+            )
         per_example = {**aux["per_example"], "indices": info.indices, "weights": weights}
         return state, replay, {**aux, "per_example": per_example}
 

@@ -66,7 +66,9 @@ def build_config(
         "optimizer.weight_decay": weight_decay,
         "env.num_envs": num_envs,
     }
-    config.update_from_flattened_dict({key: value for key, value in named.items() if value is not None})
+    config.update_from_flattened_dict(
+        {key: value for key, value in named.items() if value is not None}
+    )
     configs.validate_config(config)
     return config
 

@@ -6,6 +6,7 @@ import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -17,13 +18,14 @@ FRAMES = 1024  # 2 envs x 4 frames per step: 128 loop iterations; learning start
 LEARNING_START_FRAMES = 256
 
 
-def smoke(seed: int = 0, frames: int = FRAMES) -> "configs.ml_collections.ConfigDict":
+def smoke(seed: int = 0, frames: int = FRAMES) -> ml_collections.ConfigDict:
     config = configs.smoke_config("dqn")
     config.seed = seed
     config.frames_per_game = frames
     config.evaluation.update(dict(every_frames=512, episodes=2, max_frames=160))
     config.log_every_frames = 256
     config.checkpoint_every_frames = 512
+    config.diagnostics.update(dict(every_frames=512, names=("weight_norm", "update_ratio")))
     return config
 
 
@@ -50,7 +52,9 @@ def test_the_work_dir_holds_config_metrics_events_and_checkpoints(interrupted_an
     path, first, second = interrupted_and_resumed
     assert first.counters.frames == 512 and second.counters.frames == FRAMES
     saved = json.loads((path / "config.json").read_text())
-    assert saved["agent"] == "dqn" and saved["schedule"] == [{"game": "pong", "frames": FRAMES, "visit": 1}]
+    assert saved["agent"] == "dqn" and saved["schedule"] == [
+        {"game": "pong", "frames": FRAMES, "visit": 1}
+    ]
     assert list(path.glob("events.out.tfevents.*"))
     assert sorted(int(p.name) for p in (path / "checkpoints").iterdir()) == [512, 1024]
     rows = workdir_lib.read_metrics(path)
@@ -65,6 +69,10 @@ def test_the_work_dir_holds_config_metrics_events_and_checkpoints(interrupted_an
     assert [row["frames"] for row in train_rows] == [256, 512, 768, 1024]  # none repeated
     assert [row["event"] for row in rows].count("resume") == 1
     assert np.isfinite(train_rows[-1]["loss"]) and train_rows[-1]["updates"] > 0
+    diagnostics = [row for row in rows if row["event"] == "diagnostics"]
+    assert [row["frames"] for row in diagnostics] == [512, 1024]
+    assert all(row["weight_norm/torso/conv_0"] > 0 for row in diagnostics)
+    assert all(row["update_ratio"] > 0 for row in diagnostics)  # of the last update
 
 
 def test_resume_restores_counters_and_the_learner(interrupted_and_resumed):
@@ -75,7 +83,10 @@ def test_resume_restores_counters_and_the_learner(interrupted_and_resumed):
     assert first.counters.updates == (512 - LEARNING_START_FRAMES) // 16
     with atari_loop.Checkpointer(path / "checkpoints") as checkpointer:
         metadata = checkpointer.restore_metadata(512)
-    assert metadata["counters"]["frames"] == 512 and metadata["counters"]["updates"] == first.counters.updates
+    assert (
+        metadata["counters"]["frames"] == 512
+        and metadata["counters"]["updates"] == first.counters.updates
+    )
     resume_row = next(row for row in workdir_lib.read_metrics(path) if row["event"] == "resume")
     assert resume_row["frames"] == 512 and resume_row["updates"] == first.counters.updates
 
@@ -85,8 +96,9 @@ def test_a_different_config_on_the_same_work_dir_is_refused(interrupted_and_resu
     config = smoke()
     config.learner.discount = 0.5
     with pytest.raises(ValueError, match="learner.discount"):
-        atari_loop.train(config, atari_loop.make_game_blocks(["Pong"], FRAMES), str(path),
-                         show_progress=False)
+        atari_loop.train(
+            config, atari_loop.make_game_blocks(["Pong"], FRAMES), str(path), show_progress=False
+        )
 
 
 def test_seeds_are_honoured():
@@ -94,8 +106,11 @@ def test_seeds_are_honoured():
     runs = []
     for seed in (0, 0, 1):
         config = smoke(seed, frames=512)
-        runs.append(atari_loop.train(config, atari_loop.make_game_blocks(["Pong"], 512),
-                                     show_progress=False))
+        runs.append(
+            atari_loop.train(
+                config, atari_loop.make_game_blocks(["Pong"], 512), show_progress=False
+            )
+        )
     leaves = [jax.tree.leaves(run.state.train_state.params) for run in runs]
     for a, b in zip(leaves[0], leaves[1]):
         np.testing.assert_array_equal(a, b)
@@ -115,8 +130,15 @@ def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_s
     state = atari_loop.init_agent_state(config, compiled, 2, seed=0)
     replay = state.replay
     for t in range(20):
-        replay = compiled.add(replay, jnp.full((2, 84, 84), t, jnp.uint8), jnp.zeros(2, jnp.int32),
-                              jnp.ones(2), jnp.ones(2), jnp.full(2, t == 0), jnp.zeros(2, bool))
+        replay = compiled.add(
+            replay,
+            jnp.full((2, 84, 84), t, jnp.uint8),
+            jnp.zeros(2, jnp.int32),
+            jnp.ones(2),
+            jnp.ones(2),
+            jnp.full(2, t == 0),
+            jnp.zeros(2, bool),
+        )
     heavy = 7  # env 0, slot 7
     set_priority = jax.jit(replay_update_priorities)
     hits = draws = 0
@@ -129,8 +151,11 @@ def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_s
         indices = np.asarray(aux["per_example"]["indices"])
         hits, draws = hits + np.sum(indices == heavy), draws + indices.size
         if prioritized:
-            np.testing.assert_allclose(np.asarray(after.priority).reshape(-1)[indices],
-                                       aux["per_example"]["priorities"], rtol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(after.priority).reshape(-1)[indices],
+                aux["per_example"]["priorities"],
+                rtol=1e-6,
+            )
         else:
             np.testing.assert_array_equal(after.priority, priorities_before)
             np.testing.assert_array_equal(aux["per_example"]["weights"], 1.0)
@@ -143,7 +168,12 @@ def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_s
 def test_game_blocks_visits_and_the_action_set():
     blocks = atari_loop.make_game_blocks(["Pong", "ALE/Breakout-v5", "pong"], 64, cycles=2)
     assert [(b.game, b.visit) for b in blocks] == [
-        ("pong", 1), ("breakout", 1), ("pong", 2), ("pong", 3), ("breakout", 2), ("pong", 4)
+        ("pong", 1),
+        ("breakout", 1),
+        ("pong", 2),
+        ("pong", 3),
+        ("breakout", 2),
+        ("pong", 4),
     ]
     config = configs.smoke_config("dqn")
     assert atari_loop.uses_full_action_space(config, blocks)

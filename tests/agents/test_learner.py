@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -22,7 +23,7 @@ NUM_ACTIONS = 6
 BATCH = 8
 
 
-def tiny(agent: str, **sections) -> "configs.ml_collections.ConfigDict":
+def tiny(agent: str, **sections) -> ml_collections.ConfigDict:
     config = configs.smoke_config(agent)
     config.learner.batch_size = BATCH
     for path, value in sections.items():
@@ -38,8 +39,9 @@ def random_batch(seed: int = 0, size: int = BATCH, same_observation: bool = Fals
         obs[:] = obs[0]
     return dict(
         obs_tm1=jnp.asarray(obs),
-        a_tm1=jnp.asarray(np.zeros(size) if same_observation else rng.integers(0, NUM_ACTIONS, size),
-                          jnp.int32),
+        a_tm1=jnp.asarray(
+            np.zeros(size) if same_observation else rng.integers(0, NUM_ACTIONS, size), jnp.int32
+        ),
         r_t=jnp.asarray(rng.normal(size=size), jnp.float32),
         discount_t=jnp.full((size,), 0.99, jnp.float32),
         obs_t=jnp.asarray(rng.integers(0, 256, (size, 84, 84, 4), dtype=np.uint8)),
@@ -89,7 +91,9 @@ def test_seeds_are_honoured_and_the_target_is_a_separate_copy(dqn):
     learner, _, init = dqn
     a, b, c = (init(jax.random.key(seed), OBS_SPEC) for seed in (0, 0, 1))
     jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
-    assert not np.array_equal(a.params["head"]["output"]["kernel"], c.params["head"]["output"]["kernel"])
+    assert not np.array_equal(
+        a.params["head"]["output"]["kernel"], c.params["head"]["output"]["kernel"]
+    )
     jax.tree.map(np.testing.assert_array_equal, a.params, a.extra["target_params"])
     for online, target in zip(jax.tree.leaves(a.params), jax.tree.leaves(a.extra["target_params"])):
         assert online.unsafe_buffer_pointer() != target.unsafe_buffer_pointer()
@@ -118,7 +122,9 @@ def test_importance_weights_multiply_the_per_example_losses(dqn, dqn_loss):
     batch = random_batch(3)
     weights = jnp.asarray(np.random.default_rng(1).uniform(0, 1, BATCH), jnp.float32)
     weighted, (terms, _) = dqn_loss(state.params, state.params, batch, weights, jax.random.key(0))
-    np.testing.assert_allclose(weighted, np.mean(np.asarray(weights) * np.asarray(terms.losses)), rtol=1e-6)
+    np.testing.assert_allclose(
+        weighted, np.mean(np.asarray(weights) * np.asarray(terms.losses)), rtol=1e-6
+    )
 
 
 def test_n_step_targets_at_an_episode_end_through_the_learner(dqn, dqn_loss):
@@ -136,22 +142,35 @@ def test_n_step_targets_at_an_episode_end_through_the_learner(dqn, dqn_loss):
     discounts = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
     for t in range(8):
         replay = add(
-            replay, frames[t][None], jnp.array([t % NUM_ACTIONS]), jnp.array([rewards[t]]),
-            jnp.array([discounts[t]]), jnp.array([t in (0, 5)]), jnp.array([t == 4]),
+            replay,
+            frames[t][None],
+            jnp.array([t % NUM_ACTIONS]),
+            jnp.array([rewards[t]]),
+            jnp.array([discounts[t]]),
+            jnp.array([t in (0, 5)]),
+            jnp.array([t == 4]),
         )
     indices = jnp.array([0, 1, 2, 3] * (BATCH // 4))
     batch = replay_transitions(replay, indices, n_step=3, discount=0.9)
     _, (terms, _) = dqn_loss(state.params, state.params, batch, jnp.ones(BATCH), jax.random.key(0))
 
     def stack(t):  # frames of o_t's episode, zeros before its start, oldest first
-        return np.stack([frames[i] if i >= 0 else np.zeros((84, 84), np.uint8) for i in range(t - 3, t + 1)], -1)
+        return np.stack(
+            [frames[i] if i >= 0 else np.zeros((84, 84), np.uint8) for i in range(t - 3, t + 1)], -1
+        )
 
-    q = lambda obs: np.asarray(learner.apply(state.params, jnp.asarray(obs), jax.random.key(0)).q_values)
+    q = lambda obs: np.asarray(
+        learner.apply(state.params, jnp.asarray(obs), jax.random.key(0)).q_values
+    )
     q_tm1 = q(np.stack([stack(t) for t in range(4)]))
     q_boot = q(np.stack([stack(t) for t in (3, 4, 4, 4)]))
     returns = np.array([1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3 + 0.81 * 4, 3 + 0.9 * 4, 4.0])
     bootstrap_discounts = np.array([0.729, 0.0, 0.0, 0.0])
-    expected = returns + bootstrap_discounts * q_boot.max(1) - q_tm1[np.arange(4), np.arange(4) % NUM_ACTIONS]
+    expected = (
+        returns
+        + bootstrap_discounts * q_boot.max(1)
+        - q_tm1[np.arange(4), np.arange(4) % NUM_ACTIONS]
+    )
     np.testing.assert_allclose(terms.td_errors[:4], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -169,7 +188,9 @@ def test_noisy_nets_draw_independent_noise_for_every_example():
     assert np.unique(q_values[:, 0]).size == BATCH, "examples of a batch share one noise sample"
     assert np.unique(np.asarray(terms.losses)).size == BATCH
     apply = jax.jit(learner.apply, static_argnums=3)
-    mean_weights = np.asarray(apply(state.params, batch["obs_tm1"], jax.random.key(2), True).q_values)
+    mean_weights = np.asarray(
+        apply(state.params, batch["obs_tm1"], jax.random.key(2), True).q_values
+    )
     np.testing.assert_allclose(mean_weights, np.broadcast_to(mean_weights[0], mean_weights.shape))
 
 
@@ -188,8 +209,10 @@ def test_act_is_greedy_at_epsilon_zero_and_uniform_at_one(dqn):
 
 
 def test_nap_and_weight_decay_come_from_the_agent_config():
+    without_norm = tiny("dqn")
+    without_norm.optimizer.nap.enabled = True
     with pytest.raises(ValueError, match="NaP needs a normalization"):
-        make_learner(tiny("dqn", optimizer__nap=dict(enabled=True)), NUM_ACTIONS)
+        make_learner(without_norm, NUM_ACTIONS)
     config = tiny("dqn", network__norm="layernorm", optimizer__weight_decay=0.5)
     config.optimizer.update(dict(name="sgd", learning_rate=0.1, max_grad_norm=0.0))
     config.optimizer.nap.enabled = True
@@ -205,5 +228,6 @@ def test_nap_and_weight_decay_come_from_the_agent_config():
     np.testing.assert_allclose(np.linalg.norm(new_kernel), np.linalg.norm(old_kernel), rtol=1e-5)
     output = ("head", "output", "kernel")  # not projected: plain SGD step with weight decay
     expected = traverse_util.flatten_dict(state.params)[output] * (1 - 0.1 * 0.5) - 0.1 * 0.01
-    np.testing.assert_allclose(traverse_util.flatten_dict(new_params)[output], expected, rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        traverse_util.flatten_dict(new_params)[output], expected, rtol=1e-5, atol=1e-7
+    )

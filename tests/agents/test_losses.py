@@ -96,14 +96,22 @@ def test_c51_losses_match_a_loop_reference(double_q):
     got = categorical_losses(
         support, logits_tm1, A_TM1, r_t, DISCOUNT_T, logits_t, SELECTOR if double_q else None
     )
-    expected = _reference_categorical(support, logits_tm1, A_TM1, r_t, DISCOUNT_T, logits_t, selector)
+    expected = _reference_categorical(
+        support, logits_tm1, A_TM1, r_t, DISCOUNT_T, logits_t, selector
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_value_loss_terms_priorities_and_targets_without_gradient():
     terms = losses.value_loss_terms(
-        a_tm1=A_TM1, r_t=R_T, discount_t=DISCOUNT_T, q_tm1=Q_TM1, q_t_target=Q_T,
-        huber_delta=0.0, priority_max=0.5, priority_epsilon=1e-3,
+        a_tm1=A_TM1,
+        r_t=R_T,
+        discount_t=DISCOUNT_T,
+        q_tm1=Q_TM1,
+        q_t_target=Q_T,
+        huber_delta=0.0,
+        priority_max=0.5,
+        priority_epsilon=1e-3,
     )
     td = R_T + DISCOUNT_T * Q_T.max(1) - Q_TM1[np.arange(BATCH), A_TM1]
     np.testing.assert_allclose(terms.losses, 0.5 * td**2, rtol=1e-5)
@@ -124,12 +132,23 @@ def test_c51_priorities_are_the_per_example_losses():
     logits_t = jnp.asarray(RNG.normal(size=(BATCH, ACTIONS, ATOMS)), jnp.float32)
     q = lambda logits: jnp.sum(jax.nn.softmax(logits) * support, -1)
     terms = losses.value_loss_terms(
-        a_tm1=A_TM1, r_t=R_T, discount_t=DISCOUNT_T, q_tm1=q(logits_tm1), q_t_target=q(logits_t),
-        logits_tm1=logits_tm1, logits_t_target=logits_t, support=support, priority_epsilon=0.0,
+        a_tm1=A_TM1,
+        r_t=R_T,
+        discount_t=DISCOUNT_T,
+        q_tm1=q(logits_tm1),
+        q_t_target=q(logits_t),
+        logits_tm1=logits_tm1,
+        logits_t_target=logits_t,
+        support=support,
+        priority_epsilon=0.0,
     )
     np.testing.assert_allclose(terms.priorities, terms.losses, rtol=1e-6)
     with pytest.raises(ValueError, match="distributional"):
         losses.value_loss_terms(
-            a_tm1=A_TM1, r_t=R_T, discount_t=DISCOUNT_T, q_tm1=Q_TM1, q_t_target=Q_T,
+            a_tm1=A_TM1,
+            r_t=R_T,
+            discount_t=DISCOUNT_T,
+            q_tm1=Q_TM1,
+            q_t_target=Q_T,
             logits_tm1=logits_tm1,
         )

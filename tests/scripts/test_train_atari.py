@@ -1,4 +1,4 @@
-"""The Atari launcher, run as a user runs it (a subprocess): errors, flags, and one real-network run."""
+"""The Atari launcher, run as a user runs it (a subprocess): errors, flags, a real-network run."""
 
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scripts.train_atari", *args], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.train_atari", *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def error_lines(done: subprocess.CompletedProcess) -> list[str]:
@@ -45,8 +51,14 @@ def test_nap_without_a_norm_fails_with_one_line(tmp_path):
 
 def test_named_flags_and_config_overrides_build_the_config():
     config = build_config(
-        "dqn", {"learner.n_step": 3, "replay.capacity": 4096}, frames_per_game=4096, seed=7,
-        norm="layernorm", nap=True, weight_decay=1e-5, num_envs=4,
+        "dqn",
+        {"learner.n_step": 3, "replay.capacity": 4096},
+        frames_per_game=4096,
+        seed=7,
+        norm="layernorm",
+        nap=True,
+        weight_decay=1e-5,
+        num_envs=4,
     )
     assert config.agent == "dqn" and config.learner.n_step == 3 and config.replay.capacity == 4096
     assert (config.frames_per_game, config.seed, config.env.num_envs) == (4096, 7, 4)
@@ -54,7 +66,11 @@ def test_named_flags_and_config_overrides_build_the_config():
     assert config.optimizer.weight_decay == 1e-5
     assert config.optimizer.name == "rmsprop" and config.optimizer.rmsprop_centered  # DQN's preset
     rainbow = build_config("rainbow", {})
-    assert rainbow.network.num_atoms == 51 and rainbow.replay.prioritized and not rainbow.optimizer.nap.enabled
+    assert (
+        rainbow.network.num_atoms == 51
+        and rainbow.replay.prioritized
+        and not rainbow.optimizer.nap.enabled
+    )
     with pytest.raises(ValueError, match="--agent"):
         build_config("rainbow", {"agent": "dqn"})
     with pytest.raises(ValueError, match="multiple of env.num_envs"):
@@ -65,9 +81,16 @@ def test_a_run_with_the_nature_network_writes_the_work_dir(tmp_path):
     """DQN with the real Nature network: 384 frames, learning from frame 256, so 8 updates."""
     path = tmp_path / "run"
     done = launch(
-        "--games=Pong", "--agent=dqn", f"--workdir={path}", "--frames_per_game=384", "--num_envs=2",
-        "--noprogress", "--config.replay.capacity=256", "--config.replay.min_fill_fraction=0.25",
-        "--config.evaluation.episodes=1", "--config.evaluation.max_frames=160",
+        "--games=Pong",
+        "--agent=dqn",
+        f"--workdir={path}",
+        "--frames_per_game=384",
+        "--num_envs=2",
+        "--noprogress",
+        "--config.replay.capacity=256",
+        "--config.replay.min_fill_fraction=0.25",
+        "--config.evaluation.episodes=1",
+        "--config.evaluation.max_frames=160",
         "--config.log_every_frames=128",
     )
     assert done.returncode == 0, done.stderr[-3000:]

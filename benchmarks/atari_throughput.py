@@ -1,0 +1,278 @@
+"""Throughput of the Atari agent: environments, learner, and the actor-learner loop end to end.
+
+Usage::
+
+    python -m benchmarks.atari_throughput [--agent=dqn] [--game=Pong] [--num_envs=8] \\
+        [--loop_frames=16384] [--updates=50] [--torso=nature]
+
+Prints, with compile times apart (all rates exclude compilation):
+
+* env only: N emulators stepped with send/recv and random actions, frames/s;
+* learner only: the compiled learn step (replay sample -> update -> new priorities) on a full
+  replay of synthetic frames, updates/s, and what that bounds: updates/s x frames per update;
+* end to end: `agents.atari_loop.train` with N envs at the preset's replay ratio (DQN: one update
+  per 16 frames), frames/s measured by the loop's own log rows once learning runs, against
+  0.85 x the learner bound (the overlap target on a CPU, where the learner is the bottleneck);
+* the classic design: one env, stepped then learned from one after the other on the host,
+  frames/s;
+* the learner's achieved FLOP/s (XLA's cost analysis of the compiled step x updates/s) against a
+  plain float32 matrix product on the same device;
+* the replay's memory for 1M transitions of 84x84 frames (frames stored once).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from agents import atari_loop, configs
+from agents.atari_env import make_atari_env
+from agents.replay import replay_memory_bytes
+from plasticity import workdir
+
+_AGENT = flags.DEFINE_enum("agent", "dqn", list(configs.AGENTS), "Agent preset (replay ratio).")
+_GAME = flags.DEFINE_string("game", "Pong", "Atari game.")
+_NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Emulators stepped together.")
+_TORSO = flags.DEFINE_enum("torso", "nature", list(configs.TORSOS), "Q-network torso.")
+_LOOP_FRAMES = flags.DEFINE_integer("loop_frames", 16_384, "Frames of the end-to-end run.")
+_CLASSIC_FRAMES = flags.DEFINE_integer("classic_frames", 4_096, "Frames of the one-env loop.")
+_ENV_STEPS = flags.DEFINE_integer("env_steps", 500, "Batched steps of the env-only measurement.")
+_UPDATES = flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.")
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
+
+
+def hardware_description() -> str:
+    """CPU model and the cores this process may use."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {len(os.sched_getaffinity(0))} cores available"
+
+
+def benchmark_config() -> ml_collections.ConfigDict:
+    """The preset with a small replay, learning from the start, and next to no evaluation."""
+    config = configs.get_config(_AGENT.value)
+    config.network.torso = _TORSO.value
+    config.env.num_envs = _NUM_ENVS.value
+    config.replay.capacity = 64 * _NUM_ENVS.value
+    config.replay.min_fill_fraction = 0.5
+    config.evaluation.update(dict(episodes=1, max_frames=4 * _NUM_ENVS.value, every_frames=10**9))
+    config.checkpoint_every_frames = 10**9
+    return config
+
+
+def env_only(config) -> float:
+    """Frames/s of N emulators driven by send/recv with random actions."""
+    rng = np.random.default_rng(0)
+    with make_atari_env(_GAME.value, config.env.num_envs, seed=0) as env:
+        env.reset()
+        actions = rng.integers(0, env.num_actions, (_ENV_STEPS.value + 20, env.num_envs))
+        for row in actions[:20]:
+            env.step(row)
+        start = time.perf_counter()
+        for row in actions[20:]:
+            env.send(row)
+            env.recv()
+        seconds = time.perf_counter() - start
+    return _ENV_STEPS.value * config.env.num_envs * config.env.frame_skip / seconds
+
+
+def filled_state(config, compiled):
+    """A fresh agent whose replay is full of random frames (sampling touches real memory)."""
+    state = atari_loop.init_agent_state(config, compiled, config.env.num_envs, config.seed)
+    rng = np.random.default_rng(0)
+    num_envs = config.env.num_envs
+    replay = state.replay
+    for t in range(replay.slots_per_env):
+        frame = jnp.asarray(rng.integers(0, 256, (num_envs, 84, 84), dtype=np.uint8))
+        replay = compiled.add(
+            replay,
+            frame,
+            jnp.zeros(num_envs, jnp.int32),
+            jnp.ones(num_envs),
+            jnp.ones(num_envs),
+            jnp.full(num_envs, t % 97 == 0),
+            jnp.full(num_envs, t % 97 == 96),
+        )
+    return state.replace(replay=replay)
+
+
+def learner_only(config, compiled) -> tuple[float, float, float]:
+    """(compile seconds, updates/s, FLOPs per update from XLA's cost analysis)."""
+    state = filled_state(config, compiled)
+    args = (state.train_state, state.replay, state.rng, jnp.float32(0.5))
+    start = time.perf_counter()
+    executable = compiled.learn.lower(*args).compile()
+    compile_seconds = time.perf_counter() - start
+    cost = executable.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    train_state, replay, rng = state.train_state, state.replay, state.rng
+    for _ in range(3):
+        train_state, replay, rng, aux = compiled.learn(train_state, replay, rng, 0.5)
+    jax.block_until_ready(aux["loss"])
+    start = time.perf_counter()
+    for _ in range(_UPDATES.value):
+        train_state, replay, rng, aux = compiled.learn(train_state, replay, rng, 0.5)
+    jax.block_until_ready(aux["loss"])
+    return compile_seconds, _UPDATES.value / (time.perf_counter() - start), flops
+
+
+def end_to_end(config) -> tuple[float, list[float]]:
+    """(frames/s of the real loop once learning runs, per-row rates), from its metrics rows."""
+    config = config.copy_and_resolve_references()
+    config.frames_per_game = _LOOP_FRAMES.value
+    config.log_every_frames = max(_LOOP_FRAMES.value // 8, config.env.num_envs * 4)
+    blocks = atari_loop.make_game_blocks([_GAME.value], config.frames_per_game)
+    with tempfile.TemporaryDirectory() as directory:
+        atari_loop.train(config, blocks, directory, show_progress=False)
+        rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
+    # The first rows hold compilation and the replay warm-up (no updates yet).
+    learning = [
+        row["frames_per_second"] for row in rows[2:] if row.get("updates_per_second", 0) > 0
+    ]
+    return statistics.median(learning), learning
+
+
+def classic_loop(config, compiled_single) -> float:
+    """Frames/s of one env stepped synchronously, each update blocking before the next step."""
+    num_frames = _CLASSIC_FRAMES.value
+    state = atari_loop.init_agent_state(config, compiled_single, 1, config.seed)
+    env = make_atari_env(_GAME.value, 1, seed=0)
+    frames = 0
+    learning_frames = 0
+    updates = 0
+    start = None
+    try:
+        timestep = env.reset()
+        items = 0
+        while frames < num_frames:
+            if start is None and updates >= 2:  # compiled and learning: start the clock
+                start, frames_at_start = time.perf_counter(), frames
+            actions, rng = compiled_single.act(
+                state.train_state.params, timestep.observation, state.rng, 0.1
+            )
+            next_timestep = env.step(np.asarray(actions))
+            replay = compiled_single.add(
+                state.replay,
+                timestep.frame,
+                actions,
+                timestep.reward,
+                timestep.discount,
+                timestep.first,
+                timestep.last,
+            )
+            state = state.replace(replay=replay, rng=rng)
+            timestep = next_timestep
+            frames += config.env.frame_skip
+            items += 1
+            if items >= 64:
+                learning_frames += config.env.frame_skip
+                while updates < int(learning_frames * config.updates_per_frame):
+                    train_state, replay, rng, aux = compiled_single.learn(
+                        state.train_state, state.replay, state.rng, 0.5
+                    )
+                    jax.block_until_ready(aux["loss"])
+                    state = state.replace(train_state=train_state, replay=replay, rng=rng)
+                    updates += 1
+    finally:
+        env.close()
+    return (frames - frames_at_start) / (time.perf_counter() - start)
+
+
+def matmul_flops(size: int) -> float:
+    """FLOP/s of a jitted float32 size x size matrix product on the default device."""
+    a = jnp.ones((size, size), jnp.float32)
+    product = jax.jit(lambda x: x @ x)
+    product(a).block_until_ready()
+    repeats = 10
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = product(a)
+    out.block_until_ready()
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = benchmark_config()
+    load = os.getloadavg()[0]
+    print(
+        f"hardware: {hardware_description()}; JAX backend {jax.default_backend()}, "
+        f"{jax.devices()[0].device_kind}"
+    )
+    print(
+        f"load average (1 min) at start: {load:.2f}"
+        + ("  <- measured under load" if load > 2 else "")
+    )
+    print(
+        f"agent {_AGENT.value} ({_TORSO.value} torso), {_GAME.value}, {config.env.num_envs} envs, "
+        f"batch {config.learner.batch_size}, "
+        f"replay ratio {config.updates_per_frame:g} updates/frame\n"
+    )
+
+    env_rate = env_only(config)
+    print(f"env only        : {env_rate:>10,.0f} frames/s  ({config.env.num_envs} envs, send/recv)")
+
+    num_actions = atari_loop.minimal_action_count(_GAME.value)
+    compiled = atari_loop.compile_agent(config, num_actions)
+    compile_seconds, updates_per_second, flops = learner_only(config, compiled)
+    frames_per_update = 1 / config.updates_per_frame
+    bound = updates_per_second * frames_per_update
+    print(
+        f"learner only    : {updates_per_second:>10,.1f} updates/s "
+        f"(compile {compile_seconds:.1f} s)"
+        f" -> bound {bound:,.0f} frames/s at {frames_per_update:g} frames per update"
+    )
+
+    loop_rate, rates = end_to_end(config)
+    print(
+        f"end to end      : {loop_rate:>10,.0f} frames/s  (median of {len(rates)} log intervals; "
+        f"{loop_rate / bound:.2f} x learner bound, target >= 0.85; "
+        f"{loop_rate / env_rate:.2f} x env only)"
+    )
+
+    single = config.copy_and_resolve_references()
+    single.env.num_envs = 1
+    single.replay.capacity = config.replay.capacity // config.env.num_envs
+    compiled_single = atari_loop.compile_agent(single, num_actions)
+    classic_rate = classic_loop(single, compiled_single)
+    print(
+        f"one-env loop    : {classic_rate:>10,.0f} frames/s  (classic host loop, no overlap; "
+        f"end to end is {loop_rate / classic_rate:.2f} x)"
+    )
+
+    reference = matmul_flops(_MATMUL.value)
+    achieved = flops * updates_per_second
+    print(
+        f"learner FLOP/s  : {achieved / 1e9:>10,.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP per update, "
+        f"XLA cost analysis) vs {_MATMUL.value}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
+        f"({achieved / reference:.0%})"
+    )
+    for envs in (1, config.env.num_envs):
+        memory = replay_memory_bytes(
+            1_000_000, (84, 84), num_envs=envs, stack_size=4, max_n_step=config.learner.n_step
+        )
+        print(
+            f"replay 1M, {envs} env line(s): {memory / 2**30:.2f} GiB "
+            "(84x84 uint8 frames stored once)"
+        )
+    print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
