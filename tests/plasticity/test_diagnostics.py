@@ -6,7 +6,6 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from plasticity import curvature, diagnostics, networks

@@ -14,7 +14,7 @@ import pytest
 from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
-from plasticity import diagnostics, interventions, nap, networks, optim, param_labels
+from plasticity import interventions, nap, networks, optim
 from plasticity.train_state import create_train_state, map_optimizer_moments, apply_gradients
 
 X = jax.random.normal(jax.random.key(0), (32, 5))
