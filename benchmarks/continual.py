@@ -17,9 +17,18 @@ randomness is derived from the run's key by ``fold_in`` with the task or global 
 a resumed run equals an uninterrupted one bit for bit on CPU.
 
 Randomness of a run with key k: parameters from ``fold_in(k, 0)``; the task sequence from
-``fold_in(k, 1)`` (so every variant of a sweep sees the same tasks for a seed); step t from
-``fold_in(fold_in(k, 2), t)`` (minibatch indices, intervention and diagnostics noise); the
-probe batch of diagnostics and interventions from ``fold_in(fold_in(k, 3), task)``.
+``fold_in(k, 1)`` (so every variant of a sweep sees the same tasks for a seed); the minibatch
+of global step t from an integer hash of (``fold_in(k, 2)``, t) (`sample_indices`; stream tasks
+take their examples in order instead), intervention and diagnostics noise of step t from
+``fold_in(fold_in(fold_in(k, 2), t), purpose)``; the probe batch of diagnostics and
+interventions during task i from a hash of (``fold_in(k, 3)``, i). Run keys are
+``PRNGKey(seed)``, shared by all grid points and variants (common random numbers).
+
+Configs: `default_config` lists every field. Sweep-level fields (``seed``, ``num_seeds``,
+``grid``, ``variants``, ``variant_order``, ``run``, ``mesh``) shape the sweep; a variant
+overrides any other field. A resumed run must keep ``run.tasks_per_chunk`` (it is part of the
+config check), which is what makes it bit-identical: the same compiled chunks run in the same
+order.
 
 Per task the trainer reports the online loss/accuracy (training batches, before each update,
 averaged over the task), loss/accuracy at the end of the task on the task's training examples
@@ -57,6 +66,9 @@ NETWORKS = ("mlp", "cnn", "resnet")
 # Fields a variant may not override: they define the sweep itself, not one arm of it.
 SWEEP_FIELDS = ("variants", "variant_order", "grid", "seed", "num_seeds", "run", "mesh")
 DEFAULT_VARIANT = "default"
+# Fields a relaunch may change without changing the results (up to float rounding for the mesh).
+RESUME_FREE_FIELDS = ("run.progress", "run.tensorboard", "run.checkpoints_to_keep",
+                      "run.runs_per_batch", "data.data_dir", "mesh")
 # Interventions that need the trainer to call something other than `model.apply`.
 UNSUPPORTED_INTERVENTIONS = ("plasticity_injection",)
 
@@ -71,7 +83,27 @@ InterventionFactory = Callable[..., tuple[Callable, Callable]]
 # ---------------------------------------------------------------------------
 
 def default_config() -> ml_collections.ConfigDict:
-  """Every field the trainer and runner read, with defaults (a small digits label-reset run)."""
+  """Every field the trainer and runner read, with defaults (a small digits label-reset run).
+
+  data: which dataset (`benchmarks.datasets.load_dataset` arguments; 0 = no subsetting).
+  task: the sequence (`benchmarks.tasks.TaskConfig` fields) plus ``num_tasks``,
+    ``steps_per_task`` (0 for stream tasks: derived) and ``batch_size``.
+  network: ``name`` ∈ NETWORKS and the builder's sizes; ``norm``, ``activation``.
+  optimizer: `plasticity.optim.default_optimizer_config` (NaP under ``optimizer.nap``).
+  grid: values of learning_rate / weight_decay / l2 / l2_init to sweep inside one program.
+  variants, variant_order: named structural overrides and the order to run them in.
+  diagnostics: ``every`` K steps (0 = off), extra ``names`` for `plasticity.diagnostics` with
+    its ``options``, ``probe_size`` examples of the current task, the effective-lr exponent p
+    (0 = by optimizer).
+  intervention: ``name`` for `plasticity.interventions` ('none' = off), ``every`` N steps
+    and/or ``at_task_boundaries``, its ``options``.
+  eval: end-of-task evaluation on up to ``max_examples`` examples, in batches.
+  run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
+    ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k
+    at a time in a loop (1 is fastest on CPUs, whose batched matrix products are slow); how
+    many checkpoints to keep, TensorBoard and progress bar switches.
+  mesh: 'auto' or e.g. 'seed:4' (see `plasticity.mesh`).
+  """
   task_defaults = dataclasses.asdict(tasks.TaskConfig())
   config = ml_collections.ConfigDict()
   config.seed = 0
@@ -91,7 +123,8 @@ def default_config() -> ml_collections.ConfigDict:
   config.intervention = dict(name="none", every=0, at_task_boundaries=False,
                              options=ml_collections.ConfigDict())
   config.eval = dict(max_examples=2048, batch_size=512)
-  config.run = dict(tasks_per_chunk=0, checkpoints_to_keep=2, tensorboard=True, progress=True)
+  config.run = dict(tasks_per_chunk=0, runs_per_batch=0, checkpoints_to_keep=2,
+                    tensorboard=True, progress=True)
   config.mesh = "auto"
   return config
 
@@ -316,6 +349,33 @@ def _per_example_metrics(model: nn.Module, kind: str, params, inputs, targets
   return {"loss": jnp.mean(jnp.square(outputs - targets).reshape(outputs.shape[0], -1), axis=1)}
 
 
+def eval_plan(count: int, max_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(indices, weights), each (batches, batch): the first min(count, max_examples) examples,
+  padded to whole batches with repeats of weight 0."""
+  count = min(count, max_examples)
+  batch_size = min(batch_size, count)
+  num_batches = -(-count // batch_size)
+  positions = np.arange(num_batches * batch_size)
+  return ((positions % count).reshape(num_batches, batch_size).astype(np.int32),
+          (positions < count).reshape(num_batches, batch_size).astype(np.float32))
+
+
+def evaluate_examples(model: nn.Module, kind: str, params: Any,
+                      batch_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+                      plan: tuple[np.ndarray, np.ndarray]) -> dict[str, jax.Array]:
+  """Mean per-example loss (and accuracy) over the examples of an `eval_plan`, batch by batch."""
+  indices, weights = plan
+
+  def one(args):
+    idx, w = args
+    inputs, targets = batch_fn(idx)
+    metrics = _per_example_metrics(model, kind, params, inputs, targets)
+    return {name: jnp.sum(value * w) for name, value in metrics.items()}
+
+  sums = jax.lax.map(one, (jnp.asarray(indices), jnp.asarray(weights)))
+  return {name: jnp.sum(value) / float(weights.sum()) for name, value in sums.items()}
+
+
 def short_layer_name(layer: str) -> str:
   """'hidden_0/linear' → 'hidden_0': the layer names the diagnostics module uses too."""
   return layer[: -len("/linear")] if layer.endswith("/linear") else layer
@@ -392,7 +452,8 @@ class Trainer(NamedTuple):
     model: the Flax network.
     num_tasks, steps_per_task, block_steps: run shape (diagnostics after every block whose end
       is a multiple of ``diagnostics_every``; 0 = no diagnostics).
-    hparam_keys: the names ``hparams`` must hold (the swept axes).
+    hparam_keys: the swept axes, which the runner passes in ``hparams`` (``train`` accepts any
+      subset of GRID_KEYS there; absent ones take the config's values).
     init: ``(rng, hparams, data) -> (Carry, diagnostics at step 0)``.
     run_tasks: ``(carry, hparams, task_indices, data) -> (carry, outputs)`` for consecutive
       tasks ``task_indices`` (an int32 array; unbatched under vmap); outputs hold
@@ -512,20 +573,17 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
     intervention = intervention_pair(
         factory(intervention_name, model, **config.intervention.options.to_dict()))
 
-  # Evaluation indices: the first examples of the task, padded to whole eval batches.
-  def eval_plan(count: int) -> tuple[np.ndarray, np.ndarray]:
-    count = min(count, int(config.eval.max_examples))
-    eval_batch = min(int(config.eval.batch_size), count)
-    num_batches = -(-count // eval_batch)
-    positions = np.arange(num_batches * eval_batch)
-    return ((positions % count).reshape(num_batches, eval_batch).astype(np.int32),
-            (positions < count).reshape(num_batches, eval_batch).astype(np.float32))
-
-  train_eval = eval_plan(sequence.num_examples)
-  test_eval = eval_plan(sequence.num_test_examples) if sequence.test_batch is not None else None
+  max_eval, eval_batch = int(config.eval.max_examples), int(config.eval.batch_size)
+  train_eval = eval_plan(sequence.num_examples, max_eval, eval_batch)
+  test_eval = (eval_plan(sequence.num_test_examples, max_eval, eval_batch)
+               if sequence.test_batch is not None else None)
 
   def make_tx(hparams: Mapping[str, jax.Array]) -> optax.GradientTransformation:
-    return optim.make_optimizer(opt_config, **{key: hparams[key] for key in hparam_keys})
+    unknown = sorted(set(hparams) - set(GRID_KEYS))
+    if unknown:
+      raise ValueError(f"unknown hyper-parameter(s) {', '.join(unknown)} in hparams; "
+                       f"known: {', '.join(GRID_KEYS)}")
+    return optim.make_optimizer(opt_config, **hparams)
 
   def run_keys(state: TrainState) -> dict[str, jax.Array]:
     # Derived once per compiled call: every threefry call costs compile time on XLA:CPU.
@@ -556,17 +614,8 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
     return jax.random.fold_in(jax.random.fold_in(keys["steps"], global_step), purpose)
 
   def evaluate(params, task_state, plan, batch_fn, data) -> dict[str, jax.Array]:
-    indices, weights = plan
-
-    def one(args):
-      idx, w = args
-      inputs, targets = batch_fn(task_state, idx, data)
-      metrics = _per_example_metrics(model, kind, params, inputs, targets)
-      return {name: jnp.sum(value * w) for name, value in metrics.items()}
-
-    sums = jax.lax.map(one, (jnp.asarray(indices), jnp.asarray(weights)))
-    total = float(weights.sum())
-    return {name: jnp.sum(value) / total for name, value in sums.items()}
+    return evaluate_examples(model, kind, params, lambda idx: batch_fn(task_state, idx, data),
+                             plan)
 
   def init(rng: jax.Array, hparams: Mapping[str, jax.Array], data: tasks.TaskData | None = None):
     data = sequence.data if data is None else data
@@ -729,6 +778,8 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
   if int(config.num_seeds) < 1:
     raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
   mesh_lib.parse_mesh_spec(config.mesh)
+  if int(config.run.runs_per_batch) < 0:
+    raise ValueError(f"run.runs_per_batch must be >= 0, got {config.run.runs_per_batch}")
   if int(config.run.checkpoints_to_keep) < 1:
     raise ValueError(f"run.checkpoints_to_keep must be >= 1, got {config.run.checkpoints_to_keep}")
   grid = grid_points(config)
@@ -742,11 +793,14 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
 
 
 def tasks_per_chunk(config: ml_collections.ConfigDict, num_tasks: int) -> int:
-  """Tasks per compiled call (and per checkpoint): ``run.tasks_per_chunk`` or ~10 chunks."""
+  """Tasks per compiled call (and per checkpoint): ``run.tasks_per_chunk``, or by default the
+  largest divisor of the task count giving at least 10 chunks (equal chunks: one compilation)."""
   chosen = int(config.run.tasks_per_chunk)
   if chosen < 0:
     raise ValueError(f"run.tasks_per_chunk must be >= 0, got {chosen}")
-  return min(num_tasks, chosen) if chosen else max(1, -(-num_tasks // 10))
+  if chosen:
+    return min(num_tasks, chosen)
+  return mesh_lib.largest_divisor_at_most(num_tasks, max(1, -(-num_tasks // 10)))
 
 
 def _hparam_label(point: Mapping[str, float], keys: Sequence[str]) -> str:
@@ -845,7 +899,7 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | Path, *,
   plan = plan or plan_experiment(config, **trainer_kwargs)
   workdir = Path(workdir)
   writer = workdir_lib.WorkDir(workdir, tensorboard=bool(config.run.tensorboard))
-  writer.check_or_write_config(config.to_dict())
+  writer.check_or_write_config(config.to_dict(), ignore=RESUME_FREE_FIELDS)
   checkpointer = checkpointing.Checkpointer(writer.checkpoint_dir,
                                             max_to_keep=int(config.run.checkpoints_to_keep))
   variant_index, next_task, metrics_bytes, _ = _resume_point(checkpointer, plan)
@@ -872,25 +926,25 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | Path, *,
       data = mesh_lib.replicate(trainer.sequence.data, mesh)
       mesh_key = (tuple(mesh.axis_names), tuple(d.id for d in mesh.devices.flat))
       # Every run-indexed array (keys, grid values, carries, outputs) is split over 'seed'.
-      split, whole = mesh_lib.leading_axis_sharding(mesh), mesh_lib.replicated_sharding(mesh)
-      init_fn = trainer.compiled.setdefault(
-          ("init", mesh_key), jax.jit(jax.vmap(trainer.init, in_axes=(0, 0, None)),
-                                      in_shardings=(split, split, whole), out_shardings=split))
+      per_batch = int(config.run.runs_per_batch)
+      over_runs = functools.partial(mesh_lib.over_leading_axis, mesh=mesh, num_split_args=2,
+                                    runs_per_batch=per_batch)
+      init_fn = trainer.compiled.setdefault(("init", mesh_key, per_batch),
+                                            jax.jit(over_runs(trainer.init)))
       carry, initial = init_fn(keys, hparams, data)
       if start_task > 0:
         step = plan.tasks_before(index) + start_task
         carry, _ = checkpointer.restore(carry, step)
         initial = None
       chunk = tasks_per_chunk(trainer.config, trainer.num_tasks)
-      run_fn = jax.jit(jax.vmap(trainer.run_tasks, in_axes=(0, 0, None, None)),
-                       in_shardings=(split, split, whole, whole), out_shardings=split)
+      run_fn = jax.jit(over_runs(trainer.run_tasks))
       result.compile_seconds[name] = 0.0
       result.run_seconds[name] = 0.0
       for first in range(start_task, trainer.num_tasks, chunk):
         if max_chunks is not None and chunks_done >= max_chunks:
           return result
         task_indices = np.arange(first, min(first + chunk, trainer.num_tasks), dtype=np.int32)
-        cache_key = ("run_tasks", mesh_key, len(task_indices))
+        cache_key = ("run_tasks", mesh_key, per_batch, len(task_indices))
         if cache_key not in trainer.compiled:
           bar.set_postfix(variant=name, task=f"{first}/{trainer.num_tasks}", status="compiling")
           tic = time.perf_counter()

@@ -14,7 +14,7 @@ which also works when the mesh spans several processes (each one fills its own s
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -116,3 +116,33 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a full copy of every leaf of `tree` on every device of `mesh`."""
   sharding = replicated_sharding(mesh)
   return jax.tree.map(lambda leaf: _place(leaf, sharding), tree)
+
+
+def over_leading_axis(fn: Callable, mesh: Mesh, num_split_args: int, *,
+                      runs_per_batch: int = 0, axis: str = SEED_AXIS) -> Callable:
+  """``fn`` applied independently along the leading axis of its first `num_split_args` arguments.
+
+  The other arguments are shared (replicated). Each device of `axis` handles its own slice with
+  no communication (`jax.shard_map`); within a device the runs are vectorized with `vmap`
+  (``runs_per_batch=0``) or processed ``runs_per_batch`` at a time by `lax.map` — on a CPU,
+  where XLA's batched matrix products are slower than separate ones, ``runs_per_batch=1``
+  gives the speed of separate runs inside one compiled program. Outputs keep the leading axis,
+  split the same way. Wrap the result in `jax.jit`.
+  """
+  if runs_per_batch < 0:
+    raise ValueError(f"runs_per_batch must be >= 0, got {runs_per_batch}")
+  split = PartitionSpec(axis)
+
+  def local(*args):
+    runs, shared = args[:num_split_args], args[num_split_args:]
+    one_run = lambda per_run: fn(*per_run, *shared)
+    if runs_per_batch == 0:
+      return jax.vmap(lambda *per_run: one_run(per_run))(*runs)
+    return jax.lax.map(one_run, tuple(runs), batch_size=runs_per_batch)
+
+  def program(*args):
+    specs = (split,) * num_split_args + (PartitionSpec(),) * (len(args) - num_split_args)
+    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=split,
+                         check_vma=False)(*args)
+
+  return program

@@ -51,7 +51,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -151,18 +151,20 @@ class WorkDir:
       f.write("\n")
     os.replace(temporary, self.path / CONFIG_FILE)
 
-  def check_or_write_config(self, config: Mapping[str, Any]) -> None:
+  def check_or_write_config(self, config: Mapping[str, Any], ignore: Sequence[str] = ()) -> None:
     """Writes config.json, or checks that the one already there describes the same run.
 
     Raises a one-line ValueError naming the differing fields: resuming a work dir with another
-    config would mix two experiments in one metrics file.
+    config would mix two experiments in one metrics file. Dotted names in `ignore` (e.g.
+    'run.progress') may differ; the file keeps the first launch's values.
     """
     existing = read_config(self.path)
     if existing is None:
       self.write_config(config)
       return
     normalized = json.loads(json.dumps(config, default=str))
-    differences = config_differences(existing, normalized)
+    differences = [name for name in config_differences(existing, normalized)
+                   if name not in ignore]
     if differences:
       shown = ", ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
       raise ValueError(f"work dir {self.path} holds a run with a different config (fields: "

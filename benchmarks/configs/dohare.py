@@ -15,14 +15,21 @@ network:
 Command:
   python -m scripts.train_continual --config=benchmarks/configs/dohare.py --workdir=/tmp/dohare
 
-Expected runtime on a 2-core CPU: about 6–8 minutes (permuted digits: 3 variants × 2 grid
-points × 50 tasks × 300 steps; bit flipping: 3 variants × 2 grid points × 100 periods × 10,000
-steps at batch 1, ≈ 1M examples per run).
+Expected runtime on a 2-core CPU: about 3 minutes (measured 2 min 35 s on a shared 2-core VM:
+permuted digits 2 variants × 2 grid points × 15,000 steps; bit flipping 2 variants × 2 grid
+points × 1,000,000 steps at ≈ 50,000 steps/s).
 
-Expected result: plain backprop's online accuracy on permuted digits falls slowly from task to
-task while L2 holds it; on bit flipping plain backprop's online error stops improving and drifts
-up over the million examples while L2 keeps it lower. Continual backprop (Dohare's remedy) runs
-with ``--config.intervention.name=...`` once `plasticity.interventions` provides it.
+Expected result (measured, seed 0; mean over fifths of the run, first → last):
+
+* permuted digits shows NO loss of plasticity at this scale: online accuracy still rises over
+  the 50 tasks (backprop 0.74 → 0.85 with or without L2; LayerNorm 0.91 → 0.92). Dohare et al.
+  see the decline over hundreds of MNIST tasks of 60,000 examples: use ``:paper``.
+* bit flipping shows it clearly: online squared error of plain backprop grows from 0.73 to 2.21
+  (the same value in every arm at the end: the network has stopped tracking the target and
+  predicts a near-constant output) while its parameter norm grows 4.7 → 12.5. At λ = 1e-3 (coupled L2 with SGD 0.01) L2 keeps the norm
+  down (4.5 → 3.0) but does not prevent the collapse, and neither does LayerNorm; all arms end
+  at ≈ 2.2. Continual backprop (Dohare's remedy) is the intervention to try here:
+  ``--config.intervention.name=cbp --config.intervention.every=1``.
 
 Paper scale (``:paper``): MNIST from ``--data_dir`` with 60,000 examples per task, MLP
 784→3×2000→10, SGD 0.003, batch 1 (one pass per task), 800 tasks; bit flipping for 3M examples.

@@ -43,6 +43,8 @@ def test_config_written_once_and_a_different_config_refused(tmp_path):
   changed = {**config, "task": {"name": "label_reset", "num_tasks": 4}}
   with pytest.raises(ValueError, match=r"different config \(fields: task.num_tasks\)"):
     writer.check_or_write_config(changed)
+  writer.check_or_write_config(changed, ignore=("task.num_tasks",))
+  assert workdir.read_config(tmp_path)["task"]["num_tasks"] == 3
 
 
 def test_non_lead_process_writes_nothing(tmp_path):
