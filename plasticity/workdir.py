@@ -43,6 +43,8 @@ whatever `plasticity.diagnostics` adds (e.g. ``dormant_0.025/hidden_0``, ``srank
 ``hessian_top_eigenvalue``). Non-finite values are written as ``null``.
 Rows of a block of tasks are appended only once the whole block has run, and a resumed run
 first truncates the file to what the restored checkpoint had seen, so no row is ever repeated.
+(TensorBoard event files cannot be truncated: after a crash between a block's rows and its
+checkpoint, that block's scalars appear twice there, with the same values on CPU.)
 """
 
 from __future__ import annotations
