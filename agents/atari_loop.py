@@ -19,7 +19,7 @@ through ``block_start`` (called before each block). Everything is counted in env
 ``updates`` (= ``step``), ``game``, ``block`` and ``visit``.
 
 Work dir (`plasticity.workdir`): ``config.json`` (the config and the schedule), ``metrics.jsonl``
-(events 'train', 'eval', 'diagnostics', 'resume'), TensorBoard scalars keyed by frames, and Orbax
+(events 'train', 'eval', 'diagnostics', 'intervention', 'resume'), TensorBoard scalars keyed by frames, and Orbax
 checkpoints (`plasticity.checkpointing`) of the train state, the replay, the RNG key and the
 counters, written every ``checkpoint_every_frames`` frames and at the end of every block.
 Relaunching on the same work dir resumes from the newest checkpoint: learner, optimizer, replay,
@@ -141,6 +141,7 @@ class EvalResult(NamedTuple):
 
     @property
     def mean_return(self) -> float:
+        """Mean raw return of the counted episodes (NaN when none finished)."""
         return float(np.mean(self.returns)) if self.returns else math.nan
 
     @property
@@ -299,12 +300,13 @@ def evaluate(
     their noise unless ``evaluation.noise`` is False. Uses (and resets) ``env`` when given.
     """
     evaluation = config.evaluation
-    num_envs = min(evaluation.num_envs or config.env.num_envs, evaluation.episodes)
-    quota = np.full(num_envs, evaluation.episodes // num_envs)
-    quota[: evaluation.episodes % num_envs] += 1
     own_env = env is None
     if own_env:
+        num_envs = min(evaluation.num_envs or config.env.num_envs, evaluation.episodes)
         env = make_env(config, game, num_envs, seed, full_action_space)
+    num_envs = env.num_envs
+    quota = np.full(num_envs, evaluation.episodes // num_envs)
+    quota[: evaluation.episodes % num_envs] += 1
     rng = jax.random.key(seed)
     returns: list[float] = []
     finished = np.zeros(num_envs, np.int64)

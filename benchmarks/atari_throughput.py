@@ -10,11 +10,12 @@ Prints, with compile times apart (all rates exclude compilation):
 * env only: N emulators stepped with send/recv and random actions, frames/s;
 * learner only: the compiled learn step (replay sample -> update -> new priorities) on a full
   replay of synthetic frames, updates/s, and what that bounds: updates/s x frames per update;
+  measured before and after each loop below and averaged, since a shared machine's load drifts;
 * end to end: `agents.atari_loop.train` with N envs at the preset's replay ratio (DQN: one update
   per 16 frames), frames/s measured by the loop's own log rows once learning runs, against
   0.85 x the learner bound (the overlap target on a CPU, where the learner is the bottleneck);
 * the classic design: one env, stepped then learned from one after the other on the host,
-  frames/s;
+  frames/s, and its fraction of the learner bound;
 * the learner's achieved FLOP/s (XLA's cost analysis of the compiled step x updates/s) against a
   plain float32 matrix product on the same device;
 * the replay's memory for 1M transitions of 84x84 frames (frames stored once).
@@ -111,8 +112,8 @@ def filled_state(config, compiled):
     return state.replace(replay=replay)
 
 
-def learner_only(config, compiled) -> tuple[float, float, float]:
-    """(compile seconds, updates/s, FLOPs per update from XLA's cost analysis)."""
+def compile_learner(config, compiled):
+    """(compile seconds, FLOPs per update from XLA's cost analysis, a state to learn from)."""
     state = filled_state(config, compiled)
     args = (state.train_state, state.replay, state.rng, jnp.float32(0.5))
     start = time.perf_counter()
@@ -121,15 +122,21 @@ def learner_only(config, compiled) -> tuple[float, float, float]:
     cost = executable.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    return compile_seconds, flops, state
+
+
+def learner_rate(compiled, state, updates: int):
+    """(updates/s of back-to-back learn steps, the state after them)."""
     train_state, replay, rng = state.train_state, state.replay, state.rng
     for _ in range(3):
         train_state, replay, rng, aux = compiled.learn(train_state, replay, rng, 0.5)
     jax.block_until_ready(aux["loss"])
     start = time.perf_counter()
-    for _ in range(_UPDATES.value):
+    for _ in range(updates):
         train_state, replay, rng, aux = compiled.learn(train_state, replay, rng, 0.5)
     jax.block_until_ready(aux["loss"])
-    return compile_seconds, _UPDATES.value / (time.perf_counter() - start), flops
+    rate = updates / (time.perf_counter() - start)
+    return rate, state.replace(train_state=train_state, replay=replay, rng=rng)
 
 
 def end_to_end(config) -> tuple[float, list[float]]:
@@ -230,16 +237,20 @@ def main(argv: list[str]) -> None:
 
     num_actions = atari_loop.minimal_action_count(_GAME.value)
     compiled = atari_loop.compile_agent(config, num_actions)
-    compile_seconds, updates_per_second, flops = learner_only(config, compiled)
+    compile_seconds, flops, state = compile_learner(config, compiled)
+    rate_before, state = learner_rate(compiled, state, _UPDATES.value)
+    loop_rate, rates = end_to_end(config)
+    rate_after, state = learner_rate(compiled, state, _UPDATES.value)
+    # The load of a shared machine drifts: the bound is the mean of the learner measured right
+    # before and right after the end-to-end run.
+    updates_per_second = (rate_before + rate_after) / 2
     frames_per_update = 1 / config.updates_per_frame
     bound = updates_per_second * frames_per_update
     print(
-        f"learner only    : {updates_per_second:>10,.1f} updates/s "
-        f"(compile {compile_seconds:.1f} s)"
-        f" -> bound {bound:,.0f} frames/s at {frames_per_update:g} frames per update"
+        f"learner only    : {updates_per_second:>10,.1f} updates/s ({rate_before:.1f} before, "
+        f"{rate_after:.1f} after the loop; compile {compile_seconds:.1f} s) -> bound "
+        f"{bound:,.0f} frames/s at {frames_per_update:g} frames per update"
     )
-
-    loop_rate, rates = end_to_end(config)
     print(
         f"end to end      : {loop_rate:>10,.0f} frames/s  (median of {len(rates)} log intervals; "
         f"{loop_rate / bound:.2f} x learner bound, target >= 0.85; "
@@ -251,9 +262,12 @@ def main(argv: list[str]) -> None:
     single.replay.capacity = config.replay.capacity // config.env.num_envs
     compiled_single = atari_loop.compile_agent(single, num_actions)
     classic_rate = classic_loop(single, compiled_single)
+    rate_last, state = learner_rate(compiled, state, _UPDATES.value)
+    classic_bound = (rate_after + rate_last) / 2 * frames_per_update
     print(
         f"one-env loop    : {classic_rate:>10,.0f} frames/s  (classic host loop, no overlap; "
-        f"end to end is {loop_rate / classic_rate:.2f} x)"
+        f"{classic_rate / classic_bound:.2f} x the learner bound measured around it, "
+        f"{classic_bound:,.0f} frames/s; end to end is {loop_rate / classic_rate:.2f} x)"
     )
 
     reference = matmul_flops(_MATMUL.value)
