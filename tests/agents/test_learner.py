@@ -151,7 +151,7 @@ def test_n_step_targets_at_an_episode_end_through_the_learner(dqn, dqn_loss):
             jnp.array([t == 4]),
         )
     indices = jnp.array([0, 1, 2, 3] * (BATCH // 4))
-    batch = replay_transitions(replay, indices, n_step=3, discount=0.9)
+    batch = jax.jit(replay_transitions, static_argnums=2)(replay, indices, 3, 0.9)
     _, (terms, _) = dqn_loss(state.params, state.params, batch, jnp.ones(BATCH), jax.random.key(0))
 
     def stack(t):  # frames of o_t's episode, zeros before its start, oldest first
@@ -159,11 +159,9 @@ def test_n_step_targets_at_an_episode_end_through_the_learner(dqn, dqn_loss):
             [frames[i] if i >= 0 else np.zeros((84, 84), np.uint8) for i in range(t - 3, t + 1)], -1
         )
 
-    q = lambda obs: np.asarray(
-        learner.apply(state.params, jnp.asarray(obs), jax.random.key(0)).q_values
-    )
-    q_tm1 = q(np.stack([stack(t) for t in range(4)]))
-    q_boot = q(np.stack([stack(t) for t in (3, 4, 4, 4)]))
+    observations = np.stack([stack(t) for t in (0, 1, 2, 3, 3, 4, 4, 4)])
+    q_values = jax.jit(learner.apply)(state.params, jnp.asarray(observations), jax.random.key(0))
+    q_tm1, q_boot = np.split(np.asarray(q_values.q_values), 2)
     returns = np.array([1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3 + 0.81 * 4, 3 + 0.9 * 4, 4.0])
     bootstrap_discounts = np.array([0.729, 0.0, 0.0, 0.0])
     expected = (
@@ -177,7 +175,7 @@ def test_n_step_targets_at_an_episode_end_through_the_learner(dqn, dqn_loss):
 def test_noisy_nets_draw_independent_noise_for_every_example():
     config = tiny("rainbow", network__dueling=False, learner__double_q=False)  # fewer compiles
     learner = make_learner(config, NUM_ACTIONS)
-    state = learner.init(jax.random.key(0), OBS_SPEC)
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.key(0), OBS_SPEC)  # one compile
     batch = random_batch(same_observation=True)
     target = state.extra["target_params"]
     loss, (terms, outputs) = jax.jit(learner.loss)(
@@ -217,7 +215,7 @@ def test_nap_and_weight_decay_come_from_the_agent_config():
     config.optimizer.update(dict(name="sgd", learning_rate=0.1, max_grad_norm=0.0))
     config.optimizer.nap.enabled = True
     learner = make_learner(config, NUM_ACTIONS)
-    state = learner.init(jax.random.key(0), OBS_SPEC)
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.key(0), OBS_SPEC)  # one compile
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), state.params)
     updates, _ = jax.jit(learner.optimizer.update)(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
