@@ -96,7 +96,7 @@ class NoisyDense(nn.Module):
         fan_in = x.shape[-1]
         bound = 1.0 / jnp.sqrt(fan_in)
         uniform = lambda key, shape: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
-        sigma = lambda key, shape: jnp.full(shape, self.sigma_init / jnp.sqrt(fan_in))
+        sigma = lambda key, shape: jnp.full(shape, self.sigma_init / jnp.sqrt(fan_in), jnp.float32)
         kernel = self.param("kernel", uniform, (fan_in, self.features))
         sigma_kernel = self.param("sigma_kernel", sigma, (fan_in, self.features))
         y = x @ kernel

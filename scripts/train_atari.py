@@ -81,6 +81,9 @@ def main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # checkpointing libraries log every save at INFO
     from agents import atari_loop  # after flag checks: importing JAX and ALE takes seconds
+    from plasticity import runtime
+
+    runtime.apply_runtime_defaults()
 
     try:
         config = build_config(

@@ -32,6 +32,9 @@ def main(argv: list[str]) -> int:
     raise app.UsageError("--config and --workdir are required")
   logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
   from benchmarks import continual  # after flag parsing: imports JAX
+  from plasticity import runtime
+
+  runtime.apply_runtime_defaults()
 
   config = _CONFIG.value
   if _DATA_DIR.value is not None:
