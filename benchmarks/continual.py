@@ -35,6 +35,25 @@ averaged over the task), loss/accuracy at the end of the task on the task's trai
 (and held-out ones when the task has them) and the parameter norm; every K steps the per-layer
 weight norm, effective learning rate and relative update size, plus the diagnostics named in
 ``config.diagnostics.names`` (computed by `plasticity.diagnostics`).
+
+The effective learning rate is η/‖W‖^p with one p for the built-in rows and for
+`plasticity.diagnostics` (which receives it as its ``effective_lr_exponent`` option):
+``diagnostics.effective_lr_exponent``, or when 0, by optimizer: p = 2 for SGD and momentum (exact
+for a scale-invariant layer, whose direction moves by an angle ∝ η‖∇‖/‖W‖ with ‖∇‖ ∝ 1/‖W‖) and
+p = 1 for Adam and RMSProp (their steps have a fixed size, so the angle is ∝ η/‖W‖).
+
+Control flow stays real under ``vmap`` over runs: everything periodic (diagnostics every K steps,
+interventions every N steps) sits at the end of an inner ``lax.scan`` whose length divides the
+period, never under a per-step ``lax.cond``, so its cost is paid only when it is due.
+
+Safety: the runner stops at the first NaN/Inf in a run's loss (the compiled program reports the
+exact step) or end-of-task metrics, with a one-line `plasticity.divergence.DivergenceError`,
+before that chunk's rows or checkpoint are written (``run.stop_on_divergence``; off, the rows
+carry nulls and the sweep goes on); and it returns early, after a checkpoint, when its
+``should_stop`` callback (`plasticity.preemption.PreemptionGuard`) says a SIGTERM arrived. In a
+multi-process job (`plasticity.distributed`) runs are spread over every process's devices, each
+process fetches the chunk's outputs with an all-gather, only process 0 writes files and every
+process takes part in the Orbax checkpoints.
 """
 
 from __future__ import annotations
@@ -57,8 +76,9 @@ import numpy as np
 import optax
 
 from benchmarks import datasets, tasks
-from plasticity import (checkpointing, effective_lr, layers, mesh as mesh_lib, nap, networks,
-                        optim, progress as progress_lib, schedules, workdir as workdir_lib)
+from plasticity import (checkpointing, distributed, divergence, effective_lr, layers,
+                        mesh as mesh_lib, nap, networks, optim, progress as progress_lib, schedules,
+                        workdir as workdir_lib)
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
 
 GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
@@ -68,7 +88,10 @@ SWEEP_FIELDS = ("variants", "variant_order", "grid", "seed", "num_seeds", "run",
 DEFAULT_VARIANT = "default"
 # Fields a relaunch may change without changing the results (up to float rounding for the mesh).
 RESUME_FREE_FIELDS = ("run.progress", "run.tensorboard", "run.checkpoints_to_keep",
-                      "run.runs_per_batch", "data.data_dir", "mesh")
+                      "run.runs_per_batch", "run.stop_on_divergence", "data.data_dir", "mesh")
+# Per-task metrics whose NaN/Inf means the run diverged (diagnostics may be non-finite legitimately,
+# e.g. an effective learning rate of a zero kernel).
+DIVERGENCE_METRICS = ("online_loss", "end_loss", "end_test_loss", "param_norm")
 # Interventions that need the trainer to call something other than `model.apply`.
 UNSUPPORTED_INTERVENTIONS = ("plasticity_injection",)
 
@@ -94,15 +117,18 @@ def default_config() -> ml_collections.ConfigDict:
   variants, variant_order: named structural overrides and the order to run them in.
   diagnostics: ``every`` K steps (0 = off), extra ``names`` for `plasticity.diagnostics` with
     its ``options``, ``probe_size`` examples of the current task, the effective-lr exponent p
-    (0 = by optimizer).
+    of η/‖W‖^p (0 = by optimizer: 2 for SGD and momentum, 1 for Adam and RMSProp; the same p
+    goes to `plasticity.diagnostics`, see `effective_lr_exponent`).
   intervention: ``name`` for `plasticity.interventions` ('none' = off), ``every`` N steps
     and/or ``at_task_boundaries``, its ``options``.
   eval: end-of-task evaluation on up to ``max_examples`` examples, in batches.
   run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
     ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k
     at a time in a loop (1 is fastest on CPUs, whose batched matrix products are slow); how
-    many checkpoints to keep, TensorBoard and progress bar switches.
-  mesh: 'auto' or e.g. 'seed:4' (see `plasticity.mesh`).
+    many checkpoints to keep, TensorBoard and progress bar switches; ``stop_on_divergence``: a
+    NaN/Inf loss or parameter norm stops the sweep with a one-line error (off: keep going,
+    writing nulls).
+  mesh: 'auto' or e.g. 'seed:4' (see `plasticity.mesh`); runs spread over the ``seed`` axis.
   """
   task_defaults = dataclasses.asdict(tasks.TaskConfig())
   config = ml_collections.ConfigDict()
@@ -124,7 +150,7 @@ def default_config() -> ml_collections.ConfigDict:
                              options=ml_collections.ConfigDict())
   config.eval = dict(max_examples=2048, batch_size=512)
   config.run = dict(tasks_per_chunk=0, runs_per_batch=0, checkpoints_to_keep=2,
-                    tensorboard=True, progress=True)
+                    tensorboard=True, progress=True, stop_on_divergence=True)
   config.mesh = "auto"
   return config
 
@@ -406,6 +432,23 @@ def default_lr_exponent(optimizer_name: str) -> float:
   return 2.0 if optimizer_name in ("sgd", "momentum") else 1.0
 
 
+def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
+  """The p of η/‖W‖^p used by the built-in rows and passed to `plasticity.diagnostics`.
+
+  ``diagnostics.effective_lr_exponent``, else ``diagnostics.options.effective_lr_exponent``,
+  else `default_lr_exponent` of the optimizer; both set and different is a one-line error.
+  """
+  own = float(config.diagnostics.effective_lr_exponent)
+  option = config.diagnostics.options.to_dict().get("effective_lr_exponent")
+  if own and option is not None and float(option) != own:
+    raise ValueError(f"diagnostics.effective_lr_exponent ({own:g}) and "
+                     f"diagnostics.options.effective_lr_exponent ({float(option):g}) disagree; "
+                     f"set only one")
+  if own:
+    return own
+  return float(option) if option is not None else default_lr_exponent(config.optimizer.name)
+
+
 # ---------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------
@@ -457,7 +500,9 @@ class Trainer(NamedTuple):
     init: ``(rng, hparams, data) -> (Carry, diagnostics at step 0)``.
     run_tasks: ``(carry, hparams, task_indices, data) -> (carry, outputs)`` for consecutive
       tasks ``task_indices`` (an int32 array; unbatched under vmap); outputs hold
-      ``'task'``: {metric: (n,)} and ``'diagnostics'``: {key: (n, blocks per task)}.
+      ``'task'``: {metric: (n,)}, ``'diagnostics'``: {key: (n, blocks per task)} and
+      ``'health'``: ``nonfinite_loss_step`` (n,), the first step of each task whose training
+      loss was NaN/Inf (-1: none), and ``nonfinite_loss_value`` (that loss).
     train: ``(rng, hparams, data=None) -> (carry, outputs)``: init then every task in one scan;
       outputs add ``'initial_diagnostics'``.
     compiled: executables the runner compiled for this trainer, reused by later runs of the
@@ -548,15 +593,16 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
   loss_fn = make_loss_fn(model, kind)
   scalar_loss = lambda params, inputs, targets: loss_fn(params, inputs, targets)[0]
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  exponent = (float(config.diagnostics.effective_lr_exponent)
-              or default_lr_exponent(opt_config.name))
+  exponent = effective_lr_exponent(config)
   probe_size = int(config.diagnostics.probe_size)
 
   extra_diagnostics = None
   if every and tuple(config.diagnostics.names):
     factory = diagnostics_factory or _lazy_diagnostics_factory()
-    extra_diagnostics = factory(model, scalar_loss, tuple(config.diagnostics.names),
-                                **config.diagnostics.options.to_dict())
+    options = config.diagnostics.options.to_dict()
+    if "effective_lr" in tuple(config.diagnostics.names):
+      options["effective_lr_exponent"] = exponent  # one p for the built-in and module rows
+    extra_diagnostics = factory(model, scalar_loss, tuple(config.diagnostics.names), **options)
 
   intervention = None
   intervention_name = str(config.intervention.name)
@@ -572,6 +618,13 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
     factory = intervention_factory or _lazy_intervention_factory()
     intervention = intervention_pair(
         factory(intervention_name, model, **config.intervention.options.to_dict()))
+
+  # Periodic interventions run after segments of `segment_steps` updates: a length dividing both
+  # the diagnostics block and the period, so every multiple of the period ends a segment.
+  periodic_intervention = intervention is not None and intervention_every > 0
+  segment_steps = (math.gcd(block_steps, intervention_every) if periodic_intervention
+                   else block_steps)
+  segments_per_block = block_steps // segment_steps
 
   max_eval, eval_batch = int(config.eval.max_examples), int(config.eval.batch_size)
   train_eval = eval_plan(sequence.num_examples, max_eval, eval_batch)
@@ -645,19 +698,34 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
     (_, metrics), grads = grad_fn(state.params, inputs, targets)
     previous_params = state.params
     state = apply_gradients(state, grads, tx)
-    if intervention is not None and intervention_every:
-      state = jax.lax.cond(
-          (global_step + 1) % intervention_every == 0,
-          lambda s: intervene(s, task_state, task, step_key(keys, global_step, 0), keys, data),
-          lambda s: s, state)
+    return (state, previous_params), metrics
+
+  def run_segment(carry, first, task, task_state, keys, tx, data):
+    """`segment_steps` updates from global step `first`, then the periodic intervention if due."""
+    step_fn = functools.partial(train_step, task=task, task_state=task_state, keys=keys, tx=tx,
+                                data=data)
+    (state, previous_params), metrics = jax.lax.scan(
+        step_fn, carry, first + jnp.arange(segment_steps, dtype=jnp.int32))
+    if periodic_intervention:
+      end = first + segment_steps
+      apply = lambda s: intervene(s, task_state, task, step_key(keys, end - 1, 0), keys, data)
+      if segment_steps == intervention_every:  # every segment ends on a multiple of the period
+        state = apply(state)
+      else:  # an unbatched predicate: a real branch under vmap, evaluated once per segment
+        state = jax.lax.cond(end % intervention_every == 0, apply, lambda s: s, state)
     return (state, previous_params), metrics
 
   def run_block(state, task_state, task, block, keys, hparams, tx, data):
     first = task * steps + block * block_steps
-    step_fn = functools.partial(train_step, task=task, task_state=task_state, keys=keys, tx=tx,
+    segment = functools.partial(run_segment, task=task, task_state=task_state, keys=keys, tx=tx,
                                 data=data)
-    (state, previous_params), metrics = jax.lax.scan(
-        step_fn, (state, state.params), first + jnp.arange(block_steps, dtype=jnp.int32))
+    if segments_per_block == 1:
+      (state, previous_params), metrics = segment((state, state.params), first)
+    else:
+      (state, previous_params), metrics = jax.lax.scan(
+          lambda carry, s: segment(carry, first + s * segment_steps), (state, state.params),
+          jnp.arange(segments_per_block, dtype=jnp.int32))
+      metrics = jax.tree.map(lambda x: x.reshape((block_steps,) + x.shape[2:]), metrics)
     if not every:
       return state, metrics, {}
     end = first + block_steps
@@ -698,7 +766,11 @@ def make_trainer(config: ml_collections.ConfigDict, *, dataset: datasets.Dataset
                   evaluate(state.params, task_state, test_eval, sequence.test_batch,
                            data).items()})
     row["param_norm"] = global_norm(state.params)
-    return Carry(state, task_state), {"task": row, "diagnostics": diag}
+    losses = metrics["loss"].reshape(-1)  # in step order: (blocks, block_steps) flattened
+    first_bad = divergence.first_nonfinite_index(losses)
+    health = {"nonfinite_loss_step": jnp.where(first_bad >= 0, task * steps + first_bad, -1),
+              "nonfinite_loss_value": losses[jnp.maximum(first_bad, 0)]}
+    return Carry(state, task_state), {"task": row, "diagnostics": diag, "health": health}
 
   def run_tasks(carry: Carry, hparams: Mapping[str, jax.Array], task_indices: jax.Array,
                 data: tasks.TaskData | None = None):
@@ -773,11 +845,26 @@ class ExperimentPlan:
     return self.tasks_before(len(self.variants))
 
 
+def check_mesh_spec(spec: str) -> None:
+  """One-line ValueError for a mesh this trainer cannot use: it spreads runs over ``seed`` only.
+
+  Its batches are small (a data-parallel split would cost more in all-reduces than it saves),
+  so a ``data`` axis larger than 1 would only repeat every run on several devices.
+  """
+  axes = mesh_lib.parse_mesh_spec(spec)
+  wasted = {name: size for name, size in axes.items() if name != mesh_lib.SEED_AXIS and size != 1}
+  if wasted:
+    raise ValueError(f"mesh {spec!r}: the continual trainer spreads runs over the "
+                     f"'{mesh_lib.SEED_AXIS}' axis only; axis "
+                     f"{', '.join(repr(name) for name in wasted)} would repeat every run on "
+                     f"several devices; use e.g. 'seed:8' or 'auto'")
+
+
 def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> ExperimentPlan:
   """Validates the sweep, loads its data and builds every variant's trainer (no compiling)."""
   if int(config.num_seeds) < 1:
     raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
-  mesh_lib.parse_mesh_spec(config.mesh)
+  check_mesh_spec(config.mesh)
   if int(config.run.runs_per_batch) < 0:
     raise ValueError(f"run.runs_per_batch must be >= 0, got {config.run.runs_per_batch}")
   if int(config.run.checkpoints_to_keep) < 1:
@@ -860,13 +947,45 @@ def _tensorboard_scalars(plan: ExperimentPlan, variant: str, rows: Sequence[Mapp
 
 @dataclasses.dataclass
 class ExperimentResult:
-  """What `run_experiment` did: whether every variant is done, and final run states."""
+  """What `run_experiment` did: whether every variant is done, final run states, and whether it
+  stopped early because `should_stop` asked (``preempted``; a checkpoint holds where it stood)."""
 
   completed: bool
   workdir: Path
   final_carries: dict[str, Any]
   compile_seconds: dict[str, float]
   run_seconds: dict[str, float]
+  preempted: bool = False
+
+
+def _run_label(plan: ExperimentPlan, variant: str, run: int) -> str:
+  """'variant 'x', seed 3, learning_rate=0.01': where a run sits in the sweep (for messages)."""
+  point = _hparam_label(plan.point_of(run), swept_keys(plan.config))
+  return f"variant {variant!r}, seed {plan.seed_of(run)}" + (f", {point}" if point else "")
+
+
+def find_divergence(plan: ExperimentPlan, variant: str, trainer: Trainer, first_task: int,
+                    outputs: Mapping[str, Any]) -> tuple[int, str, float, str] | None:
+  """(step, metric, value, run label) of the earliest NaN/Inf of a chunk, or None.
+
+  Training losses are checked at every step (the compiled program reports the first bad one);
+  the end-of-task metrics of DIVERGENCE_METRICS at the end of each task.
+  """
+  found = []
+  health = outputs["health"]
+  for run, offset in zip(*np.nonzero(health["nonfinite_loss_step"] >= 0)):
+    found.append((int(health["nonfinite_loss_step"][run, offset]), "loss",
+                  float(health["nonfinite_loss_value"][run, offset]), int(run)))
+  for name in DIVERGENCE_METRICS:
+    if name in outputs["task"]:
+      values = np.asarray(outputs["task"][name], np.float64)
+      for run, offset in zip(*np.nonzero(~np.isfinite(values))):
+        step = (first_task + int(offset) + 1) * trainer.steps_per_task
+        found.append((step, name, float(values[run, offset]), int(run)))
+  if not found:
+    return None
+  step, metric, value, run = min(found, key=lambda item: (item[0], item[3]))
+  return step, metric, value, _run_label(plan, variant, run)
 
 
 def _resume_point(checkpointer: checkpointing.Checkpointer, plan: ExperimentPlan
@@ -884,17 +1003,34 @@ def _resume_point(checkpointer: checkpointing.Checkpointer, plan: ExperimentPlan
   return int(meta["variant_index"]), int(meta["next_task"]), int(meta["metrics_bytes"]), step
 
 
+def _kept_checkpoint(checkpointer: checkpointing.Checkpointer) -> str:
+  """Which checkpoint a stopped run keeps, for its error message."""
+  step = checkpointer.latest_step()
+  if step is None:
+    return divergence.kept_checkpoint_text(checkpointer.directory, None)
+  meta = checkpointer.restore_metadata(step)
+  return divergence.kept_checkpoint_text(
+      checkpointer.directory, step, f"variant {meta['variant']!r}, {meta['next_task']} tasks done")
+
+
 def run_experiment(config: ml_collections.ConfigDict, workdir: str | Path, *,
                    max_chunks: int | None = None, plan: ExperimentPlan | None = None,
-                   show_progress: bool | None = None, **trainer_kwargs) -> ExperimentResult:
+                   show_progress: bool | None = None,
+                   should_stop: Callable[[], bool] | None = None,
+                   **trainer_kwargs) -> ExperimentResult:
   """Runs (or resumes) every variant × grid point × seed of a sweep, writing the work dir.
 
   Variants run one after another; each runs in chunks of tasks, one compiled call per chunk
-  over all its runs (laid out over the ``seed`` axis of the mesh ``config.mesh``). After a
-  chunk its metrics rows are appended and a checkpoint (run states + where the sweep stands +
-  metrics file size) is written; a relaunch restores the latest checkpoint, truncates the
-  metrics file to the size recorded there and continues. `max_chunks` stops after that many
-  chunks (time-sliced jobs and tests).
+  over all its runs (laid out over the ``seed`` axis of the mesh ``config.mesh``, which may span
+  several processes). After a chunk its metrics rows are appended and a checkpoint (run states
+  + where the sweep stands + metrics file size) is written; a relaunch restores the latest
+  checkpoint, truncates the metrics file to the size recorded there and continues.
+  `max_chunks` stops after that many chunks (time-sliced jobs and tests); `should_stop` is
+  asked after every chunk's checkpoint but the last (e.g. `PreemptionGuard.should_stop`, a
+  collective in a multi-process job) and a True ends the call there with ``preempted`` set. A
+  NaN/Inf loss or end-of-task metric raises `plasticity.divergence.DivergenceError` (one line:
+  step, metric, run, last checkpoint kept) before the chunk's rows or checkpoint are written,
+  unless ``run.stop_on_divergence`` is off.
   """
   plan = plan or plan_experiment(config, **trainer_kwargs)
   workdir = Path(workdir)
@@ -953,10 +1089,15 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | Path, *,
           bar.reset_clock()
         tic = time.perf_counter()
         carry, outputs = trainer.compiled[cache_key](carry, hparams, task_indices, data)
-        outputs = jax.device_get(outputs)
+        outputs = distributed.fetch(outputs)  # an all-gather when runs span several processes
         result.run_seconds[name] += time.perf_counter() - tic
+        diverged = find_divergence(plan, name, trainer, first, outputs)
+        if diverged is not None and config.run.stop_on_divergence:
+          step, metric, value, label = diverged
+          raise divergence.DivergenceError(step, metric, value, label,
+                                           _kept_checkpoint(checkpointer))
         rows = chunk_rows(plan, name, trainer, first, outputs,
-                          jax.device_get(initial) if initial else None)
+                          distributed.fetch(initial) if initial else None)
         initial = None
         metrics_bytes = writer.append_metrics(rows)
         for step, scalars in sorted(_tensorboard_scalars(plan, name, rows).items()):
@@ -972,6 +1113,10 @@ def run_experiment(config: ml_collections.ConfigDict, workdir: str | Path, *,
         bar.advance(len(task_indices) * trainer.steps_per_task, variant=name,
                     task=f"{next_task}/{trainer.num_tasks}",
                     **{("acc" if "end_accuracy" in last else "loss"): float(score)})
+        finished = index == len(plan.variants) - 1 and next_task >= trainer.num_tasks
+        if not finished and should_stop is not None and should_stop():
+          result.preempted = True
+          return result
       result.final_carries[name] = carry
     result.completed = True
     return result

@@ -1,14 +1,23 @@
 """Device meshes with named axes, and placing arrays on them.
 
-A mesh spec names axes and their sizes, ``"seed:4"`` or ``"seed:4,data:2"``; ``"auto"`` puts
-every device (or the largest count that divides the number of runs) on a ``seed`` axis. Arrays
-with a leading axis of runs (seeds × hyper-parameter grid points) are split over the ``seed``
-axis with a `NamedSharding`; everything else (datasets) is replicated. `jit` then runs one
+A mesh spec names axes and their sizes, ``"seed:4"`` or ``"seed:4,data:2"``; one axis may be
+``auto`` (``"seed:auto,data:2"``: every device not taken by the other axes); ``"auto"`` alone
+puts every device (or the largest count that divides the number of runs) on a ``seed`` axis.
+Two axes have a meaning:
+
+* ``seed``: independent runs (seeds × hyper-parameter grid points). Arrays with a leading axis
+  of runs are split over it with a `NamedSharding`; no communication between its devices.
+* ``data``: the examples of one learner's batch. A batch is split over it (`shard_batch`) while
+  the parameters are replicated (`replicate`); `jit` then computes every device's share of the
+  gradient and all-reduces it (see `agents.parallel`).
+
+Everything else (datasets, parameters of a data-parallel learner) is replicated. `jit` runs one
 program over the whole mesh and keeps the outputs sharded the same way, so one config runs on
 one CPU, several GPUs or a TPU slice unchanged.
 
 Arrays are built with `jax.make_array_from_callback` from a host copy that every process holds,
-which also works when the mesh spans several processes (each one fills its own shards).
+which also works when the mesh spans several processes (each one fills its own shards). A batch
+that each process draws for itself becomes one global array with `global_batch`.
 """
 
 from __future__ import annotations
@@ -18,27 +27,42 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 SEED_AXIS = "seed"
 DATA_AXIS = "data"
+KNOWN_AXES = (SEED_AXIS, DATA_AXIS)
 AUTO = "auto"
+AUTO_SIZE = -1  # an axis given as 'name:auto' in a parsed spec
 
 
 def parse_mesh_spec(spec: str) -> dict[str, int]:
-  """``"seed:4,data:2"`` → {'seed': 4, 'data': 2}; ``"auto"`` → {} (decided from the devices)."""
+  """``"seed:4,data:2"`` → {'seed': 4, 'data': 2}; ``"auto"`` → {} (decided from the devices).
+
+  An axis given as ``name:auto`` maps to AUTO_SIZE (sized by `make_mesh`); at most one may be.
+  Axis names are those of KNOWN_AXES, so a typo ('sed:4') fails here and not on a pod.
+  """
   spec = str(spec).strip()
   if spec in ("", AUTO):
     return {}
   axes: dict[str, int] = {}
   for part in spec.split(","):
     name, sep, size = part.strip().partition(":")
-    if not sep or not name.isidentifier() or not size.strip().isdigit() or int(size) < 1:
+    size = size.strip()
+    if not sep or not name.isidentifier() or not (size == AUTO or size.isdigit() and
+                                                  int(size) >= 1):
       raise ValueError(f"bad mesh spec {spec!r}: expected 'auto' or comma-separated "
-                       f"'axis:size' entries with sizes >= 1, e.g. 'seed:4' or 'seed:4,data:2'")
+                       f"'axis:size' entries with sizes >= 1 or 'auto', e.g. 'seed:4' or "
+                       f"'seed:4,data:2'")
+    if name not in KNOWN_AXES:
+      raise ValueError(f"bad mesh spec {spec!r}: unknown axis {name!r}; known axes: "
+                       f"{', '.join(KNOWN_AXES)}")
     if name in axes:
       raise ValueError(f"bad mesh spec {spec!r}: axis {name!r} given twice")
-    axes[name] = int(size)
+    axes[name] = AUTO_SIZE if size == AUTO else int(size)
+  if list(axes.values()).count(AUTO_SIZE) > 1:
+    raise ValueError(f"bad mesh spec {spec!r}: at most one axis may be 'auto'")
   return axes
 
 
@@ -54,19 +78,36 @@ def make_mesh(spec: str = AUTO, devices: Sequence[jax.Device] | None = None, *,
   """A mesh over (the first prod(sizes) of) `devices`, default `jax.devices()`.
 
   With ``"auto"`` every device goes on the ``seed`` axis, or, when `num_runs` is given, the
-  largest device count that divides it (so the run axis splits evenly).
+  largest device count that divides it (so the run axis splits evenly). An axis sized ``auto``
+  takes the devices the other axes leave (for ``seed`` with `num_runs`, the largest count
+  that also divides the runs). `devices` default to every device of every process.
   """
   devices = list(jax.devices() if devices is None else devices)
-  axes = parse_mesh_spec(spec)
-  if not axes:
-    count = len(devices) if num_runs is None else largest_divisor_at_most(num_runs, len(devices))
-    axes = {SEED_AXIS: count}
+  axes = parse_mesh_spec(spec) or {SEED_AXIS: AUTO_SIZE}
+  for name, size in axes.items():
+    if size == AUTO_SIZE:
+      others = math.prod(s for n, s in axes.items() if n != name)
+      free = len(devices) // others
+      if free < 1:
+        raise ValueError(f"mesh {spec!r} needs {others} devices for its fixed axes, only "
+                         f"{len(devices)} available ({devices[0].platform})")
+      if name == SEED_AXIS and num_runs is not None:
+        free = largest_divisor_at_most(num_runs, free)
+      axes[name] = free
   needed = math.prod(axes.values())
   if needed > len(devices):
     raise ValueError(f"mesh {format_mesh(axes)} needs {needed} devices, only {len(devices)} "
                      f"available ({devices[0].platform})")
-  grid = np.asarray(devices[:needed], dtype=object).reshape(tuple(axes.values()))
-  return Mesh(grid, tuple(axes))
+  return Mesh(device_grid(devices[:needed], tuple(axes.values())), tuple(axes))
+
+
+def device_grid(devices: Sequence[jax.Device], shape: tuple[int, ...]) -> np.ndarray:
+  """`devices` laid out in an array of `shape`, in the order JAX picks for fast collectives
+  (rings on TPU slices); the given order when JAX has no topology-aware layout for them."""
+  try:
+    return mesh_utils.create_device_mesh(shape, devices=list(devices))
+  except (ValueError, NotImplementedError, AssertionError):
+    return np.asarray(devices, dtype=object).reshape(shape)
 
 
 def format_mesh(axes: dict[str, int] | Mesh) -> str:
@@ -113,9 +154,70 @@ def shard_leading_axis(tree: Any, mesh: Mesh, axis: str = SEED_AXIS) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-  """Places a full copy of every leaf of `tree` on every device of `mesh`."""
+  """Places a full copy of every leaf of `tree` on every device of `mesh`.
+
+  Datasets of the seed-parallel trainer, and the parameters and optimizer state of a
+  data-parallel learner.
+  """
   sharding = replicated_sharding(mesh)
   return jax.tree.map(lambda leaf: _place(leaf, sharding), tree)
+
+
+def axis_size(mesh: Mesh, axis: str) -> int:
+  """Devices along mesh axis `axis` (1 when the mesh has no such axis)."""
+  return int(dict(mesh.shape).get(axis, 1))
+
+
+def batch_sharding(mesh: Mesh, axis: str = DATA_AXIS, *, seed_axis: str | None = None
+                   ) -> NamedSharding:
+  """Splits a batch's example axis over `axis`; with `seed_axis`, the batch has a leading run
+  axis (runs, examples, ...) split over that one too. Axes the mesh lacks are left whole."""
+  names = set(mesh.axis_names)
+  example = axis if axis in names else None
+  if seed_axis is None:
+    return NamedSharding(mesh, PartitionSpec(example))
+  return NamedSharding(mesh, PartitionSpec(seed_axis if seed_axis in names else None, example))
+
+
+def check_batch_divides(batch_size: int, mesh: Mesh, axis: str = DATA_AXIS) -> None:
+  """One-line ValueError unless `batch_size` splits evenly over mesh axis `axis`."""
+  size = axis_size(mesh, axis)
+  if batch_size % size:
+    raise ValueError(f"batch size {batch_size} does not split over mesh axis {axis!r} of size "
+                     f"{size}; use a batch size divisible by it")
+
+
+def shard_batch(tree: Any, mesh: Mesh, axis: str = DATA_AXIS, *, seed_axis: str | None = None
+                ) -> Any:
+  """Places a batch that every process holds whole with its example axis split over `axis`.
+
+  Each device then holds batch_size / |axis| examples (leading dimension of every leaf, or the
+  second one after a run axis when `seed_axis` is given).
+  """
+  sharding = batch_sharding(mesh, axis, seed_axis=seed_axis)
+  position = 0 if seed_axis is None else 1
+
+  def place(leaf):
+    shape = np.shape(leaf)
+    if len(shape) <= position:
+      raise ValueError(f"a batch leaf of shape {shape} has no example axis at position "
+                       f"{position}")
+    check_batch_divides(shape[position], mesh, axis)
+    return _place(leaf, sharding)
+
+  return jax.tree.map(place, tree)
+
+
+def global_batch(local_tree: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
+  """One global batch from the batch each process drew for itself (multi-host data parallel).
+
+  Every process passes its own (local batch, ...) leaves; the global batch concatenates them in
+  process order along the example axis, split over `axis`. On one process it equals
+  `shard_batch`. Each process's examples must fill exactly its devices' shards.
+  """
+  sharding = batch_sharding(mesh, axis)
+  return jax.tree.map(
+      lambda leaf: jax.make_array_from_process_local_data(sharding, np.asarray(leaf)), local_tree)
 
 
 def over_leading_axis(fn: Callable, mesh: Mesh, num_split_args: int, *,
