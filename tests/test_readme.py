@@ -1,0 +1,29 @@
+"""The README opens with the commands `.ci/run` runs, so what CI checks is what users type."""
+
+import pathlib
+import re
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _readme_commands() -> list[str]:
+    return re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+
+
+def _ci_commands() -> list[str]:
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith(("#", "set ", "cd "))]
+
+
+def test_readme_opens_with_the_install_and_test_commands_ci_runs():
+    install, tests = _ci_commands()
+    first, second = _readme_commands()[:2]
+    assert first.startswith(install + " && python -m scripts.train_atari "), first
+    assert second == tests
+
+
+def test_main_job_is_an_atari_sequence_launched_from_flags():
+    first = _readme_commands()[0]
+    games = re.search(r"--games=(\S+)", first).group(1).split(",")
+    assert len(games) >= 2
+    assert "--workdir=" in first
