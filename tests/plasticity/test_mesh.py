@@ -1,23 +1,35 @@
-"""Tests of mesh specs and placement (one CPU device here; multi-device runs are covered by
-the sharded-trainer test in tests/benchmarks/test_continual.py)."""
+"""Tests of mesh specs and placement: one CPU device in this process, and 4 fake CPU devices in
+one subprocess for the seed × data layouts (the sharded trainer is tested in
+tests/benchmarks/test_continual.py, data-parallel learners in tests/agents/test_parallel.py)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from benchmarks import continual
 from plasticity import mesh
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("spec, expected", [
     ("auto", {}), ("", {}), ("seed:4", {"seed": 4}), ("seed:4, data:2", {"seed": 4, "data": 2}),
+    ("seed:auto,data:2", {"seed": mesh.AUTO_SIZE, "data": 2}), ("data:auto", {"data": -1}),
 ])
 def test_parse_mesh_spec(spec, expected):
   assert mesh.parse_mesh_spec(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["seed", "seed:0", "seed:x", "seed:2,seed:2", "1a:2"])
+@pytest.mark.parametrize("spec", ["seed", "seed:0", "seed:x", "seed:2,seed:2", "1a:2", "sed:4",
+                                  "seed:auto,data:auto", "data:-1"])
 def test_bad_mesh_specs_raise_one_line(spec):
   with pytest.raises(ValueError, match="mesh spec") as error:
     mesh.parse_mesh_spec(spec)
@@ -47,3 +59,72 @@ def test_too_many_devices_and_unknown_axis_raise():
   built = mesh.make_mesh("seed:1")
   with pytest.raises(ValueError, match="no axis 'data'"):
     mesh.leading_axis_sharding(built, "data")
+
+
+def test_auto_sized_axes_and_batch_helpers_on_one_device():
+  built = mesh.make_mesh("seed:auto,data:1", num_runs=3)
+  expected_seeds = mesh.largest_divisor_at_most(3, len(jax.devices()))
+  assert dict(built.shape) == {"seed": expected_seeds, "data": 1}
+  assert mesh.axis_size(built, "data") == 1 and mesh.axis_size(built, "model") == 1
+  assert mesh.batch_sharding(built).spec == jax.sharding.PartitionSpec("data")
+  assert mesh.batch_sharding(built, seed_axis="seed").spec == jax.sharding.PartitionSpec(
+      "seed", "data")
+  seed_only = mesh.make_mesh("seed:1")
+  assert mesh.batch_sharding(seed_only).spec == jax.sharding.PartitionSpec(None)
+  batch = {"obs": np.arange(12.0).reshape(6, 2), "action": np.arange(6)}
+  placed = mesh.shard_batch(batch, built)
+  np.testing.assert_array_equal(np.asarray(placed["obs"]), batch["obs"])
+  gathered = mesh.global_batch(batch, built)  # one process: the local batch is the global one
+  np.testing.assert_array_equal(np.asarray(gathered["action"]), batch["action"])
+  with pytest.raises(ValueError, match="no example axis"):
+    mesh.shard_batch({"scalar": np.float32(1.0)}, built)
+
+
+def test_the_continual_trainer_refuses_a_data_axis():
+  continual.check_mesh_spec("seed:4,data:1")
+  with pytest.raises(ValueError, match="spreads runs over the 'seed' axis only") as error:
+    continual.check_mesh_spec("seed:2,data:2")
+  assert "\n" not in str(error.value)
+
+
+_LAYOUTS = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {repo!r})
+    import jax, numpy as np
+    from plasticity import mesh
+    assert len(jax.devices()) == 4, jax.devices()
+    built = mesh.make_mesh("seed:auto,data:2", num_runs=6)
+    assert dict(built.shape) == {{"seed": 2, "data": 2}}, built.shape
+    assert dict(mesh.make_mesh("seed:auto", num_runs=6).shape) == {{"seed": 3}}
+    assert dict(mesh.make_mesh("data:auto").shape) == {{"data": 4}}
+    batch = np.arange(2 * 8 * 3, dtype=np.float32).reshape(2, 8, 3)  # (runs, examples, features)
+    placed = mesh.shard_batch(batch, built, seed_axis="seed")
+    for shard in placed.addressable_shards:
+        seed, data = np.argwhere(built.devices == shard.device)[0]
+        np.testing.assert_array_equal(np.asarray(shard.data), batch[seed:seed + 1, 4 * data:4 * data + 4])
+    params = mesh.replicate({{"w": np.ones((3, 2))}}, built)
+    assert params["w"].sharding.is_fully_replicated
+    flat = mesh.make_mesh("data:4")
+    shards = mesh.global_batch(np.arange(8), flat).addressable_shards
+    assert sorted(np.asarray(s.data).tolist() for s in shards) == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    try:
+        mesh.shard_batch(np.zeros((6, 2)), flat)
+    except ValueError as error:
+        assert "does not split over mesh axis 'data' of size 4" in str(error), error
+    else:
+        raise AssertionError("an indivisible batch was accepted")
+    try:
+        mesh.make_mesh("seed:3,data:2")
+    except ValueError as error:
+        assert "needs 6 devices, only 4" in str(error), error
+    else:
+        raise AssertionError("a mesh larger than the devices was built")
+    print("LAYOUTS_OK")
+""")
+
+
+def test_seed_by_data_layouts_on_four_fake_devices():
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  done = subprocess.run([sys.executable, "-c", _LAYOUTS.format(repo=str(REPO))], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0 and "LAYOUTS_OK" in done.stdout, done.stderr[-3000:]
