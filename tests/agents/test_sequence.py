@@ -1,0 +1,281 @@
+"""Game schedules, switch policies, learning plans and the evaluation matrix of `agents.sequence`."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from agents import configs, sequence
+from agents.replay import ReplayState, replay_add, replay_init, replay_num_valid
+from plasticity.networks import MLP
+from plasticity.optim import make_optimizer, optimizer_learning_rate
+from plasticity.train_state import TrainState, apply_gradients, create_train_state
+
+
+def test_schedule_numbers_blocks_cycles_and_visits():
+    blocks = sequence.make_schedule(["a", "b", "c"], 100, cycles=2)
+    assert [b.game for b in blocks] == ["a", "b", "c"] * 2
+    assert [b.visit for b in blocks] == [1, 1, 1, 2, 2, 2]
+    assert [b.cycle for b in blocks] == [1, 1, 1, 2, 2, 2]
+    assert [b.index for b in blocks] == list(range(6))
+    assert all(b.frames == 100 for b in blocks)
+    resolved = sequence.make_schedule(["A"], 10, resolve=str.lower)
+    assert resolved[0].game == "a"
+    with pytest.raises(ValueError, match="cycles"):
+        sequence.make_schedule(["a"], 10, cycles=0)
+    with pytest.raises(ValueError, match="at least one game"):
+        sequence.make_schedule([], 10)
+
+
+def test_evaluation_cells_cover_every_game_seen_with_its_visit_count():
+    blocks = sequence.make_schedule(["a", "b"], 10, cycles=2)
+    assert [(c.game, c.visit) for c in sequence.evaluation_cells(blocks, 0)] == [("a", 1)]
+    cells = sequence.evaluation_cells(blocks, 2)  # a, b, [a]
+    assert [(c.game, c.visit, c.trained_game, c.cycle) for c in cells] == [
+        ("a", 2, "a", 2),
+        ("b", 1, "a", 2),
+    ]
+    assert [c.is_visit_end for c in cells] == [True, False]
+    with pytest.raises(ValueError, match="outside"):
+        sequence.evaluation_cells(blocks, 4)
+
+
+def test_visit_summary_separates_first_visit_revisit_and_fresh():
+    rows = [
+        {"game": "a", "trained_game": "a", "visit": 1, "return_mean": 1.0},
+        {"game": "a", "trained_game": "a", "visit": 1, "return_mean": 3.0},
+        {"game": "a", "trained_game": "b", "visit": 1, "return_mean": 100.0},  # forgetting cell
+        {"game": "a", "trained_game": "a", "visit": 2, "return_mean": 5.0},
+        {"game": "a", "trained_game": "a", "visit": 2, "return_mean": None},
+    ]
+    fresh = [{"game": "a", "return_mean": 4.0}, {"game": "a", "return_mean": 6.0}]
+    assert sequence.visit_summary(rows, fresh) == {
+        "a": {"visit_1": 2.0, "visit_2": 5.0, "fresh": 5.0}
+    }
+
+
+def reference_plan(lengths, items, frames, starts, capacity, upf, flush):
+    """The host counters of `agents.atari_loop`, one iteration at a time."""
+    replay_items = learning_frames = learning_updates = 0
+    updates, learning_before, block_starts = [], [], []
+    for block, length in enumerate(lengths):
+        if flush and block > 0:
+            replay_items = 0
+        block_starts.append(learning_updates)
+        for _ in range(length):
+            learning_before.append(replay_items >= starts)
+            replay_items = min(replay_items + items, capacity)
+            due = 0
+            if replay_items >= starts:
+                learning_frames += frames
+                due = int(learning_frames * upf + 1e-9) - learning_updates
+            learning_updates += due
+            updates.append(due)
+    return np.array(updates), np.array(learning_before), np.array(block_starts)
+
+
+@pytest.mark.parametrize(
+    "lengths, items, frames, starts, capacity, upf, flush",
+    [
+        ((50, 50, 50), 2, 2, 20, 64, 0.25, False),
+        ((50, 50, 50), 2, 2, 20, 64, 0.25, True),
+        ((37, 11), 8, 32, 100, 1000, 1 / 16, True),
+        ((40,), 3, 3, 1, 30, 1.0, False),
+    ],
+)
+def test_learning_plan_matches_the_host_counters(
+    lengths, items, frames, starts, capacity, upf, flush
+):
+    plan = sequence.plan_learning(
+        lengths,
+        items_per_iteration=items,
+        frames_per_iteration=frames,
+        learning_starts=starts,
+        capacity=capacity,
+        updates_per_frame=upf,
+        flush_at_switch=flush,
+    )
+    updates, learning_before, block_starts = reference_plan(
+        lengths, items, frames, starts, capacity, upf, flush
+    )
+    np.testing.assert_array_equal(plan.updates, updates)
+    np.testing.assert_array_equal(plan.learning_before, learning_before)
+    np.testing.assert_array_equal(plan.block_start_updates, block_starts)
+    np.testing.assert_array_equal(plan.updates_before, np.cumsum(updates) - updates)
+    assert plan.block_first_iteration.tolist() == [0, *np.cumsum(lengths).tolist()]
+
+
+def test_a_flush_delays_learning_until_the_replay_is_refilled():
+    kwargs = dict(items_per_iteration=4, frames_per_iteration=4, learning_starts=40)
+    kwargs.update(capacity=400, updates_per_frame=0.25)
+    kept = sequence.plan_learning((100, 100), flush_at_switch=False, **kwargs)
+    flushed = sequence.plan_learning((100, 100), flush_at_switch=True, **kwargs)
+    second = slice(100, 200)
+    assert kept.updates[second].min() == 1  # learning goes on at the switch
+    assert flushed.updates[second][:9].sum() == 0  # 10 adds of 4 refill 40 items
+    assert flushed.updates[second][9:].min() == 1
+
+
+def optimizer_config(name: str, nap: bool) -> ml_collections.ConfigDict:
+    """An optimizer chain with every kind of state: moments, schedule count, NaP, L2-init."""
+    config = configs.get_config("rainbow").optimizer
+    if name == "rmsprop":
+        config.update(dict(name="rmsprop", rmsprop_centered=True, eps=1e-2))
+    config.nap.enabled = nap
+    config.l2_init = 1e-3
+    config.schedule.update(dict(warmup_steps=4, init_value=1e-8, end_value=1e-6))
+    return config
+
+
+def network_params(norm: str) -> dict:
+    model = MLP((8,), num_outputs=3, norm=norm)
+    return model.init(jax.random.key(0), jnp.ones((1, 5)))["params"]
+
+
+def updated_state(name: str, nap: bool, steps: int = 3) -> TrainState:
+    """A train state after ``steps`` updates with random gradients."""
+    tx = make_optimizer(optimizer_config(name, nap))
+    params = network_params("layernorm" if nap else "none")
+    state = create_train_state(params, tx, jax.random.key(0))
+
+    def step(state, key):
+        leaves, tree = jax.tree.flatten(state.params)
+        keys = jax.random.split(key, len(leaves))
+        grads = [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)]
+        return apply_gradients(state, jax.tree.unflatten(tree, grads), tx), None
+
+    return jax.jit(lambda s: jax.lax.scan(step, s, jax.random.split(s.rng, steps))[0])(state)
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, TrainState]:
+    """Adam + NaP + L2-init, and centred RMSProp + L2-init, after three updates."""
+    return {"adam": updated_state("adam", nap=True), "rmsprop": updated_state("rmsprop", False)}
+
+
+def leaves_of(opt_state, kind):
+    return [
+        node
+        for node in jax.tree.leaves(opt_state, is_leaf=lambda n: isinstance(n, kind))
+        if isinstance(node, kind)
+    ]
+
+
+def test_resetting_the_optimizer_zeroes_moments_and_keeps_schedule_nap_and_anchor(trained):
+    state = trained["adam"]
+    reset = jax.jit(sequence.reset_optimizer_moments)(state)
+    (adam_before,) = leaves_of(state.opt_state, optax.ScaleByAdamState)
+    (adam_after,) = leaves_of(reset.opt_state, optax.ScaleByAdamState)
+    assert int(adam_before.count) == 3 and int(adam_after.count) == 0
+    assert all(np.abs(x).max() > 0 for x in jax.tree.leaves((adam_before.mu, adam_before.nu)))
+    assert all(np.all(x == 0) for x in jax.tree.leaves((adam_after.mu, adam_after.nu)))
+    # Everything that is not a moment survives bit for bit: NaP's reference norms and count, the
+    # schedule's count, L2-init's anchor, the parameters.
+    is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)
+    without_adam = lambda opt: jax.tree.leaves(
+        jax.tree.map(lambda n: None if is_adam(n) else n, opt, is_leaf=is_adam)
+    )
+    before, after = without_adam(state.opt_state), without_adam(reset.opt_state)
+    assert len(before) == len(after) > 3
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    (schedule,) = leaves_of(reset.opt_state, optax.ScaleByScheduleState)
+    assert int(schedule.count) == 3
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(reset.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resetting_rmsprop_zeroes_its_averages(trained):
+    state = trained["rmsprop"]
+    reset = sequence.reset_optimizer_moments(state)
+    (before,) = leaves_of(state.opt_state, optax.ScaleByRStdDevState)
+    (after,) = leaves_of(reset.opt_state, optax.ScaleByRStdDevState)
+    assert any(np.abs(x).max() > 0 for x in jax.tree.leaves(before))
+    assert all(np.all(x == 0) for x in jax.tree.leaves(after))
+
+
+@jax.jit
+def filled_replay() -> ReplayState:
+    """Two env lines of 20 timesteps, one episode each, none ended."""
+
+    def add(replay, t):
+        first = jnp.broadcast_to(t == 0, (2,))
+        frame = jnp.full((2, 3), t, jnp.uint8)
+        ones = jnp.ones((2,))
+        return (
+            replay_add(
+                replay, frame, jnp.ones((2,), jnp.int32), ones, ones, first, ~ones.astype(bool)
+            ),
+            None,
+        )
+
+    replay = replay_init(64, 2, (3,), stack_size=1, max_n_step=2)
+    replay, _ = jax.lax.scan(add, replay, jnp.arange(20))
+    return replay.replace(max_priority=jnp.float32(7.0))
+
+
+switch = jax.jit(sequence.apply_switch_policy, static_argnums=2)
+
+
+def test_switch_policies_flush_or_keep_the_replay_and_always_cut_episodes(trained):
+    replay = filled_replay()
+    state = trained["adam"]
+    kept_state, kept = switch(state, replay, sequence.SwitchPolicy())
+    newest = (int(replay.head) - 1) % replay.slots_per_env
+    assert not bool(replay.last[:, newest].any()) and bool(kept.last[:, newest].all())
+    # Cutting the episodes only changes the newest slot's flags and its neighbours' validity.
+    np.testing.assert_array_equal(kept.frames, replay.frames)
+    assert int(replay_num_valid(kept)) == int(replay_num_valid(replay)) + 2  # window now ends
+    assert_same(kept_state, state)
+    flushed_state, flushed = switch(state, replay, sequence.SwitchPolicy(flush_replay=True))
+    fresh = replay_init(64, 2, (3,), stack_size=1, max_n_step=2)
+    assert int(flushed.size) == 0 and int(replay_num_valid(flushed)) == 0
+    for name in ("frames", "action", "reward", "first", "last", "head"):
+        np.testing.assert_array_equal(getattr(flushed, name), getattr(fresh, name))
+    assert float(flushed.max_priority) == 7.0  # the learner's priority scale is kept
+    assert_same(flushed_state, state)
+    reset_state, _ = switch(state, replay, sequence.SwitchPolicy(reset_optimizer=True))
+    (adam,) = leaves_of(reset_state.opt_state, optax.ScaleByAdamState)
+    assert int(adam.count) == 0
+
+
+def assert_same(a, b) -> None:
+    """Bitwise equal pytrees (PRNG keys compared by their data)."""
+    raw = lambda x: (
+        jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    )
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(raw(x), raw(y))
+
+
+def test_the_restarted_schedule_starts_every_block_at_the_warm_up_value():
+    config = optimizer_config("adam", nap=False)
+    restarted = sequence.restarted_schedule_config(
+        config, block_start_updates=[0, 40, 80], total_updates=120
+    )
+    assert restarted.schedule.boundaries == (40, 80)
+    lr = lambda count: float(optimizer_learning_rate(restarted, count))
+    peak = config.learning_rate
+    for start in (0, 40, 80):
+        assert lr(start) == pytest.approx(1e-8, rel=1e-5)  # the warm-up's start
+        assert lr(start + 4) == pytest.approx(peak, rel=1e-5)  # the peak after 4 updates
+    assert lr(39) < 1e-5 and lr(79) < 1e-5  # decayed towards 1e-6 before each switch
+    # The optimizer's own count drives it: the first update after a switch (count 40) moves each
+    # parameter by the warm-up value (Adam's first bias-corrected step has size 1; L2-init and
+    # clipping see a zero pull and a small gradient).
+    tx = make_optimizer(restarted)
+    params = {"w": jnp.zeros((3,))}
+    opt_state = tx.init(params)
+    at_switch = lambda n: n._replace(count=jnp.int32(40))
+    is_schedule = lambda n: isinstance(n, optax.ScaleByScheduleState)
+    opt_state = jax.tree.map(
+        lambda n: at_switch(n) if is_schedule(n) else n, opt_state, is_leaf=is_schedule
+    )
+    updates, _ = jax.jit(tx.update)({"w": jnp.full((3,), 0.5)}, opt_state, params)
+    np.testing.assert_allclose(updates["w"], -1e-8, rtol=1e-3)
+    with pytest.raises(ValueError, match="no learner update"):
+        sequence.restarted_schedule_config(config, [0], 0)
