@@ -12,16 +12,42 @@ One iteration of `train`:
 The learner's functions are dispatched asynchronously, so steps 2-4 overlap emulation and learning;
 the next act waits for the last update (on-policy up to the updates of one iteration).
 
-The run is a function of a list of `GameBlock`s (game, frames), played in order with one network
-and one replay: one block is single-game Atari; sequences, cycles and switch policies plug in
-through ``block_start`` (called before each block). Everything is counted in environment frames
-(agent steps x ``env.frame_skip``); every metrics row carries ``frames``, ``agent_steps``,
-``updates`` (= ``step``), ``game``, ``block`` and ``visit``.
+Game sequences. The run is a function of a list of `agents.sequence.GameBlock`s (game, frames,
+visit, index, cycle), played in order with one network and one replay: one block is single-game
+Atari; `make_game_blocks` builds NaP's sequential ALE (games x cycles). Runs of more than one game
+use the full 18-action set, so one head serves every game. At each switch (the first frame of
+every block after the first) the episodes in flight are cut in the replay and the switch policy
+of ``config.switch`` (`agents.sequence.SwitchPolicy`; all off by default) flushes the replay,
+resets the optimizer's moments and/or restarts the learning-rate schedule; with
+``restart_schedule`` the optimizer follows a warm-up + cosine schedule restarted at the update
+count where each block starts, counted ahead of the run (`planned_block_updates`), NaP's
+sequential-ALE schedule with the preset's ``optimizer.schedule`` values. A 'switch' row records
+each switch. Switches happen at exact frame counts: every block is a whole number of loop
+iterations (``env.num_envs x env.frame_skip`` frames each).
+
+Evaluation matrix. After each block every game seen so far is evaluated ('eval' rows with
+``end_of_block`` True: ``game`` is the game evaluated, ``trained_game`` the block's game,
+``visit`` how many blocks of the evaluated game have been played); ``evaluation.every_frames``
+adds progress evaluations of the current game inside a block (``end_of_block`` False).
+`train_sequence` runs the sequence, then, with ``evaluation.fresh_reference``, one freshly
+initialized network per game trained for one block on that game alone (same seed, config and
+learning-rate segment as the sequence's first block; work dir ``<workdir>/fresh/<game>``), copies
+their end-of-block scores into the sequence's metrics as 'eval_fresh' rows and writes
+``evaluation_matrix.json`` (`evaluation_matrix_summary`): first-visit and revisit scores next to
+the fresh network's, so forgetting (a game's score falling while others are trained) and loss of
+plasticity (a revisit, or a later game's first visit, learning less than a fresh network) can be
+told apart. The reference costs one more block per game (half the frames again for a sequence
+cycled twice), which is why it is a switch.
+
+Everything is counted in environment frames (agent steps x ``env.frame_skip``); every metrics row
+carries ``frames``, ``agent_steps``, ``updates`` (= ``step``), ``game``, ``block``, ``visit``,
+``cycle`` and ``seed``.
 
 Work dir (`plasticity.workdir`): ``config.json`` (the config and the schedule), ``metrics.jsonl``
-(events 'train', 'eval', 'diagnostics', 'intervention', 'resume'), TensorBoard scalars keyed by frames, and Orbax
-checkpoints (`plasticity.checkpointing`) of the train state, the replay, the RNG key and the
-counters, written every ``checkpoint_every_frames`` frames and at the end of every block.
+(events 'train', 'eval', 'eval_fresh', 'switch', 'diagnostics', 'intervention', 'resume'),
+``evaluation_matrix.json``, TensorBoard scalars keyed by frames, and Orbax checkpoints
+(`plasticity.checkpointing`) of the train state, the replay, the RNG key and the counters, written
+every ``checkpoint_every_frames`` frames and at the end of every block (before the switch).
 Relaunching on the same work dir resumes from the newest checkpoint: learner, optimizer, replay,
 counters and RNG are restored, metrics rows written after that checkpoint are dropped, and the
 emulators start new episodes (the cut episodes end at their last stored timestep in the replay),
@@ -35,7 +61,8 @@ import functools
 import json
 import math
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import ale_py
 import jax
@@ -45,7 +72,7 @@ import numpy as np
 from ale_py import roms
 from flax import struct
 
-from agents import atari_scores
+from agents import atari_scores, sequence
 from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
 from agents.configs import learning_starts_transitions, linear_schedule, validate_config
 from agents.learner import (
@@ -56,28 +83,18 @@ from agents.learner import (
     preprocess_observations,
 )
 from agents.replay import ReplayState, replay_add, replay_end_episodes, replay_sample
+from agents.sequence import GameBlock, SwitchPolicy
 from plasticity.checkpointing import Checkpointer
 from plasticity.optim import optimizer_learning_rate
 from plasticity.progress import Progress
 from plasticity.train_state import TrainState
-from plasticity.workdir import WorkDir
+from plasticity.workdir import WorkDir, read_metrics
 
 FULL_ACTION_SET_SIZE = 18
 
 
-@dataclasses.dataclass(frozen=True)
-class GameBlock:
-    """One stretch of training on one game.
-
-    Attributes:
-      game: canonical ale-py ROM id ('pong').
-      frames: training frames of this block.
-      visit: 1 the first time the schedule plays this game, 2 the second time, ...
-    """
-
-    game: str
-    frames: int
-    visit: int = 1
+EVALUATION_MATRIX_FILE = "evaluation_matrix.json"
+FRESH_DIR = "fresh"
 
 
 def make_game_blocks(
@@ -85,20 +102,10 @@ def make_game_blocks(
 ) -> list[GameBlock]:
     """Blocks of ``frames_per_game`` frames for ``games`` in order, played ``cycles`` times.
 
-    Game names are made canonical; an unknown one raises a one-line ValueError with close matches.
+    Game names are made canonical ('Pong', 'ALE/Pong-v5' -> 'pong'); an unknown one raises a
+    one-line ValueError with close matches. Blocks carry their index, cycle and visit number.
     """
-    if not games:
-        raise ValueError("at least one game is needed")
-    if cycles < 1:
-        raise ValueError(f"cycles must be >= 1, got {cycles}")
-    canonical = [resolve_game(game) for game in games]
-    visits: dict[str, int] = {}
-    blocks = []
-    for _ in range(cycles):
-        for game in canonical:
-            visits[game] = visits.get(game, 0) + 1
-            blocks.append(GameBlock(game=game, frames=int(frames_per_game), visit=visits[game]))
-    return blocks
+    return sequence.make_schedule(games, frames_per_game, cycles, resolve=resolve_game)
 
 
 @struct.dataclass
@@ -171,17 +178,38 @@ class CompiledAgent(NamedTuple):
     learn: Callable[..., tuple[TrainState, ReplayState, jax.Array, dict[str, jax.Array]]]
 
 
-# The config sections the compiled functions depend on; seeds, budgets, env and logging settings
-# can change without recompiling.
-_COMPILED_SECTIONS = ("network", "learner", "optimizer", "replay", "updates_per_frame")
+# The config the compiled functions close over; seeds, budgets, env, logging, evaluation settings
+# and the replay's sizes and annealing can change without recompiling (jit retraces on new shapes).
+_COMPILED_SECTIONS = ("network", "learner", "optimizer", "updates_per_frame")
+_COMPILED_REPLAY_FIELDS = ("prioritized",)
 
 
 def _config_key(config: ml_collections.ConfigDict) -> str:
-    return json.dumps(
-        {name: config[name] for name in _COMPILED_SECTIONS},
-        sort_keys=True,
-        default=lambda value: value.to_dict(),
-    )
+    compiled = {name: config[name] for name in _COMPILED_SECTIONS}
+    compiled["replay"] = {name: config.replay[name] for name in _COMPILED_REPLAY_FIELDS}
+    return json.dumps(compiled, sort_keys=True, default=lambda value: value.to_dict())
+
+
+# Acting depends on the network only, adding on nothing: shared by configs that differ elsewhere
+# (e.g. a sequence with and without a restarted schedule).
+_ACTORS: dict[tuple[str, int], tuple[Callable[..., Any], Callable[..., Any]]] = {}
+_ADD = jax.jit(replay_add, donate_argnums=0)
+
+
+def _actor(learner: Learner, config: ml_collections.ConfigDict, num_actions: int):
+    key = (json.dumps(config.network.to_dict(), sort_keys=True), num_actions)
+    if key not in _ACTORS:
+
+        def act(params, obs, rng, epsilon):
+            rng, key = jax.random.split(rng)
+            return learner.act(params, obs, key, epsilon), rng
+
+        def evaluate_act(params, obs, rng, epsilon, deterministic):
+            rng, key = jax.random.split(rng)
+            return learner.act(params, obs, key, epsilon, deterministic), rng
+
+        _ACTORS[key] = (jax.jit(act), jax.jit(evaluate_act, static_argnums=4))
+    return _ACTORS[key]
 
 
 @functools.lru_cache(maxsize=8)
@@ -189,14 +217,7 @@ def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
     config = ml_collections.ConfigDict(json.loads(config_json))
     learner = make_learner(config, num_actions)
     learn_step = make_learn_step(learner, config)
-
-    def act(params, obs, rng, epsilon):
-        rng, key = jax.random.split(rng)
-        return learner.act(params, obs, key, epsilon), rng
-
-    def evaluate_act(params, obs, rng, epsilon, deterministic):
-        rng, key = jax.random.split(rng)
-        return learner.act(params, obs, key, epsilon, deterministic), rng
+    act, evaluate_act = _actor(learner, config, num_actions)
 
     def learn(train_state, replay, rng, importance_exponent):
         rng, key = jax.random.split(rng)
@@ -206,9 +227,9 @@ def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
     return CompiledAgent(
         learner=learner,
         init=jax.jit(learner.init, static_argnums=1),
-        act=jax.jit(act),
-        evaluate_act=jax.jit(evaluate_act, static_argnums=4),
-        add=jax.jit(replay_add, donate_argnums=0),
+        act=act,
+        evaluate_act=evaluate_act,
+        add=_ADD,
         learn=jax.jit(learn, donate_argnums=(0, 1)),
     )
 
@@ -216,8 +237,9 @@ def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
 def compile_agent(config: ml_collections.ConfigDict, num_actions: int) -> CompiledAgent:
     """The learner and jitted loop functions for ``config``.
 
-    Cached on the sections that shape them (network, learner, optimizer, replay, replay ratio), so
-    runs that differ only in seed, budget, env or logging settings share compiled code.
+    Cached on the settings that shape them (network, learner, optimizer, replay ratio, prioritized
+    replay), so runs that differ only in seed, budget, env, replay size, evaluation or logging
+    settings share compiled code (a fresh-network reference reuses its sequence's).
     ``learn(train_state, replay, rng, importance_exponent) -> (train_state, replay, rng, aux)``
     donates the train state and the replay.
     """
@@ -229,6 +251,74 @@ def uses_full_action_space(config: ml_collections.ConfigDict, blocks: Sequence[G
     if config.env.full_action_space is not None:
         return bool(config.env.full_action_space)
     return len({block.game for block in blocks}) > 1
+
+
+def learning_starts(config: ml_collections.ConfigDict) -> int:
+    """Replay items needed before the first update: the preset's fill fraction (at least one
+    batch), and at least one full n-step window with a whole frame stack per env."""
+    return max(
+        learning_starts_transitions(config),
+        config.env.num_envs * (config.learner.n_step + config.env.stack),
+    )
+
+
+def switch_policy(config: ml_collections.ConfigDict) -> SwitchPolicy:
+    """The switch policy of ``config.switch`` (flush_replay, reset_optimizer, restart_schedule);
+    all off when the config has no such section."""
+    section = config.get("switch")
+    return SwitchPolicy.from_config(section if section is not None else {})
+
+
+def planned_block_updates(
+    config: ml_collections.ConfigDict, blocks: Sequence[GameBlock], flush_at_switch: bool = False
+) -> tuple[list[int], int]:
+    """(learner updates made before each block starts, updates of the whole run), ahead of it.
+
+    The loop's replay ratio in closed form (`agents.sequence.plan_learning` iteration by
+    iteration, without its per-iteration arrays, which would take gigabytes at paper scale):
+    once the replay holds `learning_starts` items, every iteration's frames are learning frames
+    and the updates owed are ``floor(learning frames x updates_per_frame)``; after a flush the
+    replay refills before learning resumes.
+    """
+    num_envs = config.env.num_envs
+    frames_per_iteration = num_envs * config.env.frame_skip
+    capacity = (config.replay.capacity // num_envs) * num_envs
+    starts_at = learning_starts(config)
+    updates_per_frame = config.updates_per_frame
+
+    def owed(frames: int) -> int:
+        return int(math.floor(frames * updates_per_frame + 1e-9))
+
+    items, learning_frames, starts = 0, 0, []
+    for position, block in enumerate(blocks):
+        if flush_at_switch and position > 0:
+            items = 0
+        starts.append(owed(learning_frames))
+        iterations = block.frames // frames_per_iteration
+        if capacity < starts_at:
+            first_learning = iterations
+        elif items >= starts_at:
+            first_learning = 0
+        else:  # first i with items + (i + 1) x num_envs >= starts_at
+            first_learning = -(-(starts_at - items) // num_envs) - 1
+        learning_frames += max(0, iterations - first_learning) * frames_per_iteration
+        items = min(items + iterations * num_envs, capacity)
+    return starts, owed(learning_frames)
+
+
+def learning_config(
+    config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
+) -> ml_collections.ConfigDict:
+    """The config the learner is built with: ``config`` itself, or with ``switch.restart_schedule``
+    its optimizer on a warm-up + cosine schedule restarted where each block starts
+    (`agents.sequence.restarted_schedule_config`)."""
+    policy = switch_policy(config)
+    if not policy.restart_schedule:
+        return config
+    starts, total = planned_block_updates(config, blocks, policy.flush_replay)
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    resolved.optimizer = sequence.restarted_schedule_config(config.optimizer, starts, total)
+    return resolved
 
 
 def make_env(
@@ -275,12 +365,18 @@ def observation_spec(config: ml_collections.ConfigDict) -> jax.ShapeDtypeStruct:
 def init_agent_state(
     config: ml_collections.ConfigDict, compiled: CompiledAgent, num_envs: int, seed: int
 ) -> AgentState:
-    """A fresh learner (seeded by ``seed``), an empty replay and the loop's RNG key."""
+    """A fresh learner (seeded by ``seed``), an empty replay and the loop's RNG key.
+
+    Committed to the default device, as a state restored from a checkpoint is: the compiled loop
+    functions then see the same input shardings whether a run starts or resumes (a mismatch
+    would compile every one of them again after a resume).
+    """
     init_key, loop_key = jax.random.split(jax.random.key(seed))
     train_state = compiled.init(init_key, observation_spec(config))
     size = config.env.screen_size
     replay = make_replay(config, (size, size), num_envs, config.env.stack)
-    return AgentState(train_state=train_state, replay=replay, rng=loop_key)
+    state = AgentState(train_state=train_state, replay=replay, rng=loop_key)
+    return jax.device_put(state, jax.devices()[0])
 
 
 def evaluate(
@@ -307,7 +403,7 @@ def evaluate(
     num_envs = env.num_envs
     quota = np.full(num_envs, evaluation.episodes // num_envs)
     quota[: evaluation.episodes % num_envs] += 1
-    rng = jax.random.key(seed)
+    rng = jax.device_put(jax.random.key(seed), jax.devices()[0])  # as the params: committed
     returns: list[float] = []
     finished = np.zeros(num_envs, np.int64)
     frames = 0
@@ -378,9 +474,13 @@ class _Run:
         self.learner_rows: list[dict[str, jax.Array]] = []
         self.episode_returns: list[float] = []
         self.last_return = math.nan
-        self.learning_starts = max(
-            learning_starts_transitions(config),
-            config.env.num_envs * (config.learner.n_step + config.env.stack),
+        self.learning_starts = learning_starts(config)
+        self.policy = switch_policy(config)
+        # Updates made before each block starts, when the schedule restarts there (a check).
+        self.planned_block_updates = (
+            planned_block_updates(config, blocks, self.policy.flush_replay)[0]
+            if self.policy.restart_schedule
+            else None
         )
         self.anneal_frames = config.replay.importance_exponent_anneal_frames or self.total_frames
         self.last_log_time = time.perf_counter()
@@ -426,6 +526,7 @@ class _Run:
             "game": block.game,
             "block": c.block,
             "visit": block.visit,
+            "cycle": block.cycle,
             "seed": self.config.seed,
             **fields,
         }
@@ -441,9 +542,13 @@ class _Run:
                     for key, value in row.items()
                     if isinstance(value, (int, float))
                     and not isinstance(value, bool)
-                    and key not in ("step", "frames", "block", "visit", "seed")
+                    and key not in ("step", "frames", "block", "visit", "cycle", "seed")
                 }
                 self.workdir.write_scalars(self.counters.frames, scalars)
+
+    def write_scalars(self, scalars: dict[str, float]) -> None:
+        if self.workdir is not None and scalars:
+            self.workdir.write_scalars(self.counters.frames, scalars)
 
     # Checkpoints -------------------------------------------------------------------------------
 
@@ -484,7 +589,8 @@ def train(
 
     ``workdir`` None runs without files (no metrics, no checkpoints, no resume). ``stop_at_frames``
     ends the run early (after a checkpoint) once that many frames are done, as a preemption would.
-    ``block_start(state, block, counters) -> state`` runs before each block (switch policies).
+    At every game switch the switch policy of ``config.switch`` is applied (module docstring);
+    then ``block_start(state, block, counters) -> state``, when given, runs before each block.
     Bad settings raise a one-line ValueError before anything is built.
     """
     validate_config(config)
@@ -498,10 +604,12 @@ def train(
                 f"block {block.game} has {block.frames} frames; a block needs a positive "
                 f"multiple of env.num_envs x env.frame_skip = {frames_per_vector_step}"
             )
+    given = config
+    config = learning_config(config, blocks)
     run = _Run(config, blocks, workdir, show_progress)
     if run.workdir is not None:
         schedule = [dataclasses.asdict(block) for block in blocks]
-        run.workdir.check_or_write_config({**config.to_dict(), "schedule": schedule})
+        run.workdir.check_or_write_config({**given.to_dict(), "schedule": schedule})
 
     num_actions = (
         FULL_ACTION_SET_SIZE if run.full_action_space else minimal_action_count(blocks[0].game)
@@ -538,8 +646,12 @@ def train(
                 run.counters.block += 1
                 run.counters.block_frames = 0
                 continue
-            if run.counters.block_frames == 0 and block_start is not None:
-                state = block_start(state, block, run.counters)
+            if run.counters.block_frames == 0:
+                # A checkpoint is never taken at a block's frame 0, so a resumed run switches once.
+                if run.counters.block > 0:
+                    state = _switch_games(run, state, blocks[run.counters.block - 1])
+                if block_start is not None:
+                    state = block_start(state, block, run.counters)
             state, stopped = _play_block(
                 run, compiled, state, block, num_actions, progress, stop_at_frames
             )
@@ -552,6 +664,220 @@ def train(
         if run.checkpointer is not None:
             run.checkpointer.close()
     return RunResult(state=state, counters=run.counters, evaluations=run.evaluations)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_switch(policy: SwitchPolicy):
+    """`agents.sequence.apply_switch_policy` for one policy, the state and replay donated."""
+    return jax.jit(
+        functools.partial(sequence.apply_switch_policy, policy=policy), donate_argnums=(0, 1)
+    )
+
+
+def _switch_games(run: _Run, state: AgentState, previous: GameBlock) -> AgentState:
+    """Applies the switch policy between ``previous`` and the current block; writes a row."""
+    policy, counters = run.policy, run.counters
+    train_state, replay = _jitted_switch(policy)(state.train_state, state.replay)
+    if policy.flush_replay:
+        counters.replay_items = 0
+    step = int(train_state.step)
+    if run.planned_block_updates is not None and step != run.planned_block_updates[counters.block]:
+        raise RuntimeError(
+            f"block {counters.block} starts after {step} updates but the restarted schedule was "
+            f"planned for {run.planned_block_updates[counters.block]}"
+        )
+    learning_rate = float(optimizer_learning_rate(run.config.optimizer, step))
+    row = run.row(
+        "switch",
+        previous_game=previous.game,
+        learning_rate=learning_rate,
+        replay_items=counters.replay_items,
+        **dataclasses.asdict(policy),
+    )
+    run.write([row])
+    return state.replace(train_state=train_state, replay=replay)
+
+
+class SequenceResult(NamedTuple):
+    """What `train_sequence` returns.
+
+    run: the sequence's `RunResult`; fresh: {game: RunResult} of the fresh-network references
+    trained by this call (empty without ``evaluation.fresh_reference`` or when the sequence was
+    stopped early); matrix: the `evaluation_matrix_summary` written to the work dir.
+    """
+
+    run: RunResult
+    fresh: dict[str, RunResult]
+    matrix: dict[str, Any]
+
+
+def sequence_config(
+    config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
+) -> ml_collections.ConfigDict:
+    """``config`` with what the sequence and its fresh references must share made explicit.
+
+    The action set (18 actions when the sequence plays several games) and the horizon of the
+    importance-exponent anneal (the sequence's frames when it is 0), so a reference trained on
+    one game acts and anneals as the sequence's first block does.
+    """
+    resolved = ml_collections.ConfigDict(config.to_dict())
+    resolved.env.full_action_space = uses_full_action_space(config, blocks)
+    if not resolved.replay.importance_exponent_anneal_frames:
+        resolved.replay.importance_exponent_anneal_frames = sum(block.frames for block in blocks)
+    return resolved
+
+
+def fresh_reference_config(
+    config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
+) -> ml_collections.ConfigDict:
+    """The config of a fresh-network reference of the sequence ``config`` x ``blocks``.
+
+    Same seed (the same initial network), action set, replay and annealing; the optimizer is the
+    sequence's own (with a restarted schedule, a reference's updates are exactly the sequence's
+    first segment), so the reference reuses the sequence's compiled learner.
+    """
+    reference = sequence_config(config, blocks)
+    reference.optimizer = learning_config(reference, blocks).optimizer
+    reference.switch = ml_collections.ConfigDict(dataclasses.asdict(SwitchPolicy()))
+    reference.evaluation.fresh_reference = False
+    return reference
+
+
+def train_sequence(
+    config: ml_collections.ConfigDict,
+    blocks: Sequence[GameBlock],
+    workdir: str | None = None,
+    *,
+    show_progress: bool = True,
+    stop_at_frames: int | None = None,
+    block_start: Callable[[AgentState, GameBlock, Counters], AgentState] | None = None,
+) -> SequenceResult:
+    """Trains the sequence ``blocks``, then its fresh-network references, and writes the matrix.
+
+    The sequence is `train` with `sequence_config`. With ``evaluation.fresh_reference`` every
+    game then gets a new network trained for one block (its first block's frames) on that game
+    alone, in ``<workdir>/fresh/<game>`` (resumable like any run); its end-of-block evaluation is
+    copied into the sequence's metrics as an 'eval_fresh' row. ``evaluation_matrix.json`` is
+    written at the end (and after every block by `train`). ``stop_at_frames`` counts the
+    sequence's frames; a sequence stopped early trains no reference. Relaunching resumes
+    wherever the previous launch stopped.
+    """
+    blocks = list(blocks)
+    config = sequence_config(config, blocks)
+    run = train(
+        config,
+        blocks,
+        workdir,
+        show_progress=show_progress,
+        stop_at_frames=stop_at_frames,
+        block_start=block_start,
+    )
+    completed = run.counters.frames >= sum(block.frames for block in blocks)
+    fresh: dict[str, RunResult] = {}
+    fresh_rows: list[dict[str, Any]] = []
+    wants_reference = bool(config.evaluation.get("fresh_reference", False))
+    if completed and wants_reference:
+        reference_config = fresh_reference_config(config, blocks)
+        for game in sequence.distinct_games(blocks):
+            first = next(block for block in blocks if block.game == game)
+            path = Path(workdir) / FRESH_DIR / game if workdir else None
+            fresh[game] = train(
+                reference_config,
+                [GameBlock(game=game, frames=first.frames)],
+                str(path) if path is not None else None,
+                show_progress=show_progress,
+            )
+            rows = read_metrics(path) if path is not None else fresh[game].evaluations
+            final = [row for row in rows if row.get("event") == "eval" and row.get("end_of_block")]
+            if final:
+                fresh_rows.append({**final[-1], "event": "eval_fresh"})
+    if workdir is None:
+        eval_rows = run.evaluations
+    else:
+        _append_fresh_rows(Path(workdir), fresh_rows)
+        eval_rows = read_metrics(workdir)
+    matrix = evaluation_matrix_summary(blocks, eval_rows)
+    if workdir is not None:
+        _write_json(Path(workdir) / EVALUATION_MATRIX_FILE, matrix)
+    return SequenceResult(run=run, fresh=fresh, matrix=matrix)
+
+
+def _append_fresh_rows(workdir: Path, rows: list[dict[str, Any]]) -> None:
+    """Appends the 'eval_fresh' rows of games that the metrics file does not hold yet."""
+    present = {row.get("game") for row in read_metrics(workdir) if row.get("event") == "eval_fresh"}
+    missing = [row for row in rows if row["game"] not in present]
+    if missing:
+        with WorkDir(workdir, tensorboard=False) as writer:
+            writer.append_metrics(missing)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(value, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def evaluation_matrix_summary(
+    blocks: Sequence[GameBlock], rows: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The evaluation matrix of a sequence from its metrics rows (JSON-ready, null where missing).
+
+    * ``games``: the games in order of first appearance; ``blocks``: the schedule;
+    * ``return_mean`` / ``human_normalized``: [block][game] score of each game evaluated after
+      each block (end-of-block 'eval' rows; null for games not seen yet or blocks not played);
+    * ``fresh``: {game: {return_mean, human_normalized, frames}} of the fresh-network references;
+    * ``visit_scores`` / ``visit_scores_human_normalized``: {game: {'visit_1', 'visit_2', ...,
+      'fresh'}}, the score right after each visit next to the fresh network's
+      (`agents.sequence.visit_summary`).
+    """
+    blocks = list(blocks)
+    games = sequence.distinct_games(blocks)
+    rows = list(rows)
+    matrix_rows = [
+        row
+        for row in rows
+        if row.get("event") == "eval" and row.get("end_of_block") and row.get("game") in games
+    ]
+    fresh_rows = [row for row in rows if row.get("event") == "eval_fresh"]
+    keys = ("return_mean", "human_normalized")
+    grids: dict[str, list[list[float | None]]] = {
+        key: [[None] * len(games) for _ in blocks] for key in keys
+    }
+    for row in matrix_rows:
+        position = int(row["block"])
+        if 0 <= position < len(blocks):
+            for key in keys:
+                grids[key][position][games.index(row["game"])] = _finite(row.get(key))
+    return {
+        "games": games,
+        "blocks": [dataclasses.asdict(block) for block in blocks],
+        **grids,
+        "fresh": {
+            row["game"]: {
+                "return_mean": _finite(row.get("return_mean")),
+                "human_normalized": _finite(row.get("human_normalized")),
+                "frames": row.get("frames"),
+            }
+            for row in fresh_rows
+        },
+        "visit_scores": sequence.visit_summary(matrix_rows, fresh_rows, "return_mean"),
+        "visit_scores_human_normalized": sequence.visit_summary(
+            matrix_rows, fresh_rows, "human_normalized"
+        ),
+    }
+
+
+def write_evaluation_matrix(workdir: str | Path, blocks: Sequence[GameBlock]) -> dict[str, Any]:
+    """Writes ``<workdir>/evaluation_matrix.json`` from the work dir's metrics and returns it."""
+    matrix = evaluation_matrix_summary(blocks, read_metrics(workdir))
+    _write_json(Path(workdir) / EVALUATION_MATRIX_FILE, matrix)
+    return matrix
 
 
 def _crossed(before: int, after: int, period: int) -> bool:
@@ -656,10 +982,13 @@ def _play_block(
                 state = _intervene(run, compiled, intervention, state)
             if _crossed(before, counters.frames, config.log_every_frames) or block_done:
                 _write_train_row(run)
-            if _crossed(before, counters.frames, config.evaluation.every_frames) or block_done:
+            if block_done or _crossed(before, counters.frames, config.evaluation.every_frames):
                 if eval_env is None:
-                    eval_env = _make_eval_env(run, block)
-                _evaluate_and_log(run, compiled, state, block, eval_env, progress)
+                    eval_env = _make_eval_env(run, block.game)
+                if block_done:
+                    _evaluate_matrix(run, compiled, state, eval_env, progress)
+                else:
+                    _evaluate_progress(run, compiled, state, block, eval_env, progress)
             stop_now = stop_at_frames is not None and counters.frames >= stop_at_frames
             if (
                 _crossed(before, counters.frames, config.checkpoint_every_frames)
@@ -677,35 +1006,40 @@ def _play_block(
     return state, stopped
 
 
-def _make_eval_env(run: _Run, block: GameBlock) -> AtariVectorEnvironment:
+def _make_eval_env(run: _Run, game: str, purpose: int = 0) -> AtariVectorEnvironment:
     evaluation = run.config.evaluation
     num_envs = min(evaluation.num_envs or run.config.env.num_envs, evaluation.episodes)
-    seed = derive_seed(run.config.seed, run.counters.block, 1)
-    return make_env(run.config, block.game, num_envs, seed, run.full_action_space)
+    seed = derive_seed(run.config.seed, run.counters.block, 1, purpose)
+    return make_env(run.config, game, num_envs, seed, run.full_action_space)
 
 
-def _evaluate_and_log(
+def _evaluate_row(
     run: _Run,
     compiled: CompiledAgent,
     state: AgentState,
-    block: GameBlock,
     eval_env: AtariVectorEnvironment,
-    progress: Progress,
-) -> None:
+    game: str,
+    trained_game: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Evaluates the current parameters on ``game`` and returns its 'eval' row (not written)."""
     seed = derive_seed(run.config.seed, run.counters.block, run.counters.evaluations, 2)
     started = time.perf_counter()
     result = evaluate(
         compiled,
         state.train_state.params,
         run.config,
-        block.game,
+        game,
         seed,
         run.full_action_space,
         env=eval_env,
     )
     run.counters.evaluations += 1
-    row = run.row(
+    return run.row(
         "eval",
+        game=game,
+        trained_game=trained_game,
+        **fields,
         return_mean=result.mean_return,
         return_std=float(np.std(result.returns)) if result.returns else math.nan,
         episodes=len(result.returns),
@@ -713,18 +1047,81 @@ def _evaluate_and_log(
         human_normalized=result.human_normalized,
         seconds=time.perf_counter() - started,
     )
+
+
+def _describe(row: dict[str, Any]) -> str:
+    text = f"{row['game']} {row['return_mean']:.1f}"
+    if row["human_normalized"] is not None:
+        text += f" ({row['human_normalized']:.3f} human-normalized)"
+    return text
+
+
+def _evaluate_progress(
+    run: _Run,
+    compiled: CompiledAgent,
+    state: AgentState,
+    block: GameBlock,
+    eval_env: AtariVectorEnvironment,
+    progress: Progress,
+) -> None:
+    """A progress evaluation of the current game inside a block (``evaluation.every_frames``)."""
+    row = _evaluate_row(run, compiled, state, eval_env, block.game, block.game, end_of_block=False)
     run.evaluations.append(row)
     run.write([row], scalars_prefix="eval")
     if run.show_progress:
-        progress.write(
-            f"eval {block.game} at {run.counters.frames:,} frames: return {result.mean_return:.1f} "
-            f"over {len(result.returns)} episodes"
-            + (
-                ""
-                if row["human_normalized"] is None
-                else f", human-normalized {row['human_normalized']:.3f}"
+        progress.write(f"eval at {run.counters.frames:,} frames: {_describe(row)}")
+
+
+def _evaluate_matrix(
+    run: _Run,
+    compiled: CompiledAgent,
+    state: AgentState,
+    eval_env: AtariVectorEnvironment,
+    progress: Progress,
+) -> None:
+    """The evaluation-matrix row of the block just finished: every game seen so far.
+
+    ``eval_env`` (the block's game) is reused; other games get an env of their own.
+    """
+    position = run.counters.block
+    block = run.blocks[position]
+    rows = []
+    for purpose, cell in enumerate(sequence.evaluation_cells(run.blocks, position), start=1):
+        env = eval_env if cell.game == block.game else _make_eval_env(run, cell.game, purpose)
+        try:
+            rows.append(
+                _evaluate_row(
+                    run,
+                    compiled,
+                    state,
+                    env,
+                    cell.game,
+                    cell.trained_game,
+                    visit=cell.visit,
+                    end_of_block=True,
+                )
             )
+        finally:
+            if env is not eval_env:
+                env.close()
+    run.evaluations.extend(rows)
+    run.write(rows)
+    for row in rows:
+        run.write_scalars(
+            {
+                f"eval/{row['game']}/{key}": row[key]
+                for key in ("return_mean", "human_normalized")
+                if row[key] is not None
+            }
         )
+    if run.show_progress:
+        progress.write(
+            f"eval after block {position} ({block.game}, visit {block.visit}) at "
+            f"{run.counters.frames:,} frames: " + ", ".join(_describe(row) for row in rows)
+        )
+    if run.workdir is not None:
+        run.workdir.flush()
+        write_evaluation_matrix(run.workdir.path, run.blocks)
 
 
 def _write_train_row(run: _Run) -> None:

@@ -396,12 +396,33 @@ def plot_eval_returns(runs: Sequence[Run]):
     return _finish(fig, axes, "Evaluation per game")
 
 
+def _matrix_rows(run: Run, variant: str | None) -> list[dict[str, Any]]:
+    """Evaluation-matrix rows: 'eval' rows taken after a block (progress evaluations inside a
+    block carry ``end_of_block`` False and are left out)."""
+    return [
+        r
+        for r in events(run, "eval")
+        if r.get("variant") == variant and r.get("end_of_block", True) is not False
+    ]
+
+
+def matrix_key(run: Run) -> str:
+    """'human_normalized' when every evaluation-matrix row has one (Atari games with reference
+    scores: comparable across games), else 'return_mean'."""
+    rows = [r for r in events(run, "eval") if r.get("end_of_block", True) is not False]
+    if rows and all(_number(r.get("human_normalized")) is not None for r in rows):
+        return "human_normalized"
+    return "return_mean"
+
+
 def evaluation_matrix(
     run: Run, variant: str | None = None, key: str = "return_mean"
 ) -> tuple[list[str], list[int], np.ndarray] | None:
     """RL: (games, blocks, matrix) with matrix[b, g] the mean `key` over seeds of game g
-    evaluated after block b (rows carry 'block'; NaN where a game was not evaluated)."""
-    rows = [r for r in events(run, "eval") if r.get("variant") == variant]
+    evaluated after block b (rows carry 'block'; NaN where a game was not evaluated).
+
+    Progress evaluations inside a block (``end_of_block`` False) are left out."""
+    rows = _matrix_rows(run, variant)
     rows = [r for r in rows if r.get("game") is not None and _number(r.get(key)) is not None]
     if not rows or not all("block" in r for r in rows):
         return None
@@ -417,24 +438,87 @@ def evaluation_matrix(
     return games, blocks, matrix
 
 
+def visit_scores(
+    run: Run, variant: str | None = None, key: str = "return_mean"
+) -> dict[str, dict[str, float]]:
+    """RL sequences: {game: {'visit_1': ..., 'visit_2': ..., 'fresh': ...}}, seed means of `key`.
+
+    ``visit_k`` is the score of a game right after its k-th block (matrix rows whose ``game`` is
+    their ``trained_game``); ``fresh`` that of the fresh-network reference ('eval_fresh' rows), a
+    new network trained on the game alone for one block. A revisit (or a later game's first
+    visit) well below ``fresh`` is loss of plasticity; a score falling between visits is
+    forgetting.
+    """
+    cells: dict[str, dict[str, list[float]]] = {}
+    for r in _matrix_rows(run, variant):
+        value = _number(r.get(key))
+        if (
+            value is not None
+            and r.get("game") is not None
+            and r.get("game") == r.get("trained_game")
+        ):
+            column = f"visit_{int(r.get('visit', 1))}"
+            cells.setdefault(r["game"], {}).setdefault(column, []).append(value)
+    for r in events(run, "eval_fresh"):
+        value = _number(r.get(key))
+        if r.get("variant") == variant and value is not None and r.get("game") is not None:
+            cells.setdefault(r["game"], {}).setdefault("fresh", []).append(value)
+
+    def order(column: str) -> tuple[int, int]:
+        return (1, 0) if column == "fresh" else (0, int(column.split("_")[1]))
+
+    return {
+        game: {c: float(np.mean(columns[c])) for c in sorted(columns, key=order)}
+        for game, columns in cells.items()
+    }
+
+
 def plot_evaluation_matrices(runs: Sequence[Run]):
-    """RL: one heat map per curve of the evaluation matrix (block × game)."""
+    """RL: per curve, the evaluation matrix (block × game) as a heat map, and for sequences the
+    score after each visit of a game next to the fresh-network reference's."""
     plt = _pyplot()
-    found = [(label, evaluation_matrix(run, variant)) for run, variant, label in curves(runs)]
-    found = [(label, m) for label, m in found if m is not None]
+    found = []
+    for run, variant, label in curves(runs):
+        key = matrix_key(run)
+        matrix = evaluation_matrix(run, variant, key)
+        if matrix is not None:
+            found.append((label, key, matrix, visit_scores(run, variant, key)))
     if not found:
         return None
-    fig, axes = _grid(plt, len(found), width=5.0, height=4.0, max_columns=3)
-    for ax, (label, (games, blocks, matrix)) in zip(axes, found):
+    panels = sum(2 if visits else 1 for *_, visits in found)
+    fig, axes = _grid(plt, panels, width=5.0, height=4.0, max_columns=2)
+    axes = iter(axes)
+    for label, key, (games, blocks, matrix), visits in found:
+        ax = next(axes)
         image = ax.imshow(matrix, aspect="auto", cmap="viridis")
         ax.set_xticks(range(len(games)), games, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=8)
         ax.set_xlabel("game evaluated")
         ax.set_ylabel("after block")
-        ax.set_title(label, fontsize=10)
+        ax.set_title(f"{label}: {key.replace('_', ' ')}", fontsize=10)
         fig.colorbar(image, ax=ax)
-    fig.suptitle("Evaluation matrix (mean return)")
+        if visits:
+            _draw_visit_bars(next(axes), visits, f"{label}: after each visit vs fresh", key)
+    fig.suptitle("Evaluation matrix")
     return fig
+
+
+def _draw_visit_bars(ax, visits: dict[str, dict[str, float]], title: str, key: str) -> None:
+    """Grouped bars: one group per game, one bar per visit and one for the fresh network."""
+    games = list(visits)
+    columns = list(dict.fromkeys(c for game in games for c in visits[game]))
+    columns.sort(key=lambda c: (1, 0) if c == "fresh" else (0, int(c.split("_")[1])))
+    width = 0.8 / max(len(columns), 1)
+    for i, column in enumerate(columns):
+        values = [visits[game].get(column, np.nan) for game in games]
+        positions = np.arange(len(games)) + (i - (len(columns) - 1) / 2) * width
+        color = "0.4" if column == "fresh" else f"C{i}"
+        ax.bar(positions, values, width, label=column.replace("_", " "), color=color)
+    ax.set_xticks(range(len(games)), games, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3, axis="y")
 
 
 def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:

@@ -1,4 +1,4 @@
-"""Trains DQN or Rainbow on Atari games from absl flags; results land in a work dir.
+"""Trains DQN or Rainbow on Atari games and game sequences from absl flags, into a work dir.
 
 Usage::
 
@@ -6,10 +6,36 @@ Usage::
         [--frames_per_game=200000000] [--seed=0] [--norm=layernorm] [--nap] [--weight_decay=0] \\
         [--num_envs=8] [--config.learner.n_step=3 --config.replay.capacity=1000000 ...]
 
+    # NaP's sequential ALE: games played one after another, the list cycled
+    python -m scripts.train_atari --games=Pong,Breakout,Enduro --frames_per_game=20000000 \\
+        --cycles=2 --agent=rainbow --norm=layernorm --nap --restart_schedule_at_switch \\
+        --fresh_reference --workdir=/tmp/seq
+
+    # a published experiment (one arm per command; see the file's docstring)
+    python -m scripts.train_atari \\
+        --experiment=benchmarks/configs/atari_sequence.py:paper,rainbow_ln_nap --workdir=/tmp/nap
+
 ``--agent`` picks the preset of `agents.configs` (DQN Zoo's settings, counted in frames);
 ``--config.<field>=<value>`` overrides any field of it (see `agents.configs` for the fields).
-Several games (``--games=Pong,Breakout``) are played one after another with the full 18-action
-set. Relaunching the same command on the same work dir resumes from its last checkpoint. Bad input
+``--experiment`` starts from a config file instead (its ``games`` and ``cycles`` included); the
+named flags, when given, and ``--config.*`` override it.
+
+Sequences (`agents.atari_loop`): several games play one after another with the full 18-action
+set, so one head serves every game; ``--cycles`` repeats the list. At every switch the episodes in
+flight are cut, and, as the switch flags say (all off by default; the paper's choice is
+unconfirmed): ``--flush_replay_at_switch`` empties the replay (learning waits until it refills),
+``--reset_optimizer_at_switch`` zeroes the optimizer's moments (Adam's bias correction starts
+again), ``--restart_schedule_at_switch`` restarts a warm-up + cosine learning-rate schedule at
+every game: ``optimizer.schedule.init_value`` -> ``optimizer.learning_rate`` over
+``schedule.warmup_steps`` updates -> ``schedule.end_value`` at the game's end (NaP used 1e-8,
+6.25e-4, 1,000, 1e-6; the sequence preset's defaults are the same except the peak, the agent's
+own learning rate; ``--config.optimizer.learning_rate=6.25e-4`` sets NaP's). After every game
+every game seen so far is evaluated (the evaluation matrix, ``evaluation_matrix.json``);
+``--fresh_reference`` then also trains one fresh network per game for one block (under
+``<workdir>/fresh/``), the reference that tells forgetting from loss of plasticity (it costs one
+more block per game). Every metrics row carries frames, game, visit and cycle.
+
+Relaunching the same command on the same work dir resumes from its last checkpoint. Bad input
 (an unknown game, NaP without a norm, ...) ends with a one-line error and exit status 1.
 """
 
@@ -23,7 +49,30 @@ from ml_collections import config_flags
 
 from agents import configs
 
+# NaP's sequential-ALE schedule shape (PAPERS.md §1); the peak is the agent's learning rate.
+SEQUENCE_SCHEDULE = dict(init_value=1e-8, warmup_steps=1_000, end_value=1e-6)
+SWITCH_FLAGS = {
+    "flush_replay_at_switch": "flush_replay",
+    "reset_optimizer_at_switch": "reset_optimizer",
+    "restart_schedule_at_switch": "restart_schedule",
+}
+
+
+def with_sequence_fields(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An agent preset with the fields a sequence reads, where missing: ``switch`` (all off),
+    ``evaluation.fresh_reference`` (off) and NaP's warm-up/end values for a restarted schedule
+    (used only when ``switch.restart_schedule`` is on)."""
+    if "switch" not in config:
+        config.switch = ml_collections.ConfigDict({field: False for field in SWITCH_FLAGS.values()})
+        if config.optimizer.schedule.name == "constant":
+            config.optimizer.schedule.update(SEQUENCE_SCHEDULE)
+    if "fresh_reference" not in config.evaluation:
+        config.evaluation.fresh_reference = False
+    return config
+
+
 _GAMES = flags.DEFINE_list("games", ["Pong"], "Atari games played one after another.")
+_CYCLES = flags.DEFINE_integer("cycles", None, "Times the list of games is played (default 1).")
 _AGENT = flags.DEFINE_enum("agent", "rainbow", list(configs.AGENTS), "Agent preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work dir: config, metrics, checkpoints.")
 _FRAMES_PER_GAME = flags.DEFINE_integer(
@@ -36,9 +85,32 @@ _NORM = flags.DEFINE_enum(
 _NAP = flags.DEFINE_bool("nap", None, "Normalize-and-Project (needs --norm=layernorm|rmsnorm).")
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", None, "Decoupled weight decay coefficient.")
 _NUM_ENVS = flags.DEFINE_integer("num_envs", None, "Emulators stepped in parallel.")
+_FLUSH_REPLAY = flags.DEFINE_bool(
+    "flush_replay_at_switch", None, "Empty the replay at every game switch (default off)."
+)
+_RESET_OPTIMIZER = flags.DEFINE_bool(
+    "reset_optimizer_at_switch", None, "Zero the optimizer's moments at every switch (default off)."
+)
+_RESTART_SCHEDULE = flags.DEFINE_bool(
+    "restart_schedule_at_switch",
+    None,
+    "Warm-up + cosine learning rate restarted at every game (default off: constant).",
+)
+_FRESH_REFERENCE = flags.DEFINE_bool(
+    "fresh_reference",
+    None,
+    "Also train a fresh network per game for one block: the plasticity reference (default off).",
+)
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar.")
 _CONFIG = config_flags.DEFINE_config_dict(
-    "config", configs.rainbow_config(), "Overrides of the agent preset's fields."
+    "config",
+    with_sequence_fields(configs.rainbow_config()),
+    "Overrides of the agent preset's fields.",
+)
+_EXPERIMENT = config_flags.DEFINE_config_file(
+    "experiment",
+    None,
+    "Experiment config file (e.g. benchmarks/configs/atari_sequence.py:paper,rainbow_ln_nap).",
 )
 
 
@@ -52,11 +124,20 @@ def build_config(
     nap: bool | None = None,
     weight_decay: float | None = None,
     num_envs: int | None = None,
+    flush_replay_at_switch: bool | None = None,
+    reset_optimizer_at_switch: bool | None = None,
+    restart_schedule_at_switch: bool | None = None,
+    fresh_reference: bool | None = None,
+    base: ml_collections.ConfigDict | None = None,
 ) -> ml_collections.ConfigDict:
-    """The preset of ``agent`` with ``--config.*`` overrides, then the named flags, applied."""
+    """The preset of ``agent`` (or ``base``) with ``--config.*`` overrides, then the named flags.
+
+    Arguments left None keep the config's value.
+    """
     if "agent" in overrides:
         raise ValueError("choose the agent with --agent, not --config.agent")
-    config = configs.get_config(agent)
+    config = configs.get_config(agent) if base is None else ml_collections.ConfigDict(base)
+    config = with_sequence_fields(config)
     config.update_from_flattened_dict(dict(overrides))
     named = {
         "frames_per_game": frames_per_game,
@@ -65,12 +146,29 @@ def build_config(
         "optimizer.nap.enabled": nap,
         "optimizer.weight_decay": weight_decay,
         "env.num_envs": num_envs,
+        "switch.flush_replay": flush_replay_at_switch,
+        "switch.reset_optimizer": reset_optimizer_at_switch,
+        "switch.restart_schedule": restart_schedule_at_switch,
+        "evaluation.fresh_reference": fresh_reference,
     }
     config.update_from_flattened_dict(
         {key: value for key, value in named.items() if value is not None}
     )
     configs.validate_config(config)
     return config
+
+
+def split_experiment(
+    experiment: ml_collections.ConfigDict,
+) -> tuple[ml_collections.ConfigDict, list[str], int]:
+    """(agent config, games, cycles) of an experiment config file's ConfigDict."""
+    fields = experiment.to_dict()
+    missing = [name for name in ("agent", "games") if name not in fields]
+    if missing:
+        raise ValueError(f"the experiment config has no {' or '.join(missing)} field")
+    games = [str(game) for game in fields.pop("games")]
+    cycles = int(fields.pop("cycles", 1))
+    return ml_collections.ConfigDict(fields), games, cycles
 
 
 def main(argv: list[str]) -> None:
@@ -86,8 +184,20 @@ def main(argv: list[str]) -> None:
     runtime.apply_runtime_defaults()
 
     try:
+        agent, base, games, cycles = _AGENT.value, None, _GAMES.value, 1
+        if _EXPERIMENT.value is not None:
+            base, experiment_games, cycles = split_experiment(_EXPERIMENT.value)
+            if flags.FLAGS["agent"].present and _AGENT.value != base.agent:
+                raise ValueError(
+                    f"--agent={_AGENT.value} contradicts the experiment's agent {base.agent}"
+                )
+            agent = base.agent
+            if not flags.FLAGS["games"].present:
+                games = experiment_games
+        if _CYCLES.value is not None:
+            cycles = _CYCLES.value
         config = build_config(
-            _AGENT.value,
+            agent,
             config_flags.get_override_values(flags.FLAGS["config"]),
             frames_per_game=_FRAMES_PER_GAME.value,
             seed=_SEED.value,
@@ -95,17 +205,24 @@ def main(argv: list[str]) -> None:
             nap=_NAP.value,
             weight_decay=_WEIGHT_DECAY.value,
             num_envs=_NUM_ENVS.value,
+            flush_replay_at_switch=_FLUSH_REPLAY.value,
+            reset_optimizer_at_switch=_RESET_OPTIMIZER.value,
+            restart_schedule_at_switch=_RESTART_SCHEDULE.value,
+            fresh_reference=_FRESH_REFERENCE.value,
+            base=base,
         )
-        blocks = atari_loop.make_game_blocks(_GAMES.value, config.frames_per_game)
-        result = atari_loop.train(config, blocks, _WORKDIR.value, show_progress=_PROGRESS.value)
+        blocks = atari_loop.make_game_blocks(games, config.frames_per_game, cycles)
+        result = atari_loop.train_sequence(
+            config, blocks, _WORKDIR.value, show_progress=_PROGRESS.value
+        )
     except ValueError as error:
         sys.exit(f"train_atari: error: {error}")
-    counters = result.counters
-    last = result.evaluations[-1] if result.evaluations else {}
+    counters = result.run.counters
+    last = next((row for row in reversed(result.run.evaluations) if row["end_of_block"]), {})
     print(
         f"done: {counters.frames:,} frames, {counters.updates:,} updates, "
         f"last evaluation return {last.get('return_mean')} ({last.get('game')}); "
-        f"work dir {_WORKDIR.value}"
+        f"{len(blocks)} blocks, {len(result.fresh)} fresh references; work dir {_WORKDIR.value}"
     )
 
 

@@ -53,17 +53,20 @@ def test_the_work_dir_holds_config_metrics_events_and_checkpoints(interrupted_an
     assert first.counters.frames == 512 and second.counters.frames == FRAMES
     saved = json.loads((path / "config.json").read_text())
     assert saved["agent"] == "dqn" and saved["schedule"] == [
-        {"game": "pong", "frames": FRAMES, "visit": 1}
+        {"game": "pong", "frames": FRAMES, "visit": 1, "index": 0, "cycle": 1}
     ]
     assert list(path.glob("events.out.tfevents.*"))
     assert sorted(int(p.name) for p in (path / "checkpoints").iterdir()) == [512, 1024]
     rows = workdir_lib.read_metrics(path)
+    every_row = ("event", "step", "frames", "agent_steps", "updates", "game", "block", "visit")
     for row in rows:
-        for key in ("event", "step", "frames", "agent_steps", "updates", "game", "block", "visit"):
+        for key in every_row + ("cycle", "seed"):
             assert key in row, (key, row)
         assert row["game"] == "pong" and row["agent_steps"] * 4 == row["frames"]
     evals = [row for row in rows if row["event"] == "eval"]
     assert [row["frames"] for row in evals] == [512, 1024]
+    assert [row["end_of_block"] for row in evals] == [False, True]  # progress, then the matrix
+    assert all(row["trained_game"] == "pong" for row in evals)
     assert all("human_normalized" in row and "return_mean" in row for row in evals)
     train_rows = [row for row in rows if row["event"] == "train"]
     assert [row["frames"] for row in train_rows] == [256, 512, 768, 1024]  # none repeated
@@ -147,7 +150,8 @@ def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_s
         skewed = jax.tree.map(jnp.copy, skewed)  # the learn step donates the replay
         priorities_before = np.asarray(skewed.priority).copy()
         train_state = jax.tree.map(jnp.copy, state.train_state)  # ... and the train state
-        _, after, _, aux = compiled.learn(train_state, skewed, jax.random.key(seed), 0.5)
+        key = jax.device_put(jax.random.key(seed), jax.devices()[0])  # committed, as in the loop
+        _, after, _, aux = compiled.learn(train_state, skewed, key, 0.5)
         indices = np.asarray(aux["per_example"]["indices"])
         hits, draws = hits + np.sum(indices == heavy), draws + indices.size
         if prioritized:
