@@ -1,0 +1,246 @@
+"""Tests of multi-process jobs: flag validation in this process, and real 2-process jobs over
+`jax.distributed` on loopback (one CPU device per process, gloo collectives).
+
+* a tiny sharded job (a global batch built from each process's half, a jitted reduction, an
+  all-gather, a cross-process vote) checks its results at every step;
+* killing either process makes the other exit with an error within a bounded time
+  (heartbeat timeout 5 s; the test allows 60 s) instead of hanging;
+* the continual launcher run as 2 processes (runs split over them, process 0 writing the work
+  dir, both writing the Orbax checkpoint) gives the rows of a single-process run.
+
+Every subprocess has a timeout and is killed on the way out, so a failure cannot hang the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from plasticity import distributed, workdir
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
+ENV.pop("XLA_FLAGS", None)  # one CPU device per process
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# In this process: settings and single-process behaviour.
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        (distributed.DistributedConfig(num_processes=2), "missing --coordinator_address, "
+         "--process_id"),
+        (distributed.DistributedConfig("10.0.0.1", 2, 0), "must be host:port"),
+        (distributed.DistributedConfig("10.0.0.1:80", 2, 2), r"must be in \[0, --num_processes\)"),
+        (distributed.DistributedConfig("h:1", 2, 0, heartbeat_timeout_seconds=0), "timeouts"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(config, match):
+    with pytest.raises(ValueError, match=match) as error:
+        distributed.initialize(config)
+    assert "\n" not in str(error.value)
+
+
+def test_single_process_settings_do_nothing():
+    assert not distributed.DistributedConfig().enabled
+    assert distributed.DistributedConfig(auto_detect=True).enabled
+    assert not distributed.initialize(distributed.DistributedConfig())
+    assert not distributed.initialize(distributed.DistributedConfig("127.0.0.1:1", 1, 0))
+    distributed.validate(distributed.DistributedConfig("[::1]:1234", 4, 3))
+    assert distributed.is_lead_process() and jax.process_count() == 1
+    tree = {"a": jax.numpy.arange(3), "b": np.ones(2)}
+    fetched = distributed.fetch(tree)
+    np.testing.assert_array_equal(fetched["a"], [0, 1, 2])
+    assert isinstance(fetched["a"], np.ndarray)
+    assert distributed.any_process(True) and not distributed.any_process(False)
+    distributed.barrier("single")
+
+
+def test_launcher_flags_parse_into_a_config():
+    from absl import flags  # noqa: PLC0415
+
+    values = flags.FlagValues()
+    distributed.define_flags(values)
+    distributed.define_flags(values)  # idempotent
+    values(["prog", "--coordinator_address=10.1.2.3:8476", "--num_processes=4",
+            "--process_id=3", "--distributed_heartbeat_timeout=20"])
+    config = distributed.config_from_flags(values)
+    assert config == distributed.DistributedConfig(
+        "10.1.2.3:8476", 4, 3, False, 20, distributed.DEFAULT_INITIALIZATION_TIMEOUT_SECONDS
+    )
+    assert config.enabled
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes on loopback.
+
+_JOB = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from plasticity import distributed
+    process, port, steps, pause = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    distributed.initialize(distributed.DistributedConfig(
+        f"127.0.0.1:{{port}}", 2, process, heartbeat_timeout_seconds=5,
+        initialization_timeout_seconds=60))
+    import jax, jax.numpy as jnp, numpy as np
+    from plasticity import mesh as mesh_lib
+    assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
+    mesh = mesh_lib.make_mesh("data:2")
+    sum_of_squares = jax.jit(lambda x: jnp.sum(x * x))
+    for step in range(steps):
+        local = np.arange(4, dtype=np.float32) + 4 * process + step  # this process's half
+        batch = mesh_lib.global_batch(local, mesh)
+        expected = np.arange(8, dtype=np.float32) + step
+        assert float(distributed.fetch(sum_of_squares(batch))) == float(np.sum(expected ** 2))
+        np.testing.assert_array_equal(distributed.fetch(batch), expected)
+        assert distributed.any_process(process == 1 and step == 1) == (step == 1)
+        print(f"step {{step}} ok", flush=True)
+        time.sleep(pause)
+    distributed.barrier("end")
+    print("JOB_OK", flush=True)
+    """
+)
+
+
+def start_job(process: int, port: int, steps: int, pause: float) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _JOB.format(repo=str(REPO)), str(process), str(port), str(steps),
+         str(pause)],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_all(processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def test_two_processes_run_a_sharded_job_and_check_every_step():
+    port = free_port()
+    jobs = [start_job(i, port, steps=3, pause=0.0) for i in range(2)]
+    try:
+        outputs = [job.communicate(timeout=120) for job in jobs]
+    finally:
+        stop_all(jobs)
+    for job, (stdout, stderr) in zip(jobs, outputs):
+        assert job.returncode == 0 and "JOB_OK" in stdout, stderr[-3000:]
+        assert [line for line in stdout.splitlines() if line.startswith("step")] == [
+            "step 0 ok", "step 1 ok", "step 2 ok"
+        ]
+
+
+def _wait_for_line(process: subprocess.Popen, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if text in line:
+            return
+        if not line and process.poll() is not None:
+            raise AssertionError(f"job ended before printing {text!r}: {process.stderr.read()[-2000:]}")
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+@pytest.mark.parametrize("killed", [1, 0])
+def test_killing_one_process_makes_the_other_exit_with_an_error_in_bounded_time(killed):
+    port = free_port()
+    jobs = [start_job(i, port, steps=10_000, pause=0.1) for i in range(2)]
+    survivor = jobs[1 - killed]
+    try:
+        _wait_for_line(jobs[killed], "step 2 ok", timeout=120)
+        jobs[killed].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        try:
+            survivor.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the surviving process did not exit within 60 s of the kill")
+        waited = time.monotonic() - killed_at
+    finally:
+        stop_all(jobs)
+    assert survivor.returncode != 0
+    assert waited < 60
+
+
+def _launch(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scripts.train_continual", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+TINY = [
+    "--config=benchmarks/configs/nap_label_reset.py",
+    "--config.variant_order=('no_norm',)",
+    "--config.num_seeds=2",
+    "--config.task.num_tasks=3",
+    "--config.task.steps_per_task=2",
+    "--config.task.batch_size=8",
+    "--config.network.hidden_sizes=(8,)",
+    "--config.data.max_train_examples=64",
+    "--config.diagnostics.every=2",
+    "--config.eval.max_examples=32",
+    "--config.run.tasks_per_chunk=1",
+    "--config.run.progress=False",
+    "--config.run.tensorboard=False",
+]
+
+
+def test_the_launcher_as_two_processes_equals_one_process(tmp_path):
+    port = free_port()
+    shared, alone = tmp_path / "two_processes", tmp_path / "one_process"
+    cluster = [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+               "--distributed_heartbeat_timeout=10"]
+    runs = [_launch(*TINY, f"--workdir={shared}", *cluster, f"--process_id={i}") for i in range(2)]
+    runs.append(_launch(*TINY, f"--workdir={alone}"))
+    try:
+        outputs = [run.communicate(timeout=300) for run in runs]
+    finally:
+        stop_all(runs)
+    for run, (_, stderr) in zip(runs, outputs):
+        assert run.returncode == 0 and "train_continual: complete" in stderr, stderr[-3000:]
+    two, one = workdir.read_metrics(shared), workdir.read_metrics(alone)
+    assert len(two) == len(one) == 2 * 3 * 2 + 2  # per seed: 3 tasks x (task + diagnostics) + initial
+    for a, b in zip(two, one):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+            else:
+                assert a[key] == b[key], key
+    # Both processes wrote their shards of every checkpoint; process 0 the metadata.
+    latest = shared / workdir.CHECKPOINT_DIR / "3"
+    assert sorted(p.name for p in (latest / "tree").glob("ocdbt.process_*")) == [
+        "ocdbt.process_0", "ocdbt.process_1"
+    ]
+    metadata = json.loads((latest / "metadata" / "metadata").read_text())
+    assert metadata["next_task"] == 3
+    assert metadata["metrics_bytes"] == (shared / workdir.METRICS_FILE).stat().st_size

@@ -1,0 +1,226 @@
+"""Preemption-safe exact resume and the divergence guard, through the continual launcher as a user
+(or a scheduler) runs it: subprocesses, real signals.
+
+One tiny sweep (2 seeds, 12 tasks of 2 steps, one chunk and one checkpoint per task) is run
+three ways, the first two at the same time as the third:
+
+* uninterrupted, to the end (the reference);
+* a planted divergence: SGD at a learning rate far above the stable limit (a linear network on
+  a regression task with a large offset), which blows up during the second task;
+* the chain: SIGKILL once a checkpoint exists, relaunch; SIGTERM once that run has written a
+  newer checkpoint (exit 0); relaunch to the end. The final parameters, the whole train state
+  and metrics.jsonl must equal the reference's bit for bit.
+
+The processes share a JAX persistent compilation cache (a fresh directory of this module), so
+the relaunches load the programs the first runs compiled instead of compiling them again (half
+of a launch's CPU time here); the reference compiles its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from plasticity import divergence, workdir
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ}
+ENV.pop("XLA_FLAGS", None)
+ENV.pop("JAX_THREEFRY_PARTITIONABLE", None)  # the launcher's own default, as a user runs it
+NUM_TASKS = 12
+TINY = [
+    "--config=benchmarks/configs/nap_label_reset.py",
+    "--config.variant_order=('no_norm',)",
+    "--config.num_seeds=2",
+    f"--config.task.num_tasks={NUM_TASKS}",
+    "--config.task.steps_per_task=2",
+    "--config.task.batch_size=8",
+    "--config.network.hidden_sizes=(8,)",
+    "--config.data.max_train_examples=64",
+    "--config.diagnostics.every=2",
+    "--config.diagnostics.names=()",
+    "--config.eval.max_examples=32",
+    "--config.run.tasks_per_chunk=1",
+    "--config.run.progress=False",
+    "--config.run.tensorboard=False",
+]
+DIVERGING = [
+    "--config=benchmarks/configs/nap_label_reset.py",
+    "--config.variant_order=('no_norm',)",
+    "--config.task.name=large_offset_regression",
+    "--config.task.num_tasks=6",
+    "--config.task.steps_per_task=4",
+    "--config.task.batch_size=8",
+    "--config.network.hidden_sizes=(8,)",
+    "--config.network.activation=identity",
+    "--config.optimizer.name=sgd",
+    "--config.optimizer.learning_rate=0.01",
+    "--config.data.max_train_examples=64",
+    "--config.diagnostics.every=4",
+    "--config.diagnostics.names=()",
+    "--config.eval.max_examples=32",
+    "--config.run.tasks_per_chunk=1",
+    "--config.run.progress=False",
+    "--config.run.tensorboard=False",
+]
+TIMEOUT = 300
+
+
+def launch(*args: str, cache: Path) -> subprocess.Popen:
+    env = {
+        **ENV,
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "scripts.train_continual", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def checkpoint_steps(path: Path) -> list[int]:
+    """Steps of the finished checkpoints (Orbax renames a temporary directory when done)."""
+    directory = path / workdir.CHECKPOINT_DIR
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def signal_after_checkpoint(process: subprocess.Popen, path: Path, newer_than: int,
+                            signum: int) -> int:
+    """Sends `signum` once a checkpoint newer than `newer_than` exists; returns that step."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        steps = checkpoint_steps(path)
+        if steps and steps[-1] > newer_than:
+            process.send_signal(signum)
+            return steps[-1]
+        if process.poll() is not None:
+            raise AssertionError(f"run ended before a checkpoint newer than {newer_than}: "
+                                 f"{process.stderr.read()[-3000:]}")
+        time.sleep(0.01)
+    raise AssertionError("no new checkpoint in time")
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    try:
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stderr
+
+
+def restore_latest(path: Path) -> tuple[dict, dict, int]:
+    """(train-state tree, metadata, step) of the newest checkpoint, read without a template."""
+    manager = ocp.CheckpointManager(path / workdir.CHECKPOINT_DIR,
+                                    item_names=("tree", "metadata"))
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(
+        tree=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+    manager.close()
+    return jax.tree.map(np.asarray, restored["tree"]), dict(restored["metadata"]), step
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    paths = {name: root / name for name in ("reference", "diverging", "chain")}
+    cache = root / "compilation_cache"
+    background = {
+        "reference": launch(*TINY, f"--workdir={paths['reference']}", cache=cache),
+        "diverging": launch(*DIVERGING, f"--workdir={paths['diverging']}", cache=cache),
+    }
+    chain = {}
+    try:
+        killed = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
+        chain["killed_at"] = signal_after_checkpoint(killed, paths["chain"], 0, signal.SIGKILL)
+        chain["killed"] = finish(killed)
+        chain["after_kill"] = checkpoint_steps(paths["chain"])
+
+        terminated = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
+        chain["terminated_at"] = signal_after_checkpoint(
+            terminated, paths["chain"], chain["after_kill"][-1], signal.SIGTERM)
+        chain["terminated"] = finish(terminated)
+        chain["after_term"] = checkpoint_steps(paths["chain"])
+
+        chain["final"] = finish(launch(*TINY, f"--workdir={paths['chain']}", cache=cache))
+        results = {name: finish(process) for name, process in background.items()}
+    finally:
+        for process in background.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return paths, chain, results
+
+
+def test_sigkill_mid_run_leaves_a_resumable_checkpoint(runs):
+    _, chain, _ = runs
+    returncode, _ = chain["killed"]
+    assert returncode == -signal.SIGKILL
+    assert chain["after_kill"] and chain["after_kill"][-1] < NUM_TASKS
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_zero(runs):
+    _, chain, _ = runs
+    returncode, stderr = chain["terminated"]
+    assert returncode == 0, stderr[-3000:]
+    assert "stopped by SIGTERM after a checkpoint (relaunch to resume)" in stderr
+    # It finished the chunk it was in (or had just checkpointed) and stopped before the end.
+    assert chain["after_kill"][-1] < chain["terminated_at"] <= chain["after_term"][-1] < NUM_TASKS
+
+
+def test_interrupted_and_resumed_run_ends_bit_identical(runs):
+    paths, chain, results = runs
+    returncode, stderr = chain["final"]
+    assert returncode == 0 and "complete" in stderr, stderr[-3000:]
+    reference_code, reference_err = results["reference"]
+    assert reference_code == 0 and "complete" in reference_err, reference_err[-3000:]
+    resumed, resumed_meta, resumed_step = restore_latest(paths["chain"])
+    reference, reference_meta, reference_step = restore_latest(paths["reference"])
+    assert resumed_step == reference_step == NUM_TASKS and resumed_meta == reference_meta
+    assert jax.tree.structure(resumed) == jax.tree.structure(reference)
+    jax.tree.map(np.testing.assert_array_equal, resumed, reference)
+    assert np.abs(resumed["state"]["params"]["output"]["kernel"]).sum() > 0
+    chain_rows = (paths["chain"] / workdir.METRICS_FILE).read_bytes()
+    assert chain_rows == (paths["reference"] / workdir.METRICS_FILE).read_bytes()
+    tasks = [json.loads(line) for line in chain_rows.splitlines()]
+    assert sorted((r["seed"], r["task"]) for r in tasks if r["event"] == "task") == [
+        (seed, task) for seed in (0, 1) for task in range(NUM_TASKS)
+    ]
+
+
+def test_planted_divergence_is_one_line_nonzero_and_keeps_the_last_good_checkpoint(runs):
+    paths, _, results = runs
+    returncode, stderr = results["diverging"]
+    assert returncode == divergence.DIVERGENCE_EXIT_CODE, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    prefix = "train_continual: error: divergence at step "
+    assert last.startswith(prefix), last
+    step = int(last[len(prefix):].split(":")[0])
+    assert 4 < step < 24  # during the second task or later, after at least one good chunk
+    assert ": loss is " in last and "(variant 'no_norm', seed 0)" in last
+    tree, metadata, kept = restore_latest(paths["diverging"])
+    assert f"last good checkpoint kept: {paths['diverging'] / workdir.CHECKPOINT_DIR}/{kept}" in last
+    assert kept * 4 < step  # the kept state is from before the divergence ...
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree["state"]))  # ... and sane
+    rows = workdir.read_metrics(paths["diverging"])
+    assert metadata["metrics_bytes"] == (paths["diverging"] / workdir.METRICS_FILE).stat().st_size
+    assert max(row["task"] for row in rows) == kept - 1  # no rows of the diverged chunk
