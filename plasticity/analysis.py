@@ -482,19 +482,30 @@ def plot_evaluation_matrices(runs: Sequence[Run]):
         key = matrix_key(run)
         matrix = evaluation_matrix(run, variant, key)
         if matrix is not None:
-            found.append((label, key, matrix, visit_scores(run, variant, key)))
+            trained = {
+                int(r["block"]): r["trained_game"]
+                for r in _matrix_rows(run, variant)
+                if "block" in r and r.get("trained_game") is not None
+            }
+            found.append((label, key, matrix, visit_scores(run, variant, key), trained))
     if not found:
         return None
-    panels = sum(2 if visits else 1 for *_, visits in found)
+    panels = sum(2 if visits else 1 for *_, visits, _ in found)
     fig, axes = _grid(plt, panels, width=5.0, height=4.0, max_columns=2)
     axes = iter(axes)
-    for label, key, (games, blocks, matrix), visits in found:
+    for label, key, (games, blocks, matrix), visits, trained in found:
         ax = next(axes)
         image = ax.imshow(matrix, aspect="auto", cmap="viridis")
+        if matrix.size <= 200:
+            for (b, g), value in np.ndenumerate(matrix):
+                if np.isfinite(value):
+                    color = "k" if image.norm(value) > 0.5 else "w"  # readable on viridis
+                    ax.text(g, b, f"{value:.2g}", ha="center", va="center", fontsize=6, color=color)
         ax.set_xticks(range(len(games)), games, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(blocks)), [str(b) for b in blocks], fontsize=8)
+        names = [f"{b}: {trained[b]}" if b in trained else str(b) for b in blocks]
+        ax.set_yticks(range(len(blocks)), names, fontsize=8)
         ax.set_xlabel("game evaluated")
-        ax.set_ylabel("after block")
+        ax.set_ylabel("after block: game trained")
         ax.set_title(f"{label}: {key.replace('_', ' ')}", fontsize=10)
         fig.colorbar(image, ax=ax)
         if visits:

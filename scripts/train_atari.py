@@ -218,7 +218,9 @@ def main(argv: list[str]) -> None:
     except ValueError as error:
         sys.exit(f"train_atari: error: {error}")
     counters = result.run.counters
-    last = next((row for row in reversed(result.run.evaluations) if row["end_of_block"]), {})
+    last = next(
+        (row for row in reversed(result.run.evaluations) if row["game"] == row["trained_game"]), {}
+    )
     print(
         f"done: {counters.frames:,} frames, {counters.updates:,} updates, "
         f"last evaluation return {last.get('return_mean')} ({last.get('game')}); "

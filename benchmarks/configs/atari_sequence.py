@@ -53,7 +53,8 @@ measures a host's frames/s (ETA = frames / rate).
 
 Smoke scale (``:smoke``, the default; checks the plumbing on a CPU, learns nothing): the first
 three games, 1,024 frames each, two cycles, `agents.configs.smoke_config`'s tiny network, a
-512-transition replay and a schedule warm-up of 8 updates, references included. A few minutes
+512-transition replay, episodes cut at 400 frames (so that every evaluation finishes) and a
+schedule warm-up of 8 updates, references included. A few minutes
 on a 2-core CPU (most of it compilation, evaluation and emulator start-up)::
 
     python -m scripts.train_atari \\
@@ -123,7 +124,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config = configs.smoke_config("rainbow")
         config.frames_per_game = 1024
         games, cycles = DEFAULT_GAMES[:3], 2
-        config.evaluation.update(dict(every_frames=1024, episodes=2, max_frames=400))
+        config.env.max_episode_frames = 400  # short episodes, so every evaluation scores
+        config.evaluation.update(dict(every_frames=1024, episodes=2, max_frames=1000))
         config.diagnostics.update(dict(every_frames=512, batch_size=32))
         warmup_steps = 8
     config.games = games
