@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from benchmarks import continual
+from plasticity import diagnostics
 
 SCALES = ("default", "paper")
 
@@ -39,6 +40,9 @@ def digits_memorization_base() -> ml_collections.ConfigDict:
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.diagnostics.every = 100
+  # The default compiled diagnostics (dormant / dead / linearized units, feature ranks, norms,
+  # effective learning rates): ≤ 1.2× the cost of training (benchmarks.diagnostics_cost).
+  config.diagnostics.names = diagnostics.DEFAULT_DIAGNOSTICS
   return config
 
 
