@@ -1,0 +1,123 @@
+"""Periodic work of the compiled continual trainer: interventions after inner scans whose length
+divides their period (no branch at all when it equals it), and one effective-learning-rate
+exponent for the built-in rows and `plasticity.diagnostics`.
+
+The shared tiny run: digits subset, MLP 64→8→10, 4 tasks × 6 steps, diagnostics every 3 steps.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from benchmarks import continual
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fast_compiling_rng():
+    with jax.threefry_partitionable(False):
+        yield
+
+
+def tiny_config(**intervention) -> ml_collections.ConfigDict:
+    config = continual.default_config()
+    config.data.max_train_examples = 64
+    config.task.num_tasks = 4
+    config.task.steps_per_task = 6
+    config.task.batch_size = 8
+    config.network.hidden_sizes = (8,)
+    config.diagnostics.every = 3
+    config.diagnostics.probe_size = 8
+    config.eval.max_examples = 32
+    if intervention:
+        config.intervention.name = "recorder"
+        config.intervention.update(intervention)
+    return config
+
+
+def recorder(name, model, **options):
+    """Counts its applications and sums the optimizer step at which each one happened."""
+    del model, options
+
+    def init(params):
+        del params
+        return {"count": jnp.zeros([], jnp.int32), "step_sum": jnp.zeros([], jnp.int32)}
+
+    def apply(state, probe_inputs, rng):
+        del probe_inputs, rng
+        seen = state.extra[name]
+        extra = {**state.extra, name: {"count": seen["count"] + 1,
+                                       "step_sum": seen["step_sum"] + state.step}}
+        return state.replace(extra=extra)
+
+    return init, apply
+
+
+def count_conds(trainer: continual.Trainer) -> int:
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1)])
+    jaxpr = jax.make_jaxpr(jax.vmap(lambda key: trainer.train(key, {})))(keys)
+    return str(jaxpr).count(" cond[")
+
+
+@pytest.mark.parametrize("every, expected_conds", [(3, 1), (6, 2), (4, 2)])
+def test_periodic_interventions_branch_at_most_once_per_segment(every, expected_conds):
+    """Period 3 = the 3-step diagnostics block: applied unconditionally after each block (the
+    one cond left switches tasks); 6: one branch per block, due every other block; 4: segments
+    of gcd(3, 4) = 1 step, each followed by a branch (the counting test in test_continual.py).
+    Under vmap over runs these stay real branches (their predicates are the same for all runs)."""
+    trainer = continual.make_trainer(tiny_config(every=every), intervention_factory=recorder)
+    assert count_conds(trainer) == expected_conds
+
+
+def test_interventions_after_each_segment_happen_at_the_right_steps():
+    trainer = continual.make_trainer(tiny_config(every=3), intervention_factory=recorder)
+    carry, _ = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    seen = carry.state.extra["recorder"]
+    expected_steps = list(range(3, 25, 3))  # after updates 3, 6, ..., 24
+    assert int(seen["count"]) == len(expected_steps)
+    assert int(seen["step_sum"]) == sum(expected_steps)
+
+
+def test_the_effective_lr_exponent_follows_the_optimizer_and_reaches_the_diagnostics():
+    calls = []
+
+    def factory(model, loss_fn, names, **options):
+        calls.append(options)
+        return lambda *args: {}
+
+    for name, expected in (("adam", 1.0), ("rmsprop", 1.0), ("sgd", 2.0), ("momentum", 2.0)):
+        config = tiny_config()
+        config.optimizer.name = name
+        config.diagnostics.names = ("effective_lr", "weight_norm")
+        assert continual.effective_lr_exponent(config) == expected
+        continual.make_trainer(config, diagnostics_factory=factory)
+        assert calls[-1]["effective_lr_exponent"] == expected
+    config = tiny_config()
+    config.diagnostics.names = ("weight_norm",)  # no effective_lr: the option is not forced
+    continual.make_trainer(config, diagnostics_factory=factory)
+    assert "effective_lr_exponent" not in calls[-1]
+    config.diagnostics.options = ml_collections.ConfigDict({"effective_lr_exponent": 1.5})
+    assert continual.effective_lr_exponent(config) == 1.5  # the module's option sets both
+    config.diagnostics.effective_lr_exponent = 2.0
+    with pytest.raises(ValueError, match="disagree; set only one"):
+        continual.effective_lr_exponent(config)
+    config.diagnostics.effective_lr_exponent = 1.5
+    assert continual.effective_lr_exponent(config) == 1.5
+
+
+def test_built_in_and_module_effective_lr_rows_agree_for_adam():
+    config = tiny_config()
+    config.task.num_tasks = 1
+    config.diagnostics.names = ("effective_lr",)  # overwrites the built-in key with its own
+    trainer = continual.make_trainer(config)
+    _, outputs = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    diagnostics = outputs["diagnostics"]
+    for layer in ("hidden_0", "output"):
+        np.testing.assert_allclose(
+            diagnostics[f"effective_lr/{layer}"],
+            config.optimizer.learning_rate / diagnostics[f"weight_norm/{layer}"],  # p = 1
+            rtol=1e-5,
+        )
