@@ -218,27 +218,31 @@ def filled_replay() -> ReplayState:
     return replay.replace(max_priority=jnp.float32(7.0))
 
 
-switch = jax.jit(sequence.apply_switch_policy, static_argnums=2)
+POLICIES = (
+    sequence.SwitchPolicy(),
+    sequence.SwitchPolicy(flush_replay=True),
+    sequence.SwitchPolicy(reset_optimizer=True),
+)
+# One compiled program for the three policies.
+switch_all = jax.jit(lambda s, r: [sequence.apply_switch_policy(s, r, p) for p in POLICIES])
 
 
 def test_switch_policies_flush_or_keep_the_replay_and_always_cut_episodes(trained):
     replay = filled_replay()
     state = trained["adam"]
-    kept_state, kept = switch(state, replay, sequence.SwitchPolicy())
+    (kept_state, kept), (flushed_state, flushed), (reset_state, _) = switch_all(state, replay)
     newest = (int(replay.head) - 1) % replay.slots_per_env
     assert not bool(replay.last[:, newest].any()) and bool(kept.last[:, newest].all())
     # Cutting the episodes only changes the newest slot's flags and its neighbours' validity.
     np.testing.assert_array_equal(kept.frames, replay.frames)
     assert int(replay_num_valid(kept)) == int(replay_num_valid(replay)) + 2  # window now ends
     assert_same(kept_state, state)
-    flushed_state, flushed = switch(state, replay, sequence.SwitchPolicy(flush_replay=True))
     fresh = replay_init(64, 2, (3,), stack_size=1, max_n_step=2)
     assert int(flushed.size) == 0 and int(replay_num_valid(flushed)) == 0
     for name in ("frames", "action", "reward", "first", "last", "head"):
         np.testing.assert_array_equal(getattr(flushed, name), getattr(fresh, name))
     assert float(flushed.max_priority) == 7.0  # the learner's priority scale is kept
     assert_same(flushed_state, state)
-    reset_state, _ = switch(state, replay, sequence.SwitchPolicy(reset_optimizer=True))
     (adam,) = leaves_of(reset_state.opt_state, optax.ScaleByAdamState)
     assert int(adam.count) == 0
 

@@ -1,0 +1,234 @@
+"""The compiled MinAtar loop: determinism, seeds, exact resume, game switches, the work dir.
+
+One tiny DQN config (a 4-channel conv, 2 envs, 512 frames per block) on breakout and
+space_invaders, played twice: every test shares its compiled programs (a few seconds each to
+compile on a 2-core CPU) through module fixtures.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from agents import minatar_loop
+from agents.sequence import SwitchPolicy
+from plasticity import analysis
+from plasticity import workdir as workdir_lib
+
+GAMES = ("breakout", "space_invaders")
+FRAMES = 512  # per block, 2 envs: 256 iterations a block, 4 blocks
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiling_random_numbers():
+    """Threefry's partitionable mode multiplies XLA:CPU compile times of conv inits by ~10."""
+    with jax.threefry_partitionable(False):
+        yield
+
+
+def tiny(num_seeds: int = 2, seed: int = 0) -> ml_collections.ConfigDict:
+    config = minatar_loop.smoke_minatar_config("dqn")
+    config.num_seeds = num_seeds
+    config.seed = seed
+    config.frames_per_game = FRAMES
+    config.diagnostics.every_frames = 256
+    config.evaluation.fresh_reference = num_seeds > 1
+    return config
+
+
+def blocks():
+    return minatar_loop.make_blocks(GAMES, FRAMES, cycles=2)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("full")
+    return path, minatar_loop.train(tiny(), blocks(), str(path), show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory, full_run):
+    """Stopped after 3 chunks (mid-block), relaunched on its work dir to the end."""
+    path = tmp_path_factory.mktemp("resumed")
+    first = minatar_loop.train(
+        tiny(), blocks(), str(path), show_progress=False, stop_after_chunks=3
+    )
+    second = minatar_loop.train(tiny(), blocks(), str(path), show_progress=False)
+    return path, first, second
+
+
+def raw(x):
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
+def assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(raw(x), raw(y))
+
+
+def stable(rows):
+    """Rows without wall-clock fields and resume markers."""
+    drop = ("frames_per_second", "seconds")
+    return [
+        {k: v for k, v in row.items() if k not in drop} for row in rows if row["event"] != "resume"
+    ]
+
+
+def test_suite_constants_match_gymnax(full_run):
+    suite = minatar_loop.make_agent(tiny(), GAMES).suite
+    assert suite.games == GAMES and suite.num_actions == 6 and suite.channels == 6
+    for game, env in zip(suite.games, suite.envs):
+        minimal = tuple(int(a) for a in env.minimal_action_set)
+        assert minimal == minatar_loop.MINIMAL_ACTION_SETS[game]
+        assert env.obs_shape == (10, 10, minatar_loop.CHANNELS[game])
+        assert tuple(int(a) for a in env.action_set) == tuple(range(6))  # the full set
+
+
+def test_unknown_games_fail_with_close_matches():
+    assert minatar_loop.resolve_minatar_game("SpaceInvaders-MinAtar") == "space_invaders"
+    with pytest.raises(ValueError, match="close matches: breakout"):
+        minatar_loop.resolve_minatar_game("breakot")
+    with pytest.raises(ValueError, match="unknown MinAtar game 'pong'"):
+        minatar_loop.make_blocks(["breakout", "pong"], 512)
+
+
+def test_the_work_dir_holds_rows_with_frames_game_visit_and_seed(full_run):
+    path, result = full_run
+    assert result.completed
+    rows = workdir_lib.read_metrics(path)
+    for row in rows:
+        for key in ("event", "step", "frames", "agent_steps", "updates", "game", "visit", "seed"):
+            assert key in row, (key, row)
+    train = [r for r in rows if r["event"] == "train"]
+    # One row per seed every 128 frames; the block's game from frame 1 to its last frame.
+    assert [r["frames"] for r in train if r["seed"] == 0] == list(range(128, 4 * FRAMES + 1, 128))
+    for row in train:
+        block = (row["frames"] - 1) // FRAMES
+        assert row["game"] == GAMES[block % 2] and row["visit"] == block // 2 + 1
+    assert {r["seed"] for r in train} == {0, 1}
+    assert all(math.isfinite(r["loss"]) for r in train if r["frames"] > 256)
+    diagnostics = [r for r in rows if r["event"] == "diagnostics" and r["seed"] == 1]
+    assert [r["frames"] for r in diagnostics] == [256, 512, 768, 1024, 1280, 1536, 1792, 2048]
+    assert all(r["weight_norm/torso/conv_0"] > 0 and r["update_ratio"] > 0 for r in diagnostics)
+
+
+def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run):
+    path, result = full_run
+    evals = [r for r in workdir_lib.read_metrics(path) if r["event"] == "eval"]
+    cells = sorted({(r["block"], r["game"], r["visit"], r["trained_game"]) for r in evals})
+    assert cells == [
+        (0, "breakout", 1, "breakout"),
+        (1, "breakout", 1, "space_invaders"),
+        (1, "space_invaders", 1, "space_invaders"),
+        (2, "breakout", 2, "breakout"),
+        (2, "space_invaders", 1, "breakout"),
+        (3, "breakout", 2, "space_invaders"),
+        (3, "space_invaders", 2, "space_invaders"),
+    ]
+    assert [r["frames"] for r in evals if r["seed"] == 0 and r["game"] == "breakout"] == [
+        512,
+        1024,
+        1536,
+        2048,
+    ]
+    assert all(r["episodes"] >= 1 for r in evals)  # episodes end within the frame cap
+    fresh = [r for r in workdir_lib.read_metrics(path) if r["event"] == "eval_fresh"]
+    assert sorted((r["game"], r["seed"]) for r in fresh) == [
+        ("breakout", 0),
+        ("breakout", 1),
+        ("space_invaders", 0),
+        ("space_invaders", 1),
+    ]
+    assert all(r["frames"] == FRAMES for r in fresh)
+    games, block_ids, matrix = analysis.evaluation_matrix(analysis.load_run(path))
+    assert games == list(GAMES) and block_ids == [0, 1, 2, 3]
+    assert np.isnan(matrix[0, 1]) and np.isfinite(matrix[1:]).all()
+
+
+def test_games_switch_at_exactly_the_block_boundaries(full_run):
+    """The replay holds the last two blocks (512 slots per env): breakout's, then space invaders'.
+
+    Space invaders always shows several aliens in plane 1 (breakout: one ball), and breakout's
+    frames never touch planes 4-5 (zero padding).
+    """
+    _, result = full_run
+    frames = np.asarray(result.state.replay.frames)  # (seeds, envs, slots, 10, 10, 6)
+    assert frames.shape[2:] == (512, 10, 10, 6)
+    invaders = frames[..., 1].sum(axis=(-1, -2)) > 1
+    assert not invaders[:, :, :256].any() and invaders[:, :, 256:].all()
+    assert not frames[:, :, :256, :, :, 4:].any()
+    assert int(result.state.replay.head[0]) == 0  # 1,024 adds per env line
+
+
+def test_same_seed_gives_identical_runs(full_run):
+    _, result = full_run
+    again = minatar_loop.train(tiny(), blocks(), None, show_progress=False)
+    assert_trees_equal(result.state, again.state)
+    assert stable(result.evaluations) == stable(again.evaluations)
+
+
+def test_an_interrupted_run_resumes_bit_identical(full_run, resumed_run):
+    full_path, full = full_run
+    path, first, second = resumed_run
+    assert not first.completed and second.completed
+    assert_trees_equal(full.state, second.state)
+    assert stable(workdir_lib.read_metrics(full_path)) == stable(workdir_lib.read_metrics(path))
+    resumes = [r for r in workdir_lib.read_metrics(path) if r["event"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["frames"] == 3 * 256
+
+
+def test_vmapped_seeds_are_separate_runs(full_run):
+    """Seed 1 batched with seed 0 (second lane) and with seed 2 (first lane): the same run."""
+    _, batched = full_run
+    shifted = minatar_loop.train(tiny(seed=1), blocks(), None, show_progress=False)
+    assert_trees_equal(
+        jax.tree.map(lambda x: x[1], batched.state), jax.tree.map(lambda x: x[0], shifted.state)
+    )
+    assert [r for r in stable(batched.evaluations) if r["seed"] == 1] == [
+        r for r in stable(shifted.evaluations) if r["seed"] == 1
+    ]
+
+
+@pytest.mark.slow
+def test_vmapped_seeds_equal_separate_runs(full_run):
+    """Against a one-seed program (compiled anew, ~30 s): equal up to float rounding."""
+    _, batched = full_run
+    alone = minatar_loop.train(tiny(num_seeds=1, seed=1), blocks(), None, show_progress=False)
+    second_seed = jax.tree.map(lambda x: x[1], batched.state)
+    only_seed = jax.tree.map(lambda x: x[0], alone.state)
+    np.testing.assert_array_equal(second_seed.replay.action, only_seed.replay.action)
+    np.testing.assert_array_equal(second_seed.replay.frames, only_seed.replay.frames)
+    for a, b in zip(
+        jax.tree.leaves(second_seed.train_state.params),
+        jax.tree.leaves(only_seed.train_state.params),
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    batched_returns = [r["return_mean"] for r in batched.evaluations if r["seed"] == 1]
+    assert batched_returns == [r["return_mean"] for r in alone.evaluations]
+
+
+def test_a_block_start_applies_the_switch_policy(full_run):
+    _, result = full_run
+    agent = minatar_loop.make_agent(tiny(), GAMES)
+    breakout = jnp.int32(0)
+    kept = agent.start_block(result.state, breakout, SwitchPolicy())
+    assert int(kept.replay.size[0]) == int(result.state.replay.size[0]) == 512
+    assert bool(kept.timestep.first.all())  # new episodes, of breakout (one ball in plane 1)
+    assert (np.asarray(kept.timestep.observation)[..., 1].sum(axis=(-1, -2)) == 1).all()
+    policy = SwitchPolicy(flush_replay=True, reset_optimizer=True)
+    switched = agent.start_block(result.state, breakout, policy)
+    assert int(switched.replay.size.max()) == 0
+    is_rmsprop = lambda n: isinstance(n, optax.ScaleByRStdDevState)
+    moments = [
+        n
+        for n in jax.tree.leaves(switched.train_state.opt_state, is_leaf=is_rmsprop)
+        if is_rmsprop(n)
+    ]
+    assert moments and all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(moments))
+    assert_trees_equal(switched.train_state.params, result.state.train_state.params)
