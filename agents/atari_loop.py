@@ -87,7 +87,7 @@ from agents.sequence import GameBlock, SwitchPolicy
 from plasticity.checkpointing import Checkpointer
 from plasticity.optim import optimizer_learning_rate
 from plasticity.progress import Progress
-from plasticity.train_state import TrainState
+from plasticity.train_state import TrainState, map_optimizer_moments
 from plasticity.workdir import WorkDir, read_metrics
 
 FULL_ACTION_SET_SIZE = 18
@@ -674,8 +674,23 @@ def _jitted_switch(policy: SwitchPolicy):
     )
 
 
+@jax.jit
+def optimizer_moments_norm(train_state: TrainState) -> jax.Array:
+    """Global norm of the optimizer's moments (Adam's mu and nu, RMSProp's averages, momentum
+    traces): 0 right after a switch that resets them."""
+    squares = []
+    map_optimizer_moments(
+        train_state.opt_state,
+        train_state.params,
+        lambda tree: squares.extend(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)),
+    )
+    return jnp.sqrt(sum(squares, jnp.zeros([], jnp.float32)))
+
+
 def _switch_games(run: _Run, state: AgentState, previous: GameBlock) -> AgentState:
-    """Applies the switch policy between ``previous`` and the current block; writes a row."""
+    """Applies the switch policy between ``previous`` and the current block; writes a 'switch'
+    row (the policy, the learning rate of the next update, the replay's items and the optimizer
+    moments' norm after the switch)."""
     policy, counters = run.policy, run.counters
     train_state, replay = _jitted_switch(policy)(state.train_state, state.replay)
     if policy.flush_replay:
@@ -692,6 +707,7 @@ def _switch_games(run: _Run, state: AgentState, previous: GameBlock) -> AgentSta
         previous_game=previous.game,
         learning_rate=learning_rate,
         replay_items=counters.replay_items,
+        optimizer_moments_norm=float(optimizer_moments_norm(train_state)),
         **dataclasses.asdict(policy),
     )
     run.write([row])

@@ -1,10 +1,10 @@
 """Atari game sequences: exact switch frames, switch policies, the evaluation matrix, resume.
 
-Two tiny DQN runs (the smoke network, 2 envs, 256 frames a game, episodes cut at 160 frames so
-that evaluations finish): Pong, Breakout, Pong, Breakout with every switch policy on, a fresh
-reference and a preemption in the middle of the second game; and Pong, Breakout with every
-policy off. A ``block_start`` hook records what the learner and the replay look like right after
-each switch.
+A tiny DQN run (the smoke network, 2 envs, 256 frames a game, episodes cut at 160 frames so that
+evaluations finish): Pong, Breakout, Pong, Breakout with every switch policy on, the fresh
+references and a preemption in the middle of the second game. A ``block_start`` hook records what
+the learner and the replay look like right after each switch. The policies switched off (replay,
+moments and schedule kept) are run from the command line in tests/scripts/test_train_atari.py.
 """
 
 from __future__ import annotations
@@ -105,16 +105,6 @@ def switching(tmp_path_factory):
         seen=before.seen + after.seen,
         rows=workdir_lib.read_metrics(path),
     )
-
-
-@pytest.fixture(scope="module")
-def keeping():
-    """Every policy off, no work dir: Pong then Breakout."""
-    config = tiny(switch=False)
-    blocks = atari_loop.make_game_blocks(["Pong", "Breakout"], FRAMES)
-    recorder = Recorder()
-    result = atari_loop.train_sequence(config, blocks, show_progress=False, block_start=recorder)
-    return dict(config=config, result=result, seen=recorder.seen)
 
 
 def of(rows, event):
@@ -223,27 +213,13 @@ def test_switch_policies_flush_the_replay_reset_moments_and_restart_the_schedule
     assert [row["updates"] for row in switches] == starts[1:]
     assert all(row["learning_rate"] == pytest.approx(INIT_LR) for row in switches)
     assert all(row["flush_replay"] and row["reset_optimizer"] for row in switches)
+    assert all(row["replay_items"] == 0 and row["optimizer_moments_norm"] == 0 for row in switches)
     schedule = atari_loop.learning_config(config, blocks).optimizer.schedule
     assert schedule.name == "cosine_restarts" and tuple(schedule.boundaries) == tuple(starts[1:])
     train_rates = [
         row["learning_rate"] for row in of(switching["rows"], "train") if "learning_rate" in row
     ]
     assert max(train_rates) <= config.optimizer.learning_rate * (1 + 1e-6)
-
-
-def test_keeping_policies_keep_the_replay_the_moments_and_the_schedule(keeping):
-    start, switched = keeping["seen"]
-    items_at_switch = FRAMES // 4
-    assert switched["replay_items"] == items_at_switch and switched["replay_size"] > 0
-    assert switched["replay_valid"] > 0 and switched["moments"] > 0.0
-    # Learning goes on through the switch: no refill wait in the second game.
-    assert switched["step"] == LEARNING_FRAMES_FROM_EMPTY // 16
-    assert keeping["result"].run.counters.updates == (LEARNING_FRAMES_FROM_EMPTY + FRAMES) // 16
-    assert atari_loop.learning_config(keeping["config"], []) is keeping["config"]
-    assert keeping["result"].fresh == {}
-    matrix = keeping["result"].matrix
-    assert np.shape(matrix["return_mean"]) == (2, 2) and matrix["fresh"] == {}
-    assert set(matrix["visit_scores"]["pong"]) == {"visit_1"}
 
 
 def test_a_preempted_sequence_resumes_in_the_block_it_stopped_in(switching):

@@ -188,9 +188,9 @@ def test_the_atari_sequence_experiment_at_smoke_scale_and_bad_arguments():
         split_experiment(ml_collections.ConfigDict({"agent": "dqn"}))
 
 
-def test_a_sequence_from_flags_switches_games_and_writes_the_evaluation_matrix(tmp_path):
-    """Pong then Breakout with every switch policy on, from the command line (the fresh
-    references are covered by tests/agents/test_atari_sequence.py)."""
+def test_a_sequence_from_flags_keeps_replay_moments_and_schedule_across_the_switch(tmp_path):
+    """Pong then Breakout with every switch policy off, from the command line; the policies on
+    are tested through the loop in tests/agents/test_atari_sequence.py."""
     path = tmp_path / "run"
     done = launch(
         "--games=Pong,Breakout",
@@ -199,9 +199,9 @@ def test_a_sequence_from_flags_switches_games_and_writes_the_evaluation_matrix(t
         "--frames_per_game=256",
         "--num_envs=2",
         "--noprogress",
-        "--flush_replay_at_switch",
-        "--reset_optimizer_at_switch",
-        "--restart_schedule_at_switch",
+        "--noflush_replay_at_switch",
+        "--noreset_optimizer_at_switch",
+        "--norestart_schedule_at_switch",
         "--config.network.torso=conv",
         "--config.network.conv_layers=((8, 8, 4), (8, 4, 2))",
         "--config.network.hidden_sizes=(32,)",
@@ -213,20 +213,25 @@ def test_a_sequence_from_flags_switches_games_and_writes_the_evaluation_matrix(t
         "--config.log_every_frames=128",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "done: 512 frames" in done.stdout and "2 blocks, 0 fresh references" in done.stdout
+    # Learning starts with the 16th of 32 iterations (32 items) and goes on through the switch:
+    # (17 + 32) iterations x 8 frames / 16 frames per update.
+    assert "done: 512 frames, 24 updates" in done.stdout
+    assert "2 blocks, 0 fresh references" in done.stdout
     config = json.loads((path / workdir.CONFIG_FILE).read_text())
     assert config["switch"] == {
-        "flush_replay": True,
-        "reset_optimizer": True,
-        "restart_schedule": True,
+        "flush_replay": False,
+        "reset_optimizer": False,
+        "restart_schedule": False,
     }
     assert config["env"]["full_action_space"] is True
     rows = workdir.read_metrics(path)
     (switch,) = [row for row in rows if row["event"] == "switch"]
-    assert (switch["frames"], switch["game"]) == (256, "breakout")
-    assert switch["learning_rate"] == pytest.approx(1e-8)  # the warm-up starts again
+    assert (switch["frames"], switch["game"], switch["previous_game"]) == (256, "breakout", "pong")
+    assert switch["replay_items"] == 64 and switch["optimizer_moments_norm"] > 0
+    assert switch["updates"] == 8 and switch["learning_rate"] == pytest.approx(2.5e-4)  # constant
     for row in rows:
         assert {"frames", "game", "visit", "cycle"} <= set(row), row
     matrix = json.loads((path / "evaluation_matrix.json").read_text())
     assert matrix["games"] == ["pong", "breakout"] and len(matrix["return_mean"]) == 2
     assert matrix["return_mean"][0][1] is None and matrix["fresh"] == {}
+    assert set(matrix["visit_scores"]["pong"]) == {"visit_1"}
