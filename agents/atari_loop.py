@@ -717,13 +717,15 @@ def _switch_games(run: _Run, state: AgentState, previous: GameBlock) -> AgentSta
 class SequenceResult(NamedTuple):
     """What `train_sequence` returns.
 
-    run: the sequence's `RunResult`; fresh: {game: RunResult} of the fresh-network references
-    trained by this call (empty without ``evaluation.fresh_reference`` or when the sequence was
-    stopped early); matrix: the `evaluation_matrix_summary` written to the work dir.
+    run: the sequence's `RunResult`; fresh: {game: 'eval_fresh' row}, the final evaluation of
+    each fresh-network reference (empty without ``evaluation.fresh_reference`` or when the
+    sequence was stopped early; a reference's state is released before the next one starts, so
+    at most two replays are in memory: the sequence's and one reference's); matrix: the
+    `evaluation_matrix_summary` written to the work dir.
     """
 
     run: RunResult
-    fresh: dict[str, RunResult]
+    fresh: dict[str, dict[str, Any]]
     matrix: dict[str, Any]
 
 
@@ -789,28 +791,27 @@ def train_sequence(
         block_start=block_start,
     )
     completed = run.counters.frames >= sum(block.frames for block in blocks)
-    fresh: dict[str, RunResult] = {}
-    fresh_rows: list[dict[str, Any]] = []
+    fresh: dict[str, dict[str, Any]] = {}
     wants_reference = bool(config.evaluation.get("fresh_reference", False))
     if completed and wants_reference:
         reference_config = fresh_reference_config(config, blocks)
         for game in sequence.distinct_games(blocks):
             first = next(block for block in blocks if block.game == game)
             path = Path(workdir) / FRESH_DIR / game if workdir else None
-            fresh[game] = train(
+            evaluations = train(
                 reference_config,
                 [GameBlock(game=game, frames=first.frames)],
                 str(path) if path is not None else None,
                 show_progress=show_progress,
-            )
-            rows = read_metrics(path) if path is not None else fresh[game].evaluations
+            ).evaluations  # the reference's state (and replay) is released here
+            rows = read_metrics(path) if path is not None else evaluations
             final = [row for row in rows if row.get("event") == "eval" and row.get("end_of_block")]
             if final:
-                fresh_rows.append({**final[-1], "event": "eval_fresh"})
+                fresh[game] = {**final[-1], "event": "eval_fresh"}
     if workdir is None:
-        eval_rows = run.evaluations
+        eval_rows = run.evaluations + list(fresh.values())
     else:
-        _append_fresh_rows(Path(workdir), fresh_rows)
+        _append_fresh_rows(Path(workdir), list(fresh.values()))
         eval_rows = read_metrics(workdir)
     matrix = evaluation_matrix_summary(blocks, eval_rows)
     if workdir is not None:

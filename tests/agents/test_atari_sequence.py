@@ -162,6 +162,10 @@ def test_the_evaluation_matrix_is_written_with_visits_and_fresh_references(switc
         ("pong", FRAMES, 1),
         ("breakout", FRAMES, 1),
     ]
+    returned = switching["second"].fresh
+    assert {game: row["return_mean"] for game, row in returned.items()} == {
+        row["game"]: row["return_mean"] for row in fresh
+    }
     for game in GAMES:  # resumable runs of their own
         assert (path / "fresh" / game / "checkpoints" / str(FRAMES)).is_dir()
 
