@@ -187,6 +187,14 @@ def test_the_evaluation_matrix_is_written_with_visits_and_fresh_references(switc
         ]
         assert (visits["visit_1"], visits["visit_2"]) == (first_visit, revisit)
         assert visits["fresh"] == next(r["return_mean"] for r in fresh if r["game"] == game)
+    # The first game's reference replays the sequence's first block: same network, seeds, data
+    # and learning-rate segment, so the same score (a check that the reference is comparable).
+    assert saved["visit_scores"]["pong"]["fresh"] == saved["visit_scores"]["pong"]["visit_1"]
+    assert saved["fresh"]["pong"]["human_normalized"] == saved["human_normalized"][0][0]
+    reference_rows = of(workdir_lib.read_metrics(path / "fresh" / "pong"), "train")
+    first_block = [row for row in of(rows, "train") if row["frames"] <= FRAMES]
+    assert [(r["frames"], r["updates"]) for r in reference_rows] == [(128, 0), (FRAMES, 8)]
+    assert [r.get("loss") for r in reference_rows] == [r.get("loss") for r in first_block]
 
     # What the diagnostics notebook draws from the same work dir.
     run = analysis.load_run(path)
