@@ -38,14 +38,17 @@ update loop and the diagnostics stay real (unbatched) control flow under ``vmap`
 Work dir (`plasticity.workdir`, as `agents.atari_loop`): ``config.json`` (the config and the
 schedule), ``metrics.jsonl`` with rows carrying ``step`` (= updates), ``frames``, ``agent_steps``,
 ``updates``, ``game``, ``block``, ``visit``, ``cycle`` and ``seed``; events 'train' (every
-``log_every_frames``), 'diagnostics', 'eval' (the evaluation matrix: after every block, every game
-seen so far; ``game`` is the game evaluated, ``trained_game`` the block's game, ``visit`` the
-evaluated game's visits so far), 'eval_fresh' (the fresh-network reference per game: a new
-network trained for one block on that game alone, ``evaluation.fresh_reference``) and 'resume';
-TensorBoard scalars (seed means) keyed by frames; Orbax checkpoints after every chunk
-(``checkpoint_every_frames``). Relaunching on the work dir resumes from the last checkpoint; all
-randomness lives in the checkpointed state or is derived from (seed, block, game), so on CPU a
-resumed run ends bit-identical to an uninterrupted one.
+``log_every_frames``), 'diagnostics' (every ``diagnostics.every_frames``), 'switch' (at every
+switch: the policy, the next update's learning rate, the replay's items, the optimizer moments'
+norm), 'eval' (the evaluation matrix, ``end_of_block`` True: after every block every game seen so
+far; ``game`` is the game evaluated, ``trained_game`` the block's game, ``visit`` the evaluated
+game's visits so far), 'eval_fresh' (the fresh-network reference per game: a new network from the
+same initial parameters trained for one block on that game alone, ``evaluation.fresh_reference``;
+its training rows are not written) and 'resume'; ``evaluation_matrix.json``
+(`agents.sequence.evaluation_matrix_summary`); TensorBoard scalars (seed means) keyed by frames;
+Orbax checkpoints after every chunk (``checkpoint_every_frames``). Relaunching on the work dir
+resumes from the last checkpoint; all randomness lives in the checkpointed state or is derived
+from (seed, block, game), so on CPU a resumed run ends bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -76,8 +79,8 @@ from plasticity.layers import check_activation, check_norm
 from plasticity.nap import check_nap_config
 from plasticity.optim import optimizer_learning_rate
 from plasticity.progress import Progress
-from plasticity.train_state import TrainState
-from plasticity.workdir import WorkDir
+from plasticity.train_state import TrainState, map_optimizer_moments
+from plasticity.workdir import WorkDir, read_metrics
 
 # ---------------------------------------------------------------------------------------------
 # Games.
@@ -523,6 +526,7 @@ class MinAtarAgent(NamedTuple):
     * ``start_block(state, game_index, policy) -> state``: the switch policy
       (`agents.sequence.apply_switch_policy`, ``policy`` static; a no-op before the first block),
       then new episodes of the block's game.
+    * ``moments_norm(state) -> (seeds,)``: global norm of the optimizer's moments.
     * ``run_chunk(state, game_index, plan) -> (state, outputs)``: a ``lax.scan`` over the plan's
       iterations (``epsilon``, ``importance_exponent``, ``updates``, ``diagnose``, each (T,),
       shared by all seeds). Outputs, with leading axes (seeds, T): ``ended``, ``returns``,
@@ -538,6 +542,7 @@ class MinAtarAgent(NamedTuple):
     learner: Learner
     init: Callable[..., LoopState]
     start_block: Callable[..., LoopState]
+    moments_norm: Callable[[LoopState], jax.Array]
     run_chunk: Callable[..., tuple[LoopState, dict[str, Any]]]
     evaluate: Callable[..., tuple[jax.Array, jax.Array]]
 
@@ -549,14 +554,27 @@ def _over_seeds(fn: Callable, per_batch: int) -> Callable:
     return lambda state, *shared: jax.lax.map(lambda s: fn(s, *shared), state, batch_size=per_batch)
 
 
+# Fields that only the host-side plan reads: runs differing in them share compiled programs.
+_HOST_ONLY_FIELDS = (
+    "replay.min_fill_fraction",
+    "replay.importance_exponent_begin",
+    "replay.importance_exponent_end",
+    "replay.importance_exponent_anneal_frames",
+    "evaluation.fresh_reference",
+)
+
+
 def _compiled_key(config: ml_collections.ConfigDict) -> str:
+    """The JSON of the config sections the compiled programs read."""
     sections = ("agent", "network", "learner", "optimizer", "replay", "updates_per_frame")
     sections += ("env", "evaluation", "diagnostics", "run")
-    return json.dumps(
-        {name: config[name] for name in sections},
-        sort_keys=True,
-        default=lambda value: value.to_dict(),
+    picked = json.loads(
+        json.dumps({name: config[name] for name in sections}, default=lambda value: value.to_dict())
     )
+    for field in _HOST_ONLY_FIELDS:
+        section, name = field.split(".")
+        picked[section].pop(name, None)
+    return json.dumps(picked, sort_keys=True)
 
 
 def make_agent(
@@ -719,9 +737,21 @@ def _make_agent(config_json: str, games: tuple[str, ...], full_action_space: boo
         learner=learner,
         init=jax.jit(jax.vmap(init_one)),
         start_block=jax.jit(_over_seeds(start_one, per_batch), static_argnums=2),
+        moments_norm=jax.jit(jax.vmap(lambda state: moments_norm(state.train_state))),
         run_chunk=jax.jit(_over_seeds(chunk_one, per_batch), donate_argnums=0),
         evaluate=jax.jit(evaluate_seeds),
     )
+
+
+def moments_norm(train_state: TrainState) -> jax.Array:
+    """Global norm of the optimizer's moments (mu, nu, traces): 0 right after they are reset."""
+    squares = []
+    map_optimizer_moments(
+        train_state.opt_state,
+        train_state.params,
+        lambda tree: squares.extend(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)),
+    )
+    return jnp.sqrt(sum(squares, jnp.zeros([], jnp.float32)))
 
 
 def _diagnostics(config: ml_collections.ConfigDict, learner: Learner) -> Callable | None:
@@ -886,12 +916,24 @@ def plan_segment(
 
 
 def plan_run(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]) -> list[Segment]:
-    """The sequence, then (``evaluation.fresh_reference``) one fresh-network block per game."""
-    segments = [plan_segment("sequence", config, blocks)]
+    """The sequence, then (``evaluation.fresh_reference``) one fresh-network block per game.
+
+    A reference shares the sequence's initial network (same seed), optimizer (with a restarted
+    schedule, its updates run exactly the sequence's first segment) and importance-exponent
+    anneal, so the reference of the first game replays the sequence's first block and every
+    reference reuses the sequence's compiled programs.
+    """
+    first = plan_segment("sequence", config, blocks)
+    segments = [first]
     if config.evaluation.fresh_reference:
+        reference = ml_collections.ConfigDict(first.config.to_dict())
+        reference.switch = ml_collections.ConfigDict(dataclasses.asdict(SwitchPolicy()))
+        if not reference.replay.importance_exponent_anneal_frames:
+            total = sum(block.frames for block in blocks)
+            reference.replay.importance_exponent_anneal_frames = total
         for game in sequence.distinct_games(blocks):
             block = GameBlock(game=game, frames=int(config.frames_per_game))
-            segments.append(plan_segment(f"fresh_{game}", config, [block]))
+            segments.append(plan_segment(f"fresh_{game}", reference, [block]))
     return segments
 
 
@@ -1058,7 +1100,6 @@ def _evaluate_rows(
     agent: MinAtarAgent,
     state: LoopState,
     segment: Segment,
-    segment_index: int,
     block_index: int,
     seeds: np.ndarray,
 ) -> list[dict[str, Any]]:
@@ -1070,10 +1111,9 @@ def _evaluate_rows(
     rows = []
     for cell in cells:
         game_index = jnp.asarray(agent.suite.game_index(cell.game), jnp.int32)
-        salt = jnp.asarray(
-            (segment_index * 100_003 + block_index) * 101 + agent.suite.game_index(cell.game),
-            jnp.uint32,
-        )
+        # Episodes depend on (block, game) only: a fresh reference meets the same episodes as
+        # the sequence's evaluation after the same block (common random numbers).
+        salt = jnp.asarray(block_index * 101 + agent.suite.game_index(cell.game), jnp.uint32)
         started = time.perf_counter()
         returns, finished = jax.device_get(
             agent.evaluate(state.train_state.params, game_index, jnp.asarray(seeds), salt)
@@ -1086,6 +1126,7 @@ def _evaluate_rows(
                 game=cell.game,
                 visit=cell.visit,
                 trained_game=cell.trained_game,
+                end_of_block=True,
                 return_mean=float(np.mean(done)) if len(done) else math.nan,
                 return_std=float(np.std(done)) if len(done) else math.nan,
                 episodes=int(len(done)),
@@ -1176,6 +1217,8 @@ def train(
                 if first_chunk == 0:
                     policy = SwitchPolicy.from_config(segment.config.switch)
                     state = agent.start_block(state, game_index, policy)
+                    if b > 0 and not segment.is_reference:
+                        writer.rows(_switch_rows(agent, state, segment, b, seeds, policy))
                 for c in range(first_chunk, segment.chunks_in_block(b)):
                     if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
                         return RunResult(
@@ -1226,11 +1269,12 @@ def train(
                                 ret=float(np.mean(finite)),
                             )
                     if last_block_chunk:
-                        rows = _evaluate_rows(agent, state, segment, index, b, seeds)
+                        rows = _evaluate_rows(agent, state, segment, b, seeds)
                         writer.rows(rows)
                         (fresh if segment.is_reference else evaluations).extend(rows)
                         if not segment.is_reference:
                             _write_eval_scalars(writer, rows)
+                        _write_evaluation_matrix(writer, blocks)
                         if show_progress:
                             progress.write(_eval_message(segment, block, rows))
                     progress.advance(frames)
@@ -1302,6 +1346,54 @@ def _resume_row(segment: Segment, position: _Position, seeds: np.ndarray) -> dic
     if iteration == 0:
         row.update(step=0, frames=0, agent_steps=0, updates=0)
     return row
+
+
+EVALUATION_MATRIX_FILE = "evaluation_matrix.json"
+
+
+def _write_evaluation_matrix(writer: _Writer, blocks: Sequence[GameBlock]) -> None:
+    """``<workdir>/evaluation_matrix.json`` (`agents.sequence.evaluation_matrix_summary`)."""
+    if writer.workdir is None or not writer.workdir.is_writer:
+        return
+    summary = sequence.evaluation_matrix_summary(blocks, read_metrics(writer.workdir.path))
+    path = writer.workdir.path / EVALUATION_MATRIX_FILE
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(summary, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    temporary.replace(path)
+
+
+def _switch_rows(
+    agent: MinAtarAgent,
+    state: LoopState,
+    segment: Segment,
+    block_index: int,
+    seeds: np.ndarray,
+    policy: SwitchPolicy,
+) -> list[dict[str, Any]]:
+    """'switch' rows: the policy, the next update's learning rate, the replay's items and the
+    optimizer moments' norm after the switch (as `agents.atari_loop` writes them)."""
+    block, previous = segment.blocks[block_index], segment.blocks[block_index - 1]
+    first = int(segment.plan.block_first_iteration[block_index])
+    step = int(segment.plan.updates_before[first])
+    items = 0 if policy.flush_replay else int(segment.plan.replay_items[first - 1])
+    learning_rate = float(optimizer_learning_rate(segment.config.optimizer, step))
+    norms = np.asarray(jax.device_get(agent.moments_norm(state)))
+    rows = []
+    for s, seed in enumerate(seeds):
+        row = _row("switch", segment, first - 1, int(seed), previous)
+        row.update(
+            game=block.game,
+            block=block.index,
+            visit=block.visit,
+            cycle=block.cycle,
+            previous_game=previous.game,
+            learning_rate=learning_rate,
+            replay_items=items,
+            optimizer_moments_norm=float(norms[s]),
+            **dataclasses.asdict(policy),
+        )
+        rows.append(row)
+    return rows
 
 
 def _write_train_scalars(writer: _Writer, rows: list[dict[str, Any]]) -> None:

@@ -20,8 +20,8 @@ Shared by the fully jitted MinAtar loop (`agents.minatar_loop`) and the host-dri
   holds ``learning_starts`` items and again after a flush), evaluated for every loop iteration of
   the whole run before it starts. Update counts are then known in advance: schedule boundaries,
   exact switch points and a static program for a jitted loop.
-* **Evaluation matrix** (`evaluation_cells`, `visit_summary`): after each block, every game seen so
-  far is evaluated; a cell records the block, the game evaluated, the game trained and how many
+* **Evaluation matrix** (`evaluation_cells`, `visit_summary`, `evaluation_matrix_summary`): after
+  each block, every game seen so far is evaluated; a cell records the block, the game evaluated, the game trained and how many
   times the evaluated game has been played. The score of a game right after its own block is a
   *visit score* (first visit, revisit, ...); `visit_summary` sets them next to the score of a
   freshly initialized network trained on that game alone for one block (the fresh reference), so
@@ -404,3 +404,71 @@ def visit_summary(
         game: {column: float(np.mean(values)) for column, values in columns.items()}
         for game, columns in cells.items()
     }
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def evaluation_matrix_summary(
+    blocks: Sequence[GameBlock],
+    rows: Iterable[Mapping[str, Any]],
+    keys: Sequence[str] = ("return_mean",),
+) -> dict[str, Any]:
+    """The evaluation matrix of a sequence from its metrics rows (JSON-ready, None where missing).
+
+    The content of a work dir's ``evaluation_matrix.json``:
+
+    * ``games``: the games in order of first appearance; ``blocks``: the schedule;
+    * one [block][game] grid per name in ``keys`` (e.g. ``return_mean``): the seed mean of each
+      game evaluated after each block (end-of-block 'eval' rows; None for games not seen yet or
+      blocks not played);
+    * ``fresh``: {game: {key: ..., 'frames': ...}} of the fresh-network references;
+    * ``visit_scores`` (of the first key) and ``visit_scores_<key>`` (of the others): {game:
+      {'visit_1', 'visit_2', ..., 'fresh'}} (`visit_summary`).
+    """
+    blocks = list(blocks)
+    games = distinct_games(blocks)
+    rows = list(rows)
+    matrix_rows = [
+        row
+        for row in rows
+        if row.get("event") == "eval" and row.get("end_of_block") and row.get("game") in games
+    ]
+    fresh_rows = [row for row in rows if row.get("event") == "eval_fresh"]
+    summary: dict[str, Any] = {
+        "games": games,
+        "blocks": [dataclasses.asdict(block) for block in blocks],
+    }
+    for key in keys:
+        cells: dict[tuple[int, int], list[float]] = {}
+        for row in matrix_rows:
+            position, value = int(row["block"]), _finite(row.get(key))
+            if 0 <= position < len(blocks) and value is not None:
+                cells.setdefault((position, games.index(row["game"])), []).append(value)
+        summary[key] = [
+            [float(np.mean(cells[(b, g)])) if (b, g) in cells else None for g in range(len(games))]
+            for b in range(len(blocks))
+        ]
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in fresh_rows:
+        entry = fresh.setdefault(
+            row["game"], {"frames": row.get("frames"), **{k: [] for k in keys}}
+        )
+        for key in keys:
+            value = _finite(row.get(key))
+            if value is not None:
+                entry[key].append(value)
+    summary["fresh"] = {
+        game: {
+            **{key: float(np.mean(entry[key])) if entry[key] else None for key in keys},
+            "frames": entry["frames"],
+        }
+        for game, entry in fresh.items()
+    }
+    for i, key in enumerate(keys):
+        name = "visit_scores" if i == 0 else f"visit_scores_{key}"
+        summary[name] = visit_summary(matrix_rows, fresh_rows, key)
+    return summary

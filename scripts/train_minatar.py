@@ -194,12 +194,15 @@ def _experiment_runs(values: flags.FlagValues, workdir: str):
     experiment = values["experiment"].value
     runs = []
     for arm in experiment.arm_order:
-        overrides = {**experiment.overrides.to_dict(), **experiment.arms[arm].to_dict()}
+        overrides = {
+            **_flatten(experiment.overrides.to_dict()),
+            **_flatten(experiment.arms[arm].to_dict()),
+        }
         agent = overrides.pop("agent", experiment.agent)
         named = {k: v for k, v in _named(values).items() if v is not None}
         named.setdefault("steps_per_game", experiment.steps_per_game)
         named.setdefault("num_seeds", experiment.num_seeds)
-        config = build_config(agent, _flatten(overrides), **named)
+        config = build_config(agent, overrides, **named)
         runs.append((str(Path(workdir) / arm), config, list(experiment.games), experiment.cycles))
     return runs
 

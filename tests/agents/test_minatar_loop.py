@@ -7,6 +7,7 @@ compile on a 2-core CPU) through module fixtures.
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
@@ -116,6 +117,14 @@ def test_the_work_dir_holds_rows_with_frames_game_visit_and_seed(full_run):
     diagnostics = [r for r in rows if r["event"] == "diagnostics" and r["seed"] == 1]
     assert [r["frames"] for r in diagnostics] == [256, 512, 768, 1024, 1280, 1536, 1792, 2048]
     assert all(r["weight_norm/torso/conv_0"] > 0 and r["update_ratio"] > 0 for r in diagnostics)
+    switches = [r for r in rows if r["event"] == "switch" and r["seed"] == 0]
+    assert [(r["frames"], r["previous_game"], r["game"]) for r in switches] == [
+        (512, "breakout", "space_invaders"),
+        (1024, "space_invaders", "breakout"),
+        (1536, "breakout", "space_invaders"),
+    ]
+    assert all(r["replay_items"] == min(r["frames"], 1024) for r in switches)
+    assert all(r["optimizer_moments_norm"] > 0 and not r["flush_replay"] for r in switches)
 
 
 def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run):
@@ -146,9 +155,17 @@ def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run
         ("space_invaders", 1),
     ]
     assert all(r["frames"] == FRAMES for r in fresh)
+    # The first game's reference replays the sequence's first block (same network, optimizer,
+    # data and evaluation episodes).
+    first_visit = {r["seed"]: r["return_mean"] for r in evals if r["block"] == 0}
+    assert {r["seed"]: r["return_mean"] for r in fresh if r["game"] == "breakout"} == first_visit
     games, block_ids, matrix = analysis.evaluation_matrix(analysis.load_run(path))
     assert games == list(GAMES) and block_ids == [0, 1, 2, 3]
     assert np.isnan(matrix[0, 1]) and np.isfinite(matrix[1:]).all()
+    summary = json.loads((path / minatar_loop.EVALUATION_MATRIX_FILE).read_text())
+    assert summary["games"] == list(GAMES) and summary["return_mean"][0][1] is None
+    np.testing.assert_allclose(np.array(summary["return_mean"], float), matrix)
+    assert set(summary["visit_scores"]["breakout"]) == {"visit_1", "visit_2", "fresh"}
 
 
 def test_games_switch_at_exactly_the_block_boundaries(full_run):

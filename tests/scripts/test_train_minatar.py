@@ -127,11 +127,12 @@ def test_a_tiny_run_writes_the_work_dir_and_resumes(tmp_path, capsys):
     assert [b["game"] for b in saved["schedule"]] == ["breakout", "space_invaders"] * 2
     assert saved["network"]["conv_layers"] == [[4, 3, 2]] and saved["num_seeds"] == 2
     rows = workdir_lib.read_metrics(workdir)
-    assert {r["event"] for r in rows} == {"train", "diagnostics", "eval", "eval_fresh"}
+    assert {r["event"] for r in rows} == {"train", "diagnostics", "switch", "eval", "eval_fresh"}
     games, blocks, matrix = analysis.evaluation_matrix(analysis.load_run(workdir))
     assert games == ["breakout", "space_invaders"] and blocks == [0, 1, 2, 3]
     assert np.isnan(matrix[0, 1]) and np.isfinite(matrix[1:]).all()
     assert list(workdir.glob("events.out.tfevents.*"))
+    assert (workdir / "evaluation_matrix.json").exists()
     # Relaunching a finished run resumes at its end: nothing is trained or written again.
     with jax.threefry_partitionable(False):
         assert train_minatar.main(argv) == 0

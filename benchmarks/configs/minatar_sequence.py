@@ -1,0 +1,115 @@
+"""Rainbow vs Rainbow + LayerNorm vs Rainbow + LayerNorm + NaP on a MinAtar game sequence.
+
+NaP's sequential-ALE experiment (Lyle et al. 2024; PAPERS.md §1) at CPU scale: games played one
+after another, the sequence cycled twice, one network throughout; after every block every game
+seen so far is evaluated (the evaluation matrix), and a fresh network trained on each game alone
+for one block gives the reference a revisit is compared with.
+
+Default scale: breakout then space_invaders, 2 cycles of 20,000 steps a game (4 blocks) plus the
+two fresh references, one seed, 8 envs, one update every 4 steps (5,000 updates a block).
+Arms:
+
+* ``rainbow``: the MinAtar Rainbow preset (`agents.minatar_loop.minatar_config`: C51, dueling,
+  double Q, 3-step returns, prioritized replay, Adam 1e-4) **without noisy nets**, exploring
+  epsilon-greedily (1 -> 0.01 over 10,000 frames): noisy layers with per-example noise triple the
+  cost of an update on a CPU. ``:noisy`` restores them.
+* ``rainbow_ln``: LayerNorm before every nonlinearity.
+* ``rainbow_ln_nap``: LayerNorm + NaP (hidden kernels and (γ, β) projected to their initial norm
+  after every update) + the learning rate warmed up and cosine-decayed anew at every switch,
+  peaking at 10x the baseline's rate as in the paper's sequential ALE (1e-8 -> 1e-3 over 500
+  updates -> 1e-6).
+
+Switch policy for every arm: replay and optimizer kept (the paper's choice is unconfirmed).
+
+Command (each arm writes ``<workdir>/<arm>``; relaunching resumes)::
+
+    python -m scripts.train_minatar --experiment=benchmarks/configs/minatar_sequence.py \\
+        --workdir=/tmp/minatar_sequence
+
+then plot with the diagnostics notebook (``workdirs = ["/tmp/minatar_sequence/rainbow", ...]``)
+or ``plasticity.analysis.make_figures``.
+
+Expected runtime on a 2-core CPU: about 25 minutes for the three arms (6 blocks of 20,000 steps
+each, ~250-300 steps/s, plus ~1 minute of compilation per arm), measured on a 2-core VM shared
+with other jobs; see the README for the measured table.
+
+Expected result: see the README (measured figures, one seed: differences between arms at this
+scale are small and noisy; the paper's effect needs 20M frames a game).
+
+``:smoke`` shrinks everything to a seconds-long run (tests); ``:paper`` is the paper-like
+scale for a GPU: all five MinAtar games, 2 cycles of 2M steps, noisy nets, 3 seeds.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+ARMS = ("rainbow", "rainbow_ln", "rainbow_ln_nap")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The experiment: games, budget, shared overrides and the three arms' overrides."""
+    options = set((arg or "").split(",")) - {""}
+    unknown = options - {"smoke", "paper", "noisy"}
+    if unknown:
+        raise ValueError(f"unknown minatar_sequence options {sorted(unknown)}: smoke, paper, noisy")
+    config = ml_collections.ConfigDict()
+    config.agent = "rainbow"
+    config.games = ("breakout", "space_invaders")
+    config.cycles = 2
+    config.steps_per_game = 20_000
+    config.num_seeds = 1
+    noisy = "noisy" in options or "paper" in options
+    config.overrides = ml_collections.ConfigDict(
+        dict(
+            network=dict(noisy=noisy),
+            exploration=dict(
+                epsilon_begin=0.0 if noisy else 1.0,
+                epsilon_end=0.0 if noisy else 0.01,
+                decay_frames=10_000,
+            ),
+            replay=dict(capacity=40_000, min_fill_fraction=0.05),
+            evaluation=dict(episodes=8, max_frames=8 * 2_504, fresh_reference=True),
+            diagnostics=dict(
+                every_frames=5_000,
+                names=("weight_norm", "effective_lr", "update_ratio", "dormant", "srank"),
+                batch_size=64,
+            ),
+            log_every_frames=2_000,
+            checkpoint_every_frames=10_000,
+        )
+    )
+    nap_arm = dict(
+        network=dict(norm="layernorm"),
+        optimizer=dict(nap=dict(enabled=True), learning_rate=1e-3),
+        switch=dict(restart_schedule=True),
+    )
+    config.arms = ml_collections.ConfigDict(
+        dict(
+            rainbow=dict(), rainbow_ln=dict(network=dict(norm="layernorm")), rainbow_ln_nap=nap_arm
+        )
+    )
+    config.arm_order = ARMS
+    if "paper" in options:
+        config.games = ("breakout", "asterix", "freeway", "space_invaders", "seaquest")
+        config.steps_per_game = 2_000_000
+        config.num_seeds = 3
+        config.overrides.replay.capacity = 100_000
+        config.overrides.diagnostics.every_frames = 100_000
+        config.overrides.log_every_frames = 20_000
+        config.overrides.checkpoint_every_frames = 100_000
+    if "smoke" in options:
+        config.steps_per_game = 512
+        config.overrides.update(
+            dict(
+                network=dict(noisy=noisy, conv_layers=((4, 3, 2),), hidden_sizes=(16,)),
+                replay=dict(capacity=1024, min_fill_fraction=0.0625),
+                evaluation=dict(episodes=2, max_frames=2 * 500, fresh_reference=True),
+                log_every_frames=256,
+                checkpoint_every_frames=256,
+            )
+        )
+        config.overrides.diagnostics.every_frames = 256
+        config.overrides.env = dict(num_envs=2)
+        config.overrides.optimizer = dict(schedule=dict(warmup_steps=8))
+    return config

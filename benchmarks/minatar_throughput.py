@@ -1,0 +1,124 @@
+r"""Throughput of the compiled MinAtar loop, compile time reported apart.
+
+  python -m benchmarks.minatar_throughput [--agents=dqn,rainbow] [--seeds=1,8] \
+      [--game=breakout] [--num_envs=8] [--frames=4000] [--repeats=2]
+
+For each agent preset (`agents.minatar_loop.minatar_config`, MinAtar's conv(16)->128 network,
+one update every 4 steps, learning from the first batch on) and each seed count, one chunk of
+``--frames`` steps per seed is compiled (timed apart) and then run ``--repeats`` times; the
+fastest run gives the steps/s, per seed and in total (steps summed over seeds and envs). Seed
+counts above one run as ``jit(vmap(chunk))``; ``--map`` adds ``lax.map`` over the seeds (one
+seed at a time inside one program, what ``run.runs_per_batch=1`` does, the default on CPUs).
+``rainbow`` is the full preset (noisy nets); ``rainbow_no_noisy`` drops the noisy layers, as
+`benchmarks/configs/minatar_sequence.py` does.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+from absl import app, flags
+
+_AGENTS = flags.DEFINE_list("agents", ["dqn", "rainbow_no_noisy", "rainbow"], "Presets to time.")
+_SEEDS = flags.DEFINE_list("seeds", ["1", "8"], "Seed counts.")
+_GAME = flags.DEFINE_string("game", "breakout", "MinAtar game.")
+_NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Envs per seed.")
+_FRAMES = flags.DEFINE_integer("frames", 4000, "Steps per seed in one timed chunk.")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed chunks; the fastest is reported.")
+_MAP = flags.DEFINE_bool("map", False, "Also time lax.map over the seeds.")
+
+
+def hardware() -> str:
+    """One line: JAX backend, devices and the CPU model."""
+    import jax  # noqa: PLC0415
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    devices = jax.devices()
+    return (
+        f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
+        f"{devices[0].device_kind}; CPU {cpu}, {os.cpu_count()} cores"
+    )
+
+
+def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
+    """Compile seconds and steps/s of one chunk of the loop."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from agents import minatar_loop  # noqa: PLC0415
+    from agents.sequence import SwitchPolicy  # noqa: PLC0415
+
+    config = minatar_loop.minatar_config("rainbow" if agent.startswith("rainbow") else "dqn")
+    if agent == "rainbow_no_noisy":
+        config.network.noisy = False
+        config.exploration.update(dict(epsilon_begin=1.0, epsilon_end=0.01))
+    config.num_seeds = seeds
+    config.env.num_envs = _NUM_ENVS.value
+    config.frames_per_game = _FRAMES.value * (_REPEATS.value + 1)
+    config.checkpoint_every_frames = _FRAMES.value
+    config.replay.min_fill_fraction = 0.0  # learning starts with the first batch
+    config.evaluation.fresh_reference = False
+    config.run.runs_per_batch = runs_per_batch
+    blocks = minatar_loop.make_blocks([_GAME.value], config.frames_per_game)
+    segment = minatar_loop.plan_run(config, blocks)[0]
+    programs = minatar_loop.make_agent(segment.config, [_GAME.value], False)
+    game = jnp.int32(0)
+    state = programs.init(jnp.arange(seeds, dtype=jnp.int32))
+    state = programs.start_block(state, game, SwitchPolicy())
+    plan = {k: jnp.asarray(v) for k, v in segment.chunk_plan(0, 0).items()}
+    started = time.perf_counter()
+    chunk = programs.run_chunk.lower(state, game, plan).compile()
+    compile_seconds = time.perf_counter() - started
+    state, _ = chunk(state, game, plan)  # warm-up (the replay fills past a batch)
+    best = float("inf")
+    for repeat in range(1, _REPEATS.value + 1):
+        plan = {k: jnp.asarray(v) for k, v in segment.chunk_plan(0, repeat).items()}
+        started = time.perf_counter()
+        state, outputs = chunk(state, game, plan)
+        jax.block_until_ready((state, outputs))
+        best = min(best, time.perf_counter() - started)
+    updates = int(segment.chunk_plan(0, 1)["updates"].sum())
+    return {
+        "compile_s": compile_seconds,
+        "steps_per_s_per_seed": _FRAMES.value / best,
+        "steps_per_s_total": _FRAMES.value * seeds / best,
+        "updates_per_s_per_seed": updates / best,
+    }
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    import jax  # noqa: PLC0415
+
+    print(hardware())
+    print(
+        f"game {_GAME.value}, {_NUM_ENVS.value} envs per seed, {_FRAMES.value} steps per seed per "
+        f"chunk, one update every 4 steps"
+    )
+    print(
+        f"{'agent':<18} {'seeds':>5} {'mode':>5} {'compile s':>10} {'steps/s/seed':>13} "
+        f"{'steps/s total':>14} {'updates/s/seed':>15}"
+    )
+    with jax.threefry_partitionable(False):
+        for agent in _AGENTS.value:
+            for seeds in (int(s) for s in _SEEDS.value):
+                modes = [("vmap", 0)] + ([("map", 1)] if _MAP.value and seeds > 1 else [])
+                for mode, per_batch in modes:
+                    r = measure(agent, seeds, per_batch)
+                    print(
+                        f"{agent:<18} {seeds:>5} {mode:>5} {r['compile_s']:>10.1f} "
+                        f"{r['steps_per_s_per_seed']:>13.0f} {r['steps_per_s_total']:>14.0f} "
+                        f"{r['updates_per_s_per_seed']:>15.0f}",
+                        flush=True,
+                    )
+
+
+if __name__ == "__main__":
+    app.run(main)
