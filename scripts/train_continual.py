@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
   if result.completed:
     state = "complete"
   elif result.preempted:
-    signal_name = guard.signal_name or "a stop request"
+    signal_name = guard.signal_name or "a signal to another process"
     state = f"stopped by {signal_name} after a checkpoint (relaunch to resume)"
   else:
     state = "stopped (relaunch to resume)"

@@ -1,4 +1,5 @@
-"""Data-parallel learner updates on fake CPU devices equal the single-device update on the full batch.
+"""Data-parallel learner updates on fake CPU devices equal the single-device update on the whole
+batch.
 
 Everything multi-device runs in one subprocess with 4 fake CPU devices (set before JAX starts);
 it prints one JSON line of measurements that the tests below check. Every step is blocked on
@@ -99,7 +100,8 @@ _SCRIPT = textwrap.dedent(
     mesh = mesh_lib.make_mesh("seed:2,data:2")
     update = parallel.make_data_parallel_update(learner, mesh, seed_axis="seed")
     new_states, aux = jax.block_until_ready(update(
-        mesh_lib.shard_leading_axis(states, mesh), mesh_lib.shard_batch(batch, mesh, seed_axis="seed"),
+        mesh_lib.shard_leading_axis(states, mesh),
+        mesh_lib.shard_batch(batch, mesh, seed_axis="seed"),
         mesh_lib.shard_batch(weights, mesh, seed_axis="seed"),
         mesh_lib.shard_leading_axis(update_keys, mesh)))
     out["seeds"] = dict(

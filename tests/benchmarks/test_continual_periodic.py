@@ -109,15 +109,31 @@ def test_the_effective_lr_exponent_follows_the_optimizer_and_reaches_the_diagnos
 
 
 def test_built_in_and_module_effective_lr_rows_agree_for_adam():
+    from plasticity import diagnostics  # noqa: PLC0415
+
+    built = []
+
+    def factory(model, loss_fn, names, **options):
+        built.append(diagnostics.make_diagnostics_fn(model, loss_fn, names, **options))
+        return built[-1]
+
     config = tiny_config()
-    config.task.num_tasks = 1
-    config.diagnostics.names = ("effective_lr",)  # overwrites the built-in key with its own
-    trainer = continual.make_trainer(config)
-    _, outputs = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
-    diagnostics = outputs["diagnostics"]
+    config.diagnostics.names = ("effective_lr",)
+    trainer = continual.make_trainer(config, diagnostics_factory=factory)
+    learning_rate = jnp.float32(config.optimizer.learning_rate)
+    exponent = continual.effective_lr_exponent(config)
+
+    @jax.jit
+    def both(rng):
+        params = trainer.model.init(rng, jnp.zeros((1, 64)))["params"]
+        own = continual.builtin_diagnostics(params, params, learning_rate, exponent)
+        module = built[0](params, params, jnp.zeros((2, 64)), jnp.zeros((2,), jnp.int32), rng,
+                          learning_rate)
+        return own, module
+
+    own, module = both(jax.random.PRNGKey(0))
     for layer in ("hidden_0", "output"):
-        np.testing.assert_allclose(
-            diagnostics[f"effective_lr/{layer}"],
-            config.optimizer.learning_rate / diagnostics[f"weight_norm/{layer}"],  # p = 1
-            rtol=1e-5,
-        )
+        key = f"effective_lr/{layer}"
+        np.testing.assert_allclose(module[key], own[key], rtol=1e-6)
+        np.testing.assert_allclose(  # p = 1 for Adam
+            own[key], learning_rate / own[f"weight_norm/{layer}"], rtol=1e-6)

@@ -4,16 +4,17 @@
 * a tiny sharded job (a global batch built from each process's half, a jitted reduction, an
   all-gather, a cross-process vote) checks its results at every step;
 * killing either process makes the other exit with an error within a bounded time
-  (heartbeat timeout 5 s; the test allows 60 s) instead of hanging;
-* the continual launcher run as 2 processes (runs split over them, process 0 writing the work
-  dir, both writing the Orbax checkpoint) gives the rows of a single-process run.
+  (heartbeat timeout 5 s; the test allows 60 s) instead of hanging.
+
+The continual launcher as a job of 2 processes (runs split over them, process 0 writing the
+work dir, both writing the Orbax checkpoint, a SIGTERM to one stopping both, a resume as one
+process) is tested in tests/scripts/test_resume.py, next to the single-process reference run.
 
 Every subprocess has a timeout and is killed on the way out, so a failure cannot hang the suite.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -27,7 +28,7 @@ import jax
 import numpy as np
 import pytest
 
-from plasticity import distributed, workdir
+from plasticity import distributed
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
@@ -98,7 +99,8 @@ _JOB = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {repo!r})
     from plasticity import distributed
-    process, port, steps, pause = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    process, port = int(sys.argv[1]), sys.argv[2]
+    steps, pause = int(sys.argv[3]), float(sys.argv[4])
     distributed.initialize(distributed.DistributedConfig(
         f"127.0.0.1:{{port}}", 2, process, heartbeat_timeout_seconds=5,
         initialization_timeout_seconds=60))
@@ -162,7 +164,7 @@ def _wait_for_line(process: subprocess.Popen, text: str, timeout: float) -> None
         if text in line:
             return
         if not line and process.poll() is not None:
-            raise AssertionError(f"job ended before printing {text!r}: {process.stderr.read()[-2000:]}")
+            raise AssertionError(f"job ended before {text!r}: {process.stderr.read()[-2000:]}")
     raise AssertionError(f"no {text!r} within {timeout} s")
 
 
@@ -184,63 +186,3 @@ def test_killing_one_process_makes_the_other_exit_with_an_error_in_bounded_time(
         stop_all(jobs)
     assert survivor.returncode != 0
     assert waited < 60
-
-
-def _launch(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "scripts.train_continual", *args],
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-TINY = [
-    "--config=benchmarks/configs/nap_label_reset.py",
-    "--config.variant_order=('no_norm',)",
-    "--config.num_seeds=2",
-    "--config.task.num_tasks=3",
-    "--config.task.steps_per_task=2",
-    "--config.task.batch_size=8",
-    "--config.network.hidden_sizes=(8,)",
-    "--config.data.max_train_examples=64",
-    "--config.diagnostics.every=2",
-    "--config.eval.max_examples=32",
-    "--config.run.tasks_per_chunk=1",
-    "--config.run.progress=False",
-    "--config.run.tensorboard=False",
-]
-
-
-def test_the_launcher_as_two_processes_equals_one_process(tmp_path):
-    port = free_port()
-    shared, alone = tmp_path / "two_processes", tmp_path / "one_process"
-    cluster = [f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-               "--distributed_heartbeat_timeout=10"]
-    runs = [_launch(*TINY, f"--workdir={shared}", *cluster, f"--process_id={i}") for i in range(2)]
-    runs.append(_launch(*TINY, f"--workdir={alone}"))
-    try:
-        outputs = [run.communicate(timeout=300) for run in runs]
-    finally:
-        stop_all(runs)
-    for run, (_, stderr) in zip(runs, outputs):
-        assert run.returncode == 0 and "train_continual: complete" in stderr, stderr[-3000:]
-    two, one = workdir.read_metrics(shared), workdir.read_metrics(alone)
-    assert len(two) == len(one) == 2 * 3 * 2 + 2  # per seed: 3 tasks x (task + diagnostics) + initial
-    for a, b in zip(two, one):
-        assert a.keys() == b.keys()
-        for key in a:
-            if isinstance(a[key], float):
-                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
-            else:
-                assert a[key] == b[key], key
-    # Both processes wrote their shards of every checkpoint; process 0 the metadata.
-    latest = shared / workdir.CHECKPOINT_DIR / "3"
-    assert sorted(p.name for p in (latest / "tree").glob("ocdbt.process_*")) == [
-        "ocdbt.process_0", "ocdbt.process_1"
-    ]
-    metadata = json.loads((latest / "metadata" / "metadata").read_text())
-    assert metadata["next_task"] == 3
-    assert metadata["metrics_bytes"] == (shared / workdir.METRICS_FILE).stat().st_size

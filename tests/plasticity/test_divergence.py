@@ -104,7 +104,8 @@ def _outputs(runs: int, tasks: int) -> dict:
         "task": {
             "online_loss": np.ones((runs, tasks), np.float32),
             "param_norm": np.ones((runs, tasks), np.float32),
-            "online_accuracy": np.full((runs, tasks), np.nan, np.float32),  # not a divergence metric
+            # Not a divergence metric: NaN here is ignored.
+            "online_accuracy": np.full((runs, tasks), np.nan, np.float32),
         },
         "health": {
             "nonfinite_loss_step": np.full((runs, tasks), -1, np.int32),

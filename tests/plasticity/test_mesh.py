@@ -101,7 +101,8 @@ _LAYOUTS = textwrap.dedent("""
     placed = mesh.shard_batch(batch, built, seed_axis="seed")
     for shard in placed.addressable_shards:
         seed, data = np.argwhere(built.devices == shard.device)[0]
-        np.testing.assert_array_equal(np.asarray(shard.data), batch[seed:seed + 1, 4 * data:4 * data + 4])
+        expected = batch[seed:seed + 1, 4 * data:4 * data + 4]
+        np.testing.assert_array_equal(np.asarray(shard.data), expected)
     params = mesh.replicate({{"w": np.ones((3, 2))}}, built)
     assert params["w"].sharding.is_fully_replicated
     flat = mesh.make_mesh("data:4")

@@ -2,14 +2,18 @@
 (or a scheduler) runs it: subprocesses, real signals.
 
 One tiny sweep (2 seeds, 12 tasks of 2 steps, one chunk and one checkpoint per task) is run
-three ways, the first two at the same time as the third:
+in several ways at once:
 
 * uninterrupted, to the end (the reference);
 * a planted divergence: SGD at a learning rate far above the stable limit (a linear network on
   a regression task with a large offset), which blows up during the second task;
 * the chain: SIGKILL once a checkpoint exists, relaunch; SIGTERM once that run has written a
   newer checkpoint (exit 0); relaunch to the end. The final parameters, the whole train state
-  and metrics.jsonl must equal the reference's bit for bit.
+  and metrics.jsonl must equal the reference's bit for bit;
+* as a job of two processes (`jax.distributed` on loopback, one CPU device each, runs split
+  over them): a SIGTERM to process 1 alone stops both after the same chunk (exit 0, both
+  writing their checkpoint shards), then one process resumes that work dir to the end. Its rows
+  equal the reference's up to float rounding (a run's arithmetic is vectorized differently).
 
 The processes share a JAX persistent compilation cache (a fresh directory of this module), so
 the relaunches load the programs the first runs compiled instead of compiling them again (half
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,20 +106,31 @@ def checkpoint_steps(path: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def signal_after_checkpoint(process: subprocess.Popen, path: Path, newer_than: int,
-                            signum: int) -> int:
-    """Sends `signum` once a checkpoint newer than `newer_than` exists; returns that step."""
+def signal_after_checkpoints(watches: list[tuple[subprocess.Popen, Path, int, int]]) -> list[int]:
+    """For each (process, work dir, step, signal): sends the signal once a checkpoint newer than
+    that step exists there; returns those checkpoints' steps."""
+    sent: dict[int, int] = {}
     deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        steps = checkpoint_steps(path)
-        if steps and steps[-1] > newer_than:
-            process.send_signal(signum)
-            return steps[-1]
-        if process.poll() is not None:
-            raise AssertionError(f"run ended before a checkpoint newer than {newer_than}: "
-                                 f"{process.stderr.read()[-3000:]}")
+    while len(sent) < len(watches):
+        assert time.monotonic() < deadline, "no new checkpoint in time"
+        for index, (process, path, newer_than, signum) in enumerate(watches):
+            if index in sent:
+                continue
+            steps = checkpoint_steps(path)
+            if steps and steps[-1] > newer_than:
+                process.send_signal(signum)
+                sent[index] = steps[-1]
+            elif process.poll() is not None:
+                raise AssertionError(f"run ended before a checkpoint newer than {newer_than}: "
+                                     f"{process.stderr.read()[-3000:]}")
         time.sleep(0.01)
-    raise AssertionError("no new checkpoint in time")
+    return [sent[index] for index in range(len(watches))]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -141,44 +157,59 @@ def restore_latest(path: Path) -> tuple[dict, dict, int]:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    paths = {name: root / name for name in ("reference", "diverging", "chain")}
+    paths = {name: root / name for name in ("reference", "diverging", "chain", "two_processes")}
     cache = root / "compilation_cache"
-    background = {
+    cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2",
+               "--distributed_heartbeat_timeout=10"]
+    started = {
         "reference": launch(*TINY, f"--workdir={paths['reference']}", cache=cache),
         "diverging": launch(*DIVERGING, f"--workdir={paths['diverging']}", cache=cache),
     }
-    chain = {}
+    chain, pair = {}, {}
     try:
-        killed = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
-        chain["killed_at"] = signal_after_checkpoint(killed, paths["chain"], 0, signal.SIGKILL)
-        chain["killed"] = finish(killed)
+        for i in range(2):
+            started[f"process_{i}"] = launch(*TINY, f"--workdir={paths['two_processes']}",
+                                             *cluster, f"--process_id={i}", cache=cache)
+        started["killed"] = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
+        chain["killed_at"], pair["stopped_at"] = signal_after_checkpoints([
+            (started["killed"], paths["chain"], 0, signal.SIGKILL),
+            (started["process_1"], paths["two_processes"], 0, signal.SIGTERM),
+        ])
+        chain["killed"] = finish(started["killed"])
         chain["after_kill"] = checkpoint_steps(paths["chain"])
+        pair["stopped"] = [finish(started[f"process_{i}"]) for i in range(2)]
+        pair["after_stop"] = checkpoint_steps(paths["two_processes"])
+        latest = paths["two_processes"] / workdir.CHECKPOINT_DIR / str(pair["after_stop"][-1])
+        pair["shards"] = sorted(p.name for p in (latest / "tree").glob("ocdbt.process_*"))
 
-        terminated = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
-        chain["terminated_at"] = signal_after_checkpoint(
-            terminated, paths["chain"], chain["after_kill"][-1], signal.SIGTERM)
-        chain["terminated"] = finish(terminated)
+        started["resumed_alone"] = launch(*TINY, f"--workdir={paths['two_processes']}",
+                                          cache=cache)
+        started["terminated"] = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
+        (chain["terminated_at"],) = signal_after_checkpoints([
+            (started["terminated"], paths["chain"], chain["after_kill"][-1], signal.SIGTERM)])
+        chain["terminated"] = finish(started["terminated"])
         chain["after_term"] = checkpoint_steps(paths["chain"])
 
         chain["final"] = finish(launch(*TINY, f"--workdir={paths['chain']}", cache=cache))
-        results = {name: finish(process) for name, process in background.items()}
+        pair["resumed_alone"] = finish(started["resumed_alone"])
+        results = {name: finish(started[name]) for name in ("reference", "diverging")}
     finally:
-        for process in background.values():
+        for process in started.values():
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-    return paths, chain, results
+    return paths, chain, results, pair
 
 
 def test_sigkill_mid_run_leaves_a_resumable_checkpoint(runs):
-    _, chain, _ = runs
+    _, chain, _, _ = runs
     returncode, _ = chain["killed"]
     assert returncode == -signal.SIGKILL
     assert chain["after_kill"] and chain["after_kill"][-1] < NUM_TASKS
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_zero(runs):
-    _, chain, _ = runs
+    _, chain, _, _ = runs
     returncode, stderr = chain["terminated"]
     assert returncode == 0, stderr[-3000:]
     assert "stopped by SIGTERM after a checkpoint (relaunch to resume)" in stderr
@@ -187,7 +218,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_zero(runs):
 
 
 def test_interrupted_and_resumed_run_ends_bit_identical(runs):
-    paths, chain, results = runs
+    paths, chain, results, _ = runs
     returncode, stderr = chain["final"]
     assert returncode == 0 and "complete" in stderr, stderr[-3000:]
     reference_code, reference_err = results["reference"]
@@ -207,7 +238,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(runs):
 
 
 def test_planted_divergence_is_one_line_nonzero_and_keeps_the_last_good_checkpoint(runs):
-    paths, _, results = runs
+    paths, _, results, _ = runs
     returncode, stderr = results["diverging"]
     assert returncode == divergence.DIVERGENCE_EXIT_CODE, stderr[-3000:]
     assert "Traceback" not in stderr
@@ -218,9 +249,36 @@ def test_planted_divergence_is_one_line_nonzero_and_keeps_the_last_good_checkpoi
     assert 4 < step < 24  # during the second task or later, after at least one good chunk
     assert ": loss is " in last and "(variant 'no_norm', seed 0)" in last
     tree, metadata, kept = restore_latest(paths["diverging"])
-    assert f"last good checkpoint kept: {paths['diverging'] / workdir.CHECKPOINT_DIR}/{kept}" in last
+    directory = paths["diverging"] / workdir.CHECKPOINT_DIR
+    assert f"last good checkpoint kept: {directory}/{kept}" in last
     assert kept * 4 < step  # the kept state is from before the divergence ...
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree["state"]))  # ... and sane
     rows = workdir.read_metrics(paths["diverging"])
     assert metadata["metrics_bytes"] == (paths["diverging"] / workdir.METRICS_FILE).stat().st_size
     assert max(row["task"] for row in rows) == kept - 1  # no rows of the diverged chunk
+
+
+def test_two_processes_stop_together_on_one_sigterm_and_resume_as_one(runs):
+    paths, _, results, pair = runs
+    (code_0, stderr_0), (code_1, stderr_1) = pair["stopped"]
+    assert code_0 == 0 and code_1 == 0, (stderr_0[-2000:], stderr_1[-2000:])
+    assert "stopped by SIGTERM after a checkpoint" in stderr_1
+    assert "stopped by a signal to another process after a checkpoint" in stderr_0
+    assert pair["stopped_at"] <= pair["after_stop"][-1] < NUM_TASKS
+    assert pair["shards"] == ["ocdbt.process_0", "ocdbt.process_1"]  # a collective save
+    code, stderr = pair["resumed_alone"]
+    assert code == 0 and "complete" in stderr, stderr[-3000:]
+    assert results["reference"][0] == 0
+    two, one = (workdir.read_metrics(paths[name]) for name in ("two_processes", "reference"))
+    assert len(two) == len(one) == 2 * (2 * NUM_TASKS + 1)  # per seed: initial + 2 per task
+    for a, b in zip(two, one):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+            else:
+                assert a[key] == b[key], key
+    _, metadata, step = restore_latest(paths["two_processes"])
+    assert step == NUM_TASKS
+    metrics_file = paths["two_processes"] / workdir.METRICS_FILE
+    assert metadata["metrics_bytes"] == metrics_file.stat().st_size
