@@ -179,13 +179,22 @@ def initialize(config: DistributedConfig) -> bool:
         return False
     # Cross-process collectives of the CPU backend; GPU and TPU backends ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=config.coordinator_address,
-        num_processes=config.num_processes,
-        process_id=config.process_id,
-        initialization_timeout=config.initialization_timeout_seconds,
-        heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=config.coordinator_address,
+            num_processes=config.num_processes,
+            process_id=config.process_id,
+            initialization_timeout=config.initialization_timeout_seconds,
+            heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
+        )
+    except ValueError as error:
+        if not config.auto_detect:
+            raise
+        raise ValueError(
+            f"--distributed: no cluster environment JAX recognizes (TPU pod slice, SLURM, Open "
+            f"MPI, Kubernetes) supplied the job's settings ({error}); pass "
+            f"--coordinator_address, --num_processes and --process_id instead"
+        ) from error
     return True
 
 

@@ -14,8 +14,10 @@ the run (variant, seed, game) and the checkpoint kept::
     last good checkpoint kept: /runs/x/checkpoints/2 (variant 'default', 2 tasks done)
 
 Launchers print it and exit with `DIVERGENCE_EXIT_CODE` (3), which tells a scheduler not to
-retry. In-program helpers (`tree_is_finite`, `first_nonfinite_index`) are jittable and
-vmappable, for loops that run many steps per compiled call.
+retry. Host checks: `check_metrics` (named scalars or arrays), `check_consecutive_steps` (one
+value per update since the last check: names the exact update), `check_params` (before a save).
+In-program helpers (`tree_is_finite`, `first_nonfinite_index`) are jittable and vmappable, for
+loops that run many steps per compiled call.
 """
 
 from __future__ import annotations
@@ -91,6 +93,20 @@ def check_metrics(
     found = first_nonfinite(metrics, names)
     if found is not None:
         raise DivergenceError(step, found.metric, found.value, context, kept)
+
+
+def check_consecutive_steps(
+    values: Any, last_step: int, *, metric: str = "loss", context: str = "", kept: str = ""
+) -> None:
+    """Raises `DivergenceError` at the first NaN/Inf of `values`, the `metric` of consecutive
+    steps ending at `last_step` (host loops keeping one value per update, e.g. the losses of the
+    updates since the last log row), naming the exact step."""
+    values = np.asarray(jax.device_get(values), np.float64).reshape(-1)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        index = int(np.argmax(bad))
+        step = int(last_step) - len(values) + 1 + index
+        raise DivergenceError(step, metric, float(values[index]), context, kept)
 
 
 def first_nonfinite_leaf(tree: Any, prefix: str = "params") -> NonFinite | None:

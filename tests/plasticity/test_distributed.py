@@ -61,6 +61,32 @@ def test_bad_settings_are_one_line_errors(config, match):
     assert "\n" not in str(error.value)
 
 
+_AUTO = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    from plasticity import distributed
+    try:
+        distributed.initialize(distributed.DistributedConfig(
+            auto_detect=True, initialization_timeout_seconds=5))
+    except ValueError as error:
+        print("ERROR " + str(error))
+    """
+)
+
+
+def test_auto_detection_without_a_cluster_is_a_one_line_error():
+    """In a subprocess whose environment names no cluster (so nothing tries to connect)."""
+    markers = ("SLURM_", "OMPI_", "PMI_", "KUBERNETES_", "TPU_", "CLOUD_TPU", "JAX_COORDINATOR")
+    env = {k: v for k, v in ENV.items() if not k.startswith(markers)}
+    done = subprocess.run([sys.executable, "-c", _AUTO.format(repo=str(REPO))], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("ERROR ")]
+    assert lines, done.stderr[-3000:]
+    assert "no cluster environment JAX recognizes" in lines[0]
+    assert "--coordinator_address, --num_processes and --process_id" in lines[0]
+
+
 def test_single_process_settings_do_nothing():
     assert not distributed.DistributedConfig().enabled
     assert distributed.DistributedConfig(auto_detect=True).enabled

@@ -46,6 +46,14 @@ def test_check_metrics_raises_one_line_naming_step_metric_and_run():
     divergence.check_metrics({"loss": 1.0, "grad_norm": np.array([2.0, 3.0])}, 1)  # finite: quiet
 
 
+def test_consecutive_steps_name_the_exact_step():
+    divergence.check_consecutive_steps([0.5, 0.4], last_step=10)
+    losses = [jnp.float32(0.5), jnp.float32(0.7), jnp.float32(jnp.nan), jnp.float32(jnp.inf)]
+    with pytest.raises(divergence.DivergenceError, match=r"^divergence at step 9: loss is nan "
+                       r"\(seed 2\)$"):
+        divergence.check_consecutive_steps(losses, last_step=10, context="seed 2")
+
+
 def test_check_params_names_the_first_bad_leaf():
     params = {
         "torso": {"conv_0": {"kernel": np.ones((2, 2), np.float32)}},
