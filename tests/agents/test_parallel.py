@@ -179,3 +179,64 @@ def test_uneven_batch_is_a_one_line_error(measured):
         "batch size 6 does not split over mesh axis 'data' of size 4; use a batch size "
         "divisible by it"
     )
+
+
+_LEARN_STEP = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {repo!r})
+    import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_threefry_partitionable", False)
+    from agents import configs, parallel
+    from agents.learner import make_learn_step, make_learner
+    from agents.replay import replay_add, replay_init
+    from plasticity import mesh as mesh_lib
+
+    c = configs.smoke_config("rainbow")  # prioritized replay, n-step, C51, double Q, dueling
+    c.network.update(dict(torso="mlp", mlp_sizes=(16,), hidden_sizes=(16,), num_atoms=5,
+                          noisy=False))
+    c.learner.batch_size = 8
+    learner = make_learner(c, 3)
+    obs = jax.ShapeDtypeStruct((6, 6, 2), jnp.uint8)
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.PRNGKey(0), obs)
+    replay = replay_init(64, 2, (6, 6), stack_size=2, max_n_step=c.learner.n_step)
+    rng = np.random.default_rng(0)
+    add = jax.jit(replay_add)
+    for t in range(30):
+        replay = add(replay, rng.integers(0, 255, (2, 6, 6), dtype=np.uint8),
+                     rng.integers(0, 3, 2).astype(np.int32), rng.normal(size=2).astype(np.float32),
+                     np.full(2, 0.99, np.float32), np.full(2, t == 0), np.zeros(2, bool))
+    key, beta = jax.random.PRNGKey(3), jnp.float32(0.4)
+    ref = jax.block_until_ready(jax.jit(make_learn_step(learner, c))(state, replay, key, beta))
+    mesh = mesh_lib.make_mesh("data:2")
+    step = jax.jit(parallel.make_data_parallel_learn_step(learner, c, mesh))
+    out = jax.block_until_ready(step(mesh_lib.replicate(state, mesh),
+                                     mesh_lib.replicate(replay, mesh), key, beta))
+    diff = lambda a, b: max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y))))
+                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)) if np.size(x))
+    assert diff(ref[0].params, state.params) > 1e-5  # the step moved the parameters
+    assert diff(out[0].params, ref[0].params) <= 1e-7, diff(out[0].params, ref[0].params)
+    assert diff(out[1], ref[1]) <= 1e-5, diff(out[1], ref[1])  # priorities written back
+    np.testing.assert_array_equal(out[2]["per_example"]["indices"],
+                                  ref[2]["per_example"]["indices"])
+    print("LEARN_STEP_OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_data_parallel_learn_step_with_prioritized_replay_equals_the_single_device_one():
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_THREEFRY_PARTITIONABLE": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _LEARN_STEP.format(repo=str(REPO))],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0 and "LEARN_STEP_OK" in done.stdout, done.stderr[-3000:]
