@@ -95,6 +95,7 @@ FULL_ACTION_SET_SIZE = 18
 
 EVALUATION_MATRIX_FILE = "evaluation_matrix.json"
 FRESH_DIR = "fresh"
+MATRIX_KEYS = ("return_mean", "human_normalized")  # the scores of evaluation_matrix.json
 
 
 def make_game_blocks(
@@ -834,60 +835,13 @@ def _write_json(path: Path, value: Any) -> None:
     temporary.replace(path)
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def evaluation_matrix_summary(
     blocks: Sequence[GameBlock], rows: Iterable[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """The evaluation matrix of a sequence from its metrics rows (JSON-ready, null where missing).
-
-    * ``games``: the games in order of first appearance; ``blocks``: the schedule;
-    * ``return_mean`` / ``human_normalized``: [block][game] score of each game evaluated after
-      each block (end-of-block 'eval' rows; null for games not seen yet or blocks not played);
-    * ``fresh``: {game: {return_mean, human_normalized, frames}} of the fresh-network references;
-    * ``visit_scores`` / ``visit_scores_human_normalized``: {game: {'visit_1', 'visit_2', ...,
-      'fresh'}}, the score right after each visit next to the fresh network's
-      (`agents.sequence.visit_summary`).
-    """
-    blocks = list(blocks)
-    games = sequence.distinct_games(blocks)
-    rows = list(rows)
-    matrix_rows = [
-        row
-        for row in rows
-        if row.get("event") == "eval" and row.get("end_of_block") and row.get("game") in games
-    ]
-    fresh_rows = [row for row in rows if row.get("event") == "eval_fresh"]
-    keys = ("return_mean", "human_normalized")
-    grids: dict[str, list[list[float | None]]] = {
-        key: [[None] * len(games) for _ in blocks] for key in keys
-    }
-    for row in matrix_rows:
-        position = int(row["block"])
-        if 0 <= position < len(blocks):
-            for key in keys:
-                grids[key][position][games.index(row["game"])] = _finite(row.get(key))
-    return {
-        "games": games,
-        "blocks": [dataclasses.asdict(block) for block in blocks],
-        **grids,
-        "fresh": {
-            row["game"]: {
-                "return_mean": _finite(row.get("return_mean")),
-                "human_normalized": _finite(row.get("human_normalized")),
-                "frames": row.get("frames"),
-            }
-            for row in fresh_rows
-        },
-        "visit_scores": sequence.visit_summary(matrix_rows, fresh_rows, "return_mean"),
-        "visit_scores_human_normalized": sequence.visit_summary(
-            matrix_rows, fresh_rows, "human_normalized"
-        ),
-    }
+    """``evaluation_matrix.json`` of an Atari sequence: `agents.sequence.evaluation_matrix_summary`
+    of the raw and the human-normalized returns ([block][game] grids ``return_mean`` and
+    ``human_normalized``, ``fresh``, ``visit_scores`` and ``visit_scores_human_normalized``)."""
+    return sequence.evaluation_matrix_summary(blocks, rows, MATRIX_KEYS)
 
 
 def write_evaluation_matrix(workdir: str | Path, blocks: Sequence[GameBlock]) -> dict[str, Any]:
