@@ -30,13 +30,16 @@ from absl import app, flags
 
 from agents.atari_env import AtariVectorEnvironment, make_atari_env
 
-_GAME = flags.DEFINE_string("game", "Pong", "Atari game.")
-_NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Envs stepped together in (b) and (c).")
-_NUM_THREADS = flags.DEFINE_integer("num_threads", None, "Emulator threads; default min(num_envs, cores).")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Batched steps per measurement.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements per figure; the median is printed.")
-_LEARNER_SIZE = flags.DEFINE_integer("learner_size", 256, "Matrix side of the XLA:CPU learner stand-in.")
-_SLEEP_MS = flags.DEFINE_float("sleep_ms", 5.0, "Duration of the host-sleep learner stand-in.")
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    the harness (the tests do) defines no global flags that could clash with a launcher's."""
+    flags.DEFINE_string("game", "Pong", "Atari game.")
+    flags.DEFINE_integer("num_envs", 8, "Envs stepped together in (b) and (c).")
+    flags.DEFINE_integer("num_threads", None, "Emulator threads; default min(num_envs, cores).")
+    flags.DEFINE_integer("steps", 1000, "Batched steps per measurement.")
+    flags.DEFINE_integer("repeats", 3, "Measurements per figure; the median is printed.")
+    flags.DEFINE_integer("learner_size", 256, "Matrix side of the XLA:CPU learner stand-in.")
+    flags.DEFINE_float("sleep_ms", 5.0, "Duration of the host-sleep learner stand-in.")
 
 
 class Throughput(NamedTuple):
@@ -132,17 +135,17 @@ def _format(label: str, result: Throughput) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    steps, repeats, n = _STEPS.value, _REPEATS.value, _NUM_ENVS.value
+    steps, repeats, n = flags.FLAGS.steps, flags.FLAGS.repeats, flags.FLAGS.num_envs
     print(f"hardware: {hardware_description()}")
-    print(f"game: {_GAME.value}, random actions, {steps} batched steps x {repeats} repeats (median)\n")
+    print(f"game: {flags.FLAGS.game}, random actions, {steps} batched steps x {repeats} repeats (median)\n")
 
-    with make_atari_env(_GAME.value, 1, seed=0) as env:
+    with make_atari_env(flags.FLAGS.game, 1, seed=0) as env:
         env.reset()
         measure_sync(env, 50)
         single = _median(lambda: measure_sync(env, steps), repeats)
     print(_format("(a) 1 env, Python loop (agents.atari_env, N=1)", single))
 
-    with make_atari_env(_GAME.value, n, seed=0, num_threads=_NUM_THREADS.value) as env:
+    with make_atari_env(flags.FLAGS.game, n, seed=0, num_threads=flags.FLAGS.num_threads) as env:
         env.reset()
         measure_sync(env, 50)
         label = f"N={n}, {env.num_threads} threads"
@@ -153,9 +156,9 @@ def main(argv: list[str]) -> None:
 
         print("\n(c) overlap of env stepping with a learner stand-in, per batched step:")
         stand_ins = {
-            f"host sleep {_SLEEP_MS.value:g} ms (learner on an accelerator)": sleep_stand_in(_SLEEP_MS.value),
-            f"XLA:CPU matmul chain {_LEARNER_SIZE.value}^2 on the same cores":
-                xla_learner_stand_in(_LEARNER_SIZE.value),
+            f"host sleep {flags.FLAGS.sleep_ms:g} ms (learner on an accelerator)": sleep_stand_in(flags.FLAGS.sleep_ms),
+            f"XLA:CPU matmul chain {flags.FLAGS.learner_size}^2 on the same cores":
+                xla_learner_stand_in(flags.FLAGS.learner_size),
         }
         for name, work in stand_ins.items():
             work_s = statistics.median(measure_work(work, max(steps // 10, 10)) for _ in range(repeats))
@@ -168,4 +171,5 @@ def main(argv: list[str]) -> None:
                   f"{overlapped.agent_steps_per_s:,.0f} agent steps/s")
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
