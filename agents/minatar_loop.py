@@ -245,7 +245,7 @@ class MinAtarSuite:
     def step(
         self, carry: EnvCarry, game_index: jax.Array, actions: jax.Array, key: jax.Array
     ) -> tuple[EnvCarry, Timestep]:
-        """One step of every env of game ``game_index`` (resets where the last timestep was last)."""
+        """One step of every env of game ``game_index`` (a reset where the last one was last)."""
         num_envs = carry.needs_reset.shape[0]
         sticky_key, env_key = jax.random.split(key)
         repeat = jax.random.bernoulli(sticky_key, self.sticky_action_prob, (num_envs,))

@@ -21,8 +21,8 @@ Shared by the fully jitted MinAtar loop (`agents.minatar_loop`) and the host-dri
   the whole run before it starts. Update counts are then known in advance: schedule boundaries,
   exact switch points and a static program for a jitted loop.
 * **Evaluation matrix** (`evaluation_cells`, `visit_summary`, `evaluation_matrix_summary`): after
-  each block, every game seen so far is evaluated; a cell records the block, the game evaluated, the game trained and how many
-  times the evaluated game has been played. The score of a game right after its own block is a
+  each block, every game seen so far is evaluated; a cell records the block, the game evaluated,
+  the game trained and how many times the evaluated game has been played. The score of a game right after its own block is a
   *visit score* (first visit, revisit, ...); `visit_summary` sets them next to the score of a
   freshly initialized network trained on that game alone for one block (the fresh reference), so
   forgetting (score on a game while others are trained) and loss of plasticity (a revisit that
@@ -72,7 +72,7 @@ def make_schedule(
     cycles: int = 1,
     resolve: Callable[[str], str] | None = None,
 ) -> list[GameBlock]:
-    """Blocks of ``frames_per_game`` frames for ``games`` in order, the list played ``cycles`` times.
+    """Blocks of ``frames_per_game`` frames for ``games`` in order, played ``cycles`` times.
 
     ``resolve`` maps a user's spelling to the canonical name (and raises a one-line ValueError for
     an unknown game); by default names are kept as given.

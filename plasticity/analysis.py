@@ -492,6 +492,7 @@ def plot_evaluation_matrices(runs: Sequence[Run]):
         return None
     panels = sum(2 if visits else 1 for *_, visits, _ in found)
     fig, axes = _grid(plt, panels, width=5.0, height=4.0, max_columns=2)
+    fig.subplots_adjust(left=0.2, wspace=0.5)  # room for the "block: game" row labels
     axes = iter(axes)
     for label, key, (games, blocks, matrix), visits, trained in found:
         ax = next(axes)

@@ -1,4 +1,4 @@
-"""Game schedules, switch policies, learning plans and the evaluation matrix of `agents.sequence`."""
+"""Schedules, switch policies, learning plans and the evaluation matrix of `agents.sequence`."""
 
 from __future__ import annotations
 
