@@ -74,6 +74,7 @@ from agents import sequence
 from agents.learner import Learner, make_learn_step, make_learner, preprocess_observations
 from agents.replay import ReplayState, replay_add, replay_init, replay_sample
 from agents.sequence import GameBlock, SwitchPolicy
+from plasticity import divergence
 from plasticity.checkpointing import Checkpointer
 from plasticity.layers import check_activation, check_norm
 from plasticity.nap import check_nap_config
@@ -967,7 +968,8 @@ class RunResult(NamedTuple):
 
     state: the sequence's final state (seed-batched), or None when this call did not reach it;
     evaluations / fresh: the 'eval' and 'eval_fresh' rows written by this call; completed:
-    whether every segment finished; seconds: compile and run wall time of this call.
+    whether every segment finished; seconds: compile and run wall time of this call; frames:
+    frames played by this call; preempted: whether ``should_stop`` ended it (after a checkpoint).
     """
 
     state: LoopState | None
@@ -977,6 +979,7 @@ class RunResult(NamedTuple):
     compile_seconds: float
     run_seconds: float
     frames: int
+    preempted: bool = False
 
 
 class _Position(NamedTuple):
@@ -1147,12 +1150,16 @@ def train(
     *,
     show_progress: bool = True,
     stop_after_chunks: int | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Trains ``config.num_seeds`` seeds through ``blocks`` (and the fresh references).
 
     ``workdir`` None runs without files. ``stop_after_chunks`` ends this call after that many
-    chunks (as a preemption would, right after a checkpoint). Bad settings raise a one-line
-    ValueError before anything is built.
+    chunks (as a preemption would, right after a checkpoint). ``should_stop`` is asked after
+    every chunk's checkpoint but the last (e.g. `plasticity.preemption.PreemptionGuard`'s): True
+    ends the call there (``preempted``). Bad settings raise a one-line ValueError before
+    anything is built; a NaN/Inf learner loss or parameter raises
+    `plasticity.divergence.DivergenceError` before that chunk's rows or checkpoint are written.
     """
     validate_minatar_config(config)
     blocks = list(blocks)
@@ -1243,6 +1250,8 @@ def train(
                     state, outputs = executable(state, game_index, plan)
                     outputs = jax.device_get(outputs)
                     seconds = time.perf_counter() - started
+                    position_now = _Position(index, b, c)
+                    _check_losses(segment, position_now, seeds, outputs, checkpointer)
                     run_seconds += seconds
                     frames = segment.chunk_iterations * segment.num_envs
                     frames_played += frames
@@ -1280,6 +1289,7 @@ def train(
                     progress.advance(frames)
                     next_position = _next_position(segments, _Position(index, b, c))
                     if checkpointer is not None:
+                        _check_params(segment, position_now, seeds, state, checkpointer)
                         writer.workdir.flush()
                         saved += 1
                         checkpointer.save(
@@ -1292,6 +1302,18 @@ def train(
                                 "episodes": [int(e) for e in episodes],
                                 "metrics_size": writer.workdir.metrics_size(),
                             },
+                        )
+                    finished = next_position.segment >= len(segments)
+                    if not finished and should_stop is not None and should_stop():
+                        return RunResult(
+                            None,
+                            evaluations,
+                            fresh,
+                            False,
+                            compile_seconds,
+                            run_seconds,
+                            frames_played,
+                            preempted=True,
                         )
             if index == 0:
                 final_state = state
@@ -1319,6 +1341,62 @@ def _executable(agent: MinAtarAgent, state: LoopState, game_index, plan) -> tupl
         return _EXECUTABLES[key], False
     _EXECUTABLES[key] = agent.run_chunk.lower(state, game_index, plan).compile()
     return _EXECUTABLES[key], True
+
+
+def _updates_through(segment: Segment, iteration: int) -> int:
+    """Learner updates of ``segment`` made up to and including loop iteration ``iteration``."""
+    return int(segment.plan.updates_before[iteration] + segment.plan.updates[iteration])
+
+
+def _kept_checkpoint(checkpointer: Checkpointer | None) -> str:
+    if checkpointer is None:
+        return "no work dir, nothing saved"
+    return divergence.kept_checkpoint_text(checkpointer.directory, checkpointer.latest_step())
+
+
+def _check_losses(
+    segment: Segment,
+    position: _Position,
+    seeds: np.ndarray,
+    outputs: dict[str, Any],
+    checkpointer: Checkpointer | None,
+) -> None:
+    """Raises `DivergenceError` at the first loop iteration of the chunk whose learner loss or
+    gradient norm (summed over the iteration's updates) is NaN/Inf, naming its last update."""
+    found = divergence.first_nonfinite(outputs["learner"], ("loss", "grad_norm"))
+    if found is None:
+        return
+    seed_lane, offset = found.index
+    iteration = segment.chunk_slice(position.block, position.chunk).start + offset
+    game = segment.blocks[position.block].game
+    context = (
+        f"{segment.name}, seed {int(seeds[seed_lane])}, {game}, "
+        f"frame {(iteration + 1) * segment.num_envs} of the run"
+    )
+    raise divergence.DivergenceError(
+        _updates_through(segment, iteration),
+        found.metric,
+        found.value,
+        context,
+        _kept_checkpoint(checkpointer),
+    )
+
+
+def _check_params(
+    segment: Segment,
+    position: _Position,
+    seeds: np.ndarray,
+    state: LoopState,
+    checkpointer: Checkpointer,
+) -> None:
+    """Raises `DivergenceError` if a parameter is NaN/Inf, before the chunk is checkpointed."""
+    last = segment.chunk_slice(position.block, position.chunk).stop - 1
+    divergence.check_params(
+        state.train_state.params,
+        _updates_through(segment, last),
+        context=f"{segment.name}, seeds {[int(s) for s in seeds]}, {segment.blocks[position.block].game}",
+        kept=_kept_checkpoint(checkpointer),
+    )
 
 
 def _next_position(segments: list[Segment], position: _Position) -> _Position:

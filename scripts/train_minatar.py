@@ -16,21 +16,32 @@ overrides any of its fields. One MinAtar step is one frame. A sequence plays eve
 MinAtar's full 6-action set and observation planes padded to a common channel count. After every
 block every game seen so far is evaluated (the evaluation matrix), and a fresh network trained on
 each game alone gives the reference score. Relaunching the same command on the same work dir
-resumes from its last checkpoint. Bad input (an unknown game, NaP without a norm, ...) ends with
-a one-line error and exit status 1.
+resumes from its last checkpoint; on CPU the resumed run ends bit-identical to an uninterrupted
+one. Bad input (an unknown game, NaP without a norm, ...) ends with a one-line error and exit
+status 1.
+
+* SIGTERM finishes the current chunk, writes its checkpoint and exits with status 0 (relaunch to
+  resume; with ``--experiment`` the arms not yet started run on relaunch).
+* A NaN/Inf learner loss or parameter stops the run with a one-line error naming the update, the
+  metric, the seed and the game, exit status 3; the last good checkpoint stays the newest one.
+* The multi-process flags (``--coordinator_address``, ``--num_processes``, ``--process_id``,
+  ``--distributed``) are accepted so that a cluster's launch line works unchanged, but a MinAtar
+  run is one process: its seeds share one compiled program on one device (vmap on accelerators).
+  Spread seeds or arms over processes by giving each its own ``--seed`` and work dir.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 from absl import flags, logging
 from ml_collections import config_flags
 
 NAME = "train_minatar"
+ERROR_EXIT_CODE = 1
 
 
 def define_flags(values: flags.FlagValues, argv: Sequence[str]) -> None:
@@ -40,6 +51,9 @@ def define_flags(values: flags.FlagValues, argv: Sequence[str]) -> None:
     overrides (by default they would read ``sys.argv``).
     """
     from agents import minatar_loop  # noqa: PLC0415 - JAX loads here, after the cheap checks
+    from plasticity import distributed  # noqa: PLC0415
+
+    distributed.define_flags(values)
 
     flags.DEFINE_list(
         "games",
@@ -152,12 +166,17 @@ def run(
     cycles: int,
     workdir: str,
     progress: bool = True,
-) -> str:
-    """Trains (or resumes) one run and returns a one-paragraph summary of its scores."""
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[str, Any]:
+    """Trains (or resumes) one run: (a one-paragraph summary of its scores, the `RunResult`)."""
     from agents import minatar_loop, sequence  # noqa: PLC0415
 
     blocks = minatar_loop.make_blocks(games, config.frames_per_game, cycles)
-    result = minatar_loop.train(config, blocks, workdir, show_progress=progress)
+    result = minatar_loop.train(
+        config, blocks, workdir, show_progress=progress, should_stop=should_stop
+    )
+    if result.preempted:
+        return f"stopped: {workdir} (a checkpoint holds where it stood)", result
     from plasticity.workdir import read_metrics  # noqa: PLC0415
 
     rows = read_metrics(workdir)
@@ -169,7 +188,7 @@ def run(
     for game, scores in summary.items():
         cells = ", ".join(f"{name} {value:.2f}" for name, value in sorted(scores.items()))
         lines.append(f"  {game}: {cells}")
-    return "\n".join(lines)
+    return "\n".join(lines), result
 
 
 def _named(values: flags.FlagValues) -> dict[str, Any]:
@@ -227,15 +246,25 @@ def main(argv: Sequence[str]) -> int:
             return 0
         rest = values(list(argv))
     except (flags.Error, ValueError) as error:
-        print(f"{NAME}: error: {error}".splitlines()[0], file=sys.stderr)
-        return 1
+        return _error(error)
     if len(rest) > 1:
-        print(f"{NAME}: error: unexpected arguments {rest[1:]}", file=sys.stderr)
-        return 1
+        return _error(f"unexpected arguments {rest[1:]}")
     if not values["workdir"].value:
-        print(f"{NAME}: error: --workdir is required", file=sys.stderr)
-        return 1
+        return _error("--workdir is required")
     logging.set_verbosity(logging.WARNING)  # checkpointing libraries log every save at INFO
+    import jax  # noqa: PLC0415
+
+    from plasticity import distributed, divergence, preemption  # noqa: PLC0415
+
+    try:
+        distributed.initialize_from_flags(values)  # first: before anything runs on a device
+    except ValueError as error:
+        return _error(error)
+    if jax.process_count() > 1:
+        return _error(
+            f"a MinAtar run is one process (this job has {jax.process_count()}): launch each "
+            "seed or arm as its own job (--seed, --workdir), or use the continual trainer"
+        )
     try:
         workdir = values["workdir"].value
         if values["experiment"].value is not None:
@@ -252,12 +281,31 @@ def main(argv: Sequence[str]) -> int:
         for _, _, games, _ in runs:  # every game name is checked before anything runs
             for game in games:
                 minatar_loop.resolve_minatar_game(game)
-        for path, config, games, cycles in runs:
-            print(run(config, games, cycles, path, values["progress"].value))
+        with preemption.PreemptionGuard() as guard:
+            for path, config, games, cycles in runs:
+                summary, result = run(
+                    config, games, cycles, path, values["progress"].value, guard.should_stop
+                )
+                print(summary)
+                if result.preempted:
+                    print(
+                        f"{NAME}: stopped by {guard.signal_name or 'a signal'} after a checkpoint "
+                        "(relaunch to resume)",
+                        file=sys.stderr,
+                    )
+                    return 0
     except ValueError as error:
-        print(f"{NAME}: error: {error}".splitlines()[0], file=sys.stderr)
-        return 1
+        return _error(error)
+    except divergence.DivergenceError as error:
+        _error(error)
+        return divergence.DIVERGENCE_EXIT_CODE
     return 0
+
+
+def _error(error: object) -> int:
+    """Prints the one-line error and returns the exit status for bad input."""
+    print(f"{NAME}: error: {error}".splitlines()[0], file=sys.stderr)
+    return ERROR_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -253,13 +253,14 @@ def test_a_block_start_applies_the_switch_policy(full_run):
 
 @pytest.mark.slow
 def test_dqn_learns_breakout_beyond_a_random_policy():
-    """Evidence of learning, not a CI gate (about 4 minutes on a 2-core CPU):
+    """Evidence of learning, not a CI gate (about 90 s on a 2-core CPU):
 
         python -m pytest -m slow -s tests/agents/test_minatar_loop.py -k learns
 
     DQN (the MinAtar preset: conv(16) -> 128, centred RMSProp, epsilon 1 -> 0.05 over 50k
     steps, one update every 4 steps) trained for 100,000 steps on Breakout-MinAtar, evaluated on
     16 episodes (epsilon 0.05), against a uniformly random policy on the same 16 episodes.
+    Measured: DQN 1.75 (± 0.66), random 0.25.
     """
     config = minatar_loop.minatar_config("dqn")
     config.frames_per_game = 100_000

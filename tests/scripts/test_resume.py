@@ -81,7 +81,8 @@ DIVERGING = [
 TIMEOUT = 300
 
 
-def launch(*args: str, cache: Path) -> subprocess.Popen:
+def launch(*args: str, cache: Path, module: str = "scripts.train_continual") -> subprocess.Popen:
+    """Starts ``python -m module *args`` as a user would, sharing the compilation cache ``cache``."""
     env = {
         **ENV,
         "JAX_COMPILATION_CACHE_DIR": str(cache),
@@ -89,7 +90,7 @@ def launch(*args: str, cache: Path) -> subprocess.Popen:
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "scripts.train_continual", *args],
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -1,0 +1,144 @@
+"""Preemption-safe exact resume and the divergence guard of the MinAtar launcher, as a user (or a
+scheduler) runs it: subprocesses, real signals.
+
+The tiny two-seed run of the loop tests (breakout, space_invaders, twice; 512 frames a block, a
+checkpoint every 256 frames, then the two fresh references: 12 checkpoints) is run
+
+* uninterrupted (the reference);
+* as a chain: SIGKILL once a checkpoint exists, relaunch; SIGTERM once that run has written a
+  newer checkpoint (exit 0); relaunch to the end. The final state (networks, optimizer, replay,
+  environments, keys) and metrics.jsonl must equal the reference's bit for bit;
+* with Adam at a learning rate of 1e30: a one-line error naming the update, exit status 3, and
+  no checkpoint of the diverged state (keeping the last good one when there were several is
+  tested on the continual launcher, `tests/scripts/test_resume.py`).
+
+The processes share a JAX persistent compilation cache, so relaunches load the programs the
+first runs compiled.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from plasticity import divergence, workdir
+from tests.scripts.test_resume import (
+    checkpoint_steps,
+    finish,
+    launch,
+    restore_latest,
+    signal_after_checkpoints,
+)
+from tests.scripts.test_train_minatar import overrides_towards, tiny_config
+
+CHECKPOINTS = 12  # 4 blocks and 2 references of 2 chunks each
+TINY = [
+    "--games=breakout,space_invaders",
+    "--steps_per_game=512",
+    "--cycles=2",
+    "--agent=dqn",
+    "--num_seeds=2",
+    "--fresh_reference",
+    "--noprogress",
+    *overrides_towards(tiny_config()),
+]
+# The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
+DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]
+MODULE = "scripts.train_minatar"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minatar_resume")
+    paths = {name: root / name for name in ("reference", "chain", "diverging")}
+    cache = root / "compilation_cache"
+
+    def start(args, name):
+        return launch(*args, f"--workdir={paths[name]}", cache=cache, module=MODULE)
+
+    started = {"reference": start(TINY, "reference"), "killed": start(TINY, "chain")}
+    chain = {}
+    try:
+        (chain["killed_at"],) = signal_after_checkpoints(
+            [(started["killed"], paths["chain"], 0, signal.SIGKILL)]
+        )
+        chain["killed"] = finish(started["killed"])
+        chain["after_kill"] = checkpoint_steps(paths["chain"])
+        started["diverging"] = start(DIVERGING, "diverging")
+        started["terminated"] = start(TINY, "chain")
+        (chain["terminated_at"],) = signal_after_checkpoints(
+            [(started["terminated"], paths["chain"], chain["after_kill"][-1], signal.SIGTERM)]
+        )
+        chain["terminated"] = finish(started["terminated"])
+        chain["after_term"] = checkpoint_steps(paths["chain"])
+        chain["final"] = finish(start(TINY, "chain"))
+        results = {name: finish(started[name]) for name in ("reference", "diverging")}
+    finally:
+        for process in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return paths, chain, results
+
+
+def test_sigkill_mid_run_leaves_a_resumable_checkpoint(runs):
+    _, chain, _ = runs
+    returncode, _ = chain["killed"]
+    assert returncode == -signal.SIGKILL
+    assert chain["after_kill"] and chain["after_kill"][-1] < CHECKPOINTS
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_zero(runs):
+    _, chain, _ = runs
+    returncode, stderr = chain["terminated"]
+    assert returncode == 0, stderr[-3000:]
+    assert "train_minatar: stopped by SIGTERM after a checkpoint (relaunch to resume)" in stderr
+    assert chain["after_kill"][-1] < chain["terminated_at"] <= chain["after_term"][-1]
+    assert chain["after_term"][-1] < CHECKPOINTS
+
+
+def test_interrupted_and_resumed_run_ends_bit_identical(runs):
+    paths, chain, results = runs
+    returncode, stderr = chain["final"]
+    assert returncode == 0, stderr[-3000:]
+    assert results["reference"][0] == 0, results["reference"][1][-3000:]
+    resumed, resumed_meta, resumed_step = restore_latest(paths["chain"])
+    reference, reference_meta, reference_step = restore_latest(paths["reference"])
+    assert resumed_step == reference_step == CHECKPOINTS
+    del resumed_meta["metrics_size"], reference_meta["metrics_size"]  # the chain has resume rows
+    assert resumed_meta == reference_meta
+    assert jax.tree.structure(resumed) == jax.tree.structure(reference)
+    jax.tree.map(np.testing.assert_array_equal, resumed, reference)
+    kernels = [np.abs(leaf).sum() for leaf in jax.tree.leaves(resumed["train_state"]["params"])]
+    assert min(kernels) > 0
+    rows = [workdir.read_metrics(paths[name]) for name in ("chain", "reference")]
+    drop = ("frames_per_second", "seconds")
+    chain_rows, reference_rows = (
+        [{k: v for k, v in r.items() if k not in drop} for r in run if r["event"] != "resume"]
+        for run in rows
+    )
+    assert chain_rows == reference_rows
+    assert sum(r["event"] == "resume" for r in rows[0]) == 2  # one per relaunch
+
+
+def test_planted_divergence_is_one_line_exit_3_and_keeps_the_last_good_checkpoint(runs):
+    paths, _, results = runs
+    returncode, stderr = results["diverging"]
+    assert returncode == divergence.DIVERGENCE_EXIT_CODE, stderr[-3000:]
+    assert "Traceback" not in stderr
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    prefix = "train_minatar: error: divergence at step "
+    assert last.startswith(prefix), last
+    step = int(last[len(prefix) :].split(":")[0])
+    assert step >= 1 and (": loss is " in last or ": grad_norm is " in last)
+    assert "(sequence, seed " in last and "breakout" in last
+    # It diverges in the first chunk: nothing was saved, and nothing diverged is.
+    directory = paths["diverging"] / workdir.CHECKPOINT_DIR
+    assert f"no checkpoint was written before it (in {directory})" in last
+    assert checkpoint_steps(paths["diverging"]) == []
+    rows = workdir.read_metrics(paths["diverging"])
+    assert all(r["step"] < step for r in rows if r["event"] == "train")
