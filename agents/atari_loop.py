@@ -52,6 +52,18 @@ Relaunching on the same work dir resumes from the newest checkpoint: learner, op
 counters and RNG are restored, metrics rows written after that checkpoint are dropped, and the
 emulators start new episodes (the cut episodes end at their last stored timestep in the replay),
 so an Atari run is resumed exactly up to the episodes in flight, not bit for bit.
+
+Safety. Divergence (`plasticity.divergence`): the loss of every update since the last 'train' row
+is checked before that row is written, and again (with the parameters) before every checkpoint;
+the first NaN/Inf raises `DivergenceError` naming the exact update (``step``), the metric, the
+game, seed and frame, and the checkpoint kept, so a diverged state is never saved and the last
+good checkpoint stays the newest. Preemption: ``should_stop`` (e.g.
+`plasticity.preemption.PreemptionGuard.should_stop`) is asked at the end of every loop iteration,
+a safe point (the loop is one process, so it is a flag read, not a collective), and between the
+sequence and its fresh references; when it says True a checkpoint of that iteration is written
+(unless one just was) and the call returns with ``preempted`` set; relaunching resumes as above.
+Checkpoints are rare at full scale (every 5M frames), far longer apart than a scheduler's grace
+period, hence the per-iteration question.
 """
 
 from __future__ import annotations
@@ -84,6 +96,7 @@ from agents.learner import (
 )
 from agents.replay import ReplayState, replay_add, replay_end_episodes, replay_sample
 from agents.sequence import GameBlock, SwitchPolicy
+from plasticity import divergence
 from plasticity.checkpointing import Checkpointer
 from plasticity.optim import optimizer_learning_rate
 from plasticity.progress import Progress
@@ -161,11 +174,15 @@ class EvalResult(NamedTuple):
 
 
 class RunResult(NamedTuple):
-    """What `train` returns: the final state, counters and every evaluation of this process."""
+    """What `train` returns: the final state, counters and every evaluation of this process;
+    ``completed``: every block played; ``preempted``: stopped because ``should_stop`` said so (a
+    checkpoint holds where it stood; relaunch to resume)."""
 
     state: AgentState
     counters: Counters
     evaluations: list[dict[str, Any]]
+    completed: bool = False
+    preempted: bool = False
 
 
 class CompiledAgent(NamedTuple):
@@ -443,6 +460,9 @@ def _restore_keys(tree: Any, template: Any) -> Any:
     )
 
 
+_all_finite = jax.jit(divergence.tree_is_finite)
+
+
 def _mean_scalars(rows: list[dict[str, jax.Array]]) -> dict[str, float]:
     """Means over the learner's scalar metrics since the last log row (one device fetch)."""
     if not rows:
@@ -490,6 +510,7 @@ class _Run:
         self.diagnostics = None  # jitted diagnostics function, when config.diagnostics asks
         self.params_before_update = None  # kept for update ratios when diagnostics are on
         self.intervention = None  # `plasticity.interventions.Intervention`, when configured
+        self.preempted = False  # set when ``should_stop`` ended the run early
 
     # Schedules -------------------------------------------------------------------------------
 
@@ -551,11 +572,54 @@ class _Run:
         if self.workdir is not None and scalars:
             self.workdir.write_scalars(self.counters.frames, scalars)
 
+    # Divergence --------------------------------------------------------------------------------
+
+    def divergence_context(self) -> str:
+        """'game pong, seed 0, frame 768': where the run stands, for a divergence message."""
+        block = self.blocks[min(self.counters.block, len(self.blocks) - 1)]
+        return f"game {block.game}, seed {self.config.seed}, frame {self.counters.frames}"
+
+    def kept_checkpoint(self) -> str:
+        """Which checkpoint a diverged run keeps (checkpoint steps count frames)."""
+        if self.checkpointer is None:
+            return ""
+        step = self.checkpointer.latest_step()
+        return divergence.kept_checkpoint_text(
+            self.checkpointer.directory, step, f"{step:,} frames" if step is not None else ""
+        )
+
+    def check_losses(self) -> None:
+        """Raises `DivergenceError` at the first NaN/Inf loss of the updates since the last row.
+
+        Fetches the learner's rows to the host once (the train row reads them from there).
+        """
+        self.learner_rows = jax.device_get(self.learner_rows)
+        losses = np.array([row["loss"] for row in self.learner_rows], np.float64)
+        if not np.all(np.isfinite(losses)):
+            divergence.check_consecutive_steps(
+                losses,
+                self.counters.updates,
+                metric="loss",
+                context=self.divergence_context(),
+                kept=self.kept_checkpoint(),
+            )
+
     # Checkpoints -------------------------------------------------------------------------------
 
     def save(self, state: AgentState) -> None:
+        """Writes a checkpoint of ``state`` at the current frame count, after checking that the
+        losses since the last row and the parameters are finite (a diverged state is never
+        saved)."""
         if self.checkpointer is None:
             return
+        self.check_losses()
+        if not bool(_all_finite(state.train_state.params)):  # one scalar read, names nothing
+            divergence.check_params(
+                state.train_state.params,
+                self.counters.updates,
+                context=self.divergence_context(),
+                kept=self.kept_checkpoint(),
+            )
         self.workdir.flush()
         metadata = {
             "counters": dataclasses.asdict(self.counters),
@@ -585,14 +649,18 @@ def train(
     show_progress: bool = True,
     stop_at_frames: int | None = None,
     block_start: Callable[[AgentState, GameBlock, Counters], AgentState] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Trains one agent through ``blocks`` and returns the final state, counters and evaluations.
 
     ``workdir`` None runs without files (no metrics, no checkpoints, no resume). ``stop_at_frames``
     ends the run early (after a checkpoint) once that many frames are done, as a preemption would.
-    At every game switch the switch policy of ``config.switch`` is applied (module docstring);
-    then ``block_start(state, block, counters) -> state``, when given, runs before each block.
-    Bad settings raise a one-line ValueError before anything is built.
+    ``should_stop()`` is asked after every loop iteration but the run's last; a True ends the run
+    there, after a checkpoint, with ``preempted`` set. At every game switch the switch policy of
+    ``config.switch`` is applied (module docstring); then ``block_start(state, block, counters)
+    -> state``, when given, runs before each block. Bad settings raise a one-line ValueError
+    before anything is built; a NaN/Inf loss or parameter raises
+    `plasticity.divergence.DivergenceError` before the row or checkpoint holding it is written.
     """
     validate_config(config)
     blocks = list(blocks)
@@ -654,7 +722,7 @@ def train(
                 if block_start is not None:
                     state = block_start(state, block, run.counters)
             state, stopped = _play_block(
-                run, compiled, state, block, num_actions, progress, stop_at_frames
+                run, compiled, state, block, num_actions, progress, stop_at_frames, should_stop
             )
             if stopped:
                 break
@@ -664,7 +732,13 @@ def train(
             run.workdir.close()
         if run.checkpointer is not None:
             run.checkpointer.close()
-    return RunResult(state=state, counters=run.counters, evaluations=run.evaluations)
+    return RunResult(
+        state=state,
+        counters=run.counters,
+        evaluations=run.evaluations,
+        completed=run.counters.frames >= run.total_frames,
+        preempted=run.preempted,
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -722,12 +796,19 @@ class SequenceResult(NamedTuple):
     each fresh-network reference (empty without ``evaluation.fresh_reference`` or when the
     sequence was stopped early; a reference's state is released before the next one starts, so
     at most two replays are in memory: the sequence's and one reference's); matrix: the
-    `evaluation_matrix_summary` written to the work dir.
+    `evaluation_matrix_summary` written to the work dir; preempted: ``should_stop`` ended the call
+    early, in the sequence or in a reference (relaunch to resume).
     """
 
     run: RunResult
     fresh: dict[str, dict[str, Any]]
     matrix: dict[str, Any]
+    preempted: bool = False
+
+    @property
+    def completed(self) -> bool:
+        """Whether the sequence and every reference it asked for are done."""
+        return self.run.completed and not self.preempted
 
 
 def sequence_config(
@@ -770,6 +851,7 @@ def train_sequence(
     show_progress: bool = True,
     stop_at_frames: int | None = None,
     block_start: Callable[[AgentState, GameBlock, Counters], AgentState] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SequenceResult:
     """Trains the sequence ``blocks``, then its fresh-network references, and writes the matrix.
 
@@ -778,8 +860,9 @@ def train_sequence(
     alone, in ``<workdir>/fresh/<game>`` (resumable like any run); its end-of-block evaluation is
     copied into the sequence's metrics as an 'eval_fresh' row. ``evaluation_matrix.json`` is
     written at the end (and after every block by `train`). ``stop_at_frames`` counts the
-    sequence's frames; a sequence stopped early trains no reference. Relaunching resumes
-    wherever the previous launch stopped.
+    sequence's frames; a sequence stopped early trains no reference. ``should_stop`` is passed to
+    every `train` call and also asked before each reference starts. Relaunching resumes wherever
+    the previous launch stopped.
     """
     blocks = list(blocks)
     config = sequence_config(config, blocks)
@@ -790,21 +873,30 @@ def train_sequence(
         show_progress=show_progress,
         stop_at_frames=stop_at_frames,
         block_start=block_start,
+        should_stop=should_stop,
     )
-    completed = run.counters.frames >= sum(block.frames for block in blocks)
+    preempted = run.preempted
     fresh: dict[str, dict[str, Any]] = {}
     wants_reference = bool(config.evaluation.get("fresh_reference", False))
-    if completed and wants_reference:
+    if run.completed and wants_reference:
         reference_config = fresh_reference_config(config, blocks)
         for game in sequence.distinct_games(blocks):
+            if should_stop is not None and should_stop():
+                preempted = True
+                break
             first = next(block for block in blocks if block.game == game)
             path = Path(workdir) / FRESH_DIR / game if workdir else None
-            evaluations = train(
+            reference = train(
                 reference_config,
                 [GameBlock(game=game, frames=first.frames)],
                 str(path) if path is not None else None,
                 show_progress=show_progress,
-            ).evaluations  # the reference's state (and replay) is released here
+                should_stop=should_stop,
+            )
+            evaluations, preempted = reference.evaluations, reference.preempted
+            del reference  # its state (and replay) is released here
+            if preempted:
+                break
             rows = read_metrics(path) if path is not None else evaluations
             final = [row for row in rows if row.get("event") == "eval" and row.get("end_of_block")]
             if final:
@@ -817,7 +909,7 @@ def train_sequence(
     matrix = evaluation_matrix_summary(blocks, eval_rows)
     if workdir is not None:
         _write_json(Path(workdir) / EVALUATION_MATRIX_FILE, matrix)
-    return SequenceResult(run=run, fresh=fresh, matrix=matrix)
+    return SequenceResult(run=run, fresh=fresh, matrix=matrix, preempted=preempted)
 
 
 def _append_fresh_rows(workdir: Path, rows: list[dict[str, Any]]) -> None:
@@ -864,8 +956,13 @@ def _play_block(
     num_actions: int,
     progress: Progress,
     stop_at_frames: int | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[AgentState, bool]:
-    """Trains on one block from ``counters.block_frames`` to its end; returns (state, stopped)."""
+    """Trains on one block from ``counters.block_frames`` to its end; returns (state, stopped).
+
+    Stopped early (after a checkpoint): at ``stop_at_frames``, or when ``should_stop()``, asked at
+    the end of every iteration but the run's last, says True (``run.preempted`` is then set).
+    """
     config, counters = run.config, run.counters
     num_envs, frame_skip = config.env.num_envs, config.env.frame_skip
     frames_per_step = num_envs * frame_skip
@@ -960,7 +1057,9 @@ def _play_block(
                     _evaluate_matrix(run, compiled, state, eval_env, progress)
                 else:
                     _evaluate_progress(run, compiled, state, block, eval_env, progress)
-            stop_now = stop_at_frames is not None and counters.frames >= stop_at_frames
+            run_done = block_done and counters.block == len(run.blocks) - 1
+            preempt = not run_done and should_stop is not None and bool(should_stop())
+            stop_now = preempt or (stop_at_frames is not None and counters.frames >= stop_at_frames)
             if (
                 _crossed(before, counters.frames, config.checkpoint_every_frames)
                 or block_done
@@ -968,6 +1067,7 @@ def _play_block(
             ):
                 run.save(state)
             if stop_now:
+                run.preempted = preempt
                 stopped = True
                 break
     finally:
@@ -1096,6 +1196,8 @@ def _evaluate_matrix(
 
 
 def _write_train_row(run: _Run) -> None:
+    """The 'train' row since the last one; its losses are checked for divergence first."""
+    run.check_losses()
     now = time.perf_counter()
     elapsed = max(now - run.last_log_time, 1e-9)
     c = run.counters

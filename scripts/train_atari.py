@@ -35,19 +35,35 @@ every game seen so far is evaluated (the evaluation matrix, ``evaluation_matrix.
 ``<workdir>/fresh/``), the reference that tells forgetting from loss of plasticity (it costs one
 more block per game). Every metrics row carries frames, game, visit and cycle.
 
-Relaunching the same command on the same work dir resumes from its last checkpoint. Bad input
-(an unknown game, NaP without a norm, ...) ends with a one-line error and exit status 1.
+Relaunching the same command on the same work dir resumes from its last checkpoint (learner,
+optimizer, replay, counters and RNG; the emulators start new episodes). Bad input (an unknown
+game, NaP without a norm, ...) ends with a one-line error and exit status 1.
+
+* SIGTERM (a preemption, the end of a time slice) finishes the loop iteration in flight, writes a
+  checkpoint and exits with status 0 after the line ``train_atari: stopped by SIGTERM after a
+  checkpoint (relaunch to resume)``; relaunching the same command resumes there.
+* A NaN/Inf learner loss or parameter stops the run with the one-line error ``train_atari: error:
+  divergence at step <update>: loss is nan (game ..., seed ..., frame ...); last good checkpoint
+  kept: ...`` and exit status 3 (not worth retrying); the diverged state is never saved, so the
+  last good checkpoint stays the newest.
+* The multi-process flags (``--coordinator_address``, ``--num_processes``, ``--process_id``,
+  ``--distributed``) are accepted so that a cluster's launch line works, but an Atari run is one
+  process (its emulators and learner are driven by one host): a job of several processes stops
+  with a one-line error. Run each seed or game sequence as its own job with its own work dir; the
+  continual trainer (``scripts.train_continual``) spans hosts.
 """
 
 from __future__ import annotations
 
 import sys
 
+import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from agents import configs
+from plasticity import distributed
 
 # NaP's sequential-ALE schedule shape (PAPERS.md §1); the peak is the agent's learning rate.
 SEQUENCE_SCHEDULE = dict(init_value=1e-8, warmup_steps=1_000, end_value=1e-6)
@@ -112,6 +128,19 @@ _EXPERIMENT = config_flags.DEFINE_config_file(
     None,
     "Experiment config file (e.g. benchmarks/configs/atari_sequence.py:paper,rainbow_ln_nap).",
 )
+distributed.define_flags()
+
+
+def multi_process_error(process_count: int) -> str | None:
+    """The one-line refusal of a job of ``process_count`` processes (None for one process)."""
+    if process_count <= 1:
+        return None
+    return (
+        f"multi-process Atari is not supported (this job has {process_count} processes): the "
+        "loop's emulators and learner are driven by one host; launch each seed or sequence as "
+        "its own single-process job with its own --workdir, or use scripts.train_continual "
+        "for multi-host jobs"
+    )
 
 
 def build_config(
@@ -171,15 +200,24 @@ def split_experiment(
     return ml_collections.ConfigDict(fields), games, cycles
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> int:
+    """Trains (or resumes) the run the parsed flags describe; returns the exit status (0 done or
+    preempted, 3 diverged; bad input exits with status 1 and a one-line error)."""
     if len(argv) > 1:
         sys.exit(f"train_atari: error: unexpected arguments {argv[1:]}")
     if not _WORKDIR.value:
         sys.exit("train_atari: error: --workdir is required")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # checkpointing libraries log every save at INFO
-    from agents import atari_loop  # after flag checks: importing JAX and ALE takes seconds
-    from plasticity import runtime
+    try:
+        distributed.initialize_from_flags()  # first: before anything runs on a device
+    except ValueError as error:
+        sys.exit(f"train_atari: error: {error}")
+    refusal = multi_process_error(jax.process_count())
+    if refusal is not None:
+        sys.exit(f"train_atari: error: {refusal}")
+    from agents import atari_loop  # after flag checks: importing ALE, Flax and Orbax takes seconds
+    from plasticity import divergence, preemption, runtime
 
     runtime.apply_runtime_defaults()
 
@@ -212,11 +250,26 @@ def main(argv: list[str]) -> None:
             base=base,
         )
         blocks = atari_loop.make_game_blocks(games, config.frames_per_game, cycles)
-        result = atari_loop.train_sequence(
-            config, blocks, _WORKDIR.value, show_progress=_PROGRESS.value
-        )
+        with preemption.PreemptionGuard() as guard:
+            result = atari_loop.train_sequence(
+                config,
+                blocks,
+                _WORKDIR.value,
+                show_progress=_PROGRESS.value,
+                should_stop=guard.should_stop,
+            )
     except ValueError as error:
         sys.exit(f"train_atari: error: {error}")
+    except divergence.DivergenceError as error:
+        print(f"train_atari: error: {error}", file=sys.stderr)
+        return divergence.DIVERGENCE_EXIT_CODE
+    if result.preempted:
+        print(
+            f"train_atari: stopped by {guard.signal_name or 'SIGTERM'} after a checkpoint "
+            f"(relaunch to resume); work dir {_WORKDIR.value}",
+            file=sys.stderr,
+        )
+        return 0
     counters = result.run.counters
     last = next(
         (row for row in reversed(result.run.evaluations) if row["game"] == row["trained_game"]), {}
@@ -226,6 +279,7 @@ def main(argv: list[str]) -> None:
         f"last evaluation return {last.get('return_mean')} ({last.get('game')}); "
         f"{len(blocks)} blocks, {len(result.fresh)} fresh references; work dir {_WORKDIR.value}"
     )
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,255 @@
+"""The Atari loop's safety: a diverged state is never saved, `should_stop` ends a run after a
+checkpoint and a relaunch finishes it; the launcher's exit statuses for divergence (3), SIGTERM
+(0) and a multi-process job (1).
+
+The in-process runs use the smoke config of `test_atari_loop`, so in one pytest session they share
+its compiled functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import pytest
+
+from agents import atari_loop
+from plasticity import divergence
+from plasticity import workdir as workdir_lib
+from tests.agents.test_atari_loop import smoke
+
+REPO = Path(__file__).resolve().parents[2]
+# Cuts XLA:CPU compile time of multi-axis random draws (conv kernel inits) roughly tenfold.
+ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
+TINY_DQN = (  # the launcher's DQN preset shrunk: learning starts at 128 frames
+    "--games=Pong",
+    "--agent=dqn",
+    "--num_envs=2",
+    "--noprogress",
+    "--config.network.torso=conv",
+    "--config.network.conv_layers=((8, 8, 4), (8, 4, 2))",
+    "--config.network.hidden_sizes=(32,)",
+    "--config.replay.capacity=512",
+    "--config.replay.min_fill_fraction=0.0625",
+    "--config.evaluation.episodes=1",
+    "--config.evaluation.max_frames=160",
+    "--config.log_every_frames=128",
+)
+
+
+def checkpoint_steps(path: Path) -> list[int]:
+    return sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def with_nan_params_from_block(index: int):
+    """A ``block_start`` hook that turns every parameter into NaN when block ``index`` starts."""
+
+    def block_start(state, block, counters):
+        del counters
+        if block.index != index:
+            return state
+        params = jax.tree.map(lambda x: x * jnp.nan, state.train_state.params)  # stays committed
+        return state.replace(train_state=state.train_state.replace(params=params))
+
+    return block_start
+
+
+def test_a_nan_loss_stops_the_run_at_its_update_before_the_row_and_the_checkpoint(tmp_path):
+    """Block 1 (384 frames) makes 8 updates and is saved; NaN parameters planted when block 2
+    starts make the loss of update 9 NaN, caught at the 512-frame row."""
+    config = smoke(frames=384)
+    blocks = atari_loop.make_game_blocks(["Pong"], 384, cycles=2)
+    with pytest.raises(divergence.DivergenceError) as caught:
+        atari_loop.train(
+            config,
+            blocks,
+            str(tmp_path),
+            show_progress=False,
+            block_start=with_nan_params_from_block(1),
+        )
+    error = caught.value
+    assert (error.step, error.metric) == (9, "loss") and error.value != error.value  # NaN
+    message = str(error)
+    assert "\n" not in message
+    assert message.startswith("divergence at step 9: loss is nan (game pong, seed 0, frame 512)")
+    kept = f"last good checkpoint kept: {tmp_path.absolute()}/checkpoints/384 (384 frames)"
+    assert message.endswith(kept)
+    assert checkpoint_steps(tmp_path) == [384]
+    rows = workdir_lib.read_metrics(tmp_path)
+    assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 384]
+
+
+def test_nan_parameters_are_never_checkpointed(tmp_path):
+    """The replay flushed at the switch: no update (so no loss) between the NaN parameters
+    planted at block 2 and the 512-frame checkpoint, which the parameter check refuses."""
+    config = smoke(frames=384)
+    config.switch = ml_collections.ConfigDict(
+        dict(flush_replay=True, reset_optimizer=False, restart_schedule=False)
+    )
+    blocks = atari_loop.make_game_blocks(["Pong"], 384, cycles=2)
+    with pytest.raises(divergence.DivergenceError) as caught:
+        atari_loop.train(
+            config,
+            blocks,
+            str(tmp_path),
+            show_progress=False,
+            block_start=with_nan_params_from_block(1),
+        )
+    error = caught.value
+    assert error.step == 8 and error.metric.startswith("params/")  # 8 updates, all in block 1
+    assert "(game pong, seed 0, frame 512)" in str(error)
+    assert str(error).endswith("/checkpoints/384 (384 frames)")
+    assert checkpoint_steps(tmp_path) == [384]
+
+
+def stop_on_call(number: int):
+    """A ``should_stop`` that says True from its ``number``-th call on; counts its calls."""
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(None)
+        return len(calls) >= number
+
+    return should_stop, calls
+
+
+def test_should_stop_ends_a_sequence_after_a_checkpoint_and_relaunches_finish_it(tmp_path):
+    """Asked after every iteration (8 frames) but the last, and before each fresh reference."""
+    config = smoke(frames=512)
+    config.evaluation.fresh_reference = True
+    blocks = atari_loop.make_game_blocks(["Pong"], 512)
+
+    should_stop, calls = stop_on_call(40)  # in the 40th iteration, at 320 frames
+    first = atari_loop.train_sequence(
+        config, blocks, str(tmp_path), show_progress=False, should_stop=should_stop
+    )
+    assert first.preempted and not first.completed and first.run.preempted
+    assert not first.run.completed and first.fresh == {} and len(calls) == 40
+    assert first.run.counters.frames == 320 and checkpoint_steps(tmp_path) == [320]
+    with atari_loop.Checkpointer(tmp_path / "checkpoints") as checkpointer:
+        saved = checkpointer.restore_metadata(320)["counters"]
+    assert (saved["frames"], saved["updates"]) == (320, (320 - 256) // 16)
+
+    # 23 more iterations are asked about (not the last), then the call before the reference.
+    should_stop, calls = stop_on_call(24)
+    second = atari_loop.train_sequence(
+        config, blocks, str(tmp_path), show_progress=False, should_stop=should_stop
+    )
+    assert second.run.completed and not second.run.preempted
+    assert second.preempted and not second.completed and second.fresh == {}
+    assert second.run.counters.updates == (512 - 256) // 16 and len(calls) == 24
+    assert checkpoint_steps(tmp_path) == [320, 512]
+    assert not (tmp_path / atari_loop.FRESH_DIR).exists()
+
+    third = atari_loop.train_sequence(
+        config, blocks, str(tmp_path), show_progress=False, should_stop=lambda: False
+    )
+    assert third.completed and not third.preempted and set(third.fresh) == {"pong"}
+    assert checkpoint_steps(tmp_path / atari_loop.FRESH_DIR / "pong") == [512]
+    rows = workdir_lib.read_metrics(tmp_path)
+    assert [row["frames"] for row in rows if row["event"] == "resume"] == [320, 512]
+    assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 512]
+    matrix = json.loads((tmp_path / atari_loop.EVALUATION_MATRIX_FILE).read_text())
+    assert set(matrix["fresh"]) == {"pong"}
+
+
+# The launcher, run as a user runs it -------------------------------------------------------
+
+
+def launch(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scripts.train_atari", *args],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+def test_the_launcher_exits_3_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    """A learning rate of 1e12 overflows the loss within the first updates (from 128 frames);
+    the checkpoint taken at 128 frames, before learning, stays the newest."""
+    path = tmp_path / "run"
+    process = launch(
+        *TINY_DQN,
+        f"--workdir={path}",
+        "--frames_per_game=512",
+        "--config.checkpoint_every_frames=128",
+        "--config.optimizer.learning_rate=1e12",
+    )
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == divergence.DIVERGENCE_EXIT_CODE, stderr[-3000:]
+    assert "Traceback" not in stderr and "done:" not in stdout
+    (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
+    match = re.fullmatch(
+        r"train_atari: error: divergence at step (\d+): loss is (nan|inf|-inf) "
+        r"\(game pong, seed 0, frame (\d+)\); last good checkpoint kept: (.+)/(\d+) \(.+\)",
+        line,
+    )
+    assert match, line
+    step, frame, kept = int(match[1]), int(match[3]), int(match[5])
+    assert 1 <= step <= 8 and frame == 256  # updates made by the 256-frame row: 8
+    assert kept == 128 and checkpoint_steps(path) == [128]
+    rows = workdir_lib.read_metrics(path)
+    assert [row["frames"] for row in rows if row["event"] == "train"] == [128]
+
+
+def test_sigterm_stops_the_launcher_after_a_checkpoint_with_status_0(tmp_path):
+    path = tmp_path / "run"
+    process = launch(*TINY_DQN, f"--workdir={path}", "--frames_per_game=80000")
+    deadline = time.monotonic() + 120
+    while not (path / workdir_lib.CONFIG_FILE).exists():  # the run has started, guard installed
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "done:" not in stdout and "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
+    assert line.startswith(
+        "train_atari: stopped by SIGTERM after a checkpoint (relaunch to resume); work dir"
+    )
+    (step,) = checkpoint_steps(path)
+    assert 0 < step < 80_000 and step % 8 == 0
+    with atari_loop.Checkpointer(path / "checkpoints") as checkpointer:
+        assert checkpointer.restore_metadata(step)["counters"]["frames"] == step
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_multi_process_job_is_refused_with_one_line(tmp_path):
+    """Two local processes join one job (gloo), then both stop before anything is written."""
+    address = f"127.0.0.1:{free_port()}"
+    processes = [
+        launch(
+            f"--workdir={tmp_path / 'run'}",
+            f"--coordinator_address={address}",
+            "--num_processes=2",
+            f"--process_id={index}",
+            "--distributed_init_timeout=60",
+        )
+        for index in range(2)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 1, stderr[-3000:]
+        (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
+        assert "multi-process Atari is not supported (this job has 2 processes)" in line
+        assert "scripts.train_continual" in line
+    assert not (tmp_path / "run").exists()
