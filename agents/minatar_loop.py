@@ -67,6 +67,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import struct
+from jax.sharding import Mesh
 from ml_collections import config_dict
 
 from agents import configs as agent_configs
@@ -75,6 +76,7 @@ from agents.learner import Learner, make_learn_step, make_learner, preprocess_ob
 from agents.replay import ReplayState, replay_add, replay_init, replay_sample
 from agents.sequence import GameBlock, SwitchPolicy
 from plasticity import divergence
+from plasticity import mesh as mesh_lib
 from plasticity.checkpointing import Checkpointer
 from plasticity.layers import check_activation, check_norm
 from plasticity.nap import check_nap_config
@@ -379,7 +381,11 @@ def minatar_config(agent: str = "rainbow") -> ml_collections.ConfigDict:
     config.checkpoint_every_frames = 25_000  # one compiled chunk; must divide frames_per_game
     config.keep_checkpoints = 2
     # lax.map over seeds k at a time (1 is fastest on CPUs); 0 vmaps them all; None: by platform.
-    config.run = ml_collections.ConfigDict(dict(runs_per_batch=config_dict.placeholder(int)))
+    # mesh: 'auto' spreads the seeds over every local device that divides their count (nothing
+    # changes on one device), 'seed:N' over N devices, 'none' keeps them on one device.
+    config.run = ml_collections.ConfigDict(
+        dict(runs_per_batch=config_dict.placeholder(int), mesh="auto")
+    )
     return config
 
 
@@ -454,6 +460,7 @@ def validate_minatar_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.run.runs_per_batch is not None and config.run.runs_per_batch < 0:
         raise ValueError(f"run.runs_per_batch must be >= 0, got {config.run.runs_per_batch}")
+    seed_mesh(config)  # a mesh that does not fit the devices or the seeds is a one-line error
 
 
 def chunk_frames(config: ml_collections.ConfigDict) -> int:
@@ -483,6 +490,27 @@ def learning_starts(config: ml_collections.ConfigDict) -> int:
 
 def replay_capacity(config: ml_collections.ConfigDict) -> int:
     return (config.replay.capacity // config.env.num_envs) * config.env.num_envs
+
+
+def seed_mesh(config: ml_collections.ConfigDict) -> Mesh | None:
+    """The device mesh the seeds are split over (``run.mesh``), or None for one device.
+
+    Only a ``seed`` axis: seeds are independent runs, so each device plays and learns its own
+    seeds with no communication (`plasticity.mesh.over_leading_axis`), and results do not
+    depend on the mesh. A run is one process: the mesh spans this process's devices.
+    """
+    spec = str(config.run.get("mesh", "none") or "none")
+    if spec == "none":
+        return None
+    mesh = mesh_lib.make_mesh(spec, jax.local_devices(), num_runs=int(config.num_seeds))
+    if tuple(mesh.axis_names) != (mesh_lib.SEED_AXIS,):
+        raise ValueError(f"run.mesh {spec!r}: MinAtar runs split only a 'seed' axis")
+    if config.num_seeds % mesh.size:
+        raise ValueError(
+            f"run.mesh {spec!r} puts {mesh.size} devices on the seed axis, which does not divide "
+            f"num_seeds={config.num_seeds}"
+        )
+    return mesh if mesh.size > 1 else None
 
 
 def runs_per_batch(config: ml_collections.ConfigDict) -> int:
@@ -524,6 +552,7 @@ class MinAtarAgent(NamedTuple):
     """The jitted programs of a MinAtar run; every function takes and returns seed-batched state.
 
     * ``init(seeds) -> LoopState``: seed s gets ``jax.random.key(seed)``'s network, replay, envs.
+    * ``place(state) -> state``: the state on the run's devices (a restored checkpoint's).
     * ``start_block(state, game_index, policy) -> state``: the switch policy
       (`agents.sequence.apply_switch_policy`, ``policy`` static; a no-op before the first block),
       then new episodes of the block's game.
@@ -542,14 +571,18 @@ class MinAtarAgent(NamedTuple):
     suite: MinAtarSuite
     learner: Learner
     init: Callable[..., LoopState]
+    place: Callable[[LoopState], LoopState]
     start_block: Callable[..., LoopState]
     moments_norm: Callable[[LoopState], jax.Array]
     run_chunk: Callable[..., tuple[LoopState, dict[str, Any]]]
     evaluate: Callable[..., tuple[jax.Array, jax.Array]]
 
 
-def _over_seeds(fn: Callable, per_batch: int) -> Callable:
-    """``fn(state, *shared)`` over the leading (seed) axis of ``state``: vmap, or lax.map."""
+def _over_seeds(fn: Callable, per_batch: int, mesh: Mesh | None = None) -> Callable:
+    """``fn(state, *shared)`` over the leading (seed) axis of ``state``: vmap, or lax.map; with a
+    mesh, each device maps over its own seeds."""
+    if mesh is not None:
+        return mesh_lib.over_leading_axis(fn, mesh, 1, runs_per_batch=per_batch)
     if per_batch == 0:
         return lambda state, *shared: jax.vmap(lambda s: fn(s, *shared))(state)
     return lambda state, *shared: jax.lax.map(lambda s: fn(s, *shared), state, batch_size=per_batch)
@@ -583,11 +616,13 @@ def make_agent(
 ) -> MinAtarAgent:
     """The compiled programs for ``config`` playing ``games`` (cached on what shapes them)."""
     games = tuple(resolve_minatar_game(game) for game in games)
-    return _make_agent(_compiled_key(config), games, bool(full_action_space))
+    return _make_agent(_compiled_key(config), games, bool(full_action_space), seed_mesh(config))
 
 
 @functools.lru_cache(maxsize=16)
-def _make_agent(config_json: str, games: tuple[str, ...], full_action_space: bool) -> MinAtarAgent:
+def _make_agent(
+    config_json: str, games: tuple[str, ...], full_action_space: bool, mesh: Mesh | None
+) -> MinAtarAgent:
     config = ml_collections.ConfigDict(json.loads(config_json))
     env = config.env
     suite = make_suite(
@@ -729,17 +764,22 @@ def _make_agent(config_json: str, games: tuple[str, ...], full_action_space: boo
         return returns, finished
 
     def evaluate_seeds(params, game_index, seeds, salt):
-        batched = _over_seeds(lambda p_s, g, t: evaluate_one(p_s[0], g, p_s[1], t), per_batch)
+        batched = _over_seeds(lambda p_s, g, t: evaluate_one(p_s[0], g, p_s[1], t), per_batch, mesh)
         return batched((params, seeds), game_index, salt)
 
+    def start_seeds(state: LoopState, game_index: jax.Array, policy: SwitchPolicy) -> LoopState:
+        return _over_seeds(lambda s, g: start_one(s, g, policy), per_batch, mesh)(state, game_index)
+
+    placed = None if mesh is None else mesh_lib.leading_axis_sharding(mesh)
     return MinAtarAgent(
         config=config,
         suite=suite,
         learner=learner,
-        init=jax.jit(jax.vmap(init_one)),
-        start_block=jax.jit(_over_seeds(start_one, per_batch), static_argnums=2),
+        init=jax.jit(jax.vmap(init_one), out_shardings=placed),
+        place=(lambda state: state) if placed is None else (lambda s: jax.device_put(s, placed)),
+        start_block=jax.jit(start_seeds, static_argnums=2),
         moments_norm=jax.jit(jax.vmap(lambda state: moments_norm(state.train_state))),
-        run_chunk=jax.jit(_over_seeds(chunk_one, per_batch), donate_argnums=0),
+        run_chunk=jax.jit(_over_seeds(chunk_one, per_batch, mesh), donate_argnums=0),
         evaluate=jax.jit(evaluate_seeds),
     )
 
@@ -1412,7 +1452,7 @@ def _restore(checkpointer: Checkpointer, agent: MinAtarAgent, seeds: np.ndarray)
     seeds = jnp.asarray(seeds)
     template = jax.eval_shape(agent.init, seeds)
     tree, _ = checkpointer.restore(jax.eval_shape(lambda s: _saveable(agent.init(s)), seeds))
-    return _restore_keys(tree, template)
+    return agent.place(_restore_keys(tree, template))
 
 
 def _resume_row(segment: Segment, position: _Position, seeds: np.ndarray) -> dict[str, Any]:

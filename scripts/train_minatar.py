@@ -24,10 +24,12 @@ status 1.
   resume; with ``--experiment`` the arms not yet started run on relaunch).
 * A NaN/Inf learner loss or parameter stops the run with a one-line error naming the update, the
   metric, the seed and the game, exit status 3; the last good checkpoint stays the newest one.
-* The multi-process flags (``--coordinator_address``, ``--num_processes``, ``--process_id``,
-  ``--distributed``) are accepted so that a cluster's launch line works unchanged, but a MinAtar
-  run is one process: its seeds share one compiled program on one device (vmap on accelerators).
-  Spread seeds or arms over processes by giving each its own ``--seed`` and work dir.
+* Seeds spread over this host's devices (``--config.run.mesh``: ``auto``, the default, uses every
+  local device whose count divides ``--num_seeds``; ``seed:4``; ``none``): each device plays and
+  learns its own seeds, so 8 GPUs run 8 seeds at the speed of one. The multi-process flags
+  (``--coordinator_address``, ``--num_processes``, ``--process_id``, ``--distributed``) are
+  accepted so that a cluster's launch line works unchanged, but a MinAtar run is one process:
+  spread seeds or arms over hosts by giving each job its own ``--seed`` and work dir.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ checkpoint every 256 frames, then the two fresh references: 12 checkpoints) is r
 * as a chain: SIGKILL once a checkpoint exists, relaunch; SIGTERM once that run has written a
   newer checkpoint (exit 0); relaunch to the end. The final state (networks, optimizer, replay,
   environments, keys) and metrics.jsonl must equal the reference's bit for bit;
+* on two (fake) CPU devices with the seeds split over them (``run.mesh=seed:2``): the same
+  run up to float rounding;
 * with Adam at a learning rate of 1e30: a one-line error naming the update, exit status 3, and
   no checkpoint of the diverged state (keeping the last good one when there were several is
   tested on the continual launcher, `tests/scripts/test_resume.py`).
@@ -48,6 +50,8 @@ TINY = [
 ]
 # The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
 DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]
+SHARDED = [*TINY, "--config.run.mesh=seed:2"]
+TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 MODULE = "scripts.train_minatar"
 
 
@@ -57,8 +61,10 @@ def runs(tmp_path_factory):
     paths = {name: root / name for name in ("reference", "chain", "diverging")}
     cache = root / "compilation_cache"
 
-    def start(args, name):
-        return launch(*args, f"--workdir={paths[name]}", cache=cache, module=MODULE)
+    paths["sharded"] = root / "sharded"
+
+    def start(args, name, env=None):
+        return launch(*args, f"--workdir={paths[name]}", cache=cache, module=MODULE, env=env)
 
     started = {"reference": start(TINY, "reference"), "killed": start(TINY, "chain")}
     chain = {}
@@ -76,7 +82,8 @@ def runs(tmp_path_factory):
         chain["terminated"] = finish(started["terminated"])
         chain["after_term"] = checkpoint_steps(paths["chain"])
         chain["final"] = finish(start(TINY, "chain"))
-        results = {name: finish(started[name]) for name in ("reference", "diverging")}
+        started["sharded"] = start(SHARDED, "sharded", env=TWO_DEVICES)
+        results = {name: finish(started[name]) for name in ("reference", "diverging", "sharded")}
     finally:
         for process in started.values():
             if process.poll() is None:
@@ -142,3 +149,30 @@ def test_planted_divergence_is_one_line_exit_3_and_keeps_the_last_good_checkpoin
     assert checkpoint_steps(paths["diverging"]) == []
     rows = workdir.read_metrics(paths["diverging"])
     assert all(r["step"] < step for r in rows if r["event"] == "train")
+
+
+def test_seeds_split_over_two_devices_give_the_same_run(runs):
+    paths, _, results = runs
+    returncode, stderr = results["sharded"]
+    assert returncode == 0, stderr[-3000:]
+    reference, _, reference_step = restore_latest(paths["reference"])
+    sharded, _, sharded_step = restore_latest(paths["sharded"], template=reference)
+    assert sharded_step == reference_step == CHECKPOINTS
+    for name in ("action", "frames", "reward"):  # the same trajectories were played ...
+        np.testing.assert_array_equal(sharded["replay"][name], reference["replay"][name])
+    pairs = zip(  # ... and learned from, up to the rounding of a differently batched program
+        jax.tree.leaves(sharded["train_state"]["params"]),
+        jax.tree.leaves(reference["train_state"]["params"]),
+        strict=True,
+    )
+    for a, b in pairs:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    returns = [
+        [
+            (r["seed"], r["game"], r["return_mean"])
+            for r in workdir.read_metrics(paths[name])
+            if r["event"] in ("eval", "eval_fresh")
+        ]
+        for name in ("sharded", "reference")
+    ]
+    assert returns[0] == returns[1]

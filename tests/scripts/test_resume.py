@@ -81,10 +81,13 @@ DIVERGING = [
 TIMEOUT = 300
 
 
-def launch(*args: str, cache: Path, module: str = "scripts.train_continual") -> subprocess.Popen:
-    """Starts ``python -m module *args`` as a user would, sharing the compilation cache ``cache``."""
+def launch(*args: str, cache: Path, module: str = "scripts.train_continual",
+           env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts ``python -m module *args`` as a user would, sharing the compilation cache ``cache``
+    (``env``: extra environment variables)."""
     env = {
         **ENV,
+        **(env or {}),
         "JAX_COMPILATION_CACHE_DIR": str(cache),
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
@@ -144,13 +147,14 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, stderr
 
 
-def restore_latest(path: Path) -> tuple[dict, dict, int]:
-    """(train-state tree, metadata, step) of the newest checkpoint, read without a template."""
+def restore_latest(path: Path, template: dict | None = None) -> tuple[dict, dict, int]:
+    """(train-state tree, metadata, step) of the newest checkpoint, read without a template, or
+    like `template`'s NumPy arrays (a checkpoint saved on devices this process does not have)."""
     manager = ocp.CheckpointManager(path / workdir.CHECKPOINT_DIR,
                                     item_names=("tree", "metadata"))
     step = manager.latest_step()
     restored = manager.restore(step, args=ocp.args.Composite(
-        tree=ocp.args.StandardRestore(), metadata=ocp.args.JsonRestore()))
+        tree=ocp.args.StandardRestore(template), metadata=ocp.args.JsonRestore()))
     manager.close()
     return jax.tree.map(np.asarray, restored["tree"]), dict(restored["metadata"]), step
 
