@@ -49,6 +49,11 @@ its training rows are not written) and 'resume'; ``evaluation_matrix.json``
 Orbax checkpoints after every chunk (``checkpoint_every_frames``). Relaunching on the work dir
 resumes from the last checkpoint; all randomness lives in the checkpointed state or is derived
 from (seed, block, game), so on CPU a resumed run ends bit-identical to an uninterrupted one.
+
+Safety and devices: a NaN/Inf learner loss or parameter raises `plasticity.divergence.
+DivergenceError` before the chunk's rows and checkpoint are written; ``should_stop`` (a SIGTERM
+guard) ends a call after a checkpoint; ``run.mesh`` splits the seeds over the local devices
+(`seed_mesh`), each device running its own seeds with no communication.
 """
 
 from __future__ import annotations
