@@ -176,6 +176,9 @@ def scan_vs_python_loop(steps: int, loop_steps: int) -> dict[str, float]:
 def main(argv: list[str]) -> None:
   del argv
   logging.set_verbosity(logging.WARNING)
+  from plasticity import runtime  # noqa: PLC0415
+
+  runtime.apply_runtime_defaults()  # what scripts.train_continual runs with
   print(f"hardware: {hardware()}")
   a = vmapped_vs_separate(_SEEDS.value, _MLP_STEPS.value)
   print(f"(a) MLP 64-256-256-256-10, Adam, batch 128, {_MLP_STEPS.value} steps per run, "
