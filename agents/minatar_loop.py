@@ -1250,6 +1250,13 @@ def train(
     frames_played = 0
     chunks_run = 0
     state = None
+
+    def stopped_early(preempted: bool) -> RunResult:
+        """The result of a call that ends before the run does (right after a checkpoint)."""
+        return RunResult(
+            None, evaluations, fresh, False, compile_seconds, run_seconds, frames_played, preempted
+        )
+
     try:
         if saved and position.segment < len(segments):
             writer.rows([_resume_row(segments[position.segment], position, seeds)])
@@ -1273,15 +1280,7 @@ def train(
                         writer.rows(_switch_rows(agent, state, segment, b, seeds, policy))
                 for c in range(first_chunk, segment.chunks_in_block(b)):
                     if stop_after_chunks is not None and chunks_run >= stop_after_chunks:
-                        return RunResult(
-                            None,
-                            evaluations,
-                            fresh,
-                            False,
-                            compile_seconds,
-                            run_seconds,
-                            frames_played,
-                        )
+                        return stopped_early(preempted=False)
                     plan = {k: jnp.asarray(v) for k, v in segment.chunk_plan(b, c).items()}
                     progress.set_postfix(
                         run=segment.name, game=f"{block.game} ({b + 1}/{len(segment.blocks)})"
@@ -1350,16 +1349,7 @@ def train(
                         )
                     finished = next_position.segment >= len(segments)
                     if not finished and should_stop is not None and should_stop():
-                        return RunResult(
-                            None,
-                            evaluations,
-                            fresh,
-                            False,
-                            compile_seconds,
-                            run_seconds,
-                            frames_played,
-                            preempted=True,
-                        )
+                        return stopped_early(preempted=True)
             if index == 0:
                 final_state = state
         return RunResult(

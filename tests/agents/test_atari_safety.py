@@ -64,20 +64,24 @@ def with_nan_params_from_block(index: int):
     return block_start
 
 
-def test_a_nan_loss_stops_the_run_at_its_update_before_the_row_and_the_checkpoint(tmp_path):
-    """Block 1 (384 frames) makes 8 updates and is saved; NaN parameters planted when block 2
-    starts make the loss of update 9 NaN, caught at the 512-frame row."""
-    config = smoke(frames=384)
+def divergence_of_two_pong_blocks(config, path: Path) -> divergence.DivergenceError:
+    """The error of two 384-frame Pong blocks whose parameters turn NaN when block 2 starts."""
     blocks = atari_loop.make_game_blocks(["Pong"], 384, cycles=2)
     with pytest.raises(divergence.DivergenceError) as caught:
         atari_loop.train(
             config,
             blocks,
-            str(tmp_path),
+            str(path),
             show_progress=False,
             block_start=with_nan_params_from_block(1),
         )
-    error = caught.value
+    return caught.value
+
+
+def test_a_nan_loss_stops_the_run_at_its_update_before_the_row_and_the_checkpoint(tmp_path):
+    """Block 1 (384 frames) makes 8 updates and is saved; NaN parameters planted when block 2
+    starts make the loss of update 9 NaN, caught at the 512-frame row."""
+    error = divergence_of_two_pong_blocks(smoke(frames=384), tmp_path)
     assert (error.step, error.metric) == (9, "loss") and error.value != error.value  # NaN
     message = str(error)
     assert "\n" not in message
@@ -96,16 +100,7 @@ def test_nan_parameters_are_never_checkpointed(tmp_path):
     config.switch = ml_collections.ConfigDict(
         dict(flush_replay=True, reset_optimizer=False, restart_schedule=False)
     )
-    blocks = atari_loop.make_game_blocks(["Pong"], 384, cycles=2)
-    with pytest.raises(divergence.DivergenceError) as caught:
-        atari_loop.train(
-            config,
-            blocks,
-            str(tmp_path),
-            show_progress=False,
-            block_start=with_nan_params_from_block(1),
-        )
-    error = caught.value
+    error = divergence_of_two_pong_blocks(config, tmp_path)
     assert error.step == 8 and error.metric.startswith("params/")  # 8 updates, all in block 1
     assert "(game pong, seed 0, frame 512)" in str(error)
     assert str(error).endswith("/checkpoints/384 (384 frames)")

@@ -35,19 +35,10 @@ from tests.scripts.test_resume import (
     restore_latest,
     signal_after_checkpoints,
 )
-from tests.scripts.test_train_minatar import overrides_towards, tiny_config
+from tests.scripts.test_train_minatar import tiny_flags
 
 CHECKPOINTS = 12  # 4 blocks and 2 references of 2 chunks each
-TINY = [
-    "--games=breakout,space_invaders",
-    "--steps_per_game=512",
-    "--cycles=2",
-    "--agent=dqn",
-    "--num_seeds=2",
-    "--fresh_reference",
-    "--noprogress",
-    *overrides_towards(tiny_config()),
-]
+TINY = tiny_flags()
 # The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
 DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]
 SHARDED = [*TINY, "--config.run.mesh=seed:2"]

@@ -55,6 +55,20 @@ def tiny_config():
     return config
 
 
+def tiny_flags() -> list[str]:
+    """The launcher flags of the two-seed tiny run (breakout, space_invaders, twice)."""
+    return [
+        "--games=breakout,space_invaders",
+        "--steps_per_game=512",
+        "--cycles=2",
+        "--agent=dqn",
+        "--num_seeds=2",
+        "--fresh_reference",
+        "--noprogress",
+        *overrides_towards(tiny_config()),
+    ]
+
+
 def test_an_unknown_game_fails_with_one_line_listing_close_matches(tmp_path):
     done = subprocess.run(
         [
@@ -107,18 +121,7 @@ def test_named_flags_and_overrides_build_the_config():
 
 def test_a_tiny_run_writes_the_work_dir_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
-    argv = [
-        "train_minatar",
-        "--games=breakout,space_invaders",
-        "--steps_per_game=512",
-        "--cycles=2",
-        "--agent=dqn",
-        "--num_seeds=2",
-        "--fresh_reference",
-        f"--workdir={workdir}",
-        "--noprogress",
-        *overrides_towards(tiny_config()),
-    ]
+    argv = ["train_minatar", *tiny_flags(), f"--workdir={workdir}"]
     with jax.threefry_partitionable(False):
         assert train_minatar.main(argv) == 0
     printed = capsys.readouterr().out
