@@ -53,15 +53,21 @@ _MULTIPLAYER_ONLY_ROMS = frozenset({"combat", "joust", "maze_craze", "warlords"}
 class Timestep(NamedTuple):
     """One timestep of every env, structure-of-arrays with a leading env axis N."""
 
-    observation: np.ndarray  # (N, H, W, stack) uint8, newest frame last; frames before the episode are 0
+    observation: (
+        np.ndarray
+    )  # (N, H, W, stack) uint8, newest frame last; frames before the episode are 0
     frame: np.ndarray  # (N, H, W) uint8, the newest frame alone (== observation[..., -1])
     first: np.ndarray  # (N,) bool, o_t starts an episode
     last: np.ndarray  # (N,) bool, the episode is over at o_t (game over or truncation)
     reward: np.ndarray  # (N,) float32, clipped to [-1, 1] when reward_clip, else == raw_reward
     raw_reward: np.ndarray  # (N,) float32, the game's score change on arriving at o_t
     discount: np.ndarray  # (N,) float32, 0 at game over (and at life loss if so configured), else 1
-    life_loss: np.ndarray  # (N,) bool, a life was lost on arriving at o_t (also at game over; never at first)
-    episode_return: np.ndarray  # (N,) float32, raw return of the episode so far, o_t's reward included
+    life_loss: (
+        np.ndarray
+    )  # (N,) bool, a life was lost on arriving at o_t (also at game over; never at first)
+    episode_return: (
+        np.ndarray
+    )  # (N,) float32, raw return of the episode so far, o_t's reward included
     episode_frames: np.ndarray  # (N,) int32, emulator frames of the episode so far, no-ops included
     lives: np.ndarray  # (N,) int32, lives left at o_t (0 for games without lives)
 
@@ -123,7 +129,9 @@ def resolve_game(name: str) -> str:
     close matches among the ROMs ale-py ships.
     """
     if isinstance(name, str) and name.strip().lower().replace("-", "_") in _MULTIPLAYER_ONLY_ROMS:
-        raise ValueError(f"{name!r} is a multiplayer-only ROM that ale-py's single-player interface cannot load")
+        raise ValueError(
+            f"{name!r} is a multiplayer-only ROM that ale-py's single-player interface cannot load"
+        )
     return match_game(name, available_games(), "the single-player ROMs ale-py ships")
 
 
@@ -143,7 +151,9 @@ def full_action_lookup(game_action_names: tuple[str, ...]) -> np.ndarray:
         elif without_fire in index:
             lookup.append(index[without_fire])
         else:
-            raise ValueError(f"cannot map joystick action {name} onto the action set {game_action_names}")
+            raise ValueError(
+                f"cannot map joystick action {name} onto the action set {game_action_names}"
+            )
     return np.asarray(lookup, np.int32)
 
 
@@ -305,7 +315,9 @@ class AtariVectorEnvironment:
         discount = (~terminated).astype(np.float32)
         if self.config.life_loss_ends_bootstrap:
             discount *= ~life_loss
-        self._episode_return = np.where(first, 0.0, self._episode_return + raw_reward).astype(np.float32)
+        self._episode_return = np.where(first, 0.0, self._episode_return + raw_reward).astype(
+            np.float32
+        )
         self._lives = lives
         self._last = last
         return self._timestep(stacked, first, last, raw_reward, discount, life_loss, info)
@@ -339,7 +351,9 @@ class AtariVectorEnvironment:
         if not np.issubdtype(actions.dtype, np.integer):
             raise ValueError(f"actions must be integers, got dtype {actions.dtype}")
         if actions.size and (actions.min() < 0 or actions.max() >= self.num_actions):
-            raise ValueError(f"actions must be in [0, {self.num_actions}) for {self.game}, got {actions}")
+            raise ValueError(
+                f"actions must be in [0, {self.num_actions}) for {self.game}, got {actions}"
+            )
         return self._action_lookup[actions]
 
     def _timestep(

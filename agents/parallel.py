@@ -40,9 +40,7 @@ from plasticity import mesh as mesh_lib
 from plasticity.train_state import TrainState
 
 
-def data_parallel_learner(
-    learner: Learner, mesh: Mesh, axis: str = mesh_lib.DATA_AXIS
-) -> Learner:
+def data_parallel_learner(learner: Learner, mesh: Mesh, axis: str = mesh_lib.DATA_AXIS) -> Learner:
     """`learner` whose ``update`` splits the batch and weights over `axis`, replicating the state.
 
     Only shardings change (`jax.lax.with_sharding_constraint`), not what is computed: inside a

@@ -109,7 +109,9 @@ def replay_init(
     _check_positive_int("max_n_step", max_n_step)
     frame_shape = tuple(frame_shape)
     if not frame_shape or not all(isinstance(d, (int, np.integer)) and d > 0 for d in frame_shape):
-        raise ValueError(f"frame_shape must be a non-empty tuple of positive ints, got {frame_shape!r}")
+        raise ValueError(
+            f"frame_shape must be a non-empty tuple of positive ints, got {frame_shape!r}"
+        )
     if capacity % num_envs:
         raise ValueError(f"capacity {capacity} must be a multiple of num_envs {num_envs}")
     slots_per_env = capacity // num_envs
@@ -173,13 +175,20 @@ def replay_num_valid(state: ReplayState) -> jax.Array:
     return sum_tree_total(state.valid_tree).astype(jnp.int32)
 
 
-def _logical_to_slot(state_head: jax.Array, size: jax.Array, logical: jax.Array, slots: int) -> jax.Array:
+def _logical_to_slot(
+    state_head: jax.Array, size: jax.Array, logical: jax.Array, slots: int
+) -> jax.Array:
     """Slot of logical position ``logical`` (0 = oldest written slot, size - 1 = newest)."""
     return (state_head - size + logical) % slots
 
 
 def _recompute_validity(
-    first: jax.Array, last: jax.Array, head: jax.Array, size: jax.Array, stack_size: int, n_step: int
+    first: jax.Array,
+    last: jax.Array,
+    head: jax.Array,
+    size: jax.Array,
+    stack_size: int,
+    n_step: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Validity of the slots that an add can change: the stack_size - 1 oldest and the n + 1 newest.
 
@@ -240,13 +249,19 @@ def replay_add(
         "first": (num_envs,),
         "last": (num_envs,),
     }
-    given = dict(frame=frame, action=action, reward=reward, discount=discount, first=first, last=last)
+    given = dict(
+        frame=frame, action=action, reward=reward, discount=discount, first=first, last=last
+    )
     for name, shape in expected.items():
         if jnp.shape(given[name]) != shape:
-            raise ValueError(f"replay_add: {name} must have shape {shape}, got {jnp.shape(given[name])}")
+            raise ValueError(
+                f"replay_add: {name} must have shape {shape}, got {jnp.shape(given[name])}"
+            )
 
     def write(column: jax.Array, value: jax.Array) -> jax.Array:
-        return jax.lax.dynamic_update_index_in_dim(column, value.astype(column.dtype), state.head, axis=1)
+        return jax.lax.dynamic_update_index_in_dim(
+            column, value.astype(column.dtype), state.head, axis=1
+        )
 
     frames = write(state.frames, jnp.asarray(frame))
     first_flags = write(state.first, jnp.asarray(first))
@@ -255,7 +270,9 @@ def replay_add(
     head = (state.head + 1) % state.slots_per_env
     size = jnp.minimum(state.size + 1, state.slots_per_env)
 
-    flat, valid = _recompute_validity(first_flags, last_flags, head, size, state.stack_size, state.max_n_step)
+    flat, valid = _recompute_validity(
+        first_flags, last_flags, head, size, state.stack_size, state.max_n_step
+    )
     leaf_priority = _leaf_priorities(state, priority.reshape(-1)[flat], valid)
     return state.replace(
         frames=frames,
@@ -292,7 +309,9 @@ def replay_end_episodes(state: ReplayState) -> ReplayState:
     )
 
 
-def replay_update_priorities(state: ReplayState, indices: jax.Array, priorities: jax.Array) -> ReplayState:
+def replay_update_priorities(
+    state: ReplayState, indices: jax.Array, priorities: jax.Array
+) -> ReplayState:
     """Sets the raw priorities of slots ``indices`` (as returned by ``replay_sample``).
 
     Duplicate indices: the last one wins. Priorities must be finite and >= 0; the tree stores
@@ -305,11 +324,18 @@ def replay_update_priorities(state: ReplayState, indices: jax.Array, priorities:
             f"replay_update_priorities needs one priority per index, got {priorities.shape} and {indices.shape}"
         )
     written = jnp.where(keep_last_duplicate(indices), indices, state.capacity)
-    priority = state.priority.reshape(-1).at[written].set(priorities, mode="drop").reshape(state.priority.shape)
+    priority = (
+        state.priority.reshape(-1)
+        .at[written]
+        .set(priorities, mode="drop")
+        .reshape(state.priority.shape)
+    )
     valid = sum_tree_get(state.valid_tree, indices) > 0
     return state.replace(
         priority=priority,
-        priority_tree=sum_tree_set(state.priority_tree, indices, _leaf_priorities(state, priorities, valid)),
+        priority_tree=sum_tree_set(
+            state.priority_tree, indices, _leaf_priorities(state, priorities, valid)
+        ),
         max_priority=jnp.maximum(state.max_priority, jnp.max(priorities)),
     )
 
@@ -327,9 +353,13 @@ def _stack_frames(state: ReplayState, env: jax.Array, slot: jax.Array) -> jax.Ar
         mask = keep.reshape(keep.shape + (1,) * len(state.frame_shape))
         stacked.append(jnp.where(mask, frame, jnp.zeros_like(frame)))
     stack = jnp.stack(stacked[::-1], axis=-1)  # (B, *frame_shape, stack_size), oldest first
-    if len(state.frame_shape) == 3:  # (H, W, C) frames: channels become stack_size * C, oldest first
+    if (
+        len(state.frame_shape) == 3
+    ):  # (H, W, C) frames: channels become stack_size * C, oldest first
         batch, height, width, channels = stack.shape[:4]
-        stack = jnp.moveaxis(stack, -1, -2).reshape(batch, height, width, state.stack_size * channels)
+        stack = jnp.moveaxis(stack, -1, -2).reshape(
+            batch, height, width, state.stack_size * channels
+        )
     return stack
 
 
@@ -355,12 +385,16 @@ def replay_transitions(
     gamma = jnp.asarray(discount, jnp.float32)
 
     episode_running = jnp.ones(indices.shape, jnp.bool_)
-    scale = jnp.ones(indices.shape, jnp.float32)  # discount^(j-1) prod_{i<j} d_{t+i}, then bootstrap
+    scale = jnp.ones(
+        indices.shape, jnp.float32
+    )  # discount^(j-1) prod_{i<j} d_{t+i}, then bootstrap
     n_step_return = jnp.zeros(indices.shape, jnp.float32)
     steps = jnp.zeros(indices.shape, jnp.int32)
     for j in range(1, n_step + 1):
         position = (slot + j) % slots
-        n_step_return = n_step_return + jnp.where(episode_running, scale * state.reward[env, position], 0.0)
+        n_step_return = n_step_return + jnp.where(
+            episode_running, scale * state.reward[env, position], 0.0
+        )
         scale = jnp.where(episode_running, scale * gamma * state.discount[env, position], scale)
         steps = steps + episode_running.astype(jnp.int32)
         episode_running = episode_running & ~state.last[env, position]

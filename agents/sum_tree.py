@@ -105,7 +105,9 @@ def sum_tree_from_leaves(leaves: jax.Array) -> SumTree:
     """Builds a tree from scratch from a 1-D array of leaves (the reference an updated tree must equal)."""
     leaves = jnp.asarray(leaves, jnp.float32)
     if leaves.ndim != 1 or leaves.shape[0] < 1:
-        raise ValueError(f"sum_tree_from_leaves needs a non-empty 1-D array, got shape {leaves.shape}")
+        raise ValueError(
+            f"sum_tree_from_leaves needs a non-empty 1-D array, got shape {leaves.shape}"
+        )
     capacity = leaves.shape[0]
     num_leaves = 1 << _num_levels(capacity)
     level = jnp.zeros((num_leaves,), jnp.float32).at[:capacity].set(leaves)

@@ -30,175 +30,197 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is
 
 
 def hardware() -> str:
-  """One line: JAX backend, devices and the CPU model."""
-  import jax  # noqa: PLC0415
+    """One line: JAX backend, devices and the CPU model."""
+    import jax  # noqa: PLC0415
 
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  devices = jax.devices()
-  return (f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
-          f"{devices[0].device_kind}; CPU {cpu}, {os.cpu_count()} cores")
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    devices = jax.devices()
+    return (
+        f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
+        f"{devices[0].device_kind}; CPU {cpu}, {os.cpu_count()} cores"
+    )
 
 
 def timed(fn: Callable[[], Any]) -> float:
-  """Wall seconds of fn() with its result blocked on; the fastest of --repeats tries (shared
-  machines are noisy, and noise only ever adds time)."""
-  import jax  # noqa: PLC0415
+    """Wall seconds of fn() with its result blocked on; the fastest of --repeats tries (shared
+    machines are noisy, and noise only ever adds time)."""
+    import jax  # noqa: PLC0415
 
-  best = float("inf")
-  for _ in range(max(1, _REPEATS.value)):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    best = min(best, time.perf_counter() - start)
-  return best
+    best = float("inf")
+    for _ in range(max(1, _REPEATS.value)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def compile_and_time(jitted, *args) -> tuple[float, float, Callable]:
-  """(compile seconds, seconds of one warm call, compiled function)."""
-  import jax  # noqa: PLC0415
+    """(compile seconds, seconds of one warm call, compiled function)."""
+    import jax  # noqa: PLC0415
 
-  start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
-  compile_seconds = time.perf_counter() - start
-  jax.block_until_ready(compiled(*args))  # warm-up call
-  return compile_seconds, timed(lambda: compiled(*args)), compiled
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_seconds = time.perf_counter() - start
+    jax.block_until_ready(compiled(*args))  # warm-up call
+    return compile_seconds, timed(lambda: compiled(*args)), compiled
 
 
 def mlp_config(steps: int):
-  from benchmarks.configs import nap_label_reset  # noqa: PLC0415
+    from benchmarks.configs import nap_label_reset  # noqa: PLC0415
 
-  config = nap_label_reset.get_config()
-  config.variants = {}
-  config.variant_order = ()
-  config.task.num_tasks = 2
-  config.task.steps_per_task = steps // 2
-  config.diagnostics.every = 0
-  return config
+    config = nap_label_reset.get_config()
+    config.variants = {}
+    config.variant_order = ()
+    config.task.num_tasks = 2
+    config.task.steps_per_task = steps // 2
+    config.diagnostics.every = 0
+    return config
 
 
 def vmapped_vs_separate(num_seeds: int, steps: int) -> dict[str, float]:
-  """(a): aggregate steps/s of N vmapped seeds and of N separate runs."""
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
+    """(a): aggregate steps/s of N vmapped seeds and of N separate runs."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
 
-  from benchmarks import continual  # noqa: PLC0415
+    from benchmarks import continual  # noqa: PLC0415
 
-  trainer = continual.make_trainer(mlp_config(steps))
-  steps = trainer.num_tasks * trainer.steps_per_task
-  data = trainer.sequence.data
-  keys = jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)])
-  vmapped = jax.jit(jax.vmap(trainer.train, in_axes=(0, None, None)))
-  compile_v, seconds_v, _ = compile_and_time(vmapped, keys, {}, data)
-  looped = jax.jit(lambda keys, data: jax.lax.map(lambda k: trainer.train(k, {}, data), keys))
-  compile_l, seconds_l, _ = compile_and_time(looped, keys, data)
-  single = jax.jit(trainer.train)
-  compile_s, _, compiled = compile_and_time(single, keys[0], {}, data)
-  seconds_s = sum(timed(lambda k=k: compiled(k, {}, data)) for k in keys)
-  return {"compile_vmapped_s": compile_v, "compile_looped_s": compile_l,
-          "compile_single_s": compile_s,
-          "vmapped_steps_per_s": num_seeds * steps / seconds_v,
-          "looped_steps_per_s": num_seeds * steps / seconds_l,
-          "separate_steps_per_s": num_seeds * steps / seconds_s}
+    trainer = continual.make_trainer(mlp_config(steps))
+    steps = trainer.num_tasks * trainer.steps_per_task
+    data = trainer.sequence.data
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in range(num_seeds)])
+    vmapped = jax.jit(jax.vmap(trainer.train, in_axes=(0, None, None)))
+    compile_v, seconds_v, _ = compile_and_time(vmapped, keys, {}, data)
+    looped = jax.jit(lambda keys, data: jax.lax.map(lambda k: trainer.train(k, {}, data), keys))
+    compile_l, seconds_l, _ = compile_and_time(looped, keys, data)
+    single = jax.jit(trainer.train)
+    compile_s, _, compiled = compile_and_time(single, keys[0], {}, data)
+    seconds_s = sum(timed(lambda k=k: compiled(k, {}, data)) for k in keys)
+    return {
+        "compile_vmapped_s": compile_v,
+        "compile_looped_s": compile_l,
+        "compile_single_s": compile_s,
+        "vmapped_steps_per_s": num_seeds * steps / seconds_v,
+        "looped_steps_per_s": num_seeds * steps / seconds_l,
+        "separate_steps_per_s": num_seeds * steps / seconds_s,
+    }
 
 
 def bit_flipping_config(steps: int):
-  from benchmarks import continual  # noqa: PLC0415
-  from benchmarks.configs import dohare  # noqa: PLC0415
+    from benchmarks import continual  # noqa: PLC0415
+    from benchmarks.configs import dohare  # noqa: PLC0415
 
-  config = dict(continual.variant_configs(dohare.get_config()))["bit_flipping/backprop"]
-  config.grid.l2 = ()
-  config.task.flip_period = 10_000
-  config.task.num_tasks = max(1, steps // config.task.flip_period)
-  config.diagnostics.every = 0
-  return config
+    config = dict(continual.variant_configs(dohare.get_config()))["bit_flipping/backprop"]
+    config.grid.l2 = ()
+    config.task.flip_period = 10_000
+    config.task.num_tasks = max(1, steps // config.task.flip_period)
+    config.diagnostics.every = 0
+    return config
 
 
 def scan_vs_python_loop(steps: int, loop_steps: int) -> dict[str, float]:
-  """(b): steps/s of the whole-run scan and of a Python loop over a jitted step."""
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
+    """(b): steps/s of the whole-run scan and of a Python loop over a jitted step."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
 
-  from benchmarks import continual  # noqa: PLC0415
-  from plasticity import optim  # noqa: PLC0415
-  from plasticity.train_state import apply_gradients, create_train_state  # noqa: PLC0415
+    from benchmarks import continual  # noqa: PLC0415
+    from plasticity import optim  # noqa: PLC0415
+    from plasticity.train_state import apply_gradients, create_train_state  # noqa: PLC0415
 
-  config = bit_flipping_config(steps)
-  trainer = continual.make_trainer(config)
-  total = trainer.num_tasks * trainer.steps_per_task
-  key = jax.random.PRNGKey(0)
-  compile_scan, seconds_scan, _ = compile_and_time(jax.jit(trainer.train), key, {},
-                                                   trainer.sequence.data)
+    config = bit_flipping_config(steps)
+    trainer = continual.make_trainer(config)
+    total = trainer.num_tasks * trainer.steps_per_task
+    key = jax.random.PRNGKey(0)
+    compile_scan, seconds_scan, _ = compile_and_time(
+        jax.jit(trainer.train), key, {}, trainer.sequence.data
+    )
 
-  # The classic design: the same model, loss, optimizer and examples, one jitted call per step.
-  sequence, model = trainer.sequence, trainer.model
-  tx = optim.make_optimizer(config.optimizer)
-  grad_fn = jax.value_and_grad(continual.make_loss_fn(model, sequence.kind), has_aux=True)
-  batch_size = int(config.task.batch_size)
+    # The classic design: the same model, loss, optimizer and examples, one jitted call per step.
+    sequence, model = trainer.sequence, trainer.model
+    tx = optim.make_optimizer(config.optimizer)
+    grad_fn = jax.value_and_grad(continual.make_loss_fn(model, sequence.kind), has_aux=True)
+    batch_size = int(config.task.batch_size)
 
-  @jax.jit
-  def step(state, task_state, index):
-    indices = index * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
-    inputs, targets = sequence.batch(task_state, indices)
-    (loss, _), grads = grad_fn(state.params, inputs, targets)
-    return apply_gradients(state, grads, tx), loss
+    @jax.jit
+    def step(state, task_state, index):
+        indices = index * batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+        inputs, targets = sequence.batch(task_state, indices)
+        (loss, _), grads = grad_fn(state.params, inputs, targets)
+        return apply_gradients(state, grads, tx), loss
 
-  params = model.init(key, jnp.zeros((1, *sequence.input_shape)))["params"]
-  state = create_train_state(params, tx, key)
-  task_state = jax.jit(sequence.init)(key)
-  start = time.perf_counter()
-  jax.block_until_ready(step(state, task_state, jnp.int32(0)))
-  compile_loop = time.perf_counter() - start
+    params = model.init(key, jnp.zeros((1, *sequence.input_shape)))["params"]
+    state = create_train_state(params, tx, key)
+    task_state = jax.jit(sequence.init)(key)
+    start = time.perf_counter()
+    jax.block_until_ready(step(state, task_state, jnp.int32(0)))
+    compile_loop = time.perf_counter() - start
 
-  def loop():
-    nonlocal state
-    losses = []
-    for index in range(loop_steps):
-      state, loss = step(state, task_state, index % trainer.steps_per_task)
-      losses.append(loss)
-    return losses
+    def loop():
+        nonlocal state
+        losses = []
+        for index in range(loop_steps):
+            state, loss = step(state, task_state, index % trainer.steps_per_task)
+            losses.append(loss)
+        return losses
 
-  initial_state = state
+    initial_state = state
 
-  def fresh_loop():
-    nonlocal state
-    state = initial_state
-    return loop()
+    def fresh_loop():
+        nonlocal state
+        state = initial_state
+        return loop()
 
-  seconds_loop = timed(fresh_loop)
-  return {"compile_scan_s": compile_scan, "compile_step_s": compile_loop,
-          "scan_steps_per_s": total / seconds_scan, "loop_steps_per_s": loop_steps / seconds_loop}
+    seconds_loop = timed(fresh_loop)
+    return {
+        "compile_scan_s": compile_scan,
+        "compile_step_s": compile_loop,
+        "scan_steps_per_s": total / seconds_scan,
+        "loop_steps_per_s": loop_steps / seconds_loop,
+    }
 
 
 def main(argv: list[str]) -> None:
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  from plasticity import runtime  # noqa: PLC0415
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    from plasticity import runtime  # noqa: PLC0415
 
-  runtime.apply_runtime_defaults()  # what scripts.train_continual runs with
-  print(f"hardware: {hardware()}")
-  a = vmapped_vs_separate(_SEEDS.value, _MLP_STEPS.value)
-  print(f"(a) MLP 64-256-256-256-10, Adam, batch 128, {_MLP_STEPS.value} steps per run, "
-        f"{_SEEDS.value} seeds")
-  print(f"    compile: vmapped {a['compile_vmapped_s']:.1f} s, looped {a['compile_looped_s']:.1f} s, "
-        f"single {a['compile_single_s']:.1f} s")
-  separate = a["separate_steps_per_s"]
-  print(f"    separate runs: {separate:.0f} steps/s aggregate")
-  print(f"    vmapped (run.runs_per_batch=0): {a['vmapped_steps_per_s']:.0f} steps/s, "
-        f"{a['vmapped_steps_per_s'] / separate:.2f}x separate")
-  print(f"    one program, lax.map over seeds (run.runs_per_batch=1): "
-        f"{a['looped_steps_per_s']:.0f} steps/s, {a['looped_steps_per_s'] / separate:.2f}x separate")
-  b = scan_vs_python_loop(_BIT_STEPS.value, _LOOP_STEPS.value)
-  print(f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {_BIT_STEPS.value} steps, Python loop "
-        f"over {_LOOP_STEPS.value}")
-  print(f"    compile: scan {b['compile_scan_s']:.1f} s, step {b['compile_step_s']:.1f} s")
-  print(f"    whole-run scan: {b['scan_steps_per_s']:.0f} steps/s; Python loop of jitted steps: "
+    runtime.apply_runtime_defaults()  # what scripts.train_continual runs with
+    print(f"hardware: {hardware()}")
+    a = vmapped_vs_separate(_SEEDS.value, _MLP_STEPS.value)
+    print(
+        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {_MLP_STEPS.value} steps per run, "
+        f"{_SEEDS.value} seeds"
+    )
+    print(
+        f"    compile: vmapped {a['compile_vmapped_s']:.1f} s, looped {a['compile_looped_s']:.1f} s, "
+        f"single {a['compile_single_s']:.1f} s"
+    )
+    separate = a["separate_steps_per_s"]
+    print(f"    separate runs: {separate:.0f} steps/s aggregate")
+    print(
+        f"    vmapped (run.runs_per_batch=0): {a['vmapped_steps_per_s']:.0f} steps/s, "
+        f"{a['vmapped_steps_per_s'] / separate:.2f}x separate"
+    )
+    print(
+        f"    one program, lax.map over seeds (run.runs_per_batch=1): "
+        f"{a['looped_steps_per_s']:.0f} steps/s, {a['looped_steps_per_s'] / separate:.2f}x separate"
+    )
+    b = scan_vs_python_loop(_BIT_STEPS.value, _LOOP_STEPS.value)
+    print(
+        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {_BIT_STEPS.value} steps, Python loop "
+        f"over {_LOOP_STEPS.value}"
+    )
+    print(f"    compile: scan {b['compile_scan_s']:.1f} s, step {b['compile_step_s']:.1f} s")
+    print(
+        f"    whole-run scan: {b['scan_steps_per_s']:.0f} steps/s; Python loop of jitted steps: "
         f"{b['loop_steps_per_s']:.0f} steps/s; ratio "
-        f"{b['scan_steps_per_s'] / b['loop_steps_per_s']:.1f}x")
+        f"{b['scan_steps_per_s'] / b['loop_steps_per_s']:.1f}x"
+    )
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

@@ -79,7 +79,13 @@ _ALIASES = {
 }
 
 KNOWN_DATASETS: tuple[str, ...] = (
-    "mnist", "fashion_mnist", "cifar10", "cifar100", "digits", "mnist1d")
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "digits",
+    "mnist1d",
+)
 FILE_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 TFDS_DATASETS: tuple[str, ...] = FILE_DATASETS
 
@@ -88,8 +94,7 @@ def canonical_name(name: str) -> str:
     """Returns the canonical dataset name for ``name`` (case and '-'/'_' insensitive)."""
     key = str(name).strip().lower().replace("-", "_")
     if key not in _ALIASES:
-        raise ValueError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(KNOWN_DATASETS)}")
     return _ALIASES[key]
 
 
@@ -97,8 +102,15 @@ def canonical_name(name: str) -> str:
 # Small helpers
 # ---------------------------------------------------------------------------
 
-def _as_dataset(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                y_test: np.ndarray, num_classes: int, name: str) -> Dataset:
+
+def _as_dataset(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int,
+    name: str,
+) -> Dataset:
     """Builds a Dataset with the project's dtypes (float32 inputs, int32 labels)."""
     return Dataset(
         x_train=np.ascontiguousarray(x_train, dtype=np.float32),
@@ -121,15 +133,18 @@ def _search_dirs(data_dir: str | os.PathLike, subdirs: Sequence[str]) -> list[Pa
     return [root] + [root / sub for sub in subdirs]
 
 
-def _not_found(name: str, expected: str, looked_in: Sequence[Path] | None,
-               hint: str = "") -> DatasetNotFoundError:
+def _not_found(
+    name: str, expected: str, looked_in: Sequence[Path] | None, hint: str = ""
+) -> DatasetNotFoundError:
     """A one-line error naming the expected files, where we looked and the flag to set."""
     if looked_in is None:
         where = "no data_dir was given"
     else:
         where = "looked in " + ", ".join(str(p) for p in looked_in)
-    message = (f"dataset {name!r} not found: expected {expected}; {where}; "
-               f"set {DATA_DIR_FLAGS} to the directory holding them")
+    message = (
+        f"dataset {name!r} not found: expected {expected}; {where}; "
+        f"set {DATA_DIR_FLAGS} to the directory holding them"
+    )
     if hint:
         message += f" ({hint})"
     message += "; for data that needs no files use 'digits'"
@@ -166,7 +181,8 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
     count = int(np.prod(shape, dtype=np.int64))
     if len(raw) - header_end != count * dtype.itemsize:
         raise DatasetNotFoundError(
-            f"{source} holds {len(raw) - header_end} data bytes, header says shape {shape}")
+            f"{source} holds {len(raw) - header_end} data bytes, header says shape {shape}"
+        )
     return np.frombuffer(raw, dtype=dtype, count=count, offset=header_end).reshape(shape)
 
 
@@ -188,8 +204,14 @@ _IDX_STEMS = {
 
 _IDX_SUBDIRS = {
     "mnist": ("mnist", "MNIST", "MNIST/raw", "mnist/raw"),
-    "fashion_mnist": ("fashion_mnist", "fashion-mnist", "FashionMNIST", "FashionMNIST/raw",
-                      "fashion_mnist/raw", "fashion-mnist/raw"),
+    "fashion_mnist": (
+        "fashion_mnist",
+        "fashion-mnist",
+        "FashionMNIST",
+        "FashionMNIST/raw",
+        "fashion_mnist/raw",
+        "fashion-mnist/raw",
+    ),
 }
 
 
@@ -203,8 +225,9 @@ def _find_idx_dir(data_dir: Path | str, name: str) -> tuple[Path | None, list[Pa
     """First searched directory holding all four IDX files, and the list searched."""
     searched = _search_dirs(data_dir, _IDX_SUBDIRS[name])
     for directory in searched:
-        if all(any((directory / c).is_file() for c in _idx_candidates(s))
-               for s in _IDX_STEMS.values()):
+        if all(
+            any((directory / c).is_file() for c in _idx_candidates(s)) for s in _IDX_STEMS.values()
+        ):
             return directory, searched
     return None, searched
 
@@ -233,11 +256,16 @@ def load_idx_dataset(data_dir: str | os.PathLike | None, name: str = "mnist") ->
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DatasetNotFoundError(
                 f"{name} {split} IDX files in {directory} disagree: images {images.shape}, "
-                f"labels {labels.shape}")
+                f"labels {labels.shape}"
+            )
     return _as_dataset(
-        _uint8_images_to_unit(arrays["train_images"])[..., None], arrays["train_labels"],
-        _uint8_images_to_unit(arrays["test_images"])[..., None], arrays["test_labels"],
-        num_classes=10, name=name)
+        _uint8_images_to_unit(arrays["train_images"])[..., None],
+        arrays["train_labels"],
+        _uint8_images_to_unit(arrays["test_images"])[..., None],
+        arrays["test_labels"],
+        num_classes=10,
+        name=name,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -265,7 +293,8 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _CIFAR_PICKLE_GLOBALS:
             raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: not part of a CIFAR batch file")
+                f"refusing to load {module}.{name}: not part of a CIFAR batch file"
+            )
         return super().find_class(module, name)
 
 
@@ -296,8 +325,9 @@ def _cifar_labels(batch: dict[bytes, Any], key: bytes, source: Path) -> np.ndarr
     return np.asarray(batch[key], dtype=np.int32)
 
 
-def _find_file_set(data_dir: Path | str, subdir: str, files: Sequence[str]
-                   ) -> tuple[Path | None, list[Path]]:
+def _find_file_set(
+    data_dir: Path | str, subdir: str, files: Sequence[str]
+) -> tuple[Path | None, list[Path]]:
     """First of (data_dir, data_dir/subdir) holding every file in ``files``."""
     searched = _search_dirs(data_dir, (subdir,))
     for directory in searched:
@@ -317,8 +347,9 @@ def load_cifar10(data_dir: str | os.PathLike | None) -> Dataset:
         raise _not_found("cifar10", expected, None)
     directory, searched = _find_file_set(data_dir, "cifar-10-batches-py", files)
     if directory is None:
-        raise _not_found("cifar10", expected, searched,
-                         hint="the 'CIFAR-10 python version' archive, extracted")
+        raise _not_found(
+            "cifar10", expected, searched, hint="the 'CIFAR-10 python version' archive, extracted"
+        )
     splits = []
     for names in (files[:5], files[5:]):
         batches = [(directory / n, read_cifar_batch(directory / n)) for n in names]
@@ -343,8 +374,9 @@ def load_cifar100(data_dir: str | os.PathLike | None, label_mode: str = "fine") 
         raise _not_found("cifar100", expected, None)
     directory, searched = _find_file_set(data_dir, "cifar-100-python", ("train", "test"))
     if directory is None:
-        raise _not_found("cifar100", expected, searched,
-                         hint="the 'CIFAR-100 python version' archive, extracted")
+        raise _not_found(
+            "cifar100", expected, searched, hint="the 'CIFAR-100 python version' archive, extracted"
+        )
     key = b"fine_labels" if label_mode == "fine" else b"coarse_labels"
     arrays = []
     for split in ("train", "test"):
@@ -381,10 +413,16 @@ def load_digits_dataset(test_fraction: float = 0.0) -> Dataset:
     labels = bunch.target.astype(np.int32)
     num_test = int(round(test_fraction * len(labels)))
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(labels))
-    test_idx = np.sort(order[len(labels) - num_test:])
-    train_idx = np.sort(order[:len(labels) - num_test])
-    return _as_dataset(images[train_idx], labels[train_idx], images[test_idx], labels[test_idx],
-                       num_classes=10, name="digits")
+    test_idx = np.sort(order[len(labels) - num_test :])
+    train_idx = np.sort(order[: len(labels) - num_test])
+    return _as_dataset(
+        images[train_idx],
+        labels[train_idx],
+        images[test_idx],
+        labels[test_idx],
+        num_classes=10,
+        name="digits",
+    )
 
 
 def load_mnist1d() -> Dataset:
@@ -398,22 +436,30 @@ def load_mnist1d() -> Dataset:
     except ImportError as error:
         raise DatasetNotFoundError(
             "dataset 'mnist1d' needs the optional package mnist1d, which is not installed "
-            "(pip install mnist1d); for data that needs nothing extra use 'digits'") from error
+            "(pip install mnist1d); for data that needs nothing extra use 'digits'"
+        ) from error
     data = make_dataset(get_dataset_args())
     x_train, x_test = (np.asarray(data[k], dtype=np.float32) for k in ("x", "x_test"))
     low, high = float(x_train.min()), float(x_train.max())
     scale = np.float32(1.0 / max(high - low, 1e-12))
-    return _as_dataset((x_train - low)[..., None] * scale, data["y"],
-                       (x_test - low)[..., None] * scale, data["y_test"],
-                       num_classes=10, name="mnist1d")
+    return _as_dataset(
+        (x_train - low)[..., None] * scale,
+        data["y"],
+        (x_test - low)[..., None] * scale,
+        data["y_test"],
+        num_classes=10,
+        name="mnist1d",
+    )
 
 
 # ---------------------------------------------------------------------------
 # TensorFlow Datasets (optional)
 # ---------------------------------------------------------------------------
 
-def load_tfds(name: str, data_dir: str | os.PathLike | None,
-              cifar100_label_mode: str = "fine") -> Dataset:
+
+def load_tfds(
+    name: str, data_dir: str | os.PathLike | None, cifar100_label_mode: str = "fine"
+) -> Dataset:
     """Loads a dataset that TensorFlow Datasets has already prepared (never downloads)."""
     name = canonical_name(name)
     if name not in TFDS_DATASETS:
@@ -423,28 +469,50 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None,
     except ImportError as error:
         raise DatasetNotFoundError(
             "source='tfds' needs the optional package tensorflow-datasets, which is not "
-            "installed; use source='files' with the original files instead") from error
-    label_key = "coarse_label" if (name == "cifar100" and cifar100_label_mode == "coarse") else "label"
+            "installed; use source='files' with the original files instead"
+        ) from error
+    label_key = (
+        "coarse_label" if (name == "cifar100" and cifar100_label_mode == "coarse") else "label"
+    )
     try:
-        splits = tfds.as_numpy(tfds.load(
-            name, split=["train", "test"], data_dir=None if data_dir is None else str(data_dir),
-            download=False, batch_size=-1))
+        splits = tfds.as_numpy(
+            tfds.load(
+                name,
+                split=["train", "test"],
+                data_dir=None if data_dir is None else str(data_dir),
+                download=False,
+                batch_size=-1,
+            )
+        )
     except Exception as error:  # tfds raises several error types for unprepared data
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise DatasetNotFoundError(
             f"tfds dataset {name!r} is not prepared in {data_dir or 'the default tfds data_dir'} "
-            f"({first_line}); prepare it with tfds or set {DATA_DIR_FLAGS}") from error
+            f"({first_line}); prepare it with tfds or set {DATA_DIR_FLAGS}"
+        ) from error
     (train, test) = splits
-    num_classes = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10,
-                   "cifar100": 100 if label_key == "label" else 20}[name]
-    return _as_dataset(_uint8_images_to_unit(train["image"]), train[label_key],
-                       _uint8_images_to_unit(test["image"]), test[label_key],
-                       num_classes=num_classes, name=name)
+    num_classes = {
+        "mnist": 10,
+        "fashion_mnist": 10,
+        "cifar10": 10,
+        "cifar100": 100 if label_key == "label" else 20,
+    }[name]
+    return _as_dataset(
+        _uint8_images_to_unit(train["image"]),
+        train[label_key],
+        _uint8_images_to_unit(test["image"]),
+        test[label_key],
+        num_classes=num_classes,
+        name=name,
+    )
 
 
 # ---------------------------------------------------------------------------
 # Transformations
 # ---------------------------------------------------------------------------
+
 
 def flatten_inputs(x: np.ndarray) -> np.ndarray:
     """Reshapes inputs ``(N, ...)`` to ``(N, D)`` (also when N is 0)."""
@@ -453,12 +521,17 @@ def flatten_inputs(x: np.ndarray) -> np.ndarray:
 
 def flatten_dataset(dataset: Dataset) -> Dataset:
     """The same dataset with every input flattened to a vector ``(N, D)``."""
-    return dataset._replace(x_train=flatten_inputs(dataset.x_train),
-                            x_test=flatten_inputs(dataset.x_test))
+    return dataset._replace(
+        x_train=flatten_inputs(dataset.x_train), x_test=flatten_inputs(dataset.x_test)
+    )
 
 
-def subset_dataset(dataset: Dataset, max_train_examples: int | None = None,
-                   max_test_examples: int | None = None, seed: int | None = None) -> Dataset:
+def subset_dataset(
+    dataset: Dataset,
+    max_train_examples: int | None = None,
+    max_test_examples: int | None = None,
+    seed: int | None = None,
+) -> Dataset:
     """Keeps at most ``max_*_examples`` examples of each split.
 
     With ``seed=None`` the first examples are kept (deterministic, original order);
@@ -486,14 +559,18 @@ def subset_dataset(dataset: Dataset, max_train_examples: int | None = None,
 SOURCES = ("files", "tfds")
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
-                 source: str = "files",
-                 max_train_examples: int | None = None,
-                 max_test_examples: int | None = None,
-                 subset_seed: int | None = None,
-                 flatten: bool = False,
-                 cifar100_label_mode: str = "fine",
-                 digits_test_fraction: float = 0.0) -> Dataset:
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    source: str = "files",
+    max_train_examples: int | None = None,
+    max_test_examples: int | None = None,
+    subset_seed: int | None = None,
+    flatten: bool = False,
+    cifar100_label_mode: str = "fine",
+    digits_test_fraction: float = 0.0,
+) -> Dataset:
     """Loads a dataset by name, offline.
 
     Args:

@@ -30,6 +30,7 @@ from absl import app, flags
 
 from agents.atari_env import AtariVectorEnvironment, make_atari_env
 
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     the harness (the tests do) defines no global flags that could clash with a launcher's."""
@@ -55,22 +56,30 @@ def hardware_description() -> str:
     model = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+            model = next(
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     return f"{model}, {len(os.sched_getaffinity(0))} cores available, {platform.system()} {platform.machine()}"
 
 
 def _random_actions(env: AtariVectorEnvironment, steps: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, env.num_actions, size=(steps, env.num_envs), dtype=np.int32)
+    return np.random.default_rng(seed).integers(
+        0, env.num_actions, size=(steps, env.num_envs), dtype=np.int32
+    )
 
 
 def _throughput(env: AtariVectorEnvironment, steps: int, seconds: float) -> Throughput:
     agent_steps = steps * env.num_envs
-    return Throughput(agent_steps / seconds, agent_steps * env.config.frame_skip / seconds, seconds / steps)
+    return Throughput(
+        agent_steps / seconds, agent_steps * env.config.frame_skip / seconds, seconds / steps
+    )
 
 
-def measure_sync(env: AtariVectorEnvironment, steps: int, work: Callable[[], None] | None = None) -> Throughput:
+def measure_sync(
+    env: AtariVectorEnvironment, steps: int, work: Callable[[], None] | None = None
+) -> Throughput:
     """Times `steps` calls of `env.step` with random actions, each followed by `work()` if given."""
     actions = _random_actions(env, steps)
     start = time.perf_counter()
@@ -81,7 +90,9 @@ def measure_sync(env: AtariVectorEnvironment, steps: int, work: Callable[[], Non
     return _throughput(env, steps, time.perf_counter() - start)
 
 
-def measure_async(env: AtariVectorEnvironment, steps: int, work: Callable[[], None] | None = None) -> Throughput:
+def measure_async(
+    env: AtariVectorEnvironment, steps: int, work: Callable[[], None] | None = None
+) -> Throughput:
     """Times `steps` rounds of send(actions); work(); recv(): the emulators run during `work()`."""
     actions = _random_actions(env, steps)
     start = time.perf_counter()
@@ -129,15 +140,19 @@ def _median(measure: Callable[[], Throughput], repeats: int) -> Throughput:
 
 
 def _format(label: str, result: Throughput) -> str:
-    return (f"{label:<58} {result.agent_steps_per_s:>10,.0f} agent steps/s {result.frames_per_s:>10,.0f} frames/s"
-            f"  ({result.seconds_per_step * 1e3:.2f} ms/step)")
+    return (
+        f"{label:<58} {result.agent_steps_per_s:>10,.0f} agent steps/s {result.frames_per_s:>10,.0f} frames/s"
+        f"  ({result.seconds_per_step * 1e3:.2f} ms/step)"
+    )
 
 
 def main(argv: list[str]) -> None:
     del argv
     steps, repeats, n = flags.FLAGS.steps, flags.FLAGS.repeats, flags.FLAGS.num_envs
     print(f"hardware: {hardware_description()}")
-    print(f"game: {flags.FLAGS.game}, random actions, {steps} batched steps x {repeats} repeats (median)\n")
+    print(
+        f"game: {flags.FLAGS.game}, random actions, {steps} batched steps x {repeats} repeats (median)\n"
+    )
 
     with make_atari_env(flags.FLAGS.game, 1, seed=0) as env:
         env.reset()
@@ -156,19 +171,27 @@ def main(argv: list[str]) -> None:
 
         print("\n(c) overlap of env stepping with a learner stand-in, per batched step:")
         stand_ins = {
-            f"host sleep {flags.FLAGS.sleep_ms:g} ms (learner on an accelerator)": sleep_stand_in(flags.FLAGS.sleep_ms),
-            f"XLA:CPU matmul chain {flags.FLAGS.learner_size}^2 on the same cores":
-                xla_learner_stand_in(flags.FLAGS.learner_size),
+            f"host sleep {flags.FLAGS.sleep_ms:g} ms (learner on an accelerator)": sleep_stand_in(
+                flags.FLAGS.sleep_ms
+            ),
+            f"XLA:CPU matmul chain {flags.FLAGS.learner_size}^2 on the same cores": xla_learner_stand_in(
+                flags.FLAGS.learner_size
+            ),
         }
         for name, work in stand_ins.items():
-            work_s = statistics.median(measure_work(work, max(steps // 10, 10)) for _ in range(repeats))
+            work_s = statistics.median(
+                measure_work(work, max(steps // 10, 10)) for _ in range(repeats)
+            )
             one_after_other = _median(lambda: measure_sync(env, steps // 2, work), repeats)
             overlapped = _median(lambda: measure_async(env, steps // 2, work), repeats)
-            print(f"  {name}: work {work_s * 1e3:.2f} ms, env step {sync.seconds_per_step * 1e3:.2f} ms; "
-                  f"step()+work {one_after_other.seconds_per_step * 1e3:.2f} ms, "
-                  f"send()+work+recv() {overlapped.seconds_per_step * 1e3:.2f} ms "
-                  f"(perfect overlap: {max(work_s, sync.seconds_per_step) * 1e3:.2f} ms), "
-                  f"{overlapped.agent_steps_per_s:,.0f} agent steps/s")
+            print(
+                f"  {name}: work {work_s * 1e3:.2f} ms, env step {sync.seconds_per_step * 1e3:.2f} ms; "
+                f"step()+work {one_after_other.seconds_per_step * 1e3:.2f} ms, "
+                f"send()+work+recv() {overlapped.seconds_per_step * 1e3:.2f} ms "
+                f"(perfect overlap: {max(work_s, sync.seconds_per_step) * 1e3:.2f} ms), "
+                f"{overlapped.agent_steps_per_s:,.0f} agent steps/s"
+            )
+
 
 if __name__ == "__main__":
     define_flags()

@@ -28,7 +28,9 @@ from agents.replay import (
 
 FRAME_SHAPE = (84, 84)
 EPISODE_LENGTH = 97  # synthetic episodes, so stacks and n-step windows meet episode boundaries
-WARM_UP_CALLS = 20  # untimed calls after compiling, so first-touch and thread start-up are not timed
+WARM_UP_CALLS = (
+    20  # untimed calls after compiling, so first-touch and thread start-up are not timed
+)
 
 
 def synthetic_timestep(step: jax.Array, num_envs: int) -> tuple[jax.Array, ...]:
@@ -79,7 +81,9 @@ def measure_add(capacity: int, num_envs: int, num_calls: int) -> dict[str, float
     """Add throughput (timesteps/s over all envs): one jitted call per add, and adds inside ``lax.scan``."""
     add = jax.jit(replay_add, donate_argnums=0)
     holder = [jax.block_until_ready(replay_init(capacity, num_envs, FRAME_SHAPE))]
-    timesteps = [jax.device_put(synthetic_timestep(jnp.int32(t), num_envs)) for t in range(num_calls + 1)]
+    timesteps = [
+        jax.device_put(synthetic_timestep(jnp.int32(t), num_envs)) for t in range(num_calls + 1)
+    ]
 
     def one(t: int) -> jax.Array:
         holder[0] = add(holder[0], *timesteps[t])
@@ -87,7 +91,9 @@ def measure_add(capacity: int, num_envs: int, num_calls: int) -> dict[str, float
 
     compile_s, call_s = median_call_seconds(one, num_calls)
     scan_steps = 4 * num_calls
-    holder[0] = jax.block_until_ready(fill_replay(holder[0], 0, scan_steps))  # compiles the scanned version
+    holder[0] = jax.block_until_ready(
+        fill_replay(holder[0], 0, scan_steps)
+    )  # compiles the scanned version
     scan_s = timed(lambda: fill_replay(holder[0], scan_steps, scan_steps).head)
     return dict(
         compile_s=compile_s,
@@ -96,7 +102,9 @@ def measure_add(capacity: int, num_envs: int, num_calls: int) -> dict[str, float
     )
 
 
-def measure_sample(state: ReplayState, batch_size: int, prioritized: bool, num_calls: int) -> dict[str, float]:
+def measure_sample(
+    state: ReplayState, batch_size: int, prioritized: bool, num_calls: int
+) -> dict[str, float]:
     """Sample throughput (batches/s) of one jitted ``replay_sample`` call per batch."""
     sample = jax.jit(lambda s, k: replay_sample(s, k, batch_size, 3, 0.99, prioritized, 0.4))
     keys = list(jax.random.split(jax.random.key(0), num_calls + 1))
@@ -104,7 +112,9 @@ def measure_sample(state: ReplayState, batch_size: int, prioritized: bool, num_c
     return dict(compile_s=compile_s, batches_per_s=1.0 / call_s)
 
 
-def measure_update_priorities(state: ReplayState, batch_size: int, num_calls: int) -> dict[str, float]:
+def measure_update_priorities(
+    state: ReplayState, batch_size: int, num_calls: int
+) -> dict[str, float]:
     """Priority-update throughput (batches/s); ``state`` is donated (unusable afterwards)."""
     update = jax.jit(replay_update_priorities, donate_argnums=0)
     keys = jax.random.split(jax.random.key(1), num_calls + 1)
@@ -131,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     one_million = replay_memory_bytes(1_000_000, FRAME_SHAPE, num_envs=1)
     print(f"device: {jax.devices()[0].device_kind}")
-    print(f"replay of 1,000,000 transitions of 84x84 uint8: {one_million / 2**30:.3f} GiB ({one_million:,} bytes)")
+    print(
+        f"replay of 1,000,000 transitions of 84x84 uint8: {one_million / 2**30:.3f} GiB ({one_million:,} bytes)"
+    )
     print(f"capacity {args.capacity:,}, frames 84x84, stack 4, n-step 3, batch {args.batch_size}")
     for num_envs in args.num_envs:
         figures = measure_add(args.capacity, num_envs, args.calls)
@@ -140,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{figures['scanned_timesteps_per_s']:,.0f} timesteps/s inside lax.scan "
             f"(compile {figures['compile_s']:.2f} s)"
         )
-    state = jax.block_until_ready(fill_replay(replay_init(args.capacity, 1, FRAME_SHAPE), 0, args.capacity + 7))
+    state = jax.block_until_ready(
+        fill_replay(replay_init(args.capacity, 1, FRAME_SHAPE), 0, args.capacity + 7)
+    )
     print(f"  filled: {int(replay_num_valid(state)):,} valid slots")
     for prioritized in (False, True):
         figures = measure_sample(state, args.batch_size, prioritized, args.calls)
@@ -151,7 +165,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"transitions/s (compile {figures['compile_s']:.2f} s)"
         )
     figures = measure_update_priorities(state, args.batch_size, args.calls)
-    print(f"  update_priorities: {figures['batches_per_s']:,.0f} batches/s (compile {figures['compile_s']:.2f} s)")
+    print(
+        f"  update_priorities: {figures['batches_per_s']:,.0f} batches/s (compile {figures['compile_s']:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,14 @@ TaskState = Any  # one of the *State NamedTuples below: a pytree of arrays
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
-DATASET_TASKS = ("label_reset", "label_fraction_reset", "class_permutation",
-                 "input_permutation", "composite", "large_offset_regression")
+DATASET_TASKS = (
+    "label_reset",
+    "label_fraction_reset",
+    "class_permutation",
+    "input_permutation",
+    "composite",
+    "large_offset_regression",
+)
 STREAM_TASKS = ("bit_flipping",)
 KNOWN_TASKS = DATASET_TASKS + STREAM_TASKS
 
@@ -86,6 +92,7 @@ _CLASS_PERMUTATION_STREAM = 3
 # ---------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
@@ -135,14 +142,18 @@ def _config_from(config: Any, overrides: Mapping[str, Any]) -> TaskConfig:
     elif isinstance(config, str):
         values = {"name": config}
     else:
-        raise ValueError(f"task config must be a TaskConfig, mapping, ConfigDict or task name, "
-                         f"got {type(config).__name__}")
+        raise ValueError(
+            f"task config must be a TaskConfig, mapping, ConfigDict or task name, "
+            f"got {type(config).__name__}"
+        )
     values.update(overrides)
     valid = {f.name for f in dataclasses.fields(TaskConfig)}
     unknown = sorted(set(values) - valid)
     if unknown:
-        raise ValueError(f"unknown task option(s) {', '.join(unknown)}; "
-                         f"valid options: {', '.join(sorted(valid))}")
+        raise ValueError(
+            f"unknown task option(s) {', '.join(unknown)}; "
+            f"valid options: {', '.join(sorted(valid))}"
+        )
     return TaskConfig(**values)
 
 
@@ -151,15 +162,29 @@ def _validate_config(config: TaskConfig) -> None:
     if config.name not in KNOWN_TASKS:
         raise ValueError(f"unknown task {config.name!r}; known tasks: {', '.join(KNOWN_TASKS)}")
     checks = [
-        (0.0 <= config.reset_fraction <= 1.0, f"reset_fraction must be in [0, 1], got {config.reset_fraction}"),
+        (
+            0.0 <= config.reset_fraction <= 1.0,
+            f"reset_fraction must be in [0, 1], got {config.reset_fraction}",
+        ),
         (config.offset_tasks >= 0, f"offset_tasks must be >= 0, got {config.offset_tasks}"),
         (config.target_scale > 0, f"target_scale must be > 0, got {config.target_scale}"),
-        (config.regression_outputs >= 1, f"regression_outputs must be >= 1, got {config.regression_outputs}"),
-        (config.target_hidden_units >= 1, f"target_hidden_units must be >= 1, got {config.target_hidden_units}"),
+        (
+            config.regression_outputs >= 1,
+            f"regression_outputs must be >= 1, got {config.regression_outputs}",
+        ),
+        (
+            config.target_hidden_units >= 1,
+            f"target_hidden_units must be >= 1, got {config.target_hidden_units}",
+        ),
         (config.flip_period >= 1, f"flip_period must be >= 1, got {config.flip_period}"),
-        (1 <= config.num_flipping_bits <= config.num_bits,
-         f"num_flipping_bits must be in [1, num_bits={config.num_bits}], got {config.num_flipping_bits}"),
-        (config.ltu_hidden_units >= 1, f"ltu_hidden_units must be >= 1, got {config.ltu_hidden_units}"),
+        (
+            1 <= config.num_flipping_bits <= config.num_bits,
+            f"num_flipping_bits must be in [1, num_bits={config.num_bits}], got {config.num_flipping_bits}",
+        ),
+        (
+            config.ltu_hidden_units >= 1,
+            f"ltu_hidden_units must be >= 1, got {config.ltu_hidden_units}",
+        ),
         (0.0 <= config.ltu_beta <= 1.0, f"ltu_beta must be in [0, 1], got {config.ltu_beta}"),
     ]
     for ok, message in checks:
@@ -171,13 +196,14 @@ def _validate_config(config: TaskConfig) -> None:
 # Data, states and the sequence
 # ---------------------------------------------------------------------------
 
+
 class TaskData(NamedTuple):
     """A dataset's arrays on device. Fields are None for tasks without a dataset."""
 
-    inputs: jax.Array | None        # (N, *input_shape) float32
-    labels: jax.Array | None        # (N,) int32, the true labels
-    test_inputs: jax.Array | None   # (M, *input_shape) float32
-    test_labels: jax.Array | None   # (M,) int32
+    inputs: jax.Array | None  # (N, *input_shape) float32
+    labels: jax.Array | None  # (N,) int32, the true labels
+    test_inputs: jax.Array | None  # (M, *input_shape) float32
+    test_labels: jax.Array | None  # (M,) int32
 
 
 class ClassificationTaskState(NamedTuple):
@@ -209,21 +235,21 @@ class RandomFunction(NamedTuple):
     has mean 0 and standard deviation ``scale`` per output there.
     """
 
-    input_mean: jax.Array   # (D,)
-    input_std: jax.Array    # ()
-    w1: jax.Array           # (D, H)
-    b1: jax.Array           # (H,)
-    w2: jax.Array           # (H, O)
+    input_mean: jax.Array  # (D,)
+    input_std: jax.Array  # ()
+    w1: jax.Array  # (D, H)
+    b1: jax.Array  # (H,)
+    w2: jax.Array  # (H, O)
     output_mean: jax.Array  # (O,)
-    output_std: jax.Array   # (O,)
-    scale: jax.Array        # ()
+    output_std: jax.Array  # (O,)
+    scale: jax.Array  # ()
 
 
 class RegressionTaskState(NamedTuple):
     """State of ``large_offset_regression``: targets are ``offset + target_function(x)``."""
 
-    task_index: jax.Array       # () int32
-    offset: jax.Array           # () float32, ``c`` in the offset phase, 0 after
+    task_index: jax.Array  # () int32
+    offset: jax.Array  # () float32, ``c`` in the offset phase, 0 after
     target_function: RandomFunction
 
 
@@ -234,11 +260,11 @@ class LTUNetwork(NamedTuple):
     ``y = h @ output_weights + output_bias``; every weight and bias is -1 or +1.
     """
 
-    input_weights: jax.Array   # (m, H)
-    input_bias: jax.Array      # (H,)
-    thresholds: jax.Array      # (H,)
+    input_weights: jax.Array  # (m, H)
+    input_bias: jax.Array  # (H,)
+    thresholds: jax.Array  # (H,)
     output_weights: jax.Array  # (H, 1)
-    output_bias: jax.Array     # (1,)
+    output_bias: jax.Array  # (1,)
 
 
 class BitFlippingState(NamedTuple):
@@ -296,6 +322,7 @@ class TaskSequence(NamedTuple):
 # Shared pieces
 # ---------------------------------------------------------------------------
 
+
 def task_key(rng: PRNGKey, task_index: jax.Array | int) -> PRNGKey:
     """The key of task ``task_index`` of the sequence keyed by ``rng``."""
     return jax.random.fold_in(rng, jnp.asarray(task_index, jnp.uint32))
@@ -323,8 +350,12 @@ def permute_inputs(inputs: jax.Array, permutation: jax.Array) -> jax.Array:
 
 def task_data_from(dataset: Dataset) -> TaskData:
     """Puts a dataset's arrays on the default device."""
-    return TaskData(jnp.asarray(dataset.x_train, jnp.float32), jnp.asarray(dataset.y_train, jnp.int32),
-                    jnp.asarray(dataset.x_test, jnp.float32), jnp.asarray(dataset.y_test, jnp.int32))
+    return TaskData(
+        jnp.asarray(dataset.x_train, jnp.float32),
+        jnp.asarray(dataset.y_train, jnp.int32),
+        jnp.asarray(dataset.x_test, jnp.float32),
+        jnp.asarray(dataset.y_test, jnp.int32),
+    )
 
 
 def _check_dataset(dataset: Dataset | None, task_name: str) -> Dataset:
@@ -333,14 +364,20 @@ def _check_dataset(dataset: Dataset | None, task_name: str) -> Dataset:
         raise ValueError(f"task {task_name!r} needs a dataset (benchmarks.datasets.load_dataset)")
     x, y = np.asarray(dataset.x_train), np.asarray(dataset.y_train)
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0:
-        raise ValueError(f"task {task_name!r}: dataset {dataset.name!r} has inputs {x.shape} and "
-                         f"labels {y.shape}; need (N, ...) and (N,) with N > 0")
+        raise ValueError(
+            f"task {task_name!r}: dataset {dataset.name!r} has inputs {x.shape} and "
+            f"labels {y.shape}; need (N, ...) and (N,) with N > 0"
+        )
     if np.asarray(dataset.x_test).shape[1:] != x.shape[1:]:
-        raise ValueError(f"task {task_name!r}: test inputs {np.asarray(dataset.x_test).shape} do not "
-                         f"match training inputs {x.shape}")
+        raise ValueError(
+            f"task {task_name!r}: test inputs {np.asarray(dataset.x_test).shape} do not "
+            f"match training inputs {x.shape}"
+        )
     if dataset.num_classes < 2 or y.min() < 0 or y.max() >= dataset.num_classes:
-        raise ValueError(f"task {task_name!r}: labels must lie in [0, num_classes={dataset.num_classes}) "
-                         f"with num_classes >= 2, got range [{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"task {task_name!r}: labels must lie in [0, num_classes={dataset.num_classes}) "
+            f"with num_classes >= 2, got range [{y.min()}, {y.max()}]"
+        )
     return dataset
 
 
@@ -352,6 +389,7 @@ def _data_or_default(data: TaskData | None, default: TaskData) -> TaskData:
 # ---------------------------------------------------------------------------
 # Classification tasks
 # ---------------------------------------------------------------------------
+
 
 def _identity(n: int) -> jax.Array:
     """The identity permutation of n elements."""
@@ -367,38 +405,60 @@ def _classification_task(config: TaskConfig, dataset: Dataset, data: TaskData) -
     positions = num_positions(input_shape)
     permutes_inputs = name in ("input_permutation", "composite")
 
-    def fresh_state(rng: PRNGKey, task_index: jax.Array, true_labels: jax.Array,
-                    previous: ClassificationTaskState | None) -> ClassificationTaskState:
+    def fresh_state(
+        rng: PRNGKey,
+        task_index: jax.Array,
+        true_labels: jax.Array,
+        previous: ClassificationTaskState | None,
+    ) -> ClassificationTaskState:
         key = task_key(rng, task_index)
         labels = true_labels
         class_permutation = _identity(num_classes)
         input_permutation = _identity(positions)
         if name in ("label_reset", "composite"):
-            labels = jax.random.randint(jax.random.fold_in(key, _LABELS_STREAM), (num_train,),
-                                        0, num_classes, dtype=jnp.int32)
+            labels = jax.random.randint(
+                jax.random.fold_in(key, _LABELS_STREAM),
+                (num_train,),
+                0,
+                num_classes,
+                dtype=jnp.int32,
+            )
         if name == "class_permutation":
             class_permutation = jax.random.permutation(
-                jax.random.fold_in(key, _CLASS_PERMUTATION_STREAM), num_classes).astype(jnp.int32)
+                jax.random.fold_in(key, _CLASS_PERMUTATION_STREAM), num_classes
+            ).astype(jnp.int32)
             labels = class_permutation[true_labels]
         if permutes_inputs:
             input_permutation = jax.random.permutation(
-                jax.random.fold_in(key, _INPUT_PERMUTATION_STREAM), positions).astype(jnp.int32)
+                jax.random.fold_in(key, _INPUT_PERMUTATION_STREAM), positions
+            ).astype(jnp.int32)
         if name == "label_fraction_reset" and previous is not None:
-            reset = jax.random.bernoulli(jax.random.fold_in(key, _RESET_MASK_STREAM),
-                                         config.reset_fraction, (num_train,))
-            fresh = jax.random.randint(jax.random.fold_in(key, _LABELS_STREAM), (num_train,),
-                                       0, num_classes, dtype=jnp.int32)
+            reset = jax.random.bernoulli(
+                jax.random.fold_in(key, _RESET_MASK_STREAM), config.reset_fraction, (num_train,)
+            )
+            fresh = jax.random.randint(
+                jax.random.fold_in(key, _LABELS_STREAM),
+                (num_train,),
+                0,
+                num_classes,
+                dtype=jnp.int32,
+            )
             labels = jnp.where(reset, fresh, previous.labels)
-        return ClassificationTaskState(jnp.asarray(task_index, jnp.int32), labels,
-                                       class_permutation, input_permutation)
+        return ClassificationTaskState(
+            jnp.asarray(task_index, jnp.int32), labels, class_permutation, input_permutation
+        )
 
     def init(rng: PRNGKey, data: TaskData | None = None) -> ClassificationTaskState:
         """State of task 0."""
         data = _data_or_default(data, default_data)
         return fresh_state(rng, jnp.int32(0), data.labels, None)
 
-    def next_task(state: ClassificationTaskState, rng: PRNGKey, task_index: jax.Array | int,
-                  data: TaskData | None = None) -> ClassificationTaskState:
+    def next_task(
+        state: ClassificationTaskState,
+        rng: PRNGKey,
+        task_index: jax.Array | int,
+        data: TaskData | None = None,
+    ) -> ClassificationTaskState:
         """State of task ``task_index`` (>= 1) from the previous task's state."""
         data = _data_or_default(data, default_data)
         return fresh_state(rng, jnp.asarray(task_index, jnp.int32), data.labels, state)
@@ -406,33 +466,54 @@ def _classification_task(config: TaskConfig, dataset: Dataset, data: TaskData) -
     def examples(inputs: jax.Array, state: ClassificationTaskState) -> jax.Array:
         return permute_inputs(inputs, state.input_permutation) if permutes_inputs else inputs
 
-    def batch(state: ClassificationTaskState, indices: jax.Array,
-              data: TaskData | None = None) -> tuple[jax.Array, jax.Array]:
+    def batch(
+        state: ClassificationTaskState, indices: jax.Array, data: TaskData | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """Training inputs ``(B, *input_shape)`` and int32 labels ``(B,)``."""
         data = _data_or_default(data, default_data)
         indices = jnp.asarray(indices, jnp.int32)
         return examples(data.inputs[indices], state), state.labels[indices]
 
-    def test_batch(state: ClassificationTaskState, indices: jax.Array,
-                   data: TaskData | None = None) -> tuple[jax.Array, jax.Array]:
+    def test_batch(
+        state: ClassificationTaskState, indices: jax.Array, data: TaskData | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """Held-out inputs and their labels under this task's class/input permutation."""
         data = _data_or_default(data, default_data)
         indices = jnp.asarray(indices, jnp.int32)
-        return (examples(data.test_inputs[indices], state),
-                state.class_permutation[data.test_labels[indices]])
+        return (
+            examples(data.test_inputs[indices], state),
+            state.class_permutation[data.test_labels[indices]],
+        )
 
     has_test = name in ("class_permutation", "input_permutation")
     num_test = int(dataset.y_test.shape[0]) if has_test else 0
-    return TaskSequence(name, CLASSIFICATION, num_classes, input_shape, num_train, num_test,
-                        init, next_task, batch, test_batch if num_test else None, data)
+    return TaskSequence(
+        name,
+        CLASSIFICATION,
+        num_classes,
+        input_shape,
+        num_train,
+        num_test,
+        init,
+        next_task,
+        batch,
+        test_batch if num_test else None,
+        data,
+    )
 
 
 # ---------------------------------------------------------------------------
 # Large-offset regression
 # ---------------------------------------------------------------------------
 
-def draw_random_function(key: PRNGKey, flat_inputs: jax.Array, hidden_units: int,
-                         num_outputs: int, scale: float | jax.Array) -> RandomFunction:
+
+def draw_random_function(
+    key: PRNGKey,
+    flat_inputs: jax.Array,
+    hidden_units: int,
+    num_outputs: int,
+    scale: float | jax.Array,
+) -> RandomFunction:
     """Draws ``eps`` (see :class:`RandomFunction`) and standardises it on ``flat_inputs``."""
     num_features = flat_inputs.shape[1]
     input_mean = flat_inputs.mean(axis=0)
@@ -442,12 +523,22 @@ def draw_random_function(key: PRNGKey, flat_inputs: jax.Array, hidden_units: int
     w1, b1, w2 = jnp.split(normals, np.cumsum(sizes)[:-1])
     w1 = w1.reshape(num_features, hidden_units) / jnp.sqrt(num_features)
     w2 = w2.reshape(hidden_units, num_outputs) / jnp.sqrt(hidden_units)
-    unscaled = RandomFunction(input_mean, input_std, w1, b1, w2,
-                              jnp.zeros((num_outputs,)), jnp.ones((num_outputs,)), jnp.float32(1.0))
+    unscaled = RandomFunction(
+        input_mean,
+        input_std,
+        w1,
+        b1,
+        w2,
+        jnp.zeros((num_outputs,)),
+        jnp.ones((num_outputs,)),
+        jnp.float32(1.0),
+    )
     raw = evaluate_random_function(unscaled, flat_inputs)
-    return unscaled._replace(output_mean=raw.mean(axis=0),
-                             output_std=jnp.maximum(raw.std(axis=0), 1e-6),
-                             scale=jnp.asarray(scale, jnp.float32))
+    return unscaled._replace(
+        output_mean=raw.mean(axis=0),
+        output_std=jnp.maximum(raw.std(axis=0), 1e-6),
+        scale=jnp.asarray(scale, jnp.float32),
+    )
 
 
 def evaluate_random_function(function: RandomFunction, flat_inputs: jax.Array) -> jax.Array:
@@ -469,9 +560,13 @@ def _offset_regression_task(config: TaskConfig, dataset: Dataset, data: TaskData
     def state_for(rng: PRNGKey, task_index: jax.Array, inputs: jax.Array) -> RegressionTaskState:
         in_offset_phase = task_index < config.offset_tasks
         function_index = jnp.where(in_offset_phase, 0, task_index)
-        function = draw_random_function(task_key(rng, function_index), flat(inputs),
-                                        config.target_hidden_units, config.regression_outputs,
-                                        config.target_scale)
+        function = draw_random_function(
+            task_key(rng, function_index),
+            flat(inputs),
+            config.target_hidden_units,
+            config.regression_outputs,
+            config.target_scale,
+        )
         offset = jnp.where(in_offset_phase, jnp.float32(config.offset), jnp.float32(0.0))
         return RegressionTaskState(jnp.asarray(task_index, jnp.int32), offset, function)
 
@@ -479,36 +574,55 @@ def _offset_regression_task(config: TaskConfig, dataset: Dataset, data: TaskData
         """State of task 0."""
         return state_for(rng, jnp.int32(0), _data_or_default(data, default_data).inputs)
 
-    def next_task(state: RegressionTaskState, rng: PRNGKey, task_index: jax.Array | int,
-                  data: TaskData | None = None) -> RegressionTaskState:
+    def next_task(
+        state: RegressionTaskState,
+        rng: PRNGKey,
+        task_index: jax.Array | int,
+        data: TaskData | None = None,
+    ) -> RegressionTaskState:
         """State of task ``task_index``; independent of the previous state."""
         del state
-        return state_for(rng, jnp.asarray(task_index, jnp.int32),
-                         _data_or_default(data, default_data).inputs)
+        return state_for(
+            rng, jnp.asarray(task_index, jnp.int32), _data_or_default(data, default_data).inputs
+        )
 
     def targets(state: RegressionTaskState, inputs: jax.Array) -> jax.Array:
         return state.offset + evaluate_random_function(state.target_function, flat(inputs))
 
-    def batch(state: RegressionTaskState, indices: jax.Array,
-              data: TaskData | None = None) -> tuple[jax.Array, jax.Array]:
+    def batch(
+        state: RegressionTaskState, indices: jax.Array, data: TaskData | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """Training inputs and float32 targets ``(B, regression_outputs)``."""
         inputs = _data_or_default(data, default_data).inputs[jnp.asarray(indices, jnp.int32)]
         return inputs, targets(state, inputs)
 
-    def test_batch(state: RegressionTaskState, indices: jax.Array,
-                   data: TaskData | None = None) -> tuple[jax.Array, jax.Array]:
+    def test_batch(
+        state: RegressionTaskState, indices: jax.Array, data: TaskData | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """Held-out inputs and their targets under this task's function."""
         inputs = _data_or_default(data, default_data).test_inputs[jnp.asarray(indices, jnp.int32)]
         return inputs, targets(state, inputs)
 
     num_test = int(dataset.y_test.shape[0])
-    return TaskSequence(config.name, REGRESSION, config.regression_outputs, input_shape, num_train,
-                        num_test, init, next_task, batch, test_batch if num_test else None, data)
+    return TaskSequence(
+        config.name,
+        REGRESSION,
+        config.regression_outputs,
+        input_shape,
+        num_train,
+        num_test,
+        init,
+        next_task,
+        batch,
+        test_batch if num_test else None,
+        data,
+    )
 
 
 # ---------------------------------------------------------------------------
 # Bit flipping (slowly-changing regression)
 # ---------------------------------------------------------------------------
+
 
 def fair_bits(key: PRNGKey, count: int) -> jax.Array:
     """``count`` independent fair bits in {0, 1} as float32, unpacked from uint32 words.
@@ -577,41 +691,66 @@ def make_bit_flipping(config: TaskConfig) -> TaskSequence:
         key = task_key(stream_key, 0)
         network = draw_ltu_network(network_key, num_bits, config.ltu_hidden_units, config.ltu_beta)
         slow_bits = fair_bits(jax.random.fold_in(key, 0), num_slow)
-        return BitFlippingState(jnp.int32(0), slow_bits,
-                                jax.random.fold_in(key, 1), network)
+        return BitFlippingState(jnp.int32(0), slow_bits, jax.random.fold_in(key, 1), network)
 
-    def next_task(state: BitFlippingState, rng: PRNGKey, task_index: jax.Array | int,
-                  data: TaskData | None = None) -> BitFlippingState:
+    def next_task(
+        state: BitFlippingState,
+        rng: PRNGKey,
+        task_index: jax.Array | int,
+        data: TaskData | None = None,
+    ) -> BitFlippingState:
         """Period ``task_index``: one uniformly chosen slow bit of the previous period flips."""
         del data
         _, stream_key = split_rng(rng)
         key = task_key(stream_key, task_index)
         bit = jax.random.randint(jax.random.fold_in(key, 0), (), 0, num_slow)
         slow_bits = state.slow_bits.at[bit].set(1.0 - state.slow_bits[bit])
-        return BitFlippingState(jnp.asarray(task_index, jnp.int32), slow_bits,
-                                jax.random.fold_in(key, 1), state.target_network)
+        return BitFlippingState(
+            jnp.asarray(task_index, jnp.int32),
+            slow_bits,
+            jax.random.fold_in(key, 1),
+            state.target_network,
+        )
 
-    def batch(state: BitFlippingState, indices: jax.Array,
-              data: TaskData | None = None) -> tuple[jax.Array, jax.Array]:
+    def batch(
+        state: BitFlippingState, indices: jax.Array, data: TaskData | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """Inputs ``(B, num_bits)`` in {0, 1} and targets ``(B, 1)``."""
         del data
         indices = jnp.asarray(indices, jnp.int32)
-        fast = jax.vmap(lambda i: fair_bits(jax.random.fold_in(state.example_key, i), num_fast))(indices)
+        fast = jax.vmap(lambda i: fair_bits(jax.random.fold_in(state.example_key, i), num_fast))(
+            indices
+        )
         slow = jnp.broadcast_to(state.slow_bits, (indices.shape[0], num_slow))
         inputs = jnp.concatenate([slow, fast], axis=1)
         return inputs, ltu_targets(state.target_network, inputs)
 
     no_data = TaskData(None, None, None, None)
-    return TaskSequence(config.name, REGRESSION, 1, (num_bits,), config.flip_period, 0,
-                        init, next_task, batch, None, no_data)
+    return TaskSequence(
+        config.name,
+        REGRESSION,
+        1,
+        (num_bits,),
+        config.flip_period,
+        0,
+        init,
+        next_task,
+        batch,
+        None,
+        no_data,
+    )
 
 
 # ---------------------------------------------------------------------------
 # Factory and helpers
 # ---------------------------------------------------------------------------
 
-def make_task_sequence(config: TaskConfig | Mapping[str, Any] | Any = None,
-                       dataset: Dataset | None = None, **overrides: Any) -> TaskSequence:
+
+def make_task_sequence(
+    config: TaskConfig | Mapping[str, Any] | Any = None,
+    dataset: Dataset | None = None,
+    **overrides: Any,
+) -> TaskSequence:
     """Builds the task sequence named by ``config.name``.
 
     Args:
@@ -632,8 +771,9 @@ def make_task_sequence(config: TaskConfig | Mapping[str, Any] | Any = None,
     return _classification_task(config, dataset, data)
 
 
-def task_states(sequence: TaskSequence, rng: PRNGKey, num_tasks: int,
-                data: TaskData | None = None) -> TaskState:
+def task_states(
+    sequence: TaskSequence, rng: PRNGKey, num_tasks: int, data: TaskData | None = None
+) -> TaskState:
     """States of tasks ``0 .. num_tasks-1`` stacked along a leading axis (one ``lax.scan``)."""
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")

@@ -23,80 +23,87 @@ METADATA_ITEM = "metadata"
 
 
 class Checkpointer:
-  """Saves and restores (pytree, metadata) pairs under `directory`, keeping the last k.
+    """Saves and restores (pytree, metadata) pairs under `directory`, keeping the last k.
 
-  Args:
-    directory: where the numbered checkpoint directories live (created when needed).
-    max_to_keep: how many of the most recent checkpoints to keep (>= 1).
-  """
-
-  def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
-    if max_to_keep < 1:
-      raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
-    self.directory = Path(directory).absolute()
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                           enable_async_checkpointing=False,
-                                           cleanup_tmp_directories=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                          item_names=(TREE_ITEM, METADATA_ITEM))
-
-  def latest_step(self) -> int | None:
-    """The step of the newest complete checkpoint, or None."""
-    return self._manager.latest_step()
-
-  def all_steps(self) -> list[int]:
-    """Steps of every complete checkpoint kept, oldest first."""
-    return sorted(self._manager.all_steps())
-
-  def save(self, step: int, tree: Any, metadata: Mapping[str, Any] | None = None) -> None:
-    """Writes checkpoint `step` (a tree of arrays and a JSON-serializable dict) and waits."""
-    args = ocp.args.Composite(**{TREE_ITEM: ocp.args.StandardSave(tree),
-                                 METADATA_ITEM: ocp.args.JsonSave(dict(metadata or {}))})
-    self._manager.save(int(step), args=args, force=True)
-    self._manager.wait_until_finished()
-
-  def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
-    """The metadata dict of checkpoint `step` (default: the latest)."""
-    step = self._resolve(step)
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))
-    return dict(restored[METADATA_ITEM])
-
-  def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
-    """(tree, metadata) of checkpoint `step` (default: the latest).
-
-    `target` is a tree of arrays (or `jax.ShapeDtypeStruct`s with shardings) of the saved
-    structure; restored arrays take its shapes, dtypes and shardings.
+    Args:
+      directory: where the numbered checkpoint directories live (created when needed).
+      max_to_keep: how many of the most recent checkpoints to keep (>= 1).
     """
-    step = self._resolve(step)
-    abstract = jax.tree.map(_abstract_leaf, target)
-    args = ocp.args.Composite(**{TREE_ITEM: ocp.args.StandardRestore(abstract),
-                                 METADATA_ITEM: ocp.args.JsonRestore()})
-    restored = self._manager.restore(step, args=args)
-    return restored[TREE_ITEM], dict(restored[METADATA_ITEM])
 
-  def _resolve(self, step: int | None) -> int:
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise ValueError(f"no checkpoint in {self.directory}")
-    return int(step)
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=(TREE_ITEM, METADATA_ITEM)
+        )
 
-  def close(self) -> None:
-    """Releases the manager's resources."""
-    self._manager.close()
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or None."""
+        return self._manager.latest_step()
 
-  def __enter__(self) -> "Checkpointer":
-    return self
+    def all_steps(self) -> list[int]:
+        """Steps of every complete checkpoint kept, oldest first."""
+        return sorted(self._manager.all_steps())
 
-  def __exit__(self, *exc_info) -> None:
-    self.close()
+    def save(self, step: int, tree: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        """Writes checkpoint `step` (a tree of arrays and a JSON-serializable dict) and waits."""
+        args = ocp.args.Composite(
+            **{
+                TREE_ITEM: ocp.args.StandardSave(tree),
+                METADATA_ITEM: ocp.args.JsonSave(dict(metadata or {})),
+            }
+        )
+        self._manager.save(int(step), args=args, force=True)
+        self._manager.wait_until_finished()
+
+    def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
+        """The metadata dict of checkpoint `step` (default: the latest)."""
+        step = self._resolve(step)
+        restored = self._manager.restore(
+            step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()})
+        )
+        return dict(restored[METADATA_ITEM])
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """(tree, metadata) of checkpoint `step` (default: the latest).
+
+        `target` is a tree of arrays (or `jax.ShapeDtypeStruct`s with shardings) of the saved
+        structure; restored arrays take its shapes, dtypes and shardings.
+        """
+        step = self._resolve(step)
+        abstract = jax.tree.map(_abstract_leaf, target)
+        args = ocp.args.Composite(
+            **{TREE_ITEM: ocp.args.StandardRestore(abstract), METADATA_ITEM: ocp.args.JsonRestore()}
+        )
+        restored = self._manager.restore(step, args=args)
+        return restored[TREE_ITEM], dict(restored[METADATA_ITEM])
+
+    def _resolve(self, step: int | None) -> int:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no checkpoint in {self.directory}")
+        return int(step)
+
+    def close(self) -> None:
+        """Releases the manager's resources."""
+        self._manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def _abstract_leaf(leaf: Any) -> Any:
-  """A ShapeDtypeStruct for a leaf, keeping a jax.Array's sharding."""
-  if isinstance(leaf, jax.ShapeDtypeStruct):
-    return leaf
-  if isinstance(leaf, jax.Array):
-    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
-  leaf = np.asarray(leaf)
-  return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
+    """A ShapeDtypeStruct for a leaf, keeping a jax.Array's sharding."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    leaf = np.asarray(leaf)
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)

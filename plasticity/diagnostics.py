@@ -155,7 +155,7 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     unknown = [name for name in names if name not in ALL_DIAGNOSTICS]
     if unknown:
         raise ValueError(
-            f"Unknown diagnostics {unknown}: expected names from " f"{', '.join(ALL_DIAGNOSTICS)}."
+            f"Unknown diagnostics {unknown}: expected names from {', '.join(ALL_DIAGNOSTICS)}."
         )
     return tuple(names)
 
@@ -166,8 +166,7 @@ def make_options(**options) -> DiagnosticsOptions:
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(
-            f"Unknown diagnostics options {unknown}: expected some of "
-            f"{', '.join(sorted(fields))}."
+            f"Unknown diagnostics options {unknown}: expected some of {', '.join(sorted(fields))}."
         )
     opts = DiagnosticsOptions(**options)
     if not 0.0 <= opts.activity_tolerance < 0.5:
@@ -184,8 +183,7 @@ def make_options(**options) -> DiagnosticsOptions:
         raise ValueError(f"ntk_examples must be >= 1, got {opts.ntk_examples}.")
     if opts.ntk_mode not in curvature.NTK_MODES:
         raise ValueError(
-            f"Unknown ntk_mode {opts.ntk_mode!r}: expected one of "
-            f"{', '.join(curvature.NTK_MODES)}."
+            f"Unknown ntk_mode {opts.ntk_mode!r}: expected one of {', '.join(curvature.NTK_MODES)}."
         )
     if len(opts.histogram_edges) < 2 or np.any(np.diff(opts.histogram_edges) <= 0):
         raise ValueError("histogram_edges must be at least two increasing values.")

@@ -80,9 +80,7 @@ def validate(config: DistributedConfig) -> None:
         )
     address = config.coordinator_address
     if address is not None and not _ADDRESS.match(address):
-        raise ValueError(
-            f"--coordinator_address {address!r} must be host:port, e.g. 10.0.0.1:1234"
-        )
+        raise ValueError(f"--coordinator_address {address!r} must be host:port, e.g. 10.0.0.1:1234")
     if config.auto_detect:
         return
     missing = [

@@ -119,8 +119,9 @@ def first_nonfinite_leaf(tree: Any, prefix: str = "params") -> NonFinite | None:
         bad = ~np.isfinite(values)
         if bad.any():
             name = "/".join([prefix] + [_key_name(key) for key in path])
-            index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.reshape(-1))),
-                                                           values.shape))
+            index = tuple(
+                int(i) for i in np.unravel_index(int(np.argmax(bad.reshape(-1))), values.shape)
+            )
             return NonFinite(name, index, float(values[index]))
     return None
 

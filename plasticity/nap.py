@@ -51,8 +51,7 @@ def check_gamma_beta(mode: str) -> str:
     """Returns `mode` if it is a known treatment of the norm's (γ, β), else a one-line ValueError."""
     if mode not in GAMMA_BETA_MODES:
         raise ValueError(
-            f"Unknown NaP gamma_beta mode {mode!r}: expected one of "
-            f"{', '.join(GAMMA_BETA_MODES)}."
+            f"Unknown NaP gamma_beta mode {mode!r}: expected one of {', '.join(GAMMA_BETA_MODES)}."
         )
     return mode
 

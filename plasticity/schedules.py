@@ -75,7 +75,7 @@ def cosine_restarts(
     starts = sorted({0, *map(int, boundaries)})
     if starts[-1] >= total_steps:
         raise ValueError(
-            f"Task boundaries {list(boundaries)} must lie below total_steps " f"({total_steps})."
+            f"Task boundaries {list(boundaries)} must lie below total_steps ({total_steps})."
         )
     starts_array = jnp.asarray(starts, jnp.int32)
     ends_array = jnp.asarray(starts[1:] + [total_steps], jnp.int32)

@@ -64,164 +64,173 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 def is_lead_process() -> bool:
-  """Whether this process writes logs (process 0 of a multi-host job, or a single process)."""
-  return jax.process_index() == 0
+    """Whether this process writes logs (process 0 of a multi-host job, or a single process)."""
+    return jax.process_index() == 0
 
 
 def _json_scalar(value: Any) -> Any:
-  """A JSON-ready value: NumPy scalars become Python numbers, non-finite floats None."""
-  if isinstance(value, (np.generic, np.ndarray)):
-    value = value.item() if np.ndim(value) == 0 else np.asarray(value).tolist()
-  if isinstance(value, float) and not math.isfinite(value):
-    return None
-  return value
+    """A JSON-ready value: NumPy scalars become Python numbers, non-finite floats None."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.item() if np.ndim(value) == 0 else np.asarray(value).tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def to_json_line(row: Mapping[str, Any]) -> str:
-  """One metrics row as a compact JSON line (no trailing newline)."""
-  return json.dumps({key: _json_scalar(value) for key, value in row.items()},
-                    separators=(",", ":"), allow_nan=False)
+    """One metrics row as a compact JSON line (no trailing newline)."""
+    return json.dumps(
+        {key: _json_scalar(value) for key, value in row.items()},
+        separators=(",", ":"),
+        allow_nan=False,
+    )
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-  """All rows of a metrics.jsonl file (or of the one inside a work dir)."""
-  path = Path(path)
-  if path.is_dir():
-    path = path / METRICS_FILE
-  if not path.exists():
-    return []
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+    """All rows of a metrics.jsonl file (or of the one inside a work dir)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def read_config(workdir: str | os.PathLike) -> dict[str, Any] | None:
-  """The config.json of a work dir, or None when there is none."""
-  path = Path(workdir) / CONFIG_FILE
-  if not path.exists():
-    return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+    """The config.json of a work dir, or None when there is none."""
+    path = Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
-                       ) -> list[str]:
-  """Dotted names of the fields that differ between two nested config dicts."""
-  differences = []
-  for key in sorted(set(old) | set(new)):
-    name = f"{prefix}{key}"
-    a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-      differences += config_differences(a, b, name + ".")
-    elif a != b:
-      differences.append(name)
-  return differences
+def config_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+) -> list[str]:
+    """Dotted names of the fields that differ between two nested config dicts."""
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            differences += config_differences(a, b, name + ".")
+        elif a != b:
+            differences.append(name)
+    return differences
 
 
 class WorkDir:
-  """Writer of a work dir; a no-op on processes other than the lead one.
+    """Writer of a work dir; a no-op on processes other than the lead one.
 
-  Args:
-    path: the work dir (created if missing).
-    tensorboard: write TensorBoard scalars too.
-    is_writer: override the process check (tests); default `is_lead_process()`.
-  """
-
-  def __init__(self, path: str | os.PathLike, *, tensorboard: bool = True,
-               is_writer: bool | None = None):
-    self.path = Path(path)
-    self.is_writer = is_lead_process() if is_writer is None else is_writer
-    self._tensorboard = tensorboard
-    self._summary_writer = None
-    if self.is_writer:
-      self.path.mkdir(parents=True, exist_ok=True)
-
-  @property
-  def metrics_path(self) -> Path:
-    return self.path / METRICS_FILE
-
-  @property
-  def checkpoint_dir(self) -> Path:
-    return self.path / CHECKPOINT_DIR
-
-  def write_config(self, config: Mapping[str, Any]) -> None:
-    """Writes config.json atomically (temporary file, then rename)."""
-    if not self.is_writer:
-      return
-    temporary = self.path / (CONFIG_FILE + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as f:
-      json.dump(config, f, indent=2, sort_keys=True, default=str)
-      f.write("\n")
-    os.replace(temporary, self.path / CONFIG_FILE)
-
-  def check_or_write_config(self, config: Mapping[str, Any], ignore: Sequence[str] = ()) -> None:
-    """Writes config.json, or checks that the one already there describes the same run.
-
-    Raises a one-line ValueError naming the differing fields: resuming a work dir with another
-    config would mix two experiments in one metrics file. Dotted names in `ignore` (e.g.
-    'run.progress') may differ; the file keeps the first launch's values.
+    Args:
+      path: the work dir (created if missing).
+      tensorboard: write TensorBoard scalars too.
+      is_writer: override the process check (tests); default `is_lead_process()`.
     """
-    existing = read_config(self.path)
-    if existing is None:
-      self.write_config(config)
-      return
-    normalized = json.loads(json.dumps(config, default=str))
-    differences = [name for name in config_differences(existing, normalized)
-                   if name not in ignore]
-    if differences:
-      shown = ", ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
-      raise ValueError(f"work dir {self.path} holds a run with a different config (fields: "
-                       f"{shown}); use a new --workdir or the same config to resume")
 
-  def metrics_size(self) -> int:
-    """Bytes in metrics.jsonl (0 when absent): the resume point recorded with a checkpoint."""
-    return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
+    def __init__(
+        self, path: str | os.PathLike, *, tensorboard: bool = True, is_writer: bool | None = None
+    ):
+        self.path = Path(path)
+        self.is_writer = is_lead_process() if is_writer is None else is_writer
+        self._tensorboard = tensorboard
+        self._summary_writer = None
+        if self.is_writer:
+            self.path.mkdir(parents=True, exist_ok=True)
 
-  def truncate_metrics(self, size: int) -> None:
-    """Drops everything after byte `size` of metrics.jsonl (rows of an unfinished block)."""
-    if not self.is_writer or not self.metrics_path.exists():
-      return
-    if self.metrics_size() > size:
-      with open(self.metrics_path, "r+b") as f:
-        f.truncate(size)
-        f.flush()
-        os.fsync(f.fileno())
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
 
-  def append_metrics(self, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Appends rows (flushed and fsynced) and returns the file size afterwards."""
-    if not self.is_writer:
-      return 0
-    text = "".join(to_json_line(row) + "\n" for row in rows)
-    with open(self.metrics_path, "a", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    return self.metrics_size()
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
 
-  def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-    """TensorBoard scalars at `step` (tags as given; non-finite values skipped)."""
-    if not self.is_writer or not self._tensorboard:
-      return
-    if self._summary_writer is None:
-      from tensorboardX import SummaryWriter  # local: only writers need it
-      self._summary_writer = SummaryWriter(logdir=str(self.path))
-    for tag, value in scalars.items():
-      value = float(value)
-      if math.isfinite(value):
-        self._summary_writer.add_scalar(tag, value, int(step))
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Writes config.json atomically (temporary file, then rename)."""
+        if not self.is_writer:
+            return
+        temporary = self.path / (CONFIG_FILE + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+        os.replace(temporary, self.path / CONFIG_FILE)
 
-  def flush(self) -> None:
-    """Pushes TensorBoard events to disk."""
-    if self._summary_writer is not None:
-      self._summary_writer.flush()
+    def check_or_write_config(self, config: Mapping[str, Any], ignore: Sequence[str] = ()) -> None:
+        """Writes config.json, or checks that the one already there describes the same run.
 
-  def close(self) -> None:
-    """Flushes and closes the TensorBoard writer."""
-    if self._summary_writer is not None:
-      self._summary_writer.close()
-      self._summary_writer = None
+        Raises a one-line ValueError naming the differing fields: resuming a work dir with another
+        config would mix two experiments in one metrics file. Dotted names in `ignore` (e.g.
+        'run.progress') may differ; the file keeps the first launch's values.
+        """
+        existing = read_config(self.path)
+        if existing is None:
+            self.write_config(config)
+            return
+        normalized = json.loads(json.dumps(config, default=str))
+        differences = [
+            name for name in config_differences(existing, normalized) if name not in ignore
+        ]
+        if differences:
+            shown = ", ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+            raise ValueError(
+                f"work dir {self.path} holds a run with a different config (fields: "
+                f"{shown}); use a new --workdir or the same config to resume"
+            )
 
-  def __enter__(self) -> "WorkDir":
-    return self
+    def metrics_size(self) -> int:
+        """Bytes in metrics.jsonl (0 when absent): the resume point recorded with a checkpoint."""
+        return self.metrics_path.stat().st_size if self.metrics_path.exists() else 0
 
-  def __exit__(self, *exc_info) -> None:
-    self.close()
+    def truncate_metrics(self, size: int) -> None:
+        """Drops everything after byte `size` of metrics.jsonl (rows of an unfinished block)."""
+        if not self.is_writer or not self.metrics_path.exists():
+            return
+        if self.metrics_size() > size:
+            with open(self.metrics_path, "r+b") as f:
+                f.truncate(size)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def append_metrics(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Appends rows (flushed and fsynced) and returns the file size afterwards."""
+        if not self.is_writer:
+            return 0
+        text = "".join(to_json_line(row) + "\n" for row in rows)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        return self.metrics_size()
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        """TensorBoard scalars at `step` (tags as given; non-finite values skipped)."""
+        if not self.is_writer or not self._tensorboard:
+            return
+        if self._summary_writer is None:
+            from tensorboardX import SummaryWriter  # local: only writers need it
+
+            self._summary_writer = SummaryWriter(logdir=str(self.path))
+        for tag, value in scalars.items():
+            value = float(value)
+            if math.isfinite(value):
+                self._summary_writer.add_scalar(tag, value, int(step))
+
+    def flush(self) -> None:
+        """Pushes TensorBoard events to disk."""
+        if self._summary_writer is not None:
+            self._summary_writer.flush()
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard writer."""
+        if self._summary_writer is not None:
+            self._summary_writer.close()
+            self._summary_writer = None
+
+    def __enter__(self) -> "WorkDir":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -30,62 +30,66 @@ from ml_collections import config_flags
 from plasticity import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Python config file (benchmarks/configs/<name>.py[:paper]).",
-    lock_config=True)
+    "config", None, "Python config file (benchmarks/configs/<name>.py[:paper]).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work dir (created; resumed when it exists).")
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Directory with dataset files; overrides --config.data.data_dir.")
+    "data_dir", None, "Directory with dataset files; overrides --config.data.data_dir."
+)
 _MAX_CHUNKS = flags.DEFINE_integer(
-    "max_chunks", None, "Stop after this many chunks of tasks (resume later with the same command).")
+    "max_chunks", None, "Stop after this many chunks of tasks (resume later with the same command)."
+)
 _MESH = flags.DEFINE_string(
-    "mesh", None, "Device mesh, e.g. 'seed:8' or 'auto'; overrides --config.mesh.")
+    "mesh", None, "Device mesh, e.g. 'seed:8' or 'auto'; overrides --config.mesh."
+)
 distributed.define_flags()
 
 ERROR_EXIT_CODE = 1
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None or not _WORKDIR.value:
-    raise app.UsageError("--config and --workdir are required")
-  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-  try:
-    distributed.initialize_from_flags()  # first: before anything runs on a device
-  except ValueError as error:
-    print(f"train_continual: error: {error}", file=sys.stderr)
-    return ERROR_EXIT_CODE
-  from benchmarks import continual  # after flag parsing: imports JAX
-  from plasticity import divergence, preemption, runtime
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if _CONFIG.value is None or not _WORKDIR.value:
+        raise app.UsageError("--config and --workdir are required")
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    try:
+        distributed.initialize_from_flags()  # first: before anything runs on a device
+    except ValueError as error:
+        print(f"train_continual: error: {error}", file=sys.stderr)
+        return ERROR_EXIT_CODE
+    from benchmarks import continual  # after flag parsing: imports JAX
+    from plasticity import divergence, preemption, runtime
 
-  runtime.apply_runtime_defaults()
+    runtime.apply_runtime_defaults()
 
-  config = _CONFIG.value
-  with config.unlocked():
-    if _DATA_DIR.value is not None:
-      config.data.data_dir = _DATA_DIR.value
-    if _MESH.value is not None:
-      config.mesh = _MESH.value
-  try:
-    with preemption.PreemptionGuard() as guard:
-      result = continual.run_experiment(config, _WORKDIR.value, max_chunks=_MAX_CHUNKS.value,
-                                        should_stop=guard.should_stop)
-  except ValueError as error:  # bad input: one line, no traceback
-    print(f"train_continual: error: {error}", file=sys.stderr)
-    return ERROR_EXIT_CODE
-  except divergence.DivergenceError as error:
-    print(f"train_continual: error: {error}", file=sys.stderr)
-    return divergence.DIVERGENCE_EXIT_CODE
-  if result.completed:
-    state = "complete"
-  elif result.preempted:
-    signal_name = guard.signal_name or "a signal to another process"
-    state = f"stopped by {signal_name} after a checkpoint (relaunch to resume)"
-  else:
-    state = "stopped (relaunch to resume)"
-  print(f"train_continual: {state}; work dir {result.workdir}", file=sys.stderr)
-  return 0
+    config = _CONFIG.value
+    with config.unlocked():
+        if _DATA_DIR.value is not None:
+            config.data.data_dir = _DATA_DIR.value
+        if _MESH.value is not None:
+            config.mesh = _MESH.value
+    try:
+        with preemption.PreemptionGuard() as guard:
+            result = continual.run_experiment(
+                config, _WORKDIR.value, max_chunks=_MAX_CHUNKS.value, should_stop=guard.should_stop
+            )
+    except ValueError as error:  # bad input: one line, no traceback
+        print(f"train_continual: error: {error}", file=sys.stderr)
+        return ERROR_EXIT_CODE
+    except divergence.DivergenceError as error:
+        print(f"train_continual: error: {error}", file=sys.stderr)
+        return divergence.DIVERGENCE_EXIT_CODE
+    if result.completed:
+        state = "complete"
+    elif result.preempted:
+        signal_name = guard.signal_name or "a signal to another process"
+        state = f"stopped by {signal_name} after a checkpoint (relaunch to resume)"
+    else:
+        state = "stopped (relaunch to resume)"
+    print(f"train_continual: {state}; work dir {result.workdir}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-  app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)))

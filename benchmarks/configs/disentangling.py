@@ -65,29 +65,30 @@ DEFAULT_NUM_TASKS = {"label_reset": 25, "class_permutation": 10, "large_offset_r
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """No norm / LayerNorm × L2 grid on one task; ``arg``: a task name and/or 'paper'."""
-  scale, chosen = common.parse_arg(arg, TASKS)
-  if len(chosen) > 1:
-    raise ValueError(f"choose one task per run, got {', '.join(chosen)}")
-  task = chosen[0] if chosen else "label_reset"
-  config = common.digits_memorization_base()
-  config.task.name = task
-  config.task.num_tasks = DEFAULT_NUM_TASKS[task]
-  config.task.steps_per_task = 1000
-  config.task.offset = 100.0
-  config.task.offset_tasks = 2
-  config.grid.l2 = (0.0, 1e-4)
-  config.variants = ml_collections.ConfigDict({"no_norm": common.arm("none"),
-                                               "layernorm": common.arm("layernorm")})
-  config.variant_order = ("no_norm", "layernorm")
-  if scale == "paper":
-    config.data.name = "cifar10"
-    config.task.num_tasks = 20
-    config.task.steps_per_task = 50_000
-    config.network.name = "cnn"
-    config.network.dense_sizes = (256,)
-    config.grid.l2 = (0.0, 1e-6, 1e-5)
-    config.num_seeds = 3
-    config.diagnostics.every = 1000
-    config.run.tasks_per_chunk = 1
-  return config
+    """No norm / LayerNorm × L2 grid on one task; ``arg``: a task name and/or 'paper'."""
+    scale, chosen = common.parse_arg(arg, TASKS)
+    if len(chosen) > 1:
+        raise ValueError(f"choose one task per run, got {', '.join(chosen)}")
+    task = chosen[0] if chosen else "label_reset"
+    config = common.digits_memorization_base()
+    config.task.name = task
+    config.task.num_tasks = DEFAULT_NUM_TASKS[task]
+    config.task.steps_per_task = 1000
+    config.task.offset = 100.0
+    config.task.offset_tasks = 2
+    config.grid.l2 = (0.0, 1e-4)
+    config.variants = ml_collections.ConfigDict(
+        {"no_norm": common.arm("none"), "layernorm": common.arm("layernorm")}
+    )
+    config.variant_order = ("no_norm", "layernorm")
+    if scale == "paper":
+        config.data.name = "cifar10"
+        config.task.num_tasks = 20
+        config.task.steps_per_task = 50_000
+        config.network.name = "cnn"
+        config.network.dense_sizes = (256,)
+        config.grid.l2 = (0.0, 1e-6, 1e-5)
+        config.num_seeds = 3
+        config.diagnostics.every = 1000
+        config.run.tasks_per_chunk = 1
+    return config

@@ -46,42 +46,57 @@ ARMS = (("backprop", "none"), ("layernorm", "layernorm"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Both tasks × {backprop, LayerNorm}, L2 ∈ {0, λ} as a grid; ``arg='paper'`` for paper scale."""
-  scale, _ = common.parse_arg(arg)
-  config = continual.default_config()
-  config.data.name = "digits"
-  config.optimizer.name = "sgd"
-  config.optimizer.learning_rate = 0.01
-  config.grid.l2 = (0.0, 1e-3)
-  config.diagnostics.every = 100
-  permuted = {"task": {"name": "input_permutation", "num_tasks": 50, "steps_per_task": 300,
-                       "batch_size": 16},
-              "network": {"hidden_sizes": (256, 256, 256)}}
-  bits = {"task": {"name": "bit_flipping", "num_tasks": 100, "steps_per_task": 0,
-                   "batch_size": 1, "flip_period": 10_000},
-          "network": {"hidden_sizes": (5,)},
-          "diagnostics": {"every": 1000}}
-  variants, order = {}, []
-  for task_name, task in (("permuted_inputs", permuted), ("bit_flipping", bits)):
-    for arm_name, norm in ARMS:
-      name = f"{task_name}/{arm_name}"
-      overrides = common.arm(norm)
-      for section, values in task.items():
-        overrides.setdefault(section, {}).update(values)
-      variants[name] = overrides
-      order.append(name)
-  config.variants = ml_collections.ConfigDict(variants)
-  config.variant_order = tuple(order)
-  if scale == "paper":
-    config.data.name = "mnist"
-    config.optimizer.learning_rate = 0.003
-    config.run.tasks_per_chunk = 10
-    config.variants["permuted_inputs/backprop"].task.update(
-        dict(num_tasks=800, steps_per_task=60_000, batch_size=1))
-    config.variants["permuted_inputs/layernorm"].task.update(
-        dict(num_tasks=800, steps_per_task=60_000, batch_size=1))
-    for arm_name, _ in ARMS:
-      config.variants[f"permuted_inputs/{arm_name}"].network.hidden_sizes = (2000, 2000, 2000)
-      config.variants[f"bit_flipping/{arm_name}"].task.num_tasks = 300
-      config.variants[f"permuted_inputs/{arm_name}"].diagnostics = {"every": 10_000}
-  return config
+    """Both tasks × {backprop, LayerNorm}, L2 ∈ {0, λ} as a grid; ``arg='paper'`` for paper scale."""
+    scale, _ = common.parse_arg(arg)
+    config = continual.default_config()
+    config.data.name = "digits"
+    config.optimizer.name = "sgd"
+    config.optimizer.learning_rate = 0.01
+    config.grid.l2 = (0.0, 1e-3)
+    config.diagnostics.every = 100
+    permuted = {
+        "task": {
+            "name": "input_permutation",
+            "num_tasks": 50,
+            "steps_per_task": 300,
+            "batch_size": 16,
+        },
+        "network": {"hidden_sizes": (256, 256, 256)},
+    }
+    bits = {
+        "task": {
+            "name": "bit_flipping",
+            "num_tasks": 100,
+            "steps_per_task": 0,
+            "batch_size": 1,
+            "flip_period": 10_000,
+        },
+        "network": {"hidden_sizes": (5,)},
+        "diagnostics": {"every": 1000},
+    }
+    variants, order = {}, []
+    for task_name, task in (("permuted_inputs", permuted), ("bit_flipping", bits)):
+        for arm_name, norm in ARMS:
+            name = f"{task_name}/{arm_name}"
+            overrides = common.arm(norm)
+            for section, values in task.items():
+                overrides.setdefault(section, {}).update(values)
+            variants[name] = overrides
+            order.append(name)
+    config.variants = ml_collections.ConfigDict(variants)
+    config.variant_order = tuple(order)
+    if scale == "paper":
+        config.data.name = "mnist"
+        config.optimizer.learning_rate = 0.003
+        config.run.tasks_per_chunk = 10
+        config.variants["permuted_inputs/backprop"].task.update(
+            dict(num_tasks=800, steps_per_task=60_000, batch_size=1)
+        )
+        config.variants["permuted_inputs/layernorm"].task.update(
+            dict(num_tasks=800, steps_per_task=60_000, batch_size=1)
+        )
+        for arm_name, _ in ARMS:
+            config.variants[f"permuted_inputs/{arm_name}"].network.hidden_sizes = (2000, 2000, 2000)
+            config.variants[f"bit_flipping/{arm_name}"].task.num_tasks = 300
+            config.variants[f"permuted_inputs/{arm_name}"].diagnostics = {"every": 10_000}
+    return config

@@ -39,25 +39,27 @@ from benchmarks.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The sweep: three arms on label reset; ``arg='paper'`` for the paper's scale."""
-  scale, _ = common.parse_arg(arg)
-  config = common.digits_memorization_base()
-  config.task.num_tasks = 30
-  config.task.steps_per_task = 1000
-  config.variants = ml_collections.ConfigDict({
-      "no_norm": common.arm("none"),
-      "layernorm": common.arm("layernorm"),
-      "layernorm_nap": common.arm("layernorm", nap=True),
-  })
-  config.variant_order = ("no_norm", "layernorm", "layernorm_nap")
-  if scale == "paper":
-    config.data.name = "cifar10"
-    config.task.num_tasks = 200
-    config.task.steps_per_task = 100_000
-    config.network.name = "cnn"
-    config.network.channels = (32, 64)
-    config.network.dense_sizes = (256,)
-    config.optimizer.learning_rate = 1e-4
-    config.diagnostics.every = 1000
-    config.run.tasks_per_chunk = 1
-  return config
+    """The sweep: three arms on label reset; ``arg='paper'`` for the paper's scale."""
+    scale, _ = common.parse_arg(arg)
+    config = common.digits_memorization_base()
+    config.task.num_tasks = 30
+    config.task.steps_per_task = 1000
+    config.variants = ml_collections.ConfigDict(
+        {
+            "no_norm": common.arm("none"),
+            "layernorm": common.arm("layernorm"),
+            "layernorm_nap": common.arm("layernorm", nap=True),
+        }
+    )
+    config.variant_order = ("no_norm", "layernorm", "layernorm_nap")
+    if scale == "paper":
+        config.data.name = "cifar10"
+        config.task.num_tasks = 200
+        config.task.steps_per_task = 100_000
+        config.network.name = "cnn"
+        config.network.channels = (32, 64)
+        config.network.dense_sizes = (256,)
+        config.optimizer.learning_rate = 1e-4
+        config.diagnostics.every = 1000
+        config.run.tasks_per_chunk = 1
+    return config

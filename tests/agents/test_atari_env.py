@@ -18,7 +18,9 @@ def random_actions(num_actions: int, num_envs: int, steps: int, seed: int = 0) -
     return np.random.default_rng(seed).integers(0, num_actions, size=(steps, num_envs))
 
 
-def rollout(env: atari_env.AtariVectorEnvironment, actions: np.ndarray, use_send_recv: bool = False) -> list[Timestep]:
+def rollout(
+    env: atari_env.AtariVectorEnvironment, actions: np.ndarray, use_send_recv: bool = False
+) -> list[Timestep]:
     """reset() then one step per row of `actions`; returns every timestep."""
     timesteps = [env.reset()]
     for row in actions:
@@ -44,7 +46,9 @@ def breakout_runs() -> dict[bool, list[Timestep]]:
     actions = random_actions(4, 2, BREAKOUT_STEPS)
     runs = {}
     for life_loss_ends_bootstrap, steps in ((True, BREAKOUT_STEPS), (False, TOGGLE_STEPS)):
-        with make_atari_env("Breakout", 2, seed=3, life_loss_ends_bootstrap=life_loss_ends_bootstrap) as env:
+        with make_atari_env(
+            "Breakout", 2, seed=3, life_loss_ends_bootstrap=life_loss_ends_bootstrap
+        ) as env:
             assert env.num_actions == 4
             runs[life_loss_ends_bootstrap] = rollout(env, actions[:steps])
     return runs
@@ -75,14 +79,20 @@ def test_timestep_shapes_dtypes_and_reset(breakout_runs):
     np.testing.assert_array_equal(first.discount, 1.0)
     np.testing.assert_array_equal(first.lives, 5)
     np.testing.assert_array_equal(first.episode_return, 0.0)
-    assert first.observation[..., -1].any(), "the newest frame of a reset observation shows the screen"
+    assert first.observation[..., -1].any(), (
+        "the newest frame of a reset observation shows the screen"
+    )
     assert not first.observation[..., :-1].any(), "frames before the episode start are zeros"
 
 
 def test_frames_stack_and_shift(breakout_runs):
     timesteps = breakout_runs[True]
     timesteps = timesteps[:200]
-    obs, frames, first = stacked(timesteps, "observation"), stacked(timesteps, "frame"), stacked(timesteps, "first")
+    obs, frames, first = (
+        stacked(timesteps, "observation"),
+        stacked(timesteps, "frame"),
+        stacked(timesteps, "first"),
+    )
     np.testing.assert_array_equal(obs[..., -1], frames)
     continuing = ~first[1:]
     np.testing.assert_array_equal(obs[1:][continuing][..., :-1], obs[:-1][continuing][..., 1:])
@@ -94,13 +104,18 @@ def test_life_loss_and_game_over_timeline(breakout_runs):
     first, last = stacked(timesteps, "first"), stacked(timesteps, "last")
     discount, lives = stacked(timesteps, "discount"), stacked(timesteps, "lives")
     life_loss, raw_reward = stacked(timesteps, "life_loss"), stacked(timesteps, "raw_reward")
-    episode_return, episode_frames = stacked(timesteps, "episode_return"), stacked(timesteps, "episode_frames")
+    episode_return, episode_frames = (
+        stacked(timesteps, "episode_return"),
+        stacked(timesteps, "episode_frames"),
+    )
 
     lost = np.zeros_like(life_loss)
     lost[1:] = (lives[1:] < lives[:-1]) & ~first[1:]
     np.testing.assert_array_equal(life_loss, lost)
     mid_episode_losses = life_loss & ~last
-    assert mid_episode_losses.sum() >= 2 and last.sum() >= 1, "random Breakout loses lives and games"
+    assert mid_episode_losses.sum() >= 2 and last.sum() >= 1, (
+        "random Breakout loses lives and games"
+    )
     # A life loss cuts the bootstrap but does not end the episode.
     np.testing.assert_array_equal(discount[mid_episode_losses], 0.0)
     t, i = np.nonzero(mid_episode_losses[:-1])
@@ -157,7 +172,9 @@ def test_truncation_keeps_discount_one_and_ignores_the_action_at_last():
         actions = random_actions(env.num_actions, 1, 25)
         timesteps = rollout(env, actions)
         other_actions = actions.copy()
-        other_actions[10] = (actions[10] + 1) % env.num_actions  # the action taken at the `last` timestep
+        other_actions[10] = (
+            actions[10] + 1
+        ) % env.num_actions  # the action taken at the `last` timestep
         replayed = [env.reset(seed=0)] + [env.step(row) for row in other_actions]
     last, first = stacked(timesteps, "last"), stacked(timesteps, "first")
     # 40 frames = 10 agent steps of 4 frames; then a reset step; then 10 more.
@@ -188,8 +205,12 @@ def test_full_action_space_has_18_actions(game):
 def test_full_action_lookup_drops_fire_where_missing():
     nine = ("NOOP", "UP", "RIGHT", "LEFT", "DOWN", "UPRIGHT", "UPLEFT", "DOWNRIGHT", "DOWNLEFT")
     lookup = atari_env.full_action_lookup(nine)
-    assert [nine[i] for i in lookup] == [n.replace("FIRE", "") or "NOOP" for n in atari_env.FULL_ACTION_NAMES]
-    np.testing.assert_array_equal(atari_env.full_action_lookup(atari_env.FULL_ACTION_NAMES), np.arange(18))
+    assert [nine[i] for i in lookup] == [
+        n.replace("FIRE", "") or "NOOP" for n in atari_env.FULL_ACTION_NAMES
+    ]
+    np.testing.assert_array_equal(
+        atari_env.full_action_lookup(atari_env.FULL_ACTION_NAMES), np.arange(18)
+    )
 
 
 def test_sticky_actions_are_applied():
@@ -215,7 +236,9 @@ def test_seeds_are_honoured_and_async_matches_sync():
     with make_atari_env("Breakout", 1, seed=8) as env:
         other = rollout(env, actions[:, :1])
     for field in Timestep._fields:
-        np.testing.assert_array_equal(stacked(sync_a, field), stacked(async_b, field), err_msg=field)
+        np.testing.assert_array_equal(
+            stacked(sync_a, field), stacked(async_b, field), err_msg=field
+        )
         np.testing.assert_array_equal(stacked(sync_a, field), stacked(again, field), err_msg=field)
     np.testing.assert_array_equal(sync_a[0].observation, async_b[0].observation)
     assert not np.array_equal(stacked(sync_a, "frame")[:, :1], stacked(other, "frame"))
@@ -229,7 +252,9 @@ def test_derived_seeds_differ_across_seeds_and_resets():
     flat = np.concatenate(seeds)
     assert len(set(flat.tolist())) == flat.size
     assert (flat >= 0).all() and (flat < 2**31).all()
-    np.testing.assert_array_equal(atari_env.derive_env_seeds(5, 0, 4), atari_env.derive_env_seeds(5, 0, 4))
+    np.testing.assert_array_equal(
+        atari_env.derive_env_seeds(5, 0, 4), atari_env.derive_env_seeds(5, 0, 4)
+    )
 
 
 def test_protocol_errors():
@@ -336,7 +361,9 @@ def test_human_and_random_scores_normalize_to_one_and_zero():
         assert human > random, game
         assert atari_scores.human_normalized_score(game, human) == pytest.approx(1.0, abs=1e-12)
         assert atari_scores.human_normalized_score(game, random) == pytest.approx(0.0, abs=1e-12)
-    np.testing.assert_allclose(atari_scores.human_normalized_score("pong", [-20.7, 14.6, 49.9]), [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(
+        atari_scores.human_normalized_score("pong", [-20.7, 14.6, 49.9]), [0.0, 1.0, 2.0]
+    )
 
 
 def test_unknown_score_game_lists_close_matches():
@@ -347,7 +374,9 @@ def test_unknown_score_game_lists_close_matches():
 def test_median_and_iqm():
     scores = np.array([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0])
     assert atari_scores.median(scores) == pytest.approx(3.5)
-    assert atari_scores.iqm(scores) == pytest.approx(np.mean([2.0, 3.0, 4.0, 5.0]))  # drops 2 each end
+    assert atari_scores.iqm(scores) == pytest.approx(
+        np.mean([2.0, 3.0, 4.0, 5.0])
+    )  # drops 2 each end
     runs = np.array([[0.0, 2.0, 10.0], [2.0, 4.0, 30.0]])  # (runs, games)
     assert atari_scores.median(runs) == pytest.approx(3.0)  # per-game means 1, 3, 20
     # 6 pooled scores: drop 1 from each end of [0, 2, 2, 4, 10, 30].

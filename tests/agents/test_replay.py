@@ -101,7 +101,9 @@ def global_time(slot: int, steps_added: int, slots_per_env: int = SLOTS_PER_ENV)
     return oldest + (slot - oldest) % slots_per_env
 
 
-def reference_valid(tl: Timeline, env: int, g: int, steps_added: int, stack: int, n_step: int) -> bool:
+def reference_valid(
+    tl: Timeline, env: int, g: int, steps_added: int, stack: int, n_step: int
+) -> bool:
     oldest = steps_added - min(steps_added, SLOTS_PER_ENV)
     if tl.last[g, env]:
         return False
@@ -116,12 +118,16 @@ def reference_valid(tl: Timeline, env: int, g: int, steps_added: int, stack: int
     return earliest_needed >= oldest
 
 
-def reference_valid_mask(tl: Timeline, steps_added: int, stack: int = STACK, n_step: int = MAX_N) -> np.ndarray:
+def reference_valid_mask(
+    tl: Timeline, steps_added: int, stack: int = STACK, n_step: int = MAX_N
+) -> np.ndarray:
     """(num_envs * slots_per_env,) validity of every slot, flat index env * slots_per_env + slot."""
     mask = np.zeros((tl.first.shape[1], SLOTS_PER_ENV), bool)
     for env in range(mask.shape[0]):
         for slot in range(min(steps_added, SLOTS_PER_ENV)):
-            mask[env, slot] = reference_valid(tl, env, global_time(slot, steps_added), steps_added, stack, n_step)
+            mask[env, slot] = reference_valid(
+                tl, env, global_time(slot, steps_added), steps_added, stack, n_step
+            )
     return mask.reshape(-1)
 
 
@@ -159,12 +165,18 @@ def check_batch_against_reference(tl, steps_added, batch, indices, n_step, gamma
         np.testing.assert_array_equal(batch["obs_t"][b], expected["obs_t"])
         assert int(batch["a_tm1"][b]) == expected["a_tm1"]
         np.testing.assert_allclose(float(batch["r_t"][b]), expected["r_t"], rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(float(batch["discount_t"][b]), expected["discount_t"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(
+            float(batch["discount_t"][b]), expected["discount_t"], rtol=1e-6, atol=1e-7
+        )
 
 
 def empty_replay(**overrides) -> ReplayState:
     settings = dict(
-        capacity=CAPACITY, num_envs=NUM_ENVS, frame_shape=FRAME_SHAPE, stack_size=STACK, max_n_step=MAX_N,
+        capacity=CAPACITY,
+        num_envs=NUM_ENVS,
+        frame_shape=FRAME_SHAPE,
+        stack_size=STACK,
+        max_n_step=MAX_N,
         priority_exponent=ALPHA,
     )
     settings.update(overrides)
@@ -241,7 +253,9 @@ def test_validity_matches_reference_at_every_fill_level_and_after_wrap_around(ti
         expected = reference_valid_mask(timeline, steps_added)
         valid = np.asarray(sum_tree_leaves(state.valid_tree)) > 0
         np.testing.assert_array_equal(valid, expected, err_msg=f"after {steps_added} adds")
-        np.testing.assert_array_equal(sum_tree_leaves(state.priority_tree), expected.astype(np.float32))
+        np.testing.assert_array_equal(
+            sum_tree_leaves(state.priority_tree), expected.astype(np.float32)
+        )
         assert int(replay_num_valid(state)) == expected.sum()
 
 
@@ -286,19 +300,27 @@ def test_every_valid_slot_of_a_partly_filled_replay_matches_reference(timeline, 
 
 
 def _decode(frame: np.ndarray) -> tuple[int, int, int]:
-    return int(frame[0, 0]), int(frame[0, 1]), int(frame[0, 2])  # env, episode, time in episode (+1 each)
+    return (
+        int(frame[0, 0]),
+        int(frame[0, 1]),
+        int(frame[0, 2]),
+    )  # env, episode, time in episode (+1 each)
 
 
 def _check_stack_is_one_episode(stack: np.ndarray) -> tuple[int, int, int]:
     frames = [stack[..., c] for c in range(stack.shape[-1])]
     padded = [not f.any() for f in frames]
     num_padding = sum(padded)
-    assert padded == [True] * num_padding + [False] * (len(frames) - num_padding), "padding must lead"
+    assert padded == [True] * num_padding + [False] * (len(frames) - num_padding), (
+        "padding must lead"
+    )
     codes = [_decode(f) for f in frames[num_padding:]]
     env, episode, newest_time = codes[-1]
     assert all(c[:2] == (env, episode) for c in codes), f"stack mixes episodes: {codes}"
     assert [c[2] for c in codes] == list(range(newest_time - len(codes) + 1, newest_time + 1))
-    assert num_padding == max(0, STACK - newest_time), "zero frames exactly before the episode start"
+    assert num_padding == max(0, STACK - newest_time), (
+        "zero frames exactly before the episode start"
+    )
     return env, episode, newest_time
 
 
@@ -327,16 +349,24 @@ def test_hand_computed_returns_at_life_loss_termination_and_truncation():
     for t in range(len(first)):
         per_env = lambda value, dtype: np.full((NUM_ENVS,), value, dtype)
         state = add(
-            state, np.full((NUM_ENVS,) + FRAME_SHAPE, t + 1, np.uint8), per_env(10 + t, np.int32),
-            per_env(reward[t], np.float32), per_env(discount[t], np.float32), per_env(first[t], bool),
+            state,
+            np.full((NUM_ENVS,) + FRAME_SHAPE, t + 1, np.uint8),
+            per_env(10 + t, np.int32),
+            per_env(reward[t], np.float32),
+            per_env(discount[t], np.float32),
+            per_env(first[t], bool),
             per_env(last[t], bool),
         )
     valid = (np.asarray(sum_tree_leaves(state.valid_tree)) > 0).reshape(NUM_ENVS, SLOTS_PER_ENV)
     for env in range(NUM_ENVS):
-        np.testing.assert_array_equal(np.flatnonzero(valid[env]), [0, 1, 2, 3, 5, 6, 8, 9])  # 10..12: window open
+        np.testing.assert_array_equal(
+            np.flatnonzero(valid[env]), [0, 1, 2, 3, 5, 6, 8, 9]
+        )  # 10..12: window open
 
     slots = np.array([0, 1, 2, 3, 5, 6, 8, 9])
-    indices = np.resize(np.concatenate([slots, slots + SLOTS_PER_ENV]), BATCH)  # the one compiled batch size
+    indices = np.resize(
+        np.concatenate([slots, slots + SLOTS_PER_ENV]), BATCH
+    )  # the one compiled batch size
     batch = {k: np.asarray(v)[:16] for k, v in transitions(state, indices, MAX_N, 0.5).items()}
     for name, value in batch.items():  # env 1 saw the same timeline
         np.testing.assert_array_equal(value[8:], value[:8], err_msg=name)
@@ -353,14 +383,25 @@ def test_hand_computed_returns_at_life_loss_termination_and_truncation():
     )
     np.testing.assert_array_equal(
         newest_pixels(batch["obs_t"]),
-        [[2, 3, 4], [3, 4, 5], [3, 4, 5], [3, 4, 5], [6, 7, 8], [6, 7, 8], [10, 11, 12], [11, 12, 13]],
+        [
+            [2, 3, 4],
+            [3, 4, 5],
+            [3, 4, 5],
+            [3, 4, 5],
+            [6, 7, 8],
+            [6, 7, 8],
+            [10, 11, 12],
+            [11, 12, 13],
+        ],
     )
 
 
 def test_frames_with_channels_stack_oldest_first_along_channels():
     state = replay_init(16, 1, (3, 3, 2), stack_size=2, max_n_step=1)
     for t in range(4):
-        frame = np.stack([np.full((3, 3), 10 * t + 1), np.full((3, 3), 10 * t + 2)], -1)[None].astype(np.uint8)
+        frame = np.stack([np.full((3, 3), 10 * t + 1), np.full((3, 3), 10 * t + 2)], -1)[
+            None
+        ].astype(np.uint8)
         flags = np.array([t == 0]), np.array([False])
         state = add(state, frame, np.zeros(1, np.int32), np.ones(1), np.ones(1), *flags)
     batch = transitions(state, jnp.array([0, 2]), 1, 0.9)
@@ -376,7 +417,9 @@ def test_frames_with_channels_stack_oldest_first_along_channels():
 def planted(timeline, full_state):
     """The full replay with priorities spanning twelve orders of magnitude on its valid slots."""
     valid = np.flatnonzero(reference_valid_mask(timeline, TOTAL_STEPS))
-    priorities = np.exp(np.random.default_rng(3).uniform(-14, 14, size=valid.size)).astype(np.float32)
+    priorities = np.exp(np.random.default_rng(3).uniform(-14, 14, size=valid.size)).astype(
+        np.float32
+    )
     return update_priorities(full_state, valid, priorities), valid, priorities
 
 
@@ -408,7 +451,9 @@ def test_prioritized_mode_follows_planted_priorities(planted):
     assert counts.sum() == counts[valid].sum()
     probabilities = priorities.astype(np.float64) ** ALPHA
     probabilities /= probabilities.sum()
-    significant = probabilities * counts.sum() >= 5  # chi-square over cells with enough expected draws
+    significant = (
+        probabilities * counts.sum() >= 5
+    )  # chi-square over cells with enough expected draws
     assert _chi_square_ok(counts[valid][significant], probabilities[significant] * counts.sum())
     assert not _chi_square_ok(counts[valid], np.full(valid.size, counts.sum() / valid.size))
 
@@ -432,14 +477,16 @@ def test_new_items_get_the_max_priority_seen(timeline, planted):
     more = make_timeline(seed=5, num_envs=NUM_ENVS, steps=10)
     state = fill(state, more, 0, 10)
     leaves = np.asarray(sum_tree_leaves(state.priority_tree))
-    recent = (np.arange(TOTAL_STEPS, TOTAL_STEPS + 10 - MAX_N) % SLOTS_PER_ENV)
+    recent = np.arange(TOTAL_STEPS, TOTAL_STEPS + 10 - MAX_N) % SLOTS_PER_ENV
     recent = np.concatenate([recent + env * SLOTS_PER_ENV for env in range(NUM_ENVS)])
     now_valid = recent[np.asarray(sum_tree_leaves(state.valid_tree))[recent] > 0]
     assert now_valid.size > 0
     np.testing.assert_allclose(leaves[now_valid], max_priority**ALPHA, rtol=1e-6)
 
 
-def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleable(timeline, full_state):
+def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleable(
+    timeline, full_state
+):
     valid = reference_valid_mask(timeline, TOTAL_STEPS)
     a, b = np.flatnonzero(valid)[:2]
     invalid = np.flatnonzero(~valid)[0]
@@ -457,14 +504,20 @@ def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleab
 def test_vmap_over_seeds_in_scan_equals_separate_calls_and_same_rng_gives_same_sample():
     steps = SLOTS_PER_ENV + 9
     timelines = [make_timeline(seed, NUM_ENVS, steps) for seed in (21, 22)]
-    seeds_timeline = tuple(np.stack(fields, axis=1) for fields in zip(*timelines))  # (steps, seeds, envs, ...)
+    seeds_timeline = tuple(
+        np.stack(fields, axis=1) for fields in zip(*timelines)
+    )  # (steps, seeds, envs, ...)
 
     @jax.jit
     def add_all_in_scan(state, timesteps):
         return jax.lax.scan(lambda s, x: (jax.vmap(replay_add)(s, *x), None), state, timesteps)[0]
 
-    sample_seeds = jax.jit(jax.vmap(lambda s, k: replay_sample(s, k, BATCH, MAX_N, GAMMA, True, 0.5)))
-    seeds_state = add_all_in_scan(jax.tree.map(lambda x: jnp.stack([x, x]), empty_replay()), seeds_timeline)
+    sample_seeds = jax.jit(
+        jax.vmap(lambda s, k: replay_sample(s, k, BATCH, MAX_N, GAMMA, True, 0.5))
+    )
+    seeds_state = add_all_in_scan(
+        jax.tree.map(lambda x: jnp.stack([x, x]), empty_replay()), seeds_timeline
+    )
     keys = jax.random.split(jax.random.key(4), 2)
     batches, infos = sample_seeds(seeds_state, keys)
 
@@ -492,4 +545,6 @@ def test_orbax_checkpoint_round_trip_is_bit_identical(full_state, tmp_path):
     assert isinstance(restored, ReplayState) and restored.stack_size == STACK
     jax.tree.map(np.testing.assert_array_equal, restored, full_state)
     key = jax.random.key(9)
-    jax.tree.map(np.testing.assert_array_equal, sample(restored, key, True), sample(full_state, key, True))
+    jax.tree.map(
+        np.testing.assert_array_equal, sample(restored, key, True), sample(full_state, key, True)
+    )

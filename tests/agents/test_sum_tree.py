@@ -27,7 +27,9 @@ def _assert_parents_are_exact_sums(nodes: np.ndarray) -> None:
     num_internal = nodes.shape[0] // 2
     parents = nodes[1:num_internal]
     children_sums = nodes[2 : 2 * num_internal : 2] + nodes[3 : 2 * num_internal : 2]
-    np.testing.assert_array_equal(parents, children_sums)  # float32 + float32 in NumPy: same rounding
+    np.testing.assert_array_equal(
+        parents, children_sums
+    )  # float32 + float32 in NumPy: same rounding
 
 
 def test_init_is_all_zero_with_power_of_two_leaves():
@@ -50,7 +52,9 @@ def test_keep_last_duplicate_marks_last_occurrences():
 
 
 def test_set_with_duplicates_last_write_wins_and_ignores_out_of_range():
-    tree = set_leaves(sum_tree_init(8), jnp.array([2, 5, 2, 9, -1]), jnp.array([1.0, 2.0, 7.0, 100.0, 50.0]))
+    tree = set_leaves(
+        sum_tree_init(8), jnp.array([2, 5, 2, 9, -1]), jnp.array([1.0, 2.0, 7.0, 100.0, 50.0])
+    )
     np.testing.assert_array_equal(sum_tree_leaves(tree), [0, 0, 7, 0, 0, 2, 0, 0])
     assert float(sum_tree_total(tree)) == 9.0
     np.testing.assert_array_equal(sum_tree_get(tree, jnp.array([5, 2])), [2.0, 7.0])
@@ -74,10 +78,14 @@ def long_update_history():
     def step(tree, update):
         return sum_tree_set(tree, *update), None
 
-    tree, _ = jax.jit(lambda t, i, v: jax.lax.scan(step, t, (i, v)))(sum_tree_init(CAPACITY), indices, values)
+    tree, _ = jax.jit(lambda t, i, v: jax.lax.scan(step, t, (i, v)))(
+        sum_tree_init(CAPACITY), indices, values
+    )
     expected_leaves = np.zeros(CAPACITY, np.float32)
     for batch_indices, batch_values in zip(indices, values):
-        for index, value in zip(batch_indices, batch_values):  # sequential semantics: last write wins
+        for index, value in zip(
+            batch_indices, batch_values
+        ):  # sequential semantics: last write wins
             expected_leaves[index] = value
     return tree, expected_leaves
 

@@ -37,309 +37,331 @@ SEEDS = (0, 1)
 
 @pytest.fixture(autouse=True, scope="module")
 def _fast_compiling_rng():
-  with jax.threefry_partitionable(False):
-    yield
+    with jax.threefry_partitionable(False):
+        yield
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-  config = continual.default_config()
-  config.data.max_train_examples = 128
-  config.task.name = "label_reset"
-  config.task.num_tasks = 4
-  config.task.steps_per_task = 6
-  config.task.batch_size = 8
-  config.network.hidden_sizes = (16,)
-  config.diagnostics.every = 3
-  config.diagnostics.probe_size = 16
-  config.eval.max_examples = 64
-  config.eval.batch_size = 32
-  config.grid.learning_rate = LEARNING_RATES
-  config.num_seeds = len(SEEDS)
-  config.run.tasks_per_chunk = 2
-  config.run.tensorboard = False
-  config.run.progress = False
-  return config
+    config = continual.default_config()
+    config.data.max_train_examples = 128
+    config.task.name = "label_reset"
+    config.task.num_tasks = 4
+    config.task.steps_per_task = 6
+    config.task.batch_size = 8
+    config.network.hidden_sizes = (16,)
+    config.diagnostics.every = 3
+    config.diagnostics.probe_size = 16
+    config.eval.max_examples = 64
+    config.eval.batch_size = 32
+    config.grid.learning_rate = LEARNING_RATES
+    config.num_seeds = len(SEEDS)
+    config.run.tasks_per_chunk = 2
+    config.run.tensorboard = False
+    config.run.progress = False
+    return config
 
 
 @functools.lru_cache(maxsize=None)
 def trainer() -> continual.Trainer:
-  return continual.make_trainer(tiny_config())
+    return continual.make_trainer(tiny_config())
 
 
 def seed_keys() -> jax.Array:
-  return jnp.stack([jax.random.PRNGKey(seed) for seed in SEEDS])
+    return jnp.stack([jax.random.PRNGKey(seed) for seed in SEEDS])
 
 
 @functools.lru_cache(maxsize=None)
 def grid_by_seed_outputs():
-  """``jit(vmap(vmap(train)))`` over (learning rate, seed): leading axes (2, 2)."""
-  train = trainer().train
-  batched = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
-  hparams = {"learning_rate": jnp.asarray(LEARNING_RATES, jnp.float32)}
-  return jax.device_get(batched(seed_keys(), hparams))
+    """``jit(vmap(vmap(train)))`` over (learning rate, seed): leading axes (2, 2)."""
+    train = trainer().train
+    batched = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
+    hparams = {"learning_rate": jnp.asarray(LEARNING_RATES, jnp.float32)}
+    return jax.device_get(batched(seed_keys(), hparams))
 
 
 @functools.lru_cache(maxsize=None)
 def single_run():
-  return jax.jit(trainer().train)
+    return jax.jit(trainer().train)
 
 
 def run_one(seed: int, learning_rate: float):
-  hparams = {"learning_rate": jnp.float32(learning_rate)}
-  return jax.device_get(single_run()(jax.random.PRNGKey(seed), hparams))
+    hparams = {"learning_rate": jnp.float32(learning_rate)}
+    return jax.device_get(single_run()(jax.random.PRNGKey(seed), hparams))
 
 
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol,
-                                                       atol=atol), a, b)
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol),
+        a,
+        b,
+    )
 
 
 # ---------------------------------------------------------------------------
 # The compiled trainer
 # ---------------------------------------------------------------------------
 
+
 def test_output_shapes_follow_the_run_shape():
-  _, outputs = grid_by_seed_outputs()
-  tr = trainer()
-  assert tr.blocks_per_task == 2 and tr.hparam_keys == ("learning_rate",)
-  for value in outputs["task"].values():
-    assert value.shape == (2, 2, 4)
-  assert set(outputs["task"]) == {"online_loss", "online_accuracy", "end_loss", "end_accuracy",
-                                  "param_norm"}
-  for key in ("weight_norm/hidden_0", "effective_lr/output", "update_ratio/hidden_0",
-              "param_norm"):
-    assert outputs["diagnostics"][key].shape == (2, 2, 4, 2)
-    assert outputs["initial_diagnostics"][key].shape == (2, 2)
+    _, outputs = grid_by_seed_outputs()
+    tr = trainer()
+    assert tr.blocks_per_task == 2 and tr.hparam_keys == ("learning_rate",)
+    for value in outputs["task"].values():
+        assert value.shape == (2, 2, 4)
+    assert set(outputs["task"]) == {
+        "online_loss",
+        "online_accuracy",
+        "end_loss",
+        "end_accuracy",
+        "param_norm",
+    }
+    for key in (
+        "weight_norm/hidden_0",
+        "effective_lr/output",
+        "update_ratio/hidden_0",
+        "param_norm",
+    ):
+        assert outputs["diagnostics"][key].shape == (2, 2, 4, 2)
+        assert outputs["initial_diagnostics"][key].shape == (2, 2)
 
 
 def test_grid_by_seeds_in_one_program_equals_separate_runs():
-  batched_carry, batched = grid_by_seed_outputs()
-  for g, learning_rate in enumerate(LEARNING_RATES):
-    for s, seed in enumerate(SEEDS):
-      carry, outputs = run_one(seed, learning_rate)
-      assert_trees_close(jax.tree.map(lambda x: x[g, s], batched), outputs)
-      assert_trees_close(jax.tree.map(lambda x: x[g, s], batched_carry.state.params),
-                         carry.state.params)
+    batched_carry, batched = grid_by_seed_outputs()
+    for g, learning_rate in enumerate(LEARNING_RATES):
+        for s, seed in enumerate(SEEDS):
+            carry, outputs = run_one(seed, learning_rate)
+            assert_trees_close(jax.tree.map(lambda x: x[g, s], batched), outputs)
+            assert_trees_close(
+                jax.tree.map(lambda x: x[g, s], batched_carry.state.params), carry.state.params
+            )
 
 
 def test_same_seed_identical_different_seeds_differ():
-  first, second = run_one(0, 1e-3), run_one(0, 1e-3)
-  jax.tree.map(np.testing.assert_array_equal, first, second)
-  _, outputs = grid_by_seed_outputs()
-  losses = outputs["task"]["online_loss"]
-  assert not np.allclose(losses[0, 0], losses[0, 1])  # seeds 0 and 1, same learning rate
-  assert not np.allclose(losses[0, 0], losses[1, 0])  # learning rates, same seed
+    first, second = run_one(0, 1e-3), run_one(0, 1e-3)
+    jax.tree.map(np.testing.assert_array_equal, first, second)
+    _, outputs = grid_by_seed_outputs()
+    losses = outputs["task"]["online_loss"]
+    assert not np.allclose(losses[0, 0], losses[0, 1])  # seeds 0 and 1, same learning rate
+    assert not np.allclose(losses[0, 0], losses[1, 0])  # learning rates, same seed
 
 
 def _numpy_mlp(params, inputs):
-  hidden = params["hidden_0"]["linear"]
-  h = np.maximum(inputs.reshape(len(inputs), -1) @ hidden["kernel"] + hidden["bias"], 0.0)
-  return h @ params["output"]["kernel"] + params["output"]["bias"]
+    hidden = params["hidden_0"]["linear"]
+    h = np.maximum(inputs.reshape(len(inputs), -1) @ hidden["kernel"] + hidden["bias"], 0.0)
+    return h @ params["output"]["kernel"] + params["output"]["bias"]
 
 
 def test_end_of_task_metrics_and_diagnostics_match_numpy():
-  carry, outputs = run_one(1, 3e-3)
-  params = jax.tree.map(np.asarray, carry.state.params)
-  data = trainer().sequence.data
-  count = tiny_config().eval.max_examples
-  logits = _numpy_mlp(params, np.asarray(data.inputs)[:count])
-  labels = np.asarray(carry.task_state.labels)[:count]
-  accuracy = np.mean(np.argmax(logits, axis=1) == labels)
-  shifted = logits - logits.max(axis=1, keepdims=True)
-  log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-  loss = -np.mean(log_probs[np.arange(count), labels])
-  np.testing.assert_allclose(outputs["task"]["end_accuracy"][-1], accuracy, rtol=1e-6)
-  np.testing.assert_allclose(outputs["task"]["end_loss"][-1], loss, rtol=1e-4)
-  norm = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(params)))
-  np.testing.assert_allclose(outputs["task"]["param_norm"][-1], norm, rtol=1e-5)
-  # The last diagnostics block ends with the run: its weight norms are the final ones.
-  diag = {key: value[-1, -1] for key, value in outputs["diagnostics"].items()}
-  kernel_norm = np.linalg.norm(params["hidden_0"]["linear"]["kernel"])
-  np.testing.assert_allclose(diag["weight_norm/hidden_0"], kernel_norm, rtol=1e-5)
-  np.testing.assert_allclose(diag["effective_lr/hidden_0"], 3e-3 / kernel_norm, rtol=1e-5)
-  np.testing.assert_allclose(diag["param_norm"], norm, rtol=1e-5)
-  assert np.all(outputs["diagnostics"]["update_ratio/hidden_0"] > 0)
-  assert np.all(outputs["initial_diagnostics"]["update_ratio/hidden_0"] == 0)
-  assert 0.0 <= outputs["task"]["online_accuracy"].min() <= 1.0
+    carry, outputs = run_one(1, 3e-3)
+    params = jax.tree.map(np.asarray, carry.state.params)
+    data = trainer().sequence.data
+    count = tiny_config().eval.max_examples
+    logits = _numpy_mlp(params, np.asarray(data.inputs)[:count])
+    labels = np.asarray(carry.task_state.labels)[:count]
+    accuracy = np.mean(np.argmax(logits, axis=1) == labels)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -np.mean(log_probs[np.arange(count), labels])
+    np.testing.assert_allclose(outputs["task"]["end_accuracy"][-1], accuracy, rtol=1e-6)
+    np.testing.assert_allclose(outputs["task"]["end_loss"][-1], loss, rtol=1e-4)
+    norm = np.sqrt(sum(np.sum(np.square(leaf)) for leaf in jax.tree.leaves(params)))
+    np.testing.assert_allclose(outputs["task"]["param_norm"][-1], norm, rtol=1e-5)
+    # The last diagnostics block ends with the run: its weight norms are the final ones.
+    diag = {key: value[-1, -1] for key, value in outputs["diagnostics"].items()}
+    kernel_norm = np.linalg.norm(params["hidden_0"]["linear"]["kernel"])
+    np.testing.assert_allclose(diag["weight_norm/hidden_0"], kernel_norm, rtol=1e-5)
+    np.testing.assert_allclose(diag["effective_lr/hidden_0"], 3e-3 / kernel_norm, rtol=1e-5)
+    np.testing.assert_allclose(diag["param_norm"], norm, rtol=1e-5)
+    assert np.all(outputs["diagnostics"]["update_ratio/hidden_0"] > 0)
+    assert np.all(outputs["initial_diagnostics"]["update_ratio/hidden_0"] == 0)
+    assert 0.0 <= outputs["task"]["online_accuracy"].min() <= 1.0
 
 
 def test_labels_change_between_tasks_and_the_network_learns_within_one():
-  _, outputs = run_one(0, 3e-3)
-  loss = outputs["task"]["online_loss"]
-  assert np.all(np.isfinite(loss)) and np.all(outputs["task"]["end_loss"] < np.log(10) + 0.5)
+    _, outputs = run_one(0, 3e-3)
+    loss = outputs["task"]["online_loss"]
+    assert np.all(np.isfinite(loss)) and np.all(outputs["task"]["end_loss"] < np.log(10) + 0.5)
 
 
 class _RecordingDiagnostics:
-  """`plasticity.diagnostics.make_diagnostics_fn`, recording what the trainer hands it."""
+    """`plasticity.diagnostics.make_diagnostics_fn`, recording what the trainer hands it."""
 
-  def __init__(self):
-    self.calls = []
+    def __init__(self):
+        self.calls = []
 
-  def __call__(self, model, loss_fn, names, **options):
-    from plasticity import diagnostics  # noqa: PLC0415
-    self.calls.append((names, options))
-    fn = diagnostics.make_diagnostics_fn(model, loss_fn, names, **options)
+    def __call__(self, model, loss_fn, names, **options):
+        from plasticity import diagnostics  # noqa: PLC0415
 
-    def recorded(params, previous_params, inputs, targets, rng, learning_rate):
-      out = fn(params, previous_params, inputs, targets, rng, learning_rate)
-      out["echo/probe_size"] = jnp.float32(inputs.shape[0])
-      out["echo/learning_rate"] = learning_rate
-      out["echo/loss"] = loss_fn(params, inputs, targets)
-      return out
+        self.calls.append((names, options))
+        fn = diagnostics.make_diagnostics_fn(model, loss_fn, names, **options)
 
-    return recorded
+        def recorded(params, previous_params, inputs, targets, rng, learning_rate):
+            out = fn(params, previous_params, inputs, targets, rng, learning_rate)
+            out["echo/probe_size"] = jnp.float32(inputs.shape[0])
+            out["echo/learning_rate"] = learning_rate
+            out["echo/loss"] = loss_fn(params, inputs, targets)
+            return out
+
+        return recorded
 
 
 def _stand_in_intervention(name, model, **options):
-  """Counts its applications in the train state's extra entry and shifts the output bias."""
-  del model
+    """Counts its applications in the train state's extra entry and shifts the output bias."""
+    del model
 
-  def init(params):
-    return {"count": jnp.zeros([], jnp.int32)}
+    def init(params):
+        return {"count": jnp.zeros([], jnp.int32)}
 
-  def apply(state, probe_inputs, rng):
-    del rng
-    assert probe_inputs.shape[0] == 16
-    extra = dict(state.extra)
-    extra[name] = {"count": extra[name]["count"] + 1}
-    params = jax.tree.map(lambda x: x, state.params)
-    params["output"]["bias"] = params["output"]["bias"] + options["shift"]
-    return state.replace(extra=extra, params=params)
+    def apply(state, probe_inputs, rng):
+        del rng
+        assert probe_inputs.shape[0] == 16
+        extra = dict(state.extra)
+        extra[name] = {"count": extra[name]["count"] + 1}
+        params = jax.tree.map(lambda x: x, state.params)
+        params["output"]["bias"] = params["output"]["bias"] + options["shift"]
+        return state.replace(extra=extra, params=params)
 
-  return init, apply
+    return init, apply
 
 
 def test_diagnostics_module_and_intervention_plug_in():
-  config = tiny_config()
-  config.grid.learning_rate = ()
-  config.optimizer.learning_rate = 2e-3
-  config.diagnostics.names = ("dormant", "srank", "update_ratio")
-  config.diagnostics.options = ml_collections.ConfigDict({"dormant_thresholds": (0.0, 0.1)})
-  config.intervention.name = "counter"
-  config.intervention.every = 4
-  config.intervention.at_task_boundaries = True
-  config.intervention.options = ml_collections.ConfigDict({"shift": 0.5})
-  factory = _RecordingDiagnostics()
-  tr = continual.make_trainer(config, diagnostics_factory=factory,
-                              intervention_factory=_stand_in_intervention)
-  assert factory.calls == [(("dormant", "srank", "update_ratio"),
-                            {"dormant_thresholds": (0.0, 0.1)})]
-  carry, outputs = jax.device_get(jax.jit(tr.train)(jax.random.PRNGKey(0)))
-  # 24 steps: after steps 4, 8, ..., 24 (6) and at the switches to tasks 1, 2, 3 (3).
-  assert int(carry.state.extra["counter"]["count"]) == 9
-  diag = outputs["diagnostics"]
-  np.testing.assert_array_equal(diag["echo/probe_size"], 16.0)
-  np.testing.assert_allclose(diag["echo/learning_rate"], 2e-3)
-  assert np.all(diag["echo/loss"] > 0)
-  for key in ("dormant_0/hidden_0", "dormant_0.1/hidden_0"):
-    assert np.all((diag[key] >= 0) & (diag[key] <= 1))
-  assert np.all(diag["dormant_0/hidden_0"] <= diag["dormant_0.1/hidden_0"])
-  assert np.all((diag["srank/hidden_0"] >= 1) & (diag["srank/hidden_0"] <= 16))
-  assert np.all(diag["update_ratio/hidden_0"] > 0)  # previous parameters are the step before
-  np.testing.assert_array_equal(outputs["initial_diagnostics"]["update_ratio/hidden_0"], 0.0)
-  assert "weight_norm/output" in diag and "effective_lr/hidden_0" in diag  # built-ins kept
+    config = tiny_config()
+    config.grid.learning_rate = ()
+    config.optimizer.learning_rate = 2e-3
+    config.diagnostics.names = ("dormant", "srank", "update_ratio")
+    config.diagnostics.options = ml_collections.ConfigDict({"dormant_thresholds": (0.0, 0.1)})
+    config.intervention.name = "counter"
+    config.intervention.every = 4
+    config.intervention.at_task_boundaries = True
+    config.intervention.options = ml_collections.ConfigDict({"shift": 0.5})
+    factory = _RecordingDiagnostics()
+    tr = continual.make_trainer(
+        config, diagnostics_factory=factory, intervention_factory=_stand_in_intervention
+    )
+    assert factory.calls == [
+        (("dormant", "srank", "update_ratio"), {"dormant_thresholds": (0.0, 0.1)})
+    ]
+    carry, outputs = jax.device_get(jax.jit(tr.train)(jax.random.PRNGKey(0)))
+    # 24 steps: after steps 4, 8, ..., 24 (6) and at the switches to tasks 1, 2, 3 (3).
+    assert int(carry.state.extra["counter"]["count"]) == 9
+    diag = outputs["diagnostics"]
+    np.testing.assert_array_equal(diag["echo/probe_size"], 16.0)
+    np.testing.assert_allclose(diag["echo/learning_rate"], 2e-3)
+    assert np.all(diag["echo/loss"] > 0)
+    for key in ("dormant_0/hidden_0", "dormant_0.1/hidden_0"):
+        assert np.all((diag[key] >= 0) & (diag[key] <= 1))
+    assert np.all(diag["dormant_0/hidden_0"] <= diag["dormant_0.1/hidden_0"])
+    assert np.all((diag["srank/hidden_0"] >= 1) & (diag["srank/hidden_0"] <= 16))
+    assert np.all(diag["update_ratio/hidden_0"] > 0)  # previous parameters are the step before
+    np.testing.assert_array_equal(outputs["initial_diagnostics"]["update_ratio/hidden_0"], 0.0)
+    assert "weight_norm/output" in diag and "effective_lr/hidden_0" in diag  # built-ins kept
 
 
 def test_interventions_module_objects_are_accepted():
-  from plasticity import interventions  # noqa: PLC0415
-  tr = trainer()
-  init, apply = continual.intervention_pair(interventions.make_intervention("none", tr.model))
-  assert init({}) == {} and apply("state", None, None) == "state"
-  config = tiny_config()
-  config.intervention.name = "plasticity_injection"
-  config.intervention.every = 1
-  with pytest.raises(ValueError, match="does not support"):
-    continual.make_trainer(config)
+    from plasticity import interventions  # noqa: PLC0415
+
+    tr = trainer()
+    init, apply = continual.intervention_pair(interventions.make_intervention("none", tr.model))
+    assert init({}) == {} and apply("state", None, None) == "state"
+    config = tiny_config()
+    config.intervention.name = "plasticity_injection"
+    config.intervention.every = 1
+    with pytest.raises(ValueError, match="does not support"):
+        continual.make_trainer(config)
 
 
 def test_sample_indices_are_uniform_deterministic_and_counter_dependent():
-  key = jax.random.PRNGKey(3)
-  draws = np.asarray(jax.jit(jax.vmap(lambda c: continual.sample_indices(key, c, 64, 10)))(
-      jnp.arange(500)))
-  assert draws.min() >= 0 and draws.max() < 10
-  counts = np.bincount(draws.ravel(), minlength=10)
-  expected = draws.size / 10
-  chi_square = np.sum((counts - expected) ** 2 / expected)
-  assert chi_square < 30  # 9 degrees of freedom: p < 1e-3 beyond 27.9
-  np.testing.assert_array_equal(draws[7], continual.sample_indices(key, 7, 64, 10))
-  assert not np.array_equal(draws[7], draws[8])
-  other = continual.sample_indices(jax.random.PRNGKey(4), 7, 64, 10)
-  assert not np.array_equal(draws[7], other)
+    key = jax.random.PRNGKey(3)
+    draws = np.asarray(
+        jax.jit(jax.vmap(lambda c: continual.sample_indices(key, c, 64, 10)))(jnp.arange(500))
+    )
+    assert draws.min() >= 0 and draws.max() < 10
+    counts = np.bincount(draws.ravel(), minlength=10)
+    expected = draws.size / 10
+    chi_square = np.sum((counts - expected) ** 2 / expected)
+    assert chi_square < 30  # 9 degrees of freedom: p < 1e-3 beyond 27.9
+    np.testing.assert_array_equal(draws[7], continual.sample_indices(key, 7, 64, 10))
+    assert not np.array_equal(draws[7], draws[8])
+    other = continual.sample_indices(jax.random.PRNGKey(4), 7, 64, 10)
+    assert not np.array_equal(draws[7], other)
 
 
 # ---------------------------------------------------------------------------
 # The sweep runner: work dir, chunking, resume
 # ---------------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=None)
 def plan() -> continual.ExperimentPlan:
-  return continual.plan_experiment(tiny_config())
+    return continual.plan_experiment(tiny_config())
 
 
 def metric_rows(path: Path, event: str):
-  return [row for row in workdir.read_metrics(path) if row["event"] == event]
+    return [row for row in workdir.read_metrics(path) if row["event"] == event]
 
 
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory):
-  path = tmp_path_factory.mktemp("complete")
-  result = continual.run_experiment(tiny_config(), path, plan=plan())
-  assert result.completed
-  return path
+    path = tmp_path_factory.mktemp("complete")
+    result = continual.run_experiment(tiny_config(), path, plan=plan())
+    assert result.completed
+    return path
 
 
 def test_runner_writes_the_work_dir_with_rows_matching_the_compiled_trainer(complete_run):
-  assert (complete_run / "config.json").exists()
-  assert json.loads((complete_run / "config.json").read_text())["task"]["num_tasks"] == 4
-  task_rows = metric_rows(complete_run, "task")
-  assert len(task_rows) == 4 * len(LEARNING_RATES) * len(SEEDS)
-  assert len(metric_rows(complete_run, "diagnostics")) == 4 * (1 + 4 * 2)
-  _, expected = grid_by_seed_outputs()
-  for row in task_rows:
-    g, s = LEARNING_RATES.index(row["learning_rate"]), SEEDS.index(row["seed"])
-    assert row["variant"] == "default" and row["task_name"] == "label_reset"
-    assert row["step"] == (row["task"] + 1) * 6
-    for key in ("online_loss", "end_accuracy", "param_norm"):
-      np.testing.assert_allclose(row[key], expected["task"][key][g, s, row["task"]],
-                                 rtol=1e-5, atol=1e-6)
-  diag_steps = sorted({row["step"] for row in metric_rows(complete_run, "diagnostics")})
-  assert diag_steps == [0, 3, 6, 9, 12, 15, 18, 21, 24]
+    assert (complete_run / "config.json").exists()
+    assert json.loads((complete_run / "config.json").read_text())["task"]["num_tasks"] == 4
+    task_rows = metric_rows(complete_run, "task")
+    assert len(task_rows) == 4 * len(LEARNING_RATES) * len(SEEDS)
+    assert len(metric_rows(complete_run, "diagnostics")) == 4 * (1 + 4 * 2)
+    _, expected = grid_by_seed_outputs()
+    for row in task_rows:
+        g, s = LEARNING_RATES.index(row["learning_rate"]), SEEDS.index(row["seed"])
+        assert row["variant"] == "default" and row["task_name"] == "label_reset"
+        assert row["step"] == (row["task"] + 1) * 6
+        for key in ("online_loss", "end_accuracy", "param_norm"):
+            np.testing.assert_allclose(
+                row[key], expected["task"][key][g, s, row["task"]], rtol=1e-5, atol=1e-6
+            )
+    diag_steps = sorted({row["step"] for row in metric_rows(complete_run, "diagnostics")})
+    assert diag_steps == [0, 3, 6, 9, 12, 15, 18, 21, 24]
 
 
 def test_interrupted_run_resumes_bit_identically_without_duplicate_rows(complete_run, tmp_path):
-  config = tiny_config()
-  stopped = continual.run_experiment(config, tmp_path, plan=plan(), max_chunks=1)
-  assert not stopped.completed
-  assert {row["task"] for row in metric_rows(tmp_path, "task")} == {0, 1}
-  # A crash after rows were appended but before the checkpoint: rows the checkpoint has not
-  # seen, the last one half written.
-  with open(tmp_path / workdir.METRICS_FILE, "a") as f:
-    f.write('{"event":"task","task":2,"step":18}\n{"event":"ta')
-  resumed = continual.run_experiment(config, tmp_path, plan=plan())
-  assert resumed.completed
-  assert ((tmp_path / workdir.METRICS_FILE).read_bytes()
-          == (complete_run / workdir.METRICS_FILE).read_bytes())
-  final = {}
-  for path in (tmp_path, complete_run):
-    with checkpointing.Checkpointer(path / workdir.CHECKPOINT_DIR) as manager:
-      target = jax.tree.map(np.asarray, resumed.final_carries["default"])
-      final[path] = manager.restore(target)
-  jax.tree.map(np.testing.assert_array_equal, final[tmp_path][0], final[complete_run][0])
-  assert final[tmp_path][1] == final[complete_run][1]
+    config = tiny_config()
+    stopped = continual.run_experiment(config, tmp_path, plan=plan(), max_chunks=1)
+    assert not stopped.completed
+    assert {row["task"] for row in metric_rows(tmp_path, "task")} == {0, 1}
+    # A crash after rows were appended but before the checkpoint: rows the checkpoint has not
+    # seen, the last one half written.
+    with open(tmp_path / workdir.METRICS_FILE, "a") as f:
+        f.write('{"event":"task","task":2,"step":18}\n{"event":"ta')
+    resumed = continual.run_experiment(config, tmp_path, plan=plan())
+    assert resumed.completed
+    assert (tmp_path / workdir.METRICS_FILE).read_bytes() == (
+        complete_run / workdir.METRICS_FILE
+    ).read_bytes()
+    final = {}
+    for path in (tmp_path, complete_run):
+        with checkpointing.Checkpointer(path / workdir.CHECKPOINT_DIR) as manager:
+            target = jax.tree.map(np.asarray, resumed.final_carries["default"])
+            final[path] = manager.restore(target)
+    jax.tree.map(np.testing.assert_array_equal, final[tmp_path][0], final[complete_run][0])
+    assert final[tmp_path][1] == final[complete_run][1]
 
 
 def test_relaunching_a_finished_run_appends_nothing(complete_run):
-  before = (complete_run / workdir.METRICS_FILE).read_bytes()
-  result = continual.run_experiment(tiny_config(), complete_run, plan=plan())
-  assert result.completed and result.final_carries == {}
-  assert (complete_run / workdir.METRICS_FILE).read_bytes() == before
+    before = (complete_run / workdir.METRICS_FILE).read_bytes()
+    result = continual.run_experiment(tiny_config(), complete_run, plan=plan())
+    assert result.completed and result.final_carries == {}
+    assert (complete_run / workdir.METRICS_FILE).read_bytes() == before
 
 
 def test_relaunching_with_another_config_is_refused(complete_run):
-  config = tiny_config()
-  config.task.num_tasks = 5
-  with pytest.raises(ValueError, match="task.num_tasks"):
-    continual.run_experiment(config, complete_run)
+    config = tiny_config()
+    config.task.num_tasks = 5
+    with pytest.raises(ValueError, match="task.num_tasks"):
+        continual.run_experiment(config, complete_run)
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""
@@ -364,107 +386,124 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_over_two_fake_cpu_devices_equals_one_device(complete_run, tmp_path):
-  """Runs split over 2 devices, looped on each, give the rows of one device vmapping all 4."""
-  script = _SHARDED_SCRIPT.format(repo=str(REPO), workdir=str(tmp_path))
-  env = {**os.environ, **FAST_COMPILE_ENV,
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
-                        text=True, timeout=300)
-  assert done.returncode == 0 and "SHARDED_OK" in done.stdout, done.stderr[-3000:]
-  sharded, single = workdir.read_metrics(tmp_path), workdir.read_metrics(complete_run)
-  assert len(sharded) == len(single) > 0
-  for a, b in zip(sharded, single):
-    assert a.keys() == b.keys()
-    for key in a:
-      if isinstance(a[key], float):
-        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
-      else:
-        assert a[key] == b[key], key
+    """Runs split over 2 devices, looped on each, give the rows of one device vmapping all 4."""
+    script = _SHARDED_SCRIPT.format(repo=str(REPO), workdir=str(tmp_path))
+    env = {
+        **os.environ,
+        **FAST_COMPILE_ENV,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "SHARDED_OK" in done.stdout, done.stderr[-3000:]
+    sharded, single = workdir.read_metrics(tmp_path), workdir.read_metrics(complete_run)
+    assert len(sharded) == len(single) > 0
+    for a, b in zip(sharded, single):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float):
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+            else:
+                assert a[key] == b[key], key
 
 
 # ---------------------------------------------------------------------------
 # Configs and validation
 # ---------------------------------------------------------------------------
 
+
 def _one_line_error(config, match: str):
-  with pytest.raises(ValueError, match=match) as error:
-    continual.plan_experiment(config)
-  assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match=match) as error:
+        continual.plan_experiment(config)
+    assert "\n" not in str(error.value)
 
 
 def test_nap_without_norm_is_refused_naming_the_variant():
-  config = tiny_config()
-  config.variants = ml_collections.ConfigDict(
-      {"bad": {"optimizer": {"nap": {"enabled": True}}}})
-  _one_line_error(config, "variant 'bad': NaP needs a normalization layer")
+    config = tiny_config()
+    config.variants = ml_collections.ConfigDict({"bad": {"optimizer": {"nap": {"enabled": True}}}})
+    _one_line_error(config, "variant 'bad': NaP needs a normalization layer")
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("task.name", "nope", "unknown task 'nope'"),
-    ("network.name", "nope", "unknown network"),
-    ("network.norm", "batchnorm", "Unknown norm"),
-    ("diagnostics.every", 4, "must divide task.steps_per_task"),
-    ("data.name", "mnist", "dataset 'mnist' not found"),
-    ("num_seeds", 0, "num_seeds"),
-    ("mesh", "seed", "mesh spec"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("task.name", "nope", "unknown task 'nope'"),
+        ("network.name", "nope", "unknown network"),
+        ("network.norm", "batchnorm", "Unknown norm"),
+        ("diagnostics.every", 4, "must divide task.steps_per_task"),
+        ("data.name", "mnist", "dataset 'mnist' not found"),
+        ("num_seeds", 0, "num_seeds"),
+        ("mesh", "seed", "mesh spec"),
+    ],
+)
 def test_bad_configs_give_one_line_errors(field, value, match):
-  config = tiny_config()
-  section, _, name = field.rpartition(".")
-  (config[section] if section else config)[name] = value
-  _one_line_error(config, match)
+    config = tiny_config()
+    section, _, name = field.rpartition(".")
+    (config[section] if section else config)[name] = value
+    _one_line_error(config, match)
 
 
 def test_variants_override_known_fields_only_and_keep_their_order():
-  config = tiny_config()
-  config.variants = ml_collections.ConfigDict({
-      "zeta": {"network": {"norm": "layernorm"}}, "alpha": {"network": {"activation": "tanh"}}})
-  config.variant_order = ("zeta", "alpha")
-  resolved = continual.variant_configs(config)
-  assert [name for name, _ in resolved] == ["zeta", "alpha"]
-  assert resolved[0][1].network.norm == "layernorm" and resolved[0][1].network.activation == "relu"
-  assert resolved[1][1].network.activation == "tanh" and resolved[1][1].network.norm == "none"
-  config.variants.zeta = {"network": {"depth": 3}}
-  _one_line_error(config, "unknown config field 'depth'")
-  config.variants.zeta = {"seed": 3}
-  _one_line_error(config, "sweep-level")
-  config.variants.zeta = {"network": {"norm": "layernorm"}}
-  config.variant_order = ("zeta", "beta")
-  _one_line_error(config, "variant_order")
+    config = tiny_config()
+    config.variants = ml_collections.ConfigDict(
+        {"zeta": {"network": {"norm": "layernorm"}}, "alpha": {"network": {"activation": "tanh"}}}
+    )
+    config.variant_order = ("zeta", "alpha")
+    resolved = continual.variant_configs(config)
+    assert [name for name, _ in resolved] == ["zeta", "alpha"]
+    assert (
+        resolved[0][1].network.norm == "layernorm" and resolved[0][1].network.activation == "relu"
+    )
+    assert resolved[1][1].network.activation == "tanh" and resolved[1][1].network.norm == "none"
+    config.variants.zeta = {"network": {"depth": 3}}
+    _one_line_error(config, "unknown config field 'depth'")
+    config.variants.zeta = {"seed": 3}
+    _one_line_error(config, "sweep-level")
+    config.variants.zeta = {"network": {"norm": "layernorm"}}
+    config.variant_order = ("zeta", "beta")
+    _one_line_error(config, "variant_order")
 
 
 def test_unknown_hyper_parameters_are_refused():
-  with pytest.raises(ValueError, match="unknown hyper-parameter"):
-    jax.eval_shape(trainer().train, jax.random.PRNGKey(0), {"momentum": jnp.float32(0.5)})
+    with pytest.raises(ValueError, match="unknown hyper-parameter"):
+        jax.eval_shape(trainer().train, jax.random.PRNGKey(0), {"momentum": jnp.float32(0.5)})
 
 
 def test_stream_task_steps_are_derived_from_the_flip_period():
-  config = tiny_config()
-  config.task.name = "bit_flipping"
-  config.task.flip_period = 40
-  config.task.batch_size = 4
-  config.task.steps_per_task = 0
-  assert continual.steps_per_task(config) == 10
-  config.task.steps_per_task = 7
-  with pytest.raises(ValueError, match="0 or 10"):
-    continual.steps_per_task(config)
+    config = tiny_config()
+    config.task.name = "bit_flipping"
+    config.task.flip_period = 40
+    config.task.batch_size = 4
+    config.task.steps_per_task = 0
+    assert continual.steps_per_task(config) == 10
+    config.task.steps_per_task = 7
+    with pytest.raises(ValueError, match="0 or 10"):
+        continual.steps_per_task(config)
 
 
 @pytest.mark.parametrize("module", [nap_label_reset, disentangling, dohare])
 def test_published_configs_resolve_at_both_scales(module):
-  assert all(word in module.__doc__ for word in ("Command", "Expected runtime", "Expected result"))
-  for arg in (None, "paper"):
-    config = module.get_config(arg)
-    resolved = continual.variant_configs(config)
-    assert len(resolved) >= 2
-    for _, variant in resolved:
-      continual.check_config(variant)
-  with pytest.raises(ValueError, match="unknown config argument"):
-    module.get_config("huge")
+    assert all(
+        word in module.__doc__ for word in ("Command", "Expected runtime", "Expected result")
+    )
+    for arg in (None, "paper"):
+        config = module.get_config(arg)
+        resolved = continual.variant_configs(config)
+        assert len(resolved) >= 2
+        for _, variant in resolved:
+            continual.check_config(variant)
+    with pytest.raises(ValueError, match="unknown config argument"):
+        module.get_config("huge")
 
 
 def test_disentangling_config_picks_its_task():
-  for task in disentangling.TASKS:
-    config = disentangling.get_config(f"paper,{task}")
-    assert config.task.name == task and config.data.name == "cifar10"
-  assert disentangling.get_config().task.name == "label_reset"
+    for task in disentangling.TASKS:
+        config = disentangling.get_config(f"paper,{task}")
+        assert config.task.name == task and config.data.name == "cifar10"
+    assert disentangling.get_config().task.name == "label_reset"

@@ -49,8 +49,10 @@ def recorder(name, model, **options):
     def apply(state, probe_inputs, rng):
         del probe_inputs, rng
         seen = state.extra[name]
-        extra = {**state.extra, name: {"count": seen["count"] + 1,
-                                       "step_sum": seen["step_sum"] + state.step}}
+        extra = {
+            **state.extra,
+            name: {"count": seen["count"] + 1, "step_sum": seen["step_sum"] + state.step},
+        }
         return state.replace(extra=extra)
 
     return init, apply
@@ -127,8 +129,9 @@ def test_built_in_and_module_effective_lr_rows_agree_for_adam():
     def both(rng):
         params = trainer.model.init(rng, jnp.zeros((1, 64)))["params"]
         own = continual.builtin_diagnostics(params, params, learning_rate, exponent)
-        module = built[0](params, params, jnp.zeros((2, 64)), jnp.zeros((2,), jnp.int32), rng,
-                          learning_rate)
+        module = built[0](
+            params, params, jnp.zeros((2, 64)), jnp.zeros((2,), jnp.int32), rng, learning_rate
+        )
         return own, module
 
     own, module = both(jax.random.PRNGKey(0))
@@ -136,4 +139,5 @@ def test_built_in_and_module_effective_lr_rows_agree_for_adam():
         key = f"effective_lr/{layer}"
         np.testing.assert_allclose(module[key], own[key], rtol=1e-6)
         np.testing.assert_allclose(  # p = 1 for Adam
-            own[key], learning_rate / own[f"weight_norm/{layer}"], rtol=1e-6)
+            own[key], learning_rate / own[f"weight_norm/{layer}"], rtol=1e-6
+        )

@@ -19,6 +19,7 @@ from benchmarks.datasets import DatasetNotFoundError
 # Writers of the distribution formats (independent of the loaders under test)
 # ---------------------------------------------------------------------------
 
+
 def idx_bytes(array: np.ndarray) -> bytes:
     """IDX encoding of a uint8 array: 0, 0, 0x08, ndim, big-endian dims, data."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
@@ -26,8 +27,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
     return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
 
 
-def write_idx_set(directory: Path, images: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                  gzipped: bool) -> None:
+def write_idx_set(
+    directory: Path, images: dict[str, np.ndarray], labels: dict[str, np.ndarray], gzipped: bool
+) -> None:
     """Writes the four MNIST-style files into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     names = {"train": "train", "test": "t10k"}
@@ -43,17 +45,31 @@ def write_idx_set(directory: Path, images: dict[str, np.ndarray], labels: dict[s
 
 
 def random_idx_arrays(rng: np.random.Generator, num_train: int = 7, num_test: int = 3):
-    images = {s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-              for s, n in (("train", num_train), ("test", num_test))}
-    labels = {s: rng.integers(0, 10, n, dtype=np.uint8) for s, n in (("train", num_train), ("test", num_test))}
+    images = {
+        s: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        for s, n in (("train", num_train), ("test", num_test))
+    }
+    labels = {
+        s: rng.integers(0, 10, n, dtype=np.uint8)
+        for s, n in (("train", num_train), ("test", num_test))
+    }
     return images, labels
 
 
-def write_cifar_batch(path: Path, data: np.ndarray, labels: dict[bytes, list[int]],
-                      protocol: int = 2, legacy_numpy_names: bool = False) -> None:
+def write_cifar_batch(
+    path: Path,
+    data: np.ndarray,
+    labels: dict[bytes, list[int]],
+    protocol: int = 2,
+    legacy_numpy_names: bool = False,
+) -> None:
     """A CIFAR python batch: dict with bytes keys, b'data' (N, 3072) uint8."""
-    batch = {b"batch_label": b"test batch", b"data": data,
-             b"filenames": [f"img_{i}.png".encode() for i in range(len(data))], **labels}
+    batch = {
+        b"batch_label": b"test batch",
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(data))],
+        **labels,
+    }
     raw = pickle.dumps(batch, protocol=protocol)
     if legacy_numpy_names:  # the real files were written by Python 2 / NumPy 1
         assert protocol == 2
@@ -63,16 +79,18 @@ def write_cifar_batch(path: Path, data: np.ndarray, labels: dict[bytes, list[int
     path.write_bytes(raw)
 
 
-def write_cifar10(root: Path, rng: np.random.Generator, per_batch: int = 3,
-                  legacy_numpy_names: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def write_cifar10(
+    root: Path, rng: np.random.Generator, per_batch: int = 3, legacy_numpy_names: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Writes cifar-10-batches-py under ``root``; returns the raw train/test data and labels."""
     directory = root / "cifar-10-batches-py"
     datas, labels = [], []
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         label = rng.integers(0, 10, per_batch).tolist()
-        write_cifar_batch(directory / name, data, {b"labels": label},
-                          legacy_numpy_names=legacy_numpy_names)
+        write_cifar_batch(
+            directory / name, data, {b"labels": label}, legacy_numpy_names=legacy_numpy_names
+        )
         datas.append(data)
         labels.append(np.asarray(label))
     return (np.concatenate(datas[:5]), np.concatenate(labels[:5]), datas[5], labels[5])
@@ -81,6 +99,7 @@ def write_cifar10(root: Path, rng: np.random.Generator, per_batch: int = 3,
 # ---------------------------------------------------------------------------
 # IDX: MNIST and Fashion-MNIST
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("gzipped", [True, False])
 @pytest.mark.parametrize("name,subdir", [("mnist", "mnist"), ("fashion_mnist", "fashion_mnist")])
@@ -119,10 +138,12 @@ def test_parse_idx_rejects_bad_magic_and_truncation():
 # CIFAR pickles
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("legacy_numpy_names", [False, True])
 def test_cifar10_loader_layout_and_values(tmp_path, legacy_numpy_names):
-    x_train, y_train, x_test, y_test = write_cifar10(tmp_path, np.random.default_rng(2),
-                                                     legacy_numpy_names=legacy_numpy_names)
+    x_train, y_train, x_test, y_test = write_cifar10(
+        tmp_path, np.random.default_rng(2), legacy_numpy_names=legacy_numpy_names
+    )
     for data_dir in (tmp_path, tmp_path / "cifar-10-batches-py"):
         ds = datasets.load_dataset("cifar10", data_dir)
         assert ds.x_train.shape == (15, 32, 32, 3) and ds.x_test.shape == (3, 32, 32, 3)
@@ -132,20 +153,25 @@ def test_cifar10_loader_layout_and_values(tmp_path, legacy_numpy_names):
         # Row layout: 1024 red values, 1024 green, 1024 blue, each row-major 32x32.
         n, i, j = 4, 5, 17
         for c in range(3):
-            assert ds.x_train[n, i, j, c] == pytest.approx(x_train[n, c * 1024 + i * 32 + j] / 255.0)
+            assert ds.x_train[n, i, j, c] == pytest.approx(
+                x_train[n, c * 1024 + i * 32 + j] / 255.0
+            )
         expected = x_test.reshape(3, 3, 32, 32).transpose(0, 2, 3, 1) / 255.0
         np.testing.assert_allclose(ds.x_test, expected, atol=1e-7)
 
 
-@pytest.mark.parametrize("label_mode,num_classes,key", [("fine", 100, b"fine_labels"),
-                                                       ("coarse", 20, b"coarse_labels")])
+@pytest.mark.parametrize(
+    "label_mode,num_classes,key", [("fine", 100, b"fine_labels"), ("coarse", 20, b"coarse_labels")]
+)
 def test_cifar100_loader_fine_and_coarse(tmp_path, label_mode, num_classes, key):
     rng = np.random.default_rng(3)
     written = {}
     for split, n in (("train", 5), ("test", 2)):
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = {b"fine_labels": rng.integers(0, 100, n).tolist(),
-                  b"coarse_labels": rng.integers(0, 20, n).tolist()}
+        labels = {
+            b"fine_labels": rng.integers(0, 100, n).tolist(),
+            b"coarse_labels": rng.integers(0, 20, n).tolist(),
+        }
         write_cifar_batch(tmp_path / "cifar-100-python" / split, data, labels, protocol=5)
         written[split] = (data, labels)
     ds = datasets.load_dataset("cifar100", tmp_path, cifar100_label_mode=label_mode)
@@ -165,7 +191,8 @@ class _Evil:
 def test_cifar_pickle_with_foreign_globals_is_refused(tmp_path):
     write_cifar10(tmp_path, np.random.default_rng(4))
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(
-        pickle.dumps({b"data": _Evil(), b"labels": [0]}, protocol=2))
+        pickle.dumps({b"data": _Evil(), b"labels": [0]}, protocol=2)
+    )
     with pytest.raises(DatasetNotFoundError, match=r"refusing to load \w+\.print"):
         datasets.load_dataset("cifar10", tmp_path)
 
@@ -173,6 +200,7 @@ def test_cifar_pickle_with_foreign_globals_is_refused(tmp_path):
 # ---------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------
+
 
 def assert_one_line(error: BaseException) -> str:
     message = str(error)
@@ -184,9 +212,16 @@ def test_missing_mnist_names_files_places_and_flag(tmp_path):
     with pytest.raises(DatasetNotFoundError) as info:
         datasets.load_dataset("mnist", tmp_path)
     message = assert_one_line(info.value)
-    for expected in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                     "t10k-labels-idx1-ubyte", str(tmp_path), str(tmp_path / "mnist"), "--data_dir",
-                     "--config.data.data_dir"):
+    for expected in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+        str(tmp_path),
+        str(tmp_path / "mnist"),
+        "--data_dir",
+        "--config.data.data_dir",
+    ):
         assert expected in message
     assert isinstance(info.value, ValueError)
 
@@ -230,8 +265,10 @@ def test_mnist1d_without_package_is_a_clear_error():
     assert_one_line(info.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow_datasets") is not None,
-                    reason="tensorflow_datasets is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow_datasets") is not None,
+    reason="tensorflow_datasets is installed",
+)
 def test_tfds_without_package_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetNotFoundError, match="tensorflow-datasets") as info:
         datasets.load_dataset("cifar10", tmp_path, source="tfds")
@@ -241,6 +278,7 @@ def test_tfds_without_package_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------
 # Built-in digits, subsetting, flattening
 # ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits() -> datasets.Dataset:

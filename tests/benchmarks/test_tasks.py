@@ -33,8 +33,11 @@ TASK_OPTIONS = {
     "class_permutation": {},
     "input_permutation": {},
     "composite": {},
-    "large_offset_regression": {"offset": OFFSET, "offset_tasks": OFFSET_TASKS,
-                                "target_scale": TARGET_SCALE},
+    "large_offset_regression": {
+        "offset": OFFSET,
+        "offset_tasks": OFFSET_TASKS,
+        "target_scale": TARGET_SCALE,
+    },
     "bit_flipping": {"flip_period": 1000},
 }
 
@@ -56,16 +59,18 @@ def keys() -> jax.Array:
 
 def to_numpy(tree: Any) -> Any:
     """Pytree of NumPy arrays; typed keys become their raw key data."""
+
     def convert(leaf):
         if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
         return np.asarray(leaf)
+
     return jax.tree.map(convert, tree)
 
 
 class Probe(NamedTuple):
-    states: Any          # leading axes: (task,) or (seed, task)
-    inputs: np.ndarray   # (..., task, example, *input_shape)
+    states: Any  # leading axes: (task,) or (seed, task)
+    inputs: np.ndarray  # (..., task, example, *input_shape)
     targets: np.ndarray
     test_inputs: np.ndarray | None
     test_targets: np.ndarray | None
@@ -104,13 +109,16 @@ def seed(probe: Probe, index: int) -> Probe:
 # Generic properties of every task
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", tasks.KNOWN_TASKS)
 def test_same_seed_identical_different_seeds_differ(name):
     probe = vmapped(name)
     same = jax.tree.map(lambda a: np.array_equal(a[0], a[2]), probe)
     assert all(jax.tree.leaves(same))
-    assert not (np.array_equal(probe.targets[0], probe.targets[1])
-                and np.array_equal(probe.inputs[0], probe.inputs[1]))
+    assert not (
+        np.array_equal(probe.targets[0], probe.targets[1])
+        and np.array_equal(probe.inputs[0], probe.inputs[1])
+    )
 
 
 @pytest.mark.parametrize("name", tasks.KNOWN_TASKS)
@@ -147,6 +155,7 @@ def test_metadata_and_shapes(name):
 # ---------------------------------------------------------------------------
 # Label tasks
 # ---------------------------------------------------------------------------
+
 
 def binomial_bound(p: float, n: int, sigmas: float = 5.0) -> float:
     return sigmas * np.sqrt(p * (1 - p) / n)
@@ -216,9 +225,13 @@ def test_input_permutation_is_a_fresh_bijection_per_task(name):
     permutations = probe.states.input_permutation
     for t in range(NUM_TASKS):
         np.testing.assert_array_equal(np.sort(permutations[t]), np.arange(64))
-        np.testing.assert_array_equal(probe.inputs[t], permuted_reference(ds.x_train, permutations[t]))
+        np.testing.assert_array_equal(
+            probe.inputs[t], permuted_reference(ds.x_train, permutations[t])
+        )
         if probe.test_inputs is not None:
-            np.testing.assert_array_equal(probe.test_inputs[t], permuted_reference(ds.x_test, permutations[t]))
+            np.testing.assert_array_equal(
+                probe.test_inputs[t], permuted_reference(ds.x_test, permutations[t])
+            )
     assert len({tuple(p) for p in permutations}) == NUM_TASKS
     assert not np.array_equal(permutations[0], np.arange(64))
     # Same key -> same permutation (seed 2 is seed 0 again); another key -> another one.
@@ -247,18 +260,23 @@ def test_permute_inputs_moves_channels_together_and_permutes_flat_features():
     rng = np.random.default_rng(0)
     images = rng.normal(size=(2, 2, 3, 3)).astype(np.float32)
     permutation = rng.permutation(6)
-    np.testing.assert_array_equal(tasks.permute_inputs(jnp.asarray(images), jnp.asarray(permutation)),
-                                  permuted_reference(images, permutation))
+    np.testing.assert_array_equal(
+        tasks.permute_inputs(jnp.asarray(images), jnp.asarray(permutation)),
+        permuted_reference(images, permutation),
+    )
     flat = rng.normal(size=(2, 5)).astype(np.float32)
     flat_permutation = rng.permutation(5)
-    np.testing.assert_array_equal(tasks.permute_inputs(jnp.asarray(flat), jnp.asarray(flat_permutation)),
-                                  flat[:, flat_permutation])
+    np.testing.assert_array_equal(
+        tasks.permute_inputs(jnp.asarray(flat), jnp.asarray(flat_permutation)),
+        flat[:, flat_permutation],
+    )
     assert tasks.num_positions((8, 8, 3)) == 64 and tasks.num_positions((40,)) == 40
 
 
 # ---------------------------------------------------------------------------
 # Large-offset regression
 # ---------------------------------------------------------------------------
+
 
 def test_offset_phase_targets_are_offset_plus_small_fixed_function():
     probe = seed(vmapped("large_offset_regression"), 0)
@@ -298,6 +316,7 @@ def test_offset_targets_match_a_numpy_reference():
 # Bit flipping
 # ---------------------------------------------------------------------------
 
+
 def test_exactly_one_slow_bit_flips_per_period():
     probe = seed(vmapped("bit_flipping"), 0)
     slow = probe.states.slow_bits
@@ -305,20 +324,26 @@ def test_exactly_one_slow_bit_flips_per_period():
     flips = np.abs(np.diff(slow, axis=0)).sum(axis=1)
     np.testing.assert_array_equal(flips, np.ones(NUM_STREAM_TASKS - 1))
     for t in range(NUM_STREAM_TASKS):
-        np.testing.assert_array_equal(probe.inputs[t][:, :15], np.broadcast_to(slow[t], (STREAM_BATCH, 15)))
+        np.testing.assert_array_equal(
+            probe.inputs[t][:, :15], np.broadcast_to(slow[t], (STREAM_BATCH, 15))
+        )
 
 
 def test_fast_bits_vary_per_example_and_period():
     probe = seed(vmapped("bit_flipping"), 0)
     fast = probe.inputs[:, :, 15:]
     assert fast.shape == (NUM_STREAM_TASKS, STREAM_BATCH, 5) and set(np.unique(fast)) == {0.0, 1.0}
-    assert np.all(np.abs(fast.mean(axis=(0, 1)) - 0.5) < binomial_bound(0.5, fast.shape[0] * fast.shape[1]))
+    assert np.all(
+        np.abs(fast.mean(axis=(0, 1)) - 0.5) < binomial_bound(0.5, fast.shape[0] * fast.shape[1])
+    )
     assert len({row.tobytes() for row in fast[0]}) > 16
     assert not np.array_equal(fast[0], fast[1])
 
 
 def ltu_reference(network: Any, inputs: np.ndarray) -> np.ndarray:
-    hidden = (inputs @ network.input_weights + network.input_bias > network.thresholds).astype(np.float32)
+    hidden = (inputs @ network.input_weights + network.input_bias > network.thresholds).astype(
+        np.float32
+    )
     return hidden @ network.output_weights + network.output_bias
 
 
@@ -327,7 +352,12 @@ def test_targets_are_a_fixed_ltu_function_of_the_inputs():
     network = jax.tree.map(lambda a: a[0], probe.states.target_network)
     for leaf in jax.tree.leaves(probe.states.target_network):
         assert np.all(leaf == leaf[0])  # the same network in every period
-    for weights in (network.input_weights, network.input_bias, network.output_weights, network.output_bias):
+    for weights in (
+        network.input_weights,
+        network.input_bias,
+        network.output_weights,
+        network.output_bias,
+    ):
         assert set(np.unique(weights)) <= {-1.0, 1.0}
     assert network.input_weights.shape == (20, 100)
     negatives = (network.input_weights < 0).sum(axis=0) + (network.input_bias < 0)
@@ -346,6 +376,7 @@ def test_targets_are_a_fixed_ltu_function_of_the_inputs():
 # ---------------------------------------------------------------------------
 # Data passed explicitly, configuration, errors
 # ---------------------------------------------------------------------------
+
 
 def test_batch_with_data_passed_as_jit_argument_equals_captured_data():
     seq, probe = sequence("input_permutation"), seed(vmapped("input_permutation"), 0)
@@ -366,23 +397,37 @@ def test_config_forms_are_equivalent():
     forms = [
         tasks._config_from(expected, {}),
         tasks._config_from({"name": "label_fraction_reset", "reset_fraction": 0.5}, {}),
-        tasks._config_from(ml_collections.ConfigDict({"name": "label_fraction_reset",
-                                                      "reset_fraction": 0.5}), {}),
+        tasks._config_from(
+            ml_collections.ConfigDict({"name": "label_fraction_reset", "reset_fraction": 0.5}), {}
+        ),
         tasks._config_from("label_fraction_reset", {"reset_fraction": 0.5}),
         tasks._config_from(None, {"name": "label_fraction_reset", "reset_fraction": 0.5}),
     ]
     assert all(form == expected for form in forms)
-    seq = tasks.make_task_sequence(ml_collections.ConfigDict({"name": "bit_flipping", "flip_period": 7}))
-    assert (seq.num_examples, seq.input_shape, seq.kind, seq.num_outputs) == (7, (20,), "regression", 1)
+    seq = tasks.make_task_sequence(
+        ml_collections.ConfigDict({"name": "bit_flipping", "flip_period": 7})
+    )
+    assert (seq.num_examples, seq.input_shape, seq.kind, seq.num_outputs) == (
+        7,
+        (20,),
+        "regression",
+        1,
+    )
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"name": "label_shuffle"}, "known tasks: label_reset, label_fraction_reset"),
-    ({"name": "label_reset", "reset_fraction": 2.0}, "reset_fraction must be in"),
-    ({"name": "label_reset", "flip_periodd": 3}, "unknown task option.*flip_periodd.*valid options"),
-    ({"name": "bit_flipping", "num_flipping_bits": 21}, "num_flipping_bits must be in"),
-    ({"name": "large_offset_regression", "offset_tasks": -1}, "offset_tasks must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"name": "label_shuffle"}, "known tasks: label_reset, label_fraction_reset"),
+        ({"name": "label_reset", "reset_fraction": 2.0}, "reset_fraction must be in"),
+        (
+            {"name": "label_reset", "flip_periodd": 3},
+            "unknown task option.*flip_periodd.*valid options",
+        ),
+        ({"name": "bit_flipping", "num_flipping_bits": 21}, "num_flipping_bits must be in"),
+        ({"name": "large_offset_regression", "offset_tasks": -1}, "offset_tasks must be"),
+    ],
+)
 def test_bad_configs_are_one_line_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match) as info:
         tasks.make_task_sequence(kwargs, dataset())

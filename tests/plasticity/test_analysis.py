@@ -172,9 +172,10 @@ def test_notebook_executes_headless_and_writes_its_figures(workdirs, tmp_path):
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1
     figures = tmp_path / "figures"
-    parameters[0].source = (
-        f"workdirs = {[str(p) for p in workdirs]!r}\n"
-        f"output_dir = {str(figures)!r}\nshow = False\n"
+    parameters[
+        0
+    ].source = (
+        f"workdirs = {[str(p) for p in workdirs]!r}\noutput_dir = {str(figures)!r}\nshow = False\n"
     )
     NotebookClient(
         notebook,

@@ -11,46 +11,50 @@ from plasticity import checkpointing
 
 
 def _tree(offset: int):
-  return {"params": {"w": jnp.arange(6.0).reshape(2, 3) + offset},
-          "count": jnp.asarray(offset, jnp.int32), "rng": jax.random.PRNGKey(offset)}
+    return {
+        "params": {"w": jnp.arange(6.0).reshape(2, 3) + offset},
+        "count": jnp.asarray(offset, jnp.int32),
+        "rng": jax.random.PRNGKey(offset),
+    }
 
 
 def test_round_trip_is_bit_identical_and_keeps_the_last_k(tmp_path):
-  with checkpointing.Checkpointer(tmp_path / "ckpt", max_to_keep=2) as manager:
-    assert manager.latest_step() is None
-    for step in (1, 2, 3):
-      manager.save(step, _tree(step), {"next_task": step, "variant": "a"})
-    assert manager.all_steps() == [2, 3]
-    tree, metadata = manager.restore(_tree(0))
-    assert metadata == {"next_task": 3, "variant": "a"}
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
-                 tree, _tree(3))
-    older, older_metadata = manager.restore(_tree(0), step=2)
-    assert older_metadata["next_task"] == 2
-    np.testing.assert_array_equal(older["params"]["w"], _tree(2)["params"]["w"])
-  # A new manager on the same directory sees the same checkpoints (a relaunch).
-  with checkpointing.Checkpointer(tmp_path / "ckpt") as manager:
-    assert manager.latest_step() == 3
-    assert manager.restore_metadata()["next_task"] == 3
+    with checkpointing.Checkpointer(tmp_path / "ckpt", max_to_keep=2) as manager:
+        assert manager.latest_step() is None
+        for step in (1, 2, 3):
+            manager.save(step, _tree(step), {"next_task": step, "variant": "a"})
+        assert manager.all_steps() == [2, 3]
+        tree, metadata = manager.restore(_tree(0))
+        assert metadata == {"next_task": 3, "variant": "a"}
+        jax.tree.map(
+            lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), tree, _tree(3)
+        )
+        older, older_metadata = manager.restore(_tree(0), step=2)
+        assert older_metadata["next_task"] == 2
+        np.testing.assert_array_equal(older["params"]["w"], _tree(2)["params"]["w"])
+    # A new manager on the same directory sees the same checkpoints (a relaunch).
+    with checkpointing.Checkpointer(tmp_path / "ckpt") as manager:
+        assert manager.latest_step() == 3
+        assert manager.restore_metadata()["next_task"] == 3
 
 
 def test_a_half_written_checkpoint_is_ignored(tmp_path):
-  directory = tmp_path / "ckpt"
-  with checkpointing.Checkpointer(directory) as manager:
-    manager.save(1, _tree(1), {"next_task": 1})
-  # What a crash during a save leaves behind: an unfinalized temporary step directory.
-  (directory / "2.orbax-checkpoint-tmp-123").mkdir()
-  (directory / "2.orbax-checkpoint-tmp-123" / "garbage").write_text("partial")
-  with checkpointing.Checkpointer(directory) as manager:
-    assert manager.latest_step() == 1
-    tree, metadata = manager.restore(_tree(0))
-    assert metadata == {"next_task": 1}
-    np.testing.assert_array_equal(tree["params"]["w"], _tree(1)["params"]["w"])
+    directory = tmp_path / "ckpt"
+    with checkpointing.Checkpointer(directory) as manager:
+        manager.save(1, _tree(1), {"next_task": 1})
+    # What a crash during a save leaves behind: an unfinalized temporary step directory.
+    (directory / "2.orbax-checkpoint-tmp-123").mkdir()
+    (directory / "2.orbax-checkpoint-tmp-123" / "garbage").write_text("partial")
+    with checkpointing.Checkpointer(directory) as manager:
+        assert manager.latest_step() == 1
+        tree, metadata = manager.restore(_tree(0))
+        assert metadata == {"next_task": 1}
+        np.testing.assert_array_equal(tree["params"]["w"], _tree(1)["params"]["w"])
 
 
 def test_restore_without_checkpoint_and_bad_keep_count_raise(tmp_path):
-  with pytest.raises(ValueError, match="max_to_keep"):
-    checkpointing.Checkpointer(tmp_path / "a", max_to_keep=0)
-  with checkpointing.Checkpointer(tmp_path / "b") as manager:
-    with pytest.raises(ValueError, match="no checkpoint"):
-      manager.restore(_tree(0))
+    with pytest.raises(ValueError, match="max_to_keep"):
+        checkpointing.Checkpointer(tmp_path / "a", max_to_keep=0)
+    with checkpointing.Checkpointer(tmp_path / "b") as manager:
+        with pytest.raises(ValueError, match="no checkpoint"):
+            manager.restore(_tree(0))

@@ -48,8 +48,10 @@ def free_port() -> int:
 @pytest.mark.parametrize(
     "config, match",
     [
-        (distributed.DistributedConfig(num_processes=2), "missing --coordinator_address, "
-         "--process_id"),
+        (
+            distributed.DistributedConfig(num_processes=2),
+            "missing --coordinator_address, --process_id",
+        ),
         (distributed.DistributedConfig("10.0.0.1", 2, 0), "must be host:port"),
         (distributed.DistributedConfig("10.0.0.1:80", 2, 2), r"must be in \[0, --num_processes\)"),
         (distributed.DistributedConfig("h:1", 2, 0, heartbeat_timeout_seconds=0), "timeouts"),
@@ -79,8 +81,14 @@ def test_auto_detection_without_a_cluster_is_a_one_line_error():
     """In a subprocess whose environment names no cluster (so nothing tries to connect)."""
     markers = ("SLURM_", "OMPI_", "PMI_", "KUBERNETES_", "TPU_", "CLOUD_TPU", "JAX_COORDINATOR")
     env = {k: v for k, v in ENV.items() if not k.startswith(markers)}
-    done = subprocess.run([sys.executable, "-c", _AUTO.format(repo=str(REPO))], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _AUTO.format(repo=str(REPO))],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("ERROR ")]
     assert lines, done.stderr[-3000:]
     assert "no cluster environment JAX recognizes" in lines[0]
@@ -108,8 +116,15 @@ def test_launcher_flags_parse_into_a_config():
     values = flags.FlagValues()
     distributed.define_flags(values)
     distributed.define_flags(values)  # idempotent
-    values(["prog", "--coordinator_address=10.1.2.3:8476", "--num_processes=4",
-            "--process_id=3", "--distributed_heartbeat_timeout=20"])
+    values(
+        [
+            "prog",
+            "--coordinator_address=10.1.2.3:8476",
+            "--num_processes=4",
+            "--process_id=3",
+            "--distributed_heartbeat_timeout=20",
+        ]
+    )
     config = distributed.config_from_flags(values)
     assert config == distributed.DistributedConfig(
         "10.1.2.3:8476", 4, 3, False, 20, distributed.DEFAULT_INITIALIZATION_TIMEOUT_SECONDS
@@ -152,8 +167,15 @@ _JOB = textwrap.dedent(
 
 def start_job(process: int, port: int, steps: int, pause: float) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", _JOB.format(repo=str(REPO)), str(process), str(port), str(steps),
-         str(pause)],
+        [
+            sys.executable,
+            "-c",
+            _JOB.format(repo=str(REPO)),
+            str(process),
+            str(port),
+            str(steps),
+            str(pause),
+        ],
         cwd=REPO,
         env=ENV,
         stdout=subprocess.PIPE,
@@ -179,7 +201,9 @@ def test_two_processes_run_a_sharded_job_and_check_every_step():
     for job, (stdout, stderr) in zip(jobs, outputs):
         assert job.returncode == 0 and "JOB_OK" in stdout, stderr[-3000:]
         assert [line for line in stdout.splitlines() if line.startswith("step")] == [
-            "step 0 ok", "step 1 ok", "step 2 ok"
+            "step 0 ok",
+            "step 1 ok",
+            "step 2 ok",
         ]
 
 

@@ -49,8 +49,11 @@ def test_check_metrics_raises_one_line_naming_step_metric_and_run():
 def test_consecutive_steps_name_the_exact_step():
     divergence.check_consecutive_steps([0.5, 0.4], last_step=10)
     losses = [jnp.float32(0.5), jnp.float32(0.7), jnp.float32(jnp.nan), jnp.float32(jnp.inf)]
-    with pytest.raises(divergence.DivergenceError, match=r"^divergence at step 9: loss is nan "
-                       r"\(seed 2\)$"):
+    with pytest.raises(
+        divergence.DivergenceError,
+        match=r"^divergence at step 9: loss is nan "
+        r"\(seed 2\)$",
+    ):
         divergence.check_consecutive_steps(losses, last_step=10, context="seed 2")
 
 
@@ -62,8 +65,11 @@ def test_check_params_names_the_first_bad_leaf():
     }
     found = divergence.first_nonfinite_leaf(params)
     assert found.metric == "params/head/bias" and found.index == (1,)
-    with pytest.raises(divergence.DivergenceError, match=r"^divergence at step 9: params/head/bias "
-                       r"is nan$"):
+    with pytest.raises(
+        divergence.DivergenceError,
+        match=r"^divergence at step 9: params/head/bias "
+        r"is nan$",
+    ):
         divergence.check_params(params, 9)
     params["head"]["bias"][1] = 0.0
     divergence.check_params(params, 9)
@@ -136,7 +142,10 @@ def test_runner_finds_the_earliest_divergence_of_a_chunk():
     outputs["health"]["nonfinite_loss_value"][2, 0] = np.inf
     step, metric, value, label = continual.find_divergence(plan, "default", _Steps(), 3, outputs)
     assert (step, metric, value, label) == (
-        33, "loss", math.inf, "variant 'default', seed 0, learning_rate=10"
+        33,
+        "loss",
+        math.inf,
+        "variant 'default', seed 0, learning_rate=10",
     )
 
 

@@ -20,71 +20,90 @@ from plasticity import mesh
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("auto", {}), ("", {}), ("seed:4", {"seed": 4}), ("seed:4, data:2", {"seed": 4, "data": 2}),
-    ("seed:auto,data:2", {"seed": mesh.AUTO_SIZE, "data": 2}), ("data:auto", {"data": -1}),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("auto", {}),
+        ("", {}),
+        ("seed:4", {"seed": 4}),
+        ("seed:4, data:2", {"seed": 4, "data": 2}),
+        ("seed:auto,data:2", {"seed": mesh.AUTO_SIZE, "data": 2}),
+        ("data:auto", {"data": -1}),
+    ],
+)
 def test_parse_mesh_spec(spec, expected):
-  assert mesh.parse_mesh_spec(spec) == expected
+    assert mesh.parse_mesh_spec(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["seed", "seed:0", "seed:x", "seed:2,seed:2", "1a:2", "sed:4",
-                                  "seed:auto,data:auto", "data:-1"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "seed",
+        "seed:0",
+        "seed:x",
+        "seed:2,seed:2",
+        "1a:2",
+        "sed:4",
+        "seed:auto,data:auto",
+        "data:-1",
+    ],
+)
 def test_bad_mesh_specs_raise_one_line(spec):
-  with pytest.raises(ValueError, match="mesh spec") as error:
-    mesh.parse_mesh_spec(spec)
-  assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="mesh spec") as error:
+        mesh.parse_mesh_spec(spec)
+    assert "\n" not in str(error.value)
 
 
 def test_largest_divisor_at_most():
-  assert [mesh.largest_divisor_at_most(n, 4) for n in (1, 2, 3, 6, 8, 9)] == [1, 2, 3, 3, 4, 3]
+    assert [mesh.largest_divisor_at_most(n, 4) for n in (1, 2, 3, 6, 8, 9)] == [1, 2, 3, 3, 4, 3]
 
 
 def test_auto_mesh_and_placement_on_the_available_devices():
-  devices = jax.devices()
-  built = mesh.make_mesh("auto", num_runs=len(devices) * 3)
-  assert built.axis_names == ("seed",) and built.shape["seed"] == len(devices)
-  assert mesh.format_mesh(built) == f"seed:{len(devices)}"
-  tree = {"keys": np.arange(len(devices) * 6).reshape(-1, 2), "lr": np.ones(len(devices) * 3)}
-  placed = mesh.shard_leading_axis(tree, built)
-  np.testing.assert_array_equal(np.asarray(placed["keys"]), tree["keys"])
-  assert placed["lr"].sharding.spec == jax.sharding.PartitionSpec("seed")
-  copied = mesh.replicate({"x": np.arange(3.0)}, built)
-  assert copied["x"].sharding.is_fully_replicated
+    devices = jax.devices()
+    built = mesh.make_mesh("auto", num_runs=len(devices) * 3)
+    assert built.axis_names == ("seed",) and built.shape["seed"] == len(devices)
+    assert mesh.format_mesh(built) == f"seed:{len(devices)}"
+    tree = {"keys": np.arange(len(devices) * 6).reshape(-1, 2), "lr": np.ones(len(devices) * 3)}
+    placed = mesh.shard_leading_axis(tree, built)
+    np.testing.assert_array_equal(np.asarray(placed["keys"]), tree["keys"])
+    assert placed["lr"].sharding.spec == jax.sharding.PartitionSpec("seed")
+    copied = mesh.replicate({"x": np.arange(3.0)}, built)
+    assert copied["x"].sharding.is_fully_replicated
 
 
 def test_too_many_devices_and_unknown_axis_raise():
-  with pytest.raises(ValueError, match="needs"):
-    mesh.make_mesh(f"seed:{len(jax.devices()) + 1}")
-  built = mesh.make_mesh("seed:1")
-  with pytest.raises(ValueError, match="no axis 'data'"):
-    mesh.leading_axis_sharding(built, "data")
+    with pytest.raises(ValueError, match="needs"):
+        mesh.make_mesh(f"seed:{len(jax.devices()) + 1}")
+    built = mesh.make_mesh("seed:1")
+    with pytest.raises(ValueError, match="no axis 'data'"):
+        mesh.leading_axis_sharding(built, "data")
 
 
 def test_auto_sized_axes_and_batch_helpers_on_one_device():
-  built = mesh.make_mesh("seed:auto,data:1", num_runs=3)
-  expected_seeds = mesh.largest_divisor_at_most(3, len(jax.devices()))
-  assert dict(built.shape) == {"seed": expected_seeds, "data": 1}
-  assert mesh.axis_size(built, "data") == 1 and mesh.axis_size(built, "model") == 1
-  assert mesh.batch_sharding(built).spec == jax.sharding.PartitionSpec("data")
-  assert mesh.batch_sharding(built, seed_axis="seed").spec == jax.sharding.PartitionSpec(
-      "seed", "data")
-  seed_only = mesh.make_mesh("seed:1")
-  assert mesh.batch_sharding(seed_only).spec == jax.sharding.PartitionSpec(None)
-  batch = {"obs": np.arange(12.0).reshape(6, 2), "action": np.arange(6)}
-  placed = mesh.shard_batch(batch, built)
-  np.testing.assert_array_equal(np.asarray(placed["obs"]), batch["obs"])
-  gathered = mesh.global_batch(batch, built)  # one process: the local batch is the global one
-  np.testing.assert_array_equal(np.asarray(gathered["action"]), batch["action"])
-  with pytest.raises(ValueError, match="no example axis"):
-    mesh.shard_batch({"scalar": np.float32(1.0)}, built)
+    built = mesh.make_mesh("seed:auto,data:1", num_runs=3)
+    expected_seeds = mesh.largest_divisor_at_most(3, len(jax.devices()))
+    assert dict(built.shape) == {"seed": expected_seeds, "data": 1}
+    assert mesh.axis_size(built, "data") == 1 and mesh.axis_size(built, "model") == 1
+    assert mesh.batch_sharding(built).spec == jax.sharding.PartitionSpec("data")
+    assert mesh.batch_sharding(built, seed_axis="seed").spec == jax.sharding.PartitionSpec(
+        "seed", "data"
+    )
+    seed_only = mesh.make_mesh("seed:1")
+    assert mesh.batch_sharding(seed_only).spec == jax.sharding.PartitionSpec(None)
+    batch = {"obs": np.arange(12.0).reshape(6, 2), "action": np.arange(6)}
+    placed = mesh.shard_batch(batch, built)
+    np.testing.assert_array_equal(np.asarray(placed["obs"]), batch["obs"])
+    gathered = mesh.global_batch(batch, built)  # one process: the local batch is the global one
+    np.testing.assert_array_equal(np.asarray(gathered["action"]), batch["action"])
+    with pytest.raises(ValueError, match="no example axis"):
+        mesh.shard_batch({"scalar": np.float32(1.0)}, built)
 
 
 def test_the_continual_trainer_refuses_a_data_axis():
-  continual.check_mesh_spec("seed:4,data:1")
-  with pytest.raises(ValueError, match="spreads runs over the 'seed' axis only") as error:
-    continual.check_mesh_spec("seed:2,data:2")
-  assert "\n" not in str(error.value)
+    continual.check_mesh_spec("seed:4,data:1")
+    with pytest.raises(ValueError, match="spreads runs over the 'seed' axis only") as error:
+        continual.check_mesh_spec("seed:2,data:2")
+    assert "\n" not in str(error.value)
 
 
 _LAYOUTS = textwrap.dedent("""
@@ -125,7 +144,13 @@ _LAYOUTS = textwrap.dedent("""
 
 
 def test_seed_by_data_layouts_on_four_fake_devices():
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  done = subprocess.run([sys.executable, "-c", _LAYOUTS.format(repo=str(REPO))], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=120)
-  assert done.returncode == 0 and "LAYOUTS_OK" in done.stdout, done.stderr[-3000:]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run(
+        [sys.executable, "-c", _LAYOUTS.format(repo=str(REPO))],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "LAYOUTS_OK" in done.stdout, done.stderr[-3000:]

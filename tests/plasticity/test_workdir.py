@@ -12,53 +12,57 @@ from plasticity import workdir
 
 
 def test_rows_round_trip_with_numpy_scalars_and_non_finite_values(tmp_path):
-  writer = workdir.WorkDir(tmp_path, tensorboard=False)
-  rows = [{"event": "task", "step": np.int64(10), "seed": 0, "end_accuracy": np.float32(0.5)},
-          {"event": "diagnostics", "step": 20, "seed": 1, "loss": math.nan, "x": math.inf}]
-  size = writer.append_metrics(rows)
-  assert size == writer.metrics_size() > 0
-  read = workdir.read_metrics(tmp_path)
-  assert read == [{"event": "task", "step": 10, "seed": 0, "end_accuracy": 0.5},
-                  {"event": "diagnostics", "step": 20, "seed": 1, "loss": None, "x": None}]
-  for line in (tmp_path / workdir.METRICS_FILE).read_text().splitlines():
-    json.loads(line)  # strict JSON: no NaN/Infinity tokens
+    writer = workdir.WorkDir(tmp_path, tensorboard=False)
+    rows = [
+        {"event": "task", "step": np.int64(10), "seed": 0, "end_accuracy": np.float32(0.5)},
+        {"event": "diagnostics", "step": 20, "seed": 1, "loss": math.nan, "x": math.inf},
+    ]
+    size = writer.append_metrics(rows)
+    assert size == writer.metrics_size() > 0
+    read = workdir.read_metrics(tmp_path)
+    assert read == [
+        {"event": "task", "step": 10, "seed": 0, "end_accuracy": 0.5},
+        {"event": "diagnostics", "step": 20, "seed": 1, "loss": None, "x": None},
+    ]
+    for line in (tmp_path / workdir.METRICS_FILE).read_text().splitlines():
+        json.loads(line)  # strict JSON: no NaN/Infinity tokens
 
 
 def test_truncate_drops_rows_after_the_recorded_size(tmp_path):
-  writer = workdir.WorkDir(tmp_path, tensorboard=False)
-  first = writer.append_metrics([{"event": "task", "task": 0}])
-  writer.append_metrics([{"event": "task", "task": 1}, {"event": "task", "task": 2}])
-  writer.truncate_metrics(first)
-  assert [row["task"] for row in workdir.read_metrics(tmp_path)] == [0]
-  writer.truncate_metrics(0)
-  assert workdir.read_metrics(tmp_path) == []
+    writer = workdir.WorkDir(tmp_path, tensorboard=False)
+    first = writer.append_metrics([{"event": "task", "task": 0}])
+    writer.append_metrics([{"event": "task", "task": 1}, {"event": "task", "task": 2}])
+    writer.truncate_metrics(first)
+    assert [row["task"] for row in workdir.read_metrics(tmp_path)] == [0]
+    writer.truncate_metrics(0)
+    assert workdir.read_metrics(tmp_path) == []
 
 
 def test_config_written_once_and_a_different_config_refused(tmp_path):
-  writer = workdir.WorkDir(tmp_path, tensorboard=False)
-  config = {"task": {"name": "label_reset", "num_tasks": 3}, "seed": 0, "sizes": (1, 2)}
-  writer.check_or_write_config(config)
-  assert workdir.read_config(tmp_path)["task"]["num_tasks"] == 3
-  writer.check_or_write_config(config)  # same config: a resume, accepted
-  changed = {**config, "task": {"name": "label_reset", "num_tasks": 4}}
-  with pytest.raises(ValueError, match=r"different config \(fields: task.num_tasks\)"):
-    writer.check_or_write_config(changed)
-  writer.check_or_write_config(changed, ignore=("task.num_tasks",))
-  assert workdir.read_config(tmp_path)["task"]["num_tasks"] == 3
+    writer = workdir.WorkDir(tmp_path, tensorboard=False)
+    config = {"task": {"name": "label_reset", "num_tasks": 3}, "seed": 0, "sizes": (1, 2)}
+    writer.check_or_write_config(config)
+    assert workdir.read_config(tmp_path)["task"]["num_tasks"] == 3
+    writer.check_or_write_config(config)  # same config: a resume, accepted
+    changed = {**config, "task": {"name": "label_reset", "num_tasks": 4}}
+    with pytest.raises(ValueError, match=r"different config \(fields: task.num_tasks\)"):
+        writer.check_or_write_config(changed)
+    writer.check_or_write_config(changed, ignore=("task.num_tasks",))
+    assert workdir.read_config(tmp_path)["task"]["num_tasks"] == 3
 
 
 def test_non_lead_process_writes_nothing(tmp_path):
-  path = tmp_path / "run"
-  writer = workdir.WorkDir(path, is_writer=False)
-  writer.write_config({"a": 1})
-  assert writer.append_metrics([{"event": "task"}]) == 0
-  writer.write_scalars(1, {"x": 1.0})
-  writer.close()
-  assert not path.exists()
+    path = tmp_path / "run"
+    writer = workdir.WorkDir(path, is_writer=False)
+    writer.write_config({"a": 1})
+    assert writer.append_metrics([{"event": "task"}]) == 0
+    writer.write_scalars(1, {"x": 1.0})
+    writer.close()
+    assert not path.exists()
 
 
 def test_tensorboard_events_are_written(tmp_path):
-  with workdir.WorkDir(tmp_path) as writer:
-    writer.write_scalars(5, {"arm/task/end_accuracy": 0.75, "skipped": math.nan})
-  events = list(tmp_path.glob("events.out.tfevents.*"))
-  assert len(events) == 1 and events[0].stat().st_size > 0
+    with workdir.WorkDir(tmp_path) as writer:
+        writer.write_scalars(5, {"arm/task/end_accuracy": 0.75, "skipped": math.nan})
+    events = list(tmp_path.glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0

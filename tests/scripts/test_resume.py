@@ -81,8 +81,12 @@ DIVERGING = [
 TIMEOUT = 300
 
 
-def launch(*args: str, cache: Path, module: str = "scripts.train_continual",
-           env: dict[str, str] | None = None) -> subprocess.Popen:
+def launch(
+    *args: str,
+    cache: Path,
+    module: str = "scripts.train_continual",
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """Starts ``python -m module *args`` as a user would, sharing the compilation cache ``cache``
     (``env``: extra environment variables)."""
     env = {
@@ -125,8 +129,10 @@ def signal_after_checkpoints(watches: list[tuple[subprocess.Popen, Path, int, in
                 process.send_signal(signum)
                 sent[index] = steps[-1]
             elif process.poll() is not None:
-                raise AssertionError(f"run ended before a checkpoint newer than {newer_than}: "
-                                     f"{process.stderr.read()[-3000:]}")
+                raise AssertionError(
+                    f"run ended before a checkpoint newer than {newer_than}: "
+                    f"{process.stderr.read()[-3000:]}"
+                )
         time.sleep(0.01)
     return [sent[index] for index in range(len(watches))]
 
@@ -150,11 +156,14 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
 def restore_latest(path: Path, template: dict | None = None) -> tuple[dict, dict, int]:
     """(train-state tree, metadata, step) of the newest checkpoint, read without a template, or
     like `template`'s NumPy arrays (a checkpoint saved on devices this process does not have)."""
-    manager = ocp.CheckpointManager(path / workdir.CHECKPOINT_DIR,
-                                    item_names=("tree", "metadata"))
+    manager = ocp.CheckpointManager(path / workdir.CHECKPOINT_DIR, item_names=("tree", "metadata"))
     step = manager.latest_step()
-    restored = manager.restore(step, args=ocp.args.Composite(
-        tree=ocp.args.StandardRestore(template), metadata=ocp.args.JsonRestore()))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            tree=ocp.args.StandardRestore(template), metadata=ocp.args.JsonRestore()
+        ),
+    )
     manager.close()
     return jax.tree.map(np.asarray, restored["tree"]), dict(restored["metadata"]), step
 
@@ -164,8 +173,11 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     paths = {name: root / name for name in ("reference", "diverging", "chain", "two_processes")}
     cache = root / "compilation_cache"
-    cluster = [f"--coordinator_address=127.0.0.1:{free_port()}", "--num_processes=2",
-               "--distributed_heartbeat_timeout=10"]
+    cluster = [
+        f"--coordinator_address=127.0.0.1:{free_port()}",
+        "--num_processes=2",
+        "--distributed_heartbeat_timeout=10",
+    ]
     started = {
         "reference": launch(*TINY, f"--workdir={paths['reference']}", cache=cache),
         "diverging": launch(*DIVERGING, f"--workdir={paths['diverging']}", cache=cache),
@@ -173,13 +185,20 @@ def runs(tmp_path_factory):
     chain, pair = {}, {}
     try:
         for i in range(2):
-            started[f"process_{i}"] = launch(*TINY, f"--workdir={paths['two_processes']}",
-                                             *cluster, f"--process_id={i}", cache=cache)
+            started[f"process_{i}"] = launch(
+                *TINY,
+                f"--workdir={paths['two_processes']}",
+                *cluster,
+                f"--process_id={i}",
+                cache=cache,
+            )
         started["killed"] = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
-        chain["killed_at"], pair["stopped_at"] = signal_after_checkpoints([
-            (started["killed"], paths["chain"], 0, signal.SIGKILL),
-            (started["process_1"], paths["two_processes"], 0, signal.SIGTERM),
-        ])
+        chain["killed_at"], pair["stopped_at"] = signal_after_checkpoints(
+            [
+                (started["killed"], paths["chain"], 0, signal.SIGKILL),
+                (started["process_1"], paths["two_processes"], 0, signal.SIGTERM),
+            ]
+        )
         chain["killed"] = finish(started["killed"])
         chain["after_kill"] = checkpoint_steps(paths["chain"])
         pair["stopped"] = [finish(started[f"process_{i}"]) for i in range(2)]
@@ -187,11 +206,11 @@ def runs(tmp_path_factory):
         latest = paths["two_processes"] / workdir.CHECKPOINT_DIR / str(pair["after_stop"][-1])
         pair["shards"] = sorted(p.name for p in (latest / "tree").glob("ocdbt.process_*"))
 
-        started["resumed_alone"] = launch(*TINY, f"--workdir={paths['two_processes']}",
-                                          cache=cache)
+        started["resumed_alone"] = launch(*TINY, f"--workdir={paths['two_processes']}", cache=cache)
         started["terminated"] = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
-        (chain["terminated_at"],) = signal_after_checkpoints([
-            (started["terminated"], paths["chain"], chain["after_kill"][-1], signal.SIGTERM)])
+        (chain["terminated_at"],) = signal_after_checkpoints(
+            [(started["terminated"], paths["chain"], chain["after_kill"][-1], signal.SIGTERM)]
+        )
         chain["terminated"] = finish(started["terminated"])
         chain["after_term"] = checkpoint_steps(paths["chain"])
 
@@ -250,7 +269,7 @@ def test_planted_divergence_is_one_line_nonzero_and_keeps_the_last_good_checkpoi
     last = [line for line in stderr.splitlines() if line.strip()][-1]
     prefix = "train_continual: error: divergence at step "
     assert last.startswith(prefix), last
-    step = int(last[len(prefix):].split(":")[0])
+    step = int(last[len(prefix) :].split(":")[0])
     assert 4 < step < 24  # during the second task or later, after at least one good chunk
     assert ": loss is " in last and "(variant 'no_norm', seed 0)" in last
     tree, metadata, kept = restore_latest(paths["diverging"])

@@ -15,60 +15,83 @@ from plasticity import workdir
 REPO = Path(__file__).resolve().parents[2]
 # Halves XLA:CPU compile time of the run (see tests/benchmarks/test_continual.py).
 ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
-TINY = ["--config=benchmarks/configs/nap_label_reset.py",
-        "--config.variant_order=('layernorm_nap',)", "--config.num_seeds=2",
-        "--config.task.num_tasks=2", "--config.task.steps_per_task=4",
-        "--config.task.batch_size=8", "--config.network.hidden_sizes=(8,)",
-        "--config.data.max_train_examples=64", "--config.diagnostics.every=2",
-        "--config.eval.max_examples=32", "--config.run.tasks_per_chunk=1"]
+TINY = [
+    "--config=benchmarks/configs/nap_label_reset.py",
+    "--config.variant_order=('layernorm_nap',)",
+    "--config.num_seeds=2",
+    "--config.task.num_tasks=2",
+    "--config.task.steps_per_task=4",
+    "--config.task.batch_size=8",
+    "--config.network.hidden_sizes=(8,)",
+    "--config.data.max_train_examples=64",
+    "--config.diagnostics.every=2",
+    "--config.eval.max_examples=32",
+    "--config.run.tasks_per_chunk=1",
+]
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "scripts.train_continual", *args], cwd=REPO,
-                        env=ENV, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.train_continual", *args],
+        cwd=REPO,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-  path = tmp_path_factory.mktemp("launcher") / "run"
-  done = launch(*TINY, f"--workdir={path}")
-  assert done.returncode == 0, done.stderr[-3000:]
-  return path, done
+    path = tmp_path_factory.mktemp("launcher") / "run"
+    done = launch(*TINY, f"--workdir={path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return path, done
 
 
 def test_tiny_run_writes_the_work_dir(tiny_run):
-  path, done = tiny_run
-  assert "complete" in done.stderr
-  config = json.loads((path / workdir.CONFIG_FILE).read_text())
-  assert config["task"]["num_tasks"] == 2 and config["network"]["hidden_sizes"] == [8]
-  rows = workdir.read_metrics(path)
-  task_rows = [row for row in rows if row["event"] == "task"]
-  assert sorted((row["seed"], row["task"]) for row in task_rows) == [(0, 0), (0, 1), (1, 0),
-                                                                     (1, 1)]
-  assert {row["variant"] for row in rows} == {"layernorm_nap"}
-  for row in task_rows:
-    assert 0.0 <= row["end_accuracy"] <= 1.0 and row["param_norm"] > 0
-  diagnostics = [row for row in rows if row["event"] == "diagnostics"]
-  assert sorted({row["step"] for row in diagnostics}) == [0, 2, 4, 6, 8]
-  assert "weight_norm/hidden_0" in diagnostics[0] and "effective_lr/output" in diagnostics[0]
-  assert list(path.glob("events.out.tfevents.*"))
-  assert any((path / workdir.CHECKPOINT_DIR).iterdir())
+    path, done = tiny_run
+    assert "complete" in done.stderr
+    config = json.loads((path / workdir.CONFIG_FILE).read_text())
+    assert config["task"]["num_tasks"] == 2 and config["network"]["hidden_sizes"] == [8]
+    rows = workdir.read_metrics(path)
+    task_rows = [row for row in rows if row["event"] == "task"]
+    assert sorted((row["seed"], row["task"]) for row in task_rows) == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    assert {row["variant"] for row in rows} == {"layernorm_nap"}
+    for row in task_rows:
+        assert 0.0 <= row["end_accuracy"] <= 1.0 and row["param_norm"] > 0
+    diagnostics = [row for row in rows if row["event"] == "diagnostics"]
+    assert sorted({row["step"] for row in diagnostics}) == [0, 2, 4, 6, 8]
+    assert "weight_norm/hidden_0" in diagnostics[0] and "effective_lr/output" in diagnostics[0]
+    assert list(path.glob("events.out.tfevents.*"))
+    assert any((path / workdir.CHECKPOINT_DIR).iterdir())
 
 
 def test_relaunch_resumes_and_appends_no_rows(tiny_run):
-  path, _ = tiny_run
-  before = (path / workdir.METRICS_FILE).read_bytes()
-  done = launch(*TINY, f"--workdir={path}")
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert (path / workdir.METRICS_FILE).read_bytes() == before
+    path, _ = tiny_run
+    before = (path / workdir.METRICS_FILE).read_bytes()
+    done = launch(*TINY, f"--workdir={path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (path / workdir.METRICS_FILE).read_bytes() == before
 
 
 def test_missing_dataset_is_one_line_and_nonzero_exit(tmp_path):
-  done = launch("--config=benchmarks/configs/nap_label_reset.py", "--config.data.name=mnist",
-                f"--data_dir={tmp_path / 'nothing_here'}", f"--workdir={tmp_path / 'run'}")
-  assert done.returncode != 0
-  lines = [line for line in done.stderr.splitlines() if line.strip()]
-  assert lines[-1].startswith("train_continual: error: variant 'no_norm': dataset 'mnist' not "
-                              "found: expected train-images-idx3-ubyte")
-  assert "--data_dir" in lines[-1] and "Traceback" not in done.stderr
-  assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
+    done = launch(
+        "--config=benchmarks/configs/nap_label_reset.py",
+        "--config.data.name=mnist",
+        f"--data_dir={tmp_path / 'nothing_here'}",
+        f"--workdir={tmp_path / 'run'}",
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(
+        "train_continual: error: variant 'no_norm': dataset 'mnist' not "
+        "found: expected train-images-idx3-ubyte"
+    )
+    assert "--data_dir" in lines[-1] and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
