@@ -114,7 +114,9 @@ def bit_flipping_config(steps: int):
     from benchmarks import continual  # noqa: PLC0415
     from benchmarks.configs import dohare  # noqa: PLC0415
 
-    config = dict(continual.variant_configs(dohare.get_config()))["bit_flipping/backprop"]
+    from benchmarks import continual_config  # noqa: PLC0415
+
+    config = dict(continual_config.variant_configs(dohare.get_config()))["bit_flipping/backprop"]
     config.grid.l2 = ()
     config.task.flip_period = 10_000
     config.task.num_tasks = max(1, steps // config.task.flip_period)

@@ -88,6 +88,10 @@ class Checkpointer:
             raise ValueError(f"no checkpoint in {self.directory}")
         return int(step)
 
+    def reload(self) -> None:
+        """Re-reads which checkpoints exist (after one was moved away by hand or by a fallback)."""
+        self._manager.reload()
+
     def close(self) -> None:
         """Releases the manager's resources."""
         self._manager.close()

@@ -1,4 +1,4 @@
-"""Preemption: SIGTERM asks a run to stop at its next safe point, checkpoint, and exit 0.
+"""Preemption: SIGTERM (or Ctrl-C) asks a run to stop at its next safe point, checkpoint, exit 0.
 
 Schedulers (Cloud TPU and GPU VMs being preempted, SLURM at the end of a time slice, Kubernetes
 evicting a pod) send SIGTERM and allow a grace period before SIGKILL. A training loop wrapped in
@@ -7,8 +7,9 @@ launcher then exits with status 0, and relaunching the same command resumes from
 checkpoint. Python runs signal handlers between bytecodes of the main thread, so a handler never
 interrupts a compiled computation: the flag is read at the loop's safe points.
 
-A second signal while the first is pending stops the process at once, as the signal would have
-without the guard (so an impatient Ctrl-C twice, or a scheduler's repeated SIGTERM, still works).
+A second signal while the first is pending kills the process at once with the signal's default
+action (an impatient second Ctrl-C, or a scheduler's repeated SIGTERM, is not held up by a
+compiled computation that is still running, as Python's KeyboardInterrupt would be).
 
 In a multi-process job the signal may reach only some processes; `PreemptionGuard.should_stop`
 is a collective that returns the same answer in every process, so they all stop after the same
@@ -54,8 +55,8 @@ class PreemptionGuard:
 
     def _handle(self, signum: int, frame) -> None:
         del frame
-        if self._received is not None:  # the second signal: behave as without the guard
-            signal.signal(signum, _installable(self._previous.get(signum)))
+        if self._received is not None:  # the second signal: stop at once, as the default does
+            signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         self._received = signum

@@ -1,37 +1,78 @@
-"""Shared pieces of the published configs."""
+"""Shared pieces of the published continual configs and the continual launcher's config.
+
+Every published config file takes ``:smoke`` (a check of the plumbing, < 90 s on 2 CPU cores),
+no scale (the default, CPU scale) or ``:paper``, plus its own options (`parse_arg`).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
-from benchmarks import continual
-from plasticity import diagnostics
+from benchmarks import continual_config
+from plasticity import config_tools, diagnostics
 
-SCALES = ("default", "paper")
+# Launcher flags that name a config field, the same names as the RL launchers' where the concept
+# is the same (`agents.configs.NAMED_FLAGS`).
+NAMED_FLAGS = {
+    "seed": "seed",
+    "num_seeds": "num_seeds",
+    "norm": "network.norm",
+    "nap": "optimizer.nap.enabled",
+    "weight_decay": "optimizer.weight_decay",
+    "data_dir": "data.data_dir",
+    "mesh": "mesh",
+}
 
 
 def parse_arg(arg: str | None, options: tuple[str, ...] = ()) -> tuple[str, list[str]]:
-    """Splits a config argument 'paper' / 'paper,task=x' into (scale, other comma-separated parts).
+    """(scale, chosen options) of a continual config file's argument (`smoke`, the default scale
+    or `paper`, and file-specific options); a one-line ValueError for anything else."""
+    scale, _, chosen = config_tools.parse_config_arg(arg, options=options)
+    return scale, chosen
 
-    Unknown scales raise a one-line ValueError naming the accepted ones.
-    """
-    parts = [part.strip() for part in (arg or "").split(",") if part.strip()]
-    scale = "default"
-    rest = []
-    for part in parts:
-        if part in SCALES:
-            scale = part
-        elif part in options:
-            rest.append(part)
-        else:
-            accepted = ", ".join(SCALES + options)
-            raise ValueError(f"unknown config argument {part!r}; accepted: {accepted}")
-    return scale, rest
+
+def build_config(
+    experiment: str | None, overrides: dict[str, str], named: dict[str, Any]
+) -> ml_collections.ConfigDict:
+    """The continual launcher's config: the ``--experiment`` file's (or `default_config`), then
+    ``--config.*`` overrides, then the named flags (both win over every variant's own values)."""
+    if experiment:
+        config = config_tools.load_config_file(experiment)
+    else:
+        config = continual_config.default_config()
+    config_tools.apply_overrides(config, overrides)
+    config_tools.force_fields(config, {NAMED_FLAGS[name]: named.get(name) for name in NAMED_FLAGS})
+    return config
+
+
+def smoke_scale(config: ml_collections.ConfigDict, **task) -> None:
+    """Shrinks a sweep in place to a check of its plumbing (< 90 s on 2 CPU cores): a few tasks of
+    a few steps, small layers, diagnostics every few steps; ``task`` fields override the base
+    task and every variant's task (e.g. a stream task's flip period)."""
+    sizes = {
+        "task.num_tasks": 3,
+        "task.steps_per_task": 20,
+        "network.hidden_sizes": (32, 32),
+        "network.channels": (4, 8),
+        "network.dense_sizes": (16,),
+        "network.width": 8,
+        "network.stage_sizes": (1, 1),
+        "diagnostics.every": 10,
+        "diagnostics.probe_size": 64,
+        "eval.max_examples": 256,
+        "run.tasks_per_chunk": 1,
+        "num_seeds": 2,
+        **{f"task.{key}": value for key, value in task.items()},
+    }
+    config_tools.force_fields(config, sizes)
 
 
 def digits_memorization_base() -> ml_collections.ConfigDict:
-    """PAPERS.md §5: all 1,797 digits, MLP 64→3×256→10, Adam 1e-3, batch 128."""
-    config = continual.default_config()
+    """All 1,797 8×8 digits, MLP 64→3×256→10, Adam 1e-3, batch 128 (the CPU-scale memorization
+    setting of docs/algorithms.md)."""
+    config = continual_config.default_config()
     config.data.name = "digits"
     config.task.name = "label_reset"
     config.task.batch_size = 128

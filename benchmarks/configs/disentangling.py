@@ -12,16 +12,16 @@ command, chosen by the config argument:
   zero-mean targets ``ε_k(x)`` every task (squared error; lower is better).
 
 Default scale: scikit-learn's digits, MLP 64→3×256→{10, 1}, Adam 1e-3, batch 128, 1,000 steps
-per task (25 tasks for label reset, 10 for the others), one seed, λ = 1e-4 (PAPERS.md §5: at this
+per task (25 tasks for label reset, 10 for the others), one seed, λ = 1e-4 (docs/algorithms.md: at this
 short horizon the paper's 1e-5 is too weak to hold the norm).
 
 Commands:
-  python -m scripts.train_continual --config=benchmarks/configs/disentangling.py \\
+  python -m scripts.train_continual --experiment=benchmarks/configs/disentangling.py \\
       --workdir=/tmp/disentangling_label_reset
   python -m scripts.train_continual \\
-      --config=benchmarks/configs/disentangling.py:class_permutation --workdir=/tmp/dis_cp
+      --experiment=benchmarks/configs/disentangling.py:class_permutation --workdir=/tmp/dis_cp
   python -m scripts.train_continual \\
-      --config=benchmarks/configs/disentangling.py:large_offset_regression --workdir=/tmp/dis_lo
+      --experiment=benchmarks/configs/disentangling.py:large_offset_regression --workdir=/tmp/dis_lo
 
 Expected runtime on a 2-core CPU: label reset 5–8 minutes (4 arms × 25,000 steps; measured
 7 min 12 s on a shared 2-core VM); the other two 3–6 minutes each (4 arms × 10,000 steps);
@@ -49,6 +49,8 @@ Expected result (measured, seed 0, end-of-task accuracy / squared error):
   the norm down (42 → 27 without a norm). Longer offset phases (``task.offset_tasks``) or the
   paper scale are where the effect is reported.
 
+``:smoke`` (combinable with a task name) checks the plumbing in seconds.
+
 Paper scale (``:paper``, combinable: ``:paper,class_permutation``): CIFAR-10 from ``--data_dir``,
 20 tasks × 50,000 steps, a small CNN, L2 ∈ {0, 1e-6, 1e-5}, 3 seeds (architecture and batch
 size unconfirmed). A GPU job.
@@ -65,7 +67,7 @@ DEFAULT_NUM_TASKS = {"label_reset": 25, "class_permutation": 10, "large_offset_r
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """No norm / LayerNorm × L2 grid on one task; ``arg``: a task name and/or 'paper'."""
+    """No norm / LayerNorm × L2 grid on one task; ``arg``: a task name and/or 'smoke' / 'paper'."""
     scale, chosen = common.parse_arg(arg, TASKS)
     if len(chosen) > 1:
         raise ValueError(f"choose one task per run, got {', '.join(chosen)}")
@@ -91,4 +93,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_seeds = 3
         config.diagnostics.every = 1000
         config.run.tasks_per_chunk = 1
+    if scale == "smoke":
+        common.smoke_scale(config, offset_tasks=1)
     return config

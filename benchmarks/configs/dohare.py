@@ -13,7 +13,7 @@ network:
   error per flip period.
 
 Command:
-  python -m scripts.train_continual --config=benchmarks/configs/dohare.py --workdir=/tmp/dohare
+  python -m scripts.train_continual --experiment=benchmarks/configs/dohare.py --workdir=/tmp/dohare
 
 Expected runtime on a 2-core CPU: about 3 minutes (measured 2 min 35 s on a shared 2-core VM:
 permuted digits 2 variants × 2 grid points × 15,000 steps; bit flipping 2 variants × 2 grid
@@ -31,6 +31,8 @@ Expected result (measured, seed 0; mean over fifths of the run, first → last):
   at ≈ 2.2. Continual backprop (Dohare's remedy) is the intervention to try here:
   ``--config.intervention.name=cbp --config.intervention.every=1``.
 
+``:smoke`` checks the plumbing in seconds (3 tasks of each kind, tiny sizes).
+
 Paper scale (``:paper``): MNIST from ``--data_dir`` with 60,000 examples per task, MLP
 784→3×2000→10, SGD 0.003, batch 1 (one pass per task), 800 tasks; bit flipping for 3M examples.
 """
@@ -39,16 +41,16 @@ from __future__ import annotations
 
 import ml_collections
 
-from benchmarks import continual
+from benchmarks import continual_config
 from benchmarks.configs import common
 
 ARMS = (("backprop", "none"), ("layernorm", "layernorm"))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Both tasks × {backprop, LayerNorm}, L2 ∈ {0, λ} as a grid; ``arg='paper'`` for paper scale."""
+    """Both tasks × {backprop, LayerNorm}, L2 ∈ {0, λ} as a grid; ``arg``: 'smoke' or 'paper'."""
     scale, _ = common.parse_arg(arg)
-    config = continual.default_config()
+    config = continual_config.default_config()
     config.data.name = "digits"
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.01
@@ -99,4 +101,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.variants[f"permuted_inputs/{arm_name}"].network.hidden_sizes = (2000, 2000, 2000)
             config.variants[f"bit_flipping/{arm_name}"].task.num_tasks = 300
             config.variants[f"permuted_inputs/{arm_name}"].diagnostics = {"every": 10_000}
+    if scale == "smoke":
+        for arm_name, _ in ARMS:
+            permuted = config.variants[f"permuted_inputs/{arm_name}"]
+            permuted.task.update(dict(num_tasks=3, steps_per_task=20))
+            permuted.network.hidden_sizes = (32, 32)
+            flipping = config.variants[f"bit_flipping/{arm_name}"]
+            flipping.task.update(dict(num_tasks=3, flip_period=200))
+            flipping.diagnostics = {"every": 100}
+        config.diagnostics.every = 10
+        config.run.tasks_per_chunk = 1
     return config

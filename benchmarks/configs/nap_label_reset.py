@@ -1,12 +1,12 @@
 """NaP's continual random-label memorization: no norm vs LayerNorm vs LayerNorm + NaP.
 
 Lyle et al. 2024 (NaP), CIFAR-10 with 200 label resets. At the default scale the same
-experiment runs on scikit-learn's 8×8 digits (PAPERS.md §5): all 1,797 images, labels redrawn
+experiment runs on scikit-learn's 8×8 digits (docs/algorithms.md): all 1,797 images, labels redrawn
 at every task, MLP 64→3×256→10 (ReLU; with a norm: Dense without bias → LayerNorm → ReLU),
 Adam 1e-3, batch 128, 30 tasks × 1,000 steps, one seed.
 
 Command:
-  python -m scripts.train_continual --config=benchmarks/configs/nap_label_reset.py \\
+  python -m scripts.train_continual --experiment=benchmarks/configs/nap_label_reset.py \\
       --workdir=/tmp/nap_label_reset
 
 Expected runtime on a 2-core CPU: 5–11 minutes (three arms of 30,000 steps at 200–400 steps/s,
@@ -25,7 +25,9 @@ tasks while its parameter norm grows; LayerNorm holds for ~18 tasks, then degrad
 norm grows most (so fewer than ~25 tasks would hide the LayerNorm/NaP difference); LayerNorm +
 NaP keeps memorizing every task with its norm nearly constant (only the output layer is free).
 
-Paper scale (``--config=benchmarks/configs/nap_label_reset.py:paper``): CIFAR-10 from
+``:smoke`` checks the plumbing in seconds (3 tasks × 20 steps, two seeds, small layers).
+
+Paper scale (``--experiment=benchmarks/configs/nap_label_reset.py:paper``): CIFAR-10 from
 ``--data_dir`` (the python-version pickles), 200 tasks × 100,000 steps (20M steps), Adam 1e-4,
 a small CNN (the paper's architecture and batch size are unconfirmed: 2×conv + 1 dense, batch
 128). A GPU job: hours per arm.
@@ -39,7 +41,7 @@ from benchmarks.configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The sweep: three arms on label reset; ``arg='paper'`` for the paper's scale."""
+    """The sweep: three arms on label reset; ``arg``: 'smoke' or 'paper' for other scales."""
     scale, _ = common.parse_arg(arg)
     config = common.digits_memorization_base()
     config.task.num_tasks = 30
@@ -62,4 +64,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.learning_rate = 1e-4
         config.diagnostics.every = 1000
         config.run.tasks_per_chunk = 1
+    if scale == "smoke":
+        common.smoke_scale(config)
     return config

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import continual
+from benchmarks import continual, continual_config, continual_sweep
 from benchmarks.configs import disentangling, dohare, nap_label_reset
 from plasticity import checkpointing, workdir
 
@@ -42,7 +42,7 @@ def _fast_compiling_rng():
 
 
 def tiny_config() -> ml_collections.ConfigDict:
-    config = continual.default_config()
+    config = continual_config.default_config()
     config.data.max_train_examples = 128
     config.task.name = "label_reset"
     config.task.num_tasks = 4
@@ -292,8 +292,8 @@ def test_sample_indices_are_uniform_deterministic_and_counter_dependent():
 
 
 @functools.lru_cache(maxsize=None)
-def plan() -> continual.ExperimentPlan:
-    return continual.plan_experiment(tiny_config())
+def plan() -> continual_sweep.ExperimentPlan:
+    return continual_sweep.plan_experiment(tiny_config())
 
 
 def metric_rows(path: Path, event: str):
@@ -303,7 +303,7 @@ def metric_rows(path: Path, event: str):
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("complete")
-    result = continual.run_experiment(tiny_config(), path, plan=plan())
+    result = continual_sweep.run_experiment(tiny_config(), path, plan=plan())
     assert result.completed
     return path
 
@@ -329,31 +329,38 @@ def test_runner_writes_the_work_dir_with_rows_matching_the_compiled_trainer(comp
 
 def test_interrupted_run_resumes_bit_identically_without_duplicate_rows(complete_run, tmp_path):
     config = tiny_config()
-    stopped = continual.run_experiment(config, tmp_path, plan=plan(), max_chunks=1)
+    stopped = continual_sweep.run_experiment(
+        config, tmp_path, plan=plan(), stop_after_checkpoints=1
+    )
     assert not stopped.completed
     assert {row["task"] for row in metric_rows(tmp_path, "task")} == {0, 1}
     # A crash after rows were appended but before the checkpoint: rows the checkpoint has not
     # seen, the last one half written.
     with open(tmp_path / workdir.METRICS_FILE, "a") as f:
         f.write('{"event":"task","task":2,"step":18}\n{"event":"ta')
-    resumed = continual.run_experiment(config, tmp_path, plan=plan())
+    resumed = continual_sweep.run_experiment(config, tmp_path, plan=plan())
     assert resumed.completed
-    assert (tmp_path / workdir.METRICS_FILE).read_bytes() == (
-        complete_run / workdir.METRICS_FILE
-    ).read_bytes()
+    rows = workdir.read_metrics(tmp_path)
+    assert [row for row in rows if row["event"] == "resume"] == [
+        {"event": "resume", "step": 12, "checkpoint": 12, "variant": "default", "task": 2}
+    ]
+    assert [row for row in rows if row["event"] != "resume"] == workdir.read_metrics(complete_run)
     final = {}
     for path in (tmp_path, complete_run):
         with checkpointing.Checkpointer(path / workdir.CHECKPOINT_DIR) as manager:
-            target = jax.tree.map(np.asarray, resumed.final_carries["default"])
+            target = jax.tree.map(np.asarray, resumed.outputs["final_carries"]["default"])
             final[path] = manager.restore(target)
     jax.tree.map(np.testing.assert_array_equal, final[tmp_path][0], final[complete_run][0])
-    assert final[tmp_path][1] == final[complete_run][1]
+    resumed_meta, complete_meta = final[tmp_path][1], final[complete_run][1]
+    assert resumed_meta.pop("metrics_size") > complete_meta.pop("metrics_size")  # + the resume row
+    assert resumed_meta == complete_meta
 
 
 def test_relaunching_a_finished_run_appends_nothing(complete_run):
     before = (complete_run / workdir.METRICS_FILE).read_bytes()
-    result = continual.run_experiment(tiny_config(), complete_run, plan=plan())
-    assert result.completed and result.final_carries == {}
+    result = continual_sweep.run_experiment(tiny_config(), complete_run, plan=plan())
+    assert result.completed and result.already_complete
+    assert result.outputs.get("final_carries", {}) == {}
     assert (complete_run / workdir.METRICS_FILE).read_bytes() == before
 
 
@@ -361,7 +368,7 @@ def test_relaunching_with_another_config_is_refused(complete_run):
     config = tiny_config()
     config.task.num_tasks = 5
     with pytest.raises(ValueError, match="task.num_tasks"):
-        continual.run_experiment(config, complete_run)
+        continual_sweep.run_experiment(config, complete_run)
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""
@@ -370,15 +377,15 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     import jax
     jax.config.update("jax_threefry_partitionable", False)
     sys.path.insert(0, {repo!r})
-    from benchmarks import continual
+    from benchmarks import continual_sweep
     from tests.benchmarks.test_continual import tiny_config
     assert len(jax.devices()) == 2, jax.devices()
     config = tiny_config()
     config.mesh = "seed:2"
     config.run.runs_per_batch = 1  # each device loops over its 2 runs (lax.map)
-    result = continual.run_experiment(config, {workdir!r})
+    result = continual_sweep.run_experiment(config, {workdir!r})
     assert result.completed
-    carry = result.final_carries["default"]
+    carry = result.outputs["final_carries"]["default"]
     devices = {{d for leaf in jax.tree.leaves(carry) for d in leaf.sharding.device_set}}
     assert len(devices) == 2, devices
     print("SHARDED_OK")
@@ -420,7 +427,7 @@ def test_sharded_over_two_fake_cpu_devices_equals_one_device(complete_run, tmp_p
 
 def _one_line_error(config, match: str):
     with pytest.raises(ValueError, match=match) as error:
-        continual.plan_experiment(config)
+        continual_sweep.plan_experiment(config)
     assert "\n" not in str(error.value)
 
 
@@ -455,7 +462,7 @@ def test_variants_override_known_fields_only_and_keep_their_order():
         {"zeta": {"network": {"norm": "layernorm"}}, "alpha": {"network": {"activation": "tanh"}}}
     )
     config.variant_order = ("zeta", "alpha")
-    resolved = continual.variant_configs(config)
+    resolved = continual_config.variant_configs(config)
     assert [name for name, _ in resolved] == ["zeta", "alpha"]
     assert (
         resolved[0][1].network.norm == "layernorm" and resolved[0][1].network.activation == "relu"
@@ -481,10 +488,10 @@ def test_stream_task_steps_are_derived_from_the_flip_period():
     config.task.flip_period = 40
     config.task.batch_size = 4
     config.task.steps_per_task = 0
-    assert continual.steps_per_task(config) == 10
+    assert continual_config.steps_per_task(config) == 10
     config.task.steps_per_task = 7
     with pytest.raises(ValueError, match="0 or 10"):
-        continual.steps_per_task(config)
+        continual_config.steps_per_task(config)
 
 
 @pytest.mark.parametrize("module", [nap_label_reset, disentangling, dohare])
@@ -494,10 +501,10 @@ def test_published_configs_resolve_at_both_scales(module):
     )
     for arg in (None, "paper"):
         config = module.get_config(arg)
-        resolved = continual.variant_configs(config)
+        resolved = continual_config.variant_configs(config)
         assert len(resolved) >= 2
         for _, variant in resolved:
-            continual.check_config(variant)
+            continual_config.check_config(variant)
     with pytest.raises(ValueError, match="unknown config argument"):
         module.get_config("huge")
 

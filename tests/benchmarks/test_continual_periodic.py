@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import continual
+from benchmarks import continual, continual_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -23,7 +23,7 @@ def _fast_compiling_rng():
 
 
 def tiny_config(**intervention) -> ml_collections.ConfigDict:
-    config = continual.default_config()
+    config = continual_config.default_config()
     config.data.max_train_examples = 64
     config.task.num_tasks = 4
     config.task.steps_per_task = 6

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import continual
+from benchmarks import continual_config, continual_sweep
 from plasticity import divergence
 
 
@@ -101,14 +101,14 @@ class _Steps:
     steps_per_task = 10
 
 
-def _plan() -> continual.ExperimentPlan:
-    config = continual.default_config()
+def _plan() -> continual_sweep.ExperimentPlan:
+    config = continual_config.default_config()
     config.grid.learning_rate = (0.1, 10.0)
     config.num_seeds = 2
-    return continual.ExperimentPlan(
+    return continual_sweep.ExperimentPlan(
         config,
         [("default", _Steps())],
-        continual.grid_points(config),
+        continual_config.grid_points(config),
         int(config.num_seeds),
     )
 
@@ -131,16 +131,20 @@ def _outputs(runs: int, tasks: int) -> dict:
 def test_runner_finds_the_earliest_divergence_of_a_chunk():
     plan = _plan()  # runs: (lr 0.1, seeds 0, 1), (lr 10, seeds 0, 1)
     outputs = _outputs(4, 2)
-    assert continual.find_divergence(plan, "default", _Steps(), 3, outputs) is None
+    assert continual_sweep.find_divergence(plan, "default", _Steps(), 3, outputs) is None
     outputs["task"]["param_norm"][3, 0] = np.inf  # run 3 (lr 10, seed 1): end of task 3 = step 40
     outputs["health"]["nonfinite_loss_step"][2, 1] = 47  # run 2, during task 4
     outputs["health"]["nonfinite_loss_value"][2, 1] = np.nan
-    step, metric, value, label = continual.find_divergence(plan, "default", _Steps(), 3, outputs)
+    step, metric, value, label = continual_sweep.find_divergence(
+        plan, "default", _Steps(), 3, outputs
+    )
     assert (step, metric, value) == (40, "param_norm", math.inf)
     assert label == "variant 'default', seed 1, learning_rate=10"
     outputs["health"]["nonfinite_loss_step"][2, 0] = 33  # run 2 (lr 10, seed 0) at step 33
     outputs["health"]["nonfinite_loss_value"][2, 0] = np.inf
-    step, metric, value, label = continual.find_divergence(plan, "default", _Steps(), 3, outputs)
+    step, metric, value, label = continual_sweep.find_divergence(
+        plan, "default", _Steps(), 3, outputs
+    )
     assert (step, metric, value, label) == (
         33,
         "loss",
@@ -150,7 +154,7 @@ def test_runner_finds_the_earliest_divergence_of_a_chunk():
 
 
 def test_divergence_stop_is_a_resume_free_switch():
-    config = continual.default_config()
+    config = continual_config.default_config()
     assert config.run.stop_on_divergence is True
-    assert "run.stop_on_divergence" in continual.RESUME_FREE_FIELDS
+    assert "run.stop_on_divergence" in continual_config.RESUME_FREE_FIELDS
     assert isinstance(config.run, ml_collections.ConfigDict)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import continual
+from benchmarks import continual_config
 from plasticity import mesh
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,9 +100,9 @@ def test_auto_sized_axes_and_batch_helpers_on_one_device():
 
 
 def test_the_continual_trainer_refuses_a_data_axis():
-    continual.check_mesh_spec("seed:4,data:1")
+    continual_config.check_mesh_spec("seed:4,data:1")
     with pytest.raises(ValueError, match="spreads runs over the 'seed' axis only") as error:
-        continual.check_mesh_spec("seed:2,data:2")
+        continual_config.check_mesh_spec("seed:2,data:2")
     assert "\n" not in str(error.value)
 
 

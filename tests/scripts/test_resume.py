@@ -22,7 +22,6 @@ of a launch's CPU time here); the reference compiles its own.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -43,8 +42,9 @@ ENV = {**os.environ}
 ENV.pop("XLA_FLAGS", None)
 ENV.pop("JAX_THREEFRY_PARTITIONABLE", None)  # the launcher's own default, as a user runs it
 NUM_TASKS = 12
+STEPS = 2 * NUM_TASKS  # checkpoints are numbered by the steps done
 TINY = [
-    "--config=benchmarks/configs/nap_label_reset.py",
+    "--experiment=benchmarks/configs/nap_label_reset.py",
     "--config.variant_order=('no_norm',)",
     "--config.num_seeds=2",
     f"--config.task.num_tasks={NUM_TASKS}",
@@ -60,7 +60,7 @@ TINY = [
     "--config.run.tensorboard=False",
 ]
 DIVERGING = [
-    "--config=benchmarks/configs/nap_label_reset.py",
+    "--experiment=benchmarks/configs/nap_label_reset.py",
     "--config.variant_order=('no_norm',)",
     "--config.task.name=large_offset_regression",
     "--config.task.num_tasks=6",
@@ -229,16 +229,17 @@ def test_sigkill_mid_run_leaves_a_resumable_checkpoint(runs):
     _, chain, _, _ = runs
     returncode, _ = chain["killed"]
     assert returncode == -signal.SIGKILL
-    assert chain["after_kill"] and chain["after_kill"][-1] < NUM_TASKS
+    assert chain["after_kill"] and chain["after_kill"][-1] < STEPS
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_zero(runs):
     _, chain, _, _ = runs
     returncode, stderr = chain["terminated"]
     assert returncode == 0, stderr[-3000:]
-    assert "stopped by SIGTERM after a checkpoint (relaunch to resume)" in stderr
+    assert "stopped by SIGTERM after a checkpoint at step " in stderr
+    assert f" of {STEPS} (relaunch to resume)" in stderr
     # It finished the chunk it was in (or had just checkpointed) and stopped before the end.
-    assert chain["after_kill"][-1] < chain["terminated_at"] <= chain["after_term"][-1] < NUM_TASKS
+    assert chain["after_kill"][-1] < chain["terminated_at"] <= chain["after_term"][-1] < STEPS
 
 
 def test_interrupted_and_resumed_run_ends_bit_identical(runs):
@@ -249,13 +250,16 @@ def test_interrupted_and_resumed_run_ends_bit_identical(runs):
     assert reference_code == 0 and "complete" in reference_err, reference_err[-3000:]
     resumed, resumed_meta, resumed_step = restore_latest(paths["chain"])
     reference, reference_meta, reference_step = restore_latest(paths["reference"])
-    assert resumed_step == reference_step == NUM_TASKS and resumed_meta == reference_meta
+    assert resumed_step == reference_step == STEPS
+    assert resumed_meta.pop("metrics_size") > reference_meta.pop("metrics_size")  # resume rows
+    assert resumed_meta == reference_meta
     assert jax.tree.structure(resumed) == jax.tree.structure(reference)
     jax.tree.map(np.testing.assert_array_equal, resumed, reference)
     assert np.abs(resumed["state"]["params"]["output"]["kernel"]).sum() > 0
-    chain_rows = (paths["chain"] / workdir.METRICS_FILE).read_bytes()
-    assert chain_rows == (paths["reference"] / workdir.METRICS_FILE).read_bytes()
-    tasks = [json.loads(line) for line in chain_rows.splitlines()]
+    chain_rows = workdir.read_metrics(paths["chain"])
+    assert [row["event"] for row in chain_rows].count("resume") == 2  # after SIGKILL and SIGTERM
+    tasks = [row for row in chain_rows if row["event"] != "resume"]
+    assert tasks == workdir.read_metrics(paths["reference"])
     assert sorted((r["seed"], r["task"]) for r in tasks if r["event"] == "task") == [
         (seed, task) for seed in (0, 1) for task in range(NUM_TASKS)
     ]
@@ -275,11 +279,13 @@ def test_planted_divergence_is_one_line_nonzero_and_keeps_the_last_good_checkpoi
     tree, metadata, kept = restore_latest(paths["diverging"])
     directory = paths["diverging"] / workdir.CHECKPOINT_DIR
     assert f"last good checkpoint kept: {directory}/{kept}" in last
-    assert kept * 4 < step  # the kept state is from before the divergence ...
+    assert kept < step  # the kept state is from before the divergence ...
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(tree["state"]))  # ... and sane
     rows = workdir.read_metrics(paths["diverging"])
-    assert metadata["metrics_bytes"] == (paths["diverging"] / workdir.METRICS_FILE).stat().st_size
-    assert max(row["task"] for row in rows) == kept - 1  # no rows of the diverged chunk
+    assert metadata["metrics_size"] == (paths["diverging"] / workdir.METRICS_FILE).stat().st_size
+    assert (
+        max(row["task"] for row in rows) == kept // 4 - 1
+    )  # no rows of the diverged chunk (4 steps a task)
 
 
 def test_two_processes_stop_together_on_one_sigterm_and_resume_as_one(runs):
@@ -288,12 +294,13 @@ def test_two_processes_stop_together_on_one_sigterm_and_resume_as_one(runs):
     assert code_0 == 0 and code_1 == 0, (stderr_0[-2000:], stderr_1[-2000:])
     assert "stopped by SIGTERM after a checkpoint" in stderr_1
     assert "stopped by a signal to another process after a checkpoint" in stderr_0
-    assert pair["stopped_at"] <= pair["after_stop"][-1] < NUM_TASKS
+    assert pair["stopped_at"] <= pair["after_stop"][-1] < STEPS
     assert pair["shards"] == ["ocdbt.process_0", "ocdbt.process_1"]  # a collective save
     code, stderr = pair["resumed_alone"]
     assert code == 0 and "complete" in stderr, stderr[-3000:]
     assert results["reference"][0] == 0
     two, one = (workdir.read_metrics(paths[name]) for name in ("two_processes", "reference"))
+    two = [row for row in two if row["event"] != "resume"]
     assert len(two) == len(one) == 2 * (2 * NUM_TASKS + 1)  # per seed: initial + 2 per task
     for a, b in zip(two, one):
         assert a.keys() == b.keys()
@@ -303,6 +310,6 @@ def test_two_processes_stop_together_on_one_sigterm_and_resume_as_one(runs):
             else:
                 assert a[key] == b[key], key
     _, metadata, step = restore_latest(paths["two_processes"])
-    assert step == NUM_TASKS
+    assert step == STEPS
     metrics_file = paths["two_processes"] / workdir.METRICS_FILE
-    assert metadata["metrics_bytes"] == metrics_file.stat().st_size
+    assert metadata["metrics_size"] == metrics_file.stat().st_size

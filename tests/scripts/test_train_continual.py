@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Halves XLA:CPU compile time of the run (see tests/benchmarks/test_continual.py).
 ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
 TINY = [
-    "--config=benchmarks/configs/nap_label_reset.py",
+    "--experiment=benchmarks/configs/nap_label_reset.py",
     "--config.variant_order=('layernorm_nap',)",
     "--config.num_seeds=2",
     "--config.task.num_tasks=2",
@@ -82,7 +82,7 @@ def test_relaunch_resumes_and_appends_no_rows(tiny_run):
 
 def test_missing_dataset_is_one_line_and_nonzero_exit(tmp_path):
     done = launch(
-        "--config=benchmarks/configs/nap_label_reset.py",
+        "--experiment=benchmarks/configs/nap_label_reset.py",
         "--config.data.name=mnist",
         f"--data_dir={tmp_path / 'nothing_here'}",
         f"--workdir={tmp_path / 'run'}",

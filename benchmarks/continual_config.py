@@ -1,0 +1,264 @@
+"""Configs of the continual trainer (`benchmarks.continual`): every field, sweeps and checks.
+
+`default_config` lists every field the trainer and its sweep runner read. Sweep-level fields
+(``seed``, ``num_seeds``, ``grid``, ``variants``, ``variant_order``, ``run``, ``mesh``) shape the
+sweep; a variant overrides any other field (`plasticity.config_tools.resolve_variants`, the one
+sweep format of every launcher). A resumed run must keep ``run.tasks_per_chunk`` (it is part of
+the config check), which is what makes it bit-identical: the same compiled chunks run in the same
+order. `check_config` is the one validation path of a resolved variant: one-line ValueErrors
+before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import ml_collections
+
+from benchmarks import tasks
+from plasticity import config_tools, layers, nap, optim, schedules
+from plasticity import mesh as mesh_lib
+
+GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
+NETWORKS = ("mlp", "cnn", "resnet")
+# Fields a variant may not override: they define the sweep itself, not one arm of it.
+SWEEP_FIELDS = ("variants", "variant_order", "grid", "seed", "num_seeds", "run", "mesh")
+DEFAULT_VARIANT = config_tools.DEFAULT_VARIANT
+# Fields a relaunch may change without changing the results (up to float rounding for the mesh).
+RESUME_FREE_FIELDS = (
+    "run.progress",
+    "run.tensorboard",
+    "run.checkpoints_to_keep",
+    "run.runs_per_batch",
+    "run.stop_on_divergence",
+    "data.data_dir",
+    "mesh",
+)
+# Per-task metrics whose NaN/Inf means the run diverged (diagnostics may be non-finite legitimately,
+# e.g. an effective learning rate of a zero kernel).
+DIVERGENCE_METRICS = ("online_loss", "end_loss", "end_test_loss", "param_norm")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field the trainer and runner read, with defaults (a small digits label-reset run).
+
+    data: which dataset (`benchmarks.datasets.load_dataset` arguments; 0 = no subsetting).
+    task: the sequence (`benchmarks.tasks.TaskConfig` fields) plus ``num_tasks``,
+      ``steps_per_task`` (0 for stream tasks: derived) and ``batch_size``.
+    network: ``name`` ∈ NETWORKS and the builder's sizes; ``norm``, ``activation``.
+    optimizer: `plasticity.optim.default_optimizer_config` (NaP under ``optimizer.nap``).
+    grid: values of learning_rate / weight_decay / l2 / l2_init to sweep inside one program.
+    variants, variant_order: named structural overrides and the order to run them in.
+    diagnostics: ``every`` K steps (0 = off), extra ``names`` for `plasticity.diagnostics` with
+      its ``options``, ``probe_size`` examples of the current task, the effective-lr exponent p
+      of η/‖W‖^p (0 = by optimizer: 2 for SGD and momentum, 1 for Adam and RMSProp; the same p
+      goes to `plasticity.diagnostics`, see `effective_lr_exponent`).
+    intervention: ``name`` for `plasticity.interventions` ('none' = off), ``every`` N steps
+      and/or ``at_task_boundaries``, its ``options``.
+    eval: end-of-task evaluation on up to ``max_examples`` examples, in batches.
+    run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
+      ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k
+      at a time in a loop (1 is fastest on CPUs, whose batched matrix products are slow); how
+      many checkpoints to keep, TensorBoard and progress bar switches; ``stop_on_divergence``: a
+      NaN/Inf loss or parameter norm stops the sweep with a one-line error (off: keep going,
+      writing nulls).
+    mesh: 'auto' or e.g. 'seed:4' (see `plasticity.mesh`); runs spread over the ``seed`` axis.
+    """
+    task_defaults = dataclasses.asdict(tasks.TaskConfig())
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_seeds = 1
+    config.data = dict(
+        name="digits",
+        data_dir="",
+        source="files",
+        max_train_examples=0,
+        max_test_examples=0,
+        digits_test_fraction=0.0,
+        cifar100_label_mode="fine",
+    )
+    config.task = dict(num_tasks=10, steps_per_task=200, batch_size=128, **task_defaults)
+    config.network = dict(
+        name="mlp",
+        hidden_sizes=(256, 256, 256),
+        channels=(32, 64),
+        dense_sizes=(128,),
+        stage_sizes=(2, 2, 2, 2),
+        width=64,
+        small_images=True,
+        norm="none",
+        activation="relu",
+    )
+    config.optimizer = optim.default_optimizer_config()
+    config.grid = {key: () for key in GRID_KEYS}
+    config.variants = ml_collections.ConfigDict()
+    config.variant_order = ()
+    config.diagnostics = dict(
+        every=100,
+        names=(),
+        probe_size=256,
+        effective_lr_exponent=0.0,
+        options=ml_collections.ConfigDict(),
+    )
+    config.intervention = dict(
+        name="none", every=0, at_task_boundaries=False, options=ml_collections.ConfigDict()
+    )
+    config.eval = dict(max_examples=2048, batch_size=512)
+    config.run = dict(
+        tasks_per_chunk=0,
+        runs_per_batch=0,
+        checkpoints_to_keep=2,
+        tensorboard=True,
+        progress=True,
+        stop_on_divergence=True,
+    )
+    config.mesh = "auto"
+    return config
+
+
+def variant_configs(
+    config: ml_collections.ConfigDict,
+) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """[(name, resolved config)] for the variants of the sweep, in ``variant_order``
+    (`plasticity.config_tools.resolve_variants`; a variant may not override `SWEEP_FIELDS`).
+
+    A variant is a nested dict of overrides of the base config (e.g.
+    ``{'network': {'norm': 'layernorm'}, 'optimizer': {'nap': {'enabled': True}}}``).
+    ``variant_order`` lists the names to run, in order (ConfigDict sorts its keys, so the order
+    has to be stated); empty runs them all in name order. With no variants the base config is
+    the single variant ``'default'``.
+    """
+    return config_tools.resolve_variants(config, reserved=SWEEP_FIELDS)
+
+
+def grid_points(config: ml_collections.ConfigDict) -> list[dict[str, float]]:
+    """Every point of the hyper-parameter grid (Cartesian product of the non-empty axes), each a
+    dict with all of GRID_KEYS (axes not swept take the optimizer config's value)."""
+    axes = {
+        key: tuple(float(v) for v in config.grid[key]) for key in GRID_KEYS if config.grid.get(key)
+    }
+    for key, values in axes.items():
+        if any(not math.isfinite(v) or v < 0 for v in values) or (
+            key == "learning_rate" and any(v <= 0 for v in values)
+        ):
+            raise ValueError(
+                f"grid.{key} values must be finite and >= 0 (learning rates > 0), got {values}"
+            )
+    fixed = {key: float(config.optimizer[key]) for key in GRID_KEYS}
+    return [{**fixed, **dict(zip(axes, combo))} for combo in itertools.product(*axes.values())]
+
+
+def swept_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The GRID_KEYS with a non-empty grid axis: the names `train`'s ``hparams`` holds."""
+    return tuple(key for key in GRID_KEYS if config.grid.get(key))
+
+
+def steps_per_task(config: ml_collections.ConfigDict) -> int:
+    """Optimizer steps per task. A stream task (bit flipping) has ``flip_period / batch_size``:
+    every example of a flip period is seen exactly once, in order."""
+    task = config.task
+    if task.name in tasks.STREAM_TASKS:
+        if task.flip_period % task.batch_size:
+            raise ValueError(
+                f"task.flip_period ({task.flip_period}) must be a multiple of "
+                f"task.batch_size ({task.batch_size}) for stream task {task.name!r}"
+            )
+        derived = task.flip_period // task.batch_size
+        if task.steps_per_task not in (0, derived):
+            raise ValueError(
+                f"task {task.name!r} has flip_period/batch_size = {derived} steps per "
+                f"task; set task.steps_per_task to 0 or {derived}, not "
+                f"{task.steps_per_task}"
+            )
+        return derived
+    if task.steps_per_task < 1:
+        raise ValueError(f"task.steps_per_task must be >= 1, got {task.steps_per_task}")
+    return int(task.steps_per_task)
+
+
+def diagnostics_block(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(block length in steps, diagnostics period K in steps; 0 = off).
+
+    K must divide the steps per task or be a multiple of them; diagnostics are taken after
+    every K-th update of a run (counted over the whole run).
+    """
+    steps, every = steps_per_task(config), int(config.diagnostics.every)
+    if every < 0:
+        raise ValueError(f"diagnostics.every must be >= 0, got {every}")
+    if every == 0:
+        return steps, 0
+    if every <= steps:
+        if steps % every:
+            raise ValueError(
+                f"diagnostics.every ({every}) must divide task.steps_per_task ({steps}) "
+                f"or be a multiple of it"
+            )
+        return every, every
+    if every % steps:
+        raise ValueError(
+            f"diagnostics.every ({every}) must divide task.steps_per_task ({steps}) "
+            f"or be a multiple of it"
+        )
+    return steps, every
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """One-line ValueErrors for structural mistakes in one (resolved variant) config."""
+    task, network, opt = config.task, config.network, config.optimizer
+    if task.name not in tasks.KNOWN_TASKS:
+        raise ValueError(f"unknown task {task.name!r}; known tasks: {', '.join(tasks.KNOWN_TASKS)}")
+    if network.name not in NETWORKS:
+        raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
+    layers.check_norm(network.norm)
+    layers.check_activation(network.activation)
+    if opt.name not in optim.OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {opt.name!r}; known: {', '.join(optim.OPTIMIZERS)}")
+    if opt.schedule.name not in schedules.SCHEDULES:
+        raise ValueError(
+            f"unknown schedule {opt.schedule.name!r}; known: {', '.join(schedules.SCHEDULES)}"
+        )
+    nap.check_nap_config(network.norm, opt.nap.enabled)
+    if opt.nap.enabled:
+        nap.check_gamma_beta(opt.nap.gamma_beta)
+    for name, value in (
+        ("task.num_tasks", task.num_tasks),
+        ("task.batch_size", task.batch_size),
+        ("eval.max_examples", config.eval.max_examples),
+        ("eval.batch_size", config.eval.batch_size),
+        ("diagnostics.probe_size", config.diagnostics.probe_size),
+    ):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if config.intervention.every < 0:
+        raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
+    diagnostics_block(config)
+
+
+def check_mesh_spec(spec: str) -> None:
+    """One-line ValueError for a mesh this trainer cannot use: it spreads runs over ``seed`` only.
+
+    Its batches are small (a data-parallel split would cost more in all-reduces than it saves),
+    so a ``data`` axis larger than 1 would only repeat every run on several devices.
+    """
+    axes = mesh_lib.parse_mesh_spec(spec)
+    wasted = {name: size for name, size in axes.items() if name != mesh_lib.SEED_AXIS and size != 1}
+    if wasted:
+        raise ValueError(
+            f"mesh {spec!r}: the continual trainer spreads runs over the "
+            f"'{mesh_lib.SEED_AXIS}' axis only; axis "
+            f"{', '.join(repr(name) for name in wasted)} would repeat every run on "
+            f"several devices; use e.g. 'seed:8' or 'auto'"
+        )
+
+
+def tasks_per_chunk(config: ml_collections.ConfigDict, num_tasks: int) -> int:
+    """Tasks per compiled call (and per checkpoint): ``run.tasks_per_chunk``, or by default the
+    largest divisor of the task count giving at least 10 chunks (equal chunks: one compilation)."""
+    chosen = int(config.run.tasks_per_chunk)
+    if chosen < 0:
+        raise ValueError(f"run.tasks_per_chunk must be >= 0, got {chosen}")
+    if chosen:
+        return min(num_tasks, chosen)
+    return mesh_lib.largest_divisor_at_most(num_tasks, max(1, -(-num_tasks // 10)))

@@ -1,0 +1,385 @@
+"""The continual sweep runner: every variant × grid point × seed of a config, on the run harness.
+
+`run_experiment` runs the variants of a sweep (`benchmarks.continual_config`) one after another,
+each over all its runs (grid points × seeds laid out on one axis, spread over the ``seed`` axis of
+the mesh ``config.mesh``, which may span several processes) in chunks of tasks: one compiled call
+per chunk (`benchmarks.continual.Trainer.run_tasks`). Everything else is `plasticity.run.Run`'s:
+after a chunk its rows are logged and a checkpoint is written; a relaunch resumes from the newest
+checkpoint that loads, bit-identical on CPU; a NaN/Inf loss or end-of-task metric stops the
+sweep with a one-line `plasticity.divergence.DivergenceError` before that chunk's rows or
+checkpoint are written (``run.stop_on_divergence``; off, the rows carry nulls); a stop request
+ends it after a checkpoint. In a multi-process job each process fetches the chunk's outputs with
+an all-gather, only process 0 writes files and every process takes part in the checkpoints.
+
+Rows (``metrics.jsonl``; see `plasticity.workdir`): 'task' rows at the end of every task and
+'diagnostics' rows every ``diagnostics.every`` steps (and at step 0), each carrying ``step``,
+``seed``, ``variant``, ``task``, ``task_name`` and the run's grid point; TensorBoard scalars are
+seed means tagged ``<variant>[/<grid point>]/<event>/<field>``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from benchmarks.continual import Trainer, make_trainer
+from benchmarks.continual_config import (
+    DIVERGENCE_METRICS,
+    GRID_KEYS,
+    RESUME_FREE_FIELDS,
+    check_mesh_spec,
+    grid_points,
+    swept_keys,
+    tasks_per_chunk,
+    variant_configs,
+)
+from plasticity import distributed, divergence
+from plasticity import mesh as mesh_lib
+from plasticity.run import INDEX_FIELDS, Run, RunResult
+
+NAME = "train_continual"
+
+
+@dataclasses.dataclass
+class ExperimentPlan:
+    """Everything a sweep runs, validated before anything is written or compiled.
+
+    Runs are laid out on one axis: run r is grid point ``r // num_seeds`` with seed
+    ``config.seed + r % num_seeds``.
+    """
+
+    config: ml_collections.ConfigDict
+    variants: list[tuple[str, Trainer]]
+    grid: list[dict[str, float]]
+    num_seeds: int
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.grid) * self.num_seeds
+
+    def seed_of(self, run: int) -> int:
+        return int(self.config.seed) + run % self.num_seeds
+
+    def point_of(self, run: int) -> dict[str, float]:
+        return self.grid[run // self.num_seeds]
+
+    def run_keys(self) -> np.ndarray:
+        """(R, 2) uint32 keys, one per run (seed s gives ``PRNGKey(s)``)."""
+        return np.stack(
+            [np.asarray(jax.random.PRNGKey(self.seed_of(r))) for r in range(self.num_runs)]
+        )
+
+    def run_hparams(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """{name: (R,) float32} of the swept hyper-parameters."""
+        return {
+            key: np.asarray([self.point_of(r)[key] for r in range(self.num_runs)], np.float32)
+            for key in keys
+        }
+
+    def tasks_before(self, variant_index: int) -> int:
+        return sum(trainer.num_tasks for _, trainer in self.variants[:variant_index])
+
+    @property
+    def total_tasks(self) -> int:
+        return self.tasks_before(len(self.variants))
+
+
+def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> ExperimentPlan:
+    """Validates the sweep, loads its data and builds every variant's trainer (no compiling)."""
+    if int(config.num_seeds) < 1:
+        raise ValueError(f"num_seeds must be >= 1, got {config.num_seeds}")
+    check_mesh_spec(config.mesh)
+    if int(config.run.runs_per_batch) < 0:
+        raise ValueError(f"run.runs_per_batch must be >= 0, got {config.run.runs_per_batch}")
+    if int(config.run.checkpoints_to_keep) < 1:
+        raise ValueError(
+            f"run.checkpoints_to_keep must be >= 1, got {config.run.checkpoints_to_keep}"
+        )
+    grid = grid_points(config)
+    variants = []
+    for name, variant in variant_configs(config):
+        try:
+            variants.append((name, make_trainer(variant, **trainer_kwargs)))
+        except ValueError as error:
+            raise type(error)(f"variant {name!r}: {error}") from error
+    return ExperimentPlan(config, variants, grid, int(config.num_seeds))
+
+
+def _hparam_label(point: Mapping[str, float], keys: Sequence[str]) -> str:
+    return ",".join(f"{key}={point[key]:g}" for key in keys)
+
+
+def chunk_rows(
+    plan: ExperimentPlan,
+    variant: str,
+    trainer: Trainer,
+    first_task: int,
+    outputs: Mapping[str, Any],
+    initial: Mapping[str, np.ndarray] | None,
+) -> list[dict[str, Any]]:
+    """metrics.jsonl rows of one chunk (host arrays with a leading run axis).
+
+    Values stay NumPy scalars (or small arrays, written as JSON lists) until `WorkDir` writes them.
+    """
+    rows = []
+    task_name = trainer.config.task.name
+
+    def base(event: str, run: int, step: int, task: int) -> dict[str, Any]:
+        return {
+            "event": event,
+            "step": step,
+            "seed": plan.seed_of(run),
+            "variant": variant,
+            "task": task,
+            **plan.point_of(run),
+            "task_name": task_name,
+        }
+
+    if initial:
+        for run in range(plan.num_runs):
+            rows.append(
+                {
+                    **base("diagnostics", run, 0, 0),
+                    **{key: value[run] for key, value in initial.items()},
+                }
+            )
+    num = next(iter(outputs["task"].values())).shape[1]
+    for offset in range(num):
+        task = first_task + offset
+        for block, step in trainer.diagnostics_steps(task):
+            for run in range(plan.num_runs):
+                rows.append(
+                    {
+                        **base("diagnostics", run, step, task),
+                        **{
+                            key: value[run, offset, block]
+                            for key, value in outputs["diagnostics"].items()
+                        },
+                    }
+                )
+        end_step = (task + 1) * trainer.steps_per_task
+        for run in range(plan.num_runs):
+            rows.append(
+                {
+                    **base("task", run, end_step, task),
+                    **{key: value[run, offset] for key, value in outputs["task"].items()},
+                }
+            )
+    return rows
+
+
+def _run_label(plan: ExperimentPlan, variant: str, run: int) -> str:
+    """'variant 'x', seed 3, learning_rate=0.01': where a run sits in the sweep (for messages)."""
+    point = _hparam_label(plan.point_of(run), swept_keys(plan.config))
+    return f"variant {variant!r}, seed {plan.seed_of(run)}" + (f", {point}" if point else "")
+
+
+def find_divergence(
+    plan: ExperimentPlan,
+    variant: str,
+    trainer: Trainer,
+    first_task: int,
+    outputs: Mapping[str, Any],
+) -> tuple[int, str, float, str] | None:
+    """(step, metric, value, run label) of the earliest NaN/Inf of a chunk, or None.
+
+    Training losses are checked at every step (the compiled program reports the first bad one);
+    the end-of-task metrics of DIVERGENCE_METRICS at the end of each task.
+    """
+    found = []
+    health = outputs["health"]
+    for run, offset in zip(*np.nonzero(health["nonfinite_loss_step"] >= 0)):
+        found.append(
+            (
+                int(health["nonfinite_loss_step"][run, offset]),
+                "loss",
+                float(health["nonfinite_loss_value"][run, offset]),
+                int(run),
+            )
+        )
+    for name in DIVERGENCE_METRICS:
+        if name in outputs["task"]:
+            values = np.asarray(outputs["task"][name], np.float64)
+            for run, offset in zip(*np.nonzero(~np.isfinite(values))):
+                step = (first_task + int(offset) + 1) * trainer.steps_per_task
+                found.append((step, name, float(values[run, offset]), int(run)))
+    if not found:
+        return None
+    step, metric, value, run = min(found, key=lambda item: (item[0], item[3]))
+    return step, metric, value, _run_label(plan, variant, run)
+
+
+def _tag_prefix(plan: ExperimentPlan) -> Callable[[Mapping[str, Any]], str]:
+    swept = swept_keys(plan.config)
+
+    def prefix(row: Mapping[str, Any]) -> str:
+        point = _hparam_label(row, swept)
+        return f"{row['variant']}/{point}" if point else str(row["variant"])
+
+    return prefix
+
+
+def run_experiment(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path | None,
+    *,
+    plan: ExperimentPlan | None = None,
+    name: str = NAME,
+    show_progress: bool | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    stop_after_checkpoints: int | None = None,
+    signal_name: Callable[[], str | None] | None = None,
+    **trainer_kwargs,
+) -> RunResult:
+    """Runs (or resumes) every variant × grid point × seed of a sweep (see the module docstring).
+
+    ``stop_after_checkpoints`` ends the call after that many chunks (time slices, tests);
+    ``should_stop`` is asked after every chunk's checkpoint but the last (a collective in a
+    multi-process job). The result's ``outputs`` hold ``final_carries`` ({variant: final run
+    states}, for variants finished in this call), ``compile_seconds`` and ``run_seconds`` per
+    variant and a ``summary`` line per variant.
+    """
+    plan = plan or plan_experiment(config, **trainer_kwargs)
+    mesh = mesh_lib.make_mesh(config.mesh, num_runs=plan.num_runs)
+    total = sum(t.num_tasks * t.steps_per_task for _, t in plan.variants)
+    show = bool(config.run.progress) if show_progress is None else show_progress
+    label = f"{Path(workdir).name if workdir else name} [{mesh_lib.format_mesh(mesh)}]"
+    harness = Run(
+        name,
+        workdir,
+        config.to_dict(),
+        total=total,
+        unit="step",
+        x_key="step",
+        resume_free=RESUME_FREE_FIELDS,
+        keep_checkpoints=int(config.run.checkpoints_to_keep),
+        tensorboard=bool(config.run.tensorboard),
+        show_progress=show,
+        should_stop=should_stop,
+        stop_after_checkpoints=stop_after_checkpoints,
+        tag_prefix=_tag_prefix(plan),
+        index_fields=INDEX_FIELDS + GRID_KEYS,
+        description=label,
+        signal_name=signal_name,
+    )
+    with harness as run:
+        return _run_sweep(plan, mesh, run)
+
+
+def _steps_before(plan: ExperimentPlan, variant_index: int, next_task: int) -> int:
+    done = sum(t.num_tasks * t.steps_per_task for _, t in plan.variants[:variant_index])
+    if variant_index < len(plan.variants):
+        done += next_task * plan.variants[variant_index][1].steps_per_task
+    return done
+
+
+def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
+    """The chunk loop of `run_experiment` inside an open harness."""
+    keys = mesh_lib.shard_leading_axis(plan.run_keys(), mesh)
+    per_batch = int(plan.config.run.runs_per_batch)
+    mesh_key = (tuple(mesh.axis_names), tuple(d.id for d in mesh.devices.flat))
+    over_runs = functools.partial(
+        mesh_lib.over_leading_axis, mesh=mesh, num_split_args=2, runs_per_batch=per_batch
+    )
+    final_carries, compile_seconds, run_seconds, summary = {}, {}, {}, []
+
+    def hparams_of(trainer: Trainer):
+        return mesh_lib.shard_leading_axis(plan.run_hparams(trainer.hparam_keys), mesh)
+
+    def data_of(trainer: Trainer):
+        return mesh_lib.replicate(trainer.sequence.data, mesh)
+
+    def initial(trainer: Trainer):
+        """(initial run states, step-0 diagnostics) of a variant's runs, on the mesh."""
+        init_fn = trainer.compiled.setdefault(
+            ("init", mesh_key, per_batch), jax.jit(over_runs(trainer.init))
+        )
+        return init_fn(keys, hparams_of(trainer), data_of(trainer))
+
+    restored = run.restore(
+        lambda meta: initial(plan.variants[int(meta["variant_index"])][1])[0],
+        resume_row=lambda meta: {"variant": meta["variant"], "task": meta["next_task"]},
+    )
+    if run.result.already_complete:
+        return run.result
+    variant_index, next_task = 0, 0
+    if restored is not None:
+        variant_index = int(restored.metadata["variant_index"])
+        next_task = int(restored.metadata["next_task"])
+    for index in range(variant_index, len(plan.variants)):
+        name, trainer = plan.variants[index]
+        hparams, data = hparams_of(trainer), data_of(trainer)
+        if index == variant_index and restored is not None:
+            carry, initial_diagnostics, start_task = restored.tree, None, next_task
+        else:
+            (carry, initial_diagnostics), start_task = initial(trainer), 0
+        chunk = tasks_per_chunk(trainer.config, trainer.num_tasks)
+        run_fn = jax.jit(over_runs(trainer.run_tasks))
+        compile_seconds.setdefault(name, 0.0)
+        run_seconds.setdefault(name, 0.0)
+        for first in range(start_task, trainer.num_tasks, chunk):
+            task_indices = np.arange(first, min(first + chunk, trainer.num_tasks), dtype=np.int32)
+            cache_key = ("run_tasks", mesh_key, per_batch, len(task_indices))
+            if cache_key not in trainer.compiled:
+                run.show(variant=name, task=f"{first}/{trainer.num_tasks}")
+                with run.phase("compiling"):
+                    tic = time.perf_counter()
+                    lowered = run_fn.lower(carry, hparams, task_indices, data)
+                    trainer.compiled[cache_key] = lowered.compile()
+                    compile_seconds[name] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            carry, outputs = trainer.compiled[cache_key](carry, hparams, task_indices, data)
+            outputs = distributed.fetch(outputs)  # an all-gather when runs span processes
+            run_seconds[name] += time.perf_counter() - tic
+            diverged = find_divergence(plan, name, trainer, first, outputs)
+            if diverged is not None and plan.config.run.stop_on_divergence:
+                step, metric, value, where = diverged
+                raise divergence.DivergenceError(step, metric, value, where, run.kept())
+            fetched = distributed.fetch(initial_diagnostics) if initial_diagnostics else None
+            run.log(chunk_rows(plan, name, trainer, first, outputs, fetched))
+            initial_diagnostics = None
+            next_task = int(task_indices[-1]) + 1
+            finished = index == len(plan.variants) - 1 and next_task >= trainer.num_tasks
+            position = (index, next_task)
+            if next_task >= trainer.num_tasks and not finished:
+                position = (index + 1, 0)  # a relaunch starts the next variant
+            run.save(
+                carry,
+                {
+                    "variant_index": position[0],
+                    "variant": plan.variants[position[0]][0],
+                    "next_task": position[1],
+                },
+                done=_steps_before(plan, *position) if not finished else run.total,
+                finished=finished,
+            )
+            last = outputs["task"]
+            score_name = "acc" if "end_accuracy" in last else "loss"
+            score = last.get("end_accuracy", last["end_loss"])[:, -1].mean()
+            run.advance(
+                len(task_indices) * trainer.steps_per_task,
+                variant=name,
+                task=f"{next_task}/{trainer.num_tasks}",
+                **{score_name: float(score)},
+            )
+            if not finished and run.stop_requested():
+                return run.stop(
+                    final_carries=final_carries,
+                    compile_seconds=compile_seconds,
+                    run_seconds=run_seconds,
+                )
+        final_carries[name] = carry
+        summary.append(f"{name}: final task {score_name} {float(score):.4f} (mean over runs)")
+    return run.finish(
+        final_carries=final_carries,
+        compile_seconds=compile_seconds,
+        run_seconds=run_seconds,
+        summary=summary,
+    )

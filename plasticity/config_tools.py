@@ -1,0 +1,291 @@
+"""Config files, command-line overrides and sweeps: one format for every launcher.
+
+* ``--config.<field>=<value>`` (`split_overrides`, `apply_overrides`): the value is parsed as the
+  field's type (bool, int, float, str, tuple; a placeholder's declared type); an unknown field is
+  a one-line error naming the closest known one.
+* ``--experiment=FILE[:ARGS]`` (`load_config_file`): a Python file whose ``get_config(ARGS)``
+  returns the experiment's config. ``ARGS`` is a comma-separated list that every published file
+  reads with `parse_config_arg`: one scale (``smoke``, the default scale, ``paper``) and,
+  optionally, variant names to run only those.
+* **Sweeps** (`resolve_variants`): a config may hold ``variants`` (name -> nested overrides of the
+  rest of the config) and ``variant_order`` (the names to run, in order; empty: all, by name).
+  Each variant is the base config with its overrides deep-merged; a variant may not override
+  the sweep-level fields its trainer names, nor add fields the base does not have.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import importlib.util
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import ml_collections
+
+CONFIG_PREFIX = "--config."
+SCALES = ("smoke", "default", "paper")
+DEFAULT_VARIANT = "default"
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """(argv without ``--config.<field>=<value>`` arguments, {field: raw value}) in order."""
+    rest, overrides = [], {}
+    for arg in argv:
+        if not arg.startswith(CONFIG_PREFIX):
+            rest.append(arg)
+            continue
+        field, equals, value = arg[len(CONFIG_PREFIX) :].partition("=")
+        if not equals or not field:
+            raise ValueError(f"{arg!r}: write config overrides as --config.<field>=<value>")
+        overrides[field] = value
+    return rest, overrides
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted field: value} of every leaf of a nested config (ConfigDict or dict)."""
+    items = config.items() if hasattr(config, "items") else ()
+    flat = {}
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, (ml_collections.ConfigDict, dict)) and len(value):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _field_type(parent: ml_collections.ConfigDict, key: str) -> type | None:
+    """The declared type of a field: its value's, or a placeholder's declared one."""
+    try:
+        reference = parent.get_ref(key)
+        declared = reference.get_type()
+    except (AttributeError, KeyError, TypeError):
+        declared = None
+    value = parent[key]
+    return type(value) if value is not None else declared
+
+
+def parse_value(raw: str, kind: type | None, field: str) -> Any:
+    """``raw`` as a value of ``kind`` (one-line ValueError naming ``field`` otherwise)."""
+    text = raw.strip()
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            number = float(text.replace("_", ""))
+            if not number.is_integer():
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(text.replace("_", ""))
+        if kind is str:
+            return raw
+        if kind in (tuple, list):
+            value = ast.literal_eval(text) if text else ()
+            if not isinstance(value, (tuple, list)):
+                value = (value,)
+            return tuple(value) if kind is tuple else list(value)
+        if text.lower() == "none":
+            return None
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return raw
+    except (ValueError, SyntaxError):
+        name = kind.__name__ if kind is not None else "value"
+        raise ValueError(f"--config.{field}={raw!r} is not a valid {name}") from None
+
+
+def closest_field(field: str, known: Sequence[str]) -> str:
+    """' (did you mean x.y?)' for the closest known field, or '' when none is close."""
+    leaf = field.rsplit(".", 1)[-1]
+    by_leaf = [name for name in known if name.rsplit(".", 1)[-1] == leaf]
+    close = by_leaf or difflib.get_close_matches(field, list(known), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: dict[str, str]
+) -> ml_collections.ConfigDict:
+    """``config`` with every ``--config.<field>=<value>`` applied, each parsed as its field's type;
+    a field a variant overrides too is set there as well (`force_fields`: the command line wins).
+
+    One-line ValueErrors: an unknown field (naming the closest known one), a section given a
+    value, or a value that does not parse as the field's type.
+    """
+    known = list(flatten(config))
+    parsed = {}
+    for field, raw in overrides.items():
+        parent, key = config, None
+        parts = field.split(".")
+        for depth, part in enumerate(parts):
+            if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+                raise ValueError(f"unknown config field {field!r}{closest_field(field, known)}")
+            if depth < len(parts) - 1:
+                parent = parent[part]
+            key = part
+        if isinstance(parent[key], ml_collections.ConfigDict):
+            raise ValueError(f"--config.{field} is a section; set one of its fields instead")
+        parsed[field] = parse_value(raw, _field_type(parent, key), field)
+    force_fields(config, parsed, skip_none=False)
+    return config
+
+
+def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.ConfigDict:
+    """``get_config(ARGS)`` of the config file ``FILE[:ARGS]``, with one-line errors for a missing
+    file, a file without ``get_config`` and arguments it refuses."""
+    path, _, argument = spec.partition(":")
+    file = Path(path)
+    if not file.is_file() or file.suffix != ".py":
+        raise ValueError(f"{flag}={spec}: no Python config file {path}")
+    module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:  # noqa: BLE001 - any failure of a user's file is bad input
+        raise ValueError(f"{flag}={spec}: cannot load {path}: {type(error).__name__}: {error}")
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"{flag}={spec}: {path} defines no get_config function")
+    try:
+        config = module.get_config(argument or None)
+    except ValueError as error:
+        raise ValueError(f"{flag}={spec}: {error}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        config = ml_collections.ConfigDict(config)
+    return config
+
+
+def describe_config(config: ml_collections.ConfigDict) -> str:
+    """Every field of ``config`` as ``--config.<field>=<value>`` lines, grouped by section."""
+    lines, section = [], None
+    for field, value in flatten(config).items():
+        head = field.split(".", 1)[0] if "." in field else ""
+        if head != section:
+            section = head
+            lines.append(f"  [{head}]" if head else "  [top level]")
+        lines.append(f"    --config.{field}={value!r}")
+    return "\n".join(lines)
+
+
+def parse_config_arg(
+    arg: str | None, variants: Sequence[str] = (), options: Sequence[str] = ()
+) -> tuple[str, list[str], list[str]]:
+    """(scale, chosen variants, other options) of a config file's ``ARGS``.
+
+    ``ARGS`` is comma-separated: at most one of `SCALES` ('default' when absent), any of
+    ``variants`` (run only those, in the order given) and any of ``options`` (file-specific
+    switches). Anything else is a one-line ValueError listing what is accepted.
+    """
+    scale, chosen, extra = None, [], []
+    for part in (p.strip() for p in (arg or "").split(",")):
+        if not part:
+            continue
+        if part in SCALES:
+            if scale is not None and scale != part:
+                raise ValueError(f"two scales given: {scale} and {part}")
+            scale = part
+        elif part in variants:
+            chosen.append(part)
+        elif part in options:
+            extra.append(part)
+        else:
+            accepted = ", ".join([*SCALES, *variants, *options])
+            raise ValueError(f"unknown config argument {part!r}; accepted: {accepted}")
+    return scale or "default", chosen, extra
+
+
+def deep_merge(base: dict[str, Any], overrides: Mapping[str, Any], where: str) -> None:
+    """Deep-merges ``overrides`` into ``base`` in place, refusing fields ``base`` does not have.
+
+    A dict field that is empty in ``base`` (a free-form options dict) takes the override whole.
+    """
+    for key, value in overrides.items():
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ValueError(f"{where}: unknown config field {key!r}; known: {known}")
+        if isinstance(base[key], dict) and isinstance(value, Mapping) and base[key]:
+            deep_merge(base[key], value, f"{where}.{key}")
+        else:
+            base[key] = copy.deepcopy(dict(value)) if isinstance(value, Mapping) else value
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    """A deep, plain-dict copy of a ConfigDict or mapping."""
+    if isinstance(config, ml_collections.ConfigDict):
+        return config.to_dict()
+    return copy.deepcopy(dict(config))
+
+
+def resolve_variants(
+    config: Any, reserved: Sequence[str] = ("variants", "variant_order")
+) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """[(name, resolved config)] of a sweep, in ``variant_order`` (see the module docstring).
+
+    With no variants the config itself is the single variant `DEFAULT_VARIANT`. Resolved configs
+    keep ``variants`` and ``variant_order`` as they are (the sweep they belong to).
+    """
+    base = as_dict(config)
+    variants = base.get("variants") or {}
+    order = tuple(base.get("variant_order") or ())
+    if not variants:
+        if order and order != (DEFAULT_VARIANT,):
+            raise ValueError(f"variant_order {order} names variants, but the config defines none")
+        return [(DEFAULT_VARIANT, ml_collections.ConfigDict(base))]
+    unknown = [name for name in order if name not in variants]
+    if unknown or len(set(order)) != len(order):
+        raise ValueError(
+            f"variant_order {order} must list distinct variants among {', '.join(sorted(variants))}"
+        )
+    resolved = []
+    for name in order or sorted(variants):
+        overrides = variants[name]
+        if not isinstance(overrides, Mapping):
+            raise ValueError(
+                f"variant {name!r} must be a dict of config overrides, got {overrides!r}"
+            )
+        clash = sorted(set(overrides) & set(reserved))
+        if clash:
+            raise ValueError(f"variant {name!r} overrides sweep-level field(s) {', '.join(clash)}")
+        merged = copy.deepcopy(base)
+        deep_merge(merged, overrides, f"variant {name!r}")
+        resolved.append((str(name), ml_collections.ConfigDict(merged)))
+    return resolved
+
+
+def force_fields(
+    config: ml_collections.ConfigDict, values: Mapping[str, Any], skip_none: bool = True
+) -> None:
+    """Sets dotted fields of ``config`` and of every variant that overrides them (None values are
+    skipped with ``skip_none``: flags left unset).
+
+    What the command line says wins over what a config file's variants say: ``--norm=layernorm``
+    makes every variant use LayerNorm, not only the base config.
+    """
+    values = {f: v for f, v in values.items() if v is not None or not skip_none}
+    for field, value in values.items():
+        parent = config
+        *path, key = field.split(".")
+        for part in path:
+            parent = parent[part]
+        with parent.ignore_type():
+            parent[key] = value
+    variants = config.get("variants") or {}
+    for name in list(variants.keys()) if variants else []:
+        overrides = variants[name]
+        for field, value in values.items():
+            *path, key = field.split(".")
+            parent = overrides
+            for part in path:
+                parent = parent.get(part) if hasattr(parent, "get") else None
+                if parent is None:
+                    break
+            if parent is not None and hasattr(parent, "keys") and key in parent:
+                with parent.ignore_type():
+                    parent[key] = value

@@ -1,0 +1,174 @@
+"""One launcher contract for every training script: flags, config files, signals, exit statuses.
+
+A script is a docstring, a flag definition and a function from parsed flags to run results;
+`main` does the rest, identically for every launcher:
+
+* **Flags**: absl flags on the script's own `absl.flags.FlagValues`, plus the ones every launcher
+  has (``--workdir``, ``--progress``, ``--stop_after_checkpoints``, ``--verbosity`` and the
+  multi-process flags of `plasticity.distributed`). ``--config.<field>=<value>`` overrides any
+  field of the config the script builds (`apply_overrides`: the value is parsed as the field's
+  type; an unknown field is one line naming the closest match; `plasticity.config_tools`).
+  ``--help`` prints the docstring, the flags and every config field.
+* **Start-up**: verbosity (WARNING unless ``--verbosity`` says otherwise: checkpointing libraries
+  log every save at INFO), `jax.distributed` from the flags, `plasticity.runtime` defaults.
+* **Signals**: SIGTERM and Ctrl-C (SIGINT) ask the run to stop at its next safe point, after a
+  checkpoint (`plasticity.preemption`); a second one aborts at once.
+* **Exit statuses**: 0 complete, stopped after a checkpoint, or already complete; 1 bad input
+  (flags, config, work dir, sizes that cannot fit, out of memory), always one line
+  ``<name>: error: ...`` and no traceback; 3 divergence (`plasticity.divergence`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+from typing import Any, Callable, Sequence
+
+from absl import flags, logging
+
+from plasticity import distributed
+from plasticity.config_tools import describe_config, split_overrides
+
+ERROR_EXIT_CODE = 1
+HELP_ARGS = ("--help", "-h", "--helpfull", "--helpshort", "-?")
+
+
+# ---------------------------------------------------------------------------------------------
+# The launch.
+
+
+@dataclasses.dataclass
+class Launch:
+    """What a script's ``run`` function receives: parsed flags, overrides and the stop signal."""
+
+    name: str
+    flags: flags.FlagValues
+    overrides: dict[str, str]
+    should_stop: Callable[[], bool]
+    signal_name: Callable[[], str | None]
+
+    @property
+    def workdir(self) -> str:
+        return self.flags["workdir"].value
+
+    def run_options(self) -> dict[str, Any]:
+        """The `plasticity.run.Run` keyword arguments every launcher passes the same way."""
+        progress = self.flags["progress"]
+        return dict(
+            show_progress=progress.value if progress.present else None,
+            should_stop=self.should_stop,
+            stop_after_checkpoints=self.flags["stop_after_checkpoints"].value,
+            signal_name=self.signal_name,
+        )
+
+
+def define_common_flags(values: flags.FlagValues) -> None:
+    """The flags every launcher has."""
+    flags.DEFINE_string(
+        "workdir", None, "Work dir (created; relaunching resumes it).", flag_values=values
+    )
+    flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=values)
+    flags.DEFINE_integer(
+        "stop_after_checkpoints",
+        None,
+        "Stop after writing this many checkpoints (time-sliced jobs); relaunch to resume.",
+        flag_values=values,
+    )
+    flags.DEFINE_integer(
+        "verbosity",
+        -1,
+        "absl logging verbosity (-1 warnings, 0 info, 1 debug).",
+        flag_values=values,
+    )
+    distributed.define_flags(values)
+
+
+def usage(name: str, doc: str, values: flags.FlagValues, config: Any) -> str:
+    """The ``--help`` text: the script's docstring, its flags and every config field."""
+    text = [doc.strip(), "", "Flags:", values.get_help(include_special_flags=False)]
+    if config is not None:
+        text += ["", f"Config fields of {name} (override with --config.<field>=<value>):"]
+        text.append(describe_config(config))
+    return "\n".join(text)
+
+
+def main(
+    name: str,
+    doc: str,
+    define_flags: Callable[[flags.FlagValues], None],
+    run: Callable[[Launch], Any],
+    help_config: Callable[[flags.FlagValues], Any] | None = None,
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Runs a launcher and returns its exit status (see the module docstring).
+
+    ``define_flags(values)`` adds the script's own flags; ``run(launch)`` validates, trains and
+    returns a `plasticity.run.RunResult` or a list of them; ``help_config(values)`` gives the
+    config ``--help`` lists (the parsed flags may choose it, e.g. ``--agent``).
+    """
+    from plasticity import divergence, preemption  # noqa: PLC0415
+
+    argv = list(sys.argv if argv is None else argv)
+    values = flags.FlagValues()
+    define_common_flags(values)
+    define_flags(values)
+    try:
+        rest, overrides = split_overrides(argv)
+        if any(arg in HELP_ARGS for arg in rest[1:]):
+            values(_without_help(rest), known_only=True)
+            config = help_config(values) if help_config is not None else None
+            print(usage(name, doc, values, config))
+            return 0
+        unparsed = values(rest)
+        if len(unparsed) > 1:
+            raise ValueError(f"unexpected arguments {' '.join(unparsed[1:])}")
+        if not values["workdir"].value:
+            raise ValueError("--workdir is required")
+    except (flags.Error, ValueError) as error:
+        return _error(name, error)
+    logging.set_verbosity(values["verbosity"].value)
+    try:
+        distributed.initialize_from_flags(values)  # first: before anything runs on a device
+    except ValueError as error:
+        return _error(name, error)
+    from plasticity import runtime  # noqa: PLC0415 - imports JAX's device code
+
+    runtime.apply_runtime_defaults()
+    guard = preemption.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT))
+    launch = Launch(name, values, overrides, guard.should_stop, lambda: guard.signal_name)
+    try:
+        with guard:
+            results = run(launch)
+    except divergence.DivergenceError as error:
+        _error(name, error)
+        return divergence.DIVERGENCE_EXIT_CODE
+    except (ValueError, MemoryError) as error:
+        return _error(name, error if str(error) else "out of memory")
+    except Exception as error:  # noqa: BLE001 - only an accelerator's out-of-memory is bad input
+        if "RESOURCE_EXHAUSTED" not in str(error):
+            raise
+        return _error(name, f"out of memory: {str(error).splitlines()[0][:300]}")
+    for result in results if isinstance(results, (list, tuple)) else [results]:
+        for line in result.outputs.get("summary", ()):
+            print(line)
+        print(f"{name}: {result.status_line()}", file=sys.stderr)
+        if result.preempted:
+            break
+    return 0
+
+
+def _without_help(argv: Sequence[str]) -> list[str]:
+    return [arg for arg in argv if arg not in HELP_ARGS]
+
+
+def _error(name: str, error: object) -> int:
+    """Prints the one-line error and returns the exit status of bad input."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    print(f"{name}: error: {text}", file=sys.stderr)
+    return ERROR_EXIT_CODE
+
+
+def run_script(*args, **kwargs) -> None:
+    """`main`, then exit with its status (what a script's ``__main__`` block calls)."""
+    sys.exit(main(*args, **kwargs))

@@ -1,0 +1,700 @@
+"""The host side of every training run: one harness for the continual, MinAtar and Atari trainers.
+
+A trainer plans its chunks, runs a chunk and turns the chunk's outputs into rows; everything else
+a user sees happens here, once, the same way for every launcher:
+
+* **Work dir and config check** (`Run.__enter__`): the work dir must be a writable directory (or
+  creatable); ``config.json`` must be readable JSON; a relaunch must bring the same config
+  (fields in ``resume_free`` may differ). A work dir with no checkpoint holds nothing to resume
+  (its launch failed before the first save: bad size, out of memory), so its config, metrics and
+  TensorBoard events are replaced rather than blocking the corrected relaunch. Every launch
+  appends to ``run_info.json`` (command line, git commit, package versions, devices, CPU).
+* **Resume point** (`Run.restore`): the newest checkpoint whose tree and metadata both load. A
+  truncated or partial one gets one warning line, is moved to ``<workdir>/corrupt_checkpoints/``
+  and the next older one is tried; only then are the metrics truncated to the size that
+  checkpoint recorded and the 'resume' row written. A metrics file *shorter* than that size lost
+  rows: the run refuses to go on (one line naming the file) rather than silently drop them. A run
+  whose newest checkpoint says it finished is reported as complete and not trained again.
+* **Save** (`Run.save`): the parameters are checked for NaN/Inf first (a diverged state is never
+  written, `plasticity.divergence`), PRNG keys become raw data, and the checkpoint records how
+  many units (steps or frames) are done and how long the metrics file is, so rows and state stay
+  in step.
+* **Rows** (`Run.log`): appended to ``metrics.jsonl`` and, as seed means of every numeric field,
+  to TensorBoard under ``<event>/<field>`` (prefixed by ``tag_prefix(row)``), at x = the row's
+  ``x_key`` (``frames`` for RL, ``step`` for continual runs).
+* **Progress** (`Run.advance`, `Run.phase`): a bar over the whole run's units with a phase label
+  whenever the loop is not training (compiling, filling the replay, evaluating).
+* **Periods** (`due`): the one "is it time" helper for every periodic event.
+* **Stopping** (`Run.stop_requested`): preemption (a SIGTERM or Ctrl-C caught by the launcher's
+  guard) and the early stop of time-sliced jobs and tests (``stop_after_checkpoints``), asked at
+  the trainer's safe points after a save.
+* **Result** (`RunResult`): what happened, in one type for every trainer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import jax
+import numpy as np
+
+from plasticity import divergence
+from plasticity.checkpointing import Checkpointer
+from plasticity.progress import Progress
+from plasticity.workdir import CONFIG_FILE, WorkDir, config_differences
+
+RUN_INFO_FILE = "run_info.json"
+CORRUPT_DIR = "corrupt_checkpoints"
+# Packages whose versions a run records.
+RECORDED_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "chex",
+    "orbax-checkpoint",
+    "numpy",
+    "ml_collections",
+    "gymnax",
+    "ale-py",
+    "rlax",
+)
+# Row fields that locate a row rather than measure something: never TensorBoard scalars.
+INDEX_FIELDS = (
+    "event",
+    "step",
+    "frames",
+    "agent_steps",
+    "updates",
+    "seed",
+    "game",
+    "trained_game",
+    "block",
+    "visit",
+    "cycle",
+    "task",
+    "task_name",
+    "variant",
+    "segment",
+    "end_of_block",
+    "done",
+)
+
+
+def due(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (before, after]: the one test of every period.
+
+    ``every`` <= 0 switches the event off. A loop that advances from ``before`` to ``after``
+    units (steps, frames) runs the event once when it crosses a multiple, however large its
+    stride.
+    """
+    return every > 0 and after // every > before // every
+
+
+def due_mask(after: np.ndarray, stride: int, every: int) -> np.ndarray:
+    """`due` for many iterations at once: ``after`` holds the units after each one, each
+    iteration advancing by ``stride`` (vectorized, for plans computed ahead of a run)."""
+    after = np.asarray(after, np.int64)
+    if every <= 0:
+        return np.zeros(after.shape, bool)
+    return (after // every) > ((after - stride) // every)
+
+
+# ---------------------------------------------------------------------------------------------
+# Work dir checks.
+
+
+def check_workdir(path: Path) -> None:
+    """One-line ValueError unless ``path`` is (or can be made) a writable directory; writes
+    nothing that survives the check."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"work dir {path} is a regular file, not a directory")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"work dir {path}: {existing} is a regular file, not a directory")
+    try:
+        probe = _probe_file(existing)
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"work dir {path} is not writable ({error.strerror})") from None
+
+
+def _probe_file(directory: Path) -> Path:
+    probe = directory / f".write_probe_{os.getpid()}"
+    with open(probe, "w", encoding="utf-8") as f:
+        f.write("")
+    return probe
+
+
+def read_config_file(workdir: Path) -> dict[str, Any] | None:
+    """The work dir's ``config.json``, None when absent; one-line ValueError when it is empty or
+    not a JSON object (it names the file)."""
+    path = workdir / CONFIG_FILE
+    if not path.exists():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise ValueError(f"{path} is empty; delete it or use a new --workdir")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is corrupt ({error.msg} at line {error.lineno}); delete it or use a new "
+            "--workdir"
+        ) from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} is corrupt (not a JSON object); delete it or use a new --workdir")
+    return config
+
+
+def checkpoint_steps(workdir: Path) -> list[int]:
+    """Steps of the finalized checkpoints in a work dir, newest first, without opening Orbax
+    (which would create directories)."""
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        return []
+    return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# run_info.json.
+
+
+def _git_commit() -> str | None:
+    repository = Path(__file__).resolve().parents[1]
+    if not (repository / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repository), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_info() -> dict[str, Any]:
+    """What a launch ran on: command line, commit, package versions, devices and CPU."""
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
+    return {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.executable).name, *sys.argv],
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "backend": jax.default_backend(),
+        "devices": [str(device) for device in jax.devices()],
+        "process_count": jax.process_count(),
+        "cpu": {"model": _cpu_model(), "cores": os.cpu_count()},
+        "host": platform.node(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# PRNG keys in checkpoints.
+
+
+def _is_key(x: Any) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def saveable(tree: Any) -> Any:
+    """Typed PRNG keys replaced by their raw uint32 data (checkpoints store plain arrays)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
+
+
+def restore_keys(tree: Any, template: Any) -> Any:
+    """Raw key data back to typed keys wherever ``template`` (arrays or shapes) has keys."""
+    return jax.tree.map(
+        lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        tree,
+        template,
+    )
+
+
+def _abstract(tree: Any) -> Any:
+    """Shapes and dtypes of ``tree`` with keys as raw data, with the shardings of ``tree``'s
+    leaves: a restore target (a checkpoint written by several processes is then read back onto
+    this process's devices)."""
+
+    def leaf(shape, original):
+        return jax.ShapeDtypeStruct(
+            shape.shape, shape.dtype, sharding=getattr(original, "sharding", None)
+        )
+
+    return jax.tree.map(leaf, jax.eval_shape(saveable, tree), tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# The result.
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a trainer's call did, the same for every trainer.
+
+    ``completed``: the whole run is done (now or by an earlier launch: ``already_complete``);
+    ``preempted``: a stop request (SIGTERM, Ctrl-C) ended it after a checkpoint; ``stopped``: the
+    early stop of ``stop_after_checkpoints`` did; ``resumed_from``: units done when this launch
+    started from a checkpoint; ``done`` / ``total``: units (``unit``s) of the run; ``outputs``:
+    whatever else the trainer returns (final states, evaluations, summary lines).
+    """
+
+    name: str
+    workdir: Path | None
+    unit: str
+    total: int
+    done: int = 0
+    completed: bool = False
+    preempted: bool = False
+    stopped: bool = False
+    already_complete: bool = False
+    resumed_from: int | None = None
+    signal_name: str | None = None
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+    outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"work dir {self.workdir}" if self.workdir is not None else "no work dir"
+
+    def status_line(self) -> str:
+        """One line saying how the call ended, for the launcher to print."""
+        progress = f"{self.unit} {self.done:,} of {self.total:,}"
+        if self.already_complete:
+            return f"already complete ({progress}); nothing to do; {self.where}"
+        if self.completed:
+            return f"complete ({progress}); {self.where}"
+        if self.preempted:
+            by = self.signal_name or "a signal to another process"
+            return f"stopped by {by} after a checkpoint at {progress} (relaunch to resume); {self.where}"
+        return f"stopped after a checkpoint at {progress} (relaunch to resume); {self.where}"
+
+
+@dataclasses.dataclass
+class Restored:
+    """A checkpoint that loaded: its tree (keys typed again), the trainer's metadata, its step
+    and the units done when it was written."""
+
+    tree: Any
+    metadata: dict[str, Any]
+    step: int
+    done: int
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness.
+
+
+class Run:
+    """The host side of one run (see the module docstring). Use as a context manager.
+
+    Args:
+      name: the launcher's name, for messages ('train_minatar').
+      workdir: the work dir, or None to run without files (tests, references in memory).
+      config: the resolved config as a JSON-ready dict (what ``config.json`` holds).
+      total: units of the whole run; unit: 'step' or 'frame' (messages and the bar).
+      x_key: the row field TensorBoard scalars are plotted against ('step' or 'frames').
+      resume_free: dotted config fields a relaunch may change without changing results.
+      keep_checkpoints: how many checkpoints to keep.
+      tensorboard, show_progress: switches.
+      should_stop: asked at safe points; True means a stop request arrived (preemption).
+      stop_after_checkpoints: stop after this many saves of this launch (time slices, tests).
+      tag_prefix: ``row -> str`` put before ``<event>/<field>`` in TensorBoard tags.
+      index_fields: row fields that locate a row (never TensorBoard scalars).
+      description: text before the progress bar.
+      signal_name: ``() -> str | None``, the name of the signal behind a stop request.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        workdir: str | os.PathLike | None,
+        config: Mapping[str, Any],
+        *,
+        total: int,
+        unit: str,
+        x_key: str,
+        resume_free: Sequence[str] = (),
+        keep_checkpoints: int = 2,
+        tensorboard: bool = True,
+        show_progress: bool = True,
+        should_stop: Callable[[], bool] | None = None,
+        stop_after_checkpoints: int | None = None,
+        tag_prefix: Callable[[Mapping[str, Any]], str] | None = None,
+        index_fields: Sequence[str] = INDEX_FIELDS,
+        description: str = "train",
+        signal_name: Callable[[], str | None] | None = None,
+    ):
+        self.name = name
+        self.path = Path(workdir) if workdir is not None else None
+        self.config = json.loads(json.dumps(dict(config), default=str))
+        self.total = int(total)
+        self.unit = unit
+        self.x_key = x_key
+        self.resume_free = tuple(resume_free)
+        self.keep_checkpoints = int(keep_checkpoints)
+        self.tensorboard = tensorboard
+        self.show_progress = show_progress
+        self._should_stop = should_stop
+        self._signal_name = signal_name
+        self.stop_after_checkpoints = stop_after_checkpoints
+        self.tag_prefix = tag_prefix
+        self.index_fields = tuple(index_fields)
+        self.description = description
+        self.done = 0
+        self.saves = 0
+        self.last_saved_done: int | None = None
+        self.finished_before = False
+        self.workdir: WorkDir | None = None
+        self.checkpointer: Checkpointer | None = None
+        self._progress: Progress | None = None
+        self._phase: str | None = None
+        self._postfix: dict[str, Any] = {}
+        self.result = RunResult(name, self.path, unit, self.total)
+
+    # Opening ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> "Run":
+        if self.path is None:
+            return self
+        check_workdir(self.path)
+        existing = read_config_file(self.path)
+        steps = checkpoint_steps(self.path)
+        if existing is not None and steps:
+            differences = [
+                name
+                for name in config_differences(existing, self.config)
+                if not any(name == free or name.startswith(free + ".") for free in self.resume_free)
+            ]
+            if differences:
+                shown = ", ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
+                raise ValueError(
+                    f"work dir {self.path} holds a run with a different config (fields: {shown}); "
+                    "use a new --workdir or the same config to resume"
+                )
+        self.workdir = WorkDir(self.path, tensorboard=self.tensorboard)
+        if not steps:  # nothing to resume: whatever an earlier, failed launch left is replaced
+            self._clear_unresumable_files()
+            self.workdir.write_config(self.config)
+        self._append_run_info()
+        self.checkpointer = Checkpointer(self.workdir.checkpoint_dir, self.keep_checkpoints)
+        return self
+
+    def _clear_unresumable_files(self) -> None:
+        if not self.workdir.is_writer:
+            return
+        self.workdir.truncate_metrics(0)
+        for events in self.path.glob("events.out.tfevents.*"):
+            events.unlink()
+
+    def _append_run_info(self) -> None:
+        if not self.workdir.is_writer:
+            return
+        path = self.path / RUN_INFO_FILE
+        launches = []
+        if path.exists():
+            try:
+                launches = json.loads(path.read_text(encoding="utf-8")).get("launches", [])
+            except (json.JSONDecodeError, AttributeError):
+                launches = []  # a damaged record of earlier launches is not worth stopping for
+        launches.append(run_info())
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"launches": launches}, indent=1) + "\n", encoding="utf-8")
+        temporary.replace(path)
+
+    def __exit__(self, *exc_info) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        if self.workdir is not None:
+            self.workdir.close()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+
+    # Resume ----------------------------------------------------------------------------------
+
+    def restore(
+        self,
+        template: Callable[[dict[str, Any]], Any],
+        resume_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> Restored | None:
+        """The newest checkpoint that loads, or None (a fresh start, or no work dir).
+
+        ``template(metadata)`` gives arrays or shapes of the saved tree (it may depend on where
+        the run stood). A checkpoint that fails to load is moved aside with one warning line and
+        the next older one is tried. On success the metrics file is truncated to the size the
+        checkpoint recorded, the 'resume' row (``resume_row(metadata)``'s fields) is written and
+        one line says where the run resumes. A run whose checkpoint says it finished sets
+        `already_complete` and restores nothing.
+        """
+        if self.checkpointer is None:
+            return None
+        for step in checkpoint_steps(self.path):
+            try:
+                metadata = self.checkpointer.restore_metadata(step)
+            except Exception as error:  # noqa: BLE001 - any failure to read means unusable
+                self._set_aside(step, error)
+                continue
+            if metadata.get("finished"):
+                self._check_metrics_length(step, metadata)
+                self.done = int(metadata.get("done", self.total))
+                self.finished_before = True
+                self.result.already_complete = self.result.completed = True
+                self.result.done = self.done
+                return None
+            try:
+                shapes = template(metadata)
+                tree, metadata = self.checkpointer.restore(_abstract(shapes), step)
+            except Exception as error:  # noqa: BLE001
+                self._set_aside(step, error)
+                continue
+            self._check_metrics_length(step, metadata)
+            self.workdir.truncate_metrics(int(metadata["metrics_size"]))
+            self.done = self.last_saved_done = int(metadata["done"])
+            self.result.resumed_from = self.result.done = self.done
+            self._say(f"resuming from {self.unit} {self.done:,} (checkpoint {step})")
+            row = {"event": "resume", self.x_key: self.done, "checkpoint": step}
+            if resume_row is not None:
+                row.update(resume_row(metadata))
+            self.workdir.append_metrics([row])
+            return Restored(restore_keys(tree, shapes), metadata, step, self.done)
+        self._clear_unresumable_files()  # every checkpoint was set aside: a fresh start
+        return None
+
+    def _check_metrics_length(self, step: int, metadata: Mapping[str, Any]) -> None:
+        recorded = int(metadata.get("metrics_size", 0))
+        size = self.workdir.metrics_size()
+        if size < recorded:
+            raise ValueError(
+                f"{self.workdir.metrics_path} is shorter ({size:,} bytes) than checkpoint {step} "
+                f"recorded ({recorded:,} bytes): rows were lost; restore the file or use a new "
+                "--workdir"
+            )
+
+    def _set_aside(self, step: int, error: BaseException) -> None:
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        source = self.workdir.checkpoint_dir / str(step)
+        target = self.path / CORRUPT_DIR / str(step)
+        self._say(
+            f"warning: checkpoint {step} cannot be loaded ({reason}); moved to {target}, trying "
+            "an older one",
+        )
+        if self.workdir.is_writer and source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(source), str(target))
+        self.checkpointer.reload()
+
+    # Rows ------------------------------------------------------------------------------------
+
+    def log(self, rows: Sequence[Mapping[str, Any]], *, scalars: bool = True) -> None:
+        """Appends ``rows`` to metrics.jsonl and their seed means to TensorBoard."""
+        if self.workdir is None or not rows:
+            return
+        self.workdir.append_metrics(rows)
+        if scalars and self.tensorboard:
+            scalars = tensorboard_scalars(rows, self.x_key, self.tag_prefix, self.index_fields)
+            for x, values in sorted(scalars.items()):
+                self.workdir.write_scalars(x, values)
+
+    # Saving ----------------------------------------------------------------------------------
+
+    def save(
+        self,
+        tree: Any,
+        metadata: Mapping[str, Any],
+        *,
+        done: int,
+        params: Any = None,
+        step: int | None = None,
+        finished: bool = False,
+        context: str = "",
+    ) -> None:
+        """Checkpoints ``tree`` with the trainer's ``metadata`` once ``done`` units are done.
+
+        ``params`` (when given) are checked for NaN/Inf first: a diverged state raises
+        `divergence.DivergenceError` naming ``step`` (the update count) and ``context`` and is
+        never written. ``finished`` marks the run's last save: a relaunch then has nothing to do.
+        """
+        self.done = int(done)
+        self.result.done = self.done
+        if params is not None and not bool(_all_finite(params)):
+            divergence.check_params(
+                params, self.done if step is None else step, context=context, kept=self.kept()
+            )
+        if self.checkpointer is None:
+            return
+        self.workdir.flush()
+        record = {
+            **dict(metadata),
+            "done": self.done,
+            "finished": bool(finished),
+            "metrics_size": self.workdir.metrics_size(),
+        }
+        self.checkpointer.save(self.done, saveable(tree), record)
+        self.last_saved_done = self.done
+        self.saves += 1
+
+    def kept(self) -> str:
+        """Which checkpoint a stopped run keeps, for one-line error messages."""
+        if self.checkpointer is None:
+            return "no work dir, nothing saved"
+        step = self.checkpointer.latest_step()
+        where = f"{self.unit} {step:,}" if step is not None else ""
+        return divergence.kept_checkpoint_text(self.checkpointer.directory, step, where)
+
+    # Stopping --------------------------------------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        """Asked at a safe point: whether to stop there (after a save). Sets the result's flags.
+
+        Preemption (``should_stop``, a collective in multi-process jobs, so every process asks at
+        the same points) wins over the early stop of ``stop_after_checkpoints``.
+        """
+        if self._should_stop is not None and self._should_stop():
+            self.result.preempted = True
+            self.result.signal_name = self._signal_name() if self._signal_name else None
+            return True
+        if self.stop_after_checkpoints is not None and self.saves >= self.stop_after_checkpoints:
+            self.result.stopped = True
+            return True
+        return False
+
+    def finish(self, **outputs: Any) -> RunResult:
+        """The result of a call that ran to the end of the run."""
+        self.result.completed = True
+        self.result.done = self.done = self.total
+        self.result.outputs.update(outputs)
+        return self.result
+
+    def stop(self, **outputs: Any) -> RunResult:
+        """The result of a call that stopped early (a checkpoint holds where it stood)."""
+        self.result.done = self.done
+        self.result.outputs.update(outputs)
+        return self.result
+
+    # Progress --------------------------------------------------------------------------------
+
+    @property
+    def progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                total=self.total,
+                description=self.description,
+                unit=self.unit,
+                initial=self.done,
+                disable=None if self.show_progress else True,
+            )
+        return self._progress
+
+    def advance(self, units: int, **postfix: Any) -> None:
+        """``units`` more done; ``postfix`` fields (game, return, ...) replace the shown ones."""
+        self._postfix.update(postfix)
+        self.progress.advance(int(units), **self._shown())
+
+    def show(self, **postfix: Any) -> None:
+        """Updates the fields after the bar without advancing it."""
+        self._postfix.update(postfix)
+        self.progress.set_postfix(**self._shown())
+
+    def _shown(self) -> dict[str, Any]:
+        shown = dict(self._postfix)
+        if self._phase is not None:
+            shown["phase"] = self._phase
+        return shown
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Shows ``name`` (compiling, evaluating, ...) while the loop does something other than
+        training; the rate estimate ignores the time spent in it."""
+        previous, self._phase = self._phase, name
+        self.progress.set_postfix(**self._shown())
+        try:
+            yield
+        finally:
+            self._phase = previous
+            self.progress.set_postfix(**self._shown())
+            self.progress.reset_clock()
+
+    def message(self, text: str) -> None:
+        """A line above the bar (evaluation results, switches)."""
+        if self.show_progress:
+            self.progress.write(text)
+
+    def _say(self, text: str) -> None:
+        """A line on stderr from the lead process, with the launcher's name."""
+        if jax.process_index() == 0:
+            print(f"{self.name}: {text}", file=sys.stderr, flush=True)
+
+
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def tensorboard_scalars(
+    rows: Iterable[Mapping[str, Any]],
+    x_key: str,
+    tag_prefix: Callable[[Mapping[str, Any]], str] | None = None,
+    index_fields: Sequence[str] = INDEX_FIELDS,
+) -> dict[int, dict[str, float]]:
+    """{x: {tag: mean over rows}} for every numeric, non-index field of ``rows``.
+
+    Tags are ``[<prefix>/]<event>/<field>``; rows sharing x and tag (the seeds of one log point)
+    are averaged; non-finite values are left out.
+    """
+    sums: dict[tuple[int, str], list[float]] = {}
+    for row in rows:
+        x = row.get(x_key)
+        if x is None:
+            continue
+        prefix = tag_prefix(row) if tag_prefix is not None else ""
+        head = f"{prefix}/{row.get('event')}" if prefix else str(row.get("event"))
+        for key, value in row.items():
+            number = _finite_number(value)
+            if key in index_fields or number is None:
+                continue
+            sums.setdefault((int(x), f"{head}/{key}"), []).append(number)
+    scalars: dict[int, dict[str, float]] = {}
+    for (x, tag), values in sums.items():
+        scalars.setdefault(x, {})[tag] = float(np.mean(values))
+    return scalars
+
+
+_all_finite = jax.jit(divergence.tree_is_finite)
