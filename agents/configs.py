@@ -28,6 +28,8 @@ Both presets have the same fields with the same types, so ``--config.*`` overrid
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -41,7 +43,10 @@ def _base_config() -> ml_collections.ConfigDict:
     """Every field an agent run reads; the agent presets below change some of them."""
     config = ml_collections.ConfigDict()
     config.agent = "rainbow"
+    config.games = ("pong",)  # played one after another, the list ``cycles`` times
+    config.cycles = 1
     config.seed = 0
+    config.num_seeds = 1  # seeds seed, seed + 1, ...; Atari runs each as its own run
     config.frames_per_game = 200_000_000  # DQN Zoo: 200 iterations x 1M frames
 
     config.env = ml_collections.ConfigDict(
@@ -125,6 +130,14 @@ def _base_config() -> ml_collections.ConfigDict:
     config.optimizer.update(
         dict(name="adam", learning_rate=6.25e-5, eps=1.5625e-4, max_grad_norm=10.0)
     )
+    # NaP's sequential-ALE schedule shape, used when switch.restart_schedule restarts a warm-up +
+    # cosine schedule at every game: init_value -> learning_rate over warmup_steps -> end_value.
+    config.optimizer.schedule.update(dict(init_value=1e-8, warmup_steps=1_000, end_value=1e-6))
+
+    # What happens at a game switch (`agents.sequence.SwitchPolicy`; the paper's is unconfirmed).
+    config.switch = ml_collections.ConfigDict(
+        dict(flush_replay=False, reset_optimizer=False, restart_schedule=False)
+    )
 
     config.evaluation = ml_collections.ConfigDict(
         dict(
@@ -134,6 +147,9 @@ def _base_config() -> ml_collections.ConfigDict:
             epsilon=0.0,
             noise=True,  # noisy nets: sample the noise (DQN Zoo) or use the mean weights
             num_envs=config_dict.placeholder(int),  # None: env.num_envs
+            # Also train a fresh network per game for one block: the reference a revisit is
+            # compared with (`agents.sequence.plan_segments`).
+            fresh_reference=True,
         )
     )
 
@@ -145,14 +161,24 @@ def _base_config() -> ml_collections.ConfigDict:
             batch_size=64,
         )
     )
-    # A plasticity intervention (`plasticity.interventions`) every `every_frames` frames (0: never).
+    # A plasticity intervention (`plasticity.interventions`) every `every_frames` frames (0: never)
+    # and/or at every game switch, on a uniform replay batch of `batch_size`.
     config.intervention = ml_collections.ConfigDict(
-        dict(name="none", every_frames=0, batch_size=64, options=ml_collections.ConfigDict())
+        dict(
+            name="none",
+            every_frames=0,
+            at_switch=False,
+            batch_size=64,
+            options=ml_collections.ConfigDict(),
+        )
     )
 
     config.log_every_frames = 100_000
     config.checkpoint_every_frames = 5_000_000
     config.keep_checkpoints = 2
+    # A sweep (`plasticity.config_tools.resolve_variants`): name -> overrides; each its own run.
+    config.variants = ml_collections.ConfigDict()
+    config.variant_order = ()
     return config
 
 
@@ -186,30 +212,106 @@ def dqn_config() -> ml_collections.ConfigDict:
     return config
 
 
-def get_config(agent: str) -> ml_collections.ConfigDict:
-    """The preset of ``agent`` ('dqn' or 'rainbow'), or a one-line ValueError."""
+FAMILIES = ("atari", "minatar")
+
+
+def get_config(agent: str, family: str = "atari") -> ml_collections.ConfigDict:
+    """The preset of ``agent`` ('dqn' or 'rainbow') for ``family`` ('atari' or 'minatar'), or a
+    one-line ValueError."""
     presets = {"dqn": dqn_config, "rainbow": rainbow_config}
     if agent not in presets:
         raise ValueError(f"unknown agent {agent!r}: expected one of {', '.join(AGENTS)}")
-    return presets[agent]()
+    if family not in FAMILIES:
+        raise ValueError(f"unknown game family {family!r}: expected one of {', '.join(FAMILIES)}")
+    config = presets[agent]()
+    return minatar_preset(config) if family == "minatar" else config
 
 
-def smoke_config(agent: str) -> ml_collections.ConfigDict:
-    """``agent``'s preset shrunk for smoke runs and CI: a 2-layer conv torso, 2 envs, 2,048 frames.
+def minatar_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """An agent preset at MinAtar scale (in place); one frame is one MinAtar step.
 
-    Everything the full run does happens (learning starts, target copies, evaluation, checkpoints);
-    only the sizes are small. About a minute on a 2-core CPU, most of it compilation.
+    Every ``*_frames`` field counts agent steps (summed over envs). Network: Young & Tian's
+    MinAtar torso, conv(16, 3x3, stride 1) -> 128 units (with the preset's head: Rainbow's
+    dueling C51 noisy head, DQN's plain one). One update every 4 steps, target copied every
+    1,000 updates, replay 100k transitions, learning from 5,000. Rainbow: Adam 1e-4, eps
+    3.125e-4 (Obando-Ceron & Castro's MinAtar Rainbow); DQN: the preset's centred RMSProp,
+    epsilon 1 -> 0.05 over 50k frames. A restarted schedule warms up over 500 updates.
     """
-    config = get_config(agent)
-    config.frames_per_game = 2048
+    config.games = ("breakout", "asterix", "freeway", "space_invaders")
+    config.frames_per_game = 100_000
+    config.env = ml_collections.ConfigDict(
+        dict(
+            num_envs=8,
+            sticky_action_prob=0.1,
+            # None: the full 6-action set when the run plays more than one game, else the game's.
+            full_action_space=config_dict.placeholder(bool),
+            max_episode_frames=0,  # 0: each game's own step limit
+            frame_skip=1,
+            stack=1,
+        )
+    )
+    config.network.update(dict(torso="conv", conv_layers=((16, 3, 1),), hidden_sizes=(128,)))
+    config.learner.target_update_period_frames = 4_000
+    config.updates_per_frame = 0.25
+    config.replay.update(dict(capacity=100_000, min_fill_fraction=0.05))
+    config.exploration.decay_frames = 50_000
+    if config.agent == "rainbow":
+        config.optimizer.update(dict(learning_rate=1e-4, eps=3.125e-4))
+    else:
+        config.exploration.epsilon_end = 0.05
+    config.optimizer.schedule.warmup_steps = 500
+    config.evaluation = ml_collections.ConfigDict(
+        dict(
+            episodes=8,  # one per evaluation env
+            max_frames=8 * 2_504,  # per game evaluated; unfinished episodes are not counted
+            epsilon=0.05 if config.agent == "dqn" else 0.0,
+            noise=True,
+            fresh_reference=True,
+        )
+    )
+    config.diagnostics.every_frames = 0
+    config.log_every_frames = 10_000
+    config.checkpoint_every_frames = 25_000  # one compiled chunk; must divide frames_per_game
+    # lax.map over seeds k at a time (1 is fastest on CPUs); 0 vmaps them all; None: by platform.
+    # mesh: 'auto' spreads the seeds over every local device that divides their count (nothing
+    # changes on one device), 'seed:N' over N devices, 'none' keeps them on one device.
+    config.run = ml_collections.ConfigDict(
+        dict(runs_per_batch=config_dict.placeholder(int), mesh="auto")
+    )
+    return config
+
+
+def smoke_config(agent: str, family: str = "atari") -> ml_collections.ConfigDict:
+    """``agent``'s preset shrunk for smoke runs and CI: everything a full run does happens
+    (learning starts, target copies, evaluation, checkpoints, diagnostics), only the sizes are
+    small. Atari: a 2-layer conv torso, 2 envs, 2,048 frames a game (about a minute on a 2-core
+    CPU, most of it compilation); MinAtar: a 4-channel conv, 2 envs, 512 frames a game."""
+    config = get_config(agent, family)
     config.env.num_envs = 2
+    config.diagnostics.update(dict(names=("weight_norm", "update_ratio"), batch_size=16))
+    if family == "minatar":
+        config.frames_per_game = 512
+        config.network.update(dict(conv_layers=((4, 3, 2),), hidden_sizes=(16,)))
+        config.replay.update(dict(capacity=1024, min_fill_fraction=0.0625))
+        config.learner.target_update_period_frames = 128
+        config.exploration.decay_frames = 256
+        config.evaluation.update(dict(episodes=2, max_frames=2 * 500, fresh_reference=False))
+        config.optimizer.schedule.warmup_steps = 8
+        config.log_every_frames = 128
+        config.checkpoint_every_frames = 256
+        config.run.runs_per_batch = 0
+        return config
+    config.frames_per_game = 2048
     config.network.update(
         dict(torso="conv", conv_layers=((8, 8, 4), (8, 4, 2)), hidden_sizes=(32,))
     )
     config.replay.update(dict(capacity=512, min_fill_fraction=0.125))
     config.learner.target_update_period_frames = 256
     config.exploration.decay_frames = 1024
-    config.evaluation.update(dict(every_frames=1024, episodes=2, max_frames=400))
+    config.evaluation.update(
+        dict(every_frames=1024, episodes=2, max_frames=400, fresh_reference=False)
+    )
+    config.optimizer.schedule.warmup_steps = 8
     config.log_every_frames = 512
     config.checkpoint_every_frames = 1024
     return config
@@ -227,19 +329,35 @@ def learning_starts_transitions(config: ml_collections.ConfigDict) -> int:
     )
 
 
-def linear_schedule(count: float, begin_value: float, end_value: float, duration: float) -> float:
-    """``begin_value`` at count 0, linear to ``end_value`` at ``duration``, then held."""
-    if duration <= 0:
-        return end_value
-    fraction = min(max(count / duration, 0.0), 1.0)
-    return begin_value + (end_value - begin_value) * fraction
+def learning_starts(config: ml_collections.ConfigDict) -> int:
+    """Replay items needed before the first update: the preset's fill fraction (at least one
+    batch), and at least one full n-step window with a whole frame stack per env."""
+    return max(
+        learning_starts_transitions(config),
+        config.env.num_envs * (config.learner.n_step + config.env.stack),
+    )
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    """One-line ValueErrors for settings that cannot work together, before anything is built."""
-    from plasticity.layers import check_activation, check_norm
-    from plasticity.nap import check_nap_config
+def replay_capacity(config: ml_collections.ConfigDict) -> int:
+    """Replay capacity in transitions, rounded down to a whole number per env."""
+    return (config.replay.capacity // config.env.num_envs) * config.env.num_envs
 
+
+def frames_per_iteration(config: ml_collections.ConfigDict) -> int:
+    """Frames of one loop iteration: one agent step of every env."""
+    return config.env.num_envs * config.env.frame_skip
+
+
+def validate_config(config: ml_collections.ConfigDict, family: str = "atari") -> None:
+    """One-line ValueErrors for settings that cannot work together, before anything is built:
+    the one validation path of both RL families (MinAtar adds its one-frame-a-step rule and
+    equal compiled chunks)."""
+    from plasticity.interventions import INTERVENTIONS  # noqa: PLC0415
+    from plasticity.layers import check_activation, check_norm  # noqa: PLC0415
+    from plasticity.nap import check_nap_config  # noqa: PLC0415
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown game family {family!r}: expected one of {', '.join(FAMILIES)}")
     if config.agent not in AGENTS:
         raise ValueError(f"unknown agent {config.agent!r}: expected one of {', '.join(AGENTS)}")
     if config.network.torso not in TORSOS:
@@ -251,6 +369,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_nap_config(config.network.norm, config.optimizer.nap.enabled)
     positive = {
         "frames_per_game": config.frames_per_game,
+        "cycles": config.cycles,
+        "num_seeds": config.num_seeds,
         "env.num_envs": config.env.num_envs,
         "env.frame_skip": config.env.frame_skip,
         "learner.batch_size": config.learner.batch_size,
@@ -258,13 +378,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         "network.num_atoms": config.network.num_atoms,
         "replay.capacity": config.replay.capacity,
         "evaluation.episodes": config.evaluation.episodes,
-        "evaluation.every_frames": config.evaluation.every_frames,
+        "evaluation.max_frames": config.evaluation.max_frames,
         "log_every_frames": config.log_every_frames,
         "checkpoint_every_frames": config.checkpoint_every_frames,
+        "keep_checkpoints": config.keep_checkpoints,
     }
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if not config.games:
+        raise ValueError("games must name at least one game")
     if not 0.0 < config.updates_per_frame <= 1.0:
         raise ValueError(f"updates_per_frame must be in (0, 1], got {config.updates_per_frame}")
     if not 0.0 <= config.learner.discount <= 1.0:
@@ -278,16 +401,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"exploration.{name} must be in [0, 1], got {config.exploration[name]}"
             )
-    frames_per_vector_step = config.env.num_envs * config.env.frame_skip
-    if config.frames_per_game % frames_per_vector_step:
+    if not 0.0 <= config.env.sticky_action_prob <= 1.0:
         raise ValueError(
-            f"frames_per_game ({config.frames_per_game}) must be a multiple of env.num_envs x "
-            f"env.frame_skip = {frames_per_vector_step}, so that games switch at exact frame counts"
+            f"env.sticky_action_prob must be in [0, 1], got {config.env.sticky_action_prob}"
         )
     if not 0.0 < config.replay.min_fill_fraction <= 1.0:
         raise ValueError(
             f"replay.min_fill_fraction must be in (0, 1], got {config.replay.min_fill_fraction}"
         )
+    step = frames_per_iteration(config)
+    for name in ("frames_per_game", "checkpoint_every_frames"):
+        if config[name] % step:
+            raise ValueError(
+                f"{name} ({config[name]}) must be a multiple of env.num_envs x env.frame_skip = "
+                f"{step}, so that games switch and checkpoints happen at exact frame counts"
+            )
     slots_per_env = config.replay.capacity // config.env.num_envs
     if slots_per_env <= config.env.stack + config.learner.n_step:
         raise ValueError(
@@ -295,3 +423,104 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"envs: each env needs more than stack + n_step = "
             f"{config.env.stack + config.learner.n_step} slots"
         )
+    intervention = config.intervention
+    if intervention.name not in INTERVENTIONS:
+        raise ValueError(
+            f"unknown intervention {intervention.name!r}: expected one of {', '.join(INTERVENTIONS)}"
+        )
+    if intervention.name != "none" and not (
+        intervention.every_frames > 0 or intervention.at_switch
+    ):
+        raise ValueError(
+            f"intervention {intervention.name!r} never runs: set intervention.every_frames > 0 "
+            "and/or intervention.at_switch=True"
+        )
+    if family == "minatar":
+        if config.env.frame_skip != 1 or config.env.stack != 1:
+            raise ValueError("MinAtar runs use env.frame_skip=1 and env.stack=1 (one frame a step)")
+        chunk = min(config.checkpoint_every_frames, config.frames_per_game)
+        if config.frames_per_game % chunk:
+            raise ValueError(
+                f"frames_per_game ({config.frames_per_game}) must be a multiple of "
+                f"checkpoint_every_frames ({config.checkpoint_every_frames}): every compiled chunk "
+                "between checkpoints has the same length"
+            )
+        if config.run.runs_per_batch is not None and config.run.runs_per_batch < 0:
+            raise ValueError(f"run.runs_per_batch must be >= 0, got {config.run.runs_per_batch}")
+
+
+# Launcher flags that name a config field: the same names in both RL launchers (and in the
+# continual launcher where the concept is the same, `benchmarks.configs.common.NAMED_FLAGS`).
+NAMED_FLAGS = {
+    "games": "games",
+    "cycles": "cycles",
+    "frames_per_game": "frames_per_game",
+    "seed": "seed",
+    "num_seeds": "num_seeds",
+    "norm": "network.norm",
+    "nap": "optimizer.nap.enabled",
+    "weight_decay": "optimizer.weight_decay",
+    "num_envs": "env.num_envs",
+    "fresh_reference": "evaluation.fresh_reference",
+    "flush_replay_at_switch": "switch.flush_replay",
+    "reset_optimizer_at_switch": "switch.reset_optimizer",
+    "restart_schedule_at_switch": "switch.restart_schedule",
+}
+
+
+def build_config(
+    family: str,
+    agent: str | None,
+    experiment: str | None,
+    overrides: dict[str, str],
+    named: dict[str, Any],
+) -> ml_collections.ConfigDict:
+    """An RL launcher's config: the ``--experiment`` file's (or ``agent``'s preset, default
+    'rainbow'), then ``--config.*`` overrides, then the named flags; both win over every
+    variant's own values. ``--agent`` must agree with an experiment's agent."""
+    from plasticity import config_tools  # noqa: PLC0415
+
+    if experiment:
+        config = config_tools.load_config_file(experiment)
+        if agent is not None and agent != config.agent:
+            raise ValueError(f"--agent={agent} contradicts the experiment's agent {config.agent}")
+    else:
+        config = get_config(agent or "rainbow", family)
+    if "agent" in overrides:
+        raise ValueError("choose the agent with --agent, not --config.agent")
+    config_tools.apply_overrides(config, overrides)
+    values = {NAMED_FLAGS[name]: value for name, value in named.items() if name in NAMED_FLAGS}
+    if values.get("games") is not None:
+        values["games"] = tuple(values["games"])
+    config_tools.force_fields(config, values)
+    return config
+
+
+def expand_runs(
+    config: ml_collections.ConfigDict, family: str, workdir: str
+) -> list[tuple[str, ml_collections.ConfigDict]]:
+    """(work dir, validated config) of every run a launch makes: one per variant (in
+    ``<workdir>/<variant>`` when the config has variants), and for Atari, whose runs are one seed
+    each, one per seed (``.../seed_<s>`` when ``num_seeds`` > 1). Every config is validated
+    before any run starts."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from plasticity import config_tools  # noqa: PLC0415
+
+    variants = config_tools.resolve_variants(config)
+    runs = []
+    for name, variant in variants:
+        path = Path(workdir) / name if config.get("variants") else Path(workdir)
+        try:
+            validate_config(variant, family)
+        except ValueError as error:
+            prefix = f"variant {name!r}: " if config.get("variants") else ""
+            raise ValueError(f"{prefix}{error}") from None
+        if family == "atari" and variant.num_seeds > 1:
+            for seed in range(variant.seed, variant.seed + variant.num_seeds):
+                one = ml_collections.ConfigDict(variant.to_dict())
+                one.seed, one.num_seeds = seed, 1
+                runs.append((str(path / f"seed_{seed}"), one))
+        else:
+            runs.append((str(path), variant))
+    return runs

@@ -12,9 +12,14 @@ a fully jitted ``lax.scan`` loop (MinAtar), ``vmap`` over seeds and ``jit`` with
   of the online parameters into the target ones every ``target_update_period`` updates. ``aux``
   holds scalars (loss, q statistics, gradient norm, learning rate, whether the target was copied)
   and, under ``aux['per_example']``, the (B,) priorities, TD errors and Q(o_tm1, a_tm1).
-* ``act(params, obs, rng, epsilon, deterministic=False) -> actions``: epsilon-greedy over a batch of
-  observations; with noisy nets each observation gets its own noise sample, and
+* ``act(params, obs, rng, epsilon, deterministic=False, extra=None) -> actions``: epsilon-greedy
+  over a batch of observations; with noisy nets each observation gets its own noise sample, and
   ``deterministic=True`` uses the mean weights.
+
+With ``intervention.name='plasticity_injection'`` every network evaluation goes through
+`plasticity.interventions.injected_apply` with the train state's ``extra`` (the frozen head and
+its initial copy), so the injected network h_θ + h_θ' − h_θ'₀ acts, learns and is the target; it
+runs the network three times, from the start of the run.
 
 Every Rainbow component is a config toggle: ``network.dueling``, ``network.num_atoms`` (C51 when
 > 1), ``network.noisy``, ``learner.double_q``, ``learner.n_step`` and ``replay.prioritized`` (the
@@ -35,6 +40,7 @@ import optax
 from agents import losses
 from agents.configs import target_update_period_updates
 from agents.replay import ReplayState, replay_init, replay_sample, replay_update_priorities
+from plasticity.interventions import injected_apply
 from plasticity.layers import NormedLayer
 from plasticity.nap import check_nap_config
 from plasticity.networks import MLP, NatureTorso, QNetwork, ValueHead, ValueOutputs
@@ -147,14 +153,22 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
     priority_max = float(config.learner.priority_max)
     priority_epsilon = float(config.learner.priority_epsilon)
 
+    injection = config.get("intervention", {}).get("name") == "plasticity_injection"
+
     def apply(
-        params: Any, obs: jax.Array, rng: jax.Array, deterministic: bool = False
+        params: Any,
+        obs: jax.Array,
+        rng: jax.Array,
+        deterministic: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> ValueOutputs:
+        inputs = preprocess_observations(obs)
+        if injection and extra is not None:  # h_θ + h_θ' − h_θ'₀ once a head was injected
+            return injected_apply(
+                network, params, extra, inputs, deterministic=deterministic, rngs={"noise": rng}
+            )
         return network.apply(
-            {"params": params},
-            preprocess_observations(obs),
-            deterministic=deterministic,
-            rngs={"noise": rng},
+            {"params": params}, inputs, deterministic=deterministic, rngs={"noise": rng}
         )
 
     def init(rng: jax.Array, obs_spec: jax.ShapeDtypeStruct) -> TrainState:
@@ -171,15 +185,20 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
         return create_train_state(params, optimizer, state_key, {"target_params": target_params})
 
     def loss(
-        params: Any, target_params: Any, batch: Batch, weights: jax.Array, rng: jax.Array
+        params: Any,
+        target_params: Any,
+        batch: Batch,
+        weights: jax.Array,
+        rng: jax.Array,
+        extra: dict[str, Any] | None = None,
     ) -> tuple[jax.Array, tuple[losses.LossTerms, ValueOutputs]]:
         online_key, target_key, selector_key = jax.random.split(rng, 3)
-        out_tm1 = apply(params, batch["obs_tm1"], online_key)
-        out_t_target = apply(target_params, batch["obs_t"], target_key)
+        out_tm1 = apply(params, batch["obs_tm1"], online_key, extra=extra)
+        out_t_target = apply(target_params, batch["obs_t"], target_key, extra=extra)
         q_t_selector = None
         if double_q:
             q_t_selector = apply(
-                jax.lax.stop_gradient(params), batch["obs_t"], selector_key
+                jax.lax.stop_gradient(params), batch["obs_t"], selector_key, extra=extra
             ).q_values
         terms = losses.value_loss_terms(
             a_tm1=batch["a_tm1"],
@@ -206,7 +225,7 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
         target_params = state.extra["target_params"]
         grad_fn = jax.value_and_grad(loss, has_aux=True)
         (loss_value, (terms, out_tm1)), grads = grad_fn(
-            state.params, target_params, batch, weights, rng
+            state.params, target_params, batch, weights, rng, state.extra
         )
         learning_rate = optimizer_learning_rate(optimizer_config, state.step)
         state = apply_gradients(state, grads, optimizer)
@@ -243,9 +262,10 @@ def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner
         rng: jax.Array,
         epsilon: float | jax.Array,
         deterministic: bool = False,
+        extra: dict[str, Any] | None = None,
     ) -> jax.Array:
         noise_key, explore_key, random_key = jax.random.split(rng, 3)
-        q_values = apply(params, obs, noise_key, deterministic).q_values
+        q_values = apply(params, obs, noise_key, deterministic, extra).q_values
         batch_size = q_values.shape[0]
         greedy = jnp.argmax(q_values, axis=-1).astype(jnp.int32)
         random_actions = jax.random.randint(random_key, (batch_size,), 0, num_actions, jnp.int32)

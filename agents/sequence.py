@@ -1,8 +1,11 @@
-"""Game sequences for continual RL: schedules, switch policies, learning plans, evaluation matrix.
+"""Game sequences for continual RL: names, schedules, switch policies, the learning plan, segments.
 
 Shared by the fully jitted MinAtar loop (`agents.minatar_loop`) and the host-driven Atari loop
 (`agents.atari_loop`); nothing here knows which emulator runs the games.
 
+* **Game names** (`resolve_game_name`): the one resolver of every suite; a user's spelling
+  ('Pong', 'ALE/Pong-v5', 'Breakout-MinAtar', 'space invaders') becomes the suite's canonical
+  name, and an unknown one is a one-line error listing close matches.
 * **Schedule** (`make_schedule`): a list of games played ``cycles`` times, each block
   ``frames_per_game`` frames long, as `GameBlock`s that carry their index, cycle and visit number
   (1 the first time a game is played, 2 the second, ...).
@@ -14,34 +17,66 @@ Shared by the fully jitted MinAtar loop (`agents.minatar_loop`) and the host-dri
   learning rate restarts its schedule. The restart is not a state change: the optimizer is built
   with a cosine schedule restarted at the update counts where blocks start
   (`restarted_schedule_config`, NaP's sequential-ALE schedule via
-  `plasticity.schedules.cosine_restarts`), which `plan_learning` computes ahead of the run.
-* **Learning plan** (`plan_learning`): the replay ratio of DQN Zoo counted in frames (updates owed
-  = ``floor(frames since learning started x updates_per_frame)``, learning starts once the replay
-  holds ``learning_starts`` items and again after a flush), evaluated for every loop iteration of
-  the whole run before it starts. Update counts are then known in advance: schedule boundaries,
-  exact switch points and a static program for a jitted loop.
-* **Evaluation matrix** (`evaluation_cells`, `visit_summary`, `evaluation_matrix_summary`): after
-  each block, every game seen so far is evaluated; a cell records the block, the game evaluated,
-  the game trained and how many times the evaluated game has been played. The score of a game right after its own block is a
-  *visit score* (first visit, revisit, ...); `visit_summary` sets them next to the score of a
-  freshly initialized network trained on that game alone for one block (the fresh reference), so
-  forgetting (score on a game while others are trained) and loss of plasticity (a revisit that
-  learns less than a fresh network) can be told apart.
+  `plasticity.schedules.cosine_restarts`), which the learning plan knows ahead of the run.
+* **Learning plan** (`plan_learning`, `LearningPlan.window`): the replay ratio of DQN Zoo counted in
+  frames, in closed form per block, so update counts, exploration and periodic events of any
+  stretch of the run are known before it runs: schedule boundaries, exact switch points and a
+  static program for a jitted loop. The one plan of both loops.
+* **Segments** (`plan_segments`): the sequence and its fresh-network references (one network per
+  game, trained on it alone for one block), each with its own plan and config; the one
+  reference design of both loops. The evaluation matrix lives in `agents.evaluation_matrix`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+import re
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from agents import configs as agent_configs
 from agents.replay import ReplayState, replay_end_episodes
 from plasticity.train_state import TrainState, map_optimizer_moments
+
+# ---------------------------------------------------------------------------------------------
+# Game names.
+
+_GYM_PREFIX = re.compile(r"^ale/", re.IGNORECASE)
+_GYM_SUFFIX = re.compile(r"(-ram)?(noframeskip|deterministic)?(-v\d+)?$", re.IGNORECASE)
+_MINATAR = re.compile(r"[-_ ]?minatar", re.IGNORECASE)
+
+
+def game_key(name: str) -> str:
+    """A game name in any common spelling reduced to a lookup key.
+
+    'ALE/MontezumaRevenge-v5', 'MontezumaRevengeNoFrameskip-v4', 'montezuma_revenge' and
+    'Montezuma Revenge' all map to 'montezumarevenge'; 'SpaceInvaders-MinAtar' and
+    'space_invaders' to 'spaceinvaders'.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"a game name must be a string, got {type(name).__name__}: {name!r}")
+    stripped = _MINATAR.sub("", _GYM_SUFFIX.sub("", _GYM_PREFIX.sub("", name.strip())))
+    stripped = _GYM_SUFFIX.sub("", stripped)
+    return re.sub(r"[^0-9a-z]", "", stripped.lower())
+
+
+def resolve_game_name(name: str, known: Sequence[str], suite: str) -> str:
+    """The name in ``known`` that ``name`` spells (`game_key`), or a one-line ValueError naming
+    the ``suite`` and close matches (so that a typo such as 'Pongg' says 'pong')."""
+    by_key = {game_key(game): game for game in known}
+    key = game_key(name)
+    if key in by_key:
+        return by_key[key]
+    close = difflib.get_close_matches(key, list(by_key), n=5, cutoff=0.6)
+    suggestion = ", ".join(by_key[k] for k in close) if close else "none"
+    raise ValueError(f"unknown {suite} game {name!r}; close matches: {suggestion}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Schedules.
@@ -219,40 +254,83 @@ def restarted_schedule_config(
 
 
 # ---------------------------------------------------------------------------------------------
-# Learning plan.
+# Learning plan: the replay ratio, computed ahead of the run.
 
 
-class LearningPlan(NamedTuple):
-    """When the learner updates, for every loop iteration of a run (arrays over iterations).
+@dataclasses.dataclass(frozen=True)
+class LearningPlan:
+    """When the learner updates, for every loop iteration of a run, in closed form per block.
 
-    An iteration adds ``items_per_iteration`` timesteps to the replay and advances
-    ``frames_per_iteration`` frames; the learner then makes ``updates[i]`` updates.
+    A loop iteration adds ``items_per_iteration`` timesteps to the replay (one per env) and
+    advances ``frames_per_iteration`` frames; the learner then makes the updates owed: DQN Zoo's
+    replay ratio counted in frames, ``floor(learning frames x updates_per_frame)`` minus the
+    updates made, where learning frames are the frames played since the replay first held
+    ``learning_starts`` items (and again since it was refilled after a flush). Both loops (the
+    compiled MinAtar loop and the host-driven Atari loop) read their updates, exploration and
+    periodic events from here, so they follow one plan; `window` gives per-iteration arrays for
+    any stretch of a block without materializing the whole run (12.5M iterations at paper scale).
 
-    Attributes:
-      updates: (T,) int32, learner updates made right after iteration i's environment step.
-      learning_before: (T,) bool, whether the replay held enough items for learning *before*
-        iteration i's add (epsilon-greedy exploration uses the begin value until then).
-      learning_frames_before: (T,) int64, frames played since learning (last) started, before
-        iteration i (epsilon and the importance exponent follow it).
-      replay_items: (T,) int64, items in the replay after iteration i's add.
-      updates_before: (T,) int64, learner updates made before iteration i.
-      block_of_iteration: (T,) int32, the block each iteration belongs to.
-      block_first_iteration: (num_blocks + 1,) int64, first iteration of each block (and the end).
-      block_start_updates: (num_blocks,) int64, updates made before each block starts.
+    Attributes: the plan's settings, then per block: ``iterations``, replay items at its start
+    (``items_start``), learning frames before it (``learning_frames_start``), its first learning
+    iteration (``first_learning``; ``iterations`` when it never learns) and the updates made
+    before it (``block_start_updates``); ``total_updates``.
     """
 
-    updates: np.ndarray
-    learning_before: np.ndarray
-    learning_frames_before: np.ndarray
-    replay_items: np.ndarray
-    updates_before: np.ndarray
-    block_of_iteration: np.ndarray
-    block_first_iteration: np.ndarray
-    block_start_updates: np.ndarray
+    items_per_iteration: int
+    frames_per_iteration: int
+    learning_starts: int
+    capacity: int
+    updates_per_frame: float
+    iterations: tuple[int, ...]
+    items_start: tuple[int, ...]
+    learning_frames_start: tuple[int, ...]
+    first_learning: tuple[int, ...]
+    block_start_updates: tuple[int, ...]
+    total_updates: int
+
+    def owed(self, learning_frames: np.ndarray | int) -> np.ndarray:
+        """Updates owed after ``learning_frames`` learning frames (the replay ratio)."""
+        frames = np.asarray(learning_frames, np.float64)
+        return np.floor(frames * self.updates_per_frame + 1e-9).astype(np.int64)
 
     @property
-    def total_updates(self) -> int:
-        return int(self.updates.sum())
+    def block_first_iteration(self) -> np.ndarray:
+        """(blocks + 1,) first iteration of each block in the run, and the run's end."""
+        return np.concatenate([[0], np.cumsum(self.iterations)]).astype(np.int64)
+
+    def window(self, block: int, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Per-iteration values of iterations [start, stop) of ``block`` (block-relative).
+
+        Keys: ``updates`` (made right after the iteration's env step), ``updates_before`` and
+        ``updates_after`` (made in the run before / after it), ``replay_items`` (after its add),
+        ``learning`` (the replay holds enough items after its add), ``learning_before`` (before
+        it: exploration stays at its begin value until then), ``learning_frames_before`` and
+        ``learning_frames_after`` (exploration and the importance exponent follow them) and
+        ``frames_after`` (frames of the run after the iteration).
+        """
+        if not 0 <= start <= stop <= self.iterations[block]:
+            raise ValueError(f"iterations [{start}, {stop}) outside block {block}")
+        step = np.arange(start, stop, dtype=np.int64)
+        items = self.items_start[block]
+        first = self.first_learning[block]
+        lf_start = self.learning_frames_start[block]
+        fpi, ipi = self.frames_per_iteration, self.items_per_iteration
+        learning_after = lf_start + np.maximum(0, step - first + 1) * fpi
+        learning_before = lf_start + np.maximum(0, step - first) * fpi
+        updates_after = self.owed(learning_after)
+        updates_before = self.owed(learning_before)
+        return {
+            "updates": (updates_after - updates_before).astype(np.int32),
+            "updates_before": updates_before,
+            "updates_after": updates_after,
+            "replay_items": np.minimum(items + (step + 1) * ipi, self.capacity),
+            "learning": step >= first,
+            "learning_before": np.minimum(items + step * ipi, self.capacity)
+            >= self.learning_starts,
+            "learning_frames_before": learning_before,
+            "learning_frames_after": learning_after,
+            "frames_after": (self.block_first_iteration[block] + step + 1) * fpi,
+        }
 
 
 def plan_learning(
@@ -265,58 +343,70 @@ def plan_learning(
     updates_per_frame: float,
     flush_at_switch: bool = False,
 ) -> LearningPlan:
-    """The learning plan of a run of blocks of ``block_iterations`` loop iterations each.
+    """The `LearningPlan` of a run of blocks of ``block_iterations`` loop iterations each.
 
-    Mirrors the host-side counters of `agents.atari_loop`: after each add the replay holds
-    ``min(items, capacity)`` items; once it holds ``learning_starts`` the frames of every iteration
-    count as learning frames, and the updates owed are ``floor(learning_frames x
-    updates_per_frame)`` minus those made. With ``flush_at_switch`` the replay restarts empty at
-    every block after the first, and learning waits until it is refilled (learning frames keep
-    counting from where they were).
+    After each add the replay holds ``min(items, capacity)`` items; once it holds
+    ``learning_starts`` every iteration's frames count as learning frames. With
+    ``flush_at_switch`` the replay restarts empty at every block after the first, and learning
+    waits until it is refilled (learning frames keep counting from where they were). A replay
+    too small to ever hold ``learning_starts`` items never learns (`check_learning_reachable`
+    turns that into an error before a run starts).
     """
     if items_per_iteration < 1 or frames_per_iteration < 1:
         raise ValueError("items_per_iteration and frames_per_iteration must be >= 1")
     if not 0.0 < updates_per_frame <= 1.0:
         raise ValueError(f"updates_per_frame must be in (0, 1], got {updates_per_frame}")
-    lengths = [int(n) for n in block_iterations]
+    lengths = tuple(int(n) for n in block_iterations)
     if not lengths or min(lengths) < 1:
-        raise ValueError(f"every block needs at least one iteration, got {lengths}")
-    updates, learning_before, learning_frames_before, items_after = [], [], [], []
-    block_start_updates = []
-    items, learning_frames, done_updates = 0, 0, 0
+        raise ValueError(f"every block needs at least one iteration, got {list(lengths)}")
+    items, learning_frames = 0, 0
+    items_start, frames_start, first_learning, start_updates = [], [], [], []
+    owed = lambda frames: int(math.floor(frames * updates_per_frame + 1e-9))  # noqa: E731
     for block, length in enumerate(lengths):
         if flush_at_switch and block > 0:
             items = 0
-        block_start_updates.append(done_updates)
-        step = np.arange(length, dtype=np.int64)
-        items_before = np.minimum(items + step * items_per_iteration, capacity)
-        items_now = np.minimum(items + (step + 1) * items_per_iteration, capacity)
-        learning_now = items_now >= learning_starts
-        frames_now = learning_frames + np.cumsum(learning_now) * frames_per_iteration
-        frames_before = np.concatenate([[learning_frames], frames_now[:-1]])
-        # Owed updates only grow while learning: frames_now stands still otherwise.
-        owed = np.floor(frames_now * updates_per_frame + 1e-9).astype(np.int64)
-        per_step = np.diff(np.concatenate([[done_updates], owed]))
-        updates.append(per_step)
-        learning_before.append(items_before >= learning_starts)
-        learning_frames_before.append(frames_before)
-        items_after.append(items_now)
-        items, learning_frames, done_updates = (
-            int(items_now[-1]),
-            int(frames_now[-1]),
-            int(owed[-1]),
-        )
-    updates_all = np.concatenate(updates).astype(np.int32)
-    first = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        items_start.append(items)
+        frames_start.append(learning_frames)
+        start_updates.append(owed(learning_frames))
+        if capacity < learning_starts:
+            first = length
+        elif items >= learning_starts:
+            first = 0
+        else:  # the first i with items + (i + 1) x items_per_iteration >= learning_starts
+            first = min(length, -(-(learning_starts - items) // items_per_iteration) - 1)
+        first_learning.append(first)
+        learning_frames += (length - first) * frames_per_iteration
+        items = min(items + length * items_per_iteration, capacity)
     return LearningPlan(
-        updates=updates_all,
-        learning_before=np.concatenate(learning_before),
-        learning_frames_before=np.concatenate(learning_frames_before).astype(np.int64),
-        replay_items=np.concatenate(items_after).astype(np.int64),
-        updates_before=np.concatenate([[0], np.cumsum(updates_all)[:-1]]).astype(np.int64),
-        block_of_iteration=np.repeat(np.arange(len(lengths), dtype=np.int32), lengths),
-        block_first_iteration=first,
-        block_start_updates=np.asarray(block_start_updates, np.int64),
+        items_per_iteration=int(items_per_iteration),
+        frames_per_iteration=int(frames_per_iteration),
+        learning_starts=int(learning_starts),
+        capacity=int(capacity),
+        updates_per_frame=float(updates_per_frame),
+        iterations=lengths,
+        items_start=tuple(items_start),
+        learning_frames_start=tuple(frames_start),
+        first_learning=tuple(first_learning),
+        block_start_updates=tuple(start_updates),
+        total_updates=owed(learning_frames),
+    )
+
+
+def check_learning_reachable(plan: LearningPlan) -> None:
+    """One-line ValueError when the learner would never update (before anything is built)."""
+    if plan.total_updates > 0:
+        return
+    if plan.capacity < plan.learning_starts:
+        raise ValueError(
+            f"learning never starts: the replay holds at most {plan.capacity:,} transitions but "
+            f"learning starts at {plan.learning_starts:,} (raise replay.capacity or lower "
+            "replay.min_fill_fraction)"
+        )
+    needed = -(-plan.learning_starts // plan.items_per_iteration) * plan.frames_per_iteration
+    raise ValueError(
+        f"learning never starts: no game block is long enough to fill the replay to "
+        f"{plan.learning_starts:,} transitions ({needed:,} frames); lengthen frames_per_game or "
+        "lower replay.min_fill_fraction"
     )
 
 
@@ -329,146 +419,180 @@ def linear_values(count: np.ndarray, begin: float, end: float, duration: float) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation matrix.
+# Segments: the sequence and its fresh-network references.
+
+SEQUENCE = "sequence"
+FRESH_PREFIX = "fresh_"
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalCell:
-    """One entry of the evaluation matrix: ``game`` evaluated after block ``block``.
+@dataclasses.dataclass
+class Segment:
+    """One independent run inside a training call: the sequence, or a fresh-network reference.
 
-    Attributes:
-      block: index of the block just finished.
-      trained_game: the game that block trained on.
-      game: the game evaluated.
-      visit: how many blocks of ``game`` have been played so far (its visit number).
-      cycle: the cycle of the block just finished.
+    Every segment starts from the seeds' initial networks (common random numbers) and plays its
+    blocks with its own learning plan and config (its optimizer schedule restarted at its own
+    block starts). A reference (``fresh_<game>``) trains a new network on one game for one block:
+    the score a revisit is compared with. It shares the sequence's optimizer (with a restarted
+    schedule, its updates run exactly the sequence's first block's segment of it), action set
+    and importance-exponent anneal, so its first game's reference replays the sequence's first
+    block and every reference reuses the sequence's compiled programs.
     """
 
-    block: int
-    trained_game: str
-    game: str
-    visit: int
-    cycle: int
+    name: str
+    blocks: list[GameBlock]
+    plan: LearningPlan
+    config: ml_collections.ConfigDict
 
     @property
-    def is_visit_end(self) -> bool:
-        """The evaluated game is the one just trained: a first-visit or revisit score."""
-        return self.game == self.trained_game
+    def is_reference(self) -> bool:
+        return self.name != SEQUENCE
 
+    @property
+    def frames_per_iteration(self) -> int:
+        return self.plan.frames_per_iteration
 
-def evaluation_cells(blocks: Sequence[GameBlock], block_index: int) -> list[EvalCell]:
-    """The cells to evaluate after block ``block_index``: every game seen so far, in order."""
-    if not 0 <= block_index < len(blocks):
-        raise ValueError(f"block {block_index} is outside a schedule of {len(blocks)} blocks")
-    played = blocks[: block_index + 1]
-    visits: dict[str, int] = {}
-    for block in played:
-        visits[block.game] = visits.get(block.game, 0) + 1
-    current = blocks[block_index]
-    return [
-        EvalCell(
-            block=block_index,
-            trained_game=current.game,
-            game=game,
-            visit=visits[game],
-            cycle=current.cycle,
+    @property
+    def num_envs(self) -> int:
+        return self.plan.items_per_iteration
+
+    @property
+    def total_frames(self) -> int:
+        return sum(block.frames for block in self.blocks)
+
+    def frames_before(self, block: int) -> int:
+        """Frames of the segment before ``block`` starts."""
+        return sum(b.frames for b in self.blocks[:block])
+
+    def chunk_ends(self, block: int, chunk_frames: int) -> list[int]:
+        """Block-relative iteration counts at which the chunks of ``block`` end: every
+        ``chunk_frames`` frames of the block, and its end."""
+        length = self.plan.iterations[block]
+        per_chunk = max(1, chunk_frames // self.frames_per_iteration)
+        return sorted({*range(per_chunk, length, per_chunk), length})
+
+    def schedule_values(self, window: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Exploration epsilon (before each iteration's step) and importance exponent (for its
+        updates) of a `LearningPlan.window`, from the segment's config."""
+        exploration, replay = self.config.exploration, self.config.replay
+        epsilon = np.where(
+            window["learning_before"],
+            linear_values(
+                window["learning_frames_before"],
+                exploration.epsilon_begin,
+                exploration.epsilon_end,
+                exploration.decay_frames,
+            ),
+            exploration.epsilon_begin,
         )
-        for game in distinct_games(played)
-    ]
-
-
-def visit_summary(
-    eval_rows: Iterable[Mapping[str, Any]],
-    fresh_rows: Iterable[Mapping[str, Any]] = (),
-    key: str = "return_mean",
-) -> dict[str, dict[str, float]]:
-    """{game: {'visit_1': ..., 'visit_2': ..., 'fresh': ...}}: seed means of ``key``.
-
-    ``visit_k`` is the score on a game right after its k-th block (eval rows whose ``game`` equals
-    their ``trained_game``); ``fresh`` the score of the fresh-network reference on that game.
-    Non-finite or missing values are ignored.
-    """
-    cells: dict[str, dict[str, list[float]]] = {}
-
-    def add(game: str, column: str, value: Any) -> None:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            cells.setdefault(game, {}).setdefault(column, []).append(float(value))
-
-    for row in eval_rows:
-        if row.get("game") is not None and row.get("game") == row.get("trained_game"):
-            add(row["game"], f"visit_{int(row['visit'])}", row.get(key))
-    for row in fresh_rows:
-        if row.get("game") is not None:
-            add(row["game"], "fresh", row.get(key))
-    return {
-        game: {column: float(np.mean(values)) for column, values in columns.items()}
-        for game, columns in cells.items()
-    }
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def evaluation_matrix_summary(
-    blocks: Sequence[GameBlock],
-    rows: Iterable[Mapping[str, Any]],
-    keys: Sequence[str] = ("return_mean",),
-) -> dict[str, Any]:
-    """The evaluation matrix of a sequence from its metrics rows (JSON-ready, None where missing).
-
-    The content of a work dir's ``evaluation_matrix.json``:
-
-    * ``games``: the games in order of first appearance; ``blocks``: the schedule;
-    * one [block][game] grid per name in ``keys`` (e.g. ``return_mean``): the seed mean of each
-      game evaluated after each block (end-of-block 'eval' rows; None for games not seen yet or
-      blocks not played);
-    * ``fresh``: {game: {key: ..., 'frames': ...}} of the fresh-network references;
-    * ``visit_scores`` (of the first key) and ``visit_scores_<key>`` (of the others): {game:
-      {'visit_1', 'visit_2', ..., 'fresh'}} (`visit_summary`).
-    """
-    blocks = list(blocks)
-    games = distinct_games(blocks)
-    rows = list(rows)
-    matrix_rows = [
-        row
-        for row in rows
-        if row.get("event") == "eval" and row.get("end_of_block") and row.get("game") in games
-    ]
-    fresh_rows = [row for row in rows if row.get("event") == "eval_fresh"]
-    summary: dict[str, Any] = {
-        "games": games,
-        "blocks": [dataclasses.asdict(block) for block in blocks],
-    }
-    for key in keys:
-        cells: dict[tuple[int, int], list[float]] = {}
-        for row in matrix_rows:
-            position, value = int(row["block"]), _finite(row.get(key))
-            if 0 <= position < len(blocks) and value is not None:
-                cells.setdefault((position, games.index(row["game"])), []).append(value)
-        summary[key] = [
-            [float(np.mean(cells[(b, g)])) if (b, g) in cells else None for g in range(len(games))]
-            for b in range(len(blocks))
-        ]
-    fresh: dict[str, dict[str, Any]] = {}
-    for row in fresh_rows:
-        entry = fresh.setdefault(
-            row["game"], {"frames": row.get("frames"), **{k: [] for k in keys}}
+        beta = linear_values(
+            window["learning_frames_after"],
+            replay.importance_exponent_begin,
+            replay.importance_exponent_end,
+            replay.importance_exponent_anneal_frames,
         )
-        for key in keys:
-            value = _finite(row.get(key))
-            if value is not None:
-                entry[key].append(value)
-    summary["fresh"] = {
-        game: {
-            **{key: float(np.mean(entry[key])) if entry[key] else None for key in keys},
-            "frames": entry["frames"],
+        return {
+            "epsilon": epsilon.astype(np.float32),
+            "importance_exponent": beta.astype(np.float32),
         }
-        for game, entry in fresh.items()
+
+    def row(self, event: str, block: int, iteration: int, seed: int, **fields) -> dict[str, Any]:
+        """The fields every metrics row carries, at the end of block-relative ``iteration`` of
+        ``block`` (-1: the block's start): frames, agent steps and updates of the segment, the
+        block's game, index, visit and cycle, and the seed."""
+        done = self.plan.block_first_iteration[block] + iteration + 1
+        frames = int(done * self.frames_per_iteration)
+        updates = int(self.plan.owed(self._learning_frames(block, iteration)))
+        info = self.blocks[block]
+        return {
+            "event": event,
+            "step": updates,
+            "frames": frames,
+            "agent_steps": frames * self.num_envs // self.frames_per_iteration,
+            "updates": updates,
+            "game": info.game,
+            "block": info.index,
+            "visit": info.visit,
+            "cycle": info.cycle,
+            "seed": int(seed),
+            **fields,
+        }
+
+    def _learning_frames(self, block: int, iteration: int) -> int:
+        first = self.plan.first_learning[block]
+        steps = max(0, iteration - first + 1)
+        return self.plan.learning_frames_start[block] + steps * self.frames_per_iteration
+
+
+def learning_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`plan_learning`'s settings of an agent config: replay sizes, replay ratio and the frames
+    and transitions of one loop iteration (one step of every env)."""
+    num_envs = int(config.env.num_envs)
+    return dict(
+        items_per_iteration=num_envs,
+        frames_per_iteration=num_envs * int(config.env.frame_skip),
+        learning_starts=agent_configs.learning_starts(config),
+        capacity=agent_configs.replay_capacity(config),
+        updates_per_frame=float(config.updates_per_frame),
+    )
+
+
+def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]) -> list[Segment]:
+    """The sequence ``blocks`` and, with ``evaluation.fresh_reference``, one reference per game.
+
+    Raises a one-line ValueError when the learner would never update. The segments' configs make
+    explicit what they share: the action set (the full set when several games are played) and
+    the importance-exponent anneal (the sequence's frames when it is 0).
+    """
+    settings = learning_settings(config)
+    policy = SwitchPolicy.from_config(config.switch)
+    fpi = settings["frames_per_iteration"]
+    plan = plan_learning(
+        [block.frames // fpi for block in blocks], flush_at_switch=policy.flush_replay, **settings
+    )
+    check_learning_reachable(plan)
+    shared = ml_collections.ConfigDict(config.to_dict())
+    if shared.env.full_action_space is None:
+        shared.env.full_action_space = len(distinct_games(blocks)) > 1
+    if not shared.replay.importance_exponent_anneal_frames:
+        shared.replay.importance_exponent_anneal_frames = sum(block.frames for block in blocks)
+    if policy.restart_schedule:
+        shared.optimizer = restarted_schedule_config(
+            config.optimizer, plan.block_start_updates, plan.total_updates
+        )
+    segments = [Segment(SEQUENCE, list(blocks), plan, shared)]
+    if not config.evaluation.fresh_reference:
+        return segments
+    reference = ml_collections.ConfigDict(shared.to_dict())
+    reference.switch = ml_collections.ConfigDict(dataclasses.asdict(SwitchPolicy()))
+    for game in distinct_games(blocks):
+        block = GameBlock(game=game, frames=next(b.frames for b in blocks if b.game == game))
+        own = plan_learning([block.frames // fpi], **settings)
+        segments.append(Segment(f"{FRESH_PREFIX}{game}", [block], own, reference))
+    return segments
+
+
+def optimizer_moments_norm(train_state: TrainState) -> jax.Array:
+    """Global norm of the optimizer's moments (Adam's mu and nu, RMSProp's averages, momentum
+    traces): 0 right after a switch that resets them ('switch' rows record it)."""
+    squares = []
+    map_optimizer_moments(
+        train_state.opt_state,
+        train_state.params,
+        lambda tree: squares.extend(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)),
+    )
+    return jnp.sqrt(sum(squares, jnp.zeros([], jnp.float32)))
+
+
+def switch_row_fields(
+    segment: Segment, block: int, policy: SwitchPolicy, learning_rate: float, moments: float
+) -> dict[str, Any]:
+    """The fields a 'switch' row adds to `Segment.row` at the start of ``block``: the previous
+    game, the policy, the next update's learning rate, the replay's items and the optimizer
+    moments' norm after the switch."""
+    return {
+        "previous_game": segment.blocks[block - 1].game,
+        "learning_rate": learning_rate,
+        "replay_items": int(segment.plan.items_start[block]),
+        "optimizer_moments_norm": moments,
+        **dataclasses.asdict(policy),
     }
-    for i, key in enumerate(keys):
-        name = "visit_scores" if i == 0 else f"visit_scores_{key}"
-        summary[name] = visit_summary(matrix_rows, fresh_rows, key)
-    return summary

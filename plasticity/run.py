@@ -579,15 +579,19 @@ class Run:
 
     # Stopping --------------------------------------------------------------------------------
 
-    def stop_requested(self) -> bool:
-        """Asked at a safe point: whether to stop there (after a save). Sets the result's flags.
-
-        Preemption (``should_stop``, a collective in multi-process jobs, so every process asks at
-        the same points) wins over the early stop of ``stop_after_checkpoints``.
-        """
+    def preemption_requested(self) -> bool:
+        """Whether a stop request (SIGTERM, Ctrl-C) arrived: ``should_stop``, a collective in
+        multi-process jobs, so every process asks at the same points. Sets the result's flags."""
         if self._should_stop is not None and self._should_stop():
             self.result.preempted = True
             self.result.signal_name = self._signal_name() if self._signal_name else None
+            return True
+        return False
+
+    def stop_requested(self) -> bool:
+        """Asked at a safe point after a save: whether to stop there (a stop request, or the
+        early stop of ``stop_after_checkpoints``). Sets the result's flags."""
+        if self.preemption_requested():
             return True
         if self.stop_after_checkpoints is not None and self.saves >= self.stop_after_checkpoints:
             self.result.stopped = True
@@ -622,9 +626,11 @@ class Run:
         return self._progress
 
     def advance(self, units: int, **postfix: Any) -> None:
-        """``units`` more done; ``postfix`` fields (game, return, ...) replace the shown ones."""
+        """``units`` more done; ``postfix`` fields (game, return, ...) replace the shown ones (the
+        bar is redrawn only when they change, or by tqdm's own clock)."""
+        changed = any(self._postfix.get(key) != value for key, value in postfix.items())
         self._postfix.update(postfix)
-        self.progress.advance(int(units), **self._shown())
+        self.progress.advance(int(units), **(self._shown() if changed else {}))
 
     def show(self, **postfix: Any) -> None:
         """Updates the fields after the bar without advancing it."""

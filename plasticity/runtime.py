@@ -28,3 +28,33 @@ def apply_runtime_defaults() -> None:
         diagnostics.limit_blas_threads(1)
     except ValueError:
         pass  # threadpoolctl missing: OPENBLAS_NUM_THREADS=1 can still be exported by the user
+
+
+def available_bytes(device: jax.Device | None = None) -> int | None:
+    """Memory a new allocation can take on ``device`` (default: the first one): an accelerator's
+    free memory, or the host's available memory for CPU devices; None when unknown."""
+    device = device or jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_fits(needed: int, what: str, device: jax.Device | None = None) -> None:
+    """One-line ValueError, before anything is allocated, when ``needed`` bytes of ``what`` cannot
+    fit in the memory `available_bytes` reports (nothing is checked when it is unknown)."""
+    available = available_bytes(device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{what} need {needed / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of memory "
+            "is available; lower replay.capacity, the seed count or the network size"
+        )

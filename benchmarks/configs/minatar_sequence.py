@@ -1,15 +1,15 @@
 """Rainbow vs Rainbow + LayerNorm vs Rainbow + LayerNorm + NaP on a MinAtar game sequence.
 
-NaP's sequential-ALE experiment (Lyle et al. 2024; PAPERS.md §1) at CPU scale: games played one
+NaP's sequential-ALE experiment (Lyle et al. 2024; docs/algorithms.md) at CPU scale: games played one
 after another, the sequence cycled twice, one network throughout; after every block every game
 seen so far is evaluated (the evaluation matrix), and a fresh network trained on each game alone
 for one block gives the reference a revisit is compared with.
 
 Default scale: breakout then space_invaders, 2 cycles of 20,000 steps a game (4 blocks) plus the
 two fresh references, one seed, 8 envs, one update every 4 steps (5,000 updates a block).
-Arms:
+Variants (``:rainbow_ln`` etc. runs only the named ones):
 
-* ``rainbow``: the MinAtar Rainbow preset (`agents.minatar_loop.minatar_config`: C51, dueling,
+* ``rainbow``: the MinAtar Rainbow preset (`agents.configs.minatar_preset`: C51, dueling,
   double Q, 3-step returns, prioritized replay, Adam 1e-4) **without noisy nets**, exploring
   epsilon-greedily (1 -> 0.01 over 10,000 frames): noisy layers with per-example noise triple the
   cost of an update on a CPU. ``:noisy`` restores them.
@@ -21,7 +21,7 @@ Arms:
 
 Switch policy for every arm: replay and optimizer kept (the paper's choice is unconfirmed).
 
-Command (each arm writes ``<workdir>/<arm>``; relaunching resumes)::
+Command (each variant writes ``<workdir>/<variant>``; relaunching resumes)::
 
     python -m scripts.train_minatar --experiment=benchmarks/configs/minatar_sequence.py \\
         --workdir=/tmp/minatar_sequence
@@ -52,8 +52,8 @@ for every arm (the breakout reference equals the first visit by construction: it
 sequence's first block). The paper's effect needs far longer blocks (20M frames a game); the
 ``:paper`` scale is the starting point for that on a GPU.
 
-``:smoke`` shrinks everything to a check of the plumbing (a few minutes, mostly compilation of
-the three arms); ``:paper`` is the paper-like
+``:smoke`` shrinks everything to a check of the plumbing (tiny network, 512 frames a game);
+``:paper`` is the paper-like
 scale for a GPU: all five MinAtar games, 2 cycles of 2M steps, noisy nets, 3 seeds.
 """
 
@@ -61,72 +61,64 @@ from __future__ import annotations
 
 import ml_collections
 
-ARMS = ("rainbow", "rainbow_ln", "rainbow_ln_nap")
+from agents import configs
+from plasticity import config_tools
+
+VARIANTS = ("rainbow", "rainbow_ln", "rainbow_ln_nap")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The experiment: games, budget, shared overrides and the three arms' overrides."""
-    options = set((arg or "").split(",")) - {""}
-    unknown = options - {"smoke", "paper", "noisy"}
-    if unknown:
-        raise ValueError(f"unknown minatar_sequence options {sorted(unknown)}: smoke, paper, noisy")
-    config = ml_collections.ConfigDict()
-    config.agent = "rainbow"
+    """The experiment: MinAtar Rainbow with three variants; ``arg``: scale, variants, 'noisy'."""
+    scale, chosen, options = config_tools.parse_config_arg(arg, VARIANTS, ("noisy",))
+    noisy = "noisy" in options or scale == "paper"
+    config = configs.get_config("rainbow", "minatar")
     config.games = ("breakout", "space_invaders")
     config.cycles = 2
-    config.steps_per_game = 20_000
-    config.num_seeds = 1
-    noisy = "noisy" in options or "paper" in options
-    config.overrides = ml_collections.ConfigDict(
+    config.frames_per_game = 20_000
+    config.network.noisy = noisy
+    config.exploration.update(
         dict(
-            network=dict(noisy=noisy),
-            exploration=dict(
-                epsilon_begin=0.0 if noisy else 1.0,
-                epsilon_end=0.0 if noisy else 0.01,
-                decay_frames=10_000,
-            ),
-            replay=dict(capacity=40_000, min_fill_fraction=0.05),
-            evaluation=dict(episodes=8, max_frames=8 * 2_504, fresh_reference=True),
-            diagnostics=dict(
-                every_frames=5_000,
-                names=("weight_norm", "effective_lr", "update_ratio", "dormant", "srank"),
-                batch_size=64,
-            ),
-            log_every_frames=2_000,
-            checkpoint_every_frames=10_000,
+            epsilon_begin=0.0 if noisy else 1.0,
+            epsilon_end=0.0 if noisy else 0.01,
+            decay_frames=10_000,
         )
     )
-    nap_arm = dict(
+    config.replay.update(dict(capacity=40_000, min_fill_fraction=0.05))
+    config.evaluation.update(dict(episodes=8, max_frames=8 * 2_504, fresh_reference=True))
+    config.diagnostics.update(
+        dict(
+            every_frames=5_000,
+            names=("weight_norm", "effective_lr", "update_ratio", "dormant", "srank"),
+            batch_size=64,
+        )
+    )
+    config.log_every_frames = 2_000
+    config.checkpoint_every_frames = 10_000
+    nap = dict(
         network=dict(norm="layernorm"),
         optimizer=dict(nap=dict(enabled=True), learning_rate=1e-3),
         switch=dict(restart_schedule=True),
     )
-    config.arms = ml_collections.ConfigDict(
-        dict(
-            rainbow=dict(), rainbow_ln=dict(network=dict(norm="layernorm")), rainbow_ln_nap=nap_arm
-        )
+    config.variants = ml_collections.ConfigDict(
+        dict(rainbow=dict(), rainbow_ln=dict(network=dict(norm="layernorm")), rainbow_ln_nap=nap)
     )
-    config.arm_order = ARMS
-    if "paper" in options:
+    config.variant_order = tuple(chosen) or VARIANTS
+    if scale == "paper":
         config.games = ("breakout", "asterix", "freeway", "space_invaders", "seaquest")
-        config.steps_per_game = 2_000_000
+        config.frames_per_game = 2_000_000
         config.num_seeds = 3
-        config.overrides.replay.capacity = 100_000
-        config.overrides.diagnostics.every_frames = 100_000
-        config.overrides.log_every_frames = 20_000
-        config.overrides.checkpoint_every_frames = 100_000
-    if "smoke" in options:
-        config.steps_per_game = 512
-        config.overrides.update(
-            dict(
-                network=dict(noisy=noisy, conv_layers=((4, 3, 2),), hidden_sizes=(16,)),
-                replay=dict(capacity=1024, min_fill_fraction=0.0625),
-                evaluation=dict(episodes=2, max_frames=2 * 500, fresh_reference=True),
-                log_every_frames=256,
-                checkpoint_every_frames=256,
-            )
-        )
-        config.overrides.diagnostics.every_frames = 256
-        config.overrides.env = dict(num_envs=2)
-        config.overrides.optimizer = dict(schedule=dict(warmup_steps=8))
+        config.replay.capacity = 100_000
+        config.diagnostics.every_frames = 100_000
+        config.log_every_frames = 20_000
+        config.checkpoint_every_frames = 100_000
+    if scale == "smoke":
+        config.frames_per_game = 512
+        config.env.num_envs = 2
+        config.network.update(dict(conv_layers=((4, 3, 2),), hidden_sizes=(16,)))
+        config.replay.update(dict(capacity=1024, min_fill_fraction=0.0625))
+        config.evaluation.update(dict(episodes=2, max_frames=2 * 500))
+        config.diagnostics.every_frames = 256
+        config.log_every_frames = 256
+        config.checkpoint_every_frames = 256
+        config.optimizer.schedule.warmup_steps = 8
     return config

@@ -1,0 +1,192 @@
+"""The one host loop of every RL trainer: segments, blocks and chunks on the run harness.
+
+A run is a list of `agents.sequence.Segment`s (the game sequence, then one fresh-network reference
+per game); a segment is a list of game blocks; a block is cut into chunks of
+``checkpoint_every_frames`` frames (and its end). `train_segments` walks them and does, once for
+both loops, what a user sees:
+
+* at a block start: the switch policy and the 'switch' rows (after the first block), new
+  episodes, the intervention when ``intervention.at_switch`` asks (all the loop's ``start_block``);
+* per chunk: the loop's ``run_chunk`` plays and learns, returns its 'train' and 'diagnostics'
+  rows (written for the sequence; a reference writes only its final scores);
+* at a block end: every game seen so far is evaluated ('eval' rows; a reference evaluates its own
+  game: 'eval_fresh') and ``evaluation_matrix.json`` is rewritten (`agents.evaluation_matrix`);
+* after every chunk: a checkpoint (`plasticity.run.Run.save`, parameters checked for NaN/Inf
+  first) recording where the run stands (segment, block, iteration) and the loop's own counters;
+  then the stop question (preemption, early stop);
+* a relaunch restores the newest checkpoint that loads and continues from that position.
+
+A loop (`agents.minatar_loop.MinAtarLoop`, `agents.atari_loop.AtariLoop`) implements the
+`Loop` protocol: what its state is and how a chunk runs; nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol, Sequence
+
+from agents import evaluation_matrix
+from agents.sequence import Segment
+from plasticity.run import Run, RunResult
+from plasticity.workdir import read_metrics
+
+
+class Loop(Protocol):
+    """What a trainer plugs into `train_segments`; ``state`` is whatever the loop carries."""
+
+    matrix_keys: Sequence[str]  # scores of evaluation_matrix.json
+
+    def init(self, segment: Segment) -> Any:
+        """The state of a segment's start: the seeds' initial networks, empty replays."""
+
+    def template(self, segment: Segment) -> Any:
+        """Arrays or shapes of the state, as a checkpoint restore target."""
+
+    def restored(self, state: Any, metadata: dict[str, Any]) -> Any:
+        """A restored state (placed on the run's devices) and the loop's own counters."""
+
+    def metadata(self) -> dict[str, Any]:
+        """The loop's own counters, saved with every checkpoint."""
+
+    def start_block(
+        self, run: Run, state: Any, segment: Segment, block: int, resumed: bool
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """(state, 'switch' rows) at the start of ``block`` (``resumed``: mid-block, from a
+        checkpoint: only new episodes)."""
+
+    def run_chunk(
+        self, run: Run, state: Any, segment: Segment, block: int, start: int, stop: int, log
+    ) -> tuple[Any, int]:
+        """(state, iteration reached) after iterations [start, stop) of ``block``, handing its
+        rows to ``log`` (which drops a reference's); a loop that polls
+        ``run.preemption_requested()`` inside a chunk may stop before ``stop``."""
+
+    def evaluate(self, run: Run, state: Any, segment: Segment, block: int) -> list[dict[str, Any]]:
+        """Rows of the evaluation after ``block``."""
+
+    def params(self, state: Any) -> Any:
+        """The online parameters (checked for NaN/Inf before every save)."""
+
+    def where(self, segment: Segment, block: int) -> str:
+        """'sequence, seeds [0, 1], breakout': where the run stands, for divergence messages."""
+
+    def end_block(self) -> None:
+        """Releases what a block held (emulators)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Position:
+    """Where a run stands: the next iteration to play (block-relative) of a block of a segment."""
+
+    segment: int = 0
+    block: int = 0
+    iteration: int = 0
+
+
+def next_position(segments: Sequence[Segment], position: Position) -> Position:
+    """``position`` normalized: past a block's end means the next block (or segment)."""
+    segment = segments[position.segment]
+    if position.iteration < segment.plan.iterations[position.block]:
+        return position
+    if position.block + 1 < len(segment.blocks):
+        return Position(position.segment, position.block + 1, 0)
+    return Position(position.segment + 1, 0, 0)
+
+
+def frames_done(segments: Sequence[Segment], position: Position) -> int:
+    """Frames of the run (every segment counted) before ``position``."""
+    done = sum(segment.total_frames for segment in segments[: position.segment])
+    if position.segment < len(segments):
+        segment = segments[position.segment]
+        done += segment.frames_before(position.block)
+        done += position.iteration * segment.frames_per_iteration
+    return done
+
+
+def total_frames(segments: Sequence[Segment]) -> int:
+    return sum(segment.total_frames for segment in segments)
+
+
+def train_segments(
+    run: Run, segments: Sequence[Segment], loop: Loop, chunk_frames: int, blocks_for_matrix
+) -> RunResult:
+    """Plays ``segments`` with ``loop`` inside the open harness ``run`` (module docstring).
+
+    ``blocks_for_matrix``: the sequence's blocks, for ``evaluation_matrix.json``. The result's
+    outputs hold ``state`` (the sequence's final state when this call finished it) and
+    ``evaluations`` (the 'eval' and 'eval_fresh' rows this call wrote).
+    """
+    restored = run.restore(
+        lambda meta: loop.template(segments[min(int(meta["segment"]), len(segments) - 1)]),
+        resume_row=lambda meta: {
+            "segment": segments[int(meta["segment"])].name,
+            "block": int(meta["block"]),
+            "iteration": int(meta["iteration"]),
+        },
+    )
+    if run.result.already_complete:
+        return run.result
+    position, state = Position(), None
+    if restored is not None:
+        meta = restored.metadata
+        position = Position(int(meta["segment"]), int(meta["block"]), int(meta["iteration"]))
+        state = loop.restored(restored.tree, meta.get("loop", {}))
+    evaluations: list[dict[str, Any]] = []
+    final_state = None
+    for s in range(position.segment, len(segments)):
+        segment = segments[s]
+        start = position if s == position.segment else Position(s)
+        if state is None or (start.block, start.iteration) == (0, 0):
+            state = loop.init(segment)  # a segment starts from the seeds' initial networks
+        for b in range(start.block, len(segment.blocks)):
+            iteration = start.iteration if b == start.block else 0
+            log = run.log if not segment.is_reference else _drop
+            state, switch_rows = loop.start_block(run, state, segment, b, resumed=iteration > 0)
+            log(switch_rows)
+            try:
+                for end in segment.chunk_ends(b, chunk_frames):
+                    if end <= iteration:
+                        continue
+                    state, iteration = loop.run_chunk(run, state, segment, b, iteration, end, log)
+                    if iteration == segment.plan.iterations[b]:  # the block is done
+                        rows = loop.evaluate(run, state, segment, b)
+                        run.log(rows)
+                        evaluations += rows
+                        _write_matrix(run, blocks_for_matrix, loop.matrix_keys)
+                    here = next_position(segments, Position(s, b, iteration))
+                    finished = here.segment >= len(segments)
+                    run.save(
+                        state,
+                        {**dataclasses.asdict(here), "loop": loop.metadata()},
+                        done=frames_done(segments, here) if not finished else run.total,
+                        params=loop.params(state),
+                        step=segment.row("", b, iteration - 1, 0)["updates"],
+                        finished=finished,
+                        context=loop.where(segment, b),
+                    )
+                    if not finished and (run.result.preempted or run.stop_requested()):
+                        return run.stop(state=None, evaluations=evaluations)
+            finally:
+                loop.end_block()
+        if not segment.is_reference:
+            final_state = state
+        state = None
+    return run.finish(state=final_state, evaluations=evaluations)
+
+
+def _drop(rows) -> None:
+    """A reference's training rows are not written: only its final scores are."""
+    del rows
+
+
+def shown_return(value: float | None) -> str:
+    """The progress bar's last return of the current game: '—' until one of its episodes ends
+    (never a NaN, never the previous game's)."""
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _write_matrix(run: Run, blocks, keys: Sequence[str]) -> None:
+    if run.workdir is None or not run.workdir.is_writer:
+        return
+    run.workdir.flush()
+    evaluation_matrix.write_evaluation_matrix(run.path, blocks, read_metrics(run.path), keys)

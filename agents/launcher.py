@@ -1,0 +1,103 @@
+"""The flag vocabulary and the run of both RL launchers (`scripts.train_atari`, `scripts.train_minatar`).
+
+Same flags, same meanings: ``--games``, ``--cycles``, ``--frames_per_game``, ``--agent``,
+``--norm``, ``--nap``, ``--weight_decay``, ``--seed``, ``--num_seeds``, ``--num_envs``,
+``--fresh_reference`` (on by default in both), the three switch flags, ``--experiment=FILE[:ARGS]``
+(a published config; its variants run one after another, each in ``<workdir>/<variant>``;
+``:ARGS`` picks the scale and, optionally, the variants) and ``--config.<field>=<value>``. Named
+flags and overrides win over the experiment file and every variant. The rest of the launcher
+contract is `plasticity.launch`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from absl import flags
+
+from agents import configs
+from plasticity import launch
+
+FRAME_HELP = {
+    "atari": "Training frames per game block (one agent step is env.frame_skip = 4 frames).",
+    "minatar": "Training frames per game block (for MinAtar a frame is one environment step).",
+}
+
+
+def define_flags(values: flags.FlagValues, family: str) -> None:
+    """The RL flags of ``family`` ('atari' or 'minatar') on ``values``."""
+    flags.DEFINE_list("games", None, "Games played one after another.", flag_values=values)
+    flags.DEFINE_integer("cycles", None, "Times the list of games is played.", flag_values=values)
+    flags.DEFINE_integer("frames_per_game", None, FRAME_HELP[family], flag_values=values)
+    flags.DEFINE_enum("agent", None, list(configs.AGENTS), "Agent preset.", flag_values=values)
+    flags.DEFINE_enum(
+        "norm",
+        None,
+        ["none", "layernorm", "rmsnorm"],
+        "Normalization before every nonlinearity.",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "nap", None, "Normalize-and-Project (needs --norm=layernorm|rmsnorm).", flag_values=values
+    )
+    flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.", flag_values=values)
+    flags.DEFINE_integer(
+        "seed", None, "First seed (seeds are seed, seed + 1, ...).", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "num_seeds",
+        None,
+        "Seeds (MinAtar: trained together; Atari: one run each, in seed_<s> sub-work-dirs).",
+        flag_values=values,
+    )
+    flags.DEFINE_integer("num_envs", None, "Environments per seed.", flag_values=values)
+    flags.DEFINE_bool(
+        "fresh_reference",
+        None,
+        "Also train a fresh network per game for one block, the reference a revisit is "
+        "compared with (default on; --nofresh_reference switches it off).",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "flush_replay_at_switch", None, "Empty the replay at every game switch.", flag_values=values
+    )
+    flags.DEFINE_bool(
+        "reset_optimizer_at_switch",
+        None,
+        "Zero the optimizer's moments at every game switch.",
+        flag_values=values,
+    )
+    flags.DEFINE_bool(
+        "restart_schedule_at_switch",
+        None,
+        "Warm-up + cosine learning rate restarted at every game (NaP's sequential schedule).",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "experiment",
+        None,
+        "Experiment config FILE[:ARGS], e.g. benchmarks/configs/minatar_sequence.py:smoke.",
+        flag_values=values,
+    )
+
+
+def config_of(values: flags.FlagValues, overrides: dict[str, str], family: str):
+    """The launch's config (`agents.configs.build_config`) from parsed flags."""
+    named = {name: values[name].value for name in configs.NAMED_FLAGS}
+    return configs.build_config(
+        family, values["agent"].value, values["experiment"].value, overrides, named
+    )
+
+
+def run(context: launch.Launch, family: str, train: Callable[..., Any]) -> list[Any]:
+    """Every run of the launch (`agents.configs.expand_runs`), validated before the first starts,
+    trained one after another; stops after a run that was stopped (preempted or early)."""
+    config = config_of(context.flags, context.overrides, family)
+    runs = configs.expand_runs(config, family, context.workdir)
+    results = []
+    for workdir, run_config in runs:
+        result = train(run_config, workdir, name=context.name, **context.run_options())
+        results.append(result)
+        if not result.completed:
+            break
+    return results

@@ -1,0 +1,117 @@
+"""Plasticity diagnostics and interventions of a DQN / Rainbow learner, on batches of its replay.
+
+Both RL loops use these pure functions, so a diagnostic or an intervention means the same thing on
+MinAtar (inside the compiled ``lax.scan``) and on Atari (jitted between emulator steps):
+
+* `make_diagnose(config, learner)` -> ``diagnose(train_state, replay, previous_params, key)``: the
+  metrics of ``config.diagnostics.names`` (`plasticity.diagnostics`) on a uniform replay batch of
+  ``diagnostics.batch_size`` (the loss-based ones use the agent's own TD loss against its target
+  network), every ``diagnostics.every_frames`` frames once learning has started.
+* `make_intervene(config, learner)` -> ``intervene(train_state, replay, key)``: the intervention
+  ``config.intervention.name`` (`plasticity.interventions`: ReDo, continual backprop,
+  shrink-and-perturb, resets, plasticity injection) on a uniform replay batch of
+  ``intervention.batch_size`` observations; None for 'none'. The loops call it every
+  ``intervention.every_frames`` frames once learning has started, and at every game switch with
+  ``intervention.at_switch``. Its state lives in ``train_state.extra[name]`` (`with_intervention_state`)
+  and is checkpointed with the learner. The target network is left as it is: it catches up at its
+  next copy, as after any update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from agents.learner import Learner, preprocess_observations
+from agents.replay import ReplayState, replay_sample
+from plasticity.optim import optimizer_learning_rate
+from plasticity.train_state import TrainState
+
+
+def _noise_kwargs(key: jax.Array) -> dict[str, Any]:
+    return {"rngs": {"noise": key}}
+
+
+def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callable:
+    """``diagnose(train_state, replay, previous_params, key) -> {name: float32 scalar}`` (module
+    docstring); the loops call it every ``diagnostics.every_frames`` frames (0: never)."""
+    settings = config.diagnostics
+    from plasticity.diagnostics import make_diagnostics_fn  # noqa: PLC0415
+
+    def loss_fn(params, inputs, targets):
+        batch = {**targets["batch"], "obs_tm1": inputs}
+        loss, _ = learner.loss(
+            params, targets["target_params"], batch, targets["weights"], targets["rng"]
+        )
+        return loss
+
+    metrics_fn = make_diagnostics_fn(
+        learner.network, loss_fn, tuple(settings.names), apply_kwargs=_noise_kwargs
+    )
+    optimizer_config = ml_collections.ConfigDict(config.optimizer)
+    batch_size = int(settings.batch_size)
+    n_step, discount = int(config.learner.n_step), float(config.learner.discount)
+
+    def diagnose(train_state: TrainState, replay: ReplayState, previous: Any, key: jax.Array):
+        sample_key, loss_key, metrics_key = jax.random.split(key, 3)
+        batch, _ = replay_sample(replay, sample_key, batch_size, n_step, discount)
+        targets = {
+            "batch": {name: value for name, value in batch.items() if name != "obs_tm1"},
+            "target_params": train_state.extra["target_params"],
+            "weights": jnp.ones((batch_size,), jnp.float32),
+            "rng": loss_key,
+        }
+        learning_rate = optimizer_learning_rate(optimizer_config, train_state.step)
+        metrics = metrics_fn(
+            train_state.params,
+            previous,
+            preprocess_observations(batch["obs_tm1"]),
+            targets,
+            metrics_key,
+            learning_rate,
+        )
+        return {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
+
+    return diagnose
+
+
+def make_intervention(config: ml_collections.ConfigDict, learner: Learner):
+    """The `plasticity.interventions.Intervention` of ``config.intervention`` (None for 'none')."""
+    settings = config.intervention
+    if settings.name == "none":
+        return None
+    from plasticity import interventions  # noqa: PLC0415
+
+    return interventions.make_intervention(
+        settings.name,
+        learner.network,
+        apply_kwargs=_noise_kwargs,
+        **settings.options.to_dict(),
+    )
+
+
+def with_intervention_state(train_state: TrainState, intervention) -> TrainState:
+    """``train_state`` with the intervention's own state at ``extra[name]`` (when it has one)."""
+    if intervention is None:
+        return train_state
+    extra = {**train_state.extra, intervention.name: intervention.init(train_state.params)}
+    return train_state.replace(extra=extra)
+
+
+def make_intervene(config: ml_collections.ConfigDict, learner: Learner) -> Callable | None:
+    """``intervene(train_state, replay, key) -> train_state`` (module docstring), or None."""
+    intervention = make_intervention(config, learner)
+    if intervention is None:
+        return None
+    batch_size = int(config.intervention.batch_size)
+    n_step, discount = int(config.learner.n_step), float(config.learner.discount)
+
+    def intervene(train_state: TrainState, replay: ReplayState, key: jax.Array) -> TrainState:
+        sample_key, apply_key = jax.random.split(key)
+        batch, _ = replay_sample(replay, sample_key, batch_size, n_step, discount)
+        return intervention.apply(train_state, preprocess_observations(batch["obs_tm1"]), apply_key)
+
+    return intervene
