@@ -235,10 +235,17 @@ def saveable(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, tree)
 
 
+def _key_impl(template: Any) -> Any:
+    """The PRNG implementation of a key array, or of a key's shape (from `jax.eval_shape`)."""
+    if isinstance(template, jax.ShapeDtypeStruct):
+        return template.dtype._impl  # a key dtype knows its implementation
+    return jax.random.key_impl(template)
+
+
 def restore_keys(tree: Any, template: Any) -> Any:
     """Raw key data back to typed keys wherever ``template`` (arrays or shapes) has keys."""
     return jax.tree.map(
-        lambda x, t: jax.random.wrap_key_data(x, impl=jax.random.key_impl(t)) if _is_key(t) else x,
+        lambda x, t: jax.random.wrap_key_data(x, impl=_key_impl(t)) if _is_key(t) else x,
         tree,
         template,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +18,10 @@ import numpy as np
 import optax
 import pytest
 
-from agents import minatar_loop
+from agents import configs, minatar_env, minatar_loop
+from agents.evaluation_matrix import EVALUATION_MATRIX_FILE
 from agents.sequence import SwitchPolicy
+from benchmarks import analysis as figures
 from plasticity import analysis
 from plasticity import workdir as workdir_lib
 
@@ -34,7 +37,8 @@ def fast_compiling_random_numbers():
 
 
 def tiny(num_seeds: int = 2, seed: int = 0) -> ml_collections.ConfigDict:
-    config = minatar_loop.smoke_minatar_config("dqn")
+    config = configs.smoke_config("dqn", "minatar")
+    config.games, config.cycles = GAMES, 2
     config.num_seeds = num_seeds
     config.seed = seed
     config.frames_per_game = FRAMES
@@ -43,24 +47,30 @@ def tiny(num_seeds: int = 2, seed: int = 0) -> ml_collections.ConfigDict:
     return config
 
 
-def blocks():
-    return minatar_loop.make_blocks(GAMES, FRAMES, cycles=2)
+def train(config, workdir=None, **kwargs):
+    return minatar_loop.train(config, workdir, show_progress=False, **kwargs)
+
+
+def final_state(result):
+    return result.outputs["state"]
+
+
+def evaluations(result):
+    return result.outputs["evaluations"]
 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("full")
-    return path, minatar_loop.train(tiny(), blocks(), str(path), show_progress=False)
+    return path, train(tiny(), str(path))
 
 
 @pytest.fixture(scope="module")
 def resumed_run(tmp_path_factory, full_run):
     """Stopped after 3 chunks (mid-block), relaunched on its work dir to the end."""
     path = tmp_path_factory.mktemp("resumed")
-    first = minatar_loop.train(
-        tiny(), blocks(), str(path), show_progress=False, stop_after_chunks=3
-    )
-    second = minatar_loop.train(tiny(), blocks(), str(path), show_progress=False)
+    first = train(tiny(), str(path), stop_after_checkpoints=3)
+    second = train(tiny(), str(path))
     return path, first, second
 
 
@@ -86,17 +96,20 @@ def test_suite_constants_match_gymnax(full_run):
     assert suite.games == GAMES and suite.num_actions == 6 and suite.channels == 6
     for game, env in zip(suite.games, suite.envs):
         minimal = tuple(int(a) for a in env.minimal_action_set)
-        assert minimal == minatar_loop.MINIMAL_ACTION_SETS[game]
-        assert env.obs_shape == (10, 10, minatar_loop.CHANNELS[game])
+        assert minimal == minatar_env.MINIMAL_ACTION_SETS[game]
+        assert env.obs_shape == (10, 10, minatar_env.CHANNELS[game])
         assert tuple(int(a) for a in env.action_set) == tuple(range(6))  # the full set
 
 
 def test_unknown_games_fail_with_close_matches():
-    assert minatar_loop.resolve_minatar_game("SpaceInvaders-MinAtar") == "space_invaders"
+    assert minatar_env.resolve_minatar_game("SpaceInvaders-MinAtar") == "space_invaders"
+    assert minatar_env.resolve_minatar_game("space invaders") == "space_invaders"
     with pytest.raises(ValueError, match="close matches: breakout"):
-        minatar_loop.resolve_minatar_game("breakot")
+        minatar_env.resolve_minatar_game("breakot")
+    config = tiny()
+    config.games = ("breakout", "pong")
     with pytest.raises(ValueError, match="unknown MinAtar game 'pong'"):
-        minatar_loop.make_blocks(["breakout", "pong"], 512)
+        minatar_loop.make_blocks(config)
 
 
 def test_the_work_dir_holds_rows_with_frames_game_visit_and_seed(full_run):
@@ -159,10 +172,10 @@ def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run
     # data and evaluation episodes).
     first_visit = {r["seed"]: r["return_mean"] for r in evals if r["block"] == 0}
     assert {r["seed"]: r["return_mean"] for r in fresh if r["game"] == "breakout"} == first_visit
-    games, block_ids, matrix = analysis.evaluation_matrix(analysis.load_run(path))
+    games, block_ids, matrix = figures.evaluation_matrix(analysis.load_run(path))
     assert games == list(GAMES) and block_ids == [0, 1, 2, 3]
     assert np.isnan(matrix[0, 1]) and np.isfinite(matrix[1:]).all()
-    summary = json.loads((path / minatar_loop.EVALUATION_MATRIX_FILE).read_text())
+    summary = json.loads((path / EVALUATION_MATRIX_FILE).read_text())
     assert summary["games"] == list(GAMES) and summary["return_mean"][0][1] is None
     np.testing.assert_allclose(np.array(summary["return_mean"], float), matrix)
     assert set(summary["visit_scores"]["breakout"]) == {"visit_1", "visit_2", "fresh"}
@@ -175,26 +188,26 @@ def test_games_switch_at_exactly_the_block_boundaries(full_run):
     frames never touch planes 4-5 (zero padding).
     """
     _, result = full_run
-    frames = np.asarray(result.state.replay.frames)  # (seeds, envs, slots, 10, 10, 6)
+    frames = np.asarray(final_state(result).replay.frames)  # (seeds, envs, slots, 10, 10, 6)
     assert frames.shape[2:] == (512, 10, 10, 6)
     invaders = frames[..., 1].sum(axis=(-1, -2)) > 1
     assert not invaders[:, :, :256].any() and invaders[:, :, 256:].all()
     assert not frames[:, :, :256, :, :, 4:].any()
-    assert int(result.state.replay.head[0]) == 0  # 1,024 adds per env line
+    assert int(final_state(result).replay.head[0]) == 0  # 1,024 adds per env line
 
 
 def test_same_seed_gives_identical_runs(full_run):
     _, result = full_run
-    again = minatar_loop.train(tiny(), blocks(), None, show_progress=False)
-    assert_trees_equal(result.state, again.state)
-    assert stable(result.evaluations) == stable(again.evaluations)
+    again = train(tiny())
+    assert_trees_equal(final_state(result), final_state(again))
+    assert stable(evaluations(result)) == stable(evaluations(again))
 
 
 def test_an_interrupted_run_resumes_bit_identical(full_run, resumed_run):
     full_path, full = full_run
     path, first, second = resumed_run
     assert not first.completed and second.completed
-    assert_trees_equal(full.state, second.state)
+    assert_trees_equal(final_state(full), final_state(second))
     assert stable(workdir_lib.read_metrics(full_path)) == stable(workdir_lib.read_metrics(path))
     resumes = [r for r in workdir_lib.read_metrics(path) if r["event"] == "resume"]
     assert len(resumes) == 1 and resumes[0]["frames"] == 3 * 256
@@ -203,12 +216,13 @@ def test_an_interrupted_run_resumes_bit_identical(full_run, resumed_run):
 def test_vmapped_seeds_are_separate_runs(full_run):
     """Seed 1 batched with seed 0 (second lane) and with seed 2 (first lane): the same run."""
     _, batched = full_run
-    shifted = minatar_loop.train(tiny(seed=1), blocks(), None, show_progress=False)
+    shifted = train(tiny(seed=1))
     assert_trees_equal(
-        jax.tree.map(lambda x: x[1], batched.state), jax.tree.map(lambda x: x[0], shifted.state)
+        jax.tree.map(lambda x: x[1], final_state(batched)),
+        jax.tree.map(lambda x: x[0], final_state(shifted)),
     )
-    assert [r for r in stable(batched.evaluations) if r["seed"] == 1] == [
-        r for r in stable(shifted.evaluations) if r["seed"] == 1
+    assert [r for r in stable(evaluations(batched)) if r["seed"] == 1] == [
+        r for r in stable(evaluations(shifted)) if r["seed"] == 1
     ]
 
 
@@ -216,9 +230,9 @@ def test_vmapped_seeds_are_separate_runs(full_run):
 def test_vmapped_seeds_equal_separate_runs(full_run):
     """Against a one-seed program (compiled anew, ~30 s): equal up to float rounding."""
     _, batched = full_run
-    alone = minatar_loop.train(tiny(num_seeds=1, seed=1), blocks(), None, show_progress=False)
-    second_seed = jax.tree.map(lambda x: x[1], batched.state)
-    only_seed = jax.tree.map(lambda x: x[0], alone.state)
+    alone = train(tiny(num_seeds=1, seed=1))
+    second_seed = jax.tree.map(lambda x: x[1], final_state(batched))
+    only_seed = jax.tree.map(lambda x: x[0], final_state(alone))
     np.testing.assert_array_equal(second_seed.replay.action, only_seed.replay.action)
     np.testing.assert_array_equal(second_seed.replay.frames, only_seed.replay.frames)
     for a, b in zip(
@@ -226,20 +240,20 @@ def test_vmapped_seeds_equal_separate_runs(full_run):
         jax.tree.leaves(only_seed.train_state.params),
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    batched_returns = [r["return_mean"] for r in batched.evaluations if r["seed"] == 1]
-    assert batched_returns == [r["return_mean"] for r in alone.evaluations]
+    batched_returns = [r["return_mean"] for r in evaluations(batched) if r["seed"] == 1]
+    assert batched_returns == [r["return_mean"] for r in evaluations(alone)]
 
 
 def test_a_block_start_applies_the_switch_policy(full_run):
     _, result = full_run
     agent = minatar_loop.make_agent(tiny(), GAMES)
-    breakout = jnp.int32(0)
-    kept = agent.start_block(result.state, breakout, SwitchPolicy())
-    assert int(kept.replay.size[0]) == int(result.state.replay.size[0]) == 512
+    breakout, state = jnp.int32(0), final_state(result)
+    kept = agent.start_block(state, breakout, SwitchPolicy(), False)
+    assert int(kept.replay.size[0]) == int(state.replay.size[0]) == 512
     assert bool(kept.timestep.first.all())  # new episodes, of breakout (one ball in plane 1)
     assert (np.asarray(kept.timestep.observation)[..., 1].sum(axis=(-1, -2)) == 1).all()
     policy = SwitchPolicy(flush_replay=True, reset_optimizer=True)
-    switched = agent.start_block(result.state, breakout, policy)
+    switched = agent.start_block(state, breakout, policy, False)
     assert int(switched.replay.size.max()) == 0
     is_rmsprop = lambda n: isinstance(n, optax.ScaleByRStdDevState)
     moments = [
@@ -248,7 +262,7 @@ def test_a_block_start_applies_the_switch_policy(full_run):
         if is_rmsprop(n)
     ]
     assert moments and all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(moments))
-    assert_trees_equal(switched.train_state.params, result.state.train_state.params)
+    assert_trees_equal(switched.train_state.params, state.train_state.params)
 
 
 @pytest.mark.slow
@@ -262,22 +276,28 @@ def test_dqn_learns_breakout_beyond_a_random_policy():
     16 episodes (epsilon 0.05), against a uniformly random policy on the same 16 episodes.
     Measured: DQN 1.75 (± 0.66), random 0.25.
     """
-    config = minatar_loop.minatar_config("dqn")
-    config.frames_per_game = 100_000
+    config = configs.get_config("dqn", "minatar")
+    config.games, config.frames_per_game = ("breakout",), 100_000
     config.evaluation.update(dict(episodes=16, max_frames=16 * 1_002, fresh_reference=False))
-    blocks = minatar_loop.make_blocks(["breakout"], config.frames_per_game)
-    result = minatar_loop.train(config, blocks, None, show_progress=False)
-    (trained,) = result.evaluations
-    random_config = minatar_loop.minatar_config("dqn")
+    started = time.perf_counter()
+    result = train(config)
+    seconds = time.perf_counter() - started
+    (trained,) = evaluations(result)
+    random_config = configs.get_config("dqn", "minatar")
     random_config.evaluation.update(dict(episodes=16, max_frames=16 * 1_002, epsilon=1.0))
     agent = minatar_loop.make_agent(random_config, ["breakout"], full_action_space=False)
+    train_state = final_state(result).train_state
     returns, finished = agent.evaluate(
-        result.state.train_state.params, jnp.int32(0), jnp.zeros((1,), jnp.int32), jnp.uint32(0)
+        train_state.params,
+        train_state.extra,
+        jnp.int32(0),
+        jnp.zeros((1,), jnp.int32),
+        jnp.uint32(0),
     )
     random_mean = float(np.mean(np.asarray(returns)[np.asarray(finished)]))
     print(
         f"\nBreakout-MinAtar after 100k steps: DQN {trained['return_mean']:.2f} "
         f"(± {trained['return_std']:.2f}, {trained['episodes']} episodes), random policy "
-        f"{random_mean:.2f}; {result.run_seconds + result.compile_seconds:.0f} s"
+        f"{random_mean:.2f}; {seconds:.0f} s"
     )
     assert trained["return_mean"] > random_mean + 1.0

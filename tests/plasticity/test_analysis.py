@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
+from benchmarks import analysis as figures  # noqa: E402
 from plasticity import analysis, workdir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,9 +137,9 @@ def test_missing_work_dir_and_unknown_figure_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="No work dirs"):
         analysis.load_runs([])
     run = analysis.load_run(tmp_path)  # an empty directory: no rows, no figures
-    assert run.rows == [] and analysis.make_figures([run], tmp_path / "figures") == {}
+    assert run.rows == [] and figures.make_figures([run], tmp_path / "figures") == {}
     with pytest.raises(ValueError, match="Unknown figure"):
-        analysis.save_figure([run], "loss_landscape", tmp_path)
+        figures.save_figure([run], "loss_landscape", tmp_path)
 
 
 def test_rl_evaluation_matrix(tmp_path):
@@ -160,10 +161,10 @@ def test_rl_evaluation_matrix(tmp_path):
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = analysis.load_run(tmp_path)
-    games, blocks, matrix = analysis.evaluation_matrix(run)
+    games, blocks, matrix = figures.evaluation_matrix(run)
     assert games == ["Pong", "Breakout"] and blocks == [0, 1]
     np.testing.assert_allclose(matrix, [[0.5, np.nan], [10.5, 11.5]])
-    written = analysis.make_figures([run], tmp_path / "figures")
+    written = figures.make_figures([run], tmp_path / "figures")
     assert set(written) == {"eval_returns", "evaluation_matrix"}
 
 
