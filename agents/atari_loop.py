@@ -331,6 +331,20 @@ def _mean_scalars(rows: list[dict[str, jax.Array]]) -> dict[str, float]:
     return {key: float(np.mean([row[key] for row in fetched])) for key in fetched[0]}
 
 
+def _last_updates_before(updates: np.ndarray, due: np.ndarray) -> np.ndarray:
+    """Marks, for every iteration where ``due`` holds, the last iteration up to it that makes an
+    update: the parameters before that update are what a diagnostics row's update ratios
+    compare with, so only those are copied (not before every update)."""
+    marks = np.zeros(len(updates), bool)
+    last = -1
+    for i in range(len(updates)):
+        if updates[i] > 0:
+            last = i
+        if due[i] and last >= 0:
+            marks[last] = True
+    return marks
+
+
 def _describe(row: dict[str, Any]) -> str:
     text = f"{row['game']} {row['return_mean']:.1f}"
     if row.get("human_normalized") is not None:
@@ -355,6 +369,7 @@ class AtariLoop:
         self.num_actions = num_actions
         config = segments[0].config
         self.seed = int(config.seed)
+        self.seeds = (self.seed,)
         self.full_action_space = bool(config.env.full_action_space)
         self.env: AtariVectorEnvironment | None = None
         self.eval_env: AtariVectorEnvironment | None = None
@@ -362,6 +377,7 @@ class AtariLoop:
         self.episodes = self.evaluations = 0
         self.last_returns: dict[str, float] = {}
         self.learner_rows: list[dict[str, jax.Array]] = []
+        self.before = None  # the parameters before the last update ahead of a diagnostics row
         self.episode_returns: list[float] = []
         self.last_log = (time.perf_counter(), 0, 0)  # (time, frames, updates) of the last row
 
@@ -433,7 +449,8 @@ class AtariLoop:
             raise RuntimeError(f"block {block} starts after {step} updates, planned {planned}")
         rate = float(optimizer_learning_rate(config.optimizer, step))
         moments = float(_moments_norm(train_state))
-        fields = switch_row_fields(segment, block, policy, rate, moments)
+        items = int(replay.size) * segment.num_envs  # slots written per env x envs
+        fields = switch_row_fields(segment, block, policy, rate, moments, items)
         rows = [segment.row("switch", block, -1, self.seed, **fields)]
         state = state.replace(train_state=train_state, replay=replay)
         settings = config.intervention
@@ -463,6 +480,7 @@ class AtariLoop:
         diagnose &= window["updates_after"] > 0
         intervene = due_mask(frames, step, config.intervention.every_frames) & learning
         intervene &= config.intervention.name != "none"
+        keep_before = _last_updates_before(window["updates"], diagnose)
         log_at = due_mask(frames, step, config.log_every_frames)
         progress_eval = due_mask(frames, step, config.evaluation.every_frames)
         shown = f"{info.game} ({block + 1}/{len(segment.blocks)})"
@@ -488,10 +506,9 @@ class AtariLoop:
                 timestep.last,
             )
             state = state.replace(replay=replay, rng=rng)
-            before = None
             for k in range(int(window["updates"][i])):
-                if diagnose[i] and k == window["updates"][i] - 1:  # update ratios: the last one
-                    before = jax.tree.map(jnp.copy, state.train_state.params)
+                if keep_before[i] and k == window["updates"][i] - 1:  # for the update ratios
+                    self.before = jax.tree.map(jnp.copy, state.train_state.params)
                 train_state, replay, rng, aux = compiled.learn(
                     state.train_state, state.replay, state.rng, values["importance_exponent"][i]
                 )
@@ -506,7 +523,7 @@ class AtariLoop:
             if i == 0:  # the first iteration compiled the actor: keep it out of the rate
                 run.progress.reset_clock()
             if diagnose[i]:
-                log([self._diagnostics(state, segment, block, iteration, before)])
+                log([self._diagnostics(state, segment, block, iteration, self.before)])
             if intervene[i]:
                 state = self._intervene(state, segment, derive_seed(self.seed, int(frames[i]), 5))
                 log(

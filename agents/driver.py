@@ -35,6 +35,7 @@ class Loop(Protocol):
     """What a trainer plugs into `train_segments`; ``state`` is whatever the loop carries."""
 
     matrix_keys: Sequence[str]  # scores of evaluation_matrix.json
+    seeds: Sequence[int]  # the seeds the loop trains together
 
     def init(self, segment: Segment) -> Any:
         """The state of a segment's start: the seeds' initial networks, empty replays."""
@@ -118,11 +119,7 @@ def train_segments(
     """
     restored = run.restore(
         lambda meta: loop.template(segments[min(int(meta["segment"]), len(segments) - 1)]),
-        resume_row=lambda meta: {
-            "segment": segments[int(meta["segment"])].name,
-            "block": int(meta["block"]),
-            "iteration": int(meta["iteration"]),
-        },
+        resume_row=lambda meta: _resume_row(segments, loop, meta),
     )
     if run.result.already_complete:
         return run.result
@@ -172,6 +169,16 @@ def train_segments(
             final_state = state
         state = None
     return run.finish(state=final_state, evaluations=evaluations)
+
+
+def _resume_row(segments: Sequence[Segment], loop: Loop, meta: dict[str, Any]) -> dict[str, Any]:
+    """The fields of the 'resume' row: where the run goes on (as every row: frames, updates,
+    game, block, visit, seed), the segment, the block-relative iteration and the seeds."""
+    position = Position(int(meta["segment"]), int(meta["block"]), int(meta["iteration"]))
+    segment = segments[position.segment]
+    seeds = [int(seed) for seed in loop.seeds]
+    row = segment.row("resume", position.block, position.iteration - 1, seeds[0])
+    return {**row, "segment": segment.name, "iteration": position.iteration, "seeds": seeds}
 
 
 def _drop(rows) -> None:

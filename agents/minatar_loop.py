@@ -473,8 +473,10 @@ class MinAtarLoop:
                 optimizer_learning_rate(segment.config.optimizer, first["updates_before"][0])
             )
             norms = np.asarray(jax.device_get(agent.moments_norm(state)))
+            items = np.asarray(jax.device_get(state.replay.size))
             for s, seed in enumerate(self.seeds):
-                fields = switch_row_fields(segment, block, policy, rate, float(norms[s]))
+                moments, size = float(norms[s]), int(items[s]) * segment.num_envs
+                fields = switch_row_fields(segment, block, policy, rate, moments, size)
                 rows.append(segment.row("switch", block, -1, seed, **fields))
                 if intervene:
                     rows.append(segment.row("intervention", block, -1, seed, name=settings.name))

@@ -584,15 +584,20 @@ def optimizer_moments_norm(train_state: TrainState) -> jax.Array:
 
 
 def switch_row_fields(
-    segment: Segment, block: int, policy: SwitchPolicy, learning_rate: float, moments: float
+    segment: Segment,
+    block: int,
+    policy: SwitchPolicy,
+    learning_rate: float,
+    moments: float,
+    replay_items: int,
 ) -> dict[str, Any]:
     """The fields a 'switch' row adds to `Segment.row` at the start of ``block``: the previous
-    game, the policy, the next update's learning rate, the replay's items and the optimizer
-    moments' norm after the switch."""
+    game, the policy, and what the learner looks like after the switch: the next update's
+    learning rate, the items in the replay and the optimizer moments' norm."""
     return {
         "previous_game": segment.blocks[block - 1].game,
         "learning_rate": learning_rate,
-        "replay_items": int(segment.plan.items_start[block]),
+        "replay_items": int(replay_items),
         "optimizer_moments_norm": moments,
         **dataclasses.asdict(policy),
     }

@@ -493,9 +493,10 @@ class Run:
             self.done = self.last_saved_done = int(metadata["done"])
             self.result.resumed_from = self.result.done = self.done
             self._say(f"resuming from {self.unit} {self.done:,} (checkpoint {step})")
-            row = {"event": "resume", self.x_key: self.done, "checkpoint": step}
+            row = {"event": "resume", self.x_key: self.done}
             if resume_row is not None:
                 row.update(resume_row(metadata))
+            row["checkpoint"] = step
             self.workdir.append_metrics([row])
             return Restored(restore_keys(tree, shapes), metadata, step, self.done)
         self._clear_unresumable_files()  # every checkpoint was set aside: a fresh start

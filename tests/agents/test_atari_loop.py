@@ -10,9 +10,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from agents import atari_loop, configs
+from agents import atari_loop, configs, sequence
+from agents.atari_env import resolve_game
 from agents.replay import replay_update_priorities
 from plasticity import workdir as workdir_lib
+from plasticity.checkpointing import Checkpointer
 
 FRAMES = 1024  # 2 envs x 4 frames per step: 128 loop iterations; learning starts after 256 frames
 LEARNING_START_FRAMES = 256
@@ -20,6 +22,7 @@ LEARNING_START_FRAMES = 256
 
 def smoke(seed: int = 0, frames: int = FRAMES) -> ml_collections.ConfigDict:
     config = configs.smoke_config("dqn")
+    config.games = ("Pong",)
     config.seed = seed
     config.frames_per_game = frames
     config.evaluation.update(dict(every_frames=512, episodes=2, max_frames=160))
@@ -41,16 +44,19 @@ def fast_compiling_random_numbers():
 def interrupted_and_resumed(tmp_path_factory):
     """A run stopped at 512 frames (as by preemption), relaunched on its work dir to the end."""
     path = tmp_path_factory.mktemp("run")
-    config = smoke()
-    blocks = atari_loop.make_game_blocks(["Pong"], config.frames_per_game)
-    first = atari_loop.train(config, blocks, str(path), show_progress=False, stop_at_frames=512)
-    second = atari_loop.train(config, blocks, str(path), show_progress=False)
+    first = atari_loop.train(smoke(), str(path), show_progress=False, stop_after_checkpoints=1)
+    second = atari_loop.train(smoke(), str(path), show_progress=False)
     return path, first, second
+
+
+def state_of(result):
+    return result.outputs["state"]
 
 
 def test_the_work_dir_holds_config_metrics_events_and_checkpoints(interrupted_and_resumed):
     path, first, second = interrupted_and_resumed
-    assert first.counters.frames == 512 and second.counters.frames == FRAMES
+    assert first.done == 512 and not first.completed and first.stopped
+    assert second.done == FRAMES and second.completed and second.resumed_from == 512
     saved = json.loads((path / "config.json").read_text())
     assert saved["agent"] == "dqn" and saved["schedule"] == [
         {"game": "pong", "frames": FRAMES, "visit": 1, "index": 0, "cycle": 1}
@@ -81,17 +87,16 @@ def test_the_work_dir_holds_config_metrics_events_and_checkpoints(interrupted_an
 def test_resume_restores_counters_and_the_learner(interrupted_and_resumed):
     path, first, second = interrupted_and_resumed
     # The replay ratio: one update per 16 frames once learning has started.
-    assert second.counters.updates == (FRAMES - LEARNING_START_FRAMES) // 16
-    assert int(second.state.train_state.step) == second.counters.updates
-    assert first.counters.updates == (512 - LEARNING_START_FRAMES) // 16
-    with atari_loop.Checkpointer(path / "checkpoints") as checkpointer:
+    assert int(state_of(second).train_state.step) == (FRAMES - LEARNING_START_FRAMES) // 16
+    with Checkpointer(path / "checkpoints") as checkpointer:
         metadata = checkpointer.restore_metadata(512)
-    assert (
-        metadata["counters"]["frames"] == 512
-        and metadata["counters"]["updates"] == first.counters.updates
-    )
+    assert metadata["done"] == 512 and metadata["iteration"] == 64  # 512 frames / 8 a step
+    assert metadata["loop"]["episodes"] >= 0
+    train_rows = [r for r in workdir_lib.read_metrics(path) if r["event"] == "train"]
+    assert train_rows[1]["frames"] == 512
+    assert train_rows[1]["updates"] == (512 - LEARNING_START_FRAMES) // 16
     resume_row = next(row for row in workdir_lib.read_metrics(path) if row["event"] == "resume")
-    assert resume_row["frames"] == 512 and resume_row["updates"] == first.counters.updates
+    assert resume_row["frames"] == 512 and resume_row["iteration"] == 64
 
 
 def test_a_different_config_on_the_same_work_dir_is_refused(interrupted_and_resumed):
@@ -99,27 +104,19 @@ def test_a_different_config_on_the_same_work_dir_is_refused(interrupted_and_resu
     config = smoke()
     config.learner.discount = 0.5
     with pytest.raises(ValueError, match="learner.discount"):
-        atari_loop.train(
-            config, atari_loop.make_game_blocks(["Pong"], FRAMES), str(path), show_progress=False
-        )
+        atari_loop.train(config, str(path), show_progress=False)
 
 
 def test_seeds_are_honoured():
     """Same seed: bit-identical parameters and evaluation returns; another seed: different ones."""
-    runs = []
-    for seed in (0, 0, 1):
-        config = smoke(seed, frames=512)
-        runs.append(
-            atari_loop.train(
-                config, atari_loop.make_game_blocks(["Pong"], 512), show_progress=False
-            )
-        )
-    leaves = [jax.tree.leaves(run.state.train_state.params) for run in runs]
+    runs = [atari_loop.train(smoke(seed, frames=512), show_progress=False) for seed in (0, 0, 1)]
+    leaves = [jax.tree.leaves(state_of(run).train_state.params) for run in runs]
     for a, b in zip(leaves[0], leaves[1]):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, c) for a, c in zip(leaves[0], leaves[2]))
-    assert runs[0].evaluations[-1]["eval_frames"] == runs[1].evaluations[-1]["eval_frames"]
-    replay_frames = [np.asarray(run.state.replay.frames) for run in runs]
+    evaluations = [run.outputs["evaluations"][-1] for run in runs]
+    assert evaluations[0]["eval_frames"] == evaluations[1]["eval_frames"]
+    replay_frames = [np.asarray(state_of(run).replay.frames) for run in runs]
     np.testing.assert_array_equal(replay_frames[0], replay_frames[1])
     assert not np.array_equal(replay_frames[0], replay_frames[2])
 
@@ -170,7 +167,9 @@ def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_s
 
 
 def test_game_blocks_visits_and_the_action_set():
-    blocks = atari_loop.make_game_blocks(["Pong", "ALE/Breakout-v5", "pong"], 64, cycles=2)
+    config = configs.smoke_config("dqn")
+    config.games, config.cycles = ("Pong", "ALE/Breakout-v5", "pong"), 2
+    blocks = atari_loop.make_blocks(config)
     assert [(b.game, b.visit) for b in blocks] == [
         ("pong", 1),
         ("breakout", 1),
@@ -179,19 +178,19 @@ def test_game_blocks_visits_and_the_action_set():
         ("breakout", 2),
         ("pong", 4),
     ]
-    config = configs.smoke_config("dqn")
-    assert atari_loop.uses_full_action_space(config, blocks)
-    assert not atari_loop.uses_full_action_space(config, blocks[:1])
+    full = lambda blocks: sequence.plan_segments(config, blocks)[0].config.env.full_action_space
+    assert full(blocks) and not full(blocks[:1])
     config.env.full_action_space = True
-    assert atari_loop.uses_full_action_space(config, blocks[:1])
+    assert full(blocks[:1])
     with pytest.raises(ValueError, match="close matches: pong"):
-        atari_loop.make_game_blocks(["Pongg"], 64)
+        resolve_game("Pongg")
 
 
 def test_bad_budgets_fail_with_one_line_errors():
     config = smoke()
-    with pytest.raises(ValueError, match="multiple of env.num_envs x env.frame_skip = 8"):
-        atari_loop.train(config, [atari_loop.GameBlock("pong", 100)], show_progress=False)
     config.frames_per_game = 1001
-    with pytest.raises(ValueError, match="frames_per_game"):
-        atari_loop.train(config, [atari_loop.GameBlock("pong", 1024)], show_progress=False)
+    with pytest.raises(ValueError, match="multiple of env.num_envs x env.frame_skip = 8"):
+        atari_loop.train(config, show_progress=False)
+    config.frames_per_game = 64  # shorter than the replay's fill: learning would never start
+    with pytest.raises(ValueError, match="learning never starts"):
+        atari_loop.train(config, show_progress=False)

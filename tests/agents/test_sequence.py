@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from agents import configs, sequence
+from agents import configs, evaluation_matrix, sequence
 from agents.replay import ReplayState, replay_add, replay_init, replay_num_valid
 from plasticity.networks import MLP
 from plasticity.optim import make_optimizer, optimizer_learning_rate
@@ -33,15 +33,15 @@ def test_schedule_numbers_blocks_cycles_and_visits():
 
 def test_evaluation_cells_cover_every_game_seen_with_its_visit_count():
     blocks = sequence.make_schedule(["a", "b"], 10, cycles=2)
-    assert [(c.game, c.visit) for c in sequence.evaluation_cells(blocks, 0)] == [("a", 1)]
-    cells = sequence.evaluation_cells(blocks, 2)  # a, b, [a]
+    assert [(c.game, c.visit) for c in evaluation_matrix.evaluation_cells(blocks, 0)] == [("a", 1)]
+    cells = evaluation_matrix.evaluation_cells(blocks, 2)  # a, b, [a]
     assert [(c.game, c.visit, c.trained_game, c.cycle) for c in cells] == [
         ("a", 2, "a", 2),
         ("b", 1, "a", 2),
     ]
     assert [c.is_visit_end for c in cells] == [True, False]
     with pytest.raises(ValueError, match="outside"):
-        sequence.evaluation_cells(blocks, 4)
+        evaluation_matrix.evaluation_cells(blocks, 4)
 
 
 def test_visit_summary_separates_first_visit_revisit_and_fresh():
@@ -53,13 +53,13 @@ def test_visit_summary_separates_first_visit_revisit_and_fresh():
         {"game": "a", "trained_game": "a", "visit": 2, "return_mean": None},
     ]
     fresh = [{"game": "a", "return_mean": 4.0}, {"game": "a", "return_mean": 6.0}]
-    assert sequence.visit_summary(rows, fresh) == {
+    assert evaluation_matrix.visit_summary(rows, fresh) == {
         "a": {"visit_1": 2.0, "visit_2": 5.0, "fresh": 5.0}
     }
 
 
 def reference_plan(lengths, items, frames, starts, capacity, upf, flush):
-    """The host counters of `agents.atari_loop`, one iteration at a time."""
+    """The host counters of a loop that adds, then learns, one iteration at a time."""
     replay_items = learning_frames = learning_updates = 0
     updates, learning_before, block_starts = [], [], []
     for block, length in enumerate(lengths):
@@ -78,6 +78,11 @@ def reference_plan(lengths, items, frames, starts, capacity, upf, flush):
     return np.array(updates), np.array(learning_before), np.array(block_starts)
 
 
+def whole_run(plan, key: str) -> np.ndarray:
+    """``plan.window``'s ``key`` over every iteration of the run, block after block."""
+    return np.concatenate([plan.window(b, 0, n)[key] for b, n in enumerate(plan.iterations)])
+
+
 @pytest.mark.parametrize(
     "lengths, items, frames, starts, capacity, upf, flush",
     [
@@ -85,6 +90,7 @@ def reference_plan(lengths, items, frames, starts, capacity, upf, flush):
         ((50, 50, 50), 2, 2, 20, 64, 0.25, True),
         ((37, 11), 8, 32, 100, 1000, 1 / 16, True),
         ((40,), 3, 3, 1, 30, 1.0, False),
+        ((5, 5, 30), 2, 2, 50, 64, 0.5, True),  # blocks shorter than the fill: no learning
     ],
 )
 def test_learning_plan_matches_the_host_counters(
@@ -102,11 +108,19 @@ def test_learning_plan_matches_the_host_counters(
     updates, learning_before, block_starts = reference_plan(
         lengths, items, frames, starts, capacity, upf, flush
     )
-    np.testing.assert_array_equal(plan.updates, updates)
-    np.testing.assert_array_equal(plan.learning_before, learning_before)
+    np.testing.assert_array_equal(whole_run(plan, "updates"), updates)
+    np.testing.assert_array_equal(whole_run(plan, "learning_before"), learning_before)
     np.testing.assert_array_equal(plan.block_start_updates, block_starts)
-    np.testing.assert_array_equal(plan.updates_before, np.cumsum(updates) - updates)
+    np.testing.assert_array_equal(whole_run(plan, "updates_before"), np.cumsum(updates) - updates)
+    assert plan.total_updates == updates.sum()
     assert plan.block_first_iteration.tolist() == [0, *np.cumsum(lengths).tolist()]
+    frames_after = whole_run(plan, "frames_after")
+    np.testing.assert_array_equal(frames_after, (np.arange(sum(lengths)) + 1) * frames)
+    # Any stretch of a block equals the same stretch of the whole block's window.
+    middle = plan.window(len(lengths) - 1, 2, 4)
+    full = plan.window(len(lengths) - 1, 0, lengths[-1])
+    for key, values in middle.items():
+        np.testing.assert_array_equal(values, full[key][2:4], err_msg=key)
 
 
 def test_a_flush_delays_learning_until_the_replay_is_refilled():
@@ -114,10 +128,23 @@ def test_a_flush_delays_learning_until_the_replay_is_refilled():
     kwargs.update(capacity=400, updates_per_frame=0.25)
     kept = sequence.plan_learning((100, 100), flush_at_switch=False, **kwargs)
     flushed = sequence.plan_learning((100, 100), flush_at_switch=True, **kwargs)
-    second = slice(100, 200)
-    assert kept.updates[second].min() == 1  # learning goes on at the switch
-    assert flushed.updates[second][:9].sum() == 0  # 10 adds of 4 refill 40 items
-    assert flushed.updates[second][9:].min() == 1
+    assert kept.window(1, 0, 100)["updates"].min() == 1  # learning goes on at the switch
+    second = flushed.window(1, 0, 100)["updates"]
+    assert second[:9].sum() == 0  # 10 adds of 4 refill 40 items
+    assert second[9:].min() == 1
+
+
+def test_a_run_that_never_learns_is_refused_before_it_starts():
+    kwargs = dict(items_per_iteration=4, frames_per_iteration=4, updates_per_frame=0.25)
+    small = sequence.plan_learning((10,), learning_starts=100, capacity=64, **kwargs)
+    with pytest.raises(ValueError, match="replay holds at most 64 transitions"):
+        sequence.check_learning_reachable(small)
+    short = sequence.plan_learning((10, 10), learning_starts=100, capacity=400, **kwargs)
+    with pytest.raises(ValueError, match="no game block is long enough.*100 frames"):
+        sequence.check_learning_reachable(short)
+    sequence.check_learning_reachable(
+        sequence.plan_learning((30,), learning_starts=100, capacity=400, **kwargs)
+    )
 
 
 def optimizer_config(name: str, nap: bool) -> ml_collections.ConfigDict:
