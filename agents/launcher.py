@@ -92,6 +92,15 @@ def config_of(values: flags.FlagValues, overrides: dict[str, str], family: str):
 def run(context: launch.Launch, family: str, train: Callable[..., Any]) -> list[Any]:
     """Every run of the launch (`agents.configs.expand_runs`), validated before the first starts,
     trained one after another; stops after a run that was stopped (preempted or early)."""
+    import jax  # noqa: PLC0415
+
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"multi-process {family.capitalize() if family == 'atari' else 'MinAtar'} is not "
+            f"supported (this job has {jax.process_count()} processes): launch each seed or "
+            "variant as its own job with its own --workdir, or use scripts.train_continual for "
+            "multi-host jobs"
+        )
     config = config_of(context.flags, context.overrides, family)
     runs = configs.expand_runs(config, family, context.workdir)
     results = []

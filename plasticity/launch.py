@@ -84,6 +84,25 @@ def define_common_flags(values: flags.FlagValues) -> None:
     distributed.define_flags(values)
 
 
+def parse(
+    argv: Sequence[str],
+    define_flags: Callable[[flags.FlagValues], None],
+    require_workdir: bool = True,
+) -> tuple[flags.FlagValues, dict[str, str]]:
+    """(parsed flags, ``--config.*`` overrides) of a command line (program name first); a
+    ValueError or `absl.flags.Error` for anything the launcher cannot take."""
+    values = flags.FlagValues()
+    define_common_flags(values)
+    define_flags(values)
+    rest, overrides = split_overrides(argv)
+    unparsed = values(rest)
+    if len(unparsed) > 1:
+        raise ValueError(f"unexpected arguments {' '.join(unparsed[1:])}")
+    if require_workdir and not values["workdir"].value:
+        raise ValueError("--workdir is required")
+    return values, overrides
+
+
 def usage(name: str, doc: str, values: flags.FlagValues, config: Any) -> str:
     """The ``--help`` text: the script's docstring, its flags and every config field."""
     text = [doc.strip(), "", "Flags:", values.get_help(include_special_flags=False)]
@@ -110,21 +129,13 @@ def main(
     from plasticity import divergence, preemption  # noqa: PLC0415
 
     argv = list(sys.argv if argv is None else argv)
-    values = flags.FlagValues()
-    define_common_flags(values)
-    define_flags(values)
     try:
-        rest, overrides = split_overrides(argv)
-        if any(arg in HELP_ARGS for arg in rest[1:]):
-            values(_without_help(rest), known_only=True)
+        if any(arg in HELP_ARGS for arg in argv[1:]):
+            values, _ = parse(_without_help(argv), define_flags, require_workdir=False)
             config = help_config(values) if help_config is not None else None
             print(usage(name, doc, values, config))
             return 0
-        unparsed = values(rest)
-        if len(unparsed) > 1:
-            raise ValueError(f"unexpected arguments {' '.join(unparsed[1:])}")
-        if not values["workdir"].value:
-            raise ValueError("--workdir is required")
+        values, overrides = parse(argv, define_flags)
     except (flags.Error, ValueError) as error:
         return _error(name, error)
     logging.set_verbosity(values["verbosity"].value)

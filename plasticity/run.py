@@ -496,7 +496,7 @@ class Run:
             row = {"event": "resume", self.x_key: self.done}
             if resume_row is not None:
                 row.update(resume_row(metadata))
-            row["checkpoint"] = step
+            row.update({self.x_key: self.done, "checkpoint": step})  # units of the whole run
             self.workdir.append_metrics([row])
             return Restored(restore_keys(tree, shapes), metadata, step, self.done)
         self._clear_unresumable_files()  # every checkpoint was set aside: a fresh start

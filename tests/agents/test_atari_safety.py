@@ -20,12 +20,13 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import pytest
 
 from agents import atari_loop
+from agents.evaluation_matrix import EVALUATION_MATRIX_FILE
 from plasticity import divergence
 from plasticity import workdir as workdir_lib
+from plasticity.checkpointing import Checkpointer
 from tests.agents.test_atari_loop import smoke
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ TINY_DQN = (  # the launcher's DQN preset shrunk: learning starts at 128 frames
     "--config.evaluation.episodes=1",
     "--config.evaluation.max_frames=160",
     "--config.log_every_frames=128",
+    "--nofresh_reference",
 )
 
 
@@ -51,60 +53,60 @@ def checkpoint_steps(path: Path) -> list[int]:
     return sorted(int(p.name) for p in (path / "checkpoints").iterdir() if p.name.isdigit())
 
 
-def with_nan_params_from_block(index: int):
-    """A ``block_start`` hook that turns every parameter into NaN when block ``index`` starts."""
+@pytest.fixture
+def nan_params_from_block(monkeypatch):
+    """Makes every parameter NaN when block ``index`` starts (set ``holder['index']``)."""
+    holder = {"index": None}
+    start_block = atari_loop.AtariLoop.start_block
 
-    def block_start(state, block, counters):
-        del counters
-        if block.index != index:
-            return state
-        params = jax.tree.map(lambda x: x * jnp.nan, state.train_state.params)  # stays committed
-        return state.replace(train_state=state.train_state.replace(params=params))
+    def planting(self, run, state, segment, block, resumed):
+        state, rows = start_block(self, run, state, segment, block, resumed)
+        if block == holder["index"]:
+            params = jax.tree.map(lambda x: x * jnp.nan, state.train_state.params)
+            state = state.replace(train_state=state.train_state.replace(params=params))
+        return state, rows
 
-    return block_start
+    monkeypatch.setattr(atari_loop.AtariLoop, "start_block", planting)
+    return holder
 
 
-def divergence_of_two_pong_blocks(config, path: Path) -> divergence.DivergenceError:
+def divergence_of_two_pong_blocks(config, path: Path, holder) -> divergence.DivergenceError:
     """The error of two 384-frame Pong blocks whose parameters turn NaN when block 2 starts."""
-    blocks = atari_loop.make_game_blocks(["Pong"], 384, cycles=2)
+    config.games, config.frames_per_game, config.cycles = ("Pong",), 384, 2
+    holder["index"] = 1
     with pytest.raises(divergence.DivergenceError) as caught:
-        atari_loop.train(
-            config,
-            blocks,
-            str(path),
-            show_progress=False,
-            block_start=with_nan_params_from_block(1),
-        )
+        atari_loop.train(config, str(path), show_progress=False)
     return caught.value
 
 
-def test_a_nan_loss_stops_the_run_at_its_update_before_the_row_and_the_checkpoint(tmp_path):
+def test_a_nan_loss_stops_the_run_at_its_update_before_the_row_and_the_checkpoint(
+    tmp_path, nan_params_from_block
+):
     """Block 1 (384 frames) makes 8 updates and is saved; NaN parameters planted when block 2
     starts make the loss of update 9 NaN, caught at the 512-frame row."""
-    error = divergence_of_two_pong_blocks(smoke(frames=384), tmp_path)
+    error = divergence_of_two_pong_blocks(smoke(frames=384), tmp_path, nan_params_from_block)
     assert (error.step, error.metric) == (9, "loss") and error.value != error.value  # NaN
     message = str(error)
     assert "\n" not in message
     assert message.startswith("divergence at step 9: loss is nan (game pong, seed 0, frame 512)")
-    kept = f"last good checkpoint kept: {tmp_path.absolute()}/checkpoints/384 (384 frames)"
+    kept = f"last good checkpoint kept: {tmp_path.absolute()}/checkpoints/384 (frame 384)"
     assert message.endswith(kept)
     assert checkpoint_steps(tmp_path) == [384]
     rows = workdir_lib.read_metrics(tmp_path)
     assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 384]
 
 
-def test_nan_parameters_are_never_checkpointed(tmp_path):
+def test_nan_parameters_are_never_checkpointed(tmp_path, nan_params_from_block):
     """The replay flushed at the switch: no update (so no loss) between the NaN parameters
     planted at block 2 and the 512-frame checkpoint, which the parameter check refuses."""
     config = smoke(frames=384)
-    config.switch = ml_collections.ConfigDict(
-        dict(flush_replay=True, reset_optimizer=False, restart_schedule=False)
-    )
-    error = divergence_of_two_pong_blocks(config, tmp_path)
+    config.switch.flush_replay = True
+    config.checkpoint_every_frames = 128
+    error = divergence_of_two_pong_blocks(config, tmp_path, nan_params_from_block)
     assert error.step == 8 and error.metric.startswith("params/")  # 8 updates, all in block 1
-    assert "(game pong, seed 0, frame 512)" in str(error)
-    assert str(error).endswith("/checkpoints/384 (384 frames)")
-    assert checkpoint_steps(tmp_path) == [384]
+    assert "(sequence, seed 0, game pong)" in str(error)
+    assert str(error).endswith("/checkpoints/384 (frame 384)")
+    assert checkpoint_steps(tmp_path) == [256, 384]
 
 
 def stop_on_call(number: int):
@@ -118,43 +120,34 @@ def stop_on_call(number: int):
     return should_stop, calls
 
 
-def test_should_stop_ends_a_sequence_after_a_checkpoint_and_relaunches_finish_it(tmp_path):
-    """Asked after every iteration (8 frames) but the last, and before each fresh reference."""
+def test_should_stop_ends_a_run_after_a_checkpoint_and_relaunches_finish_it(tmp_path):
+    """Asked after every iteration (8 frames) but a chunk's last, and after every checkpoint."""
     config = smoke(frames=512)
     config.evaluation.fresh_reference = True
-    blocks = atari_loop.make_game_blocks(["Pong"], 512)
 
     should_stop, calls = stop_on_call(40)  # in the 40th iteration, at 320 frames
-    first = atari_loop.train_sequence(
-        config, blocks, str(tmp_path), show_progress=False, should_stop=should_stop
-    )
-    assert first.preempted and not first.completed and first.run.preempted
-    assert not first.run.completed and first.fresh == {} and len(calls) == 40
-    assert first.run.counters.frames == 320 and checkpoint_steps(tmp_path) == [320]
-    with atari_loop.Checkpointer(tmp_path / "checkpoints") as checkpointer:
-        saved = checkpointer.restore_metadata(320)["counters"]
-    assert (saved["frames"], saved["updates"]) == (320, (320 - 256) // 16)
+    first = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=should_stop)
+    assert first.preempted and not first.completed and len(calls) == 40
+    assert first.done == 320 and checkpoint_steps(tmp_path) == [320]
+    with Checkpointer(tmp_path / "checkpoints") as checkpointer:
+        saved = checkpointer.restore_metadata(320)
+    assert (saved["done"], saved["iteration"]) == (320, 40)
 
-    # 23 more iterations are asked about (not the last), then the call before the reference.
+    # The rest of the sequence's chunk (23 iterations are asked about), its checkpoint at 512
+    # frames, then the question after it: stop before the reference.
     should_stop, calls = stop_on_call(24)
-    second = atari_loop.train_sequence(
-        config, blocks, str(tmp_path), show_progress=False, should_stop=should_stop
-    )
-    assert second.run.completed and not second.run.preempted
-    assert second.preempted and not second.completed and second.fresh == {}
-    assert second.run.counters.updates == (512 - 256) // 16 and len(calls) == 24
-    assert checkpoint_steps(tmp_path) == [320, 512]
-    assert not (tmp_path / atari_loop.FRESH_DIR).exists()
+    second = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=should_stop)
+    assert second.preempted and not second.completed and len(calls) == 24
+    assert second.done == 512 and checkpoint_steps(tmp_path) == [320, 512]
 
-    third = atari_loop.train_sequence(
-        config, blocks, str(tmp_path), show_progress=False, should_stop=lambda: False
-    )
-    assert third.completed and not third.preempted and set(third.fresh) == {"pong"}
-    assert checkpoint_steps(tmp_path / atari_loop.FRESH_DIR / "pong") == [512]
+    third = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=lambda: False)
+    assert third.completed and not third.preempted
     rows = workdir_lib.read_metrics(tmp_path)
     assert [row["frames"] for row in rows if row["event"] == "resume"] == [320, 512]
-    assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 512]
-    matrix = json.loads((tmp_path / atari_loop.EVALUATION_MATRIX_FILE).read_text())
+    # A stop writes the 'train' row of the updates since the last one (checked for NaN/Inf).
+    assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 320, 512]
+    assert [row["game"] for row in rows if row["event"] == "eval_fresh"] == ["pong"]
+    matrix = json.loads((tmp_path / EVALUATION_MATRIX_FILE).read_text())
     assert set(matrix["fresh"]) == {"pong"}
 
 
@@ -186,7 +179,7 @@ def test_the_launcher_exits_3_with_one_line_and_keeps_the_last_good_checkpoint(t
     )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == divergence.DIVERGENCE_EXIT_CODE, stderr[-3000:]
-    assert "Traceback" not in stderr and "done:" not in stdout
+    assert "Traceback" not in stderr and "complete" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
     match = re.fullmatch(
         r"train_atari: error: divergence at step (\d+): loss is (nan|inf|-inf) "
@@ -211,15 +204,13 @@ def test_sigterm_stops_the_launcher_after_a_checkpoint_with_status_0(tmp_path):
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
-    assert "done:" not in stdout and "Traceback" not in stderr
+    assert "Traceback" not in stderr
     (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
-    assert line.startswith(
-        "train_atari: stopped by SIGTERM after a checkpoint (relaunch to resume); work dir"
-    )
+    assert line.startswith("train_atari: stopped by SIGTERM after a checkpoint at frame ")
     (step,) = checkpoint_steps(path)
     assert 0 < step < 80_000 and step % 8 == 0
-    with atari_loop.Checkpointer(path / "checkpoints") as checkpointer:
-        assert checkpointer.restore_metadata(step)["counters"]["frames"] == step
+    with Checkpointer(path / "checkpoints") as checkpointer:
+        assert checkpointer.restore_metadata(step)["done"] == step
 
 
 def free_port() -> int:

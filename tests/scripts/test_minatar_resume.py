@@ -2,7 +2,7 @@
 scheduler) runs it: subprocesses, real signals.
 
 The tiny two-seed run of the loop tests (breakout, space_invaders, twice; 512 frames a block, a
-checkpoint every 256 frames, then the two fresh references: 12 checkpoints) is run
+checkpoint every 256 frames, then the two fresh references: 3,072 frames) is run
 
 * uninterrupted (the reference);
 * as a chain: SIGKILL once a checkpoint exists, relaunch; SIGTERM once that run has written a
@@ -21,7 +21,6 @@ first runs compiled.
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -35,10 +34,10 @@ from tests.scripts.test_resume import (
     restore_latest,
     signal_after_checkpoints,
 )
-from tests.scripts.test_train_minatar import tiny_flags
+from tests.scripts.test_rl_launchers import TINY_MINATAR
 
-CHECKPOINTS = 12  # 4 blocks and 2 references of 2 chunks each
-TINY = tiny_flags()
+FINAL = 3072  # frames: 4 blocks and 2 references of 512 frames, a checkpoint every 256
+TINY = TINY_MINATAR
 # The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
 DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]
 SHARDED = [*TINY, "--config.run.mesh=seed:2"]
@@ -87,16 +86,17 @@ def test_sigkill_mid_run_leaves_a_resumable_checkpoint(runs):
     _, chain, _ = runs
     returncode, _ = chain["killed"]
     assert returncode == -signal.SIGKILL
-    assert chain["after_kill"] and chain["after_kill"][-1] < CHECKPOINTS
+    assert chain["after_kill"] and chain["after_kill"][-1] < FINAL
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_zero(runs):
     _, chain, _ = runs
     returncode, stderr = chain["terminated"]
     assert returncode == 0, stderr[-3000:]
-    assert "train_minatar: stopped by SIGTERM after a checkpoint (relaunch to resume)" in stderr
+    assert "train_minatar: stopped by SIGTERM after a checkpoint at frame " in stderr
+    assert f"of {FINAL:,} (relaunch to resume)" in stderr
     assert chain["after_kill"][-1] < chain["terminated_at"] <= chain["after_term"][-1]
-    assert chain["after_term"][-1] < CHECKPOINTS
+    assert chain["after_term"][-1] < FINAL
 
 
 def test_interrupted_and_resumed_run_ends_bit_identical(runs):
@@ -106,7 +106,7 @@ def test_interrupted_and_resumed_run_ends_bit_identical(runs):
     assert results["reference"][0] == 0, results["reference"][1][-3000:]
     resumed, resumed_meta, resumed_step = restore_latest(paths["chain"])
     reference, reference_meta, reference_step = restore_latest(paths["reference"])
-    assert resumed_step == reference_step == CHECKPOINTS
+    assert resumed_step == reference_step == FINAL
     del resumed_meta["metrics_size"], reference_meta["metrics_size"]  # the chain has resume rows
     assert resumed_meta == reference_meta
     assert jax.tree.structure(resumed) == jax.tree.structure(reference)
@@ -148,7 +148,7 @@ def test_seeds_split_over_two_devices_give_the_same_run(runs):
     assert returncode == 0, stderr[-3000:]
     reference, _, reference_step = restore_latest(paths["reference"])
     sharded, _, sharded_step = restore_latest(paths["sharded"], template=reference)
-    assert sharded_step == reference_step == CHECKPOINTS
+    assert sharded_step == reference_step == FINAL
     for name in ("action", "frames", "reward"):  # the same trajectories were played ...
         np.testing.assert_array_equal(sharded["replay"][name], reference["replay"][name])
     pairs = zip(  # ... and learned from, up to the rounding of a differently batched program
