@@ -392,7 +392,7 @@ def _make_agent(
 # The host side: one `agents.driver.Loop`.
 
 
-def _per_iteration_flags(segment: Segment, window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def per_iteration_flags(segment: Segment, window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Whether diagnostics and the periodic intervention are due after each iteration: at
     multiples of their periods in the segment's frames, once learning has started (diagnostics
     also need an update, for the update ratios)."""
@@ -485,7 +485,7 @@ class MinAtarLoop:
     def run_chunk(self, run: Run, state, segment: Segment, block: int, start: int, stop: int, log):
         agent = self.agent(segment)
         window = segment.plan.window(block, start, stop)
-        flags = _per_iteration_flags(segment, window)
+        flags = per_iteration_flags(segment, window)
         plan = {
             **{k: jnp.asarray(v) for k, v in segment.schedule_values(window).items()},
             "updates": jnp.asarray(window["updates"]),

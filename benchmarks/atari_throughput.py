@@ -144,9 +144,10 @@ def end_to_end(config) -> tuple[float, list[float]]:
     config = config.copy_and_resolve_references()
     config.frames_per_game = _LOOP_FRAMES.value
     config.log_every_frames = max(_LOOP_FRAMES.value // 8, config.env.num_envs * 4)
-    blocks = atari_loop.make_game_blocks([_GAME.value], config.frames_per_game)
+    config.games = (_GAME.value,)
+    config.evaluation.fresh_reference = False
     with tempfile.TemporaryDirectory() as directory:
-        atari_loop.train(config, blocks, directory, show_progress=False)
+        atari_loop.train(config, directory, show_progress=False)
         rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
     # The first rows hold compilation and the replay warm-up (no updates yet).
     learning = [
@@ -171,7 +172,11 @@ def classic_loop(config, compiled_single) -> float:
             if start is None and updates >= 2:  # compiled and learning: start the clock
                 start, frames_at_start = time.perf_counter(), frames
             actions, rng = compiled_single.act(
-                state.train_state.params, timestep.observation, state.rng, 0.1
+                state.train_state.params,
+                state.train_state.extra,
+                timestep.observation,
+                state.rng,
+                0.1,
             )
             next_timestep = env.step(np.asarray(actions))
             replay = compiled_single.add(

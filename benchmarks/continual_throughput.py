@@ -111,7 +111,6 @@ def vmapped_vs_separate(num_seeds: int, steps: int) -> dict[str, float]:
 
 
 def bit_flipping_config(steps: int):
-    from benchmarks import continual  # noqa: PLC0415
     from benchmarks.configs import dohare  # noqa: PLC0415
 
     from benchmarks import continual_config  # noqa: PLC0415

@@ -3,7 +3,7 @@ r"""Throughput of the compiled MinAtar loop, compile time reported apart.
   python -m benchmarks.minatar_throughput [--agents=dqn,rainbow] [--seeds=1,8] \
       [--game=breakout] [--num_envs=8] [--frames=4000] [--repeats=2]
 
-For each agent preset (`agents.minatar_loop.minatar_config`, MinAtar's conv(16)->128 network,
+For each agent preset (`agents.configs.minatar_preset`, MinAtar's conv(16)->128 network,
 one update every 4 steps, learning from the first batch on) and each seed count, one chunk of
 ``--frames`` steps per seed is compiled (timed apart) and then run ``--repeats`` times; the
 fastest run gives the steps/s, per seed and in total (steps summed over seeds and envs). Seed
@@ -52,13 +52,14 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
 
-    from agents import minatar_loop  # noqa: PLC0415
+    from agents import configs, minatar_loop, sequence  # noqa: PLC0415
     from agents.sequence import SwitchPolicy  # noqa: PLC0415
 
-    config = minatar_loop.minatar_config("rainbow" if agent.startswith("rainbow") else "dqn")
+    config = configs.get_config("rainbow" if agent.startswith("rainbow") else "dqn", "minatar")
     if agent == "rainbow_no_noisy":
         config.network.noisy = False
         config.exploration.update(dict(epsilon_begin=1.0, epsilon_end=0.01))
+    config.games = (_GAME.value,)
     config.num_seeds = seeds
     config.env.num_envs = _NUM_ENVS.value
     config.frames_per_game = _FRAMES.value * (_REPEATS.value + 1)
@@ -66,25 +67,34 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     config.replay.min_fill_fraction = 0.0  # learning starts with the first batch
     config.evaluation.fresh_reference = False
     config.run.runs_per_batch = runs_per_batch
-    blocks = minatar_loop.make_blocks([_GAME.value], config.frames_per_game)
-    segment = minatar_loop.plan_run(config, blocks)[0]
+    segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
     programs = minatar_loop.make_agent(segment.config, [_GAME.value], False)
     game = jnp.int32(0)
     state = programs.init(jnp.arange(seeds, dtype=jnp.int32))
-    state = programs.start_block(state, game, SwitchPolicy())
-    plan = {k: jnp.asarray(v) for k, v in segment.chunk_plan(0, 0).items()}
+    state = programs.start_block(state, game, SwitchPolicy(), False)
+    per_chunk = _FRAMES.value // _NUM_ENVS.value
+
+    def chunk_plan(chunk: int) -> dict:
+        window = segment.plan.window(0, chunk * per_chunk, (chunk + 1) * per_chunk)
+        flags = minatar_loop.per_iteration_flags(segment, window)
+        values = segment.schedule_values(window)
+        return {
+            k: jnp.asarray(v) for k, v in {**values, "updates": window["updates"], **flags}.items()
+        }
+
+    plan = chunk_plan(0)
     started = time.perf_counter()
     chunk = programs.run_chunk.lower(state, game, plan).compile()
     compile_seconds = time.perf_counter() - started
     state, _ = chunk(state, game, plan)  # warm-up (the replay fills past a batch)
     best = float("inf")
     for repeat in range(1, _REPEATS.value + 1):
-        plan = {k: jnp.asarray(v) for k, v in segment.chunk_plan(0, repeat).items()}
+        plan = chunk_plan(repeat)
         started = time.perf_counter()
         state, outputs = chunk(state, game, plan)
         jax.block_until_ready((state, outputs))
         best = min(best, time.perf_counter() - started)
-    updates = int(segment.chunk_plan(0, 1)["updates"].sum())
+    updates = int(chunk_plan(1)["updates"].sum())
     return {
         "compile_s": compile_seconds,
         "steps_per_s_per_seed": _FRAMES.value / best,
