@@ -723,7 +723,7 @@ def check_memory(config: ml_collections.ConfigDict) -> None:
         lambda: make_replay(config, (size, size), config.env.num_envs, config.env.stack)
     )
     needed = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
-    runtime.check_fits(needed, f"a replay of {config.replay.capacity:,} transitions")
+    runtime.check_fits(needed, f"the frames of a {config.replay.capacity:,}-transition replay")
 
 
 def train(

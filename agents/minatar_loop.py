@@ -678,7 +678,7 @@ def check_memory(config: ml_collections.ConfigDict, segments: Sequence[Segment])
         )
     )
     per_seed = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
-    runtime.check_fits(per_seed * int(config.num_seeds), f"{config.num_seeds} seeds' replays")
+    runtime.check_fits(per_seed * int(config.num_seeds), f"the replays of {config.num_seeds} seeds")
 
 
 def train(

@@ -40,7 +40,7 @@ from benchmarks.continual_config import (
     tasks_per_chunk,
     variant_configs,
 )
-from plasticity import distributed, divergence
+from plasticity import distributed, divergence, runtime
 from plasticity import mesh as mesh_lib
 from plasticity.run import INDEX_FIELDS, Run, RunResult
 
@@ -109,7 +109,23 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
             variants.append((name, make_trainer(variant, **trainer_kwargs)))
         except ValueError as error:
             raise type(error)(f"variant {name!r}: {error}") from error
-    return ExperimentPlan(config, variants, grid, int(config.num_seeds))
+    plan = ExperimentPlan(config, variants, grid, int(config.num_seeds))
+    check_memory(plan)
+    return plan
+
+
+def check_memory(plan: ExperimentPlan) -> None:
+    """One-line ValueError, before anything is allocated, when the runs of a variant (their
+    parameters, optimizer and task states, all runs at once) and its data cannot fit."""
+    key = jax.random.PRNGKey(0)
+    for name, trainer in plan.variants:
+        hparams = {k: 0.0 for k in trainer.hparam_keys}
+        shapes = jax.eval_shape(lambda k, t=trainer, h=hparams: t.init(k, h)[0], key)
+        per_run = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
+        data = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(trainer.sequence.data))
+        runtime.check_fits(
+            per_run * plan.num_runs + data, f"the {plan.num_runs} runs of variant {name!r}"
+        )
 
 
 def _hparam_label(point: Mapping[str, float], keys: Sequence[str]) -> str:

@@ -178,8 +178,3 @@ def _error(name: str, error: object) -> int:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     print(f"{name}: error: {text}", file=sys.stderr)
     return ERROR_EXIT_CODE
-
-
-def run_script(*args, **kwargs) -> None:
-    """`main`, then exit with its status (what a script's ``__main__`` block calls)."""
-    sys.exit(main(*args, **kwargs))

@@ -55,6 +55,7 @@ def check_fits(needed: int, what: str, device: jax.Device | None = None) -> None
     available = available_bytes(device)
     if available is not None and needed > available:
         raise ValueError(
-            f"{what} need {needed / 2**30:.2f} GiB but only {available / 2**30:.2f} GiB of memory "
-            "is available; lower replay.capacity, the seed count or the network size"
+            f"{what} do not fit in memory: {needed / 2**30:.2f} GiB needed, "
+            f"{available / 2**30:.2f} GiB available; lower replay.capacity, the seed count or "
+            "the network size"
         )

@@ -24,6 +24,8 @@ statuses 0 / 1 / 3) is every launcher's (`plasticity.launch`, `plasticity.run`).
 
 from __future__ import annotations
 
+import sys
+
 from agents import launcher
 from plasticity import launch
 
@@ -31,17 +33,21 @@ NAME = "train_atari"
 FAMILY = "atari"
 
 
+def define_flags(values) -> None:
+    launcher.define_flags(values, FAMILY)
+
+
 def run(context: launch.Launch):
-    from agents import atari_loop  # noqa: PLC0415 - ALE and JAX load after the flags parse
+    from agents import atari_loop  # noqa: PLC0415 - JAX loads after the flags parse
 
     return launcher.run(context, FAMILY, atari_loop.train)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Runs the launcher on ``argv`` (default: the command line); returns the exit status."""
+    help_config = lambda values: launcher.config_of(values, {}, FAMILY)  # noqa: E731
+    return launch.main(NAME, __doc__, define_flags, run, help_config, argv)
+
+
 if __name__ == "__main__":
-    launch.run_script(
-        NAME,
-        __doc__,
-        lambda values: launcher.define_flags(values, FAMILY),
-        run,
-        help_config=lambda values: launcher.config_of(values, {}, FAMILY),
-    )
+    sys.exit(main())

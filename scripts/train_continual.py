@@ -14,6 +14,8 @@ statuses 0 / 1 / 3, multi-process jobs) is every launcher's: see `plasticity.lau
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 
 from plasticity import launch
@@ -62,5 +64,10 @@ def run(context: launch.Launch):
     )
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Runs the launcher on ``argv`` (default: the command line); returns the exit status."""
+    return launch.main(NAME, __doc__, define_flags, run, lambda v: config_of(v, {}), argv)
+
+
 if __name__ == "__main__":
-    launch.run_script(NAME, __doc__, define_flags, run, help_config=lambda v: config_of(v, {}))
+    sys.exit(main())

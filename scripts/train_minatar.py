@@ -19,6 +19,8 @@ far is evaluated (``evaluation_matrix.json``), against a fresh network trained o
 
 from __future__ import annotations
 
+import sys
+
 from agents import launcher
 from plasticity import launch
 
@@ -26,17 +28,21 @@ NAME = "train_minatar"
 FAMILY = "minatar"
 
 
+def define_flags(values) -> None:
+    launcher.define_flags(values, FAMILY)
+
+
 def run(context: launch.Launch):
-    from agents import minatar_loop  # noqa: PLC0415 - JAX and gymnax load after the flags parse
+    from agents import minatar_loop  # noqa: PLC0415 - JAX loads after the flags parse
 
     return launcher.run(context, FAMILY, minatar_loop.train)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Runs the launcher on ``argv`` (default: the command line); returns the exit status."""
+    help_config = lambda values: launcher.config_of(values, {}, FAMILY)  # noqa: E731
+    return launch.main(NAME, __doc__, define_flags, run, help_config, argv)
+
+
 if __name__ == "__main__":
-    launch.run_script(
-        NAME,
-        __doc__,
-        lambda values: launcher.define_flags(values, FAMILY),
-        run,
-        help_config=lambda values: launcher.config_of(values, {}, FAMILY),
-    )
+    sys.exit(main())

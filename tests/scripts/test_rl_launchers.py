@@ -208,13 +208,7 @@ def test_the_minatar_flags_give_the_loop_tests_config():
 
 
 def run_minatar(argv: list[str]) -> int:
-    return launch.main(
-        train_minatar.NAME,
-        train_minatar.__doc__,
-        lambda values: launcher.define_flags(values, "minatar"),
-        train_minatar.run,
-        argv=["train_minatar", *argv],
-    )
+    return train_minatar.main(["train_minatar", *argv])
 
 
 def test_a_tiny_minatar_run_writes_the_work_dir_and_a_relaunch_trains_nothing(tmp_path, capsys):
