@@ -1,0 +1,362 @@
+"""The run contract, the same for every launcher (continual, MinAtar, Atari), tested on each.
+
+* Ctrl-C (SIGINT) behaves like SIGTERM: the run finishes its step, checkpoints, prints one line
+  and exits 0 (a second Ctrl-C kills at once: `tests/plasticity/test_preemption.py`).
+* A relaunch prints where it resumes; a truncated newest checkpoint gets one warning line and the
+  run goes on from the newest intact one, with no 'resume' row for the broken one.
+* A launch killed before its first checkpoint leaves nothing that blocks a corrected relaunch.
+* A relaunch of a finished run says so and trains nothing; a metrics file shorter than its
+  checkpoint is refused with one line naming it.
+* Bad input is one line and exit status 1, with nothing written: an unknown ``--config.`` field
+  (naming the closest one), a bad config file or argument, a work dir that is a file or not
+  writable, an empty or corrupt ``config.json``, sizes that cannot fit in memory, a learning
+  start that is never reached.
+* Every work dir holds ``run_info.json``.
+
+Runs are subprocesses (real signals) sharing a JAX compilation cache; bad input is tested in this
+process through each script's ``main`` (nothing is compiled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from plasticity import workdir as workdir_lib
+from scripts import train_atari, train_continual, train_minatar
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 300
+TINY_MINATAR_NET = [
+    "--agent=dqn",
+    "--num_envs=2",
+    "--nofresh_reference",
+    "--noprogress",
+    "--config.network.conv_layers=((4, 3, 2),)",
+    "--config.network.hidden_sizes=(16,)",
+    "--config.replay.capacity=1024",
+    "--config.replay.min_fill_fraction=0.0625",
+    "--config.evaluation.episodes=1",
+    "--config.evaluation.max_frames=500",
+    "--config.log_every_frames=256",
+    "--config.checkpoint_every_frames=256",
+]
+TINY_ATARI_NET = [
+    "--agent=dqn",
+    "--num_envs=2",
+    "--nofresh_reference",
+    "--noprogress",
+    "--config.network.torso=conv",
+    "--config.network.conv_layers=((8, 8, 4), (8, 4, 2))",
+    "--config.network.hidden_sizes=(32,)",
+    "--config.replay.capacity=512",
+    "--config.replay.min_fill_fraction=0.0625",
+    "--config.evaluation.episodes=1",
+    "--config.evaluation.max_frames=160",
+    "--config.log_every_frames=256",
+    "--config.checkpoint_every_frames=256",
+]
+# name -> (script, unit, a long run's flags, a short run's flags, flags with other results)
+LAUNCHERS = {
+    "train_continual": (
+        train_continual,
+        "step",
+        [
+            "--experiment=benchmarks/configs/nap_label_reset.py:smoke",
+            "--config.variant_order=('no_norm',)",
+            "--num_seeds=1",
+            "--noprogress",
+            "--config.task.num_tasks=400",
+        ],
+        [
+            "--experiment=benchmarks/configs/nap_label_reset.py:smoke",
+            "--config.variant_order=('no_norm',)",
+            "--num_seeds=1",
+            "--noprogress",
+        ],
+        ["--seed=1"],
+    ),
+    "train_minatar": (
+        train_minatar,
+        "frame",
+        ["--games=breakout", "--frames_per_game=51200", *TINY_MINATAR_NET],
+        ["--games=breakout", "--frames_per_game=512", *TINY_MINATAR_NET],
+        ["--seed=1"],
+    ),
+    "train_atari": (
+        train_atari,
+        "frame",
+        ["--games=Pong", "--frames_per_game=25600", *TINY_ATARI_NET],
+        ["--games=Pong", "--frames_per_game=512", *TINY_ATARI_NET],
+        ["--seed=1"],
+    ),
+}
+EXPERIMENTS = {
+    "train_continual": "benchmarks/configs/nap_label_reset.py",
+    "train_minatar": "benchmarks/configs/minatar_sequence.py",
+    "train_atari": "benchmarks/configs/atari_sequence.py",
+}
+UNKNOWN_FIELD = {
+    "train_continual": ("--config.task.num_task=3", "task.num_tasks"),
+    "train_minatar": ("--config.replay.capasity=3", "replay.capacity"),
+    "train_atari": ("--config.replay.capasity=3", "replay.capacity"),
+}
+TOO_BIG = {
+    "train_continual": ["--num_seeds=100000000"],
+    "train_minatar": ["--num_seeds=1000000"],
+    "train_atari": ["--config.replay.capacity=100000000", "--config.replay.min_fill_fraction=1e-7"],
+}
+
+
+def start(name: str, args: list[str], workdir: Path, cache: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"scripts.{name}", *args, f"--workdir={workdir}"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    try:
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, stderr
+
+
+def checkpoints(workdir: Path) -> list[int]:
+    directory = workdir / "checkpoints"
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def wait_for(process: subprocess.Popen, ready) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not ready():
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended early: {process.stderr.read()[-3000:]}")
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def lines_of(stderr: str, name: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(f"{name}:")]
+
+
+def truncate_tree(checkpoint: Path) -> None:
+    """Cuts every array file of a checkpoint in half, as a crash of the file system would."""
+    for path in (checkpoint / "tree").rglob("*"):
+        if path.is_file() and path.stat().st_size > 64:
+            with open(path, "r+b") as f:
+                f.truncate(path.stat().st_size // 2)
+
+
+@pytest.fixture(scope="module", params=list(LAUNCHERS))
+def contract(request, tmp_path_factory):
+    """Every run of the contract for one launcher (see the module docstring)."""
+    name = request.param
+    _, unit, long_args, short_args, other = LAUNCHERS[name]
+    root = tmp_path_factory.mktemp(name)
+    cache = root / "compilation_cache"
+    out = {"name": name, "unit": unit, "root": root}
+    started = []
+    try:
+        # A long run stopped by Ctrl-C once it has a checkpoint.
+        interrupted = root / "interrupted"
+        process = start(name, long_args, interrupted, cache)
+        started.append(process)
+        wait_for(process, lambda: checkpoints(interrupted))
+        out["first_checkpoint"] = checkpoints(interrupted)[0]
+        process.send_signal(signal.SIGINT)
+        out["interrupted"] = finish(process)
+        out["after_interrupt"] = checkpoints(interrupted)
+        # Its relaunch resumes; then its newest checkpoint is damaged and the next relaunch falls
+        # back to the one before it.
+        out["resumed"] = finish(
+            start(name, [*long_args, "--stop_after_checkpoints=2"], interrupted, cache)
+        )
+        out["after_resume"] = checkpoints(interrupted)
+        truncate_tree(interrupted / "checkpoints" / str(out["after_resume"][-1]))
+        out["fallback"] = finish(
+            start(name, [*long_args, "--stop_after_checkpoints=1"], interrupted, cache)
+        )
+        out["after_fallback"] = checkpoints(interrupted)
+        out["interrupted_rows"] = workdir_lib.read_metrics(interrupted)
+        # A launch killed before its first checkpoint, then the corrected command to the end,
+        # then a relaunch of the finished run.
+        corrected = root / "corrected"
+        process = start(name, [*short_args, *other], corrected, cache)
+        started.append(process)
+        wait_for(process, lambda: (corrected / "config.json").exists())
+        process.kill()
+        out["killed"] = finish(process)
+        out["killed_checkpoints"] = checkpoints(corrected)
+        out["completed"] = finish(start(name, short_args, corrected, cache))
+        out["completed_rows"] = (corrected / "metrics.jsonl").read_bytes()
+        out["again"] = finish(start(name, short_args, corrected, cache))
+        out["again_rows"] = (corrected / "metrics.jsonl").read_bytes()
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return out
+
+
+def test_ctrl_c_finishes_the_step_checkpoints_and_exits_zero_with_one_line(contract):
+    name, unit = contract["name"], contract["unit"]
+    code, stderr = contract["interrupted"]
+    assert code == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (line,) = lines_of(stderr, name)
+    assert line.startswith(f"{name}: stopped by SIGINT after a checkpoint at {unit} ")
+    assert "(relaunch to resume)" in line
+    assert contract["after_interrupt"][-1] >= contract["first_checkpoint"]
+
+
+def test_a_relaunch_says_where_it_resumes(contract):
+    name, unit = contract["name"], contract["unit"]
+    code, stderr = contract["resumed"]
+    assert code == 0, stderr[-3000:]
+    newest = contract["after_interrupt"][-1]
+    assert (
+        lines_of(stderr, name)[0]
+        == f"{name}: resuming from {unit} {newest:,} (checkpoint {newest})"
+    )
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(contract):
+    name, unit = contract["name"], contract["unit"]
+    code, stderr = contract["fallback"]
+    assert code == 0, stderr[-3000:]
+    broken, intact = contract["after_resume"][-1], contract["after_resume"][-2]
+    warning, resuming, stopped = lines_of(stderr, name)
+    assert warning.startswith(f"{name}: warning: checkpoint {broken} cannot be loaded (")
+    assert warning.endswith("trying an older one")
+    assert resuming == f"{name}: resuming from {unit} {intact:,} (checkpoint {intact})"
+    assert stopped.startswith(f"{name}: stopped after a checkpoint at {unit} ")
+    assert (contract["root"] / "interrupted" / "corrupt_checkpoints" / str(broken)).is_dir()
+    resumes = [
+        row["checkpoint"] for row in contract["interrupted_rows"] if row["event"] == "resume"
+    ]
+    assert resumes == [contract["after_interrupt"][-1], intact]  # none for the broken one
+
+
+def test_a_launch_killed_before_its_first_checkpoint_does_not_block_the_corrected_one(contract):
+    assert contract["killed_checkpoints"] == []
+    code, stderr = contract["completed"]
+    assert code == 0, stderr[-3000:]
+    assert lines_of(stderr, contract["name"])[-1].startswith(f"{contract['name']}: complete (")
+    config = json.loads((contract["root"] / "corrected" / "config.json").read_text())
+    assert config["seed"] == 0  # the corrected command's config replaced the killed one's
+
+
+def test_a_relaunch_of_a_finished_run_trains_nothing(contract):
+    name = contract["name"]
+    code, stderr = contract["again"]
+    assert code == 0, stderr[-3000:]
+    (line,) = lines_of(stderr, name)
+    assert line.startswith(f"{name}: already complete (")
+    assert contract["again_rows"] == contract["completed_rows"]
+
+
+def test_a_metrics_file_shorter_than_its_checkpoint_is_refused(contract, capsys):
+    name = contract["name"]
+    script, _, _, short_args, _ = LAUNCHERS[name]
+    workdir = contract["root"] / "corrected"
+    metrics = workdir / "metrics.jsonl"
+    kept = metrics.read_bytes()
+    metrics.write_bytes(kept[:10])
+    try:
+        assert script.main([name, *short_args, f"--workdir={workdir}"]) == 1
+    finally:
+        metrics.write_bytes(kept)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"{name}: error: {metrics} is shorter (10 bytes) than checkpoint ")
+
+
+def test_every_work_dir_records_its_launches(contract):
+    info = json.loads((contract["root"] / "interrupted" / "run_info.json").read_text())
+    assert len(info["launches"]) == 3  # the interrupted launch and two relaunches
+    launch = info["launches"][0]
+    assert launch["command"][1].endswith(f"{contract['name']}.py")
+    assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(launch["packages"])
+    assert launch["devices"] and launch["cpu"]["cores"] >= 1 and launch["backend"] == "cpu"
+    assert "git_commit" in launch
+
+
+# Bad input: one line, exit status 1, nothing written ---------------------------------------------
+
+
+def bad_input(name: str, args: list[str], workdir: Path, capsys) -> str:
+    script, *_ = LAUNCHERS[name]
+    status = script.main([name, *args, f"--workdir={workdir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1, err
+    (line,) = err
+    assert line.startswith(f"{name}: error: ")
+    return line[len(f"{name}: error: ") :]
+
+
+def short(name: str) -> list[str]:
+    return LAUNCHERS[name][3]
+
+
+@pytest.mark.parametrize("name", list(LAUNCHERS))
+def test_bad_config_input_is_one_line_and_writes_nothing(name, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    flag, closest = UNKNOWN_FIELD[name]
+    message = bad_input(name, [*short(name), flag], workdir, capsys)
+    assert message.startswith("unknown config field") and f"(did you mean {closest}?)" in message
+    message = bad_input(name, ["--experiment=benchmarks/configs/nope.py"], workdir, capsys)
+    assert "no Python config file benchmarks/configs/nope.py" in message
+    message = bad_input(name, [f"--experiment={EXPERIMENTS[name]}:huge"], workdir, capsys)
+    assert "unknown config argument 'huge'; accepted: smoke, default, paper" in message
+    message = bad_input(name, [*short(name), *TOO_BIG[name]], workdir, capsys)
+    assert "do not fit in memory" in message
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("name", list(LAUNCHERS))
+def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
+    regular = tmp_path / "file"
+    regular.write_text("not a directory")
+    assert "is a regular file" in bad_input(name, short(name), regular, capsys)
+    assert "is not writable" in bad_input(name, short(name), Path("/proc/no_such_run"), capsys)
+    for text, problem in (("", "is empty"), ("{not json", "is corrupt")):
+        workdir = tmp_path / f"config_{len(text)}"
+        workdir.mkdir()
+        (workdir / "config.json").write_text(text)
+        message = bad_input(name, short(name), workdir, capsys)
+        assert message.startswith(f"{workdir / 'config.json'} {problem}")
+        assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
+        assert (workdir / "config.json").read_text() == text
+
+
+@pytest.mark.parametrize("name", ["train_minatar", "train_atari"])
+def test_a_learning_start_that_is_never_reached_is_refused(name, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    frames = 32 if name == "train_minatar" else 64
+    message = bad_input(name, [*short(name), f"--frames_per_game={frames}"], workdir, capsys)
+    assert message.startswith("learning never starts")
+    assert not workdir.exists()
