@@ -42,7 +42,9 @@ Diagnostic names (the `names` argument) and the keys each one writes:
   'update_ratio'     'update_ratio/<layer>' = ‖W − W_prev‖/‖W_prev‖, 'update_ratio' (all params).
   'effective_lr'     'effective_lr/<layer>' = η/‖W‖^p, p = `effective_lr_exponent` (2: exact for
                      SGD on scale-invariant layers; ~1 describes Adam).
-  'hessian'          'hessian_top_eigenvalue' (power iteration, `hessian_iterations` HVPs).
+  'hessian'          'hessian_top_eigenvalue' (power iteration, `hessian_iterations` HVPs) and
+                     'hessian_top_eigenvalue_rel_change', |λ_K − λ_{K−1}|/|λ_K| of the last
+                     iteration: large means the value has not converged (see `curvature`).
   'ntk'              'ntk_trace', 'ntk_top_eigenvalue', 'ntk_effective_rank', 'ntk_offdiagonal_mass'
                      on the first `ntk_examples` (64) inputs (mode `ntk_mode`, see `curvature`).
   'probe'            'probe_loss', 'probe_loss_fresh': MSE reached on fixed random targets after
@@ -497,9 +499,11 @@ def make_diagnostics_fn(
                 parameter_metrics(params, previous_params, grads, learning_rate, names, opts)
             )
         if "hessian" in names:
-            out["hessian_top_eigenvalue"] = curvature.hessian_top_eigenvalue(
+            value, change = curvature.hessian_power_iteration(
                 lambda p: loss_fn(p, inputs, targets), params, hessian_rng, opts.hessian_iterations
             )
+            out["hessian_top_eigenvalue"] = value
+            out["hessian_top_eigenvalue_rel_change"] = change
 
         def predict(p, x):
             outputs = output_fn(model.apply({"params": p}, x, **apply_kwargs))

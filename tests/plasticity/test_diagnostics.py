@@ -344,8 +344,41 @@ def test_hessian_top_eigenvalue_matches_dense_eigendecomposition():
     eigenvalues = np.linalg.eigvalsh((dense + dense.T) / 2)
     top = eigenvalues[np.argmax(np.abs(eigenvalues))]
     fn = jax.jit(diagnostics.make_diagnostics_fn(model, loss, ("hessian",), hessian_iterations=200))
-    got = fn(params, params, x, y, jax.random.key(12), 0.1)["hessian_top_eigenvalue"]
-    np.testing.assert_allclose(got, top, rtol=1e-3)
+    out = fn(params, params, x, y, jax.random.key(12), 0.1)
+    np.testing.assert_allclose(out["hessian_top_eigenvalue"], top, rtol=1e-3)
+    assert 0.0 <= float(out["hessian_top_eigenvalue_rel_change"]) < 1e-3
+
+
+@pytest.mark.parametrize("ratio", [0.89, 0.3])
+def test_hessian_power_iteration_reports_its_last_relative_change(ratio):
+    """On L(θ) = ½θᵀAθ with known eigenvalues (λ₁ = 1, λ₂ = `ratio`), 20 iterations: value and
+    relative change equal a float64 NumPy power iteration from the same start; with λ₂/λ₁ = 0.89
+    the value is ~1% low and the change says so (the error lies between the change and
+    change/(1 − (λ₂/λ₁)²)); with 0.3 both are at float32 rounding."""
+    eigenvalues = np.array([1.0, ratio, 0.25, 0.2, 0.1, 0.05, 0.02, 0.01])
+    q, _ = np.linalg.qr(np.random.default_rng(31).standard_normal((8, 8)))
+    a = (q * eigenvalues) @ q.T
+    loss = lambda p: 0.5 * p["w"] @ jnp.asarray(a, jnp.float32) @ p["w"]
+    params, key = {"w": jnp.ones(8, jnp.float32)}, jax.random.key(32)
+    run = jax.jit(lambda p, k: curvature.hessian_power_iteration(loss, p, key, k), static_argnums=1)
+    value, change = run(params, 20)
+    vector = np.asarray(curvature.random_direction(params, key)["w"], np.float64)
+    previous = current = 0.0
+    for _ in range(20):
+        product = a @ vector
+        previous, current = current, vector @ product
+        vector = product / np.linalg.norm(product)
+    np.testing.assert_allclose(value, current, rtol=1e-5)
+    error = 1.0 - float(value)
+    if ratio == 0.89:
+        expected_change = abs(current - previous) / current
+        # float32 λ carries ~1e-7 absolute error, ≤ 1e-3 of a change of 6e-4.
+        np.testing.assert_allclose(change, expected_change, rtol=1e-2)
+        assert error > 1e-3  # 20 iterations are not enough here
+        assert float(change) < error < float(change) / (1 - ratio**2)
+    else:
+        assert float(change) < 1e-6 and abs(error) < 1e-6
+    assert float(run(params, 1)[1]) == 1.0  # one iteration: nothing to compare with
 
 
 def _numpy_ntk(p, x, mode):
