@@ -187,13 +187,18 @@ def make_optimizer(
     weight_decay=None,
     l2=None,
     l2_init=None,
-    layer_schedule: tuple[Sequence[int], Mapping[str, Any]] | None = None,
+    layer_schedule: schedules.ImplicitLayerSchedule
+    | tuple[Sequence[int], Mapping[str, Any]]
+    | None = None,
     nap_invariant_norms: Sequence[str] | None = None,
 ) -> optax.GradientTransformation:
     """Builds the optimizer chain described in the module docstring from `config`.
 
     Keyword overrides replace the config's values and may be traced arrays (grid search under
-    vmap). `layer_schedule=(table_steps, {layer: factors})` adds `scale_by_layer_schedule`.
+    vmap). `layer_schedule` adds a per-layer schedule: an `schedules.ImplicitLayerSchedule`
+    (e.g. `schedules.layer_schedule_from_metrics(rows)`, a baseline's implicit schedule replayed
+    by `scale_by_implicit_layer_schedule`) or ``(table_steps, {layer: factors})`` for
+    `scale_by_layer_schedule`.
     `nap_invariant_norms` (from `nap.scale_invariant_norms(model, inputs)`) names the norm layers
     whose (γ, β) NaP projects under ``nap.gamma_beta='project'``; the other (γ, β) are left free,
     or pulled towards init with ``nap.gamma_beta_elsewhere='regularize'`` (coefficient
@@ -222,7 +227,13 @@ def make_optimizer(
     chain.append(base_optimizer(config))
     if _is_on(weight_decay):
         chain.append(optax.add_decayed_weights(weight_decay, mask))
-    if layer_schedule is not None:
+    if isinstance(layer_schedule, schedules.ImplicitLayerSchedule):
+        chain.append(
+            schedules.scale_by_implicit_layer_schedule(
+                layer_schedule.steps, layer_schedule.norms, layer_schedule.exponent
+            )
+        )
+    elif layer_schedule is not None:
         chain.append(schedules.scale_by_layer_schedule(*layer_schedule))
     chain.append(optax.scale_by_learning_rate(learning_rate_schedule(config, learning_rate)))
     if config.nap.enabled:
