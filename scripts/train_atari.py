@@ -65,7 +65,8 @@ from ml_collections import config_flags
 from agents import configs
 from plasticity import distributed
 
-# NaP's sequential-ALE schedule shape (PAPERS.md §1); the peak is the agent's learning rate.
+# NaP's sequential-ALE schedule shape (docs/algorithms.md, "Sequential Atari protocol"); the
+# peak is the agent's learning rate.
 SEQUENCE_SCHEDULE = dict(init_value=1e-8, warmup_steps=1_000, end_value=1e-6)
 SWITCH_FLAGS = {
     "flush_replay_at_switch": "flush_replay",

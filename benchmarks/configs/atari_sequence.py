@@ -1,9 +1,9 @@
 """NaP's sequential ALE: Rainbow / Rainbow + LayerNorm / Rainbow + LayerNorm + NaP on a sequence.
 
-Lyle et al. 2024 (NaP), PAPERS.md §1: 10 Atari games played one after another, 20M frames each,
-the sequence cycled twice (400M frames); with NaP the score on a game's second visit is close to
-that of a freshly initialized network trained on it, while plain Rainbow degrades. One arm per
-command (``:<scale>,<arm>``); each writes its own work dir:
+Lyle et al. 2024 (NaP), docs/algorithms.md "Sequential Atari protocol": 10 Atari games played one
+after another, 20M frames each, the sequence cycled twice (400M frames); with NaP the score on a
+game's second visit is close to that of a freshly initialized network trained on it, while plain
+Rainbow degrades. One arm per command (``:<scale>,<arm>``); each writes its own work dir:
 
 * ``rainbow`` — DQN Zoo's Rainbow (`agents.configs`), Adam 6.25e-5, constant learning rate;
 * ``rainbow_ln`` — the same with LayerNorm before every nonlinearity;
@@ -83,8 +83,8 @@ DEFAULT_GAMES = (
 ARMS = ("rainbow", "rainbow_ln", "rainbow_ln_nap")
 SCALES = ("smoke", "paper")
 
-# NaP's sequential-ALE schedule (PAPERS.md §1): per game, 1e-8 -> 6.25e-4 over 1,000 updates,
-# then a cosine to 1e-6 at the game's end.
+# NaP's sequential-ALE schedule (docs/algorithms.md, "Sequential Atari protocol"): per game,
+# 1e-8 -> 6.25e-4 over 1,000 updates, then a cosine to 1e-6 at the game's end.
 NAP_PEAK_LEARNING_RATE = 6.25e-4
 NAP_SCHEDULE = dict(init_value=1e-8, warmup_steps=1_000, end_value=1e-6)
 

@@ -30,7 +30,8 @@ def parse_arg(arg: str | None, options: tuple[str, ...] = ()) -> tuple[str, list
 
 
 def digits_memorization_base() -> ml_collections.ConfigDict:
-    """PAPERS.md §5: all 1,797 digits, MLP 64→3×256→10, Adam 1e-3, batch 128."""
+    """All 1,797 digits, MLP 64→3×256→10, Adam 1e-3, batch 128 (docs/algorithms.md,
+    "Digits-scale memorization check")."""
     config = continual.default_config()
     config.data.name = "digits"
     config.task.name = "label_reset"

@@ -1,9 +1,10 @@
 """Rainbow vs Rainbow + LayerNorm vs Rainbow + LayerNorm + NaP on a MinAtar game sequence.
 
-NaP's sequential-ALE experiment (Lyle et al. 2024; PAPERS.md §1) at CPU scale: games played one
-after another, the sequence cycled twice, one network throughout; after every block every game
-seen so far is evaluated (the evaluation matrix), and a fresh network trained on each game alone
-for one block gives the reference a revisit is compared with.
+NaP's sequential-ALE experiment (Lyle et al. 2024; docs/algorithms.md, "Sequential Atari
+protocol") at CPU scale: games played one after another, the sequence cycled twice, one network
+throughout; after every block every game seen so far is evaluated (the evaluation matrix), and a
+fresh network trained on each game alone for one block gives the reference a revisit is compared
+with.
 
 Default scale: breakout then space_invaders, 2 cycles of 20,000 steps a game (4 blocks) plus the
 two fresh references, one seed, 8 envs, one update every 4 steps (5,000 updates a block).

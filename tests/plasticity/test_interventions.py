@@ -286,14 +286,12 @@ def test_cbp_utility_ages_and_replacements_match_a_numpy_reference():
             np.testing.assert_array_equal(got["age"], age, err_msg=key)
             np.testing.assert_allclose(got["to_replace"], budget, atol=1e-5, err_msg=key)
             layer = keys[key][0]
-            outgoing = np.asarray(next_kernel[layer])
             new_outgoing = (
                 state.params["hidden_1"]["linear"]["kernel"]
                 if layer == "hidden_0"
                 else state.params["output"]["kernel"]
             )
             np.testing.assert_array_equal(np.asarray(new_outgoing)[expected_replace[key]], 0.0)
-            del outgoing
     assert total_replaced >= 3  # the schedule above really replaces units
     assert int(state.extra["cbp"]["num_replaced"]) == total_replaced
 
