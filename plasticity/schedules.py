@@ -321,9 +321,10 @@ def layer_schedule_from_metrics(
             )
         table[step] = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
     if not table:
+        matching = f" matching {select}" if select else ""
         raise ValueError(
-            f"No metrics rows with weight_norm/<layer> keys{' matching ' + str(select) if select else ''}: "
-            "log the 'weight_norm' diagnostic in the baseline run."
+            f"No metrics rows with weight_norm/<layer> keys{matching}: log the 'weight_norm' "
+            "diagnostic in the baseline run."
         )
     steps = sorted(table)
     logged = sorted(set().union(*(set(values) for values in table.values())))
