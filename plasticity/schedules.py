@@ -136,7 +136,13 @@ def resolve_layer_names(params: Any, names: Sequence[str]) -> dict[str, str]:
             f"Unknown layers {unknown} in the layer schedule: expected some of "
             f"{', '.join(sorted(_metric_name(layer) for layer in kernel_layers))}."
         )
-    return {name: known[name] for name in names}
+    resolved = {name: known[name] for name in names}
+    if len(set(resolved.values())) < len(resolved):
+        raise ValueError(
+            f"The layer schedule names one layer twice: {sorted(resolved)} (a layer may be "
+            "named 'hidden_0' or 'hidden_0/linear', not both)."
+        )
+    return resolved
 
 
 def _layer_leaves(params: Any, layers: Mapping[str, str]) -> dict[str, list[tuple]]:

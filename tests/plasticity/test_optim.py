@@ -172,6 +172,9 @@ def test_layer_schedules_accept_logged_layer_names_and_refuse_unknown_ones():
         ) as e:
             tx.init(PARAMS)
         assert "\n" not in str(e.value)
+    twice = {"hidden_0": np.ones(2), "hidden_0/linear": np.ones(2)}
+    with pytest.raises(ValueError, match="names one layer twice"):
+        schedules.scale_by_layer_schedule([0, 10], twice).init(PARAMS)
 
 
 def test_implicit_schedule_interpolates_the_squared_norm_and_uses_the_runs_own_initial_norm():
