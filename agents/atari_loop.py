@@ -133,6 +133,7 @@ def _config_key(config: ml_collections.ConfigDict) -> str:
     compiled["intervention"] = {
         name: config.intervention[name] for name in _COMPILED_INTERVENTION_FIELDS
     }
+    compiled["observation_shape"] = tuple(observation_spec(config).shape)
     return json.dumps(compiled, sort_keys=True, default=lambda value: value.to_dict())
 
 
@@ -162,7 +163,7 @@ def _actor(learner: Learner, config: ml_collections.ConfigDict, num_actions: int
 @functools.lru_cache(maxsize=8)
 def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
     config = ml_collections.ConfigDict(json.loads(config_json))
-    learner = make_learner(config, num_actions)
+    learner = make_learner(config, num_actions, tuple(config.observation_shape))
     learn_step = make_learn_step(learner, config)
     act, evaluate_act = _actor(learner, config, num_actions)
 

@@ -42,7 +42,7 @@ from agents.configs import target_update_period_updates
 from agents.replay import ReplayState, replay_init, replay_sample, replay_update_priorities
 from plasticity.interventions import injected_apply
 from plasticity.layers import NormedLayer
-from plasticity.nap import check_nap_config
+from plasticity.nap import check_nap_config, scale_invariant_norms
 from plasticity.networks import MLP, NatureTorso, QNetwork, ValueHead, ValueOutputs
 from plasticity.optim import make_optimizer, optimizer_learning_rate
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
@@ -129,17 +129,29 @@ class Learner(NamedTuple):
     loss: Callable[..., tuple[jax.Array, tuple[losses.LossTerms, ValueOutputs]]]
 
 
-def make_learner(config: ml_collections.ConfigDict, num_actions: int) -> Learner:
+def make_learner(
+    config: ml_collections.ConfigDict,
+    num_actions: int,
+    observation_shape: Sequence[int] | None = None,
+) -> Learner:
     """Builds the learner of an agent config (`agents.configs`) for ``num_actions`` actions.
 
     Reads ``config.network``, ``config.learner``, ``config.optimizer`` and, for the target period in
     updates, ``config.updates_per_frame``. NaP without a norm fails here with a one-line ValueError.
+    With NaP and ``observation_shape`` (one observation's), the norms whose (γ, β) can be
+    projected without changing the function are found from the network
+    (`plasticity.nap.scale_invariant_norms`); without the shape no (γ, β) is projected.
     """
     check_nap_config(config.network.norm, config.optimizer.nap.enabled)
     if num_actions < 1:
         raise ValueError(f"num_actions must be >= 1, got {num_actions}")
     network = build_network(config.network, num_actions)
-    optimizer = make_optimizer(config.optimizer)
+    invariant_norms = ()
+    if config.optimizer.nap.enabled and observation_shape is not None:
+        example = jax.ShapeDtypeStruct((1, *observation_shape), jnp.float32)
+        kwargs = {"deterministic": True, "rngs": {"noise": jax.random.key(0)}}
+        invariant_norms = scale_invariant_norms(network, example, apply_kwargs=kwargs)
+    optimizer = make_optimizer(config.optimizer, nap_invariant_norms=invariant_norms)
     optimizer_config = ml_collections.ConfigDict(config.optimizer)
     num_atoms = config.network.num_atoms
     support = (

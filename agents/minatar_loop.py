@@ -216,7 +216,7 @@ def _make_agent(
     suite = make_suite(
         games, full_action_space, float(env.sticky_action_prob), int(env.max_episode_frames)
     )
-    learner = make_learner(config, suite.num_actions)
+    learner = make_learner(config, suite.num_actions, suite.observation_spec.shape)
     learn_step = make_learn_step(learner, config)
     num_envs = int(env.num_envs)
     capacity = replay_capacity(config)

@@ -150,7 +150,8 @@ def distinct_games(blocks: Sequence[GameBlock]) -> list[str]:
 class SwitchPolicy:
     """What happens to the learner's state when the schedule switches to the next game.
 
-    The paper's choices are unconfirmed (PAPERS.md §1), hence three independent switches.
+    The paper's choices are not stated (docs/algorithms.md, "Sequential Atari protocol"),
+    hence three independent switches.
 
     Attributes:
       flush_replay: empty the replay, so the next game is learned from its own data only.

@@ -65,7 +65,7 @@ from benchmarks.continual_config import (
     steps_per_task,
     swept_keys,
 )
-from plasticity import divergence, effective_lr, networks, optim
+from plasticity import divergence, effective_lr, nap, networks, optim
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
 
 # Interventions that need the trainer to call something other than `model.apply`.
@@ -402,6 +402,9 @@ def make_trainer(
     stream = config.task.name in tasks.STREAM_TASKS
     hparam_keys = swept_keys(config)
     opt_config = config.optimizer
+    # The norms whose (γ, β) NaP may project without changing the function (shapes only).
+    example = jax.ShapeDtypeStruct((1, *sequence.input_shape), jnp.float32)
+    invariant_norms = nap.scale_invariant_norms(model, example) if opt_config.nap.enabled else ()
     loss_fn = make_loss_fn(model, kind)
     scalar_loss = lambda params, inputs, targets: loss_fn(params, inputs, targets)[0]
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -459,7 +462,7 @@ def make_trainer(
                 f"unknown hyper-parameter(s) {', '.join(unknown)} in hparams; "
                 f"known: {', '.join(GRID_KEYS)}"
             )
-        return optim.make_optimizer(opt_config, **hparams)
+        return optim.make_optimizer(opt_config, nap_invariant_norms=invariant_norms, **hparams)
 
     def run_keys(state: TrainState) -> dict[str, jax.Array]:
         # Derived once per compiled call: every threefry call costs compile time on XLA:CPU.

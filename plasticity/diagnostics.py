@@ -42,7 +42,9 @@ Diagnostic names (the `names` argument) and the keys each one writes:
   'update_ratio'     'update_ratio/<layer>' = ‖W − W_prev‖/‖W_prev‖, 'update_ratio' (all params).
   'effective_lr'     'effective_lr/<layer>' = η/‖W‖^p, p = `effective_lr_exponent` (2: exact for
                      SGD on scale-invariant layers; ~1 describes Adam).
-  'hessian'          'hessian_top_eigenvalue' (power iteration, `hessian_iterations` HVPs).
+  'hessian'          'hessian_top_eigenvalue' (power iteration, `hessian_iterations` HVPs) and
+                     'hessian_top_eigenvalue_rel_change', |λ_K − λ_{K−1}|/|λ_K| of the last
+                     iteration: large means the value has not converged (see `curvature`).
   'ntk'              'ntk_trace', 'ntk_top_eigenvalue', 'ntk_effective_rank', 'ntk_offdiagonal_mass'
                      on the first `ntk_examples` (64) inputs (mode `ntk_mode`, see `curvature`).
   'probe'            'probe_loss', 'probe_loss_fresh': MSE reached on fixed random targets after
@@ -105,7 +107,7 @@ DEFAULT_DIAGNOSTICS = (
 )
 
 DORMANT_THRESHOLDS = (0.0, 0.025, 0.1)
-RANK_METHODS = ("gram", "svd")
+RANK_METHODS = ("svd", "gram")
 HISTOGRAM_EDGES = tuple(float(x) for x in np.linspace(-4.0, 4.0, 33))
 
 ApplyKwargs = Mapping[str, Any] | Callable[[jax.Array], Mapping[str, Any]] | None
@@ -123,9 +125,13 @@ class DiagnosticsOptions:
       ``model.init`` with 'params' and 'noise' streams.
     rank_examples: rows of the feature matrices for srank / effective rank / feature SVD (None:
       the whole probe batch). Singular values cost O(n²d); 128 keeps the default set cheap.
-    rank_method: 'gram' takes σ = √eig(F Fᵀ) (or FᵀF, the smaller), several times faster than
-      an SVD on CPU and exact enough for srank and effective rank (float32 resolves σ down to
-      ~1e-3 σ_max); 'svd' is the exact LAPACK SVD.
+    rank_method: 'svd' (default) is the LAPACK SVD, backward stable: every singular value is
+      accurate to a few float32 ulps of σ_max, so srank and effective rank are those of the
+      matrix up to ~1e-5 relative, exactly low-rank features included. 'gram' takes
+      σ = √eig(F Fᵀ) (or FᵀF, the smaller side), ~1.4× cheaper on CPU but squaring F costs half
+      the digits: σ below ~√(eps·max(n, d))·σ_max ≈ 5e-3·σ_max come out as noise, which
+      inflates the effective rank of rank-1 features to ~1.08 and can add 1 to srank. Use it only
+      when the spectrum is known to be well above that floor.
     """
 
     dormant_thresholds: Sequence[float] = DORMANT_THRESHOLDS
@@ -133,7 +139,7 @@ class DiagnosticsOptions:
     dohare_threshold: float = 0.01
     srank_delta: float = 0.01
     rank_examples: int | None = 128
-    rank_method: str = "gram"
+    rank_method: str = "svd"
     penultimate_layer: str | None = None
     effective_lr_exponent: float = 2.0
     histogram_edges: Sequence[float] = HISTOGRAM_EDGES
@@ -267,8 +273,9 @@ def feature_matrix(postact: jax.Array) -> jax.Array:
 def singular_values(features: jax.Array, method: str = "svd") -> jax.Array:
     """Singular values of a (examples, features) matrix, descending, min(n, d) of them.
 
-    'svd' is exact; 'gram' is √eig of the smaller Gram matrix, cheaper but limited by float32
-    to σ ≳ 1e-3·σ_max (smaller ones come out as noise or 0).
+    'svd' is accurate to a few float32 ulps of σ_max for every value; 'gram' is √eig of the
+    smaller Gram matrix, cheaper but limited by float32 to σ ≳ √(eps·max(n, d))·σ_max (smaller
+    ones come out as noise of that size, or 0). See `DiagnosticsOptions.rank_method`.
     """
     if method == "svd":
         return jnp.linalg.svd(features, compute_uv=False)
@@ -374,14 +381,16 @@ def activation_metrics(
             )
         for layer, acts in layers.items():
             features = feature_matrix(acts["postact"][: opts.rank_examples])
+            wants_svd = "feature_svd" in names and layer == penultimate
+            exact = singular_values(features, "svd") if wants_svd else None
             if "srank" in names or "effective_rank" in names:
-                values = singular_values(features, opts.rank_method)
+                reuse = exact is not None and opts.rank_method == "svd"
+                values = exact if reuse else singular_values(features, opts.rank_method)
                 if "srank" in names:
                     out[f"srank/{layer}"] = srank(values, opts.srank_delta)
                 if "effective_rank" in names:
                     out[f"effective_rank/{layer}"] = effective_rank(values)
-            if "feature_svd" in names and layer == penultimate:
-                exact = singular_values(features, "svd")
+            if wants_svd:
                 out["feature_top_singular_value"] = exact[0]
                 out["feature_condition_number"] = condition_number(exact)
     if "preact_stats" in names:
@@ -490,9 +499,11 @@ def make_diagnostics_fn(
                 parameter_metrics(params, previous_params, grads, learning_rate, names, opts)
             )
         if "hessian" in names:
-            out["hessian_top_eigenvalue"] = curvature.hessian_top_eigenvalue(
+            value, change = curvature.hessian_power_iteration(
                 lambda p: loss_fn(p, inputs, targets), params, hessian_rng, opts.hessian_iterations
             )
+            out["hessian_top_eigenvalue"] = value
+            out["hessian_top_eigenvalue_rel_change"] = change
 
         def predict(p, x):
             outputs = output_fn(model.apply({"params": p}, x, **apply_kwargs))

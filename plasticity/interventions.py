@@ -384,23 +384,61 @@ def _zero_moments(opt_state: Any, params: Any, replaced: Any) -> Any:
     )
 
 
+NORM_RECYCLING = ("reinitialize", "preserve_function")
+
+
+def check_norm_recycling(mode: str) -> str:
+    """Returns `mode` if it is a known way of recycling units under a norm, else a ValueError."""
+    if mode not in NORM_RECYCLING:
+        raise ValueError(
+            f"Unknown norm_recycling {mode!r}: expected one of {', '.join(NORM_RECYCLING)}."
+        )
+    return mode
+
+
+def _norm_leaves(params: Any) -> set[tuple]:
+    """Paths of every normalization γ and β in `params`."""
+    labels = traverse_util.flatten_dict(param_labels.label_params(params))
+    return {path for path, label in labels.items() if label in param_labels.NORM_LABELS}
+
+
 def recycle_units(
-    params: Any, fresh: Any, layers: Sequence[UnitLayer], masks: dict[str, jax.Array]
+    params: Any,
+    fresh: Any,
+    layers: Sequence[UnitLayer],
+    masks: dict[str, jax.Array],
+    norm_recycling: str = "reinitialize",
 ) -> tuple[Any, Any]:
-    """Re-initializes the incoming parameters of the masked units from `fresh` and zeroes their
-    outgoing kernel rows. Returns (params, replaced) with `replaced` a params-shaped tree of bool
-    masks of every entry that changed (for resetting optimizer moments).
+    """Recycles the masked units: fresh incoming parameters from `fresh`, zero outgoing kernel
+    rows. Returns (params, replaced) with `replaced` a params-shaped tree of bool masks of every
+    entry that changed (for resetting optimizer moments).
+
+    `norm_recycling` says what happens in a layer with a norm after its linear map:
+    * 'reinitialize' (default, the published procedure): kernel column, bias and the norm's γ, β
+      all come from `fresh`. The new column changes the mean and variance the norm computes over
+      the layer's units, so every unit of the layer, and the network's outputs, change.
+    * 'preserve_function': the kernel column is kept, so the norm's statistics are unchanged;
+      only the unit's γ, β come from `fresh` (the network's init: 1 and 0). With its outgoing
+      rows zeroed the network's outputs are unchanged; the unit restarts from its old direction.
+    Layers without a norm are recycled the same way in both modes (fresh incoming weights), which
+    leaves the outputs unchanged.
 
     Outgoing rows are zeroed after every incoming slice is replaced, so a recycled unit feeding
     another recycled unit contributes nothing and the network's outputs are unchanged wherever the
     recycled units' outputs only reach the next layers through those rows.
     """
+    check_norm_recycling(norm_recycling)
     flat = dict(traverse_util.flatten_dict(params))
     fresh_flat = traverse_util.flatten_dict(fresh)
+    norm_leaves = _norm_leaves(params)
     replaced = {path: jnp.zeros(x.shape, bool) for path, x in flat.items()}
     for layer in layers:
         mask = masks[layer.name]
+        normed = any(leaf in norm_leaves for leaf in layer.incoming)
+        keep_linear = normed and norm_recycling == "preserve_function"
         for leaf in layer.incoming:
+            if keep_linear and leaf not in norm_leaves:
+                continue
             flat[leaf] = jnp.where(mask, fresh_flat[leaf], flat[leaf])
             replaced[leaf] = replaced[leaf] | mask
     for layer in layers:
@@ -415,6 +453,34 @@ def recycle_units(
             )
             replaced[consumer.leaf] = replaced[consumer.leaf] | rows
     return traverse_util.unflatten_dict(flat), traverse_util.unflatten_dict(replaced)
+
+
+def kaiming_uniform_incoming(
+    fresh: Any, layers: Sequence[UnitLayer], rng: jax.Array, gain: float = float(np.sqrt(2.0))
+) -> Any:
+    """`fresh` with the incoming kernels of `layers` redrawn Kaiming-uniform and their biases 0.
+
+    Each kernel leaf (dense (in, out) or conv (h, w, in, out)) gets U(−b, b) entries with
+    b = gain·√(3/fan_in), fan_in = all axes but the last: variance gain²/fan_in, He et al.'s
+    initialization in its uniform form (√2 for ReLU), which Dohare et al. use for replaced units.
+    A noisy layer's σ kernel and the norm's γ, β keep the network's initialization.
+    """
+    flat = dict(traverse_util.flatten_dict(fresh))
+    norm_leaves = _norm_leaves(fresh)
+    leaves = sorted({leaf for layer in layers for leaf in layer.incoming})
+    keys = jax.random.split(rng, max(len(leaves), 1))
+    for key, leaf in zip(keys, leaves):
+        if leaf in norm_leaves:
+            continue
+        if leaf[-1] == "kernel":
+            shape = flat[leaf].shape
+            bound = gain * np.sqrt(3.0 / max(int(np.prod(shape[:-1])), 1))
+            flat[leaf] = jax.random.uniform(
+                key, shape, flat[leaf].dtype, minval=-bound, maxval=bound
+            )
+        elif leaf[-1] == "bias":
+            flat[leaf] = jnp.zeros_like(flat[leaf])
+    return traverse_util.unflatten_dict(flat)
 
 
 def _own_state(state: TrainState, name: str) -> Any:
@@ -453,12 +519,23 @@ class _Context:
 # The interventions.
 
 
-def make_redo(context: _Context, tau: float = 0.1) -> Intervention:
+def make_redo(
+    context: _Context, tau: float = 0.1, norm_recycling: str = "reinitialize"
+) -> Intervention:
     """ReDo (Sokar et al. 2023, Dopamine's semantics): units with dormant score s_i ≤ τ on the
-    probe batch get fresh incoming weights (and norm γ, β), zero outgoing weights, and zeroed
-    optimizer moments for both. With CReLU a unit is dormant when all its copies are."""
+    probe batch get fresh incoming weights from the network's initializer (and norm γ, β), zero
+    outgoing weights, and zeroed optimizer moments for both. With CReLU a unit is dormant when
+    all its copies are.
+
+    Under a norm, the default `norm_recycling='reinitialize'` is the published procedure and
+    changes the network's outputs: the fresh columns move the mean and variance that the norm
+    divides every unit of the layer by (docs/algorithms.md, "ReDo"). 'preserve_function' keeps
+    the recycled units' kernel columns and resets only their γ, β: outputs exactly unchanged,
+    but the units restart from their old directions. See `recycle_units`.
+    """
     if tau < 0:
         raise ValueError(f"ReDo threshold tau must be >= 0, got {tau}.")
+    check_norm_recycling(norm_recycling)
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
         layers = [layer for layer in context.units(state.params, probe_inputs) if layer.consumers]
@@ -469,7 +546,7 @@ def make_redo(context: _Context, tau: float = 0.1) -> Intervention:
             scores = diagnostics.dormant_scores(acts[layer.name]["postact"])
             masks[layer.name] = jnp.all((scores <= tau).reshape(layer.copies, layer.units), axis=0)
         fresh = context.init_fn(init_rng, probe_inputs)
-        params, replaced = recycle_units(state.params, fresh, layers, masks)
+        params, replaced = recycle_units(state.params, fresh, layers, masks, norm_recycling)
         return state.replace(
             params=params, opt_state=_zero_moments(state.opt_state, state.params, replaced)
         )
@@ -496,21 +573,44 @@ def outgoing_weight_mass(params: Any, layer: UnitLayer) -> jax.Array:
     return mass
 
 
+CBP_REINIT = ("kaiming_uniform", "network")
+
+
 def make_cbp(
     context: _Context,
     replacement_rate: float = 1e-4,
     maturity_threshold: int = 100,
     decay_rate: float = 0.99,
     steps_per_call: int = 1,
+    reinit: str = "kaiming_uniform",
+    kaiming_gain: float = float(np.sqrt(2.0)),
+    norm_recycling: str = "reinitialize",
 ) -> Intervention:
     """Continual backprop (Dohare et al. 2024) applied once per call, i.e. meant for every step.
 
-    Per unit: utility u ← η u + (1 − η)·E|h|·Σ|w_out| (E over the probe batch), age += 1; each layer
-    accumulates `replacement_rate` × (number of units older than `maturity_threshold`) and replaces
-    its integer part among the eligible units of lowest bias-corrected utility u / (1 − η^age):
-    fresh incoming weights from the network's initializer, zero outgoing weights, zeroed moments,
-    utility and age reset. `steps_per_call = N` scales the decay, ages and budget as if the call
-    stood for N steps. Utilities live in ``extra['cbp']``, keyed by each hidden kernel layer.
+    Per hidden unit i of each recyclable layer, with h_i its post-activation on the probe batch,
+    w_{ik} its outgoing weights and η = `decay_rate`:
+
+        u_i ← η·u_i + (1 − η)·E|h_i|·Σ_k |w_{ik}|      (contribution utility; u starts at 0)
+        age_i ← age_i + 1
+
+    Units with age_i > `maturity_threshold` are eligible. Each layer accumulates
+    `replacement_rate` × (number of eligible units) per call and replaces the integer part of the
+    accumulation (the fraction carries over) among the eligible units of lowest bias-corrected
+    utility û_i = u_i / (1 − η^{age_i}) (Adam-style correction, as in the authors' code).
+    A replaced unit gets incoming weights drawn Kaiming-uniform, U(−b, b) with
+    b = `kaiming_gain`·√(3/fan_in) (√2: ReLU), bias 0 and the norm's γ, β from the network's
+    init (``reinit='kaiming_uniform'``, the paper's; ``'network'`` takes every incoming
+    parameter from the network's own initializer); zero outgoing weights; zeroed optimizer
+    moments for both; u_i = 0 and age_i = 0. `norm_recycling` as in `recycle_units`.
+
+    Differences from the authors' code, none of which changes which units are replaced: Σ_k over
+    the outgoing weights where their code averages (a constant factor per layer); E over the probe
+    batch given to each call rather than the training minibatch; no adjustment of the next
+    layer's bias by the replaced unit's mean activation (their released GnT code resets that mean
+    before reading it, so the adjustment adds nothing there). `steps_per_call = N` scales the
+    decay, ages and budget as if the call stood for N steps. Utilities live in
+    ``extra['cbp']``, keyed by each hidden kernel layer.
     """
     if not 0.0 <= replacement_rate <= 1.0:
         raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}.")
@@ -518,6 +618,9 @@ def make_cbp(
         raise ValueError(f"decay_rate must be in [0, 1), got {decay_rate}.")
     if steps_per_call < 1 or maturity_threshold < 0:
         raise ValueError("steps_per_call must be >= 1 and maturity_threshold >= 0.")
+    if reinit not in CBP_REINIT:
+        raise ValueError(f"Unknown CBP reinit {reinit!r}: expected one of {', '.join(CBP_REINIT)}.")
+    check_norm_recycling(norm_recycling)
 
     def init(params: Any) -> dict[str, Any]:
         flat = traverse_util.flatten_dict(params)
@@ -564,8 +667,11 @@ def make_cbp(
             masks[layer.name], entries[key] = update_layer(
                 layer, entries[key], acts[layer.name]["postact"], state.params
             )
-        fresh = context.init_fn(init_rng, probe_inputs)
-        params, replaced = recycle_units(state.params, fresh, layers, masks)
+        fresh_rng, kaiming_rng = jax.random.split(init_rng)
+        fresh = context.init_fn(fresh_rng, probe_inputs)
+        if reinit == "kaiming_uniform":
+            fresh = kaiming_uniform_incoming(fresh, layers, kaiming_rng, kaiming_gain)
+        params, replaced = recycle_units(state.params, fresh, layers, masks, norm_recycling)
         replaced_count = sum((jnp.sum(m) for m in masks.values()), jnp.zeros([], jnp.int32))
         extra = dict(state.extra)
         extra["cbp"] = {"layers": entries, "num_replaced": own["num_replaced"] + replaced_count}
@@ -803,10 +909,12 @@ def make_intervention(
     Common options: `apply_kwargs` (a dict or rng → dict of `model.apply` keyword arguments, e.g.
     noise rngs), `init_fn(rng, inputs) -> params` (fresh parameters; default `model.init`). Other
     options are the keyword arguments of the matching ``make_<name>`` function:
-      redo: tau=0.1 · cbp: replacement_rate=1e-4, maturity_threshold=100, decay_rate=0.99,
-      steps_per_call=1 · shrink_perturb: shrink=0.6, perturb=0.01, noise='init', labels=None ·
-      reset_last_layers: num_layers=1, layers=None, prefix=None, reset_moments=True ·
-      plasticity_injection: num_layers=2, layers=None, prefix=None.
+      redo: tau=0.1, norm_recycling='reinitialize' · cbp: replacement_rate=1e-4,
+      maturity_threshold=100, decay_rate=0.99, steps_per_call=1, reinit='kaiming_uniform',
+      kaiming_gain=√2, norm_recycling='reinitialize' · shrink_perturb: shrink=0.6,
+      perturb=0.01, noise='init', labels=None · reset_last_layers: num_layers=1, layers=None,
+      prefix=None, reset_moments=True · plasticity_injection: num_layers=2, layers=None,
+      prefix=None.
     """
     if name not in _BUILDERS:
         raise ValueError(

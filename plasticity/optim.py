@@ -58,7 +58,13 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
             l2=0.0,
             l2_init=0.0,
             decay_biases_and_norms=False,
-            nap=dict(enabled=False, period=1, gamma_beta="project", gamma_beta_l2=1e-4),
+            nap=dict(
+                enabled=False,
+                period=1,
+                gamma_beta="project",
+                gamma_beta_elsewhere="free",
+                gamma_beta_l2=1e-4,
+            ),
         )
     )
 
@@ -76,11 +82,43 @@ def decay_mask(params: Any, include_biases_and_norms: bool = False) -> Any:
     return param_labels.mask_for(params, labels)
 
 
-def _normed_layer_norm_mask(params: Any) -> Any:
-    """True on the (γ, β) of norms inside normed layers (the ones NaP would project)."""
-    paths = {path for group in param_labels.norm_layers(params).values() for path in group}
+def _normed_layer_norm_mask(params: Any, excluded: Sequence[str] = ()) -> Any:
+    """True on the (γ, β) of norms inside normed layers, except the norm layers in `excluded`."""
+    paths = {
+        path
+        for name, group in param_labels.norm_layers(params).items()
+        if name not in excluded
+        for path in group
+    }
     flat = traverse_util.flatten_dict(params)
     return traverse_util.unflatten_dict({path: path in paths for path in flat})
+
+
+GAMMA_BETA_ELSEWHERE = ("free", "regularize")
+
+
+def _gamma_beta_regularizer(
+    nap_config: ml_collections.ConfigDict, invariant_norms: Sequence[str]
+) -> optax.GradientTransformation | None:
+    """The L2-init pull on norm (γ, β) that NaP's ``gamma_beta`` setting asks for, if any.
+
+    'regularize' pulls every normed layer's (γ, β); 'project' with ``gamma_beta_elsewhere=
+    'regularize'`` pulls those not projected (not in `invariant_norms`); otherwise none.
+    """
+    mode = nap.check_gamma_beta(nap_config.gamma_beta)
+    elsewhere = nap_config.get("gamma_beta_elsewhere", "free")
+    if elsewhere not in GAMMA_BETA_ELSEWHERE:
+        raise ValueError(
+            f"Unknown NaP gamma_beta_elsewhere {elsewhere!r}: expected one of "
+            f"{', '.join(GAMMA_BETA_ELSEWHERE)}."
+        )
+    if mode == "regularize":
+        return add_l2_init(nap_config.gamma_beta_l2, _normed_layer_norm_mask)
+    if mode == "project" and elsewhere == "regularize":
+        excluded = tuple(invariant_norms)
+        mask = lambda params: _normed_layer_norm_mask(params, excluded)
+        return add_l2_init(nap_config.gamma_beta_l2, mask)
+    return None
 
 
 class L2InitState(NamedTuple):
@@ -149,13 +187,23 @@ def make_optimizer(
     weight_decay=None,
     l2=None,
     l2_init=None,
-    layer_schedule: tuple[Sequence[int], Mapping[str, Any]] | None = None,
+    layer_schedule: schedules.ImplicitLayerSchedule
+    | tuple[Sequence[int], Mapping[str, Any]]
+    | None = None,
+    nap_invariant_norms: Sequence[str] | None = None,
 ) -> optax.GradientTransformation:
     """Builds the optimizer chain described in the module docstring from `config`.
 
     Keyword overrides replace the config's values and may be traced arrays (grid search under
-    vmap). `layer_schedule=(table_steps, {layer: factors})` adds `scale_by_layer_schedule`.
-    NaP on a network without norms fails at `init` with a one-line ValueError.
+    vmap). `layer_schedule` adds a per-layer schedule: an `schedules.ImplicitLayerSchedule`
+    (e.g. `schedules.layer_schedule_from_metrics(rows)`, a baseline's implicit schedule replayed
+    by `scale_by_implicit_layer_schedule`) or ``(table_steps, {layer: factors})`` for
+    `scale_by_layer_schedule`.
+    `nap_invariant_norms` (from `nap.scale_invariant_norms(model, inputs)`) names the norm layers
+    whose (γ, β) NaP projects under ``nap.gamma_beta='project'``; the other (γ, β) are left free,
+    or pulled towards init with ``nap.gamma_beta_elsewhere='regularize'`` (coefficient
+    ``nap.gamma_beta_l2``). Without it no (γ, β) is projected. NaP on a network without norms
+    fails at `init` with a one-line ValueError.
     """
     config = ml_collections.ConfigDict(config)
     pick = lambda override, value: value if override is None else override
@@ -171,18 +219,25 @@ def make_optimizer(
         chain.append(optax.add_decayed_weights(l2, mask))
     if _is_on(l2_init):
         chain.append(add_l2_init(l2_init))
+    invariant_norms = tuple(nap_invariant_norms or ())
     if config.nap.enabled:
-        nap.check_gamma_beta(config.nap.gamma_beta)
-        if config.nap.gamma_beta == "regularize":
-            chain.append(add_l2_init(config.nap.gamma_beta_l2, _normed_layer_norm_mask))
+        regularizer = _gamma_beta_regularizer(config.nap, invariant_norms)
+        if regularizer is not None:
+            chain.append(regularizer)
     chain.append(base_optimizer(config))
     if _is_on(weight_decay):
         chain.append(optax.add_decayed_weights(weight_decay, mask))
-    if layer_schedule is not None:
+    if isinstance(layer_schedule, schedules.ImplicitLayerSchedule):
+        chain.append(
+            schedules.scale_by_implicit_layer_schedule(
+                layer_schedule.steps, layer_schedule.norms, layer_schedule.exponent
+            )
+        )
+    elif layer_schedule is not None:
         chain.append(schedules.scale_by_layer_schedule(*layer_schedule))
     chain.append(optax.scale_by_learning_rate(learning_rate_schedule(config, learning_rate)))
     if config.nap.enabled:
-        chain.append(nap.nap_projection(config.nap.period, config.nap.gamma_beta))
+        chain.append(nap.nap_projection(config.nap.period, config.nap.gamma_beta, invariant_norms))
     return optax.chain(*chain)
 
 

@@ -1,6 +1,6 @@
 """NaP's sequential ALE: Rainbow / Rainbow + LayerNorm / Rainbow + LayerNorm + NaP on a sequence.
 
-Lyle et al. 2024 (NaP; docs/algorithms.md): 10 Atari games played one after another, 20M frames
+Lyle et al. 2024 (NaP; docs/algorithms.md, "Sequential Atari protocol"): 10 Atari games played one after another, 20M frames
 each, the sequence cycled twice (400M frames); with NaP the score on a game's second visit is
 close to that of a freshly initialized network trained on it, while plain Rainbow degrades.
 Variants (``:<scale>,<variant>`` runs only the named ones; each writes ``<workdir>/<variant>``):
@@ -76,7 +76,7 @@ DEFAULT_GAMES = (
 )
 VARIANTS = ("rainbow", "rainbow_ln", "rainbow_ln_nap")
 
-# NaP's sequential-ALE schedule (docs/algorithms.md): per game, 1e-8 -> 6.25e-4 over 1,000
+# NaP's sequential-ALE schedule (docs/algorithms.md, "Sequential Atari protocol"): per game, 1e-8 -> 6.25e-4 over 1,000
 # updates, then a cosine to 1e-6 at the game's end.
 NAP_PEAK_LEARNING_RATE = 6.25e-4
 

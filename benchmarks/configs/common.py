@@ -70,8 +70,8 @@ def smoke_scale(config: ml_collections.ConfigDict, **task) -> None:
 
 
 def digits_memorization_base() -> ml_collections.ConfigDict:
-    """All 1,797 8×8 digits, MLP 64→3×256→10, Adam 1e-3, batch 128 (the CPU-scale memorization
-    setting of docs/algorithms.md)."""
+    """All 1,797 8×8 digits, MLP 64→3×256→10, Adam 1e-3, batch 128 (docs/algorithms.md,
+    "Digits-scale memorization check")."""
     config = continual_config.default_config()
     config.data.name = "digits"
     config.task.name = "label_reset"

@@ -12,7 +12,8 @@ command, chosen by the config argument:
   zero-mean targets ``ε_k(x)`` every task (squared error; lower is better).
 
 Default scale: scikit-learn's digits, MLP 64→3×256→{10, 1}, Adam 1e-3, batch 128, 1,000 steps
-per task (25 tasks for label reset, 10 for the others), one seed, λ = 1e-4 (docs/algorithms.md: at this
+per task (25 tasks for label reset, 10 for the others), one seed, λ = 1e-4 (docs/algorithms.md,
+"Digits-scale memorization check": at this
 short horizon the paper's 1e-5 is too weak to hold the norm).
 
 Commands:

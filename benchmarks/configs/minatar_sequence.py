@@ -1,6 +1,6 @@
 """Rainbow vs Rainbow + LayerNorm vs Rainbow + LayerNorm + NaP on a MinAtar game sequence.
 
-NaP's sequential-ALE experiment (Lyle et al. 2024; docs/algorithms.md) at CPU scale: games played one
+NaP's sequential-ALE experiment (Lyle et al. 2024; docs/algorithms.md, "Sequential Atari protocol") at CPU scale: games played one
 after another, the sequence cycled twice, one network throughout; after every block every game
 seen so far is evaluated (the evaluation matrix), and a fresh network trained on each game alone
 for one block gives the reference a revisit is compared with.

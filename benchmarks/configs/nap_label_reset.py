@@ -1,7 +1,8 @@
 """NaP's continual random-label memorization: no norm vs LayerNorm vs LayerNorm + NaP.
 
 Lyle et al. 2024 (NaP), CIFAR-10 with 200 label resets. At the default scale the same
-experiment runs on scikit-learn's 8×8 digits (docs/algorithms.md): all 1,797 images, labels redrawn
+experiment runs on scikit-learn's 8×8 digits (docs/algorithms.md, "Digits-scale memorization
+check"): all 1,797 images, labels redrawn
 at every task, MLP 64→3×256→10 (ReLU; with a norm: Dense without bias → LayerNorm → ReLU),
 Adam 1e-3, batch 128, 30 tasks × 1,000 steps, one seed.
 

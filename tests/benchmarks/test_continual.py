@@ -27,7 +27,7 @@ import pytest
 
 from benchmarks import continual, continual_config, continual_sweep
 from benchmarks.configs import disentangling, dohare, nap_label_reset
-from plasticity import checkpointing, workdir
+from plasticity import checkpointing, nap, param_labels, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_COMPILE_ENV = {"JAX_THREEFRY_PARTITIONABLE": "0"}
@@ -268,6 +268,23 @@ def test_interventions_module_objects_are_accepted():
     config.intervention.every = 1
     with pytest.raises(ValueError, match="does not support"):
         continual.make_trainer(config)
+
+
+def test_nap_projects_gamma_beta_only_where_the_function_allows():
+    """The trainer hands the optimizer the norms whose (γ, β) are scale invariant: hidden_0 (feeds
+    the normalized hidden_1) is held at ‖[γ₀; β₀]‖ = √16, hidden_1 (feeds the output) is free."""
+    config = tiny_config()
+    config.network.update(hidden_sizes=(16, 16), norm="layernorm")
+    config.optimizer.nap.enabled = True
+    config.grid.learning_rate = ()
+    config.num_seeds = 1
+    config.diagnostics.every = 0
+    config.task.num_tasks = 2
+    carry, _ = jax.jit(continual.make_trainer(config).train)(jax.random.PRNGKey(0), {})
+    params = carry.state.params
+    norms = nap.group_norms(params, param_labels.norm_layers(params))
+    np.testing.assert_allclose(norms["hidden_0/norm"], 4.0, rtol=1e-5)
+    assert abs(float(norms["hidden_1/norm"]) - 4.0) > 1e-3
 
 
 def test_sample_indices_are_uniform_deterministic_and_counter_dependent():

@@ -218,6 +218,10 @@ def test_vmapped_over_seeds_equals_per_seed():
     batched = jax.jit(jax.vmap(fn, in_axes=(0, 0, None, None, 0, None)))(
         stacked, stacked, X, Y, rngs, LEARNING_RATE
     )
+    # The two programs may round a sum differently (≤ 3e-7 relative measured, e.g. preact_mean);
+    # the ranks come from the same LAPACK SVD per matrix and agree bit for bit. (The Gram route
+    # once made this test fail: √eig of a float32 Gram matrix turns rounding differences of 1e-7
+    # into 1e-3·σ_max noise singular values, moving effective_rank by 1.3e-5.)
     for i, p in enumerate(params):
         single = DEFAULT_FN()(p, p, X, Y, rngs[i], LEARNING_RATE)
         assert set(single) == set(batched)
@@ -250,6 +254,61 @@ def test_rank_statistics_of_known_spectra():
     np.testing.assert_allclose(diagnostics.effective_rank(flat), 3.0, rtol=1e-6)
     assert float(diagnostics.srank(jnp.zeros(4))) == 0.0
     np.testing.assert_allclose(diagnostics.condition_number(jnp.asarray([4.0, 2.0, 0.5])), 8.0)
+
+
+def _entropy_error_bound(s, ulps=8.0):
+    """A float32 bound on |Δ log effective rank| for a computed spectrum of true spectrum `s`.
+
+    The SVD is backward stable: every computed σ is within c·eps·σ_max of the exact one (Weyl),
+    with c a small constant covering the SVD's backward error and the rounding of F's entries to
+    float32 (measured ≤ 1.3 on these 128 × 256 matrices; `ulps` = 8 here). With
+    Δ = c·eps·σ_max/Σσ, each p_i = σ_i/Σσ moves by ≤ Δ + p_i·kΔ, and p log p moves by at most
+    its slope 1 + |log p| (taken at max(p, Δ)) times that: the bound is their sum.
+    """
+    s = np.asarray(s, np.float64)
+    p = s / s.sum()
+    delta = ulps * np.finfo(np.float32).eps * s[0] / s.sum()
+    slope = 1.0 + np.abs(np.log(np.maximum(p, delta)))
+    return float(np.sum((delta + p * len(s) * delta) * slope))
+
+
+@pytest.mark.parametrize("shape", [(128, 256), (48, 12)])
+def test_default_rank_method_is_exact_on_low_rank_and_geometric_spectra(shape):
+    """srank and effective rank of F = U diag(σ) Vᵀ with known σ, through the default options.
+
+    Rank 1, 2, 5, full and geometric spectra: srank must equal NumPy's on σ exactly (every case
+    keeps the cumulative sum ≥ 1e-4 away from 1 − δ, far above float32 error) and the effective
+    rank must be within the float32 bound above (≤ 2e-3, and ≤ 1e-5 for full rank); the Gram
+    route misses these by 4e-2 to 1e-1 (1.08 for rank 1) and by one in srank.
+    """
+    n, d = shape
+    k = min(n, d)
+    rng = np.random.default_rng(30)
+    u, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    v, _ = np.linalg.qr(rng.standard_normal((d, k)))
+    pad = lambda values: np.concatenate([values, np.zeros(k - len(values))])
+    spectra = {
+        "rank 1": pad([1.0]),
+        "rank 2": pad([3.0, 1.0]),
+        "rank 5": pad([5.0, 4.0, 3.0, 2.0, 1.0]),
+        "full rank": np.ones(k),
+        "geometric 0.5": 0.5 ** np.arange(k),
+        "geometric 0.9": 0.9 ** np.arange(k),
+    }
+    opts = diagnostics.make_options()
+    for name, s in spectra.items():
+        cumulative = np.cumsum(s) / s.sum()
+        assert np.min(np.abs(cumulative - (1 - opts.srank_delta))) > 1e-4, name  # no near-tie
+        features = jnp.asarray((u * s) @ v.T, jnp.float32)
+        acts = {"layer": {"preact": features, "postact": features}}
+        out = diagnostics.activation_metrics(acts, ("srank", "effective_rank"), opts)
+        assert int(out["srank/layer"]) == _srank(s), name
+        expected = _effective_rank(s)
+        bound = _entropy_error_bound(s)
+        assert bound < 2e-3, name
+        np.testing.assert_allclose(
+            out["effective_rank/layer"], expected, rtol=bound, atol=0, err_msg=name
+        )
 
 
 def test_conv_activations_average_over_batch_and_positions():
@@ -285,8 +344,41 @@ def test_hessian_top_eigenvalue_matches_dense_eigendecomposition():
     eigenvalues = np.linalg.eigvalsh((dense + dense.T) / 2)
     top = eigenvalues[np.argmax(np.abs(eigenvalues))]
     fn = jax.jit(diagnostics.make_diagnostics_fn(model, loss, ("hessian",), hessian_iterations=200))
-    got = fn(params, params, x, y, jax.random.key(12), 0.1)["hessian_top_eigenvalue"]
-    np.testing.assert_allclose(got, top, rtol=1e-3)
+    out = fn(params, params, x, y, jax.random.key(12), 0.1)
+    np.testing.assert_allclose(out["hessian_top_eigenvalue"], top, rtol=1e-3)
+    assert 0.0 <= float(out["hessian_top_eigenvalue_rel_change"]) < 1e-3
+
+
+@pytest.mark.parametrize("ratio", [0.89, 0.3])
+def test_hessian_power_iteration_reports_its_last_relative_change(ratio):
+    """On L(θ) = ½θᵀAθ with known eigenvalues (λ₁ = 1, λ₂ = `ratio`), 20 iterations: value and
+    relative change equal a float64 NumPy power iteration from the same start; with λ₂/λ₁ = 0.89
+    the value is ~1% low and the change says so (the error lies between the change and
+    change/(1 − (λ₂/λ₁)²)); with 0.3 both are at float32 rounding."""
+    eigenvalues = np.array([1.0, ratio, 0.25, 0.2, 0.1, 0.05, 0.02, 0.01])
+    q, _ = np.linalg.qr(np.random.default_rng(31).standard_normal((8, 8)))
+    a = (q * eigenvalues) @ q.T
+    loss = lambda p: 0.5 * p["w"] @ jnp.asarray(a, jnp.float32) @ p["w"]
+    params, key = {"w": jnp.ones(8, jnp.float32)}, jax.random.key(32)
+    run = jax.jit(lambda p, k: curvature.hessian_power_iteration(loss, p, key, k), static_argnums=1)
+    value, change = run(params, 20)
+    vector = np.asarray(curvature.random_direction(params, key)["w"], np.float64)
+    previous = current = 0.0
+    for _ in range(20):
+        product = a @ vector
+        previous, current = current, vector @ product
+        vector = product / np.linalg.norm(product)
+    np.testing.assert_allclose(value, current, rtol=1e-5)
+    error = 1.0 - float(value)
+    if ratio == 0.89:
+        expected_change = abs(current - previous) / current
+        # float32 λ carries ~1e-7 absolute error, ≤ 1e-3 of a change of 6e-4.
+        np.testing.assert_allclose(change, expected_change, rtol=1e-2)
+        assert error > 1e-3  # 20 iterations are not enough here
+        assert float(change) < error < float(change) / (1 - ratio**2)
+    else:
+        assert float(change) < 1e-6 and abs(error) < 1e-6
+    assert float(run(params, 1)[1]) == 1.0  # one iteration: nothing to compare with
 
 
 def _numpy_ntk(p, x, mode):

@@ -224,6 +224,160 @@ def test_cbp_replaces_the_expected_number_of_lowest_utility_units():
     assert 1 <= int(jnp.sum(layer["age"] < 5)) <= int(np.floor(1.6 * 5))  # some were re-replaced
 
 
+def _numpy_relu_mlp(p, x):
+    """Post-activations of each hidden layer of a no-norm ReLU MLP, in float64."""
+    acts, h = [], np.asarray(x, np.float64)
+    for layer in sorted(k for k in p if k.startswith("hidden_")):
+        h = np.maximum(h @ p[layer]["linear"]["kernel"] + p[layer]["linear"]["bias"], 0.0)
+        acts.append(h)
+    return acts
+
+
+def test_cbp_utility_ages_and_replacements_match_a_numpy_reference():
+    """Six calls of continual backprop on a 5 → 10 → 8 → 3 ReLU MLP against a NumPy transcription
+    of the docstring: u ← ηu + (1 − η)·E|h|·Σ|w_out|, age + 1, eligible when age > maturity, the
+    floor of the accumulated rate × eligible replaced by lowest u/(1 − η^age), then u = age = 0."""
+    model = networks.MLP((10, 8), 3, "none")
+    params = _params(model)
+    eta, rate, maturity = 0.9, 0.15, 2
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        replacement_rate=rate,
+        maturity_threshold=maturity,
+        decay_rate=eta,
+        init_fn=_fresh_init(model),
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    apply = jax.jit(cbp.apply)
+    keys = {"hidden_0.linear": ("hidden_0", 10), "hidden_1.linear": ("hidden_1", 8)}
+    reference = {key: (np.zeros(n), np.zeros(n, int), 0.0) for key, (_, n) in keys.items()}
+    total_replaced = 0
+    for call in range(6):
+        p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), state.params)
+        acts = dict(zip(("hidden_0", "hidden_1"), _numpy_relu_mlp(p, X)))
+        next_kernel = {
+            "hidden_0": p["hidden_1"]["linear"]["kernel"],
+            "hidden_1": p["output"]["kernel"],
+        }
+        expected_replace = {}
+        for key, (layer, _) in keys.items():
+            utility, age, budget = reference[key]
+            contribution = np.abs(acts[layer]).mean(0) * np.abs(next_kernel[layer]).sum(1)
+            utility, age = eta * utility + (1 - eta) * contribution, age + 1
+            eligible = age > maturity
+            budget += rate * eligible.sum()
+            count = int(np.floor(budget + 1e-9))
+            corrected = np.where(eligible, utility / (1 - eta**age), np.inf)
+            replace = np.zeros(len(age), bool)
+            replace[np.argsort(corrected)[:count]] = True
+            replace &= eligible
+            expected_replace[key] = replace
+            total_replaced += int(replace.sum())
+            reference[key] = (
+                np.where(replace, 0.0, utility),
+                np.where(replace, 0, age),
+                budget - count,
+            )
+        state = apply(state, X, jax.random.key(40 + call))
+        for key, (utility, age, budget) in reference.items():
+            got = state.extra["cbp"]["layers"][key]
+            np.testing.assert_allclose(got["utility"], utility, rtol=1e-5, atol=1e-7, err_msg=key)
+            np.testing.assert_array_equal(got["age"], age, err_msg=key)
+            np.testing.assert_allclose(got["to_replace"], budget, atol=1e-5, err_msg=key)
+            layer = keys[key][0]
+            new_outgoing = (
+                state.params["hidden_1"]["linear"]["kernel"]
+                if layer == "hidden_0"
+                else state.params["output"]["kernel"]
+            )
+            np.testing.assert_array_equal(np.asarray(new_outgoing)[expected_replace[key]], 0.0)
+    assert total_replaced >= 3  # the schedule above really replaces units
+    assert int(state.extra["cbp"]["num_replaced"]) == total_replaced
+
+
+def test_cbp_redraws_incoming_weights_kaiming_uniform_by_default():
+    """Every unit replaced once (rate 1, maturity 0): hidden kernel entries U(−b, b) with
+    b = √2·√(3/fan_in) (variance 2/fan_in, twice LeCun's), biases 0; reinit='network' takes the
+    network's own initialization instead."""
+    model = networks.MLP((64,), 3, "none")
+    x = jax.random.normal(jax.random.key(0), (16, 100))
+    params = _params(model, x)
+    fresh = _fresh_init(model, x)
+    bound = np.sqrt(2.0) * np.sqrt(3.0 / 100)
+    for reinit in ("kaiming_uniform", "network"):
+        cbp = interventions.make_intervention(
+            "cbp",
+            model,
+            replacement_rate=1.0,
+            maturity_threshold=0,
+            reinit=reinit,
+            init_fn=fresh,
+        )
+        state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+        new = jax.jit(cbp.apply)(state, x, jax.random.key(5)).params
+        kernel = np.asarray(new["hidden_0"]["linear"]["kernel"])
+        np.testing.assert_array_equal(new["output"]["kernel"], 0.0)  # all 64 units replaced
+        if reinit == "network":
+            np.testing.assert_array_equal(kernel, fresh(None, x)["hidden_0"]["linear"]["kernel"])
+            continue
+        assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.95 * bound
+        # 6,400 draws: the sample variance of U(−b, b) is within 1.1% (one s.d.) of b²/3.
+        np.testing.assert_allclose(kernel.var(), bound**2 / 3, rtol=0.05)
+        np.testing.assert_allclose(kernel.mean(), 0.0, atol=0.01)
+        np.testing.assert_array_equal(new["hidden_0"]["linear"]["bias"], 0.0)
+
+
+def _planted_layernorm_mlp():
+    """LayerNorm MLP with hidden_0 unit 2 and hidden_1 unit 4 silenced by γ = 0, β = −1."""
+    model = networks.MLP((8, 6), 3, "layernorm")
+    params = _params(model)
+    for layer, unit in (("hidden_0", 2), ("hidden_1", 4)):
+        scale = params[layer]["norm"]["scale"].at[unit].set(0.0)
+        offset = params[layer]["norm"]["bias"].at[unit].set(-1.0)
+        params = _set(
+            _set(params, (layer, "norm", "scale"), scale), (layer, "norm", "bias"), offset
+        )
+    return model, params, {"hidden_0": 2, "hidden_1": 4}
+
+
+@pytest.mark.parametrize("mode", ["reinitialize", "preserve_function"])
+def test_redo_under_layernorm_does_what_its_norm_recycling_mode_says(mode):
+    """'preserve_function' keeps the recycled units' kernel columns (so the norm's statistics),
+    resets their γ, β to init and zeroes their outgoing rows: outputs unchanged. 'reinitialize'
+    (default) also redraws the columns, which moves every unit's normalization: outputs change."""
+    model, params, planted = _planted_layernorm_mlp()
+    fresh = _fresh_init(model)
+    state = _state_with_unit_moments(params)
+    options = {} if mode == "reinitialize" else {"norm_recycling": mode}
+    redo = interventions.make_intervention("redo", model, tau=0.0, init_fn=fresh, **options)
+    after = jax.jit(redo.apply)(state, X, jax.random.key(4))
+    new, init = after.params, fresh(None, X)
+    rows = {"hidden_0": slice(None), "hidden_1": np.arange(8) != 2}  # hidden_0 unit 2's row is 0
+    for layer, unit in planted.items():
+        np.testing.assert_array_equal(
+            new[layer]["norm"]["scale"][unit], init[layer]["norm"]["scale"][unit]
+        )
+        kernel = lambda p: np.asarray(p[layer]["linear"]["kernel"])[rows[layer]]
+        source = init if mode == "reinitialize" else params
+        np.testing.assert_array_equal(kernel(new)[:, unit], kernel(source)[:, unit])
+        others = np.arange(params[layer]["norm"]["scale"].shape[0]) != unit
+        np.testing.assert_array_equal(kernel(new)[:, others], kernel(params)[:, others])
+        kernel_moments = np.asarray(_adam_moments(after)[0][layer]["linear"]["kernel"])
+        kernel_moments = kernel_moments[rows[layer]][:, unit]
+        np.testing.assert_array_equal(kernel_moments, 0.0 if mode == "reinitialize" else 1.0)
+    np.testing.assert_array_equal(new["hidden_1"]["linear"]["kernel"][2], 0.0)
+    np.testing.assert_array_equal(new["output"]["kernel"][4], 0.0)
+    before, now = np.asarray(_forward(model, params)), np.asarray(_forward(model, new))
+    scale = np.abs(before).max()
+    if mode == "preserve_function":
+        np.testing.assert_allclose(now, before, rtol=0, atol=1e-6 * scale)
+    else:
+        assert np.abs(now - before).max() > 1e-2 * scale
+    with pytest.raises(ValueError, match="norm_recycling"):
+        interventions.make_intervention("redo", model, norm_recycling="zero_gamma")
+
+
 def test_cbp_respects_maturity_and_needs_its_state():
     model = networks.MLP((16,), 3, "none")
     params = _params(model)

@@ -15,6 +15,7 @@ MODEL = networks.MLP((32, 32), 5, "layernorm")
 X = jax.random.normal(jax.random.key(0), (64, 12))
 Y = jax.random.randint(jax.random.key(1), (64,), 0, 5)
 PARAMS = jax.jit(MODEL.init)(jax.random.key(2), X)["params"]
+INVARIANT = nap.scale_invariant_norms(MODEL, X)  # ('hidden_0/norm',): hidden_1 feeds the output
 
 
 def _loss(params):
@@ -29,7 +30,7 @@ def _trainer(
     config = optim.default_optimizer_config()
     config.learning_rate = learning_rate
     config.nap.update(enabled=nap_enabled, gamma_beta=gamma_beta, period=period)
-    tx = optim.make_optimizer(config)
+    tx = optim.make_optimizer(config, nap_invariant_norms=INVARIANT)
 
     @jax.jit
     def run(params, num_steps_unused=None):
@@ -56,9 +57,11 @@ def test_adam_steps_with_nap_keep_hidden_kernels_at_initial_norm():
     assert set(before) == {"hidden_0/linear", "hidden_1/linear"}
     for layer in before:
         np.testing.assert_allclose(after[layer], before[layer], rtol=1e-5)
+    assert INVARIANT == ("hidden_0/norm",)
     groups = param_labels.norm_layers(PARAMS)
-    for name, norm in nap.group_norms(trained, groups).items():
-        np.testing.assert_allclose(norm, np.sqrt(32), rtol=1e-5, err_msg=name)  # ‖[γ₀; β₀]‖ = √d
+    norms = nap.group_norms(trained, groups)
+    np.testing.assert_allclose(norms["hidden_0/norm"], np.sqrt(32), rtol=1e-5)  # ‖[γ₀; β₀]‖ = √d
+    assert abs(float(norms["hidden_1/norm"]) - np.sqrt(32)) > 1e-3  # feeds the output: free
     # Without NaP the same run grows the norms: the test above could fail.
     _, run_plain = _trainer(False)
     grown = _layer_norms(run_plain(PARAMS), ("normed_kernel",))
@@ -146,3 +149,140 @@ def test_noisy_layer_kernels_are_projected_jointly():
             ("hidden_0", "linear", "sigma_kernel"),
         ]
     }
+
+
+def test_regularize_elsewhere_pulls_only_the_gamma_beta_that_are_not_projected():
+    config = optim.default_optimizer_config()
+    config.update(name="sgd", learning_rate=1.0)
+    config.nap.update(
+        enabled=True, gamma_beta="project", gamma_beta_elsewhere="regularize", gamma_beta_l2=0.5
+    )
+    tx = optim.make_optimizer(config, nap_invariant_norms=INVARIANT)
+    moved = jax.tree_util.tree_map(lambda p: p + 1.0, PARAMS)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, PARAMS)
+    updates, _ = tx.update(zero, tx.init(PARAMS), moved)
+    assert float(updates["hidden_1"]["norm"]["scale"][0]) == pytest.approx(-0.5)
+    # hidden_0's (γ, β) are projected instead: back onto their initial norm, not pulled by 0.5.
+    landed = moved["hidden_0"]["norm"]["scale"] + updates["hidden_0"]["norm"]["scale"]
+    landed_offset = moved["hidden_0"]["norm"]["bias"] + updates["hidden_0"]["norm"]["bias"]
+    norm = np.sqrt(np.sum(np.square(landed)) + np.sum(np.square(landed_offset)))
+    np.testing.assert_allclose(norm, np.sqrt(32), rtol=1e-5)
+    with pytest.raises(ValueError, match="gamma_beta_elsewhere"):
+        config.nap.gamma_beta_elsewhere = "project"
+        optim.make_optimizer(config)
+    with pytest.raises(ValueError, match="Unknown norm layers"):
+        nap.projection_groups(PARAMS, "project", ("hidden_7/norm",))
+
+
+def _random_params(model, x, seed=0, **init_kwargs):
+    """Random parameters without compiling `model.init`: kernels N(0, 1/fan_in), norm scales
+    around 1, offsets and biases around 0 (a network part-way through training)."""
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    shapes = jax.eval_shape(lambda: model.init(rngs, x, **init_kwargs))["params"]
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        if len(leaf.shape) > 1:
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return jnp.asarray(rng.standard_normal(leaf.shape) / np.sqrt(fan_in), jnp.float32)
+        centre = 1.0 if path[-1].key == "scale" else 0.0
+        return jnp.asarray(centre + 0.2 * rng.standard_normal(leaf.shape), jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def _nature_q(norm):
+    head = networks.ValueHead(3, (16,), dueling=True, norm=norm)
+    return networks.QNetwork(networks.NatureTorso(norm), head)
+
+
+# builder → (model for a norm, inputs, norm layers whose (γ, β) the default projects).
+BUILDERS = {
+    "mlp": (
+        lambda norm: networks.MLP((16, 16, 16), 4, norm),
+        np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32),
+        {"hidden_0/norm", "hidden_1/norm"},
+    ),
+    "mlp_gelu": (
+        lambda norm: networks.MLP((16, 16), 4, norm, "gelu"),
+        np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32),
+        set(),
+    ),
+    "nature_torso": (
+        networks.NatureTorso,
+        np.random.default_rng(1).random((2, 36, 36, 4)).astype(np.float32),
+        {"conv_0/norm", "conv_1/norm"},
+    ),
+    "nature_q_network": (
+        _nature_q,
+        np.random.default_rng(1).random((2, 36, 36, 4)).astype(np.float32),
+        {"torso/conv_0/norm", "torso/conv_1/norm", "torso/conv_2/norm"},
+    ),
+    "small_cnn": (
+        lambda norm: networks.SmallCNN((4, 8), (16,), 4, norm),
+        np.random.default_rng(2).standard_normal((3, 12, 12, 3)).astype(np.float32),
+        {"conv_0/norm", "conv_1/norm"},
+    ),
+    "resnet": (
+        lambda norm: networks.ResNet((1, 1), 8, 4, norm),
+        np.random.default_rng(3).standard_normal((3, 8, 8, 3)).astype(np.float32),
+        {"stage_0_block_0/conv_0/norm", "stage_1_block_0/conv_0/norm"},
+    ),
+    "transformer": (
+        lambda norm: networks.Transformer(16, 8, 1, 16, 2, norm=norm),
+        np.random.default_rng(4).integers(0, 16, (3, 8)).astype(np.int32),
+        set(),
+    ),
+}
+
+
+def _outputs(model, params, x):
+    leaves = jax.tree_util.tree_leaves(model.apply({"params": params}, x))
+    return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in leaves])
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("builder", sorted(BUILDERS))
+def test_default_projection_preserves_the_function_of_every_builder(builder, norm):
+    """Move only (γ, β), or everything, then project with the default groups: same outputs.
+
+    The default projects every normed kernel plus the (γ, β) that `scale_invariant_norms` finds
+    (listed per builder: ReLU layers feeding another normalized layer). Projecting those can only
+    change the outputs through the norms' ε (~1e-6 relative); projecting every normed layer's
+    (γ, β), as the previous default did, moves them by 0.4 to 5 (outputs of order 1) here.
+    """
+    make, x, expected = BUILDERS[builder]
+    model = make(norm)
+    initial = _random_params(model, x)
+    invariant = nap.scale_invariant_norms(model, x, initial)
+    assert set(invariant) == expected
+    groups = nap.projection_groups(initial, "project", invariant)
+    targets = nap.group_norms(initial, groups)
+    labels = traverse_util.flatten_dict(param_labels.label_params(initial))
+    rng = np.random.default_rng(5)
+
+    def moved(only_gamma_beta):
+        flat = {}
+        for path, value in traverse_util.flatten_dict(initial).items():
+            label = labels[path]
+            noise = rng.standard_normal(value.shape).astype(np.float32)
+            if label in param_labels.NORM_LABELS:
+                flat[path] = (
+                    value * (1.5 + 0.3 * noise) if label == "norm_scale" else value + 0.3 * noise
+                )
+            elif not only_gamma_beta:
+                grown = 1.7 if label == "normed_kernel" else 1.0  # norm growth to undo
+                flat[path] = grown * value + 0.1 * np.std(value) * noise
+            else:
+                flat[path] = value
+        return traverse_util.unflatten_dict(flat)
+
+    for only_gamma_beta in (True, False):
+        params = moved(only_gamma_beta)
+        projected = nap.project(params, groups, targets)
+        for name, value in nap.group_norms(projected, groups).items():
+            np.testing.assert_allclose(value, targets[name], rtol=1e-5, err_msg=name)
+        before, after = _outputs(model, params, x), _outputs(model, projected, x)
+        # LN(cz) − LN(z) ∝ ε/var(z) with ε = 1e-6: far below 1e-4 of the outputs' scale.
+        scale = np.max(np.abs(before))
+        np.testing.assert_allclose(after, before, rtol=0, atol=1e-4 * scale, err_msg=builder)

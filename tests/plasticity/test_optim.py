@@ -153,6 +153,109 @@ def test_per_layer_schedule_replays_implicit_decay():
     np.testing.assert_allclose(updates["hidden_0"]["norm"]["scale"], 1.0)
 
 
+def test_layer_schedules_accept_logged_layer_names_and_refuse_unknown_ones():
+    """'hidden_0' (as diagnostics rows write it) and 'hidden_0/linear' (param labels) are one
+    layer; a name of no layer is refused at init with one line naming it and the known layers."""
+    ones = jax.tree_util.tree_map(jnp.ones_like, PARAMS)
+    for name in ("hidden_0", "hidden_0/linear"):
+        tx = schedules.scale_by_layer_schedule([0, 10], {name: np.array([0.5, 0.5])})
+        updates, _ = tx.update(ones, tx.init(PARAMS))
+        np.testing.assert_allclose(updates["hidden_0"]["linear"]["kernel"], 0.5, err_msg=name)
+        np.testing.assert_allclose(updates["hidden_0"]["norm"]["scale"], 1.0, err_msg=name)
+    norms = {"hidden_9": np.array([1.0, 2.0])}
+    for tx in (
+        schedules.scale_by_layer_schedule([0, 10], norms),
+        schedules.scale_by_implicit_layer_schedule([0, 10], norms),
+    ):
+        with pytest.raises(
+            ValueError, match=r"Unknown layers \['hidden_9'\].*hidden_0, output"
+        ) as e:
+            tx.init(PARAMS)
+        assert "\n" not in str(e.value)
+    twice = {"hidden_0": np.ones(2), "hidden_0/linear": np.ones(2)}
+    with pytest.raises(ValueError, match="names one layer twice"):
+        schedules.scale_by_layer_schedule([0, 10], twice).init(PARAMS)
+
+
+def test_implicit_schedule_interpolates_the_squared_norm_and_uses_the_runs_own_initial_norm():
+    """Baseline norms 2 → 4 between steps 0 and 10: at step 5 the factor is ρ²/‖W‖² with
+    ‖W‖² = (4 + 16)/2 = 10 (interpolating the factor would give ρ²·(1/4 + 1/16)/2), ρ this run's
+    initial kernel norm; held at the last value after step 10."""
+    rho_sq = float(np.sum(np.square(PARAMS["hidden_0"]["linear"]["kernel"])))
+    tx = schedules.scale_by_implicit_layer_schedule([0, 10], {"hidden_0": np.array([2.0, 4.0])})
+    ones = jax.tree_util.tree_map(jnp.ones_like, PARAMS)
+    state = tx.init(PARAMS)
+    factors = []
+    for _ in range(21):
+        updates, state = tx.update(ones, state)
+        factors.append(float(updates["hidden_0"]["linear"]["kernel"][0, 0]))
+        np.testing.assert_allclose(updates["output"]["kernel"], 1.0)
+    np.testing.assert_allclose(factors[0], rho_sq / 4.0, rtol=1e-6)
+    np.testing.assert_allclose(factors[5], rho_sq / 10.0, rtol=1e-6)
+    np.testing.assert_allclose(factors[20], rho_sq / 16.0, rtol=1e-6)
+    adam = schedules.scale_by_implicit_layer_schedule([0, 10], {"hidden_0": [2.0, 4.0]}, 1.0)
+    updates, _ = adam.update(ones, adam.init(PARAMS))
+    np.testing.assert_allclose(updates["hidden_0"]["linear"]["kernel"], np.sqrt(rho_sq) / 2.0)
+
+
+def test_a_logged_runs_weight_norm_rows_replay_its_schedule_under_nap():
+    """Round trip on a tiny LayerNorm MLP: an SGD baseline logs weight_norm/<layer> rows every
+    step (through the diagnostics, as a trainer writes them); the schedule built from those rows
+    makes a NaP run retrace the baseline's outputs step by step (SGD on scale-invariant kernels:
+    same directions, angular step η/‖W_baseline‖² in both). Without the schedule it drifts."""
+    from plasticity import diagnostics  # noqa: PLC0415
+
+    model = networks.MLP((16, 16), 4, "layernorm")
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((32, 6)), jnp.float32)
+    y = jnp.asarray(np.random.default_rng(1).integers(0, 4, 32))
+    initial = model.init(jax.random.key(2), x)["params"]
+    loss = lambda p, inputs, targets: optax.softmax_cross_entropy_with_integer_labels(
+        model.apply({"params": p}, inputs), targets
+    ).mean()
+    log = jax.jit(diagnostics.make_diagnostics_fn(model, loss, ("weight_norm",)))
+    steps = 25
+
+    def run(nap_enabled, layer_schedule=None):
+        config = optim.default_optimizer_config()
+        config.update(name="sgd", learning_rate=2.0)
+        config.nap.update(enabled=nap_enabled, gamma_beta="free")
+        tx = optim.make_optimizer(config, layer_schedule=layer_schedule)
+        step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p, x, y), s, p))
+        params, state, rows, outputs = initial, tx.init(initial), [], []
+        for t in range(steps):
+            metrics = log(params, params, x, y, jax.random.key(0), 2.0)
+            rows.append({"event": "diagnostics", "step": t, "seed": 0, **metrics})
+            rows.append({"event": "task", "step": t, "seed": 0, "online_loss": 1.0})
+            outputs.append(np.asarray(model.apply({"params": params}, x)))
+            updates, state = step(params, state)
+            params = optax.apply_updates(params, updates)
+        return rows, np.stack(outputs)
+
+    rows, baseline = run(False)
+    schedule = schedules.layer_schedule_from_metrics(rows, exponent=2.0, seed=0)
+    assert set(schedule.norms) == {"hidden_0", "hidden_1"}  # the output layer has no schedule
+    assert schedule.norms["hidden_1"][-1] > 1.2 * schedule.norms["hidden_1"][0]  # norms grew
+    _, replayed = run(True, schedule)
+    _, plain_nap = run(True)
+    scale = np.max(np.abs(baseline))
+    np.testing.assert_allclose(replayed, baseline, rtol=0, atol=1e-4 * scale)
+    assert np.max(np.abs(plain_nap - baseline)) > 1e-2 * scale
+
+
+def test_layer_schedule_from_metrics_refuses_ambiguous_or_missing_rows():
+    rows = [
+        {"step": 0, "seed": s, "weight_norm/hidden_0": 1.0, "weight_norm/output": 1.0}
+        for s in (0, 1)
+    ]
+    with pytest.raises(ValueError, match="Several runs"):
+        schedules.layer_schedule_from_metrics(rows)
+    assert schedules.layer_schedule_from_metrics(rows, seed=1).steps == (0,)
+    with pytest.raises(ValueError, match="No metrics rows"):
+        schedules.layer_schedule_from_metrics(rows, seed=2)
+    with pytest.raises(ValueError, match=r"Layers \['hidden_3'\] have no weight_norm rows"):
+        schedules.layer_schedule_from_metrics(rows, layers=["hidden_3"], seed=0)
+
+
 def test_effective_learning_rates_match_numpy():
     flat = traverse_util.flatten_dict(PARAMS)
     elr = effective_lr.effective_learning_rates(PARAMS, 0.01)
