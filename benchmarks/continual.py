@@ -66,10 +66,9 @@ from benchmarks.continual_config import (
     swept_keys,
 )
 from plasticity import divergence, effective_lr, nap, networks, optim
+from plasticity.interventions import injected_apply
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
 
-# Interventions that need the trainer to call something other than `model.apply`.
-UNSUPPORTED_INTERVENTIONS = ("plasticity_injection",)
 
 _PARAMS_STREAM, _TASKS_STREAM, _STEPS_STREAM, _PROBE_STREAM, _INITIAL_STREAM = 0, 1, 2, 3, 4
 
@@ -137,15 +136,32 @@ def build_network(
     raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
 
 
-def make_loss_fn(model: nn.Module, kind: str) -> Callable[..., tuple[jax.Array, dict]]:
-    """``(params, inputs, targets) -> (mean loss, {'loss', 'accuracy'?})``.
+def model_forward(model: nn.Module, injection: bool = False) -> Callable[..., jax.Array]:
+    """``(params, extra, inputs) -> outputs`` of the network: ``model.apply``, or with plasticity
+    injection `plasticity.interventions.injected_apply` (h_θ + h_θ' − h_θ'₀ once a head was
+    injected; the frozen heads live in the train state's ``extra``)."""
+
+    def forward(params, extra, inputs):
+        if injection and extra is not None:
+            return injected_apply(model, params, extra, inputs)
+        return model.apply({"params": params}, inputs)
+
+    return forward
+
+
+def make_loss_fn(
+    model: nn.Module, kind: str, injection: bool = False
+) -> Callable[..., tuple[jax.Array, dict]]:
+    """``(params, inputs, targets, extra=None) -> (mean loss, {'loss', 'accuracy'?})``.
 
     Classification: softmax cross-entropy on integer labels, plus accuracy. Regression: squared
-    error averaged over examples and outputs.
+    error averaged over examples and outputs. ``extra`` (the train state's) matters only with
+    plasticity injection (`model_forward`).
     """
+    forward = model_forward(model, injection)
 
-    def loss_fn(params, inputs, targets):
-        outputs = model.apply({"params": params}, inputs)
+    def loss_fn(params, inputs, targets, extra=None):
+        outputs = forward(params, extra, inputs)
         if kind == tasks.CLASSIFICATION:
             loss = optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()
             accuracy = jnp.mean(jnp.argmax(outputs, axis=-1) == targets)
@@ -156,10 +172,7 @@ def make_loss_fn(model: nn.Module, kind: str) -> Callable[..., tuple[jax.Array, 
     return loss_fn
 
 
-def _per_example_metrics(
-    model: nn.Module, kind: str, params, inputs, targets
-) -> dict[str, jax.Array]:
-    outputs = model.apply({"params": params}, inputs)
+def _per_example_metrics(outputs: jax.Array, kind: str, targets) -> dict[str, jax.Array]:
     if kind == tasks.CLASSIFICATION:
         return {
             "loss": optax.softmax_cross_entropy_with_integer_labels(outputs, targets),
@@ -182,19 +195,19 @@ def eval_plan(count: int, max_examples: int, batch_size: int) -> tuple[np.ndarra
 
 
 def evaluate_examples(
-    model: nn.Module,
+    forward: Callable[[jax.Array], jax.Array],
     kind: str,
-    params: Any,
     batch_fn: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     plan: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, jax.Array]:
-    """Mean per-example loss (and accuracy) over the examples of an `eval_plan`, batch by batch."""
+    """Mean per-example loss (and accuracy) of ``forward(inputs) -> outputs`` over the examples
+    of an `eval_plan`, batch by batch."""
     indices, weights = plan
 
     def one(args):
         idx, w = args
         inputs, targets = batch_fn(idx)
-        metrics = _per_example_metrics(model, kind, params, inputs, targets)
+        metrics = _per_example_metrics(forward(inputs), kind, targets)
         return {name: jnp.sum(value * w) for name, value in metrics.items()}
 
     sums = jax.lax.map(one, (jnp.asarray(indices), jnp.asarray(weights)))
@@ -405,7 +418,10 @@ def make_trainer(
     # The norms whose (γ, β) NaP may project without changing the function (shapes only).
     example = jax.ShapeDtypeStruct((1, *sequence.input_shape), jnp.float32)
     invariant_norms = nap.scale_invariant_norms(model, example) if opt_config.nap.enabled else ()
-    loss_fn = make_loss_fn(model, kind)
+    injection = str(config.intervention.name) == "plasticity_injection"
+    forward = model_forward(model, injection)
+    loss_fn = make_loss_fn(model, kind, injection)
+    # Diagnostics see the network the parameters describe (without an injected head's terms).
     scalar_loss = lambda params, inputs, targets: loss_fn(params, inputs, targets)[0]
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     exponent = effective_lr_exponent(config)
@@ -428,11 +444,6 @@ def make_trainer(
             raise ValueError(
                 f"intervention {intervention_name!r} never runs: set intervention.every "
                 f"> 0 and/or intervention.at_task_boundaries=True"
-            )
-        if intervention_name in UNSUPPORTED_INTERVENTIONS:
-            raise ValueError(
-                f"intervention {intervention_name!r} changes how the network computes its "
-                f"outputs, which this trainer does not support"
             )
         factory = intervention_factory or _lazy_intervention_factory()
         intervention = intervention_pair(
@@ -494,9 +505,12 @@ def make_trainer(
     def step_key(keys, global_step, purpose: int) -> jax.Array:
         return jax.random.fold_in(jax.random.fold_in(keys["steps"], global_step), purpose)
 
-    def evaluate(params, task_state, plan, batch_fn, data) -> dict[str, jax.Array]:
+    def evaluate(state: TrainState, task_state, plan, batch_fn, data) -> dict[str, jax.Array]:
         return evaluate_examples(
-            model, kind, params, lambda idx: batch_fn(task_state, idx, data), plan
+            lambda inputs: forward(state.params, state.extra, inputs),
+            kind,
+            lambda idx: batch_fn(task_state, idx, data),
+            plan,
         )
 
     def init(rng: jax.Array, hparams: Mapping[str, jax.Array], data: tasks.TaskData | None = None):
@@ -532,7 +546,7 @@ def make_trainer(
         else:
             indices = sample_indices(keys["steps"], global_step, batch_size, sequence.num_examples)
         inputs, targets = sequence.batch(task_state, indices, data)
-        (_, metrics), grads = grad_fn(state.params, inputs, targets)
+        (_, metrics), grads = grad_fn(state.params, inputs, targets, state.extra)
         previous_params = state.params
         state = apply_gradients(state, grads, tx)
         return (state, previous_params), metrics
@@ -612,7 +626,7 @@ def make_trainer(
             {
                 f"end_{name}": value
                 for name, value in evaluate(
-                    state.params, task_state, train_eval, sequence.batch, data
+                    state, task_state, train_eval, sequence.batch, data
                 ).items()
             }
         )
@@ -621,7 +635,7 @@ def make_trainer(
                 {
                     f"end_test_{name}": value
                     for name, value in evaluate(
-                        state.params, task_state, test_eval, sequence.test_batch, data
+                        state, task_state, test_eval, sequence.test_batch, data
                     ).items()
                 }
             )

@@ -263,11 +263,36 @@ def test_interventions_module_objects_are_accepted():
     tr = trainer()
     init, apply = continual.intervention_pair(interventions.make_intervention("none", tr.model))
     assert init({}) == {} and apply("state", None, None) == "state"
+
+
+def test_plasticity_injection_at_task_boundaries_trains_a_new_head_on_the_same_function():
+    """Injected at the first switch: task 0 runs exactly as without it (the injected network's
+    extra terms are zero until then); afterwards the frozen head and its fresh copy are kept in
+    the train state and the trainable head moves away from its fresh initialization."""
     config = tiny_config()
-    config.intervention.name = "plasticity_injection"
-    config.intervention.every = 1
-    with pytest.raises(ValueError, match="does not support"):
-        continual.make_trainer(config)
+    config.grid.learning_rate = ()
+    config.num_seeds = 1
+    config.task.num_tasks = 2
+    config.diagnostics.every = 0
+    runs = {}
+    for name in ("none", "plasticity_injection"):
+        config.intervention.update(name=name, at_task_boundaries=name != "none")
+        config.intervention.options = ml_collections.ConfigDict(
+            {"num_layers": 1} if name != "none" else {}
+        )
+        runs[name] = jax.device_get(
+            jax.jit(continual.make_trainer(config).train)(jax.random.PRNGKey(0), {})
+        )
+    plain, injected = runs["none"], runs["plasticity_injection"]
+    for key in ("online_loss", "end_loss", "end_accuracy"):
+        assert plain[1]["task"][key][0] == injected[1]["task"][key][0], key
+    for key in ("online_loss", "end_loss"):  # (accuracies are too coarse to tell them apart)
+        assert plain[1]["task"][key][1] != injected[1]["task"][key][1], key
+    own = injected[0].state.extra["plasticity_injection"]
+    assert bool(own["injected"])
+    head = injected[0].state.params["output"]["kernel"]
+    assert np.abs(own["frozen"]["output"]["kernel"]).sum() > 0
+    assert not np.allclose(head, own["initial"]["output"]["kernel"])  # the new head learned
 
 
 def test_nap_projects_gamma_beta_only_where_the_function_allows():
