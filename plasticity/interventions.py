@@ -775,10 +775,11 @@ def make_plasticity_injection(
     """
 
     def init(params: Any) -> dict[str, Any]:
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        # Two separate zero trees: a state holding one buffer twice cannot be donated.
+        zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # noqa: E731
         return {
-            "frozen": zeros,
-            "initial": zeros,
+            "frozen": zeros(),
+            "initial": zeros(),
             "head": jax.tree_util.tree_map(lambda _: jnp.zeros([], bool), params),
             "injected": jnp.zeros([], bool),
         }
