@@ -29,7 +29,7 @@ far longer apart than a scheduler's grace period.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import functools
 import json
 import math
@@ -47,7 +47,7 @@ from flax import struct
 from agents import atari_scores, probes, sequence
 from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
 from agents.configs import validate_config
-from agents.driver import shown_return, total_frames, train_segments
+from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner, make_replay
 from agents.replay import ReplayState, replay_add, replay_end_episodes
@@ -379,6 +379,8 @@ class AtariLoop:
         self.last_returns: dict[str, float] = {}
         self.learner_rows: list[dict[str, jax.Array]] = []
         self.before = None  # the parameters before the last update ahead of a diagnostics row
+        self.compiled_parts: set[str] = set()  # jitted parts called once already
+        self.status: str | None = None
         self.episode_returns: list[float] = []
         self.last_log = (time.perf_counter(), 0, 0)  # (time, frames, updates) of the last row
 
@@ -485,16 +487,25 @@ class AtariLoop:
         log_at = due_mask(frames, step, config.log_every_frames)
         progress_eval = due_mask(frames, step, config.evaluation.every_frames)
         shown = f"{info.game} ({block + 1}/{len(segment.blocks)})"
-        run.show(game=shown, run=segment.name, last_return=self._shown_return(info.game))
+        run.show(
+            game=shown,
+            run=segment.name if segment.is_reference else None,
+            last_return=self._shown_return(info.game),
+        )
         for i in range(stop - start):
             iteration = start + i
-            actions, rng = compiled.act(
-                state.train_state.params,
-                state.train_state.extra,
-                self.timestep.observation,
-                state.rng,
-                values["epsilon"][i],
-            )
+            filling = None if window["learning"][i] else "filling replay"
+            if filling != self.status:
+                self.status = filling
+                run.show(status=filling)
+            with self._compiling(run, "actor"):
+                actions, rng = compiled.act(
+                    state.train_state.params,
+                    state.train_state.extra,
+                    self.timestep.observation,
+                    state.rng,
+                    values["epsilon"][i],
+                )
             self.env.send(np.asarray(actions))
             timestep = self.timestep
             replay = compiled.add(
@@ -510,9 +521,13 @@ class AtariLoop:
             for k in range(int(window["updates"][i])):
                 if keep_before[i] and k == window["updates"][i] - 1:  # for the update ratios
                     self.before = jax.tree.map(jnp.copy, state.train_state.params)
-                train_state, replay, rng, aux = compiled.learn(
-                    state.train_state, state.replay, state.rng, values["importance_exponent"][i]
-                )
+                with self._compiling(run, "learner"):
+                    train_state, replay, rng, aux = compiled.learn(
+                        state.train_state,
+                        state.replay,
+                        state.rng,
+                        values["importance_exponent"][i],
+                    )
                 state = state.replace(train_state=train_state, replay=replay, rng=rng)
                 self.learner_rows.append({k: v for k, v in aux.items() if k != "per_example"})
             self.timestep = self.env.recv()
@@ -521,10 +536,9 @@ class AtariLoop:
                 self.episode_returns.append(value)
                 self.last_returns[info.game] = value
                 self.episodes += 1
-            if i == 0:  # the first iteration compiled the actor: keep it out of the rate
-                run.progress.reset_clock()
             if diagnose[i]:
-                log([self._diagnostics(state, segment, block, iteration, self.before)])
+                with self._compiling(run, "diagnostics"):
+                    log([self._diagnostics(state, segment, block, iteration, self.before)])
             if intervene[i]:
                 state = self._intervene(state, segment, derive_seed(self.seed, int(frames[i]), 5))
                 log(
@@ -546,10 +560,19 @@ class AtariLoop:
             if progress_eval[i] and not block_end and not segment.is_reference:
                 row = self._progress_evaluation(run, state, segment, block, iteration)
                 log([row])
-            run.advance(step, last_return=self._shown_return(info.game))
+            run.advance(
+                step, updates=int(window["updates"][i]), last_return=self._shown_return(info.game)
+            )
             if stopping:
                 return state, iteration + 1
         return state, stop
+
+    def _compiling(self, run: Run, part: str):
+        """The progress bar's 'compiling' phase around the first call of a jitted ``part``."""
+        if part in self.compiled_parts:
+            return contextlib.nullcontext()
+        self.compiled_parts.add(part)
+        return run.phase(f"compiling the {part}")
 
     def _shown_return(self, game: str) -> str:
         return shown_return(self.last_returns.get(game))
@@ -753,21 +776,17 @@ def train(
     num_actions = (
         FULL_ACTION_SET_SIZE if full_action_space else minimal_action_count(blocks[0].game)
     )
-    recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
-    harness = Run(
+    harness = open_run(
         name,
         workdir,
-        recorded,
-        total=total_frames(segments),
-        unit="frame",
-        x_key="frames",
-        resume_free=RESUME_FREE_FIELDS,
-        keep_checkpoints=int(config.keep_checkpoints),
-        show_progress=True if show_progress is None else show_progress,
+        config,
+        segments,
+        RESUME_FREE_FIELDS,
+        show_progress=show_progress,
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
     )
     loop = AtariLoop(segments, num_actions)
     with harness as run:
-        return train_segments(run, segments, loop, int(config.checkpoint_every_frames), blocks)
+        return train_segments(run, segments, loop, int(config.checkpoint_every_frames))

@@ -109,12 +109,10 @@ def total_frames(segments: Sequence[Segment]) -> int:
 
 
 def train_segments(
-    run: Run, segments: Sequence[Segment], loop: Loop, chunk_frames: int, blocks_for_matrix
+    run: Run, segments: Sequence[Segment], loop: Loop, chunk_frames: int
 ) -> RunResult:
-    """Plays ``segments`` with ``loop`` inside the open harness ``run`` (module docstring).
-
-    ``blocks_for_matrix``: the sequence's blocks, for ``evaluation_matrix.json``. The result's
-    outputs hold ``state`` (the sequence's final state when this call finished it) and
+    """Plays ``segments`` with ``loop`` inside the open harness ``run`` (module docstring), in
+    chunks of ``chunk_frames`` frames. The result's outputs hold ``state`` (the sequence's final state when this call finished it) and
     ``evaluations`` (the 'eval' and 'eval_fresh' rows this call wrote).
     """
     restored = run.restore(
@@ -149,7 +147,7 @@ def train_segments(
                         rows = loop.evaluate(run, state, segment, b)
                         run.log(rows)
                         evaluations += rows
-                        _write_matrix(run, blocks_for_matrix, loop.matrix_keys)
+                        _write_matrix(run, segments[0].blocks, loop.matrix_keys)
                     here = next_position(segments, Position(s, b, iteration))
                     finished = here.segment >= len(segments)
                     run.save(
@@ -168,7 +166,69 @@ def train_segments(
         if not segment.is_reference:
             final_state = state
         state = None
-    return run.finish(state=final_state, evaluations=evaluations)
+    rows = read_metrics(run.path) if run.path is not None else evaluations
+    return run.finish(
+        state=final_state,
+        evaluations=evaluations,
+        summary=summary_lines(rows, loop.matrix_keys[0]),
+    )
+
+
+def summary_lines(rows: Sequence[dict[str, Any]], key: str) -> list[str]:
+    """'pong: visit_1 -2.00, visit_2 -1.00, fresh -2.00 (return_mean, mean over seeds)' per game:
+    what a finished run prints, from its evaluation rows."""
+    scores = evaluation_matrix.visit_summary(
+        [r for r in rows if r.get("event") == "eval" and r.get("end_of_block")],
+        [r for r in rows if r.get("event") == "eval_fresh"],
+        key,
+    )
+    lines = []
+    for game, columns in scores.items():
+        cells = ", ".join(f"{name} {value:.2f}" for name, value in columns.items())
+        lines.append(f"{game}: {cells} ({key}, mean over seeds)")
+    return lines
+
+
+def open_run(
+    name: str,
+    workdir: str | None,
+    config,
+    segments: Sequence[Segment],
+    resume_free: Sequence[str],
+    *,
+    show_progress: bool | None = None,
+    should_stop=None,
+    stop_after_checkpoints: int | None = None,
+    signal_name=None,
+) -> Run:
+    """The harness of an RL run (`plasticity.run.Run`): counted in frames, the config with its
+    schedule recorded, and a note when the budget would take more than a day."""
+    blocks = segments[0].blocks
+    recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
+    run = Run(
+        name,
+        workdir,
+        recorded,
+        total=total_frames(segments),
+        unit="frame",
+        x_key="frames",
+        resume_free=resume_free,
+        keep_checkpoints=int(config.keep_checkpoints),
+        show_progress=True if show_progress is None else show_progress,
+        should_stop=should_stop,
+        stop_after_checkpoints=stop_after_checkpoints,
+        signal_name=signal_name,
+        budget_hint=(
+            f"lower --frames_per_game (now {config.frames_per_game:,}) or --cycles (now "
+            f"{config.cycles}) for a shorter run"
+        ),
+    )
+    # The rate that decides it is measured once learning runs, not while the replay fills.
+    plan = segments[0].plan
+    run.budget_after = (plan.first_learning[0] + 1) * plan.frames_per_iteration + int(
+        config.log_every_frames
+    )
+    return run
 
 
 def _resume_row(segments: Sequence[Segment], loop: Loop, meta: dict[str, Any]) -> dict[str, Any]:

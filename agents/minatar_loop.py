@@ -26,7 +26,6 @@ TensorBoard scalars (seed means) keyed by frames and Orbax checkpoints after eve
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
@@ -42,7 +41,7 @@ from jax.sharding import Mesh
 
 from agents import probes, sequence
 from agents.configs import replay_capacity, validate_config
-from agents.driver import shown_return, total_frames, train_segments
+from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner
 from agents.minatar_env import (
@@ -494,7 +493,11 @@ class MinAtarLoop:
         }
         game = segment.blocks[block].game
         game_index = jnp.asarray(agent.suite.game_index(game), jnp.int32)
-        run.show(game=f"{game} ({block + 1}/{len(segment.blocks)})", run=segment.name)
+        run.show(
+            game=f"{game} ({block + 1}/{len(segment.blocks)})",
+            run=segment.name if segment.is_reference else None,
+            status=None if window["learning"][-1] else "filling replay",
+        )
         executable = _executable(run, agent, state, game_index, plan)
         started = time.perf_counter()
         state, outputs = executable(state, game_index, plan)
@@ -508,7 +511,11 @@ class MinAtarLoop:
         if finite:
             self.last_returns[game] = float(np.mean(finite[-len(self.seeds) :]))
         log(rows)
-        run.advance(frames, last_return=shown_return(self.last_returns.get(game)))
+        run.advance(
+            frames,
+            updates=int(window["updates"].sum()),
+            last_return=shown_return(self.last_returns.get(game)),
+        )
         return state, stop
 
     def _rows(self, segment, block, start, window, flags, outputs, seconds) -> list[dict]:
@@ -705,22 +712,16 @@ def train(
     segments = plan_segments(config, blocks)
     check_memory(config, segments)
     seeds = np.arange(config.num_seeds, dtype=np.int32) + int(config.seed)
-    recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
-    harness = Run(
+    harness = open_run(
         name,
         workdir,
-        recorded,
-        total=total_frames(segments),
-        unit="frame",
-        x_key="frames",
-        resume_free=RESUME_FREE_FIELDS,
-        keep_checkpoints=int(config.keep_checkpoints),
-        show_progress=True if show_progress is None else show_progress,
+        config,
+        segments,
+        RESUME_FREE_FIELDS,
+        show_progress=show_progress,
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
     )
     with harness as run:
-        return train_segments(
-            run, segments, MinAtarLoop(segments, seeds), chunk_frames(config), blocks
-        )
+        return train_segments(run, segments, MinAtarLoop(segments, seeds), chunk_frames(config))

@@ -284,7 +284,9 @@ def run_experiment(
         index_fields=INDEX_FIELDS + GRID_KEYS,
         description=label,
         signal_name=signal_name,
+        budget_hint="lower --config.task.num_tasks or --config.task.steps_per_task for a shorter run",
     )
+    harness.budget_after = min(t.steps_per_task for _, t in plan.variants)
     with harness as run:
         return _run_sweep(plan, mesh, run)
 

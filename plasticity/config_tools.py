@@ -163,9 +163,11 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
 
 
 def describe_config(config: ml_collections.ConfigDict) -> str:
-    """Every field of ``config`` as ``--config.<field>=<value>`` lines, grouped by section."""
+    """Every field of ``config`` as ``--config.<field>=<value>`` lines: the top-level fields
+    first, then one group per section."""
+    fields = sorted(flatten(config).items(), key=lambda item: ("." in item[0], item[0]))
     lines, section = [], None
-    for field, value in flatten(config).items():
+    for field, value in fields:
         head = field.split(".", 1)[0] if "." in field else ""
         if head != section:
             section = head

@@ -52,10 +52,11 @@ import numpy as np
 
 from plasticity import divergence
 from plasticity.checkpointing import Checkpointer
-from plasticity.progress import Progress
+from plasticity.progress import Progress, format_seconds
 from plasticity.workdir import CONFIG_FILE, WorkDir, config_differences
 
 RUN_INFO_FILE = "run_info.json"
+BUDGET_WARNING_SECONDS = 86_400  # a run longer than this says how to shorten it
 CORRUPT_DIR = "corrupt_checkpoints"
 # Packages whose versions a run records.
 RECORDED_PACKAGES = (
@@ -342,8 +343,10 @@ class Run:
       stop_after_checkpoints: stop after this many saves of this launch (time slices, tests).
       tag_prefix: ``row -> str`` put before ``<event>/<field>`` in TensorBoard tags.
       index_fields: row fields that locate a row (never TensorBoard scalars).
-      description: text before the progress bar.
+      description: text before the progress bar (default: the name and the work dir's name).
       signal_name: ``() -> str | None``, the name of the signal behind a stop request.
+      budget_hint: what to change for a shorter run ('lower --frames_per_game (now 200,000,000)'),
+        said once when the measured ETA exceeds a day.
     """
 
     def __init__(
@@ -363,8 +366,9 @@ class Run:
         stop_after_checkpoints: int | None = None,
         tag_prefix: Callable[[Mapping[str, Any]], str] | None = None,
         index_fields: Sequence[str] = INDEX_FIELDS,
-        description: str = "train",
+        description: str | None = None,
         signal_name: Callable[[], str | None] | None = None,
+        budget_hint: str | None = None,
     ):
         self.name = name
         self.path = Path(workdir) if workdir is not None else None
@@ -381,7 +385,9 @@ class Run:
         self.stop_after_checkpoints = stop_after_checkpoints
         self.tag_prefix = tag_prefix
         self.index_fields = tuple(index_fields)
-        self.description = description
+        self.description = description or " ".join(
+            [name] + ([self.path.name] if self.path is not None else [])
+        )
         self.done = 0
         self.saves = 0
         self.last_saved_done: int | None = None
@@ -389,6 +395,9 @@ class Run:
         self.workdir: WorkDir | None = None
         self.checkpointer: Checkpointer | None = None
         self._progress: Progress | None = None
+        self.budget_hint = budget_hint
+        self.budget_after = 0
+        self._budget_checked = False
         self._phase: str | None = None
         self._postfix: dict[str, Any] = {}
         self.result = RunResult(name, self.path, unit, self.total)
@@ -633,12 +642,13 @@ class Run:
             )
         return self._progress
 
-    def advance(self, units: int, **postfix: Any) -> None:
-        """``units`` more done; ``postfix`` fields (game, return, ...) replace the shown ones (the
-        bar is redrawn only when they change, or by tqdm's own clock)."""
-        changed = any(self._postfix.get(key) != value for key, value in postfix.items())
+    def advance(self, units: int, updates: int = 0, **postfix: Any) -> None:
+        """``units`` more done (and ``updates`` learner updates); ``postfix`` fields (game,
+        return, ...) replace the shown ones. After the first training stretch, a run whose ETA
+        exceeds a day says so once, with the flag that shortens it (``budget_hint``)."""
         self._postfix.update(postfix)
-        self.progress.advance(int(units), **(self._shown() if changed else {}))
+        self.progress.advance(int(units), int(updates), **self._shown())
+        self._warn_about_budget()
 
     def show(self, **postfix: Any) -> None:
         """Updates the fields after the bar without advancing it."""
@@ -646,7 +656,7 @@ class Run:
         self.progress.set_postfix(**self._shown())
 
     def _shown(self) -> dict[str, Any]:
-        shown = dict(self._postfix)
+        shown = {key: value for key, value in self._postfix.items() if value is not None}
         if self._phase is not None:
             shown["phase"] = self._phase
         return shown
@@ -654,15 +664,31 @@ class Run:
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Shows ``name`` (compiling, evaluating, ...) while the loop does something other than
-        training; the rate estimate ignores the time spent in it."""
+        training; the rate, and so the ETA, leave the time spent in it out."""
         previous, self._phase = self._phase, name
+        self.progress.pause()
         self.progress.set_postfix(**self._shown())
         try:
             yield
         finally:
             self._phase = previous
             self.progress.set_postfix(**self._shown())
-            self.progress.reset_clock()
+            if previous is None:
+                self.progress.resume()
+
+    def _warn_about_budget(self) -> None:
+        if self._budget_checked or self.budget_hint is None:
+            return
+        eta = self.progress.eta_seconds()
+        if eta is None or self.progress.count - self.done < self.budget_after:
+            return
+        self._budget_checked = True
+        if eta > BUDGET_WARNING_SECONDS:
+            rate, _ = self.progress.rates()
+            self._say(
+                f"at {rate:,.0f} {self.unit}s/s on this machine the run needs "
+                f"{format_seconds(eta)} more; {self.budget_hint}"
+            )
 
     def message(self, text: str) -> None:
         """A line above the bar (evaluation results, switches)."""

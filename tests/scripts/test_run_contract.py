@@ -360,3 +360,18 @@ def test_a_learning_start_that_is_never_reached_is_refused(name, tmp_path, capsy
     message = bad_input(name, [*short(name), f"--frames_per_game={frames}"], workdir, capsys)
     assert message.startswith("learning never starts")
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("name", list(LAUNCHERS))
+def test_help_prints_the_flags_and_every_config_field_grouped_by_section(name, capsys):
+    script, *_ = LAUNCHERS[name]
+    assert script.main([name, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(script.__doc__.strip().splitlines()[0])
+    assert "--workdir" in text and "--experiment" in text and "--stop_after_checkpoints" in text
+    fields = text[text.index(f"Config fields of {name}") :].splitlines()
+    assert fields[1] == "  [top level]" and "    --config.seed=0" in fields
+    sections = [line.strip()[1:-1] for line in fields if line.startswith("  [")]
+    assert sections[1:] == sorted(sections[1:]) and len(sections) == len(set(sections)) > 5
+    field = "replay.capacity" if name != "train_continual" else "task.num_tasks"
+    assert any(line.startswith(f"    --config.{field}=") for line in fields)
