@@ -36,6 +36,20 @@ from ml_collections import config_dict
 from plasticity.optim import default_optimizer_config
 
 AGENTS = ("dqn", "rainbow")
+# What the RL presets measure by default: dormant, dead and linearized units, feature ranks and
+# the top singular value, per-layer weight norms, effective learning rates and update sizes.
+DEFAULT_RL_DIAGNOSTICS = (
+    "dormant",
+    "dead",
+    "linearized",
+    "srank",
+    "effective_rank",
+    "feature_svd",
+    "weight_norm",
+    "grad_norm",
+    "update_ratio",
+    "effective_lr",
+)
 TORSOS = ("nature", "conv", "mlp")
 
 
@@ -153,11 +167,13 @@ def _base_config() -> ml_collections.ConfigDict:
         )
     )
 
-    # Plasticity diagnostics (`plasticity.diagnostics`) on a uniform replay batch; 0 switches off.
+    # Plasticity diagnostics (`plasticity.diagnostics`) on a uniform replay batch, on by default:
+    # every 250k frames (800 times in a 200M-frame game) costs well under 1% of the run
+    # (`python -m benchmarks.diagnostics_cost --loop=atari`); 0 switches them off.
     config.diagnostics = ml_collections.ConfigDict(
         dict(
-            every_frames=0,
-            names=("weight_norm", "effective_lr", "update_ratio", "dormant", "srank"),
+            every_frames=250_000,
+            names=DEFAULT_RL_DIAGNOSTICS,
             batch_size=64,
         )
     )
@@ -269,7 +285,7 @@ def minatar_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             fresh_reference=True,
         )
     )
-    config.diagnostics.every_frames = 0
+    config.diagnostics.every_frames = 10_000  # (benchmarks.diagnostics_cost --loop=minatar)
     config.log_every_frames = 10_000
     config.checkpoint_every_frames = 25_000  # one compiled chunk; must divide frames_per_game
     # lax.map over seeds k at a time (1 is fastest on CPUs); 0 vmaps them all; None: by platform.
@@ -288,8 +304,12 @@ def smoke_config(agent: str, family: str = "atari") -> ml_collections.ConfigDict
     CPU, most of it compilation); MinAtar: a 4-channel conv, 2 envs, 512 frames a game."""
     config = get_config(agent, family)
     config.env.num_envs = 2
-    config.diagnostics.update(dict(names=("weight_norm", "update_ratio"), batch_size=16))
+    # Two cheap diagnostics keep the smoke programs quick to compile.
+    config.diagnostics.update(
+        dict(every_frames=512, names=("weight_norm", "update_ratio"), batch_size=16)
+    )
     if family == "minatar":
+        config.diagnostics.every_frames = 256
         config.frames_per_game = 512
         config.network.update(dict(conv_layers=((4, 3, 2),), hidden_sizes=(16,)))
         config.replay.update(dict(capacity=1024, min_fill_fraction=0.0625))

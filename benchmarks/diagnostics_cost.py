@@ -2,6 +2,13 @@
 
   python -m benchmarks.diagnostics_cost [--steps=2000] [--every=100] [--repeats=5]
       [--names=default] [--probe_size=256] [--seeds=1]
+  python -m benchmarks.diagnostics_cost --loop=minatar|atari [--frames=...] [--repeats=3]
+
+``--loop=minatar`` and ``--loop=atari`` time the RL trainers users run (`agents.minatar_loop.train`
+and `agents.atari_loop.train` with the agent preset's diagnostics, at the preset's period
+``diagnostics.every_frames``) against the same run with diagnostics off: each arm is run once to
+compile, then timed ``--repeats`` times, interleaved; the ratio must stay ≤ 1.1 (the target of
+diagnostics on by default).
 
 The workload is the testbed's default continual-learning scale: random-label memorization with an
 MLP 64 → 3×256 → 10 (Dense → LayerNorm → ReLU), Adam 1e-3, batch 128. Both programs are one
@@ -42,6 +49,10 @@ _PROBE = flags.DEFINE_integer("probe_size", 256, "Examples in the diagnostics pr
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds vmapped in one program.")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
 _WIDTH = flags.DEFINE_integer("width", 256, "Hidden width of the 3-layer MLP.")
+_LOOP = flags.DEFINE_enum(
+    "loop", "continual", ["continual", "minatar", "atari"], "Which trainer to measure."
+)
+_FRAMES = flags.DEFINE_integer("frames", 0, "RL loops: frames per timed run (0: the loop's own).")
 
 NUM_EXAMPLES, INPUT_DIM, NUM_CLASSES = 1797, 64, 10
 
@@ -126,8 +137,64 @@ def hardware() -> str:
     )
 
 
+def rl_config(loop: str):
+    """The agent preset of ``loop`` at the size timed here (its own diagnostics period)."""
+    from agents import configs  # noqa: PLC0415
+
+    if loop == "minatar":
+        config = configs.get_config("dqn", "minatar")
+        config.games, config.frames_per_game = ("breakout",), _FRAMES.value or 50_000
+        config.checkpoint_every_frames = config.frames_per_game
+    else:
+        config = configs.get_config("dqn", "atari")
+        config.games, config.frames_per_game = ("pong",), _FRAMES.value or 8_192
+        config.replay.capacity = 4_096
+        config.checkpoint_every_frames = config.frames_per_game
+        config.evaluation.update(dict(every_frames=10**9, episodes=1, max_frames=160))
+    config.evaluation.fresh_reference = False
+    return config
+
+
+def rl_main() -> None:
+    """Times an RL trainer with its preset's diagnostics against none (module docstring)."""
+    from agents import atari_loop, minatar_loop  # noqa: PLC0415
+
+    train = {"minatar": minatar_loop.train, "atari": atari_loop.train}[_LOOP.value]
+    configs = {"diagnostics": rl_config(_LOOP.value)}
+    configs["none"] = rl_config(_LOOP.value)
+    configs["none"].diagnostics.every_frames = 0
+    every = configs["diagnostics"].diagnostics.every_frames
+    if every <= 0:
+        raise SystemExit(f"the {_LOOP.value} preset has diagnostics off (every_frames=0)")
+    times = {arm: [] for arm in configs}
+    for repeat in range(_REPEATS.value + 1):  # the first repeat compiles
+        for arm, config in configs.items():
+            start = time.perf_counter()
+            train(config, None, show_progress=False)
+            if repeat:
+                times[arm].append(time.perf_counter() - start)
+    frames = configs["none"].frames_per_game
+    print(f"hardware: {hardware()}")
+    print(
+        f"workload: {_LOOP.value} DQN preset, {frames:,} frames a run; diagnostics every "
+        f"{every:,} frames: {', '.join(configs['diagnostics'].diagnostics.names)}"
+    )
+    for arm, values in times.items():
+        median = float(np.median(values))
+        print(f"{arm:>11}: {median:8.2f} s per run ({frames / median:8.0f} frames/s)")
+    ratio = float(np.median(np.array(times["diagnostics"]) / np.array(times["none"])))
+    verdict = "within" if ratio <= 1.1 else "ABOVE"
+    print(
+        f"ratio diagnostics/none (median of {_REPEATS.value} back-to-back pairs): {ratio:.3f}× "
+        f"({verdict} the 1.1× target)"
+    )
+
+
 def main(argv):
     del argv
+    if _LOOP.value != "continual":
+        rl_main()
+        return
     names = resolve_names(_NAMES.value)
     steps, every = _STEPS.value, _EVERY.value
     arms = {"none": (), "diagnostics": names}
