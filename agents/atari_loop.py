@@ -244,7 +244,7 @@ def init_agent_state(
 ) -> AgentState:
     """A fresh learner (seeded by ``seed``), an empty replay and the loop's RNG key.
 
-    Committed to the default device, as a state restored from a checkpoint is: the compiled loop
+    Committed to this process's first device, as a state restored from a checkpoint is: the compiled loop
     functions then see the same input shardings whether a run starts or resumes (a mismatch
     would compile every one of them again after a resume).
     """
@@ -254,7 +254,7 @@ def init_agent_state(
     size = config.env.screen_size
     replay = make_replay(config, (size, size), num_envs, config.env.stack)
     state = AgentState(train_state=train_state, replay=replay, rng=loop_key)
-    return jax.device_put(state, jax.devices()[0])
+    return jax.device_put(state, jax.local_devices()[0])
 
 
 def evaluate(
@@ -281,7 +281,7 @@ def evaluate(
     num_envs = env.num_envs
     quota = np.full(num_envs, evaluation.episodes // num_envs)
     quota[: evaluation.episodes % num_envs] += 1
-    rng = jax.device_put(jax.random.key(seed), jax.devices()[0])  # as the params: committed
+    rng = jax.device_put(jax.random.key(seed), jax.local_devices()[0])  # as the params: committed
     returns: list[float] = []
     finished = np.zeros(num_envs, np.int64)
     frames = 0
@@ -759,9 +759,11 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     stop_after_checkpoints: int | None = None,
     signal_name: Callable[[], str | None] | None = None,
+    independent: bool = False,
 ) -> RunResult:
     """Trains one seed through ``config.games`` (and the fresh references), see the module
-    docstring. Bad settings raise a one-line ValueError before anything is written or built; a
+    docstring. ``independent``: this process trains this run alone in a multi-process job
+    (`plasticity.run.Run`). Bad settings raise a one-line ValueError before anything is written or built; a
     NaN/Inf loss or parameter raises `plasticity.divergence.DivergenceError` before the row or
     checkpoint holding it is written. The result's outputs: ``state`` (the sequence's final
     `AgentState` when this call finished it) and ``evaluations`` (the evaluation rows written).
@@ -786,6 +788,7 @@ def train(
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
+        independent=independent,
     )
     loop = AtariLoop(segments, num_actions)
     with harness as run:

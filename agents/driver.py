@@ -200,6 +200,7 @@ def open_run(
     should_stop=None,
     stop_after_checkpoints: int | None = None,
     signal_name=None,
+    independent: bool = False,
 ) -> Run:
     """The harness of an RL run (`plasticity.run.Run`): counted in frames, the config with its
     schedule recorded, and a note when the budget would take more than a day."""
@@ -218,6 +219,7 @@ def open_run(
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
+        independent=independent,
         budget_hint=(
             f"lower --frames_per_game (now {config.frames_per_game:,}) or --cycles (now "
             f"{config.cycles}) for a shorter run"

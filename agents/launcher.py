@@ -90,23 +90,63 @@ def config_of(values: flags.FlagValues, overrides: dict[str, str], family: str):
 
 
 def run(context: launch.Launch, family: str, train: Callable[..., Any]) -> list[Any]:
-    """Every run of the launch (`agents.configs.expand_runs`), validated before the first starts,
-    trained one after another; stops after a run that was stopped (preempted or early)."""
+    """Every run of the launch (`agents.configs.expand_runs`), validated before the first starts.
+
+    On one process the runs go one after another, stopping after a run that was stopped
+    (preempted or early). In a multi-process job (`plasticity.distributed`), MinAtar lays its
+    seeds out over every device of every process (one run, `agents.minatar_loop.seed_mesh`),
+    while Atari, whose emulators live on hosts, gives process i the runs i, i + P, ... (seeds
+    and variants, each an independent run in its own sub-work-dir, stopped by a signal to that
+    process alone) and waits for every process at the end; process 0 then writes the combined
+    ``evaluation_matrix.json`` of all runs.
+    """
     import jax  # noqa: PLC0415
 
-    if jax.process_count() > 1:
-        raise ValueError(
-            f"multi-process {family.capitalize() if family == 'atari' else 'MinAtar'} is not "
-            f"supported (this job has {jax.process_count()} processes): launch each seed or "
-            "variant as its own job with its own --workdir, or use scripts.train_continual for "
-            "multi-host jobs"
-        )
     config = config_of(context.flags, context.overrides, family)
     runs = configs.expand_runs(config, family, context.workdir)
+    options = context.run_options()
+    processes = jax.process_count()
+    if family == "atari" and processes > 1:
+        if len(runs) < processes:
+            raise ValueError(
+                f"this job has {processes} processes but {len(runs)} Atari run(s): each process "
+                "trains whole runs (seeds, variants); ask for at least as many (--num_seeds)"
+            )
+        runs = runs[jax.process_index() :: processes]
+        options.update(should_stop=context.local_stop_requested, independent=True)
     results = []
     for workdir, run_config in runs:
-        result = train(run_config, workdir, name=context.name, **context.run_options())
+        result = train(run_config, workdir, name=context.name, **options)
         results.append(result)
         if not result.completed:
             break
+    if family == "atari" and processes > 1:
+        from plasticity import distributed  # noqa: PLC0415
+
+        distributed.barrier("atari_runs_done")
+    if len(configs.expand_runs(config, family, context.workdir)) > 1:
+        write_combined_matrix(context.workdir, config, family)
     return results
+
+
+def write_combined_matrix(workdir: str, config, family: str) -> None:
+    """``<workdir>/evaluation_matrix.json``: {run: its evaluation_matrix.json} for every run of
+    a launch with several (variants, seeds), written by process 0 from the runs' own files."""
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415
+
+    from agents.evaluation_matrix import EVALUATION_MATRIX_FILE  # noqa: PLC0415
+
+    if jax.process_index() != 0:
+        return
+    combined = {}
+    for path, _ in configs.expand_runs(config, family, workdir):
+        own = Path(path) / EVALUATION_MATRIX_FILE
+        if own.exists():
+            combined[str(Path(path).relative_to(workdir))] = json.loads(own.read_text())
+    target = Path(workdir) / EVALUATION_MATRIX_FILE
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"runs": combined}, indent=1) + "\n", encoding="utf-8")
+    temporary.replace(target)

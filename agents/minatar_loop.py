@@ -63,7 +63,7 @@ from agents.sequence import (
     plan_segments,
     switch_row_fields,
 )
-from plasticity import divergence, runtime
+from plasticity import distributed, divergence, runtime
 from plasticity import mesh as mesh_lib
 from plasticity.optim import optimizer_learning_rate
 from plasticity.run import Run, RunResult, due_mask
@@ -79,18 +79,33 @@ def seed_mesh(config: ml_collections.ConfigDict) -> Mesh | None:
 
     Only a ``seed`` axis: seeds are independent runs, so each device plays and learns its own
     seeds with no communication (`plasticity.mesh.over_leading_axis`), and results do not
-    depend on the mesh. A run is one process: the mesh spans this process's devices.
+    depend on the mesh. The mesh spans every device of every process: in a multi-process job
+    (`plasticity.distributed`) each process drives its own devices' seeds, process 0 writes the
+    work dir and every process takes part in the checkpoints; there the seeds must fill every
+    device.
     """
     spec = str(config.run.get("mesh", "none") or "none")
+    processes = jax.process_count()
     if spec == "none":
+        if processes > 1:
+            raise ValueError(
+                "a multi-process MinAtar job lays its seeds over every device: use "
+                "--config.run.mesh=auto (or seed:N)"
+            )
         return None
-    mesh = mesh_lib.make_mesh(spec, jax.local_devices(), num_runs=int(config.num_seeds))
+    mesh = mesh_lib.make_mesh(spec, jax.devices(), num_runs=int(config.num_seeds))
     if tuple(mesh.axis_names) != (mesh_lib.SEED_AXIS,):
         raise ValueError(f"run.mesh {spec!r}: MinAtar runs split only a 'seed' axis")
     if config.num_seeds % mesh.size:
         raise ValueError(
             f"run.mesh {spec!r} puts {mesh.size} devices on the seed axis, which does not divide "
             f"num_seeds={config.num_seeds}"
+        )
+    if processes > 1 and mesh.size != jax.device_count():
+        raise ValueError(
+            f"a job of {processes} processes with {jax.device_count()} devices needs a seed "
+            f"count they divide (num_seeds={config.num_seeds} fills {mesh.size}); use "
+            f"--num_seeds={jax.device_count()} or a multiple of it"
         )
     return mesh if mesh.size > 1 else None
 
@@ -442,10 +457,10 @@ class MinAtarLoop:
     def init(self, segment: Segment) -> LoopState:
         self.episodes = np.zeros(len(self.seeds), np.int64)
         self.last_returns = {}
-        return self.agent(segment).init(jnp.asarray(self.seeds))
+        return self.agent(segment).init(self.seeds)
 
     def template(self, segment: Segment) -> Any:
-        return jax.eval_shape(self.agent(segment).init, jnp.asarray(self.seeds))
+        return jax.eval_shape(self.agent(segment).init, self.seeds)
 
     def restored(self, state: LoopState, metadata: dict[str, Any]) -> LoopState:
         self.episodes = np.asarray(metadata.get("episodes", self.episodes), np.int64)
@@ -460,7 +475,7 @@ class MinAtarLoop:
             return state, []
         agent = self.agent(segment)
         policy = SwitchPolicy.from_config(segment.config.switch)
-        game_index = jnp.asarray(agent.suite.game_index(segment.blocks[block].game), jnp.int32)
+        game_index = np.int32(agent.suite.game_index(segment.blocks[block].game))
         settings = segment.config.intervention
         intervene = block > 0 and settings.name != "none" and bool(settings.at_switch)
         with run.phase("switching" if block else "starting"):
@@ -471,8 +486,8 @@ class MinAtarLoop:
             rate = float(
                 optimizer_learning_rate(segment.config.optimizer, first["updates_before"][0])
             )
-            norms = np.asarray(jax.device_get(agent.moments_norm(state)))
-            items = np.asarray(jax.device_get(state.replay.size))
+            norms = np.asarray(distributed.fetch(agent.moments_norm(state)))
+            items = np.asarray(distributed.fetch(state.replay.size))
             for s, seed in enumerate(self.seeds):
                 moments, size = float(norms[s]), int(items[s]) * segment.num_envs
                 fields = switch_row_fields(segment, block, policy, rate, moments, size)
@@ -482,17 +497,19 @@ class MinAtarLoop:
         return state, rows
 
     def run_chunk(self, run: Run, state, segment: Segment, block: int, start: int, stop: int, log):
+        # Host inputs stay NumPy arrays: in a multi-process job they are taken as the same
+        # (replicated) value in every process.
         agent = self.agent(segment)
         window = segment.plan.window(block, start, stop)
         flags = per_iteration_flags(segment, window)
         plan = {
-            **{k: jnp.asarray(v) for k, v in segment.schedule_values(window).items()},
-            "updates": jnp.asarray(window["updates"]),
-            "diagnose": jnp.asarray(flags["diagnose"]),
-            "intervene": jnp.asarray(flags["intervene"]),
+            **segment.schedule_values(window),
+            "updates": window["updates"],
+            "diagnose": flags["diagnose"],
+            "intervene": flags["intervene"],
         }
         game = segment.blocks[block].game
-        game_index = jnp.asarray(agent.suite.game_index(game), jnp.int32)
+        game_index = np.int32(agent.suite.game_index(game))
         run.show(
             game=f"{game} ({block + 1}/{len(segment.blocks)})",
             run=segment.name if segment.is_reference else None,
@@ -501,7 +518,7 @@ class MinAtarLoop:
         executable = _executable(run, agent, state, game_index, plan)
         started = time.perf_counter()
         state, outputs = executable(state, game_index, plan)
-        outputs = jax.device_get(outputs)
+        outputs = distributed.fetch(outputs)  # an all-gather when seeds span processes
         seconds = time.perf_counter() - started
         self._check_losses(run, segment, block, window, outputs)
         rows = self._rows(segment, block, start, window, flags, outputs, seconds)
@@ -598,14 +615,14 @@ class MinAtarLoop:
                 index = agent.suite.game_index(cell.game)
                 # Episodes depend on (block, game) only: a fresh reference meets the same episodes
                 # as the sequence's evaluation after the same block (common random numbers).
-                salt = jnp.asarray(block * 101 + index, jnp.uint32)
+                salt = np.uint32(block * 101 + index)
                 started = time.perf_counter()
-                returns, finished = jax.device_get(
+                returns, finished = distributed.fetch(
                     agent.evaluate(
                         state.train_state.params,
                         state.train_state.extra,
-                        jnp.asarray(index, jnp.int32),
-                        jnp.asarray(self.seeds),
+                        np.int32(index),
+                        self.seeds,
                         salt,
                     )
                 )

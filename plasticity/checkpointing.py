@@ -28,14 +28,27 @@ class Checkpointer:
     Args:
       directory: where the numbered checkpoint directories live (created when needed).
       max_to_keep: how many of the most recent checkpoints to keep (>= 1).
+      independent: this process saves alone (a run of its own in a multi-process job, e.g. one
+        Atari run per process); by default every process of the job takes part in each save.
     """
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+    def __init__(
+        self, directory: str | os.PathLike, max_to_keep: int = 2, independent: bool = False
+    ):
         if max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
         self.directory = Path(directory).absolute()
+        processes = ocp.options.MultiprocessingOptions()
+        if independent:
+            me = jax.process_index()
+            processes = ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"process_{me}"
+            )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=False, cleanup_tmp_directories=True
+            max_to_keep=max_to_keep,
+            enable_async_checkpointing=False,
+            cleanup_tmp_directories=True,
+            multiprocessing_options=processes,
         )
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=(TREE_ITEM, METADATA_ITEM)

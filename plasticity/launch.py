@@ -47,6 +47,7 @@ class Launch:
     overrides: dict[str, str]
     should_stop: Callable[[], bool]
     signal_name: Callable[[], str | None]
+    local_stop_requested: Callable[[], bool]  # this process's signal alone (no collective)
 
     @property
     def workdir(self) -> str:
@@ -147,7 +148,14 @@ def main(
 
     runtime.apply_runtime_defaults()
     guard = preemption.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT))
-    launch = Launch(name, values, overrides, guard.should_stop, lambda: guard.signal_name)
+    launch = Launch(
+        name,
+        values,
+        overrides,
+        guard.should_stop,
+        lambda: guard.signal_name,
+        lambda: guard.requested,
+    )
     try:
         with guard:
             results = run(launch)

@@ -347,6 +347,9 @@ class Run:
       signal_name: ``() -> str | None``, the name of the signal behind a stop request.
       budget_hint: what to change for a shorter run ('lower --frames_per_game (now 200,000,000)'),
         said once when the measured ETA exceeds a day.
+      independent: this process runs this run alone in a multi-process job (writes its work dir,
+        saves its checkpoints and shows its progress by itself); by default process 0 writes and
+        every process takes part in the saves.
     """
 
     def __init__(
@@ -369,8 +372,10 @@ class Run:
         description: str | None = None,
         signal_name: Callable[[], str | None] | None = None,
         budget_hint: str | None = None,
+        independent: bool = False,
     ):
         self.name = name
+        self.independent = independent
         self.path = Path(workdir) if workdir is not None else None
         self.config = json.loads(json.dumps(dict(config), default=str))
         self.total = int(total)
@@ -422,12 +427,15 @@ class Run:
                     f"work dir {self.path} holds a run with a different config (fields: {shown}); "
                     "use a new --workdir or the same config to resume"
                 )
-        self.workdir = WorkDir(self.path, tensorboard=self.tensorboard)
+        writer = True if self.independent else None
+        self.workdir = WorkDir(self.path, tensorboard=self.tensorboard, is_writer=writer)
         if not steps:  # nothing to resume: whatever an earlier, failed launch left is replaced
             self._clear_unresumable_files()
             self.workdir.write_config(self.config)
         self._append_run_info()
-        self.checkpointer = Checkpointer(self.workdir.checkpoint_dir, self.keep_checkpoints)
+        self.checkpointer = Checkpointer(
+            self.workdir.checkpoint_dir, self.keep_checkpoints, independent=self.independent
+        )
         return self
 
     def _clear_unresumable_files(self) -> None:
@@ -638,7 +646,7 @@ class Run:
                 description=self.description,
                 unit=self.unit,
                 initial=self.done,
-                disable=None if self.show_progress else True,
+                disable=(None if not self.independent else False) if self.show_progress else True,
             )
         return self._progress
 
@@ -696,8 +704,9 @@ class Run:
             self.progress.write(text)
 
     def _say(self, text: str) -> None:
-        """A line on stderr from the lead process, with the launcher's name."""
-        if jax.process_index() == 0:
+        """A line on stderr from the lead process (or this one, running alone), with the
+        launcher's name."""
+        if self.independent or jax.process_index() == 0:
             print(f"{self.name}: {text}", file=sys.stderr, flush=True)
 
 
