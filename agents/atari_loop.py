@@ -405,6 +405,8 @@ class AtariLoop:
         self.episodes = int(metadata.get("episodes", 0))
         self.evaluations = int(metadata.get("evaluations", 0))
         self.last_returns = dict(metadata.get("last_returns", {}))
+        # Committed to this process's device as a fresh state is (the same compiled programs).
+        state = jax.device_put(state, jax.local_devices()[0])
         return state.replace(replay=_end_episodes(state.replay))
 
     def metadata(self) -> dict[str, Any]:

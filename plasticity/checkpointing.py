@@ -10,7 +10,9 @@ a new one is finalized. Saves are synchronous: when `save` returns the checkpoin
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -114,6 +116,87 @@ class Checkpointer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class LocalCheckpointer:
+    """A process's own checkpoints, for a run that one process of a multi-process job trains
+    alone (e.g. one Atari run per process): Orbax's multi-host checkpoints assume every process
+    takes part and refuse arrays local to one. Each step is a directory holding the tree's
+    leaves (NumPy arrays, keys as raw data) in one ``tree.npz`` and the metadata in
+    ``metadata.json``, written under a temporary name and renamed when complete; the last k
+    are kept. The interface is `Checkpointer`'s.
+    """
+
+    TREE_FILE = "tree.npz"
+    METADATA_FILE = "metadata.json"
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 2):
+        if max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}")
+        self.directory = Path(directory).absolute()
+        self.max_to_keep = max_to_keep
+
+    def all_steps(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit())
+
+    def latest_step(self) -> int | None:
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, tree: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        final = self.directory / str(int(step))
+        partial = self.directory / f"{int(step)}.partial"
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(tree)]
+        with open(partial / self.TREE_FILE, "wb") as f:
+            np.savez(f, *leaves)
+            f.flush()
+            os.fsync(f.fileno())
+        (partial / self.METADATA_FILE).write_text(json.dumps(dict(metadata or {})), "utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(partial, final)
+        for old in self.all_steps()[: -self.max_to_keep]:
+            shutil.rmtree(self.directory / str(old), ignore_errors=True)
+
+    def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
+        step = self._resolve(step)
+        return json.loads((self.directory / str(step) / self.METADATA_FILE).read_text("utf-8"))
+
+    def restore(self, target: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """(tree like ``target``'s structure, metadata); a ValueError when the saved arrays do
+        not match the target's shapes and dtypes (or the file is damaged)."""
+        step = self._resolve(step)
+        leaves, treedef = jax.tree.flatten(target)
+        with np.load(self.directory / str(step) / self.TREE_FILE) as saved:
+            arrays = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if len(arrays) != len(leaves):
+            raise ValueError(
+                f"checkpoint {step} holds {len(arrays)} arrays, expected {len(leaves)}"
+            )
+        for array, leaf in zip(arrays, leaves):
+            if array.shape != tuple(leaf.shape) or array.dtype != np.dtype(leaf.dtype):
+                raise ValueError(
+                    f"checkpoint {step} holds a {array.dtype}{list(array.shape)} array where "
+                    f"{np.dtype(leaf.dtype)}{list(leaf.shape)} was expected"
+                )
+        return jax.tree.unflatten(treedef, arrays), self.restore_metadata(step)
+
+    def _resolve(self, step: int | None) -> int:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no checkpoint in {self.directory}")
+        return int(step)
+
+    def reload(self) -> None:
+        """Nothing cached: the directory is read each time."""
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _abstract_leaf(leaf: Any) -> Any:

@@ -51,7 +51,7 @@ import jax
 import numpy as np
 
 from plasticity import divergence
-from plasticity.checkpointing import Checkpointer
+from plasticity.checkpointing import Checkpointer, LocalCheckpointer
 from plasticity.progress import Progress, format_seconds
 from plasticity.workdir import CONFIG_FILE, WorkDir, config_differences
 
@@ -433,9 +433,12 @@ class Run:
             self._clear_unresumable_files()
             self.workdir.write_config(self.config)
         self._append_run_info()
-        self.checkpointer = Checkpointer(
-            self.workdir.checkpoint_dir, self.keep_checkpoints, independent=self.independent
-        )
+        if self.independent:
+            self.checkpointer = LocalCheckpointer(
+                self.workdir.checkpoint_dir, self.keep_checkpoints
+            )
+        else:
+            self.checkpointer = Checkpointer(self.workdir.checkpoint_dir, self.keep_checkpoints)
         return self
 
     def _clear_unresumable_files(self) -> None:
@@ -501,7 +504,7 @@ class Run:
                 return None
             try:
                 shapes = template(metadata)
-                tree, metadata = self.checkpointer.restore(_abstract(shapes), step)
+                tree, metadata = self.checkpointer.restore(self._target(shapes), step)
             except Exception as error:  # noqa: BLE001
                 self._set_aside(step, error)
                 continue
@@ -518,6 +521,14 @@ class Run:
             return Restored(restore_keys(tree, shapes), metadata, step, self.done)
         self._clear_unresumable_files()  # every checkpoint was set aside: a fresh start
         return None
+
+    def _target(self, shapes: Any) -> Any:
+        """The restore target of a checkpoint: shapes with their shardings, or for a run of its
+        own in a multi-process job host arrays (what it saved), placed by the trainer."""
+        target = _abstract(shapes)
+        if self.independent:
+            target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), target)
+        return target
 
     def _check_metrics_length(self, step: int, metadata: Mapping[str, Any]) -> None:
         recorded = int(metadata.get("metrics_size", 0))
@@ -590,7 +601,10 @@ class Run:
             "finished": bool(finished),
             "metrics_size": self.workdir.metrics_size(),
         }
-        self.checkpointer.save(self.done, saveable(tree), record)
+        tree = saveable(tree)
+        if self.independent:  # host copies, written by this process alone
+            tree = jax.device_get(tree)
+        self.checkpointer.save(self.done, tree, record)
         self.last_saved_done = self.done
         self.saves += 1
 

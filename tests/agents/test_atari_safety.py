@@ -1,6 +1,6 @@
 """The Atari loop's safety: a diverged state is never saved, `should_stop` ends a run after a
-checkpoint and a relaunch finishes it; the launcher's exit statuses for divergence (3), SIGTERM
-(0) and a multi-process job (1).
+checkpoint and a relaunch finishes it; the launcher's exit statuses for divergence (3) and SIGTERM
+(0). Jobs of several processes: tests/scripts/test_rl_multiprocess.py.
 
 The in-process runs use the smoke config of `test_atari_loop`, so in one pytest session they share
 its compiled functions.
@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -211,31 +210,3 @@ def test_sigterm_stops_the_launcher_after_a_checkpoint_with_status_0(tmp_path):
     assert 0 < step < 80_000 and step % 8 == 0
     with Checkpointer(path / "checkpoints") as checkpointer:
         assert checkpointer.restore_metadata(step)["done"] == step
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_a_multi_process_job_is_refused_with_one_line(tmp_path):
-    """Two local processes join one job (gloo), then both stop before anything is written."""
-    address = f"127.0.0.1:{free_port()}"
-    processes = [
-        launch(
-            f"--workdir={tmp_path / 'run'}",
-            f"--coordinator_address={address}",
-            "--num_processes=2",
-            f"--process_id={index}",
-            "--distributed_init_timeout=60",
-        )
-        for index in range(2)
-    ]
-    for process in processes:
-        _, stderr = process.communicate(timeout=120)
-        assert process.returncode == 1, stderr[-3000:]
-        (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
-        assert "multi-process Atari is not supported (this job has 2 processes)" in line
-        assert "scripts.train_continual" in line
-    assert not (tmp_path / "run").exists()

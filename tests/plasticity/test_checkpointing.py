@@ -58,3 +58,23 @@ def test_restore_without_checkpoint_and_bad_keep_count_raise(tmp_path):
     with checkpointing.Checkpointer(tmp_path / "b") as manager:
         with pytest.raises(ValueError, match="no checkpoint"):
             manager.restore(_tree(0))
+
+
+def test_local_checkpoints_round_trip_keep_the_last_k_and_refuse_damage(tmp_path):
+    """The per-process checkpoints of a run one process trains alone in a multi-process job."""
+    tree = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int32(7)}
+    local = checkpointing.LocalCheckpointer(tmp_path, max_to_keep=2)
+    assert local.latest_step() is None
+    for step in (1, 2, 3):
+        local.save(step, {**tree, "step": np.int32(step)}, {"done": step})
+    assert local.all_steps() == [2, 3] and not list(tmp_path.glob("*.partial"))
+    restored, metadata = local.restore(tree)
+    np.testing.assert_array_equal(restored["w"], tree["w"])
+    assert int(restored["step"]) == 3 and metadata == {"done": 3}
+    with pytest.raises(ValueError, match="where float32\\[3, 2\\] was expected"):
+        local.restore({"w": np.zeros((3, 2), np.float32), "step": np.int32(0)})
+    data = tmp_path / "3" / "tree.npz"
+    data.write_bytes(data.read_bytes()[:50])
+    with pytest.raises(Exception):
+        local.restore(tree)
+    assert local.restore_metadata(2) == {"done": 2}

@@ -32,6 +32,13 @@ from tests.scripts.test_run_contract import TINY_ATARI_NET, checkpoints
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 400
 ATARI = ["--games=Pong", "--frames_per_game=512", *TINY_ATARI_NET]
+FRAMES = 768  # of the MinAtar job: one game, 3 checkpoints of 256 frames
+MINATAR = [
+    *(arg for arg in TINY_MINATAR if not arg.startswith(("--games", "--cycles", "--frames"))),
+    "--games=breakout",
+    f"--frames_per_game={FRAMES}",
+    "--nofresh_reference",
+]
 VOLATILE = ("frames_per_second", "updates_per_second", "seconds")
 
 
@@ -94,7 +101,7 @@ def stable(rows):
 def minatar(tmp_path_factory):
     root = tmp_path_factory.mktemp("minatar_job")
     cache = root / "cache"
-    args = [*TINY_MINATAR, "--config.run.mesh=auto"]
+    args = [*MINATAR, "--config.run.mesh=auto"]
     out = {"root": root}
     reference = start("scripts.train_minatar", [*args, f"--workdir={root / 'alone'}"], cache)
     pair = job("scripts.train_minatar", [*args, f"--workdir={root / 'job'}"], cache)
@@ -122,9 +129,9 @@ def test_a_minatar_job_of_two_processes_equals_one_process(minatar):
     for code, stderr in [*minatar["job"], minatar["alone"]]:
         assert code == 0, stderr[-3000:]
     assert "train_minatar: complete" in minatar["job"][0][1]
-    job_state, _, job_step = restore_latest(root / "job")
-    alone, _, alone_step = restore_latest(root / "alone", template=job_state)
-    assert job_step == alone_step == 3072
+    alone, _, alone_step = restore_latest(root / "alone")
+    job_state, _, job_step = restore_latest(root / "job", template=alone)
+    assert job_step == alone_step == FRAMES
     for name in ("action", "frames", "reward"):  # the same trajectories were played ...
         np.testing.assert_array_equal(job_state["replay"][name], alone["replay"][name])
     for a, b in zip(  # ... and learned from, up to rounding
@@ -135,7 +142,7 @@ def test_a_minatar_job_of_two_processes_equals_one_process(minatar):
         [(r["seed"], r["game"], r["block"], r["return_mean"]) for r in read(root / name, "eval")]
         for name in ("job", "alone")
     ]
-    assert returns[0] == returns[1] and len(returns[0]) == 2 * 7
+    assert returns[0] == returns[1] and len(returns[0]) == 2  # one game, two seeds
 
 
 def test_a_killed_process_ends_the_minatar_job_in_bounded_time_and_a_relaunch_resumes(minatar):
@@ -184,3 +191,29 @@ def test_an_atari_job_trains_one_run_per_process_as_if_launched_alone(tmp_path):
     assert combined["runs"]["seed_1"]["games"] == ["pong"]
     assert "process 0" not in results[1][1]  # each process reports its own run
     assert "seed_1" in results[1][1] and "seed_0" in results[0][1]
+
+
+def test_a_killed_process_ends_the_atari_job_in_bounded_time_and_a_relaunch_resumes_both(
+    tmp_path,
+):
+    cache, workdir = tmp_path / "cache", tmp_path / "job"
+    long_run = ["--games=Pong", "--frames_per_game=51200", *TINY_ATARI_NET, "--num_seeds=2"]
+    pair = job("scripts.train_atari", [*long_run, f"--workdir={workdir}"], cache)
+    deadline = time.monotonic() + TIMEOUT
+    while not (checkpoints(workdir / "seed_0") and checkpoints(workdir / "seed_1")):
+        assert time.monotonic() < deadline and pair[0].poll() is None, pair[0].stderr.read()
+        time.sleep(0.05)
+    pair[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    code, _ = finish(pair[0])
+    assert code != 0 and time.monotonic() - killed_at < 60
+    finish(pair[1])
+    saved = {seed: checkpoints(workdir / f"seed_{seed}")[-1] for seed in (0, 1)}
+    pair = job(
+        "scripts.train_atari",
+        [*long_run, "--stop_after_checkpoints=1", f"--workdir={workdir}"],
+        cache,
+    )
+    for seed, (code, stderr) in enumerate(finish(process) for process in pair):
+        assert code == 0, stderr[-3000:]
+        assert f"train_atari: resuming from frame {saved[seed]:,}" in stderr
