@@ -47,7 +47,7 @@ from flax import struct
 from agents import atari_scores, probes, sequence
 from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
 from agents.configs import validate_config
-from agents.driver import shown_return, total_frames, train_segments
+from agents.driver import shown_return, tensorboard_prefix, total_frames, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner, make_replay
 from agents.replay import ReplayState, replay_add, replay_end_episodes
@@ -766,6 +766,7 @@ def train(
         show_progress=True if show_progress is None else show_progress,
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
+        tag_prefix=tensorboard_prefix,
         signal_name=signal_name,
     )
     loop = AtariLoop(segments, num_actions)

@@ -42,7 +42,7 @@ from jax.sharding import Mesh
 
 from agents import probes, sequence
 from agents.configs import replay_capacity, validate_config
-from agents.driver import shown_return, total_frames, train_segments
+from agents.driver import shown_return, tensorboard_prefix, total_frames, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner
 from agents.minatar_env import (
@@ -718,6 +718,7 @@ def train(
         show_progress=True if show_progress is None else show_progress,
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
+        tag_prefix=tensorboard_prefix,
         signal_name=signal_name,
     )
     with harness as run:

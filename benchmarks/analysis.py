@@ -77,10 +77,9 @@ def plot_eval_returns(runs: Sequence[Run]):
                     )
                 )
         ax.set_title(str(game), fontsize=10)
-        ax.set_ylabel(MATRIX_KEY_LABELS[key], fontsize=8)
         style_axes(ax, key, drawn, "frames")
         mark_switches(ax, marks, colors, "frames")
-    return finish(fig, axes, "Evaluation per game")
+    return finish(fig, axes, f"Evaluation per game: {MATRIX_KEY_LABELS[key]}")
 
 
 MATRIX_KEY_LABELS = {
@@ -229,6 +228,8 @@ def plot_evaluation_matrices(runs: Sequence[Run]):
     fig.subplots_adjust(left=0.2, wspace=0.55)  # room for the "block: game" row labels
     axes = iter(axes)
     image = None
+    bar_values = [v for *_, visits, _ in found for game in visits.values() for v in game.values()]
+    bar_limits = y_limits(np.asarray(bar_values, np.float64), y_scale(key))  # shared by all runs
     for label, key, (games, blocks, matrix), visits, trained in found:
         ax = next(axes)
         shown = np.full(matrix.shape, np.nan)
@@ -257,25 +258,34 @@ def plot_evaluation_matrices(runs: Sequence[Run]):
         plain_ticks(colorbar.ax, "y")
         if visits:
             _draw_visit_bars(
-                next(axes), visits, f"{label}: after each visit vs fresh", key, colors[label]
+                next(axes),
+                visits,
+                f"{label}: after each visit vs fresh",
+                key,
+                colors[label],
+                bar_limits,
             )
     fig.suptitle("Evaluation matrix")
     return fig
 
 
 def _draw_visit_bars(
-    ax, visits: dict[str, dict[str, float]], title: str, key: str, color: str
+    ax,
+    visits: dict[str, dict[str, float]],
+    title: str,
+    key: str,
+    color: str,
+    limits: tuple[float, float] | None = None,
 ) -> None:
     """Grouped bars: one group per game, one bar per visit (the run's colour, lighter for later
-    visits) and one for the fresh network (grey, hatched)."""
+    visits) and one for the fresh network (grey, hatched), within `limits` (shared by the runs
+    compared) and always showing 0."""
     games = list(visits)
     columns = list(dict.fromkeys(c for game in games for c in visits[game]))
     columns.sort(key=lambda c: (1, 0) if c == "fresh" else (0, int(c.split("_")[1])))
     width = 0.8 / max(len(columns), 1)
-    values_drawn = []
     for i, column in enumerate(columns):
         values = [visits[game].get(column, np.nan) for game in games]
-        values_drawn += values
         positions = np.arange(len(games)) + (i - (len(columns) - 1) / 2) * width
         if column == "fresh":
             style = dict(color="0.6", hatch="//", edgecolor="0.3")
@@ -287,7 +297,6 @@ def _draw_visit_bars(
     ax.set_ylabel(MATRIX_KEY_LABELS[key])
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, frameon=False)
-    limits = y_limits(np.asarray(values_drawn, np.float64), y_scale(key))
     if limits is not None:
         ax.set_ylim(min(limits[0], 0.0), max(limits[1], 0.0))
     plain_ticks(ax, "y")

@@ -15,6 +15,10 @@ moved or mailed as it is. It holds:
 * the config fields that differ between the curves (variants resolved), and every config;
 * each work dir's ``run_info.json``: every launch's command, git commit, packages, devices, CPU.
 
+``<out>/report.json`` lists the same for programs: every figure's file, title and panels with the
+number of points each curve has there (`plasticity.analysis.figure_contents`), and the figures
+without data.
+
 Work dirs are given as `plasticity.analysis.expand_workdirs` accepts them: work dirs, their
 metrics.jsonl, or a directory of per-variant work dirs (an RL launch with variants).
 """
@@ -35,6 +39,7 @@ from benchmarks import analysis as figures
 from plasticity import analysis
 
 REPORT_FILE = "report.html"
+MANIFEST_FILE = "report.json"
 REPORT_DIR = "report"
 EVALUATION_MATRIX_FILE = "evaluation_matrix.json"
 RUN_INFO_FILE = "run_info.json"
@@ -417,11 +422,22 @@ def write_page(
     out: str | Path,
     embed: bool = True,
 ) -> Path:
-    """Writes ``<out>/report.html`` (`page_html`) and returns its path."""
+    """Writes ``<out>/report.html`` (`page_html`) and ``<out>/report.json`` (the manifest) and
+    returns the page's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     page = out / REPORT_FILE
     page.write_text(page_html(runs, rendered, out, embed), encoding="utf-8")
+    manifest = {
+        "page": REPORT_FILE,
+        "runs": [{"name": run.name, "workdirs": [str(p) for p in run.workdirs]} for run in runs],
+        "figures": {
+            stem: {"file": figure.path.name, "title": figure.title, "panels": figure.contents}
+            for stem, figure in rendered.items()
+        },
+        "missing": [stem for stem in figures.FIGURES if stem not in rendered],
+    }
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return page
 
 

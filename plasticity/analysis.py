@@ -470,8 +470,8 @@ def count_formatter():
     class CountFormatter(ticker.Formatter):
         def __call__(self, value: float, position=None) -> str:
             largest = max((abs(v) for v in self.locs), default=abs(value))
-            for size, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-                if largest >= size:
+            for above, size, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+                if largest >= above:
                     return f"{value / size:g}{suffix}" if value else "0"
             return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
 
@@ -631,7 +631,7 @@ def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns:
         right=0.98,
         wspace=0.3,
         hspace=0.55,
-        top=1 - 0.55 / total,
+        top=1 - 0.8 / total,  # the figure's title above the panels' titles
         bottom=(legend_room + 0.45) / total,
     )
     flat = axes.ravel()
