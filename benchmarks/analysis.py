@@ -336,7 +336,7 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
         (
             "curvature",
             lambda: plot_metrics(
-                runs, CURVATURE_METRICS, "Curvature, feature spectrum and trainability"
+                runs, CURVATURE_METRICS, "Curvature, feature spectrum, norms and trainability"
             ),
         ),
         ("eval_returns", lambda: plot_eval_returns(runs)),

@@ -392,6 +392,8 @@ def y_scale(key: str) -> YScale:
         return YScale(lower=0.0, upper=1.0, fixed=True)
     if metric.startswith("dormant_") or metric in UNIT_FRACTIONS:
         return YScale(lower=0.0, upper=1.0, include_zero=True, min_span=0.1)
+    if metric == "ntk_offdiagonal_mass":  # a fraction of the kernel's mass
+        return YScale(lower=0.0, upper=1.0, min_span=0.1)
     if metric in RANK_METRICS:
         return YScale(lower=0.0, include_zero=True, min_span=1.0)
     if metric in LOG_METRICS:
@@ -562,6 +564,11 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
                 label=kind if i == 0 else "_" + kind,
             )
         if x == "frames" and len(found) <= 12:
+            low, high = ax.get_ylim()  # headroom, so that no curve runs through the names
+            if ax.get_yscale() == "log":
+                ax.set_ylim(low, high * (high / low) ** 0.12)
+            else:
+                ax.set_ylim(low, high + 0.12 * (high - low))
             starts = [(0.0, first)] + list(found)
             for position, name in starts:
                 if name:

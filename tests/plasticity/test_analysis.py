@@ -331,3 +331,47 @@ def test_figures_read_right(tmp_path, workdirs):
                 seen.setdefault(line.get_label(), set()).add(line.get_color())
         analysis.pyplot().close(fig)
     assert {label: c.pop() for label, c in seen.items() if len(c) == 1} == colors
+
+
+def _eval_rows(scores, key="return_mean"):
+    """'eval' rows of a 2-block sequence (pong, breakout) from {(block, game): score}."""
+    return [
+        {
+            "event": "eval",
+            "frames": 1000 * (b + 1),
+            "seed": 0,
+            "game": g,
+            "block": b,
+            "trained_game": ("pong", "breakout")[b],
+            "visit": 1,
+            "end_of_block": True,
+            key: value,
+        }
+        for (b, g), value in scores.items()
+    ]
+
+
+def test_evaluation_matrix_colours_do_not_turn_noise_into_structure(tmp_path):
+    # Human-normalized scores near random play: one scale for all runs, at least -1..1, so
+    # -0.0085 and 0.0035 are both near white instead of the two ends of a colour map.
+    near_random = {(0, "pong"): -0.0085, (1, "pong"): -0.0085, (1, "breakout"): 0.0035}
+    runs = [
+        analysis.load_run(_write_rows(tmp_path / name, _eval_rows(scores, "human_normalized")))
+        for name, scores in (("a", near_random), ("b", {**near_random, (1, "breakout"): 2.5}))
+    ]
+    fig = figures.plot_evaluation_matrices(runs)
+    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    assert len(images) == 2
+    for image in images:
+        assert (image.norm.vmin, image.norm.vmax) == (-2.5, 2.5)  # shared, from the data's max
+    assert np.all(np.abs(images[0].norm(images[0].get_array().compressed()) - 0.5) < 0.01)
+    analysis.pyplot().close(fig)
+    # Raw returns: each game on its own range over every run, from min(0, lowest).
+    raw = {(0, "pong"): -21.0, (1, "pong"): -10.5, (1, "breakout"): 4.0}
+    run = analysis.load_run(_write_rows(tmp_path / "raw", _eval_rows(raw)))
+    fig = figures.plot_evaluation_matrices([run])
+    image = fig.axes[0].get_images()[0]
+    np.testing.assert_allclose(image.get_array().filled(np.nan), [[0.0, np.nan], [0.5, 1.0]])
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"-21", "-10.5", "4", "not played yet"} <= texts
+    analysis.pyplot().close(fig)
