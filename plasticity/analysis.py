@@ -1,14 +1,20 @@
-"""Reading work dirs and plotting their plasticity diagnostics (what the diagnostics notebook calls).
+"""Reading work dirs and plotting their plasticity diagnostics (what ``scripts.report`` and the
+diagnostics notebook call, through `benchmarks.analysis` and `benchmarks.report`).
 
 A work dir (`plasticity.workdir`) holds ``config.json`` and ``metrics.jsonl``: one JSON object per
-line with an ``event`` ('task', 'diagnostics', and for RL 'train' and 'eval'), ``step``, ``seed``,
-``variant``, ``task`` and, for RL, ``frames``, ``game`` and ``visit``. Diagnostics rows carry flat
-keys '<metric>/<layer>' and '<metric>' (`plasticity.diagnostics`).
+line with an ``event`` ('task', 'diagnostics', and for RL 'train', 'eval' and 'switch'), ``step``,
+``seed``, ``variant``, ``task`` and, for RL, ``frames``, ``game``, ``block`` and ``visit``.
+Diagnostics rows carry flat keys '<metric>/<layer>' and '<metric>' (`plasticity.diagnostics`).
+`load_runs` also takes a directory of per-variant work dirs (an RL launch with variants) and reads
+Atari's ``seed_<s>`` work dirs as one run (`expand_workdirs`).
 
 Everything here is plain json + NumPy + matplotlib and tolerates what a real run leaves behind:
 missing files or keys, ``null`` values (non-finite numbers), a truncated last line. A *curve* is
 one (work dir, variant) pair; curves are averaged over seeds (mean, with the min–max band) and
-compared side by side in every figure.
+compared side by side in every figure, each in one colour and line style throughout
+(`curve_colors`). Figures read as the values: x-axes in frames (RL) or optimizer steps
+(continual) from 0 with game / task switches marked (`switches`), tick labels without offsets
+(`plain_ticks`), y-limits from what a metric means rather than from its float noise (`YScale`).
 """
 
 from __future__ import annotations
