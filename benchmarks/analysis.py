@@ -441,7 +441,7 @@ def render_figure(
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{stem}.png"
     fig.savefig(path, dpi=dpi)
-    title = fig._suptitle.get_text() if fig._suptitle is not None else stem
+    title = fig.get_suptitle() or stem
     rendered = RenderedFigure(stem, title, path, figure_contents(fig))
     if show:
         plt.show()

@@ -218,7 +218,7 @@ def _matrix_from_rows(run: analysis.Run, variant: str | None) -> dict[str, Any] 
         games, blocks, values = matrix
         trained = {
             int(r["block"]): r.get("trained_game")
-            for r in figures.events(run, "eval")
+            for r in analysis.events(run, "eval")
             if r.get("variant") == variant and "block" in r
         }
         found.update(games=games, blocks=[f"{b}: {trained.get(b, '?')}" for b in blocks])
