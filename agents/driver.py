@@ -104,6 +104,17 @@ def frames_done(segments: Sequence[Segment], position: Position) -> int:
     return done
 
 
+def tensorboard_prefix(row: dict[str, Any]) -> str:
+    """The TensorBoard tag prefix of an RL row: evaluation rows ('eval', 'eval_fresh') are tagged
+    ``<game>/<event>/<field>``, since the games evaluated after one block share their x (frames)
+    and would otherwise be averaged into one meaningless scalar; every other row (train,
+    diagnostics, switch: one game at a time) keeps ``<event>/<field>``, e.g.
+    ``diagnostics/weight_norm/torso/conv_0``."""
+    if row.get("event") in ("eval", "eval_fresh") and row.get("game"):
+        return str(row["game"])
+    return ""
+
+
 def total_frames(segments: Sequence[Segment]) -> int:
     return sum(segment.total_frames for segment in segments)
 
@@ -220,6 +231,7 @@ def open_run(
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
         independent=independent,
+        tag_prefix=tensorboard_prefix,
         budget_hint=(
             f"lower --frames_per_game (now {config.frames_per_game:,}) or --cycles (now "
             f"{config.cycles}) for a shorter run"

@@ -9,6 +9,7 @@ standard figures that `scripts.report` and the diagnostics notebook draw (`FIGUR
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,24 +18,35 @@ import numpy as np
 from plasticity.analysis import (
     CURVATURE_METRICS,
     Run,
+    curve_colors,
+    curve_styles,
     curves,
     draw,
     events,
+    figure_contents,
     finish,
+    first_game,
     grid,
+    mark_switches,
     metric_keys,
     number,
+    plain_ticks,
     plot_layer_metric,
     plot_metrics,
     plot_task_metrics,
     pyplot,
     series,
+    style_axes,
+    switches,
     unit_fraction_keys,
+    y_limits,
+    y_scale,
 )
 
 
 def plot_eval_returns(runs: Sequence[Run]):
-    """RL: evaluation return (human-normalized when present) per game against frames."""
+    """RL: evaluation return (human-normalized when every run has it) per game against frames,
+    with the game switches marked."""
     plt = pyplot()
     games = []
     for run in runs:
@@ -43,28 +55,37 @@ def plot_eval_returns(runs: Sequence[Run]):
                 games.append(row["game"])
     if not games:
         return None
+    key = matrix_key(runs)
     fig, axes = grid(plt, len(games))
+    colors, styles = curve_colors(runs), curve_styles(runs)
     for ax, game in zip(axes, games):
-        for i, (run, variant, label) in enumerate(curves(runs)):
-            subset = Run(
-                run.name,
-                run.path,
-                run.config,
-                [r for r in events(run, "eval") if r.get("game") == game],
-            )
-            key = (
-                "human_normalized"
-                if any(number(r.get("human_normalized")) is not None for r in subset.rows)
-                else "return_mean"
+        drawn, marks = [], []
+        for run, variant, label in curves(runs):
+            subset = dataclasses.replace(
+                run, rows=[r for r in events(run, "eval") if r.get("game") == game]
             )
             s = series(subset, key, "eval", variant, x="frames")
             if s is not None:
-                draw(ax, s, label, f"C{i}")
-                ax.set_ylabel(key.replace("_", " "))
+                draw(ax, s, label, colors[label], styles[label])
+                drawn += [s.mean, s.low, s.high]
+                marks.append(
+                    (
+                        label,
+                        switches(run, variant, "frames"),
+                        float(s.x[-1]),
+                        first_game(run, variant),
+                    )
+                )
         ax.set_title(str(game), fontsize=10)
-        ax.set_xlabel("frames")
-        ax.grid(alpha=0.3)
-    return finish(fig, axes, "Evaluation per game")
+        style_axes(ax, key, drawn, "frames")
+        mark_switches(ax, marks, colors, "frames")
+    return finish(fig, axes, f"Evaluation per game: {MATRIX_KEY_LABELS[key]}")
+
+
+MATRIX_KEY_LABELS = {
+    "human_normalized": "human-normalized score",
+    "return_mean": "mean return",
+}
 
 
 def _matrix_rows(run: Run, variant: str | None) -> list[dict[str, Any]]:
@@ -77,10 +98,11 @@ def _matrix_rows(run: Run, variant: str | None) -> list[dict[str, Any]]:
     ]
 
 
-def matrix_key(run: Run) -> str:
-    """'human_normalized' when every evaluation-matrix row has one (Atari games with reference
-    scores: comparable across games), else 'return_mean'."""
-    rows = [r for r in events(run, "eval") if r.get("end_of_block", True) is not False]
+def matrix_key(runs: Run | Sequence[Run]) -> str:
+    """'human_normalized' when every evaluation row of every run has one (Atari games with
+    reference scores: comparable across games and runs), else 'return_mean'."""
+    runs = [runs] if isinstance(runs, Run) else list(runs)
+    rows = [r for run in runs for r in events(run, "eval")]
     if rows and all(number(r.get("human_normalized")) is not None for r in rows):
         return "human_normalized"
     return "return_mean"
@@ -144,13 +166,51 @@ def visit_scores(
     }
 
 
+def _matrix_colours(found, key: str):
+    """(colour value of a cell, norm, colour map, colour-bar label) shared by every run's heat
+    map, so that one colour means one score in all of them.
+
+    Human-normalized scores (0: a random policy, 1: the human reference) share one diverging
+    scale centred on 0, from −L to L with L = max(1, largest |score|): a run near random play
+    reads as white whatever its float noise, not as a full-range pattern. Raw returns are not
+    comparable across games, so each game's column is scaled to the game's own range over every
+    run and the fresh references, from min(0, lowest) (0) to max(0, highest) (1), one sequential
+    scale; every cell is annotated with its score.
+    """
+    from matplotlib import colors as mcolors  # noqa: PLC0415
+
+    if key == "human_normalized":
+        values = [m for *_, (_, _, m), _, _ in found]
+        largest = max([1.0] + [float(np.nanmax(np.abs(m))) for m in values if np.isfinite(m).any()])
+        norm = mcolors.Normalize(-largest, largest)
+        label = "human-normalized score (0: random, 1: human)"
+        return (lambda game, value: value), norm, "RdBu", label
+    ranges: dict[str, list[float]] = {}
+    for _, _, (games, _, matrix), visits, _ in found:
+        for g, game in enumerate(games):
+            column = [float(v) for v in matrix[:, g] if np.isfinite(v)]
+            column += [v for v in visits.get(game, {}).values() if np.isfinite(v)]
+            ranges.setdefault(game, [0.0, 0.0])
+            ranges[game] = [min([ranges[game][0], *column]), max([ranges[game][1], *column])]
+
+    def position(game: str, value: float) -> float:
+        low, high = ranges[game]
+        return (value - low) / (high - low) if high > low else 0.0
+
+    norm = mcolors.Normalize(0.0, 1.0)
+    label = "return within the game's range over all runs\n(0: min(0, lowest), 1: max(0, highest))"
+    return position, norm, "viridis", label
+
+
 def plot_evaluation_matrices(runs: Sequence[Run]):
-    """RL: per curve, the evaluation matrix (block × game) as a heat map, and for sequences the
-    score after each visit of a game next to the fresh-network reference's."""
+    """RL: per curve, the evaluation matrix (block × game) as an annotated heat map on a colour
+    scale shared by all runs (`_matrix_colours`), and for sequences the score after each visit
+    of a game next to the fresh-network reference's, in the curve's colour."""
     plt = pyplot()
+    key = matrix_key(runs)
+    colors = curve_colors(runs)
     found = []
     for run, variant, label in curves(runs):
-        key = matrix_key(run)
         matrix = evaluation_matrix(run, variant, key)
         if matrix is not None:
             trained = {
@@ -161,33 +221,65 @@ def plot_evaluation_matrices(runs: Sequence[Run]):
             found.append((label, key, matrix, visit_scores(run, variant, key), trained))
     if not found:
         return None
+    position, norm, cmap_name, bar_label = _matrix_colours(found, key)
+    cmap = plt.get_cmap(cmap_name).with_extremes(bad="0.93")
     panels = sum(2 if visits else 1 for *_, visits, _ in found)
-    fig, axes = grid(plt, panels, width=5.0, height=4.0, max_columns=2)
-    fig.subplots_adjust(left=0.2, wspace=0.5)  # room for the "block: game" row labels
+    fig, axes = grid(plt, panels, width=5.2, height=4.0, max_columns=2)
+    fig.subplots_adjust(left=0.2, wspace=0.55)  # room for the "block: game" row labels
     axes = iter(axes)
+    image = None
+    bar_values = [v for *_, visits, _ in found for game in visits.values() for v in game.values()]
+    bar_limits = y_limits(np.asarray(bar_values, np.float64), y_scale(key))  # shared by all runs
     for label, key, (games, blocks, matrix), visits, trained in found:
         ax = next(axes)
-        image = ax.imshow(matrix, aspect="auto", cmap="viridis")
+        shown = np.full(matrix.shape, np.nan)
+        for (b, g), value in np.ndenumerate(matrix):
+            if np.isfinite(value):
+                shown[b, g] = position(games[g], float(value))
+        image = ax.imshow(shown, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
         if matrix.size <= 200:
             for (b, g), value in np.ndenumerate(matrix):
-                if np.isfinite(value):
-                    color = "k" if image.norm(value) > 0.5 else "w"  # readable on viridis
-                    ax.text(g, b, f"{value:.2g}", ha="center", va="center", fontsize=6, color=color)
+                if not np.isfinite(value):
+                    text, color = "not played yet", "0.45"
+                else:
+                    red, green, blue, _ = cmap(norm(shown[b, g]))
+                    dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+                    text, color = f"{value:.3g}", "w" if dark else "k"
+                ax.text(g, b, text, ha="center", va="center", fontsize=7, color=color)
         ax.set_xticks(range(len(games)), games, rotation=45, ha="right", fontsize=8)
         names = [f"{b}: {trained[b]}" if b in trained else str(b) for b in blocks]
         ax.set_yticks(range(len(blocks)), names, fontsize=8)
         ax.set_xlabel("game evaluated")
         ax.set_ylabel("after block: game trained")
-        ax.set_title(f"{label}: {key.replace('_', ' ')}", fontsize=10)
-        fig.colorbar(image, ax=ax)
+        ax.set_title(f"{label}: {MATRIX_KEY_LABELS[key]}", fontsize=10, color=colors[label])
+        colorbar = fig.colorbar(image, ax=ax)
+        colorbar.set_label(bar_label, fontsize=7)
+        colorbar.ax.tick_params(labelsize=7)
+        plain_ticks(colorbar.ax, "y")
         if visits:
-            _draw_visit_bars(next(axes), visits, f"{label}: after each visit vs fresh", key)
+            _draw_visit_bars(
+                next(axes),
+                visits,
+                f"{label}: after each visit vs fresh",
+                key,
+                colors[label],
+                bar_limits,
+            )
     fig.suptitle("Evaluation matrix")
     return fig
 
 
-def _draw_visit_bars(ax, visits: dict[str, dict[str, float]], title: str, key: str) -> None:
-    """Grouped bars: one group per game, one bar per visit and one for the fresh network."""
+def _draw_visit_bars(
+    ax,
+    visits: dict[str, dict[str, float]],
+    title: str,
+    key: str,
+    color: str,
+    limits: tuple[float, float] | None = None,
+) -> None:
+    """Grouped bars: one group per game, one bar per visit (the run's colour, lighter for later
+    visits) and one for the fresh network (grey, hatched), within `limits` (shared by the runs
+    compared) and always showing 0."""
     games = list(visits)
     columns = list(dict.fromkeys(c for game in games for c in visits[game]))
     columns.sort(key=lambda c: (1, 0) if c == "fresh" else (0, int(c.split("_")[1])))
@@ -195,12 +287,19 @@ def _draw_visit_bars(ax, visits: dict[str, dict[str, float]], title: str, key: s
     for i, column in enumerate(columns):
         values = [visits[game].get(column, np.nan) for game in games]
         positions = np.arange(len(games)) + (i - (len(columns) - 1) / 2) * width
-        color = "0.4" if column == "fresh" else f"C{i}"
-        ax.bar(positions, values, width, label=column.replace("_", " "), color=color)
+        if column == "fresh":
+            style = dict(color="0.6", hatch="//", edgecolor="0.3")
+        else:
+            style = dict(color=color, alpha=max(0.35, 1.0 - 0.3 * i), edgecolor=color)
+        ax.bar(positions, values, width, label=column.replace("_", " "), lw=0.5, **style)
+    ax.axhline(0.0, color="0.3", lw=0.6)
     ax.set_xticks(range(len(games)), games, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel(key.replace("_", " "))
+    ax.set_ylabel(MATRIX_KEY_LABELS[key])
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, frameon=False)
+    if limits is not None:
+        ax.set_ylim(min(limits[0], 0.0), max(limits[1], 0.0))
+    plain_ticks(ax, "y")
     ax.grid(alpha=0.3, axis="y")
 
 
@@ -211,15 +310,11 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
         ("weight_norm", lambda: plot_layer_metric(runs, "weight_norm", "Weight norm per layer")),
         (
             "effective_lr",
-            lambda: plot_layer_metric(
-                runs, "effective_lr", "Effective learning rate per layer", log=True
-            ),
+            lambda: plot_layer_metric(runs, "effective_lr", "Effective learning rate per layer"),
         ),
         (
             "update_ratio",
-            lambda: plot_layer_metric(
-                runs, "update_ratio", "Relative update size per layer", log=True
-            ),
+            lambda: plot_layer_metric(runs, "update_ratio", "Relative update size per layer"),
         ),
         (
             "unit_fractions",
@@ -229,7 +324,9 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
         ),
         (
             "dormant_per_layer",
-            lambda: plot_layer_metric(runs, _middle_dormant(runs), "Dormant units per layer"),
+            lambda: plot_layer_metric(
+                runs, _middle_dormant(runs), "Dormant units per layer (τ = 0.025)"
+            ),
         ),
         ("srank", lambda: plot_layer_metric(runs, "srank", "Feature srank per layer")),
         (
@@ -239,14 +336,7 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
         (
             "curvature",
             lambda: plot_metrics(
-                runs,
-                CURVATURE_METRICS,
-                "Curvature, feature spectrum and trainability",
-                log_keys=(
-                    "hessian_top_eigenvalue",
-                    "feature_condition_number",
-                    "ntk_top_eigenvalue",
-                ),
+                runs, CURVATURE_METRICS, "Curvature, feature spectrum, norms and trainability"
             ),
         ),
         ("eval_returns", lambda: plot_eval_returns(runs)),
@@ -275,14 +365,70 @@ FIGURES = (
     "evaluation_matrix",
 )
 
+# Figures drawn from 'diagnostics' rows (`plasticity.diagnostics`), as opposed to task and
+# evaluation scores.
+DIAGNOSTICS_FIGURES = (
+    "weight_norm",
+    "effective_lr",
+    "update_ratio",
+    "unit_fractions",
+    "dormant_per_layer",
+    "srank",
+    "effective_rank",
+    "curvature",
+)
 
-def save_figure(
+# What each figure shows and how to read it (the report's captions).
+FIGURE_NOTES = {
+    "task_metrics": "End-of-task (memorization) and online accuracy and loss, at the step each "
+    "task ends: loss of plasticity shows as a decline over tasks. Accuracy axes span 0 to 1.",
+    "weight_norm": "Frobenius norm of each layer's kernel. Norm growth silently decays the "
+    "effective learning rate of layers followed by a norm; NaP holds hidden norms at their "
+    "initial value, so their curves are flat.",
+    "effective_lr": "η/‖W‖^p per layer (log scale, at least one decade shown).",
+    "update_ratio": "‖ΔW‖/‖W‖ of the last update per layer (log scale): the measured step size, "
+    "for any optimizer.",
+    "unit_fractions": "ReDo τ-dormant fractions, dead (never active), linearized (always active) "
+    "and Dohare-inactive fractions over all hidden units (0 to at least 0.1).",
+    "dormant_per_layer": "τ-dormant fraction of each hidden layer.",
+    "srank": "Kumar et al.'s srank of each hidden layer's features (axis from 0).",
+    "effective_rank": "Exponential of the entropy of each layer's normalized singular values.",
+    "curvature": "Top Hessian eigenvalue and its power-iteration convergence (relative change of "
+    "the last iteration), penultimate-feature spectrum, NTK statistics, the plasticity probe and "
+    "the parameter and gradient norms, when logged.",
+    "eval_returns": "Evaluation score of every game against training frames (progress and "
+    "end-of-block evaluations).",
+    "evaluation_matrix": "Score of each game (columns) after each block (rows), annotated; one "
+    "colour scale for all runs (see the colour bar). Bars: the score right after each visit of a "
+    "game next to a fresh network trained on that game alone for one block.",
+}
+
+
+@dataclasses.dataclass
+class RenderedFigure:
+    """A standard figure saved as PNG: its stem, title, file and what its panels hold
+    (`plasticity.analysis.figure_contents`)."""
+
+    stem: str
+    title: str
+    path: Path
+    contents: dict[str, dict[str, int]]
+
+    @property
+    def has_data(self) -> bool:
+        """Every panel holds at least one finite point."""
+        return bool(self.contents) and all(
+            any(n > 0 for n in panel.values()) for panel in self.contents.values()
+        )
+
+
+def render_figure(
     runs: Sequence[Run], stem: str, output_dir: str | Path, show: bool = False, dpi: int = 90
-) -> Path | None:
+) -> RenderedFigure | None:
     """Draws the standard figure `stem` (one of `FIGURES`) and saves ``<output_dir>/<stem>.png``.
 
-    Returns the path, or None when the runs hold no data for it. With ``show`` the figure is
-    also displayed (inline in a notebook) before being closed.
+    Returns what was saved, or None when the runs hold no data for it. With ``show`` the figure
+    is also displayed (inline in a notebook) before being closed.
     """
     specs = dict(figure_specs(runs))
     if stem not in specs:
@@ -295,10 +441,20 @@ def save_figure(
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / f"{stem}.png"
     fig.savefig(path, dpi=dpi)
+    title = fig.get_suptitle() or stem
+    rendered = RenderedFigure(stem, title, path, figure_contents(fig))
     if show:
         plt.show()
     plt.close(fig)
-    return path
+    return rendered
+
+
+def save_figure(
+    runs: Sequence[Run], stem: str, output_dir: str | Path, show: bool = False, dpi: int = 90
+) -> Path | None:
+    """`render_figure`'s path: ``<output_dir>/<stem>.png``, or None without data."""
+    rendered = render_figure(runs, stem, output_dir, show, dpi)
+    return rendered.path if rendered is not None else None
 
 
 def make_figures(

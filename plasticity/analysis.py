@@ -1,14 +1,20 @@
-"""Reading work dirs and plotting their plasticity diagnostics (what the diagnostics notebook calls).
+"""Reading work dirs and plotting their plasticity diagnostics (what ``scripts.report`` and the
+diagnostics notebook call, through `benchmarks.analysis` and `benchmarks.report`).
 
 A work dir (`plasticity.workdir`) holds ``config.json`` and ``metrics.jsonl``: one JSON object per
-line with an ``event`` ('task', 'diagnostics', and for RL 'train' and 'eval'), ``step``, ``seed``,
-``variant``, ``task`` and, for RL, ``frames``, ``game`` and ``visit``. Diagnostics rows carry flat
-keys '<metric>/<layer>' and '<metric>' (`plasticity.diagnostics`).
+line with an ``event`` ('task', 'diagnostics', and for RL 'train', 'eval' and 'switch'), ``step``,
+``seed``, ``variant``, ``task`` and, for RL, ``frames``, ``game``, ``block`` and ``visit``.
+Diagnostics rows carry flat keys '<metric>/<layer>' and '<metric>' (`plasticity.diagnostics`).
+`load_runs` also takes a directory of per-variant work dirs (an RL launch with variants) and reads
+Atari's ``seed_<s>`` work dirs as one run (`expand_workdirs`).
 
 Everything here is plain json + NumPy + matplotlib and tolerates what a real run leaves behind:
 missing files or keys, ``null`` values (non-finite numbers), a truncated last line. A *curve* is
 one (work dir, variant) pair; curves are averaged over seeds (mean, with the min–max band) and
-compared side by side in every figure.
+compared side by side in every figure, each in one colour and line style throughout
+(`curve_colors`). Figures read as the values: x-axes in frames (RL) or optimizer steps
+(continual) from 0 with game / task switches marked (`switches`), tick labels without offsets
+(`plain_ticks`), y-limits from what a metric means rather than from its float noise (`YScale`).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,9 +35,11 @@ TASK_METRICS = ("end_accuracy", "online_accuracy", "end_test_accuracy", "end_los
 UNIT_FRACTIONS = ("dead", "linearized", "dohare_inactive")
 CURVATURE_METRICS = (
     "hessian_top_eigenvalue",
+    "hessian_top_eigenvalue_rel_change",
     "feature_top_singular_value",
     "feature_condition_number",
     "ntk_top_eigenvalue",
+    "ntk_trace",
     "ntk_effective_rank",
     "ntk_offdiagonal_mass",
     "probe_loss",
@@ -49,6 +58,7 @@ class Run:
     config: dict[str, Any]
     rows: list[dict[str, Any]]
     skipped_lines: int = 0
+    workdirs: list[Path] = dataclasses.field(default_factory=list)  # seeds' work dirs, or [path]
 
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -90,20 +100,124 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         except json.JSONDecodeError:
             config = {}
     rows, skipped = _read_rows(metrics)
-    return Run(name or workdir.name, workdir, config, rows, skipped)
+    return Run(name or workdir.name, workdir, config, rows, skipped, [workdir])
 
 
-def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """Reads several work dirs, giving each a unique label (its name, then its parent's too)."""
+def is_workdir(path: Path) -> bool:
+    """A directory holding a run's files (metrics.jsonl or config.json)."""
+    return path.is_dir() and ((path / METRICS_FILE).is_file() or (path / CONFIG_FILE).is_file())
+
+
+_SEED_DIR = re.compile(r"seed_\d+")
+
+
+def _ordered_children(parent: Path) -> list[Path]:
+    """Sub-directories of `parent` that are work dirs or hold some, in the sweep's
+    ``variant_order`` when their configs name one (launch order), else by name."""
+    children = sorted(
+        (c for c in parent.iterdir() if c.is_dir() and (is_workdir(c) or _holds_workdirs(c))),
+        key=lambda c: c.name,
+    )
+    order: list[str] = []
+    for child in children:
+        config = child / CONFIG_FILE
+        if not config.is_file():
+            seeds = [c for c in child.iterdir() if is_workdir(c)]
+            config = seeds[0] / CONFIG_FILE if seeds else config
+        try:
+            listed = json.loads(config.read_text(encoding="utf-8")).get("variant_order") or []
+        except (OSError, json.JSONDecodeError, AttributeError):
+            listed = []
+        order += [v for v in listed if isinstance(v, str) and v not in order]
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(children, key=lambda c: (rank.get(c.name, len(rank)), c.name))
+
+
+def _holds_workdirs(path: Path) -> bool:
+    return path.is_dir() and any(is_workdir(c) for c in path.iterdir() if c.is_dir())
+
+
+def expand_workdirs(paths: str | Path | Iterable[str | Path]) -> list[tuple[str, list[Path]]]:
+    """(name, work dirs) of every run under `paths`, in order.
+
+    A path is a work dir (its name), a metrics.jsonl file (its work dir), or a directory of work
+    dirs, expanded one level (two for Atari's ``<variant>/seed_<s>``): the per-variant work dirs an
+    RL launch writes (``<workdir>/<variant>``), named by their variant. Work dirs named
+    ``seed_<s>`` under one directory are the seeds of one run (their rows carry ``seed``) and
+    load as one run named after that directory. Anything else is a one-line ValueError.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("No work dirs given: set `workdirs` to a list of paths.")
-    names = [p.name if p.is_dir() else p.parent.name for p in paths]
+    groups: list[tuple[str, list[Path]]] = []
+
+    def add(directory: Path) -> None:
+        if is_workdir(directory):
+            groups.append((directory.name, [directory]))
+            return
+        children = _ordered_children(directory)
+        seeds = [c for c in children if _SEED_DIR.fullmatch(c.name) and is_workdir(c)]
+        if seeds and len(seeds) == len(children):
+            seeds.sort(key=lambda c: int(c.name.split("_")[1]))
+            groups.append((directory.name, seeds))
+            return
+        for child in children:
+            if is_workdir(child):
+                groups.append((child.name, [child]))
+            else:
+                add(child)
+
+    for path in paths:
+        if path.is_file():
+            if path.name != METRICS_FILE:
+                raise ValueError(f"{path} is not a work dir or a {METRICS_FILE} file.")
+            groups.append((path.parent.name, [path]))
+        elif not path.exists():
+            raise ValueError(f"No work dir or metrics file at {path}.")
+        elif (
+            is_workdir(path)
+            or _holds_workdirs(path)
+            or any(_holds_workdirs(c) for c in path.iterdir() if c.is_dir())
+        ):
+            add(path)
+        else:
+            raise ValueError(
+                f"{path} is not a work dir: it holds no {METRICS_FILE} or {CONFIG_FILE}, "
+                "and no work dirs inside."
+            )
+    return groups
+
+
+def _home(members: list[Path]) -> Path:
+    """The directory a run's files are in (for seed work dirs, the directory above them)."""
+    if len(members) > 1:
+        return members[0].parent
+    return members[0] if members[0].is_dir() else members[0].parent
+
+
+def load_runs(paths: str | Path | Iterable[str | Path]) -> list[Run]:
+    """Reads the runs under `paths` (`expand_workdirs`), giving each a unique label (its name,
+    then its parent's too). The seeds of one run in several work dirs load as one run."""
+    groups = expand_workdirs(paths)
+    homes = [_home(members) for _, members in groups]
+    names = [name for name, _ in groups]
     if len(set(names)) < len(names):
-        names = [f"{p.resolve().parent.name}/{n}" for p, n in zip(paths, names)]
+        names = [f"{home.resolve().parent.name}/{n}" for home, n in zip(homes, names)]
     if len(set(names)) < len(names):
         names = [f"{n}#{i}" for i, n in enumerate(names)]
-    return [load_run(p, n) for p, n in zip(paths, names)]
+    runs = []
+    for name, home, (_, members) in zip(names, homes, groups):
+        loaded = [load_run(p, name) for p in members]
+        run = loaded[0]
+        for other in loaded[1:]:
+            run.rows.extend(other.rows)
+            run.skipped_lines += other.skipped_lines
+            run.workdirs += other.workdirs
+        run.path = home
+        runs.append(run)
+    return runs
 
 
 def events(run: Run, event: str) -> list[dict[str, Any]]:
@@ -210,6 +324,287 @@ def series(
 
 
 # ---------------------------------------------------------------------------------------------
+# How figures read: one colour per curve, honest y-limits, plain tick labels, switch markers.
+
+# matplotlib's tab10, then the light tab20 shades: the colour of a curve is its position among
+# the curves of the runs compared, so it is the same in every figure of one report.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+    "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+
+X_LABELS = {"frames": "frames", "step": "optimizer steps", "task": "task"}
+
+SWITCH_GID = "switch"  # matplotlib gid of switch markers (not data; `figure_contents` skips them)
+
+
+# Line styles cycle with the curves too, so that curves that coincide (variants sharing their
+# initial networks) stay visible and colour is not the only cue.
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def curve_colors(runs: Sequence[Run]) -> dict[str, str]:
+    """{curve label: colour}, by the curve's position in `curves(runs)`."""
+    return {label: PALETTE[i % len(PALETTE)] for i, (_, _, label) in enumerate(curves(runs))}
+
+
+def curve_styles(runs: Sequence[Run]) -> dict[str, str]:
+    """{curve label: line style}, by the curve's position in `curves(runs)`."""
+    return {
+        label: LINE_STYLES[i % len(LINE_STYLES)] for i, (_, _, label) in enumerate(curves(runs))
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class YScale:
+    """How a metric's y-axis is bounded, so that its limits come from what the metric means
+    rather than from the float noise of the data.
+
+    Linear axes span at least ``min_span`` and ``min_relative_span`` × the largest |value|
+    (a weight norm held at 45.02 reads as a flat line at 45.02, not as noise filling the panel),
+    include 0 when ``include_zero`` (fractions, ranks), and stay inside [lower, upper] (plus a
+    margin); ``fixed`` shows [lower, upper] exactly. Log axes span at least ``min_decades``.
+    """
+
+    log: bool = False
+    lower: float | None = None
+    upper: float | None = None
+    fixed: bool = False
+    include_zero: bool = False
+    min_span: float = 0.0
+    min_relative_span: float = 0.1
+    min_decades: float = 1.0
+
+
+LOG_METRICS = (
+    "effective_lr",
+    "update_ratio",
+    "grad_norm",
+    "hessian_top_eigenvalue",
+    "hessian_top_eigenvalue_rel_change",
+    "feature_condition_number",
+    "ntk_top_eigenvalue",
+    "ntk_trace",
+)
+RANK_METRICS = ("srank", "effective_rank", "ntk_effective_rank")
+
+
+def y_scale(key: str) -> YScale:
+    """The `YScale` of a metric key ('<metric>' or '<metric>/<layer>')."""
+    metric = key.split("/")[0]
+    if metric.endswith("accuracy"):
+        return YScale(lower=0.0, upper=1.0, fixed=True)
+    if metric.startswith("dormant_") or metric in UNIT_FRACTIONS:
+        return YScale(lower=0.0, upper=1.0, include_zero=True, min_span=0.1)
+    if metric == "ntk_offdiagonal_mass":  # a fraction of the kernel's mass
+        return YScale(lower=0.0, upper=1.0, min_span=0.1)
+    if metric in RANK_METRICS:
+        return YScale(lower=0.0, include_zero=True, min_span=1.0)
+    if metric in LOG_METRICS:
+        return YScale(log=True)
+    if metric == "human_normalized":  # 0: a random policy, 1: the human reference
+        return YScale(include_zero=True, min_span=0.2)
+    if metric.startswith("return"):
+        return YScale(min_span=1.0)
+    return YScale()
+
+
+def y_limits(values: np.ndarray, scale: YScale) -> tuple[float, float] | None:
+    """Limits of a y-axis showing `values` on `scale` (None when no value can be shown)."""
+    if scale.fixed and scale.lower is not None and scale.upper is not None:
+        margin = 0.02 * (scale.upper - scale.lower)
+        return scale.lower - margin, scale.upper + margin
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if scale.log:
+        values = values[values > 0]
+        if not values.size:
+            return None
+        low, high = float(values.min()), float(values.max())
+        ratio = 10.0**scale.min_decades
+        if high / low < ratio:
+            center = math.sqrt(low * high)
+            low, high = center / math.sqrt(ratio), center * math.sqrt(ratio)
+        return low / 1.15, high * 1.15
+    if not values.size:
+        return None
+    data_low, data_high = float(values.min()), float(values.max())
+    low, high = data_low, data_high
+    if scale.include_zero:
+        low, high = min(low, 0.0), max(high, 0.0)
+    need = max(scale.min_span, scale.min_relative_span * max(abs(low), abs(high))) or 1.0
+    if high - low < need:
+        if scale.include_zero and data_low >= 0:
+            low, high = 0.0, need
+        elif scale.include_zero and data_high <= 0:
+            low, high = -need, 0.0
+        else:
+            middle = (low + high) / 2
+            low, high = middle - need / 2, middle + need / 2
+    if scale.upper is not None and high > scale.upper:
+        low, high = (
+            max(scale.upper - max(need, high - low), low - (high - scale.upper)),
+            scale.upper,
+        )
+    if scale.lower is not None and low < scale.lower:
+        low, high = scale.lower, high + (scale.lower - low)
+        if scale.upper is not None:
+            high = min(high, scale.upper)
+    margin = 0.05 * (high - low)
+    return low - margin, high + margin
+
+
+def plain_ticks(ax, axis: str = "y") -> None:
+    """Tick labels that read as the values: no offset ('+4.278' above the axis) and no shared
+    scientific multiplier on linear axes; log axes keep matplotlib's 10^k labels."""
+    from matplotlib import ticker  # noqa: PLC0415
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    if (ax.get_yscale() if axis == "y" else ax.get_xscale()) == "log":
+        return
+    formatter = ticker.ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    target.set_major_formatter(formatter)
+
+
+def count_formatter():
+    """Tick labels for frame and step counts in one unit per axis, chosen by its largest tick:
+    0, 2,000, 4,000 or 0, 20k, 40k or 0, 1.5M, 3M (the unit is in every label, never a
+    multiplier at the axis' end)."""
+    from matplotlib import ticker  # noqa: PLC0415
+
+    class CountFormatter(ticker.Formatter):
+        def __call__(self, value: float, position=None) -> str:
+            largest = max((abs(v) for v in self.locs), default=abs(value))
+            for above, size, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
+                if largest >= above:
+                    return f"{value / size:g}{suffix}" if value else "0"
+            return f"{value:,.0f}" if float(value).is_integer() else f"{value:g}"
+
+    return CountFormatter()
+
+
+def style_axes(ax, key: str, values: Sequence[np.ndarray], x: str, scale: YScale | None = None):
+    """y scale and limits (`y_scale`), plain tick labels, the x label and a light grid."""
+    scale = scale or y_scale(key)
+    if scale.log:
+        ax.set_yscale("log")
+    limits = y_limits(np.concatenate([np.ravel(v) for v in values]), scale) if values else None
+    if limits is not None:
+        ax.set_ylim(*limits)
+    plain_ticks(ax, "y")
+    ax.set_xlabel(X_LABELS.get(x, x))
+    if x in ("frames", "step"):
+        ax.xaxis.set_major_formatter(count_formatter())
+        if ax.get_xlim()[0] > 0 or ax.dataLim.x0 >= 0:
+            ax.set_xlim(left=0)  # a run starts at frame / step 0
+    ax.grid(alpha=0.3)
+
+
+def switches(run: Run, variant: str | None, x: str) -> list[tuple[float, str | None]]:
+    """(x, what starts there) of every game switch (RL, x = frames: 'switch' rows, else the
+    config's schedule) or task switch (continual, x = step: the end steps of 'task' rows)."""
+    if x == "frames":
+        marks = {
+            (float(r["frames"]), r.get("game"))
+            for r in events(run, "switch")
+            if r.get("variant") == variant and number(r.get("frames")) is not None
+        }
+        if not marks and isinstance(run.config.get("schedule"), list):
+            start = 0.0
+            for block in run.config["schedule"]:
+                if not isinstance(block, dict) or number(block.get("frames")) is None:
+                    return []
+                if start > 0:
+                    marks.add((start, block.get("game")))
+                start += float(block["frames"])
+        return sorted(marks, key=lambda mark: mark[0])
+    if x == "step":
+        ends = {
+            number(r.get("step"))
+            for r in events(run, "task")
+            if r.get("variant") == variant and number(r.get("step")) is not None
+        }
+        return [(end, None) for end in sorted(ends)]
+    return []
+
+
+def first_game(run: Run, variant: str | None) -> str | None:
+    """The game of a sequence's first block (RL), from its rows or its config's schedule."""
+    for row in run.rows:
+        if row.get("variant") == variant and row.get("block") == 0 and row.get("game"):
+            return str(row["game"])
+    schedule = run.config.get("schedule")
+    if isinstance(schedule, list) and schedule and isinstance(schedule[0], dict):
+        return schedule[0].get("game")
+    return None
+
+
+def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colors, x: str):
+    """Vertical lines at the switches of every curve: (label, switches, last x drawn, first
+    game). Curves that switch at the same x share grey dashed lines (RL: with the game played
+    next written at the top); otherwise each curve's lines are drawn in its colour. Only
+    switches inside the drawn range (before the last point) are marked."""
+    kept = [
+        (label, [(p, name) for p, name in found if p < end], first)
+        for label, found, end, first in marks
+    ]
+    kept = [entry for entry in kept if entry[1]]
+    if not kept:
+        return
+    kind = "game switch" if x == "frames" else "task switch"
+    shared = len({tuple(p for p, _ in found) for _, found, _ in kept}) == 1
+    if shared:
+        label, found, first = kept[0]
+        for i, (position, _) in enumerate(found):
+            ax.axvline(
+                position,
+                color="0.45",
+                ls="--",
+                lw=0.8,
+                alpha=0.7,
+                zorder=0,
+                gid=SWITCH_GID,
+                label=kind if i == 0 else "_" + kind,
+            )
+        if x == "frames" and len(found) <= 12:
+            low, high = ax.get_ylim()  # headroom, so that no curve runs through the names
+            if ax.get_yscale() == "log":
+                ax.set_ylim(low, high * (high / low) ** 0.12)
+            else:
+                ax.set_ylim(low, high + 0.12 * (high - low))
+            starts = [(0.0, first)] + list(found)
+            for position, name in starts:
+                if name:
+                    ax.text(
+                        position,
+                        0.99,
+                        f" {name}",
+                        transform=ax.get_xaxis_transform(),
+                        ha="left",
+                        va="top",
+                        fontsize=6,
+                        color="0.35",
+                        gid=SWITCH_GID,
+                    )
+        return
+    for label, found, _ in kept:
+        for i, (position, _) in enumerate(found):
+            ax.axvline(
+                position,
+                color=colors[label],
+                ls=":",
+                lw=0.8,
+                alpha=0.7,
+                zorder=0,
+                gid=SWITCH_GID,
+                label=f"{kind} (run colour)" if i == 0 else "_" + kind,
+            )
+
+
+# ---------------------------------------------------------------------------------------------
 # Figures. Each function returns a matplotlib Figure, or None when there is nothing to draw.
 
 
@@ -223,10 +618,13 @@ def pyplot():
     return plt
 
 
-def draw(ax, s: Series, label: str, color=None) -> None:
-    line = ax.plot(s.x, s.mean, label=label, color=color, lw=1.5)[0]
+def draw(ax, s: Series, label: str, color=None, style: str = "-") -> None:
+    """The seed mean as a line (dots on its points when there are few) and, over several seeds,
+    the min–max band."""
+    marker = "." if len(s.x) <= 40 else None
+    line = ax.plot(s.x, s.mean, label=label, color=color, ls=style, lw=1.5, marker=marker, ms=4)
     if s.seeds > 1:
-        ax.fill_between(s.x, s.low, s.high, color=line.get_color(), alpha=0.2, lw=0)
+        ax.fill_between(s.x, s.low, s.high, color=line[0].get_color(), alpha=0.18, lw=0)
 
 
 def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns: int = 4):
@@ -246,7 +644,7 @@ def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns:
         right=0.98,
         wspace=0.3,
         hspace=0.55,
-        top=1 - 0.55 / total,
+        top=1 - 0.8 / total,  # the figure's title above the panels' titles
         bottom=(legend_room + 0.45) / total,
     )
     flat = axes.ravel()
@@ -285,46 +683,61 @@ def _panel_figure(
     log_keys: Iterable[str] = (),
     x: str | None = None,
 ):
-    """One panel per (key, panel title); one line per curve; panels without data are dropped."""
+    """One panel per (key, panel title); one line per curve, in the curve's colour; panels
+    without data are dropped. x: the row field on the x-axis (default frames for RL, steps
+    otherwise); switches of game or task are marked."""
     plt = pyplot()
     drawn = []
     for key, panel_title in panels:
-        found = [
-            (label, series(run, key, event, variant, x)) for run, variant, label in curves(runs)
-        ]
-        found = [(label, s) for label, s in found if s is not None]
+        found = []
+        for run, variant, label in curves(runs):
+            axis = x or x_axis(run, event)
+            s = series(run, key, event, variant, axis)
+            if s is not None:
+                found.append((run, variant, label, axis, s))
         if found:
             drawn.append((key, panel_title, found))
     if not drawn:
         return None
     fig, axes = grid(plt, len(drawn))
     log_keys = set(log_keys)
-    colors = {label: f"C{i}" for i, (_, _, label) in enumerate(curves(runs))}
+    colors, styles = curve_colors(runs), curve_styles(runs)
     for ax, (key, panel_title, found) in zip(axes, drawn):
-        for label, s in found:
-            draw(ax, s, label, colors[label])
-        ax.set_title(panel_title, fontsize=10)
-        ax.set_xlabel(x or x_axis(runs[0], event))
-        if x == "task":
-            ax.xaxis.get_major_locator().set_params(integer=True)
+        scale = y_scale(key)
         if key in log_keys or key.split("/")[0] in log_keys:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+            scale = dataclasses.replace(scale, log=True)
+        for _, _, label, _, s in found:
+            draw(ax, s, label, colors[label], styles[label])
+        ax.set_title(panel_title, fontsize=10)
+        axes_x = [axis for *_, axis, _ in found]
+        shown = axes_x[0] if len(set(axes_x)) == 1 else " / ".join(dict.fromkeys(axes_x))
+        style_axes(ax, key, [v for *_, s in found for v in (s.mean, s.low, s.high)], shown, scale)
+        mark_switches(
+            ax,
+            [
+                (label, switches(run, variant, axis), float(s.x[-1]), first_game(run, variant))
+                for run, variant, label, axis, s in found
+            ],
+            colors,
+            shown,
+        )
     return finish(fig, axes, title)
 
 
 def plot_task_metrics(runs: Sequence[Run], keys: Sequence[str] = TASK_METRICS):
-    """Per-task metrics (end-of-task and online accuracy, losses) against the task index."""
+    """Per-task metrics (end-of-task and online accuracy, losses) against the step at the end
+    of each task, on the same x-axis as the diagnostics."""
     present = [k for k in keys if k in metric_keys(runs, "task")]
     return _panel_figure(
-        runs, [(k, k.replace("_", " ")) for k in present], "task", "Per-task performance", x="task"
+        runs, [(k, k.replace("_", " ")) for k in present], "task", "Per-task performance"
     )
 
 
 def plot_layer_metric(
     runs: Sequence[Run], metric: str, title: str | None = None, log: bool = False
 ):
-    """'<metric>/<layer>' for every layer: one panel per layer, one line per curve."""
+    """'<metric>/<layer>' for every layer: one panel per layer, one line per curve (log scale
+    when `log` or when the metric's `YScale` says so)."""
     layers = layers_of(runs, metric)
     panels = [(f"{metric}/{layer}", layer) for layer in layers]
     return _panel_figure(
@@ -344,6 +757,30 @@ def plot_metrics(
         title,
         log_keys,
     )
+
+
+def figure_contents(fig) -> dict[str, dict[str, int]]:
+    """{panel title: {what is drawn: number of finite points}} of a figure: curves (by legend
+    label), heat maps (finite cells) and bar groups (finite bars); switch markers are not data.
+    What tests and the report use to tell a figure with data from an empty one."""
+    contents: dict[str, dict[str, int]] = {}
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.get_title():
+            continue
+        panel: dict[str, int] = {}
+        for line in ax.get_lines():
+            if line.get_gid() == SWITCH_GID or line.get_label().startswith("_"):
+                continue  # switch markers and reference lines
+            y = np.asarray(line.get_ydata(), np.float64)
+            panel[line.get_label()] = int(np.isfinite(y).sum())
+        for image in ax.get_images():
+            panel["heat map"] = int(np.isfinite(np.ma.filled(image.get_array(), np.nan)).sum())
+        for container in ax.containers:
+            heights = [patch.get_height() for patch in container]
+            label = container.get_label() or "bars"
+            panel[label] = int(np.isfinite(np.asarray(heights, np.float64)).sum())
+        contents[ax.get_title()] = panel
+    return contents
 
 
 def unit_fraction_keys(runs: Sequence[Run]) -> list[str]:

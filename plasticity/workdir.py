@@ -121,6 +121,36 @@ def config_differences(
     return differences
 
 
+def read_scalars(workdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of the TensorBoard event files of a work dir, in file order.
+
+    What TensorBoard shows, read without TensorBoard: event files are TFRecord files (a record is
+    an 8-byte little-endian length, a 4-byte CRC, the bytes of one ``Event`` protocol buffer and
+    a 4-byte CRC; CRCs are not checked), parsed with tensorboardX's ``Event`` message. A
+    truncated last record (a killed writer) ends a file.
+    """
+    import struct  # noqa: PLC0415
+
+    from tensorboardX.proto import event_pb2  # noqa: PLC0415
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(Path(workdir).glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        position = 0
+        while position + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[position : position + 8])
+            start, end = position + 12, position + 12 + length
+            if end + 4 > len(data):
+                break
+            event = event_pb2.Event()
+            event.ParseFromString(data[start:end])
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append((int(event.step), value.simple_value))
+            position = end + 4
+    return scalars
+
+
 class WorkDir:
     """Writer of a work dir; a no-op on processes other than the lead one.
 

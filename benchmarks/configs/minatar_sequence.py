@@ -26,8 +26,8 @@ Command (each variant writes ``<workdir>/<variant>``; relaunching resumes)::
     python -m scripts.train_minatar --experiment=benchmarks/configs/minatar_sequence.py \\
         --workdir=/tmp/minatar_sequence
 
-then plot with the diagnostics notebook (``workdirs = ["/tmp/minatar_sequence/rainbow", ...]``)
-or ``plasticity.analysis.make_figures``.
+then write the figures and the HTML page with ``python -m scripts.report /tmp/minatar_sequence``
+(the three variant work dirs side by side), or open the diagnostics notebook on that directory.
 
 Expected runtime on a 2-core CPU: about 22 minutes for the three arms (measured 1,323 s on a
 2-core AMD EPYC VM shared with other jobs: 6 blocks of 20,000 steps an arm at ~300 steps/s, plus

@@ -197,5 +197,181 @@ def test_notebook_executes_headless_and_writes_its_figures(workdirs, tmp_path):
     assert {p.stem for p in figures.glob("*.png")} == expected
     for path in figures.glob("*.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
-    outputs = "".join(o.get("text", "") for c in notebook.cells for o in c.get("outputs", []))
+    outputs = "".join(
+        o.get("text", "") + o.get("data", {}).get("text/html", "")
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+    )
     assert "baselines: none" in outputs and "(no data for evaluation_matrix)" in outputs
+    page = (figures / "report.html").read_text(encoding="utf-8")
+    for stem in expected:  # the notebook writes the report page of the figures it drew
+        assert f'href="{stem}.png"' in page
+
+
+def _write_rows(path: Path, rows, config=None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if config is not None:
+        (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def test_directories_of_variants_and_seeds_expand_in_launch_order(tmp_path):
+    parent = tmp_path / "sweep"
+    order = {"variant_order": ["nap", "baseline"]}
+    for seed in (0, 1):  # Atari writes one work dir per seed: <variant>/seed_<s>
+        rows = [
+            {"event": "diagnostics", "frames": f, "seed": seed, "weight_norm/x": seed}
+            for f in (1, 2)
+        ]
+        _write_rows(parent / "baseline" / f"seed_{seed}", rows, order)
+    _write_rows(parent / "nap", [{"event": "diagnostics", "frames": 1, "seed": 0}], order)
+    runs = analysis.load_runs(parent)  # a single path needs no list
+    assert [run.name for run in runs] == ["nap", "baseline"]  # the sweep's order, not by name
+    baseline = runs[1]
+    assert baseline.path == parent / "baseline" and len(baseline.workdirs) == 2
+    s = analysis.series(baseline, "weight_norm/x")
+    assert s.seeds == 2 and list(s.x) == [1, 2]
+    np.testing.assert_allclose(s.mean, 0.5)
+    # Work dirs of the same name: labels name their parent too, then their position.
+    other = _write_rows(tmp_path / "other" / "nap", [{"event": "diagnostics", "frames": 1}])
+    assert [r.name for r in analysis.load_runs([parent / "nap", other])] == [
+        "sweep/nap",
+        "other/nap",
+    ]
+    twice = analysis.load_runs([parent / "nap", parent / "nap" / "metrics.jsonl"])
+    assert [run.name for run in twice] == ["sweep/nap#0", "sweep/nap#1"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a work dir"):
+        analysis.load_runs([tmp_path / "empty"])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a work dir"):
+        analysis.load_runs([tmp_path / "notes.txt"])
+
+
+def test_y_limits_come_from_what_a_metric_means():
+    # A held weight norm reads as a flat line at its value, not float noise filling the panel.
+    low, high = analysis.y_limits(
+        np.array([45.02, 45.02 + 1e-6]), analysis.y_scale("weight_norm/h")
+    )
+    assert high - low >= 0.1 * 45.02 and low < 45.02 < high
+    assert abs((low + high) / 2 - 45.02) < 1e-3
+    # Fractions start at 0 and span at least 0.1; accuracies show [0, 1].
+    low, high = analysis.y_limits(np.zeros(5), analysis.y_scale("dormant_0.025/h"))
+    assert low < 0 < 0.1 < high < 0.2
+    low, high = analysis.y_limits(np.array([0.4, 0.5]), analysis.y_scale("dead"))
+    assert low <= 0 and 0.5 < high <= 1.05
+    low, high = analysis.y_limits(np.array([0.1, 0.13]), analysis.y_scale("end_accuracy"))
+    assert low < 0 and high > 1
+    # Log metrics show at least a decade; ranks start at 0.
+    low, high = analysis.y_limits(np.array([1e-4, 1.01e-4]), analysis.y_scale("effective_lr/h"))
+    assert high / low >= 10 and low < 1e-4 < high
+    assert analysis.y_limits(np.array([35.0, 38.0]), analysis.y_scale("srank/h"))[0] <= 0
+    # Frame and step counts: one unit per axis, in every label.
+    formatter = analysis.count_formatter()
+    formatter.set_locs([0, 20_000, 40_000, 60_000])
+    assert [formatter(v) for v in formatter.locs] == ["0", "20k", "40k", "60k"]
+    formatter.set_locs([0, 1.5e6, 3e6])
+    assert formatter(1.5e6) == "1.5M"
+    formatter.set_locs([0, 2000, 4000, 8000])
+    assert formatter(8000) == "8,000"
+    # A moving metric keeps its own range.
+    low, high = analysis.y_limits(np.array([16.0, 40.0]), analysis.y_scale("weight_norm/h"))
+    assert 14 < low < 16 and 40 < high < 42
+
+
+def test_figures_read_right(tmp_path, workdirs):
+    """Plain tick labels, frames / steps x-axes with switches marked, one colour per curve."""
+    rows = []
+    for frames in range(0, 2000, 250):
+        rows.append(
+            {
+                "event": "diagnostics",
+                "frames": frames,
+                "step": frames // 4,
+                "seed": 0,
+                "game": "pong" if frames < 1000 else "breakout",
+                "block": int(frames >= 1000),
+                "weight_norm/head/hidden_0": 45.02 + 1e-6 * frames,
+                "effective_lr/head/hidden_0": 1e-4,
+            }
+        )
+    rows.append({"event": "switch", "frames": 1000, "step": 250, "seed": 0, "game": "breakout"})
+    rl = analysis.load_run(_write_rows(tmp_path / "rl", rows))
+    fig = analysis.plot_layer_metric([rl], "weight_norm")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.yaxis.get_offset_text().get_text() == ""  # no '+4.502e1' above the axis
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert any(label.startswith("45") for label in labels), labels
+    assert ax.get_xlabel() == "frames" and ax.get_xlim()[0] == 0
+    switch_lines = [line for line in ax.get_lines() if line.get_gid() == analysis.SWITCH_GID]
+    assert [list(line.get_xdata()) for line in switch_lines] == [[1000, 1000]]
+    texts = {t.get_text().strip() for t in ax.texts}
+    assert texts == {"pong", "breakout"}  # the game each block plays
+    assert analysis.figure_contents(fig) == {"head/hidden_0": {"rl": 8}}
+    analysis.pyplot().close(fig)
+
+    runs = analysis.load_runs(workdirs)  # continual: 3 curves, tasks end every 50 steps
+    colors = analysis.curve_colors(runs)
+    seen = {}
+    for make in (
+        lambda: analysis.plot_layer_metric(runs, "weight_norm"),
+        lambda: analysis.plot_task_metrics(runs),
+    ):
+        fig = make()
+        ax = fig.axes[0]
+        assert ax.get_xlabel() == "optimizer steps"
+        marks = sorted(
+            line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == analysis.SWITCH_GID
+        )
+        assert marks == [50, 100, 150]  # task ends inside the drawn range
+        for line in ax.get_lines():
+            if line.get_gid() != analysis.SWITCH_GID:
+                seen.setdefault(line.get_label(), set()).add(line.get_color())
+        analysis.pyplot().close(fig)
+    assert {label: c.pop() for label, c in seen.items() if len(c) == 1} == colors
+
+
+def _eval_rows(scores, key="return_mean"):
+    """'eval' rows of a 2-block sequence (pong, breakout) from {(block, game): score}."""
+    return [
+        {
+            "event": "eval",
+            "frames": 1000 * (b + 1),
+            "seed": 0,
+            "game": g,
+            "block": b,
+            "trained_game": ("pong", "breakout")[b],
+            "visit": 1,
+            "end_of_block": True,
+            key: value,
+        }
+        for (b, g), value in scores.items()
+    ]
+
+
+def test_evaluation_matrix_colours_do_not_turn_noise_into_structure(tmp_path):
+    # Human-normalized scores near random play: one scale for all runs, at least -1..1, so
+    # -0.0085 and 0.0035 are both near white instead of the two ends of a colour map.
+    near_random = {(0, "pong"): -0.0085, (1, "pong"): -0.0085, (1, "breakout"): 0.0035}
+    runs = [
+        analysis.load_run(_write_rows(tmp_path / name, _eval_rows(scores, "human_normalized")))
+        for name, scores in (("a", near_random), ("b", {**near_random, (1, "breakout"): 2.5}))
+    ]
+    fig = figures.plot_evaluation_matrices(runs)
+    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    assert len(images) == 2
+    for image in images:
+        assert (image.norm.vmin, image.norm.vmax) == (-2.5, 2.5)  # shared, from the data's max
+    assert np.all(np.abs(images[0].norm(images[0].get_array().compressed()) - 0.5) < 0.01)
+    analysis.pyplot().close(fig)
+    # Raw returns: each game on its own range over every run, from min(0, lowest).
+    raw = {(0, "pong"): -21.0, (1, "pong"): -10.5, (1, "breakout"): 4.0}
+    run = analysis.load_run(_write_rows(tmp_path / "raw", _eval_rows(raw)))
+    fig = figures.plot_evaluation_matrices([run])
+    image = fig.axes[0].get_images()[0]
+    np.testing.assert_allclose(image.get_array().filled(np.nan), [[0.0, np.nan], [0.5, 1.0]])
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"-21", "-10.5", "4", "not played yet"} <= texts
+    analysis.pyplot().close(fig)

@@ -1,0 +1,171 @@
+"""The headline journey at smoke scale: the Atari sequence job and a continual sweep with
+diagnostics on, then ``python -m scripts.report`` on their work dirs: every diagnostics figure
+has data, the HTML page embeds and links every figure (and still does once moved), and the
+diagnostics reach TensorBoard per layer under stable tags."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from benchmarks import report  # noqa: E402
+from plasticity import analysis, workdir  # noqa: E402
+from scripts import report as report_script  # noqa: E402
+from scripts import train_atari, train_continual  # noqa: E402
+
+DIAGNOSTICS = ("weight_norm", "effective_lr", "update_ratio", "dormant", "srank")
+# The figures those diagnostics feed (param_norm, logged with weight_norm, is in 'curvature').
+DIAGNOSTICS_FIGURES = {
+    "weight_norm",
+    "effective_lr",
+    "update_ratio",
+    "unit_fractions",
+    "dormant_per_layer",
+    "srank",
+    "curvature",
+}
+
+
+@pytest.fixture(scope="module")
+def atari_run(tmp_path_factory):
+    """The quickstart's Atari sequence job at smoke scale (two games, 512 frames each, two
+    evaluation episodes)."""
+    path = tmp_path_factory.mktemp("quickstart") / "atari"
+    status = train_atari.main(
+        [
+            "train_atari",
+            "--games=Pong,Breakout",
+            "--frames_per_game=512",
+            "--agent=dqn",
+            "--num_envs=2",
+            "--nofresh_reference",
+            "--noprogress",
+            "--config.network.torso=conv",
+            "--config.network.conv_layers=((8, 8, 4), (8, 4, 2))",
+            "--config.network.hidden_sizes=(32,)",
+            "--config.replay.capacity=512",
+            "--config.replay.min_fill_fraction=0.0625",
+            "--config.evaluation.episodes=2",
+            "--config.diagnostics.every_frames=128",
+            f"--config.diagnostics.names={DIAGNOSTICS!r}",
+            f"--workdir={path}",
+        ]
+    )
+    assert status == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def continual_run(tmp_path_factory):
+    """NaP's label-reset sweep at smoke scale, two of its variants, the quickstart's
+    diagnostics."""
+    path = tmp_path_factory.mktemp("quickstart") / "continual"
+    status = train_continual.main(
+        [
+            "train_continual",
+            "--experiment=benchmarks/configs/nap_label_reset.py:smoke",
+            "--config.variant_order=('no_norm', 'layernorm_nap')",
+            f"--config.diagnostics.names={DIAGNOSTICS!r}",
+            "--noprogress",
+            f"--workdir={path}",
+        ]
+    )
+    assert status == 0
+    return path
+
+
+def _links(page: str) -> list[str]:
+    return re.findall(r'(?:href|src)="([^"]+)"', page)
+
+
+def _check_page(out: Path, manifest: dict) -> None:
+    """Every figure is embedded and linked by a relative path that resolves next to the page."""
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for stem, figure in manifest["figures"].items():
+        assert f'href="{figure["file"]}"' in page, stem
+        assert (out / figure["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f'id="figure-{stem}"' in page
+    assert page.count('src="data:image/png;base64,') == len(manifest["figures"])
+    for link in _links(page):
+        if not link.startswith(("data:", "#")):
+            assert not Path(link).is_absolute() and (out / link).is_file(), link
+
+
+def test_quickstart_report(atari_run, tmp_path, capsys):
+    assert report_script.main(["report", str(atari_run)]) == 0
+    out = atari_run / "report"  # the default: <first work dir>/report
+    printed = capsys.readouterr().out
+    assert f"open {out / 'report.html'}" in printed
+    manifest = json.loads((out / "report.json").read_text())
+    assert DIAGNOSTICS_FIGURES <= set(manifest["figures"])
+    assert {"eval_returns", "evaluation_matrix"} <= set(manifest["figures"])
+    rows = analysis.events(analysis.load_run(atari_run), "diagnostics")
+    for stem in DIAGNOSTICS_FIGURES:
+        panels = manifest["figures"][stem]["panels"]
+        assert panels, stem
+        for panel, curves in panels.items():  # every panel has the run's curve, every point
+            assert curves == {"atari": len(rows)}, (stem, panel)
+    layers = {"torso/conv_0", "torso/conv_1", "head/hidden_0", "head/output"}
+    assert set(manifest["figures"]["weight_norm"]["panels"]) == layers
+    assert set(manifest["figures"]["srank"]["panels"]) == layers - {"head/output"}
+    _check_page(out, manifest)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    for section in ("Evaluation matrix", "Config differences", "Launches (run_info.json)"):
+        assert section in page
+    assert "<th>after block: game trained</th><th>pong</th><th>breakout</th>" in page
+    launch = json.loads((atari_run / "run_info.json").read_text())["launches"][0]
+    assert launch["started"] in page and launch["cpu"]["model"] in page
+
+    # The out dir moved elsewhere still shows and links every figure.
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved)
+    _check_page(moved, manifest)
+
+    # TensorBoard: every diagnostics key of metrics.jsonl under diagnostics/<metric>/<layer>,
+    # against frames; evaluation scores per game.
+    scalars = workdir.read_scalars(atari_run)
+    keys = {k for row in rows for k, v in row.items() if "/" in k and isinstance(v, float)}
+    assert {f"weight_norm/{layer}" for layer in layers} <= keys
+    for key in keys:
+        logged = scalars[f"diagnostics/{key}"]
+        assert [x for x, _ in logged] == [row["frames"] for row in rows]
+        np.testing.assert_allclose([v for _, v in logged], [row[key] for row in rows], rtol=1e-6)
+    assert {"pong/eval/return_mean", "breakout/eval/return_mean"} <= set(scalars)
+    assert "eval/return_mean" not in scalars  # games are never averaged together
+
+
+def test_continual_report_and_tensorboard(continual_run, tmp_path):
+    written = report.write_report([continual_run], tmp_path / "report")
+    assert set(written.figures) == {"task_metrics", *DIAGNOSTICS_FIGURES}
+    for stem, figure in written.figures.items():
+        assert figure.has_data, stem
+        for panel, curves in figure.contents.items():
+            assert set(curves) == {"no_norm", "layernorm_nap"}, (stem, panel)
+    manifest = json.loads((tmp_path / "report" / "report.json").read_text())
+    _check_page(tmp_path / "report", manifest)
+    page = written.page.read_text(encoding="utf-8")
+    assert "<td>optimizer.nap.enabled</td><td>false</td><td>true</td>" in page  # the config diff
+    assert "<td>network.norm</td>" in page
+
+    scalars = workdir.read_scalars(continual_run)
+    for variant in ("no_norm", "layernorm_nap"):
+        for layer in ("hidden_0", "hidden_1", "output"):
+            steps = [x for x, _ in scalars[f"{variant}/diagnostics/weight_norm/{layer}"]]
+            assert steps == sorted(set(steps)) and steps[0] == 0
+
+
+def test_bad_work_dirs_are_one_line_errors(tmp_path, capsys):
+    assert report_script.main(["report", str(tmp_path / "absent")]) == 1
+    (tmp_path / "empty").mkdir()
+    assert report_script.main(["report", str(tmp_path / "empty")]) == 1
+    assert report_script.main(["report"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("report: error: ") for line in errors)
+    assert "absent" in errors[0] and "not a work dir" in errors[1] and "WORKDIR" in errors[2]
