@@ -239,9 +239,7 @@ def open_run(
     )
     # The rate that decides it is measured once learning runs, not while the replay fills.
     plan = segments[0].plan
-    run.budget_after = (plan.first_learning[0] + 1) * plan.frames_per_iteration + int(
-        config.log_every_frames
-    )
+    run.budget_after = (plan.first_learning[0] + 1) * plan.frames_per_iteration + 2_048
     return run
 
 

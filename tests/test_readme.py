@@ -15,10 +15,14 @@ def _ci_commands() -> list[str]:
     return [line for line in lines if line and not line.startswith(("#", "set ", "cd "))]
 
 
-def test_readme_opens_with_the_install_and_test_commands_ci_runs():
-    install, tests = _ci_commands()
+def test_readme_opens_with_the_two_commands_ci_runs():
+    install_and_run, tests = _ci_commands()
     first, second = _readme_commands()[:2]
-    assert first.startswith(install + " && python -m scripts.train_atari "), first
+    assert first == install_and_run
+    assert first.startswith(
+        'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]"'
+    )
+    assert " && python -m scripts.train_atari " in first
     assert second == tests
 
 

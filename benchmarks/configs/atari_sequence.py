@@ -103,6 +103,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.games = DEFAULT_GAMES[:2]
             config.frames_per_game = 10_240
             config.replay.capacity = 4_096
+            config.diagnostics.update(
+                dict(every_frames=2_048, names=configs.DEFAULT_RL_DIAGNOSTICS)
+            )
+            config.evaluation.every_frames = config.frames_per_game  # the matrix after each block
     config.env.full_action_space = True
     config.evaluation.fresh_reference = True
     nap = dict(

@@ -35,22 +35,19 @@ DIAGNOSTICS_FIGURES = {
 
 @pytest.fixture(scope="module")
 def atari_run(tmp_path_factory):
-    """The quickstart's Atari sequence job at smoke scale (two games, 512 frames each, two
-    evaluation episodes)."""
+    """The README's main job at smoke scale: the same experiment file and flags, its LayerNorm +
+    NaP variant, 512 frames a game, two evaluation episodes, the quickstart's diagnostics every
+    128 frames (no fresh references)."""
     path = tmp_path_factory.mktemp("quickstart") / "atari"
     status = train_atari.main(
         [
             "train_atari",
+            "--experiment=benchmarks/configs/atari_sequence.py:smoke,rainbow_ln_nap",
             "--games=Pong,Breakout",
+            "--cycles=1",
             "--frames_per_game=512",
-            "--agent=dqn",
-            "--num_envs=2",
             "--nofresh_reference",
             "--noprogress",
-            "--config.network.torso=conv",
-            "--config.network.conv_layers=((8, 8, 4), (8, 4, 2))",
-            "--config.network.hidden_sizes=(32,)",
-            "--config.replay.capacity=512",
             "--config.replay.min_fill_fraction=0.0625",
             "--config.evaluation.episodes=2",
             "--config.diagnostics.every_frames=128",
@@ -59,7 +56,7 @@ def atari_run(tmp_path_factory):
         ]
     )
     assert status == 0
-    return path
+    return path / "rainbow_ln_nap"
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +108,11 @@ def test_quickstart_report(atari_run, tmp_path, capsys):
         panels = manifest["figures"][stem]["panels"]
         assert panels, stem
         for panel, curves in panels.items():  # every panel has the run's curve, every point
-            assert curves == {"atari": len(rows)}, (stem, panel)
-    layers = {"torso/conv_0", "torso/conv_1", "head/hidden_0", "head/output"}
+            assert curves == {"rainbow_ln_nap": len(rows)}, (stem, panel)
+    hidden = {"torso/conv_0", "torso/conv_1", "head/value_hidden_0", "head/advantage_hidden_0"}
+    layers = hidden | {"head/output_value", "head/output_advantage"}
     assert set(manifest["figures"]["weight_norm"]["panels"]) == layers
-    assert set(manifest["figures"]["srank"]["panels"]) == layers - {"head/output"}
+    assert set(manifest["figures"]["srank"]["panels"]) == hidden
     _check_page(out, manifest)
     page = (out / "report.html").read_text(encoding="utf-8")
     for section in ("Evaluation matrix", "Config differences", "Launches (run_info.json)"):
