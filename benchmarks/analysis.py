@@ -18,24 +18,26 @@ import numpy as np
 from plasticity.analysis import (
     CURVATURE_METRICS,
     Run,
+    curves,
+    events,
+    metric_keys,
+    number,
+    series,
+)
+from plasticity.figures import (
     curve_colors,
     curve_styles,
-    curves,
     draw,
-    events,
     figure_contents,
     finish,
     first_game,
     grid,
     mark_switches,
-    metric_keys,
-    number,
     plain_ticks,
     plot_layer_metric,
     plot_metrics,
     plot_task_metrics,
     pyplot,
-    series,
     style_axes,
     switches,
     unit_fraction_keys,
@@ -407,7 +409,7 @@ FIGURE_NOTES = {
 @dataclasses.dataclass
 class RenderedFigure:
     """A standard figure saved as PNG: its stem, title, file and what its panels hold
-    (`plasticity.analysis.figure_contents`)."""
+    (`plasticity.figures.figure_contents`)."""
 
     stem: str
     title: str

@@ -16,7 +16,7 @@ moved or mailed as it is. It holds:
 * each work dir's ``run_info.json``: every launch's command, git commit, packages, devices, CPU.
 
 ``<out>/report.json`` lists the same for programs: every figure's file, title and panels with the
-number of points each curve has there (`plasticity.analysis.figure_contents`), and the figures
+number of points each curve has there (`plasticity.figures.figure_contents`), and the figures
 without data.
 
 Work dirs are given as `plasticity.analysis.expand_workdirs` accepts them: work dirs, their
@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmarks import analysis as figures
 from plasticity import analysis
+from plasticity import figures as figures_lib
 
 REPORT_FILE = "report.html"
 MANIFEST_FILE = "report.json"
@@ -125,7 +126,7 @@ def _kind(run: analysis.Run) -> str:
 
 def runs_html(runs: Sequence[analysis.Run]) -> str:
     """The curves compared: run, variant, work dirs, seeds, rows and how far each got."""
-    colors = analysis.curve_colors(runs)
+    colors = figures_lib.curve_colors(runs)
     rows = []
     for run, variant, label in analysis.curves(runs):
         own = [r for r in run.rows if r.get("variant") == variant]

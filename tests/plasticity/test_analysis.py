@@ -14,7 +14,8 @@ import pytest  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
 from benchmarks import analysis as figures  # noqa: E402
-from plasticity import analysis, workdir  # noqa: E402
+from plasticity import analysis
+from plasticity import figures as figures_lib, workdir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "plasticity_diagnostics.ipynb"
@@ -117,7 +118,7 @@ def test_reading_is_robust_and_aggregates_over_seeds(workdirs):
     assert analysis.series(nap, "hessian_top_eigenvalue", variant="layernorm_nap") is not None
     assert analysis.layers_of(runs, "weight_norm") == list(LAYERS)
     assert analysis.layers_of(runs, "srank") == ["hidden_0", "hidden_1"]
-    assert analysis.unit_fraction_keys(runs) == [
+    assert figures_lib.unit_fraction_keys(runs) == [
         "dormant_0",
         "dormant_0.025",
         "dead",
@@ -251,24 +252,26 @@ def test_directories_of_variants_and_seeds_expand_in_launch_order(tmp_path):
 
 def test_y_limits_come_from_what_a_metric_means():
     # A held weight norm reads as a flat line at its value, not float noise filling the panel.
-    low, high = analysis.y_limits(
-        np.array([45.02, 45.02 + 1e-6]), analysis.y_scale("weight_norm/h")
+    low, high = figures_lib.y_limits(
+        np.array([45.02, 45.02 + 1e-6]), figures_lib.y_scale("weight_norm/h")
     )
     assert high - low >= 0.1 * 45.02 and low < 45.02 < high
     assert abs((low + high) / 2 - 45.02) < 1e-3
     # Fractions start at 0 and span at least 0.1; accuracies show [0, 1].
-    low, high = analysis.y_limits(np.zeros(5), analysis.y_scale("dormant_0.025/h"))
+    low, high = figures_lib.y_limits(np.zeros(5), figures_lib.y_scale("dormant_0.025/h"))
     assert low < 0 < 0.1 < high < 0.2
-    low, high = analysis.y_limits(np.array([0.4, 0.5]), analysis.y_scale("dead"))
+    low, high = figures_lib.y_limits(np.array([0.4, 0.5]), figures_lib.y_scale("dead"))
     assert low <= 0 and 0.5 < high <= 1.05
-    low, high = analysis.y_limits(np.array([0.1, 0.13]), analysis.y_scale("end_accuracy"))
+    low, high = figures_lib.y_limits(np.array([0.1, 0.13]), figures_lib.y_scale("end_accuracy"))
     assert low < 0 and high > 1
     # Log metrics show at least a decade; ranks start at 0.
-    low, high = analysis.y_limits(np.array([1e-4, 1.01e-4]), analysis.y_scale("effective_lr/h"))
+    low, high = figures_lib.y_limits(
+        np.array([1e-4, 1.01e-4]), figures_lib.y_scale("effective_lr/h")
+    )
     assert high / low >= 10 and low < 1e-4 < high
-    assert analysis.y_limits(np.array([35.0, 38.0]), analysis.y_scale("srank/h"))[0] <= 0
+    assert figures_lib.y_limits(np.array([35.0, 38.0]), figures_lib.y_scale("srank/h"))[0] <= 0
     # Frame and step counts: one unit per axis, in every label.
-    formatter = analysis.count_formatter()
+    formatter = figures_lib.count_formatter()
     formatter.set_locs([0, 20_000, 40_000, 60_000])
     assert [formatter(v) for v in formatter.locs] == ["0", "20k", "40k", "60k"]
     formatter.set_locs([0, 1.5e6, 3e6])
@@ -276,7 +279,7 @@ def test_y_limits_come_from_what_a_metric_means():
     formatter.set_locs([0, 2000, 4000, 8000])
     assert formatter(8000) == "8,000"
     # A moving metric keeps its own range.
-    low, high = analysis.y_limits(np.array([16.0, 40.0]), analysis.y_scale("weight_norm/h"))
+    low, high = figures_lib.y_limits(np.array([16.0, 40.0]), figures_lib.y_scale("weight_norm/h"))
     assert 14 < low < 16 and 40 < high < 42
 
 
@@ -298,38 +301,40 @@ def test_figures_read_right(tmp_path, workdirs):
         )
     rows.append({"event": "switch", "frames": 1000, "step": 250, "seed": 0, "game": "breakout"})
     rl = analysis.load_run(_write_rows(tmp_path / "rl", rows))
-    fig = analysis.plot_layer_metric([rl], "weight_norm")
+    fig = figures_lib.plot_layer_metric([rl], "weight_norm")
     fig.canvas.draw()
     ax = fig.axes[0]
     assert ax.yaxis.get_offset_text().get_text() == ""  # no '+4.502e1' above the axis
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert any(label.startswith("45") for label in labels), labels
     assert ax.get_xlabel() == "frames" and ax.get_xlim()[0] == 0
-    switch_lines = [line for line in ax.get_lines() if line.get_gid() == analysis.SWITCH_GID]
+    switch_lines = [line for line in ax.get_lines() if line.get_gid() == figures_lib.SWITCH_GID]
     assert [list(line.get_xdata()) for line in switch_lines] == [[1000, 1000]]
     texts = {t.get_text().strip() for t in ax.texts}
     assert texts == {"pong", "breakout"}  # the game each block plays
-    assert analysis.figure_contents(fig) == {"head/hidden_0": {"rl": 8}}
-    analysis.pyplot().close(fig)
+    assert figures_lib.figure_contents(fig) == {"head/hidden_0": {"rl": 8}}
+    figures_lib.pyplot().close(fig)
 
     runs = analysis.load_runs(workdirs)  # continual: 3 curves, tasks end every 50 steps
-    colors = analysis.curve_colors(runs)
+    colors = figures_lib.curve_colors(runs)
     seen = {}
     for make in (
-        lambda: analysis.plot_layer_metric(runs, "weight_norm"),
-        lambda: analysis.plot_task_metrics(runs),
+        lambda: figures_lib.plot_layer_metric(runs, "weight_norm"),
+        lambda: figures_lib.plot_task_metrics(runs),
     ):
         fig = make()
         ax = fig.axes[0]
         assert ax.get_xlabel() == "optimizer steps"
         marks = sorted(
-            line.get_xdata()[0] for line in ax.get_lines() if line.get_gid() == analysis.SWITCH_GID
+            line.get_xdata()[0]
+            for line in ax.get_lines()
+            if line.get_gid() == figures_lib.SWITCH_GID
         )
         assert marks == [50, 100, 150]  # task ends inside the drawn range
         for line in ax.get_lines():
-            if line.get_gid() != analysis.SWITCH_GID:
+            if line.get_gid() != figures_lib.SWITCH_GID:
                 seen.setdefault(line.get_label(), set()).add(line.get_color())
-        analysis.pyplot().close(fig)
+        figures_lib.pyplot().close(fig)
     assert {label: c.pop() for label, c in seen.items() if len(c) == 1} == colors
 
 
@@ -365,7 +370,7 @@ def test_evaluation_matrix_colours_do_not_turn_noise_into_structure(tmp_path):
     for image in images:
         assert (image.norm.vmin, image.norm.vmax) == (-2.5, 2.5)  # shared, from the data's max
     assert np.all(np.abs(images[0].norm(images[0].get_array().compressed()) - 0.5) < 0.01)
-    analysis.pyplot().close(fig)
+    figures_lib.pyplot().close(fig)
     # Raw returns: each game on its own range over every run, from min(0, lowest).
     raw = {(0, "pong"): -21.0, (1, "pong"): -10.5, (1, "breakout"): 4.0}
     run = analysis.load_run(_write_rows(tmp_path / "raw", _eval_rows(raw)))
@@ -374,4 +379,4 @@ def test_evaluation_matrix_colours_do_not_turn_noise_into_structure(tmp_path):
     np.testing.assert_allclose(image.get_array().filled(np.nan), [[0.0, np.nan], [0.5, 1.0]])
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert {"-21", "-10.5", "4", "not played yet"} <= texts
-    analysis.pyplot().close(fig)
+    figures_lib.pyplot().close(fig)

@@ -14,7 +14,7 @@ import pytest
 from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
-from plasticity import interventions, nap, networks, optim
+from plasticity import interventions, nap, networks, optim, units
 from plasticity.train_state import create_train_state, map_optimizer_moments, apply_gradients
 
 X = jax.random.normal(jax.random.key(0), (32, 5))
@@ -450,10 +450,10 @@ def test_reset_last_layers(num_layers, reset):
 def test_last_layers_follow_call_order_not_name_order():
     model = networks.MLP((2,) * 11, 2, "none")
     params = jax.eval_shape(model.init, jax.random.key(0), X)["params"]
-    order = interventions.kernel_layer_call_order(model, params, X, {})
+    order = units.kernel_layer_call_order(model, params, X, {})
     assert order[-3:] == ["hidden_9/linear", "hidden_10/linear", "output"]
     with pytest.raises(ValueError, match="hidden_0"):
-        interventions._parameter_layers(params, model, X, {}, ["nonexistent"], None, None)
+        units.parameter_layers(params, model, X, {}, ["nonexistent"], None, None)
 
 
 def test_plasticity_injection_preserves_outputs_then_trains_a_new_head():
