@@ -24,7 +24,6 @@ Prints, with compile times apart (all rates exclude compilation):
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -38,7 +37,7 @@ from absl import app, flags
 from agents import atari_loop, configs
 from agents.atari_env import make_atari_env
 from agents.replay import replay_memory_bytes
-from plasticity import workdir
+from plasticity import runtime, workdir
 
 _AGENT = flags.DEFINE_enum("agent", "dqn", list(configs.AGENTS), "Agent preset (replay ratio).")
 _GAME = flags.DEFINE_string("game", "Pong", "Atari game.")
@@ -49,19 +48,6 @@ _CLASSIC_FRAMES = flags.DEFINE_integer("classic_frames", 4_096, "Frames of the o
 _ENV_STEPS = flags.DEFINE_integer("env_steps", 500, "Batched steps of the env-only measurement.")
 _UPDATES = flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
-
-
-def hardware_description() -> str:
-    """CPU model and the cores this process may use."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(
-                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {len(os.sched_getaffinity(0))} cores available"
 
 
 def benchmark_config() -> ml_collections.ConfigDict:
@@ -223,10 +209,7 @@ def main(argv: list[str]) -> None:
     del argv
     config = benchmark_config()
     load = os.getloadavg()[0]
-    print(
-        f"hardware: {hardware_description()}; JAX backend {jax.default_backend()}, "
-        f"{jax.devices()[0].device_kind}"
-    )
+    print(f"hardware: {runtime.hardware_line()}")
     print(
         f"load average (1 min) at start: {load:.2f}"
         + ("  <- measured under load" if load > 2 else "")

@@ -15,8 +15,6 @@ r"""Throughput of the compiled continual trainer, compile time reported apart.
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from typing import Any, Callable
 
@@ -27,23 +25,6 @@ _MLP_STEPS = flags.DEFINE_integer("mlp_steps", 1000, "Steps per run for (a) (2 t
 _BIT_STEPS = flags.DEFINE_integer("bit_steps", 50_000, "Steps (examples) for (b).")
 _LOOP_STEPS = flags.DEFINE_integer("loop_steps", 10_000, "Steps timed for the Python loop in (b).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is reported.")
-
-
-def hardware() -> str:
-    """One line: JAX backend, devices and the CPU model."""
-    import jax  # noqa: PLC0415
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    devices = jax.devices()
-    return (
-        f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
-        f"{devices[0].device_kind}; CPU {cpu}, {os.cpu_count()} cores"
-    )
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -190,7 +171,7 @@ def main(argv: list[str]) -> None:
     from plasticity import runtime  # noqa: PLC0415
 
     runtime.apply_runtime_defaults()  # what scripts.train_continual runs with
-    print(f"hardware: {hardware()}")
+    print(f"hardware: {runtime.hardware_line()}")
     a = vmapped_vs_separate(_SEEDS.value, _MLP_STEPS.value)
     print(
         f"(a) MLP 64-256-256-256-10, Adam, batch 128, {_MLP_STEPS.value} steps per run, "

@@ -28,7 +28,6 @@ import os
 # One BLAS thread is the setting to run the diagnostics with; export another value to compare.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import platform  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
@@ -37,7 +36,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from plasticity import diagnostics, networks  # noqa: E402
+from plasticity import diagnostics, networks, runtime  # noqa: E402
 
 _STEPS = flags.DEFINE_integer("steps", 2000, "Optimizer steps per run.")
 _EVERY = flags.DEFINE_integer("every", 100, "Diagnostics period K in steps.")
@@ -126,17 +125,6 @@ def _time(fn, args) -> float:
     return time.perf_counter() - start
 
 
-def hardware() -> str:
-    """One line naming the accelerator (or CPU) and the software stack."""
-    device = jax.devices()[0]
-    return (
-        f"{device.platform}:{device.device_kind} ×{jax.device_count()}, "
-        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
-        f"jax {jax.__version__}, Python {platform.python_version()}, "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}"
-    )
-
-
 def rl_config(loop: str):
     """The agent preset of ``loop`` at the size timed here (its own diagnostics period)."""
     from agents import configs  # noqa: PLC0415
@@ -174,7 +162,7 @@ def rl_main() -> None:
             if repeat:
                 times[arm].append(time.perf_counter() - start)
     frames = configs["none"].frames_per_game
-    print(f"hardware: {hardware()}")
+    print(f"hardware: {runtime.hardware_line()}")
     print(
         f"workload: {_LOOP.value} DQN preset, {frames:,} frames a run; diagnostics every "
         f"{every:,} frames: {', '.join(configs['diagnostics'].diagnostics.names)}"
@@ -213,7 +201,7 @@ def main(argv):
         for arm, (compiled, args) in runners.items():
             times[arm].append(_time(compiled, args))
     medians = {arm: float(np.median(t)) for arm, t in times.items()}
-    print(f"hardware: {hardware()}")
+    print(f"hardware: {runtime.hardware_line()}")
     print(
         f"workload: MLP {INPUT_DIM}→3×{_WIDTH.value}→{NUM_CLASSES} LayerNorm, Adam, batch "
         f"{_BATCH.value}, {steps} steps × {_SEEDS.value} seed(s); diagnostics every {every} "

@@ -18,8 +18,6 @@ and the hardware it ran on. Figures are medians over ``--repeats`` runs.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ import numpy as np
 from absl import app, flags
 
 from agents.atari_env import AtariVectorEnvironment, make_atari_env
+from plasticity import runtime
 
 
 def define_flags() -> None:
@@ -49,19 +48,6 @@ class Throughput(NamedTuple):
     agent_steps_per_s: float
     frames_per_s: float
     seconds_per_step: float
-
-
-def hardware_description() -> str:
-    """CPU model, cores this process may use, and OS, e.g. for the printed header."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            model = next(
-                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {len(os.sched_getaffinity(0))} cores available, {platform.system()} {platform.machine()}"
 
 
 def _random_actions(env: AtariVectorEnvironment, steps: int, seed: int = 0) -> np.ndarray:
@@ -149,7 +135,7 @@ def _format(label: str, result: Throughput) -> str:
 def main(argv: list[str]) -> None:
     del argv
     steps, repeats, n = flags.FLAGS.steps, flags.FLAGS.repeats, flags.FLAGS.num_envs
-    print(f"hardware: {hardware_description()}")
+    print(f"hardware: {runtime.hardware_line()}")
     print(
         f"game: {flags.FLAGS.game}, random actions, {steps} batched steps x {repeats} repeats (median)\n"
     )

@@ -15,8 +15,6 @@ seed at a time inside one program, what ``run.runs_per_batch=1`` does, the defau
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 from absl import app, flags
@@ -28,23 +26,6 @@ _NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Envs per seed.")
 _FRAMES = flags.DEFINE_integer("frames", 4000, "Steps per seed in one timed chunk.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Timed chunks; the fastest is reported.")
 _MAP = flags.DEFINE_bool("map", False, "Also time lax.map over the seeds.")
-
-
-def hardware() -> str:
-    """One line: JAX backend, devices and the CPU model."""
-    import jax  # noqa: PLC0415
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    devices = jax.devices()
-    return (
-        f"jax {jax.__version__}, backend {jax.default_backend()}, {len(devices)} x "
-        f"{devices[0].device_kind}; CPU {cpu}, {os.cpu_count()} cores"
-    )
 
 
 def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
@@ -107,7 +88,9 @@ def main(argv: list[str]) -> None:
     del argv
     import jax  # noqa: PLC0415
 
-    print(hardware())
+    from plasticity import runtime  # noqa: PLC0415
+
+    print(runtime.hardware_line())
     print(
         f"game {_GAME.value}, {_NUM_ENVS.value} envs per seed, {_FRAMES.value} steps per seed per "
         f"chunk, one update every 4 steps"

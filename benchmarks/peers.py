@@ -26,8 +26,6 @@ repository; the adaptations a current software stack needs are listed with each 
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
 from absl import app, flags
@@ -42,19 +40,6 @@ _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds trained together (vmapped).")
 _STEPS = flags.DEFINE_integer("steps", 200_000, "Environment steps per seed.")
 _DIAGNOSTICS = flags.DEFINE_bool("diagnostics", False, "Keep the preset's diagnostics on.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
-
-
-def hardware() -> str:
-    """One line naming the device, the CPU and the load."""
-    import jax  # noqa: PLC0415
-
-    device = jax.devices()[0]
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{device.platform}:{device.device_kind} x{jax.device_count()}, {os.cpu_count()} CPU "
-        f"cores ({platform.processor() or platform.machine()}), jax {jax.__version__}, "
-        f"load average {load:.2f}"
-    )
 
 
 def purejaxrl_config(seeds: int, steps: int, diagnostics: bool):
@@ -96,7 +81,9 @@ def minatar_purejaxrl() -> None:
             seconds.append(time.perf_counter() - started)
     best = float(np.median(seconds))
     steps = _STEPS.value * _SEEDS.value
-    print(hardware())
+    from plasticity import runtime  # noqa: PLC0415
+
+    print(runtime.hardware_line())
     print(
         f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {_STEPS.value:,} steps: "
         f"{best:.2f} s (median of {len(seconds)}) -> {steps / best:,.0f} env steps/s total "

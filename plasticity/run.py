@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import jax
 import numpy as np
 
-from plasticity import divergence
+from plasticity import divergence, runtime
 from plasticity.checkpointing import Checkpointer, LocalCheckpointer
 from plasticity.progress import Progress, format_seconds
 from plasticity.workdir import CONFIG_FILE, WorkDir, config_differences
@@ -191,16 +191,6 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def run_info() -> dict[str, Any]:
     """What a launch ran on: command line, commit, package versions, devices and CPU."""
     versions = {}
@@ -218,7 +208,7 @@ def run_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(device) for device in jax.devices()],
         "process_count": jax.process_count(),
-        "cpu": {"model": _cpu_model(), "cores": os.cpu_count()},
+        "cpu": {"model": runtime.cpu_model(), "cores": os.cpu_count()},
         "host": platform.node(),
     }
 

@@ -9,11 +9,16 @@
 * BLAS/LAPACK threads (used by XLA:CPU for the SVDs and eigen-decompositions of the
   diagnostics) are limited to one, since their pool otherwise fights XLA's own threads (the
   default diagnostics cost 2.4× the training time instead of 1.03×).
+
+`cpu_model` and `hardware_line` say what a run or a benchmark ran on, for `run_info.json` and the
+header every benchmark prints.
 """
 
 from __future__ import annotations
 
 import os
+import platform
+from pathlib import Path
 
 import jax
 
@@ -59,3 +64,30 @@ def check_fits(needed: int, what: str, device: jax.Device | None = None) -> None
             f"{available / 2**30:.2f} GiB available; lower replay.capacity, the seed count or "
             "the network size"
         )
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the platform's processor name elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_line() -> str:
+    """One line for a benchmark's header: devices, CPU, usable cores, load, JAX and Python.
+
+    The 1-minute load average is part of it because a throughput figure taken on a busy machine
+    is not comparable with one taken on a quiet one.
+    """
+    devices = jax.devices()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{len(devices)} x {devices[0].platform}:{devices[0].device_kind}; CPU {cpu_model()}, "
+        f"{cores} cores available, load average {load:.2f}; jax {jax.__version__}, "
+        f"Python {platform.python_version()}"
+    )

@@ -341,7 +341,7 @@ def test_throughput_harness_counts_steps_and_frames():
     for result in (sync, pipelined):
         assert result.frames_per_s == pytest.approx(4 * result.agent_steps_per_s)
         assert result.agent_steps_per_s == pytest.approx(2 / result.seconds_per_step)
-    assert "cores available" in env_throughput.hardware_description()
+    assert "cores available" in env_throughput.runtime.hardware_line()
 
 
 # ----------------------------------------------------------------------------- reference scores
