@@ -363,3 +363,29 @@ def diagnostics_matrix(
         if v is not None and math.isfinite(v):
             out[seeds.index(int(row["seed"])), steps.index(int(row["step"]))] = v
     return np.asarray(steps), out
+
+
+def resolved_variants(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+    """(name, resolved config) of a continual sweep's variants."""
+    from benchmarks import continual_config  # noqa: PLC0415
+
+    return continual_config.variant_configs(config)
+
+
+def smoke_scale(config: ml_collections.ConfigDict, seeds: int, **task: Any) -> None:
+    """Shrinks a continual claim in place to a check of its plumbing: `common.smoke_scale`
+    (a few tasks of a few steps, tiny layers), 128 examples, (16, 16) hidden units, every task
+    in one compiled chunk (one checkpoint), `seeds` seeds."""
+    from benchmarks.configs import common  # noqa: PLC0415
+
+    common.smoke_scale(config, **task)
+    config.data.max_train_examples = 128
+    config.network.hidden_sizes = (16, 16)
+    config.diagnostics.every = int(config.task.steps_per_task)
+    config.run.tasks_per_chunk = int(config.task.num_tasks)
+    config.num_seeds = seeds
+
+
+def variant_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The variants a sweep runs, in order."""
+    return tuple(config.variant_order) or tuple(config.variants.keys())

@@ -35,6 +35,7 @@ NAME = "dormant_grid"
 SUMMARY = "no norm accumulates dormant units under SGD, momentum and Adam; RMSNorm and LN do not"
 OPTIMIZERS = {"SGD": ("sgd", 0.1), "momentum": ("momentum", 0.01), "Adam": ("adam", 1e-3)}
 NORMS = {"none": "none", "RMSNorm": "rmsnorm", "LN": "layernorm"}
+SMOKE_OPTIMIZERS, SMOKE_NORMS = ("Adam",), ("none", "LN")
 TAU = "0.025"
 TASKS, STEPS = 10, 500
 
@@ -71,12 +72,9 @@ def grid_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
         config.task.steps_per_task = 1000
         config.diagnostics.every = 500
         config.run.runs_per_batch = 0
-    if scale == "smoke":
-        common.smoke_scale(config, num_tasks=2, steps_per_task=10)
-        config.data.max_train_examples = 128
-        config.network.hidden_sizes = (16, 16)
-        config.diagnostics.every = 10
-        config.num_seeds = seeds
+    if scale == "smoke":  # one optimizer × two norms: the plumbing of every row
+        base.smoke_scale(config, seeds, num_tasks=2, steps_per_task=10)
+        config.variant_order = tuple(variant(o, n) for o in SMOKE_OPTIMIZERS for n in SMOKE_NORMS)
     return config
 
 
@@ -99,30 +97,41 @@ def late_dormant(rows: list, name: str) -> dict[int, float]:
     return base.per_seed(diagnostics, dormant, keep=lambda r: int(r["step"]) in late)
 
 
-def evaluate(rows: list) -> list[base.Row]:
+def arms(config: ml_collections.ConfigDict) -> tuple[list[str], list[str]]:
+    """(optimizers, norms) the config runs (all of them but at smoke scale)."""
+    names = base.variant_names(config)
+    optimizers = [o for o in OPTIMIZERS if any(variant(o, n) in names for n in NORMS)]
+    norms = [n for n in NORMS if any(variant(o, n) in names for o in OPTIMIZERS)]
+    return optimizers, norms
+
+
+def evaluate(rows: list, config: ml_collections.ConfigDict) -> list[base.Row]:
     out = []
-    for opt in OPTIMIZERS:
-        late = {norm: late_dormant(rows, variant(opt, norm)) for norm in NORMS}
+    optimizers, norms = arms(config)
+    for opt in optimizers:
+        late = {norm: late_dormant(rows, variant(opt, norm)) for norm in norms}
         out.append(
             base.Row(
                 opt,
                 f"dormant fraction (τ = {TAU}), last fifth",
                 {norm: base.interval_of(v) for norm, v in late.items()},
                 [
-                    base.paired(f"{opt}: none − RMSNorm", 1, late["none"], late["RMSNorm"]),
-                    base.paired(f"{opt}: none − LN", 1, late["none"], late["LN"]),
+                    base.paired(f"{opt}: none − {norm}", 1, late["none"], late[norm])
+                    for norm in norms
+                    if norm != "none"
                 ],
             )
         )
     return out
 
 
-def figure(rows: list, path: Path) -> str:
+def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     """Dormant fraction over steps, one panel per optimizer, one curve per norm."""
     plt = base.pyplot()
-    fig, axes = plt.subplots(1, len(OPTIMIZERS), figsize=(4 * len(OPTIMIZERS), 3.2), sharey=True)
-    for ax, opt in zip(np.atleast_1d(axes), OPTIMIZERS):
-        for i, norm in enumerate(NORMS):
+    optimizers, norms = arms(config)
+    fig, axes = plt.subplots(1, len(optimizers), figsize=(4 * len(optimizers), 3.2), sharey=True)
+    for ax, opt in zip(np.atleast_1d(axes), optimizers):
+        for i, norm in enumerate(norms):
             steps, values = base.diagnostics_matrix(
                 base.select(rows, "diagnostics", variant=variant(opt, norm)), dormant
             )
@@ -144,8 +153,8 @@ def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.Cl
         NAME,
         scale,
         seeds,
-        evaluate(rows),
+        evaluate(rows, config),
         seconds=timer.seconds(workdir),
-        figures=[figure(rows, workdir / f"{NAME}.png")],
+        figures=[figure(rows, config, workdir / f"{NAME}.png")],
         workdirs=[str(workdir / "grid")],
     )

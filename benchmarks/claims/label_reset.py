@@ -40,7 +40,7 @@ from pathlib import Path
 import ml_collections
 
 from benchmarks.claims import base
-from benchmarks.configs import common, nap_label_reset
+from benchmarks.configs import nap_label_reset
 
 NAME = "label_reset"
 SUMMARY = "no norm < LN < LN+NaP in late-task accuracy; the unnormalized norm grows"
@@ -64,11 +64,7 @@ def sweep_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
     config.diagnostics.every = 400
     config.run.runs_per_batch = 1  # one run at a time: fastest on CPUs
     if scale == "smoke":
-        common.smoke_scale(config, num_tasks=4, steps_per_task=10)
-        config.data.max_train_examples = 128
-        config.network.hidden_sizes = (16, 16)
-        config.diagnostics.every = 10
-        config.num_seeds = seeds
+        base.smoke_scale(config, seeds, num_tasks=4, steps_per_task=10)
     return config
 
 

@@ -42,7 +42,7 @@ NAME = "sequential_games"
 SUMMARY = "a revisit by the baseline scores below a fresh network; LN+NaP stays near it"
 ARMS = {"baseline": "dqn", "LN+NaP": "dqn_ln_nap"}
 GAMES = ("breakout", "space_invaders")
-BLOCK = 30_000
+BLOCK = 10_000
 
 
 def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
@@ -58,14 +58,14 @@ def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
     config.frames_per_game = BLOCK
     config.env.num_envs = 4
     config.replay.update(dict(capacity=BLOCK, min_fill_fraction=0.05))
-    config.exploration.decay_frames = BLOCK // 3
+    config.exploration.decay_frames = BLOCK // 4
     config.learner.target_update_period_frames = 2_000
     config.evaluation.update(dict(episodes=8, max_frames=8 * 2_504, fresh_reference=True))
     config.diagnostics.update(
-        dict(every_frames=BLOCK // 3, names=("weight_norm", "effective_lr"), batch_size=64)
+        dict(every_frames=BLOCK // 4, names=("weight_norm", "effective_lr"), batch_size=64)
     )
-    config.log_every_frames = BLOCK // 3
-    config.checkpoint_every_frames = BLOCK // 3
+    config.log_every_frames = BLOCK // 4
+    config.checkpoint_every_frames = BLOCK // 4
     config.run.runs_per_batch = 1
     nap = dict(network=dict(norm="layernorm"), optimizer=dict(nap=dict(enabled=True)))
     config.variants = ml_collections.ConfigDict({ARMS["baseline"]: {}, ARMS["LN+NaP"]: nap})
