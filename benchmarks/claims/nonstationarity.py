@@ -8,8 +8,11 @@ label resets, class permutations, input permutations and large-offset regression
 baseline degrades. Arms: none / L2 / LN / LN + L2.
 
 Settings (cpu scale; each type has its own variant pair, the L2 coefficient λ is a grid point of
-the same compiled program; Adam 1e-3 and coupled L2 λ = 1e-4 everywhere, 3 seeds): see TYPES —
-every type runs on scikit-learn's 8×8 digits.
+the same compiled program; Adam 1e-3 and coupled L2 λ = 1e-4 everywhere, 3 seeds; TYPES): label
+reset on the first 512 of scikit-learn's 8×8 digits, MLP 64→3×256→10, batch 128, 25 tasks × 200
+steps; class permutation, input permutation and large-offset regression (c = 100 for the first
+20 tasks, then fresh zero-mean targets) on all 1,797 digits with a narrow MLP 64→3×32→{10, 1},
+batch 64, 300 tasks × 200 steps (narrow nets lose units, and plasticity, within a CPU budget).
 
 Metrics per type, per seed: classification, end-of-task training accuracy over the last W tasks;
 regression, log₁₀ end-of-task squared error over the last W tasks (lower is better). Verdict per
@@ -18,13 +21,21 @@ type (paired over seeds, 95% t-interval), PASS when both hold: the baseline lose
 on the first tasks after the offset phase) and LN + L2 ends better than the baseline. The claim
 PASSes when every type does.
 
-Measured (cpu, 3 seeds): see `docs/reproducing.md`.
+Measured (``python -m benchmarks.reproduce nonstationarity_types``, seeds 0–2, 9.5 minutes at
+load 5–7; docs/reproducing.md): label reset PASS (last-5 accuracy none 0.20 ± 0.34, L2 0.12, LN
+0.99, LN + L2 0.99 ± 0.01); class permutation PASS (none collapses to chance, 0.10, with 97–100%
+dead units in the narrow net; L2 alone 0.12; LN 0.82; LN + L2 0.94 ± 0.06); input permutation
+PARTIAL (the baseline loses 0.11 ± 0.08 of accuracy, but LN + L2 ends no better: 0.79 vs 0.80,
+and LayerNorm alone ends worst, 0.72); large-offset regression OPPOSITE (after the offset phase
+the baseline keeps improving, its later error falls; LN and LN + L2 fit the later tasks worse
+than no norm: log₁₀ error −0.17 vs −0.43). Verdict PARTIAL 2/4.
 
 What we tried (one seed each, arms none / L2 / LN / LN+L2, Adam 1e-3, λ = 1e-4):
 * digits, 512 examples, 2×128, batch 64, 30 tasks × 200 steps: label reset never memorizes
   (≈ 0.35 all along for no norm: capacity, not plasticity); class and input permutation end every
   task at 0.99–1.00 in every arm (online accuracy drifts down by ~0.05 in every arm alike);
-  large offset (c = 100, 5 offset tasks): LayerNorm fits the later tasks worse (≈ 0.4–0.9 vs 0.2–0.5).
+  large offset (c = 100, 5 offset tasks): LayerNorm fits the later tasks worse (≈ 0.4–0.9 vs
+  0.2–0.5).
 * MNIST-1D (4,000 examples, generated offline), 2×256, batch 64, 25 tasks × 300 steps: label
   reset stays at chance for every arm (4,000 random labels do not fit); class and input
   permutation are under-fitted (0.3–0.47) and every arm keeps improving over the tasks; a
@@ -32,6 +43,14 @@ What we tried (one seed each, arms none / L2 / LN / LN+L2, Adam 1e-3, λ = 1e-4)
   included. MNIST-1D was therefore not adopted (and not added as a dependency).
 * digits, 512 examples, 2×256, batch 64, 30 × 200: label reset memorizes only ~50% (no norm)
   and does not decline.
+* digits, 3×32, batch 64, 40 tasks × 200 steps: no type shows a loss yet (class permutation
+  0.93 → 0.93, input permutation 0.90 → 0.89); the narrow nets run at several thousand steps/s.
+* the same over 300 tasks: class permutation collapses without a norm (0.93 → 0.10) and not with
+  LN + L2 (0.97 → 0.92); input permutation declines in every arm, most with LayerNorm; large offset
+  (20 offset tasks) fits later tasks best without a norm.
+* 150 tasks (the first 3-seed run, to save time): class permutation INCONCLUSIVE (one of three
+  baseline seeds had collapsed by task 150: 0.45 ± 0.87), input permutation PARTIAL, large offset
+  OPPOSITE; the probe's 300 tasks were restored for the kept run (9.5 instead of 5.2 minutes).
 * the kept settings: TYPES below.
 """
 
@@ -65,20 +84,20 @@ TYPES = {
         "network": {"hidden_sizes": (256, 256, 256)},
     },
     "class_permutation": {
-        "task": {"name": "class_permutation", "num_tasks": 150, "steps_per_task": 200},
+        "task": {"name": "class_permutation", "num_tasks": 300, "steps_per_task": 200},
         "network": NARROW,
     },
     "input_permutation": {
-        "task": {"name": "input_permutation", "num_tasks": 150, "steps_per_task": 200},
+        "task": {"name": "input_permutation", "num_tasks": 300, "steps_per_task": 200},
         "network": NARROW,
     },
     "large_offset_regression": {
         "task": {
             "name": "large_offset_regression",
-            "num_tasks": 150,
+            "num_tasks": 300,
             "steps_per_task": 200,
             "offset": 100.0,
-            "offset_tasks": 10,
+            "offset_tasks": 20,
         },
         "network": NARROW,
     },
@@ -99,9 +118,9 @@ def sweep_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
     config.diagnostics.names = ("weight_norm", "dead")
     config.diagnostics.every = 1000  # a multiple of every type's steps per task
     config.run.runs_per_batch = 1
-    # Two checkpoints per 150-task run (one for label reset): the narrow runs are cheap, ten
+    # Two checkpoints per 300-task run (one for label reset): the narrow runs are cheap, ten
     # checkpoints each would cost more than their training.
-    config.run.tasks_per_chunk = 75
+    config.run.tasks_per_chunk = 150
     variants = {}
     for kind, overrides in TYPES.items():
         for norm in NORM_VARIANTS:
@@ -203,7 +222,7 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     """One panel per type: the end-of-task metric per task for the four arms."""
     plt = base.pyplot()
     chosen = kinds(config)
-    fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.2))
+    fig, axes = plt.subplots(1, len(chosen), figsize=(4 * len(chosen), 3.2), layout="constrained")
     variants = dict(base.resolved_variants(config))
     for ax, kind in zip(axes, chosen):
         task = variants[variant(kind, "none")].task

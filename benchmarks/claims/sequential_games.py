@@ -8,25 +8,34 @@ network trained on that game alone, while Rainbow + LayerNorm + NaP comes close 
 
 Settings (cpu scale; chosen for speed, see "What we tried"): DQN (`agents.configs` MinAtar preset:
 uniform replay, 1-step Q-learning, centred RMSProp 2.5e-4, ε 1 → 0.05) with MinAtar's
-conv(16, 3×3) → 128 torso, 4 envs, one update every 4 steps; games breakout then space_invaders,
-cycled twice, BLOCK steps a game; replay and optimizer kept at a switch; after every block every
-game seen so far is evaluated (8 episodes), and a fresh network trained on each game alone for
-one block (same seed, same initial parameters) is the reference. Arms: ``dqn`` (no norm) and
+conv(16, 3×3) → 128 torso, 4 envs, one update every 4 steps; games breakout then
+space_invaders, cycled twice, 10,000 steps (BLOCK) a game; replay and optimizer kept at a switch;
+after every block every game seen so far is evaluated (8 episodes), and a fresh network trained
+on each game alone for one block (same seed, same initial parameters) is the reference. Arms: ``dqn`` (no norm) and
 ``dqn_ln_nap`` (LayerNorm before every nonlinearity + NaP projection after every update, same
 optimizer and constant learning rate). 3 seeds, one after another in one program per arm.
 ``paper`` scale: `benchmarks/configs/minatar_sequence.py:paper`'s sizes (5 games, 2M steps a
 game, Rainbow with noisy nets) for the two arms. ``smoke``: 512 steps a game, tiny network.
 
-Metric: a visit's score relative to the fresh network, visit_2 / fresh (mean return over the
-evaluation episodes after the game's second block, over the fresh reference's), averaged over
+Metric: a revisit's score against the fresh network, visit_2 − fresh (mean return over the
+evaluation episodes after the game's second block, minus the fresh reference's), averaged over
 the games, per seed. Verdict (paired over seeds, 95% t-interval), PASS when both hold: the
-baseline's revisit scores below fresh (ratio − 1 < 0), and LN + NaP's ratio − the baseline's > 0.
+baseline's revisit scores below fresh (gap < 0), and LN + NaP's gap − the baseline's > 0.
 
-Measured (cpu, 3 seeds): see `docs/reproducing.md`.
+Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 10,000 steps a game,
+9.3 minutes at load 3–5; docs/reproducing.md): gap baseline 0.35 ± 3.4, LN + NaP 1.0 ± 4.7;
+verdict INCONCLUSIVE. At this budget DQN barely learns (breakout returns 0.5–1.4 against 0.56 for
+a random policy; space invaders 0.25–3.9 against 2.84), so neither loss of plasticity nor its
+absence can show; LN + NaP learns a little faster (breakout 1.4–1.8). The paper's effect lives
+at 20M frames a game; the ``paper`` scale (2M steps a game, 5 games, Rainbow) is where to look.
 
-What we tried: see `docs/reproducing.md` and the commit history; the MinAtar loop runs at
-~1.4k steps/s per seed on this CPU, so blocks of several hundred thousand steps (where the
-paper's effect lives) do not fit 15 minutes with 3 seeds and 2 arms.
+What we tried: the first metric, visit_2 / fresh, exploded on near-zero fresh scores (LN + NaP
+8.0 ± 28 on this very run) and was replaced by the difference before any other change. One seed
+of 10,000 steps a game (DQN, conv torso, 4 envs) took 120 s (baseline) and 162 s (LN + NaP) at
+load 5, i.e. ~500 steps/s per seed end to end with evaluations and compilation: 3 seeds × 2 arms ×
+6 blocks (4 visits + 2 fresh references) fit 15 minutes only with blocks of ≈ 10,000 steps.
+The published MinAtar config (Rainbow without noisy nets, 20,000 steps a game, one seed) learns
+more (breakout 2–5, space invaders 6–32) but runs at ~300 steps/s: 3 seeds would take ~60 minutes.
 """
 
 from __future__ import annotations
@@ -104,8 +113,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     base.check_config(config)
 
 
-def visit_ratios(rows: list, visit: int = 2) -> dict[int, float]:
-    """{seed: mean over games of (score after the game's `visit`-th block) / (fresh score)}."""
+def visit_gaps(rows: list, visit: int = 2) -> dict[int, float]:
+    """{seed: mean over games of (score after the game's `visit`-th block) − (fresh score)}."""
     scores: dict[int, dict[str, dict[str, float]]] = {}
     for row in rows:
         value = row.get("return_mean")
@@ -119,26 +128,21 @@ def visit_ratios(rows: list, visit: int = 2) -> dict[int, float]:
                 scores.setdefault(seed, {}).setdefault(game, {})["visit"] = float(value)
     out = {}
     for seed, games in sorted(scores.items()):
-        ratios = [
-            g["visit"] / g["fresh"]
-            for g in games.values()
-            if "visit" in g and g.get("fresh", 0) > 0
-        ]
-        out[seed] = float(np.mean(ratios)) if ratios else float("nan")
+        gaps = [g["visit"] - g["fresh"] for g in games.values() if "visit" in g and "fresh" in g]
+        out[seed] = float(np.mean(gaps)) if gaps else float("nan")
     return out
 
 
 def evaluate(arm_rows: dict[str, list]) -> list[base.Row]:
-    ratios = {arm: visit_ratios(rows) for arm, rows in arm_rows.items()}
-    minus_one = {s: v - 1.0 for s, v in ratios["baseline"].items()}
+    gaps = {arm: visit_gaps(rows) for arm, rows in arm_rows.items()}
     return [
         base.Row(
             "",
-            "visit-2 score / fresh score (mean over games)",
-            {arm: base.interval_of(v) for arm, v in ratios.items()},
+            "visit-2 return − fresh return (mean over games)",
+            {arm: base.interval_of(v) for arm, v in gaps.items()},
             [
-                base.paired("baseline: ratio − 1", -1, minus_one),
-                base.paired("LN+NaP − baseline", 1, ratios["LN+NaP"], ratios["baseline"]),
+                base.paired("baseline: visit 2 − fresh", -1, gaps["baseline"]),
+                base.paired("LN+NaP − baseline", 1, gaps["LN+NaP"], gaps["baseline"]),
             ],
         )
     ]
@@ -148,7 +152,9 @@ def figure(arm_rows: dict[str, list], path: Path) -> str:
     """Per game: score after each visit and the fresh reference, per arm (seed means ± range)."""
     plt = base.pyplot()
     games = sorted({r["game"] for rows in arm_rows.values() for r in rows if r.get("game")})
-    fig, axes = plt.subplots(1, max(1, len(games)), figsize=(4.2 * max(1, len(games)), 3.2))
+    fig, axes = plt.subplots(
+        1, max(1, len(games)), figsize=(4.2 * max(1, len(games)), 3.2), layout="constrained"
+    )
     axes = np.atleast_1d(axes)
     for ax, game in zip(axes, games):
         for i, (arm, rows) in enumerate(arm_rows.items()):

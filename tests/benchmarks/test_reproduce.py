@@ -201,7 +201,7 @@ def test_lr_decay_is_the_log_ratio_of_geometric_means():
     assert effective_lr.lr_decay(rows, "v") == {0: pytest.approx(expected)}
 
 
-def test_visit_ratios_compare_the_second_visit_with_the_fresh_network():
+def test_visit_gaps_compare_the_second_visit_with_the_fresh_network():
     def row(event, seed, game, value, visit=None, trained=None):
         out = {"event": event, "seed": seed, "game": game, "return_mean": value}
         if visit is not None:
@@ -215,9 +215,11 @@ def test_visit_ratios_compare_the_second_visit_with_the_fresh_network():
         row("eval", 0, "b", 2.0, 2, "b"),
         row("eval_fresh", 0, "a", 4.0),
         row("eval_fresh", 0, "b", 1.0),
-        row("eval", 1, "a", 2.0, 2, "a"),
-        row("eval_fresh", 1, "a", 0.0),  # a fresh score of 0 gives no ratio
+        row("eval", 1, "a", 2.0, 2, "a"),  # no fresh score for seed 1: no gap
+        row("eval_fresh", 2, "a", 0.0),
+        row("eval", 2, "a", 0.5, 2, "a"),
     ]
-    ratios = sequential_games.visit_ratios(rows)
-    assert ratios[0] == pytest.approx((3.0 / 4.0 + 2.0 / 1.0) / 2)
-    assert math.isnan(ratios[1])
+    gaps = sequential_games.visit_gaps(rows)
+    assert gaps[0] == pytest.approx(((3.0 - 4.0) + (2.0 - 1.0)) / 2)
+    assert math.isnan(gaps[1])
+    assert gaps[2] == pytest.approx(0.5)
