@@ -13,9 +13,10 @@ A verdict is PASS only when every paired comparison it rests on (per-seed differ
 arms, 95% Student-t interval) excludes zero in the direction the paper reports
 (`benchmarks.claims.stats`); otherwise it says INCONCLUSIVE, OPPOSITE or PARTIAL k/m.
 
-Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (seconds:
-the plumbing, used by the tests; its verdicts mean nothing) and ``paper`` (the papers' sizes, for
-a GPU; ``--dry_run`` writes and checks its configs without training).
+Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the
+plumbing: a few dozen steps per arm, compile-bound, 3–5 minutes for ``all`` on 2 loaded cores;
+used by the tests; its verdicts mean nothing) and ``paper`` (the papers' sizes, for a GPU;
+``--dry_run`` writes and checks its configs without training).
 """
 
 from __future__ import annotations

@@ -15,66 +15,78 @@ from benchmarks import claims, reproduce
 from benchmarks.claims import base, effective_lr, sequential_games, stats
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """`python -m benchmarks.reproduce all --scale=smoke` once for the module, as a user runs it.
+def _reproduce(root: Path, *args: str) -> tuple[int, str]:
+    """`python -m benchmarks.reproduce ARGS --scale=smoke --seeds=2` as a user runs it.
 
-    Its own process, so that XLA's backend optimization can be switched off: the smoke runs are
-    a few dozen steps, so compiling (~30 programs) is nearly all their cost, and level 0 halves it.
+    Its own process, so that XLA's backend optimization can be switched off: smoke runs are a
+    few dozen steps, so compiling is nearly all their cost, and level 0 halves it.
     """
-    root = tmp_path_factory.mktemp("reproduce")
     env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
-    command = [sys.executable, "-m", "benchmarks.reproduce", "all", "--scale=smoke"]
+    command = [sys.executable, "-m", "benchmarks.reproduce", *args, "--scale=smoke"]
     command += ["--seeds=2", f"--workdir={root}", "--noprogress"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    return done.returncode, root, done.stdout + done.stderr
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    return done.returncode, done.stdout + done.stderr
 
 
-def test_all_runs_every_claim_at_smoke_scale(smoke_run):
-    status, root, output = smoke_run
+def _check_result(root: Path, name: str) -> dict:
+    """The fields every claim's result.json must have, its figures and work dirs."""
+    result = json.loads((root / name / base.RESULT_FILE).read_text())
+    assert result["claim"] == name and result["scale"] == "smoke" and result["seeds"] == 2
+    assert result["verdict"]
+    assert result["seconds"] > 0
+    assert result["rows"], name
+    for row in result["rows"]:
+        assert row["metric"] and row["verdict"] and row["comparisons"]
+        assert row["arms"]
+        for arm in row["arms"].values():
+            assert set(arm) == {"mean", "low", "high", "n"}
+            assert arm["n"] == 2 or math.isnan(arm["mean"])
+        for comparison in row["comparisons"]:
+            assert comparison["direction"] in (1, -1)
+            assert comparison["verdict"] in (
+                stats.PASS,
+                stats.OPPOSITE,
+                stats.INCONCLUSIVE,
+                stats.TOO_FEW_SEEDS,
+            )
+    assert result["figures"]
+    for figure in result["figures"]:
+        with open(figure, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for workdir in result["workdirs"]:
+        assert json.loads((Path(workdir) / "config.json").read_text())
+    assert (root / name / base.TABLE_FILE).read_text().startswith("| claim |")
+    return result
+
+
+@pytest.mark.slow
+def test_all_runs_every_claim_at_smoke_scale(tmp_path):
+    """Every claim through the command (~35 compiled programs: 3-5 minutes on 2 loaded cores)."""
+    status, output = _reproduce(tmp_path, "all")
     assert status == 0, output[-2000:]
-    summary = (root / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
     assert summary.splitlines()[0] in output  # the table is printed
     for name in claims.NAMES:
         assert f"| {name} " in summary
-        result = json.loads((root / name / base.RESULT_FILE).read_text())
-        assert result["claim"] == name and result["scale"] == "smoke" and result["seeds"] == 2
-        assert result["verdict"]
-        assert result["seconds"] > 0
-        assert result["rows"], name
-        for row in result["rows"]:
-            assert row["metric"] and row["verdict"] and row["comparisons"]
-            assert row["arms"]
-            for arm in row["arms"].values():
-                assert set(arm) == {"mean", "low", "high", "n"}
-            for comparison in row["comparisons"]:
-                assert comparison["direction"] in (1, -1)
-                assert comparison["verdict"] in (
-                    stats.PASS,
-                    stats.OPPOSITE,
-                    stats.INCONCLUSIVE,
-                    stats.TOO_FEW_SEEDS,
-                )
-        for figure in result["figures"]:
-            with open(figure, "rb") as f:
-                assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-        for workdir in result["workdirs"]:
-            assert json.loads((Path(workdir) / "config.json").read_text())
-        assert (root / name / base.TABLE_FILE).read_text().startswith("| claim |")
+        _check_result(tmp_path, name)
 
 
-def test_a_finished_claim_is_only_reevaluated(smoke_run, capsys):
-    """A relaunch trains nothing and keeps the minutes measured by the run that trained."""
-    _, root, _ = smoke_run
-    before = json.loads((root / "label_reset" / base.RESULT_FILE).read_text())
-    status = reproduce.main(
-        ["reproduce", "label_reset", "--scale=smoke", "--seeds=2", f"--workdir={root}"]
-    )
-    assert status == 0
-    after = json.loads((root / "label_reset" / base.RESULT_FILE).read_text())
-    assert after["seconds"] == before["seconds"]
-    assert after["rows"] == before["rows"]
+def test_replay_claim_trains_claim_a_first_then_a_reevaluates(tmp_path, capsys):
+    """(c) trains (a)'s sweep, then one replay per seed; (a) afterwards only re-evaluates, and a
+    relaunch of a finished claim keeps the minutes of the run that trained it."""
+    status, output = _reproduce(tmp_path, "effective_lr")
+    assert status == 0, output[-2000:]
+    assert "| effective_lr |" in output
+    result = _check_result(tmp_path, "effective_lr")
+    assert len(result["workdirs"]) == 3  # (a)'s sweep and two replays
+    assert result["rows"][1]["arms"].keys() == {"LN", "LN+NaP", "LN+NaP+replay"}
+    argv = ["reproduce", "label_reset", "--scale=smoke", "--seeds=2", f"--workdir={tmp_path}"]
+    assert reproduce.main(argv) == 0
+    first = _check_result(tmp_path, "label_reset")
     assert "| label_reset |" in capsys.readouterr().out
+    assert reproduce.main(argv) == 0
+    again = json.loads((tmp_path / "label_reset" / base.RESULT_FILE).read_text())
+    assert again["seconds"] == first["seconds"] and again["rows"] == first["rows"]
 
 
 def test_paper_scale_configs_are_written_and_checked(tmp_path, capsys):
