@@ -65,7 +65,7 @@ from benchmarks.continual_config import (
     steps_per_task,
     swept_keys,
 )
-from plasticity import divergence, effective_lr, nap, networks, optim
+from plasticity import divergence, effective_lr, nap, networks, optim, schedules
 from plasticity.interventions import injected_apply
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
 
@@ -389,6 +389,7 @@ def make_trainer(
     dataset: datasets.Dataset | None = None,
     diagnostics_factory: DiagnosticsFactory | None = None,
     intervention_factory: InterventionFactory | None = None,
+    layer_schedule: schedules.ImplicitLayerSchedule | None = None,
 ) -> Trainer:
     """Builds the pure functions of one (resolved variant) config; compiles nothing.
 
@@ -400,6 +401,9 @@ def make_trainer(
         `plasticity.diagnostics.make_diagnostics_fn`, imported only when names are configured.
       intervention_factory: ``make_intervention(name, model, **options) -> (init, apply)``;
         default `plasticity.interventions.make_intervention`, imported only when one is set.
+      layer_schedule: a baseline's implicit per-layer schedule to replay
+        (`plasticity.schedules.layer_schedule_from_metrics`; docs/algorithms.md, "Per-layer
+        implicit schedule"), passed to `plasticity.optim.make_optimizer`; the same for every run.
     """
     check_config(config)
     if dataset is None:
@@ -473,7 +477,12 @@ def make_trainer(
                 f"unknown hyper-parameter(s) {', '.join(unknown)} in hparams; "
                 f"known: {', '.join(GRID_KEYS)}"
             )
-        return optim.make_optimizer(opt_config, nap_invariant_norms=invariant_norms, **hparams)
+        return optim.make_optimizer(
+            opt_config,
+            nap_invariant_norms=invariant_norms,
+            layer_schedule=layer_schedule,
+            **hparams,
+        )
 
     def run_keys(state: TrainState) -> dict[str, jax.Array]:
         # Derived once per compiled call: every threefry call costs compile time on XLA:CPU.

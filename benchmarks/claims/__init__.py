@@ -1,0 +1,112 @@
+"""The papers' headline claims, each a module that trains its arms and returns a verdict.
+
+=========================  ====================================================================
+``label_reset``            (a) NaP: no norm < LayerNorm < LayerNorm + NaP on random-label resets
+``nonstationarity_types``  (b) Disentangling: LayerNorm + L2 keeps plasticity across
+                           nonstationarity types where the baseline loses it
+``effective_lr``           (c) NaP: NaP holds per-layer effective learning rates, LN decays them;
+                           LN's implicit per-layer schedule replayed under NaP recovers LN
+``large_offset``           (d) Disentangling: large regression offsets damage later trainability
+``sequential_games``       (e) NaP: revisits of a game in a MinAtar sequence vs a fresh network
+``dormant_grid``           (f) NaP: dormant units per optimizer × norm
+=========================  ====================================================================
+
+A claim module defines ``NAME``, ``SUMMARY``, ``configs(scale, seeds)`` ({work dir name: config}
+of the runs it trains first; the paper scale's configs are for a GPU) and
+``run(workdir, scale, seeds, progress) -> ClaimResult``. `run_claims` runs one or all of them
+and `summary_text` prints their table (`benchmarks.claims.base`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks.claims import base
+
+NAMES = (
+    "label_reset",
+    "nonstationarity_types",
+    "effective_lr",
+    "large_offset",
+    "sequential_games",
+    "dormant_grid",
+)
+_MODULES = {
+    "label_reset": "label_reset",
+    "nonstationarity_types": "nonstationarity",
+    "effective_lr": "effective_lr",
+    "large_offset": "large_offset",
+    "sequential_games": "sequential_games",
+    "dormant_grid": "dormant_grid",
+}
+DEFAULT_SEEDS = {"smoke": 2, "cpu": 3, "paper": 3}
+
+
+def module(name: str):
+    """The module of claim `name` (a one-line ValueError for an unknown one)."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown claim {name!r}; known: {', '.join(NAMES)} or 'all'")
+    return importlib.import_module(f"benchmarks.claims.{_MODULES[name]}")
+
+
+def chosen(claim: str) -> tuple[str, ...]:
+    if claim == "all":
+        return NAMES
+    module(claim)
+    return (claim,)
+
+
+def write_configs(name: str, directory: Path, scale: str, seeds: int) -> list[Path]:
+    """Writes (and checks) the configs of claim `name` as ``<directory>/<run>.config.json``."""
+    claim = module(name)
+    written = []
+    directory.mkdir(parents=True, exist_ok=True)
+    for run_name, config in claim.configs(scale, seeds).items():
+        claim.check(config)
+        path = directory / f"{run_name}.config.json"
+        path.write_text(json.dumps(config.to_dict(), indent=1, default=list) + "\n")
+        written.append(path)
+    return written
+
+
+def run_claims(
+    claim: str,
+    workdir: str | Path,
+    scale: str = "cpu",
+    seeds: int | None = None,
+    progress: bool = True,
+    dry_run: bool = False,
+) -> list[base.ClaimResult]:
+    """Runs one claim or 'all' into ``<workdir>/<claim>``; returns the results (none when
+    `dry_run`: the configs are written and checked instead)."""
+    base.check_scale(scale)
+    names = chosen(claim)
+    seeds = DEFAULT_SEEDS[scale] if seeds is None else int(seeds)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    root = Path(workdir)
+    results = []
+    for name in names:
+        if dry_run:
+            for path in write_configs(name, root / name, scale, seeds):
+                print(f"{name}: {path}")
+            continue
+        result = module(name).run(root / name, scale, seeds, progress)
+        base.write_result(result, root / name)
+        print(base.table_lines([result])[-len(result.rows) :][0], flush=True)
+        results.append(result)
+    if results and claim == "all":
+        (root / "summary.md").write_text(summary_text(results) + "\n")
+    return results
+
+
+def summary_text(results: Sequence[base.ClaimResult]) -> str:
+    """The table of every claim run, then each comparison behind the verdicts."""
+    lines = base.table_lines(results) + ["", "Comparisons (paired over seeds, 95% t-interval):"]
+    for result in results:
+        lines.append(f"{result.claim}:")
+        lines.extend(base.comparison_lines(result))
+    return "\n".join(lines)

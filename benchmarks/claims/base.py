@@ -1,0 +1,391 @@
+"""What every claim shares: scales, results, per-seed metrics from work dirs, tables, figures.
+
+A claim (one module of `benchmarks.claims`) trains its arms through the standard runners
+(`benchmarks.continual_sweep.run_experiment`, `agents.minatar_loop.train`) into work dirs under
+its own directory, reads the rows back (`plasticity.analysis`), reduces each run to one number
+per seed and compares arms seed by seed (`benchmarks.claims.stats`). Its result is a
+`ClaimResult`: one or more `Row`s (an arm → mean ± CI table and the comparisons that decide the
+verdict), the figures written and the minutes taken; `write_result` stores it as ``result.json``
+and ``table.md`` next to the work dirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import ml_collections
+import numpy as np
+
+from benchmarks.claims import stats
+from plasticity import analysis
+
+SCALES = ("smoke", "cpu", "paper")
+RESULT_FILE = "result.json"
+TABLE_FILE = "table.md"
+
+
+@dataclasses.dataclass
+class Comparison:
+    """One directional test: `interval` over seeds of a per-seed quantity, expected to lie on
+    the side of zero `direction` names (+1 above, −1 below)."""
+
+    name: str
+    direction: int
+    interval: stats.Interval
+    verdict: str = ""
+
+    def __post_init__(self):
+        if not self.verdict:
+            self.verdict = stats.direction_verdict(self.interval, self.direction)
+
+    def format(self) -> str:
+        sign = ">" if self.direction > 0 else "<"
+        return f"{self.name} {sign} 0: {self.interval.format()} → {self.verdict}"
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of a claim's table: a metric per arm (mean ± CI over seeds) and its verdict."""
+
+    label: str
+    metric: str
+    arms: dict[str, stats.Interval]
+    comparisons: list[Comparison]
+    verdict: str = ""
+
+    def __post_init__(self):
+        if not self.verdict:
+            self.verdict = stats.combine([c.verdict for c in self.comparisons])
+
+
+@dataclasses.dataclass
+class ClaimResult:
+    """A claim's outcome: its rows, the overall verdict, minutes, figures and work dirs."""
+
+    claim: str
+    scale: str
+    seeds: int
+    rows: list[Row]
+    seconds: float = 0.0
+    figures: list[str] = dataclasses.field(default_factory=list)
+    workdirs: list[str] = dataclasses.field(default_factory=list)
+    verdict: str = ""
+    notes: str = ""
+
+    def __post_init__(self):
+        if not self.verdict:
+            self.verdict = stats.combine([row.verdict for row in self.rows])
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self), default=_jsonable, allow_nan=True))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def result_from_json(data: Mapping[str, Any]) -> ClaimResult:
+    """The inverse of `ClaimResult.to_json` (for ``result.json`` files)."""
+
+    def interval(d):
+        return stats.Interval(**d)
+
+    rows = [
+        Row(
+            r["label"],
+            r["metric"],
+            {arm: interval(v) for arm, v in r["arms"].items()},
+            [
+                Comparison(c["name"], c["direction"], interval(c["interval"]), c["verdict"])
+                for c in r["comparisons"]
+            ],
+            r["verdict"],
+        )
+        for r in data["rows"]
+    ]
+    fields = {k: v for k, v in data.items() if k != "rows"}
+    return ClaimResult(rows=rows, **fields)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables.
+
+TABLE_HEADER = ("claim", "arms", "metric per arm (mean ± 95% CI over seeds)", "verdict", "minutes")
+
+
+def table_lines(results: Sequence[ClaimResult]) -> list[str]:
+    """A Markdown table: one line per row of every claim (claim name and minutes on its first)."""
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+    for result in results:
+        for index, row in enumerate(result.rows):
+            name = result.claim if index == 0 else ""
+            if row.label:
+                name = f"{name} ({row.label})" if name else f"({row.label})"
+            arms = ", ".join(row.arms)
+            values = "; ".join(f"{arm} {iv.format()}" for arm, iv in row.arms.items())
+            verdict = row.verdict
+            if index == 0 and len(result.rows) > 1:
+                verdict = f"{row.verdict} (claim: {result.verdict})"
+            minutes = f"{result.seconds / 60:.1f}" if index == 0 else ""
+            lines.append(f"| {name} | {arms} | {row.metric}: {values} | {verdict} | {minutes} |")
+    return lines
+
+
+def comparison_lines(result: ClaimResult) -> list[str]:
+    """Every comparison of a claim, one per line (the detail behind its verdicts)."""
+    out = []
+    for row in result.rows:
+        prefix = f"[{row.label}] " if row.label else ""
+        out.extend(f"  {prefix}{c.format()}" for c in row.comparisons)
+    return out
+
+
+def write_result(result: ClaimResult, directory: Path) -> None:
+    """``result.json`` and ``table.md`` (the table, the comparisons, the figures) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / RESULT_FILE).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    text = table_lines([result]) + ["", "Comparisons (paired over seeds, 95% t-interval):"]
+    text += comparison_lines(result)
+    if result.notes:
+        text += ["", result.notes]
+    text += ["", *(f"![{Path(f).stem}]({Path(f).name})" for f in result.figures)]
+    (directory / TABLE_FILE).write_text("\n".join(text) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-seed metrics from work-dir rows.
+
+
+def load_rows(workdir: str | Path) -> list[dict[str, Any]]:
+    """Every metrics row of a work dir (`plasticity.analysis.load_run`)."""
+    return analysis.load_run(workdir).rows
+
+
+def select(rows: Iterable[Mapping[str, Any]], event: str, **fields: Any) -> list[Mapping]:
+    """Rows of `event` whose fields equal the given values (a float field within 1e-12)."""
+
+    def matches(row, key, value):
+        got = row.get(key)
+        if isinstance(value, float) and isinstance(got, (int, float)):
+            return abs(float(got) - value) <= 1e-12 * max(1.0, abs(value))
+        return got == value
+
+    return [
+        row
+        for row in rows
+        if row.get("event") == event and all(matches(row, k, v) for k, v in fields.items())
+    ]
+
+
+def per_seed(
+    rows: Iterable[Mapping[str, Any]],
+    value: Callable[[Mapping[str, Any]], float | None] | str,
+    keep: Callable[[Mapping[str, Any]], bool] = lambda row: True,
+    reduce: Callable[[np.ndarray], float] = np.mean,
+) -> dict[int, float]:
+    """{seed: reduce(values)} over the rows `keep` accepts; `value` a key or a function of a
+    row (None or non-finite values are skipped; a seed with none left is NaN)."""
+    get = (lambda row: row.get(value)) if isinstance(value, str) else value
+    by_seed: dict[int, list[float]] = {}
+    for row in rows:
+        if not keep(row):
+            continue
+        v = analysis.number(get(row))
+        by_seed.setdefault(int(row["seed"]), [])
+        if v is not None:
+            by_seed[int(row["seed"])].append(v)
+    return {s: float(reduce(np.asarray(v))) if v else math.nan for s, v in sorted(by_seed.items())}
+
+
+def interval_of(values: Mapping[int, float]) -> stats.Interval:
+    return stats.t_interval(list(values.values()))
+
+
+def paired(name: str, direction: int, a: Mapping[int, float], b: Mapping[int, float] | None = None):
+    """A `Comparison` of a − b (or of a alone) seed by seed."""
+    diffs = stats.paired_differences(a, b) if b is not None else np.asarray(list(a.values()))
+    return Comparison(name, direction, stats.t_interval(diffs))
+
+
+def layer_mean(row: Mapping[str, Any], metric: str, log: bool = False) -> float | None:
+    """Mean over the hidden layers of ``<metric>/<layer>`` keys (the output layer excluded);
+    with `log`, the mean of the logarithms (a geometric mean's log)."""
+    values = []
+    for key, value in row.items():
+        if not key.startswith(metric + "/") or key.split("/")[-1].startswith("output"):
+            continue
+        v = analysis.number(value)
+        if v is None or (log and v <= 0):
+            continue
+        values.append(math.log(v) if log else v)
+    return float(np.mean(values)) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Running.
+
+
+class Timer:
+    """Wall-clock seconds of a claim's training, kept across relaunches: a claim whose work dirs
+    were all complete already keeps the minutes stored by the run that trained it."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.trained = False
+
+    def mark_trained(self, result: Any) -> None:
+        if not getattr(result, "already_complete", False):
+            self.trained = True
+
+    def seconds(self, directory: Path) -> float:
+        elapsed = time.perf_counter() - self.start
+        previous = directory / RESULT_FILE
+        if not self.trained and previous.exists():
+            try:
+                return float(json.loads(previous.read_text()).get("seconds", elapsed))
+            except (ValueError, OSError):
+                return elapsed
+        return elapsed
+
+
+def run_continual(
+    config: ml_collections.ConfigDict, workdir: Path, timer: Timer, progress: bool, **kwargs
+):
+    """`benchmarks.continual_sweep.run_experiment` into `workdir`; returns its rows."""
+    from benchmarks import continual_sweep  # noqa: PLC0415 - JAX loads only when training
+
+    result = continual_sweep.run_experiment(config, workdir, show_progress=progress, **kwargs)
+    timer.mark_trained(result)
+    if result.preempted:
+        raise KeyboardInterrupt(f"stopped in {workdir}; relaunch to resume")
+    return load_rows(workdir)
+
+
+def check_scale(scale: str) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
+
+
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures are only written)."""
+    import matplotlib  # noqa: PLC0415 - plotting loads only when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> str:
+    """Writes a small PNG (90 dpi) and closes the figure; returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    pyplot().close(fig)
+    return str(path)
+
+
+def draw_band(ax, x, per_seed_values: np.ndarray, label: str, color=None, **kwargs) -> None:
+    """The seed mean of (seeds, points) values with its min–max band."""
+    values = np.asarray(per_seed_values, dtype=np.float64)
+    mean = np.nanmean(values, axis=0)
+    line = ax.plot(x, mean, label=label, color=color, lw=1.5, **kwargs)[0]
+    if values.shape[0] > 1:
+        ax.fill_between(
+            x, np.nanmin(values, 0), np.nanmax(values, 0), color=line.get_color(), alpha=0.2, lw=0
+        )
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """The one-line checks of a claim's config before anything is built: every variant of a
+    continual sweep (`benchmarks.continual_config.check_config`) or of an RL run
+    (`agents.configs.validate_config`, MinAtar)."""
+    if "games" in config:
+        from agents import configs  # noqa: PLC0415
+
+        configs.expand_runs(config, "minatar", "unused")
+        return
+    from benchmarks import continual_config  # noqa: PLC0415
+
+    for name, variant in continual_config.variant_configs(config):
+        try:
+            continual_config.check_config(variant)
+        except ValueError as error:
+            raise ValueError(f"variant {name!r}: {error}") from None
+
+
+def task_rows(
+    rows: Iterable[Mapping[str, Any]], variant: str, **grid: float
+) -> list[Mapping[str, Any]]:
+    """The 'task' rows of one arm: a variant at one grid point (e.g. ``l2=1e-4``)."""
+    return select(rows, "task", variant=variant, **{k: float(v) for k, v in grid.items()})
+
+
+def over_tasks(
+    rows: Sequence[Mapping[str, Any]], key: str, tasks: Sequence[int] | range
+) -> dict[int, float]:
+    """{seed: mean of `key` over the given task indices} of one arm's task rows."""
+    wanted = {int(t) for t in tasks}
+    return per_seed(rows, key, keep=lambda row: int(row["task"]) in wanted)
+
+
+def per_task_matrix(
+    rows: Sequence[Mapping[str, Any]], key: str, num_tasks: int
+) -> tuple[np.ndarray, list[int]]:
+    """(seeds × tasks array of `key`, NaN where missing; the seeds) of one arm's task rows."""
+    seeds = sorted({int(r["seed"]) for r in rows})
+    out = np.full((len(seeds), num_tasks), np.nan)
+    for row in rows:
+        value = analysis.number(row.get(key))
+        if value is not None and 0 <= int(row["task"]) < num_tasks:
+            out[seeds.index(int(row["seed"])), int(row["task"])] = value
+    return out, seeds
+
+
+def diagnostics_matrix(
+    rows: Sequence[Mapping[str, Any]],
+    value: Callable[[Mapping[str, Any]], float | None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, seeds × steps array) of a function of one arm's diagnostics rows (NaN gaps)."""
+    steps = sorted({int(r["step"]) for r in rows})
+    seeds = sorted({int(r["seed"]) for r in rows})
+    out = np.full((len(seeds), len(steps)), np.nan)
+    for row in rows:
+        v = value(row)
+        if v is not None and math.isfinite(v):
+            out[seeds.index(int(row["seed"])), steps.index(int(row["step"]))] = v
+    return np.asarray(steps), out
+
+
+def resolved_variants(config: ml_collections.ConfigDict) -> list[tuple[str, Any]]:
+    """(name, resolved config) of a continual sweep's variants."""
+    from benchmarks import continual_config  # noqa: PLC0415
+
+    return continual_config.variant_configs(config)
+
+
+def smoke_scale(config: ml_collections.ConfigDict, seeds: int, **task: Any) -> None:
+    """Shrinks a continual claim in place to a check of its plumbing: `common.smoke_scale`
+    (a few tasks of a few steps, tiny layers), 128 examples, (16, 16) hidden units, every task
+    in one compiled chunk (one checkpoint), `seeds` seeds."""
+    from benchmarks.configs import common  # noqa: PLC0415
+
+    common.smoke_scale(config, **task)
+    config.data.max_train_examples = 128
+    config.network.hidden_sizes = (16, 16)
+    config.diagnostics.every = int(config.task.steps_per_task)
+    config.run.tasks_per_chunk = int(config.task.num_tasks)
+    config.num_seeds = seeds
+
+
+def variant_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The variants a sweep runs, in order."""
+    return tuple(config.variant_order) or tuple(config.variants.keys())

@@ -1,0 +1,210 @@
+"""(e) sequential_games: in a MinAtar game sequence a revisit by the baseline scores below a fresh
+network trained for the same block, while LayerNorm + NaP stays near the fresh network.
+
+Paper's claim (NaP, Lyle et al. 2024, Fig. 6; docs/algorithms.md, "Sequential Atari protocol"):
+10 Atari games played one after another for 20M frames each, the sequence cycled twice, one
+network throughout; on the second visit plain Rainbow scores well below a freshly initialized
+network trained on that game alone, while Rainbow + LayerNorm + NaP comes close to it.
+
+Settings (cpu scale; chosen for speed, see "What we tried"): DQN (`agents.configs` MinAtar preset:
+uniform replay, 1-step Q-learning, centred RMSProp 2.5e-4, ε 1 → 0.05) with MinAtar's
+conv(16, 3×3) → 128 torso, 4 envs, one update every 4 steps; games breakout then
+space_invaders, cycled twice, 10,000 steps (BLOCK) a game; replay and optimizer kept at a switch;
+after every block every game seen so far is evaluated (8 episodes), and a fresh network trained
+on each game alone for one block (same seed, same initial parameters) is the reference. Arms: ``dqn`` (no norm) and
+``dqn_ln_nap`` (LayerNorm before every nonlinearity + NaP projection after every update, same
+optimizer and constant learning rate). 3 seeds, one after another in one program per arm.
+``paper`` scale: `benchmarks/configs/minatar_sequence.py:paper`'s sizes (5 games, 2M steps a
+game, Rainbow with noisy nets) for the two arms. ``smoke``: 512 steps a game, tiny network.
+
+Metric: a revisit's score against the fresh network, visit_2 − fresh (mean return over the
+evaluation episodes after the game's second block, minus the fresh reference's), averaged over
+the games, per seed. Verdict (paired over seeds, 95% t-interval), PASS when both hold: the
+baseline's revisit scores below fresh (gap < 0), and LN + NaP's gap − the baseline's > 0.
+
+Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 10,000 steps a game,
+9.3 minutes at load 3–5; docs/reproducing.md): gap baseline 0.35 ± 3.4, LN + NaP 1.0 ± 4.7;
+verdict INCONCLUSIVE. At this budget DQN barely learns (breakout returns 0.5–1.4 against 0.56 for
+a random policy; space invaders 0.25–3.9 against 2.84), so neither loss of plasticity nor its
+absence can show; LN + NaP learns a little faster (breakout 1.4–1.8). The paper's effect lives
+at 20M frames a game; the ``paper`` scale (2M steps a game, 5 games, Rainbow) is where to look.
+
+What we tried: the first metric, visit_2 / fresh, exploded on near-zero fresh scores (LN + NaP
+8.0 ± 28 on this very run) and was replaced by the difference before any other change. One seed
+of 10,000 steps a game (DQN, conv torso, 4 envs) took 120 s (baseline) and 162 s (LN + NaP) at
+load 5, i.e. ~500 steps/s per seed end to end with evaluations and compilation: 3 seeds × 2 arms ×
+6 blocks (4 visits + 2 fresh references) fit 15 minutes only with blocks of ≈ 10,000 steps.
+The published MinAtar config (Rainbow without noisy nets, 20,000 steps a game, one seed) learns
+more (breakout 2–5, space invaders 6–32) but runs at ~300 steps/s: 3 seeds would take ~60 minutes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+
+from benchmarks.claims import base
+
+NAME = "sequential_games"
+SUMMARY = "a revisit by the baseline scores below a fresh network; LN+NaP stays near it"
+ARMS = {"baseline": "dqn", "LN+NaP": "dqn_ln_nap"}
+GAMES = ("breakout", "space_invaders")
+BLOCK = 10_000
+
+
+def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
+    """Both arms as variants of one MinAtar sequence config (each trains in its own work dir)."""
+    from agents import configs as agent_configs  # noqa: PLC0415
+
+    base.check_scale(scale)
+    agent = "rainbow" if scale == "paper" else "dqn"
+    config = agent_configs.get_config(agent, "minatar")
+    config.games = GAMES
+    config.cycles = 2
+    config.num_seeds = seeds
+    config.frames_per_game = BLOCK
+    config.env.num_envs = 4
+    config.replay.update(dict(capacity=BLOCK, min_fill_fraction=0.05))
+    config.exploration.decay_frames = BLOCK // 4
+    config.learner.target_update_period_frames = 2_000
+    config.evaluation.update(dict(episodes=8, max_frames=8 * 2_504, fresh_reference=True))
+    config.diagnostics.update(
+        dict(every_frames=BLOCK // 4, names=("weight_norm", "effective_lr"), batch_size=64)
+    )
+    config.log_every_frames = BLOCK // 4
+    config.checkpoint_every_frames = BLOCK // 4
+    config.run.runs_per_batch = 1
+    nap = dict(network=dict(norm="layernorm"), optimizer=dict(nap=dict(enabled=True)))
+    config.variants = ml_collections.ConfigDict({ARMS["baseline"]: {}, ARMS["LN+NaP"]: nap})
+    config.variant_order = tuple(ARMS.values())
+    if scale == "paper":
+        config.games = ("breakout", "asterix", "freeway", "space_invaders", "seaquest")
+        config.frames_per_game = 2_000_000
+        config.env.num_envs = 8
+        config.replay.capacity = 100_000
+        config.exploration.decay_frames = 100_000
+        config.learner.target_update_period_frames = 4_000
+        config.diagnostics.every_frames = 100_000
+        config.log_every_frames = 20_000
+        config.checkpoint_every_frames = 100_000
+        config.run.runs_per_batch = 0  # a GPU: all seeds vmapped
+    if scale == "smoke":
+        config.frames_per_game = 512
+        config.env.num_envs = 2
+        config.network.update(dict(conv_layers=((4, 3, 2),), hidden_sizes=(16,)))
+        config.replay.update(dict(capacity=1024, min_fill_fraction=0.0625))
+        config.learner.target_update_period_frames = 128
+        config.exploration.decay_frames = 256
+        config.evaluation.update(dict(episodes=2, max_frames=2 * 500))
+        config.diagnostics.every_frames = 256
+        config.log_every_frames = 256
+        config.checkpoint_every_frames = 256
+        config.optimizer.schedule.warmup_steps = 8
+    return config
+
+
+def configs(scale: str, seeds: int) -> dict[str, ml_collections.ConfigDict]:
+    return {"sequence": sequence_config(scale, seeds)}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    base.check_config(config)
+
+
+def visit_gaps(rows: list, visit: int = 2) -> dict[int, float]:
+    """{seed: mean over games of (score after the game's `visit`-th block) − (fresh score)}."""
+    scores: dict[int, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        value = row.get("return_mean")
+        if value is None or not np.isfinite(value) or row.get("game") is None:
+            continue
+        seed, game = int(row["seed"]), row["game"]
+        if row.get("event") == "eval_fresh":
+            scores.setdefault(seed, {}).setdefault(game, {})["fresh"] = float(value)
+        elif row.get("event") == "eval" and row.get("trained_game") == game:
+            if int(row.get("visit", 0)) == visit and row.get("end_of_block", True):
+                scores.setdefault(seed, {}).setdefault(game, {})["visit"] = float(value)
+    out = {}
+    for seed, games in sorted(scores.items()):
+        gaps = [g["visit"] - g["fresh"] for g in games.values() if "visit" in g and "fresh" in g]
+        out[seed] = float(np.mean(gaps)) if gaps else float("nan")
+    return out
+
+
+def evaluate(arm_rows: dict[str, list]) -> list[base.Row]:
+    gaps = {arm: visit_gaps(rows) for arm, rows in arm_rows.items()}
+    return [
+        base.Row(
+            "",
+            "visit-2 return − fresh return (mean over games)",
+            {arm: base.interval_of(v) for arm, v in gaps.items()},
+            [
+                base.paired("baseline: visit 2 − fresh", -1, gaps["baseline"]),
+                base.paired("LN+NaP − baseline", 1, gaps["LN+NaP"], gaps["baseline"]),
+            ],
+        )
+    ]
+
+
+def figure(arm_rows: dict[str, list], path: Path) -> str:
+    """Per game: score after each visit and the fresh reference, per arm (seed means ± range)."""
+    plt = base.pyplot()
+    games = sorted({r["game"] for rows in arm_rows.values() for r in rows if r.get("game")})
+    fig, axes = plt.subplots(
+        1, max(1, len(games)), figsize=(4.2 * max(1, len(games)), 3.2), layout="constrained"
+    )
+    axes = np.atleast_1d(axes)
+    for ax, game in zip(axes, games):
+        for i, (arm, rows) in enumerate(arm_rows.items()):
+            columns: dict[str, list[float]] = {}
+            for r in rows:
+                if r.get("game") != game or r.get("return_mean") is None:
+                    continue
+                if r.get("event") == "eval_fresh":
+                    columns.setdefault("fresh", []).append(r["return_mean"])
+                elif r.get("event") == "eval" and r.get("trained_game") == game:
+                    columns.setdefault(f"visit {r['visit']}", []).append(r["return_mean"])
+            names = sorted(c for c in columns if c != "fresh") + ["fresh"] * ("fresh" in columns)
+            x = np.arange(len(names)) + (i - 0.5) * 0.35
+            means = [np.nanmean(columns[n]) for n in names]
+            errors = [
+                [m - np.nanmin(columns[n]) for m, n in zip(means, names)],
+                [np.nanmax(columns[n]) - m for m, n in zip(means, names)],
+            ]
+            ax.bar(x, means, width=0.35, yerr=errors, label=arm, color=f"C{i}", capsize=3)
+            ax.set_xticks(np.arange(len(names)), names)
+        ax.set_title(game, fontsize=10)
+        ax.set_ylabel("mean return")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("(e) MinAtar sequence: visits vs a fresh network", fontsize=10)
+    return base.save_figure(fig, path)
+
+
+def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
+    from agents import configs as agent_configs  # noqa: PLC0415
+    from agents import minatar_loop  # noqa: PLC0415
+
+    timer = base.Timer()
+    config = sequence_config(scale, seeds)
+    arm_rows, dirs = {}, []
+    runs = dict(agent_configs.expand_runs(config, "minatar", str(workdir)))
+    for arm, variant in ARMS.items():
+        path = str(workdir / variant)
+        result = minatar_loop.train(runs[path], path, show_progress=progress)
+        timer.mark_trained(result)
+        if result.preempted:
+            raise KeyboardInterrupt(f"stopped in {path}; relaunch to resume")
+        arm_rows[arm] = base.load_rows(path)
+        dirs.append(path)
+    return base.ClaimResult(
+        NAME,
+        scale,
+        seeds,
+        evaluate(arm_rows),
+        seconds=timer.seconds(workdir),
+        figures=[figure(arm_rows, workdir / f"{NAME}.png")],
+        workdirs=dirs,
+    )

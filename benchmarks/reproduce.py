@@ -1,0 +1,94 @@
+r"""Shows every headline claim of the two papers on a CPU: seeds, a verdict and a figure per claim.
+
+  python -m benchmarks.reproduce CLAIM [--seeds=N] [--scale=smoke|cpu|paper] [--workdir=W]
+  python -m benchmarks.reproduce all
+
+CLAIM is one of label_reset, nonstationarity_types, effective_lr, large_offset, sequential_games,
+dormant_grid (definitions, settings and measured results in each module of `benchmarks.claims`),
+or ``all``. Each claim trains its arms × seeds through the standard runners into work dirs under
+``W/<claim>/`` (relaunching resumes them; a finished claim is only re-evaluated), writes a
+figure ``W/<claim>/<claim>.png``, ``result.json`` and ``table.md``, and prints one table: claim,
+arms, the claim's metric per arm (mean ± 95% t-interval over seeds), the verdict and the minutes.
+A verdict is PASS only when every paired comparison it rests on (per-seed differences between
+arms, 95% Student-t interval) excludes zero in the direction the paper reports
+(`benchmarks.claims.stats`); otherwise it says INCONCLUSIVE, OPPOSITE or PARTIAL k/m.
+
+Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the
+plumbing: a few dozen steps per arm, compile-bound, 3–5 minutes for ``all`` on 2 loaded cores;
+used by the tests; its verdicts mean nothing) and ``paper`` (the papers' sizes, for a GPU;
+``--dry_run`` writes and checks its configs without training).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from plasticity import launch
+
+NAME = "reproduce"
+DEFAULT_WORKDIR = "workdirs/reproduce"
+
+
+def define_flags(values: flags.FlagValues) -> None:
+    flags.DEFINE_enum(
+        "scale", "cpu", ["smoke", "cpu", "paper"], "Size of every run.", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "seeds", None, "Seeds per arm (default 3; 2 at smoke scale).", flag_values=values
+    )
+    flags.DEFINE_bool(
+        "dry_run",
+        False,
+        "Write and check every claim's configs (config.json files) without training.",
+        flag_values=values,
+    )
+
+
+def split_claim(argv: list[str]) -> tuple[str | None, list[str]]:
+    """(the positional CLAIM, the other arguments with a default --workdir added)."""
+    positional = [a for a in argv[1:] if not a.startswith("-")]
+    rest = [argv[0]] + [a for a in argv[1:] if a.startswith("-")]
+    if not any(a.startswith("--workdir") for a in rest):
+        rest.append(f"--workdir={DEFAULT_WORKDIR}")
+    if len(positional) > 1:
+        raise ValueError(f"give one claim (or 'all'), got {' '.join(positional)}")
+    return (positional[0] if positional else None), rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command on ``argv`` (default: the command line); returns the exit status."""
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        claim, rest = split_claim(argv)
+    except ValueError as error:
+        print(f"{NAME}: error: {error}", file=sys.stderr)
+        return launch.ERROR_EXIT_CODE
+    if claim is None and not any(a in launch.HELP_ARGS for a in rest):
+        print(f"{NAME}: error: name a claim or 'all' (see --help)", file=sys.stderr)
+        return launch.ERROR_EXIT_CODE
+
+    def run(context: launch.Launch):
+        from benchmarks import claims  # noqa: PLC0415 - JAX loads after the flags parse
+
+        values = context.flags
+        if context.overrides:
+            raise ValueError("--config.* overrides are not taken: a claim's settings are fixed")
+        results = claims.run_claims(
+            claim,
+            context.workdir,
+            scale=values["scale"].value,
+            seeds=values["seeds"].value,
+            progress=values["progress"].value,
+            dry_run=values["dry_run"].value,
+        )
+        if results:
+            print(claims.summary_text(results))
+        return []
+
+    return launch.main(NAME, __doc__, define_flags, run, None, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""`python -m benchmarks.reproduce`: every claim at smoke scale (plumbing: work dirs, tables,
+figures, verdict fields), the paper-scale configs, and the claims' pure metric functions."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import claims, reproduce
+from benchmarks.claims import base, effective_lr, sequential_games, stats
+
+
+def _reproduce(root: Path, *args: str) -> tuple[int, str]:
+    """`python -m benchmarks.reproduce ARGS --scale=smoke --seeds=2` as a user runs it.
+
+    Its own process, so that XLA's backend optimization can be switched off: smoke runs are a
+    few dozen steps, so compiling is nearly all their cost, and level 0 halves it.
+    """
+    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    command = [sys.executable, "-m", "benchmarks.reproduce", *args, "--scale=smoke"]
+    command += ["--seeds=2", f"--workdir={root}", "--noprogress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    return done.returncode, done.stdout + done.stderr
+
+
+def _check_result(root: Path, name: str) -> dict:
+    """The fields every claim's result.json must have, its figures and work dirs."""
+    result = json.loads((root / name / base.RESULT_FILE).read_text())
+    assert result["claim"] == name and result["scale"] == "smoke" and result["seeds"] == 2
+    assert result["verdict"]
+    assert result["seconds"] > 0
+    assert result["rows"], name
+    for row in result["rows"]:
+        assert row["metric"] and row["verdict"] and row["comparisons"]
+        assert row["arms"]
+        for arm in row["arms"].values():
+            assert set(arm) == {"mean", "low", "high", "n"}
+            assert arm["n"] == 2 or math.isnan(arm["mean"])
+        for comparison in row["comparisons"]:
+            assert comparison["direction"] in (1, -1)
+            assert comparison["verdict"] in (
+                stats.PASS,
+                stats.OPPOSITE,
+                stats.INCONCLUSIVE,
+                stats.TOO_FEW_SEEDS,
+            )
+    assert result["figures"]
+    for figure in result["figures"]:
+        with open(figure, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    for workdir in result["workdirs"]:
+        assert json.loads((Path(workdir) / "config.json").read_text())
+    assert (root / name / base.TABLE_FILE).read_text().startswith("| claim |")
+    return result
+
+
+@pytest.mark.slow
+def test_all_runs_every_claim_at_smoke_scale(tmp_path):
+    """Every claim through the command (~35 compiled programs: 3-5 minutes on 2 loaded cores)."""
+    status, output = _reproduce(tmp_path, "all")
+    assert status == 0, output[-2000:]
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.splitlines()[0] in output  # the table is printed
+    for name in claims.NAMES:
+        assert f"| {name} " in summary
+        _check_result(tmp_path, name)
+
+
+def test_replay_claim_trains_claim_a_first_then_a_reevaluates(tmp_path, capsys):
+    """(c) trains (a)'s sweep, then one replay per seed; (a) afterwards only re-evaluates, and a
+    relaunch of a finished claim keeps the minutes of the run that trained it."""
+    status, output = _reproduce(tmp_path, "effective_lr")
+    assert status == 0, output[-2000:]
+    assert "| effective_lr |" in output
+    result = _check_result(tmp_path, "effective_lr")
+    assert len(result["workdirs"]) == 3  # (a)'s sweep and two replays
+    assert result["rows"][1]["arms"].keys() == {"LN", "LN+NaP", "LN+NaP+replay"}
+    argv = ["reproduce", "label_reset", "--scale=smoke", "--seeds=2", f"--workdir={tmp_path}"]
+    assert reproduce.main(argv) == 0
+    first = _check_result(tmp_path, "label_reset")
+    assert "| label_reset |" in capsys.readouterr().out
+    assert reproduce.main(argv) == 0
+    again = json.loads((tmp_path / "label_reset" / base.RESULT_FILE).read_text())
+    assert again["seconds"] == first["seconds"] and again["rows"] == first["rows"]
+
+
+def test_paper_scale_configs_are_written_and_checked(tmp_path, capsys):
+    status = reproduce.main(
+        ["reproduce", "all", "--scale=paper", "--dry_run", f"--workdir={tmp_path}"]
+    )
+    assert status == 0
+    for name in claims.NAMES:
+        written = sorted((tmp_path / name).glob("*.config.json"))
+        assert written, name
+        for path in written:
+            assert json.loads(path.read_text())
+    dormant = json.loads((tmp_path / "dormant_grid" / "grid.config.json").read_text())
+    assert dormant["data"]["name"] == "mnist" and dormant["num_seeds"] == 3
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reproduce", "nope"], "unknown claim 'nope'"),
+        (["reproduce"], "name a claim"),
+        (["reproduce", "a", "b"], "give one claim"),
+        (["reproduce", "label_reset", "--scale=huge"], "scale"),
+        (["reproduce", "label_reset", "--seeds=0"], "--seeds must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    status = reproduce.main([*argv, f"--workdir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1
+    assert message in err and len(err.splitlines()) == 1
+
+
+def _interval(mean):
+    return stats.Interval(mean, mean - 0.1, mean + 0.1, 3)
+
+
+def test_result_json_round_trip_and_table():
+    result = base.ClaimResult(
+        "demo",
+        "cpu",
+        3,
+        [
+            base.Row(
+                "",
+                "accuracy",
+                {"none": _interval(0.2), "LN": _interval(0.7)},
+                [base.Comparison("LN − none", 1, _interval(0.5))],
+            ),
+            base.Row(
+                "norm",
+                "growth",
+                {"none": _interval(0.4)},
+                [base.Comparison("growth", 1, stats.Interval(0.1, -0.2, 0.4, 3))],
+            ),
+        ],
+        seconds=90.0,
+    )
+    assert result.rows[0].verdict == stats.PASS
+    assert result.rows[1].verdict == stats.INCONCLUSIVE
+    assert result.verdict == "PARTIAL 1/2"
+    again = base.result_from_json(result.to_json())
+    assert again == result
+    lines = base.table_lines([result])
+    assert lines[2] == (
+        "| demo | none, LN | accuracy: none 0.2 ± 0.1; LN 0.7 ± 0.1 | PASS (claim: PARTIAL 1/2) "
+        "| 1.5 |"
+    )
+    assert lines[3].startswith("| (norm) | none | growth: none 0.4 ± 0.1 | INCONCLUSIVE |")
+
+
+def test_per_seed_and_paired_comparisons():
+    rows = [
+        {"event": "task", "seed": s, "task": t, "variant": v, "acc": a}
+        for s, v, t, a in [
+            (0, "x", 0, 0.1),
+            (0, "x", 1, 0.3),
+            (1, "x", 0, 0.2),
+            (1, "x", 1, None),
+            (0, "y", 0, 0.5),
+            (0, "y", 1, 0.7),
+            (1, "y", 0, 0.6),
+            (1, "y", 1, 0.9),
+        ]
+    ]
+    x = base.over_tasks(base.task_rows(rows, "x"), "acc", [0, 1])
+    y = base.over_tasks(base.task_rows(rows, "y"), "acc", [0, 1])
+    assert x == {0: pytest.approx(0.2), 1: pytest.approx(0.2)}
+    comparison = base.paired("y − x", 1, y, x)
+    diffs = np.array([0.6 - 0.2, 0.75 - 0.2])
+    assert comparison.interval.mean == pytest.approx(diffs.mean())
+    assert comparison.interval.n == 2
+    matrix, seeds = base.per_task_matrix(base.task_rows(rows, "x"), "acc", 2)
+    assert seeds == [0, 1] and math.isnan(matrix[1, 1]) and matrix[0, 1] == 0.3
+
+
+def test_layer_mean_skips_the_output_layer():
+    row = {"effective_lr/hidden_0": 1.0, "effective_lr/hidden_1": 100.0, "effective_lr/output": 7.0}
+    assert base.layer_mean(row, "effective_lr") == pytest.approx(50.5)
+    assert base.layer_mean(row, "effective_lr", log=True) == pytest.approx(math.log(10.0))
+    assert base.layer_mean({}, "effective_lr") is None
+
+
+def test_lr_decay_is_the_log_ratio_of_geometric_means():
+    rows = [
+        {
+            "event": "diagnostics",
+            "variant": "v",
+            "seed": 0,
+            "step": 0,
+            "effective_lr/hidden_0": 1e-3,
+            "effective_lr/hidden_1": 4e-3,
+        },
+        {
+            "event": "diagnostics",
+            "variant": "v",
+            "seed": 0,
+            "step": 10,
+            "effective_lr/hidden_0": 5e-4,
+            "effective_lr/hidden_1": 1e-3,
+        },
+    ]
+    expected = 0.5 * (math.log(5e-4 / 1e-3) + math.log(1e-3 / 4e-3))
+    assert effective_lr.lr_decay(rows, "v") == {0: pytest.approx(expected)}
+
+
+def test_visit_gaps_compare_the_second_visit_with_the_fresh_network():
+    def row(event, seed, game, value, visit=None, trained=None):
+        out = {"event": event, "seed": seed, "game": game, "return_mean": value}
+        if visit is not None:
+            out.update(visit=visit, trained_game=trained, end_of_block=True)
+        return out
+
+    rows = [
+        row("eval", 0, "a", 1.0, 1, "a"),
+        row("eval", 0, "a", 3.0, 2, "a"),
+        row("eval", 0, "a", 9.0, 2, "b"),  # evaluated while training b: not a visit of a
+        row("eval", 0, "b", 2.0, 2, "b"),
+        row("eval_fresh", 0, "a", 4.0),
+        row("eval_fresh", 0, "b", 1.0),
+        row("eval", 1, "a", 2.0, 2, "a"),  # no fresh score for seed 1: no gap
+        row("eval_fresh", 2, "a", 0.0),
+        row("eval", 2, "a", 0.5, 2, "a"),
+    ]
+    gaps = sequential_games.visit_gaps(rows)
+    assert gaps[0] == pytest.approx(((3.0 - 4.0) + (2.0 - 1.0)) / 2)
+    assert math.isnan(gaps[1])
+    assert gaps[2] == pytest.approx(0.5)
