@@ -17,7 +17,7 @@ Metric: the dormant fraction averaged over the last fifth of the diagnostics, pe
 units than no norm (none − RMSNorm > 0 and none − LN > 0: 6 comparisons).
 
 Measured (``python -m benchmarks.reproduce dormant_grid``, seeds 0–2, 4.3 minutes at load 3–5;
-docs/reproducing.md): late dormant fraction SGD none 0.07, RMSNorm 0.21, LN 0.08; momentum none
+README): late dormant fraction SGD none 0.07, RMSNorm 0.21, LN 0.08; momentum none
 0.14, RMSNorm 0.48, LN 0.24; Adam none 0.38, RMSNorm 0.38, LN 0.17. Only Adam + LayerNorm shows
 the expected reduction (0.21 ± 0.19, PASS); RMSNorm has as many (Adam) or more (SGD, momentum,
 OPPOSITE) dormant units than no norm, and under SGD and momentum the unnormalized network keeps

@@ -25,7 +25,7 @@ NaP − replay > 0 (replaying the schedule loses NaP's advantage) and replay is 
 to NaP (|replay − NaP| − |replay − LN| > 0 per seed).
 
 Measured (``python -m benchmarks.reproduce effective_lr`` after claim (a), seeds 0–2, 3.5
-minutes for the three replays at load 3–5; docs/reproducing.md): LayerNorm's effective rate falls
+minutes for the three replays at load 3–5; README): LayerNorm's effective rate falls
 by log −0.92 ± 0.04 (to 0.40×) over 16,000 steps, NaP's stays exactly constant (PASS, PASS).
 Last-5-task accuracy LN 0.73 ± 0.12, LN+NaP 0.90 ± 0.22, LN+NaP+replay 0.76 ± 0.08: the replayed
 run degrades with LayerNorm, task by task (the figure), but with three seeds NaP's own spread

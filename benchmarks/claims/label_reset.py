@@ -21,7 +21,7 @@ hold: LN − none > 0; LN+NaP − LN > 0; no norm loses plasticity (its first-5-
 last-5-task accuracy > 0) while its parameter norm grows (log of end over start > 0).
 
 Measured (``python -m benchmarks.reproduce label_reset``, cpu scale, seeds 0–2, 8.0 minutes on
-a shared 2-core machine at load 3–5; docs/reproducing.md): last-5-task accuracy no norm
+a shared 2-core machine at load 3–5; README): last-5-task accuracy no norm
 0.114 ± 0.006, LayerNorm 0.73 ± 0.12, LayerNorm + NaP 0.90 ± 0.22 (LN − none 0.62 ± 0.12,
 LN+NaP − LN 0.17 ± 0.12); no norm falls from 0.90 to 0.11 (drop 0.79 ± 0.01) while its
 parameter norm grows by log 0.68 ± 0.12 (LayerNorm's by 0.72, NaP's by 0.064: only the output

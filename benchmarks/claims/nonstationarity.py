@@ -22,7 +22,7 @@ on the first tasks after the offset phase) and LN + L2 ends better than the base
 PASSes when every type does.
 
 Measured (``python -m benchmarks.reproduce nonstationarity_types``, seeds 0–2, 9.5 minutes at
-load 5–7; docs/reproducing.md): label reset PASS (last-5 accuracy none 0.20 ± 0.34, L2 0.12, LN
+load 5–7; README): label reset PASS (last-5 accuracy none 0.20 ± 0.34, L2 0.12, LN
 0.99, LN + L2 0.99 ± 0.01); class permutation PASS (none collapses to chance, 0.10, with 97–100%
 dead units in the narrow net; L2 alone 0.12; LN 0.82; LN + L2 0.94 ± 0.06); input permutation
 PARTIAL (the baseline loses 0.11 ± 0.08 of accuracy, but LN + L2 ends no better: 0.79 vs 0.80,

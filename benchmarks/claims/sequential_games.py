@@ -23,7 +23,7 @@ the games, per seed. Verdict (paired over seeds, 95% t-interval), PASS when both
 baseline's revisit scores below fresh (gap < 0), and LN + NaP's gap − the baseline's > 0.
 
 Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 10,000 steps a game,
-9.3 minutes at load 3–5; docs/reproducing.md): gap baseline 0.35 ± 3.4, LN + NaP 1.0 ± 4.7;
+9.3 minutes at load 3–5; README): gap baseline 0.35 ± 3.4, LN + NaP 1.0 ± 4.7;
 verdict INCONCLUSIVE. At this budget DQN barely learns (breakout returns 0.5–1.4 against 0.56 for
 a random policy; space invaders 0.25–3.9 against 2.84), so neither loss of plasticity nor its
 absence can show; LN + NaP learns a little faster (breakout 1.4–1.8). The paper's effect lives
