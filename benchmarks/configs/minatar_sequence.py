@@ -52,7 +52,8 @@ for every arm (the breakout reference equals the first visit by construction: it
 sequence's first block). The paper's effect needs far longer blocks (20M frames a game); the
 ``:paper`` scale is the starting point for that on a GPU.
 
-``:smoke`` shrinks everything to a check of the plumbing (tiny network, 512 frames a game);
+``:smoke`` shrinks everything to a check of the plumbing (tiny network, 512 frames a game) and
+runs the LN + NaP arm alone unless arms are named (``:smoke,rainbow``);
 ``:paper`` is the paper-like
 scale for a GPU: all five MinAtar games, 2 cycles of 2M steps, noisy nets, 3 seeds.
 """
@@ -65,6 +66,9 @@ from agents import configs
 from plasticity import config_tools
 
 VARIANTS = ("rainbow", "rainbow_ln", "rainbow_ln_nap")
+# A smoke check compiles one arm (2-core CPUs spend most of a smoke run compiling): LN + NaP, whose
+# code paths hold the other arms' (a norm, the projection, the restarted schedule).
+SMOKE_VARIANTS = ("rainbow_ln_nap",)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -102,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.variants = ml_collections.ConfigDict(
         dict(rainbow=dict(), rainbow_ln=dict(network=dict(norm="layernorm")), rainbow_ln_nap=nap)
     )
-    config.variant_order = tuple(chosen) or VARIANTS
+    config.variant_order = tuple(chosen) or (SMOKE_VARIANTS if scale == "smoke" else VARIANTS)
     if scale == "paper":
         config.games = ("breakout", "asterix", "freeway", "space_invaders", "seaquest")
         config.frames_per_game = 2_000_000

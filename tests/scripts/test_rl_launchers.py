@@ -105,7 +105,7 @@ def test_the_switch_defaults_and_the_sequence_schedule_values():
 
 
 def test_variants_run_in_sub_work_dirs_and_atari_seeds_each_in_its_own():
-    config = atari_sequence.get_config("smoke")
+    config = atari_sequence.get_config("smoke," + ",".join(atari_sequence.VARIANTS))
     config.num_seeds = 2
     runs = configs.expand_runs(config, "atari", "w")
     assert [path for path, _ in runs] == [
@@ -158,7 +158,8 @@ def test_the_atari_sequence_experiment_at_paper_scale(variant):
 @pytest.mark.parametrize("module", [atari_sequence, minatar_sequence])
 def test_experiment_files_take_a_scale_and_variants_and_refuse_anything_else(module):
     smoke = module.get_config("smoke")
-    assert smoke.variant_order == module.VARIANTS and smoke.frames_per_game <= 1024
+    assert smoke.variant_order == ("rainbow_ln_nap",) and smoke.frames_per_game <= 1024
+    assert module.get_config(None).variant_order == module.VARIANTS
     assert module.get_config("paper,rainbow_ln").variant_order == ("rainbow_ln",)
     with pytest.raises(ValueError, match="unknown config argument 'rainbow_nap'; accepted: smoke"):
         module.get_config("paper,rainbow_nap")
