@@ -51,6 +51,7 @@ import jax
 import numpy as np
 
 from plasticity import divergence, runtime
+from plasticity import checkpointing
 from plasticity.checkpointing import Checkpointer, LocalCheckpointer
 from plasticity.progress import Progress, format_seconds
 from plasticity.workdir import CONFIG_FILE, WorkDir, config_differences
@@ -388,7 +389,7 @@ class Run:
         self.last_saved_done: int | None = None
         self.finished_before = False
         self.workdir: WorkDir | None = None
-        self.checkpointer: Checkpointer | None = None
+        self.checkpointer: Checkpointer | LocalCheckpointer | None = None
         self._progress: Progress | None = None
         self.budget_hint = budget_hint
         self.budget_after = 0
@@ -423,12 +424,11 @@ class Run:
             self._clear_unresumable_files()
             self.workdir.write_config(self.config)
         self._append_run_info()
-        if self.independent:
-            self.checkpointer = LocalCheckpointer(
-                self.workdir.checkpoint_dir, self.keep_checkpoints
-            )
-        else:
-            self.checkpointer = Checkpointer(self.workdir.checkpoint_dir, self.keep_checkpoints)
+        self.checkpointer = checkpointing.for_directory(
+            self.workdir.checkpoint_dir,
+            self.keep_checkpoints,
+            saves_alone=self.independent or jax.process_count() == 1,
+        )
         return self
 
     def _clear_unresumable_files(self) -> None:

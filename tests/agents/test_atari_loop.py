@@ -14,7 +14,7 @@ from agents import atari_loop, configs, sequence
 from agents.atari_env import resolve_game
 from agents.replay import replay_update_priorities
 from plasticity import workdir as workdir_lib
-from plasticity.checkpointing import Checkpointer
+from plasticity import checkpointing
 
 FRAMES = 1024  # 2 envs x 4 frames per step: 128 loop iterations; learning starts after 256 frames
 LEARNING_START_FRAMES = 256
@@ -88,7 +88,7 @@ def test_resume_restores_counters_and_the_learner(interrupted_and_resumed):
     path, first, second = interrupted_and_resumed
     # The replay ratio: one update per 16 frames once learning has started.
     assert int(state_of(second).train_state.step) == (FRAMES - LEARNING_START_FRAMES) // 16
-    with Checkpointer(path / "checkpoints") as checkpointer:
+    with checkpointing.for_directory(path / "checkpoints") as checkpointer:
         metadata = checkpointer.restore_metadata(512)
     assert metadata["done"] == 512 and metadata["iteration"] == 64  # 512 frames / 8 a step
     assert metadata["loop"]["episodes"] >= 0

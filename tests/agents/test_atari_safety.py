@@ -25,7 +25,7 @@ from agents import atari_loop
 from agents.evaluation_matrix import EVALUATION_MATRIX_FILE
 from plasticity import divergence
 from plasticity import workdir as workdir_lib
-from plasticity.checkpointing import Checkpointer
+from plasticity import checkpointing
 from tests.agents.test_atari_loop import smoke
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,7 +128,7 @@ def test_should_stop_ends_a_run_after_a_checkpoint_and_relaunches_finish_it(tmp_
     first = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=should_stop)
     assert first.preempted and not first.completed and len(calls) == 40
     assert first.done == 320 and checkpoint_steps(tmp_path) == [320]
-    with Checkpointer(tmp_path / "checkpoints") as checkpointer:
+    with checkpointing.for_directory(tmp_path / "checkpoints") as checkpointer:
         saved = checkpointer.restore_metadata(320)
     assert (saved["done"], saved["iteration"]) == (320, 40)
 
@@ -208,5 +208,5 @@ def test_sigterm_stops_the_launcher_after_a_checkpoint_with_status_0(tmp_path):
     assert line.startswith("train_atari: stopped by SIGTERM after a checkpoint at frame ")
     (step,) = checkpoint_steps(path)
     assert 0 < step < 80_000 and step % 8 == 0
-    with Checkpointer(path / "checkpoints") as checkpointer:
+    with checkpointing.for_directory(path / "checkpoints") as checkpointer:
         assert checkpointer.restore_metadata(step)["done"] == step

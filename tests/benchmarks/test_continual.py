@@ -389,7 +389,7 @@ def test_interrupted_run_resumes_bit_identically_without_duplicate_rows(complete
     assert [row for row in rows if row["event"] != "resume"] == workdir.read_metrics(complete_run)
     final = {}
     for path in (tmp_path, complete_run):
-        with checkpointing.Checkpointer(path / workdir.CHECKPOINT_DIR) as manager:
+        with checkpointing.for_directory(path / workdir.CHECKPOINT_DIR) as manager:
             target = jax.tree.map(np.asarray, resumed.outputs["final_carries"]["default"])
             final[path] = manager.restore(target)
     jax.tree.map(np.testing.assert_array_equal, final[tmp_path][0], final[complete_run][0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,3 +80,40 @@ def test_local_checkpoints_round_trip_keep_the_last_k_and_refuse_damage(tmp_path
     with pytest.raises(Exception):
         local.restore(tree)
     assert local.restore_metadata(2) == {"done": 2}
+
+
+def test_local_checkpoints_place_leaves_on_the_target_shardings(tmp_path):
+    """A single-process run restores onto its devices, as from an Orbax checkpoint."""
+    device = jax.devices()[-1]
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    local = checkpointing.LocalCheckpointer(tmp_path)
+    local.save(1, {"w": jnp.ones((2, 3))})
+    target = {"w": jax.ShapeDtypeStruct((2, 3), jnp.float32, sharding=sharding)}
+    restored, _ = local.restore(target)
+    assert isinstance(restored["w"], jax.Array) and restored["w"].sharding == sharding
+    host, _ = local.restore({"w": np.zeros((2, 3), np.float32)})
+    assert isinstance(host["w"], np.ndarray)
+
+
+def test_checkpoint_format_follows_what_the_work_dir_holds(tmp_path):
+    """An empty or NumPy-format directory is the local format; an Orbax step directory (a
+    work dir an Orbax save wrote) keeps Orbax, so that it still resumes."""
+    assert checkpointing.is_local_format(tmp_path / "missing")
+    checkpointing.LocalCheckpointer(tmp_path / "local").save(4, {"w": np.zeros(2)})
+    assert checkpointing.is_local_format(tmp_path / "local")
+    with checkpointing.Checkpointer(tmp_path / "orbax") as manager:
+        manager.save(4, {"w": jnp.zeros(2)})
+    assert not checkpointing.is_local_format(tmp_path / "orbax")
+
+
+def test_local_checkpoints_read_without_a_target_as_nested_dicts(tmp_path):
+    """Away from the program that wrote it, a checkpoint reads back as Orbax's would: nested
+    dicts keyed by field name, dict key and index."""
+    State = collections.namedtuple("State", ["params", "step"])
+    tree = State(params={"dense": [np.ones(2), np.zeros(3)]}, step=np.int32(5))
+    local = checkpointing.LocalCheckpointer(tmp_path)
+    local.save(5, tree, {"done": 5})
+    nested, metadata = local.restore_nested()
+    assert set(nested) == {"params", "step"} and metadata == {"done": 5}
+    np.testing.assert_array_equal(nested["params"]["dense"][1], np.zeros(3))
+    assert int(nested["step"]) == 5

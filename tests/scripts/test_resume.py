@@ -35,7 +35,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from plasticity import divergence, workdir
+from plasticity import checkpointing, divergence, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ}
@@ -155,7 +155,13 @@ def finish(process: subprocess.Popen) -> tuple[int, str]:
 
 def restore_latest(path: Path, template: dict | None = None) -> tuple[dict, dict, int]:
     """(train-state tree, metadata, step) of the newest checkpoint, read without a template, or
-    like `template`'s NumPy arrays (a checkpoint saved on devices this process does not have)."""
+    like `template`'s NumPy arrays (a checkpoint saved on devices this process does not have).
+    A single-process run writes NumPy checkpoints, a multi-process job Orbax ones."""
+    directory = path / workdir.CHECKPOINT_DIR
+    if checkpointing.is_local_format(directory):
+        local = checkpointing.LocalCheckpointer(directory)
+        tree, metadata = local.restore_nested()
+        return tree, metadata, local.latest_step()
     manager = ocp.CheckpointManager(path / workdir.CHECKPOINT_DIR, item_names=("tree", "metadata"))
     step = manager.latest_step()
     restored = manager.restore(

@@ -164,8 +164,9 @@ def lines_of(stderr: str, name: str) -> list[str]:
 
 
 def truncate_tree(checkpoint: Path) -> None:
-    """Cuts every array file of a checkpoint in half, as a crash of the file system would."""
-    for path in (checkpoint / "tree").rglob("*"):
+    """Cuts every array file of a checkpoint in half, as a crash of the file system would
+    (``tree.npz`` of a single-process run, or the files of an Orbax ``tree`` directory)."""
+    for path in [*(checkpoint / "tree").rglob("*"), checkpoint / "tree.npz"]:
         if path.is_file() and path.stat().st_size > 64:
             with open(path, "r+b") as f:
                 f.truncate(path.stat().st_size // 2)
