@@ -353,20 +353,6 @@ def _middle_dormant(runs: Sequence[Run]) -> str:
     return "dormant_0.025" if "dormant_0.025" in taus else (taus[0] if taus else "dormant_0.025")
 
 
-FIGURES = (
-    "task_metrics",
-    "weight_norm",
-    "effective_lr",
-    "update_ratio",
-    "unit_fractions",
-    "dormant_per_layer",
-    "srank",
-    "effective_rank",
-    "curvature",
-    "eval_returns",
-    "evaluation_matrix",
-)
-
 # Figures drawn from 'diagnostics' rows (`plasticity.diagnostics`), as opposed to task and
 # evaluation scores.
 DIAGNOSTICS_FIGURES = (
@@ -379,6 +365,7 @@ DIAGNOSTICS_FIGURES = (
     "effective_rank",
     "curvature",
 )
+FIGURES = ("task_metrics", *DIAGNOSTICS_FIGURES, "eval_returns", "evaluation_matrix")
 
 # What each figure shows and how to read it (the report's captions).
 FIGURE_NOTES = {

@@ -107,10 +107,7 @@ class Checkpointer:
         return restored[TREE_ITEM], dict(restored[METADATA_ITEM])
 
     def _resolve(self, step: int | None) -> int:
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"no checkpoint in {self.directory}")
-        return int(step)
+        return _resolved_step(self.directory, self.latest_step() if step is None else step)
 
     def reload(self) -> None:
         """Re-reads which checkpoints exist (after one was moved away by hand or by a fallback)."""
@@ -218,15 +215,14 @@ class LocalCheckpointer:
     def _arrays(self, step: int) -> dict[str, np.ndarray]:
         """{key path: array} of checkpoint ``step``, in leaf order."""
         with np.load(self.directory / str(step) / self.TREE_FILE) as saved:
-            paths = [str(p) for p in saved[self.PATHS_KEY]]
+            # Files written before the key paths were recorded read back by index.
+            names = saved[self.PATHS_KEY] if self.PATHS_KEY in saved.files else []
+            paths = [str(name) for name in names]
             count = sum(name.startswith("arr_") for name in saved.files)
             return {paths[i] if i < len(paths) else str(i): saved[f"arr_{i}"] for i in range(count)}
 
     def _resolve(self, step: int | None) -> int:
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"no checkpoint in {self.directory}")
-        return int(step)
+        return _resolved_step(self.directory, self.latest_step() if step is None else step)
 
     def reload(self) -> None:
         """Nothing cached: the directory is read each time."""
@@ -250,6 +246,13 @@ def for_directory(
     if saves_alone and is_local_format(directory):
         return LocalCheckpointer(directory, max_to_keep)
     return Checkpointer(directory, max_to_keep)
+
+
+def _resolved_step(directory: Path, step: int | None) -> int:
+    """``step`` (the caller's, or its latest), or a ValueError when there is none."""
+    if step is None:
+        raise ValueError(f"no checkpoint in {directory}")
+    return int(step)
 
 
 def _sequences_as_lists(node: Any) -> Any:

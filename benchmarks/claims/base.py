@@ -270,6 +270,32 @@ def run_continual(
     return load_rows(workdir)
 
 
+def run_one_sweep(
+    name: str,
+    config: ml_collections.ConfigDict,
+    evaluate: Callable[[list[dict[str, Any]], ml_collections.ConfigDict], list[Row]],
+    figure: Callable[[list[dict[str, Any]], ml_collections.ConfigDict, Path], str],
+    workdir: Path,
+    scale: str,
+    seeds: int,
+    progress: bool,
+    subdir: str = "sweep",
+) -> ClaimResult:
+    """A claim that is one continual sweep: train it into ``workdir/subdir``, then its rows
+    give the verdict (``evaluate``) and the figure (``figure``, saved as ``workdir/name.png``)."""
+    timer = Timer()
+    rows = run_continual(config, workdir / subdir, timer, progress)
+    return ClaimResult(
+        name,
+        scale,
+        seeds,
+        evaluate(rows, config),
+        seconds=timer.seconds(workdir),
+        figures=[figure(rows, config, workdir / f"{name}.png")],
+        workdirs=[str(workdir / subdir)],
+    )
+
+
 def check_scale(scale: str) -> None:
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")

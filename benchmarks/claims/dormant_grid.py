@@ -158,15 +158,7 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
 
 
 def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
-    timer = base.Timer()
     config = grid_config(scale, seeds)
-    rows = base.run_continual(config, workdir / "grid", timer, progress)
-    return base.ClaimResult(
-        NAME,
-        scale,
-        seeds,
-        evaluate(rows, config),
-        seconds=timer.seconds(workdir),
-        figures=[figure(rows, config, workdir / f"{NAME}.png")],
-        workdirs=[str(workdir / "grid")],
+    return base.run_one_sweep(
+        NAME, config, evaluate, figure, workdir, scale, seeds, progress, subdir="grid"
     )

@@ -136,15 +136,5 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
 
 
 def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
-    timer = base.Timer()
     config = sweep_config(scale, seeds)
-    rows = base.run_continual(config, workdir / "sweep", timer, progress)
-    return base.ClaimResult(
-        NAME,
-        scale,
-        seeds,
-        evaluate(rows, config),
-        seconds=timer.seconds(workdir),
-        figures=[figure(rows, config, workdir / f"{NAME}.png")],
-        workdirs=[str(workdir / "sweep")],
-    )
+    return base.run_one_sweep(NAME, config, evaluate, figure, workdir, scale, seeds, progress)

@@ -117,3 +117,16 @@ def test_local_checkpoints_read_without_a_target_as_nested_dicts(tmp_path):
     assert set(nested) == {"params", "step"} and metadata == {"done": 5}
     np.testing.assert_array_equal(nested["params"]["dense"][1], np.zeros(3))
     assert int(nested["step"]) == 5
+
+
+def test_local_checkpoints_written_without_key_paths_still_restore(tmp_path):
+    """A ``tree.npz`` from before the key paths were recorded restores against a target."""
+    step = tmp_path / "3"
+    step.mkdir()
+    np.savez(step / "tree.npz", np.arange(3.0), np.int32(9))
+    (step / "metadata.json").write_text('{"done": 3}')
+    tree, metadata = checkpointing.LocalCheckpointer(tmp_path).restore(
+        {"a": np.zeros(3), "b": np.int32(0)}
+    )
+    np.testing.assert_array_equal(tree["a"], np.arange(3.0))
+    assert int(tree["b"]) == 9 and metadata == {"done": 3}

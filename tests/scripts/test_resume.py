@@ -143,9 +143,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def finish(process: subprocess.Popen) -> tuple[int, str]:
+def finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:
+    """(exit status, stderr) of a launched process, killed if it outlives ``timeout``."""
     try:
-        _, stderr = process.communicate(timeout=TIMEOUT)
+        _, stderr = process.communicate(timeout=timeout)
     finally:
         if process.poll() is None:
             process.kill()

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from plasticity import workdir as workdir_lib
+from tests.scripts import test_resume
 from tests.scripts.test_resume import restore_latest
 from tests.scripts.test_rl_launchers import TINY_MINATAR
 from tests.scripts.test_run_contract import TINY_ATARI_NET, checkpoints
@@ -80,13 +81,7 @@ def job(module: str, args: list[str], cache: Path) -> list[subprocess.Popen]:
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
-    try:
-        _, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return process.returncode, stderr
+    return test_resume.finish(process, TIMEOUT)
 
 
 def stable(rows):

@@ -31,6 +31,7 @@ import pytest
 
 from plasticity import workdir as workdir_lib
 from scripts import train_atari, train_continual, train_minatar
+from tests.scripts import test_resume
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 300
@@ -134,13 +135,7 @@ def start(name: str, args: list[str], workdir: Path, cache: Path) -> subprocess.
 
 
 def finish(process: subprocess.Popen) -> tuple[int, str]:
-    try:
-        _, stderr = process.communicate(timeout=TIMEOUT)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    return process.returncode, stderr
+    return test_resume.finish(process, TIMEOUT)
 
 
 def checkpoints(workdir: Path) -> list[int]:
