@@ -27,68 +27,159 @@ repository; the adaptations a current software stack needs are listed with each 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from absl import app, flags
 
-_WORKLOAD = flags.DEFINE_enum(
-    "workload",
-    "minatar_purejaxrl",
-    ["minatar_purejaxrl"],
-    "Which peer's settings to run.",
-)
+from benchmarks import peer_settings
+
+WORKLOADS = ("minatar_purejaxrl", "atari_cleanrl", "bitflip_lop", "permuted_mnist_lop")
+_WORKLOAD = flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds trained together (vmapped).")
-_STEPS = flags.DEFINE_integer("steps", 200_000, "Environment steps per seed.")
+_STEPS = flags.DEFINE_integer(
+    "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
+)
+_EXAMPLES = flags.DEFINE_integer(
+    "examples", 0, "Examples per seed (bit flipping: 1,000,000; permuted MNIST: 2,000)."
+)
+_GAME = flags.DEFINE_string("game", "Breakout", "Atari game of atari_cleanrl.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "MNIST IDX files for permuted_mnist_lop (default: random MNIST-shaped data)."
+)
 _DIAGNOSTICS = flags.DEFINE_bool("diagnostics", False, "Keep the preset's diagnostics on.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
 
 
-def purejaxrl_config(seeds: int, steps: int, diagnostics: bool):
-    """The MinAtar DQN preset at PureJaxRL's ``dqn.py`` settings (module docstring)."""
-    from agents import configs  # noqa: PLC0415
-
-    config = configs.get_config("dqn", "minatar")
-    config.games, config.frames_per_game, config.num_seeds = ("breakout",), steps, seeds
-    config.env.update(dict(num_envs=10, sticky_action_prob=0.0))
-    config.network.update(dict(torso="mlp", mlp_sizes=(120,), hidden_sizes=(84,)))
-    config.learner.update(
-        dict(batch_size=128, n_step=1, double_q=False, huber_delta=0.0),
-        target_update_period_frames=500,
-    )
-    config.updates_per_frame = 0.1
-    config.replay.update(dict(capacity=10_000, min_fill_fraction=1.0, prioritized=False))
-    config.exploration.update(dict(epsilon_begin=1.0, epsilon_end=0.05, decay_frames=250_000))
-    config.optimizer.update(dict(name="adam", learning_rate=2.5e-4, eps=1e-8, max_grad_norm=0.0))
-    config.evaluation.update(dict(episodes=1, max_frames=1_000, fresh_reference=False))
-    config.checkpoint_every_frames = steps
-    config.log_every_frames = steps
-    config.run.runs_per_batch = 0  # vmap the seeds, as the peer does
-    if not diagnostics:
-        config.diagnostics.every_frames = 0
-    return config
-
-
-def minatar_purejaxrl() -> None:
+def timed_runs(run_once: Callable[[], float]) -> tuple[float, int]:
+    """(median seconds, runs timed) of --repeats calls of ``run_once`` after a compiling one;
+    ``run_once`` returns the seconds it counts (wall time, or a trainer's own run time)."""
     import numpy as np  # noqa: PLC0415
 
+    seconds = [run_once() for _ in range(_REPEATS.value + 1)][1:]
+    return float(np.median(seconds)), len(seconds)
+
+
+def minatar_purejaxrl() -> str:
     from agents import minatar_loop  # noqa: PLC0415
 
-    config = purejaxrl_config(_SEEDS.value, _STEPS.value, _DIAGNOSTICS.value)
-    seconds = []
-    for repeat in range(_REPEATS.value + 1):  # the first run compiles
+    steps = _STEPS.value or 200_000
+    config = peer_settings.purejaxrl_config(_SEEDS.value, steps, _DIAGNOSTICS.value)
+
+    def run_once() -> float:
         started = time.perf_counter()
         minatar_loop.train(config, None, show_progress=False)
-        if repeat:
-            seconds.append(time.perf_counter() - started)
-    best = float(np.median(seconds))
-    steps = _STEPS.value * _SEEDS.value
-    from plasticity import runtime  # noqa: PLC0415
+        return time.perf_counter() - started
 
-    print(runtime.hardware_line())
-    print(
-        f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {_STEPS.value:,} steps: "
-        f"{best:.2f} s (median of {len(seconds)}) -> {steps / best:,.0f} env steps/s total "
-        f"({steps / best / _SEEDS.value:,.0f} per seed); diagnostics "
+    best, runs = timed_runs(run_once)
+    total = steps * _SEEDS.value
+    return (
+        f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
+        f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
+        f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics "
         f"{'on' if _DIAGNOSTICS.value else 'off'}"
+    )
+
+
+def atari_cleanrl() -> str:
+    import statistics  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from agents import atari_loop  # noqa: PLC0415
+    from plasticity import workdir  # noqa: PLC0415
+
+    steps = _STEPS.value or 4_096
+    config = peer_settings.cleanrl_config(_GAME.value, steps)
+    with tempfile.TemporaryDirectory() as directory:
+        atari_loop.train(config, directory, show_progress=False)
+        rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
+    # Rows while compiling or filling the replay (no updates yet) are left out, as in the peer's
+    # figure, which counts steps after learning starts.
+    rates = [row["frames_per_second"] / 4 for row in rows[1:] if row.get("updates_per_second")]
+    if not rates:
+        raise ValueError("no log interval with learning: raise --steps")
+    return (
+        f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
+        f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
+        f"{len(rates)} log intervals of {config.log_every_frames // 4:,} agent steps)"
+    )
+
+
+def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
+    """(median run seconds, runs timed, compile seconds) of a continual sweep of one variant
+    through `benchmarks.continual_sweep.run_experiment`, the trainer ``train_continual`` runs."""
+    from benchmarks import continual_sweep  # noqa: PLC0415
+
+    compiled = []
+
+    def run_once() -> float:
+        kwargs = {} if dataset is None else {"dataset": dataset}
+        result = continual_sweep.run_experiment(config, None, show_progress=False, **kwargs)
+        compiled.append(sum(result.outputs["compile_seconds"].values()))
+        return sum(result.outputs["run_seconds"].values())
+
+    best, runs = timed_runs(run_once)
+    return best, runs, compiled[0]
+
+
+def bitflip_lop() -> str:
+    examples = _EXAMPLES.value or 1_000_000
+    config = peer_settings.bitflip_config(_SEEDS.value, examples)
+    examples = config.variants["bit_flipping/backprop"].task.num_tasks * 10_000
+    best, runs, compile_seconds = sweep_rate(config)
+    total = examples * _SEEDS.value
+    return (
+        f"bitflip_lop: project {_SEEDS.value} seed(s) x {examples:,} examples: {best:.2f} s "
+        f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
+        f"examples/s total ({total / best / _SEEDS.value:,.0f} per seed)"
+    )
+
+
+def mnist_shaped_noise(examples: int):
+    """Random 28x28 images and labels in MNIST's layout: batch-1 throughput does not depend on
+    the pixel values, and nothing may be downloaded (give --data_dir for the real files)."""
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import datasets  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    images = rng.random((examples, 28, 28, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, examples, dtype=np.int32)
+    return datasets.Dataset(images, labels, images[:0], labels[:0], 10, "mnist")
+
+
+def copy_bandwidth(megabytes: int = 512) -> float:
+    """Bytes/s this machine's memory moves (read + write) in a large NumPy copy: the fastest of 5."""
+    import numpy as np  # noqa: PLC0415
+
+    source = np.ones(megabytes * 2**20 // 4, np.float32)
+    target = np.empty_like(source)
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        np.copyto(target, source)
+        best = min(best, time.perf_counter() - started)
+    return 2 * source.nbytes / best
+
+
+def permuted_mnist_lop() -> str:
+    examples = _EXAMPLES.value or 2_000
+    config = peer_settings.permuted_mnist_config(examples)
+    dataset = None if _DATA_DIR.value else mnist_shaped_noise(max(examples, 1_000))
+    if _DATA_DIR.value:
+        config.data.data_dir = _DATA_DIR.value
+    best, runs, compile_seconds = sweep_rate(config, dataset)
+    sizes = (784, 2000, 2000, 2000, 10)
+    weight_bytes = 4 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    bandwidth = copy_bandwidth()
+    # Each step reads every weight twice (forward, backward) and writes it once (update).
+    bound = bandwidth / (3 * weight_bytes)
+    rate = examples / best
+    return (
+        f"permuted_mnist_lop: project 784-3x2000-10, SGD, batch 1, {examples:,} examples: "
+        f"{best:.2f} s (median of {runs}; compile {compile_seconds:.1f} s apart) -> {rate:,.1f} "
+        f"examples/s; memory bound {bound:,.1f} examples/s ({bandwidth / 1e9:.1f} GB/s copy "
+        f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
+        f"the bound; data {'from ' + _DATA_DIR.value if _DATA_DIR.value else 'random, MNIST-shaped'}"
     )
 
 
@@ -97,7 +188,15 @@ def main(argv) -> None:
     from plasticity import runtime  # noqa: PLC0415
 
     runtime.apply_runtime_defaults()  # as the launchers: the same random-bit layout and threads
-    {"minatar_purejaxrl": minatar_purejaxrl}[_WORKLOAD.value]()
+    workloads = {
+        "minatar_purejaxrl": minatar_purejaxrl,
+        "atari_cleanrl": atari_cleanrl,
+        "bitflip_lop": bitflip_lop,
+        "permuted_mnist_lop": permuted_mnist_lop,
+    }
+    line = workloads[_WORKLOAD.value]()
+    print(runtime.hardware_line())
+    print(line)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,16 @@
 
 `cpu_model` and `hardware_line` say what a run or a benchmark ran on, for `run_info.json` and the
 header every benchmark prints.
+
+`unrolled_threefry` (a context manager, independent of the above) lowers the threefry hash of the
+programs built inside it straight-line on CPU: for compiled loops that split keys and draw small
+random arrays at every iteration.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import platform
 from pathlib import Path
@@ -33,6 +39,55 @@ def apply_runtime_defaults() -> None:
         diagnostics.limit_blas_threads(1)
     except ValueError:
         pass  # threadpoolctl missing: OPENBLAS_NUM_THREADS=1 can still be exported by the user
+
+
+_UNROLL_THREEFRY = contextvars.ContextVar("unroll_threefry", default=False)
+_THREEFRY_RULE: list[bool] = []  # [whether the switching rule is registered], once per process
+
+
+def _register_threefry_rule() -> bool:
+    """Registers the CPU lowering of threefry2x32 that `unrolled_threefry` switches."""
+    if _THREEFRY_RULE:
+        return _THREEFRY_RULE[0]
+    try:
+        from jax._src.interpreters import mlir  # noqa: PLC0415
+        from jax._src.random import threefry2x32  # noqa: PLC0415
+
+        unrolled = threefry2x32._threefry2x32_lowering_rule
+        rolled = threefry2x32._threefry2x32_cpu_lowering_rule
+        primitive = threefry2x32.threefry2x32_p
+    except (ImportError, AttributeError):  # another JAX: programs keep its own rule
+        _THREEFRY_RULE.append(False)
+        return False
+
+    def rule(ctx, *args):
+        return (unrolled if _UNROLL_THREEFRY.get() else rolled)(ctx, *args)
+
+    mlir.register_lowering(primitive, rule, platform="cpu")
+    _THREEFRY_RULE.append(True)
+    return True
+
+
+@contextlib.contextmanager
+def unrolled_threefry():
+    """Programs lowered inside lower the threefry2x32 hash on CPU as on GPUs: unrolled.
+
+    JAX's CPU rule rolls the hash's five round groups into a ``while`` loop to keep programs
+    small, and XLA:CPU runs each trip's dozen tiny ops one by one: tens of microseconds per key
+    split or small draw, which inside a compiled training loop was half of a MinAtar iteration
+    without learning. Unrolled, a hash fuses into one elementwise kernel. Programs that run once
+    (parameter initialisations, with hundreds of tiny hashes) are better left rolled: unrolled,
+    a ResNet-18 init compiles ~1.6x slower. Random values are the same function of the key
+    either way, so runs and resumes compare bit for bit. Only lowering is affected: wrap the
+    first call (or ``.lower``) of a jitted function; JAX caches a lowering per function, so a
+    function lowered before keeps the lowering it got then.
+    """
+    _register_threefry_rule()
+    token = _UNROLL_THREEFRY.set(True)
+    try:
+        yield
+    finally:
+        _UNROLL_THREEFRY.reset(token)
 
 
 def available_bytes(device: jax.Device | None = None) -> int | None:

@@ -1,8 +1,10 @@
-"""plasticity.runtime: the memory check every trainer runs before allocating, and the hardware
-line every benchmark prints."""
+"""plasticity.runtime: the memory check every trainer runs before allocating, the hardware line
+every benchmark prints, and the CPU lowering switch of the threefry hash."""
 
 import os
 
+import jax
+import numpy as np
 import pytest
 
 from plasticity import runtime
@@ -32,3 +34,41 @@ def test_hardware_line_names_devices_cpu_cores_and_load():
     assert runtime.cpu_model() in line
     assert f"{len(os.sched_getaffinity(0))} cores available" in line
     assert "load average" in line and "jax " in line
+
+
+def _draws(key):
+    """Key splits and small draws, as a compiled training loop makes them every iteration."""
+    first, second = jax.random.split(key)
+    return (
+        jax.random.uniform(first, (7,)),
+        jax.random.bits(second, (3, 5)),
+        jax.random.split(key, 4),
+    )
+
+
+def _fresh_program():
+    """A new function each call: JAX caches a lowering per function, so a function lowered
+    once keeps that lowering whatever context it is called in later."""
+    return jax.jit(lambda key: _draws(key))
+
+
+def test_unrolled_threefry_keeps_every_random_value():
+    key = jax.random.PRNGKey(1234)
+    rolled = _fresh_program().lower(key).compile()
+    with runtime.unrolled_threefry():
+        unrolled = _fresh_program().lower(key).compile()
+    for a, b in zip(jax.tree.leaves(rolled(key)), jax.tree.leaves(unrolled(key))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_unrolled_threefry_lowers_the_hash_without_a_loop_inside_the_context_only():
+    key = jax.random.PRNGKey(0)
+    if not runtime._register_threefry_rule():
+        pytest.skip("this JAX has no threefry lowering hook: programs keep its own rule")
+    before = _fresh_program().lower(key).as_text()
+    with runtime.unrolled_threefry():
+        inside = _fresh_program().lower(key).as_text()
+    after = _fresh_program().lower(key).as_text()
+    assert "stablehlo.while" not in inside
+    if jax.default_backend() == "cpu":  # JAX's own CPU rule rolls the rounds into a loop
+        assert "stablehlo.while" in before and "stablehlo.while" in after

@@ -1,0 +1,184 @@
+r"""Where the MinAtar loop's time goes: compile, env, acting + replay, learner, diagnostics, host.
+
+  python -m benchmarks.loop_breakdown [--preset=purejaxrl|conv] [--seeds=1] [--frames=20000]
+
+The loop's own compiled chunk (`agents.minatar_loop.make_agent`, lowered as training lowers it) is
+timed with its learning plan edited, one part at a time:
+
+* ``env``: the environments alone (`agents.minatar_env.MinAtarSuite.step` with random actions, in
+  a compiled scan of the same length);
+* ``acting + replay``: the chunk with no update due (act, step, add to the replay, bookkeeping)
+  minus ``env``;
+* ``learner``: the chunk with its updates minus the chunk without, also per update;
+* ``diagnostics``: the chunk with the diagnostics due at the preset's period minus without
+  (``--config.diagnostics.every_frames``; the ``purejaxrl`` preset switches them off as the peer has
+  none, so its period here is the MinAtar preset's);
+* ``host``: a whole `agents.minatar_loop.train` run of the same frames and diagnostics (programs
+  compiled by an earlier run) minus its chunk: checkpoints, rows, evaluation, plan building.
+
+``--preset=purejaxrl`` is the MLP at PureJaxRL's settings (`benchmarks.peer_settings.purejaxrl_config`);
+``conv`` the project's default MinAtar DQN preset (conv(16) torso, 8 envs, one update per 4
+steps). Their learner rows give the cost per update of each network. Each figure is the fastest of
+``--repeats`` runs (noise on a shared machine only adds time).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from absl import app, flags
+
+_PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which loop settings.")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (vmapped; one seed runs without a seed axis).")
+_FRAMES = flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the fastest counts.")
+
+
+def breakdown_config(preset: str, seeds: int, frames: int):
+    """The loop's config: learning from the first batch, one chunk of ``frames`` steps per seed,
+    diagnostics at the MinAtar preset's period."""
+    from agents import configs  # noqa: PLC0415
+    from benchmarks import peer_settings  # noqa: PLC0415
+
+    if preset == "purejaxrl":
+        config = peer_settings.purejaxrl_config(seeds, frames, diagnostics=True)
+    else:
+        config = configs.get_config("dqn", "minatar")
+        config.num_seeds, config.games = seeds, ("breakout",)
+        config.evaluation.update(dict(episodes=1, max_frames=1_000, fresh_reference=False))
+        config.run.runs_per_batch = 0
+    config.frames_per_game = frames
+    config.checkpoint_every_frames = config.log_every_frames = frames
+    # Learning from the first batch on, so that nearly every iteration of the chunk learns.
+    config.replay.min_fill_fraction = config.learner.batch_size / config.replay.capacity
+    config.diagnostics.every_frames = configs.get_config("dqn", "minatar").diagnostics.every_frames
+    return config
+
+
+def fastest(run: Callable[[], Any]) -> float:
+    """Seconds of the fastest of --repeats calls of ``run`` (results blocked on)."""
+    import jax  # noqa: PLC0415
+
+    best = float("inf")
+    for _ in range(_REPEATS.value):
+        started = time.perf_counter()
+        jax.block_until_ready(run())
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def chunk_seconds(config) -> dict[str, float]:
+    """Compile seconds and the chunk's seconds with all, no updates, and diagnostics due."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from agents import minatar_loop, sequence  # noqa: PLC0415
+    from plasticity import runtime  # noqa: PLC0415
+
+    segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
+    programs = minatar_loop.make_agent(segment.config, list(config.games), False)
+    game = jnp.int32(0)
+    seeds = jnp.arange(config.num_seeds, dtype=jnp.int32)
+    state = programs.start_block(programs.init(seeds), game, sequence.SwitchPolicy(), False)
+    window = segment.plan.window(0, 0, config.frames_per_game // config.env.num_envs)
+    flags_due = minatar_loop.per_iteration_flags(segment, window)
+    plan = {**segment.schedule_values(window), "updates": window["updates"], **flags_due}
+    plans = {
+        "all": {**plan, "diagnose": np.zeros_like(plan["diagnose"])},
+        "no_updates": {
+            **plan,
+            "updates": np.zeros_like(plan["updates"]),
+            "diagnose": np.zeros_like(plan["diagnose"]),
+        },
+        "diagnostics": plan,
+    }
+    plans = {name: jax.tree.map(jnp.asarray, p) for name, p in plans.items()}
+    started = time.perf_counter()
+    with runtime.unrolled_threefry():  # as `minatar_loop` compiles its chunks
+        chunk = programs.run_chunk.lower(state, game, plans["all"]).compile()
+    seconds = {"compile": time.perf_counter() - started}
+    for name, p in plans.items():
+        copy = jax.tree.map(jnp.copy, state)  # the chunk donates its state
+        seconds[name] = fastest(lambda p=p, copy=copy: chunk(jax.tree.map(jnp.copy, copy), game, p))
+    seconds["updates"] = float(np.sum(window["updates"]))
+    seconds["diagnoses"] = float(np.sum(flags_due["diagnose"]))
+    return seconds
+
+
+def env_seconds(config) -> float:
+    """Seconds of the environments alone over the chunk's steps (random actions, one program)."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from agents.minatar_env import make_suite  # noqa: PLC0415
+    from plasticity import runtime  # noqa: PLC0415
+
+    suite = make_suite(tuple(config.games), False, float(config.env.sticky_action_prob))
+    num_envs, iterations = int(config.env.num_envs), config.frames_per_game // config.env.num_envs
+
+    def play(key):
+        def one(carry, key):
+            action_key, step_key = jax.random.split(key)
+            actions = jax.random.randint(action_key, (num_envs,), 0, suite.num_actions)
+            carry, timestep = suite.step(carry, jnp.int32(0), actions, step_key)
+            return carry, timestep.reward.sum()
+
+        carry = suite.init(num_envs)
+        return jax.lax.scan(one, carry, jax.random.split(key, iterations))[1].sum()
+
+    over_seeds = jax.vmap(play) if config.num_seeds > 1 else play
+    keys = jax.random.split(jax.random.key(0), config.num_seeds)
+    with runtime.unrolled_threefry():
+        compiled = jax.jit(over_seeds).lower(keys if config.num_seeds > 1 else keys[0]).compile()
+    return fastest(lambda: compiled(keys if config.num_seeds > 1 else keys[0]))
+
+
+def train_seconds(config) -> float:
+    """Wall seconds of a whole `minatar_loop.train` run, its programs compiled by a first run."""
+    from agents import minatar_loop  # noqa: PLC0415
+
+    minatar_loop.train(config, None, show_progress=False)
+    return fastest(lambda: minatar_loop.train(config, None, show_progress=False).done)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from plasticity import runtime  # noqa: PLC0415
+
+    runtime.apply_runtime_defaults()
+    config = breakdown_config(_PRESET.value, _SEEDS.value, _FRAMES.value)
+    chunk = chunk_seconds(config)
+    env = env_seconds(config)
+    whole = train_seconds(config)
+    steps = _FRAMES.value * _SEEDS.value
+    learner = chunk["all"] - chunk["no_updates"]
+    rows = [
+        ("env", env),
+        ("acting + replay", chunk["no_updates"] - env),
+        ("learner", learner),
+        ("diagnostics", chunk["diagnostics"] - chunk["all"]),
+        ("host", whole - chunk["diagnostics"]),
+    ]
+    print(runtime.hardware_line())
+    print(
+        f"MinAtar loop, preset {_PRESET.value}: {_SEEDS.value} seed(s) x {_FRAMES.value:,} steps, "
+        f"{config.env.num_envs} envs, {chunk['updates']:.0f} updates of batch "
+        f"{config.learner.batch_size} per seed, {chunk['diagnoses']:.0f} diagnostics; compile "
+        f"{chunk['compile']:.1f} s (apart)"
+    )
+    for name, seconds in rows:
+        print(
+            f"  {name:<16} {seconds:8.3f} s  {seconds / whole:6.1%}  "
+            f"{1e6 * seconds / steps:8.2f} us per env step"
+        )
+    print(
+        f"  {'whole run':<16} {whole:8.3f} s  {1:6.1%}  {1e6 * whole / steps:8.2f} us per env step "
+        f"-> {steps / whole:,.0f} env steps/s; learner {1e3 * learner / chunk['updates']:.3f} ms "
+        f"per update (per seed)"
+    )
+
+
+if __name__ == "__main__":
+    app.run(main)
