@@ -92,9 +92,9 @@ def atari_cleanrl() -> str:
     with tempfile.TemporaryDirectory() as directory:
         atari_loop.train(config, directory, show_progress=False)
         rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
-    # Rows while compiling or filling the replay (no updates yet) are left out, as in the peer's
-    # figure, which counts steps after learning starts.
-    rates = [row["frames_per_second"] / 4 for row in rows[1:] if row.get("updates_per_second")]
+    # Rows while filling the replay (no updates yet) are left out, as in the peer's figure, which
+    # counts steps after learning starts; so is the first with updates (it compiles the update).
+    rates = [row["frames_per_second"] / 4 for row in rows if row.get("updates_per_second")][1:]
     if not rates:
         raise ValueError("no log interval with learning: raise --steps")
     return (
