@@ -35,6 +35,7 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
 
     from agents import configs, minatar_loop, sequence  # noqa: PLC0415
     from agents.sequence import SwitchPolicy  # noqa: PLC0415
+    from plasticity import runtime  # noqa: PLC0415
 
     config = configs.get_config("rainbow" if agent.startswith("rainbow") else "dqn", "minatar")
     if agent == "rainbow_no_noisy":
@@ -65,7 +66,8 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
 
     plan = chunk_plan(0)
     started = time.perf_counter()
-    chunk = programs.run_chunk.lower(state, game, plan).compile()
+    with runtime.unrolled_threefry():  # as `minatar_loop` compiles its chunks
+        chunk = programs.run_chunk.lower(state, game, plan).compile()
     compile_seconds = time.perf_counter() - started
     state, _ = chunk(state, game, plan)  # warm-up (the replay fills past a batch)
     best = float("inf")
