@@ -1,27 +1,52 @@
 r"""The project at its peers' exact settings, through the code users run: figures to set beside them.
 
   python -m benchmarks.peers --workload=minatar_purejaxrl [--seeds=1] [--steps=200000]
-  python -m benchmarks.peers --workload=atari_cleanrl [--steps=2048]
+  python -m benchmarks.peers --workload=atari_cleanrl [--steps=4096] [--game=Breakout]
   python -m benchmarks.peers --workload=bitflip_lop [--seeds=1] [--examples=1000000]
-  python -m benchmarks.peers --workload=permuted_mnist_lop [--examples=2000]
+  python -m benchmarks.peers --workload=permuted_mnist_lop [--examples=2000] [--data_dir=DIR]
 
-Each workload prints the project's throughput, the hardware and the load average; run the peer's
-command (in its docstring below) right before or after on the same machine, quiet (``cat
-/proc/loadavg``), and report the ratio. Peers run from their own checkouts, never from this
-repository; the adaptations a current software stack needs are listed with each command.
+Each workload prints the hardware line and the project's throughput (compile apart); run the peer's
+command (below) right before and after on the same machine, quiet (``cat /proc/loadavg``), and report
+the ratio. Peers run from their own checkouts, never from this repository; the adaptations a current
+software stack needs are listed with each. The configs are in `benchmarks.peer_settings`; the
+measured table is in BUILD_NOTES.md ("Peers").
 
 * ``minatar_purejaxrl``: PureJaxRL's ``purejaxrl/dqn.py`` (CleanRL's DQN in JAX) on Breakout-MinAtar:
   10 envs, MLP 120-84, Adam 2.5e-4, batch 128, one update every 10 env steps (one per loop
   iteration), buffer 10k, learning from 10k steps, target copied every 500 steps, epsilon 1 -> 0.05
   over 250k steps, squared TD loss, no sticky actions. The project runs `agents.minatar_loop.train`
-  with the same settings (a DQN preset with an MLP torso); its evaluation is one episode per block
-  and its diagnostics are off, as the peer has none (``--diagnostics`` switches the preset's on).
-  The peer: in a checkout of luchris429/purejaxrl with ``flashbax`` installed, time
-  ``jax.jit(jax.vmap(make_train(config)))`` on ``jax.random.split(key, SEEDS)`` with the config
-  above and ``ENV_NAME='Breakout-MinAtar'`` (compile apart). gymnax 1.0 returns (obs, state,
-  reward, terminated, truncated, info) where the file unpacks five values: wrap its ``LogWrapper``
-  so that ``done = terminated | truncated``; jax 0.10 has no ``jax.tree_map``: alias
-  ``jax.tree.map``; the file imports ``wandb``: stub the module.
+  (wall time, with its evaluation episode and host work; diagnostics off as the peer has none,
+  ``--diagnostics`` keeps the preset's). The peer: in a checkout of luchris429/purejaxrl with
+  ``flashbax`` installed, time ``jax.jit(jax.vmap(make_train(config)))`` on
+  ``jax.random.split(key, SEEDS)`` with the config above and ``ENV_NAME='Breakout-MinAtar'``
+  (compile apart). gymnax 1.0 returns (obs, state, reward, terminated, truncated, info) where the
+  file unpacks five values: wrap its ``LogWrapper`` so that ``done = terminated | truncated``; jax
+  0.10 has no ``jax.tree_map``: alias ``jax.tree.map``; the file imports ``wandb``: stub it.
+* ``atari_cleanrl``: CleanRL's ``cleanrl/dqn_atari.py`` (PyTorch): Breakout, one env, Nature CNN,
+  Adam 1e-4, batch 32, one update every 4 agent steps, target every 1,000 steps, squared TD loss,
+  epsilon to 0.01. The project runs `agents.atari_loop.train` with a 10k replay, learning from 1,000
+  agent steps, and reports agent steps/s over its log intervals once learning runs (the first, which
+  compiles the update, left out). The peer: ``python cleanrl/dqn_atari.py --env-id
+  BreakoutNoFrameskip-v4 --learning-starts 1000 --buffer-size 10000``, timing the steps after
+  learning starts. With gymnasium 1.x: ``gymnasium.register_envs(ale_py)``; alias
+  ``GrayScaleObservation`` to ``GrayscaleObservation`` and ``FrameStack(env, 4)`` to
+  ``FrameStackObservation(env, stack_size=4)``; give ``SyncVectorEnv`` same-step autoreset and the
+  0.29 ``final_info`` layout the file reads. Compare with torch's default threads and with
+  ``torch.set_num_threads(1)``, and take the peer's faster figure.
+* ``bitflip_lop``: loss-of-plasticity's slowly-changing regression (``lop/slowly_changing_regression``,
+  backprop, ``cfg/sgd/bp/relu.json`` at step size 0.01): 20 bits, 15 flipping one at a time every
+  10,000 examples, a target of 100 LTUs, learner 20-5-1 ReLU, SGD, batch 1. The project runs the
+  continual sweep (`benchmarks.continual_sweep.run_experiment`, what ``scripts.train_continual``
+  runs) on the same task, seeds vmapped. The peer: generate its data with
+  ``generate_problem_data`` and run ``expr.expr`` on that config, timing the per-example loop.
+* ``permuted_mnist_lop``: loss-of-plasticity's online permuted MNIST (``lop/permuted_mnist``,
+  ``cfg/bp/std_net.json``): 784-2000-2000-2000-10 ReLU, SGD 0.003, batch 1. The project runs the
+  continual sweep on the same network; without ``--data_dir`` on random MNIST-shaped data (batch-1
+  throughput does not depend on the pixels, and nothing is downloaded). It also measures this
+  machine's copy bandwidth and prints the memory bound: each step must read every weight twice
+  (forward, backward) and write it once (update). The peer: ``online_expr.online_expr`` on that
+  config (with random data of MNIST's shapes in place of its pickle, and ``to_log`` off, which
+  halves its speed when on), timing the per-example loop.
 """
 
 from __future__ import annotations
