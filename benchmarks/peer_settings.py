@@ -86,3 +86,16 @@ def permuted_mnist_config(examples: int) -> ml_collections.ConfigDict:
     config.diagnostics.every = 0
     config.run.update(dict(progress=False, tensorboard=False, tasks_per_chunk=2))
     return config
+
+
+def mnist_shaped_noise(examples: int):
+    """Random 28x28 images and labels in MNIST's layout: batch-1 throughput does not depend on
+    the pixel values, and nothing may be downloaded (give --data_dir for the real files)."""
+    import numpy as np  # noqa: PLC0415
+
+    from benchmarks import datasets  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    images = rng.random((examples, 28, 28, 1), dtype=np.float32)
+    labels = rng.integers(0, 10, examples, dtype=np.int32)
+    return datasets.Dataset(images, labels, images[:0], labels[:0], 10, "mnist")

@@ -159,19 +159,6 @@ def bitflip_lop() -> str:
     )
 
 
-def mnist_shaped_noise(examples: int):
-    """Random 28x28 images and labels in MNIST's layout: batch-1 throughput does not depend on
-    the pixel values, and nothing may be downloaded (give --data_dir for the real files)."""
-    import numpy as np  # noqa: PLC0415
-
-    from benchmarks import datasets  # noqa: PLC0415
-
-    rng = np.random.default_rng(0)
-    images = rng.random((examples, 28, 28, 1), dtype=np.float32)
-    labels = rng.integers(0, 10, examples, dtype=np.int32)
-    return datasets.Dataset(images, labels, images[:0], labels[:0], 10, "mnist")
-
-
 def copy_bandwidth(megabytes: int = 512) -> float:
     """Bytes/s this machine's memory moves (read + write) in a large NumPy copy: the fastest of 5."""
     import numpy as np  # noqa: PLC0415
@@ -189,7 +176,7 @@ def copy_bandwidth(megabytes: int = 512) -> float:
 def permuted_mnist_lop() -> str:
     examples = _EXAMPLES.value or 2_000
     config = peer_settings.permuted_mnist_config(examples)
-    dataset = None if _DATA_DIR.value else mnist_shaped_noise(max(examples, 1_000))
+    dataset = None if _DATA_DIR.value else peer_settings.mnist_shaped_noise(max(examples, 1_000))
     if _DATA_DIR.value:
         config.data.data_dir = _DATA_DIR.value
     best, runs, compile_seconds = sweep_rate(config, dataset)

@@ -1,0 +1,48 @@
+"""benchmarks.peer_settings: the project's configs at each peer's settings are the trainers' valid
+configs and carry the peers' numbers (what `benchmarks.peers` times)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agents.configs import validate_config
+from benchmarks import continual_sweep, peer_settings
+
+
+def test_minatar_config_makes_one_update_per_iteration_of_ten_envs():
+    config = peer_settings.purejaxrl_config(seeds=8, steps=200_000, diagnostics=False)
+    validate_config(config, "minatar")
+    assert config.env.num_envs * config.updates_per_frame == 1
+    assert (config.learner.batch_size, config.replay.capacity, config.num_seeds) == (128, 10_000, 8)
+    assert config.network.torso == "mlp" and config.diagnostics.every_frames == 0
+
+
+def test_atari_config_makes_one_update_per_four_agent_steps_of_one_env():
+    config = peer_settings.cleanrl_config("Breakout", agent_steps=4_096)
+    validate_config(config, "atari")
+    assert config.env.num_envs == 1 and config.frames_per_game == 4 * 4_096
+    assert 4 * config.env.frame_skip * config.updates_per_frame == 1
+    assert config.learner.batch_size == 32 and config.network.torso == "nature"
+
+
+def test_bitflip_config_runs_each_seed_over_the_examples_asked_for():
+    plan = continual_sweep.plan_experiment(peer_settings.bitflip_config(seeds=4, examples=50_000))
+    ((name, trainer),) = plan.variants
+    assert name == "bit_flipping/backprop" and plan.num_runs == 4
+    assert trainer.num_tasks * trainer.steps_per_task == 50_000
+    assert int(trainer.config.task.batch_size) == 1
+
+
+def test_permuted_mnist_config_is_lops_network_on_mnist_shaped_data():
+    dataset = peer_settings.mnist_shaped_noise(1_000)
+    assert dataset.x_train.shape == (1_000, 28, 28, 1) and set(np.unique(dataset.y_train)) <= set(
+        range(10)
+    )
+    plan = continual_sweep.plan_experiment(
+        peer_settings.permuted_mnist_config(2_000), dataset=dataset
+    )
+    ((_, trainer),) = plan.variants
+    assert trainer.num_tasks * trainer.steps_per_task == 2_000
+    params = jax.eval_shape(trainer.model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    # 784-2000-2000-2000-10 with biases: 1,570,000 + 2 x 4,002,000 + 20,010.
+    assert sum(x.size for x in jax.tree.leaves(params)) == 9_594_010
