@@ -206,7 +206,10 @@ def main(argv) -> None:
         "bitflip_lop": bitflip_lop,
         "permuted_mnist_lop": permuted_mnist_lop,
     }
-    line = workloads[_WORKLOAD.value]()
+    try:
+        line = workloads[_WORKLOAD.value]()
+    except ValueError as error:  # a bad setting (too few steps, missing files): one line
+        raise SystemExit(f"benchmarks.peers: {error}") from None
     print(runtime.hardware_line())
     print(line)
 
