@@ -436,7 +436,7 @@ def _executable(run: Run, agent: MinAtarAgent, state: LoopState, game_index, pla
     progress bar's 'compiling' phase) so that compile time is kept apart from running."""
     key = (agent.run_chunk, len(plan["updates"]), jax.tree.structure(state), len(state.rng))
     if key not in _EXECUTABLES:
-        with run.phase("compiling"), runtime.unrolled_threefry():
+        with run.phase("compiling"), runtime.compiled_loop_lowering():
             _EXECUTABLES[key] = agent.run_chunk.lower(state, game_index, plan).compile()
     return _EXECUTABLES[key]
 
@@ -626,7 +626,7 @@ class MinAtarLoop:
                 # as the sequence's evaluation after the same block (common random numbers).
                 salt = np.uint32(block * 101 + index)
                 started = time.perf_counter()
-                with runtime.unrolled_threefry():  # its first call compiles the episode loop
+                with runtime.compiled_loop_lowering():  # its first call compiles the episode loop
                     evaluated = agent.evaluate(
                         state.train_state.params,
                         state.train_state.extra,

@@ -347,7 +347,7 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
             cache_key = ("run_tasks", mesh_key, per_batch, len(task_indices))
             if cache_key not in trainer.compiled:
                 run.show(variant=name, task=f"{first}/{trainer.num_tasks}")
-                with run.phase("compiling"), runtime.unrolled_threefry():
+                with run.phase("compiling"), runtime.compiled_loop_lowering():
                     tic = time.perf_counter()
                     lowered = run_fn.lower(carry, hparams, task_indices, data)
                     trainer.compiled[cache_key] = lowered.compile()

@@ -98,7 +98,7 @@ def chunk_seconds(config) -> dict[str, float]:
     }
     plans = {name: jax.tree.map(jnp.asarray, p) for name, p in plans.items()}
     started = time.perf_counter()
-    with runtime.unrolled_threefry():  # as `minatar_loop` compiles its chunks
+    with runtime.compiled_loop_lowering():  # as `minatar_loop` compiles its chunks
         chunk = programs.run_chunk.lower(state, game, plans["all"]).compile()
     seconds = {"compile": time.perf_counter() - started}
     for name, p in plans.items():  # a fresh copy of the state each time: the chunk donates it
@@ -133,7 +133,7 @@ def env_seconds(config) -> float:
 
     over_seeds = jax.vmap(play) if config.num_seeds > 1 else play
     keys = jax.random.split(jax.random.key(0), config.num_seeds)
-    with runtime.unrolled_threefry():
+    with runtime.compiled_loop_lowering():
         compiled = jax.jit(over_seeds).lower(keys if config.num_seeds > 1 else keys[0]).compile()
     return fastest(lambda _: compiled(keys if config.num_seeds > 1 else keys[0]))
 

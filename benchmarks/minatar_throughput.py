@@ -66,7 +66,7 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
 
     plan = chunk_plan(0)
     started = time.perf_counter()
-    with runtime.unrolled_threefry():  # as `minatar_loop` compiles its chunks
+    with runtime.compiled_loop_lowering():  # as `minatar_loop` compiles its chunks
         chunk = programs.run_chunk.lower(state, game, plan).compile()
     compile_seconds = time.perf_counter() - started
     state, _ = chunk(state, game, plan)  # warm-up (the replay fills past a batch)

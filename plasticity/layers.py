@@ -11,6 +11,10 @@ are modules whose name starts with ``output``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
+import os
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -125,6 +129,100 @@ def factorised_noise(
     return noise
 
 
+CONV_IMPLEMENTATIONS = ("auto", "xla", "patches")
+# Patch matrices up to this size make `PatchConv` the choice inside compiled loops on CPUs.
+PATCH_BYTES_LIMIT = 64 * 2**20
+_IN_COMPILED_LOOP = contextvars.ContextVar("in_compiled_loop", default=False)
+
+
+@contextlib.contextmanager
+def convolutions_for_compiled_loops():
+    """Networks traced inside compute their 'auto' convolutions as patch products on CPUs.
+
+    XLA:CPU computes a convolution's kernel gradient inside a compiled loop (a ``scan``: how the
+    MinAtar loop and the continual trainer run) 10-25x slower than outside one; as one matrix
+    product (`PatchConv`) the same update runs 2x (MinAtar's conv) to 6x (the Nature CNN) faster
+    in the loop. Outside loops XLA's convolution is the faster of the two (the Atari learner's
+    update, called once per step, keeps it). Trainers wrap the lowering of their loop programs in
+    this (`plasticity.runtime.compiled_loop_lowering`).
+    """
+    token = _IN_COMPILED_LOOP.set(True)
+    try:
+        yield
+    finally:
+        _IN_COMPILED_LOOP.reset(token)
+
+
+def conv_implementation(requested: str, patch_bytes: int) -> str:
+    """'xla' or 'patches' for a convolution whose patch matrix would take ``patch_bytes``.
+
+    'auto' picks 'patches' inside `convolutions_for_compiled_loops` on CPUs when the patch matrix
+    stays under `PATCH_BYTES_LIMIT` (a ResNet on 32x32 images at batch 128 would need ~300 MB per
+    layer), XLA's convolution otherwise. The environment variable ``PLASTICITY_CONV`` (xla or
+    patches) overrides 'auto', for side-by-side measurements.
+    """
+    if requested not in CONV_IMPLEMENTATIONS:
+        raise ValueError(
+            f"Unknown convolution implementation {requested!r}: expected one of "
+            f"{', '.join(CONV_IMPLEMENTATIONS)}."
+        )
+    if requested == "auto":
+        requested = os.environ.get("PLASTICITY_CONV", "auto")
+        if requested not in CONV_IMPLEMENTATIONS:
+            raise ValueError(f"PLASTICITY_CONV={requested!r}: expected xla or patches.")
+    if requested == "auto":
+        loop_on_cpu = _IN_COMPILED_LOOP.get() and jax.default_backend() == "cpu"
+        return "patches" if loop_on_cpu and patch_bytes <= PATCH_BYTES_LIMIT else "xla"
+    return requested
+
+
+class PatchConv(nn.Module):
+    """A 2-D convolution computed as image patches times the kernel matrix.
+
+    The parameters (``kernel`` of shape (kh, kw, in, out), ``bias``), their initialisation and the
+    result are `flax.linen.Conv`'s (NHWC, padding 'SAME', 'VALID' or explicit pairs), so the two
+    are interchangeable in a checkpoint and to every diagnostic and intervention; only the
+    lowering differs: ``conv_general_dilated_patches`` gathers each output position's receptive
+    field, and one matrix product with the reshaped kernel does the rest, forward and backward.
+    Results equal XLA's convolution up to float32 summation order.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int] = (1, 1)
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+    use_bias: bool = True
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kh, kw = self.kernel_size
+        channels = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, channels, self.features))
+        images = x.reshape((-1,) + x.shape[-3:]).astype(jnp.result_type(x.dtype, jnp.float32))
+        patches = jax.lax.conv_general_dilated_patches(
+            images,
+            (kh, kw),
+            tuple(self.strides),
+            self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        # Patch features are ordered (in, kh, kw).
+        matrix = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(channels * kh * kw, self.features)
+        y = patches @ matrix
+        if self.use_bias:
+            y = y + self.param("bias", self.bias_init, (self.features,))
+        return y.reshape(x.shape[:-3] + y.shape[1:])
+
+
+def _patch_bytes(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int]) -> int:
+    """Bytes of the float32 patch matrix of a convolution of ``x`` (an upper bound: 'SAME')."""
+    *lead, height, width, channels = x.shape
+    rows = math.prod(lead) * math.ceil(height / strides[0]) * math.ceil(width / strides[1])
+    return 4 * rows * channels * math.prod(kernel_size)
+
+
 class NormedLayer(nn.Module):
     """linear → norm → activation, recording the pre- and post-activations.
 
@@ -144,6 +242,7 @@ class NormedLayer(nn.Module):
     noisy: bool = False
     noisy_sigma_init: float = 0.5
     negative_slope: float = 0.01
+    conv_impl: str = "auto"  # 'auto', 'xla' or 'patches': see `conv_implementation`
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
@@ -151,13 +250,11 @@ class NormedLayer(nn.Module):
         if self.conv:
             if self.noisy:
                 raise ValueError("Noisy layers are dense layers; a convolution cannot be noisy.")
-            h = nn.Conv(
-                self.features,
-                tuple(self.kernel_size),
-                tuple(self.strides),
-                padding=self.padding,
-                use_bias=use_bias,
-                name="linear",
+            size, strides = tuple(self.kernel_size), tuple(self.strides)
+            impl = conv_implementation(self.conv_impl, _patch_bytes(x, size, strides))
+            conv = PatchConv if impl == "patches" else nn.Conv
+            h = conv(
+                self.features, size, strides, padding=self.padding, use_bias=use_bias, name="linear"
             )(x)
         elif self.noisy:
             h = NoisyDense(

@@ -90,6 +90,18 @@ def unrolled_threefry():
         _UNROLL_THREEFRY.reset(token)
 
 
+@contextlib.contextmanager
+def compiled_loop_lowering():
+    """Lowers the programs of a compiled training loop for speed on CPUs: the threefry hash
+    unrolled (`unrolled_threefry`) and small convolutions as patch products
+    (`plasticity.layers.convolutions_for_compiled_loops`). Results are the same up to float32
+    summation order in convolutions; random values are identical."""
+    from plasticity import layers  # noqa: PLC0415
+
+    with unrolled_threefry(), layers.convolutions_for_compiled_loops():
+        yield
+
+
 def available_bytes(device: jax.Device | None = None) -> int | None:
     """Memory a new allocation can take on ``device`` (default: the first one): an accelerator's
     free memory, or the host's available memory for CPU devices; None when unknown."""

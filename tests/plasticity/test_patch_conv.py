@@ -1,0 +1,97 @@
+"""plasticity.layers.PatchConv: flax's convolution computed as patch products, chosen for
+compiled loops on CPUs. Same parameters, same results up to float32 summation order."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from plasticity import layers, runtime
+
+CASES = [
+    # (input shape, kernel size, strides, padding)
+    ((6, 10, 10, 4), (3, 3), (1, 1), "SAME"),  # MinAtar's torso
+    ((3, 84, 84, 4), (8, 8), (4, 4), "VALID"),  # the Nature CNN's first layer
+    ((2, 3, 9, 9, 5), (3, 3), (2, 2), "SAME"),  # extra leading axes, odd size, stride 2
+    ((4, 7, 7, 3), (2, 2), (1, 1), "SAME"),  # even kernel: asymmetric padding
+]
+
+
+def _conv(x, kernel, strides, padding):
+    return jax.lax.conv_general_dilated(
+        x.reshape((-1,) + x.shape[-3:]),
+        kernel,
+        strides,
+        padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+
+
+@pytest.mark.parametrize("shape,size,strides,padding", CASES)
+def test_patch_conv_is_flax_conv_up_to_summation_order(shape, size, strides, padding):
+    x = jax.random.normal(jax.random.key(0), shape)
+    flax_conv = nn.Conv(6, size, strides, padding=padding)
+    patch_conv = layers.PatchConv(6, size, strides, padding=padding)
+    params = flax_conv.init(jax.random.key(1), x)
+    # The same parameter names, shapes and initial values: checkpoints and diagnostics carry over.
+    patch_params = patch_conv.init(jax.random.key(1), x)
+    jax.tree.map(np.testing.assert_array_equal, params, patch_params)
+
+    def outputs_and_kernel_gradient(module):
+        def loss(p):
+            y = module.apply(p, x)
+            return jnp.sum(jnp.sin(y)), y
+
+        (_, y), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return y, grads["params"]["kernel"]
+
+    y_flax, g_flax = outputs_and_kernel_gradient(flax_conv)
+    y_patch, g_patch = outputs_and_kernel_gradient(patch_conv)
+    assert y_patch.shape == y_flax.shape
+    # Two float32 sums of the same K = kh*kw*in products differ by at most ~2*K*eps times the sum
+    # of the products' magnitudes: a bound from the data, not a guess at the noise.
+    eps = np.finfo(np.float32).eps
+    terms = size[0] * size[1] * shape[-1]
+    kernel = params["params"]["kernel"]
+    magnitude = _conv(jnp.abs(x), jnp.abs(kernel), strides, padding).reshape(y_flax.shape)
+    assert np.all(np.abs(y_patch - y_flax) <= 2 * terms * eps * magnitude + 1e-6)
+    # Kernel gradients sum over every output position and example: compare relative to their
+    # largest entry, with the same bound over the number of summed positions.
+    positions = int(np.prod(y_flax.shape[:-1]))
+    scale = float(jnp.max(jnp.abs(g_flax)))
+    np.testing.assert_allclose(g_patch, g_flax, atol=2 * positions * eps * scale, rtol=0)
+
+
+def test_auto_picks_patches_only_inside_compiled_loops_on_cpu(monkeypatch):
+    monkeypatch.delenv("PLASTICITY_CONV", raising=False)
+    small, large = 2**20, layers.PATCH_BYTES_LIMIT + 1
+    assert layers.conv_implementation("auto", small) == "xla"
+    with runtime.compiled_loop_lowering():
+        expected = "patches" if jax.default_backend() == "cpu" else "xla"
+        assert layers.conv_implementation("auto", small) == expected
+        assert layers.conv_implementation("auto", large) == "xla"  # memory first
+        assert layers.conv_implementation("xla", small) == "xla"  # an explicit choice stands
+    assert layers.conv_implementation("auto", small) == "xla"  # the context is left
+    monkeypatch.setenv("PLASTICITY_CONV", "patches")
+    assert layers.conv_implementation("auto", large) == "patches"
+    monkeypatch.setenv("PLASTICITY_CONV", "fast")
+    with pytest.raises(ValueError, match="PLASTICITY_CONV"):
+        layers.conv_implementation("auto", small)
+    with pytest.raises(ValueError, match="Unknown convolution implementation 'cudnn'"):
+        layers.conv_implementation("cudnn", small)
+
+
+def test_normed_layer_inside_a_loop_lowering_keeps_its_parameters_and_function(monkeypatch):
+    monkeypatch.delenv("PLASTICITY_CONV", raising=False)
+    layer = layers.NormedLayer(8, "layernorm", conv=True)
+    x = jax.random.normal(jax.random.key(0), (4, 10, 10, 3))
+    params = layer.init(jax.random.key(1), x)
+    outside = jax.jit(layer.apply)(params, x)
+    with runtime.compiled_loop_lowering():
+        inside_params = layer.init(jax.random.key(1), x)
+        inside = jax.jit(lambda p, x: layer.apply(p, x)).lower(params, x).compile()(params, x)
+    jax.tree.map(np.testing.assert_array_equal, params, inside_params)
+    # LayerNorm'd outputs of O(1): summation-order differences stay far below 1e-4.
+    np.testing.assert_allclose(inside, outside, atol=1e-4, rtol=0)
