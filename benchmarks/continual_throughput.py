@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
+from benchmarks import timing
+
 _SEEDS = flags.DEFINE_integer("seeds", 8, "Seeds for (a).")
 _MLP_STEPS = flags.DEFINE_integer("mlp_steps", 1000, "Steps per run for (a) (2 tasks).")
 _BIT_STEPS = flags.DEFINE_integer("bit_steps", 50_000, "Steps (examples) for (b).")
@@ -28,16 +30,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is
 
 
 def timed(fn: Callable[[], Any]) -> float:
-    """Wall seconds of fn() with its result blocked on; the fastest of --repeats tries (shared
-    machines are noisy, and noise only ever adds time)."""
-    import jax  # noqa: PLC0415
-
-    best = float("inf")
-    for _ in range(max(1, _REPEATS.value)):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        best = min(best, time.perf_counter() - start)
-    return best
+    """Wall seconds of fn() with its result blocked on; the fastest of --repeats tries."""
+    return timing.fastest_seconds(lambda _: fn(), _REPEATS.value)
 
 
 def compile_and_time(jitted, *args) -> tuple[float, float, Callable]:

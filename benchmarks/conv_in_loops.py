@@ -3,7 +3,7 @@ r"""Convolutions inside compiled loops on CPUs: XLA's convolution against patch 
   python -m benchmarks.conv_in_loops [--steps=20] [--repeats=3]
 
 Every trainer here runs its steps inside a ``scan``. XLA:CPU computes a convolution's kernel
-gradient there 10-25x slower than outside one, so `plasticity.runtime.compiled_loop_lowering`
+gradient there up to 12x slower than outside one, so `plasticity.runtime.compiled_loop_lowering`
 computes small convolutions as patch products (`plasticity.layers.PatchConv`). This times one
 Adam step (forward, backward, update on a fixed batch) inside a ``scan`` for each network the
 trainers build with convolutions, with each implementation (``PLASTICITY_CONV=xla|patches``), and
@@ -14,9 +14,10 @@ prints ms per step and the ratio. Compile time is left out; each figure is the f
 from __future__ import annotations
 
 import os
-import time
 
 from absl import app, flags
+
+from benchmarks import timing
 
 _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed scan.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed scans per figure; the fastest counts.")
@@ -75,11 +76,7 @@ def step_milliseconds(model, shape: tuple[int, ...], implementation: str) -> flo
     with runtime.compiled_loop_lowering():
         compiled = jax.jit(steps).lower(params, state).compile()
     jax.block_until_ready(compiled(params, state))
-    best = float("inf")
-    for _ in range(_REPEATS.value):
-        started = time.perf_counter()
-        jax.block_until_ready(compiled(params, state))
-        best = min(best, time.perf_counter() - started)
+    best = timing.fastest_seconds(lambda _: compiled(params, state), _REPEATS.value)
     return 1e3 * best / _STEPS.value
 
 

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 from absl import app, flags
 
+from benchmarks import timing
+
 _PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which loop settings.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (vmapped; one seed runs without a seed axis).")
 _FRAMES = flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
@@ -57,17 +59,8 @@ def breakdown_config(preset: str, seeds: int, frames: int):
 
 
 def fastest(run: Callable[[Any], Any], prepare: Callable[[], Any] = lambda: None) -> float:
-    """Seconds of the fastest of --repeats calls of ``run(prepare())``, results blocked on;
-    ``prepare`` (untimed) makes each call's fresh input."""
-    import jax  # noqa: PLC0415
-
-    best = float("inf")
-    for _ in range(_REPEATS.value):
-        argument = jax.block_until_ready(prepare())
-        started = time.perf_counter()
-        jax.block_until_ready(run(argument))
-        best = min(best, time.perf_counter() - started)
-    return best
+    """Seconds of the fastest of --repeats calls of ``run(prepare())`` (`benchmarks.timing`)."""
+    return timing.fastest_seconds(run, _REPEATS.value, prepare)
 
 
 def chunk_seconds(config) -> dict[str, float]:

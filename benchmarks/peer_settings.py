@@ -65,7 +65,8 @@ def bitflip_config(seeds: int, examples: int) -> ml_collections.ConfigDict:
     config.variant_order = ("bit_flipping/backprop",)
     config.grid.l2 = ()
     config.num_seeds = seeds
-    config.variants["bit_flipping/backprop"].task.num_tasks = max(1, examples // 10_000)
+    task = config.variants["bit_flipping/backprop"].task
+    task.num_tasks = max(1, examples // task.flip_period)
     config.variants["bit_flipping/backprop"].diagnostics = {"every": 0}
     config.diagnostics.every = 0
     config.run.update(dict(runs_per_batch=0, progress=False, tensorboard=False))

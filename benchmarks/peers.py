@@ -56,7 +56,7 @@ from typing import Callable
 
 from absl import app, flags
 
-from benchmarks import peer_settings
+from benchmarks import peer_settings, timing
 
 WORKLOADS = ("minatar_purejaxrl", "atari_cleanrl", "bitflip_lop", "permuted_mnist_lop")
 _WORKLOAD = flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
@@ -119,13 +119,14 @@ def atari_cleanrl() -> str:
         rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
     # Rows while filling the replay (no updates yet) are left out, as in the peer's figure, which
     # counts steps after learning starts; so is the first with updates (it compiles the update).
-    rates = [row["frames_per_second"] / 4 for row in rows if row.get("updates_per_second")][1:]
+    skip = config.env.frame_skip
+    rates = [row["frames_per_second"] / skip for row in rows if row.get("updates_per_second")][1:]
     if not rates:
         raise ValueError("no log interval with learning: raise --steps")
     return (
         f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
         f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
-        f"{len(rates)} log intervals of {config.log_every_frames // 4:,} agent steps)"
+        f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
     )
 
 
@@ -149,7 +150,8 @@ def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
 def bitflip_lop() -> str:
     examples = _EXAMPLES.value or 1_000_000
     config = peer_settings.bitflip_config(_SEEDS.value, examples)
-    examples = config.variants["bit_flipping/backprop"].task.num_tasks * 10_000
+    task = config.variants["bit_flipping/backprop"].task
+    examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
     total = examples * _SEEDS.value
     return (
@@ -165,12 +167,7 @@ def copy_bandwidth(megabytes: int = 512) -> float:
 
     source = np.ones(megabytes * 2**20 // 4, np.float32)
     target = np.empty_like(source)
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        np.copyto(target, source)
-        best = min(best, time.perf_counter() - started)
-    return 2 * source.nbytes / best
+    return 2 * source.nbytes / timing.fastest_seconds(lambda _: np.copyto(target, source), 5)
 
 
 def permuted_mnist_lop() -> str:

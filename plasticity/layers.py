@@ -140,7 +140,7 @@ def convolutions_for_compiled_loops():
     """Networks traced inside compute their 'auto' convolutions as patch products on CPUs.
 
     XLA:CPU computes a convolution's kernel gradient inside a compiled loop (a ``scan``: how the
-    MinAtar loop and the continual trainer run) 10-25x slower than outside one; as one matrix
+    MinAtar loop and the continual trainer run) up to 12x slower than outside one; as one matrix
     product (`PatchConv`) the same update runs 2x (MinAtar's conv) to 6x (the Nature CNN) faster
     in the loop. Outside loops XLA's convolution is the faster of the two (the Atari learner's
     update, called once per step, keeps it). Trainers wrap the lowering of their loop programs in
