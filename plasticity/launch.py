@@ -4,13 +4,15 @@ A script is a docstring, a flag definition and a function from parsed flags to r
 `main` does the rest, identically for every launcher:
 
 * **Flags**: absl flags on the script's own `absl.flags.FlagValues`, plus the ones every launcher
-  has (``--workdir``, ``--progress``, ``--stop_after_checkpoints``, ``--verbosity`` and the
-  multi-process flags of `plasticity.distributed`). ``--config.<field>=<value>`` overrides any
-  field of the config the script builds (`apply_overrides`: the value is parsed as the field's
-  type; an unknown field is one line naming the closest match; `plasticity.config_tools`).
+  has (``--workdir``, ``--progress``, ``--stop_after_checkpoints``, ``--verbosity``,
+  ``--cpu_devices`` and the multi-process flags of `plasticity.distributed`).
+  ``--config.<field>=<value>`` overrides any field of the config the script builds
+  (`apply_overrides`: the value is parsed as the field's type; an unknown field is one line
+  naming the closest match; `plasticity.config_tools`).
   ``--help`` prints the docstring, the flags and every config field.
 * **Start-up**: verbosity (WARNING unless ``--verbosity`` says otherwise: checkpointing libraries
-  log every save at INFO), `jax.distributed` from the flags, `plasticity.runtime` defaults.
+  log every save at INFO), `jax.distributed` from the flags, `plasticity.runtime` defaults (one
+  XLA device per CPU unless ``--cpu_devices`` says otherwise).
 * **Signals**: SIGTERM and Ctrl-C (SIGINT) ask the run to stop at its next safe point, after a
   checkpoint (`plasticity.preemption`); a second one aborts at once.
 * **Exit statuses**: 0 complete, stopped after a checkpoint, or already complete; 1 bad input
@@ -82,6 +84,13 @@ def define_common_flags(values: flags.FlagValues) -> None:
         "absl logging verbosity (-1 warnings, 0 info, 1 debug).",
         flag_values=values,
     )
+    flags.DEFINE_string(
+        "cpu_devices",
+        "auto",
+        "XLA devices on a CPU: auto (one per CPU, so seeds and runs the mesh splits use every "
+        "core; one per process in a multi-process job) or a count.",
+        flag_values=values,
+    )
     distributed.define_flags(values)
 
 
@@ -140,13 +149,13 @@ def main(
     except (flags.Error, ValueError) as error:
         return _error(name, error)
     logging.set_verbosity(values["verbosity"].value)
-    try:
-        distributed.initialize_from_flags(values)  # first: before anything runs on a device
-    except ValueError as error:
-        return _error(name, error)
     from plasticity import runtime  # noqa: PLC0415 - imports JAX's device code
 
-    runtime.apply_runtime_defaults()
+    try:
+        joined = distributed.initialize_from_flags(values)  # first: before anything runs
+        runtime.apply_runtime_defaults(values["cpu_devices"].value, multi_process=joined)
+    except ValueError as error:
+        return _error(name, error)
     guard = preemption.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT))
     launch = Launch(
         name,

@@ -1,7 +1,9 @@
 """plasticity.runtime: the memory check every trainer runs before allocating, the hardware line
-every benchmark prints, and the CPU lowering switch of the threefry hash."""
+every benchmark prints, the CPU lowering switch of the threefry hash and the CPU device count."""
 
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -72,3 +74,57 @@ def test_unrolled_threefry_lowers_the_hash_without_a_loop_inside_the_context_onl
     assert "stablehlo.while" not in inside
     if jax.default_backend() == "cpu":  # JAX's own CPU rule rolls the rounds into a loop
         assert "stablehlo.while" in before and "stablehlo.while" in after
+
+
+@pytest.mark.parametrize(
+    ("requested", "cpus", "preset", "multi_process", "expected"),
+    [
+        ("auto", 8, False, False, 8),  # one device per CPU
+        ("AUTO", 2, False, False, 2),
+        ("auto", 1, False, False, None),  # one CPU: JAX's own single device
+        ("auto", 8, True, False, None),  # JAX_NUM_CPU_DEVICES or XLA_FLAGS chose already
+        ("auto", 8, False, True, None),  # a multi-process job keeps one device per process
+        ("3", 8, False, False, 3),
+        ("3", 8, False, True, 3),
+    ],
+)
+def test_cpu_device_count_follows_its_rules(requested, cpus, preset, multi_process, expected):
+    assert runtime.cpu_device_count(requested, cpus, preset, multi_process) == expected
+
+
+@pytest.mark.parametrize("requested", ["0", "-2", "many", ""])
+def test_cpu_device_count_refuses_what_is_not_a_count(requested):
+    with pytest.raises(ValueError, match="expected auto or a positive integer"):
+        runtime.cpu_device_count(requested, 4, False)
+
+
+def test_cpu_device_count_refuses_a_count_the_environment_already_set():
+    with pytest.raises(ValueError, match="already set"):
+        runtime.cpu_device_count("2", 4, True)
+
+
+def test_use_cpu_devices_leaves_a_started_backend_alone_or_says_it_cannot_change_it():
+    jax.devices()  # started, with the suite's one CPU device (tests/conftest.py)
+    assert runtime.use_cpu_devices("auto") is None
+    assert len(jax.devices("cpu")) == 1
+
+
+def _devices_seen_by_a_fresh_process(env: dict[str, str], *arguments: str) -> int:
+    """The device count a new process has after `apply_runtime_defaults(*arguments)`."""
+    script = (
+        "import jax; from plasticity import runtime; "
+        f"runtime.apply_runtime_defaults(*{list(arguments)!r}); print(len(jax.devices()))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return int(done.stdout.split()[-1])
+
+
+def test_launchers_get_one_cpu_device_per_cpu_unless_the_environment_chose():
+    clean = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    assert _devices_seen_by_a_fresh_process(clean) == runtime.available_cpus()
+    assert _devices_seen_by_a_fresh_process(clean, "3") == 3
+    chosen = {**clean, "XLA_FLAGS": "--xla_force_host_platform_device_count=5"}
+    assert _devices_seen_by_a_fresh_process(chosen) == 5

@@ -213,7 +213,9 @@ def runs(tmp_path_factory):
         latest = paths["two_processes"] / workdir.CHECKPOINT_DIR / str(pair["after_stop"][-1])
         pair["shards"] = sorted(p.name for p in (latest / "tree").glob("ocdbt.process_*"))
 
-        started["resumed_alone"] = launch(*TINY, f"--workdir={paths['two_processes']}", cache=cache)
+        # One process on one device, so this test process (one device) reads its checkpoint.
+        alone = (*TINY, f"--workdir={paths['two_processes']}", "--cpu_devices=1")
+        started["resumed_alone"] = launch(*alone, cache=cache)
         started["terminated"] = launch(*TINY, f"--workdir={paths['chain']}", cache=cache)
         (chain["terminated_at"],) = signal_after_checkpoints(
             [(started["terminated"], paths["chain"], chain["after_kill"][-1], signal.SIGTERM)]
