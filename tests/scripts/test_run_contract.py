@@ -330,6 +330,8 @@ def test_bad_config_input_is_one_line_and_writes_nothing(name, tmp_path, capsys)
     assert "unknown config argument 'huge'; accepted: smoke, default, paper" in message
     message = bad_input(name, [*short(name), *TOO_BIG[name]], workdir, capsys)
     assert "do not fit in memory" in message
+    message = bad_input(name, [*short(name), "--cpu_devices=zero"], workdir, capsys)
+    assert message == "--cpu_devices='zero': expected auto or a positive integer"
     assert not workdir.exists()
 
 
