@@ -12,9 +12,9 @@
 * On CPUs, the process gets one XLA device per CPU it may run on (`use_cpu_devices`), so the
   seeds (MinAtar) and runs (the continual trainer) that the ``auto`` mesh splits over devices
   run on every core at once. XLA:CPU runs one device's program one operation at a time, and the
-  small operations of RL-sized networks use one core each: 8 vmapped MinAtar seeds ran 1.5x and
-  64 bit-flipping runs 1.7x faster on two devices than on one, on 2 cores. A single run stays on
-  one device and is unaffected.
+  small operations of RL-sized networks use one core each: on 2 cores, 8 vmapped MinAtar seeds
+  ran 1.3-1.8x and 64 bit-flipping runs 1.6-1.7x faster on two devices than on one. A single run
+  stays on one device and is unaffected.
 
 `cpu_model` and `hardware_line` say what a run or a benchmark ran on, for `run_info.json` and the
 header every benchmark prints.
