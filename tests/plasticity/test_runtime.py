@@ -103,9 +103,14 @@ def test_cpu_device_count_refuses_a_count_the_environment_already_set():
         runtime.cpu_device_count("2", 4, True)
 
 
-def test_use_cpu_devices_leaves_a_started_backend_alone_or_says_it_cannot_change_it():
+def test_use_cpu_devices_leaves_a_started_backend_alone_or_says_it_cannot_change_it(monkeypatch):
     jax.devices()  # started, with the suite's one CPU device (tests/conftest.py)
+    monkeypatch.setattr(runtime, "_cpu_count_preset", lambda: False)  # as if nothing chose a count
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 4)
     assert runtime.use_cpu_devices("auto") is None
+    assert runtime.use_cpu_devices("1") is None  # what is running already
+    with pytest.raises(ValueError, match="already runs with 1 CPU device"):
+        runtime.use_cpu_devices("3")
     assert len(jax.devices("cpu")) == 1
 
 
