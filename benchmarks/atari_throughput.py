@@ -207,6 +207,7 @@ def matmul_flops(size: int) -> float:
 
 def main(argv: list[str]) -> None:
     del argv
+    runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     config = benchmark_config()
     load = os.getloadavg()[0]
     print(f"hardware: {runtime.hardware_line()}")
@@ -265,7 +266,7 @@ def main(argv: list[str]) -> None:
         f"XLA cost analysis) vs {_MATMUL.value}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
         f"({achieved / reference:.0%})"
     )
-    for envs in (1, config.env.num_envs):
+    for envs in sorted({1, config.env.num_envs}):
         memory = replay_memory_bytes(
             1_000_000, (84, 84), num_envs=envs, stack_size=4, max_n_step=config.learner.n_step
         )

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from plasticity import networks, optim
+from plasticity import networks, optim, runtime
 
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
 _STEPS = flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.")
@@ -71,6 +71,7 @@ def make_step_runner(problem, norm: str, nap_enabled: bool, steps: int):
 
 def main(argv):
     del argv
+    runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     print(
         f"hardware: {platform.processor() or platform.machine()}, "
         f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}"

@@ -180,6 +180,7 @@ def rl_main() -> None:
 
 def main(argv):
     del argv
+    runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     if _LOOP.value != "continual":
         rl_main()
         return

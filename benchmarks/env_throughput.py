@@ -134,6 +134,7 @@ def _format(label: str, result: Throughput) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
+    runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     steps, repeats, n = flags.FLAGS.steps, flags.FLAGS.repeats, flags.FLAGS.num_envs
     print(f"hardware: {runtime.hardware_line()}")
     print(

@@ -92,6 +92,7 @@ def main(argv: list[str]) -> None:
 
     from plasticity import runtime  # noqa: PLC0415
 
+    runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     print(runtime.hardware_line())
     print(
         f"game {_GAME.value}, {_NUM_ENVS.value} envs per seed, {_FRAMES.value} steps per seed per "
