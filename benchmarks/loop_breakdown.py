@@ -20,6 +20,10 @@ timed with its learning plan edited, one part at a time:
 ``conv`` the project's default MinAtar DQN preset (conv(16) torso, 8 envs, one update per 4
 steps). Their learner rows give the cost per update of each network. Each figure is the fastest of
 ``--repeats`` runs (noise on a shared machine only adds time).
+
+``--top_ops=N`` also traces one run of the chunk with every update due (`benchmarks.op_profile`)
+and prints the N XLA operations that took the most time, each named by the JAX operation it came
+from: what inside the learner or the environments to look at first.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ _PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (vmapped; one seed runs without a seed axis).")
 _FRAMES = flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the fastest counts.")
+_TOP_OPS = flags.DEFINE_integer(
+    "top_ops", 0, "Also print the N XLA operations of the chunk that take the most time (traced)."
+)
 
 
 def breakdown_config(preset: str, seeds: int, frames: int):
@@ -63,8 +70,9 @@ def fastest(run: Callable[[Any], Any], prepare: Callable[[], Any] = lambda: None
     return timing.fastest_seconds(run, _REPEATS.value, prepare)
 
 
-def chunk_seconds(config) -> dict[str, float]:
-    """Compile seconds and the chunk's seconds with all, no updates, and diagnostics due."""
+def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]]:
+    """Compile seconds and the chunk's seconds with all, no updates, and diagnostics due; and,
+    with ``top_ops``, the lines of that many operations' traced times in the chunk with all due."""
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
@@ -100,7 +108,18 @@ def chunk_seconds(config) -> dict[str, float]:
         )
     seconds["updates"] = float(np.sum(window["updates"]))
     seconds["diagnoses"] = float(np.sum(flags_due["diagnose"]))
-    return seconds
+    lines = []
+    if top_ops:
+        from benchmarks import op_profile  # noqa: PLC0415
+
+        fresh = jax.tree.map(jnp.copy, state)
+        rows = op_profile.top_operations(
+            lambda: jax.block_until_ready(chunk(fresh, game, plans["all"])),
+            chunk.as_text(),
+            top_ops,
+        )
+        lines = op_profile.format_rows(rows, 1e3 * seconds["all"])
+    return seconds, lines
 
 
 def env_seconds(config) -> float:
@@ -145,7 +164,7 @@ def main(argv: list[str]) -> None:
 
     runtime.apply_runtime_defaults()
     config = breakdown_config(_PRESET.value, _SEEDS.value, _FRAMES.value)
-    chunk = chunk_seconds(config)
+    chunk, operations = chunk_seconds(config, _TOP_OPS.value)
     env = env_seconds(config)
     whole = train_seconds(config)
     steps = _FRAMES.value * _SEEDS.value
@@ -177,6 +196,12 @@ def main(argv: list[str]) -> None:
         f"-> {steps / whole:,.0f} env steps/s; learner {1e3 * learner / chunk['updates']:.3f} ms "
         f"per update (per seed)"
     )
+    if operations:
+        print(
+            f"top {len(operations)} XLA operations of the chunk with all updates due (traced "
+            f"self time, share of its {chunk['all']:.3f} s untraced, calls, per call, source):"
+        )
+        print("\n".join(operations))
 
 
 if __name__ == "__main__":

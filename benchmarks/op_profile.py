@@ -1,0 +1,123 @@
+"""Where a compiled program's time goes, operation by operation: a `jax.profiler` trace read back.
+
+`top_operations(run, hlo_text, count)` calls ``run()`` once under `jax.profiler.trace` (a Perfetto
+trace in a temporary directory), takes each traced event's self time (its duration minus the
+events nested inside it on the same thread), keeps the events named after the program's HLO
+instructions, and sums them per instruction. Each row names the JAX operation the instruction
+came from (the HLO's ``op_name`` metadata, e.g. ``torso/hidden_0/linear/dot_general``), so a row
+such as ``ynn_fusion.9`` reads as the first layer's forward product. `python -m
+benchmarks.loop_breakdown --top_ops=15` prints this for the MinAtar loop's chunk.
+
+The profiler adds a few microseconds to every operation, so read the shares rather than the
+absolute times; operations that run concurrently on several threads add up to more than the wall
+time.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+from typing import Any, Callable, Iterable, NamedTuple
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([^\s=]+)\s*=")
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# Wrappers that JAX's lowering adds around every traced operation's name.
+_WRAPPER_PARTS = re.compile(
+    r"^(jit\(.*\)|pjit\(.*\)|vmap\(.*\)|closed_call|while|body|cond|branch_\d+)$"
+)
+
+
+class OperationTime(NamedTuple):
+    name: str  # the HLO instruction
+    milliseconds: float  # summed self time over the run
+    calls: int
+    source: str  # the JAX operation it came from ('' when the HLO names none)
+
+
+def instruction_sources(hlo_text: str) -> dict[str, str]:
+    """{HLO instruction name: the JAX operation it came from} for every instruction in
+    ``hlo_text`` (a compiled program's ``as_text()``), the source shortened to its meaningful
+    path (the ``jit``/``vmap``/``while``/``body`` wrappers dropped)."""
+    sources = {}
+    for line in hlo_text.splitlines():
+        match = _INSTRUCTION.match(line)
+        if not match:
+            continue
+        op_name = _OP_NAME.search(line)
+        parts = op_name.group(1).split("/") if op_name else []
+        sources[match.group(1)] = "/".join(p for p in parts if not _WRAPPER_PARTS.match(p))
+    return sources
+
+
+def self_times(events: Iterable[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(name, self time in µs) of every complete ('X') trace event: its duration minus the
+    durations of the events directly nested inside it on the same thread."""
+    by_thread = collections.defaultdict(list)
+    for event in events:
+        if event.get("ph") == "X" and "dur" in event and "ts" in event:
+            by_thread[(event.get("pid"), event.get("tid"))].append(event)
+    result = []
+    for thread_events in by_thread.values():
+        thread_events.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
+        stack: list[list] = []  # [end, name, self time]
+        for event in thread_events:
+            start, duration = float(event["ts"]), float(event["dur"])
+            while stack and stack[-1][0] <= start:
+                _, name, own = stack.pop()
+                result.append((name, own))
+            if stack:
+                stack[-1][2] -= duration
+            stack.append([start + duration, event["name"], duration])
+        result.extend((name, own) for _, name, own in stack)
+    return result
+
+
+def operation_times(
+    events: Iterable[dict[str, Any]], sources: dict[str, str]
+) -> list[OperationTime]:
+    """The traced self time of each HLO instruction named in ``sources``, longest first."""
+    totals: dict[str, float] = collections.defaultdict(float)
+    calls: dict[str, int] = collections.defaultdict(int)
+    for name, own in self_times(events):
+        if name in sources:
+            totals[name] += own
+            calls[name] += 1
+    rows = [OperationTime(n, totals[n] / 1e3, calls[n], sources[n]) for n in totals]
+    return sorted(rows, key=lambda row: -row.milliseconds)
+
+
+def traced_events(run: Callable[[], Any]) -> list[dict[str, Any]]:
+    """The trace events of one call of ``run`` (which must wait for its result)."""
+    import jax  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as directory:
+        with jax.profiler.trace(directory, create_perfetto_trace=True):
+            run()
+        paths = glob.glob(os.path.join(directory, "**", "*.trace.json.gz"), recursive=True)
+        if not paths:
+            raise RuntimeError("jax.profiler wrote no Perfetto trace")
+        with gzip.open(max(paths, key=os.path.getmtime), "rt") as stream:
+            trace = json.load(stream)
+    return trace["traceEvents"] if isinstance(trace, dict) else trace
+
+
+def top_operations(run: Callable[[], Any], hlo_text: str, count: int) -> list[OperationTime]:
+    """The ``count`` HLO instructions of ``hlo_text`` that took the most self time in one call
+    of ``run`` (which calls the compiled program and waits for its result)."""
+    return operation_times(traced_events(run), instruction_sources(hlo_text))[:count]
+
+
+def format_rows(rows: list[OperationTime], total_milliseconds: float) -> list[str]:
+    """One line per operation: self time, share of ``total_milliseconds``, calls, time per call,
+    instruction and source."""
+    return [
+        f"  {row.milliseconds:9.1f} ms {row.milliseconds / total_milliseconds:6.1%} "
+        f"{row.calls:7d} x {1e3 * row.milliseconds / max(row.calls, 1):8.1f} us  "
+        f"{row.name:<28} {row.source}"
+        for row in rows
+    ]
