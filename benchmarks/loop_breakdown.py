@@ -113,12 +113,16 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
         from benchmarks import op_profile  # noqa: PLC0415
 
         fresh = jax.tree.map(jnp.copy, state)
-        rows = op_profile.top_operations(
+        rows, traced = op_profile.top_operations(
             lambda: jax.block_until_ready(chunk(fresh, game, plans["all"])),
             chunk.as_text(),
             top_ops,
         )
-        lines = op_profile.format_rows(rows, 1e3 * seconds["all"])
+        lines = [
+            f"top {len(rows)} XLA operations of the chunk with all updates due: traced self time, "
+            f"share of the {traced:,.0f} ms traced (a long chunk's trace holds its first part: "
+            f"see the calls against {seconds['updates']:,.0f} updates), calls, per call, source"
+        ] + op_profile.format_rows(rows, traced)
     return seconds, lines
 
 
@@ -197,10 +201,6 @@ def main(argv: list[str]) -> None:
         f"per update (per seed)"
     )
     if operations:
-        print(
-            f"top {len(operations)} XLA operations of the chunk with all updates due (traced "
-            f"self time, share of its {chunk['all']:.3f} s untraced, calls, per call, source):"
-        )
         print("\n".join(operations))
 
 

@@ -8,9 +8,10 @@ came from (the HLO's ``op_name`` metadata, e.g. ``torso/hidden_0/linear/dot_gene
 such as ``ynn_fusion.9`` reads as the first layer's forward product. `python -m
 benchmarks.loop_breakdown --top_ops=15` prints this for the MinAtar loop's chunk.
 
-The profiler adds a few microseconds to every operation, so read the shares rather than the
-absolute times; operations that run concurrently on several threads add up to more than the wall
-time.
+The profiler adds a few microseconds to every operation, so read the shares (of all the traced
+operations' time) rather than the absolute times; operations that run concurrently on several
+threads add up to more than the wall time. The profiler keeps a bounded number of events, so the
+trace of a long program may hold only its first part: the call counts tell how much.
 """
 
 from __future__ import annotations
@@ -106,10 +107,14 @@ def traced_events(run: Callable[[], Any]) -> list[dict[str, Any]]:
     return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
-def top_operations(run: Callable[[], Any], hlo_text: str, count: int) -> list[OperationTime]:
+def top_operations(
+    run: Callable[[], Any], hlo_text: str, count: int
+) -> tuple[list[OperationTime], float]:
     """The ``count`` HLO instructions of ``hlo_text`` that took the most self time in one call
-    of ``run`` (which calls the compiled program and waits for its result)."""
-    return operation_times(traced_events(run), instruction_sources(hlo_text))[:count]
+    of ``run`` (which calls the compiled program and waits for its result), and the summed self
+    time in ms of all the program's traced instructions."""
+    rows = operation_times(traced_events(run), instruction_sources(hlo_text))
+    return rows[:count], sum(row.milliseconds for row in rows)
 
 
 def format_rows(rows: list[OperationTime], total_milliseconds: float) -> list[str]:

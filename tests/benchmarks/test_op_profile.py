@@ -71,9 +71,10 @@ def test_a_real_trace_names_the_programs_matrix_product():
     a = jnp.ones((256, 256))
     compiled = program.lower(a, a).compile()
     jax.block_until_ready(compiled(a, a))
-    rows = op_profile.top_operations(
+    rows, traced = op_profile.top_operations(
         lambda: jax.block_until_ready(compiled(a, a)), compiled.as_text(), 10
     )
+    assert traced == pytest.approx(sum(row.milliseconds for row in rows))  # all rows fit in 10
     if not rows:
         pytest.fail("the trace held no event named after the program's instructions")
     assert all(row.calls >= 1 and row.milliseconds >= 0 for row in rows), rows
