@@ -18,7 +18,9 @@ Prints, with compile times apart (all rates exclude compilation):
   frames/s, and its fraction of the learner bound;
 * the learner's achieved FLOP/s (XLA's cost analysis of the compiled step x updates/s) against a
   plain float32 matrix product on the same device;
-* the replay's memory for 1M transitions of 84x84 frames (frames stored once).
+* the replay's memory for 1M transitions of 84x84 frames (frames stored once);
+* with ``--top_ops=N``, the N XLA operations that take the most time in one learn step, traced
+  (`benchmarks.op_profile`), each named by the JAX operation it came from.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ _CLASSIC_FRAMES = flags.DEFINE_integer("classic_frames", 4_096, "Frames of the o
 _ENV_STEPS = flags.DEFINE_integer("env_steps", 500, "Batched steps of the env-only measurement.")
 _UPDATES = flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
+_TOP_OPS = flags.DEFINE_integer(
+    "top_ops", 0, "Also print the N XLA operations of a learn step that take the most time."
+)
 
 
 def benchmark_config() -> ml_collections.ConfigDict:
@@ -123,6 +128,24 @@ def learner_rate(compiled, state, updates: int):
     jax.block_until_ready(aux["loss"])
     rate = updates / (time.perf_counter() - start)
     return rate, state.replace(train_state=train_state, replay=replay, rng=rng)
+
+
+def learner_operations(compiled, state, count: int) -> list[str]:
+    """Lines of the ``count`` XLA operations that take the most time in one learn step, from a
+    trace of the step (its inputs copied beforehand: the step donates them)."""
+    from benchmarks import op_profile  # noqa: PLC0415
+
+    args = (state.train_state, state.replay, state.rng, jnp.float32(0.5))
+    executable = compiled.learn.lower(*args).compile()
+    jax.block_until_ready(executable(*jax.tree.map(jnp.copy, args)))
+    fresh = jax.block_until_ready(jax.tree.map(jnp.copy, args))
+    rows, traced = op_profile.top_operations(
+        lambda: jax.block_until_ready(executable(*fresh)), executable.as_text(), count
+    )
+    return [
+        f"top {len(rows)} XLA operations of one learn step: traced self time, share of the "
+        f"{traced:,.1f} ms traced, calls, per call, source"
+    ] + op_profile.format_rows(rows, traced)
 
 
 def end_to_end(config) -> tuple[float, list[float]]:
@@ -274,6 +297,8 @@ def main(argv: list[str]) -> None:
             f"replay 1M, {envs} env line(s): {memory / 2**30:.2f} GiB "
             "(84x84 uint8 frames stored once)"
         )
+    if _TOP_OPS.value:
+        print("\n".join(learner_operations(compiled, state, _TOP_OPS.value)))
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 

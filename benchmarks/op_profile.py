@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, NamedTuple
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([^\s=]+)\s*=")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
+_CALLS = re.compile(r"calls=%([^\s,}]+)")
+_COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%(\S+)\s.*\{\s*$")
 # Wrappers that JAX's lowering adds around every traced operation's name.
 _WRAPPER_PARTS = re.compile(
     r"^(jit\(.*\)|pjit\(.*\)|vmap\(.*\)|closed_call|while|body|cond|branch_\d+)$"
@@ -43,15 +45,31 @@ class OperationTime(NamedTuple):
 def instruction_sources(hlo_text: str) -> dict[str, str]:
     """{HLO instruction name: the JAX operation it came from} for every instruction in
     ``hlo_text`` (a compiled program's ``as_text()``), the source shortened to its meaningful
-    path (the ``jit``/``vmap``/``while``/``body`` wrappers dropped)."""
-    sources = {}
+    path (the ``jit``/``vmap``/``while``/``body`` wrappers dropped). A fusion that carries no
+    source of its own takes its fused computation's root's, or that root's name in brackets
+    (e.g. ``[convolution-window-dilated.3]``, a kernel gradient XLA rewrote) when it has none."""
+    sources, calls, roots = {}, {}, {}
+    computation = ""
     for line in hlo_text.splitlines():
+        header = _COMPUTATION.match(line)
+        if header:
+            computation = header.group(1)
+            continue
         match = _INSTRUCTION.match(line)
         if not match:
             continue
         op_name = _OP_NAME.search(line)
         parts = op_name.group(1).split("/") if op_name else []
-        sources[match.group(1)] = "/".join(p for p in parts if not _WRAPPER_PARTS.match(p))
+        source = "/".join(p for p in parts if not _WRAPPER_PARTS.match(p))
+        sources[match.group(1)] = source
+        called = _CALLS.search(line)
+        if called:
+            calls[match.group(1)] = called.group(1)
+        if line.lstrip().startswith("ROOT"):  # XLA's own rewrites carry no source: its name
+            roots[computation] = source or f"[{match.group(1)}]"
+    for name, computation in calls.items():
+        if not sources[name]:
+            sources[name] = roots.get(computation, "")
     return sources
 
 

@@ -46,7 +46,7 @@ def test_operation_times_keep_program_instructions_and_sum_calls():
     ]
 
 
-def test_instruction_sources_read_hlo_names_and_drop_wrappers():
+def test_instruction_sources_read_hlo_names_drop_wrappers_and_look_into_fusions():
     hlo = "\n".join(
         [
             "%fused_computation (param_0: f32[4]) -> f32[4] {",
@@ -55,11 +55,31 @@ def test_instruction_sources_read_hlo_names_and_drop_wrappers():
             'transpose" stack_frame_id=963}',
             "  ROOT %copy.3 = f32[4]{0} copy(%x)",
             "}",
+            "",
+            "%fused_computation.7 (param_0.1: f32[8,8]) -> f32[8,8] {",
+            '  ROOT %convolution.2 = f32[8,8]{1,0} convolution(%p), metadata={op_name="jit(f)/'
+            'transpose(jvp(QNetwork))/torso/conv_0/linear/conv_general_dilated"}',
+            "}",
+            "",
+            "ENTRY %main.9 (Arg_0.1: f32[8,8]) -> f32[8,8] {",
+            "  %ynn_fusion.7 = f32[8,8]{1,0} fusion(%Arg_0.1), kind=kCustom, "
+            "calls=%fused_computation.7, backend_config={}",
+            "  ROOT %ynn_fusion.8 = f32[8,8]{1,0} fusion(%ynn_fusion.7), kind=kCustom, "
+            "calls=%fused_computation.1",
+            "}",
+            "",
+            "%fused_computation.1 (param_0.2: f32[8,8]) -> f32[8,8] {",
+            "  ROOT %convolution-window-dilated.3 = f32[8,8]{1,0} convolution(%param_0.2)",
+            "}",
         ]
     )
     assert op_profile.instruction_sources(hlo) == {
         "dot.14": "transpose(jvp(QNetwork))/torso/hidden_0/linear/transpose",
         "copy.3": "",
+        "convolution.2": "transpose(jvp(QNetwork))/torso/conv_0/linear/conv_general_dilated",
+        "ynn_fusion.7": "transpose(jvp(QNetwork))/torso/conv_0/linear/conv_general_dilated",
+        "convolution-window-dilated.3": "",
+        "ynn_fusion.8": "[convolution-window-dilated.3]",
     }
 
 

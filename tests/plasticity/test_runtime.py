@@ -8,6 +8,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from jaxlib import version as jaxlib_version
 
 from plasticity import runtime
 
@@ -133,3 +134,56 @@ def test_launchers_get_one_cpu_device_per_cpu_unless_the_environment_chose():
     assert _devices_seen_by_a_fresh_process(clean, "3") == 3
     chosen = {**clean, "XLA_FLAGS": "--xla_force_host_platform_device_count=5"}
     assert _devices_seen_by_a_fresh_process(chosen) == 5
+
+
+@pytest.mark.parametrize(
+    "flags, jaxlib_version, expected",
+    [
+        ("", "0.10.2", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"),
+        (
+            "--xla_force_host_platform_device_count=2",
+            "0.10.7",
+            "--xla_force_host_platform_device_count=2 "
+            "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+        ),
+        ("--xla_cpu_experimental_ynn_fusion_type=", "0.10.2", None),  # the user's choice wins
+        ("", "0.11.0", None),  # an XLA that may not know the flag: left alone
+        ("", "0.9.1", None),
+    ],
+)
+def test_eigen_convolution_flags_follow_their_rules(flags, jaxlib_version, expected):
+    assert runtime.eigen_convolution_flags(flags, jaxlib_version) == expected
+
+
+def test_use_eigen_convolutions_changes_nothing_once_the_backend_runs(monkeypatch):
+    jax.devices()
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert runtime.use_eigen_convolutions() is False
+    assert os.environ["XLA_FLAGS"] == ""
+
+
+def _convolution_through_ynnpack_in_a_fresh_process(defaults: bool) -> bool:
+    """Whether a new process's compiled Nature-CNN first convolution is a YNNPACK fusion."""
+    script = (
+        "import jax, jax.numpy as jnp; from plasticity import runtime; "
+        f"{'runtime.apply_runtime_defaults(); ' if defaults else ''}"
+        "conv = jax.jit(lambda x, k: jax.lax.conv_general_dilated(x, k, (4, 4), 'VALID', "
+        "dimension_numbers=('NHWC', 'HWIO', 'NHWC'))); "
+        "text = conv.lower(jnp.ones((2, 84, 84, 4)), jnp.ones((8, 8, 4, 32))).compile().as_text(); "
+        "print('__ynn_fusion' in text)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.split()[-1] == "True"
+
+
+@pytest.mark.skipif(
+    runtime.eigen_convolution_flags("", jaxlib_version.__version__) is None,
+    reason="this jaxlib's XLA is not one whose YNNPACK flag the runtime sets",
+)
+def test_launchers_compute_convolutions_with_eigen_where_jaxlib_uses_ynnpack():
+    assert _convolution_through_ynnpack_in_a_fresh_process(defaults=False)
+    assert not _convolution_through_ynnpack_in_a_fresh_process(defaults=True)
