@@ -185,5 +185,6 @@ def _convolution_through_ynnpack_in_a_fresh_process(defaults: bool) -> bool:
     reason="this jaxlib's XLA is not one whose YNNPACK flag the runtime sets",
 )
 def test_launchers_compute_convolutions_with_eigen_where_jaxlib_uses_ynnpack():
-    assert _convolution_through_ynnpack_in_a_fresh_process(defaults=False)
+    if not _convolution_through_ynnpack_in_a_fresh_process(defaults=False):
+        pytest.skip("this jaxlib, on this CPU, does not hand convolutions to YNNPACK")
     assert not _convolution_through_ynnpack_in_a_fresh_process(defaults=True)
