@@ -18,7 +18,8 @@
 * On CPUs, XLA computes convolutions with Eigen rather than YNNPACK (`use_eigen_convolutions`):
   jaxlib 0.10 hands them to YNNPACK by default, which ran the Nature-CNN DQN update in 25-31 ms
   against 21 ms with Eigen, and the Atari loop at CleanRL's settings at 94-102 against 147-148
-  agent steps/s (2-core AMD EPYC). Matrix products keep YNNPACK.
+  agent steps/s (2-core AMD EPYC). Matrix products keep YNNPACK. ``XLA_FLAGS=
+  --xla_cpu_experimental_ynn_fusion_type=+individual_convolution`` restores jaxlib's default.
 
 `cpu_model` and `hardware_line` say what a run or a benchmark ran on, for `run_info.json` and the
 header every benchmark prints.
