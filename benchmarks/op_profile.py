@@ -36,6 +36,8 @@ _WRAPPER_PARTS = re.compile(
 
 
 class OperationTime(NamedTuple):
+    """One HLO instruction's traced time over a run."""
+
     name: str  # the HLO instruction
     milliseconds: float  # summed self time over the run
     calls: int
