@@ -120,8 +120,9 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
         )
         lines = [
             f"top {len(rows)} XLA operations of the chunk with all updates due: traced self time, "
-            f"share of the {traced:,.0f} ms traced (a long chunk's trace holds its first part: "
-            f"see the calls against {seconds['updates']:,.0f} updates), calls, per call, source"
+            f"share of the {traced:,.0f} ms traced ({1e3 * seconds['all']:,.0f} ms untraced; a "
+            f"long chunk's trace holds its first part: see the calls against "
+            f"{seconds['updates']:,.0f} updates), calls, per call, source"
         ] + op_profile.format_rows(rows, traced)
     return seconds, lines
 

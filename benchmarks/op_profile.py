@@ -11,7 +11,10 @@ benchmarks.loop_breakdown --top_ops=15` prints this for the MinAtar loop's chunk
 The profiler adds a few microseconds to every operation, so read the shares (of all the traced
 operations' time) rather than the absolute times; operations that run concurrently on several
 threads add up to more than the wall time. The profiler keeps a bounded number of events, so the
-trace of a long program may hold only its first part: the call counts tell how much.
+trace of a long program may hold only its first part: the call counts tell how much. Operations
+that XLA hands to its thread pool and does not wait for (Eigen's convolutions) are traced at their
+dispatch only, so their time appears nowhere: a traced total well below the untraced wall time
+says so, which is why the benchmarks print both.
 """
 
 from __future__ import annotations
