@@ -39,6 +39,7 @@ from absl import app, flags
 from agents import atari_loop, configs
 from agents.atari_env import make_atari_env
 from agents.replay import replay_memory_bytes
+from benchmarks import timing
 from plasticity import runtime, workdir
 
 _AGENT = flags.DEFINE_enum("agent", "dqn", list(configs.AGENTS), "Agent preset (replay ratio).")
@@ -111,10 +112,7 @@ def compile_learner(config, compiled):
     start = time.perf_counter()
     executable = compiled.learn.lower(*args).compile()
     compile_seconds = time.perf_counter() - start
-    cost = executable.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-    return compile_seconds, flops, state, executable
+    return compile_seconds, timing.compiled_flops(executable), state, executable
 
 
 def learner_rate(compiled, state, updates: int):
@@ -217,19 +215,6 @@ def classic_loop(config, compiled_single) -> float:
     return (frames - frames_at_start) / (time.perf_counter() - start)
 
 
-def matmul_flops(size: int) -> float:
-    """FLOP/s of a jitted float32 size x size matrix product on the default device."""
-    a = jnp.ones((size, size), jnp.float32)
-    product = jax.jit(lambda x: x @ x)
-    product(a).block_until_ready()
-    repeats = 10
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = product(a)
-    out.block_until_ready()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
 def main(argv: list[str]) -> None:
     del argv
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
@@ -284,7 +269,7 @@ def main(argv: list[str]) -> None:
         f"{classic_bound:,.0f} frames/s; end to end is {loop_rate / classic_rate:.2f} x)"
     )
 
-    reference = matmul_flops(_MATMUL.value)
+    reference = timing.matmul_flops(_MATMUL.value)
     achieved = flops * updates_per_second
     print(
         f"learner FLOP/s  : {achieved / 1e9:>10,.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP per update, "

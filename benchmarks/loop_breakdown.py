@@ -16,6 +16,11 @@ timed with its learning plan edited, one part at a time:
 * ``host``: a whole `agents.minatar_loop.train` run of the same frames and diagnostics (programs
   compiled by an earlier run) minus its chunk: checkpoints, rows, evaluation, plan building.
 
+The learner's row also gives its FLOP rate: XLA's count of one seed's learn step (replay sample,
+update; the loop's own function, compiled alone) x the updates of all seeds / the learner's
+seconds, against a ``--matmul_size`` float32 matrix product on the same device. It is the ceiling
+on any speed-up at the same work: a learner at 75% of that rate cannot run 1.5x faster.
+
 ``--preset=purejaxrl`` is the MLP at PureJaxRL's settings (`benchmarks.peer_settings.purejaxrl_config`);
 ``conv`` the project's default MinAtar DQN preset (conv(16) torso, 8 envs, one update per 4
 steps). Their learner rows give the cost per update of each network. Each figure is the fastest of
@@ -42,6 +47,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the f
 _TOP_OPS = flags.DEFINE_integer(
     "top_ops", 0, "Also print the N XLA operations of the chunk that take the most time (traced)."
 )
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
 
 
 def breakdown_config(preset: str, seeds: int, frames: int):
@@ -70,9 +76,28 @@ def fastest(run: Callable[[Any], Any], prepare: Callable[[], Any] = lambda: None
     return timing.fastest_seconds(run, _REPEATS.value, prepare)
 
 
+def update_flops(programs, config, state) -> float:
+    """FLOPs of one seed's learn step (replay sample -> update) by XLA's cost analysis: the loop's
+    learn step, lowered as the loop lowers it, on the first seed's learner and replay."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from agents.learner import make_learn_step  # noqa: PLC0415
+    from plasticity import runtime  # noqa: PLC0415
+
+    one = jax.tree.map(lambda x: x[0], state)  # the state has a seed axis, even of one
+    learn_step = jax.jit(make_learn_step(programs.learner, config))
+    with runtime.compiled_loop_lowering():
+        executable = learn_step.lower(
+            one.train_state, one.replay, jax.random.key(0), jnp.float32(0.5)
+        ).compile()
+    return timing.compiled_flops(executable)
+
+
 def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]]:
-    """Compile seconds and the chunk's seconds with all, no updates, and diagnostics due; and,
-    with ``top_ops``, the lines of that many operations' traced times in the chunk with all due."""
+    """Compile seconds, the chunk's seconds with all, no updates, and diagnostics due, and one
+    seed's FLOPs per update; with ``top_ops``, the lines of that many operations' traced times in
+    the chunk with all due."""
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
@@ -107,6 +132,7 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
             lambda fresh, p=p: chunk(fresh, game, p), lambda: jax.tree.map(jnp.copy, state)
         )
     seconds["updates"] = float(np.sum(window["updates"]))
+    seconds["flops_per_update"] = update_flops(programs, segment.config, state)
     seconds["diagnoses"] = float(np.sum(flags_due["diagnose"]))
     lines = []
     if top_ops:
@@ -199,7 +225,14 @@ def main(argv: list[str]) -> None:
     print(
         f"  {'whole run':<16} {whole:8.3f} s  {1:6.1%}  {1e6 * whole / steps:8.2f} us per env step "
         f"-> {steps / whole:,.0f} env steps/s; learner {1e3 * learner / chunk['updates']:.3f} ms "
-        f"per update (per seed)"
+        f"per update of all {_SEEDS.value} seed(s)"
+    )
+    achieved = chunk["flops_per_update"] * chunk["updates"] * _SEEDS.value / learner
+    reference = timing.matmul_flops(_MATMUL.value)
+    print(
+        f"  learner FLOP/s   {achieved / 1e9:8.1f} GFLOP/s ({chunk['flops_per_update'] / 1e6:.1f} "
+        f"MFLOP per update, XLA cost analysis, all seeds) vs {_MATMUL.value}^2 matmul "
+        f"{reference / 1e9:,.1f} GFLOP/s ({achieved / reference:.0%})"
     )
     if operations:
         print("\n".join(operations))

@@ -1,7 +1,10 @@
-"""The timing rule the benchmarks share: the fastest of several runs, results blocked on.
+"""What the benchmarks share: the fastest of several runs, and the FLOP rates they compare.
 
 A shared machine's noise only ever adds time, so the fastest run is the best estimate of what the
-code costs. Flag-free, so that every benchmark module can import it.
+code costs. A learner's FLOP rate (XLA's own count of a compiled step x steps/s) set against a large
+float32 matrix product on the same device says how much of the machine the learner uses, and so
+how much faster the same work could run at all. Flag-free, so that every benchmark module can
+import it.
 """
 
 from __future__ import annotations
@@ -25,3 +28,30 @@ def fastest_seconds(
         jax.block_until_ready(run(argument))
         best = min(best, time.perf_counter() - started)
     return best
+
+
+def compiled_flops(executable) -> float:
+    """FLOPs of one call of a compiled JAX program, by XLA's cost analysis (NaN where the backend
+    gives none). XLA counts a ``while`` body once, so time programs without loops with it."""
+    cost = executable.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan"))) if cost else float("nan")
+
+
+def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a jitted float32 ``size`` x ``size`` matrix product on the default device: the
+    rate the machine's matrix units reach on large, well-shaped work (the fastest of 3 timings)."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    a = jnp.ones((size, size), jnp.float32)
+    product = jax.jit(lambda x: x @ x)
+
+    def products(_):
+        out = a
+        for _ in range(repeats):
+            out = product(a)
+        return out
+
+    products(None)
+    return 2 * size**3 * repeats / fastest_seconds(products, 3)
