@@ -15,7 +15,9 @@ Prints, with compile times apart (all rates exclude compilation):
   per 16 frames), frames/s measured by the loop's own log rows once learning runs, against
   0.85 x the learner bound (the overlap target on a CPU, where the learner is the bottleneck);
 * the classic design: one env, stepped then learned from one after the other on the host,
-  frames/s, and its fraction of the learner bound;
+  frames/s, and its fraction of the learner bound; and its agent step taken apart, each part
+  waited for: acting (the jitted policy), env (one agent step of the emulator), replay add, the
+  learner (its share of the updates) and the host's own work (the rest);
 * the learner's achieved FLOP/s (XLA's cost analysis of the compiled step x updates/s) against a
   plain float32 matrix product on the same device;
 * the replay's memory for 1M transitions of 84x84 frames (frames stored once);
@@ -165,8 +167,14 @@ def end_to_end(config) -> tuple[float, list[float]]:
     return statistics.median(learning), learning
 
 
-def classic_loop(config, compiled_single) -> float:
-    """Frames/s of one env stepped synchronously, each update blocking before the next step."""
+LOOP_PARTS = ("acting", "env", "replay add", "learner")
+
+
+def classic_loop(config, compiled_single) -> tuple[float, dict[str, float]]:
+    """(frames/s of one env stepped synchronously, each update blocking before the next step;
+    seconds per agent step of each of `LOOP_PARTS` and of the rest, the host's own work).
+
+    Each part waits for its result before the next starts, so the parts add up to the step."""
     num_frames = _CLASSIC_FRAMES.value
     state = atari_loop.init_agent_state(config, compiled_single, 1, config.seed)
     env = make_atari_env(_GAME.value, 1, seed=0)
@@ -174,12 +182,20 @@ def classic_loop(config, compiled_single) -> float:
     learning_frames = 0
     updates = 0
     start = None
+    parts = dict.fromkeys(LOOP_PARTS, 0.0)
+    clock = time.perf_counter
+
+    def timed(part, started):
+        parts[part] += clock() - started
+
     try:
         timestep = env.reset()
         items = 0
         while frames < num_frames:
             if start is None and updates >= 2:  # compiled and learning: start the clock
-                start, frames_at_start = time.perf_counter(), frames
+                start, frames_at_start = clock(), frames
+                parts = dict.fromkeys(LOOP_PARTS, 0.0)
+            started = clock()
             actions, rng = compiled_single.act(
                 state.train_state.params,
                 state.train_state.extra,
@@ -187,7 +203,12 @@ def classic_loop(config, compiled_single) -> float:
                 state.rng,
                 0.1,
             )
-            next_timestep = env.step(np.asarray(actions))
+            actions = np.asarray(actions)
+            timed("acting", started)
+            started = clock()
+            next_timestep = env.step(actions)
+            timed("env", started)
+            started = clock()
             replay = compiled_single.add(
                 state.replay,
                 timestep.frame,
@@ -197,12 +218,15 @@ def classic_loop(config, compiled_single) -> float:
                 timestep.first,
                 timestep.last,
             )
+            jax.block_until_ready(replay)
+            timed("replay add", started)
             state = state.replace(replay=replay, rng=rng)
             timestep = next_timestep
             frames += config.env.frame_skip
             items += 1
             if items >= 64:
                 learning_frames += config.env.frame_skip
+                started = clock()
                 while updates < int(learning_frames * config.updates_per_frame):
                     train_state, replay, rng, aux = compiled_single.learn(
                         state.train_state, state.replay, state.rng, 0.5
@@ -210,9 +234,14 @@ def classic_loop(config, compiled_single) -> float:
                     jax.block_until_ready(aux["loss"])
                     state = state.replace(train_state=train_state, replay=replay, rng=rng)
                     updates += 1
+                timed("learner", started)
     finally:
         env.close()
-    return (frames - frames_at_start) / (time.perf_counter() - start)
+    seconds = clock() - start
+    steps = (frames - frames_at_start) / config.env.frame_skip
+    per_step = {part: value / steps for part, value in parts.items()}
+    per_step["host"] = seconds / steps - sum(per_step.values())
+    return (frames - frames_at_start) / seconds, per_step
 
 
 def main(argv: list[str]) -> None:
@@ -260,13 +289,22 @@ def main(argv: list[str]) -> None:
     single.env.num_envs = 1
     single.replay.capacity = config.replay.capacity // config.env.num_envs
     compiled_single = atari_loop.compile_agent(single, num_actions)
-    classic_rate = classic_loop(single, compiled_single)
+    classic_rate, parts = classic_loop(single, compiled_single)
     rate_last, state = learner_rate(compiled, state, _UPDATES.value)
     classic_bound = (rate_after + rate_last) / 2 * frames_per_update
     print(
         f"one-env loop    : {classic_rate:>10,.0f} frames/s  (classic host loop, no overlap; "
         f"{classic_rate / classic_bound:.2f} x the learner bound measured around it, "
         f"{classic_bound:,.0f} frames/s; end to end is {loop_rate / classic_rate:.2f} x)"
+    )
+    step_ms = 1e3 * sum(parts.values())
+    print(
+        "  per agent step: "
+        + ", ".join(
+            f"{name} {1e3 * value:.2f} ms ({1e3 * value / step_ms:.0%})"
+            for name, value in parts.items()
+        )
+        + f"; {step_ms:.2f} ms in all"
     )
 
     reference = timing.matmul_flops(_MATMUL.value)
