@@ -227,13 +227,15 @@ def main(argv: list[str]) -> None:
         f"-> {steps / whole:,.0f} env steps/s; learner {1e3 * learner / chunk['updates']:.3f} ms "
         f"per update of all {_SEEDS.value} seed(s)"
     )
-    achieved = chunk["flops_per_update"] * chunk["updates"] * _SEEDS.value / learner
-    reference = timing.matmul_flops(_MATMUL.value)
-    print(
-        f"  learner FLOP/s   {achieved / 1e9:8.1f} GFLOP/s ({chunk['flops_per_update'] / 1e6:.1f} "
-        f"MFLOP per update, XLA cost analysis, all seeds) vs {_MATMUL.value}^2 matmul "
-        f"{reference / 1e9:,.1f} GFLOP/s ({achieved / reference:.0%})"
-    )
+    if learner > 0:  # a learner row within the timing noise has no rate
+        achieved = chunk["flops_per_update"] * chunk["updates"] * _SEEDS.value / learner
+        reference = timing.matmul_flops(_MATMUL.value)
+        print(
+            f"  learner FLOP/s   {achieved / 1e9:8.1f} GFLOP/s "
+            f"({chunk['flops_per_update'] / 1e6:.1f} MFLOP per update, XLA cost analysis, all "
+            f"seeds) vs {_MATMUL.value}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
+            f"({achieved / reference:.0%})"
+        )
     if operations:
         print("\n".join(operations))
 
