@@ -1,6 +1,8 @@
 """plasticity.layers.PatchConv: flax's convolution computed as patch products, chosen for
 compiled loops on CPUs. Same parameters, same results up to float32 summation order."""
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -62,6 +64,44 @@ def test_patch_conv_is_flax_conv_up_to_summation_order(shape, size, strides, pad
     positions = int(np.prod(y_flax.shape[:-1]))
     scale = float(jnp.max(jnp.abs(g_flax)))
     np.testing.assert_allclose(g_patch, g_flax, atol=2 * positions * eps * scale, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "shape,size,strides,padding",
+    [case for case in CASES if len(case[0]) == 4]
+    + [((2, 9, 8, 2), (3, 2), (2, 3), ((1, 2), (0, 1)))],  # explicit, uneven padding
+)
+def test_image_patches_are_xlas_patches_exactly(shape, size, strides, padding):
+    """The slices gather the same values in the same (in, kh, kw) order, bit for bit."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    expected = jax.lax.conv_general_dilated_patches(
+        x, size, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    np.testing.assert_array_equal(layers.image_patches(x, size, strides, padding), expected)
+
+
+@pytest.mark.parametrize("shape,size,strides,padding", CASES)
+def test_patch_conv_input_gradient_is_flax_convs(shape, size, strides, padding):
+    """The gradient a layer passes down (the slices' transpose) is the convolution's."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    features = 6
+    flax_conv = nn.Conv(features, size, strides, padding=padding)
+    params = flax_conv.init(jax.random.key(1), x)
+
+    def input_gradient(module):
+        return jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(params, x))))(x)
+
+    g_flax = input_gradient(flax_conv)
+    g_patch = input_gradient(layers.PatchConv(features, size, strides, padding=padding))
+    # An input lies in at most ceil(kh/sh) * ceil(kw/sw) windows, so its gradient sums at most
+    # that many times `features` products |cos(y)| * |w| <= max |w|. Two float32 sums of n such
+    # terms differ by at most 2 * (2 n eps) * (n max |w|): a bound from the data.
+    windows = math.ceil(size[0] / strides[0]) * math.ceil(size[1] / strides[1])
+    terms = windows * features
+    largest_weight = float(jnp.max(jnp.abs(params["params"]["kernel"])))
+    bound = 4 * terms * np.finfo(np.float32).eps * terms * largest_weight
+    np.testing.assert_allclose(g_patch, g_flax, atol=bound, rtol=0)
+    assert float(jnp.max(jnp.abs(g_flax))) > 100 * bound  # the bound is far below the values
 
 
 def test_auto_picks_patches_only_inside_compiled_loops_on_cpu(monkeypatch):
