@@ -21,6 +21,7 @@ from plasticity.layers import (
     check_norm,
     make_norm,
     output_layer,
+    tiled_max_pool,
 )
 
 
@@ -96,7 +97,7 @@ class SmallCNN(nn.Module):
         x = _as_float_image(x)
         for i, features in enumerate(self.channels):
             x = NormedLayer(features, self.norm, self.activation, conv=True, name=f"conv_{i}")(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = tiled_max_pool(x, (2, 2))
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.dense_sizes):
             x = NormedLayer(width, self.norm, self.activation, name=f"hidden_{i}")(x)

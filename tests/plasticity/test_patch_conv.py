@@ -72,12 +72,30 @@ def test_patch_conv_is_flax_conv_up_to_summation_order(shape, size, strides, pad
     + [((2, 9, 8, 2), (3, 2), (2, 3), ((1, 2), (0, 1)))],  # explicit, uneven padding
 )
 def test_image_patches_are_xlas_patches_exactly(shape, size, strides, padding):
-    """The slices gather the same values in the same (in, kh, kw) order, bit for bit."""
+    """The slices gather XLA's patch values bit for bit, features in (kh, kw, in) order."""
     x = jax.random.normal(jax.random.key(0), shape)
-    expected = jax.lax.conv_general_dilated_patches(
+    xla = jax.lax.conv_general_dilated_patches(
         x, size, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
+    *positions, _ = xla.shape
+    channels, taps = shape[-1], size[0] * size[1]
+    expected = xla.reshape(*positions, channels, taps).swapaxes(-1, -2).reshape(xla.shape)
     np.testing.assert_array_equal(layers.image_patches(x, size, strides, padding), expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 5), (2, 7, 9, 3), (2, 4, 6, 6, 2)])
+def test_tiled_max_pool_is_flax_max_pool(shape):
+    """Same values (odd sizes drop the last row or column, as 'VALID' pooling does) and, with no
+    ties (random normals), the same gradient."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    expected = nn.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(layers.tiled_max_pool(x, (2, 2)), expected)
+    weights = jax.random.normal(jax.random.key(1), expected.shape)
+    gradient = lambda pool: jax.grad(lambda x: jnp.sum(weights * pool(x)))(x)
+    np.testing.assert_array_equal(
+        gradient(lambda x: layers.tiled_max_pool(x, (2, 2))),
+        gradient(lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))),
+    )
 
 
 @pytest.mark.parametrize("shape,size,strides,padding", CASES)
