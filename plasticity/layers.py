@@ -141,7 +141,7 @@ def convolutions_for_compiled_loops():
 
     XLA:CPU computes a convolution's kernel gradient inside a compiled loop (a ``scan``: how the
     MinAtar loop and the continual trainer run) up to 12x slower than outside one; as one matrix
-    product (`PatchConv`) the same Adam step runs 2.4x (MinAtar's conv) to 11-19x (the continual
+    product (`PatchConv`) the same Adam step runs 4x (MinAtar's conv) to 19-33x (the continual
     trainer's CNN) faster in the loop (`python -m benchmarks.conv_in_loops`). Outside loops XLA's
     convolution is the faster of the two (the Atari learner's update, called once per step, keeps
     it: 19 ms against 50-58 ms as patch products). Trainers wrap the lowering of their loop programs in
