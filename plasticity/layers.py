@@ -144,8 +144,8 @@ def convolutions_for_compiled_loops():
     product (`PatchConv`) the same Adam step runs 4x (MinAtar's conv) to 19-33x (the continual
     trainer's CNN) faster in the loop (`python -m benchmarks.conv_in_loops`). Outside loops XLA's
     convolution is the faster of the two (the Atari learner's update, called once per step, keeps
-    it: 19 ms against 50-58 ms as patch products). Trainers wrap the lowering of their loop programs in
-    this (`plasticity.runtime.compiled_loop_lowering`).
+    it: 19-20.5 ms against 49-64 ms as patch products). Trainers wrap the lowering of their loop
+    programs in this (`plasticity.runtime.compiled_loop_lowering`).
     """
     token = _IN_COMPILED_LOOP.set(True)
     try:
