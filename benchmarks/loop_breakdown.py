@@ -85,11 +85,12 @@ def update_flops(programs, config, state) -> float:
     from agents.learner import make_learn_step  # noqa: PLC0415
     from plasticity import runtime  # noqa: PLC0415
 
-    one = jax.tree.map(lambda x: x[0], state)  # the state has a seed axis, even of one
+    # The first seed's learner and replay (the state has a seed axis, even of one).
+    train_state, replay = jax.tree.map(lambda x: x[0], (state.train_state, state.replay))
     learn_step = jax.jit(make_learn_step(programs.learner, config))
     with runtime.compiled_loop_lowering():
         executable = learn_step.lower(
-            one.train_state, one.replay, jax.random.key(0), jnp.float32(0.5)
+            train_state, replay, jax.random.key(0), jnp.float32(0.5)
         ).compile()
     return timing.compiled_flops(executable)
 
