@@ -1,6 +1,7 @@
 r"""Where the MinAtar loop's time goes: compile, env, acting + replay, learner, diagnostics, host.
 
   python -m benchmarks.loop_breakdown [--preset=purejaxrl|conv] [--seeds=1] [--frames=20000]
+      [--batch_size=0]
 
 The loop's own compiled chunk (`agents.minatar_loop.make_agent`, lowered as training lowers it) is
 timed with its learning plan edited, one part at a time:
@@ -26,6 +27,11 @@ on any speed-up at the same work: a learner at 75% of that rate cannot run 1.5x 
 steps). Their learner rows give the cost per update of each network. Each figure is the fastest of
 ``--repeats`` runs (noise on a shared machine only adds time).
 
+``--batch_size=B`` replaces the preset's batch (same replay, same updates): the learner's
+milliseconds per update at two batch sizes separate its cost per sampled example from what every
+update pays whatever the batch (sampling indices, Adam's passes over the parameters, the gradient
+norm, the target copy), the part no larger batch amortizes.
+
 ``--top_ops=N`` also traces one run of the chunk with every update due (`benchmarks.op_profile`)
 and prints the N XLA operations that took the most time, each named by the JAX operation it came
 from: what inside the learner or the environments to look at first.
@@ -48,11 +54,12 @@ _TOP_OPS = flags.DEFINE_integer(
     "top_ops", 0, "Also print the N XLA operations of the chunk that take the most time (traced)."
 )
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Learner batch size (0: the preset's).")
 
 
-def breakdown_config(preset: str, seeds: int, frames: int):
+def breakdown_config(preset: str, seeds: int, frames: int, batch_size: int = 0):
     """The loop's config: learning from the first batch, one chunk of ``frames`` steps per seed,
-    diagnostics at the MinAtar preset's period."""
+    diagnostics at the MinAtar preset's period; ``batch_size`` > 0 replaces the preset's."""
     from agents import configs  # noqa: PLC0415
     from benchmarks import peer_settings  # noqa: PLC0415
 
@@ -64,6 +71,8 @@ def breakdown_config(preset: str, seeds: int, frames: int):
         config.evaluation.update(dict(episodes=1, max_frames=1_000, fresh_reference=False))
         config.run.runs_per_batch = 0
     config.frames_per_game = frames
+    if batch_size > 0:
+        config.learner.batch_size = batch_size
     config.checkpoint_every_frames = config.log_every_frames = frames
     # Learning from the first batch on, so that nearly every iteration of the chunk learns.
     config.replay.min_fill_fraction = config.learner.batch_size / config.replay.capacity
@@ -195,7 +204,7 @@ def main(argv: list[str]) -> None:
     from plasticity import runtime  # noqa: PLC0415
 
     runtime.apply_runtime_defaults()
-    config = breakdown_config(_PRESET.value, _SEEDS.value, _FRAMES.value)
+    config = breakdown_config(_PRESET.value, _SEEDS.value, _FRAMES.value, _BATCH.value)
     chunk, operations = chunk_seconds(config, _TOP_OPS.value)
     env = env_seconds(config)
     whole = train_seconds(config)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from benchmarks import loop_breakdown, timing
 
@@ -14,13 +15,16 @@ def test_compiled_flops_count_a_matrix_product():
     assert timing.compiled_flops(executable) == 2 * m * k * n
 
 
-def test_minatar_update_flops_are_its_products():
-    """One seed's learn step at PureJaxRL's settings costs the products of DQN's update (two
-    forward passes, online and target, and a backward pass with no input gradient for the first
-    layer), plus a few percent of elementwise work (Adam, ReLUs, the loss)."""
+@pytest.mark.parametrize("batch_size", [0, 64])
+def test_minatar_update_flops_are_its_products(batch_size):
+    """One seed's learn step at PureJaxRL's settings (batch 128, or ``--batch_size``'s) costs the
+    products of DQN's update (two forward passes, online and target, and a backward pass with no
+    input gradient for the first layer), plus a few percent of elementwise work (Adam, ReLUs, the
+    loss)."""
     from agents import minatar_loop, sequence
 
-    config = loop_breakdown.breakdown_config("purejaxrl", 1, 2_000)
+    config = loop_breakdown.breakdown_config("purejaxrl", 1, 2_000, batch_size)
+    assert config.learner.batch_size == (batch_size or 128)
     segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
     programs = minatar_loop.make_agent(segment.config, list(config.games), False)
     state = programs.init(jnp.arange(1, dtype=jnp.int32))
