@@ -228,7 +228,7 @@ def test_vmapped_seeds_are_separate_runs(full_run):
 
 @pytest.mark.slow
 def test_vmapped_seeds_equal_separate_runs(full_run):
-    """Against a one-seed program (compiled anew, ~60 s): equal up to float rounding, the
+    """Against a one-seed program (compiled anew, ~30 s): equal up to float rounding, the
     fresh-network references included."""
     _, batched = full_run
     config = tiny(num_seeds=1, seed=1)
