@@ -29,8 +29,8 @@ steps). Their learner rows give the cost per update of each network. Each figure
 
 ``--batch_size=B`` replaces the preset's batch (same replay, same updates): the learner's
 milliseconds per update at two batch sizes separate its cost per sampled example from what every
-update pays whatever the batch (sampling indices, Adam's passes over the parameters, the gradient
-norm, the target copy), the part no larger batch amortizes.
+update pays whatever the batch (Adam's passes over the parameters, the gradient norm, the target
+copy), the part no larger batch amortizes.
 
 ``--top_ops=N`` also traces one run of the chunk with every update due (`benchmarks.op_profile`)
 and prints the N XLA operations that took the most time, each named by the JAX operation it came
