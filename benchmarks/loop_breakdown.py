@@ -22,6 +22,11 @@ update; the loop's own function, compiled alone) x the updates of all seeds / th
 seconds, against a ``--matmul_size`` float32 matrix product on the same device. It is the ceiling
 on any speed-up at the same work: a learner at 75% of that rate cannot run 1.5x faster.
 
+The chunk learns from its first batch on, so every iteration is due an update. A whole run of
+`benchmarks.peers` fills the replay first (each seed's first 10,000 env steps learn nothing) and
+has no diagnostics, so its env steps/s are higher: the parts here predict it as (learning steps'
+share x learner) + acting + replay + env per env step.
+
 ``--preset=purejaxrl`` is the MLP at PureJaxRL's settings (`benchmarks.peer_settings.purejaxrl_config`);
 ``conv`` the project's default MinAtar DQN preset (conv(16) torso, 8 envs, one update per 4
 steps). Their learner rows give the cost per update of each network. Each figure is the fastest of
