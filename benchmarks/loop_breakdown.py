@@ -1,7 +1,7 @@
 r"""Where the MinAtar loop's time goes: compile, env, acting + replay, learner, diagnostics, host.
 
   python -m benchmarks.loop_breakdown [--preset=purejaxrl|conv] [--seeds=1] [--frames=20000]
-      [--batch_size=0]
+      [--batch_size=0] [--runs_per_batch=0]
 
 The loop's own compiled chunk (`agents.minatar_loop.make_agent`, lowered as training lowers it) is
 timed with its learning plan edited, one part at a time:
@@ -49,10 +49,10 @@ from typing import Any, Callable
 
 from absl import app, flags
 
-from benchmarks import timing
+from benchmarks import peer_settings, timing
 
 _PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which loop settings.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (vmapped; one seed runs without a seed axis).")
+_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (one seed runs without a seed axis).")
 _FRAMES = flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the fastest counts.")
 _TOP_OPS = flags.DEFINE_integer(
@@ -60,21 +60,28 @@ _TOP_OPS = flags.DEFINE_integer(
 )
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Learner batch size (0: the preset's).")
+_RUNS_PER_BATCH = flags.DEFINE_integer(
+    "runs_per_batch",
+    None,
+    "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
+)
 
 
-def breakdown_config(preset: str, seeds: int, frames: int, batch_size: int = 0):
+def breakdown_config(
+    preset: str, seeds: int, frames: int, batch_size: int = 0, runs_per_batch: int | None = None
+):
     """The loop's config: learning from the first batch, one chunk of ``frames`` steps per seed,
-    diagnostics at the MinAtar preset's period; ``batch_size`` > 0 replaces the preset's."""
+    diagnostics at the MinAtar preset's period; ``batch_size`` > 0 replaces the preset's, and
+    ``runs_per_batch`` sets how each device runs its seeds (None: the project's default)."""
     from agents import configs  # noqa: PLC0415
-    from benchmarks import peer_settings  # noqa: PLC0415
 
     if preset == "purejaxrl":
-        config = peer_settings.purejaxrl_config(seeds, frames, diagnostics=True)
+        config = peer_settings.purejaxrl_config(seeds, frames, True, runs_per_batch)
     else:
         config = configs.get_config("dqn", "minatar")
         config.num_seeds, config.games = seeds, ("breakout",)
         config.evaluation.update(dict(episodes=1, max_frames=1_000, fresh_reference=False))
-        config.run.runs_per_batch = 0
+        config.run.runs_per_batch = runs_per_batch
     config.frames_per_game = frames
     if batch_size > 0:
         config.learner.batch_size = batch_size
@@ -209,7 +216,9 @@ def main(argv: list[str]) -> None:
     from plasticity import runtime  # noqa: PLC0415
 
     runtime.apply_runtime_defaults()
-    config = breakdown_config(_PRESET.value, _SEEDS.value, _FRAMES.value, _BATCH.value)
+    config = breakdown_config(
+        _PRESET.value, _SEEDS.value, _FRAMES.value, _BATCH.value, _RUNS_PER_BATCH.value
+    )
     chunk, operations = chunk_seconds(config, _TOP_OPS.value)
     env = env_seconds(config)
     whole = train_seconds(config)
@@ -227,7 +236,7 @@ def main(argv: list[str]) -> None:
         f"MinAtar loop, preset {_PRESET.value}: {_SEEDS.value} seed(s) x {_FRAMES.value:,} steps, "
         f"{config.env.num_envs} envs, {chunk['updates']:.0f} updates of batch "
         f"{config.learner.batch_size} per seed, {chunk['diagnoses']:.0f} diagnostics; compile "
-        f"{chunk['compile']:.1f} s (apart)"
+        f"{chunk['compile']:.1f} s (apart); {peer_settings.seed_mapping(config)}"
     )
     for name, seconds in rows:
         if seconds < 0:  # a difference of two timings smaller than their noise

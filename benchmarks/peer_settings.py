@@ -6,8 +6,15 @@ from __future__ import annotations
 import ml_collections
 
 
-def purejaxrl_config(seeds: int, steps: int, diagnostics: bool) -> ml_collections.ConfigDict:
-    """The MinAtar DQN preset at PureJaxRL's ``dqn.py`` settings (`benchmarks.peers`)."""
+def purejaxrl_config(
+    seeds: int, steps: int, diagnostics: bool, runs_per_batch: int | None = None
+) -> ml_collections.ConfigDict:
+    """The MinAtar DQN preset at PureJaxRL's ``dqn.py`` settings (`benchmarks.peers`).
+
+    ``runs_per_batch`` is how each device runs its seeds (``run.runs_per_batch``): None keeps the
+    project's default (one seed at a time on CPUs, all vmapped on GPUs and TPUs), 0 vmaps them all
+    as the peer does. It changes the speed, not the algorithm (results agree up to float
+    rounding)."""
     from agents import configs  # noqa: PLC0415
 
     config = configs.get_config("dqn", "minatar")
@@ -25,10 +32,22 @@ def purejaxrl_config(seeds: int, steps: int, diagnostics: bool) -> ml_collection
     config.evaluation.update(dict(episodes=1, max_frames=1_000, fresh_reference=False))
     config.checkpoint_every_frames = steps
     config.log_every_frames = steps
-    config.run.runs_per_batch = 0  # vmap the seeds, as the peer does
+    config.run.runs_per_batch = runs_per_batch
     if not diagnostics:
         config.diagnostics.every_frames = 0
     return config
+
+
+def seed_mapping(config: ml_collections.ConfigDict) -> str:
+    """How the MinAtar loop runs a config's seeds on each device, in words (for reports)."""
+    from agents import minatar_loop  # noqa: PLC0415
+
+    per_batch = minatar_loop.runs_per_batch(config)
+    if config.num_seeds == 1:
+        return "one seed"
+    if per_batch == 0:
+        return "seeds vmapped on each device"
+    return f"{'one seed' if per_batch == 1 else f'{per_batch} seeds'} at a time on each device"
 
 
 def cleanrl_config(game: str, agent_steps: int) -> ml_collections.ConfigDict:

@@ -17,6 +17,17 @@ def test_minatar_config_makes_one_update_per_iteration_of_ten_envs():
     assert config.network.torso == "mlp" and config.diagnostics.every_frames == 0
 
 
+def test_minatar_config_runs_seeds_as_the_project_does_unless_asked_to_vmap_them():
+    default = peer_settings.purejaxrl_config(seeds=8, steps=200_000, diagnostics=False)
+    vmapped = peer_settings.purejaxrl_config(8, 200_000, False, runs_per_batch=0)
+    assert default.run.runs_per_batch is None and vmapped.run.runs_per_batch == 0
+    # The suite runs on CPUs, where the project's default maps one seed at a time.
+    assert peer_settings.seed_mapping(default) == "one seed at a time on each device"
+    assert peer_settings.seed_mapping(vmapped) == "seeds vmapped on each device"
+    single = peer_settings.purejaxrl_config(1, 200_000, False, runs_per_batch=0)
+    assert peer_settings.seed_mapping(single) == "one seed"
+
+
 def test_atari_config_makes_one_update_per_four_agent_steps_of_one_env():
     config = peer_settings.cleanrl_config("Breakout", agent_steps=4_096)
     validate_config(config, "atari")
