@@ -64,6 +64,7 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     "runs_per_batch",
     None,
     "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
+    lower_bound=0,
 )
 
 

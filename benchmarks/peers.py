@@ -18,7 +18,7 @@ measured table is in BUILD_NOTES.md ("Peers").
   over 250k steps, squared TD loss, no sticky actions. The project runs `agents.minatar_loop.train`
   (wall time, with its evaluation episode and host work; diagnostics off as the peer has none,
   ``--diagnostics`` keeps the preset's). Its seeds run as the project runs them by default: spread
-  over the devices, and on CPUs one at a time on each, which is 10-25% faster here than vmapping
+  over the devices, and on CPUs one at a time on each, which is 6-26% faster here than vmapping
   them (BUILD_NOTES.md); ``--runs_per_batch=0`` vmaps them as the peer does. The peer: in a
   checkout of luchris429/purejaxrl with ``flashbax`` installed, time
   ``jax.jit(jax.vmap(make_train(config)))`` on ``jax.random.split(key, SEEDS)`` with the config
@@ -70,6 +70,7 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     None,
     "MinAtar: seeds each device vmaps at once (0: all, as the peer does; unset: the project's "
     "default, one at a time on CPUs).",
+    lower_bound=0,
 )
 _STEPS = flags.DEFINE_integer(
     "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
