@@ -7,7 +7,8 @@ The loop's own compiled chunk (`agents.minatar_loop.make_agent`, lowered as trai
 timed with its learning plan edited, one part at a time:
 
 * ``env``: the environments alone (`agents.minatar_env.MinAtarSuite.step` with random actions, in
-  a compiled scan of the same length);
+  a compiled scan of the same length, the seeds vmapped on one device whatever the loop's mapping:
+  a small part, so the approximation stays small);
 * ``acting + replay``: the chunk with no update due (act, step, add to the replay, bookkeeping)
   minus ``env``;
 * ``learner``: the chunk with its updates minus the chunk without, also per update;

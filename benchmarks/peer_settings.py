@@ -47,7 +47,9 @@ def seed_mapping(config: ml_collections.ConfigDict) -> str:
         return "one seed"
     if per_batch == 0:
         return "seeds vmapped on each device"
-    return f"{'one seed' if per_batch == 1 else f'{per_batch} seeds'} at a time on each device"
+    if per_batch == 1:
+        return "one seed at a time on each device"
+    return f"{per_batch} seeds at a time on each device"
 
 
 def cleanrl_config(game: str, agent_steps: int) -> ml_collections.ConfigDict:
