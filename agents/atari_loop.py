@@ -68,7 +68,7 @@ NAME = "train_atari"
 FULL_ACTION_SET_SIZE = 18
 MATRIX_KEYS = ("return_mean", "human_normalized")  # the scores of evaluation_matrix.json
 # Fields a relaunch may change without changing what the run computes.
-RESUME_FREE_FIELDS = ("env.num_threads", "keep_checkpoints")
+RESUME_FREE_FIELDS = ("env.num_threads", "keep_checkpoints", "learner.grad_norm")
 
 
 @struct.dataclass

@@ -113,6 +113,9 @@ def _base_config() -> ml_collections.ConfigDict:
             target_update_period_frames=32_000,
             priority_max=100.0,  # new priorities are clipped to [0, priority_max] ...
             priority_epsilon=1e-6,  # ... plus this, so that no item becomes unsampleable
+            # The global gradient norm of every update, logged and checked for NaN/Inf with the
+            # loss. False skips it: on a CPU, with a small network, it is a tenth of the update.
+            grad_norm=True,
         )
     )
     config.updates_per_frame = 1.0 / 16.0  # replay ratio: one update every 16 frames

@@ -10,8 +10,9 @@ a fully jitted ``lax.scan`` loop (MinAtar), ``vmap`` over seeds and ``jit`` with
   ``mean(weights * per-example loss)`` for a replay batch (keys ``obs_tm1, a_tm1, r_t,
   discount_t, obs_t``; n-step returns and discounts already folded in by the replay), then a copy
   of the online parameters into the target ones every ``target_update_period`` updates. ``aux``
-  holds scalars (loss, q statistics, gradient norm, learning rate, whether the target was copied)
-  and, under ``aux['per_example']``, the (B,) priorities, TD errors and Q(o_tm1, a_tm1).
+  holds scalars (loss, q statistics, the global gradient norm unless ``learner.grad_norm`` is
+  False, learning rate, whether the target was copied) and, under ``aux['per_example']``, the
+  (B,) priorities, TD errors and Q(o_tm1, a_tm1).
 * ``act(params, obs, rng, epsilon, deterministic=False, extra=None) -> actions``: epsilon-greedy
   over a batch of observations; with noisy nets each observation gets its own noise sample, and
   ``deterministic=True`` uses the mean weights.
@@ -164,6 +165,7 @@ def make_learner(
     huber_delta = float(config.learner.huber_delta)
     priority_max = float(config.learner.priority_max)
     priority_epsilon = float(config.learner.priority_epsilon)
+    grad_norm = bool(config.learner.grad_norm)
 
     injection = config.get("intervention", {}).get("name") == "plasticity_injection"
 
@@ -256,7 +258,6 @@ def make_learner(
             "q_taken_mean": jnp.mean(q_taken),
             "q_max_mean": jnp.mean(jnp.max(q_tm1, axis=-1)),
             "td_abs_mean": jnp.mean(jnp.abs(terms.td_errors)),
-            "grad_norm": optax.global_norm(grads),
             "learning_rate": jnp.asarray(learning_rate, jnp.float32),
             "target_synced": synced,
             "per_example": {
@@ -266,6 +267,8 @@ def make_learner(
                 "q_taken": q_taken,
             },
         }
+        if grad_norm:
+            aux["grad_norm"] = optax.global_norm(grads)
         return state, aux
 
     def act(

@@ -70,8 +70,9 @@ from plasticity.run import Run, RunResult, due_mask
 from plasticity.train_state import TrainState
 
 NAME = "train_minatar"
-# Fields a relaunch may change without changing the results (up to float rounding).
-RESUME_FREE_FIELDS = ("run.mesh", "run.runs_per_batch", "keep_checkpoints")
+# Fields a relaunch may change without changing the results (up to float rounding); without
+# ``learner.grad_norm`` the rows after the relaunch lack the gradient norm.
+RESUME_FREE_FIELDS = ("run.mesh", "run.runs_per_batch", "keep_checkpoints", "learner.grad_norm")
 
 
 def seed_mesh(config: ml_collections.ConfigDict) -> Mesh | None:
@@ -145,6 +146,14 @@ LEARNER_SCALARS = (
 _EVAL_STREAM = 7
 
 
+def learner_scalars(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The `LEARNER_SCALARS` a run computes: all of them, less ``grad_norm`` when
+    ``learner.grad_norm`` is False."""
+    if config.learner.grad_norm:
+        return LEARNER_SCALARS
+    return tuple(name for name in LEARNER_SCALARS if name != "grad_norm")
+
+
 class MinAtarAgent(NamedTuple):
     """The jitted programs of a MinAtar run; every function takes and returns seed-batched state.
 
@@ -159,7 +168,7 @@ class MinAtarAgent(NamedTuple):
       ``intervene``, each (T,), shared by all seeds, so the update loop, the diagnostics and the
       intervention stay real, unbatched control flow under vmap). Outputs, with leading axes
       (seeds, T): ``ended``, ``returns``, ``lengths`` (per env, at episode ends), ``learner``
-      (sums over the iteration's updates of `LEARNER_SCALARS`) and ``diagnostics`` (values where
+      (sums over the iteration's updates of `learner_scalars`) and ``diagnostics`` (values where
       ``diagnose``, zeros elsewhere). The state is donated.
     * ``evaluate(params, extra, game_index, seeds, salt) -> (returns, finished)``, each (seeds,
       episodes): one episode per evaluation env, with ``evaluation.epsilon`` and noise.
@@ -249,6 +258,7 @@ def _make_agent(
     intervention = probes.make_intervention(config, learner)
     intervene_fn = probes.make_intervene(config, learner)
     evaluation = config.evaluation
+    scalars = learner_scalars(config)
 
     def empty_timestep(num_envs: int) -> Timestep:
         """A placeholder until the envs' first reset."""
@@ -286,7 +296,7 @@ def _make_agent(
 
     def learn(train_state, replay, previous, count, key, beta):
         """``count`` updates; also returns the parameters before the last one (or ``previous``)."""
-        zeros = {name: jnp.zeros((), jnp.float32) for name in LEARNER_SCALARS}
+        zeros = {name: jnp.zeros((), jnp.float32) for name in scalars}
 
         def one(i, carry):
             train_state, replay, _, sums = carry
@@ -294,7 +304,7 @@ def _make_agent(
             train_state, replay, aux = learn_step(
                 train_state, replay, jax.random.fold_in(key, i), beta
             )
-            sums = {name: sums[name] + aux[name].astype(jnp.float32) for name in LEARNER_SCALARS}
+            sums = {name: sums[name] + aux[name].astype(jnp.float32) for name in scalars}
             return train_state, replay, before, sums
 
         return jax.lax.fori_loop(0, count, one, (train_state, replay, previous, zeros))
@@ -567,8 +577,8 @@ class MinAtarLoop:
                 self.episodes[s] += len(returns)
                 updates = int(window["updates"][where].sum())
                 learner = {
-                    name: float(outputs["learner"][name][s, where].sum() / updates)
-                    for name in LEARNER_SCALARS
+                    name: float(values[s, where].sum() / updates)
+                    for name, values in outputs["learner"].items()
                     if updates > 0
                 }
                 rows.append(
@@ -598,7 +608,8 @@ class MinAtarLoop:
 
     def _check_losses(self, run, segment, block, window, outputs) -> None:
         """`DivergenceError` at the first iteration whose learner loss or gradient norm (summed
-        over its updates) is NaN/Inf, naming its last update."""
+        over its updates; the loss alone without ``learner.grad_norm``) is NaN/Inf, naming its
+        last update."""
         found = divergence.first_nonfinite(outputs["learner"], ("loss", "grad_norm"))
         if found is None:
             return

@@ -1,7 +1,7 @@
 r"""Where the MinAtar loop's time goes: compile, env, acting + replay, learner, diagnostics, host.
 
   python -m benchmarks.loop_breakdown [--preset=purejaxrl|conv] [--seeds=1] [--frames=20000]
-      [--batch_size=0] [--runs_per_batch=0]
+      [--batch_size=0] [--runs_per_batch=0] [--[no]grad_norm]
 
 The loop's own compiled chunk (`agents.minatar_loop.make_agent`, lowered as training lowers it) is
 timed with its learning plan edited, one part at a time:
@@ -38,6 +38,11 @@ milliseconds per update at two batch sizes separate its cost per sampled example
 update pays whatever the batch (Adam's passes over the parameters, the gradient norm, the target
 copy), the part no larger batch amortizes.
 
+``--grad_norm`` / ``--nograd_norm`` turn each update's global gradient norm (``learner.grad_norm``,
+logged and checked for divergence) on or off: the ``purejaxrl`` preset leaves it off as the peer
+computes none, the ``conv`` preset keeps the project's default (on). The two learner rows give its
+cost.
+
 ``--top_ops=N`` also traces one run of the chunk with every update due (`benchmarks.op_profile`)
 and prints the N XLA operations that took the most time, each named by the JAX operation it came
 from: what inside the learner or the environments to look at first.
@@ -67,18 +72,31 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
     lower_bound=0,
 )
+_GRAD_NORM = flags.DEFINE_bool(
+    "grad_norm",
+    None,
+    "Compute each update's gradient norm (unset: the preset's, off at PureJaxRL's settings).",
+)
 
 
 def breakdown_config(
-    preset: str, seeds: int, frames: int, batch_size: int = 0, runs_per_batch: int | None = None
+    preset: str,
+    seeds: int,
+    frames: int,
+    batch_size: int = 0,
+    runs_per_batch: int | None = None,
+    grad_norm: bool | None = None,
 ):
     """The loop's config: learning from the first batch, one chunk of ``frames`` steps per seed,
-    diagnostics at the MinAtar preset's period; ``batch_size`` > 0 replaces the preset's, and
-    ``runs_per_batch`` sets how each device runs its seeds (None: the project's default)."""
+    diagnostics at the MinAtar preset's period; ``batch_size`` > 0 replaces the preset's,
+    ``runs_per_batch`` sets how each device runs its seeds (None: the project's default) and
+    ``grad_norm`` whether each update computes its gradient norm (None: the preset's, off at
+    PureJaxRL's settings)."""
     from agents import configs  # noqa: PLC0415
 
     if preset == "purejaxrl":
         config = peer_settings.purejaxrl_config(seeds, frames, True, runs_per_batch)
+        config.learner.grad_norm = False  # the peer's; the diagnostics stay for their own row
     else:
         config = configs.get_config("dqn", "minatar")
         config.num_seeds, config.games = seeds, ("breakout",)
@@ -87,6 +105,8 @@ def breakdown_config(
     config.frames_per_game = frames
     if batch_size > 0:
         config.learner.batch_size = batch_size
+    if grad_norm is not None:
+        config.learner.grad_norm = grad_norm
     config.checkpoint_every_frames = config.log_every_frames = frames
     # Learning from the first batch on, so that nearly every iteration of the chunk learns.
     config.replay.min_fill_fraction = config.learner.batch_size / config.replay.capacity
@@ -219,7 +239,12 @@ def main(argv: list[str]) -> None:
 
     runtime.apply_runtime_defaults()
     config = breakdown_config(
-        _PRESET.value, _SEEDS.value, _FRAMES.value, _BATCH.value, _RUNS_PER_BATCH.value
+        _PRESET.value,
+        _SEEDS.value,
+        _FRAMES.value,
+        _BATCH.value,
+        _RUNS_PER_BATCH.value,
+        _GRAD_NORM.value,
     )
     chunk, operations = chunk_seconds(config, _TOP_OPS.value)
     env = env_seconds(config)

@@ -14,7 +14,8 @@ def purejaxrl_config(
     ``runs_per_batch`` is how each device runs its seeds (``run.runs_per_batch``): None keeps the
     project's default (one seed at a time on CPUs, all vmapped on GPUs and TPUs), 0 vmaps them all
     as the peer does. It changes the speed, not the algorithm (results agree up to float
-    rounding)."""
+    rounding). The peer computes no gradient norm, so neither does the preset
+    (``learner.grad_norm``); ``diagnostics`` keeps the MinAtar preset's diagnostics and the norm."""
     from agents import configs  # noqa: PLC0415
 
     config = configs.get_config("dqn", "minatar")
@@ -33,6 +34,7 @@ def purejaxrl_config(
     config.checkpoint_every_frames = steps
     config.log_every_frames = steps
     config.run.runs_per_batch = runs_per_batch
+    config.learner.grad_norm = diagnostics
     if not diagnostics:
         config.diagnostics.every_frames = 0
     return config
@@ -54,7 +56,8 @@ def seed_mapping(config: ml_collections.ConfigDict) -> str:
 
 def cleanrl_config(game: str, agent_steps: int) -> ml_collections.ConfigDict:
     """The Atari DQN preset at CleanRL's ``dqn_atari.py`` settings (`benchmarks.peers`), learning
-    from the first 1,000 agent steps so that the timed steps learn."""
+    from the first 1,000 agent steps so that the timed steps learn; like the peer, with neither
+    diagnostics nor a gradient norm."""
     from agents import configs  # noqa: PLC0415
 
     config = configs.get_config("dqn")
@@ -71,6 +74,7 @@ def cleanrl_config(game: str, agent_steps: int) -> ml_collections.ConfigDict:
     config.optimizer.update(dict(name="adam", learning_rate=1e-4, eps=1e-8, max_grad_norm=0.0))
     config.evaluation.update(dict(episodes=1, max_frames=4, fresh_reference=False))
     config.diagnostics.every_frames = 0
+    config.learner.grad_norm = False
     config.log_every_frames = 4 * max(256, agent_steps // 8)
     config.checkpoint_every_frames = config.frames_per_game
     return config

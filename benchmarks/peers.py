@@ -16,8 +16,8 @@ measured table is in BUILD_NOTES.md ("Peers").
   10 envs, MLP 120-84, Adam 2.5e-4, batch 128, one update every 10 env steps (one per loop
   iteration), buffer 10k, learning from 10k steps, target copied every 500 steps, epsilon 1 -> 0.05
   over 250k steps, squared TD loss, no sticky actions. The project runs `agents.minatar_loop.train`
-  (wall time, with its evaluation episode and host work; diagnostics off as the peer has none,
-  ``--diagnostics`` keeps the preset's). Its seeds run as the project runs them by default: spread
+  (wall time, with its evaluation episode and host work; diagnostics and the per-update gradient
+  norm off as the peer has neither, ``--diagnostics`` keeps both). Its seeds run as the project runs them by default: spread
   over the devices, and on CPUs one at a time on each, which is 6-26% faster here than vmapping
   them (BUILD_NOTES.md); ``--runs_per_batch=0`` vmaps them as the peer does. The peer: in a
   checkout of luchris429/purejaxrl with ``flashbax`` installed, time
@@ -82,7 +82,9 @@ _GAME = flags.DEFINE_string("game", "Breakout", "Atari game of atari_cleanrl.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "MNIST IDX files for permuted_mnist_lop (default: random MNIST-shaped data)."
 )
-_DIAGNOSTICS = flags.DEFINE_bool("diagnostics", False, "Keep the preset's diagnostics on.")
+_DIAGNOSTICS = flags.DEFINE_bool(
+    "diagnostics", False, "minatar_purejaxrl: keep the preset's diagnostics and gradient norm on."
+)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
 
 

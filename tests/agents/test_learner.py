@@ -229,3 +229,40 @@ def test_nap_and_weight_decay_come_from_the_agent_config():
     np.testing.assert_allclose(
         traverse_util.flatten_dict(new_params)[output], expected, rtol=1e-5, atol=1e-7
     )
+
+
+def test_the_gradient_norm_is_the_global_norm_and_skipping_it_changes_no_update():
+    """``aux['grad_norm']`` is the 2-norm of every parameter's gradient (NumPy reference, float64);
+    with ``learner.grad_norm`` off the update leaves it out and is otherwise bit for bit the same."""
+    spec = jax.ShapeDtypeStruct((10, 10, 4), jnp.uint8)
+    rng = np.random.default_rng(3)
+    batch = dict(
+        obs_tm1=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
+        a_tm1=jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH), jnp.int32),
+        r_t=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
+        discount_t=jnp.full((BATCH,), 0.99, jnp.float32),
+        obs_t=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
+    )
+    weights, key = jnp.ones(BATCH), jax.random.key(1)
+    sections = dict(network__torso="mlp", network__mlp_sizes=(32,), network__hidden_sizes=(16,))
+    with_norm = make_learner(tiny("dqn", **sections), NUM_ACTIONS)
+    without = make_learner(tiny("dqn", learner__grad_norm=False, **sections), NUM_ACTIONS)
+    state = with_norm.init(jax.random.key(0), spec)
+
+    grads = jax.grad(
+        lambda p: with_norm.loss(p, state.extra["target_params"], batch, weights, key, state.extra)[
+            0
+        ]
+    )(state.params)
+    expected = np.sqrt(
+        sum(np.sum(np.square(np.asarray(g, np.float64))) for g in jax.tree.leaves(grads))
+    )
+    updated, aux = jax.jit(with_norm.update)(state, batch, weights, key)
+    assert expected > 0
+    # A float32 sum of squares of ~4k terms: relative error well under 1e-5.
+    np.testing.assert_allclose(float(aux["grad_norm"]), expected, rtol=1e-5)
+
+    skipped, aux_skipped = jax.jit(without.update)(state, batch, weights, key)
+    assert "grad_norm" not in aux_skipped and float(aux_skipped["loss"]) == float(aux["loss"])
+    jax.tree.map(np.testing.assert_array_equal, skipped.params, updated.params)
+    jax.tree.map(np.testing.assert_array_equal, skipped.opt_state, updated.opt_state)

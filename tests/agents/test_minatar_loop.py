@@ -126,7 +126,8 @@ def test_the_work_dir_holds_rows_with_frames_game_visit_and_seed(full_run):
         block = (row["frames"] - 1) // FRAMES
         assert row["game"] == GAMES[block % 2] and row["visit"] == block // 2 + 1
     assert {r["seed"] for r in train} == {0, 1}
-    assert all(math.isfinite(r["loss"]) for r in train if r["frames"] > 256)
+    learned = [r for r in train if r["frames"] > 256]
+    assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in learned)
     diagnostics = [r for r in rows if r["event"] == "diagnostics" and r["seed"] == 1]
     assert [r["frames"] for r in diagnostics] == [256, 512, 768, 1024, 1280, 1536, 1792, 2048]
     assert all(r["weight_norm/torso/conv_0"] > 0 and r["update_ratio"] > 0 for r in diagnostics)
@@ -138,6 +139,17 @@ def test_the_work_dir_holds_rows_with_frames_game_visit_and_seed(full_run):
     ]
     assert all(r["replay_items"] == min(r["frames"], 1024) for r in switches)
     assert all(r["optimizer_moments_norm"] > 0 and not r["flush_replay"] for r in switches)
+
+
+def test_without_the_gradient_norm_the_rows_keep_the_other_learner_means(tmp_path):
+    config = tiny(num_seeds=1)
+    config.games, config.cycles, config.diagnostics.every_frames = ("breakout",), 1, 0
+    config.learner.grad_norm = False
+    assert train(config, str(tmp_path)).completed
+    train_rows = [r for r in workdir_lib.read_metrics(tmp_path) if r["event"] == "train"]
+    learned = [r for r in train_rows if r["frames"] > 256]
+    assert learned and all("grad_norm" not in r for r in train_rows)
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["q_mean"]) for r in learned)
 
 
 def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run):

@@ -15,6 +15,9 @@ def test_minatar_config_makes_one_update_per_iteration_of_ten_envs():
     assert config.env.num_envs * config.updates_per_frame == 1
     assert (config.learner.batch_size, config.replay.capacity, config.num_seeds) == (128, 10_000, 8)
     assert config.network.torso == "mlp" and config.diagnostics.every_frames == 0
+    # The peer computes no gradient norm; asking for the diagnostics brings it back.
+    assert not config.learner.grad_norm
+    assert peer_settings.purejaxrl_config(seeds=1, steps=1_000, diagnostics=True).learner.grad_norm
 
 
 def test_minatar_config_runs_seeds_as_the_project_does_unless_asked_to_vmap_them():
@@ -34,6 +37,7 @@ def test_atari_config_makes_one_update_per_four_agent_steps_of_one_env():
     assert config.env.num_envs == 1 and config.frames_per_game == 4 * 4_096
     assert 4 * config.env.frame_skip * config.updates_per_frame == 1
     assert config.learner.batch_size == 32 and config.network.torso == "nature"
+    assert not config.learner.grad_norm and config.diagnostics.every_frames == 0
 
 
 def test_bitflip_config_runs_each_seed_over_the_examples_asked_for():
