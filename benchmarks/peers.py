@@ -17,9 +17,10 @@ measured table is in BUILD_NOTES.md ("Peers").
   iteration), buffer 10k, learning from 10k steps, target copied every 500 steps, epsilon 1 -> 0.05
   over 250k steps, squared TD loss, no sticky actions. The project runs `agents.minatar_loop.train`
   (wall time, with its evaluation episode and host work; diagnostics and the per-update gradient
-  norm off as the peer has neither, ``--diagnostics`` keeps both). Its seeds run as the project runs them by default: spread
-  over the devices, and on CPUs one at a time on each, which is 6-26% faster here than vmapping
-  them (BUILD_NOTES.md); ``--runs_per_batch=0`` vmaps them as the peer does. The peer: in a
+  norm off as the peer has neither, ``--diagnostics`` keeps both). Its seeds run as the project
+  runs them by default: spread over the devices, and on CPUs one at a time on each, which is
+  6-26% faster here than vmapping them (BUILD_NOTES.md); ``--runs_per_batch=0`` vmaps them as the
+  peer does. The peer: in a
   checkout of luchris429/purejaxrl with ``flashbax`` installed, time
   ``jax.jit(jax.vmap(make_train(config)))`` on ``jax.random.split(key, SEEDS)`` with the config
   above and ``ENV_NAME='Breakout-MinAtar'`` (compile apart). gymnax 1.0 returns (obs, state,
@@ -115,8 +116,8 @@ def minatar_purejaxrl() -> str:
     return (
         f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
         f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
-        f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics "
-        f"{'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
+        f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
+        f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
     )
 
 
