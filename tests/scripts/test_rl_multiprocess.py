@@ -7,7 +7,10 @@
 * Atari: each process trains whole runs (here one seed each) in sub-work-dirs of one work dir;
   each equals the same run launched alone; process 0 writes the combined evaluation matrix.
 
-The processes share a JAX compilation cache with each other.
+The processes share a JAX compilation cache with each other. The two kill-and-relaunch checks
+take about 80 s together and are marked slow (``pytest -m slow``); in the default run
+``tests/plasticity/test_distributed.py`` checks that killing one process of a job makes the other
+exit in bounded time, and ``test_minatar_resume.py`` / ``test_resume.py`` that a killed run resumes.
 """
 
 from __future__ import annotations
@@ -102,7 +105,16 @@ def minatar(tmp_path_factory):
     pair = job("scripts.train_minatar", [*args, f"--workdir={root / 'job'}"], cache)
     out["job"] = [finish(process) for process in pair]
     out["alone"] = finish(reference)
-    # A job stopped by a SIGKILL of process 1, then the whole job relaunched.
+    return out
+
+
+@pytest.fixture(scope="module")
+def minatar_killed(tmp_path_factory):
+    """A job stopped by a SIGKILL of process 1, then the whole job relaunched."""
+    root = tmp_path_factory.mktemp("minatar_killed_job")
+    cache = root / "cache"
+    args = [*MINATAR, "--config.run.mesh=auto"]
+    out = {}
     killed = root / "killed"
     pair = job("scripts.train_minatar", [*args, f"--workdir={killed}"], cache)
     deadline = time.monotonic() + TIMEOUT
@@ -140,13 +152,16 @@ def test_a_minatar_job_of_two_processes_equals_one_process(minatar):
     assert returns[0] == returns[1] and len(returns[0]) == 2  # one game, two seeds
 
 
-def test_a_killed_process_ends_the_minatar_job_in_bounded_time_and_a_relaunch_resumes(minatar):
-    code, _ = minatar["survivor"]
-    assert code != 0 and minatar["survivor_seconds"] < 60
-    for code, stderr in minatar["relaunched"]:
+@pytest.mark.slow
+def test_a_killed_process_ends_the_minatar_job_in_bounded_time_and_a_relaunch_resumes(
+    minatar_killed,
+):
+    code, _ = minatar_killed["survivor"]
+    assert code != 0 and minatar_killed["survivor_seconds"] < 60
+    for code, stderr in minatar_killed["relaunched"]:
         assert code == 0, stderr[-3000:]
-    assert "resuming from frame" in minatar["relaunched"][0][1]
-    assert "complete" in minatar["relaunched"][0][1]
+    assert "resuming from frame" in minatar_killed["relaunched"][0][1]
+    assert "complete" in minatar_killed["relaunched"][0][1]
 
 
 def jax_leaves(tree):
@@ -188,6 +203,7 @@ def test_an_atari_job_trains_one_run_per_process_as_if_launched_alone(tmp_path):
     assert "seed_1" in results[1][1] and "seed_0" in results[0][1]
 
 
+@pytest.mark.slow
 def test_a_killed_process_ends_the_atari_job_in_bounded_time_and_a_relaunch_resumes_both(
     tmp_path,
 ):
