@@ -323,6 +323,8 @@ class Trainer(NamedTuple):
         loss was NaN/Inf (-1: none), and ``nonfinite_loss_value`` (that loss).
       train: ``(rng, hparams, data=None) -> (carry, outputs)``: init then every task in one scan;
         outputs add ``'initial_diagnostics'``.
+      draw_batches: ``(rng, data=None) -> checksum``: every training batch of a run drawn as
+        ``train`` draws them, and nothing else (`benchmarks.continual_breakdown` times it).
       compiled: executables the runner compiled for this trainer, reused by later runs of the
         same plan (a resumed run in the same process compiles nothing again).
     """
@@ -338,6 +340,7 @@ class Trainer(NamedTuple):
     init: Callable
     run_tasks: Callable
     train: Callable
+    draw_batches: Callable
     compiled: dict
 
     @property
@@ -484,12 +487,12 @@ def make_trainer(
             **hparams,
         )
 
-    def run_keys(state: TrainState) -> dict[str, jax.Array]:
+    def run_keys(rng: jax.Array) -> dict[str, jax.Array]:
         # Derived once per compiled call: every threefry call costs compile time on XLA:CPU.
         return {
-            "tasks": jax.random.fold_in(state.rng, _TASKS_STREAM),
-            "steps": jax.random.fold_in(state.rng, _STEPS_STREAM),
-            "probe": jax.random.fold_in(state.rng, _PROBE_STREAM),
+            "tasks": jax.random.fold_in(rng, _TASKS_STREAM),
+            "steps": jax.random.fold_in(rng, _STEPS_STREAM),
+            "probe": jax.random.fold_in(rng, _PROBE_STREAM),
         }
 
     def probe_batch(keys, task_state, task, data):
@@ -531,7 +534,7 @@ def make_trainer(
         if intervention is not None:
             extra[intervention_name] = intervention[0](params)
         state = create_train_state(params, tx, rng, extra)
-        keys = run_keys(state)
+        keys = run_keys(state.rng)
         task_state = sequence.init(keys["tasks"], data)
         initial = {}
         if every:
@@ -547,14 +550,19 @@ def make_trainer(
             )
         return Carry(state, task_state), initial
 
-    def train_step(carry, global_step, task, task_state, keys, tx, data):
-        state, _ = carry
+    def training_batch(keys, global_step, task_state, data):
+        """Step ``global_step``'s batch: a stream task's next examples in order, else indices
+        hashed from (the run's steps key, the step)."""
         if stream:
             offset = (global_step % steps) * batch_size
             indices = offset + jnp.arange(batch_size, dtype=jnp.int32)
         else:
             indices = sample_indices(keys["steps"], global_step, batch_size, sequence.num_examples)
-        inputs, targets = sequence.batch(task_state, indices, data)
+        return sequence.batch(task_state, indices, data)
+
+    def train_step(carry, global_step, task, task_state, keys, tx, data):
+        state, _ = carry
+        inputs, targets = training_batch(keys, global_step, task_state, data)
         (_, metrics), grads = grad_fn(state.params, inputs, targets, state.extra)
         previous_params = state.params
         state = apply_gradients(state, grads, tx)
@@ -665,12 +673,42 @@ def make_trainer(
     ):
         data = sequence.data if data is None else data
         tx = make_tx(hparams)
-        keys = run_keys(carry.state)
+        keys = run_keys(carry.state.rng)
         return jax.lax.scan(
             lambda c, t: run_task(c, t, keys, hparams, tx, data),
             carry,
             jnp.asarray(task_indices, jnp.int32),
         )
+
+    def draw_batches(rng: jax.Array, data: tasks.TaskData | None = None) -> jax.Array:
+        """Draws every training batch of a run as `train` does (the task switches, then each
+        step's batch), with no network: what the data alone costs. ``rng`` stands for the train
+        state's key. Returns the sum of every input and target, so that nothing is left out."""
+        data = sequence.data if data is None else data
+        keys = run_keys(rng)
+
+        def task_fn(task_state, task):
+            task_state = jax.lax.cond(
+                task > 0,
+                lambda ts: sequence.next(ts, keys["tasks"], task, data),
+                lambda ts: ts,
+                task_state,
+            )
+
+            def step_fn(total, global_step):
+                inputs, targets = training_batch(keys, global_step, task_state, data)
+                total += jnp.sum(inputs, dtype=jnp.float32) + jnp.sum(targets, dtype=jnp.float32)
+                return total, None
+
+            first = task * steps
+            total, _ = jax.lax.scan(
+                step_fn, jnp.float32(0), first + jnp.arange(steps, dtype=jnp.int32)
+            )
+            return task_state, total
+
+        task_state = sequence.init(keys["tasks"], data)
+        _, totals = jax.lax.scan(task_fn, task_state, jnp.arange(num_tasks, dtype=jnp.int32))
+        return jnp.sum(totals)
 
     def train(
         rng: jax.Array,
@@ -694,6 +732,7 @@ def make_trainer(
         init,
         run_tasks,
         train,
+        draw_batches,
         {},
     )
 
