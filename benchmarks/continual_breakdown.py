@@ -34,15 +34,20 @@ from absl import app, flags
 from benchmarks import peer_settings, timing
 
 WORKLOADS = ("bitflip", "permuted_mnist")
-_WORKLOAD = flags.DEFINE_enum("workload", "bitflip", list(WORKLOADS), "Which peer's settings.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (bit flipping only; permuted MNIST runs one).")
-_EXAMPLES = flags.DEFINE_integer(
-    "examples", 0, "Examples per run (0: 200,000 for bit flipping, 2,000 for permuted MNIST)."
-)
-_DIAGNOSTICS_EVERY = flags.DEFINE_integer(
-    "diagnostics_every", 0, "Steps between diagnostics for the diagnostics row (0: no row)."
-)
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs of each part; the fastest is reported.")
+
+
+def define_flags() -> None:
+    """The command line's flags, defined only when the module runs as a program, so that tests
+    can import it beside other benchmarks that define flags of the same names."""
+    flags.DEFINE_enum("workload", "bitflip", list(WORKLOADS), "Which peer's settings.")
+    flags.DEFINE_integer("seeds", 1, "Seeds (bit flipping only; permuted MNIST runs one).")
+    flags.DEFINE_integer(
+        "examples", 0, "Examples per run (0: 200,000 for bit flipping, 2,000 for permuted MNIST)."
+    )
+    flags.DEFINE_integer(
+        "diagnostics_every", 0, "Steps between diagnostics for the diagnostics row (0: no row)."
+    )
+    flags.DEFINE_integer("repeats", 3, "Timed runs of each part; the fastest is reported.")
 
 
 def workload_config(workload: str, seeds: int, examples: int) -> ml_collections.ConfigDict:
@@ -164,13 +169,14 @@ def main(argv) -> None:
     from plasticity import runtime  # noqa: PLC0415
 
     runtime.apply_runtime_defaults()
+    options = flags.FLAGS
     try:
         lines = report(
-            _WORKLOAD.value,
-            _SEEDS.value,
-            _EXAMPLES.value,
-            _DIAGNOSTICS_EVERY.value,
-            _REPEATS.value,
+            options.workload,
+            options.seeds,
+            options.examples,
+            options.diagnostics_every,
+            options.repeats,
         )
     except ValueError as error:
         raise SystemExit(f"benchmarks.continual_breakdown: {error}") from None
@@ -178,4 +184,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
