@@ -68,18 +68,18 @@ def with_diagnostics(config: ml_collections.ConfigDict, every: int) -> ml_collec
     return config
 
 
-def dataset_for(workload: str, examples: int):
-    """Random MNIST-shaped data for permuted MNIST (nothing is downloaded); None otherwise."""
+def trainer_kwargs(workload: str, examples: int) -> dict:
+    """The runner's trainer arguments: random MNIST-shaped data for permuted MNIST (nothing is
+    downloaded); none for bit flipping, a stream."""
     if workload == "permuted_mnist":
-        return peer_settings.mnist_shaped_noise(max(examples or 2_000, 1_000))
-    return None
+        return {"dataset": peer_settings.mnist_shaped_noise(max(examples or 2_000, 1_000))}
+    return {}
 
 
-def run_seconds(config, dataset, repeats: int) -> dict[str, float]:
+def run_seconds(config, kwargs: dict, repeats: int) -> dict[str, float]:
     """Fastest compiled-run seconds, the host's seconds around them and the first compile."""
     from benchmarks import continual_sweep  # noqa: PLC0415
 
-    kwargs = {} if dataset is None else {"dataset": dataset}
     compiled, runs, hosts = [], [], []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -91,31 +91,38 @@ def run_seconds(config, dataset, repeats: int) -> dict[str, float]:
     return dict(compile=compiled[0], run=min(runs), host=min(hosts))
 
 
-def data_seconds(config, dataset, repeats: int) -> float:
-    """Fastest seconds of every run's batches drawn alone, mapped over the seeds as the runner
-    maps its runs (one device per CPU, ``run.runs_per_batch`` on each)."""
+def data_seconds(plan, repeats: int) -> float:
+    """Fastest seconds of every run's batches drawn alone, laid out and lowered as the runner lays
+    out and lowers `train`: the plan's run keys over its mesh (one device per CPU,
+    ``run.runs_per_batch`` on each), every variant running every run."""
     import jax  # noqa: PLC0415
 
-    from benchmarks import continual_sweep  # noqa: PLC0415
     from plasticity import mesh as mesh_lib  # noqa: PLC0415
+    from plasticity import runtime  # noqa: PLC0415
 
-    kwargs = {} if dataset is None else {"dataset": dataset}
-    plan = continual_sweep.plan_experiment(config, **kwargs)
-    mesh = mesh_lib.make_mesh(config.mesh, num_runs=plan.num_runs)
+    mesh = mesh_lib.make_mesh(plan.config.mesh, num_runs=plan.num_runs)
+    keys = mesh_lib.shard_leading_axis(plan.run_keys(), mesh)
     seconds = 0.0
     for _, trainer in plan.variants:
-        runs = plan.num_runs // len(plan.variants)
         draw = mesh_lib.over_leading_axis(
             trainer.draw_batches,
             mesh=mesh,
             num_split_args=1,
-            runs_per_batch=int(config.run.runs_per_batch),
+            runs_per_batch=int(plan.config.run.runs_per_batch),
         )
-        rngs = jax.random.split(jax.random.key(0), runs)
-        compiled = jax.jit(draw).lower(rngs, trainer.sequence.data).compile()
-        call = lambda _: compiled(rngs, trainer.sequence.data)
-        seconds += timing.fastest_seconds(call, repeats)
+        data = mesh_lib.replicate(trainer.sequence.data, mesh)
+        with runtime.compiled_loop_lowering():
+            compiled = jax.jit(draw).lower(keys, data).compile()
+        seconds += timing.fastest_seconds(lambda _: compiled(keys, data), repeats)
     return seconds
+
+
+def examples_of(plan) -> int:
+    """Examples trained on by all of a plan's runs, over every variant."""
+    return plan.num_runs * sum(
+        trainer.num_tasks * trainer.steps_per_task * int(trainer.config.task.batch_size)
+        for _, trainer in plan.variants
+    )
 
 
 def breakdown_rows(parts: dict[str, float], examples: int) -> list[str]:
@@ -136,28 +143,26 @@ def breakdown_rows(parts: dict[str, float], examples: int) -> list[str]:
 
 def report(workload: str, seeds: int, examples: int, every: int, repeats: int) -> list[str]:
     """The report's lines; a bad setting raises a ValueError."""
+    from benchmarks import continual_sweep  # noqa: PLC0415
     from plasticity import runtime  # noqa: PLC0415
 
     if repeats < 1 or every < 0:
         raise ValueError("--repeats must be >= 1 and --diagnostics_every >= 0")
     config = workload_config(workload, seeds, examples)
-    dataset = dataset_for(workload, examples)
-    plain = run_seconds(config, dataset, repeats)
+    kwargs = trainer_kwargs(workload, examples)
+    plain = run_seconds(config, kwargs, repeats)
     parts = {"compiled run": plain["run"]}
     if every:
-        diagnosed = run_seconds(with_diagnostics(config, every), dataset, repeats)
+        diagnosed = run_seconds(with_diagnostics(config, every), kwargs, repeats)
         parts["diagnostics"] = diagnosed["run"] - plain["run"]
     parts["host"] = plain["host"]
-    data = data_seconds(config, dataset, repeats)
-    variant = config.variants[config.variant_order[0]]
-    steps = variant.task.num_tasks * (
-        variant.task.flip_period if workload == "bitflip" else variant.task.steps_per_task
-    )
-    total = steps * int(config.num_seeds)
+    plan = continual_sweep.plan_experiment(config, **kwargs)
+    data = data_seconds(plan, repeats)
+    total = examples_of(plan)
     return [
         runtime.hardware_line(),
         f"continual trainer, {workload} at the peer's settings: {int(config.num_seeds)} seed(s) "
-        f"x {steps:,} examples, batch 1; compile {plain['compile']:.1f} s (apart)",
+        f"x {total // plan.num_runs:,} examples, batch 1; compile {plain['compile']:.1f} s (apart)",
         *breakdown_rows(parts, total),
         f"  {'data alone':<13} {data:8.3f} s {'':7} {1e6 * data / total:10.2f} us per example "
         "(a program of its own; not part of the sum)",
