@@ -15,8 +15,9 @@ online permuted MNIST on random MNIST-shaped data, since nothing is downloaded).
 * ``host``: `run_experiment`'s wall time minus its compile and compiled-run seconds (the
   compile seconds count the runs' initial-state program too): the plan, rows, progress and
   checkpoints;
-* ``data alone``: the trainer's `Trainer.draw_batches`, compiled and mapped over the seeds as
-  the runner maps `train`: the task switches and every step's batch (bit flipping's targets come
+* ``data alone``: the trainer's `Trainer.draw_batches` on the runner's run keys, mapped over the
+  devices and lowered (`runtime.compiled_loop_lowering`) as the runner does `train`: the task
+  switches and every step's batch (bit flipping's targets come
   from its target network), drawn as training draws them, with no learner. It is printed beside
   the others, not subtracted from the run: at batch 1 both programs are made of many tiny
   operations that XLA fuses differently in each, so their times do not add up.
