@@ -17,10 +17,10 @@ online permuted MNIST on random MNIST-shaped data, since nothing is downloaded).
   checkpoints;
 * ``data alone``: the trainer's `Trainer.draw_batches` on the runner's run keys, mapped over the
   devices and lowered (`runtime.compiled_loop_lowering`) as the runner does `train`: the task
-  switches and every step's batch (bit flipping's targets come
-  from its target network), drawn as training draws them, with no learner. It is printed beside
-  the others, not subtracted from the run: at batch 1 both programs are made of many tiny
-  operations that XLA fuses differently in each, so their times do not add up.
+  switches and every step's batch (bit flipping's targets come from its target network), drawn
+  as training draws them, with no learner. It is printed beside the others, not subtracted from
+  the run: at batch 1 both programs are made of many tiny operations that XLA fuses differently
+  in each, so their times do not add up.
 
 Each figure is the fastest of ``--repeats`` runs (noise on a shared machine only adds time).
 """
