@@ -373,6 +373,32 @@ def test_targets_are_a_fixed_ltu_function_of_the_inputs():
     assert not np.array_equal(other.input_weights, network.input_weights)
 
 
+def period_examples(num_bits: int, task_index: int) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Inputs, targets and target network of 2,000 examples of period ``task_index``."""
+    sequence = tasks.make_task_sequence("bit_flipping", num_bits=num_bits, flip_period=1000)
+    state = sequence.init(jax.random.key(5))
+    for task in range(1, task_index + 1):
+        state = sequence.next(state, jax.random.key(6), task)
+    inputs, targets = sequence.batch(state, jnp.arange(2000))
+    return np.asarray(inputs), np.asarray(targets), state.target_network
+
+
+@pytest.mark.parametrize("num_bits", [15, 20, 23, 25])
+def test_the_period_table_gives_the_per_example_stream(num_bits, monkeypatch):
+    """0, 5 and 8 random bits go through the period's table, 10 through the network per example
+    (`TABLE_FAST_BITS`); forcing the per-example path gives the same examples, bit for bit."""
+    for task_index in (0, 2):
+        inputs, targets, network = period_examples(num_bits, task_index)
+        np.testing.assert_array_equal(targets, ltu_reference(network, inputs))
+        with monkeypatch.context() as patch:
+            patch.setattr(tasks, "TABLE_FAST_BITS", -1)
+            per_example = period_examples(num_bits, task_index)
+        np.testing.assert_array_equal(inputs, per_example[0])
+        np.testing.assert_array_equal(targets, per_example[1])
+    distinct = len({row.tobytes() for row in inputs[:, 15:]})
+    assert distinct == 2 ** (num_bits - 15) if num_bits <= 20 else distinct > 200
+
+
 # ---------------------------------------------------------------------------
 # Data passed explicitly, configuration, errors
 # ---------------------------------------------------------------------------
