@@ -48,9 +48,9 @@ Expected result (measured, seed 0, end-of-task accuracy / squared error):
   10 tasks); only the parameter norm differs (no L2: 28 → 52 without a norm, 39 → 65 with
   LayerNorm; with L2 it stays flat or shrinks: 28 → 25, 39 → 38);
 * large-offset regression at this scale does not reproduce the paper's damage: after the
-  offset phase every arm fits the later zero-mean tasks (final error 0.016–0.019 without a norm,
-  0.036–0.038 with LayerNorm, whose offset phase is fitted better: 0.10 vs 1.2); L2 only keeps
-  the norm down (42 → 27 without a norm). Longer offset phases (``task.offset_tasks``) or the
+  offset phase every arm fits the later zero-mean tasks (final error 0.018–0.021 without a norm,
+  0.050 with LayerNorm, whose offset phase is fitted better: 0.11 vs 1.1–1.2); L2 only keeps
+  the norm down (final norm 42 without L2, 27 with it, without a norm). Longer offset phases (``task.offset_tasks``) or the
   paper scale are where the effect is reported.
 
 ``:smoke`` (combinable with a task name) checks the plumbing in seconds.
