@@ -14,8 +14,8 @@ Variants (``:rainbow_ln`` etc. runs only the named ones):
   epsilon-greedily (1 -> 0.01 over 10,000 frames): noisy layers with per-example noise triple the
   cost of an update on a CPU. ``:noisy`` restores them.
 * ``rainbow_ln``: LayerNorm before every nonlinearity.
-* ``rainbow_ln_nap``: LayerNorm + NaP (hidden kernels and (γ, β) projected to their initial norm
-  after every update) + the learning rate warmed up and cosine-decayed anew at every switch,
+* ``rainbow_ln_nap``: LayerNorm + NaP (hidden kernels, and the (γ, β) that a following norm makes
+  scale invariant, projected to their initial norm after every update) + the learning rate warmed up and cosine-decayed anew at every switch,
   peaking at 10x the baseline's rate as in the paper's sequential ALE (1e-8 -> 1e-3 over 500
   updates -> 1e-6).
 
@@ -29,23 +29,24 @@ Command (each variant writes ``<workdir>/<variant>``; relaunching resumes)::
 then write the figures and the HTML page with ``python -m scripts.report /tmp/minatar_sequence``
 (the three variant work dirs side by side), or open the diagnostics notebook on that directory.
 
-Expected runtime on a 2-core CPU: about 22 minutes for the three arms (measured 1,323 s on a
-2-core AMD EPYC VM shared with other jobs: 6 blocks of 20,000 steps an arm at ~300 steps/s, plus
-about a minute of compilation per arm; the references reuse the sequence's compiled programs).
+Expected runtime on a 2-core CPU: about 7 minutes for the three arms (measured 6 min 26 s on a
+quiet 2-core AMD EPYC VM: 6 blocks of 20,000 frames an arm at ~1,000 frames/s, plus compilation;
+the references reuse the sequence's compiled programs).
 
 Result measured with that command (seed 0; mean return over 8 evaluation episodes; visit k = the
 game's score right after its k-th block, fresh = a new network trained on the game alone for one
 block, from the same initial parameters)::
 
     arm              breakout: visit 1  visit 2  fresh   space_invaders: visit 1  visit 2  fresh
-    rainbow                    2.00     2.75     2.00                    6.62    10.25    4.12
-    rainbow_ln                 2.50     5.38     2.50                   16.50    14.88   10.25
-    rainbow_ln_nap             3.50     5.00     3.50                   31.88    25.75   19.50
+    rainbow                    3.00     3.12     3.00                   13.50    18.12     6.88
+    rainbow_ln                 4.38     5.38     4.38                    9.75    19.75     8.12
+    rainbow_ln_nap             3.38     5.50     3.38                   30.62    22.38    15.12
 
 Every arm learns both games (a uniformly random policy scores 0.56 on breakout and 2.84 on
-space invaders over 32 episodes); LayerNorm, then LayerNorm + NaP, learn faster. NaP holds every hidden kernel at its initial
-norm while the baseline's grow by 9-33 % from 5,000 frames to the end (the notebook's weight-norm
-figure: ``notebooks/plasticity_diagnostics.ipynb`` on the three work dirs), and with NaP the
+space invaders over 32 episodes); LayerNorm + NaP learns space invaders fastest (30.6 at its
+first visit, against 13.5 and 9.8), while on breakout the arms are within an episode's noise.
+NaP holds every hidden kernel at its initial norm while the baseline's grow by 9-33 % from the
+first diagnostics to the end (the notebook's weight-norm figure: ``notebooks/plasticity_diagnostics.ipynb`` on the three work dirs), and with NaP the
 learning rate is 1e-8 right after each switch (the 'switch' rows). At this scale (20,000 steps a
 game, one seed) no loss of plasticity shows: revisits score at least as well as the fresh network
 for every arm (the breakout reference equals the first visit by construction: it replays the
