@@ -62,6 +62,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import bit_flipping
 from benchmarks.datasets import Dataset
 
 PRNGKey = jax.Array
@@ -253,20 +254,6 @@ class RegressionTaskState(NamedTuple):
     target_function: RandomFunction
 
 
-class LTUNetwork(NamedTuple):
-    """Dohare et al.'s fixed target network: one hidden layer of linear threshold units.
-
-    ``h_i = 1[x @ input_weights[:, i] + input_bias[i] > thresholds[i]]``,
-    ``y = h @ output_weights + output_bias``; every weight and bias is -1 or +1.
-    """
-
-    input_weights: jax.Array  # (m, H)
-    input_bias: jax.Array  # (H,)
-    thresholds: jax.Array  # (H,)
-    output_weights: jax.Array  # (H, 1)
-    output_bias: jax.Array  # (1,)
-
-
 class BitFlippingState(NamedTuple):
     """State of ``bit_flipping`` during one flip period.
 
@@ -280,7 +267,7 @@ class BitFlippingState(NamedTuple):
     task_index: jax.Array
     slow_bits: jax.Array
     example_key: PRNGKey
-    target_network: LTUNetwork
+    target_network: bit_flipping.LTUNetwork
 
 
 class TaskSequence(NamedTuple):
@@ -624,84 +611,24 @@ def _offset_regression_task(config: TaskConfig, dataset: Dataset, data: TaskData
 # ---------------------------------------------------------------------------
 
 
-def fair_bits(key: PRNGKey, count: int) -> jax.Array:
-    """``count`` independent fair bits in {0, 1} as float32, unpacked from uint32 words.
-
-    Same distribution as ``jax.random.bernoulli(key, 0.5, (count,))`` but several
-    times cheaper to compile on XLA:CPU, which matters inside vmapped scans.
-    """
-    words = jax.random.bits(key, (-(-count // 32),), jnp.uint32)
-    shifts = jnp.arange(32, dtype=jnp.uint32)
-    unpacked = (words[:, None] >> shifts[None, :]) & jnp.uint32(1)
-    return unpacked.reshape(-1)[:count].astype(jnp.float32)
-
-
-# Up to this many random bits per example, `make_bit_flipping` evaluates its target network on
-# every input of a period (2**bits rows) and looks each example up; above, on each example.
-TABLE_FAST_BITS = 8
-
-
-def fast_bits_code(key: PRNGKey, count: int) -> jax.Array:
-    """`fair_bits`' first ``count`` bits from ``key`` (``count`` <= 32) as one int32: bit j of the
-    result is `fair_bits(key, count)[j]`."""
-    word = jax.random.bits(key, (1,), jnp.uint32)[0]
-    return (word & jnp.uint32((1 << count) - 1)).astype(jnp.int32)
-
-
-def period_inputs(slow_bits: jax.Array, num_fast: int) -> jax.Array:
-    """Every input a bit-flipping period can show, ``(2**num_fast, f + num_fast)``: row c is the
-    slow bits followed by the ``num_fast`` bits of c (bit j of c in column f + j)."""
-    codes = jnp.arange(1 << num_fast, dtype=jnp.uint32)
-    fast = (codes[:, None] >> jnp.arange(num_fast, dtype=jnp.uint32)) & jnp.uint32(1)
-    slow = jnp.broadcast_to(slow_bits, (codes.shape[0], slow_bits.shape[0]))
-    return jnp.concatenate([slow, fast.astype(jnp.float32)], axis=1)
-
-
-def draw_ltu_network(key: PRNGKey, num_inputs: int, hidden_units: int, beta: float) -> LTUNetwork:
-    """Draws Dohare et al.'s target network: +-1 weights, thresholds from the LTU rule.
-
-    Threshold of unit i: ``theta_i = (m + 1) * beta - S_i`` where m is the number of
-    input bits and ``S_i`` the number of -1 weights among the unit's m + 1 incoming
-    weights (the m input weights and the bias, the weight of the constant-one input).
-    """
-    # One draw for all signs: every extra random call costs compile time.
-    sizes = (num_inputs * hidden_units, hidden_units, hidden_units, 1)
-    signs = 2.0 * fair_bits(key, sum(sizes)) - 1.0
-    w_in, b_in, w_out, b_out = jnp.split(signs, np.cumsum(sizes)[:-1])
-    input_weights = w_in.reshape(num_inputs, hidden_units)
-    negatives = (input_weights < 0).sum(axis=0) + (b_in < 0)
-    thresholds = (num_inputs + 1) * beta - negatives.astype(jnp.float32)
-    return LTUNetwork(input_weights, b_in, thresholds, w_out.reshape(hidden_units, 1), b_out)
-
-
-def ltu_features(network: LTUNetwork, inputs: jax.Array) -> jax.Array:
-    """Hidden LTU outputs in {0, 1}, ``(B, H)``."""
-    preactivation = inputs @ network.input_weights + network.input_bias
-    return (preactivation > network.thresholds).astype(jnp.float32)
-
-
-def ltu_targets(network: LTUNetwork, inputs: jax.Array) -> jax.Array:
-    """Target network output ``(B, 1)``."""
-    return ltu_features(network, inputs) @ network.output_weights + network.output_bias
-
-
 def make_bit_flipping(config: TaskConfig) -> TaskSequence:
     """Dohare et al.'s slowly-changing regression ("bit-flipping") as a task sequence.
 
     An input is ``num_bits`` bits in {0, 1}: the first ``num_flipping_bits`` are slow
     (constant for ``flip_period`` examples; at each period boundary one of them, chosen
     uniformly, flips), the others are drawn independently for every example. The
-    target is the output of a fixed random LTU network (:func:`draw_ltu_network`).
+    target is the output of a fixed random LTU network
+    (:func:`benchmarks.bit_flipping.draw_ltu_network`).
     A task is one flip period; ``batch(state, indices)`` returns examples ``indices``
     of the current period, whose random bits are a pure function of
     ``(state.example_key, index)``. Defaults follow Dohare et al. (20 bits, 15 slow,
     flips every 10,000 examples, 100 LTUs, beta 0.7); the constant-one input bit of
     their description is the target network's bias and is not part of the inputs.
 
-    With at most `TABLE_FAST_BITS` random bits a period's inputs take few values, so ``batch``
-    evaluates the target network on all of them and looks each example's target up: the same
-    values as evaluating it per example (sums of +-1 terms are exact in float32), at a fraction
-    of the cost of the stream (Dohare et al.'s 5 random bits: 32 inputs per period).
+    With at most `bit_flipping.TABLE_FAST_BITS` random bits, a period's inputs take few values, so
+    ``batch`` evaluates the target network on all of them and looks each example's target up:
+    the same values as evaluating it per example (sums of +-1 terms are exact in float32), at a
+    fraction of the stream's cost (Dohare et al.'s 5 random bits: 32 inputs per period).
     """
     num_bits, num_slow = config.num_bits, config.num_flipping_bits
     num_fast = num_bits - num_slow
@@ -715,8 +642,10 @@ def make_bit_flipping(config: TaskConfig) -> TaskSequence:
         del data
         network_key, stream_key = split_rng(rng)
         key = task_key(stream_key, 0)
-        network = draw_ltu_network(network_key, num_bits, config.ltu_hidden_units, config.ltu_beta)
-        slow_bits = fair_bits(jax.random.fold_in(key, 0), num_slow)
+        network = bit_flipping.draw_ltu_network(
+            network_key, num_bits, config.ltu_hidden_units, config.ltu_beta
+        )
+        slow_bits = bit_flipping.fair_bits(jax.random.fold_in(key, 0), num_slow)
         return BitFlippingState(jnp.int32(0), slow_bits, jax.random.fold_in(key, 1), network)
 
     def next_task(
@@ -745,17 +674,17 @@ def make_bit_flipping(config: TaskConfig) -> TaskSequence:
         del data
         indices = jnp.asarray(indices, jnp.int32)
         keys = jax.vmap(lambda i: jax.random.fold_in(state.example_key, i))(indices)
-        if num_fast <= TABLE_FAST_BITS:
+        if num_fast <= bit_flipping.TABLE_FAST_BITS:
             # A period has 2**num_fast distinct inputs: the target network runs on each once, and
             # every example looks its own up. In a loop over a period's steps the state is
             # invariant, so XLA computes the table once, not at every step.
-            codes = jax.vmap(lambda key: fast_bits_code(key, num_fast))(keys)
-            inputs = period_inputs(state.slow_bits, num_fast)
-            return inputs[codes], ltu_targets(state.target_network, inputs)[codes]
-        fast = jax.vmap(lambda key: fair_bits(key, num_fast))(keys)
+            codes = jax.vmap(lambda key: bit_flipping.fast_bits_code(key, num_fast))(keys)
+            inputs = bit_flipping.period_inputs(state.slow_bits, num_fast)
+            return inputs[codes], bit_flipping.ltu_targets(state.target_network, inputs)[codes]
+        fast = jax.vmap(lambda key: bit_flipping.fair_bits(key, num_fast))(keys)
         slow = jnp.broadcast_to(state.slow_bits, (fast.shape[0], num_slow))
         inputs = jnp.concatenate([slow, fast], axis=1)
-        return inputs, ltu_targets(state.target_network, inputs)
+        return inputs, bit_flipping.ltu_targets(state.target_network, inputs)
 
     no_data = TaskData(None, None, None, None)
     return TaskSequence(

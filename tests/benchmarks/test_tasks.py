@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import datasets, tasks
+from benchmarks import bit_flipping, datasets, tasks
 
 NUM_TASKS = 4
 NUM_STREAM_TASKS = 6
@@ -391,7 +391,7 @@ def test_the_period_table_gives_the_per_example_stream(num_bits, monkeypatch):
         inputs, targets, network = period_examples(num_bits, task_index)
         np.testing.assert_array_equal(targets, ltu_reference(network, inputs))
         with monkeypatch.context() as patch:
-            patch.setattr(tasks, "TABLE_FAST_BITS", -1)
+            patch.setattr(bit_flipping, "TABLE_FAST_BITS", -1)
             per_example = period_examples(num_bits, task_index)
         np.testing.assert_array_equal(inputs, per_example[0])
         np.testing.assert_array_equal(targets, per_example[1])
