@@ -65,7 +65,7 @@ from benchmarks.continual_config import (
     steps_per_task,
     swept_keys,
 )
-from plasticity import divergence, effective_lr, nap, networks, optim, schedules
+from plasticity import deferred, divergence, effective_lr, nap, networks, optim, schedules
 from plasticity.interventions import injected_apply
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
 
@@ -327,6 +327,8 @@ class Trainer(NamedTuple):
         ``train`` draws them, and nothing else (`benchmarks.continual_breakdown` times it).
       compiled: executables the runner compiled for this trainer, reused by later runs of the
         same plan (a resumed run in the same process compiles nothing again).
+      deferred_kernels: the dense kernels whose SGD updates apply once per
+        ``run.defer_dense_updates`` steps (`plasticity.deferred`), as 'layer/path'; () if none.
     """
 
     config: ml_collections.ConfigDict
@@ -342,6 +344,7 @@ class Trainer(NamedTuple):
     train: Callable
     draw_batches: Callable
     compiled: dict
+    deferred_kernels: tuple[str, ...] = ()
 
     @property
     def blocks_per_task(self) -> int:
@@ -431,6 +434,15 @@ def make_trainer(
     # Diagnostics see the network the parameters describe (without an injected head's terms).
     scalar_loss = lambda params, inputs, targets: loss_fn(params, inputs, targets)[0]
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    # Deferred dense updates where they are the same SGD (elsewhere every step, as asked).
+    cannot_defer = deferred.blockers(opt_config, hparam_keys) + ["injection"] * injection
+    defer_window = 1 if cannot_defer else int(config.run.defer_dense_updates)
+    sites = {}
+    if defer_window > 1:
+        init_params = lambda: model.init(jax.random.key(0), jnp.zeros(example.shape))["params"]
+        batch_example = jax.ShapeDtypeStruct((batch_size, *sequence.input_shape), jnp.float32)
+        sites = deferred.find_sites(forward, jax.eval_shape(init_params), {}, batch_example)
+        defer_window = defer_window if sites else 1  # no kernel large enough, fed few rows
     exponent = effective_lr_exponent(config)
     probe_size = int(config.diagnostics.probe_size)
 
@@ -565,24 +577,54 @@ def make_trainer(
         (_, metrics), grads = grad_fn(state.params, inputs, targets, state.extra)
         return apply_gradients(state, grads, tx), metrics
 
+    def deferred_window(state, global_steps, task, task_state, keys, tx, data):
+        """`train_step` over a window of steps, dense kernels updated once at its end
+        (`plasticity.deferred`: the same SGD, half the kernel traffic at batch 1)."""
+        batch = lambda step: training_batch(keys, step, task_state, data)
+        kernels, rest = deferred.split_kernels(state.params, sites)
+        value_and_grad = deferred.factor_value_and_grad(loss_fn, sites)
+
+        def step(carry, slot_and_step):
+            rest, opt_state, factors = carry
+            slot, global_step = slot_and_step
+            (_, metrics), rest_grads, grads = value_and_grad(
+                kernels, rest, factors, *batch(global_step), state.extra
+            )
+            # Plain SGD (checked): a unit gradient's update is the step's -η, schedule included.
+            updates, opt_state = tx.update(
+                {"rest": rest_grads, "unit": jnp.ones([], jnp.float32)}, opt_state
+            )
+            factors = deferred.record(factors, slot, grads, updates["unit"])
+            return (optax.apply_updates(rest, updates["rest"]), opt_state, factors), metrics
+
+        window = global_steps.shape[0]
+        factors = deferred.zero_factors(sites, window)
+        slots = jnp.arange(window, dtype=jnp.int32)
+        (rest, opt_state, factors), metrics = jax.lax.scan(
+            step, (rest, state.opt_state, factors), (slots, global_steps)
+        )
+        params = deferred.merge(deferred.apply_factors(kernels, factors), rest)
+        return state.replace(step=state.step + window, params=params, opt_state=opt_state), metrics
+
     def run_segment(carry, first, task, task_state, keys, tx, data):
         """`segment_steps` updates from global step `first`, then the periodic intervention if due.
 
         With diagnostics, the last update runs after the loop, so that only the parameters before
         it (the update ratios') are kept: carried through every step, they cost a copy of every
         weight per step (7% of permuted MNIST's batch-1 step)."""
-        step_fn = functools.partial(
-            train_step, task=task, task_state=task_state, keys=keys, tx=tx, data=data
-        )
+        bound = dict(task=task, task_state=task_state, keys=keys, tx=tx, data=data)
+        step_fn = functools.partial(train_step, **bound)
+        window_fn = functools.partial(deferred_window, **bound)
+        steps_fn = lambda s, xs: deferred.windowed_scan(step_fn, window_fn, s, xs, defer_window)
         state, _ = carry
         global_steps = first + jnp.arange(segment_steps, dtype=jnp.int32)
         if every:
-            state, metrics = jax.lax.scan(step_fn, state, global_steps[:-1])
+            state, metrics = steps_fn(state, global_steps[:-1])
             previous_params = state.params
             state, last = step_fn(state, global_steps[-1])
             metrics = jax.tree.map(lambda m, x: jnp.concatenate([m, x[None]]), metrics, last)
         else:
-            state, metrics = jax.lax.scan(step_fn, state, global_steps)
+            state, metrics = steps_fn(state, global_steps)
             previous_params = state.params
         if periodic_intervention:
             end = first + segment_steps
@@ -742,6 +784,7 @@ def make_trainer(
         train,
         draw_batches,
         {},
+        tuple("/".join(key[:-1]) for key in sites) if defer_window > 1 else (),
     )
 
 

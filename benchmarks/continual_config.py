@@ -26,12 +26,14 @@ NETWORKS = ("mlp", "cnn", "resnet")
 # Fields a variant may not override: they define the sweep itself, not one arm of it.
 SWEEP_FIELDS = ("variants", "variant_order", "grid", "seed", "num_seeds", "run", "mesh")
 DEFAULT_VARIANT = config_tools.DEFAULT_VARIANT
-# Fields a relaunch may change without changing the results (up to float rounding for the mesh).
+# Fields a relaunch may change without changing the results (up to float rounding for the mesh
+# and deferred dense updates).
 RESUME_FREE_FIELDS = (
     "run.progress",
     "run.tensorboard",
     "run.checkpoints_to_keep",
     "run.runs_per_batch",
+    "run.defer_dense_updates",
     "run.stop_on_divergence",
     "data.data_dir",
     "mesh",
@@ -60,7 +62,10 @@ def default_config() -> ml_collections.ConfigDict:
     eval: end-of-task evaluation on up to ``max_examples`` examples, in batches.
     run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
       ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k
-      at a time in a loop (1 is fastest on CPUs, whose batched matrix products are slow); how
+      at a time in a loop (1 is fastest on CPUs, whose batched matrix products are slow);
+      ``defer_dense_updates``: K > 1 applies plain-SGD variants' dense-kernel updates once per K
+      steps from their factors (`plasticity.deferred`: the same SGD to float rounding, about
+      half the memory traffic at batch 1; other optimizers update every step); how
       many checkpoints to keep, TensorBoard and progress bar switches; ``stop_on_divergence``: a
       NaN/Inf loss or parameter norm stops the sweep with a one-line error (off: keep going,
       writing nulls).
@@ -109,6 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.run = dict(
         tasks_per_chunk=0,
         runs_per_batch=0,
+        defer_dense_updates=0,
         checkpoints_to_keep=2,
         tensorboard=True,
         progress=True,
@@ -231,6 +237,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     ):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if int(config.run.defer_dense_updates) < 0:
+        raise ValueError(
+            f"run.defer_dense_updates must be >= 0, got {config.run.defer_dense_updates}"
+        )
     if config.intervention.every < 0:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
     diagnostics_block(config)

@@ -86,6 +86,13 @@ _DATA_DIR = flags.DEFINE_string(
 _DIAGNOSTICS = flags.DEFINE_bool(
     "diagnostics", False, "minatar_purejaxrl: keep the preset's diagnostics and gradient norm on."
 )
+_DEFER = flags.DEFINE_integer(
+    "defer_dense_updates",
+    0,
+    "bitflip_lop, permuted_mnist_lop: the trainer's run.defer_dense_updates (K > 1 applies the "
+    "SGD kernel updates once per K steps, the same SGD; see plasticity.deferred).",
+    lower_bound=0,
+)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
 
 
@@ -166,6 +173,7 @@ def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
 def bitflip_lop() -> str:
     examples = _EXAMPLES.value or 1_000_000
     config = peer_settings.bitflip_config(_SEEDS.value, examples)
+    config.run.defer_dense_updates = _DEFER.value
     task = config.variants["bit_flipping/backprop"].task
     examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
@@ -189,6 +197,7 @@ def copy_bandwidth(megabytes: int = 512) -> float:
 def permuted_mnist_lop() -> str:
     examples = _EXAMPLES.value or 2_000
     config = peer_settings.permuted_mnist_config(examples)
+    config.run.defer_dense_updates = _DEFER.value
     dataset = None if _DATA_DIR.value else peer_settings.mnist_shaped_noise(max(examples, 1_000))
     if _DATA_DIR.value:
         config.data.data_dir = _DATA_DIR.value

@@ -27,7 +27,7 @@ import pytest
 
 from benchmarks import continual, continual_config, continual_sweep
 from benchmarks.configs import disentangling, dohare, nap_label_reset
-from plasticity import checkpointing, nap, param_labels, workdir
+from plasticity import checkpointing, deferred, nap, param_labels, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_COMPILE_ENV = {"JAX_THREEFRY_PARTITIONABLE": "0"}
@@ -143,6 +143,43 @@ def test_same_seed_identical_different_seeds_differ():
     losses = outputs["task"]["online_loss"]
     assert not np.allclose(losses[0, 0], losses[0, 1])  # seeds 0 and 1, same learning rate
     assert not np.allclose(losses[0, 0], losses[1, 0])  # learning rates, same seed
+
+
+def test_deferred_dense_updates_are_the_same_sgd(monkeypatch):
+    # Every dense layer deferred (the tiny kernels are under the size threshold), windows of 3 in
+    # segments of 8 steps before each block's last update: two windows and a remainder of 2.
+    # Tolerances: float32 rounding of the same sums grouped differently (tests/plasticity/
+    # test_deferred.py), drifting over 72 updates; observed differences are below 1e-6.
+    monkeypatch.setattr(deferred, "MIN_DEFERRED_WEIGHTS", 1)
+    config = tiny_config()
+    config.optimizer.name = "sgd"
+    config.grid.learning_rate = (0.02, 0.05)
+    config.task.update(steps_per_task=18, batch_size=4)
+    config.network.hidden_sizes = (16, 16)
+    config.diagnostics.every = 9
+    outputs = {}
+    for window in (0, 3):
+        config.run.defer_dense_updates = window
+        trainer = continual.make_trainer(config)
+        train = jax.jit(jax.vmap(trainer.train, in_axes=(None, 0)))
+        hparams = {"learning_rate": jnp.asarray(config.grid.learning_rate, jnp.float32)}
+        outputs[window] = jax.device_get(train(jax.random.PRNGKey(0), hparams))
+    assert trainer.deferred_kernels == ("hidden_0/linear", "hidden_1/linear", "output")
+    assert_trees_close(outputs[3], outputs[0], rtol=1e-5, atol=1e-5)
+    start = continual.make_trainer(config).init(jax.random.PRNGKey(0), {"learning_rate": 0.02})
+    moved = outputs[3][0].state.params["hidden_1"]["linear"]["kernel"][0]
+    assert np.abs(moved - start[0].state.params["hidden_1"]["linear"]["kernel"]).max() > 1e-2
+
+
+def test_deferral_is_skipped_where_it_would_change_the_optimizer():
+    config = tiny_config()
+    config.run.defer_dense_updates = 4
+    assert continual.make_trainer(config).deferred_kernels == ()  # Adam
+    config.optimizer.name = "sgd"
+    assert continual.make_trainer(config).deferred_kernels == ()  # kernels under 2**20 weights
+    config.run.defer_dense_updates = -1
+    with pytest.raises(ValueError, match="run.defer_dense_updates must be >= 0"):
+        continual.make_trainer(config)
 
 
 def _numpy_mlp(params, inputs):
