@@ -590,12 +590,11 @@ def make_trainer(
             (_, metrics), rest_grads, grads = value_and_grad(
                 kernels, rest, factors, *batch(global_step), state.extra
             )
-            # Plain SGD (checked): a unit gradient's update is the step's -η, schedule included.
-            updates, opt_state = tx.update(
-                {"rest": rest_grads, "unit": jnp.ones([], jnp.float32)}, opt_state
+            updates, opt_state, coefficients = deferred.kernel_coefficients(
+                tx, opt_state, kernels, rest_grads, rest
             )
-            factors = deferred.record(factors, slot, grads, updates["unit"])
-            return (optax.apply_updates(rest, updates["rest"]), opt_state, factors), metrics
+            factors = deferred.record(factors, slot, grads, coefficients)
+            return (optax.apply_updates(rest, updates), opt_state, factors), metrics
 
         window = global_steps.shape[0]
         factors = deferred.zero_factors(sites, window)

@@ -21,10 +21,14 @@ sums are grouped differently, so results agree to rounding (exactly, in float64)
 network's trajectory drifts apart from the other grouping's over thousands of steps the way two
 BLAS libraries' would.
 
-Only plain SGD keeps every update a product of factors (`blockers`): momentum, Adam,
-weight decay, L2, clipping and NaP's projection all touch the whole kernel at every step.
-Biases, norms and convolutions update every step as usual. Every `flax.linen.Dense` of the model
-is deferred: an interceptor (`flax.linen.intercept_methods`) adds the correction, records the
+Weight decay and L2 (coupled or decoupled) scale the kernel by ``1 - η·λ`` at each step; the
+window keeps that factor as a scalar and computes ``decay · (xW)`` as ``(decay · x)W``, so they
+defer too. Each kernel's step size and decay come from the optimizer itself
+(`kernel_coefficients`), so schedules, masks and swept values are what the chain computes.
+Momentum, Adam, clipping, L2-init and NaP's projection move the whole kernel in other ways at
+every step (`blockers`); with them every update applies at its step. Biases, norms and
+convolutions update every step as usual. Every large enough `flax.linen.Dense` of the model is
+deferred: an interceptor (`flax.linen.intercept_methods`) adds the correction, records the
 inputs and exposes the output gradient through a zero ``probe`` added to the output.
 """
 
@@ -62,20 +66,23 @@ class Site(NamedTuple):
 
 
 class Factors(NamedTuple):
-    """A window's pending updates of one kernel: ``W + inputs.T @ scaled_grads`` applies them."""
+    """A window's pending updates of one kernel W: ``decay * W + inputs.T @ scaled_grads``."""
 
     inputs: jax.Array  # (window·rows, in)
-    scaled_grads: jax.Array  # (window·rows, out): -η times the loss gradient at the outputs
+    scaled_grads: jax.Array  # (window·rows, out): -η times the loss gradient at the outputs,
+    # times the decay of every later step
+    decay: jax.Array  # (): the product of the window's decay factors so far (1 without decay)
 
 
 def blockers(optimizer: Mapping[str, Any], swept: Sequence[str] = ()) -> list[str]:
     """Why `optimizer` (a `plasticity.optim` config, with the hyper-parameters `swept` in a grid)
-    cannot defer its kernel updates; empty for plain SGD, a learning-rate schedule included.
-    Every other chain touches the whole kernel at every step, so there is nothing to defer."""
+    cannot defer its kernel updates; empty for plain SGD with any learning-rate schedule, weight
+    decay and L2. Every other chain moves each kernel by more than a decay and a product of
+    factors at every step, so there is nothing to defer."""
     reasons = []
     if optimizer["name"] != "sgd":
         reasons.append(f"optimizer.name={optimizer['name']!r} (needs 'sgd')")
-    for field in ("max_grad_norm", "weight_decay", "l2", "l2_init"):
+    for field in ("max_grad_norm", "l2_init"):
         if float(optimizer[field]) != 0.0 or field in swept:
             reasons.append(f"optimizer.{field} is on")
     if optimizer["nap"]["enabled"]:
@@ -132,6 +139,7 @@ def zero_factors(sites: Mapping[Key, Site], window: int, dtype=jnp.float32) -> d
         key: Factors(
             jnp.zeros((window * site.rows, site.inputs), dtype),
             jnp.zeros((window * site.rows, site.outputs), dtype),
+            jnp.ones([], dtype),
         )
         for key, site in sites.items()
     }
@@ -167,9 +175,10 @@ def factor_value_and_grad(
             key = _kernel_key(context.module) if _is_dense_call(context) else None
             if key not in sites:  # not a dense layer, or one updated every step
                 return next_fun(*call_args, **kwargs)
-            y = next_fun(*call_args, **kwargs)
-            x = call_args[0].reshape(-1, sites[key].inputs)
             pending = factors[key]
+            # decay · (xW) as (decay · x)W: the kernel is never scaled in memory.
+            y = next_fun(pending.decay * call_args[0], *call_args[1:], **kwargs)
+            x = call_args[0].reshape(-1, sites[key].inputs)
             correction = (x @ pending.inputs.T) @ pending.scaled_grads
             inputs[key] = x
             return y + (correction + probes[key]).reshape(y.shape)
@@ -194,26 +203,45 @@ def factor_value_and_grad(
     return value_and_grad
 
 
+def kernel_coefficients(
+    tx, opt_state, kernels: Mapping[Key, jax.Array], rest_grads: Mapping[Key, Any], rest: Mapping
+) -> tuple[Any, Any, dict[Key, tuple[jax.Array, jax.Array]]]:
+    """One update of `tx` (plain SGD, with any decay: see `blockers`) on the parameters but the
+    deferred kernels, and each kernel's coefficients ``(step, decay)``: its update this step is
+    ``step · xᵀδ + (decay - 1) · W``.
+
+    Each kernel goes through the optimizer as a two-element stand-in at its place in the tree
+    (so masks that go by parameter names see it as a kernel) with gradient (1, 0) and value
+    (0, 1): an update linear in the gradient and the parameters returns (step, decay - 1)."""
+    unit_grad, unit_param = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    grads = merge({key: unit_grad for key in kernels}, rest_grads)
+    params = merge({key: unit_param for key in kernels}, rest)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    flat = traverse_util.flatten_dict(updates)
+    coefficients = {key: (flat[key][0], 1.0 + flat[key][1]) for key in kernels}
+    return {key: flat[key] for key in rest}, opt_state, coefficients
+
+
 def record(
     factors: Mapping[Key, Factors],
     step_in_window: jax.Array,
     grads: Mapping[Key, tuple[jax.Array, jax.Array]],
-    scale: jax.Array,
+    coefficients: Mapping[Key, tuple[jax.Array, jax.Array]],
 ) -> dict[Key, Factors]:
-    """`factors` with one step's ``(x, δ)`` stored in its rows, δ times `scale` (the optimizer's
-    update of a unit gradient, -η)."""
+    """`factors` after one more step: everything pending decays, and the step's ``(x, δ)`` fill
+    its rows, δ times the step's coefficient (`kernel_coefficients`; -η for SGD)."""
     out = {}
     for key, pending in factors.items():
         x, delta = grads[key]
+        step, decay = coefficients[key]
         row = step_in_window * x.shape[0]
+        scaled = (decay * pending.scaled_grads).astype(pending.scaled_grads.dtype)
         out[key] = Factors(
             jax.lax.dynamic_update_slice_in_dim(pending.inputs, x, row, axis=0),
             jax.lax.dynamic_update_slice_in_dim(
-                pending.scaled_grads,
-                (scale * delta).astype(pending.scaled_grads.dtype),
-                row,
-                axis=0,
+                scaled, (step * delta).astype(scaled.dtype), row, axis=0
             ),
+            decay * pending.decay,
         )
     return out
 
@@ -223,7 +251,7 @@ def apply_factors(
 ) -> dict[Key, jax.Array]:
     """Every kernel with its window's updates applied: one read and one write of each."""
     return {
-        key: kernel + factors[key].inputs.T @ factors[key].scaled_grads
+        key: factors[key].decay * kernel + factors[key].inputs.T @ factors[key].scaled_grads
         for key, kernel in kernels.items()
     }
 

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
@@ -41,6 +42,7 @@ def random_factors(sites, window, key):
         out[path] = deferred.Factors(
             jax.random.normal(a, (window * site.rows, site.inputs)),
             0.1 * jax.random.normal(d, (window * site.rows, site.outputs)),
+            jnp.float32(0.9 - 0.1 * i),
         )
     return out
 
@@ -95,29 +97,48 @@ def test_factor_gradients_are_the_gradients_of_the_pending_kernels():
     assert float(jnp.abs(applied["output"]["kernel"] - PARAMS["output"]["kernel"]).max()) > 1e-2
 
 
-def test_a_window_of_deferred_steps_is_the_same_sgd():
+def sgd(**overrides):
+    config = optim.default_optimizer_config()
+    config.update(name="sgd", learning_rate=0.05, **overrides)
+    return optim.make_optimizer(config)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"weight_decay": 0.5, "l2": 0.3}, {"l2": 0.3, "decay_biases_and_norms": True}],
+    ids=["sgd", "decay-kernels", "decay-all"],
+)
+def test_a_window_of_deferred_steps_is_the_same_sgd(overrides):
     sites = all_sites()
-    learning_rate = 0.05
+    tx = sgd(**overrides)
     inputs = jax.random.normal(jax.random.key(4), (6, *INPUTS.shape))
     targets = jax.random.normal(jax.random.key(5), (6, *TARGETS.shape))
 
-    def sgd_step(params, batch):
+    def sgd_step(carry, batch):
+        params, opt_state = carry
         grads = jax.grad(lambda p: squared_error(p, *batch)[0])(params)
-        return jax.tree.map(lambda p, g: p - learning_rate * g, params, grads), None
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
 
-    want, _ = jax.lax.scan(sgd_step, PARAMS, (inputs, targets))
+    (want, _), _ = jax.lax.scan(sgd_step, (PARAMS, tx.init(PARAMS)), (inputs, targets))
 
     kernels, rest = deferred.split_kernels(PARAMS, sites)
     value_and_grad = deferred.factor_value_and_grad(squared_error, sites)
-    factors = deferred.zero_factors(sites, 6)
+    factors, opt_state = deferred.zero_factors(sites, 6), tx.init(PARAMS)
     for slot in range(6):
         _, rest_grads, grads = value_and_grad(kernels, rest, factors, inputs[slot], targets[slot])
-        rest = {path: p - learning_rate * rest_grads[path] for path, p in rest.items()}
-        factors = deferred.record(factors, jnp.int32(slot), grads, -learning_rate)
+        updates, opt_state, coefficients = deferred.kernel_coefficients(
+            tx, opt_state, kernels, rest_grads, rest
+        )
+        rest = optax.apply_updates(rest, updates)
+        factors = deferred.record(factors, jnp.int32(slot), grads, coefficients)
     got = deferred.merge(deferred.apply_factors(kernels, factors), rest)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL), got, want)
     moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), want, PARAMS)
     assert min(jax.tree.leaves(moved)) > 1e-3  # every parameter took part
+    decay = 1 - 0.05 * (overrides.get("weight_decay", 0) + overrides.get("l2", 0))
+    for pending in factors.values():
+        np.testing.assert_allclose(pending.decay, decay**6, rtol=1e-6)
 
 
 def test_windowed_scan_covers_every_element_in_order():
@@ -131,31 +152,37 @@ def test_windowed_scan_covers_every_element_in_order():
         np.testing.assert_array_equal(got[1], want[1])
 
 
-def test_only_plain_sgd_can_defer():
+def test_only_sgd_with_decays_can_defer():
     config = optim.default_optimizer_config()
     assert deferred.blockers(config) == ["optimizer.name='adam' (needs 'sgd')"]
     config.name = "sgd"
-    assert deferred.blockers(config) == []
     config.schedule.name = "linear"  # a schedule is still one step size per update
-    assert deferred.blockers(config) == []
-    assert deferred.blockers(config, swept=("l2",)) == ["optimizer.l2 is on"]
     config.weight_decay = 1e-4
+    assert deferred.blockers(config, swept=("l2", "learning_rate")) == []
+    assert deferred.blockers(config, swept=("l2_init",)) == ["optimizer.l2_init is on"]
+    config.max_grad_norm = 1.0
     config.nap.enabled = True
     assert deferred.blockers(config) == [
-        "optimizer.weight_decay is on",
+        "optimizer.max_grad_norm is on",
         "optimizer.nap.enabled",
     ]
 
 
-def test_the_optimizer_update_of_a_unit_gradient_is_minus_the_learning_rate():
-    # What the continual trainer scales a window's factors with, schedule included.
+def test_kernel_coefficients_are_the_step_size_and_decay_of_the_schedule():
     config = optim.default_optimizer_config()
-    config.name = "sgd"
+    config.update(name="sgd", learning_rate=0.2, l2=0.5, weight_decay=0.25)
     config.schedule.update(name="warmup_cosine", warmup_steps=3, total_steps=6)
-    config.learning_rate = 0.2
     tx = optim.make_optimizer(config)
-    state = tx.init(PARAMS)
+    sites = all_sites()
+    kernels, rest = deferred.split_kernels(PARAMS, sites)
+    rest_grads = jax.tree.map(jnp.zeros_like, rest)
+    opt_state = tx.init(PARAMS)
     for step in range(6):
-        updates, state = tx.update({"unit": jnp.ones([], jnp.float32)}, state)
-        want = -optim.optimizer_learning_rate(config, step)
-        np.testing.assert_allclose(updates["unit"], want, rtol=1e-6)
+        updates, opt_state, coefficients = deferred.kernel_coefficients(
+            tx, opt_state, kernels, rest_grads, rest
+        )
+        learning_rate = optim.optimizer_learning_rate(config, step)
+        for key in sites:
+            np.testing.assert_allclose(coefficients[key][0], -learning_rate, rtol=1e-6)
+            np.testing.assert_allclose(coefficients[key][1], 1 - 0.75 * learning_rate, rtol=1e-6)
+        np.testing.assert_array_equal(updates[("output", "bias")], 0.0)  # biases: not decayed
