@@ -5,6 +5,7 @@ r"""The project at its peers' exact settings, through the code users run: figure
   python -m benchmarks.peers --workload=atari_cleanrl [--steps=4096] [--game=Breakout]
   python -m benchmarks.peers --workload=bitflip_lop [--seeds=1] [--examples=1000000]
   python -m benchmarks.peers --workload=permuted_mnist_lop [--examples=2000] [--data_dir=DIR]
+      [--defer_dense_updates=16]
 
 Each workload prints the hardware line and the project's throughput (compile apart); run the peer's
 command (below) right before and after on the same machine, quiet (``cat /proc/loadavg``), and report
@@ -47,9 +48,10 @@ measured table is in BUILD_NOTES.md ("Peers").
 * ``permuted_mnist_lop``: loss-of-plasticity's online permuted MNIST (``lop/permuted_mnist``,
   ``cfg/bp/std_net.json``): 784-2000-2000-2000-10 ReLU, SGD 0.003, batch 1. The project runs the
   continual sweep on the same network; without ``--data_dir`` on random MNIST-shaped data (batch-1
-  throughput does not depend on the pixels, and nothing is downloaded). It also measures this
-  machine's copy bandwidth and prints the memory bound: each step must read every weight twice
-  (forward, backward) and write it once (update). The peer: ``online_expr.online_expr`` on that
+  throughput does not depend on the pixels, and nothing is downloaded), with the config's
+  deferred dense updates (16 steps; ``--defer_dense_updates=0`` applies every update at its step).
+  It also measures this machine's copy bandwidth and prints the memory bound of per-step updates:
+  each step must read every weight twice (forward, backward) and write it once (update). The peer: ``online_expr.online_expr`` on that
   config (with random data of MNIST's shapes in place of its pickle, and ``to_log`` off, which
   halves its speed when on), timing the per-example loop.
 """
@@ -88,9 +90,10 @@ _DIAGNOSTICS = flags.DEFINE_bool(
 )
 _DEFER = flags.DEFINE_integer(
     "defer_dense_updates",
-    0,
+    None,
     "bitflip_lop, permuted_mnist_lop: the trainer's run.defer_dense_updates (K > 1 applies the "
-    "SGD kernel updates once per K steps, the same SGD; see plasticity.deferred).",
+    "SGD kernel updates once per K steps, the same SGD; see plasticity.deferred; unset: the "
+    "config's, 16 for permuted MNIST as in dohare:paper; 0: every update at its step).",
     lower_bound=0,
 )
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
@@ -173,7 +176,8 @@ def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
 def bitflip_lop() -> str:
     examples = _EXAMPLES.value or 1_000_000
     config = peer_settings.bitflip_config(_SEEDS.value, examples)
-    config.run.defer_dense_updates = _DEFER.value
+    if _DEFER.value is not None:
+        config.run.defer_dense_updates = _DEFER.value
     task = config.variants["bit_flipping/backprop"].task
     examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
@@ -208,7 +212,9 @@ def update_bandwidth(nbytes: int) -> float:
 def permuted_mnist_lop() -> str:
     examples = _EXAMPLES.value or 2_000
     config = peer_settings.permuted_mnist_config(examples)
-    window = config.run.defer_dense_updates = _DEFER.value
+    if _DEFER.value is not None:
+        config.run.defer_dense_updates = _DEFER.value
+    window = int(config.run.defer_dense_updates)
     dataset = None if _DATA_DIR.value else peer_settings.mnist_shaped_noise(max(examples, 1_000))
     if _DATA_DIR.value:
         config.data.data_dir = _DATA_DIR.value

@@ -61,3 +61,6 @@ def test_permuted_mnist_config_is_lops_network_on_mnist_shaped_data():
     params = jax.eval_shape(trainer.model.init, jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
     # 784-2000-2000-2000-10 with biases: 1,570,000 + 2 x 4,002,000 + 20,010.
     assert sum(x.size for x in jax.tree.leaves(params)) == 9_594_010
+    # The three wide kernels defer their SGD updates (plasticity.deferred); the 2000x10 head
+    # is under the size threshold and updates at every step.
+    assert trainer.deferred_kernels == ("hidden_0/linear", "hidden_1/linear", "hidden_2/linear")
