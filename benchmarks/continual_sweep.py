@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -110,16 +109,6 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
             variants.append((name, make_trainer(variant, **trainer_kwargs)))
         except ValueError as error:
             raise type(error)(f"variant {name!r}: {error}") from error
-        if int(config.run.defer_dense_updates) > 1:
-            deferred_kernels = variants[-1][1].deferred_kernels
-            logging.info(
-                "variant %r: %s",
-                name,
-                f"SGD updates of {', '.join(deferred_kernels)} applied every "
-                f"{config.run.defer_dense_updates} steps"
-                if deferred_kernels
-                else "every update applied at its step (not plain SGD, or no large dense kernel)",
-            )
     plan = ExperimentPlan(config, variants, grid, int(config.num_seeds))
     check_memory(plan)
     return plan
@@ -298,6 +287,12 @@ def run_experiment(
         budget_hint="lower --config.task.num_tasks or --config.task.steps_per_task for a shorter run",
     )
     harness.budget_after = min(t.steps_per_task for _, t in plan.variants)
+    for variant_name, trainer in plan.variants:
+        if trainer.deferred_kernels:
+            harness.message(
+                f"{variant_name}: SGD updates of {', '.join(trainer.deferred_kernels)} applied once "
+                f"per {config.run.defer_dense_updates} steps (plasticity.deferred)"
+            )
     with harness as run:
         return _run_sweep(plan, mesh, run)
 
