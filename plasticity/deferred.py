@@ -91,7 +91,8 @@ def blockers(optimizer: Mapping[str, Any], swept: Sequence[str] = ()) -> list[st
 
 
 def _is_dense_call(context) -> bool:
-    return isinstance(context.module, nn.Dense) and context.method_name == "__call__"
+    # Exactly flax's Dense: a subclass may compute something else with its kernel.
+    return type(context.module) is nn.Dense and context.method_name == "__call__"
 
 
 def _kernel_key(module: nn.Module) -> Key:
@@ -108,15 +109,16 @@ def find_sites(
     deferring, by kernel path: at least `min_weights` weights, at most `max_rows` input rows
     (default `MIN_DEFERRED_WEIGHTS`, `MAX_ROWS`).
 
-    A layer called twice in one forward pass (shared weights) raises: its update would be the sum
-    of two calls' factors, which this module does not track."""
+    A layer called more than once per forward pass (shared weights) is left out: its update is
+    the sum of its calls' factors, which this module does not track."""
     sites: dict[Key, Site] = {}
+    shared: set[Key] = set()
 
     def record(next_fun, call_args, kwargs, context):
         if _is_dense_call(context):
             key = _kernel_key(context.module)
             if key in sites:
-                raise ValueError(f"dense layer {'/'.join(key[:-1])} is called twice per step")
+                shared.add(key)
             x = call_args[0]
             sites[key] = Site(math.prod(x.shape[:-1]), x.shape[-1], context.module.features)
         return next_fun(*call_args, **kwargs)
@@ -129,7 +131,7 @@ def find_sites(
     return {
         key: site
         for key, site in sites.items()
-        if site.inputs * site.outputs >= min_weights and site.rows <= max_rows
+        if site.inputs * site.outputs >= min_weights and site.rows <= max_rows and key not in shared
     }
 
 

@@ -62,17 +62,19 @@ def test_small_kernels_and_many_rows_are_not_deferred():
     assert all_sites(max_rows=1) == {}
 
 
-def test_a_layer_called_twice_cannot_be_deferred():
+def test_a_layer_called_twice_is_not_deferred():
     class Shared(nn.Module):
         @nn.compact
         def __call__(self, x):
             dense = nn.Dense(7)
-            return dense(dense(x))
+            return nn.Dense(3)(dense(dense(x)))
 
     model = Shared()
     params = model.init(jax.random.key(0), INPUTS)["params"]
-    with pytest.raises(ValueError, match="Dense_0 is called twice"):
-        deferred.find_sites(lambda p, x: model.apply({"params": p}, x), params, INPUTS)
+    sites = deferred.find_sites(
+        lambda p, x: model.apply({"params": p}, x), params, INPUTS, min_weights=1
+    )
+    assert set(sites) == {("Dense_1", "kernel")}
 
 
 def test_factor_gradients_are_the_gradients_of_the_pending_kernels():
