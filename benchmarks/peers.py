@@ -51,9 +51,9 @@ measured table is in BUILD_NOTES.md ("Peers").
   throughput does not depend on the pixels, and nothing is downloaded), with the config's
   deferred dense updates (16 steps; ``--defer_dense_updates=0`` applies every update at its step).
   It also measures this machine's copy bandwidth and prints the memory bound of per-step updates:
-  each step must read every weight twice (forward, backward) and write it once (update). The peer: ``online_expr.online_expr`` on that
-  config (with random data of MNIST's shapes in place of its pickle, and ``to_log`` off, which
-  halves its speed when on), timing the per-example loop.
+  each step must read every weight twice (forward, backward) and write it once (update). The peer:
+  ``online_expr.online_expr`` on that config (with random data of MNIST's shapes in place of its
+  pickle, and ``to_log`` off, which halves its speed when on), timing the per-example loop.
 """
 
 from __future__ import annotations
