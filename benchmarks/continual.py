@@ -435,8 +435,8 @@ def make_trainer(
     scalar_loss = lambda params, inputs, targets: loss_fn(params, inputs, targets)[0]
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     # Deferred dense updates where they are the same SGD (elsewhere every step, as asked).
-    cannot_defer = deferred.blockers(opt_config, hparam_keys) + ["injection"] * injection
-    defer_window = 1 if cannot_defer else int(config.run.defer_dense_updates)
+    can_defer = not deferred.blockers(opt_config, hparam_keys) and not injection
+    defer_window = int(config.run.defer_dense_updates) if can_defer else 1
     sites = {}
     if defer_window > 1:
         init_params = lambda: model.init(jax.random.key(0), jnp.zeros(example.shape))["params"]

@@ -63,9 +63,10 @@ def default_config() -> ml_collections.ConfigDict:
     run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
       ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k
       at a time in a loop (1 is fastest on CPUs, whose batched matrix products are slow);
-      ``defer_dense_updates``: K > 1 applies plain-SGD variants' dense-kernel updates once per K
-      steps from their factors (`plasticity.deferred`: the same SGD to float rounding, about
-      half the memory traffic at batch 1; other optimizers update every step); how
+      ``defer_dense_updates``: K > 1 applies SGD variants' large dense-kernel updates (weight
+      decay and L2 included) once per K steps from their factors (`plasticity.deferred`: the
+      same SGD to float rounding, about half the memory traffic at batch 1; other optimizers
+      update every step); how
       many checkpoints to keep, TensorBoard and progress bar switches; ``stop_on_divergence``: a
       NaN/Inf loss or parameter norm stops the sweep with a one-line error (off: keep going,
       writing nulls).

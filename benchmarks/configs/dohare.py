@@ -96,7 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.learning_rate = 0.003
         config.run.tasks_per_chunk = 10
         # The 2000-wide kernels at batch 1: SGD (and L2) updates applied once per 16 steps from
-        # their factors, the same SGD to float rounding at 2.2-2.6x the speed (plasticity.deferred).
+        # their factors, the same SGD to float rounding at 2.1-2.6x the speed (plasticity.deferred).
         config.run.defer_dense_updates = 16
         config.variants["permuted_inputs/backprop"].task.update(
             dict(num_tasks=800, steps_per_task=60_000, batch_size=1)
