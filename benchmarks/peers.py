@@ -6,11 +6,18 @@ r"""The project at its peers' exact settings, through the code users run: figure
   python -m benchmarks.peers --workload=bitflip_lop [--seeds=1] [--examples=1000000]
   python -m benchmarks.peers --workload=permuted_mnist_lop [--examples=2000] [--data_dir=DIR]
       [--defer_dense_updates=16]
+  python -m benchmarks.peers --workload=... --peer_command="CMD" [--rounds=2]
 
 Each workload prints the hardware line and the project's throughput (compile apart); run the peer's
 command (below) right before and after on the same machine, quiet (``cat /proc/loadavg``), and report
-the ratio. Peers run from their own checkouts, never from this repository; the adaptations a current
-software stack needs are listed with each. The configs are in `benchmarks.peer_settings`; the
+the ratio. ``--peer_command`` does that in one run: it alternates the peer and the project, starting
+and ending with the peer (``--rounds`` project runs), and prints each project run's ratio to the
+faster of the two peer runs beside it, the pairing that flatters the project least. The command runs
+in a shell (its own checkout and venv: ``cd ~/purejaxrl && ~/peer-venv/bin/python time_dqn.py``) and
+must print its figure in the workload's unit: the last ``<number> env steps/s`` (MinAtar, all seeds
+together), ``agent steps/s`` (Atari) or ``examples/s`` (bit flipping all seeds together, permuted
+MNIST) in its output is read. Peers run from their own checkouts, never from this repository; the
+adaptations a current software stack needs are listed with each. The configs are in `benchmarks.peer_settings`; the
 measured table is in BUILD_NOTES.md ("Peers").
 
 * ``minatar_purejaxrl``: PureJaxRL's ``purejaxrl/dqn.py`` (CleanRL's DQN in JAX) on Breakout-MinAtar:
@@ -58,8 +65,11 @@ measured table is in BUILD_NOTES.md ("Peers").
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from absl import app, flags
 
@@ -97,6 +107,30 @@ _DEFER = flags.DEFINE_integer(
     lower_bound=0,
 )
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
+_PEER_COMMAND = flags.DEFINE_string(
+    "peer_command",
+    None,
+    "Shell command that runs the peer at the workload's settings and prints its figure in the "
+    "workload's unit; with it, peer and project runs alternate (see the module docstring).",
+)
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 2, "With --peer_command: project runs, each between two peer runs.", lower_bound=1
+)
+
+# The unit each workload reports its figure in, which a peer's output must name too.
+UNITS = {
+    "minatar_purejaxrl": "env steps/s",
+    "atari_cleanrl": "agent steps/s",
+    "bitflip_lop": "examples/s",
+    "permuted_mnist_lop": "examples/s",
+}
+
+
+class Measurement(NamedTuple):
+    """A project run's figure (in its workload's `UNITS`) and the line that reports it."""
+
+    figure: float
+    line: str
 
 
 def timed_runs(run_once: Callable[[], float]) -> tuple[float, int]:
@@ -108,7 +142,7 @@ def timed_runs(run_once: Callable[[], float]) -> tuple[float, int]:
     return float(np.median(seconds)), len(seconds)
 
 
-def minatar_purejaxrl() -> str:
+def minatar_purejaxrl() -> Measurement:
     from agents import minatar_loop  # noqa: PLC0415
 
     steps = _STEPS.value or 200_000
@@ -123,15 +157,18 @@ def minatar_purejaxrl() -> str:
 
     best, runs = timed_runs(run_once)
     total = steps * _SEEDS.value
-    return (
-        f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
-        f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
-        f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
-        f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
+    return Measurement(
+        total / best,
+        (
+            f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
+            f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
+            f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
+            f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
+        ),
     )
 
 
-def atari_cleanrl() -> str:
+def atari_cleanrl() -> Measurement:
     import statistics  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
@@ -149,10 +186,13 @@ def atari_cleanrl() -> str:
     rates = [row["frames_per_second"] / skip for row in rows if row.get("updates_per_second")][1:]
     if not rates:
         raise ValueError("no log interval with learning: raise --steps")
-    return (
-        f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
-        f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
-        f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
+    return Measurement(
+        statistics.median(rates),
+        (
+            f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
+            f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
+            f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
+        ),
     )
 
 
@@ -173,7 +213,7 @@ def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
     return best, runs, compiled[0]
 
 
-def bitflip_lop() -> str:
+def bitflip_lop() -> Measurement:
     examples = _EXAMPLES.value or 1_000_000
     config = peer_settings.bitflip_config(_SEEDS.value, examples)
     if _DEFER.value is not None:
@@ -182,10 +222,13 @@ def bitflip_lop() -> str:
     examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
     total = examples * _SEEDS.value
-    return (
-        f"bitflip_lop: project {_SEEDS.value} seed(s) x {examples:,} examples: {best:.2f} s "
-        f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
-        f"examples/s total ({total / best / _SEEDS.value:,.0f} per seed)"
+    return Measurement(
+        total / best,
+        (
+            f"bitflip_lop: project {_SEEDS.value} seed(s) x {examples:,} examples: {best:.2f} s "
+            f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
+            f"examples/s total ({total / best / _SEEDS.value:,.0f} per seed)"
+        ),
     )
 
 
@@ -209,7 +252,7 @@ def update_bandwidth(nbytes: int) -> float:
     return 2 * weights.nbytes / seconds
 
 
-def permuted_mnist_lop() -> str:
+def permuted_mnist_lop() -> Measurement:
     examples = _EXAMPLES.value or 2_000
     config = peer_settings.permuted_mnist_config(examples)
     if _DEFER.value is not None:
@@ -231,14 +274,64 @@ def permuted_mnist_lop() -> str:
         if window > 1
         else ""
     )
+    return Measurement(
+        rate,
+        (
+            f"permuted_mnist_lop: project 784-3x2000-10, SGD, batch 1, {examples:,} examples: "
+            f"{best:.2f} s (median of {runs}; compile {compile_seconds:.1f} s apart) -> {rate:,.1f} "
+            f"examples/s; memory bound {bound:,.1f} examples/s ({bandwidth / 1e9:.1f} GB/s copy "
+            f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
+            f"the bound; at the weights' size (in-place update, {in_cache / 1e9:.1f} GB/s) "
+            f"{cache_bound:,.1f}: {rate / cache_bound:.2f}x{deferred}; data "
+            f"{'from ' + _DATA_DIR.value if _DATA_DIR.value else 'random, MNIST-shaped'}"
+        ),
+    )
+
+
+def peer_figure(output: str, unit: str) -> float:
+    """The last ``<number> <unit>`` in a peer's output (the number may carry thousands commas)."""
+    matches = re.findall(rf"(\d[\d,]*(?:\.\d+)?)\s+{re.escape(unit)}", output)
+    if not matches:
+        raise ValueError(f"the peer command printed no '<number> {unit}'")
+    return float(matches[-1].replace(",", ""))
+
+
+def run_peer(command: str, unit: str) -> float:
+    """Runs the peer's shell command to its end and reads its figure from what it printed."""
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+        raise ValueError(f"the peer command exited with status {result.returncode}: {last}")
+    try:
+        return peer_figure(result.stdout, unit)
+    except ValueError:  # a peer that logs its figure (logging writes to stderr)
+        return peer_figure(result.stderr, unit)
+
+
+def alternate(
+    run_peer_once: Callable[[], float], run_project_once: Callable[[], float], rounds: int
+) -> tuple[list[float], list[float]]:
+    """(peer figures, project figures) of runs in the order peer, project, peer, ..., peer:
+    every project run has a peer run right before and right after it on the same machine."""
+    peers, projects = [run_peer_once()], []
+    for _ in range(rounds):
+        projects.append(run_project_once())
+        peers.append(run_peer_once())
+    return peers, projects
+
+
+def paired_ratios(peers: list[float], projects: list[float]) -> list[float]:
+    """Each project figure over the faster of the two peer figures around it (higher is faster)."""
+    return [run / max(before, after) for run, before, after in zip(projects, peers, peers[1:])]
+
+
+def ratio_line(peers: list[float], projects: list[float], unit: str) -> str:
+    """The summary of an alternated comparison."""
+    ratios = ", ".join(f"{ratio:.2f}x" for ratio in paired_ratios(peers, projects))
     return (
-        f"permuted_mnist_lop: project 784-3x2000-10, SGD, batch 1, {examples:,} examples: "
-        f"{best:.2f} s (median of {runs}; compile {compile_seconds:.1f} s apart) -> {rate:,.1f} "
-        f"examples/s; memory bound {bound:,.1f} examples/s ({bandwidth / 1e9:.1f} GB/s copy "
-        f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
-        f"the bound; at the weights' size (in-place update, {in_cache / 1e9:.1f} GB/s) "
-        f"{cache_bound:,.1f}: {rate / cache_bound:.2f}x{deferred}; data "
-        f"{'from ' + _DATA_DIR.value if _DATA_DIR.value else 'random, MNIST-shaped'}"
+        f"ratios {ratios} (each project run over the faster peer run beside it); peer "
+        f"{', '.join(f'{figure:,.1f}' for figure in peers)} {unit}; project "
+        f"{', '.join(f'{figure:,.1f}' for figure in projects)} {unit}"
     )
 
 
@@ -253,12 +346,27 @@ def main(argv) -> None:
         "bitflip_lop": bitflip_lop,
         "permuted_mnist_lop": permuted_mnist_lop,
     }
+    measure, unit = workloads[_WORKLOAD.value], UNITS[_WORKLOAD.value]
+
+    def run_project_once() -> float:
+        measurement = measure()
+        print(f"{measurement.line}  [load {os.getloadavg()[0]:.2f}]", flush=True)
+        return measurement.figure
+
+    def run_peer_once() -> float:
+        figure = run_peer(_PEER_COMMAND.value, unit)
+        print(f"peer: {figure:,.1f} {unit}  [load {os.getloadavg()[0]:.2f}]", flush=True)
+        return figure
+
+    print(runtime.hardware_line(), flush=True)
     try:
-        line = workloads[_WORKLOAD.value]()
-    except ValueError as error:  # a bad setting (too few steps, missing files): one line
+        if _PEER_COMMAND.value is None:
+            run_project_once()
+        else:
+            peers, projects = alternate(run_peer_once, run_project_once, _ROUNDS.value)
+            print(ratio_line(peers, projects, unit))
+    except ValueError as error:  # a bad setting, missing files, a failed peer: one line
         raise SystemExit(f"benchmarks.peers: {error}") from None
-    print(runtime.hardware_line())
-    print(line)
 
 
 if __name__ == "__main__":
