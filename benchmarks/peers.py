@@ -9,16 +9,18 @@ r"""The project at its peers' exact settings, through the code users run: figure
   python -m benchmarks.peers --workload=... --peer_command="CMD" [--rounds=2]
 
 Each workload prints the hardware line and the project's throughput (compile apart); run the peer's
-command (below) right before and after on the same machine, quiet (``cat /proc/loadavg``), and report
-the ratio. ``--peer_command`` does that in one run: it alternates the peer and the project, starting
-and ending with the peer (``--rounds`` project runs), and prints each project run's ratio to the
-faster of the two peer runs beside it, the pairing that flatters the project least. The command runs
-in a shell (its own checkout and venv: ``cd ~/purejaxrl && ~/peer-venv/bin/python time_dqn.py``) and
-must print its figure in the workload's unit: the last ``<number> env steps/s`` (MinAtar, all seeds
-together), ``agent steps/s`` (Atari) or ``examples/s`` (bit flipping all seeds together, permuted
-MNIST) in its output is read. Peers run from their own checkouts, never from this repository; the
-adaptations a current software stack needs are listed with each. The configs are in `benchmarks.peer_settings`; the
-measured table is in BUILD_NOTES.md ("Peers").
+command (below) right before and after on the same machine, quiet (``cat /proc/loadavg``), and
+report the ratio. ``--peer_command`` does that in one run: it alternates the peer and the project,
+starting and ending with the peer (``--rounds`` project runs), and prints each project run's ratio
+to the faster of the two peer runs beside it, the pairing that flatters the project least. Given
+several times (a peer's variants, such as CleanRL with torch's default threads and with one), each
+peer turn runs every command and keeps the fastest figure. A command runs in a shell (its own
+checkout and venv: ``cd ~/purejaxrl && ~/peer-venv/bin/python time_dqn.py``) and must print its
+figure in the workload's unit: the last ``<number> env steps/s`` (MinAtar, all seeds together),
+``agent steps/s`` (Atari) or ``examples/s`` (bit flipping all seeds together, permuted MNIST) in its
+output is read. Peers run from their own checkouts, never from this repository; the adaptations a
+current software stack needs are listed with each. The configs are in `benchmarks.peer_settings`;
+the measured table is in BUILD_NOTES.md ("Peers").
 
 * ``minatar_purejaxrl``: PureJaxRL's ``purejaxrl/dqn.py`` (CleanRL's DQN in JAX) on Breakout-MinAtar:
   10 envs, MLP 120-84, Adam 2.5e-4, batch 128, one update every 10 env steps (one per loop
@@ -107,11 +109,13 @@ _DEFER = flags.DEFINE_integer(
     lower_bound=0,
 )
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
-_PEER_COMMAND = flags.DEFINE_string(
+_PEER_COMMAND = flags.DEFINE_multi_string(
     "peer_command",
-    None,
+    [],
     "Shell command that runs the peer at the workload's settings and prints its figure in the "
-    "workload's unit; with it, peer and project runs alternate (see the module docstring).",
+    "workload's unit; with it, peer and project runs alternate (see the module docstring). "
+    "Repeat it for the peer's variants (torch threads, say): each peer turn runs them all and "
+    "keeps the fastest.",
 )
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 2, "With --peer_command: project runs, each between two peer runs.", lower_bound=1
@@ -354,13 +358,19 @@ def main(argv) -> None:
         return measurement.figure
 
     def run_peer_once() -> float:
-        figure = run_peer(_PEER_COMMAND.value, unit)
-        print(f"peer: {figure:,.1f} {unit}  [load {os.getloadavg()[0]:.2f}]", flush=True)
-        return figure
+        figures = []
+        for number, command in enumerate(_PEER_COMMAND.value, 1):
+            figures.append(run_peer(command, unit))
+            variant = f" (command {number})" if len(_PEER_COMMAND.value) > 1 else ""
+            print(
+                f"peer{variant}: {figures[-1]:,.1f} {unit}  [load {os.getloadavg()[0]:.2f}]",
+                flush=True,
+            )
+        return max(figures)
 
     print(runtime.hardware_line(), flush=True)
     try:
-        if _PEER_COMMAND.value is None:
+        if not _PEER_COMMAND.value:
             run_project_once()
         else:
             peers, projects = alternate(run_peer_once, run_project_once, _ROUNDS.value)

@@ -75,20 +75,29 @@ def run_peers(*flags: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_side_by_side_run_prints_each_run_and_the_ratio():
-    peer = python_command("print('lop: 20000 examples in 5.00 s -> 4,000.0 examples/s')")
+def test_side_by_side_run_prints_each_run_and_the_ratio_to_the_fastest_peer_variant():
+    fast = python_command("print('lop: 20000 examples in 5.00 s -> 4,000.0 examples/s')")
+    slow = python_command("print('lop: 20000 examples in 6.67 s -> 3,000.0 examples/s')")
     result = run_peers(
         "--workload=bitflip_lop",
         "--examples=20000",
         "--repeats=1",
         "--rounds=1",
-        f"--peer_command={peer}",
+        f"--peer_command={slow}",
+        f"--peer_command={fast}",
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines[1:4]] == ["peer", "bitflip_lop", "peer"]
-    project = float(lines[2].split(" -> ")[1].split(" examples/s")[0].replace(",", ""))
-    assert lines[4].startswith(f"ratios {project / 4000.0:.2f}x ")
+    assert [line.split(":")[0] for line in lines[1:6]] == [
+        "peer (command 1)",
+        "peer (command 2)",
+        "bitflip_lop",
+        "peer (command 1)",
+        "peer (command 2)",
+    ]
+    project = float(lines[3].split(" -> ")[1].split(" examples/s")[0].replace(",", ""))
+    assert lines[6].startswith(f"ratios {project / 4000.0:.2f}x ")
+    assert "peer 4,000.0, 4,000.0 examples/s" in lines[6]
 
 
 def test_a_failing_peer_stops_the_run_before_the_project_runs():
