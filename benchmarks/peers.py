@@ -68,14 +68,12 @@ the measured table is in BUILD_NOTES.md ("Peers").
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import time
 from typing import Callable, NamedTuple
 
 from absl import app, flags
 
-from benchmarks import peer_settings, timing
+from benchmarks import peer_settings, side_by_side, timing
 
 WORKLOADS = ("minatar_purejaxrl", "atari_cleanrl", "bitflip_lop", "permuted_mnist_lop")
 _WORKLOAD = flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
@@ -161,15 +159,13 @@ def minatar_purejaxrl() -> Measurement:
 
     best, runs = timed_runs(run_once)
     total = steps * _SEEDS.value
-    return Measurement(
-        total / best,
-        (
-            f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
-            f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
-            f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
-            f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
-        ),
+    line = (
+        f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
+        f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
+        f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
+        f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
     )
+    return Measurement(total / best, line)
 
 
 def atari_cleanrl() -> Measurement:
@@ -190,14 +186,12 @@ def atari_cleanrl() -> Measurement:
     rates = [row["frames_per_second"] / skip for row in rows if row.get("updates_per_second")][1:]
     if not rates:
         raise ValueError("no log interval with learning: raise --steps")
-    return Measurement(
-        statistics.median(rates),
-        (
-            f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
-            f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
-            f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
-        ),
+    line = (
+        f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
+        f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
+        f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
     )
+    return Measurement(statistics.median(rates), line)
 
 
 def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
@@ -226,14 +220,12 @@ def bitflip_lop() -> Measurement:
     examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
     total = examples * _SEEDS.value
-    return Measurement(
-        total / best,
-        (
-            f"bitflip_lop: project {_SEEDS.value} seed(s) x {examples:,} examples: {best:.2f} s "
-            f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
-            f"examples/s total ({total / best / _SEEDS.value:,.0f} per seed)"
-        ),
+    line = (
+        f"bitflip_lop: project {_SEEDS.value} seed(s) x {examples:,} examples: {best:.2f} s "
+        f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
+        f"examples/s total ({total / best / _SEEDS.value:,.0f} per seed)"
     )
+    return Measurement(total / best, line)
 
 
 def copy_bandwidth(megabytes: float = 512) -> float:
@@ -278,65 +270,16 @@ def permuted_mnist_lop() -> Measurement:
         if window > 1
         else ""
     )
-    return Measurement(
-        rate,
-        (
-            f"permuted_mnist_lop: project 784-3x2000-10, SGD, batch 1, {examples:,} examples: "
-            f"{best:.2f} s (median of {runs}; compile {compile_seconds:.1f} s apart) -> {rate:,.1f} "
-            f"examples/s; memory bound {bound:,.1f} examples/s ({bandwidth / 1e9:.1f} GB/s copy "
-            f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
-            f"the bound; at the weights' size (in-place update, {in_cache / 1e9:.1f} GB/s) "
-            f"{cache_bound:,.1f}: {rate / cache_bound:.2f}x{deferred}; data "
-            f"{'from ' + _DATA_DIR.value if _DATA_DIR.value else 'random, MNIST-shaped'}"
-        ),
+    line = (
+        f"permuted_mnist_lop: project 784-3x2000-10, SGD, batch 1, {examples:,} examples: "
+        f"{best:.2f} s (median of {runs}; compile {compile_seconds:.1f} s apart) -> {rate:,.1f} "
+        f"examples/s; memory bound {bound:,.1f} examples/s ({bandwidth / 1e9:.1f} GB/s copy "
+        f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
+        f"the bound; at the weights' size (in-place update, {in_cache / 1e9:.1f} GB/s) "
+        f"{cache_bound:,.1f}: {rate / cache_bound:.2f}x{deferred}; data "
+        f"{'from ' + _DATA_DIR.value if _DATA_DIR.value else 'random, MNIST-shaped'}"
     )
-
-
-def peer_figure(output: str, unit: str) -> float:
-    """The last ``<number> <unit>`` in a peer's output (the number may carry thousands commas)."""
-    matches = re.findall(rf"(\d[\d,]*(?:\.\d+)?)\s+{re.escape(unit)}", output)
-    if not matches:
-        raise ValueError(f"the peer command printed no '<number> {unit}'")
-    return float(matches[-1].replace(",", ""))
-
-
-def run_peer(command: str, unit: str) -> float:
-    """Runs the peer's shell command to its end and reads its figure from what it printed."""
-    result = subprocess.run(command, shell=True, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
-        raise ValueError(f"the peer command exited with status {result.returncode}: {last}")
-    try:
-        return peer_figure(result.stdout, unit)
-    except ValueError:  # a peer that logs its figure (logging writes to stderr)
-        return peer_figure(result.stderr, unit)
-
-
-def alternate(
-    run_peer_once: Callable[[], float], run_project_once: Callable[[], float], rounds: int
-) -> tuple[list[float], list[float]]:
-    """(peer figures, project figures) of runs in the order peer, project, peer, ..., peer:
-    every project run has a peer run right before and right after it on the same machine."""
-    peers, projects = [run_peer_once()], []
-    for _ in range(rounds):
-        projects.append(run_project_once())
-        peers.append(run_peer_once())
-    return peers, projects
-
-
-def paired_ratios(peers: list[float], projects: list[float]) -> list[float]:
-    """Each project figure over the faster of the two peer figures around it (higher is faster)."""
-    return [run / max(before, after) for run, before, after in zip(projects, peers, peers[1:])]
-
-
-def ratio_line(peers: list[float], projects: list[float], unit: str) -> str:
-    """The summary of an alternated comparison."""
-    ratios = ", ".join(f"{ratio:.2f}x" for ratio in paired_ratios(peers, projects))
-    return (
-        f"ratios {ratios} (each project run over the faster peer run beside it); peer "
-        f"{', '.join(f'{figure:,.1f}' for figure in peers)} {unit}; project "
-        f"{', '.join(f'{figure:,.1f}' for figure in projects)} {unit}"
-    )
+    return Measurement(rate, line)
 
 
 def main(argv) -> None:
@@ -360,7 +303,7 @@ def main(argv) -> None:
     def run_peer_once() -> float:
         figures = []
         for number, command in enumerate(_PEER_COMMAND.value, 1):
-            figures.append(run_peer(command, unit))
+            figures.append(side_by_side.run_peer(command, unit))
             variant = f" (command {number})" if len(_PEER_COMMAND.value) > 1 else ""
             print(
                 f"peer{variant}: {figures[-1]:,.1f} {unit}  [load {os.getloadavg()[0]:.2f}]",
@@ -373,8 +316,8 @@ def main(argv) -> None:
         if not _PEER_COMMAND.value:
             run_project_once()
         else:
-            peers, projects = alternate(run_peer_once, run_project_once, _ROUNDS.value)
-            print(ratio_line(peers, projects, unit))
+            peers, projects = side_by_side.alternate(run_peer_once, run_project_once, _ROUNDS.value)
+            print(side_by_side.ratio_line(peers, projects, unit))
     except ValueError as error:  # a bad setting, missing files, a failed peer: one line
         raise SystemExit(f"benchmarks.peers: {error}") from None
 

@@ -1,6 +1,6 @@
-"""benchmarks.peers' side-by-side mode: the peer's figure read from its output, runs alternated
-peer first and last, each project run set against the faster peer run beside it, and a failing
-peer reported in one line before any project run."""
+"""benchmarks.side_by_side and `benchmarks.peers --peer_command`: the peer's figure read from its
+output, runs alternated peer first and last, each project run set against the faster peer run
+beside it, and a failing peer reported in one line before any project run."""
 
 import shlex
 import subprocess
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks import peers
+from benchmarks import side_by_side
 
 PUREJAXRL_LINE = (
     "PureJaxRL seeds=8 steps=50000: compile 9.1 s, run 21.05 s, 19,003 env steps/s total, "
@@ -22,15 +22,19 @@ def python_command(code: str) -> str:
 
 
 def test_peer_figure_reads_the_last_number_in_the_unit():
-    assert peers.peer_figure(PUREJAXRL_LINE, "env steps/s") == 19_003.0
-    output = "warmup 5.0 agent steps/s\nCleanRL threads=2: 3072 agent steps in 39.4 s: 78.0 agent steps/s"
-    assert peers.peer_figure(output, "agent steps/s") == 78.0
-    assert peers.peer_figure("-> 1,234,567.25 examples/s total", "examples/s") == 1_234_567.25
+    assert side_by_side.peer_figure(PUREJAXRL_LINE, "env steps/s") == 19_003.0
+    output = (
+        "warmup 5.0 agent steps/s\nCleanRL threads=2: 3072 agent steps in 39 s: 78.0 agent steps/s"
+    )
+    assert side_by_side.peer_figure(output, "agent steps/s") == 78.0
+    assert (
+        side_by_side.peer_figure("-> 1,234,567.25 examples/s total", "examples/s") == 1_234_567.25
+    )
 
 
 def test_peer_figure_refuses_output_without_the_unit():
     with pytest.raises(ValueError, match="no '<number> env steps/s'"):
-        peers.peer_figure("78.0 agent steps/s", "env steps/s")
+        side_by_side.peer_figure("78.0 agent steps/s", "env steps/s")
 
 
 def test_runs_alternate_peer_first_and_last():
@@ -45,24 +49,27 @@ def test_runs_alternate_peer_first_and_last():
         order.append("project")
         return next(project_figures)
 
-    assert peers.alternate(peer, project, rounds=2) == ([10.0, 20.0, 12.0], [15.0, 30.0])
+    assert side_by_side.alternate(peer, project, rounds=2) == ([10.0, 20.0, 12.0], [15.0, 30.0])
     assert order == ["peer", "project", "peer", "project", "peer"]
 
 
 def test_each_project_run_is_set_against_the_faster_peer_run_beside_it():
     # The first project run sits between peers at 10 and 20, the second between 20 and 12.
-    assert peers.paired_ratios([10.0, 20.0, 12.0], [15.0, 30.0]) == [0.75, 1.5]
-    line = peers.ratio_line([10.0, 20.0, 12.0], [15.0, 30.0], "env steps/s")
+    assert side_by_side.paired_ratios([10.0, 20.0, 12.0], [15.0, 30.0]) == [0.75, 1.5]
+    line = side_by_side.ratio_line([10.0, 20.0, 12.0], [15.0, 30.0], "env steps/s")
     assert line.startswith("ratios 0.75x, 1.50x") and "peer 10.0, 20.0, 12.0 env steps/s" in line
 
 
 def test_run_peer_reads_stdout_then_stderr_and_reports_a_failure_in_one_line():
-    assert peers.run_peer(python_command(f"print({PUREJAXRL_LINE!r})"), "env steps/s") == 19_003.0
+    assert (
+        side_by_side.run_peer(python_command(f"print({PUREJAXRL_LINE!r})"), "env steps/s")
+        == 19_003.0
+    )
     logged = "import sys; sys.stderr.write('I1204 peer.py] 55.5 examples/s\\n')"
-    assert peers.run_peer(python_command(logged), "examples/s") == 55.5
+    assert side_by_side.run_peer(python_command(logged), "examples/s") == 55.5
     failing = "import sys; print('starting'); sys.exit('no checkout at ~/purejaxrl')"
     with pytest.raises(ValueError, match="status 1: no checkout at ~/purejaxrl"):
-        peers.run_peer(python_command(failing), "env steps/s")
+        side_by_side.run_peer(python_command(failing), "env steps/s")
 
 
 def run_peers(*flags: str) -> subprocess.CompletedProcess:
