@@ -14,13 +14,15 @@ report the ratio. ``--peer_command`` does that in one run: it alternates the pee
 starting and ending with the peer (``--rounds`` project runs), and prints each project run's ratio
 to the faster of the two peer runs beside it, the pairing that flatters the project least. Given
 several times (a peer's variants, such as CleanRL with torch's default threads and with one), each
-peer turn runs every command and keeps the fastest figure. A command runs in a shell (its own
-checkout and venv: ``cd ~/purejaxrl && ~/peer-venv/bin/python time_dqn.py``) and must print its
-figure in the workload's unit: the last ``<number> env steps/s`` (MinAtar, all seeds together),
-``agent steps/s`` (Atari) or ``examples/s`` (bit flipping all seeds together, permuted MNIST) in its
-output is read. Peers run from their own checkouts, never from this repository; the adaptations a
-current software stack needs are listed with each. The configs are in `benchmarks.peer_settings`;
-the measured table is in BUILD_NOTES.md ("Peers").
+peer turn runs every command and keeps the fastest figure. Each project turn reports the median of
+``--repeats`` runs (MinAtar, bit flipping, permuted MNIST) where a peer command usually times one;
+``--repeats=1`` makes the two turns alike. A command runs in a shell (its own checkout and venv:
+``cd ~/purejaxrl && ~/peer-venv/bin/python time_dqn.py``) and must print its figure in the
+workload's unit: the last ``<number> env steps/s`` (MinAtar, all seeds together), ``agent steps/s``
+(Atari) or ``examples/s`` (bit flipping all seeds together, permuted MNIST) in its output is read.
+Peers run from their own checkouts, never from this repository; the adaptations a current software
+stack needs are listed with each. The configs are in `benchmarks.peer_settings`; the measured table
+is in BUILD_NOTES.md ("Peers").
 
 * ``minatar_purejaxrl``: PureJaxRL's ``purejaxrl/dqn.py`` (CleanRL's DQN in JAX) on Breakout-MinAtar:
   10 envs, MLP 120-84, Adam 2.5e-4, batch 128, one update every 10 env steps (one per loop
