@@ -46,6 +46,10 @@ from agents.atari_scores import match_game
 
 FULL_ACTION_NAMES: tuple[str, ...] = tuple(ale_py.Action(i).name for i in range(18))
 
+# The ALE's logger is process-wide, and at its default level the first emulator prints a welcome
+# banner to stderr, where the launchers draw their progress bar. Its warnings and errors still print.
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Warning)
+
 # ale-py ships these ROMs, but its single-player interface cannot load them and exits the process.
 _MULTIPLAYER_ONLY_ROMS = frozenset({"combat", "joust", "maze_craze", "warlords"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -388,3 +390,21 @@ def test_median_and_iqm():
     assert normalized == pytest.approx({"pong": 1.0, "breakout": 0.0})
     with pytest.raises(ValueError):
         atari_scores.iqm([])
+
+
+def test_emulators_print_no_banner():
+    # A fresh process, since the ALE prints its banner once, at the first emulator it creates.
+    code = (
+        "from agents.atari_env import make_atari_env\n"
+        "from agents.atari_loop import minimal_action_count\n"
+        "minimal_action_count('Pong')\n"
+        "env = make_atari_env('Breakout', 2, seed=0)\n"
+        "env.reset()\n"
+        "env.close()\n"
+        "print('stepped')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip() == "stepped"
+    assert "Arcade Learning Environment" not in result.stderr
