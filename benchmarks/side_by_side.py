@@ -21,7 +21,10 @@ def peer_figure(output: str, unit: str) -> float:
     matches = re.findall(rf"(\d[\d,]*(?:\.\d+)?)\s+{re.escape(unit)}", output)
     if not matches:
         raise ValueError(f"the peer command printed no '<number> {unit}'")
-    return float(matches[-1].replace(",", ""))
+    figure = float(matches[-1].replace(",", ""))
+    if figure <= 0:
+        raise ValueError(f"the peer command printed {matches[-1]} {unit}: no rate to compare with")
+    return figure
 
 
 def run_peer(command: str, unit: str) -> float:

@@ -35,6 +35,8 @@ def test_peer_figure_reads_the_last_number_in_the_unit():
 def test_peer_figure_refuses_output_without_the_unit():
     with pytest.raises(ValueError, match="no '<number> env steps/s'"):
         side_by_side.peer_figure("78.0 agent steps/s", "env steps/s")
+    with pytest.raises(ValueError, match="printed 0.0 examples/s: no rate"):
+        side_by_side.peer_figure("0 examples in 0.00 s -> 0.0 examples/s", "examples/s")
 
 
 def test_runs_alternate_peer_first_and_last():
