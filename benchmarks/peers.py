@@ -77,7 +77,14 @@ from absl import app, flags
 
 from benchmarks import peer_settings, side_by_side, timing
 
-WORKLOADS = ("minatar_purejaxrl", "atari_cleanrl", "bitflip_lop", "permuted_mnist_lop")
+# Each workload and the unit of its figure, which a peer's output must name too.
+UNITS = {
+    "minatar_purejaxrl": "env steps/s",
+    "atari_cleanrl": "agent steps/s",
+    "bitflip_lop": "examples/s",
+    "permuted_mnist_lop": "examples/s",
+}
+WORKLOADS = tuple(UNITS)
 _WORKLOAD = flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds trained together.")
 _RUNS_PER_BATCH = flags.DEFINE_integer(
@@ -120,14 +127,6 @@ _PEER_COMMAND = flags.DEFINE_multi_string(
 _ROUNDS = flags.DEFINE_integer(
     "rounds", 2, "With --peer_command: project runs, each between two peer runs.", lower_bound=1
 )
-
-# The unit each workload reports its figure in, which a peer's output must name too.
-UNITS = {
-    "minatar_purejaxrl": "env steps/s",
-    "atari_cleanrl": "agent steps/s",
-    "bitflip_lop": "examples/s",
-    "permuted_mnist_lop": "examples/s",
-}
 
 
 class Measurement(NamedTuple):
