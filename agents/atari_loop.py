@@ -223,7 +223,6 @@ def make_env(
 def minimal_action_count(game: str) -> int:
     """Number of actions in ``game``'s own (minimal) action set, read from the ROM."""
     interface = ale_py.ALEInterface()
-    interface.setLoggerMode(ale_py.LoggerMode.Error)
     interface.loadROM(roms.get_rom_path(resolve_game(game)))
     return len(interface.getMinimalActionSet())
 
