@@ -16,7 +16,8 @@ the next act waits for the last update (on-policy up to the updates of one itera
 The host side is `agents.driver.train_segments` on the run harness (`plasticity.run`), shared with
 the MinAtar loop: game sequences (`agents.sequence`: the full 18-action set when several games
 are played, the switch policy at every switch, a restarted schedule planned ahead), the
-evaluation matrix after every block with human-normalized scores (`agents.evaluation_matrix`),
+evaluation matrix after every block (`agents.evaluation_matrix`; human-normalized scores beside
+the raw returns when episodes are not cut shorter than the references'),
 fresh-network references (one block per game, from the sequence's initial network), checkpoints
 of the learner, replay, RNG and counters every ``checkpoint_every_frames`` frames and at every
 block's end, and resume. An Atari run is one seed; a relaunch restores learner, optimizer,
@@ -81,11 +82,13 @@ class AgentState:
 
 
 class EvalResult(NamedTuple):
-    """Returns of the evaluation episodes that finished within the frame cap."""
+    """Returns of the evaluation episodes that finished within the frame cap, each episode cut
+    at ``max_episode_frames`` (`agents.atari_env`)."""
 
     game: str
     returns: list[float]
     frames: int
+    max_episode_frames: int
 
     @property
     def mean_return(self) -> float:
@@ -94,8 +97,11 @@ class EvalResult(NamedTuple):
 
     @property
     def human_normalized(self) -> float | None:
-        """Human-normalized mean return; None without reference scores for the game or episodes."""
+        """Human-normalized mean return; None without episodes, without reference scores for the
+        game, or when episodes are cut shorter than the references' (`atari_scores`)."""
         if not self.returns or self.game not in atari_scores.ATARI_57_GAMES:
+            return None
+        if not atari_scores.comparable_to_reference(self.max_episode_frames):
             return None
         return float(atari_scores.human_normalized_score(self.game, self.mean_return))
 
@@ -304,7 +310,9 @@ def evaluate(
     finally:
         if own_env:
             env.close()
-    return EvalResult(game=game, returns=returns, frames=frames)
+    return EvalResult(
+        game=game, returns=returns, frames=frames, max_episode_frames=config.env.max_episode_frames
+    )
 
 
 # ---------------------------------------------------------------------------------------------

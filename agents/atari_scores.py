@@ -94,6 +94,11 @@ _REFERENCE_SCORES: dict[str, ReferenceScores] = {
 
 ATARI_57_GAMES: tuple[str, ...] = tuple(sorted(_REFERENCE_SCORES))
 
+# The episode cap of the protocol behind the table. Returns of episodes cut shorter are not on
+# the table's scale (a random policy scores -20.7 at Pong over a whole game, about -2 in 400
+# frames), so normalizing them would misstate how far an agent is from random or human play.
+REFERENCE_EPISODE_FRAMES = 108_000
+
 _GYM_PREFIX = re.compile(r"^ale/", re.IGNORECASE)
 _GYM_SUFFIX = re.compile(r"(-ram)?(noframeskip|deterministic)?(-v\d+)?$", re.IGNORECASE)
 
@@ -127,6 +132,12 @@ def match_game(name: str, known_ids: tuple[str, ...] | list[str], what: str) -> 
 def reference_scores(game: str) -> ReferenceScores:
     """Random and human reference scores of one of the 57 games (any common spelling)."""
     return _REFERENCE_SCORES[match_game(game, ATARI_57_GAMES, "the 57 games with reference scores")]
+
+
+def comparable_to_reference(max_episode_frames: int) -> bool:
+    """Whether returns of episodes capped at ``max_episode_frames`` may be human-normalized: the
+    cap must not cut episodes shorter than the reference protocol's 108,000 frames."""
+    return max_episode_frames >= REFERENCE_EPISODE_FRAMES
 
 
 def human_normalized_score(game: str, score: npt.ArrayLike) -> np.ndarray | float:

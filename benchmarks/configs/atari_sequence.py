@@ -98,7 +98,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config = configs.smoke_config("rainbow")
         config.frames_per_game = 1024
         config.games, config.cycles = DEFAULT_GAMES[:3], 2
-        config.env.max_episode_frames = 400  # short episodes, so every evaluation scores
+        config.env.max_episode_frames = 400  # short, so every evaluation scores (raw returns only)
         config.evaluation.update(dict(every_frames=1024, episodes=2, max_frames=1000))
         config.diagnostics.update(dict(every_frames=512, batch_size=32))
         config.optimizer.schedule.warmup_steps = 8

@@ -194,3 +194,19 @@ def test_bad_budgets_fail_with_one_line_errors():
     config.frames_per_game = 64  # shorter than the replay's fill: learning would never start
     with pytest.raises(ValueError, match="learning never starts"):
         atari_loop.train(config, show_progress=False)
+
+
+def test_only_returns_of_uncut_episodes_are_human_normalized():
+    # Pong: random -20.7, human 14.6. A random policy scores about -2 in a 400-frame episode,
+    # which the table would call halfway to human play.
+    def result(cap: int, returns=(-2.0, -2.0)) -> atari_loop.EvalResult:
+        return atari_loop.EvalResult("pong", list(returns), frames=800, max_episode_frames=cap)
+
+    assert result(400).human_normalized is None
+    assert result(107_999).human_normalized is None
+    assert result(108_000).human_normalized == pytest.approx((-2.0 + 20.7) / (14.6 + 20.7))
+    assert result(1_000_000).human_normalized == pytest.approx(result(108_000).human_normalized)
+    assert result(400).mean_return == -2.0  # the raw return is still reported
+    assert result(108_000, returns=()).human_normalized is None  # no episode finished
+    unknown = atari_loop.EvalResult("tetris", [5.0], frames=800, max_episode_frames=108_000)
+    assert unknown.human_normalized is None  # no reference scores for the game

@@ -123,9 +123,9 @@ def test_the_evaluation_matrix_is_written_with_visits_and_fresh_references(switc
     assert np.shape(grid) == (4, 2) and grid[0][1] is None  # Breakout not seen after block 0
     for r in matrix_rows:
         assert grid[r["block"]][GAMES.index(r["game"])] == r["return_mean"]
-        assert saved["human_normalized"][r["block"]][GAMES.index(r["game"])] == pytest.approx(
-            r["human_normalized"]
-        )
+    # Episodes cut at 160 frames are not on the reference table's scale: no normalized score.
+    assert all(r["human_normalized"] is None for r in matrix_rows + fresh)
+    assert all(cell is None for line in saved["human_normalized"] for cell in line)
     for game in GAMES:
         visits = saved["visit_scores"][game]
         assert set(visits) == {"visit_1", "visit_2", "fresh"}
@@ -137,12 +137,12 @@ def test_the_evaluation_matrix_is_written_with_visits_and_fresh_references(switc
     # The first game's reference replays the sequence's first block: same network, seeds, data
     # and learning-rate segment, so the same score (a check that the reference is comparable).
     assert saved["visit_scores"]["pong"]["fresh"] == saved["visit_scores"]["pong"]["visit_1"]
-    assert saved["fresh"]["pong"]["human_normalized"] == saved["human_normalized"][0][0]
+    assert saved["fresh"]["pong"]["return_mean"] == saved["return_mean"][0][0]
 
-    # What the report draws from the same work dir.
+    # What the report draws from the same work dir: raw returns, as no score is normalized.
     run = analysis.load_run(path)
     key = figures.matrix_key(run)
-    assert key == "human_normalized"
+    assert key == "return_mean"
     games, blocks, heat = figures.evaluation_matrix(run, key=key)
     assert games == list(GAMES) and blocks == [0, 1, 2, 3]
     np.testing.assert_allclose(heat, np.array(saved[key], dtype=float))  # None -> nan
