@@ -178,6 +178,9 @@ def _base_config() -> ml_collections.ConfigDict:
             every_frames=250_000,
             names=DEFAULT_RL_DIAGNOSTICS,
             batch_size=64,
+            # p of 'effective_lr/<layer>' = η/‖W‖^p; 0: by optimizer (2 for SGD and momentum,
+            # 1 for Adam and RMSProp: `plasticity.effective_lr.optimizer_exponent`).
+            effective_lr_exponent=0.0,
         )
     )
     # A plasticity intervention (`plasticity.interventions`) every `every_frames` frames (0: never)

@@ -27,12 +27,21 @@ import ml_collections
 
 from agents.learner import Learner, preprocess_observations
 from agents.replay import ReplayState, replay_sample
+from plasticity.effective_lr import optimizer_exponent
 from plasticity.optim import optimizer_learning_rate
 from plasticity.train_state import TrainState
 
 
 def _noise_kwargs(key: jax.Array) -> dict[str, Any]:
     return {"rngs": {"noise": key}}
+
+
+def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
+    """The p of the 'effective_lr/<layer>' rows (η/‖W‖^p): ``diagnostics.effective_lr_exponent``,
+    or when 0 (or absent, as in the config of a run started before the field existed) the
+    optimizer's (`plasticity.effective_lr.optimizer_exponent`)."""
+    chosen = float(config.diagnostics.get("effective_lr_exponent", 0.0))
+    return chosen or optimizer_exponent(config.optimizer.name)
 
 
 def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callable:
@@ -49,7 +58,11 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
         return loss
 
     metrics_fn = make_diagnostics_fn(
-        learner.network, loss_fn, tuple(settings.names), apply_kwargs=_noise_kwargs
+        learner.network,
+        loss_fn,
+        tuple(settings.names),
+        apply_kwargs=_noise_kwargs,
+        effective_lr_exponent=effective_lr_exponent(config),
     )
     optimizer_config = ml_collections.ConfigDict(config.optimizer)
     batch_size = int(settings.batch_size)

@@ -241,16 +241,12 @@ def builtin_diagnostics(
     return out
 
 
-def default_lr_exponent(optimizer_name: str) -> float:
-    """p of η/‖W‖^p: 2 for SGD-like updates, 1 for Adam-like (normalized) updates."""
-    return 2.0 if optimizer_name in ("sgd", "momentum") else 1.0
-
-
 def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
     """The p of η/‖W‖^p used by the built-in rows and passed to `plasticity.diagnostics`.
 
     ``diagnostics.effective_lr_exponent``, else ``diagnostics.options.effective_lr_exponent``,
-    else `default_lr_exponent` of the optimizer; both set and different is a one-line error.
+    else `plasticity.effective_lr.optimizer_exponent` of the optimizer; both set and different
+    is a one-line error.
     """
     own = float(config.diagnostics.effective_lr_exponent)
     option = config.diagnostics.options.to_dict().get("effective_lr_exponent")
@@ -262,7 +258,9 @@ def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
         )
     if own:
         return own
-    return float(option) if option is not None else default_lr_exponent(config.optimizer.name)
+    if option is not None:
+        return float(option)
+    return effective_lr.optimizer_exponent(config.optimizer.name)
 
 
 # ---------------------------------------------------------------------------

@@ -27,6 +27,13 @@ def layer_weight_norms(
     }
 
 
+def optimizer_exponent(optimizer_name: str) -> float:
+    """The p of η/‖W‖^p for a `plasticity.optim` optimizer: 2 for SGD and momentum (exact on a
+    scale-invariant layer, whose gradient scales like 1/‖W‖), 1 for Adam and RMSProp (their
+    normalized steps have a fixed size, so the angle they turn W by scales like η/‖W‖)."""
+    return 2.0 if optimizer_name in ("sgd", "momentum") else 1.0
+
+
 def effective_learning_rates(
     params: Any,
     learning_rate,

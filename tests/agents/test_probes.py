@@ -1,0 +1,94 @@
+"""The RL diagnostics (`agents.probes.make_diagnose`) on a replay batch: each layer's effective
+learning rate η/‖W‖^p takes the p of the agent's optimizer (1 for Adam and RMSProp, 2 for SGD and
+momentum), as the continual trainer's does, unless the config sets p."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from agents import configs, probes
+from agents.learner import make_learner, make_replay
+from agents.replay import replay_add
+
+OBS_SHAPE = (10, 10, 4)  # a MinAtar observation: the smoke preset's network is small
+NUM_ACTIONS = 3
+LEARNING_RATE = 3e-3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiling_random_numbers():
+    with jax.threefry_partitionable(False):
+        yield
+
+
+def filled_replay(config):
+    """A replay of one env with 40 random binary observations (episodes of 10 steps)."""
+    replay = make_replay(config, OBS_SHAPE, num_envs=1, stack=1)
+    rng = np.random.default_rng(0)
+    for t in range(40):
+        replay = replay_add(
+            replay,
+            jnp.asarray(rng.random((1, *OBS_SHAPE)) < 0.1),
+            jnp.asarray(rng.integers(0, NUM_ACTIONS, 1), jnp.int32),
+            jnp.asarray(rng.normal(size=1), jnp.float32),
+            jnp.ones(1),
+            jnp.full(1, t % 10 == 0),
+            jnp.full(1, t % 10 == 9),
+        )
+    return replay
+
+
+def diagnosed(optimizer: str, exponent: float | None = None):
+    """(diagnostics rows, parameters) of a fresh smoke-preset DQN with ``optimizer`` at a constant
+    learning rate; ``exponent`` sets ``diagnostics.effective_lr_exponent``."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.optimizer.update(dict(name=optimizer, learning_rate=LEARNING_RATE))
+    config.optimizer.schedule.update(dict(name="constant", warmup_steps=0))
+    config.diagnostics.names = ("weight_norm", "effective_lr")
+    if exponent is not None:
+        config.diagnostics.effective_lr_exponent = exponent
+    learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
+    spec = jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_)
+    state = learner.init(jax.random.key(0), spec)
+    diagnose = jax.jit(probes.make_diagnose(config, learner))
+    rows = diagnose(state, filled_replay(config), state.params, jax.random.key(1))
+    return {name: float(value) for name, value in rows.items()}, state.params
+
+
+def kernel_norms(params) -> dict[str, float]:
+    """{layer: ‖kernel‖} in NumPy, named as the diagnostics name layers (no '/linear')."""
+    flat = traverse_util.flatten_dict(params)
+    return {
+        "/".join(p for p in path[:-1] if p != "linear"): float(np.linalg.norm(np.asarray(value)))
+        for path, value in flat.items()
+        if path[-1] == "kernel"
+    }
+
+
+@pytest.mark.parametrize(
+    "optimizer, exponent, expected",
+    [("rmsprop", None, 1.0), ("adam", None, 1.0), ("sgd", None, 2.0), ("adam", 2.0, 2.0)],
+)
+def test_the_effective_lr_takes_the_optimizers_exponent(optimizer, exponent, expected):
+    rows, params = diagnosed(optimizer, exponent)
+    norms = kernel_norms(params)
+    assert len(norms) == 3  # conv, hidden, output
+    for layer, norm in norms.items():
+        np.testing.assert_allclose(rows[f"weight_norm/{layer}"], norm, rtol=1e-5)
+        np.testing.assert_allclose(
+            rows[f"effective_lr/{layer}"], LEARNING_RATE / norm**expected, rtol=1e-5
+        )
+
+
+def test_a_config_without_the_field_takes_the_optimizers_exponent():
+    """A run started before ``diagnostics.effective_lr_exponent`` existed resumes with p by optimizer."""
+    config = configs.smoke_config("dqn", "minatar")
+    del config.diagnostics["effective_lr_exponent"]
+    config.optimizer.name = "momentum"
+    assert probes.effective_lr_exponent(config) == 2.0
+    config.optimizer.name = "rmsprop"
+    assert probes.effective_lr_exponent(config) == 1.0
