@@ -27,7 +27,7 @@ import ml_collections
 
 from agents.learner import Learner, preprocess_observations
 from agents.replay import ReplayState, replay_sample
-from plasticity.effective_lr import optimizer_exponent
+from plasticity.effective_lr import configured_exponent
 from plasticity.optim import optimizer_learning_rate
 from plasticity.train_state import TrainState
 
@@ -36,12 +36,27 @@ def _noise_kwargs(key: jax.Array) -> dict[str, Any]:
     return {"rngs": {"noise": key}}
 
 
-def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
-    """The p of the 'effective_lr/<layer>' rows (η/‖W‖^p): ``diagnostics.effective_lr_exponent``,
-    or when 0 (or absent, as in the config of a run started before the field existed) the
-    optimizer's (`plasticity.effective_lr.optimizer_exponent`)."""
-    chosen = float(config.diagnostics.get("effective_lr_exponent", 0.0))
-    return chosen or optimizer_exponent(config.optimizer.name)
+def diagnostics_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The `plasticity.diagnostics.DiagnosticsOptions` fields of ``config.diagnostics.options``
+    (thresholds, tolerances, the penultimate layer, ...) with the effective learning rate's p
+    resolved (`plasticity.effective_lr.configured_exponent`: the section's
+    ``effective_lr_exponent``, else the option, else the optimizer's).
+
+    A dueling head has two penultimate layers; unless the options name one, 'feature_svd' reads
+    the value stream's last hidden layer, where Q's action-independent part (and so any large
+    offset of the returns) lives, rather than the advantage stream, the last layer called.
+    """
+    settings = config.diagnostics
+    options = settings.options.to_dict()
+    hidden_sizes = tuple(config.network.hidden_sizes)
+    if config.network.dueling and hidden_sizes:
+        options.setdefault("penultimate_layer", f"head/value_hidden_{len(hidden_sizes) - 1}")
+    options["effective_lr_exponent"] = configured_exponent(
+        float(settings.effective_lr_exponent),
+        options.get("effective_lr_exponent"),
+        config.optimizer.name,
+    )
+    return options
 
 
 def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callable:
@@ -62,7 +77,7 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
         loss_fn,
         tuple(settings.names),
         apply_kwargs=_noise_kwargs,
-        effective_lr_exponent=effective_lr_exponent(config),
+        **diagnostics_options(config),
     )
     optimizer_config = ml_collections.ConfigDict(config.optimizer)
     batch_size = int(settings.batch_size)

@@ -242,25 +242,13 @@ def builtin_diagnostics(
 
 
 def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
-    """The p of η/‖W‖^p used by the built-in rows and passed to `plasticity.diagnostics`.
-
-    ``diagnostics.effective_lr_exponent``, else ``diagnostics.options.effective_lr_exponent``,
-    else `plasticity.effective_lr.optimizer_exponent` of the optimizer; both set and different
-    is a one-line error.
-    """
-    own = float(config.diagnostics.effective_lr_exponent)
-    option = config.diagnostics.options.to_dict().get("effective_lr_exponent")
-    if own and option is not None and float(option) != own:
-        raise ValueError(
-            f"diagnostics.effective_lr_exponent ({own:g}) and "
-            f"diagnostics.options.effective_lr_exponent ({float(option):g}) disagree; "
-            f"set only one"
-        )
-    if own:
-        return own
-    if option is not None:
-        return float(option)
-    return effective_lr.optimizer_exponent(config.optimizer.name)
+    """The p of η/‖W‖^p used by the built-in rows and passed to `plasticity.diagnostics`
+    (`plasticity.effective_lr.configured_exponent` of the config's diagnostics section)."""
+    return effective_lr.configured_exponent(
+        float(config.diagnostics.effective_lr_exponent),
+        config.diagnostics.options.to_dict().get("effective_lr_exponent"),
+        config.optimizer.name,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,21 @@ def optimizer_exponent(optimizer_name: str) -> float:
     return 2.0 if optimizer_name in ("sgd", "momentum") else 1.0
 
 
+def configured_exponent(own: float, option: float | None, optimizer_name: str) -> float:
+    """The p a config asks for: its diagnostics section's ``effective_lr_exponent`` (``own``; 0
+    leaves it unset), else the ``effective_lr_exponent`` of the section's ``options`` (``option``),
+    else `optimizer_exponent`. Both set and different is a one-line ValueError."""
+    if own and option is not None and float(option) != float(own):
+        raise ValueError(
+            f"diagnostics.effective_lr_exponent ({float(own):g}) and "
+            f"diagnostics.options.effective_lr_exponent ({float(option):g}) disagree; "
+            f"set only one"
+        )
+    if own:
+        return float(own)
+    return float(option) if option is not None else optimizer_exponent(optimizer_name)
+
+
 def effective_learning_rates(
     params: Any,
     learning_rate,

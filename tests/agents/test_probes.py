@@ -1,11 +1,13 @@
 """The RL diagnostics (`agents.probes.make_diagnose`) on a replay batch: each layer's effective
 learning rate η/‖W‖^p takes the p of the agent's optimizer (1 for Adam and RMSProp, 2 for SGD and
-momentum), as the continual trainer's does, unless the config sets p."""
+momentum), as the continual trainer's does, unless the config sets p; the config's
+``diagnostics.options`` reach `plasticity.diagnostics`."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
@@ -84,11 +86,46 @@ def test_the_effective_lr_takes_the_optimizers_exponent(optimizer, exponent, exp
         )
 
 
-def test_a_config_without_the_field_takes_the_optimizers_exponent():
-    """A run started before ``diagnostics.effective_lr_exponent`` existed resumes with p by optimizer."""
+def test_the_options_reach_the_diagnostics_and_a_conflict_is_one_line():
+    """``diagnostics.options`` sets `plasticity.diagnostics` options (here the dormant thresholds);
+    p set both as the section's field and as an option, differently, is refused at build time."""
     config = configs.smoke_config("dqn", "minatar")
-    del config.diagnostics["effective_lr_exponent"]
-    config.optimizer.name = "momentum"
-    assert probes.effective_lr_exponent(config) == 2.0
-    config.optimizer.name = "rmsprop"
-    assert probes.effective_lr_exponent(config) == 1.0
+    config.diagnostics.names = ("dormant",)
+    config.diagnostics.options = ml_collections.ConfigDict({"dormant_thresholds": (0.5,)})
+    learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
+    rows = jax.jit(probes.make_diagnose(config, learner))(
+        state, filled_replay(config), state.params, jax.random.key(1)
+    )
+    assert "dormant_0.5" in rows and not any(name.startswith("dormant_0.025") for name in rows)
+    config.diagnostics.options.effective_lr_exponent = 1.0
+    config.diagnostics.effective_lr_exponent = 2.0
+    with pytest.raises(ValueError, match="disagree; set only one"):
+        probes.make_diagnose(config, learner)
+
+
+def test_a_dueling_heads_singular_values_read_the_value_stream():
+    """Rainbow's dueling head: 'feature_svd' reads the value stream's last hidden layer (not the
+    advantage stream, the last one called) unless the options name a layer; DQN's single stream
+    keeps the default, the last hidden layer."""
+    rainbow = configs.smoke_config("rainbow", "minatar")
+    assert probes.diagnostics_options(rainbow)["penultimate_layer"] == "head/value_hidden_0"
+    rainbow.diagnostics.options = ml_collections.ConfigDict(
+        {"penultimate_layer": "head/advantage_hidden_0"}
+    )
+    assert probes.diagnostics_options(rainbow)["penultimate_layer"] == "head/advantage_hidden_0"
+    assert "penultimate_layer" not in probes.diagnostics_options(
+        configs.smoke_config("dqn", "minatar")
+    )
+
+    rainbow = configs.smoke_config("rainbow", "minatar")
+    rainbow.diagnostics.names = ("feature_svd",)
+    learner = make_learner(rainbow, NUM_ACTIONS, OBS_SHAPE)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
+    rows = jax.jit(probes.make_diagnose(rainbow, learner))(
+        state, filled_replay(rainbow), state.params, jax.random.key(1)
+    )
+    assert (
+        np.isfinite(float(rows["feature_top_singular_value"]))
+        and rows["feature_top_singular_value"] > 0
+    )
