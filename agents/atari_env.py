@@ -90,7 +90,8 @@ class AtariConfig:
       full_action_space: use all 18 joystick actions (FULL_ACTION_NAMES) for every game instead of
         the game's minimal set.
       noop_max: after each reset the emulator runs a uniform random number of single-frame no-ops
-        in {0, ..., noop_max} (0 disables them).
+        in {0, ..., noop_max} (0 disables them; DQN Zoo draws from 1, which the ALE's vector
+        environment, drawing from 0, cannot do).
       frame_skip: emulator frames per agent step (the action is repeated).
       max_pool: max-pool the last two emulator frames of each agent step (removes Atari flicker).
       stack: number of most recent frames in an observation.
