@@ -64,10 +64,12 @@ from benchmarks.continual_config import (
     diagnostics_block,
     steps_per_task,
     swept_keys,
+    two_hot_output,
 )
 from plasticity import deferred, divergence, effective_lr, nap, networks, optim, schedules
 from plasticity.interventions import injected_apply
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
+from plasticity.two_hot import TwoHot
 
 
 _PARAMS_STREAM, _TASKS_STREAM, _STEPS_STREAM, _PROBE_STREAM, _INITIAL_STREAM = 0, 1, 2, 3, 4
@@ -150,13 +152,15 @@ def model_forward(model: nn.Module, injection: bool = False) -> Callable[..., ja
 
 
 def make_loss_fn(
-    model: nn.Module, kind: str, injection: bool = False
+    model: nn.Module, kind: str, injection: bool = False, two_hot: TwoHot | None = None
 ) -> Callable[..., tuple[jax.Array, dict]]:
     """``(params, inputs, targets, extra=None) -> (mean loss, {'loss', 'accuracy'?})``.
 
     Classification: softmax cross-entropy on integer labels, plus accuracy. Regression: squared
-    error averaged over examples and outputs. ``extra`` (the train state's) matters only with
-    plasticity injection (`model_forward`).
+    error averaged over examples and outputs; with a ``two_hot`` output the network learns the
+    cross-entropy to the targets' two-hot distributions (`plasticity.two_hot`), and the reported
+    'loss' stays the squared error of its predictions, comparable with a linear output's.
+    ``extra`` (the train state's) matters only with plasticity injection (`model_forward`).
     """
     forward = model_forward(model, injection)
 
@@ -166,6 +170,9 @@ def make_loss_fn(
             loss = optax.softmax_cross_entropy_with_integer_labels(outputs, targets).mean()
             accuracy = jnp.mean(jnp.argmax(outputs, axis=-1) == targets)
             return loss, {"loss": loss, "accuracy": accuracy}
+        if two_hot is not None:
+            error = jnp.mean(jnp.square(two_hot.predict(outputs) - targets))
+            return two_hot.loss(outputs, targets).mean(), {"loss": error}
         loss = jnp.mean(jnp.square(outputs - targets))
         return loss, {"loss": loss}
 
@@ -401,7 +408,14 @@ def make_trainer(
     if dataset is None:
         dataset = load_task_dataset(config)
     sequence = tasks.make_task_sequence(task_options(config), dataset)
-    model = build_network(config.network, sequence.num_outputs, sequence.input_shape)
+    two_hot = two_hot_output(config.network)
+    if two_hot is not None and sequence.kind != tasks.REGRESSION:
+        raise ValueError(
+            f"network.two_hot is a regression output; task {config.task.name!r} is "
+            f"{sequence.kind}: set network.two_hot.bins=0"
+        )
+    bins = 1 if two_hot is None else two_hot.bins
+    model = build_network(config.network, sequence.num_outputs * bins, sequence.input_shape)
     kind = sequence.kind
     num_tasks = int(config.task.num_tasks)
     steps = steps_per_task(config)
@@ -416,7 +430,8 @@ def make_trainer(
     invariant_norms = nap.scale_invariant_norms(model, example) if opt_config.nap.enabled else ()
     injection = str(config.intervention.name) == "plasticity_injection"
     forward = model_forward(model, injection)
-    loss_fn = make_loss_fn(model, kind, injection)
+    loss_fn = make_loss_fn(model, kind, injection, two_hot)
+    predict = (lambda outputs: outputs) if two_hot is None else two_hot.predict
     # Diagnostics see the network the parameters describe (without an injected head's terms).
     scalar_loss = lambda params, inputs, targets: loss_fn(params, inputs, targets)[0]
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -517,7 +532,7 @@ def make_trainer(
 
     def evaluate(state: TrainState, task_state, plan, batch_fn, data) -> dict[str, jax.Array]:
         return evaluate_examples(
-            lambda inputs: forward(state.params, state.extra, inputs),
+            lambda inputs: predict(forward(state.params, state.extra, inputs)),
             kind,
             lambda idx: batch_fn(task_state, idx, data),
             plan,

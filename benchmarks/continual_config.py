@@ -18,7 +18,7 @@ import math
 import ml_collections
 
 from benchmarks import tasks
-from plasticity import config_tools, layers, nap, optim, schedules
+from plasticity import config_tools, layers, nap, optim, schedules, two_hot
 from plasticity import mesh as mesh_lib
 
 GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
@@ -49,7 +49,9 @@ def default_config() -> ml_collections.ConfigDict:
     data: which dataset (`benchmarks.datasets.load_dataset` arguments; 0 = no subsetting).
     task: the sequence (`benchmarks.tasks.TaskConfig` fields) plus ``num_tasks``,
       ``steps_per_task`` (0 for stream tasks: derived) and ``batch_size``.
-    network: ``name`` ∈ NETWORKS and the builder's sizes; ``norm``, ``activation``.
+    network: ``name`` ∈ NETWORKS and the builder's sizes; ``norm``, ``activation``; ``two_hot``:
+      regression targets as two-hot distributions over ``bins`` values on [``low``, ``high``]
+      (`plasticity.two_hot`; the Disentangling paper's output for large targets; 0 bins: off).
     optimizer: `plasticity.optim.default_optimizer_config` (NaP under ``optimizer.nap``).
     grid: values of learning_rate / weight_decay / l2 / l2_init to sweep inside one program.
     variants, variant_order: named structural overrides and the order to run them in.
@@ -96,6 +98,9 @@ def default_config() -> ml_collections.ConfigDict:
         small_images=True,
         norm="none",
         activation="relu",
+        # Regression through ``bins`` logits per target over [low, high] (`plasticity.two_hot`);
+        # 0 bins: one linear output per target.
+        two_hot=dict(bins=0, low=-10.0, high=10.0),
     )
     config.optimizer = optim.default_optimizer_config()
     config.grid = {key: () for key in GRID_KEYS}
@@ -227,6 +232,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"unknown schedule {opt.schedule.name!r}; known: {', '.join(schedules.SCHEDULES)}"
         )
     nap.check_nap_config(network.norm, opt.nap.enabled)
+    two_hot_output(network)
     if opt.nap.enabled:
         nap.check_gamma_beta(opt.nap.gamma_beta)
     for name, value in (
@@ -245,6 +251,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.intervention.every < 0:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
     diagnostics_block(config)
+
+
+def two_hot_output(network: ml_collections.ConfigDict) -> two_hot.TwoHot | None:
+    """The two-hot output of ``network.two_hot`` (None with 0 bins); a one-line ValueError for
+    fewer than 2 bins or an empty interval."""
+    settings = network.two_hot
+    if int(settings.bins) == 0:
+        return None
+    return two_hot.TwoHot.on(settings.low, settings.high, settings.bins)
 
 
 def check_mesh_spec(spec: str) -> None:
