@@ -52,6 +52,13 @@ What we tried (one seed each, arms none / L2 / LN / LN+L2, Adam 1e-3, λ = 1e-4)
   baseline seeds had collapsed by task 150: 0.45 ± 0.87), input permutation PARTIAL, large offset
   OPPOSITE; the probe's 300 tasks were restored for the kept run (9.5 instead of 5.2 minutes).
 * the kept settings: TYPES below.
+* large offset with the paper's output for large targets, two-hot targets over 121 bins on
+  [−10, 110] (`plasticity.two_hot`), beside the linear output (a scratch experiment over these
+  settings' large-offset arms, 3 seeds, 1 min 43 s): the offset phase ends at error 0.012–0.035
+  against 0.14–0.20, and the first five later tasks at log₁₀ error −0.53 to −0.60 against −0.01
+  to −0.18, but the errors then creep up: over the last five tasks LN + L2 with it −0.20 (linear
+  −0.20), no norm with it −0.42 (linear −0.39), no norm + L2 with it −0.50 (linear −0.64). It
+  does not turn the verdict, so the claim keeps the linear output.
 """
 
 from __future__ import annotations

@@ -599,3 +599,11 @@ def test_disentangling_config_picks_its_task():
         config = disentangling.get_config(f"paper,{task}")
         assert config.task.name == task and config.data.name == "cifar10"
     assert disentangling.get_config().task.name == "label_reset"
+    # Large targets get the two-hot output beside each linear arm; classification does not.
+    offset = dict(
+        continual_config.variant_configs(disentangling.get_config("large_offset_regression"))
+    )
+    assert list(offset) == ["no_norm", "layernorm", "no_norm_two_hot", "layernorm_two_hot"]
+    assert [int(offset[name].network.two_hot.bins) for name in offset] == [0, 0, 121, 121]
+    assert offset["layernorm_two_hot"].network.norm == "layernorm"
+    assert len(disentangling.get_config("class_permutation").variants) == 2
