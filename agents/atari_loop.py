@@ -45,7 +45,8 @@ import numpy as np
 from ale_py import roms
 from flax import struct
 
-from agents import atari_scores, probes, sequence
+from agents import probes, sequence
+from agents.atari_scores import EvalResult
 from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
 from agents.configs import validate_config
 from agents.driver import open_run, shown_return, train_segments
@@ -79,31 +80,6 @@ class AgentState:
     train_state: TrainState
     replay: ReplayState
     rng: jax.Array
-
-
-class EvalResult(NamedTuple):
-    """Returns of the evaluation episodes that finished within the frame cap, each episode cut
-    at ``max_episode_frames`` (`agents.atari_env`)."""
-
-    game: str
-    returns: list[float]
-    frames: int
-    max_episode_frames: int
-
-    @property
-    def mean_return(self) -> float:
-        """Mean raw return of the counted episodes (NaN when none finished)."""
-        return float(np.mean(self.returns)) if self.returns else math.nan
-
-    @property
-    def human_normalized(self) -> float | None:
-        """Human-normalized mean return; None without episodes, without reference scores for the
-        game, or when episodes are cut shorter than the references' (`atari_scores`)."""
-        if not self.returns or self.game not in atari_scores.ATARI_57_GAMES:
-            return None
-        if not atari_scores.comparable_to_reference(self.max_episode_frames):
-            return None
-        return float(atari_scores.human_normalized_score(self.game, self.mean_return))
 
 
 class CompiledAgent(NamedTuple):

@@ -8,6 +8,8 @@ Agent57 (Badia et al., 2020): undiscounted episode returns, each episode capped 
 A human-normalized score maps a game's raw score linearly so that the random policy scores 0 and
 the human tester 1. The aggregates follow Agarwal et al. (2021, "Deep RL at the edge of the
 statistical precipice"): the median of per-game scores and the interquartile mean (IQM).
+`EvalResult` holds one evaluation's returns and gives their human-normalized mean only where
+its episodes were as long as the references'.
 
 This module is pure Python + NumPy on purpose: scores in logs can be normalized without ALE.
 """
@@ -15,6 +17,7 @@ This module is pure Python + NumPy on purpose: scores in logs can be normalized 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -180,6 +183,31 @@ def _score_matrix(normalized: Mapping[str, npt.ArrayLike] | npt.ArrayLike) -> np
     if matrix.size == 0:
         raise ValueError("Cannot aggregate an empty set of scores")
     return matrix
+
+
+class EvalResult(NamedTuple):
+    """Returns of the evaluation episodes that finished within the frame cap, each episode cut
+    at ``max_episode_frames`` (`agents.atari_env`): what `agents.atari_loop.evaluate` returns."""
+
+    game: str
+    returns: list[float]
+    frames: int
+    max_episode_frames: int
+
+    @property
+    def mean_return(self) -> float:
+        """Mean raw return of the counted episodes (NaN when none finished)."""
+        return float(np.mean(self.returns)) if self.returns else math.nan
+
+    @property
+    def human_normalized(self) -> float | None:
+        """Human-normalized mean return; None without episodes, without reference scores for the
+        game, or when episodes are cut shorter than the references' (`comparable_to_reference`)."""
+        if not self.returns or self.game not in ATARI_57_GAMES:
+            return None
+        if not comparable_to_reference(self.max_episode_frames):
+            return None
+        return float(human_normalized_score(self.game, self.mean_return))
 
 
 def median(normalized: Mapping[str, npt.ArrayLike] | npt.ArrayLike) -> float:

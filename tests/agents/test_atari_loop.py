@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from agents import atari_loop, configs, sequence
+from agents import atari_loop, atari_scores, configs, sequence
 from agents.atari_env import resolve_game
 from agents.replay import replay_update_priorities
 from plasticity import workdir as workdir_lib
@@ -199,8 +199,8 @@ def test_bad_budgets_fail_with_one_line_errors():
 def test_only_returns_of_uncut_episodes_are_human_normalized():
     # Pong: random -20.7, human 14.6. A random policy scores about -2 in a 400-frame episode,
     # which the table would call halfway to human play.
-    def result(cap: int, returns=(-2.0, -2.0)) -> atari_loop.EvalResult:
-        return atari_loop.EvalResult("pong", list(returns), frames=800, max_episode_frames=cap)
+    def result(cap: int, returns=(-2.0, -2.0)) -> atari_scores.EvalResult:
+        return atari_scores.EvalResult("pong", list(returns), frames=800, max_episode_frames=cap)
 
     assert result(400).human_normalized is None
     assert result(107_999).human_normalized is None
@@ -208,5 +208,5 @@ def test_only_returns_of_uncut_episodes_are_human_normalized():
     assert result(1_000_000).human_normalized == pytest.approx(result(108_000).human_normalized)
     assert result(400).mean_return == -2.0  # the raw return is still reported
     assert result(108_000, returns=()).human_normalized is None  # no episode finished
-    unknown = atari_loop.EvalResult("tetris", [5.0], frames=800, max_episode_frames=108_000)
+    unknown = atari_scores.EvalResult("tetris", [5.0], frames=800, max_episode_frames=108_000)
     assert unknown.human_normalized is None  # no reference scores for the game
