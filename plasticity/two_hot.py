@@ -10,6 +10,9 @@ network that matches it predicts y exactly; a large target costs one bin's logit
 weight.
 
 Outputs are laid out ``(..., outputs * bins)``, the bins of each regressed value contiguous.
+rlax's ``transform_to_2hot`` is the same scheme (the tests use it as a golden value); this core
+keeps its own because rlax adds 1e-5 to the bin width, which shifts the encoded mean, and its
+decoder takes rank-2 inputs only, and because `plasticity` depends on no RL library.
 """
 
 from __future__ import annotations

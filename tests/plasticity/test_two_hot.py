@@ -64,3 +64,12 @@ def test_the_loss_is_the_cross_entropy_and_a_matching_network_predicts_the_targe
 def test_a_degenerate_support_is_one_line(low, high, bins):
     with pytest.raises(ValueError, match="at least 2 bins on an interval low < high"):
         TwoHot.on(low, high, bins)
+
+
+def test_the_encoding_agrees_with_rlax_to_its_epsilon():
+    """rlax's `transform_to_2hot` (the same two-hot scheme) as a golden value: it adds 1e-5 to the
+    bin width in its denominator, so the two agree to about 1e-5 of a bin's weight."""
+    rlax = pytest.importorskip("rlax")
+    targets = jnp.asarray(np.linspace(-3.0, 7.0, 41), jnp.float32)  # on, between and beyond bins
+    expected = rlax.transform_to_2hot(targets, -2.0, 6.0, 9)
+    np.testing.assert_allclose(SUPPORT.encode(targets), expected, atol=2e-5)
