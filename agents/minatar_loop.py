@@ -40,7 +40,7 @@ from flax import struct
 from jax.sharding import Mesh
 
 from agents import probes, sequence
-from agents.configs import replay_capacity, validate_config
+from agents.configs import frames_per_iteration, replay_capacity, validate_config
 from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner
@@ -154,6 +154,35 @@ def learner_scalars(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return tuple(name for name in LEARNER_SCALARS if name != "grad_norm")
 
 
+def max_updates_per_iteration(config: ml_collections.ConfigDict) -> int:
+    """The most updates the learning plan makes after one iteration: ``ceil(frames per
+    iteration x updates_per_frame)``, as owed updates are the floor of a running product."""
+    return max(1, math.ceil(frames_per_iteration(config) * config.updates_per_frame - 1e-9))
+
+
+def pack_episodes(last: jax.Array, carry) -> jax.Array:
+    """(3, envs) float32 of an iteration: episode ended, its return, its length (exact in
+    float32 below 2^24 steps). One stacked output per iteration, not three: on a GPU each
+    output of the compiled loop is a copy of its own at every iteration."""
+    return jnp.stack(
+        [last.astype(jnp.float32), carry.episode_return, carry.episode_steps.astype(jnp.float32)]
+    )
+
+
+def unpack_outputs(outputs: dict[str, Any], scalars: Sequence[str]) -> dict[str, Any]:
+    """A chunk's fetched outputs by name: ``ended``, ``returns``, ``lengths`` (seeds, T, envs)
+    and ``learner`` {scalar: (seeds, T)}, from `pack_episodes` and the stacked learner sums."""
+    episodes, learner = np.asarray(outputs["episodes"]), np.asarray(outputs["learner"])
+    unpacked = {k: v for k, v in outputs.items() if k not in ("episodes", "learner")}
+    unpacked.update(
+        ended=episodes[:, :, 0] > 0.5,
+        returns=episodes[:, :, 1],
+        lengths=episodes[:, :, 2].astype(np.int64),
+        learner={name: learner[..., i] for i, name in enumerate(scalars)},
+    )
+    return unpacked
+
+
 class MinAtarAgent(NamedTuple):
     """The jitted programs of a MinAtar run; every function takes and returns seed-batched state.
 
@@ -167,9 +196,9 @@ class MinAtarAgent(NamedTuple):
       iterations (``epsilon``, ``importance_exponent``, ``updates``, ``diagnose``,
       ``intervene``, each (T,), shared by all seeds, so the update loop, the diagnostics and the
       intervention stay real, unbatched control flow under vmap). Outputs, with leading axes
-      (seeds, T): ``ended``, ``returns``, ``lengths`` (per env, at episode ends), ``learner``
-      (sums over the iteration's updates of `learner_scalars`) and ``diagnostics`` (values where
-      ``diagnose``, zeros elsewhere). The state is donated.
+      (seeds, T): ``episodes`` (`pack_episodes`), ``learner`` (sums over the iteration's
+      updates of `learner_scalars`, stacked in their order) and ``diagnostics`` (values where
+      ``diagnose``, zeros elsewhere); `unpack_outputs` names them. The state is donated.
     * ``evaluate(params, extra, game_index, seeds, salt) -> (returns, finished)``, each (seeds,
       episodes): one episode per evaluation env, with ``evaluation.epsilon`` and noise.
     """
@@ -259,6 +288,7 @@ def _make_agent(
     intervene_fn = probes.make_intervene(config, learner)
     evaluation = config.evaluation
     scalars = learner_scalars(config)
+    max_updates = max_updates_per_iteration(config)
 
     def empty_timestep(num_envs: int) -> Timestep:
         """A placeholder until the envs' first reset."""
@@ -295,19 +325,29 @@ def _make_agent(
         return LoopState(train_state, replay, carry, timestep, rng)
 
     def learn(train_state, replay, previous, count, key, beta):
-        """``count`` updates; also returns the parameters before the last one (or ``previous``)."""
-        zeros = {name: jnp.zeros((), jnp.float32) for name in scalars}
+        """``count`` updates; also returns the parameters before the last one (or ``previous``).
+
+        The plan's most updates in an iteration (`max_updates_per_iteration`), unrolled, each a
+        ``lax.cond`` on ``i < count``: a loop whose trip count is a device value makes a GPU
+        read it back to the host every iteration, a sync that stalls the compiled loop, where a
+        conditional stays on the device (in the iteration's CUDA graph)."""
 
         def one(i, carry):
-            train_state, replay, _, sums = carry
-            before = train_state.params
-            train_state, replay, aux = learn_step(
-                train_state, replay, jax.random.fold_in(key, i), beta
-            )
-            sums = {name: sums[name] + aux[name].astype(jnp.float32) for name in scalars}
-            return train_state, replay, before, sums
+            def update(carry):
+                train_state, replay, _, sums = carry
+                before = train_state.params
+                train_state, replay, aux = learn_step(
+                    train_state, replay, jax.random.fold_in(key, i), beta
+                )
+                sums = {name: sums[name] + aux[name].astype(jnp.float32) for name in scalars}
+                return train_state, replay, before, sums
 
-        return jax.lax.fori_loop(0, count, one, (train_state, replay, previous, zeros))
+            return jax.lax.cond(i < count, update, lambda carry: carry, carry)
+
+        carry = (train_state, replay, previous, {n: jnp.zeros((), jnp.float32) for n in scalars})
+        for i in range(max_updates):  # unrolled: a handful of trips at most
+            carry = one(i, carry)
+        return carry
 
     def chunk_one(state: LoopState, game_index: jax.Array, plan: dict[str, jax.Array]):
         def body(carry: tuple[LoopState, Any], step: dict[str, jax.Array]):
@@ -337,10 +377,8 @@ def _make_agent(
                 step["importance_exponent"],
             )
             outputs = {
-                "ended": timestep.last,
-                "returns": carry.episode_return,
-                "lengths": carry.episode_steps,
-                "learner": sums,
+                "episodes": pack_episodes(timestep.last, carry),
+                "learner": jnp.stack([sums[name] for name in scalars]),
             }
             if diagnose_fn is not None:
                 arguments = (train_state, replay, previous, diagnose_key)
@@ -520,6 +558,8 @@ class MinAtarLoop:
         # (replicated) value in every process.
         agent = self.agent(segment)
         window = segment.plan.window(block, start, stop)
+        if window["updates"].max(initial=0) > max_updates_per_iteration(segment.config):
+            raise ValueError("the learning plan owes more updates in an iteration than compiled")
         flags = per_iteration_flags(segment, window)
         plan = {
             **segment.schedule_values(window),
@@ -538,6 +578,7 @@ class MinAtarLoop:
         started = time.perf_counter()
         state, outputs = executable(state, game_index, plan)
         outputs = distributed.fetch(outputs)  # an all-gather when seeds span processes
+        outputs = unpack_outputs(outputs, learner_scalars(segment.config))
         seconds = time.perf_counter() - started
         self._check_losses(run, segment, block, window, outputs)
         rows = self._rows(segment, block, start, window, flags, outputs, seconds)
