@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +19,7 @@ import numpy as np
 import optax
 import pytest
 
-from agents import configs, minatar_env, minatar_loop
+from agents import configs, minatar_env, minatar_loop, sequence
 from agents.evaluation_matrix import EVALUATION_MATRIX_FILE
 from agents.sequence import SwitchPolicy
 from benchmarks import analysis as figures
@@ -278,6 +279,77 @@ def test_a_block_start_applies_the_switch_policy(full_run):
     ]
     assert moments and all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(moments))
     assert_trees_equal(switched.train_state.params, state.train_state.params)
+
+
+def primitives(jaxpr) -> list[str]:
+    """Names of every primitive in ``jaxpr`` and the jaxprs nested in its equations."""
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (list, tuple)) else [param]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    names += primitives(inner)
+    return names
+
+
+def test_a_chunk_holds_no_while_loop_only_its_scan_and_conditionals():
+    """A loop whose trip count is a device value (the iteration's update count) makes a GPU read
+    it back to the host at every iteration, a sync that stalled the loop to a third of
+    PureJaxRL's speed; the updates are unrolled conditionals instead."""
+    config = tiny()
+    config.diagnostics.every_frames = 0
+    agent = minatar_loop.make_agent(config, GAMES)
+    state = jax.eval_shape(agent.init, np.arange(2, dtype=np.int32))
+    steps = 4
+    plan = {
+        "epsilon": np.ones(steps, np.float32),
+        "importance_exponent": np.ones(steps, np.float32),
+        "updates": np.ones(steps, np.int32),
+        "diagnose": np.zeros(steps, bool),
+        "intervene": np.zeros(steps, bool),
+    }
+    found = primitives(jax.make_jaxpr(agent.run_chunk)(state, np.int32(0), plan).jaxpr)
+    assert found.count("scan") == 1 and "while" not in found
+    assert found.count("cond") >= minatar_loop.max_updates_per_iteration(config) >= 1
+
+
+@pytest.mark.parametrize(
+    "num_envs, updates_per_frame, bound",
+    [(2, 0.25, 1), (8, 0.25, 2), (10, 0.1, 1), (3, 0.3, 1), (7, 1 / 3, 3), (4, 1.0, 4)],
+)
+def test_no_iteration_of_the_plan_owes_more_updates_than_the_compiled_bound(
+    num_envs, updates_per_frame, bound
+):
+    config = tiny()
+    config.env.num_envs, config.updates_per_frame = num_envs, updates_per_frame
+    assert minatar_loop.max_updates_per_iteration(config) == bound
+    plan = sequence.plan_learning(
+        [997, 501],
+        items_per_iteration=num_envs,
+        frames_per_iteration=num_envs,
+        learning_starts=64,
+        capacity=4096,
+        updates_per_frame=updates_per_frame,
+    )
+    owed = np.concatenate([plan.window(b, 0, n)["updates"] for b, n in enumerate(plan.iterations)])
+    assert owed.max() == bound and owed.min() >= 0
+
+
+def test_packed_outputs_unpack_to_the_named_per_env_values():
+    last = jnp.array([True, False, True])
+    running = types.SimpleNamespace(
+        episode_return=jnp.array([1.5, 0.0, -2.0], jnp.float32),
+        episode_steps=jnp.array([7, 3, 1_000_000], jnp.int32),
+    )
+    packed = minatar_loop.pack_episodes(last, running)[None, None]  # (seeds, T, 3, envs)
+    learner = jnp.array([[[0.25, 3.0]]])  # (seeds, T, scalars)
+    out = minatar_loop.unpack_outputs({"episodes": packed, "learner": learner}, ("loss", "q"))
+    np.testing.assert_array_equal(out["ended"][0, 0], [True, False, True])
+    np.testing.assert_array_equal(out["returns"][0, 0], [1.5, 0.0, -2.0])
+    np.testing.assert_array_equal(out["lengths"][0, 0], [7, 3, 1_000_000])
+    assert out["learner"]["loss"][0, 0] == 0.25 and out["learner"]["q"][0, 0] == 3.0
 
 
 @pytest.mark.slow
