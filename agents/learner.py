@@ -312,6 +312,7 @@ def make_replay(
         stack_size=stack,
         max_n_step=config.learner.n_step,
         priority_exponent=config.replay.priority_exponent,
+        keep_priorities=bool(config.replay.prioritized),
     )
 
 

@@ -311,6 +311,7 @@ def _make_agent(
             max_n_step=int(config.learner.n_step),
             priority_exponent=float(config.replay.priority_exponent),
             frame_dtype=jnp.bool_,
+            keep_priorities=bool(config.replay.prioritized),
         )
         carry = suite.init(num_envs)
         return LoopState(train_state, replay, carry, empty_timestep(num_envs), loop_key)

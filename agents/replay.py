@@ -66,6 +66,7 @@ class ReplayState:
     stack_size: int = struct.field(pytree_node=False)
     max_n_step: int = struct.field(pytree_node=False)
     priority_exponent: float = struct.field(pytree_node=False)
+    keeps_priorities: bool = struct.field(pytree_node=False, default=True)
 
     @property
     def capacity(self) -> int:
@@ -79,6 +80,11 @@ class SampleInfo(NamedTuple):
     indices: jax.Array  # (B,) int32 flat slot index env * slots_per_env + slot
     weights: jax.Array  # (B,) float32 importance weights (N P)^-beta / max over the batch
     probabilities: jax.Array  # (B,) float32 probability of drawing each item in one draw
+
+
+def _check_keeps_priorities(state: ReplayState, what: str) -> None:
+    if not state.keeps_priorities:
+        raise ValueError(f"{what} needs a replay made with keep_priorities=True")
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -95,13 +101,16 @@ def replay_init(
     priority_exponent: float = 0.5,
     initial_max_priority: float = 1.0,
     frame_dtype: Any = jnp.uint8,
+    keep_priorities: bool = True,
 ) -> ReplayState:
     """Returns an empty replay of ``capacity`` timesteps split evenly over ``num_envs`` time lines.
 
     ``max_n_step`` is the largest n that ``replay_sample`` will be asked for: validity is kept for it, so
     sampling with a smaller n skips the few slots near the head that only that smaller n could use.
     ``priority_exponent`` is alpha of prioritized replay; ``initial_max_priority`` is the priority of
-    items added before any priority update.
+    items added before any priority update. ``keep_priorities=False`` (a replay only ever sampled
+    uniformly) leaves the priorities and their tree untouched at every add: one sum-tree update
+    per add instead of two, half the replay's bookkeeping kernels on a GPU.
     """
     _check_positive_int("capacity", capacity)
     _check_positive_int("num_envs", num_envs)
@@ -145,6 +154,7 @@ def replay_init(
         stack_size=int(stack_size),
         max_n_step=int(max_n_step),
         priority_exponent=float(priority_exponent),
+        keeps_priorities=bool(keep_priorities),
     )
 
 
@@ -273,20 +283,26 @@ def replay_add(
     flat, valid = _recompute_validity(
         first_flags, last_flags, head, size, state.stack_size, state.max_n_step
     )
-    leaf_priority = _leaf_priorities(state, priority.reshape(-1)[flat], valid)
-    return state.replace(
+    added = state.replace(
         frames=frames,
         action=write(state.action, jnp.asarray(action)),
         reward=write(state.reward, jnp.asarray(reward)),
         discount=write(state.discount, jnp.asarray(discount)),
         first=first_flags,
         last=last_flags,
-        priority=priority,
         valid_tree=sum_tree_set(state.valid_tree, flat, valid.astype(jnp.float32)),
-        priority_tree=sum_tree_set(state.priority_tree, flat, leaf_priority),
         head=head,
         size=size,
     )
+    if not state.keeps_priorities:
+        return added
+    return _with_leaf_priorities(added.replace(priority=priority), flat, valid)
+
+
+def _with_leaf_priorities(state: ReplayState, flat: jax.Array, valid: jax.Array) -> ReplayState:
+    """The priority tree's leaves ``flat`` recomputed from the stored priorities and validity."""
+    leaf_priority = _leaf_priorities(state, state.priority.reshape(-1)[flat], valid)
+    return state.replace(priority_tree=sum_tree_set(state.priority_tree, flat, leaf_priority))
 
 
 def replay_end_episodes(state: ReplayState) -> ReplayState:
@@ -301,12 +317,11 @@ def replay_end_episodes(state: ReplayState) -> ReplayState:
     flat, valid = _recompute_validity(
         state.first, last_flags, state.head, state.size, state.stack_size, state.max_n_step
     )
-    leaf_priority = _leaf_priorities(state, state.priority.reshape(-1)[flat], valid)
-    return state.replace(
+    state = state.replace(
         last=last_flags,
         valid_tree=sum_tree_set(state.valid_tree, flat, valid.astype(jnp.float32)),
-        priority_tree=sum_tree_set(state.priority_tree, flat, leaf_priority),
     )
+    return _with_leaf_priorities(state, flat, valid) if state.keeps_priorities else state
 
 
 def replay_update_priorities(
@@ -317,6 +332,7 @@ def replay_update_priorities(
     Duplicate indices: the last one wins. Priorities must be finite and >= 0; the tree stores
     ``priority ** priority_exponent`` for valid slots and the running max feeds new items.
     """
+    _check_keeps_priorities(state, "replay_update_priorities")
     indices = jnp.asarray(indices, jnp.int32).reshape(-1)
     priorities = jnp.asarray(priorities, jnp.float32).reshape(-1)
     if indices.shape != priorities.shape:
@@ -426,6 +442,8 @@ def replay_sample(
     """
     _check_positive_int("batch_size", batch_size)
     _check_n_step(state, n_step)
+    if prioritized:
+        _check_keeps_priorities(state, "prioritized replay_sample")
     tree = state.priority_tree if prioritized else state.valid_tree
     indices = sum_tree_sample(tree, rng, batch_size)
     probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)

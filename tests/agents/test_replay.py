@@ -501,6 +501,30 @@ def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleab
 # ---------------------------------------------------------------------------------------- vmap, rng
 
 
+def test_a_replay_without_priorities_keeps_and_samples_the_same_transitions(timeline, history):
+    """keep_priorities=False skips the priority tree at every add (a uniform learner's replay):
+    everything else, and so every uniform sample, is what the full replay holds."""
+    state = empty_replay(keep_priorities=False)
+    for t in range(TOTAL_STEPS):
+        state = add(state, *timeline.step(t))
+    full = history[-1]
+    for name in ("frames", "action", "reward", "discount", "first", "last", "head", "size"):
+        np.testing.assert_array_equal(getattr(state, name), getattr(full, name), err_msg=name)
+    np.testing.assert_array_equal(state.valid_tree.nodes, full.valid_tree.nodes)
+    assert not np.asarray(state.priority_tree.nodes).any()  # never written
+    assert np.asarray(full.priority_tree.nodes).any()
+    for seed in range(3):
+        key = jax.random.key(seed)
+        ours, reference = sample(state, key), sample(full, key)
+        np.testing.assert_array_equal(ours[1].indices, reference[1].indices)
+        for name in reference[0]:
+            np.testing.assert_array_equal(ours[0][name], reference[0][name], err_msg=name)
+    with pytest.raises(ValueError, match="keep_priorities=True"):
+        sample(state, jax.random.key(0), True)
+    with pytest.raises(ValueError, match="keep_priorities=True"):
+        replay_update_priorities(state, jnp.zeros((2,), jnp.int32), jnp.ones((2,)))
+
+
 def test_vmap_over_seeds_in_scan_equals_separate_calls_and_same_rng_gives_same_sample():
     steps = SLOTS_PER_ENV + 9
     timelines = [make_timeline(seed, NUM_ENVS, steps) for seed in (21, 22)]
