@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from plasticity import linalg
+
 Predict = Callable[[Any, jax.Array], jax.Array]  # (params, inputs) -> (n, outputs) array
 
 NTK_MODES = ("trace", "mean")
@@ -142,7 +144,7 @@ def ntk_statistics(kernel: jax.Array) -> dict[str, jax.Array]:
     Off-diagonal mass is Σ_{i≠j}|K_ij| / Σ_ij|K_ij|: it falls towards 0 as the kernel collapses
     onto its diagonal (examples stop sharing gradient directions).
     """
-    eigenvalues = jnp.clip(jnp.linalg.eigvalsh(kernel), 0.0, None)
+    eigenvalues = jnp.clip(linalg.eigvalsh(kernel), 0.0, None)  # vmap-safe on CPU
     absolute = jnp.abs(kernel)
     total = jnp.sum(absolute)
     diagonal = jnp.sum(jnp.diagonal(absolute))

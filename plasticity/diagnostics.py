@@ -72,7 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from plasticity import curvature, effective_lr, networks, param_labels
+from plasticity import curvature, effective_lr, linalg, networks, param_labels
 
 ACTIVATION_DIAGNOSTICS = (
     "dormant",
@@ -275,13 +275,15 @@ def singular_values(features: jax.Array, method: str = "svd") -> jax.Array:
 
     'svd' is accurate to a few float32 ulps of σ_max for every value; 'gram' is √eig of the
     smaller Gram matrix, cheaper but limited by float32 to σ ≳ √(eps·max(n, d))·σ_max (smaller
-    ones come out as noise of that size, or 0). See `DiagnosticsOptions.rank_method`.
+    ones come out as noise of that size, or 0). See `DiagnosticsOptions.rank_method`. Vmapped on
+    a CPU, the decompositions run one matrix at a time (`plasticity.linalg`: a batched LAPACK
+    call can deadlock XLA:CPU's thread pool).
     """
     if method == "svd":
-        return jnp.linalg.svd(features, compute_uv=False)
+        return linalg.svdvals(features)
     n, d = features.shape
     gram = features @ features.T if n <= d else features.T @ features
-    eigenvalues = jnp.linalg.eigvalsh(gram)[::-1]
+    eigenvalues = linalg.eigvalsh(gram)[::-1]
     return jnp.sqrt(jnp.clip(eigenvalues, 0.0, None))
 
 

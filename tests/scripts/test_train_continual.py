@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from plasticity import workdir
+from plasticity.run import RUN_INFO_FILE
 
 REPO = Path(__file__).resolve().parents[2]
 # Halves XLA:CPU compile time of the run (see tests/benchmarks/test_continual.py).
@@ -95,3 +96,42 @@ def test_missing_dataset_is_one_line_and_nonzero_exit(tmp_path):
     )
     assert "--data_dir" in lines[-1] and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
+
+
+def test_vmapped_runs_on_two_cpu_devices_finish(tmp_path):
+    """Two runs vmapped on each of 2 CPU devices, 2 cores, default runs_per_batch=0: the batched
+    LAPACK SVDs of the diagnostics deadlocked XLA:CPU's 2-thread pool (`plasticity.linalg`), so
+    the launcher hung forever after compiling. The child is pinned to 2 CPUs, which sizes the
+    pool as on a 2-core machine; the timeout (SIGKILL) turns a hang into a failure."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        pytest.skip("needs 2 CPUs")
+    env = {k: v for k, v in ENV.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    args = [
+        "--experiment=benchmarks/configs/disentangling.py:smoke",
+        "--config.variant_order=('no_norm',)",
+        "--config.task.num_tasks=2",
+        "--cpu_devices=2",
+        "--noprogress",
+    ]  # run.runs_per_batch stays 0: each device vmaps its 2 runs (l2 grid of 2 × 2 seeds)
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scripts.train_continual",
+                *args,
+                f"--workdir={tmp_path / 'run'}",
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus[:2]),
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the launcher hung (LAPACK deadlock in XLA:CPU's thread pool?)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads((tmp_path / "run" / RUN_INFO_FILE).read_text())
+    assert info["launches"][-1]["devices"] == ["cpu:0", "cpu:1"]
