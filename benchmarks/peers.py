@@ -21,8 +21,10 @@ peer turn runs every command and keeps the fastest figure. Each project turn rep
 workload's unit: the last ``<number> env steps/s`` (MinAtar, all seeds together), ``agent steps/s``
 (Atari) or ``examples/s`` (bit flipping all seeds together, permuted MNIST) in its output is read.
 Peers run from their own checkouts, never from this repository; the adaptations a current software
-stack needs are listed with each. The configs are in `benchmarks.peer_settings`; the measured table
-is in BUILD_NOTES.md ("Peers").
+stack needs are listed with each. On a GPU, give both processes a share of its memory
+(``XLA_PYTHON_CLIENT_MEM_FRACTION=0.3``): the project's process holds the card while a JAX peer's
+runs, and each would otherwise preallocate 75% of it. The configs are in
+`benchmarks.peer_settings`; the measured tables are in BUILD_NOTES.md ("Peers", "On a GPU").
 
 * ``minatar_purejaxrl``: PureJaxRL's ``purejaxrl/dqn.py`` (CleanRL's DQN in JAX) on Breakout-MinAtar:
   10 envs, MLP 120-84, Adam 2.5e-4, batch 128, one update every 10 env steps (one per loop
