@@ -123,7 +123,8 @@ def test_seeds_are_honoured():
 
 @pytest.mark.parametrize("prioritized", [False, True])
 def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_step(prioritized):
-    """One slot gets a priority 10^6 times the others': only prioritized sampling favours it."""
+    """One slot gets a priority 10^6 times the others': only prioritized sampling favours it. A
+    uniform agent's replay keeps no priorities at all (nothing to plant, nothing updated)."""
     config = smoke()  # the loop's shapes (2 envs), so the uniform case reuses the compiled step
     config.replay.prioritized = prioritized
     compiled = atari_loop.compile_agent(config, 6)
@@ -140,10 +141,14 @@ def test_the_prioritized_switch_of_the_agent_config_reaches_the_compiled_learn_s
             jnp.zeros(2, bool),
         )
     heavy = 7  # env 0, slot 7
+    assert replay.keeps_priorities == prioritized
     set_priority = jax.jit(replay_update_priorities)
     hits = draws = 0
     for seed in range(3):
-        skewed = set_priority(replay, jnp.array([heavy]), jnp.array([1e6]))
+        if prioritized:
+            skewed = set_priority(replay, jnp.array([heavy]), jnp.array([1e6]))
+        else:
+            skewed = replay
         skewed = jax.tree.map(jnp.copy, skewed)  # the learn step donates the replay
         priorities_before = np.asarray(skewed.priority).copy()
         train_state = jax.tree.map(jnp.copy, state.train_state)  # ... and the train state
