@@ -98,6 +98,15 @@ def test_missing_dataset_is_one_line_and_nonzero_exit(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing written for a run that cannot start
 
 
+# The launcher pinned to the given CPUs by the child itself (a `preexec_fn` would run Python
+# between fork and exec of this multithreaded process, which can deadlock the child).
+PINNED_LAUNCH = (
+    "import os, runpy, sys; os.sched_setaffinity(0, {cpus}); "
+    "sys.argv[0] = 'train_continual'; "
+    "runpy.run_module('scripts.train_continual', run_name='__main__', alter_sys=True)"
+)
+
+
 def test_vmapped_runs_on_two_cpu_devices_finish(tmp_path):
     """Two runs vmapped on each of 2 CPU devices, 2 cores, default runs_per_batch=0: the batched
     LAPACK SVDs of the diagnostics deadlocked XLA:CPU's 2-thread pool (`plasticity.linalg`), so
@@ -116,19 +125,13 @@ def test_vmapped_runs_on_two_cpu_devices_finish(tmp_path):
     ]  # run.runs_per_batch stays 0: each device vmaps its 2 runs (l2 grid of 2 × 2 seeds)
     try:
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scripts.train_continual",
-                *args,
-                f"--workdir={tmp_path / 'run'}",
-            ],
+            [sys.executable, "-c", PINNED_LAUNCH.format(cpus=cpus[:2]), *args]
+            + [f"--workdir={tmp_path / 'run'}"],
             cwd=REPO,
             env=env,
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=lambda: os.sched_setaffinity(0, cpus[:2]),
         )
     except subprocess.TimeoutExpired:
         pytest.fail("the launcher hung (LAPACK deadlock in XLA:CPU's thread pool?)")
