@@ -154,12 +154,6 @@ def learner_scalars(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return tuple(name for name in LEARNER_SCALARS if name != "grad_norm")
 
 
-def max_updates_per_iteration(config: ml_collections.ConfigDict) -> int:
-    """The most updates the learning plan makes after one iteration: ``ceil(frames per
-    iteration x updates_per_frame)``, as owed updates are the floor of a running product."""
-    return max(1, math.ceil(frames_per_iteration(config) * config.updates_per_frame - 1e-9))
-
-
 def pack_episodes(last: jax.Array, carry) -> jax.Array:
     """(3, envs) float32 of an iteration: episode ended, its return, its length (exact in
     float32 below 2^24 steps). One stacked output per iteration, not three: on a GPU each
@@ -288,7 +282,9 @@ def _make_agent(
     intervene_fn = probes.make_intervene(config, learner)
     evaluation = config.evaluation
     scalars = learner_scalars(config)
-    max_updates = max_updates_per_iteration(config)
+    max_updates = sequence.max_updates_per_iteration(
+        frames_per_iteration(config), config.updates_per_frame
+    )
 
     def empty_timestep(num_envs: int) -> Timestep:
         """A placeholder until the envs' first reset."""
@@ -326,12 +322,10 @@ def _make_agent(
         return LoopState(train_state, replay, carry, timestep, rng)
 
     def learn(train_state, replay, previous, count, key, beta):
-        """``count`` updates; also returns the parameters before the last one (or ``previous``).
-
-        The plan's most updates in an iteration (`max_updates_per_iteration`), unrolled, each a
-        ``lax.cond`` on ``i < count``: a loop whose trip count is a device value makes a GPU
-        read it back to the host every iteration, a sync that stalls the compiled loop, where a
-        conditional stays on the device (in the iteration's CUDA graph)."""
+        """``count`` updates, and the parameters before the last one (or ``previous``): the
+        plan's bound (`sequence.max_updates_per_iteration`) unrolled, each a ``lax.cond`` on ``i <
+        count``. A loop up to a device-valued count makes a GPU read it back to the host at every
+        iteration, a sync that stalls the compiled loop; a conditional stays in its CUDA graph."""
 
         def one(i, carry):
             def update(carry):
@@ -559,8 +553,6 @@ class MinAtarLoop:
         # (replicated) value in every process.
         agent = self.agent(segment)
         window = segment.plan.window(block, start, stop)
-        if window["updates"].max(initial=0) > max_updates_per_iteration(segment.config):
-            raise ValueError("the learning plan owes more updates in an iteration than compiled")
         flags = per_iteration_flags(segment, window)
         plan = {
             **segment.schedule_values(window),

@@ -289,6 +289,11 @@ class LearningPlan:
     block_start_updates: tuple[int, ...]
     total_updates: int
 
+    @property
+    def max_updates_per_iteration(self) -> int:
+        """The most updates the plan owes after one iteration (what a compiled loop unrolls)."""
+        return max_updates_per_iteration(self.frames_per_iteration, self.updates_per_frame)
+
     def owed(self, learning_frames: np.ndarray | int) -> np.ndarray:
         """Updates owed after ``learning_frames`` learning frames (the replay ratio)."""
         frames = np.asarray(learning_frames, np.float64)
@@ -332,6 +337,12 @@ class LearningPlan:
             "learning_frames_after": learning_after,
             "frames_after": (self.block_first_iteration[block] + step + 1) * fpi,
         }
+
+
+def max_updates_per_iteration(frames_per_iteration: int, updates_per_frame: float) -> int:
+    """``ceil(frames_per_iteration x updates_per_frame)``: owed updates are the floor of a running
+    product (`LearningPlan.owed`), so no iteration owes more."""
+    return max(1, math.ceil(frames_per_iteration * updates_per_frame - 1e-9))
 
 
 def plan_learning(
