@@ -40,6 +40,11 @@ transitions = jax.jit(replay_transitions, static_argnames=("n_step",))
 _sample = jax.jit(replay_sample, static_argnums=(2, 3, 5))
 
 
+def valid_flags(state: ReplayState) -> np.ndarray:
+    """Validity of every slot (flat env * slots_per_env + slot), from the replay's flag set."""
+    return np.asarray(state.valid_slots.flags)[: state.capacity]
+
+
 def sample(state, key, prioritized=False, beta=1.0):
     """A batch of BATCH MAX_N-step transitions; always called the same way so it compiles once per mode."""
     return _sample(state, key, BATCH, MAX_N, GAMMA, prioritized, beta)
@@ -251,7 +256,7 @@ def test_add_rejects_wrong_shapes(timeline):
 def test_validity_matches_reference_at_every_fill_level_and_after_wrap_around(timeline, history):
     for steps_added, state in enumerate(history):
         expected = reference_valid_mask(timeline, steps_added)
-        valid = np.asarray(sum_tree_leaves(state.valid_tree)) > 0
+        valid = valid_flags(state)
         np.testing.assert_array_equal(valid, expected, err_msg=f"after {steps_added} adds")
         np.testing.assert_array_equal(
             sum_tree_leaves(state.priority_tree), expected.astype(np.float32)
@@ -357,7 +362,7 @@ def test_hand_computed_returns_at_life_loss_termination_and_truncation():
             per_env(first[t], bool),
             per_env(last[t], bool),
         )
-    valid = (np.asarray(sum_tree_leaves(state.valid_tree)) > 0).reshape(NUM_ENVS, SLOTS_PER_ENV)
+    valid = valid_flags(state).reshape(NUM_ENVS, SLOTS_PER_ENV)
     for env in range(NUM_ENVS):
         np.testing.assert_array_equal(
             np.flatnonzero(valid[env]), [0, 1, 2, 3, 5, 6, 8, 9]
@@ -479,7 +484,7 @@ def test_new_items_get_the_max_priority_seen(timeline, planted):
     leaves = np.asarray(sum_tree_leaves(state.priority_tree))
     recent = np.arange(TOTAL_STEPS, TOTAL_STEPS + 10 - MAX_N) % SLOTS_PER_ENV
     recent = np.concatenate([recent + env * SLOTS_PER_ENV for env in range(NUM_ENVS)])
-    now_valid = recent[np.asarray(sum_tree_leaves(state.valid_tree))[recent] > 0]
+    now_valid = recent[valid_flags(state)[recent]]
     assert now_valid.size > 0
     np.testing.assert_allclose(leaves[now_valid], max_priority**ALPHA, rtol=1e-6)
 
@@ -510,7 +515,8 @@ def test_a_replay_without_priorities_keeps_and_samples_the_same_transitions(time
     full = history[-1]
     for name in ("frames", "action", "reward", "discount", "first", "last", "head", "size"):
         np.testing.assert_array_equal(getattr(state, name), getattr(full, name), err_msg=name)
-    np.testing.assert_array_equal(state.valid_tree.nodes, full.valid_tree.nodes)
+    np.testing.assert_array_equal(state.valid_slots.flags, full.valid_slots.flags)
+    np.testing.assert_array_equal(state.valid_slots.block_counts, full.valid_slots.block_counts)
     assert not np.asarray(state.priority_tree.nodes).any()  # never written
     assert np.asarray(full.priority_tree.nodes).any()
     for seed in range(3):
