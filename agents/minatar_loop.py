@@ -322,15 +322,16 @@ def _make_agent(
         return LoopState(train_state, replay, carry, timestep, rng)
 
     def learn(train_state, replay, previous, count, key, beta):
-        """``count`` updates, and the parameters before the last one (or ``previous``): the
-        plan's bound (`sequence.max_updates_per_iteration`) unrolled, each a ``lax.cond`` on ``i <
-        count``. A loop up to a device-valued count makes a GPU read it back to the host at every
-        iteration, a sync that stalls the compiled loop; a conditional stays in its CUDA graph."""
+        """``count`` updates, and the parameters before the last one (or ``previous``, None when
+        no diagnostics read them): the plan's bound (`sequence.max_updates_per_iteration`)
+        unrolled, each a ``lax.cond`` on ``i < count``. A loop up to a device-valued count makes a
+        GPU read it back to the host at every iteration, a sync that stalls the compiled loop; a
+        conditional stays in its CUDA graph."""
 
         def one(i, carry):
             def update(carry):
-                train_state, replay, _, sums = carry
-                before = train_state.params
+                train_state, replay, previous, sums = carry
+                before = None if previous is None else train_state.params
                 train_state, replay, aux = learn_step(
                     train_state, replay, jax.random.fold_in(key, i), beta
                 )
@@ -395,7 +396,8 @@ def _make_agent(
             return (state, previous), outputs
 
         # Update ratios compare with the parameters before the newest update of the chunk.
-        (state, _), outputs = jax.lax.scan(body, (state, state.train_state.params), plan)
+        previous = None if diagnose_fn is None else state.train_state.params
+        (state, _), outputs = jax.lax.scan(body, (state, previous), plan)
         return state, outputs
 
     def evaluate_one(params: Any, extra, game_index: jax.Array, seed: jax.Array, salt: jax.Array):
