@@ -17,10 +17,11 @@ slot position at each add. A slot is *valid* (can be sampled as the start of an 
   last timestep);
 * the frames of o_t's stack that belong to its episode are still there (not overwritten).
 
-Validity is kept as flags with exact per-block counts (``agents.flag_set``, uniform sampling) next to a
-sum tree of ``valid * priority ** priority_exponent`` leaves (prioritized sampling), so sampling only
-ever returns valid slots, however full the buffer and after any wrap-around. Only the slots near the
-write head and near the oldest slot change validity at an add, and only those are recomputed.
+Validity is kept in a sum tree of 0/1 leaves (uniform sampling; a count tree, updated in one
+scatter-add, `agents.sum_tree.count_tree_set`) next to a sum tree of
+``valid * priority ** priority_exponent`` leaves (prioritized sampling), so sampling only ever returns
+valid slots, however full the buffer and after any wrap-around. Only the slots near the write head and
+near the oldest slot change validity at an add, and only those are recomputed.
 """
 
 from __future__ import annotations
@@ -33,16 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from agents.flag_set import (
-    FlagSet,
-    flag_set_count,
-    flag_set_get,
-    flag_set_init,
-    flag_set_sample,
-    flag_set_update,
-)
 from agents.sum_tree import (
     SumTree,
+    count_tree_set,
     keep_last_duplicate,
     sum_tree_get,
     sum_tree_init,
@@ -63,7 +57,7 @@ class ReplayState:
     first: jax.Array  # (num_envs, slots_per_env) bool
     last: jax.Array  # (num_envs, slots_per_env) bool
     priority: jax.Array  # (num_envs, slots_per_env) float32, raw priority (before the exponent)
-    valid_slots: FlagSet  # flag env * slots_per_env + slot: the slot can start a transition
+    valid_tree: SumTree  # leaf env * slots_per_env + slot: 1.0 if valid else 0.0
     priority_tree: SumTree  # same leaves: valid * priority ** priority_exponent
     head: jax.Array  # int32 scalar: slot written by the next add (same for every env)
     size: jax.Array  # int32 scalar: slots written so far per env, at most slots_per_env
@@ -151,7 +145,7 @@ def replay_init(
         first=jnp.zeros(lines, jnp.bool_),
         last=jnp.zeros(lines, jnp.bool_),
         priority=jnp.zeros(lines, jnp.float32),
-        valid_slots=flag_set_init(capacity),
+        valid_tree=sum_tree_init(capacity),
         priority_tree=sum_tree_init(capacity),
         head=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
@@ -189,8 +183,8 @@ def replay_memory_bytes(
 
 
 def replay_num_valid(state: ReplayState) -> jax.Array:
-    """Number of slots that can currently be sampled (int32, exact)."""
-    return flag_set_count(state.valid_slots)
+    """Number of slots that can currently be sampled (int32; exact up to 2**24 slots)."""
+    return sum_tree_total(state.valid_tree).astype(jnp.int32)
 
 
 def _logical_to_slot(
@@ -298,7 +292,7 @@ def replay_add(
         discount=write(state.discount, jnp.asarray(discount)),
         first=first_flags,
         last=last_flags,
-        valid_slots=flag_set_update(state.valid_slots, flat, valid),
+        valid_tree=count_tree_set(state.valid_tree, flat, valid),
         head=head,
         size=size,
     )
@@ -327,7 +321,7 @@ def replay_end_episodes(state: ReplayState) -> ReplayState:
     )
     state = state.replace(
         last=last_flags,
-        valid_slots=flag_set_update(state.valid_slots, flat, valid),
+        valid_tree=count_tree_set(state.valid_tree, flat, valid),
     )
     return _with_leaf_priorities(state, flat, valid) if state.keeps_priorities else state
 
@@ -354,7 +348,7 @@ def replay_update_priorities(
         .set(priorities, mode="drop")
         .reshape(state.priority.shape)
     )
-    valid = flag_set_get(state.valid_slots, indices)
+    valid = sum_tree_get(state.valid_tree, indices) > 0
     return state.replace(
         priority=priority,
         priority_tree=sum_tree_set(
@@ -452,14 +446,10 @@ def replay_sample(
     _check_n_step(state, n_step)
     if prioritized:
         _check_keeps_priorities(state, "prioritized replay_sample")
-    num_valid = flag_set_count(state.valid_slots).astype(jnp.float32)
-    if prioritized:
-        tree = state.priority_tree
-        indices = sum_tree_sample(tree, rng, batch_size)
-        probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)
-    else:
-        indices = flag_set_sample(state.valid_slots, rng, batch_size)
-        probabilities = jnp.full((batch_size,), 1.0 / num_valid)
+    tree = state.priority_tree if prioritized else state.valid_tree
+    indices = sum_tree_sample(tree, rng, batch_size)
+    probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)
+    num_valid = sum_tree_total(state.valid_tree)
     weights = jnp.power(num_valid * probabilities, -jnp.asarray(importance_exponent, jnp.float32))
     weights = weights / jnp.max(weights)
     batch = replay_transitions(state, indices, n_step, discount)

@@ -21,7 +21,7 @@ from agents.replay import (
     replay_transitions,
     replay_update_priorities,
 )
-from agents.sum_tree import sum_tree_leaves
+from agents.sum_tree import sum_tree_from_leaves, sum_tree_leaves
 
 FRAME_SHAPE = (4, 4)
 NUM_ENVS = 2
@@ -38,11 +38,6 @@ add = jax.jit(replay_add)
 update_priorities = jax.jit(replay_update_priorities)
 transitions = jax.jit(replay_transitions, static_argnames=("n_step",))
 _sample = jax.jit(replay_sample, static_argnums=(2, 3, 5))
-
-
-def valid_flags(state: ReplayState) -> np.ndarray:
-    """Validity of every slot (flat env * slots_per_env + slot), from the replay's flag set."""
-    return np.asarray(state.valid_slots.flags)[: state.capacity]
 
 
 def sample(state, key, prioritized=False, beta=1.0):
@@ -256,12 +251,15 @@ def test_add_rejects_wrong_shapes(timeline):
 def test_validity_matches_reference_at_every_fill_level_and_after_wrap_around(timeline, history):
     for steps_added, state in enumerate(history):
         expected = reference_valid_mask(timeline, steps_added)
-        valid = valid_flags(state)
+        valid = np.asarray(sum_tree_leaves(state.valid_tree)) > 0
         np.testing.assert_array_equal(valid, expected, err_msg=f"after {steps_added} adds")
         np.testing.assert_array_equal(
             sum_tree_leaves(state.priority_tree), expected.astype(np.float32)
         )
         assert int(replay_num_valid(state)) == expected.sum()
+        # Counted in place (one scatter-add an add), the tree is still exactly the one its leaves build.
+        rebuilt = sum_tree_from_leaves(expected.astype(np.float32))
+        np.testing.assert_array_equal(state.valid_tree.nodes, rebuilt.nodes)
 
 
 def test_only_valid_slots_are_sampled_when_barely_filled(timeline, history):
@@ -362,7 +360,7 @@ def test_hand_computed_returns_at_life_loss_termination_and_truncation():
             per_env(first[t], bool),
             per_env(last[t], bool),
         )
-    valid = valid_flags(state).reshape(NUM_ENVS, SLOTS_PER_ENV)
+    valid = (np.asarray(sum_tree_leaves(state.valid_tree)) > 0).reshape(NUM_ENVS, SLOTS_PER_ENV)
     for env in range(NUM_ENVS):
         np.testing.assert_array_equal(
             np.flatnonzero(valid[env]), [0, 1, 2, 3, 5, 6, 8, 9]
@@ -484,7 +482,7 @@ def test_new_items_get_the_max_priority_seen(timeline, planted):
     leaves = np.asarray(sum_tree_leaves(state.priority_tree))
     recent = np.arange(TOTAL_STEPS, TOTAL_STEPS + 10 - MAX_N) % SLOTS_PER_ENV
     recent = np.concatenate([recent + env * SLOTS_PER_ENV for env in range(NUM_ENVS)])
-    now_valid = recent[valid_flags(state)[recent]]
+    now_valid = recent[np.asarray(sum_tree_leaves(state.valid_tree))[recent] > 0]
     assert now_valid.size > 0
     np.testing.assert_allclose(leaves[now_valid], max_priority**ALPHA, rtol=1e-6)
 
@@ -515,8 +513,7 @@ def test_a_replay_without_priorities_keeps_and_samples_the_same_transitions(time
     full = history[-1]
     for name in ("frames", "action", "reward", "discount", "first", "last", "head", "size"):
         np.testing.assert_array_equal(getattr(state, name), getattr(full, name), err_msg=name)
-    np.testing.assert_array_equal(state.valid_slots.flags, full.valid_slots.flags)
-    np.testing.assert_array_equal(state.valid_slots.block_counts, full.valid_slots.block_counts)
+    np.testing.assert_array_equal(state.valid_tree.nodes, full.valid_tree.nodes)
     assert not np.asarray(state.priority_tree.nodes).any()  # never written
     assert np.asarray(full.priority_tree.nodes).any()
     for seed in range(3):

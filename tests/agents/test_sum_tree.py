@@ -1,4 +1,5 @@
-"""Tests of the float32 sum tree: exact parent sums, no drift, sampling frequencies, zero leaves."""
+"""Tests of the float32 sum tree: exact parent sums, no drift, sampling frequencies, zero leaves;
+and of its count-tree update (0/1 leaves), which must give the very same tree."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 
 from agents.sum_tree import (
+    count_tree_set,
     keep_last_duplicate,
+    last_occurrence,
     sum_tree_find,
     sum_tree_from_leaves,
     sum_tree_get,
@@ -63,6 +66,43 @@ def test_set_with_duplicates_last_write_wins_and_ignores_out_of_range():
 def test_set_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="as many values"):
         sum_tree_set(sum_tree_init(8), jnp.array([1, 2]), jnp.array([1.0]))
+
+
+def test_last_occurrence_agrees_with_the_sorting_version():
+    rng = np.random.default_rng(4)
+    for size in (1, 2, 7, 40):
+        indices = jnp.asarray(rng.integers(0, 6, size=size))
+        np.testing.assert_array_equal(last_occurrence(indices), keep_last_duplicate(indices))
+
+
+@pytest.mark.parametrize("capacity", [1, 2, 100, 10_000])
+def test_count_tree_updates_equal_sum_tree_updates_bit_for_bit(capacity):
+    """Random 0/1 writes, repeated slots (last wins) and out-of-range slots: after every write the
+    count tree's nodes equal those of `sum_tree_set` and of a tree built from the NumPy leaves."""
+    rng = np.random.default_rng(capacity)
+    count_set, full_set = jax.jit(count_tree_set), jax.jit(sum_tree_set)
+    counted = recomputed = sum_tree_init(capacity)
+    leaves = np.zeros(capacity, np.float32)
+    for _ in range(30):
+        indices = rng.integers(-2, capacity + 2, size=12).astype(np.int32)
+        indices[1] = indices[0]
+        flags = rng.random(12) < 0.7
+        counted = count_set(counted, indices, flags)
+        recomputed = full_set(recomputed, indices, flags.astype(np.float32))
+        for index, flag in zip(indices, flags):
+            if 0 <= index < capacity:
+                leaves[index] = flag
+        np.testing.assert_array_equal(counted.nodes, recomputed.nodes)
+        np.testing.assert_array_equal(counted.nodes, sum_tree_from_leaves(leaves).nodes)
+        assert float(sum_tree_total(counted)) == leaves.sum()
+
+
+def test_count_tree_rejects_mismatched_shapes_and_uncountable_sizes():
+    with pytest.raises(ValueError, match="as many flags"):
+        count_tree_set(sum_tree_init(8), jnp.array([1, 2]), jnp.array([True]))
+    huge = jax.eval_shape(lambda: sum_tree_init(1 << 24))
+    with pytest.raises(ValueError, match="exactly in float32"):
+        jax.eval_shape(count_tree_set, huge, jnp.array([1]), jnp.array([True]))
 
 
 @pytest.fixture(scope="module")
