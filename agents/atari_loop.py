@@ -86,7 +86,9 @@ class CompiledAgent(NamedTuple):
     """The learner and the jitted functions of the loop, shared by runs with the same config.
 
     ``act(params, extra, obs, rng, epsilon) -> (actions, rng)``; ``evaluate_act`` adds a static
-    ``deterministic``; ``learn(train_state, replay, rng, importance_exponent) -> (train_state,
+    ``deterministic``; ``act_and_add(params, extra, replay, obs, frame, reward, discount, first,
+    last, rng, epsilon) -> (actions, replay, rng)`` acts and adds the timestep with its actions
+    to the replay (donated) in one program; ``learn(train_state, replay, rng, importance_exponent) -> (train_state,
     replay, rng, aux)`` donates the train state and the replay; ``diagnose`` and ``intervene``
     are the jitted `agents.probes` functions (None when switched off).
     """
@@ -95,6 +97,7 @@ class CompiledAgent(NamedTuple):
     init: Callable[[jax.Array, jax.ShapeDtypeStruct], TrainState]
     act: Callable[..., tuple[jax.Array, jax.Array]]
     evaluate_act: Callable[..., tuple[jax.Array, jax.Array]]
+    act_and_add: Callable[..., tuple[jax.Array, ReplayState, jax.Array]]
     add: Callable[..., ReplayState]
     learn: Callable[..., tuple[TrainState, ReplayState, jax.Array, dict[str, jax.Array]]]
     diagnose: Callable[..., dict[str, jax.Array]] | None
@@ -121,7 +124,7 @@ def _config_key(config: ml_collections.ConfigDict) -> str:
 
 # Acting depends on the network only, adding on nothing: shared by configs that differ elsewhere
 # (e.g. a sequence with and without a restarted schedule).
-_ACTORS: dict[tuple[str, int], tuple[Callable[..., Any], Callable[..., Any]]] = {}
+_ACTORS: dict[tuple[str, int], tuple[Callable[..., Any], ...]] = {}
 _ADD = jax.jit(replay_add, donate_argnums=0)
 
 
@@ -138,7 +141,18 @@ def _actor(learner: Learner, config: ml_collections.ConfigDict, num_actions: int
             rng, key = jax.random.split(rng)
             return learner.act(params, obs, key, epsilon, deterministic, extra), rng
 
-        _ACTORS[key] = (jax.jit(act), jax.jit(evaluate_act, static_argnums=5))
+        def act_and_add(params, extra, replay, obs, frame, reward, discount, first, last, rng, eps):
+            """One training step's device work before the emulators: a call (and its dispatch,
+            the host's main cost per step on an accelerator) where acting and adding took two."""
+            actions, rng = act(params, extra, obs, rng, eps)
+            replay = replay_add(replay, frame, actions, reward, discount, first, last)
+            return actions, replay, rng
+
+        _ACTORS[key] = (
+            jax.jit(act),
+            jax.jit(evaluate_act, static_argnums=5),
+            jax.jit(act_and_add, donate_argnums=2),
+        )
     return _ACTORS[key]
 
 
@@ -147,7 +161,7 @@ def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
     config = ml_collections.ConfigDict(json.loads(config_json))
     learner = make_learner(config, num_actions, tuple(config.observation_shape))
     learn_step = make_learn_step(learner, config)
-    act, evaluate_act = _actor(learner, config, num_actions)
+    act, evaluate_act, act_and_add = _actor(learner, config, num_actions)
 
     def learn(train_state, replay, rng, importance_exponent):
         rng, key = jax.random.split(rng)
@@ -160,6 +174,7 @@ def _compile_agent(config_json: str, num_actions: int) -> CompiledAgent:
         init=jax.jit(learner.init, static_argnums=1),
         act=act,
         evaluate_act=evaluate_act,
+        act_and_add=act_and_add,
         add=_ADD,
         learn=jax.jit(learn, donate_argnums=(0, 1)),
         diagnose=jax.jit(probes.make_diagnose(config, learner)),
@@ -456,9 +471,10 @@ class AtariLoop:
     # Chunks ----------------------------------------------------------------------------------
 
     def run_chunk(self, run: Run, state, segment: Segment, block: int, start: int, stop: int, log):
-        """Plays iterations [start, stop) of ``block``: act, ``env.send``, replay add and the owed
-        updates (overlapping the emulators), ``env.recv``; then the periodic events. Asks for a
-        stop request after every iteration and stops there (a safe point) when one arrived."""
+        """Plays iterations [start, stop) of ``block``: act and replay add (one call),
+        ``env.send``, the owed updates (overlapping the emulators), ``env.recv``; then the
+        periodic events. Asks for a stop request after every iteration and stops there (a safe
+        point) when one arrived."""
         config, compiled, info = segment.config, self.compiled(segment), segment.blocks[block]
         window = segment.plan.window(block, start, stop)
         values = segment.schedule_values(window)
@@ -483,25 +499,22 @@ class AtariLoop:
             if filling != self.status:
                 self.status = filling
                 run.show(status=filling)
+            timestep = self.timestep
             with self._compiling(run, "actor"):
-                actions, rng = compiled.act(
+                actions, replay, rng = compiled.act_and_add(
                     state.train_state.params,
                     state.train_state.extra,
-                    self.timestep.observation,
+                    state.replay,
+                    timestep.observation,
+                    timestep.frame,
+                    timestep.reward,
+                    timestep.discount,
+                    timestep.first,
+                    timestep.last,
                     state.rng,
                     values["epsilon"][i],
                 )
             self.env.send(np.asarray(actions))
-            timestep = self.timestep
-            replay = compiled.add(
-                state.replay,
-                timestep.frame,
-                actions,
-                timestep.reward,
-                timestep.discount,
-                timestep.first,
-                timestep.last,
-            )
             state = state.replace(replay=replay, rng=rng)
             for k in range(int(window["updates"][i])):
                 if keep_before[i] and k == window["updates"][i] - 1:  # for the update ratios
