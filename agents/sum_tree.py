@@ -51,13 +51,22 @@ def sum_tree_init(capacity: int) -> SumTree:
     return SumTree(nodes=jnp.zeros((num_nodes,), jnp.float32), capacity=capacity)
 
 
+_PAIRWISE_LIMIT = 1024  # longest index list whose duplicates are found by comparing every pair
+
+
 def keep_last_duplicate(indices: jax.Array) -> jax.Array:
     """Boolean mask over ``indices`` that is True at the last occurrence of each distinct value.
 
     Used to make batched writes with duplicate indices deterministic: the last write wins, as in a
-    sequential loop (XLA leaves the winner of duplicate scatter writes unspecified).
+    sequential loop (XLA leaves the winner of duplicate scatter writes unspecified). Lists of up to
+    1,024 indices (a replay add's slots, a batch's new priorities) compare every pair, one fused
+    kernel; longer ones sort, which on a GPU is several kernels however short the list.
     """
     indices = jnp.asarray(indices).reshape(-1)
+    if indices.shape[0] <= _PAIRWISE_LIMIT:
+        position = jnp.arange(indices.shape[0])
+        later = position[None, :] > position[:, None]
+        return ~jnp.any((indices[:, None] == indices[None, :]) & later, axis=1)
     order = jnp.argsort(indices, stable=True)
     sorted_indices = indices[order]
     is_last_in_sorted = jnp.append(sorted_indices[1:] != sorted_indices[:-1], True)
@@ -90,17 +99,6 @@ def sum_tree_set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTre
     return tree.replace(nodes=nodes)
 
 
-def last_occurrence(indices: jax.Array) -> jax.Array:
-    """`keep_last_duplicate` by comparing every pair: no sort, one fused kernel, for short lists
-    (a replay add's few dozen slots), where a sort would cost more than the comparisons."""
-    indices = jnp.asarray(indices).reshape(-1)
-    position = jnp.arange(indices.shape[0])
-    repeated_later = (indices[:, None] == indices[None, :]) & (
-        position[None, :] > position[:, None]
-    )
-    return ~jnp.any(repeated_later, axis=1)
-
-
 def count_tree_set(tree: SumTree, indices: jax.Array, flags: jax.Array) -> SumTree:
     """`sum_tree_set` for a tree of 0/1 leaves (a count tree): the same tree, in two operations.
 
@@ -124,7 +122,7 @@ def count_tree_set(tree: SumTree, indices: jax.Array, flags: jax.Array) -> SumTr
             f"a count tree of {tree.capacity} leaves would not count exactly in float32"
         )
     in_range = (indices >= 0) & (indices < tree.capacity)
-    write = last_occurrence(indices) & in_range
+    write = keep_last_duplicate(indices) & in_range
     dropped = tree.nodes.shape[-1]  # out of bounds: scatter with mode="drop" skips it
     leaf_nodes = jnp.where(write, indices + tree.first_leaf, dropped)
     change = jnp.where(write, values - tree.nodes[jnp.minimum(leaf_nodes, dropped - 1)], 0.0)

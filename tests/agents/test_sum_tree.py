@@ -9,7 +9,6 @@ import pytest
 from agents.sum_tree import (
     count_tree_set,
     keep_last_duplicate,
-    last_occurrence,
     sum_tree_find,
     sum_tree_from_leaves,
     sum_tree_get,
@@ -68,11 +67,12 @@ def test_set_rejects_mismatched_shapes():
         sum_tree_set(sum_tree_init(8), jnp.array([1, 2]), jnp.array([1.0]))
 
 
-def test_last_occurrence_agrees_with_the_sorting_version():
-    rng = np.random.default_rng(4)
-    for size in (1, 2, 7, 40):
-        indices = jnp.asarray(rng.integers(0, 6, size=size))
-        np.testing.assert_array_equal(last_occurrence(indices), keep_last_duplicate(indices))
+@pytest.mark.parametrize("size", [1, 2, 7, 40, 1024, 1025, 3000])
+def test_keep_last_duplicate_matches_numpy_by_pairs_and_by_sorting(size):
+    """Up to 1,024 indices are compared pairwise, longer lists sorted: both must mark the same."""
+    indices = np.random.default_rng(size).integers(0, max(2, size // 3), size=size)
+    expected = [value not in indices[i + 1 :] for i, value in enumerate(indices)]
+    np.testing.assert_array_equal(keep_last_duplicate(jnp.asarray(indices)), expected)
 
 
 @pytest.mark.parametrize("capacity", [1, 2, 100, 10_000])
