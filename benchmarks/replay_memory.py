@@ -3,7 +3,8 @@
 Run: ``python -m benchmarks.replay_memory`` (about a minute on a 2-core CPU). Prints the bytes of a
 1M-transition 84x84 replay (computed without allocating it) and, for a 100k replay of 84x84 frames,
 add and sample throughput (median of single calls that each wait for their result, after a warm-up)
-with compile time reported apart.
+with compile time reported apart. ``--uniform_only`` times adds to a replay that keeps no priorities
+(``replay_init(keep_priorities=False)``, a uniformly sampling learner's).
 """
 
 from __future__ import annotations
@@ -77,10 +78,13 @@ def median_call_seconds(call: Callable[[int], object], num_calls: int) -> tuple[
     return compile_s, float(np.median([timed(lambda: call(i)) for i in range(1, num_calls + 1)]))
 
 
-def measure_add(capacity: int, num_envs: int, num_calls: int) -> dict[str, float]:
+def measure_add(
+    capacity: int, num_envs: int, num_calls: int, keep_priorities: bool = True
+) -> dict[str, float]:
     """Add throughput (timesteps/s over all envs): one jitted call per add, and adds inside ``lax.scan``."""
     add = jax.jit(replay_add, donate_argnums=0)
-    holder = [jax.block_until_ready(replay_init(capacity, num_envs, FRAME_SHAPE))]
+    empty = replay_init(capacity, num_envs, FRAME_SHAPE, keep_priorities=keep_priorities)
+    holder = [jax.block_until_ready(empty)]
     timesteps = [
         jax.device_put(synthetic_timestep(jnp.int32(t), num_envs)) for t in range(num_calls + 1)
     ]
@@ -137,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_envs", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument(
+        "--uniform_only",
+        action="store_true",
+        help="time adds to a replay made with keep_priorities=False (a uniform learner's)",
+    )
     args = parser.parse_args(argv)
 
     one_million = replay_memory_bytes(1_000_000, FRAME_SHAPE, num_envs=1)
@@ -146,9 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print(f"capacity {args.capacity:,}, frames 84x84, stack 4, n-step 3, batch {args.batch_size}")
     for num_envs in args.num_envs:
-        figures = measure_add(args.capacity, num_envs, args.calls)
+        figures = measure_add(args.capacity, num_envs, args.calls, not args.uniform_only)
+        kept = "no priorities" if args.uniform_only else "with priorities"
         print(
-            f"  add, {num_envs} envs: {figures['per_call_timesteps_per_s']:,.0f} timesteps/s one jitted call per add, "
+            f"  add ({kept}), {num_envs} envs: {figures['per_call_timesteps_per_s']:,.0f} timesteps/s one jitted call per add, "
             f"{figures['scanned_timesteps_per_s']:,.0f} timesteps/s inside lax.scan "
             f"(compile {figures['compile_s']:.2f} s)"
         )

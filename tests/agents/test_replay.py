@@ -504,6 +504,30 @@ def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleab
 # ---------------------------------------------------------------------------------------- vmap, rng
 
 
+def _primitive_counts(jaxpr) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for eqn in jaxpr.eqns:
+        counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if hasattr(inner, "eqns"):
+                for name, n in _primitive_counts(inner).items():
+                    counts[name] = counts.get(name, 0) + n
+    return counts
+
+
+@pytest.mark.parametrize("keep_priorities", [False, True])
+def test_an_add_writes_validity_in_one_scatter_add_and_never_sorts(timeline, keep_priorities):
+    """What a GPU runs as separate kernels: an add's validity update is one scatter-add (not a
+    gather and a scatter per tree level), and repeated slots are resolved without a sort."""
+    state = empty_replay(keep_priorities=keep_priorities)
+    counts = _primitive_counts(jax.make_jaxpr(replay_add)(state, *timeline.step(0)).jaxpr)
+    assert counts.get("sort", 0) == 0
+    assert counts.get("scatter-add", 0) == 1
+    levels = state.priority_tree.num_levels
+    assert counts.get("scatter", 0) == (levels + 1 if keep_priorities else 0)
+
+
 def test_a_replay_without_priorities_keeps_and_samples_the_same_transitions(timeline, history):
     """keep_priorities=False skips the priority tree at every add (a uniform learner's replay):
     everything else, and so every uniform sample, is what the full replay holds."""

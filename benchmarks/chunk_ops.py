@@ -1,0 +1,111 @@
+r"""What a GPU runs as kernels of their own in the MinAtar loop: the chunk's scatters, gathers and sorts.
+
+  python -m benchmarks.chunk_ops [--preset=purejaxrl|conv]
+
+On a GPU each iteration of the loop is one CUDA graph whose time is mostly kernel launches (about
+1–2 µs each at PureJaxRL's settings, BUILD_NOTES.md "On a GPU"). Elementwise work fuses into few
+kernels; scatters, sorts and chains of them do not: each scatter is a kernel, and a scatter that
+depends on the previous one (a tree updated level by level) cannot share it. So these counts,
+taken from the chunk's jaxpr on any machine, track the GPU's kernel count without a GPU: the
+primitives ``scatter``, ``scatter-add``, ``gather`` and ``sort`` of one iteration (the chunk's
+``lax.scan`` body), outside the conditionals (acting, env, replay add) and inside them (sampling
+and the update; the diagnostics too when they are on, as in the ``conv`` preset, the project's
+MinAtar DQN), each with the source line it comes from (``--by_line``). Gathers that
+only read are often fused with their neighbours; scatters and sorts never are. Also prints the
+chunk's compile time on this machine.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags
+from jax._src import source_info_util
+
+from agents import configs, minatar_loop
+from benchmarks import peer_settings
+from plasticity import runtime
+
+_PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Loop settings.")
+_BY_LINE = flags.DEFINE_bool("by_line", False, "Also list the counts by source line.")
+
+COUNTED = ("scatter", "scatter-add", "gather", "sort")
+
+
+def _config(preset: str):
+    """PureJaxRL's settings (no diagnostics, as the peer), or the project's MinAtar DQN preset."""
+    if preset == "purejaxrl":
+        return peer_settings.purejaxrl_config(1, 20_000, False)
+    config = configs.get_config("dqn", "minatar")
+    config.num_seeds, config.games = 1, ("breakout",)
+    return config
+
+
+def _where(eqn) -> str:
+    frames = source_info_util.user_frames(eqn.source_info.traceback)
+    return "; ".join(f"{f.file_name.rsplit('/', 1)[-1]}:{f.start_line}" for f in list(frames)[:2])
+
+
+def count_primitives(jaxpr, inside_cond: bool = False, counts=None) -> collections.Counter:
+    """Counts of `COUNTED` primitives keyed by (inside a conditional, primitive, source)."""
+    counts = collections.Counter() if counts is None else counts
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in COUNTED:
+            counts[(inside_cond, eqn.primitive.name, _where(eqn))] += 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    nested = inside_cond or eqn.primitive.name == "cond"
+                    count_primitives(inner, nested, counts)
+    return counts
+
+
+def chunk(preset: str) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """The loop's chunk function for one seed, its abstract state and a 4-iteration plan."""
+    config = _config(preset)
+    agent = minatar_loop.make_agent(config, ("breakout",), full_action_space=False)
+    state = jax.eval_shape(agent.init, np.arange(1, dtype=np.int32))
+    iterations = 4
+    plan = {
+        "epsilon": np.ones(iterations, np.float32),
+        "importance_exponent": np.ones(iterations, np.float32),
+        "updates": np.ones(iterations, np.int32),
+        "diagnose": np.zeros(iterations, bool),
+        "intervene": np.zeros(iterations, bool),
+    }
+    return agent.run_chunk, state, plan
+
+
+def main(argv) -> None:
+    del argv
+    run_chunk, state, plan = chunk(_PRESET.value)
+    counts = count_primitives(jax.make_jaxpr(run_chunk)(state, np.int32(0), plan).jaxpr)
+    with runtime.compiled_loop_lowering():  # as training lowers it
+        lowered = jax.jit(run_chunk).lower(state, np.int32(0), plan)
+    start = time.perf_counter()
+    lowered.compile()
+    compile_s = time.perf_counter() - start
+    device = jax.devices()[0].device_kind
+    print(f"MinAtar chunk, preset {_PRESET.value}, one seed; compile {compile_s:.2f} s on {device}")
+    for inside, part in (
+        (False, "outside conditionals (act, env, replay add)"),
+        (True, "inside conditionals (the update; the diagnostics when on)"),
+    ):
+        by_primitive = collections.Counter()
+        for (cond, primitive, _), n in counts.items():
+            if cond == inside:
+                by_primitive[primitive] += n
+        figures = ", ".join(f"{by_primitive[p]} {p}" for p in COUNTED)
+        print(f"  {part}: {figures}")
+    if _BY_LINE.value:
+        for (inside, primitive, where), n in sorted(counts.items(), key=lambda kv: -kv[1]):
+            print(f"    {n:3d} {primitive:11s} {'inside' if inside else 'outside':7s} {where}")
+
+
+if __name__ == "__main__":
+    app.run(main)
