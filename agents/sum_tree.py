@@ -73,22 +73,30 @@ def keep_last_duplicate(indices: jax.Array) -> jax.Array:
     return jnp.zeros_like(is_last_in_sorted).at[order].set(is_last_in_sorted)
 
 
+def _leaf_writes(
+    tree: SumTree, indices: jax.Array, values: jax.Array, caller: str, noun: str
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Flat int32 indices, float32 values, and the heap node each value is written to: the
+    out-of-bounds node (which a ``mode="drop"`` scatter skips) for an index outside the tree or
+    repeated later in the list (the last occurrence wins)."""
+    indices = jnp.asarray(indices, jnp.int32).reshape(-1)
+    values = jnp.asarray(values).reshape(-1).astype(jnp.float32)
+    if indices.shape != values.shape:
+        raise ValueError(
+            f"{caller} needs as many {noun} as indices, got {values.shape} and {indices.shape}"
+        )
+    in_range = (indices >= 0) & (indices < tree.capacity)
+    write = keep_last_duplicate(indices) & in_range
+    return indices, values, jnp.where(write, indices + tree.first_leaf, tree.nodes.shape[-1])
+
+
 def sum_tree_set(tree: SumTree, indices: jax.Array, values: jax.Array) -> SumTree:
     """Sets leaves ``indices`` to ``values`` and recomputes every ancestor from its two children.
 
     ``indices`` may repeat (the last occurrence wins); indices outside ``[0, capacity)`` are ignored.
     Values must be finite and non-negative for sampling to be meaningful.
     """
-    indices = jnp.asarray(indices, jnp.int32).reshape(-1)
-    values = jnp.asarray(values, jnp.float32).reshape(-1)
-    if indices.shape != values.shape:
-        raise ValueError(
-            f"sum_tree_set needs as many values as indices, got {values.shape} and {indices.shape}"
-        )
-    in_range = (indices >= 0) & (indices < tree.capacity)
-    write = keep_last_duplicate(indices) & in_range
-    dropped = tree.nodes.shape[-1]  # out of bounds: scatter with mode="drop" skips it
-    leaf_nodes = jnp.where(write, indices + tree.first_leaf, dropped)
+    indices, values, leaf_nodes = _leaf_writes(tree, indices, values, "sum_tree_set", "values")
     nodes = tree.nodes.at[leaf_nodes].set(values, mode="drop")
 
     # Recomputing a node from its children is idempotent, so clipped or duplicate nodes are harmless.
@@ -103,28 +111,21 @@ def count_tree_set(tree: SumTree, indices: jax.Array, flags: jax.Array) -> SumTr
     """`sum_tree_set` for a tree of 0/1 leaves (a count tree): the same tree, in two operations.
 
     Each written leaf's change (-1, 0 or +1) is added to it and to all of its ancestors in one
-    scatter-add,
-    instead of recomputing them level by level (a gather and a scatter a level, each a kernel of
-    its own on a GPU: 28 for a 10k replay). Every node of such a tree is an integer below 2**24,
+    scatter-add, instead of recomputing them level by level (a gather and a scatter a level, each
+    a kernel of its own on a GPU: 28 for a 10k replay). Every node of such a tree is an integer below 2**24,
     which float32 holds exactly whatever the order of the additions, so the result equals
     `sum_tree_set`'s bit for bit, and a tree built from scratch. ``flags`` are bools (the leaves
     must only ever have been set through this function or to 0/1); repeated indices: the last one
     wins; indices outside ``[0, capacity)`` are ignored.
     """
-    indices = jnp.asarray(indices, jnp.int32).reshape(-1)
-    values = jnp.asarray(flags, jnp.bool_).reshape(-1).astype(jnp.float32)
-    if indices.shape != values.shape:
-        raise ValueError(
-            f"count_tree_set needs as many flags as indices, got {values.shape} and {indices.shape}"
-        )
     if tree.capacity >= 1 << 24:
         raise ValueError(
             f"a count tree of {tree.capacity} leaves would not count exactly in float32"
         )
-    in_range = (indices >= 0) & (indices < tree.capacity)
-    write = keep_last_duplicate(indices) & in_range
-    dropped = tree.nodes.shape[-1]  # out of bounds: scatter with mode="drop" skips it
-    leaf_nodes = jnp.where(write, indices + tree.first_leaf, dropped)
+    flags = jnp.asarray(flags, jnp.bool_)
+    _, values, leaf_nodes = _leaf_writes(tree, indices, flags, "count_tree_set", "flags")
+    dropped = tree.nodes.shape[-1]
+    write = leaf_nodes < dropped
     change = jnp.where(write, values - tree.nodes[jnp.minimum(leaf_nodes, dropped - 1)], 0.0)
     # The leaf (level 0) and its ancestors in one scatter-add; as it reads the old leaves, XLA
     # updates the nodes in place (a separate write of the leaves would make it copy them first).
