@@ -88,9 +88,10 @@ class CompiledAgent(NamedTuple):
     ``act(params, extra, obs, rng, epsilon) -> (actions, rng)``; ``evaluate_act`` adds a static
     ``deterministic``; ``act_and_add(params, extra, replay, obs, frame, reward, discount, first,
     last, rng, epsilon) -> (actions, replay, rng)`` acts and adds the timestep with its actions
-    to the replay (donated) in one program; ``learn(train_state, replay, rng, importance_exponent) -> (train_state,
-    replay, rng, aux)`` donates the train state and the replay; ``diagnose`` and ``intervene``
-    are the jitted `agents.probes` functions (None when switched off).
+    to the replay (donated) in one program; ``learn(train_state, replay, rng,
+    importance_exponent) -> (train_state, replay, rng, aux)`` donates the train state and the
+    replay; ``diagnose`` and ``intervene`` are the jitted `agents.probes` functions (None when
+    switched off).
     """
 
     learner: Learner

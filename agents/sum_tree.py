@@ -112,11 +112,11 @@ def count_tree_set(tree: SumTree, indices: jax.Array, flags: jax.Array) -> SumTr
 
     Each written leaf's change (-1, 0 or +1) is added to it and to all of its ancestors in one
     scatter-add, instead of recomputing them level by level (a gather and a scatter a level, each
-    a kernel of its own on a GPU: 28 for a 10k replay). Every node of such a tree is an integer below 2**24,
-    which float32 holds exactly whatever the order of the additions, so the result equals
-    `sum_tree_set`'s bit for bit, and a tree built from scratch. ``flags`` are bools (the leaves
-    must only ever have been set through this function or to 0/1); repeated indices: the last one
-    wins; indices outside ``[0, capacity)`` are ignored.
+    a kernel of its own on a GPU: 28 for a 10k replay). Every node of such a tree is an integer
+    below 2**24, which float32 holds exactly whatever the order of the additions, so the result
+    equals `sum_tree_set`'s bit for bit, and a tree built from scratch. ``flags`` are bools (the
+    leaves must only ever have been set through this function or to 0/1); repeated indices: the
+    last one wins; indices outside ``[0, capacity)`` are ignored.
     """
     if tree.capacity >= 1 << 24:
         raise ValueError(

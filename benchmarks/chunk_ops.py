@@ -1,4 +1,4 @@
-r"""What a GPU runs as kernels of their own in the MinAtar loop: the chunk's scatters, gathers and sorts.
+r"""The MinAtar chunk's scatters, gathers and sorts: what a GPU runs as kernels of their own.
 
   python -m benchmarks.chunk_ops [--preset=purejaxrl|conv]
 

@@ -257,7 +257,7 @@ def test_validity_matches_reference_at_every_fill_level_and_after_wrap_around(ti
             sum_tree_leaves(state.priority_tree), expected.astype(np.float32)
         )
         assert int(replay_num_valid(state)) == expected.sum()
-        # Counted in place (one scatter-add an add), the tree is still exactly the one its leaves build.
+        # Counted in place (one scatter-add an add), the tree is exactly the one its leaves build.
         rebuilt = sum_tree_from_leaves(expected.astype(np.float32))
         np.testing.assert_array_equal(state.valid_tree.nodes, rebuilt.nodes)
 
