@@ -10,7 +10,9 @@ taken from the chunk's jaxpr on any machine, track the GPU's kernel count withou
 primitives ``scatter``, ``scatter-add``, ``gather`` and ``sort`` of one iteration (the chunk's
 ``lax.scan`` body), outside the conditionals (acting, env, replay add) and inside them (sampling
 and the update; the diagnostics too when they are on, as in the ``conv`` preset, the project's
-MinAtar DQN), each with the source line it comes from (``--by_line``). Gathers that
+MinAtar DQN), each with the source line it comes from (``--by_line``). On CPUs the ``conv``
+preset's update computes its convolutions as patch products (`plasticity.layers`), whose gathers
+a GPU, which keeps XLA's convolutions, does not run. Gathers that
 only read are often fused with their neighbours; scatters and sorts never are. Also prints the
 chunk's compile time on this machine.
 """
