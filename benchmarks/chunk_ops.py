@@ -5,16 +5,16 @@ r"""The MinAtar chunk's scatters, gathers and sorts: what a GPU runs as kernels 
 On a GPU each iteration of the loop is one CUDA graph whose time is mostly kernel launches (about
 1–2 µs each at PureJaxRL's settings, BUILD_NOTES.md "On a GPU"). Elementwise work fuses into few
 kernels; scatters, sorts and chains of them do not: each scatter is a kernel, and a scatter that
-depends on the previous one (a tree updated level by level) cannot share it. So these counts,
-taken from the chunk's jaxpr on any machine, track the GPU's kernel count without a GPU: the
-primitives ``scatter``, ``scatter-add``, ``gather`` and ``sort`` of one iteration (the chunk's
-``lax.scan`` body), outside the conditionals (acting, env, replay add) and inside them (sampling
-and the update; the diagnostics too when they are on, as in the ``conv`` preset, the project's
-MinAtar DQN), each with the source line it comes from (``--by_line``). On CPUs the ``conv``
-preset's update computes its convolutions as patch products (`plasticity.layers`), whose gathers
-a GPU, which keeps XLA's convolutions, does not run. Gathers that
-only read are often fused with their neighbours; scatters and sorts never are. Also prints the
-chunk's compile time on this machine.
+depends on the previous one (a tree updated level by level) cannot share it. So these counts, taken
+from the chunk's jaxpr on any machine, track the GPU's kernel count without a GPU: the primitives
+``scatter``, ``scatter-add``, ``gather`` and ``sort`` of one iteration (the chunk's ``lax.scan``
+body), outside the conditionals (acting, env, replay add) and inside them (sampling and the update;
+the diagnostics too when they are on, as in the ``conv`` preset, the project's MinAtar DQN), each
+with the source line it comes from (``--by_line``). The jaxpr is traced as for a GPU: without the
+CPU-only lowering of `plasticity.runtime.compiled_loop_lowering` (patch convolutions), which only
+the compile time below uses. Gathers that only read are often fused with their neighbours (a sum
+tree's descent is one kernel); scatters and sorts never are. Also prints the chunk's compile time on
+this machine.
 """
 
 from __future__ import annotations
