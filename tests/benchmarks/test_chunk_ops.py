@@ -1,0 +1,24 @@
+"""The MinAtar chunk's GPU-relevant structure, as `benchmarks.chunk_ops` counts it."""
+
+import jax
+import numpy as np
+
+from benchmarks import chunk_ops
+
+
+def test_the_chunk_at_purejaxrls_settings_never_sorts_and_its_replay_writes_once():
+    run_chunk, state, plan = chunk_ops.chunk("purejaxrl")
+    counts = chunk_ops.count_primitives(jax.make_jaxpr(run_chunk)(state, np.int32(0), plan).jaxpr)
+    assert not any(primitive == "sort" for _, primitive, _ in counts)
+    outside = {key: n for key, n in counts.items() if not key[0]}
+    replay_writes = {
+        (primitive, where): n
+        for (_, primitive, where), n in outside.items()
+        if primitive.startswith("scatter") and ("replay.py" in where or "sum_tree.py" in where)
+    }
+    # The validity tree's one scatter-add; every other scatter outside the update is the env's.
+    assert list(replay_writes) and sum(replay_writes.values()) == 1
+    assert all(primitive == "scatter-add" for primitive, _ in replay_writes)
+    # The update samples with the fused descent: one scatter-add (the loss's one-hot), no scatter.
+    inside = {key: n for key, n in counts.items() if key[0]}
+    assert sum(n for (_, primitive, _), n in inside.items() if primitive == "scatter") == 0
