@@ -289,11 +289,6 @@ class LearningPlan:
     block_start_updates: tuple[int, ...]
     total_updates: int
 
-    @property
-    def max_updates_per_iteration(self) -> int:
-        """The most updates the plan owes after one iteration (what a compiled loop unrolls)."""
-        return max_updates_per_iteration(self.frames_per_iteration, self.updates_per_frame)
-
     def owed(self, learning_frames: np.ndarray | int) -> np.ndarray:
         """Updates owed after ``learning_frames`` learning frames (the replay ratio)."""
         frames = np.asarray(learning_frames, np.float64)

@@ -29,7 +29,7 @@ from absl import app, flags
 from jax._src import source_info_util
 
 from agents import configs, minatar_loop
-from benchmarks import peer_settings
+from benchmarks import op_profile, peer_settings
 from plasticity import runtime
 
 _PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Loop settings.")
@@ -52,19 +52,13 @@ def _where(eqn) -> str:
     return "; ".join(f"{f.file_name.rsplit('/', 1)[-1]}:{f.start_line}" for f in list(frames)[:2])
 
 
-def count_primitives(jaxpr, inside_cond: bool = False, counts=None) -> collections.Counter:
+def count_primitives(jaxpr) -> collections.Counter:
     """Counts of `COUNTED` primitives keyed by (inside a conditional, primitive, source)."""
-    counts = collections.Counter() if counts is None else counts
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in COUNTED:
-            counts[(inside_cond, eqn.primitive.name, _where(eqn))] += 1
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (list, tuple)) else [value]:
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    nested = inside_cond or eqn.primitive.name == "cond"
-                    count_primitives(inner, nested, counts)
-    return counts
+    return collections.Counter(
+        (inside_cond, eqn.primitive.name, _where(eqn))
+        for eqn, inside_cond in op_profile.jaxpr_equations(jaxpr)
+        if eqn.primitive.name in COUNTED
+    )
 
 
 def chunk(preset: str) -> tuple[Any, Any, dict[str, np.ndarray]]:

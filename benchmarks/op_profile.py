@@ -1,12 +1,14 @@
 """Where a compiled program's time goes, operation by operation: a `jax.profiler` trace read back.
 
-`top_operations(run, hlo_text, count)` calls ``run()`` once under `jax.profiler.trace` (a Perfetto
-trace in a temporary directory), takes each traced event's self time (its duration minus the
-events nested inside it on the same thread), keeps the events named after the program's HLO
-instructions, and sums them per instruction. Each row names the JAX operation the instruction
-came from (the HLO's ``op_name`` metadata, e.g. ``torso/hidden_0/linear/dot_general``), so a row
-such as ``ynn_fusion.9`` reads as the first layer's forward product. `python -m
-benchmarks.loop_breakdown --top_ops=15` prints this for the MinAtar loop's chunk.
+`jaxpr_equations(jaxpr)` walks a program's equations before compilation (`benchmarks.chunk_ops`
+counts its scatters and sorts with it). `top_operations(run, hlo_text, count)` calls ``run()`` once
+under `jax.profiler.trace` (a Perfetto trace in a temporary directory), takes each traced event's
+self time (its duration minus the events nested inside it on the same thread), keeps the events
+named after the program's HLO instructions, and sums them per instruction. Each row names the JAX
+operation the instruction came from (the HLO's ``op_name`` metadata, e.g.
+``torso/hidden_0/linear/dot_general``), so a row such as ``ynn_fusion.9`` reads as the first layer's
+forward product. `python -m benchmarks.loop_breakdown --top_ops=15` prints this for the MinAtar
+loop's chunk.
 
 The profiler adds a few microseconds to every operation, so read the shares (of all the traced
 operations' time) rather than the absolute times; operations that run concurrently on several
@@ -26,7 +28,7 @@ import json
 import os
 import re
 import tempfile
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([^\s=]+)\s*=")
 _OP_NAME = re.compile(r'op_name="([^"]*)"')
@@ -45,6 +47,19 @@ class OperationTime(NamedTuple):
     milliseconds: float  # summed self time over the run
     calls: int
     source: str  # the JAX operation it came from ('' when the HLO names none)
+
+
+def jaxpr_equations(jaxpr, inside_cond: bool = False) -> Iterator[tuple[Any, bool]]:
+    """Every equation of ``jaxpr`` and of the jaxprs nested in it (scan and cond bodies, calls),
+    each with whether it sits inside a ``cond``: what a program will run, read before XLA
+    compiles it (a count of scatters or sorts, say, which a GPU runs as kernels of their own)."""
+    for eqn in jaxpr.eqns:
+        yield eqn, inside_cond
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else [value]:
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from jaxpr_equations(inner, inside_cond or eqn.primitive.name == "cond")
 
 
 def instruction_sources(hlo_text: str) -> dict[str, str]:

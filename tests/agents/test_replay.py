@@ -4,6 +4,7 @@ Frames encode (env, episode, time in episode, global step) in their pixels, so a
 episodes, a frame read from an overwritten slot, or missing zero padding is caught by exact comparison.
 """
 
+import collections
 from typing import NamedTuple
 
 import jax
@@ -22,6 +23,7 @@ from agents.replay import (
     replay_update_priorities,
 )
 from agents.sum_tree import sum_tree_from_leaves, sum_tree_leaves
+from benchmarks import op_profile
 
 FRAME_SHAPE = (4, 4)
 NUM_ENVS = 2
@@ -504,24 +506,13 @@ def test_update_priorities_last_duplicate_wins_and_invalid_slots_stay_unsampleab
 # ---------------------------------------------------------------------------------------- vmap, rng
 
 
-def _primitive_counts(jaxpr) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for eqn in jaxpr.eqns:
-        counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)
-            if hasattr(inner, "eqns"):
-                for name, n in _primitive_counts(inner).items():
-                    counts[name] = counts.get(name, 0) + n
-    return counts
-
-
 @pytest.mark.parametrize("keep_priorities", [False, True])
 def test_an_add_writes_validity_in_one_scatter_add_and_never_sorts(timeline, keep_priorities):
     """What a GPU runs as separate kernels: an add's validity update is one scatter-add (not a
     gather and a scatter per tree level), and repeated slots are resolved without a sort."""
     state = empty_replay(keep_priorities=keep_priorities)
-    counts = _primitive_counts(jax.make_jaxpr(replay_add)(state, *timeline.step(0)).jaxpr)
+    jaxpr = jax.make_jaxpr(replay_add)(state, *timeline.step(0)).jaxpr
+    counts = collections.Counter(eqn.primitive.name for eqn, _ in op_profile.jaxpr_equations(jaxpr))
     assert counts.get("sort", 0) == 0
     assert counts.get("scatter-add", 0) == 1
     levels = state.priority_tree.num_levels
