@@ -32,8 +32,14 @@ from agents import configs, minatar_loop
 from benchmarks import op_profile, peer_settings
 from plasticity import runtime
 
-_PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Loop settings.")
-_BY_LINE = flags.DEFINE_bool("by_line", False, "Also list the counts by source line.")
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing it
+    (the tests do) defines no global flags that could clash with another benchmark's
+    (`benchmarks.loop_breakdown` has a ``--preset`` too)."""
+    flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Loop settings.")
+    flags.DEFINE_bool("by_line", False, "Also list the counts by source line.")
+
 
 COUNTED = ("scatter", "scatter-add", "gather", "sort")
 
@@ -79,7 +85,7 @@ def chunk(preset: str) -> tuple[Any, Any, dict[str, np.ndarray]]:
 
 def main(argv) -> None:
     del argv
-    run_chunk, state, plan = chunk(_PRESET.value)
+    run_chunk, state, plan = chunk(flags.FLAGS.preset)
     counts = count_primitives(jax.make_jaxpr(run_chunk)(state, np.int32(0), plan).jaxpr)
     with runtime.compiled_loop_lowering():  # as training lowers it
         lowered = jax.jit(run_chunk).lower(state, np.int32(0), plan)
@@ -87,7 +93,9 @@ def main(argv) -> None:
     lowered.compile()
     compile_s = time.perf_counter() - start
     device = jax.devices()[0].device_kind
-    print(f"MinAtar chunk, preset {_PRESET.value}, one seed; compile {compile_s:.2f} s on {device}")
+    print(
+        f"MinAtar chunk, preset {flags.FLAGS.preset}, one seed; compile {compile_s:.2f} s on {device}"
+    )
     for inside, part in (
         (False, "outside conditionals (act, env, replay add)"),
         (True, "inside conditionals (the update; the diagnostics when on)"),
@@ -98,10 +106,11 @@ def main(argv) -> None:
                 by_primitive[primitive] += n
         figures = ", ".join(f"{by_primitive[p]} {p}" for p in COUNTED)
         print(f"  {part}: {figures}")
-    if _BY_LINE.value:
+    if flags.FLAGS.by_line:
         for (inside, primitive, where), n in sorted(counts.items(), key=lambda kv: -kv[1]):
             print(f"    {n:3d} {primitive:11s} {'inside' if inside else 'outside':7s} {where}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

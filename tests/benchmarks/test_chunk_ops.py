@@ -3,7 +3,8 @@
 import jax
 import numpy as np
 
-from benchmarks import chunk_ops
+# Imported with loop_breakdown (also --preset): chunk_ops defines its flags only when run.
+from benchmarks import chunk_ops, loop_breakdown  # noqa: F401
 
 
 def test_the_chunk_at_purejaxrls_settings_never_sorts_and_its_replay_writes_once():
