@@ -34,6 +34,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from plasticity.optim import default_optimizer_config
+from plasticity.runtime import CPU_PRODUCTS
 
 AGENTS = ("dqn", "rainbow")
 # What the RL presets measure by default: dormant, dead and linearized units, feature ranks and
@@ -297,11 +298,14 @@ def minatar_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     config.diagnostics.every_frames = 10_000  # (benchmarks.diagnostics_cost --loop=minatar)
     config.log_every_frames = 10_000
     config.checkpoint_every_frames = 25_000  # one compiled chunk; must divide frames_per_game
-    # lax.map over seeds k at a time (1 is fastest on CPUs); 0 vmaps them all; None: by platform.
-    # mesh: 'auto' spreads the seeds over every local device that divides their count (nothing
-    # changes on one device), 'seed:N' over N devices, 'none' keeps them on one device.
+    # How the seeds run on the hardware (a relaunch may change it; results only up to rounding).
+    # runs_per_batch: lax.map over seeds k at a time (1 is fastest on CPUs); 0 vmaps them all;
+    # None: by platform. mesh: 'auto' spreads the seeds over every local device that divides
+    # their count (nothing changes on one device), 'seed:N' over N devices, 'none' keeps them on
+    # one device. cpu_products: the compiled loop's matrix products on CPUs, 'xla' (XLA's own
+    # kernels), 'ynnpack' or 'auto' (XLA's for an MLP torso; `plasticity.runtime.CPU_PRODUCTS`).
     config.run = ml_collections.ConfigDict(
-        dict(runs_per_batch=config_dict.placeholder(int), mesh="auto")
+        dict(runs_per_batch=config_dict.placeholder(int), mesh="auto", cpu_products="auto")
     )
     return config
 
@@ -476,6 +480,11 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             )
         if config.run.runs_per_batch is not None and config.run.runs_per_batch < 0:
             raise ValueError(f"run.runs_per_batch must be >= 0, got {config.run.runs_per_batch}")
+        if config.run.cpu_products not in CPU_PRODUCTS:
+            raise ValueError(
+                f"run.cpu_products={config.run.cpu_products!r}: expected one of "
+                f"{', '.join(CPU_PRODUCTS)}"
+            )
 
 
 # Launcher flags that name a config field: the same names in both RL launchers (and in the

@@ -26,6 +26,7 @@ TensorBoard scalars (seed means) keyed by frames and Orbax checkpoints after eve
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -70,9 +71,9 @@ from plasticity.run import Run, RunResult, due_mask
 from plasticity.train_state import TrainState
 
 NAME = "train_minatar"
-# Fields a relaunch may change without changing the results (up to float rounding); without
-# ``learner.grad_norm`` the rows after the relaunch lack the gradient norm.
-RESUME_FREE_FIELDS = ("run.mesh", "run.runs_per_batch", "keep_checkpoints", "learner.grad_norm")
+# Fields a relaunch may change without changing the results (up to float rounding; ``run`` is how
+# the seeds run on the hardware); without ``learner.grad_norm`` the rows after lack its norm.
+RESUME_FREE_FIELDS = ("run", "keep_checkpoints", "learner.grad_norm")
 
 
 def seed_mesh(config: ml_collections.ConfigDict) -> Mesh | None:
@@ -476,14 +477,20 @@ def per_iteration_flags(segment: Segment, window: dict[str, np.ndarray]) -> dict
 _EXECUTABLES: dict[tuple, Any] = {}
 
 
-def _executable(run: Run, agent: MinAtarAgent, state: LoopState, game_index, plan) -> Any:
-    """The compiled chunk program for these shapes, compiled ahead of its first call (under the
-    progress bar's 'compiling' phase) so that compile time is kept apart from running."""
+def compiled_chunk(agent: MinAtarAgent, state: LoopState, game_index, plan, phase=None) -> Any:
+    """``agent.run_chunk`` compiled for these shapes ahead of its first call, under ``phase`` (a
+    context, the progress bar's 'compiling'), so that compile time is kept apart from running."""
     key = (agent.run_chunk, len(plan["updates"]), jax.tree.structure(state), len(state.rng))
     if key not in _EXECUTABLES:
-        with run.phase("compiling"), runtime.compiled_loop_lowering():
-            _EXECUTABLES[key] = agent.run_chunk.lower(state, game_index, plan).compile()
+        args, options = (state, game_index, plan), chunk_compiler_options(agent.config)
+        with phase or contextlib.nullcontext():
+            _EXECUTABLES[key] = runtime.compile_loop(agent.run_chunk, args, options)
     return _EXECUTABLES[key]
+
+
+def chunk_compiler_options(config: ml_collections.ConfigDict) -> dict[str, str]:
+    """The chunk's XLA options: ``run.cpu_products``, where only an MLP torso is dense layers."""
+    return runtime.loop_compiler_options(config.run.cpu_products, config.network.torso == "mlp")
 
 
 class MinAtarLoop:
@@ -569,7 +576,7 @@ class MinAtarLoop:
             run=segment.name if segment.is_reference else None,
             status=None if window["learning"][-1] else "filling replay",
         )
-        executable = _executable(run, agent, state, game_index, plan)
+        executable = compiled_chunk(agent, state, game_index, plan, run.phase("compiling"))
         started = time.perf_counter()
         state, outputs = executable(state, game_index, plan)
         outputs = distributed.fetch(outputs)  # an all-gather when seeds span processes
@@ -606,10 +613,8 @@ class MinAtarLoop:
             for end in ends:
                 where = slice(first, end + 1)
                 ended = outputs["ended"][s, where]
-                returns, lengths = (
-                    outputs["returns"][s, where][ended],
-                    outputs["lengths"][s, where][ended],
-                )
+                returns = outputs["returns"][s, where][ended]
+                lengths = outputs["lengths"][s, where][ended]
                 self.episodes[s] += len(returns)
                 updates = int(window["updates"][where].sum())
                 learner = {
@@ -665,7 +670,7 @@ class MinAtarLoop:
         agent = self.agent(segment)
         event = "eval_fresh" if segment.is_reference else "eval"
         last = segment.plan.iterations[block] - 1
-        rows = []
+        rows, params, extra = [], state.train_state.params, state.train_state.extra
         with run.phase("evaluating"):
             for cell in evaluation_cells(segment.blocks, block):
                 index = agent.suite.game_index(cell.game)
@@ -674,13 +679,7 @@ class MinAtarLoop:
                 salt = np.uint32(block * 101 + index)
                 started = time.perf_counter()
                 with runtime.compiled_loop_lowering():  # its first call compiles the episode loop
-                    evaluated = agent.evaluate(
-                        state.train_state.params,
-                        state.train_state.extra,
-                        np.int32(index),
-                        self.seeds,
-                        salt,
-                    )
+                    evaluated = agent.evaluate(params, extra, np.int32(index), self.seeds, salt)
                 returns, finished = distributed.fetch(evaluated)
                 seconds = time.perf_counter() - started
                 for s, seed in enumerate(self.seeds):

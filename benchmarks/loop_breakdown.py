@@ -2,6 +2,7 @@ r"""Where the MinAtar loop's time goes: compile, env, acting + replay, learner, 
 
   python -m benchmarks.loop_breakdown [--preset=purejaxrl|conv] [--seeds=1] [--frames=20000]
       [--batch_size=0] [--runs_per_batch=0] [--[no]grad_norm]
+      [--cpu_products=auto|xla|ynnpack]
 
 The loop's own compiled chunk (`agents.minatar_loop.make_agent`, lowered as training lowers it) is
 timed with its learning plan edited, one part at a time:
@@ -71,6 +72,13 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     None,
     "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
     lower_bound=0,
+)
+_CPU_PRODUCTS = flags.DEFINE_enum(
+    "cpu_products",
+    "auto",
+    ["auto", "xla", "ynnpack"],
+    "MinAtar: the loop's matrix products on CPUs (run.cpu_products; auto: XLA's own kernels for "
+    "the MLP torso, YNNPACK's otherwise).",
 )
 _GRAD_NORM = flags.DEFINE_bool(
     "grad_norm",
@@ -147,7 +155,6 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
     import numpy as np  # noqa: PLC0415
 
     from agents import minatar_loop, sequence  # noqa: PLC0415
-    from plasticity import runtime  # noqa: PLC0415
 
     segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
     programs = minatar_loop.make_agent(segment.config, list(config.games), False)
@@ -168,8 +175,7 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
     }
     plans = {name: jax.tree.map(jnp.asarray, p) for name, p in plans.items()}
     started = time.perf_counter()
-    with runtime.compiled_loop_lowering():  # as `minatar_loop` compiles its chunks
-        chunk = programs.run_chunk.lower(state, game, plans["all"]).compile()
+    chunk = minatar_loop.compiled_chunk(programs, state, game, plans["all"])  # as the loop does
     seconds = {"compile": time.perf_counter() - started}
     for name, p in plans.items():  # a fresh copy of the state each time: the chunk donates it
         seconds[name] = fastest(
@@ -246,6 +252,7 @@ def main(argv: list[str]) -> None:
         _RUNS_PER_BATCH.value,
         _GRAD_NORM.value,
     )
+    config.run.cpu_products = _CPU_PRODUCTS.value
     chunk, operations = chunk_seconds(config, _TOP_OPS.value)
     env = env_seconds(config)
     whole = train_seconds(config)
@@ -263,7 +270,8 @@ def main(argv: list[str]) -> None:
         f"MinAtar loop, preset {_PRESET.value}: {_SEEDS.value} seed(s) x {_FRAMES.value:,} steps, "
         f"{config.env.num_envs} envs, {chunk['updates']:.0f} updates of batch "
         f"{config.learner.batch_size} per seed, {chunk['diagnoses']:.0f} diagnostics; compile "
-        f"{chunk['compile']:.1f} s (apart); {peer_settings.seed_mapping(config)}"
+        f"{chunk['compile']:.1f} s (apart); {peer_settings.seed_mapping(config)}; "
+        f"{peer_settings.products_in_words(config)}"
     )
     for name, seconds in rows:
         if seconds < 0:  # a difference of two timings smaller than their noise

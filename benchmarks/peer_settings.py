@@ -54,6 +54,19 @@ def seed_mapping(config: ml_collections.ConfigDict) -> str:
     return f"{per_batch} seeds at a time on each device"
 
 
+def products_in_words(config: ml_collections.ConfigDict) -> str:
+    """Which kernels compute the MinAtar loop's matrix products (``run.cpu_products``), in words."""
+    import jax  # noqa: PLC0415
+
+    from agents import minatar_loop  # noqa: PLC0415
+
+    if jax.default_backend() != "cpu":
+        return f"{jax.default_backend()} matrix products"
+    if minatar_loop.chunk_compiler_options(config):
+        return "XLA's own matrix products (YNNPACK off in the loop)"
+    return "matrix products as XLA_FLAGS set them (YNNPACK by default)"
+
+
 def cleanrl_config(game: str, agent_steps: int) -> ml_collections.ConfigDict:
     """The Atari DQN preset at CleanRL's ``dqn_atari.py`` settings (`benchmarks.peers`), learning
     from the first 1,000 agent steps so that the timed steps learn; like the peer, with neither

@@ -1,7 +1,7 @@
 r"""The project at its peers' exact settings, through the code users run: figures to set beside them.
 
   python -m benchmarks.peers --workload=minatar_purejaxrl [--seeds=1] [--steps=200000]
-      [--runs_per_batch=0]
+      [--runs_per_batch=0] [--cpu_products=auto|xla|ynnpack]
   python -m benchmarks.peers --workload=atari_cleanrl [--steps=4096] [--game=Breakout]
   python -m benchmarks.peers --workload=bitflip_lop [--seeds=1] [--examples=1000000]
   python -m benchmarks.peers --workload=permuted_mnist_lop [--examples=2000] [--data_dir=DIR]
@@ -96,6 +96,13 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     "default, one at a time on CPUs).",
     lower_bound=0,
 )
+_CPU_PRODUCTS = flags.DEFINE_enum(
+    "cpu_products",
+    "auto",
+    ["auto", "xla", "ynnpack"],
+    "MinAtar: the loop's matrix products on CPUs (run.cpu_products; auto: XLA's own kernels for "
+    "the MLP torso, YNNPACK's otherwise).",
+)
 _STEPS = flags.DEFINE_integer(
     "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
 )
@@ -154,6 +161,7 @@ def minatar_purejaxrl() -> Measurement:
     config = peer_settings.purejaxrl_config(
         _SEEDS.value, steps, _DIAGNOSTICS.value, _RUNS_PER_BATCH.value
     )
+    config.run.cpu_products = _CPU_PRODUCTS.value
 
     def run_once() -> float:
         started = time.perf_counter()
@@ -166,7 +174,8 @@ def minatar_purejaxrl() -> Measurement:
         f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
         f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
         f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
-        f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}"
+        f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}; "
+        f"{peer_settings.products_in_words(config)}"
     )
     return Measurement(total / best, line)
 

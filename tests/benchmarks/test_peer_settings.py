@@ -4,6 +4,7 @@ configs and carry the peers' numbers (what `benchmarks.peers` times)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from agents.configs import validate_config
 from benchmarks import continual_sweep, peer_settings
@@ -64,3 +65,19 @@ def test_permuted_mnist_config_is_lops_network_on_mnist_shaped_data():
     # The three wide kernels defer their SGD updates (plasticity.deferred); the 2000x10 head
     # is under the size threshold and updates at every step.
     assert trainer.deferred_kernels == ("hidden_0/linear", "hidden_1/linear", "hidden_2/linear")
+
+
+def test_minatar_mlp_loop_computes_its_products_with_xla_and_the_conv_preset_with_ynnpack():
+    from agents import configs, minatar_loop
+    from plasticity import runtime
+
+    mlp = peer_settings.purejaxrl_config(seeds=1, steps=1_000, diagnostics=False)
+    conv = configs.get_config("dqn", "minatar")
+    if not runtime.loop_compiler_options("xla", True):
+        pytest.skip("this jaxlib or backend takes no product option")
+    assert minatar_loop.chunk_compiler_options(mlp) == runtime.loop_compiler_options("xla", True)
+    assert minatar_loop.chunk_compiler_options(conv) == {}
+    assert peer_settings.products_in_words(mlp).startswith("XLA's own matrix products")
+    assert peer_settings.products_in_words(conv).startswith("matrix products as XLA_FLAGS set")
+    mlp.run.cpu_products = "ynnpack"
+    assert minatar_loop.chunk_compiler_options(mlp) == {}

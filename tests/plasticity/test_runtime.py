@@ -1,5 +1,6 @@
 """plasticity.runtime: the memory check every trainer runs before allocating, the hardware line
-every benchmark prints, the CPU lowering switch of the threefry hash and the CPU device count."""
+every benchmark prints, the CPU lowering switch of the threefry hash, the CPU device count and
+the libraries XLA:CPU hands convolutions and a compiled loop's matrix products to."""
 
 import os
 import subprocess
@@ -188,3 +189,51 @@ def test_launchers_compute_convolutions_with_eigen_where_jaxlib_uses_ynnpack():
     if not _convolution_through_ynnpack_in_a_fresh_process(defaults=False):
         pytest.skip("this jaxlib, on this CPU, does not hand convolutions to YNNPACK")
     assert not _convolution_through_ynnpack_in_a_fresh_process(defaults=True)
+
+
+XLA_PRODUCTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+@pytest.mark.parametrize(
+    "products, dense_only, backend, flags, jaxlib_version, expected",
+    [
+        ("auto", True, "cpu", "", "0.10.2", XLA_PRODUCTS),  # an MLP torso: XLA's own kernels
+        ("auto", True, "cpu", runtime.EIGEN_CONVOLUTIONS, "0.10.2", XLA_PRODUCTS),  # the project's
+        ("auto", False, "cpu", "", "0.10.2", {}),  # convolutions: YNNPACK's patch products
+        ("auto", True, "cpu", "--xla_cpu_experimental_ynn_fusion_type=", "0.10.2", {}),  # user's
+        ("xla", False, "cpu", "", "0.10.2", XLA_PRODUCTS),
+        ("ynnpack", True, "cpu", "", "0.10.2", {}),
+        ("auto", True, "gpu", "", "0.10.2", {}),
+        ("xla", True, "cpu", "", "0.11.0", {}),  # an XLA that may not know the option
+    ],
+)
+def test_cpu_product_options_follow_their_rules(
+    products, dense_only, backend, flags, jaxlib_version, expected
+):
+    got = runtime.cpu_product_options(products, dense_only, backend, flags, jaxlib_version)
+    assert got == expected
+
+
+def test_cpu_product_options_refuse_an_unknown_library():
+    with pytest.raises(ValueError, match="expected one of auto, xla, ynnpack"):
+        runtime.cpu_product_options("mkl", True, "cpu", "", "0.10.2")
+
+
+def _dense_layer(x, w):
+    return jax.nn.relu(x @ w + 1.0)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's product libraries")
+def test_compile_loop_with_xla_products_leaves_ynnpack_out_and_computes_the_same():
+    x = jax.random.normal(jax.random.key(0), (128, 400))
+    w = jax.random.normal(jax.random.key(1), (400, 120)) / 20.0
+    default = runtime.compile_loop(jax.jit(_dense_layer), (x, w))
+    options = runtime.cpu_product_options("xla", True, "cpu", "", jaxlib_version.__version__)
+    if not options or "__ynn_fusion" not in default.as_text():
+        pytest.skip("this jaxlib, on this CPU, does not hand dense products to YNNPACK")
+    own = runtime.compile_loop(jax.jit(_dense_layer), (x, w), options)
+    assert "__ynn_fusion" not in own.as_text()
+    # The same products summed in another order: inputs of unit scale, 400 terms, float32.
+    reference = np.maximum(np.asarray(x, np.float64) @ np.asarray(w, np.float64) + 1.0, 0.0)
+    np.testing.assert_allclose(np.asarray(own(x, w)), reference, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(default(x, w)), reference, rtol=0, atol=1e-4)

@@ -335,6 +335,14 @@ def test_bad_config_input_is_one_line_and_writes_nothing(name, tmp_path, capsys)
     assert not workdir.exists()
 
 
+def test_an_unknown_choice_of_cpu_products_is_one_line_and_writes_nothing(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    args = [*short("train_minatar"), "--config.run.cpu_products=mkl"]
+    message = bad_input("train_minatar", args, workdir, capsys)
+    assert message == "run.cpu_products='mkl': expected one of auto, xla, ynnpack"
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
     regular = tmp_path / "file"
