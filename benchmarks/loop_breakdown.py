@@ -73,13 +73,7 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
     lower_bound=0,
 )
-_CPU_PRODUCTS = flags.DEFINE_enum(
-    "cpu_products",
-    "auto",
-    ["auto", "xla", "ynnpack"],
-    "MinAtar: the loop's matrix products on CPUs (run.cpu_products; auto: XLA's own kernels for "
-    "the MLP torso, YNNPACK's otherwise).",
-)
+_CPU_PRODUCTS = peer_settings.define_cpu_products_flag()
 _GRAD_NORM = flags.DEFINE_bool(
     "grad_norm",
     None,

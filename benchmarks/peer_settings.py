@@ -54,6 +54,21 @@ def seed_mapping(config: ml_collections.ConfigDict) -> str:
     return f"{per_batch} seeds at a time on each device"
 
 
+def define_cpu_products_flag():
+    """The ``--cpu_products`` flag of the MinAtar benchmarks: ``run.cpu_products`` to run with."""
+    from absl import flags  # noqa: PLC0415
+
+    from plasticity.runtime import CPU_PRODUCTS  # noqa: PLC0415
+
+    return flags.DEFINE_enum(
+        "cpu_products",
+        "auto",
+        list(CPU_PRODUCTS),
+        "MinAtar: the loop's matrix products on CPUs (run.cpu_products; auto: XLA's own kernels "
+        "for the MLP torso, YNNPACK's otherwise).",
+    )
+
+
 def products_in_words(config: ml_collections.ConfigDict) -> str:
     """Which kernels compute the MinAtar loop's matrix products (``run.cpu_products``), in words."""
     import jax  # noqa: PLC0415

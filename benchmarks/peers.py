@@ -96,13 +96,7 @@ _RUNS_PER_BATCH = flags.DEFINE_integer(
     "default, one at a time on CPUs).",
     lower_bound=0,
 )
-_CPU_PRODUCTS = flags.DEFINE_enum(
-    "cpu_products",
-    "auto",
-    ["auto", "xla", "ynnpack"],
-    "MinAtar: the loop's matrix products on CPUs (run.cpu_products; auto: XLA's own kernels for "
-    "the MLP torso, YNNPACK's otherwise).",
-)
+_CPU_PRODUCTS = peer_settings.define_cpu_products_flag()
 _STEPS = flags.DEFINE_integer(
     "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
 )
