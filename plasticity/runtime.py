@@ -23,8 +23,8 @@
 * Per program (`cpu_product_options`), a compiled loop whose network is all dense layers (an MLP
   torso) computes every operation with XLA's own kernels, YNNPACK off: its products are small
   (128 x 400 by 400 x 120 at PureJaxRL's MinAtar settings), and on 2 Xeon cores the MinAtar
-  MLP loop ran 5% (one seed) and 10% (eight seeds) faster so, where the conv torso's patch
-  products ran 13% slower. The Atari learner and the continual trainer keep the default.
+  MLP loop ran 5% (one seed) and 10% (eight seeds) faster that way, while the conv torso's loop
+  ran 13% slower. The Atari learner and the continual trainer keep the default.
 
 `cpu_model` and `hardware_line` say what a run or a benchmark ran on, for `run_info.json` and the
 header every benchmark prints.
