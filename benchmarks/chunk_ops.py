@@ -12,7 +12,8 @@ body), outside the conditionals (acting, env, replay add) and inside them (sampl
 the diagnostics too when they are on, as in the ``conv`` preset, the project's MinAtar DQN), each
 with the source line it comes from (``--by_line``). The jaxpr is traced as for a GPU: without the
 CPU-only lowering of `plasticity.runtime.compiled_loop_lowering` (patch convolutions), which only
-the compile time below uses. Gathers that only read are often fused with their neighbours (a sum
+the compile time below uses (the chunk compiled as training compiles it,
+`agents.minatar_loop.compiled_chunk`). Gathers that only read are often fused with their neighbours (a sum
 tree's descent is one kernel); scatters and sorts never are. Also prints the chunk's compile time on
 this machine.
 """
@@ -30,7 +31,6 @@ from jax._src import source_info_util
 
 from agents import configs, minatar_loop
 from benchmarks import op_profile, peer_settings
-from plasticity import runtime
 
 
 def define_flags() -> None:
@@ -67,30 +67,32 @@ def count_primitives(jaxpr) -> collections.Counter:
     )
 
 
-def chunk(preset: str) -> tuple[Any, Any, dict[str, np.ndarray]]:
-    """The loop's chunk function for one seed, its abstract state and a 4-iteration plan."""
-    config = _config(preset)
-    agent = minatar_loop.make_agent(config, ("breakout",), full_action_space=False)
-    state = jax.eval_shape(agent.init, np.arange(1, dtype=np.int32))
-    iterations = 4
-    plan = {
+def learning_plan(iterations: int) -> dict[str, np.ndarray]:
+    """A chunk's plan in which every iteration makes one update, without diagnostics or
+    interventions (epsilon and the importance exponent at 1)."""
+    return {
         "epsilon": np.ones(iterations, np.float32),
         "importance_exponent": np.ones(iterations, np.float32),
         "updates": np.ones(iterations, np.int32),
         "diagnose": np.zeros(iterations, bool),
         "intervene": np.zeros(iterations, bool),
     }
-    return agent.run_chunk, state, plan
+
+
+def chunk(preset: str) -> tuple[minatar_loop.MinAtarAgent, Any, dict[str, np.ndarray]]:
+    """The loop's programs for one seed, its abstract state and a 4-iteration `learning_plan`."""
+    config = _config(preset)
+    agent = minatar_loop.make_agent(config, ("breakout",), full_action_space=False)
+    state = jax.eval_shape(agent.init, np.arange(1, dtype=np.int32))
+    return agent, state, learning_plan(4)
 
 
 def main(argv) -> None:
     del argv
-    run_chunk, state, plan = chunk(flags.FLAGS.preset)
-    counts = count_primitives(jax.make_jaxpr(run_chunk)(state, np.int32(0), plan).jaxpr)
-    with runtime.compiled_loop_lowering():  # as training lowers it
-        lowered = jax.jit(run_chunk).lower(state, np.int32(0), plan)
+    agent, state, plan = chunk(flags.FLAGS.preset)
+    counts = count_primitives(jax.make_jaxpr(agent.run_chunk)(state, np.int32(0), plan).jaxpr)
     start = time.perf_counter()
-    lowered.compile()
+    minatar_loop.compiled_chunk(agent, state, np.int32(0), plan)  # lowered as training does
     compile_s = time.perf_counter() - start
     device = jax.devices()[0].device_kind
     print(

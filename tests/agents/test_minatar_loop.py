@@ -23,7 +23,7 @@ from agents import configs, minatar_env, minatar_loop, sequence
 from agents.evaluation_matrix import EVALUATION_MATRIX_FILE
 from agents.sequence import SwitchPolicy
 from benchmarks import analysis as figures
-from benchmarks import op_profile
+from benchmarks import chunk_ops, op_profile
 from plasticity import analysis
 from plasticity import workdir as workdir_lib
 
@@ -295,14 +295,7 @@ def test_a_chunk_holds_no_while_loop_only_its_scan_and_conditionals():
     config.diagnostics.every_frames = 0
     agent = minatar_loop.make_agent(config, GAMES)
     state = jax.eval_shape(agent.init, np.arange(2, dtype=np.int32))
-    steps = 4
-    plan = {
-        "epsilon": np.ones(steps, np.float32),
-        "importance_exponent": np.ones(steps, np.float32),
-        "updates": np.ones(steps, np.int32),
-        "diagnose": np.zeros(steps, bool),
-        "intervene": np.zeros(steps, bool),
-    }
+    plan = chunk_ops.learning_plan(4)
     found = primitives(jax.make_jaxpr(agent.run_chunk)(state, np.int32(0), plan).jaxpr)
     assert found.count("scan") == 1 and "while" not in found
     bound = sequence.max_updates_per_iteration(config.env.num_envs, config.updates_per_frame)

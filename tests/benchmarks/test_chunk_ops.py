@@ -8,8 +8,9 @@ from benchmarks import chunk_ops, loop_breakdown  # noqa: F401
 
 
 def test_the_chunk_at_purejaxrls_settings_never_sorts_and_its_replay_writes_once():
-    run_chunk, state, plan = chunk_ops.chunk("purejaxrl")
-    counts = chunk_ops.count_primitives(jax.make_jaxpr(run_chunk)(state, np.int32(0), plan).jaxpr)
+    agent, state, plan = chunk_ops.chunk("purejaxrl")
+    jaxpr = jax.make_jaxpr(agent.run_chunk)(state, np.int32(0), plan).jaxpr
+    counts = chunk_ops.count_primitives(jaxpr)
     assert not any(primitive == "sort" for _, primitive, _ in counts)
     outside = {key: n for key, n in counts.items() if not key[0]}
     replay_writes = {
