@@ -44,28 +44,34 @@ from agents.replay import replay_memory_bytes
 from benchmarks import timing
 from plasticity import runtime, workdir
 
-_AGENT = flags.DEFINE_enum("agent", "dqn", list(configs.AGENTS), "Agent preset (replay ratio).")
-_GAME = flags.DEFINE_string("game", "Pong", "Atari game.")
-_NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Emulators stepped together.")
-_TORSO = flags.DEFINE_enum("torso", "nature", list(configs.TORSOS), "Q-network torso.")
-_LOOP_FRAMES = flags.DEFINE_integer("loop_frames", 16_384, "Frames of the end-to-end run.")
-_CLASSIC_FRAMES = flags.DEFINE_integer("classic_frames", 4_096, "Frames of the one-env loop.")
-_ENV_STEPS = flags.DEFINE_integer("env_steps", 500, "Batched steps of the env-only measurement.")
-_UPDATES = flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.")
-_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
-_TOP_OPS = flags.DEFINE_integer(
-    "top_ops", 0, "Also print the N XLA operations of a learn step that take the most time."
-)
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_enum("agent", "dqn", list(configs.AGENTS), "Agent preset (replay ratio).")
+    flags.DEFINE_string("game", "Pong", "Atari game.")
+    flags.DEFINE_integer("num_envs", 8, "Emulators stepped together.")
+    flags.DEFINE_enum("torso", "nature", list(configs.TORSOS), "Q-network torso.")
+    flags.DEFINE_integer("loop_frames", 16_384, "Frames of the end-to-end run.")
+    flags.DEFINE_integer("classic_frames", 4_096, "Frames of the one-env loop.")
+    flags.DEFINE_integer("env_steps", 500, "Batched steps of the env-only measurement.")
+    flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.")
+    flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
+    flags.DEFINE_integer(
+        "top_ops", 0, "Also print the N XLA operations of a learn step that take the most time."
+    )
 
 
 def benchmark_config() -> ml_collections.ConfigDict:
     """The preset with a small replay, learning from the start, and next to no evaluation."""
-    config = configs.get_config(_AGENT.value)
-    config.network.torso = _TORSO.value
-    config.env.num_envs = _NUM_ENVS.value
-    config.replay.capacity = 64 * _NUM_ENVS.value
+    config = configs.get_config(flags.FLAGS.agent)
+    config.network.torso = flags.FLAGS.torso
+    config.env.num_envs = flags.FLAGS.num_envs
+    config.replay.capacity = 64 * flags.FLAGS.num_envs
     config.replay.min_fill_fraction = 0.5
-    config.evaluation.update(dict(episodes=1, max_frames=4 * _NUM_ENVS.value, every_frames=10**9))
+    config.evaluation.update(
+        dict(episodes=1, max_frames=4 * flags.FLAGS.num_envs, every_frames=10**9)
+    )
     config.checkpoint_every_frames = 10**9
     return config
 
@@ -73,9 +79,9 @@ def benchmark_config() -> ml_collections.ConfigDict:
 def env_only(config) -> float:
     """Frames/s of N emulators driven by send/recv with random actions."""
     rng = np.random.default_rng(0)
-    with make_atari_env(_GAME.value, config.env.num_envs, seed=0) as env:
+    with make_atari_env(flags.FLAGS.game, config.env.num_envs, seed=0) as env:
         env.reset()
-        actions = rng.integers(0, env.num_actions, (_ENV_STEPS.value + 20, env.num_envs))
+        actions = rng.integers(0, env.num_actions, (flags.FLAGS.env_steps + 20, env.num_envs))
         for row in actions[:20]:
             env.step(row)
         start = time.perf_counter()
@@ -83,7 +89,7 @@ def env_only(config) -> float:
             env.send(row)
             env.recv()
         seconds = time.perf_counter() - start
-    return _ENV_STEPS.value * config.env.num_envs * config.env.frame_skip / seconds
+    return flags.FLAGS.env_steps * config.env.num_envs * config.env.frame_skip / seconds
 
 
 def filled_state(config, compiled):
@@ -153,9 +159,9 @@ def learner_operations(executable, state, count: int, untraced_ms: float) -> lis
 def end_to_end(config) -> tuple[float, list[float]]:
     """(frames/s of the real loop once learning runs, per-row rates), from its metrics rows."""
     config = config.copy_and_resolve_references()
-    config.frames_per_game = _LOOP_FRAMES.value
-    config.log_every_frames = max(_LOOP_FRAMES.value // 8, config.env.num_envs * 4)
-    config.games = (_GAME.value,)
+    config.frames_per_game = flags.FLAGS.loop_frames
+    config.log_every_frames = max(flags.FLAGS.loop_frames // 8, config.env.num_envs * 4)
+    config.games = (flags.FLAGS.game,)
     config.evaluation.fresh_reference = False
     with tempfile.TemporaryDirectory() as directory:
         atari_loop.train(config, directory, show_progress=False)
@@ -175,9 +181,9 @@ def classic_loop(config, compiled_single) -> tuple[float, dict[str, float]]:
     seconds per agent step of each of `LOOP_PARTS` and of the rest, the host's own work).
 
     Each part waits for its result before the next starts, so the parts add up to the step."""
-    num_frames = _CLASSIC_FRAMES.value
+    num_frames = flags.FLAGS.classic_frames
     state = atari_loop.init_agent_state(config, compiled_single, 1, config.seed)
-    env = make_atari_env(_GAME.value, 1, seed=0)
+    env = make_atari_env(flags.FLAGS.game, 1, seed=0)
     frames = 0
     learning_frames = 0
     updates = 0
@@ -255,7 +261,7 @@ def main(argv: list[str]) -> None:
         + ("  <- measured under load" if load > 2 else "")
     )
     print(
-        f"agent {_AGENT.value} ({_TORSO.value} torso), {_GAME.value}, {config.env.num_envs} envs, "
+        f"agent {flags.FLAGS.agent} ({flags.FLAGS.torso} torso), {flags.FLAGS.game}, {config.env.num_envs} envs, "
         f"batch {config.learner.batch_size}, "
         f"replay ratio {config.updates_per_frame:g} updates/frame\n"
     )
@@ -263,12 +269,12 @@ def main(argv: list[str]) -> None:
     env_rate = env_only(config)
     print(f"env only        : {env_rate:>10,.0f} frames/s  ({config.env.num_envs} envs, send/recv)")
 
-    num_actions = atari_loop.minimal_action_count(_GAME.value)
+    num_actions = atari_loop.minimal_action_count(flags.FLAGS.game)
     compiled = atari_loop.compile_agent(config, num_actions)
     compile_seconds, flops, state, executable = compile_learner(config, compiled)
-    rate_before, state = learner_rate(compiled, state, _UPDATES.value)
+    rate_before, state = learner_rate(compiled, state, flags.FLAGS.updates)
     loop_rate, rates = end_to_end(config)
-    rate_after, state = learner_rate(compiled, state, _UPDATES.value)
+    rate_after, state = learner_rate(compiled, state, flags.FLAGS.updates)
     # The load of a shared machine drifts: the bound is the mean of the learner measured right
     # before and right after the end-to-end run.
     updates_per_second = (rate_before + rate_after) / 2
@@ -290,7 +296,7 @@ def main(argv: list[str]) -> None:
     single.replay.capacity = config.replay.capacity // config.env.num_envs
     compiled_single = atari_loop.compile_agent(single, num_actions)
     classic_rate, parts = classic_loop(single, compiled_single)
-    rate_last, state = learner_rate(compiled, state, _UPDATES.value)
+    rate_last, state = learner_rate(compiled, state, flags.FLAGS.updates)
     classic_bound = (rate_after + rate_last) / 2 * frames_per_update
     print(
         f"one-env loop    : {classic_rate:>10,.0f} frames/s  (classic host loop, no overlap; "
@@ -307,11 +313,11 @@ def main(argv: list[str]) -> None:
         + f"; {step_ms:.2f} ms in all"
     )
 
-    reference = timing.matmul_flops(_MATMUL.value)
+    reference = timing.matmul_flops(flags.FLAGS.matmul_size)
     achieved = flops * updates_per_second
     print(
         f"learner FLOP/s  : {achieved / 1e9:>10,.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP per update, "
-        f"XLA cost analysis) vs {_MATMUL.value}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
+        f"XLA cost analysis) vs {flags.FLAGS.matmul_size}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
         f"({achieved / reference:.0%})"
     )
     for envs in sorted({1, config.env.num_envs}):
@@ -322,11 +328,12 @@ def main(argv: list[str]) -> None:
             f"replay 1M, {envs} env line(s): {memory / 2**30:.2f} GiB "
             "(84x84 uint8 frames stored once)"
         )
-    if _TOP_OPS.value:
-        lines = learner_operations(executable, state, _TOP_OPS.value, 1e3 / updates_per_second)
+    if flags.FLAGS.top_ops:
+        lines = learner_operations(executable, state, flags.FLAGS.top_ops, 1e3 / updates_per_second)
         print("\n".join(lines))
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -22,16 +22,20 @@ from absl import app, flags, logging
 
 from benchmarks import timing
 
-_SEEDS = flags.DEFINE_integer("seeds", 8, "Seeds for (a).")
-_MLP_STEPS = flags.DEFINE_integer("mlp_steps", 1000, "Steps per run for (a) (2 tasks).")
-_BIT_STEPS = flags.DEFINE_integer("bit_steps", 50_000, "Steps (examples) for (b).")
-_LOOP_STEPS = flags.DEFINE_integer("loop_steps", 10_000, "Steps timed for the Python loop in (b).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is reported.")
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_integer("seeds", 8, "Seeds for (a).")
+    flags.DEFINE_integer("mlp_steps", 1000, "Steps per run for (a) (2 tasks).")
+    flags.DEFINE_integer("bit_steps", 50_000, "Steps (examples) for (b).")
+    flags.DEFINE_integer("loop_steps", 10_000, "Steps timed for the Python loop in (b).")
+    flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is reported.")
 
 
 def timed(fn: Callable[[], Any]) -> float:
     """Wall seconds of fn() with its result blocked on; the fastest of --repeats tries."""
-    return timing.fastest_seconds(lambda _: fn(), _REPEATS.value)
+    return timing.fastest_seconds(lambda _: fn(), flags.FLAGS.repeats)
 
 
 def compile_and_time(jitted, *args) -> tuple[float, float, Callable]:
@@ -166,10 +170,10 @@ def main(argv: list[str]) -> None:
 
     runtime.apply_runtime_defaults()  # what scripts.train_continual runs with
     print(f"hardware: {runtime.hardware_line()}")
-    a = vmapped_vs_separate(_SEEDS.value, _MLP_STEPS.value)
+    a = vmapped_vs_separate(flags.FLAGS.seeds, flags.FLAGS.mlp_steps)
     print(
-        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {_MLP_STEPS.value} steps per run, "
-        f"{_SEEDS.value} seeds"
+        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {flags.FLAGS.mlp_steps} steps per run, "
+        f"{flags.FLAGS.seeds} seeds"
     )
     print(
         f"    compile: vmapped {a['compile_vmapped_s']:.1f} s, looped {a['compile_looped_s']:.1f} s, "
@@ -185,10 +189,10 @@ def main(argv: list[str]) -> None:
         f"    one program, lax.map over seeds (run.runs_per_batch=1): "
         f"{a['looped_steps_per_s']:.0f} steps/s, {a['looped_steps_per_s'] / separate:.2f}x separate"
     )
-    b = scan_vs_python_loop(_BIT_STEPS.value, _LOOP_STEPS.value)
+    b = scan_vs_python_loop(flags.FLAGS.bit_steps, flags.FLAGS.loop_steps)
     print(
-        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {_BIT_STEPS.value} steps, Python loop "
-        f"over {_LOOP_STEPS.value}"
+        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {flags.FLAGS.bit_steps} steps, Python loop "
+        f"over {flags.FLAGS.loop_steps}"
     )
     print(f"    compile: scan {b['compile_scan_s']:.1f} s, step {b['compile_step_s']:.1f} s")
     print(
@@ -199,4 +203,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

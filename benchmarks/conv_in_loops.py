@@ -19,8 +19,12 @@ from absl import app, flags
 
 from benchmarks import timing
 
-_STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed scan.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed scans per figure; the fastest counts.")
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_integer("steps", 20, "Steps per timed scan.")
+    flags.DEFINE_integer("repeats", 3, "Timed scans per figure; the fastest counts.")
 
 
 def networks_to_time():
@@ -70,14 +74,14 @@ def step_milliseconds(model, shape: tuple[int, ...], implementation: str) -> flo
         return (optax.apply_updates(p, updates), state), None
 
     def steps(p, state):
-        return jax.lax.scan(step, (p, state), None, length=_STEPS.value)[0]
+        return jax.lax.scan(step, (p, state), None, length=flags.FLAGS.steps)[0]
 
     state = optimizer.init(params)
     with runtime.compiled_loop_lowering():
         compiled = jax.jit(steps).lower(params, state).compile()
     jax.block_until_ready(compiled(params, state))
-    best = timing.fastest_seconds(lambda _: compiled(params, state), _REPEATS.value)
-    return 1e3 * best / _STEPS.value
+    best = timing.fastest_seconds(lambda _: compiled(params, state), flags.FLAGS.repeats)
+    return 1e3 * best / flags.FLAGS.steps
 
 
 def main(argv: list[str]) -> None:
@@ -104,4 +108,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

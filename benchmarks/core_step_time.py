@@ -20,8 +20,13 @@ from absl import app, flags
 
 from plasticity import networks, optim, runtime
 
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
-_STEPS = flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.")
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
+    flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.")
+
 
 ARMS = (("none", False), ("layernorm", False), ("layernorm", True))
 
@@ -82,17 +87,17 @@ def main(argv):
     ):
         runners = {}
         for norm, nap_enabled in ARMS:
-            run, carry = make_step_runner(problem, norm, nap_enabled, _STEPS.value)
+            run, carry = make_step_runner(problem, norm, nap_enabled, flags.FLAGS.steps)
             start = time.perf_counter()
             carry = jax.block_until_ready(run(carry))
             runners[(norm, nap_enabled)] = (run, carry, time.perf_counter() - start)
         times = {arm: [] for arm in ARMS}
-        for _ in range(_REPEATS.value):
+        for _ in range(flags.FLAGS.repeats):
             for arm in ARMS:
                 run, carry, _ = runners[arm]
                 start = time.perf_counter()
                 jax.block_until_ready(run(carry))
-                times[arm].append((time.perf_counter() - start) / _STEPS.value)
+                times[arm].append((time.perf_counter() - start) / flags.FLAGS.steps)
         print(f"\n{name}")
         for arm in ARMS:
             label = arm[0] + (" + NaP" if arm[1] else "")
@@ -105,4 +110,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

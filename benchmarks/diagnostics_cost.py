@@ -38,20 +38,25 @@ from absl import app, flags  # noqa: E402
 
 from plasticity import diagnostics, networks, runtime  # noqa: E402
 
-_STEPS = flags.DEFINE_integer("steps", 2000, "Optimizer steps per run.")
-_EVERY = flags.DEFINE_integer("every", 100, "Diagnostics period K in steps.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
-_NAMES = flags.DEFINE_list(
-    "names", ["default"], "Diagnostics to run ('default' = DEFAULT_DIAGNOSTICS, 'all' = all)."
-)
-_PROBE = flags.DEFINE_integer("probe_size", 256, "Examples in the diagnostics probe batch.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds vmapped in one program.")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "Training batch size.")
-_WIDTH = flags.DEFINE_integer("width", 256, "Hidden width of the 3-layer MLP.")
-_LOOP = flags.DEFINE_enum(
-    "loop", "continual", ["continual", "minatar", "atari"], "Which trainer to measure."
-)
-_FRAMES = flags.DEFINE_integer("frames", 0, "RL loops: frames per timed run (0: the loop's own).")
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_integer("steps", 2000, "Optimizer steps per run.")
+    flags.DEFINE_integer("every", 100, "Diagnostics period K in steps.")
+    flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
+    flags.DEFINE_list(
+        "names", ["default"], "Diagnostics to run ('default' = DEFAULT_DIAGNOSTICS, 'all' = all)."
+    )
+    flags.DEFINE_integer("probe_size", 256, "Examples in the diagnostics probe batch.")
+    flags.DEFINE_integer("seeds", 1, "Seeds vmapped in one program.")
+    flags.DEFINE_integer("batch_size", 128, "Training batch size.")
+    flags.DEFINE_integer("width", 256, "Hidden width of the 3-layer MLP.")
+    flags.DEFINE_enum(
+        "loop", "continual", ["continual", "minatar", "atari"], "Which trainer to measure."
+    )
+    flags.DEFINE_integer("frames", 0, "RL loops: frames per timed run (0: the loop's own).")
+
 
 NUM_EXAMPLES, INPUT_DIM, NUM_CLASSES = 1797, 64, 10
 
@@ -131,11 +136,11 @@ def rl_config(loop: str):
 
     if loop == "minatar":
         config = configs.get_config("dqn", "minatar")
-        config.games, config.frames_per_game = ("breakout",), _FRAMES.value or 50_000
+        config.games, config.frames_per_game = ("breakout",), flags.FLAGS.frames or 50_000
         config.checkpoint_every_frames = config.frames_per_game
     else:
         config = configs.get_config("dqn", "atari")
-        config.games, config.frames_per_game = ("pong",), _FRAMES.value or 8_192
+        config.games, config.frames_per_game = ("pong",), flags.FLAGS.frames or 8_192
         config.replay.capacity = 4_096
         config.checkpoint_every_frames = config.frames_per_game
         config.evaluation.update(dict(every_frames=10**9, episodes=1, max_frames=160))
@@ -147,15 +152,15 @@ def rl_main() -> None:
     """Times an RL trainer with its preset's diagnostics against none (module docstring)."""
     from agents import atari_loop, minatar_loop  # noqa: PLC0415
 
-    train = {"minatar": minatar_loop.train, "atari": atari_loop.train}[_LOOP.value]
-    configs = {"diagnostics": rl_config(_LOOP.value)}
-    configs["none"] = rl_config(_LOOP.value)
+    train = {"minatar": minatar_loop.train, "atari": atari_loop.train}[flags.FLAGS.loop]
+    configs = {"diagnostics": rl_config(flags.FLAGS.loop)}
+    configs["none"] = rl_config(flags.FLAGS.loop)
     configs["none"].diagnostics.every_frames = 0
     every = configs["diagnostics"].diagnostics.every_frames
     if every <= 0:
-        raise SystemExit(f"the {_LOOP.value} preset has diagnostics off (every_frames=0)")
+        raise SystemExit(f"the {flags.FLAGS.loop} preset has diagnostics off (every_frames=0)")
     times = {arm: [] for arm in configs}
-    for repeat in range(_REPEATS.value + 1):  # the first repeat compiles
+    for repeat in range(flags.FLAGS.repeats + 1):  # the first repeat compiles
         for arm, config in configs.items():
             start = time.perf_counter()
             train(config, None, show_progress=False)
@@ -164,7 +169,7 @@ def rl_main() -> None:
     frames = configs["none"].frames_per_game
     print(f"hardware: {runtime.hardware_line()}")
     print(
-        f"workload: {_LOOP.value} DQN preset, {frames:,} frames a run; diagnostics every "
+        f"workload: {flags.FLAGS.loop} DQN preset, {frames:,} frames a run; diagnostics every "
         f"{every:,} frames: {', '.join(configs['diagnostics'].diagnostics.names)}"
     )
     for arm, values in times.items():
@@ -173,7 +178,7 @@ def rl_main() -> None:
     ratio = float(np.median(np.array(times["diagnostics"]) / np.array(times["none"])))
     verdict = "within" if ratio <= 1.1 else "ABOVE"
     print(
-        f"ratio diagnostics/none (median of {_REPEATS.value} back-to-back pairs): {ratio:.3f}× "
+        f"ratio diagnostics/none (median of {flags.FLAGS.repeats} back-to-back pairs): {ratio:.3f}× "
         f"({verdict} the 1.1× target)"
     )
 
@@ -181,16 +186,22 @@ def rl_main() -> None:
 def main(argv):
     del argv
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
-    if _LOOP.value != "continual":
+    if flags.FLAGS.loop != "continual":
         rl_main()
         return
-    names = resolve_names(_NAMES.value)
-    steps, every = _STEPS.value, _EVERY.value
+    names = resolve_names(flags.FLAGS.names)
+    steps, every = flags.FLAGS.steps, flags.FLAGS.every
     arms = {"none": (), "diagnostics": names}
     runners = {}
     for arm, arm_names in arms.items():
         runner, args = make_runner(
-            arm_names, steps, every, _BATCH.value, _WIDTH.value, _PROBE.value, _SEEDS.value
+            arm_names,
+            steps,
+            every,
+            flags.FLAGS.batch_size,
+            flags.FLAGS.width,
+            flags.FLAGS.probe_size,
+            flags.FLAGS.seeds,
         )
         start = time.perf_counter()
         compiled = runner.lower(*args).compile()
@@ -198,28 +209,29 @@ def main(argv):
         _time(compiled, args)  # warm-up
         runners[arm] = (compiled, args)
     times = {arm: [] for arm in arms}
-    for _ in range(_REPEATS.value):  # interleaved, so machine noise hits both arms alike
+    for _ in range(flags.FLAGS.repeats):  # interleaved, so machine noise hits both arms alike
         for arm, (compiled, args) in runners.items():
             times[arm].append(_time(compiled, args))
     medians = {arm: float(np.median(t)) for arm, t in times.items()}
     print(f"hardware: {runtime.hardware_line()}")
     print(
-        f"workload: MLP {INPUT_DIM}→3×{_WIDTH.value}→{NUM_CLASSES} LayerNorm, Adam, batch "
-        f"{_BATCH.value}, {steps} steps × {_SEEDS.value} seed(s); diagnostics every {every} "
-        f"steps on {_PROBE.value} probe examples: {', '.join(names)}"
+        f"workload: MLP {INPUT_DIM}→3×{flags.FLAGS.width}→{NUM_CLASSES} LayerNorm, Adam, batch "
+        f"{flags.FLAGS.batch_size}, {steps} steps × {flags.FLAGS.seeds} seed(s); diagnostics every {every} "
+        f"steps on {flags.FLAGS.probe_size} probe examples: {', '.join(names)}"
     )
     for arm, median in medians.items():
-        rate = steps * _SEEDS.value / median
+        rate = steps * flags.FLAGS.seeds / median
         print(f"{arm:>11}: {median * 1e3:8.1f} ms per run ({rate:8.0f} steps/s)")
     # Pairs timed back to back share the machine's state: their ratios are steadier than the
     # ratio of the medians on a busy host.
     ratio = float(np.median(np.array(times["diagnostics"]) / np.array(times["none"])))
     verdict = "within" if ratio <= 1.2 else "ABOVE"
     print(
-        f"ratio diagnostics/none (median of {_REPEATS.value} back-to-back pairs): {ratio:.3f}× "
+        f"ratio diagnostics/none (median of {flags.FLAGS.repeats} back-to-back pairs): {ratio:.3f}× "
         f"({verdict} the 1.2× target)"
     )
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -58,27 +58,33 @@ from absl import app, flags
 
 from benchmarks import peer_settings, timing
 
-_PRESET = flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which loop settings.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds (one seed runs without a seed axis).")
-_FRAMES = flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the fastest counts.")
-_TOP_OPS = flags.DEFINE_integer(
-    "top_ops", 0, "Also print the N XLA operations of the chunk that take the most time (traced)."
-)
-_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Learner batch size (0: the preset's).")
-_RUNS_PER_BATCH = flags.DEFINE_integer(
-    "runs_per_batch",
-    None,
-    "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
-    lower_bound=0,
-)
-_CPU_PRODUCTS = peer_settings.define_cpu_products_flag()
-_GRAD_NORM = flags.DEFINE_bool(
-    "grad_norm",
-    None,
-    "Compute each update's gradient norm (unset: the preset's, off at PureJaxRL's settings).",
-)
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which loop settings.")
+    flags.DEFINE_integer("seeds", 1, "Seeds (one seed runs without a seed axis).")
+    flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
+    flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the fastest counts.")
+    flags.DEFINE_integer(
+        "top_ops",
+        0,
+        "Also print the N XLA operations of the chunk that take the most time (traced).",
+    )
+    flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
+    flags.DEFINE_integer("batch_size", 0, "Learner batch size (0: the preset's).")
+    flags.DEFINE_integer(
+        "runs_per_batch",
+        None,
+        "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
+        lower_bound=0,
+    )
+    peer_settings.define_cpu_products_flag()
+    flags.DEFINE_bool(
+        "grad_norm",
+        None,
+        "Compute each update's gradient norm (unset: the preset's, off at PureJaxRL's settings).",
+    )
 
 
 def breakdown_config(
@@ -118,7 +124,7 @@ def breakdown_config(
 
 def fastest(run: Callable[[Any], Any], prepare: Callable[[], Any] = lambda: None) -> float:
     """Seconds of the fastest of --repeats calls of ``run(prepare())`` (`benchmarks.timing`)."""
-    return timing.fastest_seconds(run, _REPEATS.value, prepare)
+    return timing.fastest_seconds(run, flags.FLAGS.repeats, prepare)
 
 
 def update_flops(programs, config, state) -> float:
@@ -239,18 +245,18 @@ def main(argv: list[str]) -> None:
 
     runtime.apply_runtime_defaults()
     config = breakdown_config(
-        _PRESET.value,
-        _SEEDS.value,
-        _FRAMES.value,
-        _BATCH.value,
-        _RUNS_PER_BATCH.value,
-        _GRAD_NORM.value,
+        flags.FLAGS.preset,
+        flags.FLAGS.seeds,
+        flags.FLAGS.frames,
+        flags.FLAGS.batch_size,
+        flags.FLAGS.runs_per_batch,
+        flags.FLAGS.grad_norm,
     )
-    config.run.cpu_products = _CPU_PRODUCTS.value
-    chunk, operations = chunk_seconds(config, _TOP_OPS.value)
+    config.run.cpu_products = flags.FLAGS.cpu_products
+    chunk, operations = chunk_seconds(config, flags.FLAGS.top_ops)
     env = env_seconds(config)
     whole = train_seconds(config)
-    steps = _FRAMES.value * _SEEDS.value
+    steps = flags.FLAGS.frames * flags.FLAGS.seeds
     learner = chunk["all"] - chunk["no_updates"]
     rows = [
         ("env", env),
@@ -261,7 +267,7 @@ def main(argv: list[str]) -> None:
     ]
     print(runtime.hardware_line())
     print(
-        f"MinAtar loop, preset {_PRESET.value}: {_SEEDS.value} seed(s) x {_FRAMES.value:,} steps, "
+        f"MinAtar loop, preset {flags.FLAGS.preset}: {flags.FLAGS.seeds} seed(s) x {flags.FLAGS.frames:,} steps, "
         f"{config.env.num_envs} envs, {chunk['updates']:.0f} updates of batch "
         f"{config.learner.batch_size} per seed, {chunk['diagnoses']:.0f} diagnostics; compile "
         f"{chunk['compile']:.1f} s (apart); {peer_settings.seed_mapping(config)}; "
@@ -278,15 +284,15 @@ def main(argv: list[str]) -> None:
     print(
         f"  {'whole run':<16} {whole:8.3f} s  {1:6.1%}  {1e6 * whole / steps:8.2f} us per env step "
         f"-> {steps / whole:,.0f} env steps/s; learner {1e3 * learner / chunk['updates']:.3f} ms "
-        f"per update of all {_SEEDS.value} seed(s)"
+        f"per update of all {flags.FLAGS.seeds} seed(s)"
     )
     if learner > 0:  # a learner row within the timing noise has no rate
-        achieved = chunk["flops_per_update"] * chunk["updates"] * _SEEDS.value / learner
-        reference = timing.matmul_flops(_MATMUL.value)
+        achieved = chunk["flops_per_update"] * chunk["updates"] * flags.FLAGS.seeds / learner
+        reference = timing.matmul_flops(flags.FLAGS.matmul_size)
         print(
             f"  learner FLOP/s   {achieved / 1e9:8.1f} GFLOP/s "
             f"({chunk['flops_per_update'] / 1e6:.1f} MFLOP per update, XLA cost analysis, all "
-            f"seeds) vs {_MATMUL.value}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
+            f"seeds) vs {flags.FLAGS.matmul_size}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
             f"({achieved / reference:.0%})"
         )
     if operations:
@@ -294,4 +300,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

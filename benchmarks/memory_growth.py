@@ -23,13 +23,17 @@ import time
 
 from absl import app, flags
 
-_FRAMES = flags.DEFINE_integer("frames", 1_000_000, "Environment steps of the run.")
-_CHECKPOINT_EVERY = flags.DEFINE_integer(
-    "checkpoint_every_frames", 25_000, "Checkpoint period (frames); must divide --frames."
-)
-_FORMAT = flags.DEFINE_enum(
-    "checkpoint_format", "local", ["local", "orbax"], "How each checkpoint is written."
-)
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_integer("frames", 1_000_000, "Environment steps of the run.")
+    flags.DEFINE_integer(
+        "checkpoint_every_frames", 25_000, "Checkpoint period (frames); must divide --frames."
+    )
+    flags.DEFINE_enum(
+        "checkpoint_format", "local", ["local", "orbax"], "How each checkpoint is written."
+    )
 
 
 def resident_mib() -> float:
@@ -78,7 +82,9 @@ def main(argv) -> None:
     from plasticity import checkpointing, runtime  # noqa: PLC0415
     from scripts import train_minatar  # noqa: PLC0415
 
-    if _FORMAT.value == "orbax":  # every save through Orbax, as before the NumPy format
+    if (
+        flags.FLAGS.checkpoint_format == "orbax"
+    ):  # every save through Orbax, as before the NumPy format
         checkpointing.is_local_format = lambda directory: False
     with tempfile.TemporaryDirectory() as workdir:
         sampler = Sampler()
@@ -89,11 +95,11 @@ def main(argv) -> None:
                 "train_minatar",
                 "--games=breakout",
                 "--agent=dqn",
-                f"--frames_per_game={_FRAMES.value}",
+                f"--frames_per_game={flags.FLAGS.frames}",
                 "--nofresh_reference",
                 "--noprogress",
                 "--config.replay.capacity=10000",
-                f"--config.checkpoint_every_frames={_CHECKPOINT_EVERY.value}",
+                f"--config.checkpoint_every_frames={flags.FLAGS.checkpoint_every_frames}",
                 "--config.log_every_frames=5000",
                 f"--workdir={workdir}",
             ]
@@ -105,8 +111,8 @@ def main(argv) -> None:
     # Peaks of two windows, the later one before the final evaluation and teardown.
     quarter, end = peak_between(samples, 0.2, 0.3), peak_between(samples, 0.85, 0.95)
     print(
-        f"memory_growth: {_FRAMES.value:,} frames in {seconds:.0f} s, a checkpoint every "
-        f"{_CHECKPOINT_EVERY.value:,} frames ({_FORMAT.value} format)"
+        f"memory_growth: {flags.FLAGS.frames:,} frames in {seconds:.0f} s, a checkpoint every "
+        f"{flags.FLAGS.checkpoint_every_frames:,} frames ({flags.FLAGS.checkpoint_format} format)"
     )
     print("resident MiB at each tenth of the run: " + " ".join(f"{v:.0f}" for v in tenths))
     growth = (end - quarter) / quarter
@@ -117,4 +123,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -19,13 +19,17 @@ import time
 
 from absl import app, flags
 
-_AGENTS = flags.DEFINE_list("agents", ["dqn", "rainbow_no_noisy", "rainbow"], "Presets to time.")
-_SEEDS = flags.DEFINE_list("seeds", ["1", "8"], "Seed counts.")
-_GAME = flags.DEFINE_string("game", "breakout", "MinAtar game.")
-_NUM_ENVS = flags.DEFINE_integer("num_envs", 8, "Envs per seed.")
-_FRAMES = flags.DEFINE_integer("frames", 4000, "Steps per seed in one timed chunk.")
-_REPEATS = flags.DEFINE_integer("repeats", 2, "Timed chunks; the fastest is reported.")
-_MAP = flags.DEFINE_bool("map", False, "Also time lax.map over the seeds.")
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_list("agents", ["dqn", "rainbow_no_noisy", "rainbow"], "Presets to time.")
+    flags.DEFINE_list("seeds", ["1", "8"], "Seed counts.")
+    flags.DEFINE_string("game", "breakout", "MinAtar game.")
+    flags.DEFINE_integer("num_envs", 8, "Envs per seed.")
+    flags.DEFINE_integer("frames", 4000, "Steps per seed in one timed chunk.")
+    flags.DEFINE_integer("repeats", 2, "Timed chunks; the fastest is reported.")
+    flags.DEFINE_bool("map", False, "Also time lax.map over the seeds.")
 
 
 def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
@@ -41,20 +45,20 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     if agent == "rainbow_no_noisy":
         config.network.noisy = False
         config.exploration.update(dict(epsilon_begin=1.0, epsilon_end=0.01))
-    config.games = (_GAME.value,)
+    config.games = (flags.FLAGS.game,)
     config.num_seeds = seeds
-    config.env.num_envs = _NUM_ENVS.value
-    config.frames_per_game = _FRAMES.value * (_REPEATS.value + 1)
-    config.checkpoint_every_frames = _FRAMES.value
+    config.env.num_envs = flags.FLAGS.num_envs
+    config.frames_per_game = flags.FLAGS.frames * (flags.FLAGS.repeats + 1)
+    config.checkpoint_every_frames = flags.FLAGS.frames
     config.replay.min_fill_fraction = 0.0  # learning starts with the first batch
     config.evaluation.fresh_reference = False
     config.run.runs_per_batch = runs_per_batch
     segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
-    programs = minatar_loop.make_agent(segment.config, [_GAME.value], False)
+    programs = minatar_loop.make_agent(segment.config, [flags.FLAGS.game], False)
     game = jnp.int32(0)
     state = programs.init(jnp.arange(seeds, dtype=jnp.int32))
     state = programs.start_block(state, game, SwitchPolicy(), False)
-    per_chunk = _FRAMES.value // _NUM_ENVS.value
+    per_chunk = flags.FLAGS.frames // flags.FLAGS.num_envs
 
     def chunk_plan(chunk: int) -> dict:
         window = segment.plan.window(0, chunk * per_chunk, (chunk + 1) * per_chunk)
@@ -71,7 +75,7 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     compile_seconds = time.perf_counter() - started
     state, _ = chunk(state, game, plan)  # warm-up (the replay fills past a batch)
     best = float("inf")
-    for repeat in range(1, _REPEATS.value + 1):
+    for repeat in range(1, flags.FLAGS.repeats + 1):
         plan = chunk_plan(repeat)
         started = time.perf_counter()
         state, outputs = chunk(state, game, plan)
@@ -80,8 +84,8 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     updates = int(chunk_plan(1)["updates"].sum())
     return {
         "compile_s": compile_seconds,
-        "steps_per_s_per_seed": _FRAMES.value / best,
-        "steps_per_s_total": _FRAMES.value * seeds / best,
+        "steps_per_s_per_seed": flags.FLAGS.frames / best,
+        "steps_per_s_total": flags.FLAGS.frames * seeds / best,
         "updates_per_s_per_seed": updates / best,
     }
 
@@ -95,7 +99,7 @@ def main(argv: list[str]) -> None:
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     print(runtime.hardware_line())
     print(
-        f"game {_GAME.value}, {_NUM_ENVS.value} envs per seed, {_FRAMES.value} steps per seed per "
+        f"game {flags.FLAGS.game}, {flags.FLAGS.num_envs} envs per seed, {flags.FLAGS.frames} steps per seed per "
         f"chunk, one update every 4 steps"
     )
     print(
@@ -103,9 +107,9 @@ def main(argv: list[str]) -> None:
         f"{'steps/s total':>14} {'updates/s/seed':>15}"
     )
     with jax.threefry_partitionable(False):
-        for agent in _AGENTS.value:
-            for seeds in (int(s) for s in _SEEDS.value):
-                modes = [("vmap", 0)] + ([("map", 1)] if _MAP.value and seeds > 1 else [])
+        for agent in flags.FLAGS.agents:
+            for seeds in (int(s) for s in flags.FLAGS.seeds):
+                modes = [("vmap", 0)] + ([("map", 1)] if flags.FLAGS.map and seeds > 1 else [])
                 for mode, per_batch in modes:
                     r = measure(agent, seeds, per_batch)
                     print(
@@ -117,4 +121,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

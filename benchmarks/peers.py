@@ -87,49 +87,58 @@ UNITS = {
     "permuted_mnist_lop": "examples/s",
 }
 WORKLOADS = tuple(UNITS)
-_WORKLOAD = flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
-_SEEDS = flags.DEFINE_integer("seeds", 1, "Seeds trained together.")
-_RUNS_PER_BATCH = flags.DEFINE_integer(
-    "runs_per_batch",
-    None,
-    "MinAtar: seeds each device vmaps at once (0: all, as the peer does; unset: the project's "
-    "default, one at a time on CPUs).",
-    lower_bound=0,
-)
-_CPU_PRODUCTS = peer_settings.define_cpu_products_flag()
-_STEPS = flags.DEFINE_integer(
-    "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
-)
-_EXAMPLES = flags.DEFINE_integer(
-    "examples", 0, "Examples per seed (bit flipping: 1,000,000; permuted MNIST: 2,000)."
-)
-_GAME = flags.DEFINE_string("game", "Breakout", "Atari game of atari_cleanrl.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "MNIST IDX files for permuted_mnist_lop (default: random MNIST-shaped data)."
-)
-_DIAGNOSTICS = flags.DEFINE_bool(
-    "diagnostics", False, "minatar_purejaxrl: keep the preset's diagnostics and gradient norm on."
-)
-_DEFER = flags.DEFINE_integer(
-    "defer_dense_updates",
-    None,
-    "bitflip_lop, permuted_mnist_lop: the trainer's run.defer_dense_updates (K > 1 applies the "
-    "SGD kernel updates once per K steps, the same SGD; see plasticity.deferred; unset: the "
-    "config's, 16 for permuted MNIST as in dohare:paper; 0: every update at its step).",
-    lower_bound=0,
-)
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
-_PEER_COMMAND = flags.DEFINE_multi_string(
-    "peer_command",
-    [],
-    "Shell command that runs the peer at the workload's settings and prints its figure in the "
-    "workload's unit; with it, peer and project runs alternate (see the module docstring). "
-    "Repeat it for the peer's variants (torch threads, say): each peer turn runs them all and "
-    "keeps the fastest.",
-)
-_ROUNDS = flags.DEFINE_integer(
-    "rounds", 2, "With --peer_command: project runs, each between two peer runs.", lower_bound=1
-)
+
+
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
+    flags.DEFINE_integer("seeds", 1, "Seeds trained together.")
+    flags.DEFINE_integer(
+        "runs_per_batch",
+        None,
+        "MinAtar: seeds each device vmaps at once (0: all, as the peer does; unset: the project's "
+        "default, one at a time on CPUs).",
+        lower_bound=0,
+    )
+    peer_settings.define_cpu_products_flag()
+    flags.DEFINE_integer(
+        "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
+    )
+    flags.DEFINE_integer(
+        "examples", 0, "Examples per seed (bit flipping: 1,000,000; permuted MNIST: 2,000)."
+    )
+    flags.DEFINE_string("game", "Breakout", "Atari game of atari_cleanrl.")
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "MNIST IDX files for permuted_mnist_lop (default: random MNIST-shaped data).",
+    )
+    flags.DEFINE_bool(
+        "diagnostics",
+        False,
+        "minatar_purejaxrl: keep the preset's diagnostics and gradient norm on.",
+    )
+    flags.DEFINE_integer(
+        "defer_dense_updates",
+        None,
+        "bitflip_lop, permuted_mnist_lop: the trainer's run.defer_dense_updates (K > 1 applies the "
+        "SGD kernel updates once per K steps, the same SGD; see plasticity.deferred; unset: the "
+        "config's, 16 for permuted MNIST as in dohare:paper; 0: every update at its step).",
+        lower_bound=0,
+    )
+    flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
+    flags.DEFINE_multi_string(
+        "peer_command",
+        [],
+        "Shell command that runs the peer at the workload's settings and prints its figure in the "
+        "workload's unit; with it, peer and project runs alternate (see the module docstring). "
+        "Repeat it for the peer's variants (torch threads, say): each peer turn runs them all and "
+        "keeps the fastest.",
+    )
+    flags.DEFINE_integer(
+        "rounds", 2, "With --peer_command: project runs, each between two peer runs.", lower_bound=1
+    )
 
 
 class Measurement(NamedTuple):
@@ -144,18 +153,18 @@ def timed_runs(run_once: Callable[[], float]) -> tuple[float, int]:
     ``run_once`` returns the seconds it counts (wall time, or a trainer's own run time)."""
     import numpy as np  # noqa: PLC0415
 
-    seconds = [run_once() for _ in range(_REPEATS.value + 1)][1:]
+    seconds = [run_once() for _ in range(flags.FLAGS.repeats + 1)][1:]
     return float(np.median(seconds)), len(seconds)
 
 
 def minatar_purejaxrl() -> Measurement:
     from agents import minatar_loop  # noqa: PLC0415
 
-    steps = _STEPS.value or 200_000
+    steps = flags.FLAGS.steps or 200_000
     config = peer_settings.purejaxrl_config(
-        _SEEDS.value, steps, _DIAGNOSTICS.value, _RUNS_PER_BATCH.value
+        flags.FLAGS.seeds, steps, flags.FLAGS.diagnostics, flags.FLAGS.runs_per_batch
     )
-    config.run.cpu_products = _CPU_PRODUCTS.value
+    config.run.cpu_products = flags.FLAGS.cpu_products
 
     def run_once() -> float:
         started = time.perf_counter()
@@ -163,12 +172,12 @@ def minatar_purejaxrl() -> Measurement:
         return time.perf_counter() - started
 
     best, runs = timed_runs(run_once)
-    total = steps * _SEEDS.value
+    total = steps * flags.FLAGS.seeds
     line = (
-        f"minatar_purejaxrl: project {_SEEDS.value} seed(s) x {steps:,} steps: {best:.2f} s "
+        f"minatar_purejaxrl: project {flags.FLAGS.seeds} seed(s) x {steps:,} steps: {best:.2f} s "
         f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
-        f"steps/s total ({total / best / _SEEDS.value:,.0f} per seed); diagnostics and gradient "
-        f"norm {'on' if _DIAGNOSTICS.value else 'off'}; {peer_settings.seed_mapping(config)}; "
+        f"steps/s total ({total / best / flags.FLAGS.seeds:,.0f} per seed); diagnostics and gradient "
+        f"norm {'on' if flags.FLAGS.diagnostics else 'off'}; {peer_settings.seed_mapping(config)}; "
         f"{peer_settings.products_in_words(config)}"
     )
     return Measurement(total / best, line)
@@ -181,8 +190,8 @@ def atari_cleanrl() -> Measurement:
     from agents import atari_loop  # noqa: PLC0415
     from plasticity import workdir  # noqa: PLC0415
 
-    steps = _STEPS.value or 4_096
-    config = peer_settings.cleanrl_config(_GAME.value, steps)
+    steps = flags.FLAGS.steps or 4_096
+    config = peer_settings.cleanrl_config(flags.FLAGS.game, steps)
     with tempfile.TemporaryDirectory() as directory:
         atari_loop.train(config, directory, show_progress=False)
         rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
@@ -193,7 +202,7 @@ def atari_cleanrl() -> Measurement:
     if not rates:
         raise ValueError("no log interval with learning: raise --steps")
     line = (
-        f"atari_cleanrl: project {_GAME.value}, 1 env, Nature CNN, batch 32, one update per 4 "
+        f"atari_cleanrl: project {flags.FLAGS.game}, 1 env, Nature CNN, batch 32, one update per 4 "
         f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
         f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
     )
@@ -218,18 +227,18 @@ def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
 
 
 def bitflip_lop() -> Measurement:
-    examples = _EXAMPLES.value or 1_000_000
-    config = peer_settings.bitflip_config(_SEEDS.value, examples)
-    if _DEFER.value is not None:
-        config.run.defer_dense_updates = _DEFER.value
+    examples = flags.FLAGS.examples or 1_000_000
+    config = peer_settings.bitflip_config(flags.FLAGS.seeds, examples)
+    if flags.FLAGS.defer_dense_updates is not None:
+        config.run.defer_dense_updates = flags.FLAGS.defer_dense_updates
     task = config.variants["bit_flipping/backprop"].task
     examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
-    total = examples * _SEEDS.value
+    total = examples * flags.FLAGS.seeds
     line = (
-        f"bitflip_lop: project {_SEEDS.value} seed(s) x {examples:,} examples: {best:.2f} s "
+        f"bitflip_lop: project {flags.FLAGS.seeds} seed(s) x {examples:,} examples: {best:.2f} s "
         f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
-        f"examples/s total ({total / best / _SEEDS.value:,.0f} per seed)"
+        f"examples/s total ({total / best / flags.FLAGS.seeds:,.0f} per seed)"
     )
     return Measurement(total / best, line)
 
@@ -255,14 +264,16 @@ def update_bandwidth(nbytes: int) -> float:
 
 
 def permuted_mnist_lop() -> Measurement:
-    examples = _EXAMPLES.value or 2_000
+    examples = flags.FLAGS.examples or 2_000
     config = peer_settings.permuted_mnist_config(examples)
-    if _DEFER.value is not None:
-        config.run.defer_dense_updates = _DEFER.value
+    if flags.FLAGS.defer_dense_updates is not None:
+        config.run.defer_dense_updates = flags.FLAGS.defer_dense_updates
     window = int(config.run.defer_dense_updates)
-    dataset = None if _DATA_DIR.value else peer_settings.mnist_shaped_noise(max(examples, 1_000))
-    if _DATA_DIR.value:
-        config.data.data_dir = _DATA_DIR.value
+    dataset = (
+        None if flags.FLAGS.data_dir else peer_settings.mnist_shaped_noise(max(examples, 1_000))
+    )
+    if flags.FLAGS.data_dir:
+        config.data.data_dir = flags.FLAGS.data_dir
     best, runs, compile_seconds = sweep_rate(config, dataset)
     sizes = (784, 2000, 2000, 2000, 10)
     weight_bytes = 4 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
@@ -283,7 +294,7 @@ def permuted_mnist_lop() -> Measurement:
         f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
         f"the bound; at the weights' size (in-place update, {in_cache / 1e9:.1f} GB/s) "
         f"{cache_bound:,.1f}: {rate / cache_bound:.2f}x{deferred}; data "
-        f"{'from ' + _DATA_DIR.value if _DATA_DIR.value else 'random, MNIST-shaped'}"
+        f"{'from ' + flags.FLAGS.data_dir if flags.FLAGS.data_dir else 'random, MNIST-shaped'}"
     )
     return Measurement(rate, line)
 
@@ -299,7 +310,7 @@ def main(argv) -> None:
         "bitflip_lop": bitflip_lop,
         "permuted_mnist_lop": permuted_mnist_lop,
     }
-    measure, unit = workloads[_WORKLOAD.value], UNITS[_WORKLOAD.value]
+    measure, unit = workloads[flags.FLAGS.workload], UNITS[flags.FLAGS.workload]
 
     def run_project_once() -> float:
         measurement = measure()
@@ -308,9 +319,9 @@ def main(argv) -> None:
 
     def run_peer_once() -> float:
         figures = []
-        for number, command in enumerate(_PEER_COMMAND.value, 1):
+        for number, command in enumerate(flags.FLAGS.peer_command, 1):
             figures.append(side_by_side.run_peer(command, unit))
-            variant = f" (command {number})" if len(_PEER_COMMAND.value) > 1 else ""
+            variant = f" (command {number})" if len(flags.FLAGS.peer_command) > 1 else ""
             print(
                 f"peer{variant}: {figures[-1]:,.1f} {unit}  [load {os.getloadavg()[0]:.2f}]",
                 flush=True,
@@ -319,14 +330,17 @@ def main(argv) -> None:
 
     print(runtime.hardware_line(), flush=True)
     try:
-        if not _PEER_COMMAND.value:
+        if not flags.FLAGS.peer_command:
             run_project_once()
         else:
-            peers, projects = side_by_side.alternate(run_peer_once, run_project_once, _ROUNDS.value)
+            peers, projects = side_by_side.alternate(
+                run_peer_once, run_project_once, flags.FLAGS.rounds
+            )
             print(side_by_side.ratio_line(peers, projects, unit))
     except ValueError as error:  # a bad setting, missing files, a failed peer: one line
         raise SystemExit(f"benchmarks.peers: {error}") from None
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -3,8 +3,7 @@
 import jax
 import numpy as np
 
-# Imported with loop_breakdown (also --preset): chunk_ops defines its flags only when run.
-from benchmarks import chunk_ops, loop_breakdown  # noqa: F401
+from benchmarks import chunk_ops
 
 
 def test_the_chunk_at_purejaxrls_settings_never_sorts_and_its_replay_writes_once():
