@@ -146,14 +146,15 @@ def learner_operations(executable, state, count: int, untraced_ms: float) -> lis
     args = (state.train_state, state.replay, state.rng, jnp.float32(0.5))
     jax.block_until_ready(executable(*jax.tree.map(jnp.copy, args)))
     fresh = jax.block_until_ready(jax.tree.map(jnp.copy, args))
-    rows, traced = op_profile.top_operations(
+    profile = op_profile.top_operations(
         lambda: jax.block_until_ready(executable(*fresh)), executable.as_text(), count
     )
     return [
-        f"top {len(rows)} XLA operations of one learn step: traced self time, share of the "
-        f"{traced:,.1f} ms traced (the step takes {untraced_ms:,.1f} ms untraced; Eigen's "
-        "convolutions are traced at their dispatch only), calls, per call, source"
-    ] + op_profile.format_rows(rows, traced)
+        f"top {len(profile.rows)} XLA operations of one learn step ({op_profile.HEADER}); traced "
+        f"operations ran during {profile.busy_milliseconds:,.1f} ms, their self times add up to "
+        f"{profile.traced_milliseconds:,.1f} ms (the step takes {untraced_ms:,.1f} ms untraced; "
+        "Eigen's convolutions are traced at their dispatch only)"
+    ] + op_profile.format_rows(profile)
 
 
 def end_to_end(config) -> tuple[float, list[float]]:

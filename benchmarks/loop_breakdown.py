@@ -189,17 +189,19 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
         from benchmarks import op_profile  # noqa: PLC0415
 
         fresh = jax.tree.map(jnp.copy, state)
-        rows, traced = op_profile.top_operations(
+        profile = op_profile.top_operations(
             lambda: jax.block_until_ready(chunk(fresh, game, plans["all"])),
             chunk.as_text(),
             top_ops,
         )
         lines = [
-            f"top {len(rows)} XLA operations of the chunk with all updates due: traced self time, "
-            f"share of the {traced:,.0f} ms traced ({1e3 * seconds['all']:,.0f} ms untraced; a "
+            f"top {len(profile.rows)} XLA operations of the chunk with all updates due "
+            f"({op_profile.HEADER}); traced operations ran during "
+            f"{profile.busy_milliseconds:,.0f} ms, their self times add up to "
+            f"{profile.traced_milliseconds:,.0f} ms ({1e3 * seconds['all']:,.0f} ms untraced; a "
             f"long chunk's trace holds its first part: see the calls against "
-            f"{seconds['updates']:,.0f} updates), calls, per call, source"
-        ] + op_profile.format_rows(rows, traced)
+            f"{seconds['updates']:,.0f} updates)"
+        ] + op_profile.format_rows(profile)
     return seconds, lines
 
 

@@ -10,9 +10,15 @@ operation the instruction came from (the HLO's ``op_name`` metadata, e.g.
 forward product. `python -m benchmarks.loop_breakdown --top_ops=15` prints this for the MinAtar
 loop's chunk.
 
-The profiler adds a few microseconds to every operation, so read the shares (of all the traced
-operations' time) rather than the absolute times; operations that run concurrently on several
-threads add up to more than the wall time. The profiler keeps a bounded number of events, so the
+XLA:CPU runs independent operations of one program concurrently on its threads (the Atari
+learner's online and target forward passes, for instance), and two operations that overlap each
+take longer than either alone: self times then add up to more than the wall time and overstate
+each. So each row also carries the operation's share of the wall time (`wall_shares`: at every
+instant, each of the k traced operations running splits that instant k ways), and rows are ranked
+by it; these shares add up to the time during which any traced operation ran.
+
+The profiler adds a few microseconds to every operation, so read the shares rather than the
+absolute times. The profiler keeps a bounded number of events, so the
 trace of a long program may hold only its first part: the call counts tell how much. Operations
 that XLA hands to its thread pool and does not wait for (Eigen's convolutions) are traced at their
 dispatch only, so their time appears nowhere: a traced total well below the untraced wall time
@@ -47,6 +53,15 @@ class OperationTime(NamedTuple):
     milliseconds: float  # summed self time over the run
     calls: int
     source: str  # the JAX operation it came from ('' when the HLO names none)
+    wall_milliseconds: float = 0.0  # its share of the wall time (`wall_shares`)
+
+
+class Profile(NamedTuple):
+    """The rows `top_operations` keeps, and the totals over all the program's instructions."""
+
+    rows: list[OperationTime]
+    traced_milliseconds: float  # summed self time
+    busy_milliseconds: float  # time during which any traced instruction ran
 
 
 def jaxpr_equations(jaxpr, inside_cond: bool = False) -> Iterator[tuple[Any, bool]]:
@@ -116,18 +131,86 @@ def self_times(events: Iterable[dict[str, Any]]) -> list[tuple[str, float]]:
     return result
 
 
+def innermost_segments(events: Iterable[dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """(name, start, end) pieces of every complete ('X') event during which it is the innermost
+    event of its thread: the time its thread spends in it and in nothing nested inside it. The
+    pieces of one event add up to its self time (`self_times`)."""
+    by_thread = collections.defaultdict(list)
+    for event in events:
+        if event.get("ph") == "X" and "dur" in event and "ts" in event:
+            by_thread[(event.get("pid"), event.get("tid"))].append(event)
+    pieces = []
+
+    def close(stack, cursor, until):
+        """Emits the running event's piece [cursor, until); returns the new cursor."""
+        if stack and until > cursor:
+            pieces.append((stack[-1][1], cursor, until))
+        return max(cursor, until)
+
+    for thread_events in by_thread.values():
+        thread_events.sort(key=lambda e: (float(e["ts"]), -float(e["dur"])))
+        stack: list[tuple[float, str]] = []  # (end, name), innermost last
+        cursor = 0.0
+        for event in thread_events:
+            start, duration = float(event["ts"]), float(event["dur"])
+            while stack and stack[-1][0] <= start:
+                cursor = close(stack, cursor, stack[-1][0])
+                stack.pop()
+            cursor = close(stack, cursor, start)
+            stack.append((start + duration, event["name"]))
+            cursor = start
+        while stack:
+            cursor = close(stack, cursor, stack[-1][0])
+            stack.pop()
+    return pieces
+
+
+def wall_shares(
+    events: Iterable[dict[str, Any]], names: Iterable[str]
+) -> tuple[dict[str, float], float]:
+    """({name: µs of wall time}, µs during which any of them ran) for the events named in
+    ``names``: at every instant, each of the k events running innermost on their threads (see
+    `innermost_segments`) is given 1/k of it, so the shares add up to the busy time."""
+    wanted = set(names)
+    boundaries = []
+    for name, start, end in innermost_segments(events):
+        if name in wanted:
+            boundaries += [(start, 1, name), (end, -1, name)]
+    boundaries.sort(key=lambda b: (b[0], b[1]))  # at one instant, ends before starts
+    shares: dict[str, float] = collections.defaultdict(float)
+    running: collections.Counter = collections.Counter()
+    busy, previous = 0.0, None
+    for time, change, name in boundaries:
+        count = sum(running.values())
+        if count and time > previous:
+            for running_name, n in running.items():
+                shares[running_name] += (time - previous) * n / count
+            busy += time - previous
+        running[name] += change
+        if not running[name]:
+            del running[name]
+        previous = time
+    return dict(shares), busy
+
+
 def operation_times(
     events: Iterable[dict[str, Any]], sources: dict[str, str]
 ) -> list[OperationTime]:
-    """The traced self time of each HLO instruction named in ``sources``, longest first."""
+    """The traced self time and wall share of each HLO instruction named in ``sources``,
+    largest wall share first."""
+    events = list(events)
     totals: dict[str, float] = collections.defaultdict(float)
     calls: dict[str, int] = collections.defaultdict(int)
     for name, own in self_times(events):
         if name in sources:
             totals[name] += own
             calls[name] += 1
-    rows = [OperationTime(n, totals[n] / 1e3, calls[n], sources[n]) for n in totals]
-    return sorted(rows, key=lambda row: -row.milliseconds)
+    shares, _ = wall_shares(events, totals)
+    rows = [
+        OperationTime(n, totals[n] / 1e3, calls[n], sources[n], shares.get(n, 0.0) / 1e3)
+        for n in totals
+    ]
+    return sorted(rows, key=lambda row: (-row.wall_milliseconds, -row.milliseconds))
 
 
 def traced_events(run: Callable[[], Any]) -> list[dict[str, Any]]:
@@ -145,22 +228,26 @@ def traced_events(run: Callable[[], Any]) -> list[dict[str, Any]]:
     return trace["traceEvents"] if isinstance(trace, dict) else trace
 
 
-def top_operations(
-    run: Callable[[], Any], hlo_text: str, count: int
-) -> tuple[list[OperationTime], float]:
-    """The ``count`` HLO instructions of ``hlo_text`` that took the most self time in one call
-    of ``run`` (which calls the compiled program and waits for its result), and the summed self
-    time in ms of all the program's traced instructions."""
-    rows = operation_times(traced_events(run), instruction_sources(hlo_text))
-    return rows[:count], sum(row.milliseconds for row in rows)
+def top_operations(run: Callable[[], Any], hlo_text: str, count: int) -> Profile:
+    """The ``count`` HLO instructions of ``hlo_text`` with the largest wall shares in one call
+    of ``run`` (which calls the compiled program and waits for its result), and the totals over
+    all the program's traced instructions."""
+    events = traced_events(run)
+    sources = instruction_sources(hlo_text)
+    rows = operation_times(events, sources)
+    _, busy = wall_shares(events, sources)
+    return Profile(rows[:count], sum(row.milliseconds for row in rows), busy / 1e3)
 
 
-def format_rows(rows: list[OperationTime], total_milliseconds: float) -> list[str]:
-    """One line per operation: self time, share of ``total_milliseconds``, calls, time per call,
-    instruction and source."""
+HEADER = "wall time, its share, self time, calls, wall time per call, instruction, source"
+
+
+def format_rows(profile: Profile) -> list[str]:
+    """One line per operation, in the order of `HEADER`; shares are of the busy time."""
+    busy = max(profile.busy_milliseconds, 1e-9)
     return [
-        f"  {row.milliseconds:9.1f} ms {row.milliseconds / total_milliseconds:6.1%} "
-        f"{row.calls:7d} x {1e3 * row.milliseconds / max(row.calls, 1):8.1f} us  "
-        f"{row.name:<28} {row.source}"
-        for row in rows
+        f"  {row.wall_milliseconds:8.2f} ms {row.wall_milliseconds / busy:6.1%}"
+        f" {row.milliseconds:8.2f} ms {row.calls:6d} x "
+        f"{1e3 * row.wall_milliseconds / max(row.calls, 1):8.1f} us  {row.name:<28} {row.source}"
+        for row in profile.rows
     ]
