@@ -45,6 +45,9 @@ from benchmarks import timing
 from plasticity import runtime, workdir
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -64,14 +67,12 @@ def define_flags() -> None:
 
 def benchmark_config() -> ml_collections.ConfigDict:
     """The preset with a small replay, learning from the start, and next to no evaluation."""
-    config = configs.get_config(flags.FLAGS.agent)
-    config.network.torso = flags.FLAGS.torso
-    config.env.num_envs = flags.FLAGS.num_envs
-    config.replay.capacity = 64 * flags.FLAGS.num_envs
+    config = configs.get_config(FLAGS.agent)
+    config.network.torso = FLAGS.torso
+    config.env.num_envs = FLAGS.num_envs
+    config.replay.capacity = 64 * FLAGS.num_envs
     config.replay.min_fill_fraction = 0.5
-    config.evaluation.update(
-        dict(episodes=1, max_frames=4 * flags.FLAGS.num_envs, every_frames=10**9)
-    )
+    config.evaluation.update(dict(episodes=1, max_frames=4 * FLAGS.num_envs, every_frames=10**9))
     config.checkpoint_every_frames = 10**9
     return config
 
@@ -79,9 +80,9 @@ def benchmark_config() -> ml_collections.ConfigDict:
 def env_only(config) -> float:
     """Frames/s of N emulators driven by send/recv with random actions."""
     rng = np.random.default_rng(0)
-    with make_atari_env(flags.FLAGS.game, config.env.num_envs, seed=0) as env:
+    with make_atari_env(FLAGS.game, config.env.num_envs, seed=0) as env:
         env.reset()
-        actions = rng.integers(0, env.num_actions, (flags.FLAGS.env_steps + 20, env.num_envs))
+        actions = rng.integers(0, env.num_actions, (FLAGS.env_steps + 20, env.num_envs))
         for row in actions[:20]:
             env.step(row)
         start = time.perf_counter()
@@ -89,7 +90,7 @@ def env_only(config) -> float:
             env.send(row)
             env.recv()
         seconds = time.perf_counter() - start
-    return flags.FLAGS.env_steps * config.env.num_envs * config.env.frame_skip / seconds
+    return FLAGS.env_steps * config.env.num_envs * config.env.frame_skip / seconds
 
 
 def filled_state(config, compiled):
@@ -160,9 +161,9 @@ def learner_operations(executable, state, count: int, untraced_ms: float) -> lis
 def end_to_end(config) -> tuple[float, list[float]]:
     """(frames/s of the real loop once learning runs, per-row rates), from its metrics rows."""
     config = config.copy_and_resolve_references()
-    config.frames_per_game = flags.FLAGS.loop_frames
-    config.log_every_frames = max(flags.FLAGS.loop_frames // 8, config.env.num_envs * 4)
-    config.games = (flags.FLAGS.game,)
+    config.frames_per_game = FLAGS.loop_frames
+    config.log_every_frames = max(FLAGS.loop_frames // 8, config.env.num_envs * 4)
+    config.games = (FLAGS.game,)
     config.evaluation.fresh_reference = False
     with tempfile.TemporaryDirectory() as directory:
         atari_loop.train(config, directory, show_progress=False)
@@ -182,9 +183,9 @@ def classic_loop(config, compiled_single) -> tuple[float, dict[str, float]]:
     seconds per agent step of each of `LOOP_PARTS` and of the rest, the host's own work).
 
     Each part waits for its result before the next starts, so the parts add up to the step."""
-    num_frames = flags.FLAGS.classic_frames
+    num_frames = FLAGS.classic_frames
     state = atari_loop.init_agent_state(config, compiled_single, 1, config.seed)
-    env = make_atari_env(flags.FLAGS.game, 1, seed=0)
+    env = make_atari_env(FLAGS.game, 1, seed=0)
     frames = 0
     learning_frames = 0
     updates = 0
@@ -262,7 +263,7 @@ def main(argv: list[str]) -> None:
         + ("  <- measured under load" if load > 2 else "")
     )
     print(
-        f"agent {flags.FLAGS.agent} ({flags.FLAGS.torso} torso), {flags.FLAGS.game}, {config.env.num_envs} envs, "
+        f"agent {FLAGS.agent} ({FLAGS.torso} torso), {FLAGS.game}, {config.env.num_envs} envs, "
         f"batch {config.learner.batch_size}, "
         f"replay ratio {config.updates_per_frame:g} updates/frame\n"
     )
@@ -270,12 +271,12 @@ def main(argv: list[str]) -> None:
     env_rate = env_only(config)
     print(f"env only        : {env_rate:>10,.0f} frames/s  ({config.env.num_envs} envs, send/recv)")
 
-    num_actions = atari_loop.minimal_action_count(flags.FLAGS.game)
+    num_actions = atari_loop.minimal_action_count(FLAGS.game)
     compiled = atari_loop.compile_agent(config, num_actions)
     compile_seconds, flops, state, executable = compile_learner(config, compiled)
-    rate_before, state = learner_rate(compiled, state, flags.FLAGS.updates)
+    rate_before, state = learner_rate(compiled, state, FLAGS.updates)
     loop_rate, rates = end_to_end(config)
-    rate_after, state = learner_rate(compiled, state, flags.FLAGS.updates)
+    rate_after, state = learner_rate(compiled, state, FLAGS.updates)
     # The load of a shared machine drifts: the bound is the mean of the learner measured right
     # before and right after the end-to-end run.
     updates_per_second = (rate_before + rate_after) / 2
@@ -297,7 +298,7 @@ def main(argv: list[str]) -> None:
     single.replay.capacity = config.replay.capacity // config.env.num_envs
     compiled_single = atari_loop.compile_agent(single, num_actions)
     classic_rate, parts = classic_loop(single, compiled_single)
-    rate_last, state = learner_rate(compiled, state, flags.FLAGS.updates)
+    rate_last, state = learner_rate(compiled, state, FLAGS.updates)
     classic_bound = (rate_after + rate_last) / 2 * frames_per_update
     print(
         f"one-env loop    : {classic_rate:>10,.0f} frames/s  (classic host loop, no overlap; "
@@ -314,11 +315,11 @@ def main(argv: list[str]) -> None:
         + f"; {step_ms:.2f} ms in all"
     )
 
-    reference = timing.matmul_flops(flags.FLAGS.matmul_size)
+    reference = timing.matmul_flops(FLAGS.matmul_size)
     achieved = flops * updates_per_second
     print(
         f"learner FLOP/s  : {achieved / 1e9:>10,.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP per update, "
-        f"XLA cost analysis) vs {flags.FLAGS.matmul_size}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
+        f"XLA cost analysis) vs {FLAGS.matmul_size}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
         f"({achieved / reference:.0%})"
     )
     for envs in sorted({1, config.env.num_envs}):
@@ -329,8 +330,8 @@ def main(argv: list[str]) -> None:
             f"replay 1M, {envs} env line(s): {memory / 2**30:.2f} GiB "
             "(84x84 uint8 frames stored once)"
         )
-    if flags.FLAGS.top_ops:
-        lines = learner_operations(executable, state, flags.FLAGS.top_ops, 1e3 / updates_per_second)
+    if FLAGS.top_ops:
+        lines = learner_operations(executable, state, FLAGS.top_ops, 1e3 / updates_per_second)
         print("\n".join(lines))
     print(f"load average (1 min) at end: {os.getloadavg()[0]:.2f}")
 

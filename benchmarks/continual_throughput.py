@@ -23,6 +23,9 @@ from absl import app, flags, logging
 from benchmarks import timing
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -35,7 +38,7 @@ def define_flags() -> None:
 
 def timed(fn: Callable[[], Any]) -> float:
     """Wall seconds of fn() with its result blocked on; the fastest of --repeats tries."""
-    return timing.fastest_seconds(lambda _: fn(), flags.FLAGS.repeats)
+    return timing.fastest_seconds(lambda _: fn(), FLAGS.repeats)
 
 
 def compile_and_time(jitted, *args) -> tuple[float, float, Callable]:
@@ -170,10 +173,10 @@ def main(argv: list[str]) -> None:
 
     runtime.apply_runtime_defaults()  # what scripts.train_continual runs with
     print(f"hardware: {runtime.hardware_line()}")
-    a = vmapped_vs_separate(flags.FLAGS.seeds, flags.FLAGS.mlp_steps)
+    a = vmapped_vs_separate(FLAGS.seeds, FLAGS.mlp_steps)
     print(
-        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {flags.FLAGS.mlp_steps} steps per run, "
-        f"{flags.FLAGS.seeds} seeds"
+        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {FLAGS.mlp_steps} steps per run, "
+        f"{FLAGS.seeds} seeds"
     )
     print(
         f"    compile: vmapped {a['compile_vmapped_s']:.1f} s, looped {a['compile_looped_s']:.1f} s, "
@@ -189,10 +192,10 @@ def main(argv: list[str]) -> None:
         f"    one program, lax.map over seeds (run.runs_per_batch=1): "
         f"{a['looped_steps_per_s']:.0f} steps/s, {a['looped_steps_per_s'] / separate:.2f}x separate"
     )
-    b = scan_vs_python_loop(flags.FLAGS.bit_steps, flags.FLAGS.loop_steps)
+    b = scan_vs_python_loop(FLAGS.bit_steps, FLAGS.loop_steps)
     print(
-        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {flags.FLAGS.bit_steps} steps, Python loop "
-        f"over {flags.FLAGS.loop_steps}"
+        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {FLAGS.bit_steps} steps, Python loop "
+        f"over {FLAGS.loop_steps}"
     )
     print(f"    compile: scan {b['compile_scan_s']:.1f} s, step {b['compile_step_s']:.1f} s")
     print(

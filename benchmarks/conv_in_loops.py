@@ -20,6 +20,9 @@ from absl import app, flags
 from benchmarks import timing
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -74,14 +77,14 @@ def step_milliseconds(model, shape: tuple[int, ...], implementation: str) -> flo
         return (optax.apply_updates(p, updates), state), None
 
     def steps(p, state):
-        return jax.lax.scan(step, (p, state), None, length=flags.FLAGS.steps)[0]
+        return jax.lax.scan(step, (p, state), None, length=FLAGS.steps)[0]
 
     state = optimizer.init(params)
     with runtime.compiled_loop_lowering():
         compiled = jax.jit(steps).lower(params, state).compile()
     jax.block_until_ready(compiled(params, state))
-    best = timing.fastest_seconds(lambda _: compiled(params, state), flags.FLAGS.repeats)
-    return 1e3 * best / flags.FLAGS.steps
+    best = timing.fastest_seconds(lambda _: compiled(params, state), FLAGS.repeats)
+    return 1e3 * best / FLAGS.steps
 
 
 def main(argv: list[str]) -> None:

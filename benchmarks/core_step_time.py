@@ -21,6 +21,9 @@ from absl import app, flags
 from plasticity import networks, optim, runtime
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -87,17 +90,17 @@ def main(argv):
     ):
         runners = {}
         for norm, nap_enabled in ARMS:
-            run, carry = make_step_runner(problem, norm, nap_enabled, flags.FLAGS.steps)
+            run, carry = make_step_runner(problem, norm, nap_enabled, FLAGS.steps)
             start = time.perf_counter()
             carry = jax.block_until_ready(run(carry))
             runners[(norm, nap_enabled)] = (run, carry, time.perf_counter() - start)
         times = {arm: [] for arm in ARMS}
-        for _ in range(flags.FLAGS.repeats):
+        for _ in range(FLAGS.repeats):
             for arm in ARMS:
                 run, carry, _ = runners[arm]
                 start = time.perf_counter()
                 jax.block_until_ready(run(carry))
-                times[arm].append((time.perf_counter() - start) / flags.FLAGS.steps)
+                times[arm].append((time.perf_counter() - start) / FLAGS.steps)
         print(f"\n{name}")
         for arm in ARMS:
             label = arm[0] + (" + NaP" if arm[1] else "")

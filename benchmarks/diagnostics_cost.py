@@ -39,6 +39,9 @@ from absl import app, flags  # noqa: E402
 from plasticity import diagnostics, networks, runtime  # noqa: E402
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -136,11 +139,11 @@ def rl_config(loop: str):
 
     if loop == "minatar":
         config = configs.get_config("dqn", "minatar")
-        config.games, config.frames_per_game = ("breakout",), flags.FLAGS.frames or 50_000
+        config.games, config.frames_per_game = ("breakout",), FLAGS.frames or 50_000
         config.checkpoint_every_frames = config.frames_per_game
     else:
         config = configs.get_config("dqn", "atari")
-        config.games, config.frames_per_game = ("pong",), flags.FLAGS.frames or 8_192
+        config.games, config.frames_per_game = ("pong",), FLAGS.frames or 8_192
         config.replay.capacity = 4_096
         config.checkpoint_every_frames = config.frames_per_game
         config.evaluation.update(dict(every_frames=10**9, episodes=1, max_frames=160))
@@ -152,15 +155,15 @@ def rl_main() -> None:
     """Times an RL trainer with its preset's diagnostics against none (module docstring)."""
     from agents import atari_loop, minatar_loop  # noqa: PLC0415
 
-    train = {"minatar": minatar_loop.train, "atari": atari_loop.train}[flags.FLAGS.loop]
-    configs = {"diagnostics": rl_config(flags.FLAGS.loop)}
-    configs["none"] = rl_config(flags.FLAGS.loop)
+    train = {"minatar": minatar_loop.train, "atari": atari_loop.train}[FLAGS.loop]
+    configs = {"diagnostics": rl_config(FLAGS.loop)}
+    configs["none"] = rl_config(FLAGS.loop)
     configs["none"].diagnostics.every_frames = 0
     every = configs["diagnostics"].diagnostics.every_frames
     if every <= 0:
-        raise SystemExit(f"the {flags.FLAGS.loop} preset has diagnostics off (every_frames=0)")
+        raise SystemExit(f"the {FLAGS.loop} preset has diagnostics off (every_frames=0)")
     times = {arm: [] for arm in configs}
-    for repeat in range(flags.FLAGS.repeats + 1):  # the first repeat compiles
+    for repeat in range(FLAGS.repeats + 1):  # the first repeat compiles
         for arm, config in configs.items():
             start = time.perf_counter()
             train(config, None, show_progress=False)
@@ -169,7 +172,7 @@ def rl_main() -> None:
     frames = configs["none"].frames_per_game
     print(f"hardware: {runtime.hardware_line()}")
     print(
-        f"workload: {flags.FLAGS.loop} DQN preset, {frames:,} frames a run; diagnostics every "
+        f"workload: {FLAGS.loop} DQN preset, {frames:,} frames a run; diagnostics every "
         f"{every:,} frames: {', '.join(configs['diagnostics'].diagnostics.names)}"
     )
     for arm, values in times.items():
@@ -178,7 +181,7 @@ def rl_main() -> None:
     ratio = float(np.median(np.array(times["diagnostics"]) / np.array(times["none"])))
     verdict = "within" if ratio <= 1.1 else "ABOVE"
     print(
-        f"ratio diagnostics/none (median of {flags.FLAGS.repeats} back-to-back pairs): {ratio:.3f}× "
+        f"ratio diagnostics/none (median of {FLAGS.repeats} back-to-back pairs): {ratio:.3f}× "
         f"({verdict} the 1.1× target)"
     )
 
@@ -186,11 +189,11 @@ def rl_main() -> None:
 def main(argv):
     del argv
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
-    if flags.FLAGS.loop != "continual":
+    if FLAGS.loop != "continual":
         rl_main()
         return
-    names = resolve_names(flags.FLAGS.names)
-    steps, every = flags.FLAGS.steps, flags.FLAGS.every
+    names = resolve_names(FLAGS.names)
+    steps, every = FLAGS.steps, FLAGS.every
     arms = {"none": (), "diagnostics": names}
     runners = {}
     for arm, arm_names in arms.items():
@@ -198,10 +201,10 @@ def main(argv):
             arm_names,
             steps,
             every,
-            flags.FLAGS.batch_size,
-            flags.FLAGS.width,
-            flags.FLAGS.probe_size,
-            flags.FLAGS.seeds,
+            FLAGS.batch_size,
+            FLAGS.width,
+            FLAGS.probe_size,
+            FLAGS.seeds,
         )
         start = time.perf_counter()
         compiled = runner.lower(*args).compile()
@@ -209,25 +212,25 @@ def main(argv):
         _time(compiled, args)  # warm-up
         runners[arm] = (compiled, args)
     times = {arm: [] for arm in arms}
-    for _ in range(flags.FLAGS.repeats):  # interleaved, so machine noise hits both arms alike
+    for _ in range(FLAGS.repeats):  # interleaved, so machine noise hits both arms alike
         for arm, (compiled, args) in runners.items():
             times[arm].append(_time(compiled, args))
     medians = {arm: float(np.median(t)) for arm, t in times.items()}
     print(f"hardware: {runtime.hardware_line()}")
     print(
-        f"workload: MLP {INPUT_DIM}→3×{flags.FLAGS.width}→{NUM_CLASSES} LayerNorm, Adam, batch "
-        f"{flags.FLAGS.batch_size}, {steps} steps × {flags.FLAGS.seeds} seed(s); diagnostics every {every} "
-        f"steps on {flags.FLAGS.probe_size} probe examples: {', '.join(names)}"
+        f"workload: MLP {INPUT_DIM}→3×{FLAGS.width}→{NUM_CLASSES} LayerNorm, Adam, batch "
+        f"{FLAGS.batch_size}, {steps} steps × {FLAGS.seeds} seed(s); diagnostics every {every} "
+        f"steps on {FLAGS.probe_size} probe examples: {', '.join(names)}"
     )
     for arm, median in medians.items():
-        rate = steps * flags.FLAGS.seeds / median
+        rate = steps * FLAGS.seeds / median
         print(f"{arm:>11}: {median * 1e3:8.1f} ms per run ({rate:8.0f} steps/s)")
     # Pairs timed back to back share the machine's state: their ratios are steadier than the
     # ratio of the medians on a busy host.
     ratio = float(np.median(np.array(times["diagnostics"]) / np.array(times["none"])))
     verdict = "within" if ratio <= 1.2 else "ABOVE"
     print(
-        f"ratio diagnostics/none (median of {flags.FLAGS.repeats} back-to-back pairs): {ratio:.3f}× "
+        f"ratio diagnostics/none (median of {FLAGS.repeats} back-to-back pairs): {ratio:.3f}× "
         f"({verdict} the 1.2× target)"
     )
 

@@ -59,6 +59,9 @@ from absl import app, flags
 from benchmarks import peer_settings, timing
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -76,7 +79,8 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         "runs_per_batch",
         None,
-        "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on CPUs).",
+        "Seeds each device vmaps at once (0: all; unset: the project's default, one at a time on "
+        "CPUs).",
         lower_bound=0,
     )
     peer_settings.define_cpu_products_flag()
@@ -124,7 +128,7 @@ def breakdown_config(
 
 def fastest(run: Callable[[Any], Any], prepare: Callable[[], Any] = lambda: None) -> float:
     """Seconds of the fastest of --repeats calls of ``run(prepare())`` (`benchmarks.timing`)."""
-    return timing.fastest_seconds(run, flags.FLAGS.repeats, prepare)
+    return timing.fastest_seconds(run, FLAGS.repeats, prepare)
 
 
 def update_flops(programs, config, state) -> float:
@@ -247,18 +251,18 @@ def main(argv: list[str]) -> None:
 
     runtime.apply_runtime_defaults()
     config = breakdown_config(
-        flags.FLAGS.preset,
-        flags.FLAGS.seeds,
-        flags.FLAGS.frames,
-        flags.FLAGS.batch_size,
-        flags.FLAGS.runs_per_batch,
-        flags.FLAGS.grad_norm,
+        FLAGS.preset,
+        FLAGS.seeds,
+        FLAGS.frames,
+        FLAGS.batch_size,
+        FLAGS.runs_per_batch,
+        FLAGS.grad_norm,
     )
-    config.run.cpu_products = flags.FLAGS.cpu_products
-    chunk, operations = chunk_seconds(config, flags.FLAGS.top_ops)
+    config.run.cpu_products = FLAGS.cpu_products
+    chunk, operations = chunk_seconds(config, FLAGS.top_ops)
     env = env_seconds(config)
     whole = train_seconds(config)
-    steps = flags.FLAGS.frames * flags.FLAGS.seeds
+    steps = FLAGS.frames * FLAGS.seeds
     learner = chunk["all"] - chunk["no_updates"]
     rows = [
         ("env", env),
@@ -269,7 +273,7 @@ def main(argv: list[str]) -> None:
     ]
     print(runtime.hardware_line())
     print(
-        f"MinAtar loop, preset {flags.FLAGS.preset}: {flags.FLAGS.seeds} seed(s) x {flags.FLAGS.frames:,} steps, "
+        f"MinAtar loop, preset {FLAGS.preset}: {FLAGS.seeds} seed(s) x {FLAGS.frames:,} steps, "
         f"{config.env.num_envs} envs, {chunk['updates']:.0f} updates of batch "
         f"{config.learner.batch_size} per seed, {chunk['diagnoses']:.0f} diagnostics; compile "
         f"{chunk['compile']:.1f} s (apart); {peer_settings.seed_mapping(config)}; "
@@ -286,15 +290,15 @@ def main(argv: list[str]) -> None:
     print(
         f"  {'whole run':<16} {whole:8.3f} s  {1:6.1%}  {1e6 * whole / steps:8.2f} us per env step "
         f"-> {steps / whole:,.0f} env steps/s; learner {1e3 * learner / chunk['updates']:.3f} ms "
-        f"per update of all {flags.FLAGS.seeds} seed(s)"
+        f"per update of all {FLAGS.seeds} seed(s)"
     )
     if learner > 0:  # a learner row within the timing noise has no rate
-        achieved = chunk["flops_per_update"] * chunk["updates"] * flags.FLAGS.seeds / learner
-        reference = timing.matmul_flops(flags.FLAGS.matmul_size)
+        achieved = chunk["flops_per_update"] * chunk["updates"] * FLAGS.seeds / learner
+        reference = timing.matmul_flops(FLAGS.matmul_size)
         print(
             f"  learner FLOP/s   {achieved / 1e9:8.1f} GFLOP/s "
             f"({chunk['flops_per_update'] / 1e6:.1f} MFLOP per update, XLA cost analysis, all "
-            f"seeds) vs {flags.FLAGS.matmul_size}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
+            f"seeds) vs {FLAGS.matmul_size}^2 matmul {reference / 1e9:,.1f} GFLOP/s "
             f"({achieved / reference:.0%})"
         )
     if operations:

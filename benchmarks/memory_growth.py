@@ -24,6 +24,9 @@ import time
 from absl import app, flags
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -82,9 +85,7 @@ def main(argv) -> None:
     from plasticity import checkpointing, runtime  # noqa: PLC0415
     from scripts import train_minatar  # noqa: PLC0415
 
-    if (
-        flags.FLAGS.checkpoint_format == "orbax"
-    ):  # every save through Orbax, as before the NumPy format
+    if FLAGS.checkpoint_format == "orbax":  # every save through Orbax, as before the NumPy format
         checkpointing.is_local_format = lambda directory: False
     with tempfile.TemporaryDirectory() as workdir:
         sampler = Sampler()
@@ -95,11 +96,11 @@ def main(argv) -> None:
                 "train_minatar",
                 "--games=breakout",
                 "--agent=dqn",
-                f"--frames_per_game={flags.FLAGS.frames}",
+                f"--frames_per_game={FLAGS.frames}",
                 "--nofresh_reference",
                 "--noprogress",
                 "--config.replay.capacity=10000",
-                f"--config.checkpoint_every_frames={flags.FLAGS.checkpoint_every_frames}",
+                f"--config.checkpoint_every_frames={FLAGS.checkpoint_every_frames}",
                 "--config.log_every_frames=5000",
                 f"--workdir={workdir}",
             ]
@@ -111,8 +112,8 @@ def main(argv) -> None:
     # Peaks of two windows, the later one before the final evaluation and teardown.
     quarter, end = peak_between(samples, 0.2, 0.3), peak_between(samples, 0.85, 0.95)
     print(
-        f"memory_growth: {flags.FLAGS.frames:,} frames in {seconds:.0f} s, a checkpoint every "
-        f"{flags.FLAGS.checkpoint_every_frames:,} frames ({flags.FLAGS.checkpoint_format} format)"
+        f"memory_growth: {FLAGS.frames:,} frames in {seconds:.0f} s, a checkpoint every "
+        f"{FLAGS.checkpoint_every_frames:,} frames ({FLAGS.checkpoint_format} format)"
     )
     print("resident MiB at each tenth of the run: " + " ".join(f"{v:.0f}" for v in tenths))
     growth = (end - quarter) / quarter

@@ -20,6 +20,9 @@ import time
 from absl import app, flags
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -45,20 +48,20 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     if agent == "rainbow_no_noisy":
         config.network.noisy = False
         config.exploration.update(dict(epsilon_begin=1.0, epsilon_end=0.01))
-    config.games = (flags.FLAGS.game,)
+    config.games = (FLAGS.game,)
     config.num_seeds = seeds
-    config.env.num_envs = flags.FLAGS.num_envs
-    config.frames_per_game = flags.FLAGS.frames * (flags.FLAGS.repeats + 1)
-    config.checkpoint_every_frames = flags.FLAGS.frames
+    config.env.num_envs = FLAGS.num_envs
+    config.frames_per_game = FLAGS.frames * (FLAGS.repeats + 1)
+    config.checkpoint_every_frames = FLAGS.frames
     config.replay.min_fill_fraction = 0.0  # learning starts with the first batch
     config.evaluation.fresh_reference = False
     config.run.runs_per_batch = runs_per_batch
     segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
-    programs = minatar_loop.make_agent(segment.config, [flags.FLAGS.game], False)
+    programs = minatar_loop.make_agent(segment.config, [FLAGS.game], False)
     game = jnp.int32(0)
     state = programs.init(jnp.arange(seeds, dtype=jnp.int32))
     state = programs.start_block(state, game, SwitchPolicy(), False)
-    per_chunk = flags.FLAGS.frames // flags.FLAGS.num_envs
+    per_chunk = FLAGS.frames // FLAGS.num_envs
 
     def chunk_plan(chunk: int) -> dict:
         window = segment.plan.window(0, chunk * per_chunk, (chunk + 1) * per_chunk)
@@ -75,7 +78,7 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     compile_seconds = time.perf_counter() - started
     state, _ = chunk(state, game, plan)  # warm-up (the replay fills past a batch)
     best = float("inf")
-    for repeat in range(1, flags.FLAGS.repeats + 1):
+    for repeat in range(1, FLAGS.repeats + 1):
         plan = chunk_plan(repeat)
         started = time.perf_counter()
         state, outputs = chunk(state, game, plan)
@@ -84,8 +87,8 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     updates = int(chunk_plan(1)["updates"].sum())
     return {
         "compile_s": compile_seconds,
-        "steps_per_s_per_seed": flags.FLAGS.frames / best,
-        "steps_per_s_total": flags.FLAGS.frames * seeds / best,
+        "steps_per_s_per_seed": FLAGS.frames / best,
+        "steps_per_s_total": FLAGS.frames * seeds / best,
         "updates_per_s_per_seed": updates / best,
     }
 
@@ -99,7 +102,7 @@ def main(argv: list[str]) -> None:
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     print(runtime.hardware_line())
     print(
-        f"game {flags.FLAGS.game}, {flags.FLAGS.num_envs} envs per seed, {flags.FLAGS.frames} steps per seed per "
+        f"game {FLAGS.game}, {FLAGS.num_envs} envs per seed, {FLAGS.frames} steps per seed per "
         f"chunk, one update every 4 steps"
     )
     print(
@@ -107,9 +110,9 @@ def main(argv: list[str]) -> None:
         f"{'steps/s total':>14} {'updates/s/seed':>15}"
     )
     with jax.threefry_partitionable(False):
-        for agent in flags.FLAGS.agents:
-            for seeds in (int(s) for s in flags.FLAGS.seeds):
-                modes = [("vmap", 0)] + ([("map", 1)] if flags.FLAGS.map and seeds > 1 else [])
+        for agent in FLAGS.agents:
+            for seeds in (int(s) for s in FLAGS.seeds):
+                modes = [("vmap", 0)] + ([("map", 1)] if FLAGS.map and seeds > 1 else [])
                 for mode, per_batch in modes:
                     r = measure(agent, seeds, per_batch)
                     print(

@@ -89,6 +89,9 @@ UNITS = {
 WORKLOADS = tuple(UNITS)
 
 
+FLAGS = flags.FLAGS
+
+
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
@@ -153,18 +156,18 @@ def timed_runs(run_once: Callable[[], float]) -> tuple[float, int]:
     ``run_once`` returns the seconds it counts (wall time, or a trainer's own run time)."""
     import numpy as np  # noqa: PLC0415
 
-    seconds = [run_once() for _ in range(flags.FLAGS.repeats + 1)][1:]
+    seconds = [run_once() for _ in range(FLAGS.repeats + 1)][1:]
     return float(np.median(seconds)), len(seconds)
 
 
 def minatar_purejaxrl() -> Measurement:
     from agents import minatar_loop  # noqa: PLC0415
 
-    steps = flags.FLAGS.steps or 200_000
+    steps = FLAGS.steps or 200_000
     config = peer_settings.purejaxrl_config(
-        flags.FLAGS.seeds, steps, flags.FLAGS.diagnostics, flags.FLAGS.runs_per_batch
+        FLAGS.seeds, steps, FLAGS.diagnostics, FLAGS.runs_per_batch
     )
-    config.run.cpu_products = flags.FLAGS.cpu_products
+    config.run.cpu_products = FLAGS.cpu_products
 
     def run_once() -> float:
         started = time.perf_counter()
@@ -172,12 +175,12 @@ def minatar_purejaxrl() -> Measurement:
         return time.perf_counter() - started
 
     best, runs = timed_runs(run_once)
-    total = steps * flags.FLAGS.seeds
+    total = steps * FLAGS.seeds
     line = (
-        f"minatar_purejaxrl: project {flags.FLAGS.seeds} seed(s) x {steps:,} steps: {best:.2f} s "
+        f"minatar_purejaxrl: project {FLAGS.seeds} seed(s) x {steps:,} steps: {best:.2f} s "
         f"(median of {runs}, wall time with evaluation and host work) -> {total / best:,.0f} env "
-        f"steps/s total ({total / best / flags.FLAGS.seeds:,.0f} per seed); diagnostics and gradient "
-        f"norm {'on' if flags.FLAGS.diagnostics else 'off'}; {peer_settings.seed_mapping(config)}; "
+        f"steps/s total ({total / best / FLAGS.seeds:,.0f} per seed); diagnostics and gradient "
+        f"norm {'on' if FLAGS.diagnostics else 'off'}; {peer_settings.seed_mapping(config)}; "
         f"{peer_settings.products_in_words(config)}"
     )
     return Measurement(total / best, line)
@@ -190,8 +193,8 @@ def atari_cleanrl() -> Measurement:
     from agents import atari_loop  # noqa: PLC0415
     from plasticity import workdir  # noqa: PLC0415
 
-    steps = flags.FLAGS.steps or 4_096
-    config = peer_settings.cleanrl_config(flags.FLAGS.game, steps)
+    steps = FLAGS.steps or 4_096
+    config = peer_settings.cleanrl_config(FLAGS.game, steps)
     with tempfile.TemporaryDirectory() as directory:
         atari_loop.train(config, directory, show_progress=False)
         rows = [row for row in workdir.read_metrics(directory) if row["event"] == "train"]
@@ -202,7 +205,7 @@ def atari_cleanrl() -> Measurement:
     if not rates:
         raise ValueError("no log interval with learning: raise --steps")
     line = (
-        f"atari_cleanrl: project {flags.FLAGS.game}, 1 env, Nature CNN, batch 32, one update per 4 "
+        f"atari_cleanrl: project {FLAGS.game}, 1 env, Nature CNN, batch 32, one update per 4 "
         f"agent steps: {statistics.median(rates):,.1f} agent steps/s with learning on (median of "
         f"{len(rates)} log intervals of {config.log_every_frames // skip:,} agent steps)"
     )
@@ -227,18 +230,18 @@ def sweep_rate(config, dataset=None) -> tuple[float, int, float]:
 
 
 def bitflip_lop() -> Measurement:
-    examples = flags.FLAGS.examples or 1_000_000
-    config = peer_settings.bitflip_config(flags.FLAGS.seeds, examples)
-    if flags.FLAGS.defer_dense_updates is not None:
-        config.run.defer_dense_updates = flags.FLAGS.defer_dense_updates
+    examples = FLAGS.examples or 1_000_000
+    config = peer_settings.bitflip_config(FLAGS.seeds, examples)
+    if FLAGS.defer_dense_updates is not None:
+        config.run.defer_dense_updates = FLAGS.defer_dense_updates
     task = config.variants["bit_flipping/backprop"].task
     examples = task.num_tasks * task.flip_period
     best, runs, compile_seconds = sweep_rate(config)
-    total = examples * flags.FLAGS.seeds
+    total = examples * FLAGS.seeds
     line = (
-        f"bitflip_lop: project {flags.FLAGS.seeds} seed(s) x {examples:,} examples: {best:.2f} s "
+        f"bitflip_lop: project {FLAGS.seeds} seed(s) x {examples:,} examples: {best:.2f} s "
         f"(median of {runs}; compile {compile_seconds:.1f} s apart) -> {total / best:,.0f} "
-        f"examples/s total ({total / best / flags.FLAGS.seeds:,.0f} per seed)"
+        f"examples/s total ({total / best / FLAGS.seeds:,.0f} per seed)"
     )
     return Measurement(total / best, line)
 
@@ -264,16 +267,14 @@ def update_bandwidth(nbytes: int) -> float:
 
 
 def permuted_mnist_lop() -> Measurement:
-    examples = flags.FLAGS.examples or 2_000
+    examples = FLAGS.examples or 2_000
     config = peer_settings.permuted_mnist_config(examples)
-    if flags.FLAGS.defer_dense_updates is not None:
-        config.run.defer_dense_updates = flags.FLAGS.defer_dense_updates
+    if FLAGS.defer_dense_updates is not None:
+        config.run.defer_dense_updates = FLAGS.defer_dense_updates
     window = int(config.run.defer_dense_updates)
-    dataset = (
-        None if flags.FLAGS.data_dir else peer_settings.mnist_shaped_noise(max(examples, 1_000))
-    )
-    if flags.FLAGS.data_dir:
-        config.data.data_dir = flags.FLAGS.data_dir
+    dataset = None if FLAGS.data_dir else peer_settings.mnist_shaped_noise(max(examples, 1_000))
+    if FLAGS.data_dir:
+        config.data.data_dir = FLAGS.data_dir
     best, runs, compile_seconds = sweep_rate(config, dataset)
     sizes = (784, 2000, 2000, 2000, 10)
     weight_bytes = 4 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
@@ -294,7 +295,7 @@ def permuted_mnist_lop() -> Measurement:
         f"bandwidth / 3 passes over {weight_bytes / 1e6:.1f} MB of weights): {rate / bound:.2f}x "
         f"the bound; at the weights' size (in-place update, {in_cache / 1e9:.1f} GB/s) "
         f"{cache_bound:,.1f}: {rate / cache_bound:.2f}x{deferred}; data "
-        f"{'from ' + flags.FLAGS.data_dir if flags.FLAGS.data_dir else 'random, MNIST-shaped'}"
+        f"{'from ' + FLAGS.data_dir if FLAGS.data_dir else 'random, MNIST-shaped'}"
     )
     return Measurement(rate, line)
 
@@ -310,7 +311,7 @@ def main(argv) -> None:
         "bitflip_lop": bitflip_lop,
         "permuted_mnist_lop": permuted_mnist_lop,
     }
-    measure, unit = workloads[flags.FLAGS.workload], UNITS[flags.FLAGS.workload]
+    measure, unit = workloads[FLAGS.workload], UNITS[FLAGS.workload]
 
     def run_project_once() -> float:
         measurement = measure()
@@ -319,9 +320,9 @@ def main(argv) -> None:
 
     def run_peer_once() -> float:
         figures = []
-        for number, command in enumerate(flags.FLAGS.peer_command, 1):
+        for number, command in enumerate(FLAGS.peer_command, 1):
             figures.append(side_by_side.run_peer(command, unit))
-            variant = f" (command {number})" if len(flags.FLAGS.peer_command) > 1 else ""
+            variant = f" (command {number})" if len(FLAGS.peer_command) > 1 else ""
             print(
                 f"peer{variant}: {figures[-1]:,.1f} {unit}  [load {os.getloadavg()[0]:.2f}]",
                 flush=True,
@@ -330,12 +331,10 @@ def main(argv) -> None:
 
     print(runtime.hardware_line(), flush=True)
     try:
-        if not flags.FLAGS.peer_command:
+        if not FLAGS.peer_command:
             run_project_once()
         else:
-            peers, projects = side_by_side.alternate(
-                run_peer_once, run_project_once, flags.FLAGS.rounds
-            )
+            peers, projects = side_by_side.alternate(run_peer_once, run_project_once, FLAGS.rounds)
             print(side_by_side.ratio_line(peers, projects, unit))
     except ValueError as error:  # a bad setting, missing files, a failed peer: one line
         raise SystemExit(f"benchmarks.peers: {error}") from None

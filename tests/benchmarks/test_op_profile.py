@@ -1,4 +1,4 @@
-"""`benchmarks.op_profile`: self times and wall shares of trace events, HLO sources, a real trace."""
+"""`benchmarks.op_profile`: self times and wall shares of trace events, HLO sources, a trace."""
 
 from __future__ import annotations
 
