@@ -18,11 +18,11 @@ instant, each of the k traced operations running splits that instant k ways), an
 by it; these shares add up to the time during which any traced operation ran.
 
 The profiler adds a few microseconds to every operation, so read the shares rather than the
-absolute times. The profiler keeps a bounded number of events, so the
-trace of a long program may hold only its first part: the call counts tell how much. Operations
-that XLA hands to its thread pool and does not wait for (Eigen's convolutions) are traced at their
-dispatch only, so their time appears nowhere: a traced total well below the untraced wall time
-says so, which is why the benchmarks print both.
+absolute times. It keeps a bounded number of events, so the trace of a long program may hold only
+its first part: the call counts tell how much. Operations that XLA hands to its thread pool and
+does not wait for (Eigen's convolutions) are traced at their dispatch only, so their time appears
+nowhere: a busy time well below the untraced wall time says so, which is why the benchmarks print
+both.
 """
 
 from __future__ import annotations
