@@ -13,9 +13,9 @@ the diagnostics too when they are on, as in the ``conv`` preset, the project's M
 with the source line it comes from (``--by_line``). The jaxpr is traced as for a GPU: without the
 CPU-only lowering of `plasticity.runtime.compiled_loop_lowering` (patch convolutions), which only
 the compile time below uses (the chunk compiled as training compiles it,
-`agents.minatar_loop.compiled_chunk`). Gathers that only read are often fused with their neighbours (a sum
-tree's descent is one kernel); scatters and sorts never are. Also prints the chunk's compile time on
-this machine.
+`agents.minatar_loop.compiled_chunk`). Gathers that only read are often fused with their
+neighbours (a sum tree's descent is one kernel); scatters and sorts never are. Also prints the
+chunk's compile time on this machine.
 """
 
 from __future__ import annotations

@@ -232,11 +232,10 @@ def top_operations(run: Callable[[], Any], hlo_text: str, count: int) -> Profile
     """The ``count`` HLO instructions of ``hlo_text`` with the largest wall shares in one call
     of ``run`` (which calls the compiled program and waits for its result), and the totals over
     all the program's traced instructions."""
-    events = traced_events(run)
-    sources = instruction_sources(hlo_text)
-    rows = operation_times(events, sources)
-    _, busy = wall_shares(events, sources)
-    return Profile(rows[:count], sum(row.milliseconds for row in rows), busy / 1e3)
+    rows = operation_times(traced_events(run), instruction_sources(hlo_text))
+    # The wall shares of all the instructions add up to the time any of them ran.
+    busy = sum(row.wall_milliseconds for row in rows)
+    return Profile(rows[:count], sum(row.milliseconds for row in rows), busy)
 
 
 HEADER = "wall time, its share, self time, calls, wall time per call, instruction, source"

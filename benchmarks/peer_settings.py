@@ -54,13 +54,13 @@ def seed_mapping(config: ml_collections.ConfigDict) -> str:
     return f"{per_batch} seeds at a time on each device"
 
 
-def define_cpu_products_flag():
-    """The ``--cpu_products`` flag of the MinAtar benchmarks: ``run.cpu_products`` to run with."""
+def define_cpu_products_flag() -> None:
+    """Defines the ``--cpu_products`` flag of the MinAtar benchmarks (``run.cpu_products``)."""
     from absl import flags  # noqa: PLC0415
 
     from plasticity.runtime import CPU_PRODUCTS  # noqa: PLC0415
 
-    return flags.DEFINE_enum(
+    flags.DEFINE_enum(
         "cpu_products",
         "auto",
         list(CPU_PRODUCTS),

@@ -187,7 +187,7 @@ def cpu_product_options(
     if products not in CPU_PRODUCTS:
         raise ValueError(f"products {products!r}: expected one of {', '.join(CPU_PRODUCTS)}")
     if products == "auto":
-        user_choice = xla_flags.replace(EIGEN_CONVOLUTIONS, "").find(YNN_FUSION_FLAG) >= 0
+        user_choice = YNN_FUSION_FLAG in xla_flags.replace(EIGEN_CONVOLUTIONS, "")
         products = "ynnpack" if user_choice or not dense_only else "xla"
     if products == "ynnpack" or backend != "cpu":
         return {}
