@@ -245,9 +245,12 @@ def _per_unit(x: jax.Array) -> jax.Array:
 
 
 def dormant_scores(postact: jax.Array) -> jax.Array:
-    """ReDo scores s_i = E|h_i| / mean_k E|h_k| (0 everywhere for an all-zero layer)."""
+    """ReDo scores s_i = E|h_i| / mean_k E|h_k| (0 everywhere for an all-zero layer). Scale-free
+    however small the layer's activations: no floor on the denominator but zero itself."""
     mean_abs = jnp.mean(jnp.abs(_per_unit(postact)), axis=0)
-    return mean_abs / jnp.maximum(jnp.mean(mean_abs), 1e-9)
+    layer_mean = jnp.mean(mean_abs)
+    positive = layer_mean > 0
+    return jnp.where(positive, mean_abs / jnp.where(positive, layer_mean, 1.0), 0.0)
 
 
 def active_fractions(preact: jax.Array) -> jax.Array:

@@ -331,6 +331,19 @@ def test_conv_activations_average_over_batch_and_positions():
     np.testing.assert_array_equal(diagnostics.histogram_counts(jnp.asarray(pre), edges), counts)
 
 
+def test_dormant_scores_do_not_depend_on_the_layers_scale():
+    """The score is a ratio: a layer scaled by 1e-12 (float32 normal numbers still) scores as it
+    does at scale 1, and only an all-zero layer scores 0 everywhere."""
+    post = np.abs(np.random.default_rng(12).standard_normal((64, 16))).astype(np.float32)
+    post[:, 3] *= 0.01  # one dormant unit
+    reference = np.abs(post.astype(np.float64)).mean(0)
+    reference /= reference.mean()
+    for scale in (1.0, 1e-6, 1e-12):
+        scores = diagnostics.dormant_scores(jnp.asarray(post * np.float32(scale)))
+        np.testing.assert_allclose(scores, reference, rtol=1e-5, err_msg=f"scale {scale}")
+    np.testing.assert_array_equal(diagnostics.dormant_scores(jnp.zeros((8, 5))), np.zeros(5))
+
+
 def test_hessian_top_eigenvalue_matches_dense_eigendecomposition():
     model = networks.MLP((4,), 2, "none")
     x = np.random.default_rng(9).standard_normal((16, 3)).astype(np.float32)
