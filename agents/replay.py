@@ -145,8 +145,8 @@ def replay_init(
         first=jnp.zeros(lines, jnp.bool_),
         last=jnp.zeros(lines, jnp.bool_),
         priority=jnp.zeros(lines, jnp.float32),
-        valid_tree=sum_tree_init(capacity),
-        priority_tree=sum_tree_init(capacity),
+        valid_tree=sum_tree_init(int(capacity)),
+        priority_tree=sum_tree_init(int(capacity)),
         head=jnp.zeros((), jnp.int32),
         size=jnp.zeros((), jnp.int32),
         max_priority=jnp.asarray(initial_max_priority, jnp.float32),
@@ -447,7 +447,7 @@ def replay_sample(
     if prioritized:
         _check_keeps_priorities(state, "prioritized replay_sample")
     tree = state.priority_tree if prioritized else state.valid_tree
-    indices = sum_tree_sample(tree, rng, batch_size)
+    indices = sum_tree_sample(tree, rng, int(batch_size))
     probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)
     num_valid = sum_tree_total(state.valid_tree)
     weights = jnp.power(num_valid * probabilities, -jnp.asarray(importance_exponent, jnp.float32))

@@ -239,6 +239,18 @@ def test_init_rejects_bad_settings(overrides, message):
         empty_replay(**overrides)
 
 
+def test_numpy_integer_sizes_are_accepted_like_python_ints(full_state):
+    """Sizes read from NumPy arrays or configs (np.int64) pass the replay's checks, so they must
+    work through to the sum tree: same replay, same sample."""
+    from_numpy = empty_replay(capacity=np.int64(CAPACITY), num_envs=np.int64(NUM_ENVS))
+    assert jax.tree.structure(from_numpy) == jax.tree.structure(empty_replay())
+    key = jax.random.key(3)
+    batch, info = replay_sample(full_state, key, np.int64(8), MAX_N, GAMMA)
+    expected, expected_info = replay_sample(full_state, key, 8, MAX_N, GAMMA)
+    np.testing.assert_array_equal(info.indices, expected_info.indices)
+    np.testing.assert_array_equal(batch["obs_t"], expected["obs_t"])
+
+
 def test_add_rejects_wrong_shapes(timeline):
     frame, *rest = timeline.step(0)
     with pytest.raises(ValueError, match="frame must have shape"):
