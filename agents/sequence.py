@@ -239,13 +239,24 @@ def restarted_schedule_config(
     ``schedule.warmup_steps`` updates, then decays by a cosine to ``schedule.end_value`` at the
     block's end (NaP's sequential-ALE schedule: 1e-8 -> peak after 1,000 updates -> 1e-6).
     ``block_start_updates`` are the update counts at which blocks start (`LearningPlan`);
-    ``total_updates`` the run's total. A block without updates gets no segment.
+    ``total_updates`` the run's total. A block without updates gets no segment; one whose updates
+    do not outlast the warm-up is a one-line ValueError, as its rate would never reach the peak.
     """
     starts = sorted({int(u) for u in block_start_updates if 0 < int(u) < total_updates})
     if total_updates < 1:
         raise ValueError(
             "the learning-rate schedule cannot restart: the run does no learner update "
             "(lengthen the blocks or start learning earlier)"
+        )
+    bounds = [0, *starts, int(total_updates)]
+    shortest = min(end - start for start, end in zip(bounds, bounds[1:]))
+    warmup = int(optimizer.schedule.warmup_steps)
+    if shortest <= warmup:
+        raise ValueError(
+            f"the restarted learning-rate schedule needs blocks of more than "
+            f"optimizer.schedule.warmup_steps={warmup:,} updates, but one block makes "
+            f"{shortest:,}: its rate would never reach the peak (lower warmup_steps or lengthen "
+            "frames_per_game)"
         )
     config = ml_collections.ConfigDict(optimizer.to_dict())
     config.schedule.name = "cosine_restarts"

@@ -310,3 +310,15 @@ def test_the_restarted_schedule_starts_every_block_at_the_warm_up_value():
     np.testing.assert_allclose(updates["w"], -1e-8, rtol=1e-3)
     with pytest.raises(ValueError, match="no learner update"):
         sequence.restarted_schedule_config(config, [0], 0)
+
+
+def test_a_block_shorter_than_the_warm_up_is_refused_in_one_line():
+    """A segment of no more updates than the warm-up would never reach the peak rate."""
+    config = optimizer_config("adam", nap=False)
+    warmup = config.schedule.warmup_steps
+    ok = sequence.restarted_schedule_config(config, [0, warmup + 1], 2 * warmup + 2)
+    assert ok.schedule.boundaries == (warmup + 1,)
+    for starts, total in (([0, warmup], 2 * warmup + 2), ([0, warmup + 1], 2 * warmup + 1)):
+        with pytest.raises(ValueError, match=f"one block makes {warmup:,}:") as error:
+            sequence.restarted_schedule_config(config, starts, total)
+        assert "\n" not in str(error.value)
