@@ -273,7 +273,8 @@ def _patch_bytes(x: jax.Array, kernel_size: Sequence[int], strides: Sequence[int
 class NormedLayer(nn.Module):
     """linear → norm → activation, recording the pre- and post-activations.
 
-    The linear map has no bias when a norm follows it (the norm's offset makes it redundant).
+    The linear map has no bias when a norm follows it (LayerNorm's offset makes it redundant;
+    RMSNorm has none, so an RMSNorm layer has no additive term, as in NaP's block).
     ``activation=None`` stops after the norm (a residual branch adds something first).
     Pre-/post-activations are sown into the ``'intermediates'`` collection, which costs nothing
     unless the caller asks for that collection to be mutable (see `networks.hidden_activations`).
