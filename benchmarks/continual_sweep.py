@@ -331,8 +331,14 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
             compile_seconds[name] = compile_seconds.get(name, 0.0) + time.perf_counter() - tic
         return trainer.compiled[cache_key](*args)
 
+    def saved_variant(meta) -> int:
+        """The variant whose runs a checkpoint holds: the one it resumes, or for a checkpoint
+        written at a variant's end (task 0 of the next) the finished one."""
+        index = int(meta["variant_index"])
+        return index - 1 if int(meta["next_task"]) == 0 and index > 0 else index
+
     restored = run.restore(
-        lambda meta: initial(*plan.variants[int(meta["variant_index"])])[0],
+        lambda meta: initial(*plan.variants[saved_variant(meta)])[0],
         resume_row=lambda meta: {"variant": meta["variant"], "task": meta["next_task"]},
     )
     if run.result.already_complete:
@@ -344,7 +350,7 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
     for index in range(variant_index, len(plan.variants)):
         name, trainer = plan.variants[index]
         hparams, data = hparams_of(trainer), data_of(trainer)
-        if index == variant_index and restored is not None:
+        if index == variant_index and restored is not None and next_task > 0:
             carry, initial_diagnostics, start_task = restored.tree, None, next_task
         else:
             (carry, initial_diagnostics), start_task = initial(name, trainer), 0

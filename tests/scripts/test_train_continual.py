@@ -138,3 +138,39 @@ def test_vmapped_runs_on_two_cpu_devices_finish(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads((tmp_path / "run" / RUN_INFO_FILE).read_text())
     assert info["launches"][-1]["devices"] == ["cpu:0", "cpu:1"]
+
+
+def test_a_sweep_resumed_at_a_variant_boundary_starts_the_next_variant_afresh(tmp_path, capsys):
+    """The checkpoint written when a variant ends resumes the next one from its own initial
+    state: with both arms the same network (``--norm=layernorm``), the resumed second arm's rows
+    equal an uninterrupted run's, step-0 diagnostics included."""
+    from scripts import train_continual  # noqa: PLC0415
+
+    sweep = [
+        "--experiment=benchmarks/configs/nap_label_reset.py",
+        "--config.variant_order=('no_norm','layernorm')",
+        "--norm=layernorm",
+        "--config.num_seeds=1",
+        "--config.task.num_tasks=3",
+        "--config.task.steps_per_task=2",
+        "--config.task.batch_size=8",
+        "--config.network.hidden_sizes=(8,)",
+        "--config.data.max_train_examples=64",
+        "--config.diagnostics.every=2",
+        "--config.eval.max_examples=32",
+        "--config.run.tasks_per_chunk=1",
+        "--noprogress",
+    ]
+
+    def run(path: Path, *extra: str) -> list[dict]:
+        status = train_continual.main(["train_continual", *sweep, *extra, f"--workdir={path}"])
+        assert status == 0, capsys.readouterr().err[-3000:]
+        return [row for row in workdir.read_metrics(path) if row["event"] != "resume"]
+
+    reference = run(tmp_path / "reference")
+    interrupted = tmp_path / "interrupted"
+    run(interrupted, "--stop_after_checkpoints=3")  # the third: the first arm's end
+    resumed = run(interrupted)
+    second = [row for row in reference if row.get("variant") == "layernorm"]
+    assert second and any(row["step"] == 0 for row in second)
+    assert resumed == reference
