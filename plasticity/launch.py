@@ -76,6 +76,7 @@ def define_common_flags(values: flags.FlagValues) -> None:
         "stop_after_checkpoints",
         None,
         "Stop after writing this many checkpoints (time-sliced jobs); relaunch to resume.",
+        lower_bound=1,
         flag_values=values,
     )
     flags.DEFINE_integer(

@@ -135,6 +135,27 @@ def check_workdir(path: Path) -> None:
         raise ValueError(f"work dir {path} is not writable ({error.strerror})") from None
 
 
+def lock_workdir(path: Path) -> int | None:
+    """An exclusive lock on the work dir (``flock`` on the directory itself, so no file is left
+    behind), held by the returned descriptor until it is closed; a one-line ValueError when
+    another launch holds it, so two launches never write one work dir at once. None where the
+    platform has no ``fcntl``."""
+    try:
+        import fcntl  # noqa: PLC0415
+    except ImportError:
+        return None
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        raise ValueError(
+            f"work dir {path} is in use by another launch; wait for it to end or use a new "
+            "--workdir"
+        ) from None
+    return descriptor
+
+
 def _probe_file(directory: Path) -> Path:
     probe = directory / f".write_probe_{os.getpid()}"
     with open(probe, "w", encoding="utf-8") as f:
@@ -390,6 +411,7 @@ class Run:
         self.finished_before = False
         self.workdir: WorkDir | None = None
         self.checkpointer: Checkpointer | LocalCheckpointer | None = None
+        self._lock: int | None = None  # the work dir's open descriptor while it is locked
         self._progress: Progress | None = None
         self.budget_hint = budget_hint
         self.budget_after = 0
@@ -406,6 +428,11 @@ class Run:
         check_workdir(self.path)
         existing = read_config_file(self.path)
         steps = checkpoint_steps(self.path)
+        if existing is None and steps:
+            raise ValueError(
+                f"work dir {self.path} holds checkpoints but no config.json to check a resume "
+                "against; put the run's config.json back or use a new --workdir"
+            )
         if existing is not None and steps:
             differences = [
                 name
@@ -420,15 +447,21 @@ class Run:
                 )
         writer = True if self.independent else None
         self.workdir = WorkDir(self.path, tensorboard=self.tensorboard, is_writer=writer)
-        if not steps:  # nothing to resume: whatever an earlier, failed launch left is replaced
-            self._clear_unresumable_files()
-            self.workdir.write_config(self.config)
-        self._append_run_info()
-        self.checkpointer = checkpointing.for_directory(
-            self.workdir.checkpoint_dir,
-            self.keep_checkpoints,
-            saves_alone=self.independent or jax.process_count() == 1,
-        )
+        if self.workdir.is_writer:
+            self._lock = lock_workdir(self.path)
+        try:
+            if not steps:  # nothing to resume: whatever an earlier, failed launch left is replaced
+                self._clear_unresumable_files()
+                self.workdir.write_config(self.config)
+            self._append_run_info()
+            self.checkpointer = checkpointing.for_directory(
+                self.workdir.checkpoint_dir,
+                self.keep_checkpoints,
+                saves_alone=self.independent or jax.process_count() == 1,
+            )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def _clear_unresumable_files(self) -> None:
@@ -454,6 +487,9 @@ class Run:
         temporary.replace(path)
 
     def __exit__(self, *exc_info) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the work dir's lock
+            self._lock = None
         if self._progress is not None:
             self._progress.close()
         if self.workdir is not None:

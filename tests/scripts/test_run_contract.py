@@ -19,6 +19,7 @@ process through each script's ``main`` (nothing is compiled).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -332,6 +333,8 @@ def test_bad_config_input_is_one_line_and_writes_nothing(name, tmp_path, capsys)
     assert "do not fit in memory" in message
     message = bad_input(name, [*short(name), "--cpu_devices=zero"], workdir, capsys)
     assert message == "--cpu_devices='zero': expected auto or a positive integer"
+    message = bad_input(name, [*short(name), "--stop_after_checkpoints=0"], workdir, capsys)
+    assert message == "flag --stop_after_checkpoints=0: 0 is not a positive integer"
     assert not workdir.exists()
 
 
@@ -357,6 +360,21 @@ def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys)
         assert message.startswith(f"{workdir / 'config.json'} {problem}")
         assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
         assert (workdir / "config.json").read_text() == text
+    # Checkpoints without the config.json to check a resume against: refused, not resumed.
+    orphan = tmp_path / "orphan"
+    (orphan / "checkpoints" / "256").mkdir(parents=True)
+    assert "holds checkpoints but no config.json" in bad_input(name, short(name), orphan, capsys)
+    assert [p.name for p in orphan.iterdir()] == ["checkpoints"]
+    # A work dir that another launch holds (its lock): refused and left as it is.
+    held = tmp_path / "held"
+    held.mkdir()
+    descriptor = os.open(held, os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        assert "is in use by another launch" in bad_input(name, short(name), held, capsys)
+    finally:
+        os.close(descriptor)
+    assert list(held.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["train_minatar", "train_atari"])
