@@ -387,7 +387,10 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     equal compiled chunks)."""
     from plasticity.interventions import INTERVENTIONS  # noqa: PLC0415
     from plasticity.layers import check_activation, check_norm  # noqa: PLC0415
+    from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
+    from plasticity.diagnostics import check_names  # noqa: PLC0415
     from plasticity.nap import check_nap_config  # noqa: PLC0415
+    from plasticity.optim import OPTIMIZERS  # noqa: PLC0415
 
     if family not in FAMILIES:
         raise ValueError(f"unknown game family {family!r}: expected one of {', '.join(FAMILIES)}")
@@ -400,6 +403,21 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     check_norm(config.network.norm)
     check_activation(config.network.activation)
     check_nap_config(config.network.norm, config.optimizer.nap.enabled)
+    check_layer_sizes("network.hidden_sizes", config.network.hidden_sizes)
+    if config.network.torso == "mlp":
+        check_layer_sizes("network.mlp_sizes", config.network.mlp_sizes)
+    if config.network.torso == "conv":
+        check_conv_layers("network.conv_layers", config.network.conv_layers)
+    if config.optimizer.name not in OPTIMIZERS:
+        raise ValueError(
+            f"unknown optimizer {config.optimizer.name!r}; known: {', '.join(OPTIMIZERS)}"
+        )
+    if config.diagnostics.every_frames > 0:
+        check_names(config.diagnostics.names)
+        if config.diagnostics.batch_size < 1:
+            raise ValueError(
+                f"diagnostics.batch_size must be >= 1, got {config.diagnostics.batch_size}"
+            )
     positive = {
         "frames_per_game": config.frames_per_game,
         "cycles": config.cycles,

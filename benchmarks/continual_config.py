@@ -250,6 +250,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.intervention.every < 0:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
+    if int(config.run.tasks_per_chunk) < 0:
+        raise ValueError(f"run.tasks_per_chunk must be >= 0, got {config.run.tasks_per_chunk}")
+    if "hidden_sizes" in network:
+        config_tools.check_layer_sizes("network.hidden_sizes", network.hidden_sizes)
     diagnostics_block(config)
 
 

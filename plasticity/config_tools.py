@@ -291,3 +291,24 @@ def force_fields(
             if parent is not None and hasattr(parent, "keys") and key in parent:
                 with parent.ignore_type():
                     parent[key] = value
+
+
+def check_layer_sizes(field: str, sizes: Any) -> None:
+    """One-line ValueError unless ``sizes`` (a config's layer widths) is a sequence of positive
+    integers, before anything is built from it."""
+    values = tuple(sizes) if isinstance(sizes, (list, tuple)) else (sizes,)
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise ValueError(f"{field} must be a sequence of positive integers, got {sizes!r}")
+
+
+def check_conv_layers(field: str, layers: Any) -> None:
+    """One-line ValueError unless ``layers`` is a sequence of (features, kernel, stride) triples of
+    positive integers."""
+    triples = tuple(layers) if isinstance(layers, (list, tuple)) else (layers,)
+    for layer in triples:
+        if not (isinstance(layer, (list, tuple)) and len(layer) == 3):
+            raise ValueError(
+                f"{field} must be (features, kernel, stride) triples of positive integers, "
+                f"got {layers!r}"
+            )
+        check_layer_sizes(field, layer)

@@ -346,6 +346,38 @@ def test_an_unknown_choice_of_cpu_products_is_one_line_and_writes_nothing(tmp_pa
     assert not workdir.exists()
 
 
+# Settings that only fail once something is built: a one-line error before anything is written.
+UNBUILDABLE = {
+    "train_continual": [
+        ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
+        ("--config.network.hidden_sizes=(-3,)", "network.hidden_sizes must be a sequence of"),
+        ("--config.run.tasks_per_chunk=-1", "run.tasks_per_chunk must be >= 0, got -1"),
+    ],
+    "train_minatar": [
+        ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
+        ("--config.network.hidden_sizes=(16.5,)", "network.hidden_sizes must be a sequence of"),
+        ("--config.network.conv_layers=(4,3,2)", "network.conv_layers must be (features, kernel"),
+        ("--config.network.conv_layers=((4,3,0),)", "network.conv_layers must be a sequence of"),
+        ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
+        ("--config.diagnostics.names=('bogus',)", "Unknown diagnostics ['bogus']"),
+        ("--config.diagnostics.batch_size=0", "diagnostics.batch_size must be >= 1, got 0"),
+    ],
+    "train_atari": [
+        ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
+        ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(LAUNCHERS))
+def test_settings_that_cannot_be_built_are_one_line_and_write_nothing(name, tmp_path, capsys):
+    workdir = tmp_path / "run"
+    for flag, expected in UNBUILDABLE[name]:
+        message = bad_input(name, [*short(name), flag], workdir, capsys)
+        assert expected in message, (flag, message)
+        assert not workdir.exists(), flag
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
     regular = tmp_path / "file"
