@@ -271,12 +271,17 @@ def _placed(array: np.ndarray, target: Any) -> Any:
     return array if sharding is None else jax.device_put(array, sharding)
 
 
+ORBAX_MARKER = "_CHECKPOINT_METADATA"  # in every step directory an Orbax save finalizes
+
+
 def is_local_format(directory: str | os.PathLike) -> bool:
-    """Whether the checkpoints in ``directory`` (if any) were written by `LocalCheckpointer`;
-    False when one of them is an Orbax step directory (a work dir from an Orbax save)."""
+    """Whether the checkpoints in ``directory`` (if any) are `LocalCheckpointer`'s; False when
+    one of them is an Orbax step directory (a work dir from an Orbax save). A step directory that
+    is neither (a local checkpoint that lost its files) does not decide: it is set aside when it
+    fails to load, and the checkpoints beside it keep their format."""
     directory = Path(directory)
     steps = [p for p in directory.iterdir() if p.name.isdigit()] if directory.is_dir() else []
-    return all((p / LocalCheckpointer.TREE_FILE).exists() for p in steps)
+    return not any((p / ORBAX_MARKER).exists() for p in steps)
 
 
 def _abstract_leaf(leaf: Any) -> Any:

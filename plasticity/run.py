@@ -121,6 +121,15 @@ def due_mask(after: np.ndarray, stride: int, every: int) -> np.ndarray:
 def check_workdir(path: Path) -> None:
     """One-line ValueError unless ``path`` is (or can be made) a writable directory; writes
     nothing that survives the check."""
+    try:
+        _check_workdir(path)
+    except OSError as error:  # a name too long, a loop of links: what the OS says, in one line
+        raise ValueError(f"work dir {path}: {error.strerror or error}") from None
+
+
+def _check_workdir(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"work dir {path} is a symbolic link to nothing ({os.readlink(path)})")
     if path.exists() and not path.is_dir():
         raise ValueError(f"work dir {path} is a regular file, not a directory")
     existing = path

@@ -106,6 +106,23 @@ def test_checkpoint_format_follows_what_the_work_dir_holds(tmp_path):
     assert not checkpointing.is_local_format(tmp_path / "orbax")
 
 
+def test_a_local_checkpoint_that_lost_its_tree_keeps_the_others_readable(tmp_path):
+    """A step directory without its tree file (a disk that lost it) is no Orbax checkpoint: the
+    work dir stays in the local format, so the checkpoint before it still restores."""
+    local = checkpointing.LocalCheckpointer(tmp_path, max_to_keep=2)
+    local.save(256, {"w": np.full(2, 1.0)}, {"done": 256})
+    local.save(512, {"w": np.full(2, 2.0)}, {"done": 512})
+    (tmp_path / "512" / checkpointing.LocalCheckpointer.TREE_FILE).unlink()
+    assert checkpointing.is_local_format(tmp_path)
+    reopened = checkpointing.for_directory(tmp_path, max_to_keep=2, saves_alone=True)
+    assert isinstance(reopened, checkpointing.LocalCheckpointer)
+    with pytest.raises(FileNotFoundError):
+        reopened.restore({"w": np.zeros(2)}, 512)
+    restored, metadata = reopened.restore({"w": np.zeros(2)}, 256)
+    np.testing.assert_array_equal(restored["w"], [1.0, 1.0])
+    assert metadata == {"done": 256}
+
+
 def test_local_checkpoints_read_without_a_target_as_nested_dicts(tmp_path):
     """Away from the program that wrote it, a checkpoint reads back as Orbax's would: nested
     dicts keyed by field name, dict key and index."""

@@ -384,6 +384,11 @@ def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys)
     regular.write_text("not a directory")
     assert "is a regular file" in bad_input(name, short(name), regular, capsys)
     assert "is not writable" in bad_input(name, short(name), Path("/proc/no_such_run"), capsys)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert "is a symbolic link to nothing" in bad_input(name, short(name), dangling, capsys)
+    assert "File name too long" in bad_input(name, short(name), tmp_path / ("x" * 300), capsys)
+    assert not (tmp_path / "nowhere").exists()
     for text, problem in (("", "is empty"), ("{not json", "is corrupt")):
         workdir = tmp_path / f"config_{len(text)}"
         workdir.mkdir()
