@@ -22,6 +22,7 @@ A script is a docstring, a flag definition and a function from parsed flags to r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import signal
 import sys
@@ -140,24 +141,28 @@ def main(
     from plasticity import divergence, preemption  # noqa: PLC0415
 
     argv = list(sys.argv if argv is None else argv)
-    try:
-        if any(arg in HELP_ARGS for arg in argv[1:]):
-            values, _ = parse(_without_help(argv), define_flags, require_workdir=False)
-            config = help_config(values) if help_config is not None else None
-            print(usage(name, doc, values, config))
-            return 0
-        values, overrides = parse(argv, define_flags)
-    except (flags.Error, ValueError) as error:
-        return _error(name, error)
-    logging.set_verbosity(values["verbosity"].value)
-    from plasticity import runtime  # noqa: PLC0415 - imports JAX's device code
+    with _signals_held() as received:
+        try:
+            if any(arg in HELP_ARGS for arg in argv[1:]):
+                values, _ = parse(_without_help(argv), define_flags, require_workdir=False)
+                config = help_config(values) if help_config is not None else None
+                print(usage(name, doc, values, config))
+                return 0
+            values, overrides = parse(argv, define_flags)
+        except (flags.Error, ValueError) as error:
+            return _error(name, error)
+        logging.set_verbosity(values["verbosity"].value)
+        from plasticity import runtime  # noqa: PLC0415 - imports JAX's device code
 
-    try:
-        joined = distributed.initialize_from_flags(values)  # first: before anything runs
-        runtime.apply_runtime_defaults(values["cpu_devices"].value, multi_process=joined)
-    except ValueError as error:
-        return _error(name, error)
-    guard = preemption.PreemptionGuard(signals=(signal.SIGTERM, signal.SIGINT))
+        try:
+            joined = distributed.initialize_from_flags(values)  # first: before anything runs
+            runtime.apply_runtime_defaults(values["cpu_devices"].value, multi_process=joined)
+        except ValueError as error:
+            return _error(name, error)
+    if received:
+        print(f"{name}: stopped by {received[0].name} before anything ran", file=sys.stderr)
+        return 128 + int(received[0])
+    guard = preemption.PreemptionGuard(signals=STOP_SIGNALS)
     launch = Launch(
         name,
         values,
@@ -189,6 +194,29 @@ def main(
 
 def _without_help(argv: Sequence[str]) -> list[str]:
     return [arg for arg in argv if arg not in HELP_ARGS]
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Until the run's preemption guard takes over, a Ctrl-C or SIGTERM is recorded (in the list
+    yielded) rather than raised: a KeyboardInterrupt raised inside a library's callback (JAX's,
+    say) is swallowed, and the launch would go on as if nothing had been pressed."""
+    received: list[signal.Signals] = []
+    try:
+        previous = {
+            number: signal.signal(number, lambda n, _: received.append(signal.Signals(n)))
+            for number in STOP_SIGNALS
+        }
+    except ValueError:  # not the main thread: signals cannot be handled here anyway
+        previous = {}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _error(name: str, error: object) -> int:

@@ -378,6 +378,26 @@ def test_settings_that_cannot_be_built_are_one_line_and_write_nothing(name, tmp_
         assert not workdir.exists(), flag
 
 
+def test_a_ctrl_c_before_anything_ran_stops_the_launch_in_one_line(tmp_path, capsys, monkeypatch):
+    """A Ctrl-C while the launcher still sets up (before the run's own guard) is neither lost nor
+    a traceback: one line, exit status 130, nothing written."""
+    from plasticity import distributed  # noqa: PLC0415
+
+    def interrupted_setup(values):
+        os.kill(os.getpid(), signal.SIGINT)
+        return False
+
+    monkeypatch.setattr(distributed, "initialize_from_flags", interrupted_setup)
+    workdir = tmp_path / "run"
+    before = signal.getsignal(signal.SIGINT)
+    status = train_minatar.main(["train_minatar", *short("train_minatar"), f"--workdir={workdir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 130
+    assert err == ["train_minatar: stopped by SIGINT before anything ran"]
+    assert not workdir.exists()
+    assert signal.getsignal(signal.SIGINT) is before  # the handlers are given back
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
     regular = tmp_path / "file"
