@@ -146,19 +146,13 @@ def test_a_sweep_resumed_at_a_variant_boundary_starts_the_next_variant_afresh(tm
     equal an uninterrupted run's, step-0 diagnostics included."""
     from scripts import train_continual  # noqa: PLC0415
 
-    sweep = [
-        "--experiment=benchmarks/configs/nap_label_reset.py",
+    sweep = [  # TINY with two arms (later overrides win)
+        *TINY,
         "--config.variant_order=('no_norm','layernorm')",
         "--norm=layernorm",
         "--config.num_seeds=1",
         "--config.task.num_tasks=3",
         "--config.task.steps_per_task=2",
-        "--config.task.batch_size=8",
-        "--config.network.hidden_sizes=(8,)",
-        "--config.data.max_train_examples=64",
-        "--config.diagnostics.every=2",
-        "--config.eval.max_examples=32",
-        "--config.run.tasks_per_chunk=1",
         "--noprogress",
     ]
 
