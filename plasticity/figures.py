@@ -182,8 +182,13 @@ def count_formatter():
     from matplotlib import ticker  # noqa: PLC0415
 
     class CountFormatter(ticker.Formatter):
+        ticks: tuple[float, ...] = ()
+
+        def set_locs(self, locs) -> None:  # kept here: `Formatter.locs` goes in Matplotlib 3.13
+            self.ticks = tuple(locs)
+
         def __call__(self, value: float, position=None) -> str:
-            largest = max((abs(v) for v in self.locs), default=abs(value))
+            largest = max((abs(v) for v in self.ticks), default=abs(value))
             for above, size, suffix in ((1e9, 1e9, "G"), (1e6, 1e6, "M"), (1e4, 1e3, "k")):
                 if largest >= above:
                     return f"{value / size:g}{suffix}" if value else "0"
