@@ -198,16 +198,28 @@ def _matrix_from_file(workdir: Path) -> dict[str, Any] | None:
     if not isinstance(data, dict) or not isinstance(data.get("games"), list):
         return None
     blocks = data.get("blocks") or []
+    # A matrix of nulls (human-normalized scores where no episode fits the reference protocol)
+    # would only be a table of dashes.
+    kept = [k for k in MATRIX_KEYS if isinstance(data.get(k), list) and _has_a_score(data[k])]
     return {
         "source": f"{EVALUATION_MATRIX_FILE} of {workdir}",
         "games": data["games"],
         "blocks": [f"{i}: {b.get('game', '?')}" for i, b in enumerate(blocks)],
-        "matrices": {k: data[k] for k in MATRIX_KEYS if isinstance(data.get(k), list)},
+        "matrices": {key: data[key] for key in kept},
         "visits": {
-            key: data.get("visit_scores" if i == 0 else f"visit_scores_{key}")
-            for i, key in enumerate(k for k in MATRIX_KEYS if isinstance(data.get(k), list))
+            key: data.get("visit_scores" if key == MATRIX_KEYS[0] else f"visit_scores_{key}")
+            for key in kept
         },
     }
+
+
+def _has_a_score(matrix: list) -> bool:
+    """Whether a (blocks, games) matrix from JSON holds at least one number."""
+    return any(
+        isinstance(cell, (int, float)) and not isinstance(cell, bool)
+        for row in matrix
+        for cell in (row if isinstance(row, list) else [row])
+    )
 
 
 def _matrix_from_rows(run: analysis.Run, variant: str | None) -> dict[str, Any] | None:

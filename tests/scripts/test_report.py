@@ -167,3 +167,23 @@ def test_bad_work_dirs_are_one_line_errors(tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("report: error: ") for line in errors)
     assert "absent" in errors[0] and "not a work dir" in errors[1] and "WORKDIR" in errors[2]
+
+
+def test_a_matrix_without_a_single_score_is_left_out(tmp_path):
+    """Human-normalized scores are null where no episode fits the reference protocol (the
+    quickstart's short episodes): the page shows no table of dashes for them."""
+    (tmp_path / "evaluation_matrix.json").write_text(
+        json.dumps(
+            {
+                "games": ["pong", "breakout"],
+                "blocks": [{"game": "pong"}, {"game": "breakout"}],
+                "return_mean": [[-2.0, None], [-1.0, 0.5]],
+                "human_normalized": [[None, None], [None, None]],
+                "visit_scores": {"pong": [-2.0]},
+                "visit_scores_human_normalized": {"pong": [None]},
+            }
+        )
+    )
+    matrix = report._matrix_from_file(tmp_path)
+    assert list(matrix["matrices"]) == ["return_mean"]
+    assert matrix["visits"] == {"return_mean": {"pong": [-2.0]}}
