@@ -303,9 +303,12 @@ def effective_rank(values: jax.Array) -> jax.Array:
     return curvature.spectrum_effective_rank(values)
 
 
-def condition_number(values: jax.Array) -> jax.Array:
-    """σ_max / σ_min over the min(n, d) singular values (inf-free: σ_min floored at 1e-30)."""
-    return values[0] / jnp.maximum(values[-1], 1e-30)
+def condition_number(values: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """σ_max / σ_min over the min(n, d) singular values of an (n, d) matrix; inf (null in
+    metrics.jsonl) when σ_min is at most σ_max · max(n, d) · ε (float32): the matrix is singular
+    to working precision (numpy's rank tolerance), and any finite ratio would be rounding noise."""
+    tolerance = values[0] * max(shape) * jnp.finfo(jnp.float32).eps
+    return jnp.where(values[-1] > tolerance, values[0] / values[-1], jnp.inf)
 
 
 def preact_statistics(preact: jax.Array) -> dict[str, jax.Array]:
@@ -397,7 +400,7 @@ def activation_metrics(
                     out[f"effective_rank/{layer}"] = effective_rank(values)
             if wants_svd:
                 out["feature_top_singular_value"] = exact[0]
-                out["feature_condition_number"] = condition_number(exact)
+                out["feature_condition_number"] = condition_number(exact, features.shape)
     if "preact_stats" in names:
         for layer, acts in layers.items():
             for key, value in preact_statistics(acts["preact"]).items():
