@@ -460,6 +460,12 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         raise ValueError(
             f"replay.min_fill_fraction must be in (0, 1], got {config.replay.min_fill_fraction}"
         )
+    if config.env.max_episode_frames % config.env.frame_skip:
+        raise ValueError(
+            f"env.max_episode_frames ({config.env.max_episode_frames}) must be a multiple of "
+            f"env.frame_skip ({config.env.frame_skip}): an agent step cut short by the cap would "
+            "end its episode on the step before's frame, and bootstrap from it"
+        )
     step = frames_per_iteration(config)
     for name in ("frames_per_game", "checkpoint_every_frames"):
         if config[name] % step:

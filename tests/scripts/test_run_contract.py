@@ -363,6 +363,7 @@ UNBUILDABLE = {
         ("--config.diagnostics.batch_size=0", "diagnostics.batch_size must be >= 1, got 0"),
     ],
     "train_atari": [
+        ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
     ],
