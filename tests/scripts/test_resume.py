@@ -183,7 +183,9 @@ def runs(tmp_path_factory):
     cluster = [
         f"--coordinator_address=127.0.0.1:{free_port()}",
         "--num_processes=2",
-        "--distributed_heartbeat_timeout=10",
+        # Generous: nothing here kills one of the pair, and beside the five other JAX processes
+        # of this fixture a 2-core machine once starved a heartbeat past 10 s.
+        "--distributed_heartbeat_timeout=30",
     ]
     started = {
         "reference": launch(*TINY, f"--workdir={paths['reference']}", cache=cache),
