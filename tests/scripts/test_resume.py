@@ -183,8 +183,8 @@ def runs(tmp_path_factory):
     cluster = [
         f"--coordinator_address=127.0.0.1:{free_port()}",
         "--num_processes=2",
-        # Generous: nothing here kills one of the pair, and beside the five other JAX processes
-        # of this fixture a 2-core machine once starved a heartbeat past 10 s.
+        # Generous: nothing here kills one of the pair, and one full-suite run on 2 cores lost the
+        # pair to a heartbeat timeout of 10 s beside this fixture's five other JAX processes.
         "--distributed_heartbeat_timeout=30",
     ]
     started = {
