@@ -280,8 +280,8 @@ def _draw_visit_bars(
     limits: tuple[float, float] | None = None,
 ) -> None:
     """Grouped bars: one group per game, one bar per visit (the run's colour, lighter for later
-    visits) and one for the fresh network (grey, hatched), within `limits` (shared by the runs
-    compared) and always showing 0."""
+    visits) and one for the fresh network (grey, hatched), each labelled with its value, within
+    `limits` (shared by the runs compared) and always showing 0."""
     games = list(visits)
     columns = list(dict.fromkeys(c for game in games for c in visits[game]))
     columns.sort(key=lambda c: (1, 0) if c == "fresh" else (0, int(c.split("_")[1])))
@@ -293,7 +293,10 @@ def _draw_visit_bars(
             style = dict(color="0.6", hatch="//", edgecolor="0.3")
         else:
             style = dict(color=color, alpha=max(0.35, 1.0 - 0.3 * i), edgecolor=color)
-        ax.bar(positions, values, width, label=column.replace("_", " "), lw=0.5, **style)
+        bars = ax.bar(positions, values, width, label=column.replace("_", " "), lw=0.5, **style)
+        # Each bar's value above it: a bar of height 0 would otherwise read as missing data.
+        labels = [f"{v:.3g}" if np.isfinite(v) else "" for v in values]
+        ax.bar_label(bars, labels=labels, fontsize=6, padding=1)
     ax.axhline(0.0, color="0.3", lw=0.6)
     ax.set_xticks(range(len(games)), games, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(MATRIX_KEY_LABELS[key])

@@ -380,3 +380,15 @@ def test_evaluation_matrix_colours_do_not_turn_noise_into_structure(tmp_path):
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert {"-21", "-10.5", "4", "not played yet"} <= texts
     figures_lib.pyplot().close(fig)
+
+
+def test_visit_bars_carry_their_values_so_a_zero_bar_shows():
+    """A visit scoring exactly 0 draws a bar of no height: its label is what shows it is there."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots()
+    visits = {"pong": {"visit_1": -2.0, "fresh": -2.0}, "breakout": {"visit_1": 0.0, "fresh": 1.5}}
+    figures._draw_visit_bars(ax, visits, "run: after each visit vs fresh", "return_mean", "C0")
+    labels = [text.get_text() for text in ax.texts]
+    plt.close(fig)
+    assert sorted(labels) == sorted(["-2", "0", "-2", "1.5"])
