@@ -390,7 +390,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
     from plasticity.diagnostics import check_names  # noqa: PLC0415
     from plasticity.nap import check_nap_config  # noqa: PLC0415
-    from plasticity.optim import OPTIMIZERS  # noqa: PLC0415
+    from plasticity.optim import check_optimizer_name  # noqa: PLC0415
 
     if family not in FAMILIES:
         raise ValueError(f"unknown game family {family!r}: expected one of {', '.join(FAMILIES)}")
@@ -408,10 +408,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         check_layer_sizes("network.mlp_sizes", config.network.mlp_sizes)
     if config.network.torso == "conv":
         check_conv_layers("network.conv_layers", config.network.conv_layers)
-    if config.optimizer.name not in OPTIMIZERS:
-        raise ValueError(
-            f"unknown optimizer {config.optimizer.name!r}; known: {', '.join(OPTIMIZERS)}"
-        )
+    check_optimizer_name(config.optimizer.name)
     if config.diagnostics.every_frames > 0:
         check_names(config.diagnostics.names)
         if config.diagnostics.batch_size < 1:

@@ -225,8 +225,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
     layers.check_norm(network.norm)
     layers.check_activation(network.activation)
-    if opt.name not in optim.OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {opt.name!r}; known: {', '.join(optim.OPTIMIZERS)}")
+    optim.check_optimizer_name(opt.name)
     if opt.schedule.name not in schedules.SCHEDULES:
         raise ValueError(
             f"unknown schedule {opt.schedule.name!r}; known: {', '.join(schedules.SCHEDULES)}"

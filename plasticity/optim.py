@@ -32,6 +32,13 @@ from plasticity import nap, param_labels, schedules
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 
 
+def check_optimizer_name(name: str) -> None:
+    """One-line ValueError for an optimizer name the factory does not know, for config checks
+    that run before anything is built."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
 def default_optimizer_config() -> ml_collections.ConfigDict:
     """Every field `make_optimizer` reads, with defaults (Adam 1e-3, nothing else on)."""
     return ml_collections.ConfigDict(
