@@ -386,8 +386,9 @@ FIGURE_NOTES = {
     "srank": "Kumar et al.'s srank of each hidden layer's features (axis from 0).",
     "effective_rank": "Exponential of the entropy of each layer's normalized singular values.",
     "curvature": "Top Hessian eigenvalue and its power-iteration convergence (relative change of "
-    "the last iteration), penultimate-feature spectrum, NTK statistics, the plasticity probe and "
-    "the parameter and gradient norms, when logged.",
+    "the last iteration), the penultimate features' top singular value and condition number (the "
+    "last hidden layer's features; a dueling head's value stream), NTK statistics, the plasticity "
+    "probe and the parameter and gradient norms, when logged.",
     "eval_returns": "Evaluation score of every game against training frames (progress and "
     "end-of-block evaluations).",
     "evaluation_matrix": "Score of each game (columns) after each block (rows), annotated; one "

@@ -145,7 +145,15 @@ def runs_html(runs: Sequence[analysis.Run]) -> str:
         )
     header = "".join(
         f"<th>{h}</th>"
-        for h in ("curve", "kind", "work dir", "seeds", "rows", "last logged", "unreadable lines")
+        for h in (
+            "curve",
+            "kind",
+            "work dir",
+            "seed ids",
+            "rows",
+            "last logged",
+            "unreadable lines",
+        )
     )
     return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

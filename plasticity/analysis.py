@@ -324,16 +324,20 @@ def series(
 
 
 def summary(runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """One row per curve: seeds, tasks, last step and the final mean of key metrics (a table)."""
+    """One row per curve: how many seeds, tasks (continual runs), how far it got (frames for RL
+    runs, steps otherwise) and the final mean of key metrics (a table)."""
     table = []
     for run, variant, label in curves(runs):
-        task_rows = [r for r in events(run, "task") if r.get("variant") == variant]
+        own = [r for r in run.rows if r.get("variant") == variant]
+        task_rows = [r for r in own if r.get("event") == "task"]
+        x = x_axis(run)
         entry: dict[str, Any] = {
             "curve": label,
-            "seeds": len({r.get("seed") for r in run.rows if r.get("variant") == variant}),
-            "tasks": len({r.get("task") for r in task_rows}),
-            "last_step": max((r.get("step", 0) or 0 for r in run.rows), default=0),
+            "seed count": len({r["seed"] for r in own if r.get("seed") is not None}),
         }
+        if task_rows:
+            entry["tasks"] = len({r.get("task") for r in task_rows})
+        entry[f"last {x}"] = int(max((number(r.get(x)) or 0 for r in own), default=0))
         for key, event in (
             ("end_accuracy", "task"),
             ("param_norm", "diagnostics"),

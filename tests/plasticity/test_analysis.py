@@ -129,7 +129,8 @@ def test_reading_is_robust_and_aggregates_over_seeds(workdirs):
     labels = [label for _, _, label in analysis.curves(runs)]
     assert labels == ["baselines: none", "baselines: layernorm", "nap: layernorm_nap"]
     table = analysis.summary(runs)
-    assert table[0]["seeds"] == 2 and table[0]["tasks"] == 4
+    assert table[0]["seed count"] == 2 and table[0]["tasks"] == 4
+    assert table[0]["last step"] == max(r["step"] for r in runs[0].rows if r["variant"] == "none")
     assert math.isclose(table[0]["final end_accuracy"], 0.695)
 
 
@@ -314,6 +315,8 @@ def test_figures_read_right(tmp_path, workdirs):
     assert texts == {"pong", "breakout"}  # the game each block plays
     assert figures_lib.figure_contents(fig) == {"head/hidden_0": {"rl": 8}}
     figures_lib.pyplot().close(fig)
+    # An RL run's summary counts frames and no tasks (it has none).
+    assert analysis.summary([rl]) == [{"curve": "rl", "seed count": 1, "last frames": 1750}]
 
     runs = analysis.load_runs(workdirs)  # continual: 3 curves, tasks end every 50 steps
     colors = figures_lib.curve_colors(runs)
