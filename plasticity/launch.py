@@ -30,7 +30,6 @@ from typing import Any, Callable, Sequence
 
 from absl import flags, logging
 
-from plasticity import distributed
 from plasticity.config_tools import describe_config, split_overrides
 
 ERROR_EXIT_CODE = 1
@@ -93,6 +92,8 @@ def define_common_flags(values: flags.FlagValues) -> None:
         "core; one per process in a multi-process job) or a count.",
         flag_values=values,
     )
+    from plasticity import distributed  # noqa: PLC0415 - imports JAX: once Ctrl-C is held
+
     distributed.define_flags(values)
 
 
@@ -138,10 +139,10 @@ def main(
     returns a `plasticity.run.RunResult` or a list of them; ``help_config(values)`` gives the
     config ``--help`` lists (the parsed flags may choose it, e.g. ``--agent``).
     """
-    from plasticity import divergence, preemption  # noqa: PLC0415
-
     argv = list(sys.argv if argv is None else argv)
     with _signals_held() as received:
+        from plasticity import divergence, preemption  # noqa: PLC0415 - imports JAX
+
         try:
             if any(arg in HELP_ARGS for arg in argv[1:]):
                 values, _ = parse(_without_help(argv), define_flags, require_workdir=False)
@@ -152,7 +153,7 @@ def main(
         except (flags.Error, ValueError) as error:
             return _error(name, error)
         logging.set_verbosity(values["verbosity"].value)
-        from plasticity import runtime  # noqa: PLC0415 - imports JAX's device code
+        from plasticity import distributed, runtime  # noqa: PLC0415 - imports JAX's device code
 
         try:
             joined = distributed.initialize_from_flags(values)  # first: before anything runs

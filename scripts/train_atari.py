@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import sys
 
-from agents import launcher
 from plasticity import launch
 
 NAME = "train_atari"
@@ -34,18 +33,27 @@ FAMILY = "atari"
 
 
 def define_flags(values) -> None:
+    # JAX loads with `agents`: inside the launch, where a Ctrl-C is held rather than raised.
+    from agents import launcher  # noqa: PLC0415
+
     launcher.define_flags(values, FAMILY)
 
 
 def run(context: launch.Launch):
-    from agents import atari_loop  # noqa: PLC0415 - JAX loads after the flags parse
+    from agents import atari_loop, launcher  # noqa: PLC0415
 
     return launcher.run(context, FAMILY, atari_loop.train)
 
 
+def help_config(values):
+    """The config `--help` prints (the flags' config, no overrides)."""
+    from agents import launcher  # noqa: PLC0415
+
+    return launcher.config_of(values, {}, FAMILY)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the launcher on ``argv`` (default: the command line); returns the exit status."""
-    help_config = lambda values: launcher.config_of(values, {}, FAMILY)  # noqa: E731
     return launch.main(NAME, __doc__, define_flags, run, help_config, argv)
 
 

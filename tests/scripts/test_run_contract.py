@@ -399,6 +399,19 @@ def test_a_ctrl_c_before_anything_ran_stops_the_launch_in_one_line(tmp_path, cap
     assert signal.getsignal(signal.SIGINT) is before  # the handlers are given back
 
 
+def test_the_launchers_load_jax_only_once_a_ctrl_c_is_held():
+    """Importing JAX takes seconds; the launcher modules leave it to the launch (inside the hold
+    above), so a Ctrl-C pressed right after the command starts is one line, not a traceback."""
+    modules = ", ".join(f"scripts.{name}" for name in LAUNCHERS)
+    check = (
+        f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'jax'))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
     regular = tmp_path / "file"
