@@ -16,7 +16,7 @@ from typing import Any, Callable
 from absl import flags
 
 from agents import configs
-from plasticity import launch
+from plasticity import launch, layers
 
 FRAME_HELP = {
     "atari": "Training frames per game block (one agent step is env.frame_skip = 4 frames).",
@@ -33,13 +33,11 @@ def define_flags(values: flags.FlagValues, family: str) -> None:
     flags.DEFINE_enum(
         "norm",
         None,
-        ["none", "layernorm", "rmsnorm"],
+        list(layers.NORMS),
         "Normalization before every nonlinearity.",
         flag_values=values,
     )
-    flags.DEFINE_bool(
-        "nap", None, "Normalize-and-Project (needs --norm=layernorm|rmsnorm).", flag_values=values
-    )
+    flags.DEFINE_bool("nap", None, "Normalize-and-Project (needs a --norm).", flag_values=values)
     flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.", flag_values=values)
     flags.DEFINE_integer(
         "seed", None, "First seed (seeds are seed, seed + 1, ...).", flag_values=values

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-NORMS = ("none", "layernorm", "rmsnorm")
+NORMS = ("none", "layernorm", "rmsnorm", "rmsnorm_offset")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "tanh", "crelu", "identity")
 
 # flax's default epsilon, named here because the NaP invariance tests bound errors by it.
@@ -74,7 +74,30 @@ def make_norm(norm: str, name: str = "norm") -> nn.Module | None:
         return nn.LayerNorm(epsilon=NORM_EPSILON, name=name)
     if norm == "rmsnorm":
         return nn.RMSNorm(epsilon=NORM_EPSILON, name=name)
+    if norm == "rmsnorm_offset":
+        return RMSNormWithOffset(epsilon=NORM_EPSILON, name=name)
     return None
+
+
+class RMSNormWithOffset(nn.Module):
+    """RMSNorm followed by a learned offset: y = γ ⊙ x / √(mean(x²) + ε) + β (γ = 1, β = 0 at init).
+
+    LayerNorm without the centring. Plain RMSNorm has no β, and with the linear bias removed in
+    front of a norm an RMSNorm hidden layer has no additive term at all (odd before its
+    activation); β restores one after the norm, where it leaves the kernel scale invariant. The
+    leaves are named ``scale`` and ``bias`` like LayerNorm's, so NaP's (γ, β) modes, weight-decay
+    masks and diagnostics treat them alike (`plasticity.param_labels`).
+    """
+
+    epsilon: float = NORM_EPSILON
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,))
+        offset = self.param("bias", nn.initializers.zeros, (features,))
+        mean_square = jnp.mean(jnp.square(x), axis=-1, keepdims=True)
+        return x * jax.lax.rsqrt(mean_square + self.epsilon) * scale + offset
 
 
 def _signed_sqrt(x: jax.Array) -> jax.Array:
@@ -274,7 +297,8 @@ class NormedLayer(nn.Module):
     """linear → norm → activation, recording the pre- and post-activations.
 
     The linear map has no bias when a norm follows it (LayerNorm's offset makes it redundant;
-    RMSNorm has none, so an RMSNorm layer has no additive term, as in NaP's block).
+    plain RMSNorm has none, so an ``rmsnorm`` layer has no additive term, as in NaP's block;
+    ``rmsnorm_offset`` adds β after the norm).
     ``activation=None`` stops after the norm (a residual branch adds something first).
     Pre-/post-activations are sown into the ``'intermediates'`` collection, which costs nothing
     unless the caller asks for that collection to be mutable (see `networks.hidden_activations`).

@@ -53,7 +53,7 @@ GAMMA_BETA_MODES = ("project", "free", "regularize")
 
 NAP_NEEDS_NORM = (
     "NaP needs a normalization layer before each nonlinearity: set "
-    "norm=layernorm or norm=rmsnorm (got a network without any)."
+    "norm=layernorm, rmsnorm or rmsnorm_offset (got a network without any)."
 )
 
 

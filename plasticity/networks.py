@@ -1,6 +1,6 @@
 """Network builders: MLP, Nature DQN torso, small CNN, ResNet, pre-norm transformer, value heads.
 
-Every builder takes ``norm ∈ {none, layernorm, rmsnorm}``, placed before each nonlinearity
+Every builder takes ``norm ∈ {none, layernorm, rmsnorm, rmsnorm_offset}``, placed before each nonlinearity
 (linear without bias → norm → activation), and an activation. Hidden layers are `NormedLayer`s, so
 their pre- and post-activations can be read with `hidden_activations` from the same definition.
 """

@@ -24,6 +24,8 @@ NAME = "train_continual"
 
 
 def define_flags(values: flags.FlagValues) -> None:
+    from plasticity import layers  # noqa: PLC0415 - imports JAX: inside the launch's signal hold
+
     flags.DEFINE_string(
         "experiment",
         None,
@@ -37,7 +39,7 @@ def define_flags(values: flags.FlagValues) -> None:
     flags.DEFINE_enum(
         "norm",
         None,
-        ["none", "layernorm", "rmsnorm"],
+        list(layers.NORMS),
         "Norm before every nonlinearity.",
         flag_values=values,
     )

@@ -241,7 +241,7 @@ def _outputs(model, params, x):
     return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in leaves])
 
 
-@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm", "rmsnorm_offset"])
 @pytest.mark.parametrize("builder", sorted(BUILDERS))
 def test_default_projection_preserves_the_function_of_every_builder(builder, norm):
     """Move only (γ, β), or everything, then project with the default groups: same outputs.

@@ -11,7 +11,7 @@ from flax import traverse_util
 
 from plasticity import layers, networks, param_labels
 
-NORMS = ("none", "layernorm", "rmsnorm")
+NORMS = layers.NORMS
 
 
 def _nature(norm, **head):
@@ -57,6 +57,7 @@ BUILDERS = {
 INVARIANCE_CASES = [
     (name, "layernorm") for name in sorted(set(BUILDERS) - {"nature_rainbow", "small_cnn_32"})
 ] + [(name, "rmsnorm") for name in ("mlp", "small_cnn_28", "noisy_dueling_c51", "transformer")]
+INVARIANCE_CASES += [(name, "rmsnorm_offset") for name in ("mlp", "noisy_dueling_c51")]
 INVARIANCE_INPUTS = {
     "nature_dqn": jnp.ones((1, 36, 36, 4), jnp.uint8),
     "resnet_tiny": jnp.ones((1, 8, 8, 3)),
@@ -74,6 +75,8 @@ PINNED_COUNTS = {
     "transformer": {"none": 109760, "layernorm": 111168, "rmsnorm": 110080},
     "noisy_dueling_c51": {"none": 2692, "layernorm": 2708, "rmsnorm": 2660},
 }
+for _counts in PINNED_COUNTS.values():  # RMSNorm with an offset has LayerNorm's γ and β
+    _counts["rmsnorm_offset"] = _counts["layernorm"]
 
 RNGS = {"params": jax.random.key(0), "noise": jax.random.key(1)}
 
@@ -118,7 +121,7 @@ def test_standard_resnet18_parameter_count():
 
 @pytest.mark.parametrize("name", ["mlp", "small_cnn_28", "resnet_tiny", "transformer"])
 def test_norms_remove_redundant_biases(name):
-    for norm in ("layernorm", "rmsnorm"):
+    for norm in ("layernorm", "rmsnorm", "rmsnorm_offset"):
         build, x, _ = BUILDERS[name]
         variables = jax.eval_shape(build(norm).init, RNGS, x)
         labels = traverse_util.flatten_dict(param_labels.label_params(variables["params"]))
@@ -270,3 +273,34 @@ def test_unknown_norm_and_activation_are_refused():
         networks.MLP(norm="batchnorm").init(jax.random.key(0), jnp.ones((1, 3)))
     with pytest.raises(ValueError, match="Unknown activation 'swish'"):
         networks.MLP(activation="swish").init(jax.random.key(0), jnp.ones((1, 3)))
+
+
+def test_rmsnorm_offset_matches_its_definition_and_labels_its_leaves():
+    """γ ⊙ x / √(mean(x²) + ε) + β against float64 NumPy, on inputs of very different scales
+    (the norm divides the scale out); γ and β are labelled like LayerNorm's."""
+    module = layers.RMSNormWithOffset()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 64)).astype(np.float32) * np.float32(
+        [[1e-2], [1], [1], [30], [1e3]]
+    )
+    params = {
+        "scale": rng.uniform(0.5, 2.0, 64).astype(np.float32),
+        "bias": rng.standard_normal(64).astype(np.float32),
+    }
+    got = np.asarray(module.apply({"params": params}, x))
+    x64 = x.astype(np.float64)
+    rms = np.sqrt(np.mean(x64**2, axis=-1, keepdims=True) + layers.NORM_EPSILON)
+    expected = x64 / rms * params["scale"] + params["bias"]
+    # float32 rounding of a 64-term mean and a reciprocal square root: a few ulp of O(1) values.
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    initial = jax.eval_shape(module.init, RNGS, x)["params"]
+    assert {k: v.shape for k, v in initial.items()} == {"scale": (64,), "bias": (64,)}
+    mlp = networks.MLP((8,), 2, "rmsnorm_offset")
+    variables = mlp.init(RNGS, jnp.ones((1, 3)))
+    labels = traverse_util.flatten_dict(param_labels.label_params(variables["params"]))
+    normed = {path[-1]: label for path, label in labels.items() if path[-2] == "norm"}
+    assert normed == {"scale": "norm_scale", "bias": "norm_offset"}
+    # β = 0 at init: the layer starts as plain RMSNorm.
+    plain = networks.MLP((8,), 2, "rmsnorm").apply(variables, jnp.linspace(-1, 2, 6).reshape(2, 3))
+    offset = mlp.apply(variables, jnp.linspace(-1, 2, 6).reshape(2, 3))
+    np.testing.assert_array_equal(np.asarray(plain), np.asarray(offset))
