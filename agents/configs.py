@@ -182,7 +182,7 @@ def _base_config() -> ml_collections.ConfigDict:
             # p of 'effective_lr/<layer>' = η/‖W‖^p; 0: by optimizer (2 for SGD and momentum,
             # 1 for Adam and RMSProp: `plasticity.effective_lr.optimizer_exponent`).
             effective_lr_exponent=0.0,
-            # `plasticity.diagnostics.DiagnosticsOptions` fields (an experiment file sets them):
+            # `plasticity.diagnostics.DiagnosticsOptions` fields (a file or --config.diagnostics.options.X):
             # e.g. activity_tolerance, dormant_thresholds, srank_delta, penultimate_layer.
             options=ml_collections.ConfigDict(),
         )
@@ -385,7 +385,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     """One-line ValueErrors for settings that cannot work together, before anything is built:
     the one validation path of both RL families (MinAtar adds its one-frame-a-step rule and
     equal compiled chunks)."""
-    from plasticity.interventions import INTERVENTIONS  # noqa: PLC0415
+    from plasticity.interventions import INTERVENTIONS, check_options  # noqa: PLC0415
     from plasticity.layers import check_activation, check_norm  # noqa: PLC0415
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
     from plasticity.diagnostics import check_names  # noqa: PLC0415
@@ -482,6 +482,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         raise ValueError(
             f"unknown intervention {intervention.name!r}: expected one of {', '.join(INTERVENTIONS)}"
         )
+    check_options(intervention.name, intervention.options.to_dict())
     if intervention.name != "none" and not (
         intervention.every_frames > 0 or intervention.at_switch
     ):

@@ -2,7 +2,9 @@
 
 * ``--config.<field>=<value>`` (`split_overrides`, `apply_overrides`): the value is parsed as the
   field's type (bool, int, float, str, tuple; a placeholder's declared type); an unknown field is
-  a one-line error naming the closest known one.
+  a one-line error naming the closest known one, except inside an ``options`` section (e.g.
+  ``--config.intervention.options.tau=0.025``), whose fields are parsed as Python literals and
+  checked by what receives them.
 * ``--experiment=FILE[:ARGS]`` (`load_config_file`): a Python file whose ``get_config(ARGS)``
   returns the experiment's config. ``ARGS`` is a comma-separated list that every published file
   reads with `parse_config_arg`: one scale (``smoke``, the default scale, ``paper``) and,
@@ -25,6 +27,9 @@ from typing import Any, Mapping, Sequence
 import ml_collections
 
 CONFIG_PREFIX = "--config."
+# Sections whose fields are keyword arguments of what the config names (an intervention's, the
+# diagnostics' options): the command line may add any field to them, and its consumer checks it.
+FREE_FORM_SECTIONS = ("options",)
 SCALES = ("smoke", "default", "paper")
 DEFAULT_VARIANT = "default"
 
@@ -126,11 +131,17 @@ def apply_overrides(
         parent, key = config, None
         parts = field.split(".")
         for depth, part in enumerate(parts):
-            if not isinstance(parent, ml_collections.ConfigDict) or part not in parent:
+            new_option = depth == len(parts) - 1 and depth > 0 and parts[-2] in FREE_FORM_SECTIONS
+            if not isinstance(parent, ml_collections.ConfigDict) or (
+                part not in parent and not new_option
+            ):
                 raise ValueError(f"unknown config field {field!r}{closest_field(field, known)}")
             if depth < len(parts) - 1:
                 parent = parent[part]
             key = part
+        if key not in parent:  # a new entry of a free-form section: a Python literal or a string
+            parsed[field] = parse_value(raw, None, field)
+            continue
         if isinstance(parent[key], ml_collections.ConfigDict):
             raise ValueError(f"--config.{field} is a section; set one of its fields instead")
         parsed[field] = parse_value(raw, _field_type(parent, key), field)

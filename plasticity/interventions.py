@@ -31,7 +31,8 @@ trainers must call `injected_apply(model, params, train_state.extra, x)` instead
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Sequence
+import inspect
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -463,8 +464,7 @@ def make_reset_last_layers(
     order (None: every layer), or the named `layers`, or every parameter under module `prefix`.
     A layer is a module owning a kernel, with its norm (e.g. 'hidden_1' = linear + norm). Their
     optimizer moments are zeroed unless ``reset_moments=False``."""
-    if num_layers is not None and num_layers < 1:
-        raise ValueError(f"num_layers must be >= 1 (or None for all), got {num_layers}.")
+    check_options("reset_last_layers", {"num_layers": num_layers})
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
         apply_rng, init_rng = jax.random.split(rng)
@@ -623,6 +623,23 @@ _BUILDERS = {
     "reset_last_layers": make_reset_last_layers,
     "plasticity_injection": make_plasticity_injection,
 }
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """One-line ValueErrors for an unknown intervention or an option it does not take, so that a
+    launcher refuses them before anything is written (values are checked where they are used)."""
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"Unknown intervention {name!r}: expected one of {', '.join(INTERVENTIONS)}."
+        )
+    accepted = [p for p in inspect.signature(_BUILDERS[name]).parameters if p != "context"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+        raise ValueError(f"intervention {name!r} has no option {unknown[0]!r}: {takes}")
+    num_layers = options.get("num_layers")
+    if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
+        raise ValueError(f"num_layers must be >= 1 (or None for all), got {num_layers!r}")
 
 
 def make_intervention(

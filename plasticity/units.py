@@ -263,6 +263,11 @@ def parameter_layers(
             diagnostics.param_layer_name(k)
             for k in kernel_layer_call_order(model, params, inputs, apply_kwargs)
         ]
+        if num_layers is not None and not 1 <= num_layers <= len(order):
+            raise ValueError(
+                f"num_layers must be between 1 and the network's {len(order)} parameter layers "
+                f"(or None for all), got {num_layers}."
+            )
         chosen = [
             tuple(layer.split("/"))
             for layer in (order if num_layers is None else order[len(order) - num_layers :])

@@ -454,6 +454,26 @@ def test_last_layers_follow_call_order_not_name_order():
     assert order[-3:] == ["hidden_9/linear", "hidden_10/linear", "output"]
     with pytest.raises(ValueError, match="hidden_0"):
         units.parameter_layers(params, model, X, {}, ["nonexistent"], None, None)
+    # More layers than the network has (or none) is refused, not wrapped round from the end.
+    last = lambda n: units.parameter_layers(params, model, X, {}, None, None, n)  # noqa: E731
+    assert len(last(12)) == 12 and last(None) == last(12)
+    for count in (0, 13, 23):
+        with pytest.raises(ValueError, match="between 1 and the network's 12 parameter layers"):
+            last(count)
+
+
+def test_intervention_options_are_checked_before_anything_is_built():
+    interventions.check_options("reset_last_layers", {"num_layers": 2, "reset_moments": False})
+    interventions.check_options("none", {})
+    with pytest.raises(ValueError, match="'redo' has no option 'taux': it takes tau, norm_re"):
+        interventions.check_options("redo", {"taux": 0.1})
+    with pytest.raises(ValueError, match="'none' has no option 'tau': it takes none"):
+        interventions.check_options("none", {"tau": 0.1})
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="num_layers must be >= 1"):
+            interventions.check_options("plasticity_injection", {"num_layers": bad})
+    with pytest.raises(ValueError, match="Unknown intervention 'redoo'"):
+        interventions.check_options("redoo", {})
 
 
 def test_plasticity_injection_preserves_outputs_then_trains_a_new_head():

@@ -51,7 +51,15 @@ def launch_atari(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_named_flags_and_config_overrides_build_the_config(family):
-    overrides = {"learner.n_step": "3", "replay.capacity": "4096", "network.hidden_sizes": "(64,)"}
+    overrides = {
+        "learner.n_step": "3",
+        "replay.capacity": "4096",
+        "network.hidden_sizes": "(64,)",
+        # An options section takes fields it does not list yet, as Python literals.
+        "intervention.options.tau": "0.025",
+        "intervention.options.norm_recycling": "keep",
+        "diagnostics.options.dormant_thresholds": "(0.0, 0.1)",
+    }
     config = configs.build_config(
         family,
         "dqn",
@@ -72,6 +80,8 @@ def test_named_flags_and_config_overrides_build_the_config(family):
     )
     assert config.agent == "dqn" and config.learner.n_step == 3 and config.replay.capacity == 4096
     assert config.network.hidden_sizes == (64,) and config.games == ("breakout",)
+    assert config.intervention.options.to_dict() == {"tau": 0.025, "norm_recycling": "keep"}
+    assert config.diagnostics.options.dormant_thresholds == (0.0, 0.1)
     assert (config.frames_per_game, config.cycles, config.seed, config.num_seeds) == (
         4096,
         2,

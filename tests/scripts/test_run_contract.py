@@ -347,11 +347,20 @@ def test_an_unknown_choice_of_cpu_products_is_one_line_and_writes_nothing(tmp_pa
 
 
 # Settings that only fail once something is built: a one-line error before anything is written.
+RESET_EVERY_BLOCK = (
+    "--config.intervention.name=reset_last_layers",
+    "--config.intervention.at_switch=true",
+)
+# A flag, or flags given together, and the one-line error they give.
 UNBUILDABLE = {
     "train_continual": [
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.network.hidden_sizes=(-3,)", "network.hidden_sizes must be a sequence of"),
         ("--config.run.tasks_per_chunk=-1", "run.tasks_per_chunk must be >= 0, got -1"),
+        (
+            ("--config.intervention.name=redo", "--config.intervention.options.taux=0.1"),
+            "intervention 'redo' has no option 'taux': it takes tau, norm_recycling",
+        ),
     ],
     "train_minatar": [
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
@@ -361,6 +370,15 @@ UNBUILDABLE = {
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
         ("--config.diagnostics.names=('bogus',)", "Unknown diagnostics ['bogus']"),
         ("--config.diagnostics.batch_size=0", "diagnostics.batch_size must be >= 1, got 0"),
+        (
+            (*RESET_EVERY_BLOCK, "--config.intervention.options.num_layerz=1"),
+            "intervention 'reset_last_layers' has no option 'num_layerz': it takes num_layers,",
+        ),
+        (
+            (*RESET_EVERY_BLOCK, "--config.intervention.options.num_layers=0"),
+            "num_layers must be >= 1",
+        ),
+        ("--config.network.widthz=3", "unknown config field 'network.widthz'"),
     ],
     "train_atari": [
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
@@ -374,7 +392,8 @@ UNBUILDABLE = {
 def test_settings_that_cannot_be_built_are_one_line_and_write_nothing(name, tmp_path, capsys):
     workdir = tmp_path / "run"
     for flag, expected in UNBUILDABLE[name]:
-        message = bad_input(name, [*short(name), flag], workdir, capsys)
+        given = flag if isinstance(flag, tuple) else (flag,)
+        message = bad_input(name, [*short(name), *given], workdir, capsys)
         assert expected in message, (flag, message)
         assert not workdir.exists(), flag
 
