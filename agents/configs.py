@@ -388,7 +388,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     from plasticity.interventions import INTERVENTIONS, check_options  # noqa: PLC0415
     from plasticity.layers import check_activation, check_norm  # noqa: PLC0415
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
-    from plasticity.diagnostics import check_names  # noqa: PLC0415
+    from plasticity.diagnostics import check_names, make_options  # noqa: PLC0415
     from plasticity.nap import check_nap_config  # noqa: PLC0415
     from plasticity.optim import check_optimizer_name  # noqa: PLC0415
 
@@ -411,6 +411,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     check_optimizer_name(config.optimizer.name)
     if config.diagnostics.every_frames > 0:
         check_names(config.diagnostics.names)
+        make_options(**config.diagnostics.options.to_dict())
         if config.diagnostics.batch_size < 1:
             raise ValueError(
                 f"diagnostics.batch_size must be >= 1, got {config.diagnostics.batch_size}"

@@ -379,6 +379,7 @@ UNBUILDABLE = {
             "num_layers must be >= 1",
         ),
         ("--config.network.widthz=3", "unknown config field 'network.widthz'"),
+        ("--config.diagnostics.options.srank_deltaa=0.1", "Unknown diagnostics options ['srank_"),
     ],
     "train_atari": [
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
