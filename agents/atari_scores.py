@@ -118,6 +118,9 @@ def game_key(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", stripped.lower())
 
 
+_REFERENCE_KEYS = frozenset(game_key(game_id) for game_id in ATARI_57_GAMES)
+
+
 def match_game(name: str, known_ids: tuple[str, ...] | list[str], what: str) -> str:
     """Returns the id in `known_ids` that `name` spells, or raises a one-line ValueError.
 
@@ -203,7 +206,7 @@ class EvalResult(NamedTuple):
     def human_normalized(self) -> float | None:
         """Human-normalized mean return; None without episodes, without reference scores for the
         game, or when episodes are cut shorter than the references' (`comparable_to_reference`)."""
-        if not self.returns or self.game not in ATARI_57_GAMES:
+        if not self.returns or game_key(self.game) not in _REFERENCE_KEYS:
             return None
         if not comparable_to_reference(self.max_episode_frames):
             return None
@@ -223,8 +226,10 @@ def iqm(normalized: Mapping[str, npt.ArrayLike] | npt.ArrayLike) -> float:
 
     Pools every (run, game) score, drops floor(n/4) from each end after sorting (as
     `scipy.stats.trim_mean(x, 0.25)` does) and averages the rest. Robust to outlier games, and
-    uses more of the data than the median.
+    uses more of the data than the median. NaN when any score is NaN, as the median is.
     """
     pooled = np.sort(_score_matrix(normalized).ravel())
+    if np.isnan(pooled).any():  # sorted last, a NaN would be trimmed as a top score
+        return math.nan
     cut = int(0.25 * pooled.size)
     return float(pooled[cut : pooled.size - cut].mean())

@@ -390,6 +390,13 @@ def test_median_and_iqm():
     assert normalized == pytest.approx({"pong": 1.0, "breakout": 0.0})
     with pytest.raises(ValueError):
         atari_scores.iqm([])
+    # A NaN is not trimmed away as the largest score: the aggregate is NaN, like the median.
+    for with_nan in ([0.0, 1.0, 2.0, np.nan], {"pong": np.nan, "breakout": 1.0}):
+        assert np.isnan(atari_scores.iqm(with_nan)) and np.isnan(atari_scores.median(with_nan))
+    # Any spelling of a game with reference scores is normalized, as human_normalized_score does.
+    for name in ("pong", "Pong", "ALE/Pong-v5", "PongNoFrameskip-v4"):
+        result = atari_scores.EvalResult(name, [14.6], frames=800, max_episode_frames=108_000)
+        assert result.human_normalized == pytest.approx(1.0)
 
 
 def test_emulators_print_no_banner():
