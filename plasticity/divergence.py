@@ -58,7 +58,8 @@ def _format_value(value: float) -> str:
 
 
 def _is_float(value: Any) -> bool:
-    return np.issubdtype(np.asarray(value).dtype, np.floating)
+    """Whether `value` holds floats: NumPy's and JAX's (bfloat16 and float8 included)."""
+    return jnp.issubdtype(np.asarray(value).dtype, jnp.floating)
 
 
 def first_nonfinite(

@@ -73,6 +73,11 @@ def test_check_params_names_the_first_bad_leaf():
         divergence.check_params(params, 9)
     params["head"]["bias"][1] = 0.0
     divergence.check_params(params, 9)
+    # bfloat16 leaves (an ml_dtypes type, not a NumPy float) are checked too.
+    half = {"w": jnp.array([1.0, np.inf], jnp.bfloat16)}
+    assert not bool(divergence.tree_is_finite(half))
+    assert divergence.first_nonfinite_leaf(half).metric == "params/w"
+    assert divergence.first_nonfinite({"loss": np.array([1.0, np.nan], jnp.bfloat16)}).index == (1,)
 
 
 def test_in_program_helpers_are_jittable_and_vmappable():
