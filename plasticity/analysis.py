@@ -330,7 +330,7 @@ def summary(runs: Sequence[Run]) -> list[dict[str, Any]]:
     for run, variant, label in curves(runs):
         own = [r for r in run.rows if r.get("variant") == variant]
         task_rows = [r for r in own if r.get("event") == "task"]
-        x = x_axis(run)
+        x = "frames" if own and all("frames" in r for r in own) else "step"  # any event
         entry: dict[str, Any] = {
             "curve": label,
             "seed count": len({r["seed"] for r in own if r.get("seed") is not None}),

@@ -81,7 +81,7 @@ def hessian_power_iteration(
         return _tree_scale(product, 1.0 / jnp.maximum(norm, 1e-30)), new_eigenvalue, eigenvalue
 
     start = random_direction(params, rng)
-    zero = jnp.zeros([], jnp.float32)
+    zero = jnp.zeros([], jax.eval_shape(_tree_dot, start, start).dtype)  # the parameters' float
     _, eigenvalue, previous = jax.lax.fori_loop(0, iterations, step, (start, zero, zero))
     change = jnp.abs(eigenvalue - previous) / jnp.maximum(jnp.abs(eigenvalue), 1e-30)
     return eigenvalue, change
@@ -126,16 +126,19 @@ def empirical_ntk(
     def add_output(kernel, c):
         return kernel + kernel_of(lambda p, x: single(p, x)[c]), None
 
-    kernel, _ = jax.lax.scan(add_output, jnp.zeros((n, n), jnp.float32), jnp.arange(num_outputs))
+    first = jax.eval_shape(lambda: kernel_of(lambda p, x: single(p, x)[0]))  # the params' float
+    kernel, _ = jax.lax.scan(add_output, jnp.zeros((n, n), first.dtype), jnp.arange(num_outputs))
     return kernel
 
 
 def spectrum_effective_rank(values: jax.Array) -> jax.Array:
-    """exp of the entropy of values/‖values‖₁ (values ≥ 0); 0 for an all-zero spectrum."""
+    """exp of the entropy of values/‖values‖₁ (values ≥ 0): the same for any positive scale of
+    the spectrum; 0 for an all-zero spectrum, NaN for a non-finite one."""
     total = jnp.sum(values)
-    p = values / jnp.maximum(total, 1e-30)
+    p = values / jnp.where(total > 0, total, 1.0)
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
-    return jnp.where(total > 0, jnp.exp(entropy), 0.0)
+    rank = jnp.where(total > 0, jnp.exp(entropy), 0.0)
+    return jnp.where(jnp.isfinite(total), rank, jnp.nan)
 
 
 def ntk_statistics(kernel: jax.Array) -> dict[str, jax.Array]:

@@ -291,11 +291,13 @@ def singular_values(features: jax.Array, method: str = "svd") -> jax.Array:
 
 
 def srank(values: jax.Array, delta: float = 0.01) -> jax.Array:
-    """Smallest k with Σ_{i≤k} σ_i / Σ σ_i ≥ 1 − δ (Kumar et al. 2021); 0 for a zero matrix."""
+    """Smallest k with Σ_{i≤k} σ_i / Σ σ_i ≥ 1 − δ (Kumar et al. 2021): the same for any positive
+    scale of σ; 0 for a zero matrix, NaN for non-finite singular values."""
     total = jnp.sum(values)
-    cumulative = jnp.cumsum(values) / jnp.maximum(total, 1e-30)
+    cumulative = jnp.cumsum(values) / jnp.where(total > 0, total, 1.0)
     k = jnp.sum(cumulative < 1.0 - delta) + 1
-    return jnp.where(total > 0, k, 0).astype(jnp.float32)
+    rank = jnp.where(total > 0, k, 0).astype(jnp.float32)
+    return jnp.where(jnp.isfinite(total), rank, jnp.nan)
 
 
 def effective_rank(values: jax.Array) -> jax.Array:

@@ -317,6 +317,9 @@ def test_figures_read_right(tmp_path, workdirs):
     figures_lib.pyplot().close(fig)
     # An RL run's summary counts frames and no tasks (it has none).
     assert analysis.summary([rl]) == [{"curve": "rl", "seed count": 1, "last frames": 1750}]
+    train_only = [{"event": "train", "frames": 16 * u, "step": u, "seed": 0} for u in range(201)]
+    train_only = analysis.load_run(_write_rows(tmp_path / "train_only", train_only))
+    assert analysis.summary([train_only])[0]["last frames"] == 3200  # without diagnostics rows
 
     runs = analysis.load_runs(workdirs)  # continual: 3 curves, tasks end every 50 steps
     colors = figures_lib.curve_colors(runs)

@@ -253,6 +253,16 @@ def test_rank_statistics_of_known_spectra():
     assert int(diagnostics.srank(flat)) == 3
     np.testing.assert_allclose(diagnostics.effective_rank(flat), 3.0, rtol=1e-6)
     assert float(diagnostics.srank(jnp.zeros(4))) == 0.0
+    # Both ranks ignore the spectrum's scale, down to totals below 1e-30; NaN in, NaN out.
+    decaying = np.asarray([3.0, 2.0, 1.0, 0.5])
+    for scale in (1e-20, 1e-33, 1e-36):
+        tiny = jnp.asarray(decaying * scale, jnp.float32)
+        assert int(diagnostics.srank(tiny)) == _srank(decaying)
+        np.testing.assert_allclose(
+            diagnostics.effective_rank(tiny), _effective_rank(decaying), rtol=1e-5
+        )
+    nan = jnp.asarray([3.0, np.nan, 1.0])
+    assert np.isnan(diagnostics.srank(nan)) and np.isnan(diagnostics.effective_rank(nan))
     np.testing.assert_allclose(
         diagnostics.condition_number(jnp.asarray([4.0, 2.0, 0.5]), (8, 3)), 8.0
     )
@@ -374,6 +384,20 @@ def test_hessian_top_eigenvalue_matches_dense_eigendecomposition():
     out = fn(params, params, x, y, jax.random.key(12), 0.1)
     np.testing.assert_allclose(out["hessian_top_eigenvalue"], top, rtol=1e-3)
     assert 0.0 <= float(out["hessian_top_eigenvalue_rel_change"]) < 1e-3
+
+
+def test_curvature_runs_in_the_parameters_float_type():
+    """bfloat16 parameters: the power iteration and the NTK carry their own float type (a fixed
+    float32 carry was a type error in the loop)."""
+    params = {"w": jnp.asarray([1.0, 2.0, 3.0], jnp.bfloat16)}
+    loss = lambda p: jnp.sum(jnp.asarray([1.0, 2.0, 3.0], jnp.bfloat16) * p["w"] ** 2)
+    value, _ = curvature.hessian_power_iteration(loss, params, jax.random.key(0), 30)
+    assert value.dtype == jnp.bfloat16 and float(value) == pytest.approx(6.0, rel=2e-2)
+    kernel = curvature.empirical_ntk(
+        lambda p, x: x * p["w"], params, jnp.ones((2, 3), jnp.bfloat16)
+    )
+    assert kernel.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(kernel, np.float32), 3.0)  # Σ_c (∂x_c w_c / ∂w_c)² = 3
 
 
 @pytest.mark.parametrize("ratio", [0.89, 0.3])
