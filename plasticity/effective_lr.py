@@ -13,7 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import traverse_util
 
-from plasticity import param_labels
+from plasticity import optim, param_labels
 
 
 def layer_weight_norms(
@@ -31,6 +31,7 @@ def optimizer_exponent(optimizer_name: str) -> float:
     """The p of η/‖W‖^p for a `plasticity.optim` optimizer: 2 for SGD and momentum (exact on a
     scale-invariant layer, whose gradient scales like 1/‖W‖), 1 for Adam and RMSProp (their
     normalized steps have a fixed size, so the angle they turn W by scales like η/‖W‖)."""
+    optim.check_optimizer_name(optimizer_name)
     return 2.0 if optimizer_name in ("sgd", "momentum") else 1.0
 
 

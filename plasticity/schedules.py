@@ -73,6 +73,8 @@ def cosine_restarts(
     1,000 warm-up steps, end 1e-6, a boundary at every game switch.
     """
     starts = sorted({0, *map(int, boundaries)})
+    if starts[0] < 0:
+        raise ValueError(f"Task boundaries {list(boundaries)} must be >= 0.")
     if starts[-1] >= total_steps:
         raise ValueError(
             f"Task boundaries {list(boundaries)} must lie below total_steps ({total_steps})."
@@ -158,12 +160,16 @@ def _check_table(table_steps: Sequence[int], table: Mapping[str, Any], what: str
     steps = np.asarray(table_steps)
     if steps.ndim != 1 or len(steps) == 0 or np.any(np.diff(steps) <= 0):
         raise ValueError(f"Layer schedule steps must be increasing, got {list(table_steps)}.")
+    if not table:
+        raise ValueError(f"A layer schedule needs the {what} of at least one layer.")
     for layer, values in table.items():
         if np.shape(values) != steps.shape:
             raise ValueError(
                 f"Layer schedule {what} of {layer!r} have shape {np.shape(values)}, expected "
                 f"one value per step {steps.shape}."
             )
+        if what == "norms" and not np.all(np.asarray(values, np.float64) > 0):
+            raise ValueError(f"Layer schedule norms of {layer!r} must be > 0, got {list(values)}.")
 
 
 def implicit_layer_factors(
@@ -335,6 +341,8 @@ def layer_schedule_from_metrics(
     steps = sorted(table)
     logged = sorted(set().union(*(set(values) for values in table.values())))
     chosen = [name for name in logged if not _is_output_layer(name)] if layers is None else layers
+    if not chosen:
+        raise ValueError(f"No layers to schedule: choose some of {', '.join(logged)}.")
     missing = sorted(set(chosen) - set(logged))
     if missing:
         raise ValueError(

@@ -137,6 +137,8 @@ def test_schedule_values_at_key_points():
     np.testing.assert_allclose(jax.jit(restarts)(jnp.int32(6000)), 6.25e-4, rtol=1e-5)
     with pytest.raises(ValueError, match="below total_steps"):
         schedules.cosine_restarts(1.0, boundaries=[100], total_steps=100)
+    with pytest.raises(ValueError, match=r"Task boundaries \[-5, 50\] must be >= 0"):
+        schedules.cosine_restarts(1.0, boundaries=[-5, 50], total_steps=100)
 
 
 def test_per_layer_schedule_replays_implicit_decay():
@@ -254,6 +256,15 @@ def test_layer_schedule_from_metrics_refuses_ambiguous_or_missing_rows():
         schedules.layer_schedule_from_metrics(rows, seed=2)
     with pytest.raises(ValueError, match=r"Layers \['hidden_3'\] have no weight_norm rows"):
         schedules.layer_schedule_from_metrics(rows, layers=["hidden_3"], seed=0)
+    with pytest.raises(ValueError, match="No layers to schedule: choose some of hidden_0, output"):
+        schedules.layer_schedule_from_metrics(rows, layers=[], seed=0)
+    # A norm of 0 would scale the layer's steps by an infinite factor.
+    with pytest.raises(ValueError, match="norms of 'hidden_0' must be > 0"):
+        schedules.scale_by_implicit_layer_schedule([0, 10], {"hidden_0": [2.0, 0.0]})
+    with pytest.raises(ValueError, match="at least one layer"):
+        schedules.scale_by_implicit_layer_schedule([0, 10], {})
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd_typo'"):
+        effective_lr.optimizer_exponent("sgd_typo")
 
 
 def test_effective_learning_rates_match_numpy():
