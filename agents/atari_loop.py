@@ -442,9 +442,14 @@ class AtariLoop:
         return state, rows
 
     def _switch(self, run: Run, state: AgentState, segment: Segment, block: int):
-        """The switch policy between two blocks, the intervention when ``at_switch``, and the
-        'switch' row (and 'intervention' row)."""
+        """The intervention when ``at_switch`` (on the replay of the game that ended, before a
+        flush empties it), the switch policy between two blocks, and the 'switch' row (and
+        'intervention' row)."""
         config = segment.config
+        settings = config.intervention
+        intervene = settings.name != "none" and settings.at_switch
+        if intervene:
+            state = self._intervene(state, segment, derive_seed(self.seed, block, 5))
         policy = SwitchPolicy.from_config(config.switch)
         train_state, replay = _jitted_switch(policy)(state.train_state, state.replay)
         step = int(train_state.step)
@@ -457,9 +462,7 @@ class AtariLoop:
         fields = switch_row_fields(segment, block, policy, rate, moments, items)
         rows = [segment.row("switch", block, -1, self.seed, **fields)]
         state = state.replace(train_state=train_state, replay=replay)
-        settings = config.intervention
-        if settings.name != "none" and settings.at_switch:
-            state = self._intervene(state, segment, derive_seed(self.seed, block, 5))
+        if intervene:
             rows.append(segment.row("intervention", block, -1, self.seed, name=settings.name))
         return state, rows
 

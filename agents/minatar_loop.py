@@ -183,9 +183,9 @@ class MinAtarAgent(NamedTuple):
 
     * ``init(seeds) -> LoopState``: seed s gets ``jax.random.key(seed)``'s network, replay, envs.
     * ``place(state) -> state``: the state on the run's devices (a restored checkpoint's).
-    * ``start_block(state, game_index, policy, intervene) -> state``: the switch policy
-      (`agents.sequence.apply_switch_policy`, ``policy`` static; a no-op before the first block),
-      the intervention when ``intervene`` (static) says so, then new episodes of the block's game.
+    * ``start_block(state, game_index, policy, intervene) -> state``: the intervention if
+      ``intervene`` (static), the switch policy (`agents.sequence.apply_switch_policy`, ``policy``
+      static; a no-op before the first block), then new episodes of the block's game.
     * ``moments_norm(state) -> (seeds,)``: global norm of the optimizer's moments.
     * ``run_chunk(state, game_index, plan) -> (state, outputs)``: a ``lax.scan`` over the plan's
       iterations (``epsilon``, ``importance_exponent``, ``updates``, ``diagnose``,
@@ -314,11 +314,12 @@ def _make_agent(
         return LoopState(train_state, replay, carry, empty_timestep(num_envs), loop_key)
 
     def start_one(state: LoopState, game_index, policy: SwitchPolicy, intervene: bool):
-        # At the first block the policy finds an empty replay and a fresh optimizer: a no-op.
-        train_state, replay = sequence.apply_switch_policy(state.train_state, state.replay, policy)
         rng, key = jax.random.split(state.rng)
-        if intervene:
-            train_state = intervene_fn(train_state, replay, jax.random.fold_in(key, 1))
+        train_state = state.train_state
+        if intervene:  # on the finished game's transitions, before a flush empties the replay
+            train_state = intervene_fn(train_state, state.replay, jax.random.fold_in(key, 1))
+        # A no-op at the first block (an empty replay, a fresh optimizer).
+        train_state, replay = sequence.apply_switch_policy(train_state, state.replay, policy)
         carry, timestep = suite.begin(state.env, game_index, key)
         return LoopState(train_state, replay, carry, timestep, rng)
 

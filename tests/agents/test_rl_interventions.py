@@ -12,7 +12,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from agents import atari_loop, minatar_loop
+from agents import atari_loop, minatar_loop, sequence
+from agents.sequence import SwitchPolicy
 from plasticity import workdir as workdir_lib
 from tests.agents.test_atari_sequence import tiny as tiny_atari
 from tests.agents.test_minatar_loop import tiny as tiny_minatar
@@ -65,8 +66,10 @@ def test_atari_injects_a_new_head_at_the_switch_without_changing_the_function(
     tmp_path, monkeypatch
 ):
     """Plasticity injection at the first switch: the Q-values on the replay's observations are
-    the same just before and just after it; the run then trains the new head."""
+    the same just before and just after it; the run then trains the new head. The replay is
+    flushed at every switch, after the intervention has read the game that ended."""
     config = tiny_atari(switch=False)
+    config.switch.flush_replay = True
     config.intervention.update(
         name="plasticity_injection",
         at_switch=True,
@@ -87,16 +90,18 @@ def test_atari_injects_a_new_head_at_the_switch_without_changing_the_function(
             ).q_values
         )
         before = np.asarray(q(state))
+        replay_items = int(state.replay.size)
         state = intervene(self, state, segment, seed)
         injected = bool(state.train_state.extra["plasticity_injection"]["injected"])
-        seen.append((before, np.asarray(q(state)), injected))  # host copies: the state is donated
+        seen.append((before, np.asarray(q(state)), injected, replay_items))  # host copies
         return state
 
     monkeypatch.setattr(atari_loop.AtariLoop, "_intervene", recording)
     result = atari_loop.train(config, str(tmp_path), show_progress=False)
     assert result.completed
     assert len(seen) == 3  # the three switches of pong, breakout, pong, breakout
-    before, after, injected = seen[0]
+    assert all(items > 0 for *_, items in seen), seen  # never an emptied replay
+    before, after, injected, _ = seen[0]
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
     assert injected
     assert [r["frames"] for r in rows_of(tmp_path, "intervention")] == [256, 512, 768]
@@ -107,3 +112,37 @@ def test_atari_injects_a_new_head_at_the_switch_without_changing_the_function(
         final.params["head"]["output"]["kernel"], fresh["head"]["output"]["kernel"]
     )
     assert np.abs(frozen["head"]["output"]["kernel"]).sum() > 0
+
+
+def test_minatar_recycles_units_at_a_switch_on_the_game_that_ended_even_with_a_flush():
+    """ReDo at the switch scores units on the replay of the game that ended: flushing the replay
+    at that switch changes nothing (on an emptied replay every unit would score 0 and be
+    recycled)."""
+    config = tiny_minatar(num_seeds=1)
+    config.diagnostics.every_frames = 0
+    config.intervention.update(
+        name="redo", at_switch=True, options=ml_collections.ConfigDict({"tau": 0.025})
+    )
+    segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
+    agent = minatar_loop.make_agent(segment.config, tuple(config.games))
+    state = agent.start_block(agent.init(np.zeros(1, np.int32)), np.int32(0), SwitchPolicy(), False)
+    window = segment.plan.window(0, 0, segment.plan.iterations[0])
+    plan = {
+        **segment.schedule_values(window),
+        "updates": window["updates"],
+        **minatar_loop.per_iteration_flags(segment, window),
+    }
+    state, _ = agent.run_chunk(state, np.int32(0), plan)
+    trained = jax.tree.map(np.asarray, state.train_state.params)
+    after = {}
+    for flush in (False, True):
+        copy = jax.tree.map(jnp.copy, state)  # start_block donates its input
+        started = agent.start_block(copy, np.int32(1), SwitchPolicy(flush_replay=flush), True)
+        after[flush] = jax.tree.map(np.asarray, started.train_state.params)
+        if flush:
+            assert int(started.replay.size.max()) == 0
+    jax.tree.map(np.testing.assert_array_equal, after[True], after[False])
+    changed = sum(
+        int((a != b).sum()) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(after[True]))
+    )
+    assert 0 < changed < 0.5 * sum(a.size for a in jax.tree.leaves(trained))
