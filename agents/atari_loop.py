@@ -48,7 +48,7 @@ from flax import struct
 from agents import probes, sequence
 from agents.atari_scores import EvalResult
 from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
-from agents.configs import validate_config
+from agents.configs import evaluation_num_envs, validate_config
 from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner, make_replay
@@ -266,15 +266,15 @@ def evaluate(
     """Plays ``config.evaluation.episodes`` episodes of ``game`` with the train state's network.
 
     Envs share the episodes evenly (env i plays its quota, later episodes are ignored), so short
-    episodes are not over-counted; at most ``evaluation.max_frames`` frames are played and
-    episodes unfinished by then are dropped. Epsilon ``evaluation.epsilon``; noisy nets sample
+    episodes are not over-counted; at most ``evaluation.max_frames`` frames of envs still owing
+    episodes are played and episodes unfinished by then are dropped (`evaluation_num_envs` keeps
+    a longest episode within every env's share). Epsilon ``evaluation.epsilon``; noisy nets sample
     their noise unless ``evaluation.noise`` is False. Uses (and resets) ``env`` when given.
     """
     evaluation = config.evaluation
     own_env = env is None
     if own_env:
-        num_envs = min(evaluation.num_envs or config.env.num_envs, evaluation.episodes)
-        env = make_env(config, game, num_envs, seed, full_action_space)
+        env = make_env(config, game, evaluation_num_envs(config), seed, full_action_space)
     num_envs = env.num_envs
     quota = np.full(num_envs, evaluation.episodes // num_envs)
     quota[: evaluation.episodes % num_envs] += 1
@@ -293,8 +293,9 @@ def evaluate(
                 evaluation.epsilon,
                 not evaluation.noise,
             )
+            owing = int(np.sum(finished < quota))  # envs done with their quota spend nothing
             timestep = env.step(np.asarray(actions))
-            frames += env.num_envs * config.env.frame_skip
+            frames += owing * config.env.frame_skip
             for i in np.flatnonzero(timestep.last):
                 if finished[i] < quota[i]:
                     returns.append(float(timestep.episode_return[i]))
@@ -636,10 +637,8 @@ class AtariLoop:
 
     def _eval_env(self, segment: Segment, game: str, block: int, purpose: int):
         config = segment.config
-        evaluation = config.evaluation
-        num_envs = min(evaluation.num_envs or config.env.num_envs, evaluation.episodes)
         seed = derive_seed(self.seed, block, 1, purpose)
-        return make_env(config, game, num_envs, seed, self.full_action_space)
+        return make_env(config, game, evaluation_num_envs(config), seed, self.full_action_space)
 
     def _evaluation_row(self, state, segment, block, iteration, env, game, event, **fields):
         seed = derive_seed(self.seed, block, self.evaluations, 2)

@@ -381,6 +381,18 @@ def frames_per_iteration(config: ml_collections.ConfigDict) -> int:
     return config.env.num_envs * config.env.frame_skip
 
 
+def evaluation_num_envs(config: ml_collections.ConfigDict) -> int:
+    """Envs of an evaluation: ``evaluation.num_envs`` (default ``env.num_envs``), at most one per
+    episode and at most ``max_frames // max_episode_frames``. Envs play at once and share the
+    frame budget, so more would leave each a share shorter than a capped episode: long
+    episodes could never count, which one env playing the budget's episodes in turn (DQN Zoo's
+    protocol) would count."""
+    evaluation = config.evaluation
+    requested = min(evaluation.num_envs or config.env.num_envs, evaluation.episodes)
+    longest_fit = evaluation.max_frames // config.env.max_episode_frames
+    return max(1, min(requested, longest_fit))
+
+
 def validate_config(config: ml_collections.ConfigDict, family: str = "atari") -> None:
     """One-line ValueErrors for settings that cannot work together, before anything is built:
     the one validation path of both RL families (MinAtar adds its one-frame-a-step rule and

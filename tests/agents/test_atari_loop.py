@@ -215,3 +215,22 @@ def test_only_returns_of_uncut_episodes_are_human_normalized():
     assert result(108_000, returns=()).human_normalized is None  # no episode finished
     unknown = atari_scores.EvalResult("tetris", [5.0], frames=800, max_episode_frames=108_000)
     assert unknown.human_normalized is None  # no reference scores for the game
+
+
+def test_evaluation_envs_each_get_a_longest_episode_of_the_frame_budget():
+    """Evaluation envs play at once and share `max_frames`: with 4 envs, a 320-frame budget and
+    160-frame episodes, each env's share (80 frames) ended before any episode did and nothing
+    was counted. Two envs fit, and envs done with their quota spend none of the budget."""
+    config = smoke()
+    config.env.max_episode_frames = 160
+    config.evaluation.update(dict(episodes=4, max_frames=320, num_envs=4))
+    assert configs.evaluation_num_envs(config) == 2
+    config.evaluation.max_frames = 10_000
+    assert configs.evaluation_num_envs(config) == 4  # capped by the episodes
+    config.evaluation.update(dict(max_frames=100, num_envs=None))
+    assert configs.evaluation_num_envs(config) == 1  # never fewer than one
+    config.evaluation.max_frames = 320
+    compiled = atari_loop.compile_agent(config, 6)
+    state = atari_loop.init_agent_state(config, compiled, 2, seed=0)
+    result = atari_loop.evaluate(compiled, state.train_state, config, "pong", 0, False)
+    assert len(result.returns) == 2 and result.frames == 320  # two capped episodes, one per env
