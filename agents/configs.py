@@ -165,8 +165,8 @@ def _base_config() -> ml_collections.ConfigDict:
             epsilon=0.0,
             noise=True,  # noisy nets: sample the noise (DQN Zoo) or use the mean weights
             num_envs=config_dict.placeholder(int),  # None: env.num_envs
-            # Also train a fresh network per game for one block: the reference a revisit is
-            # compared with (`agents.sequence.plan_segments`).
+            # Also train a fresh network per later game for one block (the first game's is the
+            # sequence's first block): the reference a revisit is compared with.
             fresh_reference=True,
         )
     )

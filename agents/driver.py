@@ -1,7 +1,7 @@
 """The one host loop of every RL trainer: segments, blocks and chunks on the run harness.
 
 A run is a list of `agents.sequence.Segment`s (the game sequence, then one fresh-network reference
-per game); a segment is a list of game blocks; a block is cut into chunks of
+per later game: the first game's is the sequence's first block); a segment is a list of game blocks; a block is cut into chunks of
 ``checkpoint_every_frames`` frames (and its end). `train_segments` walks them and does, once for
 both loops, what a user sees:
 
@@ -10,7 +10,8 @@ both loops, what a user sees:
 * per chunk: the loop's ``run_chunk`` plays and learns, returns its 'train' and 'diagnostics'
   rows (written for the sequence; a reference writes only its final scores);
 * at a block end: every game seen so far is evaluated ('eval' rows; a reference evaluates its own
-  game: 'eval_fresh') and ``evaluation_matrix.json`` is rewritten (`agents.evaluation_matrix`);
+  game: 'eval_fresh', and after the sequence's first block its game's rows double as that
+  game's 'eval_fresh') and ``evaluation_matrix.json`` is rewritten (`agents.evaluation_matrix`);
 * after every chunk: a checkpoint (`plasticity.run.Run.save`, parameters checked for NaN/Inf
   first) recording where the run stands (segment, block, iteration) and the loop's own counters;
   then the stop question (preemption, early stop);
@@ -26,7 +27,7 @@ import dataclasses
 from typing import Any, Protocol, Sequence
 
 from agents import evaluation_matrix
-from agents.sequence import Segment
+from agents.sequence import Segment, first_block_reference_rows
 from plasticity.run import Run, RunResult
 from plasticity.workdir import read_metrics
 
@@ -127,7 +128,7 @@ def train_segments(
     ``evaluations`` (the 'eval' and 'eval_fresh' rows this call wrote).
     """
     restored = run.restore(
-        lambda meta: loop.template(segments[min(int(meta["segment"]), len(segments) - 1)]),
+        lambda meta: loop.template(_saved_segment(segments, meta)),
         resume_row=lambda meta: _resume_row(segments, loop, meta),
     )
     if run.result.already_complete:
@@ -156,14 +157,20 @@ def train_segments(
                     state, iteration = loop.run_chunk(run, state, segment, b, iteration, end, log)
                     if iteration == segment.plan.iterations[b]:  # the block is done
                         rows = loop.evaluate(run, state, segment, b)
+                        rows += first_block_reference_rows(segment, b, rows)
                         run.log(rows)
                         evaluations += rows
                         _write_matrix(run, segments[0].blocks, loop.matrix_keys)
                     here = next_position(segments, Position(s, b, iteration))
                     finished = here.segment >= len(segments)
+                    named = segments[here.segment].name if not finished else ""
                     run.save(
                         state,
-                        {**dataclasses.asdict(here), "loop": loop.metadata()},
+                        {
+                            **dataclasses.asdict(here),
+                            "segment_name": named,
+                            "loop": loop.metadata(),
+                        },
                         done=frames_done(segments, here) if not finished else run.total,
                         params=loop.params(state),
                         step=segment.row("", b, iteration - 1, 0)["updates"],
@@ -241,6 +248,16 @@ def open_run(
     plan = segments[0].plan
     run.budget_after = (plan.first_learning[0] + 1) * plan.frames_per_iteration + 2_048
     return run
+
+
+def _saved_segment(segments: Sequence[Segment], meta: dict[str, Any]) -> Segment:
+    """The segment a checkpoint was written in; a ValueError (the checkpoint is set aside) when
+    this run's plan has another segment at that position, e.g. after a change of the plan."""
+    segment = segments[min(int(meta["segment"]), len(segments) - 1)]
+    saved = meta.get("segment_name")
+    if saved and int(meta["segment"]) < len(segments) and saved != segment.name:
+        raise ValueError(f"written in segment {saved!r}, which this run plans as {segment.name!r}")
+    return segment
 
 
 def _resume_row(segments: Sequence[Segment], loop: Loop, meta: dict[str, Any]) -> dict[str, Any]:

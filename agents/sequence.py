@@ -23,8 +23,8 @@ Shared by the fully jitted MinAtar loop (`agents.minatar_loop`) and the host-dri
   stretch of the run are known before it runs: schedule boundaries, exact switch points and a
   static program for a jitted loop. The one plan of both loops.
 * **Segments** (`plan_segments`): the sequence and its fresh-network references (one network per
-  game, trained on it alone for one block), each with its own plan and config; the one
-  reference design of both loops. The evaluation matrix lives in `agents.evaluation_matrix`.
+  game, trained on it alone for one block; the first game's is the sequence's own first block),
+  each with its own plan and config; the one reference design of both loops. The evaluation matrix lives in `agents.evaluation_matrix`.
 """
 
 from __future__ import annotations
@@ -452,14 +452,17 @@ class Segment:
     block starts). A reference (``fresh_<game>``) trains a new network on one game for one block:
     the score a revisit is compared with. It shares the sequence's optimizer (with a restarted
     schedule, its updates run exactly the sequence's first block's segment of it), action set
-    and importance-exponent anneal, so its first game's reference replays the sequence's first
-    block and every reference reuses the sequence's compiled programs.
+    and importance-exponent anneal, so every reference reuses the sequence's compiled programs,
+    and the first game's reference would replay the sequence's first block exactly: it is not
+    trained again, the sequence's evaluation after its first block is that reference's score
+    (``first_block_is_reference``, `first_block_reference_rows`).
     """
 
     name: str
     blocks: list[GameBlock]
     plan: LearningPlan
     config: ml_collections.ConfigDict
+    first_block_is_reference: bool = False
 
     @property
     def is_reference(self) -> bool:
@@ -555,7 +558,8 @@ def learning_settings(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]) -> list[Segment]:
-    """The sequence ``blocks`` and, with ``evaluation.fresh_reference``, one reference per game.
+    """The sequence ``blocks`` and, with ``evaluation.fresh_reference``, one reference per game
+    after the first (whose reference is the sequence's first block).
 
     Raises a one-line ValueError when the learner would never update. The segments' configs make
     explicit what they share: the action set (the full set when several games are played) and
@@ -577,16 +581,39 @@ def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
         shared.optimizer = restarted_schedule_config(
             config.optimizer, plan.block_start_updates, plan.total_updates
         )
-    segments = [Segment(SEQUENCE, list(blocks), plan, shared)]
-    if not config.evaluation.fresh_reference:
-        return segments
-    reference = ml_collections.ConfigDict(shared.to_dict())
-    reference.switch = ml_collections.ConfigDict(dataclasses.asdict(SwitchPolicy()))
-    for game in distinct_games(blocks):
-        block = GameBlock(game=game, frames=next(b.frames for b in blocks if b.game == game))
-        own = plan_learning([block.frames // fpi], **settings)
-        segments.append(Segment(f"{FRESH_PREFIX}{game}", [block], own, reference))
-    return segments
+    fresh_reference = bool(config.evaluation.fresh_reference)
+    main = Segment(SEQUENCE, list(blocks), plan, shared, fresh_reference)
+    if not fresh_reference:
+        return [main]
+    # The first game's reference is the sequence's first block (`Segment`).
+    return [main, *(reference_segment(main, game) for game in distinct_games(blocks)[1:])]
+
+
+def reference_segment(main: Segment, game: str) -> Segment:
+    """The fresh-network reference of ``game``: a new network trained on it alone for one block
+    as long as the game's first block in ``main``, with ``main``'s config but no switch policy."""
+    config = ml_collections.ConfigDict(main.config.to_dict())
+    config.switch = ml_collections.ConfigDict(dataclasses.asdict(SwitchPolicy()))
+    block = GameBlock(game=game, frames=next(b.frames for b in main.blocks if b.game == game))
+    settings = learning_settings(config)
+    plan = plan_learning([block.frames // settings["frames_per_iteration"]], **settings)
+    return Segment(f"{FRESH_PREFIX}{game}", [block], plan, config)
+
+
+def first_block_reference_rows(
+    segment: Segment, block: int, rows: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The first game's fresh-reference rows ('eval_fresh'), when ``rows`` are the sequence's
+    evaluation after ``block`` and that block is the reference (`Segment`): its own game's rows,
+    marked ``from_sequence_block`` 0. Empty otherwise."""
+    if not (segment.first_block_is_reference and block == 0):
+        return []
+    game = segment.blocks[0].game
+    return [
+        {**row, "event": "eval_fresh", "from_sequence_block": 0}
+        for row in rows
+        if row.get("event") == "eval" and row.get("game") == game
+    ]
 
 
 def optimizer_moments_norm(train_state: TrainState) -> jax.Array:

@@ -5,8 +5,8 @@ after another, the sequence cycled twice, one network throughout; after every bl
 seen so far is evaluated (the evaluation matrix), and a fresh network trained on each game alone
 for one block gives the reference a revisit is compared with.
 
-Default scale: breakout then space_invaders, 2 cycles of 20,000 steps a game (4 blocks) plus the
-two fresh references, one seed, 8 envs, one update every 4 steps (5,000 updates a block).
+Default scale: breakout then space_invaders, 2 cycles of 20,000 steps a game (4 blocks) plus
+space_invaders' fresh reference (breakout's is the first block), one seed, 8 envs, one update every 4 steps (5,000 updates a block).
 Variants (``:rainbow_ln`` etc. runs only the named ones):
 
 * ``rainbow``: the MinAtar Rainbow preset (`agents.configs.minatar_preset`: C51, dueling,

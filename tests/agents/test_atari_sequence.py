@@ -176,7 +176,9 @@ def test_switch_policies_flush_the_replay_reset_moments_and_restart_the_schedule
 def test_a_preempted_sequence_resumes_in_the_block_it_stopped_in(switching):
     first, rows = switching["first"], switching["rows"]
     assert first.done == STOP_AT and first.stopped and not first.completed
-    assert not of(rows[: rows.index(of(rows, "resume")[0])], "eval_fresh")  # references: later
+    # References come after the sequence, but for the first game's: its first block.
+    early = of(rows[: rows.index(of(rows, "resume")[0])], "eval_fresh")
+    assert [(r["game"], r["from_sequence_block"]) for r in early] == [("pong", 0)]
     (resume,) = of(rows, "resume")
     assert (resume["frames"], resume["block"], resume["game"]) == (STOP_AT, 1, "breakout")
     # The resumed block was not switched into again.

@@ -182,10 +182,10 @@ def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run
         ("space_invaders", 1),
     ]
     assert all(r["frames"] == FRAMES for r in fresh)
-    # The first game's reference replays the sequence's first block (same network, optimizer,
-    # data and evaluation episodes).
+    # The first game's reference is the sequence's first block (see the test below).
     first_visit = {r["seed"]: r["return_mean"] for r in evals if r["block"] == 0}
     assert {r["seed"]: r["return_mean"] for r in fresh if r["game"] == "breakout"} == first_visit
+    assert all(r["from_sequence_block"] == 0 for r in fresh if r["game"] == "breakout")
     games, block_ids, matrix = figures.evaluation_matrix(analysis.load_run(path))
     assert games == list(GAMES) and block_ids == [0, 1, 2, 3]
     assert np.isnan(matrix[0, 1]) and np.isfinite(matrix[1:]).all()
@@ -404,3 +404,24 @@ def test_mlp_at_purejaxrl_settings_reaches_its_return_at_300k_steps(tmp_path):
         f"{np.mean(evaluated):.2f} (per seed {np.round(evaluated, 2)})"
     )
     assert np.nanmean(last) > 5.0
+
+
+def test_the_first_games_reference_trained_anyway_replays_the_first_block(tmp_path, monkeypatch):
+    """Why the first game's reference is not trained: trained anyway (same initial networks,
+    plan, optimizer and evaluation episodes), it scores exactly what the sequence's first block
+    scores, seed by seed."""
+
+    def with_first_reference(config, blocks):
+        segments = sequence.plan_segments(config, blocks)
+        return [*segments, sequence.reference_segment(segments[0], blocks[0].game)]
+
+    monkeypatch.setattr(minatar_loop, "plan_segments", with_first_reference)
+    config = tiny()
+    config.cycles, config.diagnostics.every_frames = 1, 0
+    assert train(config, tmp_path).completed
+    fresh = [r for r in workdir_lib.read_metrics(tmp_path) if r["event"] == "eval_fresh"]
+    fields = ("seed", "frames", "updates", "return_mean", "return_std", "episodes")
+    scores = lambda rows: sorted(tuple(r[f] for f in fields) for r in rows)  # noqa: E731
+    first_block = [r for r in fresh if r["game"] == "breakout" and "from_sequence_block" in r]
+    trained = [r for r in fresh if r["game"] == "breakout" and "from_sequence_block" not in r]
+    assert len(trained) == 2 and scores(trained) == scores(first_block)

@@ -134,6 +134,32 @@ def test_a_flush_delays_learning_until_the_replay_is_refilled():
     assert second[9:].min() == 1
 
 
+def test_the_first_games_reference_is_the_sequences_first_block():
+    """A fresh network on the first game for one block would replay the sequence's first block
+    (same initial network, plan, optimizer, action set): it is not trained again, and the
+    sequence's evaluation of that game after block 0 becomes its 'eval_fresh' rows."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.games, config.cycles, config.frames_per_game = ("breakout", "asterix"), 2, 8192
+    config.evaluation.fresh_reference = True
+    blocks = sequence.make_schedule(config.games, config.frames_per_game, config.cycles)
+    main, *references = sequence.plan_segments(config, blocks)
+    assert main.first_block_is_reference and [r.name for r in references] == ["fresh_asterix"]
+    single = sequence.make_schedule(["breakout"], config.frames_per_game)
+    assert [s.name for s in sequence.plan_segments(config, single)] == ["sequence"]  # no copy
+    evaluated = [
+        {"event": "eval", "game": "breakout", "seed": seed, "return_mean": 1.5 + seed}
+        for seed in (0, 1)
+    ]
+    fresh = sequence.first_block_reference_rows(main, 0, evaluated)
+    assert fresh == [{**row, "event": "eval_fresh", "from_sequence_block": 0} for row in evaluated]
+    assert sequence.first_block_reference_rows(main, 1, evaluated) == []
+    assert sequence.first_block_reference_rows(references[0], 0, evaluated) == []
+    config.evaluation.fresh_reference = False
+    (alone,) = sequence.plan_segments(config, blocks)
+    assert not alone.first_block_is_reference
+    assert sequence.first_block_reference_rows(alone, 0, evaluated) == []
+
+
 def test_a_run_that_never_learns_is_refused_before_it_starts():
     kwargs = dict(items_per_iteration=4, frames_per_iteration=4, updates_per_frame=0.25)
     small = sequence.plan_learning((10,), learning_starts=100, capacity=64, **kwargs)
@@ -322,3 +348,20 @@ def test_a_block_shorter_than_the_warm_up_is_refused_in_one_line():
         with pytest.raises(ValueError, match=f"one block makes {warmup:,}:") as error:
             sequence.restarted_schedule_config(config, starts, total)
         assert "\n" not in str(error.value)
+
+
+def test_a_checkpoint_names_its_segment_and_a_changed_plan_sets_it_aside():
+    """A relaunch restores a checkpoint into the segment it was written in; where the plan now
+    has another segment at that position (a changed plan), the checkpoint cannot be used."""
+    from agents import driver  # noqa: PLC0415
+
+    config = configs.smoke_config("dqn", "minatar")
+    config.games, config.frames_per_game = ("breakout", "asterix", "freeway"), 8192
+    config.evaluation.fresh_reference = True
+    segments = sequence.plan_segments(config, sequence.make_schedule(config.games, 8192))
+    assert [s.name for s in segments] == ["sequence", "fresh_asterix", "fresh_freeway"]
+    at = lambda index, name: {"segment": index, "block": 0, "iteration": 3, "segment_name": name}  # noqa: E731
+    assert driver._saved_segment(segments, at(1, "fresh_asterix")) is segments[1]
+    assert driver._saved_segment(segments, {"segment": 2, "block": 0}) is segments[2]  # unnamed
+    with pytest.raises(ValueError, match="written in segment 'fresh_breakout', which this run"):
+        driver._saved_segment(segments, at(1, "fresh_breakout"))

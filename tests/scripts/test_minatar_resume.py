@@ -2,7 +2,7 @@
 scheduler) runs it: subprocesses, real signals.
 
 The tiny two-seed run of the loop tests (breakout, space_invaders, twice; 512 frames a block, a
-checkpoint every 256 frames, then the two fresh references: 3,072 frames) is run
+checkpoint every 256 frames, then space_invaders' fresh reference: 2,560 frames) is run
 
 * uninterrupted (the reference);
 * as a chain: SIGKILL once a checkpoint exists, relaunch to the end. The final state (networks,
@@ -36,7 +36,7 @@ from tests.scripts.test_resume import (
 )
 from tests.scripts.test_rl_launchers import TINY_MINATAR
 
-FINAL = 3072  # frames: 4 blocks and 2 references of 512 frames, a checkpoint every 256
+FINAL = 2560  # frames: 4 blocks and 1 reference of 512 frames, a checkpoint every 256
 TINY = TINY_MINATAR
 # The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
 DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]

@@ -148,7 +148,9 @@ def test_the_atari_sequence_experiment_at_paper_scale(variant):
     blocks = atari_loop.make_blocks(config)
     assert len(blocks) == 20 and [b.visit for b in blocks] == [1] * 10 + [2] * 10
     sequence_segment, *references = sequence.plan_segments(config, blocks)
-    assert [r.name for r in references] == [f"fresh_{b.game}" for b in blocks[:10]]
+    # The first game's reference is the sequence's own first block: not trained twice.
+    assert sequence_segment.first_block_is_reference
+    assert [r.name for r in references] == [f"fresh_{b.game}" for b in blocks[1:10]]
     optimizer = sequence_segment.config.optimizer
     if variant != "rainbow_ln_nap":
         assert optimizer.schedule.name == "constant" and optimizer.learning_rate == 6.25e-5
@@ -225,7 +227,8 @@ def run_minatar(argv: list[str]) -> int:
 def test_a_tiny_minatar_run_writes_the_work_dir_and_a_relaunch_trains_nothing(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert run_minatar([*TINY_MINATAR, f"--workdir={workdir}"]) == 0
-    assert "complete (frame 3,072 of 3,072)" in capsys.readouterr().err
+    # 4 blocks of 512 frames and space_invaders' reference (breakout's is the first block).
+    assert "complete (frame 2,560 of 2,560)" in capsys.readouterr().err
     saved = json.loads((workdir / "config.json").read_text())
     assert [b["game"] for b in saved["schedule"]] == ["breakout", "space_invaders"] * 2
     assert saved["network"]["conv_layers"] == [[4, 3, 2]] and saved["num_seeds"] == 2
