@@ -249,11 +249,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.intervention.every < 0:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
-    if str(config.intervention.name) != "none":
-        from plasticity import interventions  # noqa: PLC0415 - loaded only when one is set
-
-        options = config_tools.as_dict(config.intervention.get("options") or {})
-        interventions.check_options(str(config.intervention.name), options)
     if int(config.run.tasks_per_chunk) < 0:
         raise ValueError(f"run.tasks_per_chunk must be >= 0, got {config.run.tasks_per_chunk}")
     if "hidden_sizes" in network:

@@ -662,10 +662,7 @@ def make_intervention(
       prefix=None, reset_moments=True · plasticity_injection: num_layers=2, layers=None,
       prefix=None.
     """
-    if name not in _BUILDERS:
-        raise ValueError(
-            f"Unknown intervention {name!r}: expected one of {', '.join(INTERVENTIONS)}."
-        )
+    check_options(name, options)
     context = _Context(
         model, apply_kwargs, init_fn or diagnostics.default_init_fn(model, apply_kwargs)
     )

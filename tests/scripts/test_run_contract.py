@@ -358,7 +358,11 @@ UNBUILDABLE = {
         ("--config.network.hidden_sizes=(-3,)", "network.hidden_sizes must be a sequence of"),
         ("--config.run.tasks_per_chunk=-1", "run.tasks_per_chunk must be >= 0, got -1"),
         (
-            ("--config.intervention.name=redo", "--config.intervention.options.taux=0.1"),
+            (
+                "--config.intervention.name=redo",
+                "--config.intervention.every=4",
+                "--config.intervention.options.taux=0.1",
+            ),
             "intervention 'redo' has no option 'taux': it takes tau, norm_recycling",
         ),
     ],
