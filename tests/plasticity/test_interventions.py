@@ -623,7 +623,7 @@ def test_none_and_bad_names():
     assert none.apply(state, X, jax.random.key(0)) is state and none.init(params) == {}
     with pytest.raises(ValueError, match="Unknown intervention"):
         interventions.make_intervention("dropout", MLP)
-    with pytest.raises(ValueError, match="Bad options"):
+    with pytest.raises(ValueError, match="'redo' has no option 'threshold': it takes tau"):
         interventions.make_intervention("redo", MLP, threshold=0.1)
     with pytest.raises(ValueError, match="noise"):
         interventions.make_intervention("shrink_perturb", MLP, noise="uniform")
