@@ -120,24 +120,29 @@ def stop_on_call(number: int):
 
 
 def test_should_stop_ends_a_run_after_a_checkpoint_and_relaunches_finish_it(tmp_path):
-    """Asked after every iteration (8 frames) but a chunk's last, and after every checkpoint."""
-    config = smoke(frames=512)
+    """Asked after every iteration (8 frames) but a chunk's last, and after every checkpoint.
+    Pong then Breakout, 256 frames each, then Breakout's fresh reference (Pong's is the first
+    block)."""
+    config = smoke(frames=256)
+    config.games = ("Pong", "Breakout")
     config.evaluation.fresh_reference = True
 
-    should_stop, calls = stop_on_call(40)  # in the 40th iteration, at 320 frames
+    # 31 questions in Pong's block, one after its checkpoint, then the 8th iteration of Breakout's.
+    should_stop, calls = stop_on_call(40)
     first = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=should_stop)
     assert first.preempted and not first.completed and len(calls) == 40
-    assert first.done == 320 and checkpoint_steps(tmp_path) == [320]
+    assert first.done == 320 and checkpoint_steps(tmp_path) == [256, 320]
     with checkpointing.for_directory(tmp_path / "checkpoints") as checkpointer:
         saved = checkpointer.restore_metadata(320)
-    assert (saved["done"], saved["iteration"]) == (320, 40)
+    assert (saved["done"], saved["block"], saved["iteration"]) == (320, 1, 8)
+    assert saved["segment_name"] == "sequence"
 
-    # The rest of the sequence's chunk (23 iterations are asked about), its checkpoint at 512
+    # The rest of Breakout's block (23 iterations are asked about), its checkpoint at 512
     # frames, then the question after it: stop before the reference.
     should_stop, calls = stop_on_call(24)
     second = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=should_stop)
     assert second.preempted and not second.completed and len(calls) == 24
-    assert second.done == 512 and checkpoint_steps(tmp_path) == [320, 512]
+    assert second.done == 512 and checkpoint_steps(tmp_path)[-2:] == [320, 512]
 
     third = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=lambda: False)
     assert third.completed and not third.preempted
@@ -145,9 +150,9 @@ def test_should_stop_ends_a_run_after_a_checkpoint_and_relaunches_finish_it(tmp_
     assert [row["frames"] for row in rows if row["event"] == "resume"] == [320, 512]
     # A stop writes the 'train' row of the updates since the last one (checked for NaN/Inf).
     assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 320, 512]
-    assert [row["game"] for row in rows if row["event"] == "eval_fresh"] == ["pong"]
+    assert [row["game"] for row in rows if row["event"] == "eval_fresh"] == ["pong", "breakout"]
     matrix = json.loads((tmp_path / EVALUATION_MATRIX_FILE).read_text())
-    assert set(matrix["fresh"]) == {"pong"}
+    assert set(matrix["fresh"]) == {"pong", "breakout"}
 
 
 # The launcher, run as a user runs it -------------------------------------------------------
