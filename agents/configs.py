@@ -555,6 +555,11 @@ def build_config(
 
     if experiment:
         config = config_tools.load_config_file(experiment)
+        preset = get_config(
+            config.get("agent") if config.get("agent") in AGENTS else "rainbow", family
+        )
+        kind = {"atari": "an Atari", "minatar": "a MinAtar"}[family]
+        config_tools.check_config_kind(config, preset, f"--experiment={experiment}", kind)
         if agent is not None and agent != config.agent:
             raise ValueError(f"--agent={agent} contradicts the experiment's agent {config.agent}")
     else:

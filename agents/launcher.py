@@ -74,7 +74,7 @@ def define_flags(values: flags.FlagValues, family: str) -> None:
     flags.DEFINE_string(
         "experiment",
         None,
-        "Experiment config FILE[:ARGS], e.g. benchmarks/configs/minatar_sequence.py:smoke.",
+        f"Experiment config FILE[:ARGS], e.g. benchmarks/configs/{family}_sequence.py:smoke.",
         flag_values=values,
     )
 

@@ -173,6 +173,18 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
     return config
 
 
+def check_config_kind(config: Any, reference: Any, spec: str, kind: str) -> None:
+    """One-line ValueError when the config file ``spec`` is not ``kind`` config ('an Atari', ...): it lacks a
+    section of ``reference`` (a default config of that kind), or a field of one, e.g. an RL
+    experiment given to the continual launcher."""
+    missing = [key for key in reference if key not in config]
+    for key, section in reference.items():
+        if key in config and hasattr(section, "keys") and hasattr(config[key], "keys"):
+            missing += [f"{key}.{field}" for field in section if field not in config[key]]
+    if missing:
+        raise ValueError(f"{spec} is not {kind} config (it has no {', '.join(missing[:3])})")
+
+
 def describe_config(config: ml_collections.ConfigDict) -> str:
     """Every field of ``config`` as ``--config.<field>=<value>`` lines: the top-level fields
     first, then one group per section."""

@@ -40,6 +40,9 @@ def build_config(
     ``--config.*`` overrides, then the named flags (both win over every variant's own values)."""
     if experiment:
         config = config_tools.load_config_file(experiment)
+        config_tools.check_config_kind(
+            config, continual_config.default_config(), f"--experiment={experiment}", "a continual"
+        )
     else:
         config = continual_config.default_config()
     config_tools.apply_overrides(config, overrides)

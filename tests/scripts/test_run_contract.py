@@ -357,6 +357,7 @@ UNBUILDABLE = {
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.network.hidden_sizes=(-3,)", "network.hidden_sizes must be a sequence of"),
         ("--config.run.tasks_per_chunk=-1", "run.tasks_per_chunk must be >= 0, got -1"),
+        ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a continual config"),
         (
             (
                 "--config.intervention.name=redo",
@@ -383,12 +384,14 @@ UNBUILDABLE = {
             "num_layers must be >= 1",
         ),
         ("--config.network.widthz=3", "unknown config field 'network.widthz'"),
+        ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a MinAtar config"),
         ("--config.diagnostics.options.srank_deltaa=0.1", "Unknown diagnostics options ['srank_"),
     ],
     "train_atari": [
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
+        ("--experiment=benchmarks/configs/minatar_sequence.py:smoke", "is not an Atari config"),
     ],
 }
 
