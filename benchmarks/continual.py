@@ -64,6 +64,7 @@ from benchmarks.continual_config import (
     diagnostics_block,
     steps_per_task,
     swept_keys,
+    task_schedule,
     two_hot_output,
 )
 from plasticity import deferred, divergence, effective_lr, nap, networks, optim, schedules
@@ -424,7 +425,7 @@ def make_trainer(
     batch_size = int(config.task.batch_size)
     stream = config.task.name in tasks.STREAM_TASKS
     hparam_keys = swept_keys(config)
-    opt_config = config.optimizer
+    opt_config = task_schedule(config.optimizer, num_tasks, steps)
     # The norms whose (γ, β) NaP may project without changing the function (shapes only).
     example = jax.ShapeDtypeStruct((1, *sequence.input_shape), jnp.float32)
     invariant_norms = nap.scale_invariant_norms(model, example) if opt_config.nap.enabled else ()

@@ -52,7 +52,9 @@ def default_config() -> ml_collections.ConfigDict:
     network: ``name`` ∈ NETWORKS and the builder's sizes; ``norm``, ``activation``; ``two_hot``:
       regression targets as two-hot distributions over ``bins`` values on [``low``, ``high``]
       (`plasticity.two_hot`; the Disentangling paper's output for large targets; 0 bins: off).
-    optimizer: `plasticity.optim.default_optimizer_config` (NaP under ``optimizer.nap``).
+    optimizer: `plasticity.optim.default_optimizer_config` (NaP under ``optimizer.nap``); a
+      schedule's ``total_steps`` 0 spans the run and ``cosine_restarts`` without boundaries
+      restarts at every task (`task_schedule`).
     grid: values of learning_rate / weight_decay / l2 / l2_init to sweep inside one program.
     variants, variant_order: named structural overrides and the order to run them in.
     diagnostics: ``every`` K steps (0 = off), extra ``names`` for `plasticity.diagnostics` with
@@ -165,6 +167,26 @@ def grid_points(config: ml_collections.ConfigDict) -> list[dict[str, float]]:
 def swept_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     """The GRID_KEYS with a non-empty grid axis: the names `train`'s ``hparams`` holds."""
     return tuple(key for key in GRID_KEYS if config.grid.get(key))
+
+
+def task_schedule(
+    optimizer: ml_collections.ConfigDict, num_tasks: int, steps: int
+) -> ml_collections.ConfigDict:
+    """``optimizer`` with its learning-rate schedule fitted to the task layout where the config
+    leaves it open: ``schedule.total_steps`` 0 spans the whole run (``num_tasks`` × ``steps``
+    per task), and ``cosine_restarts`` without boundaries restarts at every task start."""
+    schedule = optimizer.schedule
+    open_total = schedule.name != "constant" and not schedule.total_steps
+    open_boundaries = schedule.name == "cosine_restarts" and not tuple(schedule.boundaries)
+    if not (open_total or open_boundaries):
+        return optimizer
+    fitted = ml_collections.ConfigDict(optimizer.to_dict())
+    total = int(num_tasks) * int(steps)
+    if open_total:
+        fitted.schedule.total_steps = total
+    if open_boundaries:
+        fitted.schedule.boundaries = tuple(range(int(steps), total, int(steps)))
+    return fitted
 
 
 def steps_per_task(config: ml_collections.ConfigDict) -> int:

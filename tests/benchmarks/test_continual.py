@@ -27,7 +27,7 @@ import pytest
 
 from benchmarks import continual, continual_config, continual_sweep
 from benchmarks.configs import disentangling, dohare, nap_label_reset
-from plasticity import checkpointing, deferred, nap, param_labels, workdir
+from plasticity import checkpointing, deferred, nap, optim, param_labels, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_COMPILE_ENV = {"JAX_THREEFRY_PARTITIONABLE": "0"}
@@ -607,3 +607,21 @@ def test_disentangling_config_picks_its_task():
     assert [int(offset[name].network.two_hot.bins) for name in offset] == [0, 0, 121, 121]
     assert offset["layernorm_two_hot"].network.norm == "layernorm"
     assert len(disentangling.get_config("class_permutation").variants) == 2
+
+
+def test_an_open_schedule_is_fitted_to_the_task_layout():
+    """total_steps 0 spans the run; cosine_restarts without boundaries restarts at every task:
+    the rate warms up from init_value at each task start, peaks, and decays to end_value."""
+    optimizer = continual_config.default_config().optimizer
+    optimizer.schedule.update(dict(name="cosine_restarts", warmup_steps=5, end_value=1e-6))
+    fitted = continual_config.task_schedule(optimizer, num_tasks=3, steps=40)
+    assert fitted.schedule.total_steps == 120 and tuple(fitted.schedule.boundaries) == (40, 80)
+    assert optimizer.schedule.total_steps == 0  # the config itself is left as it was
+    rate = lambda step: float(optim.optimizer_learning_rate(fitted, step))  # noqa: E731
+    for start in (0, 40, 80):
+        assert rate(start) == 0.0 and rate(start + 5) == pytest.approx(optimizer.learning_rate)
+        assert 1e-6 < rate(start + 39) < 1e-5  # the last step before the next task: near the end
+    optimizer.schedule.update(dict(name="warmup_cosine", boundaries=()))
+    assert continual_config.task_schedule(optimizer, 3, 40).schedule.total_steps == 120
+    optimizer.schedule.total_steps = 60  # set by the config: kept
+    assert continual_config.task_schedule(optimizer, 3, 40) is optimizer
