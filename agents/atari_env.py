@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import ale_py
 import numpy as np
@@ -166,6 +166,28 @@ def _check_int(name: str, value: object, minimum: int) -> None:
     """Raises a one-line ValueError unless `value` is an int >= minimum."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+# `AtariConfig` fields an RL config's ``env`` section holds under the same names.
+SECTION_FIELDS = (
+    "sticky_action_prob",
+    "noop_max",
+    "frame_skip",
+    "stack",
+    "max_episode_frames",
+    "life_loss_ends_bootstrap",
+    "reward_clip",
+    "screen_size",
+    "num_threads",
+)
+
+
+def config_of_section(
+    section: Any, game: str, num_envs: int, seed: int, full_action_space: bool
+) -> AtariConfig:
+    """The `AtariConfig` of an RL config's ``env`` section (`agents.configs`) for ``game``."""
+    fields = {name: section[name] for name in SECTION_FIELDS}
+    return AtariConfig(game, num_envs, seed, full_action_space=full_action_space, **fields)
 
 
 def validate_config(config: AtariConfig) -> AtariConfig:

@@ -47,7 +47,8 @@ from flax import struct
 
 from agents import probes, sequence
 from agents.atari_scores import EvalResult
-from agents.atari_env import AtariVectorEnvironment, make_atari_env, resolve_game
+from agents.atari_env import AtariVectorEnvironment, config_of_section, resolve_game
+from agents.atari_env import validate_config as validate_env_config
 from agents.configs import evaluation_num_envs, validate_config
 from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
@@ -200,21 +201,8 @@ def make_env(
     config: ml_collections.ConfigDict, game: str, num_envs: int, seed: int, full_action_space: bool
 ) -> AtariVectorEnvironment:
     """A vector env of ``game`` with the preprocessing of ``config.env``."""
-    env = config.env
-    return make_atari_env(
-        game,
-        num_envs,
-        seed,
-        sticky_action_prob=env.sticky_action_prob,
-        full_action_space=full_action_space,
-        noop_max=env.noop_max,
-        frame_skip=env.frame_skip,
-        stack=env.stack,
-        max_episode_frames=env.max_episode_frames,
-        life_loss_ends_bootstrap=env.life_loss_ends_bootstrap,
-        reward_clip=env.reward_clip,
-        screen_size=env.screen_size,
-        num_threads=env.num_threads,
+    return AtariVectorEnvironment(
+        config_of_section(config.env, game, num_envs, seed, full_action_space)
     )
 
 
@@ -773,6 +761,7 @@ def train(
     if config.num_seeds != 1:
         raise ValueError("an Atari run trains one seed; the launcher runs each seed on its own")
     blocks = make_blocks(config)
+    validate_env_config(config_of_section(config.env, blocks[0].game, 1, config.seed, False))
     segments = plan_segments(config, blocks)
     check_memory(config)
     full_action_space = bool(segments[0].config.env.full_action_space)

@@ -402,7 +402,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
     from plasticity.diagnostics import check_names, make_options  # noqa: PLC0415
     from plasticity.nap import check_nap_config  # noqa: PLC0415
-    from plasticity.optim import check_optimizer_name  # noqa: PLC0415
+    from plasticity.optim import check_optimizer_config  # noqa: PLC0415
 
     if family not in FAMILIES:
         raise ValueError(f"unknown game family {family!r}: expected one of {', '.join(FAMILIES)}")
@@ -420,7 +420,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         check_layer_sizes("network.mlp_sizes", config.network.mlp_sizes)
     if config.network.torso == "conv":
         check_conv_layers("network.conv_layers", config.network.conv_layers)
-    check_optimizer_name(config.optimizer.name)
+    check_optimizer_config(config.optimizer)
     if config.diagnostics.every_frames > 0:
         check_names(config.diagnostics.names)
         make_options(**config.diagnostics.options.to_dict())
@@ -444,6 +444,8 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         "checkpoint_every_frames": config.checkpoint_every_frames,
         "keep_checkpoints": config.keep_checkpoints,
     }
+    if config.evaluation.get("num_envs") is not None:
+        positive["evaluation.num_envs"] = config.evaluation.num_envs
     for name, value in positive.items():
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")

@@ -18,7 +18,7 @@ import math
 import ml_collections
 
 from benchmarks import tasks
-from plasticity import config_tools, layers, nap, optim, schedules, two_hot
+from plasticity import config_tools, layers, nap, optim, two_hot
 from plasticity import mesh as mesh_lib
 
 GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
@@ -247,15 +247,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
     layers.check_norm(network.norm)
     layers.check_activation(network.activation)
-    optim.check_optimizer_name(opt.name)
-    if opt.schedule.name not in schedules.SCHEDULES:
-        raise ValueError(
-            f"unknown schedule {opt.schedule.name!r}; known: {', '.join(schedules.SCHEDULES)}"
-        )
+    optim.check_optimizer_config(opt)
     nap.check_nap_config(network.norm, opt.nap.enabled)
     two_hot_output(network)
-    if opt.nap.enabled:
-        nap.check_gamma_beta(opt.nap.gamma_beta)
     for name, value in (
         ("task.num_tasks", task.num_tasks),
         ("task.batch_size", task.batch_size),

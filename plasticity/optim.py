@@ -19,6 +19,7 @@ Conventions (stated because papers differ):
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
@@ -37,6 +38,29 @@ def check_optimizer_name(name: str) -> None:
     that run before anything is built."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def check_optimizer_config(config: ml_collections.ConfigDict, where: str = "optimizer") -> None:
+    """One-line ValueErrors, before anything is built, for an optimizer section `make_optimizer`
+    would refuse or that cannot train: the optimizer and schedule names, NaP's (γ, β) mode and
+    period, a learning rate that is not a positive number, a negative or non-finite weight
+    decay or L2 coefficient."""
+    check_optimizer_name(config.name)
+    if config.schedule.name not in schedules.SCHEDULES:
+        raise ValueError(
+            f"unknown schedule {config.schedule.name!r}; known: {', '.join(schedules.SCHEDULES)}"
+        )
+    if config.nap.enabled:
+        nap.check_gamma_beta(config.nap.gamma_beta)
+        if int(config.nap.period) < 1:
+            raise ValueError(f"{where}.nap.period must be >= 1, got {config.nap.period}")
+    rate = float(config.learning_rate)
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"{where}.learning_rate must be a positive number, got {rate}")
+    for field in ("weight_decay", "l2", "l2_init"):
+        value = float(config.get(field) or 0.0)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{where}.{field} must be a number >= 0, got {value}")
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:

@@ -358,6 +358,7 @@ UNBUILDABLE = {
         ("--config.network.hidden_sizes=(-3,)", "network.hidden_sizes must be a sequence of"),
         ("--config.run.tasks_per_chunk=-1", "run.tasks_per_chunk must be >= 0, got -1"),
         ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a continual config"),
+        ("--weight_decay=nan", "optimizer.weight_decay must be a number >= 0, got nan"),
         (
             (
                 "--config.intervention.name=redo",
@@ -385,6 +386,8 @@ UNBUILDABLE = {
         ),
         ("--config.network.widthz=3", "unknown config field 'network.widthz'"),
         ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a MinAtar config"),
+        ("--config.optimizer.learning_rate=-1", "learning_rate must be a positive number, got -1"),
+        (("--nap", "--norm=layernorm", "--config.optimizer.nap.period=0"), "nap.period must be"),
         ("--config.diagnostics.options.srank_deltaa=0.1", "Unknown diagnostics options ['srank_"),
     ],
     "train_atari": [
@@ -392,6 +395,9 @@ UNBUILDABLE = {
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
         ("--experiment=benchmarks/configs/minatar_sequence.py:smoke", "is not an Atari config"),
+        ("--config.env.noop_max=-1", "noop_max must be an integer >= 0, got -1"),
+        ("--config.evaluation.num_envs=0", "evaluation.num_envs must be >= 1, got 0"),
+        ("--weight_decay=-0.1", "optimizer.weight_decay must be a number >= 0, got -0.1"),
     ],
 }
 
