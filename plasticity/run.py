@@ -128,20 +128,30 @@ def check_workdir(path: Path) -> None:
 
 
 def _check_workdir(path: Path) -> None:
-    if path.is_symlink() and not path.exists():
-        raise ValueError(f"work dir {path} is a symbolic link to nothing ({os.readlink(path)})")
     if path.exists() and not path.is_dir():
-        raise ValueError(f"work dir {path} is a regular file, not a directory")
+        raise ValueError(f"work dir {path} is {_not_a_directory(path)}, not a directory")
     existing = path
     while not existing.exists():
+        if existing.is_symlink():  # the work dir or a parent to be created: a dangling link
+            link = "" if existing == path else f": {existing}"
+            raise ValueError(
+                f"work dir {path}{link} is a symbolic link to nothing ({os.readlink(existing)})"
+            )
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"work dir {path}: {existing} is a regular file, not a directory")
+        raise ValueError(
+            f"work dir {path}: {existing} is {_not_a_directory(existing)}, not a directory"
+        )
     try:
         probe = _probe_file(existing)
         probe.unlink()
     except OSError as error:
         raise ValueError(f"work dir {path} is not writable ({error.strerror})") from None
+
+
+def _not_a_directory(path: Path) -> str:
+    """What a path that is not a directory is, for messages."""
+    return "a regular file" if path.is_file() else "a special file (a device, pipe or socket)"
 
 
 def lock_workdir(path: Path) -> int | None:

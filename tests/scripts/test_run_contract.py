@@ -454,6 +454,10 @@ def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys)
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
     assert "is a symbolic link to nothing" in bad_input(name, short(name), dangling, capsys)
+    # Under a dangling link (as the work dirs of a config's variants are): the same line.
+    message = bad_input(name, short(name), dangling / "variant", capsys)
+    assert message.endswith(f": {dangling} is a symbolic link to nothing ({tmp_path / 'nowhere'})")
+    assert "is a special file" in bad_input(name, short(name), Path("/dev/null"), capsys)
     assert "File name too long" in bad_input(name, short(name), tmp_path / ("x" * 300), capsys)
     assert not (tmp_path / "nowhere").exists()
     for text, problem in (("", "is empty"), ("{not json", "is corrupt")):
