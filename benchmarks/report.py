@@ -462,6 +462,10 @@ def write_page(
     return page
 
 
+# PNG resolutions a report can be drawn at: a 14-inch figure at 1,200 dpi is ~17,000 pixels wide.
+MIN_DPI, MAX_DPI = 10, 1200
+
+
 def write_report(
     workdirs: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
@@ -471,6 +475,8 @@ def write_report(
 ) -> Report:
     """Reads the work dirs, saves the standard figures as PNG in `out` (default
     ``<first work dir>/report``) and writes ``<out>/report.html``."""
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise ValueError(f"--dpi must be between {MIN_DPI} and {MAX_DPI}, got {dpi}")
     runs = load_runs(workdirs)
     out = Path(out) if out is not None else default_out(workdirs)
     rendered = render_figures(runs, out, dpi=dpi)

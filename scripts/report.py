@@ -66,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"{NAME}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # --out names a file, or a place this user may not write
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"{NAME}: error: cannot write the report: {error.strerror}{where}", file=sys.stderr)
+        return 1
     curves = sum(len(report.analysis.variants(run)) for run in written.runs)
     print(
         f"{NAME}: {len(written.figures)} figures of {len(written.runs)} run(s), {curves} curve(s) "

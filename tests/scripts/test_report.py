@@ -167,6 +167,21 @@ def test_bad_work_dirs_are_one_line_errors(tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("report: error: ") for line in errors)
     assert "absent" in errors[0] and "not a work dir" in errors[1] and "WORKDIR" in errors[2]
+    # An output place that cannot be written, a resolution that cannot be drawn: one line each.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"event": "diagnostics", "step": 1, "weight_norm/h": 1.0}\n'
+    )
+    (tmp_path / "a_file").write_text("")
+    for args in (["--out", str(tmp_path / "a_file")], ["--out", "/dev/null/x"], ["--dpi=100000"]):
+        assert report_script.main(["report", str(run), *args]) == 1, args
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(": ")[2] for line in errors] == [
+        "cannot write the report",
+        "cannot write the report",
+        "--dpi must be between 10 and 1200, got 100000",
+    ]
 
 
 def test_a_matrix_without_a_single_score_is_left_out(tmp_path):
