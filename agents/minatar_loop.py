@@ -185,7 +185,7 @@ class MinAtarAgent(NamedTuple):
     * ``place(state) -> state``: the state on the run's devices (a restored checkpoint's).
     * ``start_block(state, game_index, policy, intervene) -> state``: the intervention if
       ``intervene`` (static), the switch policy (`agents.sequence.apply_switch_policy`, ``policy``
-      static; a no-op before the first block), then new episodes of the block's game.
+      static; a no-op at the first block), then new episodes of the block's game.
     * ``moments_norm(state) -> (seeds,)``: global norm of the optimizer's moments.
     * ``run_chunk(state, game_index, plan) -> (state, outputs)``: a ``lax.scan`` over the plan's
       iterations (``epsilon``, ``importance_exponent``, ``updates``, ``diagnose``,
@@ -318,7 +318,6 @@ def _make_agent(
         train_state = state.train_state
         if intervene:  # on the finished game's transitions, before a flush empties the replay
             train_state = intervene_fn(train_state, state.replay, jax.random.fold_in(key, 1))
-        # A no-op at the first block (an empty replay, a fresh optimizer).
         train_state, replay = sequence.apply_switch_policy(train_state, state.replay, policy)
         carry, timestep = suite.begin(state.env, game_index, key)
         return LoopState(train_state, replay, carry, timestep, rng)
@@ -576,6 +575,7 @@ class MinAtarLoop:
             game=f"{game} ({block + 1}/{len(segment.blocks)})",
             run=segment.name if segment.is_reference else None,
             status=None if window["learning"][-1] else "filling replay",
+            last_return=shown_return(self.last_returns.get(game)),
         )
         executable = compiled_chunk(agent, state, game_index, plan, run.phase("compiling"))
         started = time.perf_counter()

@@ -25,6 +25,7 @@ from agents.sequence import SwitchPolicy
 from benchmarks import analysis as figures
 from benchmarks import chunk_ops, op_profile
 from plasticity import analysis
+from plasticity import run as run_lib
 from plasticity import workdir as workdir_lib
 
 GAMES = ("breakout", "space_invaders")
@@ -425,3 +426,27 @@ def test_the_first_games_reference_trained_anyway_replays_the_first_block(tmp_pa
     first_block = [r for r in fresh if r["game"] == "breakout" and "from_sequence_block" in r]
     trained = [r for r in fresh if r["game"] == "breakout" and "from_sequence_block" not in r]
     assert len(trained) == 2 and scores(trained) == scores(first_block)
+
+
+def test_the_progress_bar_shows_the_current_games_last_return(tmp_path, monkeypatch):
+    """Each chunk's bar shows its own game's last return, '—' until one of its episodes ended
+    (not the previous game's, nor the sequence's in a reference)."""
+    shown = []
+    original = run_lib.Run.show
+    monkeypatch.setattr(
+        run_lib.Run, "show", lambda self, **fields: (shown.append(fields), original(self, **fields))
+    )
+    config = tiny(num_seeds=1)
+    config.cycles, config.diagnostics.every_frames = 1, 0
+    config.evaluation.fresh_reference = True
+    assert train(config, tmp_path).completed
+    starts = [fields for fields in shown if "game" in fields]
+    assert all("last_return" in fields for fields in starts)
+    first_of = {}
+    for fields in starts:
+        first_of.setdefault((fields["game"], fields.get("run")), fields["last_return"])
+    assert first_of == {
+        ("breakout (1/2)", None): "—",
+        ("space_invaders (2/2)", None): "—",
+        ("space_invaders (1/1)", "fresh_space_invaders"): "—",
+    }
