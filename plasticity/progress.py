@@ -77,6 +77,7 @@ class Progress:
         self._clock_from: float | None = self._started  # None while paused
         self._units = 0
         self._updates = 0
+        self._count = int(initial)  # kept here too: a disabled tqdm bar does not count
         self._fields: dict[str, Any] = {}
         self._bar = tqdm(
             total=total,
@@ -122,7 +123,7 @@ class Progress:
         rate, _ = self.rates()
         if rate is None:
             return None
-        return max(0.0, self.total - self._bar.n) / rate
+        return max(0.0, self.total - self._count) / rate
 
     # Drawing -----------------------------------------------------------------------------------
 
@@ -152,6 +153,7 @@ class Progress:
         replace the postfix."""
         self._units += int(count)
         self._updates += int(updates)
+        self._count += int(count)
         if fields:
             self._fields = dict(fields)
         self._refresh_postfix()
@@ -159,8 +161,8 @@ class Progress:
 
     @property
     def count(self) -> int:
-        """Units done so far (including `initial`)."""
-        return int(self._bar.n)
+        """Units done so far (including `initial`), whether or not the bar is shown."""
+        return self._count
 
     def write(self, message: str) -> None:
         """Prints a line above the bar without breaking it."""

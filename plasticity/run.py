@@ -766,7 +766,10 @@ class Run:
         """A line on stderr from the lead process (or this one, running alone), with the
         launcher's name."""
         if self.independent or jax.process_index() == 0:
-            print(f"{self.name}: {text}", file=sys.stderr, flush=True)
+            if self._progress is not None:
+                self._progress.write(f"{self.name}: {text}")  # above the bar, not glued to it
+            else:
+                print(f"{self.name}: {text}", file=sys.stderr, flush=True)
 
 
 def _finite_number(value: Any) -> float | None:

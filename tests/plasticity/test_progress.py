@@ -1,0 +1,49 @@
+"""The progress bar's counts and ETA, and the run's one-time warning about a budget of days,
+with the bar shown or not (batch jobs run with ``--noprogress``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from plasticity import progress as progress_lib
+from plasticity import run as run_lib
+
+
+def test_a_hidden_bar_still_counts_and_estimates():
+    bar = progress_lib.Progress(total=1_000, unit="frame", initial=100, disable=True)
+    time.sleep(0.02)
+    bar.advance(300, updates=30)
+    bar.pause()  # the rate clock stops: the figures below are read at one instant
+    assert bar.count == 400
+    rate, updates = bar.rates()
+    assert rate is not None and updates == pytest.approx(rate / 10)
+    assert bar.eta_seconds() == pytest.approx(600 / rate)
+    bar.close()
+
+
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsys):
+    run = run_lib.Run(
+        "train_x",
+        None,
+        {},
+        total=10**12,
+        unit="frame",
+        x_key="frames",
+        show_progress=show_progress,
+        budget_hint="lower --frames_per_game",
+    )
+    with run:
+        for _ in range(3):
+            time.sleep(0.01)
+            run.advance(10)
+    warnings = [
+        line
+        for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+        if "on this machine the run needs" in line
+    ]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("train_x: at ")  # a line of its own, not after the bar's text
+    assert warnings[0].endswith("more; lower --frames_per_game")
