@@ -147,6 +147,26 @@ def _check_workdir(path: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise ValueError(f"work dir {path} is not writable ({error.strerror})") from None
+    _check_not_nested(path)
+
+
+def _check_not_nested(path: Path) -> None:
+    """One-line ValueError when ``path`` would put one run inside another: under a directory
+    that is a run's work dir (it holds a ``config.json``), or over runs of its own (a parent of
+    variant or seed work dirs, e.g. another launcher's), which the report would not tell apart."""
+    for parent in list(path.parents)[:2]:
+        if (parent / CONFIG_FILE).is_file():
+            raise ValueError(
+                f"work dir {path} is inside the work dir of another run ({parent}); use a "
+                "--workdir of its own"
+            )
+    if path.is_dir():
+        inner = [p for p in (*path.glob(f"*/{CONFIG_FILE}"), *path.glob(f"*/*/{CONFIG_FILE}"))]
+        inner = [p for p in inner if "checkpoints" not in p.relative_to(path).parts]
+        if inner:
+            raise ValueError(
+                f"work dir {path} holds other runs ({inner[0].parent}); use a --workdir of its own"
+            )
 
 
 def _not_a_directory(path: Path) -> str:

@@ -468,6 +468,14 @@ def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys)
         assert message.startswith(f"{workdir / 'config.json'} {problem}")
         assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
         assert (workdir / "config.json").read_text() == text
+    # One run inside another's work dir, or over other runs: refused, nothing written.
+    outer = tmp_path / "outer"
+    (outer / "variant").mkdir(parents=True)
+    (outer / "variant" / "config.json").write_text("{}")
+    assert "holds other runs" in bad_input(name, short(name), outer, capsys)
+    message = bad_input(name, short(name), outer / "variant" / "inner", capsys)
+    assert f"is inside the work dir of another run ({outer / 'variant'})" in message
+    assert sorted(p.name for p in outer.rglob("*")) == ["config.json", "variant"]
     # Checkpoints without the config.json to check a resume against: refused, not resumed.
     orphan = tmp_path / "orphan"
     (orphan / "checkpoints" / "256").mkdir(parents=True)
