@@ -93,7 +93,7 @@ def parse_value(raw: str, kind: type | None, field: str) -> Any:
         if kind is str:
             return raw
         if kind in (tuple, list):
-            value = ast.literal_eval(text) if text else ()
+            value = _sequence_literal(text)
             if not isinstance(value, (tuple, list)):
                 value = (value,)
             return tuple(value) if kind is tuple else list(value)
@@ -106,6 +106,20 @@ def parse_value(raw: str, kind: type | None, field: str) -> Any:
     except (ValueError, SyntaxError):
         name = kind.__name__ if kind is not None else "value"
         raise ValueError(f"--config.{field}={raw!r} is not a valid {name}") from None
+
+
+def _sequence_literal(text: str) -> Any:
+    """A Python literal, or bare comma-separated words as strings: ``breakout,asterix`` means
+    ``('breakout', 'asterix')``, as absl's list flags read it."""
+    if not text:
+        return ()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        words = [word.strip() for word in text.strip("()[]").split(",")]
+        if not all(word.isidentifier() or word.replace(".", "").isalnum() for word in words):
+            raise
+        return tuple(words)
 
 
 def closest_field(field: str, known: Sequence[str]) -> str:

@@ -59,6 +59,7 @@ def test_named_flags_and_config_overrides_build_the_config(family):
         "intervention.options.tau": "0.025",
         "intervention.options.norm_recycling": "keep",
         "diagnostics.options.dormant_thresholds": "(0.0, 0.1)",
+        "diagnostics.names": "weight_norm,dormant",  # bare words: strings, as in absl lists
     }
     config = configs.build_config(
         family,
@@ -82,6 +83,7 @@ def test_named_flags_and_config_overrides_build_the_config(family):
     assert config.network.hidden_sizes == (64,) and config.games == ("breakout",)
     assert config.intervention.options.to_dict() == {"tau": 0.025, "norm_recycling": "keep"}
     assert config.diagnostics.options.dormant_thresholds == (0.0, 0.1)
+    assert config.diagnostics.names == ("weight_norm", "dormant")
     assert (config.frames_per_game, config.cycles, config.seed, config.num_seeds) == (
         4096,
         2,
