@@ -132,6 +132,10 @@ def train_segments(
         resume_row=lambda meta: _resume_row(segments, loop, meta),
     )
     if run.result.already_complete:
+        if run.path is not None:
+            run.result.outputs["summary"] = summary_lines(
+                read_metrics(run.path), loop.matrix_keys[0]
+            )
         return run.result
     position, state = Position(), None
     if restored is not None:

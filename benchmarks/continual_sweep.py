@@ -42,6 +42,7 @@ from benchmarks.continual_config import (
 )
 from plasticity import distributed, divergence, runtime
 from plasticity import mesh as mesh_lib
+from plasticity import workdir as workdir_lib
 from plasticity.run import INDEX_FIELDS, Run, RunResult
 
 NAME = "train_continual"
@@ -342,6 +343,7 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
         resume_row=lambda meta: {"variant": meta["variant"], "task": meta["next_task"]},
     )
     if run.result.already_complete:
+        run.result.outputs["summary"] = summary_lines(_rows(run), plan)
         return run.result
     variant_index, next_task = 0, 0
     if restored is not None:
@@ -415,5 +417,29 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
         final_carries=final_carries,
         compile_seconds=compile_seconds,
         run_seconds=run_seconds,
-        summary=summary,
+        summary=summary_lines(_rows(run), plan) if run.path is not None else summary,
     )
+
+
+def _rows(run: Run) -> list[dict]:
+    return workdir_lib.read_metrics(run.path) if run.path is not None else []
+
+
+def summary_lines(rows: Sequence[dict], plan: ExperimentPlan) -> list[str]:
+    """'<variant>: final task acc 0.9125 (mean over runs)' for every variant whose last task
+    ended, from the work dir's 'task' rows: the whole sweep's, whichever launch trained it."""
+    lines = []
+    for name, trainer in plan.variants:
+        final = [
+            row
+            for row in rows
+            if row.get("event") == "task"
+            and row.get("variant") == name
+            and row.get("task") == trainer.num_tasks - 1
+        ]
+        key = "end_accuracy" if any("end_accuracy" in row for row in final) else "end_loss"
+        values = [row[key] for row in final if isinstance(row.get(key), (int, float))]
+        if values:
+            label = "acc" if key == "end_accuracy" else "loss"
+            lines.append(f"{name}: final task {label} {np.mean(values):.4f} (mean over runs)")
+    return lines

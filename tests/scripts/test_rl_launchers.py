@@ -242,8 +242,14 @@ def test_a_tiny_minatar_run_writes_the_work_dir_and_a_relaunch_trains_nothing(tm
     assert list(workdir.glob("events.out.tfevents.*"))
     assert (workdir / "evaluation_matrix.json").exists()
     assert run_minatar([*TINY_MINATAR, f"--workdir={workdir}"]) == 0
-    assert "already complete" in capsys.readouterr().err
+    relaunched = capsys.readouterr()
+    assert "already complete" in relaunched.err
     assert workdir_lib.read_metrics(workdir) == rows
+    # The run's summary again: every game's visits next to its fresh network's score.
+    assert [line.split(":")[0] for line in relaunched.out.splitlines()] == [
+        "breakout",
+        "space_invaders",
+    ]
 
 
 def test_an_atari_run_with_the_nature_network_writes_the_work_dir(tmp_path):

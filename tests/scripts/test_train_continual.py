@@ -162,9 +162,16 @@ def test_a_sweep_resumed_at_a_variant_boundary_starts_the_next_variant_afresh(tm
         return [row for row in workdir.read_metrics(path) if row["event"] != "resume"]
 
     reference = run(tmp_path / "reference")
+    summary = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in summary] == ["no_norm", "layernorm"]
     interrupted = tmp_path / "interrupted"
     run(interrupted, "--stop_after_checkpoints=3")  # the third: the first arm's end
+    capsys.readouterr()
     resumed = run(interrupted)
     second = [row for row in reference if row.get("variant") == "layernorm"]
     assert second and any(row["step"] == 0 for row in second)
     assert resumed == reference
+    # The whole sweep's summary, after a resume and after a relaunch of the finished run.
+    assert capsys.readouterr().out.splitlines() == summary
+    run(interrupted)
+    assert capsys.readouterr().out.splitlines() == summary
