@@ -398,25 +398,27 @@ def _panel_figure(
     without data are dropped. x: the row field on the x-axis (default frames for RL, steps
     otherwise); switches of game or task are marked."""
     plt = pyplot()
+    log_keys = set(log_keys)
     drawn = []
     for key, panel_title in panels:
+        scale = y_scale(key)
+        if key in log_keys or key.split("/")[0] in log_keys:
+            scale = dataclasses.replace(scale, log=True)
         found = []
         for run, variant, label in curves(runs):
             axis = x or x_axis(run, event)
             s = series(run, key, event, variant, axis)
             if s is not None:
                 found.append((run, variant, label, axis, s))
-        if found:
-            drawn.append((key, panel_title, found))
+        # A log axis shows positive values only: a panel of zeros (the update ratio before the
+        # first update) would be an empty frame.
+        if found and (not scale.log or any(np.any(s.mean > 0) for *_, s in found)):
+            drawn.append((key, panel_title, scale, found))
     if not drawn:
         return None
     fig, axes = grid(plt, len(drawn))
-    log_keys = set(log_keys)
     colors, styles = curve_colors(runs), curve_styles(runs)
-    for ax, (key, panel_title, found) in zip(axes, drawn):
-        scale = y_scale(key)
-        if key in log_keys or key.split("/")[0] in log_keys:
-            scale = dataclasses.replace(scale, log=True)
+    for ax, (key, panel_title, scale, found) in zip(axes, drawn):
         for _, _, label, _, s in found:
             draw(ax, s, label, colors[label], styles[label])
         ax.set_title(panel_title, fontsize=10)

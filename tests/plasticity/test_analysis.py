@@ -315,6 +315,14 @@ def test_figures_read_right(tmp_path, workdirs):
     assert texts == {"pong", "breakout"}  # the game each block plays
     assert figures_lib.figure_contents(fig) == {"head/hidden_0": {"rl": 8}}
     figures_lib.pyplot().close(fig)
+    # Zeros on a log axis (the update ratio before any update) are no figure at all.
+    zeros = [{"event": "diagnostics", "step": 0, "seed": 0, "update_ratio/hidden_0": 0.0}]
+    assert (
+        figures_lib.plot_layer_metric(
+            [analysis.load_run(_write_rows(tmp_path / "z", zeros))], "update_ratio"
+        )
+        is None
+    )
     # An RL run's summary counts frames and no tasks (it has none).
     assert analysis.summary([rl]) == [{"curve": "rl", "seed count": 1, "last frames": 1750}]
     train_only = [{"event": "train", "frames": 16 * u, "step": u, "seed": 0} for u in range(201)]
