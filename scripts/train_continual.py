@@ -21,6 +21,7 @@ from absl import flags
 from plasticity import launch
 
 NAME = "train_continual"
+MODULE = f"scripts.{NAME}"  # the flags' group in --helpfull (not the file's path)
 
 
 def define_flags(values: flags.FlagValues) -> None:
@@ -31,22 +32,42 @@ def define_flags(values: flags.FlagValues) -> None:
         None,
         "Config file FILE[:ARGS], e.g. benchmarks/configs/dohare.py:smoke.",
         flag_values=values,
+        module_name=MODULE,
     )
     flags.DEFINE_integer(
-        "seed", None, "First seed (runs use seed, seed + 1, ...).", flag_values=values
+        "seed",
+        None,
+        "First seed (runs use seed, seed + 1, ...).",
+        flag_values=values,
+        module_name=MODULE,
     )
-    flags.DEFINE_integer("num_seeds", None, "Seeds of every grid point.", flag_values=values)
+    flags.DEFINE_integer(
+        "num_seeds", None, "Seeds of every grid point.", flag_values=values, module_name=MODULE
+    )
     flags.DEFINE_enum(
         "norm",
         None,
         list(layers.NORMS),
         "Norm before every nonlinearity.",
         flag_values=values,
+        module_name=MODULE,
     )
-    flags.DEFINE_bool("nap", None, "Normalize-and-Project (needs a norm).", flag_values=values)
-    flags.DEFINE_float("weight_decay", None, "Decoupled weight decay.", flag_values=values)
-    flags.DEFINE_string("data_dir", None, "Directory with dataset files.", flag_values=values)
-    flags.DEFINE_string("mesh", None, "Device mesh, e.g. 'seed:8' or 'auto'.", flag_values=values)
+    flags.DEFINE_bool(
+        "nap", None, "Normalize-and-Project (needs a norm).", flag_values=values, module_name=MODULE
+    )
+    flags.DEFINE_float(
+        "weight_decay", None, "Decoupled weight decay.", flag_values=values, module_name=MODULE
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "Directory with dataset files.", flag_values=values, module_name=MODULE
+    )
+    flags.DEFINE_string(
+        "mesh",
+        None,
+        "Device mesh, e.g. 'seed:8' or 'auto'.",
+        flag_values=values,
+        module_name=MODULE,
+    )
 
 
 def config_of(values: flags.FlagValues, overrides: dict[str, str]):

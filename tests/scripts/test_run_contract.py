@@ -509,6 +509,17 @@ def test_help_prints_the_flags_and_every_config_field_grouped_by_section(name, c
     text = capsys.readouterr().out
     assert text.startswith(script.__doc__.strip().splitlines()[0])
     assert "--workdir" in text and "--experiment" in text and "--stop_after_checkpoints" in text
+    # Run as a user runs it (``python -m``): flags are grouped by module names, not file paths.
+    helped = subprocess.run(
+        [sys.executable, "-m", f"scripts.{name}", "--helpfull"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    groups = [line for line in helped.stdout.splitlines() if line.endswith(":") and "." in line]
+    assert f"scripts.{name}:" in groups or "agents.launcher:" in groups, groups
+    assert not [line for line in groups if line.startswith(("/", "."))], groups
     fields = text[text.index(f"Config fields of {name}") :].splitlines()
     assert fields[1] == "  [top level]" and "    --config.seed=0" in fields
     sections = [line.strip()[1:-1] for line in fields if line.startswith("  [")]
