@@ -84,7 +84,7 @@ class Progress:
             desc=description,
             unit=unit,
             initial=initial,
-            unit_scale=True,
+            unit_scale=total >= 100_000,  # 1.2M/400M frames; small totals as plain counts
             dynamic_ncols=True,
             disable=disable,
             file=sys.stderr,

@@ -47,3 +47,16 @@ def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsy
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith("train_x: at ")  # a line of its own, not after the bar's text
     assert warnings[0].endswith("more; lower --frames_per_game")
+
+
+def test_counts_read_as_whole_numbers(capsys):
+    """'20/720 steps', not '20.0/720'; large totals in k / M."""
+    for total, done, shown in (
+        (720, 20, "20/720 steps"),
+        (4_000_000, 20_000, "20.0k/4.00M frames"),
+    ):
+        unit = "step" if total < 1000 else "frame"
+        bar = progress_lib.Progress(total=total, unit=unit, disable=False)
+        bar.advance(done)
+        bar.close()
+        assert shown in capsys.readouterr().err
