@@ -565,7 +565,8 @@ class Run:
                 self.done = int(metadata.get("done", self.total))
                 self.finished_before = True
                 self.result.already_complete = self.result.completed = True
-                self.result.done = self.done
+                # What the run did (a run finished by an older plan may differ from this one's).
+                self.result.done = self.result.total = self.done
                 return None
             try:
                 shapes = template(metadata)
