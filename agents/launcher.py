@@ -52,8 +52,9 @@ def define_flags(values: flags.FlagValues, family: str) -> None:
     flags.DEFINE_bool(
         "fresh_reference",
         None,
-        "Also train a fresh network per game for one block, the reference a revisit is "
-        "compared with (default on; --nofresh_reference switches it off).",
+        "Also train a fresh network on each game after the first for one block (the first "
+        "game's is the sequence's first block): the reference a revisit is compared with "
+        "(default on; --nofresh_reference switches it off).",
         flag_values=values,
     )
     flags.DEFINE_bool(

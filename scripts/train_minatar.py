@@ -10,7 +10,8 @@ r"""Trains DQN or Rainbow on a MinAtar game sequence (gymnax); results land in a
 For MinAtar a frame is one environment step. A sequence plays every game with MinAtar's full
 6-action set and observation planes padded to a common channel count; the whole loop (envs,
 replay, learner, diagnostics, interventions) is one compiled ``lax.scan`` per chunk, seeds vmapped
-and spread over the local devices (``--config.run.mesh``). After every block every game seen so
+on GPUs and TPUs and one at a time on CPUs (``--config.run.runs_per_batch``), spread over the
+local devices (``--config.run.mesh``). After every block every game seen so
 far is evaluated (``evaluation_matrix.json``), against a fresh network trained on each game alone
 (``--nofresh_reference`` switches that off). The flags are the Atari launcher's
 (`agents.launcher`); the run contract (resume, Ctrl-C / SIGTERM, divergence, exit statuses 0 / 1

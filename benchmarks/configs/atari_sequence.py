@@ -25,7 +25,7 @@ Unconfirmed (the paper's text could not be checked; every item is a field of the
   explicit schedule, and a 10x learning rate without the projection is not what the baselines
   ran).
 
-Every variant also trains one fresh network per game for one block
+Every variant also trains one fresh network on each game after the first for one block
 (``evaluation.fresh_reference``): the reference that tells forgetting from loss of plasticity, at
 nearly half the sequence's cost again (180M frames at paper scale: the first game's reference is
 the sequence's own first block); ``--nofresh_reference`` switches it off.
@@ -42,8 +42,8 @@ networks, weight norms, effective learning rates, dormant units). ``--config.<fi
 overrides any field, e.g. ``--config.env.num_envs=16`` on a 16-core host.
 
 Expected cost at paper scale (not measured: no GPU was available when this was written): per
-variant 400M training frames (25M learner updates) plus 180M for the references, up to ~30M
-evaluation frames, and a 1M-transition replay (~7 GB of frames on the accelerator, checkpointed
+variant 400M training frames (25M learner updates) plus 180M for the references, up to ~110M
+evaluation frames (224 evaluations of at most 500,000 frames), and a 1M-transition replay (~7 GB of frames on the accelerator, checkpointed
 with the learner every 5M frames). DQN Zoo's single-game Rainbow (200M frames) is a multi-day job
 on one GPU, so expect days to a couple of weeks per variant on one host;
 ``benchmarks/atari_throughput.py`` measures a host's frames/s (ETA = frames / rate).

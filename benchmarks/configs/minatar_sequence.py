@@ -29,9 +29,10 @@ Command (each variant writes ``<workdir>/<variant>``; relaunching resumes)::
 then write the figures and the HTML page with ``python -m scripts.report /tmp/minatar_sequence``
 (the three variant work dirs side by side), or open the diagnostics notebook on that directory.
 
-Expected runtime on a 2-core CPU: about 7 minutes for the three arms (measured 6 min 26 s on a
-quiet 2-core AMD EPYC VM: 6 blocks of 20,000 frames an arm at ~1,000 frames/s, plus compilation;
-the references reuse the sequence's compiled programs).
+Expected runtime on a 2-core CPU: about 6 minutes for the three arms (5 blocks of 20,000 frames
+an arm at ~1,000 frames/s, plus compilation; the reference reuses the sequence's compiled
+programs). Measured 6 min 26 s on a quiet 2-core AMD EPYC VM when breakout's reference was still
+trained on its own (6 blocks an arm).
 
 Result measured with that command (seed 0; mean return over 8 evaluation episodes; visit k = the
 game's score right after its k-th block, fresh = a new network trained on the game alone for one
