@@ -182,7 +182,8 @@ def _base_config() -> ml_collections.ConfigDict:
             # p of 'effective_lr/<layer>' = η/‖W‖^p; 0: by optimizer (2 for SGD and momentum,
             # 1 for Adam and RMSProp: `plasticity.effective_lr.optimizer_exponent`).
             effective_lr_exponent=0.0,
-            # `plasticity.diagnostics.DiagnosticsOptions` fields (a file or --config.diagnostics.options.X):
+            # `plasticity.diagnostics.DiagnosticsOptions` fields (an experiment file, or
+            # --config.diagnostics.options.<field>):
             # e.g. activity_tolerance, dormant_thresholds, srank_delta, penultimate_layer.
             options=ml_collections.ConfigDict(),
         )

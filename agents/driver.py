@@ -1,9 +1,9 @@
 """The one host loop of every RL trainer: segments, blocks and chunks on the run harness.
 
 A run is a list of `agents.sequence.Segment`s (the game sequence, then one fresh-network reference
-per later game: the first game's is the sequence's first block); a segment is a list of game blocks; a block is cut into chunks of
-``checkpoint_every_frames`` frames (and its end). `train_segments` walks them and does, once for
-both loops, what a user sees:
+per later game: the first game's is the sequence's first block); a segment is a list of game
+blocks; a block is cut into chunks of ``checkpoint_every_frames`` frames (and its end).
+`train_segments` walks them and does, once for both loops, what a user sees:
 
 * at a block start: the switch policy and the 'switch' rows (after the first block), new
   episodes, the intervention when ``intervention.at_switch`` asks (all the loop's ``start_block``);

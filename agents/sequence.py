@@ -24,7 +24,8 @@ Shared by the fully jitted MinAtar loop (`agents.minatar_loop`) and the host-dri
   static program for a jitted loop. The one plan of both loops.
 * **Segments** (`plan_segments`): the sequence and its fresh-network references (one network per
   game, trained on it alone for one block; the first game's is the sequence's own first block),
-  each with its own plan and config; the one reference design of both loops. The evaluation matrix lives in `agents.evaluation_matrix`.
+  each with its own plan and config; the one reference design of both loops. The evaluation
+  matrix lives in `agents.evaluation_matrix`.
 """
 
 from __future__ import annotations

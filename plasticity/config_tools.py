@@ -188,9 +188,9 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
 
 
 def check_config_kind(config: Any, reference: Any, spec: str, kind: str) -> None:
-    """One-line ValueError when the config file ``spec`` is not ``kind`` config ('an Atari', ...): it lacks a
-    section of ``reference`` (a default config of that kind), or a field of one, e.g. an RL
-    experiment given to the continual launcher."""
+    """One-line ValueError when the config file ``spec`` is not ``kind`` config ('an Atari',
+    'a continual'): it lacks a section of ``reference`` (a default config of that kind), or a
+    field of one, e.g. an RL experiment given to the continual launcher."""
     missing = [key for key in reference if key not in config]
     for key, section in reference.items():
         if key in config and hasattr(section, "keys") and hasattr(config[key], "keys"):

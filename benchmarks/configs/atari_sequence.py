@@ -43,10 +43,11 @@ overrides any field, e.g. ``--config.env.num_envs=16`` on a 16-core host.
 
 Expected cost at paper scale (not measured: no GPU was available when this was written): per
 variant 400M training frames (25M learner updates) plus 180M for the references, up to ~110M
-evaluation frames (224 evaluations of at most 500,000 frames), and a 1M-transition replay (~7 GB of frames on the accelerator, checkpointed
-with the learner every 5M frames). DQN Zoo's single-game Rainbow (200M frames) is a multi-day job
-on one GPU, so expect days to a couple of weeks per variant on one host;
-``benchmarks/atari_throughput.py`` measures a host's frames/s (ETA = frames / rate).
+evaluation frames (224 evaluations of at most 500,000 frames), and a 1M-transition replay (~7 GB of
+frames on the accelerator, checkpointed with the learner every 5M frames). DQN Zoo's single-game
+Rainbow (200M frames) is a multi-day job on one GPU, so expect days to a couple of weeks per
+variant on one host; ``benchmarks/atari_throughput.py`` measures a host's frames/s (ETA = frames /
+rate).
 
 ``:smoke`` checks the plumbing on a CPU and learns nothing: the first three games, 1,024 frames
 each, two cycles, `agents.configs.smoke_config`'s tiny network, a 512-transition replay, episodes

@@ -6,8 +6,8 @@ seen so far is evaluated (the evaluation matrix), and a fresh network trained on
 for one block gives the reference a revisit is compared with.
 
 Default scale: breakout then space_invaders, 2 cycles of 20,000 steps a game (4 blocks) plus
-space_invaders' fresh reference (breakout's is the first block), one seed, 8 envs, one update every 4 steps (5,000 updates a block).
-Variants (``:rainbow_ln`` etc. runs only the named ones):
+space_invaders' fresh reference (breakout's is the first block), one seed, 8 envs, one update every
+4 steps (5,000 updates a block). Variants (``:rainbow_ln`` etc. runs only the named ones):
 
 * ``rainbow``: the MinAtar Rainbow preset (`agents.configs.minatar_preset`: C51, dueling,
   double Q, 3-step returns, prioritized replay, Adam 1e-4) **without noisy nets**, exploring
