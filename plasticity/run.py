@@ -54,7 +54,14 @@ from plasticity import divergence, runtime
 from plasticity import checkpointing
 from plasticity.checkpointing import Checkpointer, LocalCheckpointer
 from plasticity.progress import Progress, format_seconds
-from plasticity.workdir import CONFIG_FILE, WorkDir, config_differences
+from plasticity.workdir import (
+    WorkDir,
+    check_workdir,
+    checkpoint_steps,
+    config_differences,
+    lock_workdir,
+    read_config,
+)
 
 RUN_INFO_FILE = "run_info.json"
 BUDGET_WARNING_SECONDS = 86_400  # a run longer than this says how to shorten it
@@ -112,124 +119,6 @@ def due_mask(after: np.ndarray, stride: int, every: int) -> np.ndarray:
     if every <= 0:
         return np.zeros(after.shape, bool)
     return (after // every) > ((after - stride) // every)
-
-
-# ---------------------------------------------------------------------------------------------
-# Work dir checks.
-
-
-def check_workdir(path: Path) -> None:
-    """One-line ValueError unless ``path`` is (or can be made) a writable directory; writes
-    nothing that survives the check."""
-    try:
-        _check_workdir(path)
-    except OSError as error:  # a name too long, a loop of links: what the OS says, in one line
-        raise ValueError(f"work dir {path}: {error.strerror or error}") from None
-
-
-def _check_workdir(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"work dir {path} is {_not_a_directory(path)}, not a directory")
-    existing = path
-    while not existing.exists():
-        if existing.is_symlink():  # the work dir or a parent to be created: a dangling link
-            link = "" if existing == path else f": {existing}"
-            raise ValueError(
-                f"work dir {path}{link} is a symbolic link to nothing ({os.readlink(existing)})"
-            )
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(
-            f"work dir {path}: {existing} is {_not_a_directory(existing)}, not a directory"
-        )
-    try:
-        probe = _probe_file(existing)
-        probe.unlink()
-    except OSError as error:
-        raise ValueError(f"work dir {path} is not writable ({error.strerror})") from None
-    _check_not_nested(path)
-
-
-def _check_not_nested(path: Path) -> None:
-    """One-line ValueError when ``path`` would put one run inside another: under a directory
-    that is a run's work dir (it holds a ``config.json``), or over runs of its own (a parent of
-    variant or seed work dirs, e.g. another launcher's), which the report would not tell apart."""
-    for parent in list(path.parents)[:2]:
-        if (parent / CONFIG_FILE).is_file():
-            raise ValueError(
-                f"work dir {path} is inside the work dir of another run ({parent}); use a "
-                "--workdir of its own"
-            )
-    if path.is_dir():
-        inner = [p for p in (*path.glob(f"*/{CONFIG_FILE}"), *path.glob(f"*/*/{CONFIG_FILE}"))]
-        inner = [p for p in inner if "checkpoints" not in p.relative_to(path).parts]
-        if inner:
-            raise ValueError(
-                f"work dir {path} holds other runs ({inner[0].parent}); use a --workdir of its own"
-            )
-
-
-def _not_a_directory(path: Path) -> str:
-    """What a path that is not a directory is, for messages."""
-    return "a regular file" if path.is_file() else "a special file (a device, pipe or socket)"
-
-
-def lock_workdir(path: Path) -> int | None:
-    """An exclusive lock on the work dir (``flock`` on the directory itself, so no file is left
-    behind), held by the returned descriptor until it is closed; a one-line ValueError when
-    another launch holds it, so two launches never write one work dir at once. None where the
-    platform has no ``fcntl``."""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:
-        return None
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(descriptor)
-        raise ValueError(
-            f"work dir {path} is in use by another launch; wait for it to end or use a new "
-            "--workdir"
-        ) from None
-    return descriptor
-
-
-def _probe_file(directory: Path) -> Path:
-    probe = directory / f".write_probe_{os.getpid()}"
-    with open(probe, "w", encoding="utf-8") as f:
-        f.write("")
-    return probe
-
-
-def read_config_file(workdir: Path) -> dict[str, Any] | None:
-    """The work dir's ``config.json``, None when absent; one-line ValueError when it is empty or
-    not a JSON object (it names the file)."""
-    path = workdir / CONFIG_FILE
-    if not path.exists():
-        return None
-    text = path.read_text(encoding="utf-8")
-    if not text.strip():
-        raise ValueError(f"{path} is empty; delete it or use a new --workdir")
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path} is corrupt ({error.msg} at line {error.lineno}); delete it or use a new "
-            "--workdir"
-        ) from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} is corrupt (not a JSON object); delete it or use a new --workdir")
-    return config
-
-
-def checkpoint_steps(workdir: Path) -> list[int]:
-    """Steps of the finalized checkpoints in a work dir, newest first, without opening Orbax
-    (which would create directories)."""
-    directory = workdir / "checkpoints"
-    if not directory.is_dir():
-        return []
-    return sorted((int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,7 +354,7 @@ class Run:
         if self.path is None:
             return self
         check_workdir(self.path)
-        existing = read_config_file(self.path)
+        existing = read_config(self.path)
         steps = checkpoint_steps(self.path)
         if existing is None and steps:
             raise ValueError(
