@@ -398,7 +398,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     """One-line ValueErrors for settings that cannot work together, before anything is built:
     the one validation path of both RL families (MinAtar adds its one-frame-a-step rule and
     equal compiled chunks)."""
-    from plasticity.interventions import INTERVENTIONS, check_options  # noqa: PLC0415
+    from plasticity.interventions import check_options  # noqa: PLC0415
     from plasticity.layers import check_activation, check_norm  # noqa: PLC0415
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
     from plasticity.diagnostics import check_names, make_options  # noqa: PLC0415
@@ -494,11 +494,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             f"{config.env.stack + config.learner.n_step} slots"
         )
     intervention = config.intervention
-    if intervention.name not in INTERVENTIONS:
-        raise ValueError(
-            f"unknown intervention {intervention.name!r}: expected one of {', '.join(INTERVENTIONS)}"
-        )
-    check_options(intervention.name, intervention.options.to_dict())
+    check_options(intervention.name, intervention.options.to_dict())  # the name, then options
     if intervention.name != "none" and not (
         intervention.every_frames > 0 or intervention.at_switch
     ):

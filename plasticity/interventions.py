@@ -464,7 +464,6 @@ def make_reset_last_layers(
     order (None: every layer), or the named `layers`, or every parameter under module `prefix`.
     A layer is a module owning a kernel, with its norm (e.g. 'hidden_1' = linear + norm). Their
     optimizer moments are zeroed unless ``reset_moments=False``."""
-    check_options("reset_last_layers", {"num_layers": num_layers})
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
         apply_rng, init_rng = jax.random.split(rng)
