@@ -546,10 +546,12 @@ def build_config(
     experiment: str | None,
     overrides: dict[str, str],
     named: dict[str, Any],
+    replaced: list[str] | None = None,
 ) -> ml_collections.ConfigDict:
     """An RL launcher's config: the ``--experiment`` file's (or ``agent``'s preset, default
     'rainbow'), then ``--config.*`` overrides, then the named flags; both win over every
-    variant's own values. ``--agent`` must agree with an experiment's agent."""
+    variant's own values (one line each in ``replaced``: `plasticity.config_tools.force_fields`).
+    ``--agent`` must agree with an experiment's agent."""
     from plasticity import config_tools  # noqa: PLC0415
 
     if experiment:
@@ -565,11 +567,13 @@ def build_config(
         config = get_config(agent or "rainbow", family)
     if "agent" in overrides:
         raise ValueError("choose the agent with --agent, not --config.agent")
-    config_tools.apply_overrides(config, overrides)
+    notes = config_tools.apply_overrides(config, overrides)
     values = {NAMED_FLAGS[name]: value for name, value in named.items() if name in NAMED_FLAGS}
     if values.get("games") is not None:
         values["games"] = tuple(values["games"])
-    config_tools.force_fields(config, values)
+    notes += config_tools.force_fields(config, values)
+    if replaced is not None:
+        replaced.extend(notes)
     return config
 
 

@@ -5,8 +5,8 @@ Same flags, same meanings: ``--games``, ``--cycles``, ``--frames_per_game``, ``-
 ``--fresh_reference`` (on by default in both), the three switch flags, ``--experiment=FILE[:ARGS]``
 (a published config; its variants run one after another, each in ``<workdir>/<variant>``;
 ``:ARGS`` picks the scale and, optionally, the variants) and ``--config.<field>=<value>``. Named
-flags and overrides win over the experiment file and every variant. The rest of the launcher
-contract is `plasticity.launch`'s.
+flags and overrides win over the experiment file and every variant (a ``note:`` line names each
+variant whose own value they replace). The rest of the launcher contract is `plasticity.launch`'s.
 """
 
 from __future__ import annotations
@@ -80,11 +80,17 @@ def define_flags(values: flags.FlagValues, family: str) -> None:
     )
 
 
-def config_of(values: flags.FlagValues, overrides: dict[str, str], family: str):
-    """The launch's config (`agents.configs.build_config`) from parsed flags."""
+def config_of(
+    values: flags.FlagValues,
+    overrides: dict[str, str],
+    family: str,
+    replaced: list[str] | None = None,
+):
+    """The launch's config (`agents.configs.build_config`, which lists in ``replaced`` the
+    variants' values the command line replaced) from parsed flags."""
     named = {name: values[name].value for name in configs.NAMED_FLAGS}
     return configs.build_config(
-        family, values["agent"].value, values["experiment"].value, overrides, named
+        family, values["agent"].value, values["experiment"].value, overrides, named, replaced
     )
 
 
@@ -101,8 +107,10 @@ def run(context: launch.Launch, family: str, train: Callable[..., Any]) -> list[
     """
     import jax  # noqa: PLC0415
 
-    config = config_of(context.flags, context.overrides, family)
+    replaced = []
+    config = config_of(context.flags, context.overrides, family, replaced)
     runs = configs.expand_runs(config, family, context.workdir)
+    context.note(replaced)
     options = context.run_options()
     processes = jax.process_count()
     if family == "atari" and processes > 1:

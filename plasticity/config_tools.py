@@ -130,11 +130,10 @@ def closest_field(field: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def apply_overrides(
-    config: ml_collections.ConfigDict, overrides: dict[str, str]
-) -> ml_collections.ConfigDict:
-    """``config`` with every ``--config.<field>=<value>`` applied, each parsed as its field's type;
-    a field a variant overrides too is set there as well (`force_fields`: the command line wins).
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> list[str]:
+    """Applies every ``--config.<field>=<value>`` to ``config`` in place, each parsed as its field's
+    type; a field a variant overrides too is set there as well (`force_fields`: the command line
+    wins, and the variants' values it replaced are returned).
 
     One-line ValueErrors: an unknown field (naming the closest known one), a section given a
     value, or a value that does not parse as the field's type.
@@ -159,8 +158,7 @@ def apply_overrides(
         if isinstance(parent[key], ml_collections.ConfigDict):
             raise ValueError(f"--config.{field} is a section; set one of its fields instead")
         parsed[field] = parse_value(raw, _field_type(parent, key), field)
-    force_fields(config, parsed, skip_none=False)
-    return config
+    return force_fields(config, parsed, skip_none=False)
 
 
 def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.ConfigDict:
@@ -300,14 +298,18 @@ def resolve_variants(
 
 def force_fields(
     config: ml_collections.ConfigDict, values: Mapping[str, Any], skip_none: bool = True
-) -> None:
+) -> list[str]:
     """Sets dotted fields of ``config`` and of every variant that overrides them (None values are
     skipped with ``skip_none``: flags left unset).
 
     What the command line says wins over what a config file's variants say: ``--norm=layernorm``
-    makes every variant use LayerNorm, not only the base config.
+    makes every variant use LayerNorm, not only the base config. Returns one line for each
+    variant that runs whose value of a field the variants disagree on is replaced: that
+    variant's name (and its work dir's) may no longer describe what it runs, so a launcher
+    says so before training.
     """
     values = {f: v for f, v in values.items() if v is not None or not skip_none}
+    replaced = _replaced_variant_values(config, values)
     for field, value in values.items():
         parent = config
         *path, key = field.split(".")
@@ -317,17 +319,54 @@ def force_fields(
             parent[key] = value
     variants = config.get("variants") or {}
     for name in list(variants.keys()) if variants else []:
-        overrides = variants[name]
         for field, value in values.items():
-            *path, key = field.split(".")
-            parent = overrides
-            for part in path:
-                parent = parent.get(part) if hasattr(parent, "get") else None
-                if parent is None:
-                    break
-            if parent is not None and hasattr(parent, "keys") and key in parent:
+            parent, key = _variant_parent(variants[name], field)
+            if parent is not None:
                 with parent.ignore_type():
                     parent[key] = value
+    return replaced
+
+
+def _variant_parent(overrides: Any, field: str) -> tuple[Any, str]:
+    """(the mapping of a variant's overrides that sets ``field``, its key), or (None, key)."""
+    *path, key = field.split(".")
+    parent = overrides
+    for part in path:
+        parent = parent.get(part) if hasattr(parent, "get") else None
+        if parent is None:
+            return None, key
+    return (parent, key) if hasattr(parent, "keys") and key in parent else (None, key)
+
+
+def _replaced_variant_values(config: Any, values: Mapping[str, Any]) -> list[str]:
+    """One line per (running variant, field) whose value `force_fields` changes, for the fields
+    on which the running variants disagree (a field every variant sets alike, such as a smaller
+    scale, names none of them)."""
+    variants = config.get("variants") or {}
+    names = tuple(config.get("variant_order") or ()) or tuple(sorted(variants.keys()))
+    lines = []
+    for field, value in values.items():
+        base = as_dict(config)
+        for part in field.split("."):
+            base = base.get(part) if isinstance(base, Mapping) else None
+        effective = {}
+        for name in names:
+            parent, key = _variant_parent(variants[name], field)
+            effective[name] = parent[key] if parent is not None else base
+        if len({repr(_plain(v)) for v in effective.values()}) < 2:
+            continue
+        lines += [
+            f"variant {name!r} sets {field}={_plain(own)!r} but the command line makes it "
+            f"{_plain(value)!r}; its work dir keeps the variant's name"
+            for name, own in effective.items()
+            if _plain(own) != _plain(value)
+        ]
+    return lines
+
+
+def _plain(value: Any) -> Any:
+    """A config value with lists as tuples, to compare and print them alike."""
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def check_layer_sizes(field: str, sizes: Any) -> None:

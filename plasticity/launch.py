@@ -55,6 +55,12 @@ class Launch:
     def workdir(self) -> str:
         return self.flags["workdir"].value
 
+    def note(self, lines: Sequence[str]) -> None:
+        """Prints each line as ``<name>: note: <line>`` on stderr: what the user should know before
+        the run starts (e.g. a variant whose own value the command line replaced)."""
+        for line in lines:
+            print(f"{self.name}: note: {line}", file=sys.stderr)
+
     def run_options(self) -> dict[str, Any]:
         """The `plasticity.run.Run` keyword arguments every launcher passes the same way."""
         progress = self.flags["progress"]

@@ -70,18 +70,22 @@ def define_flags(values: flags.FlagValues) -> None:
     )
 
 
-def config_of(values: flags.FlagValues, overrides: dict[str, str]):
+def config_of(
+    values: flags.FlagValues, overrides: dict[str, str], replaced: list[str] | None = None
+):
     from benchmarks.configs import common  # noqa: PLC0415 - JAX loads after the flags parse
 
     named = {name: values[name].value for name in common.NAMED_FLAGS}
-    return common.build_config(values["experiment"].value, overrides, named)
+    return common.build_config(values["experiment"].value, overrides, named, replaced)
 
 
 def run(context: launch.Launch):
     from benchmarks import continual_sweep  # noqa: PLC0415
 
-    config = config_of(context.flags, context.overrides)
+    replaced = []
+    config = config_of(context.flags, context.overrides, replaced)
     plan = continual_sweep.plan_experiment(config)  # every check before anything is written
+    context.note(replaced)
     return continual_sweep.run_experiment(
         config, context.workdir, plan=plan, **context.run_options()
     )

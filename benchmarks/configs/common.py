@@ -34,10 +34,14 @@ def parse_arg(arg: str | None, options: tuple[str, ...] = ()) -> tuple[str, list
 
 
 def build_config(
-    experiment: str | None, overrides: dict[str, str], named: dict[str, Any]
+    experiment: str | None,
+    overrides: dict[str, str],
+    named: dict[str, Any],
+    replaced: list[str] | None = None,
 ) -> ml_collections.ConfigDict:
     """The continual launcher's config: the ``--experiment`` file's (or `default_config`), then
-    ``--config.*`` overrides, then the named flags (both win over every variant's own values)."""
+    ``--config.*`` overrides, then the named flags (both win over every variant's own values: one
+    line each in ``replaced``, `plasticity.config_tools.force_fields`)."""
     if experiment:
         config = config_tools.load_config_file(experiment)
         config_tools.check_config_kind(
@@ -45,8 +49,11 @@ def build_config(
         )
     else:
         config = continual_config.default_config()
-    config_tools.apply_overrides(config, overrides)
-    config_tools.force_fields(config, {NAMED_FLAGS[name]: named.get(name) for name in NAMED_FLAGS})
+    notes = config_tools.apply_overrides(config, overrides)
+    named_fields = {NAMED_FLAGS[name]: named.get(name) for name in NAMED_FLAGS}
+    notes += config_tools.force_fields(config, named_fields)
+    if replaced is not None:
+        replaced.extend(notes)
     return config
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,40 @@ def test_the_atari_sequence_experiment_at_paper_scale(variant):
     waiting_frames = (20_000 // 8 - 1) * 32
     assert schedule.boundaries[0] == (20_000_000 - waiting_frames) // 16 == 1_245_002
     assert schedule.total_steps == (20 * 20_000_000 - waiting_frames) // 16
+
+
+def test_the_command_line_wins_over_the_variants_and_says_which_it_changed(tmp_path, capsys):
+    """``--norm`` applies to every variant; the variants whose own value it replaces (their names
+    may no longer describe them) are named before training, and fields every variant shares
+    (the smoke scale's sizes) or that the command line leaves as they are name none."""
+    experiment = "benchmarks/configs/minatar_sequence.py:smoke,rainbow,rainbow_ln,rainbow_ln_nap"
+    define = lambda values: launcher.define_flags(values, "minatar")  # noqa: E731
+    argv = ["train_minatar", f"--experiment={experiment}", "--norm=layernorm"]
+    argv += ["--config.replay.capacity=2048", f"--workdir={tmp_path}"]
+    values, overrides = launch.parse(argv, define)
+    context = launch.Launch("train_minatar", values, overrides, *[lambda: None] * 3)
+    trained = {}
+
+    def train(config, workdir, **_):
+        trained[Path(workdir).name] = config
+        return types.SimpleNamespace(completed=True)
+
+    launcher.run(context, "minatar", train)
+    assert {name: c.network.norm for name, c in trained.items()} == dict.fromkeys(
+        ("rainbow", "rainbow_ln", "rainbow_ln_nap"), "layernorm"
+    )
+    assert {c.replay.capacity for c in trained.values()} == {2048}
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
+    assert notes == [
+        "train_minatar: note: variant 'rainbow' sets network.norm='none' but the command line "
+        "makes it 'layernorm'; its work dir keeps the variant's name"
+    ]
+    replaced = []
+    configs.build_config("minatar", None, experiment, {}, named(norm="none"), replaced)
+    assert [line.split(" sets")[0] for line in replaced] == [
+        "variant 'rainbow_ln'",
+        "variant 'rainbow_ln_nap'",
+    ]
 
 
 @pytest.mark.parametrize("module", [atari_sequence, minatar_sequence])
