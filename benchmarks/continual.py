@@ -519,6 +519,8 @@ def make_trainer(
     def diagnostics(state, previous_params, task_state, task, key, keys, hparams, data):
         lr = learning_rate_now(state, hparams)
         out = builtin_diagnostics(state.params, previous_params, lr, exponent)
+        # The rate the schedule applies now (the rows' 'learning_rate' is the run's grid value).
+        out["scheduled_learning_rate"] = lr
         if extra_diagnostics is not None:
             inputs, targets = probe_batch(keys, task_state, task, data)
             out.update(extra_diagnostics(state.params, previous_params, inputs, targets, key, lr))

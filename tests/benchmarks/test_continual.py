@@ -125,6 +125,29 @@ def test_output_shapes_follow_the_run_shape():
         assert outputs["initial_diagnostics"][key].shape == (2, 2)
 
 
+def test_diagnostics_carry_the_rate_the_schedule_applies_next_to_the_grid_rate():
+    """'scheduled_learning_rate' is the fitted schedule's rate at each diagnostics step (a cosine
+    restarted at every task here), while the rows' 'learning_rate' stays the run's grid value."""
+    config = tiny_config()
+    config.optimizer.schedule.update(dict(name="cosine_restarts", warmup_steps=2, end_value=0.0))
+    trained = continual.make_trainer(config)
+    grid_rate = 3e-3
+    _, out = jax.device_get(
+        jax.jit(trained.train)(jax.random.PRNGKey(0), {"learning_rate": jnp.float32(grid_rate)})
+    )
+    fitted = continual_config.task_schedule(config.optimizer, 4, config.task.steps_per_task)
+    expected = np.zeros((4, trained.blocks_per_task))
+    for task in range(4):
+        for block, step in trained.diagnostics_steps(task):
+            expected[task, block] = optim.optimizer_learning_rate(fitted, step, grid_rate)
+    logged = out["diagnostics"]["scheduled_learning_rate"]
+    np.testing.assert_allclose(logged, expected, rtol=1e-6)
+    assert expected[0, 0] > 0 and len(np.unique(expected)) >= 2  # not the constant grid rate
+    np.testing.assert_allclose(expected[1:], np.broadcast_to(expected[0], (3, 2)))  # restarted
+    initial = out["initial_diagnostics"]["scheduled_learning_rate"]
+    assert initial == pytest.approx(float(optim.optimizer_learning_rate(fitted, 0, grid_rate)))
+
+
 def test_grid_by_seeds_in_one_program_equals_separate_runs():
     batched_carry, batched = grid_by_seed_outputs()
     for g, learning_rate in enumerate(LEARNING_RATES):
