@@ -338,16 +338,29 @@ def draw(ax, s: Series, label: str, color=None, style: str = "-") -> None:
         ax.fill_between(s.x, s.low, s.high, color=line[0].get_color(), alpha=0.18, lw=0)
 
 
+def positive_only(s: Series) -> Series:
+    """``s`` with its values ≤ 0 left out (gaps), for a log axis: the update ratio is 0 before the
+    first update, and a line drawn up from there would read as a jump."""
+    keep = lambda values: np.where(values > 0, values, np.nan)  # noqa: E731
+    return dataclasses.replace(s, mean=keep(s.mean), low=keep(s.low), high=keep(s.high))
+
+
+# The narrowest figure: room for a figure title and a legend of four entries in a row.
+MIN_FIGURE_WIDTH = 7.5
+
+
 def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns: int = 4):
-    """A figure with `panels` axes in rows of at most `max_columns`, room below for a legend.
+    """A figure with `panels` axes in rows of at most `max_columns`, room below for a legend, at
+    least `MIN_FIGURE_WIDTH` wide (a one-panel figure would cut its title and legend).
 
     A fixed layout (no tight/constrained layout pass), which halves the drawing time.
     """
     columns = min(panels, max_columns)
     rows = -(-panels // columns)
     legend_room = 0.6
+    figure_width = max(width * columns, MIN_FIGURE_WIDTH)
     fig, axes = plt.subplots(
-        rows, columns, figsize=(width * columns, height * rows + legend_room), squeeze=False
+        rows, columns, figsize=(figure_width, height * rows + legend_room), squeeze=False
     )
     total = height * rows + legend_room
     fig.subplots_adjust(
@@ -420,7 +433,7 @@ def _panel_figure(
     colors, styles = curve_colors(runs), curve_styles(runs)
     for ax, (key, panel_title, scale, found) in zip(axes, drawn):
         for _, _, label, _, s in found:
-            draw(ax, s, label, colors[label], styles[label])
+            draw(ax, positive_only(s) if scale.log else s, label, colors[label], styles[label])
         ax.set_title(panel_title, fontsize=10)
         axes_x = [axis for *_, axis, _ in found]
         shown = axes_x[0] if len(set(axes_x)) == 1 else " / ".join(dict.fromkeys(axes_x))

@@ -78,8 +78,11 @@ class ClaimResult:
     notes: str = ""
 
     def __post_init__(self):
-        if not self.verdict:
-            self.verdict = stats.combine([row.verdict for row in self.rows])
+        if not self.verdict:  # over every comparison of every row: k/m means the same as a row's
+            self.verdict = stats.combine(
+                [c.verdict for row in self.rows for c in row.comparisons]
+                or [row.verdict for row in self.rows]
+            )
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self), default=_jsonable, allow_nan=True))

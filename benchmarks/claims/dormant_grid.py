@@ -22,7 +22,7 @@ README): late dormant fraction SGD none 0.07, RMSNorm 0.21, LN 0.08; momentum no
 the expected reduction (0.21 ± 0.19, PASS); RMSNorm has as many (Adam) or more (SGD, momentum,
 OPPOSITE) dormant units than no norm, and under SGD and momentum the unnormalized network keeps
 few dormant units but also barely memorizes (end-of-task accuracy 0.2 → 0.55 over the run, vs
-≈ 0.9 with a norm), so its units stay in the near-initial regime. Verdict NOT SHOWN (1/6). The
+≈ 0.9 with a norm), so its units stay in the near-initial regime. Verdict PARTIAL 1/6 (of the six comparisons). The
 dormant fraction of a normalized network oscillates within every task (low mid-task, high at its
 end, the figure); the metric averages both.
 

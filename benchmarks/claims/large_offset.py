@@ -20,10 +20,10 @@ the offset phase. Verdict (paired over seeds, 95% t-interval), PASS when for bot
 error at c = 100 and at c = 1000 exceeds the error at c = 0, and σ₁ at c = 1000 exceeds σ₁ at
 c = 0 (6 comparisons).
 
-Measured (``python -m benchmarks.reproduce large_offset``, seeds 0–2, 2.7 minutes at load 3–5;
-README): log₁₀ error on the last later tasks without a norm −1.15 ± 0.23 (c = 0),
-−0.97 (10), −0.69 ± 0.12 (100), 0.73 ± 0.89 (1000); with LayerNorm −0.95 ± 0.20, −0.73, −0.12 ±
-0.29, −0.01 ± 0.02 (≈ predicting the mean); σ₁ at the end of the offset phase grows from 10^1.6 to
+Measured (``python -m benchmarks.reproduce large_offset``, seeds 0–2, 4.3 minutes at load 7;
+README): log₁₀ error on the last later tasks without a norm −1.14 ± 0.22 (c = 0), −0.97 (10),
+−0.69 ± 0.12 (100), 0.73 ± 0.89 (1000); with LayerNorm −0.96 ± 0.26, −0.73, −0.12 ± 0.29,
+−0.01 ± 0.02 (≈ predicting the mean); σ₁ at the end of the offset phase grows from 10^1.6 to
 10^3.8 without a norm and from 10^2.0 to 10^2.7 with LayerNorm. All six comparisons PASS.
 
 What we tried (one seed, 2×256, batch 64): the published config's 2 offset tasks × 1,000 steps at

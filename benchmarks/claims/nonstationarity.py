@@ -28,7 +28,8 @@ dead units in the narrow net; L2 alone 0.12; LN 0.82; LN + L2 0.94 ± 0.06); inp
 PARTIAL (the baseline loses 0.11 ± 0.08 of accuracy, but LN + L2 ends no better: 0.79 vs 0.80,
 and LayerNorm alone ends worst, 0.72); large-offset regression OPPOSITE (after the offset phase
 the baseline keeps improving, its later error falls; LN and LN + L2 fit the later tasks worse
-than no norm: log₁₀ error −0.17 vs −0.43). Verdict PARTIAL 2/4.
+than no norm: log₁₀ error −0.17 vs −0.43). Verdict PARTIAL 5/8 (of the
+eight comparisons; rows: 2 PASS, 1 PARTIAL, 1 OPPOSITE).
 
 What we tried (one seed each, arms none / L2 / LN / LN+L2, Adam 1e-3, λ = 1e-4):
 * digits, 512 examples, 2×128, batch 64, 30 tasks × 200 steps: label reset never memorizes

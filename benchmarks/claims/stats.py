@@ -119,8 +119,9 @@ def direction_verdict(interval: Interval, direction: int) -> str:
 
 
 def combine(verdicts: Sequence[str]) -> str:
-    """One verdict for a claim made of several comparisons: PASS when all pass, else
-    'PARTIAL k/m' when some pass, else the first non-PASS verdict (all agree) or 'NOT SHOWN'."""
+    """One verdict for a row or a claim made of several comparisons (their verdicts): PASS when all
+    pass, else 'PARTIAL k/m' when k of the m pass, else the verdict they all share, or 'NOT SHOWN'
+    when they differ."""
     verdicts = list(verdicts)
     if not verdicts:
         return INCONCLUSIVE

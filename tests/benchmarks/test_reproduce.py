@@ -124,6 +124,22 @@ def _interval(mean):
     return stats.Interval(mean, mean - 0.1, mean + 0.1, 3)
 
 
+def test_a_claims_k_of_m_counts_comparisons_as_a_rows_does():
+    """Two rows that each pass 1 of 2 comparisons make a claim that passes 2 of 4 (not a row's
+    'PARTIAL 1/2' copied up); a passing row of 2 and a row passing 1 of 3 make 3 of 5."""
+    verdicts = lambda *means: [
+        base.Comparison(f"c{i}", 1, _interval(m)) for i, m in enumerate(means)
+    ]  # noqa: E731
+
+    def claim(*rows):
+        return base.ClaimResult("demo", "cpu", 3, [base.Row("", "m", {}, c) for c in rows])
+
+    assert claim(verdicts(0.5, 0.0), verdicts(0.0, 0.5)).verdict == "PARTIAL 2/4"
+    assert claim(verdicts(0.5, 0.5), verdicts(0.5, 0.0, -0.5)).verdict == "PARTIAL 3/5"
+    assert claim(verdicts(0.0), verdicts(-0.5, -0.5)).verdict == "NOT SHOWN"
+    assert claim(verdicts(-0.5), verdicts(-0.5)).verdict == stats.OPPOSITE
+
+
 def test_result_json_round_trip_and_table():
     result = base.ClaimResult(
         "demo",

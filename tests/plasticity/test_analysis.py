@@ -323,6 +323,16 @@ def test_figures_read_right(tmp_path, workdirs):
         )
         is None
     )
+    # A zero among positive values on a log axis is a gap, not a line up from the axis's bottom;
+    # and a one-panel figure is wide enough for its title and legend.
+    zero_first = zeros + [{**zeros[0], "step": 10, "update_ratio/hidden_0": 3e-3}]
+    fig = figures_lib.plot_layer_metric(
+        [analysis.load_run(_write_rows(tmp_path / "z1", zero_first))], "update_ratio"
+    )
+    (line,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "z1"]
+    assert np.isnan(line.get_ydata()[0]) and line.get_ydata()[1] == pytest.approx(3e-3)
+    assert fig.get_figwidth() >= figures_lib.MIN_FIGURE_WIDTH
+    figures_lib.pyplot().close(fig)
     # An RL run's summary counts frames and no tasks (it has none).
     assert analysis.summary([rl]) == [{"curve": "rl", "seed count": 1, "last frames": 1750}]
     train_only = [{"event": "train", "frames": 16 * u, "step": u, "seed": 0} for u in range(201)]
