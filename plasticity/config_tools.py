@@ -304,9 +304,9 @@ def force_fields(
 
     What the command line says wins over what a config file's variants say: ``--norm=layernorm``
     makes every variant use LayerNorm, not only the base config. Returns one line for each
-    variant that runs whose value of a field the variants disagree on is replaced: that
-    variant's name (and its work dir's) may no longer describe what it runs, so a launcher
-    says so before training.
+    variant that runs whose value is replaced where it sets the field itself or the variants
+    disagree on it: that variant's name (and its work dir's) may no longer describe what it
+    runs, so a launcher says so before training.
     """
     values = {f: v for f, v in values.items() if v is not None or not skip_none}
     replaced = _replaced_variant_values(config, values)
@@ -339,9 +339,9 @@ def _variant_parent(overrides: Any, field: str) -> tuple[Any, str]:
 
 
 def _replaced_variant_values(config: Any, values: Mapping[str, Any]) -> list[str]:
-    """One line per (running variant, field) whose value `force_fields` changes, for the fields
-    on which the running variants disagree (a field every variant sets alike, such as a smaller
-    scale, names none of them)."""
+    """One line per (running variant, field) whose value `force_fields` changes, when the variant
+    sets that field itself or the running variants disagree on it (a field none of them sets
+    and all share, such as the frames per game, names none of them)."""
     variants = config.get("variants") or {}
     names = tuple(config.get("variant_order") or ()) or tuple(sorted(variants.keys()))
     lines = []
@@ -349,17 +349,18 @@ def _replaced_variant_values(config: Any, values: Mapping[str, Any]) -> list[str
         base = as_dict(config)
         for part in field.split("."):
             base = base.get(part) if isinstance(base, Mapping) else None
-        effective = {}
+        own, effective = set(), {}
         for name in names:
             parent, key = _variant_parent(variants[name], field)
+            if parent is not None:
+                own.add(name)
             effective[name] = parent[key] if parent is not None else base
-        if len({repr(_plain(v)) for v in effective.values()}) < 2:
-            continue
+        disagree = len({repr(_plain(v)) for v in effective.values()}) > 1
         lines += [
-            f"variant {name!r} sets {field}={_plain(own)!r} but the command line makes it "
+            f"variant {name!r} sets {field}={_plain(old)!r} but the command line makes it "
             f"{_plain(value)!r}; its work dir keeps the variant's name"
-            for name, own in effective.items()
-            if _plain(own) != _plain(value)
+            for name, old in effective.items()
+            if (name in own or disagree) and _plain(old) != _plain(value)
         ]
     return lines
 

@@ -202,6 +202,13 @@ def test_the_command_line_wins_over_the_variants_and_says_which_it_changed(tmp_p
         "variant 'rainbow_ln'",
         "variant 'rainbow_ln_nap'",
     ]
+    replaced = []  # one variant alone: its own value replaced is said too
+    smoke = "benchmarks/configs/minatar_sequence.py:smoke"
+    configs.build_config("minatar", None, smoke, {}, named(norm="rmsnorm"), replaced)
+    assert replaced == [
+        "variant 'rainbow_ln_nap' sets network.norm='layernorm' but the command line makes it "
+        "'rmsnorm'; its work dir keeps the variant's name"
+    ]
 
 
 @pytest.mark.parametrize("module", [atari_sequence, minatar_sequence])
