@@ -739,6 +739,20 @@ def check_memory(config: ml_collections.ConfigDict) -> None:
     runtime.check_fits(needed, f"the frames of a {config.replay.capacity:,}-transition replay")
 
 
+def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
+    """The run's segments, after every check that needs no work dir: the config, the emulator's
+    settings, the learning plan and schedule, the memory. A one-line ValueError otherwise (the
+    launcher plans every run of a launch before the first starts)."""
+    validate_config(config, "atari")
+    if config.num_seeds != 1:
+        raise ValueError("an Atari run trains one seed; the launcher runs each seed on its own")
+    blocks = make_blocks(config)
+    validate_env_config(config_of_section(config.env, blocks[0].game, 1, config.seed, False))
+    segments = plan_segments(config, blocks)
+    check_memory(config)
+    return segments
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | None = None,
@@ -757,17 +771,10 @@ def train(
     checkpoint holding it is written. The result's outputs: ``state`` (the sequence's final
     `AgentState` when this call finished it) and ``evaluations`` (the evaluation rows written).
     """
-    validate_config(config, "atari")
-    if config.num_seeds != 1:
-        raise ValueError("an Atari run trains one seed; the launcher runs each seed on its own")
-    blocks = make_blocks(config)
-    validate_env_config(config_of_section(config.env, blocks[0].game, 1, config.seed, False))
-    segments = plan_segments(config, blocks)
-    check_memory(config)
+    segments = plan_run(config)
     full_action_space = bool(segments[0].config.env.full_action_space)
-    num_actions = (
-        FULL_ACTION_SET_SIZE if full_action_space else minimal_action_count(blocks[0].game)
-    )
+    first_game = segments[0].blocks[0].game
+    num_actions = FULL_ACTION_SET_SIZE if full_action_space else minimal_action_count(first_game)
     harness = open_run(
         name,
         workdir,

@@ -149,7 +149,9 @@ def _base_config() -> ml_collections.ConfigDict:
         dict(name="adam", learning_rate=6.25e-5, eps=1.5625e-4, max_grad_norm=10.0)
     )
     # NaP's sequential-ALE schedule shape, used when switch.restart_schedule restarts a warm-up +
-    # cosine schedule at every game: init_value -> learning_rate over warmup_steps -> end_value.
+    # cosine schedule at every game: init_value -> learning_rate over warmup_steps -> end_value
+    # (schedule.name stays 'constant' then). Another schedule.name with total_steps 0 spans the
+    # sequence's updates, and cosine_restarts without boundaries restarts at every game.
     config.optimizer.schedule.update(dict(init_value=1e-8, warmup_steps=1_000, end_value=1e-6))
 
     # What happens at a game switch (`agents.sequence.SwitchPolicy`; the paper's is unconfirmed).
@@ -394,6 +396,41 @@ def evaluation_num_envs(config: ml_collections.ConfigDict) -> int:
     return max(1, min(requested, longest_fit))
 
 
+def check_number_ranges(config: ml_collections.ConfigDict) -> None:
+    """One-line ValueErrors for numbers outside what they mean: probabilities and exponents in
+    [0, 1], periods, counts, thresholds and coefficients >= 0 (0: off, where it can be), the
+    target period >= 1 frame and the priority cap > 0."""
+    from plasticity.config_tools import check_range  # noqa: PLC0415
+
+    unit_interval = {
+        "evaluation.epsilon": config.evaluation.epsilon,
+        "replay.importance_exponent_begin": config.replay.importance_exponent_begin,
+        "replay.importance_exponent_end": config.replay.importance_exponent_end,
+    }
+    for field, value in unit_interval.items():
+        check_range(field, value, 0.0, 1.0)
+    non_negative = {
+        "seed": config.seed,
+        "replay.priority_exponent": config.replay.priority_exponent,
+        "replay.importance_exponent_anneal_frames": config.replay.importance_exponent_anneal_frames,
+        "learner.priority_epsilon": config.learner.priority_epsilon,
+        "learner.huber_delta": config.learner.huber_delta,
+        "exploration.decay_frames": config.exploration.decay_frames,
+        "env.max_episode_frames": config.env.max_episode_frames,
+        "diagnostics.every_frames": config.diagnostics.every_frames,
+        "diagnostics.effective_lr_exponent": config.diagnostics.effective_lr_exponent,
+        "intervention.every_frames": config.intervention.every_frames,
+    }
+    if config.evaluation.get("every_frames") is not None:
+        non_negative["evaluation.every_frames"] = config.evaluation.every_frames
+    for field, value in non_negative.items():
+        check_range(field, value, 0.0)
+    check_range("learner.priority_max", config.learner.priority_max, 0.0, low_open=True)
+    check_range(
+        "learner.target_update_period_frames", config.learner.target_update_period_frames, 1.0
+    )
+
+
 def validate_config(config: ml_collections.ConfigDict, family: str = "atari") -> None:
     """One-line ValueErrors for settings that cannot work together, before anything is built:
     the one validation path of both RL families (MinAtar adds its one-frame-a-step rule and
@@ -422,6 +459,12 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     if config.network.torso == "conv":
         check_conv_layers("network.conv_layers", config.network.conv_layers)
     check_optimizer_config(config.optimizer)
+    if config.switch.restart_schedule and config.optimizer.schedule.name != "constant":
+        raise ValueError(
+            "switch.restart_schedule builds its own schedule (warm-up + cosine restarted at every "
+            "game, from optimizer.schedule's init_value, warmup_steps and end_value): leave "
+            f"optimizer.schedule.name 'constant', got {config.optimizer.schedule.name!r}"
+        )
     if config.diagnostics.every_frames > 0:
         check_names(config.diagnostics.names)
         make_options(**config.diagnostics.options.to_dict())
@@ -465,6 +508,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             raise ValueError(
                 f"exploration.{name} must be in [0, 1], got {config.exploration[name]}"
             )
+    check_number_ranges(config)
     if not 0.0 <= config.env.sticky_action_prob <= 1.0:
         raise ValueError(
             f"env.sticky_action_prob must be in [0, 1], got {config.env.sticky_action_prob}"

@@ -11,6 +11,7 @@ variant whose own value they replace). The rest of the launcher contract is `pla
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 from absl import flags
@@ -94,8 +95,14 @@ def config_of(
     )
 
 
-def run(context: launch.Launch, family: str, train: Callable[..., Any]) -> list[Any]:
-    """Every run of the launch (`agents.configs.expand_runs`), validated before the first starts.
+def run(
+    context: launch.Launch,
+    family: str,
+    train: Callable[..., Any],
+    plan: Callable[[Any], Any] | None = None,
+) -> list[Any]:
+    """Every run of the launch (`agents.configs.expand_runs`), validated, and planned by ``plan``
+    (the loop's `plan_run`: learning plan, schedule, memory), before the first starts.
 
     On one process the runs go one after another, stopping after a run that was stopped
     (preempted or early). In a multi-process job (`plasticity.distributed`), MinAtar lays its
@@ -110,6 +117,12 @@ def run(context: launch.Launch, family: str, train: Callable[..., Any]) -> list[
     replaced = []
     config = config_of(context.flags, context.overrides, family, replaced)
     runs = configs.expand_runs(config, family, context.workdir)
+    for workdir, run_config in runs if plan is not None else ():
+        try:
+            plan(run_config)
+        except ValueError as error:
+            where = Path(workdir).relative_to(context.workdir)
+            raise ValueError(f"{where}: {error}" if len(runs) > 1 else str(error)) from None
     context.note(replaced)
     options = context.run_options()
     processes = jax.process_count()
@@ -140,7 +153,6 @@ def write_combined_matrix(workdir: str, config, family: str) -> None:
     """``<workdir>/evaluation_matrix.json``: {run: its evaluation_matrix.json} for every run of
     a launch with several (variants, seeds), written by process 0 from the runs' own files."""
     import json  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
 
     import jax  # noqa: PLC0415
 

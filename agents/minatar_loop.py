@@ -60,6 +60,7 @@ from agents.sequence import (
     Segment,
     SwitchPolicy,
     distinct_games,
+    evaluation_message,
     make_schedule,
     plan_segments,
     switch_row_fields,
@@ -711,22 +712,6 @@ class MinAtarLoop:
         pass
 
 
-def evaluation_message(segment: Segment, block: int, rows: list[dict[str, Any]]) -> str:
-    """'eval after block 3 (breakout, visit 2): breakout 4.12, asterix 1.25': the line above the
-    progress bar when a block's evaluation is done."""
-    by_game: dict[str, list[float]] = {}
-    for row in rows:
-        value = row["return_mean"]
-        if math.isfinite(value):
-            by_game.setdefault(row["game"], []).append(value)
-    scores = (
-        ", ".join(f"{game} {np.mean(v):.2f}" for game, v in by_game.items()) or "no episode ended"
-    )
-    info = segment.blocks[block]
-    where = "fresh network" if segment.is_reference else f"block {info.index + 1}"
-    return f"eval after {where} ({info.game}, visit {info.visit}): {scores}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Training.
 
@@ -761,6 +746,17 @@ def check_memory(config: ml_collections.ConfigDict, segments: Sequence[Segment])
     runtime.check_fits(per_seed * int(config.num_seeds), f"the replays of {config.num_seeds} seeds")
 
 
+def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
+    """The run's segments, after every check that needs no work dir: the config, the seed mesh,
+    the learning plan and schedule, the memory. A one-line ValueError otherwise (the launcher
+    plans every run of a launch before the first starts)."""
+    validate_config(config, "minatar")
+    seed_mesh(config)  # a mesh that does not fit the devices or the seeds is a one-line error
+    segments = plan_segments(config, make_blocks(config))
+    check_memory(config, segments)
+    return segments
+
+
 def train(
     config: ml_collections.ConfigDict,
     workdir: str | None = None,
@@ -779,11 +775,7 @@ def train(
     The result's outputs: ``state`` (the sequence's final state, seed-batched, when this call
     finished it) and ``evaluations`` (the 'eval' and 'eval_fresh' rows of this call).
     """
-    validate_config(config, "minatar")
-    seed_mesh(config)  # a mesh that does not fit the devices or the seeds is a one-line error
-    blocks = make_blocks(config)
-    segments = plan_segments(config, blocks)
-    check_memory(config, segments)
+    segments = plan_run(config)
     seeds = np.arange(config.num_seeds, dtype=np.int32) + int(config.seed)
     harness = open_run(
         name,

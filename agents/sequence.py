@@ -43,6 +43,7 @@ import numpy as np
 
 from agents import configs as agent_configs
 from agents.replay import ReplayState, replay_end_episodes
+from plasticity import optim
 from plasticity.train_state import TrainState, map_optimizer_moments
 
 # ---------------------------------------------------------------------------------------------
@@ -562,9 +563,11 @@ def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
     """The sequence ``blocks`` and, with ``evaluation.fresh_reference``, one reference per game
     after the first (whose reference is the sequence's first block).
 
-    Raises a one-line ValueError when the learner would never update. The segments' configs make
-    explicit what they share: the action set (the full set when several games are played) and
-    the importance-exponent anneal (the sequence's frames when it is 0).
+    Raises a one-line ValueError when the learner would never update or the schedule cannot be
+    built. The segments' configs make explicit what they share: the action set (the full set
+    when several games are played), the importance-exponent anneal (the sequence's frames when
+    it is 0) and the learning-rate schedule (restarted at every game, or fitted to the
+    sequence's updates where the config leaves it open: `plasticity.optim.fit_open_schedule`).
     """
     settings = learning_settings(config)
     policy = SwitchPolicy.from_config(config.switch)
@@ -582,6 +585,11 @@ def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
         shared.optimizer = restarted_schedule_config(
             config.optimizer, plan.block_start_updates, plan.total_updates
         )
+    else:  # a schedule left open spans the sequence's updates (cosine_restarts: at every game)
+        shared.optimizer = optim.fit_open_schedule(
+            config.optimizer, plan.total_updates, plan.block_start_updates
+        )
+    optim.check_schedule_builds(shared.optimizer)
     fresh_reference = bool(config.evaluation.fresh_reference)
     main = Segment(SEQUENCE, list(blocks), plan, shared, fresh_reference)
     if not fresh_reference:
@@ -599,6 +607,22 @@ def reference_segment(main: Segment, game: str) -> Segment:
     settings = learning_settings(config)
     plan = plan_learning([block.frames // settings["frames_per_iteration"]], **settings)
     return Segment(f"{FRESH_PREFIX}{game}", [block], plan, config)
+
+
+def evaluation_message(segment: Segment, block: int, rows: list[dict[str, Any]]) -> str:
+    """'eval after block 3 (breakout, visit 2): breakout 4.12, asterix 1.25': the line above the
+    progress bar when a block's evaluation is done."""
+    by_game: dict[str, list[float]] = {}
+    for row in rows:
+        value = row["return_mean"]
+        if math.isfinite(value):
+            by_game.setdefault(row["game"], []).append(value)
+    scores = (
+        ", ".join(f"{game} {np.mean(v):.2f}" for game, v in by_game.items()) or "no episode ended"
+    )
+    info = segment.blocks[block]
+    where = "fresh network" if segment.is_reference else f"block {info.index + 1}"
+    return f"eval after {where} ({info.game}, visit {info.visit}): {scores}"
 
 
 def first_block_reference_rows(

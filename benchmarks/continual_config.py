@@ -23,6 +23,12 @@ from plasticity import mesh as mesh_lib
 
 GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
 NETWORKS = ("mlp", "cnn", "resnet")
+# The size fields each network's builder reads (positive integers).
+NETWORK_SIZES = {
+    "mlp": ("hidden_sizes",),
+    "cnn": ("channels", "dense_sizes"),
+    "resnet": ("width", "stage_sizes"),
+}
 # Fields a variant may not override: they define the sweep itself, not one arm of it.
 SWEEP_FIELDS = ("variants", "variant_order", "grid", "seed", "num_seeds", "run", "mesh")
 DEFAULT_VARIANT = config_tools.DEFAULT_VARIANT
@@ -173,20 +179,11 @@ def task_schedule(
     optimizer: ml_collections.ConfigDict, num_tasks: int, steps: int
 ) -> ml_collections.ConfigDict:
     """``optimizer`` with its learning-rate schedule fitted to the task layout where the config
-    leaves it open: ``schedule.total_steps`` 0 spans the whole run (``num_tasks`` × ``steps``
-    per task), and ``cosine_restarts`` without boundaries restarts at every task start."""
-    schedule = optimizer.schedule
-    open_total = schedule.name != "constant" and not schedule.total_steps
-    open_boundaries = schedule.name == "cosine_restarts" and not tuple(schedule.boundaries)
-    if not (open_total or open_boundaries):
-        return optimizer
-    fitted = ml_collections.ConfigDict(optimizer.to_dict())
+    leaves it open (`plasticity.optim.fit_open_schedule`): ``schedule.total_steps`` 0 spans the
+    whole run (``num_tasks`` × ``steps`` per task), and ``cosine_restarts`` without boundaries
+    restarts at every task start."""
     total = int(num_tasks) * int(steps)
-    if open_total:
-        fitted.schedule.total_steps = total
-    if open_boundaries:
-        fitted.schedule.boundaries = tuple(range(int(steps), total, int(steps)))
-    return fitted
+    return optim.fit_open_schedule(optimizer, total, range(int(steps), total, int(steps)))
 
 
 def steps_per_task(config: ml_collections.ConfigDict) -> int:
@@ -267,8 +264,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
     if int(config.run.tasks_per_chunk) < 0:
         raise ValueError(f"run.tasks_per_chunk must be >= 0, got {config.run.tasks_per_chunk}")
-    if "hidden_sizes" in network:
-        config_tools.check_layer_sizes("network.hidden_sizes", network.hidden_sizes)
+    for field in NETWORK_SIZES[network.name]:
+        if field in network:
+            config_tools.check_layer_sizes(f"network.{field}", network[field])
+    config_tools.check_range(
+        "diagnostics.effective_lr_exponent", config.diagnostics.effective_lr_exponent, 0.0
+    )
     diagnostics_block(config)
 
 

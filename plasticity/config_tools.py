@@ -21,6 +21,7 @@ import ast
 import copy
 import difflib
 import importlib.util
+import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -370,12 +371,43 @@ def _plain(value: Any) -> Any:
     return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
+def check_range(
+    field: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """One-line ValueError unless ``value`` is a finite number within the bounds (closed unless
+    ``low_open`` / ``high_open``; None: unbounded), before anything is built from it."""
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    inside = math.isfinite(number) and not isinstance(value, bool)
+    if inside and low is not None:
+        inside = number > low if low_open else number >= low
+    if inside and high is not None:
+        inside = number < high if high_open else number <= high
+    if not inside:
+        raise ValueError(f"{field} must be a number {' and '.join(bounds)}, got {value!r}")
+
+
 def check_layer_sizes(field: str, sizes: Any) -> None:
-    """One-line ValueError unless ``sizes`` (a config's layer widths) is a sequence of positive
-    integers, before anything is built from it."""
-    values = tuple(sizes) if isinstance(sizes, (list, tuple)) else (sizes,)
+    """One-line ValueError unless ``sizes`` (a config's layer widths, or one width) is a sequence
+    of positive integers (a positive integer), before anything is built from it."""
+    sequence = isinstance(sizes, (list, tuple))
+    values = tuple(sizes) if sequence else (sizes,)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise ValueError(f"{field} must be a sequence of positive integers, got {sizes!r}")
+        expected = "a sequence of positive integers" if sequence else "a positive integer"
+        raise ValueError(f"{field} must be {expected}, got {sizes!r}")
 
 
 def check_conv_layers(field: str, layers: Any) -> None:

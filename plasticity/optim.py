@@ -19,7 +19,6 @@ Conventions (stated because papers differ):
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
@@ -29,8 +28,10 @@ import optax
 from flax import traverse_util
 
 from plasticity import nap, param_labels, schedules
+from plasticity.config_tools import check_range
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
+GAMMA_BETA_ELSEWHERE = ("free", "regularize")  # NaP's (γ, β) of the norms it does not project
 
 
 def check_optimizer_name(name: str) -> None:
@@ -42,9 +43,10 @@ def check_optimizer_name(name: str) -> None:
 
 def check_optimizer_config(config: ml_collections.ConfigDict, where: str = "optimizer") -> None:
     """One-line ValueErrors, before anything is built, for an optimizer section `make_optimizer`
-    would refuse or that cannot train: the optimizer and schedule names, NaP's (γ, β) mode and
-    period, a learning rate that is not a positive number, a negative or non-finite weight
-    decay or L2 coefficient."""
+    would refuse or that cannot train: the optimizer and schedule names, NaP's (γ, β) modes,
+    period and coefficient, a learning rate that is not a positive number, a negative or
+    non-finite weight decay, L2 coefficient or clipping norm (a negative one would step up the
+    loss), the chosen optimizer's decays outside [0, 1), a negative ε or schedule field."""
     check_optimizer_name(config.name)
     if config.schedule.name not in schedules.SCHEDULES:
         raise ValueError(
@@ -54,13 +56,24 @@ def check_optimizer_config(config: ml_collections.ConfigDict, where: str = "opti
         nap.check_gamma_beta(config.nap.gamma_beta)
         if int(config.nap.period) < 1:
             raise ValueError(f"{where}.nap.period must be >= 1, got {config.nap.period}")
-    rate = float(config.learning_rate)
-    if not (math.isfinite(rate) and rate > 0):
-        raise ValueError(f"{where}.learning_rate must be a positive number, got {rate}")
-    for field in ("weight_decay", "l2", "l2_init"):
-        value = float(config.get(field) or 0.0)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{where}.{field} must be a number >= 0, got {value}")
+        elsewhere = config.nap.get("gamma_beta_elsewhere", "free")
+        if elsewhere not in GAMMA_BETA_ELSEWHERE:
+            raise ValueError(
+                f"{where}.nap.gamma_beta_elsewhere={elsewhere!r}: expected one of "
+                f"{', '.join(GAMMA_BETA_ELSEWHERE)}"
+            )
+        check_range(f"{where}.nap.gamma_beta_l2", config.nap.get("gamma_beta_l2", 0.0), 0.0)
+    check_range(f"{where}.learning_rate", config.learning_rate, 0.0, low_open=True)
+    for field in ("weight_decay", "l2", "l2_init", "max_grad_norm"):  # 0: off
+        check_range(f"{where}.{field}", config.get(field) or 0.0, 0.0)
+    # What the chosen optimizer reads: decays and β in [0, 1), ε >= 0.
+    read = {"adam": ("b1", "b2", "eps"), "momentum": ("momentum",)}
+    read["rmsprop"] = ("rmsprop_decay", "eps")
+    for field in read.get(config.name, ()):
+        high = None if field == "eps" else 1.0
+        check_range(f"{where}.{field}", config[field], 0.0, high, high_open=True)
+    for field in ("warmup_steps", "total_steps", "init_value", "end_value"):
+        check_range(f"{where}.schedule.{field}", config.schedule.get(field) or 0, 0.0)
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
@@ -123,9 +136,6 @@ def _normed_layer_norm_mask(params: Any, excluded: Sequence[str] = ()) -> Any:
     }
     flat = traverse_util.flatten_dict(params)
     return traverse_util.unflatten_dict({path: path in paths for path in flat})
-
-
-GAMMA_BETA_ELSEWHERE = ("free", "regularize")
 
 
 def _gamma_beta_regularizer(
@@ -194,6 +204,37 @@ def base_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
             return optax.scale_by_stddev(decay=config.rmsprop_decay, eps=config.eps)
         return optax.scale_by_rms(decay=config.rmsprop_decay, eps=config.eps)
     raise ValueError(f"Unknown optimizer {config.name!r}: expected one of {', '.join(OPTIMIZERS)}.")
+
+
+def fit_open_schedule(
+    optimizer: ml_collections.ConfigDict, total_steps: int, starts: Sequence[int]
+) -> ml_collections.ConfigDict:
+    """``optimizer`` with the schedule fields a config leaves open fitted to a run of
+    ``total_steps`` updates whose tasks or games start at update counts ``starts``:
+    ``schedule.total_steps`` 0 spans the run, and ``cosine_restarts`` without boundaries restarts
+    at every start inside it. ``optimizer`` itself when nothing is open; a constant schedule is
+    never open."""
+    schedule = optimizer.schedule
+    open_total = schedule.name != "constant" and not schedule.total_steps
+    open_boundaries = schedule.name == "cosine_restarts" and not tuple(schedule.boundaries)
+    if not (open_total or open_boundaries):
+        return optimizer
+    fitted = ml_collections.ConfigDict(optimizer.to_dict())
+    if open_total:
+        fitted.schedule.total_steps = int(total_steps)
+    if open_boundaries:
+        inside = sorted({int(s) for s in starts if 0 < int(s) < int(total_steps)})
+        fitted.schedule.boundaries = tuple(inside)
+    return fitted
+
+
+def check_schedule_builds(optimizer: ml_collections.ConfigDict, where: str = "optimizer") -> None:
+    """One-line ValueError naming the config section when ``optimizer``'s (fitted) schedule
+    cannot be built, e.g. a warm-up as long as the whole schedule."""
+    try:
+        learning_rate_schedule(optimizer)
+    except ValueError as error:
+        raise ValueError(f"{where}.schedule ({optimizer.schedule.name}): {error}") from None
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, learning_rate=None) -> optax.Schedule:

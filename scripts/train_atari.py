@@ -42,7 +42,7 @@ def define_flags(values) -> None:
 def run(context: launch.Launch):
     from agents import atari_loop, launcher  # noqa: PLC0415
 
-    return launcher.run(context, FAMILY, atari_loop.train)
+    return launcher.run(context, FAMILY, atari_loop.train, atari_loop.plan_run)
 
 
 def help_config(values):

@@ -38,7 +38,7 @@ def define_flags(values) -> None:
 def run(context: launch.Launch):
     from agents import minatar_loop, launcher  # noqa: PLC0415
 
-    return launcher.run(context, FAMILY, minatar_loop.train)
+    return launcher.run(context, FAMILY, minatar_loop.train, minatar_loop.plan_run)
 
 
 def help_config(values):

@@ -117,6 +117,27 @@ def test_the_switch_defaults_and_the_sequence_schedule_values():
     assert configs.get_config("rainbow", "minatar").optimizer.schedule.warmup_steps == 500
 
 
+def test_a_schedule_left_open_is_fitted_to_the_sequences_updates():
+    """total_steps 0 spans the sequence's updates, cosine_restarts without boundaries restarts at
+    every game, and the fresh references share the sequence's schedule (its first block's part)."""
+    from agents import minatar_loop  # noqa: PLC0415
+
+    config = minatar_sequence.get_config("smoke,rainbow")
+    ((_, config),) = configs.expand_runs(config, "minatar", "w")
+    config.games = ("breakout", "asterix")
+    for name in ("warmup_cosine", "cosine_restarts"):
+        config.optimizer.schedule.name = name
+        main, *references = minatar_loop.plan_run(config)
+        fitted = main.config.optimizer.schedule
+        assert fitted.total_steps == main.plan.total_updates > 0
+        starts = tuple(u for u in main.plan.block_start_updates if u > 0)
+        assert tuple(fitted.boundaries) == (starts if name == "cosine_restarts" else ())
+        assert references and all(
+            r.config.optimizer.schedule.to_dict() == fitted.to_dict() for r in references
+        )
+    assert config.optimizer.schedule.total_steps == 0  # the run's config is left open
+
+
 def test_variants_run_in_sub_work_dirs_and_atari_seeds_each_in_its_own():
     config = atari_sequence.get_config("smoke," + ",".join(atari_sequence.VARIANTS))
     config.num_seeds = 2

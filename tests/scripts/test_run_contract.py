@@ -360,6 +360,15 @@ UNBUILDABLE = {
         ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a continual config"),
         ("--weight_decay=nan", "optimizer.weight_decay must be a number >= 0, got nan"),
         (
+            ("--config.network.name=cnn", "--config.network.channels=(0,)"),
+            "network.channels must be a sequence of positive integers, got (0,)",
+        ),
+        (
+            ("--config.network.name=resnet", "--config.network.width=0"),
+            "network.width must be a positive integer, got 0",
+        ),
+        ("--config.optimizer.max_grad_norm=-1", "optimizer.max_grad_norm must be a number >= 0"),
+        (
             (
                 "--config.intervention.name=redo",
                 "--config.intervention.every=4",
@@ -386,7 +395,29 @@ UNBUILDABLE = {
         ),
         ("--config.network.widthz=3", "unknown config field 'network.widthz'"),
         ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a MinAtar config"),
-        ("--config.optimizer.learning_rate=-1", "learning_rate must be a positive number, got -1"),
+        ("--config.optimizer.learning_rate=-1", "learning_rate must be a number > 0, got -1"),
+        (
+            "--config.optimizer.rmsprop_decay=1",
+            "optimizer.rmsprop_decay must be a number >= 0 and <",
+        ),
+        ("--config.evaluation.epsilon=2", "evaluation.epsilon must be a number >= 0 and <= 1"),
+        ("--config.replay.priority_exponent=-0.5", "replay.priority_exponent must be a number >="),
+        ("--config.learner.target_update_period_frames=0", "target_update_period_frames must"),
+        (
+            ("--nap", "--norm=layernorm", "--config.optimizer.nap.gamma_beta_elsewhere=bogus"),
+            "optimizer.nap.gamma_beta_elsewhere='bogus': expected one of free, regularize",
+        ),
+        (
+            (
+                "--config.optimizer.schedule.name=warmup_cosine",
+                "--config.optimizer.schedule.warmup_steps=9999",
+            ),
+            "optimizer.schedule (warmup_cosine): total_steps",
+        ),
+        (
+            ("--restart_schedule_at_switch", "--config.optimizer.schedule.name=linear"),
+            "leave optimizer.schedule.name 'constant', got 'linear'",
+        ),
         (("--nap", "--norm=layernorm", "--config.optimizer.nap.period=0"), "nap.period must be"),
         ("--config.diagnostics.options.srank_deltaa=0.1", "Unknown diagnostics options ['srank_"),
     ],
@@ -398,8 +429,24 @@ UNBUILDABLE = {
         ("--config.env.noop_max=-1", "noop_max must be an integer >= 0, got -1"),
         ("--config.evaluation.num_envs=0", "evaluation.num_envs must be >= 1, got 0"),
         ("--weight_decay=-0.1", "optimizer.weight_decay must be a number >= 0, got -0.1"),
+        ("--config.optimizer.eps=-1e-8", "optimizer.eps must be a number >= 0, got -1e-08"),
+        ("--config.learner.priority_max=0", "learner.priority_max must be a number > 0, got 0"),
     ],
 }
+
+
+def test_every_run_of_a_launch_is_planned_before_the_first_trains(tmp_path, capsys):
+    """A variant whose plan fails (its restarted schedule's warm-up outlasts its blocks) stops the
+    launch before the variant before it trains, not after."""
+    args = [
+        "--experiment=benchmarks/configs/minatar_sequence.py:smoke,rainbow,rainbow_ln_nap",
+        "--config.optimizer.schedule.warmup_steps=200",
+    ]
+    message = bad_input("train_minatar", args, tmp_path / "run", capsys)
+    assert message.startswith(
+        "rainbow_ln_nap: the restarted learning-rate schedule needs blocks of more than"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name", list(LAUNCHERS))
