@@ -32,6 +32,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import numpy as np
 import ml_collections
 from jax.sharding import Mesh
 
@@ -78,7 +79,8 @@ def make_data_parallel_update(
 
     With `seed_axis` every argument has a leading run axis (``vmap`` over runs) split over that
     mesh axis, and each run's batch over `axis`. ``donate=True`` lets the new state reuse the old
-    one's buffers (the caller must not read the old state afterwards).
+    one's buffers (the caller must not read the old state afterwards). A batch that does not
+    split evenly over `axis` is a one-line ValueError at the call, however the state is placed.
     """
     parallel = data_parallel_learner(learner, mesh, axis)
     update = parallel.update
@@ -86,7 +88,22 @@ def make_data_parallel_update(
         if seed_axis not in mesh.axis_names:
             raise ValueError(f"mesh {mesh_lib.format_mesh(mesh)} has no axis {seed_axis!r}")
         update = jax.vmap(update, spmd_axis_name=seed_axis)
-    return jax.jit(update, donate_argnums=(0,) if donate else ())
+    jitted = jax.jit(update, donate_argnums=(0,) if donate else ())
+    batch_dim = 0 if seed_axis is None else 1
+
+    def check(weights) -> None:
+        mesh_lib.check_batch_divides(np.shape(weights)[batch_dim], mesh, axis)
+
+    def checked_update(state, batch, weights, rng):
+        check(weights)
+        return jitted(state, batch, weights, rng)
+
+    def lower(state, batch, weights, rng):
+        check(weights)
+        return jitted.lower(state, batch, weights, rng)
+
+    checked_update.lower = lower  # as a jitted function's: compile ahead of time, read the HLO
+    return checked_update
 
 
 def make_data_parallel_learn_step(

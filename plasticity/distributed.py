@@ -31,6 +31,7 @@ JAX's own preemption notices, so `plasticity.preemption.PreemptionGuard` is inst
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any
 
@@ -79,8 +80,12 @@ def validate(config: DistributedConfig) -> None:
             f"{config.heartbeat_timeout_seconds} and {config.initialization_timeout_seconds}"
         )
     address = config.coordinator_address
-    if address is not None and not _ADDRESS.match(address):
-        raise ValueError(f"--coordinator_address {address!r} must be host:port, e.g. 10.0.0.1:1234")
+    match = _ADDRESS.match(address) if address is not None else None
+    if address is not None and not (match and 1 <= int(match.group(2)) <= 65535):
+        raise ValueError(
+            f"--coordinator_address {address!r} must be host:port with a port in 1..65535, "
+            "e.g. 10.0.0.1:1234"
+        )
     if config.auto_detect:
         return
     missing = [
@@ -156,8 +161,11 @@ def define_flags(flag_values: Any = None) -> None:
 def config_from_flags(flag_values: Any = None) -> DistributedConfig:
     """The `DistributedConfig` of the flags `define_flags` registered (after parsing)."""
     flag_values = _flags_module().FLAGS if flag_values is None else flag_values
+    address = flag_values.coordinator_address
+    if address is None and (flag_values.num_processes, flag_values.process_id) != (None, None):
+        address = os.environ.get("JAX_COORDINATOR_ADDRESS") or None  # with the two flags only
     return DistributedConfig(
-        coordinator_address=flag_values.coordinator_address,
+        coordinator_address=address,
         num_processes=flag_values.num_processes,
         process_id=flag_values.process_id,
         auto_detect=flag_values.distributed,

@@ -78,7 +78,8 @@ def cpu_device_count(
     (``preset``: ``JAX_NUM_CPU_DEVICES``, ``--xla_force_host_platform_device_count`` in
     ``XLA_FLAGS`` or ``jax_num_cpu_devices`` set), in a multi-process job (each process keeps one
     device, so the seeds fill the job's devices as they did) and on one CPU. An integer is that
-    count, and a one-line ValueError when the environment chose another.
+    count, and a one-line ValueError when the environment already chose one (the count is set
+    in one place).
     """
     text = str(requested).strip().lower()
     if text == "auto":

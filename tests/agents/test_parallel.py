@@ -113,7 +113,13 @@ _SCRIPT = textwrap.dedent(
         params_spec=list(jax.tree.leaves(new_states.params)[0].sharding.spec),
     )
 
-    # The learn step checks that the replay batch splits evenly.
+    # The update and the learn step check that the batch splits evenly, however state is placed.
+    try:
+        update = parallel.make_data_parallel_update(learner, mesh_lib.make_mesh("data:4"))
+        update(states, batch_of(rng, 6), np.ones(6, np.float32), update_keys[0])
+        out["uneven_update_error"] = None
+    except ValueError as error:
+        out["uneven_update_error"] = str(error)
     try:
         parallel.make_data_parallel_learn_step(learner, config(noisy=False, batch=6),
                                                mesh_lib.make_mesh("data:4"))
@@ -174,11 +180,12 @@ def test_seeds_by_data_equals_the_vmapped_single_device_step(measured):
 
 
 def test_uneven_batch_is_a_one_line_error(measured):
-    message = measured["uneven_error"]
-    assert message == (
+    expected = (
         "batch size 6 does not split over mesh axis 'data' of size 4; use a batch size "
         "divisible by it"
     )
+    assert measured["uneven_error"] == expected  # the learn step
+    assert measured["uneven_update_error"] == expected  # the update, state not placed
 
 
 _LEARN_STEP = textwrap.dedent(

@@ -404,6 +404,30 @@ def plan() -> continual_sweep.ExperimentPlan:
     return continual_sweep.plan_experiment(tiny_config())
 
 
+def test_a_mesh_that_does_not_split_the_runs_is_refused_before_the_work_dir(tmp_path):
+    """4 runs (2 learning rates x 2 seeds) over 3 seed devices, or a mesh without a seed axis:
+    one line naming the run count, and nothing written (the check needs no devices, only the
+    mesh's shape)."""
+    import types  # noqa: PLC0415
+
+    def mesh(**axes):
+        size = int(np.prod(list(axes.values())))
+        return types.SimpleNamespace(axis_names=tuple(axes), shape=axes, size=size)
+
+    with pytest.raises(
+        ValueError, match=r"3 devices on the seed axis, .* the 4 runs \(num_seeds=2 x 2"
+    ):
+        continual_sweep.check_mesh_fits_runs(mesh(seed=3), plan())
+    with pytest.raises(ValueError, match="has no 'seed' axis"):
+        continual_sweep.check_mesh_fits_runs(mesh(data=1), plan())
+    continual_sweep.check_mesh_fits_runs(mesh(seed=2), plan())
+    config = tiny_config()
+    config.mesh = "data:1"
+    with pytest.raises(ValueError, match="has no 'seed' axis"):
+        continual_sweep.run_experiment(config, tmp_path / "run", plan=plan())
+    assert not (tmp_path / "run").exists()
+
+
 def metric_rows(path: Path, event: str):
     return [row for row in workdir.read_metrics(path) if row["event"] == event]
 

@@ -53,6 +53,8 @@ def free_port() -> int:
             "missing --coordinator_address, --process_id",
         ),
         (distributed.DistributedConfig("10.0.0.1", 2, 0), "must be host:port"),
+        (distributed.DistributedConfig("10.0.0.1:99999", 2, 0), "a port in 1..65535"),
+        (distributed.DistributedConfig("host:0", 2, 0), "a port in 1..65535"),
         (distributed.DistributedConfig("10.0.0.1:80", 2, 2), r"must be in \[0, --num_processes\)"),
         (distributed.DistributedConfig("h:1", 2, 0, heartbeat_timeout_seconds=0), "timeouts"),
     ],
@@ -130,6 +132,27 @@ def test_launcher_flags_parse_into_a_config():
         "10.1.2.3:8476", 4, 3, False, 20, distributed.DEFAULT_INITIALIZATION_TIMEOUT_SECONDS
     )
     assert config.enabled
+
+
+def test_the_coordinator_address_may_come_from_the_environment_with_the_two_flags(monkeypatch):
+    from absl import flags  # noqa: PLC0415
+
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.9.8.7:1234")
+
+    def parsed(*argv):
+        values = flags.FlagValues()
+        distributed.define_flags(values)
+        values(["prog", *argv])
+        return distributed.config_from_flags(values)
+
+    assert parsed("--num_processes=2", "--process_id=1").coordinator_address == "10.9.8.7:1234"
+    assert (
+        parsed(
+            "--num_processes=2", "--process_id=1", "--coordinator_address=h:9"
+        ).coordinator_address
+        == "h:9"
+    )
+    assert not parsed().enabled  # the variable alone starts no multi-process job
 
 
 # ---------------------------------------------------------------------------------------------
