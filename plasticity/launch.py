@@ -186,17 +186,29 @@ def main(
         return divergence.DIVERGENCE_EXIT_CODE
     except (ValueError, MemoryError) as error:
         return _error(name, error if str(error) else "out of memory")
+    except OSError as error:  # the disk: full, read-only, a file the run cannot write
+        return _error(name, f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
     except Exception as error:  # noqa: BLE001 - only an accelerator's out-of-memory is bad input
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         return _error(name, f"out of memory: {str(error).splitlines()[0][:300]}")
-    for result in results if isinstance(results, (list, tuple)) else [results]:
-        for line in result.outputs.get("summary", ()):
-            print(line)
-        print(f"{name}: {result.status_line()}", file=sys.stderr)
-        if result.preempted:
-            break
+    with _signals_held():  # the run is over: a late Ctrl-C must not cut its summary short
+        for result in results if isinstance(results, (list, tuple)) else [results]:
+            for line in result.outputs.get("summary", ()):
+                print(line)
+            print(f"{name}: {result.status_line()}", file=sys.stderr)
+            if result.preempted:
+                break
     return 0
+
+
+def exit_after(status: int) -> None:
+    """Exits a launcher's process with ``status``, ignoring stop signals from here on: the run
+    is over, and a Ctrl-C or SIGTERM during the interpreter's exit (JAX's clean-up) would
+    otherwise print a traceback or turn a completed run's 0 into 143."""
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    sys.exit(status)
 
 
 def _without_help(argv: Sequence[str]) -> list[str]:

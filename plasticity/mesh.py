@@ -240,6 +240,18 @@ def global_batch(local_tree: Any, mesh: Mesh, axis: str = DATA_AXIS) -> Any:
     )
 
 
+def map_runs(fn: Callable, runs: Any, runs_per_batch: int) -> Any:
+    """``fn`` over the leading axis of the pytree ``runs``: vectorized (`vmap`) with
+    ``runs_per_batch`` 0, else that many at a time (`lax.map`). One at a time maps ``fn`` itself,
+    not a `vmap` of one: a batch axis of size 1 still lays the weight gradients out transposed,
+    and every optimizer step then reads them across the grain (1.4x slower on a CPU)."""
+    if runs_per_batch == 0:
+        return jax.vmap(fn)(runs)
+    if runs_per_batch == 1:
+        return jax.lax.map(fn, runs)
+    return jax.lax.map(fn, runs, batch_size=runs_per_batch)
+
+
 def over_leading_axis(
     fn: Callable, mesh: Mesh, num_split_args: int, *, runs_per_batch: int = 0, axis: str = SEED_AXIS
 ) -> Callable:
@@ -258,10 +270,7 @@ def over_leading_axis(
 
     def local(*args):
         runs, shared = args[:num_split_args], args[num_split_args:]
-        one_run = lambda per_run: fn(*per_run, *shared)
-        if runs_per_batch == 0:
-            return jax.vmap(lambda *per_run: one_run(per_run))(*runs)
-        return jax.lax.map(one_run, tuple(runs), batch_size=runs_per_batch)
+        return map_runs(lambda per_run: fn(*per_run, *shared), tuple(runs), runs_per_batch)
 
     def program(*args):
         specs = (split,) * num_split_args + (PartitionSpec(),) * (len(args) - num_split_args)

@@ -61,6 +61,7 @@ from plasticity.workdir import (
     config_differences,
     lock_workdir,
     read_config,
+    read_metrics,
 )
 
 RUN_INFO_FILE = "run_info.json"
@@ -486,6 +487,8 @@ class Run:
         return target
 
     def _check_metrics_length(self, step: int, metadata: Mapping[str, Any]) -> None:
+        """One-line ValueErrors, before anything trains, when the rows the checkpoint recorded
+        are not all there, or not all readable."""
         recorded = int(metadata.get("metrics_size", 0))
         size = self.workdir.metrics_size()
         if size < recorded:
@@ -494,6 +497,7 @@ class Run:
                 f"recorded ({recorded:,} bytes): rows were lost; restore the file or use a new "
                 "--workdir"
             )
+        read_metrics(self.workdir.metrics_path, limit=recorded)
 
     def _set_aside(self, step: int, error: BaseException) -> None:
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__

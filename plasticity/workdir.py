@@ -88,15 +88,29 @@ def to_json_line(row: Mapping[str, Any]) -> str:
     )
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All rows of a metrics.jsonl file (or of the one inside a work dir)."""
+def read_metrics(path: str | os.PathLike, limit: int | None = None) -> list[dict[str, Any]]:
+    """All rows of a metrics.jsonl file (or of the one inside a work dir); with ``limit``, those
+    of its first ``limit`` bytes. A line that is not a JSON row (a damaged file) is a one-line
+    ValueError naming the file and the line."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.exists():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    with open(path, "rb") as f:
+        data = f.read() if limit is None else f.read(limit)
+    rows = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: line {number} is not a JSON row ({error.msg}); restore the file or use "
+                "a new --workdir"
+            ) from None
+    return rows
 
 
 def config_differences(
@@ -292,7 +306,25 @@ def _check_workdir(path: Path) -> None:
         probe.unlink()
     except OSError as error:
         raise ValueError(f"work dir {path} is not writable ({error.strerror})") from None
+    _check_run_files_writable(path)
     _check_not_nested(path)
+
+
+def _check_run_files_writable(path: Path) -> None:
+    """One-line ValueError when a run's own files or checkpoint folder inside a writable work dir
+    cannot be written (found before training rather than at the first checkpoint)."""
+    checkpoints = path / CHECKPOINT_DIR
+    if checkpoints.exists() and not checkpoints.is_dir():
+        raise ValueError(f"{checkpoints} is {_not_a_directory(checkpoints)}, not a directory")
+    if checkpoints.is_dir():
+        try:
+            _probe_file(checkpoints).unlink()
+        except OSError as error:
+            raise ValueError(f"{checkpoints} is not writable ({error.strerror})") from None
+    for name in (METRICS_FILE, CONFIG_FILE):
+        file = path / name
+        if file.exists() and not os.access(file, os.W_OK):
+            raise ValueError(f"{file} is not writable; make it writable or use a new --workdir")
 
 
 def _check_not_nested(path: Path) -> None:

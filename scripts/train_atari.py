@@ -24,7 +24,6 @@ statuses 0 / 1 / 3) is every launcher's (`plasticity.launch`, `plasticity.run`).
 
 from __future__ import annotations
 
-import sys
 
 from plasticity import launch
 
@@ -58,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    launch.exit_after(main())

@@ -14,7 +14,6 @@ statuses 0 / 1 / 3, multi-process jobs) is every launcher's: see `plasticity.lau
 
 from __future__ import annotations
 
-import sys
 
 from absl import flags
 
@@ -97,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    launch.exit_after(main())

@@ -20,7 +20,6 @@ far is evaluated (``evaluation_matrix.json``), against a fresh network trained o
 
 from __future__ import annotations
 
-import sys
 
 from plasticity import launch
 
@@ -54,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    launch.exit_after(main())

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from plasticity import launch
 from plasticity import workdir as workdir_lib
 from scripts import train_atari, train_continual, train_minatar
 from tests.scripts import test_resume
@@ -290,16 +291,24 @@ def test_a_metrics_file_shorter_than_its_checkpoint_is_refused(contract, capsys)
         metrics.write_bytes(kept)
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"{name}: error: {metrics} is shorter (10 bytes) than checkpoint ")
+    # As long as recorded but damaged inside: refused in one line, before anything trains.
+    metrics.write_bytes(kept[:5] + b"@@@@" + kept[9:])
+    try:
+        assert script.main([name, *short_args, f"--workdir={workdir}"]) == 1
+    finally:
+        metrics.write_bytes(kept)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"{name}: error: {metrics}: line 1 is not a JSON row (")
 
 
 def test_every_work_dir_records_its_launches(contract):
     info = json.loads((contract["root"] / "interrupted" / "run_info.json").read_text())
     assert len(info["launches"]) == 3  # the interrupted launch and two relaunches
-    launch = info["launches"][0]
-    assert launch["command"][1].endswith(f"{contract['name']}.py")
-    assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(launch["packages"])
-    assert launch["devices"] and launch["cpu"]["cores"] >= 1 and launch["backend"] == "cpu"
-    assert "git_commit" in launch
+    first = info["launches"][0]
+    assert first["command"][1].endswith(f"{contract['name']}.py")
+    assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(first["packages"])
+    assert first["devices"] and first["cpu"]["cores"] >= 1 and first["backend"] == "cpu"
+    assert "git_commit" in first
 
 
 # Bad input: one line, exit status 1, nothing written ---------------------------------------------
@@ -479,6 +488,20 @@ def test_a_ctrl_c_before_anything_ran_stops_the_launch_in_one_line(tmp_path, cap
     assert signal.getsignal(signal.SIGINT) is before  # the handlers are given back
 
 
+def test_a_finished_launch_exits_ignoring_late_stop_signals():
+    """After the run and its summary, a Ctrl-C or SIGTERM during the interpreter's exit (JAX's
+    clean-up) neither prints a traceback nor turns the exit status 0 into 143."""
+    before = {number: signal.getsignal(number) for number in launch.STOP_SIGNALS}
+    try:
+        with pytest.raises(SystemExit) as exited:
+            launch.exit_after(0)
+        assert exited.value.code == 0
+        assert all(signal.getsignal(n) is signal.SIG_IGN for n in launch.STOP_SIGNALS)
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+
+
 def test_the_launchers_load_jax_only_once_a_ctrl_c_is_held():
     """Importing JAX takes seconds; the launcher modules leave it to the launch (inside the hold
     above), so a Ctrl-C pressed right after the command starts is one line, not a traceback."""
@@ -523,6 +546,13 @@ def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys)
     message = bad_input(name, short(name), outer / "variant" / "inner", capsys)
     assert f"is inside the work dir of another run ({outer / 'variant'})" in message
     assert sorted(p.name for p in outer.rglob("*")) == ["config.json", "variant"]
+    # A run's checkpoint folder that is a file: refused before anything trains.
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "checkpoints").write_text("")
+    message = bad_input(name, short(name), blocked, capsys)
+    assert message == f"{blocked / 'checkpoints'} is a regular file, not a directory"
+    assert [p.name for p in blocked.iterdir()] == ["checkpoints"]
     # Checkpoints without the config.json to check a resume against: refused, not resumed.
     orphan = tmp_path / "orphan"
     (orphan / "checkpoints" / "256").mkdir(parents=True)
