@@ -393,12 +393,23 @@ class Run:
             raise
         return self
 
-    def _clear_unresumable_files(self) -> None:
+    def _clear_unresumable_files(self, keep: bool = False) -> None:
+        """Empties metrics.jsonl and removes the TensorBoard events for a fresh start; with
+        ``keep``, moves them into the folder of the checkpoints set aside instead."""
         if not self.workdir.is_writer:
             return
+        if keep and self.workdir.metrics_size():
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            target = self.path / CORRUPT_DIR / f"{self.workdir.metrics_path.name}.{stamp}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.workdir.metrics_path, target)
+            self._say(f"no checkpoint loads: starting over; the earlier rows are kept in {target}")
         self.workdir.truncate_metrics(0)
         for events in self.path.glob("events.out.tfevents.*"):
-            events.unlink()
+            if keep:
+                shutil.move(str(events), str(self.path / CORRUPT_DIR / events.name))
+            else:
+                events.unlink()
 
     def _append_run_info(self) -> None:
         if not self.workdir.is_writer:
@@ -444,7 +455,8 @@ class Run:
         """
         if self.checkpointer is None:
             return None
-        for step in checkpoint_steps(self.path):
+        steps = checkpoint_steps(self.path)
+        for step in steps:
             try:
                 metadata = self.checkpointer.restore_metadata(step)
             except Exception as error:  # noqa: BLE001 - any failure to read means unusable
@@ -475,7 +487,9 @@ class Run:
             row.update({self.x_key: self.done, "checkpoint": step})  # units of the whole run
             self.workdir.append_metrics([row])
             return Restored(restore_keys(tree, shapes), metadata, step, self.done)
-        self._clear_unresumable_files()  # every checkpoint was set aside: a fresh start
+        # A fresh start: rows no checkpoint covers are dropped, but when checkpoints existed and
+        # none loads (damaged, or saved by other code), that run's rows are kept beside them.
+        self._clear_unresumable_files(keep=bool(steps))
         return None
 
     def _target(self, shapes: Any) -> Any:

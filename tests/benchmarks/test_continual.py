@@ -488,6 +488,24 @@ def test_interrupted_run_resumes_bit_identically_without_duplicate_rows(complete
     assert resumed_meta == complete_meta
 
 
+def test_a_run_whose_checkpoints_all_fail_to_load_starts_over_keeping_its_rows(
+    complete_run, tmp_path
+):
+    """Checkpoints that exist but none loads (damaged, or written by other code): the run starts
+    over, and the rows they covered are moved beside them rather than deleted."""
+    stopped = continual_sweep.run_experiment(
+        tiny_config(), tmp_path, plan=plan(), stop_after_checkpoints=1
+    )
+    earlier = (tmp_path / workdir.METRICS_FILE).read_bytes()
+    assert not stopped.completed and earlier
+    for array_file in (tmp_path / workdir.CHECKPOINT_DIR).rglob("tree.npz"):
+        array_file.write_bytes(b"not an archive")
+    assert continual_sweep.run_experiment(tiny_config(), tmp_path, plan=plan()).completed
+    (kept,) = (tmp_path / "corrupt_checkpoints").glob(f"{workdir.METRICS_FILE}.*")
+    assert kept.read_bytes() == earlier
+    assert workdir.read_metrics(tmp_path) == workdir.read_metrics(complete_run)
+
+
 def test_relaunching_a_finished_run_appends_nothing(complete_run):
     before = (complete_run / workdir.METRICS_FILE).read_bytes()
     result = continual_sweep.run_experiment(tiny_config(), complete_run, plan=plan())
