@@ -270,6 +270,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_tools.check_range(
         "diagnostics.effective_lr_exponent", config.diagnostics.effective_lr_exponent, 0.0
     )
+    config_tools.check_range("seed", config.seed, 0.0)
     diagnostics_block(config)
 
 
