@@ -410,7 +410,8 @@ class AtariLoop:
         config, info = segment.config, segment.blocks[block]
         rows = []
         if block > 0 and not resumed:
-            state, rows = self._switch(run, state, segment, block)
+            with run.phase("switching"):
+                state, rows = self._switch(run, state, segment, block)
         start = 0
         if resumed:
             start = run.done  # a different emulator seed than the interrupted launch's

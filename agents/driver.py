@@ -148,7 +148,8 @@ def train_segments(
         segment = segments[s]
         start = position if s == position.segment else Position(s)
         if state is None or (start.block, start.iteration) == (0, 0):
-            state = loop.init(segment)  # a segment starts from the seeds' initial networks
+            with run.phase("starting"):
+                state = loop.init(segment)  # a segment starts from the seeds' initial networks
         for b in range(start.block, len(segment.blocks)):
             iteration = start.iteration if b == start.block else 0
             log = run.log if not segment.is_reference else _drop

@@ -192,14 +192,29 @@ def main(
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise
         return _error(name, f"out of memory: {str(error).splitlines()[0][:300]}")
+    results = list(results) if isinstance(results, (list, tuple)) else [results]
     with _signals_held():  # the run is over: a late Ctrl-C must not cut its summary short
-        for result in results if isinstance(results, (list, tuple)) else [results]:
+        for result in results:
+            label = _run_label(result, launch.workdir) if len(results) > 1 else ""
             for line in result.outputs.get("summary", ()):
-                print(line)
+                print(f"{label}: {line}" if label else line)
             print(f"{name}: {result.status_line()}", file=sys.stderr)
             if result.preempted:
                 break
     return 0
+
+
+def _run_label(result: Any, workdir: str) -> str:
+    """'rainbow_ln_nap' or 'rainbow/seed_1': which of a launch's runs a summary line is about."""
+    from pathlib import Path  # noqa: PLC0415
+
+    path = getattr(result, "workdir", None)
+    if path is None:
+        return ""
+    try:
+        return str(Path(path).relative_to(workdir))
+    except ValueError:
+        return Path(path).name
 
 
 def exit_after(status: int) -> None:

@@ -2,22 +2,30 @@
 
 A thin layer over tqdm that draws what a user needs to trust a long run:
 
-    train_atari  23%|██▎       | 2.36k/10.2k frames, elapsed 01:12, ETA 04:03, 412 frames/s,
-        25.7 updates/s | game=pong (1/4), last_return=—, phase=evaluating
+    train_atari run [evaluating]  23%|██▎     | 2.36k/10.2k frames, elapsed 01:12, ETA 04:03,
+        412 frames/s | game=pong (1/4), last_return=—, 25.7 updates/s
 
-* **elapsed** counts from this launch's start and is never reset (not per block, not per task);
+* **elapsed** counts from this launch's start and is never reset (not per block, not per task),
+  and ticks every second even while a compiled call runs;
 * the **rate** (units/s, and learner updates/s when the loop reports them) is measured over the
   time spent training only: the clock pauses in a *phase* (compiling, evaluating, starting
-  emulators, ...), which the bar names while it lasts, so it never sits frozen without saying why;
+  emulators, saving a checkpoint, ...), which the bar names first, so it never sits frozen
+  without saying why;
 * the **ETA** is the units left over that rate (nothing until a rate has been measured);
-* the postfix names where the run stands (game, task, variant, last score).
+* the postfix names where the run stands (game, task, variant, last score); what does not fit
+  the terminal's width is left out from the end, so the bar keeps a visible length.
 
-Only the lead process shows a bar.
+Output that is not a terminal (a log file, a batch job's output) gets no bar but a plain line at
+the start, every `PLAIN_INTERVAL_SECONDS` (a long compile included) and at the end. Only the lead
+process shows either.
 """
 
 from __future__ import annotations
 
+import math
+import shutil
 import sys
+import threading
 import time
 from typing import Any
 
@@ -26,6 +34,10 @@ from tqdm.auto import tqdm
 
 # tqdm puts ", " before the postfix: "2.36k/10.2k frames, elapsed 01:12, ETA 04:03, ..."
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} {unit}s{postfix}"
+PLAIN_FORMAT = "{desc} {percentage:3.0f}% {n_fmt}/{total_fmt} {unit}s{postfix}"
+PLAIN_INTERVAL_SECONDS = 30.0  # a plain line at least this often (output that is not a terminal)
+MIN_BAR_CELLS = 10  # fields are left out before the bar gets shorter than this
+REDRAW_SECONDS = 1.0  # the live bar's elapsed time ticks while a compiled call runs
 
 
 def _format_value(value: Any) -> str:
@@ -47,6 +59,19 @@ def format_rate(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _terminal_width() -> int:
+    """The terminal's columns less one: a line that fills the last column makes the terminal wrap
+    whatever comes next (an echoed ^C) onto a line of its own."""
+    return max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
 
 
 class Progress:
@@ -72,6 +97,7 @@ class Progress:
             disable = jax.process_index() != 0
         self.unit = unit
         self.total = int(total)
+        self.description = description
         self._started = time.monotonic()
         self._training_seconds = 0.0
         self._clock_from: float | None = self._started  # None while paused
@@ -79,18 +105,29 @@ class Progress:
         self._updates = 0
         self._count = int(initial)  # kept here too: a disabled tqdm bar does not count
         self._fields: dict[str, Any] = {}
+        self._phase: str | None = None
+        self._unit_scale = total >= 100_000  # 1.2M/400M frames; small totals as plain counts
+        # Not a terminal: plain lines instead of a bar redrawn with carriage returns.
+        self._plain = not disable and not _is_terminal(sys.stderr)
+        self._last_plain = -math.inf
         self._bar = tqdm(
             total=total,
             desc=description,
             unit=unit,
             initial=initial,
-            unit_scale=total >= 100_000,  # 1.2M/400M frames; small totals as plain counts
-            dynamic_ncols=True,
-            disable=disable,
+            unit_scale=self._unit_scale,
+            ncols=_terminal_width(),
+            disable=disable or self._plain,
             file=sys.stderr,
             bar_format=BAR_FORMAT,
             mininterval=0.5,
         )
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+        self._ticker = None
+        if not disable:  # elapsed ticks (and plain lines come) while the main thread waits
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
         self._refresh_postfix()
 
     # Clocks ------------------------------------------------------------------------------------
@@ -138,26 +175,86 @@ class Progress:
             parts.append(f"{format_rate(updates)} updates/s")
         return ", ".join(parts)
 
+    def _postfix(self, room: int | None) -> str:
+        """Timing, then the fields, then updates/s, each left out when it would not fit in
+        ``room`` characters (None: no limit)."""
+        timing = self._timing().split(", ")
+        updates = [part for part in timing if part.endswith("updates/s")]
+        first = [part for part in timing if part not in updates]
+        fields = [f"{k}={_format_value(v)}" for k, v in self._fields.items()]
+        text = ", ".join(first)
+        for group, separator in ((fields, " | "), (updates, ", ")):
+            for part in group:
+                joined = text + (separator if text and separator else "") + part
+                if room is not None and len(joined) + 2 > room:  # tqdm adds ", " before it
+                    return text
+                text, separator = joined, ", "
+        return text
+
+    def _description(self) -> str:
+        return f"{self.description} [{self._phase}]" if self._phase else self.description
+
     def _refresh_postfix(self, refresh: bool = False) -> None:
-        fields = ", ".join(f"{k}={_format_value(v)}" for k, v in self._fields.items())
-        text = self._timing() + (f" | {fields}" if fields else "")
-        self._bar.set_postfix_str(text, refresh=refresh)
+        with self._lock:
+            if self._plain:
+                self._plain_line(force=refresh)
+                return
+            width = _terminal_width()
+            fixed = len(self._description()) + len(" 100%|| ") + 2 * len(f"{self.total:,}") + 9
+            self._bar.ncols = width
+            self._bar.set_description_str(self._description(), refresh=False)
+            room = width - fixed - MIN_BAR_CELLS - len(self.unit)
+            self._bar.set_postfix_str(self._postfix(max(room, 0)), refresh=refresh)
+
+    def _plain_line(self, force: bool = False) -> None:
+        """One plain status line, when forced or when the last is old enough."""
+        now = time.monotonic()
+        if not force and now - self._last_plain < PLAIN_INTERVAL_SECONDS:
+            return
+        self._last_plain = now
+        line = tqdm.format_meter(
+            self._count,
+            self.total,
+            now - self._started,
+            prefix=self._description(),
+            unit=self.unit,
+            unit_scale=self._unit_scale,
+            bar_format=PLAIN_FORMAT,
+            postfix=self._postfix(None),
+        )
+        print(line, file=sys.stderr, flush=True)
+
+    def _tick(self) -> None:
+        while not self._closed.wait(REDRAW_SECONDS):
+            self._refresh_postfix(refresh=not self._plain)
+
+    def set_phase(self, name: str | None) -> None:
+        """Names what the loop does instead of training (None: training again), first on the bar
+        (and on the plain lines that come while it lasts)."""
+        self._phase = name
+        self._refresh_postfix(refresh=not self._plain)
 
     def set_postfix(self, **fields: Any) -> None:
         """Replaces the `key=value` fields after the bar (e.g. task='3/30', game='pong')."""
         self._fields = dict(fields)
-        self._refresh_postfix(refresh=True)
+        self._refresh_postfix(refresh=not self._plain)
 
     def advance(self, count: int, updates: int = 0, **fields: Any) -> None:
         """Records `count` more units (and `updates` learner updates) done; `fields`, when given,
         replace the postfix."""
-        self._units += int(count)
-        self._updates += int(updates)
-        self._count += int(count)
-        if fields:
-            self._fields = dict(fields)
-        self._refresh_postfix()
-        self._bar.update(count)
+        with self._lock:
+            self._units += int(count)
+            self._updates += int(updates)
+            self._count += int(count)
+            if fields:
+                self._fields = dict(fields)
+            self._refresh_postfix()
+            self._bar.update(count)
+
+    @property
+    def launch_count(self) -> int:
+        """Units done in this launch (a resumed run's earlier units left out)."""
+        return self._units
 
     @property
     def count(self) -> int:
@@ -166,9 +263,16 @@ class Progress:
 
     def write(self, message: str) -> None:
         """Prints a line above the bar without breaking it."""
-        self._bar.write(message, file=sys.stderr)
+        with self._lock:
+            self._bar.write(message, file=sys.stderr)
 
     def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self._phase = None
         self._refresh_postfix(refresh=True)
         self._bar.close()
 

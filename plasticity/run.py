@@ -574,10 +574,11 @@ class Run:
             "finished": bool(finished),
             "metrics_size": self.workdir.metrics_size(),
         }
-        tree = saveable(tree)
-        if self.independent:  # host copies, written by this process alone
-            tree = jax.device_get(tree)
-        self.checkpointer.save(self.done, tree, record)
+        with self.phase("saving a checkpoint"):
+            tree = saveable(tree)
+            if self.independent:  # host copies, written by this process alone
+                tree = jax.device_get(tree)
+            self.checkpointer.save(self.done, tree, record)
         self.last_saved_done = self.done
         self.saves += 1
 
@@ -651,10 +652,7 @@ class Run:
         self.progress.set_postfix(**self._shown())
 
     def _shown(self) -> dict[str, Any]:
-        shown = {key: value for key, value in self._postfix.items() if value is not None}
-        if self._phase is not None:
-            shown["phase"] = self._phase
-        return shown
+        return {key: value for key, value in self._postfix.items() if value is not None}
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -662,12 +660,12 @@ class Run:
         training; the rate, and so the ETA, leave the time spent in it out."""
         previous, self._phase = self._phase, name
         self.progress.pause()
-        self.progress.set_postfix(**self._shown())
+        self.progress.set_phase(name)
         try:
             yield
         finally:
             self._phase = previous
-            self.progress.set_postfix(**self._shown())
+            self.progress.set_phase(previous)
             if previous is None:
                 self.progress.resume()
 
@@ -675,7 +673,7 @@ class Run:
         if self._budget_checked or self.budget_hint is None:
             return
         eta = self.progress.eta_seconds()
-        if eta is None or self.progress.count - self.done < self.budget_after:
+        if eta is None or self.progress.launch_count < self.budget_after:
             return
         self._budget_checked = True
         if eta > BUDGET_WARNING_SECONDS:
