@@ -169,7 +169,7 @@ def main(
     if received:
         print(f"{name}: stopped by {received[0].name} before anything ran", file=sys.stderr)
         return 128 + int(received[0])
-    guard = preemption.PreemptionGuard(signals=STOP_SIGNALS)
+    guard = preemption.PreemptionGuard(signals=STOP_SIGNALS, acknowledge=_acknowledger(name))
     launch = Launch(
         name,
         values,
@@ -202,6 +202,21 @@ def main(
             if result.preempted:
                 break
     return 0
+
+
+def _acknowledger(name: str) -> Callable[[str], None]:
+    """The line a first Ctrl-C or SIGTERM prints at once (above the progress bar)."""
+
+    def acknowledge(signal_name: str) -> None:
+        from tqdm import tqdm  # noqa: PLC0415 - the bar's writer keeps the bar whole
+
+        tqdm.write(
+            f"{name}: {signal_name} received: stopping after the next checkpoint "
+            "(a second one stops at once)",
+            file=sys.stderr,
+        )
+
+    return acknowledge
 
 
 def _run_label(result: Any, workdir: str) -> str:

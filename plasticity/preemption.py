@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 from plasticity import distributed
 
@@ -37,10 +37,17 @@ class PreemptionGuard:
     `request()` calls.
     """
 
-    def __init__(self, signals: Sequence[signal.Signals] = PREEMPTION_SIGNALS):
+    def __init__(
+        self,
+        signals: Sequence[signal.Signals] = PREEMPTION_SIGNALS,
+        acknowledge: Callable[[str], None] | None = None,
+    ):
+        """``acknowledge(signal_name)``, when given, is called on the first signal: a launcher
+        says at once that the run will stop at its next checkpoint."""
         self._signals = tuple(signals)
         self._previous: dict[int, object] = {}
         self._received: int | None = None
+        self._acknowledge = acknowledge
 
     def __enter__(self) -> "PreemptionGuard":
         if threading.current_thread() is threading.main_thread():
@@ -60,6 +67,8 @@ class PreemptionGuard:
             os.kill(os.getpid(), signum)
             return
         self._received = signum
+        if self._acknowledge is not None:
+            self._acknowledge(signal.Signals(signum).name)
 
     def request(self, signum: int = signal.SIGTERM) -> None:
         """Marks a stop as requested, as the signal `signum` would (tests, embedding code)."""

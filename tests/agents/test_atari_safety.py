@@ -209,7 +209,8 @@ def test_sigterm_stops_the_launcher_after_a_checkpoint_with_status_0(tmp_path):
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     assert "Traceback" not in stderr
-    (line,) = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
+    acknowledged, line = [line for line in stderr.splitlines() if line.startswith("train_atari:")]
+    assert acknowledged.startswith("train_atari: SIGTERM received: stopping after the next")
     assert line.startswith("train_atari: stopped by SIGTERM after a checkpoint at frame ")
     (step,) = checkpoint_steps(path)
     assert 0 < step < 80_000 and step % 8 == 0

@@ -24,6 +24,13 @@ def test_sigterm_is_recorded_and_the_previous_handler_restored():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+def test_the_first_signal_is_acknowledged_once():
+    said = []
+    with preemption.PreemptionGuard(signals=(signal.SIGUSR1,), acknowledge=said.append):
+        signal.raise_signal(signal.SIGUSR1)
+        assert said == ["SIGUSR1"]
+
+
 def test_request_marks_a_stop_without_a_signal():
     guard = preemption.PreemptionGuard(signals=(signal.SIGUSR1,))
     assert not guard.should_stop()

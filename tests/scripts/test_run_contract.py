@@ -226,7 +226,10 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_exits_zero_with_one_line(contr
     code, stderr = contract["interrupted"]
     assert code == 0, stderr[-3000:]
     assert "Traceback" not in stderr
-    (line,) = lines_of(stderr, name)
+    acknowledged, line = lines_of(stderr, name)  # at once, then where it stopped
+    assert acknowledged == (
+        f"{name}: SIGINT received: stopping after the next checkpoint (a second one stops at once)"
+    )
     assert line.startswith(f"{name}: stopped by SIGINT after a checkpoint at {unit} ")
     assert "(relaunch to resume)" in line
     assert contract["after_interrupt"][-1] >= contract["first_checkpoint"]
