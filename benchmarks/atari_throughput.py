@@ -27,6 +27,7 @@ Prints, with compile times apart (all rates exclude compilation):
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import tempfile
@@ -36,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from agents import atari_loop, configs
 from agents.atari_env import make_atari_env
@@ -53,15 +54,29 @@ def define_flags() -> None:
     it (the tests do) defines no global flags that could clash with another benchmark's."""
     flags.DEFINE_enum("agent", "dqn", list(configs.AGENTS), "Agent preset (replay ratio).")
     flags.DEFINE_string("game", "Pong", "Atari game.")
-    flags.DEFINE_integer("num_envs", 8, "Emulators stepped together.")
+    flags.DEFINE_integer("num_envs", 8, "Emulators stepped together.", lower_bound=1)
     flags.DEFINE_enum("torso", "nature", list(configs.TORSOS), "Q-network torso.")
-    flags.DEFINE_integer("loop_frames", 16_384, "Frames of the end-to-end run.")
-    flags.DEFINE_integer("classic_frames", 4_096, "Frames of the one-env loop.")
-    flags.DEFINE_integer("env_steps", 500, "Batched steps of the env-only measurement.")
-    flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.")
-    flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
     flags.DEFINE_integer(
-        "top_ops", 0, "Also print the N XLA operations of a learn step that take the most time."
+        "loop_frames",
+        16_384,
+        "Frames of the end-to-end run (at least twice the replay's fill: 256 x --num_envs).",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer(
+        "classic_frames", 4_096, "Frames of the one-env loop (at least 304).", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "env_steps", 500, "Batched steps of the env-only measurement.", lower_bound=1
+    )
+    flags.DEFINE_integer("updates", 50, "Updates of the learner-only measurement.", lower_bound=1)
+    flags.DEFINE_integer(
+        "matmul_size", 2048, "Side of the reference matrix product.", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "top_ops",
+        0,
+        "Also print the N XLA operations of a learn step that take the most time.",
+        lower_bound=0,
     )
 
 
@@ -75,6 +90,35 @@ def benchmark_config() -> ml_collections.ConfigDict:
     config.evaluation.update(dict(episodes=1, max_frames=4 * FLAGS.num_envs, every_frames=10**9))
     config.checkpoint_every_frames = 10**9
     return config
+
+
+# Agent steps of the one-env loop before it learns: its replay (64 slots) is full.
+CLASSIC_WARM_UP_STEPS = 64
+
+
+def check_frames(config) -> None:
+    """Refuses, before any measurement, a --loop_frames or --classic_frames too short to time
+    learning: the end-to-end figure needs log rows past the replay's fill, and the one-env clock
+    starts only after the learner's first 2 updates (its compilation)."""
+    fill_frames = round(
+        config.replay.capacity * config.replay.min_fill_fraction * config.env.frame_skip
+    )
+    if FLAGS.loop_frames < 2 * fill_frames:
+        raise ValueError(
+            f"--loop_frames must be at least {2 * fill_frames:,} at {config.env.num_envs} envs "
+            f"(twice the {fill_frames:,} frames that fill the replay before learning), got "
+            f"{FLAGS.loop_frames:,}"
+        )
+    frame_skip = config.env.frame_skip
+    per_update = math.ceil(1 / (frame_skip * config.updates_per_frame))  # agent steps
+    least = frame_skip * (CLASSIC_WARM_UP_STEPS + 3 * per_update)
+    if FLAGS.classic_frames < least:
+        raise ValueError(
+            f"--classic_frames must be at least {least:,} ({least // frame_skip} agent steps: "
+            f"{CLASSIC_WARM_UP_STEPS} fill the one-env replay, {2 * per_update} more bring the "
+            f"learner's first 2 updates, which compile it, and the clock then needs {per_update} "
+            f"to time one more), got {FLAGS.classic_frames:,}"
+        )
 
 
 def env_only(config) -> float:
@@ -172,6 +216,8 @@ def end_to_end(config) -> tuple[float, list[float]]:
     learning = [
         row["frames_per_second"] for row in rows[2:] if row.get("updates_per_second", 0) > 0
     ]
+    if not learning:
+        raise ValueError("no log interval of the end-to-end run learns: raise --loop_frames")
     return statistics.median(learning), learning
 
 
@@ -232,7 +278,7 @@ def classic_loop(config, compiled_single) -> tuple[float, dict[str, float]]:
             timestep = next_timestep
             frames += config.env.frame_skip
             items += 1
-            if items >= 64:
+            if items >= CLASSIC_WARM_UP_STEPS:
                 learning_frames += config.env.frame_skip
                 started = clock()
                 while updates < int(learning_frames * config.updates_per_frame):
@@ -256,6 +302,7 @@ def main(argv: list[str]) -> None:
     del argv
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
     config = benchmark_config()
+    check_frames(config)
     load = os.getloadavg()[0]
     print(f"hardware: {runtime.hardware_line()}")
     print(
@@ -338,4 +385,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "atari_throughput")

@@ -26,11 +26,11 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from jax._src import source_info_util
 
 from agents import configs, minatar_loop
-from benchmarks import op_profile, peer_settings
+from benchmarks import op_profile, peer_settings, timing
 
 
 def define_flags() -> None:
@@ -115,4 +115,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "chunk_ops")

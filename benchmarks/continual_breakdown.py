@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 
 import ml_collections
-from absl import app, flags
+from absl import flags
 
 from benchmarks import peer_settings, timing
 
@@ -41,14 +41,24 @@ def define_flags() -> None:
     """The command line's flags, defined only when the module runs as a program, so that tests
     can import it beside other benchmarks that define flags of the same names."""
     flags.DEFINE_enum("workload", "bitflip", list(WORKLOADS), "Which peer's settings.")
-    flags.DEFINE_integer("seeds", 1, "Seeds (bit flipping only; permuted MNIST runs one).")
     flags.DEFINE_integer(
-        "examples", 0, "Examples per run (0: 200,000 for bit flipping, 2,000 for permuted MNIST)."
+        "seeds", 1, "Seeds (bit flipping only; permuted MNIST runs one).", lower_bound=1
     )
     flags.DEFINE_integer(
-        "diagnostics_every", 0, "Steps between diagnostics for the diagnostics row (0: no row)."
+        "examples",
+        0,
+        "Examples per run (0: 200,000 for bit flipping, 2,000 for permuted MNIST).",
+        lower_bound=0,
     )
-    flags.DEFINE_integer("repeats", 3, "Timed runs of each part; the fastest is reported.")
+    flags.DEFINE_integer(
+        "diagnostics_every",
+        0,
+        "Steps between diagnostics for the diagnostics row (0: no row).",
+        lower_bound=0,
+    )
+    flags.DEFINE_integer(
+        "repeats", 3, "Timed runs of each part; the fastest is reported.", lower_bound=1
+    )
 
 
 def workload_config(workload: str, seeds: int, examples: int) -> ml_collections.ConfigDict:
@@ -176,19 +186,16 @@ def main(argv) -> None:
 
     runtime.apply_runtime_defaults()
     options = flags.FLAGS
-    try:
-        lines = report(
-            options.workload,
-            options.seeds,
-            options.examples,
-            options.diagnostics_every,
-            options.repeats,
-        )
-    except ValueError as error:
-        raise SystemExit(f"benchmarks.continual_breakdown: {error}") from None
+    lines = report(  # a bad setting's ValueError is one line (`benchmarks.timing.run_main`)
+        options.workload,
+        options.seeds,
+        options.examples,
+        options.diagnostics_every,
+        options.repeats,
+    )
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "continual_breakdown")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from benchmarks import timing
 
@@ -29,11 +29,20 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
-    flags.DEFINE_integer("seeds", 8, "Seeds for (a).")
-    flags.DEFINE_integer("mlp_steps", 1000, "Steps per run for (a) (2 tasks).")
-    flags.DEFINE_integer("bit_steps", 50_000, "Steps (examples) for (b).")
-    flags.DEFINE_integer("loop_steps", 10_000, "Steps timed for the Python loop in (b).")
-    flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is reported.")
+    flags.DEFINE_integer("seeds", 8, "Seeds for (a).", lower_bound=1)
+    flags.DEFINE_integer(
+        "mlp_steps", 1000, "Steps per run for (a): 2 tasks of half as many each.", lower_bound=2
+    )
+    flags.DEFINE_integer(
+        "bit_steps",
+        50_000,
+        "Steps (examples) for (b), run as whole 10,000-step tasks (at least one).",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer(
+        "loop_steps", 10_000, "Steps timed for the Python loop in (b).", lower_bound=1
+    )
+    flags.DEFINE_integer("repeats", 3, "Timed repetitions; the fastest is reported.", lower_bound=1)
 
 
 def timed(fn: Callable[[], Any]) -> float:
@@ -83,6 +92,7 @@ def vmapped_vs_separate(num_seeds: int, steps: int) -> dict[str, float]:
     compile_s, _, compiled = compile_and_time(single, keys[0], {}, data)
     seconds_s = sum(timed(lambda k=k: compiled(k, {}, data)) for k in keys)
     return {
+        "steps": steps,
         "compile_vmapped_s": compile_v,
         "compile_looped_s": compile_l,
         "compile_single_s": compile_s,
@@ -159,6 +169,7 @@ def scan_vs_python_loop(steps: int, loop_steps: int) -> dict[str, float]:
 
     seconds_loop = timed(fresh_loop)
     return {
+        "scan_steps": total,
         "compile_scan_s": compile_scan,
         "compile_step_s": compile_loop,
         "scan_steps_per_s": total / seconds_scan,
@@ -175,7 +186,7 @@ def main(argv: list[str]) -> None:
     print(f"hardware: {runtime.hardware_line()}")
     a = vmapped_vs_separate(FLAGS.seeds, FLAGS.mlp_steps)
     print(
-        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {FLAGS.mlp_steps} steps per run, "
+        f"(a) MLP 64-256-256-256-10, Adam, batch 128, {a['steps']} steps per run, "
         f"{FLAGS.seeds} seeds"
     )
     print(
@@ -194,7 +205,7 @@ def main(argv: list[str]) -> None:
     )
     b = scan_vs_python_loop(FLAGS.bit_steps, FLAGS.loop_steps)
     print(
-        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {FLAGS.bit_steps} steps, Python loop "
+        f"(b) bit flipping 20-5-1, SGD, batch 1: scan over {b['scan_steps']} steps, Python loop "
         f"over {FLAGS.loop_steps}"
     )
     print(f"    compile: scan {b['compile_scan_s']:.1f} s, step {b['compile_step_s']:.1f} s")
@@ -207,4 +218,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "continual_throughput")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks import timing
 
@@ -26,8 +26,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
-    flags.DEFINE_integer("steps", 20, "Steps per timed scan.")
-    flags.DEFINE_integer("repeats", 3, "Timed scans per figure; the fastest counts.")
+    flags.DEFINE_integer("steps", 20, "Steps per timed scan.", lower_bound=1)
+    flags.DEFINE_integer("repeats", 3, "Timed scans per figure; the fastest counts.", lower_bound=1)
 
 
 def networks_to_time():
@@ -112,4 +112,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "conv_in_loops")

@@ -9,15 +9,15 @@ of norms and scalings next to a forward/backward pass).
 
 from __future__ import annotations
 
-import platform
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags
+from absl import flags
 
+from benchmarks import timing
 from plasticity import networks, optim, runtime
 
 
@@ -27,8 +27,8 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
-    flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).")
-    flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.")
+    flags.DEFINE_integer("repeats", 5, "Timed repeats per arm (median reported).", lower_bound=1)
+    flags.DEFINE_integer("steps", 20, "Train steps per timed repeat.", lower_bound=1)
 
 
 ARMS = (("none", False), ("layernorm", False), ("layernorm", True))
@@ -80,10 +80,7 @@ def make_step_runner(problem, norm: str, nap_enabled: bool, steps: int):
 def main(argv):
     del argv
     runtime.apply_runtime_defaults()  # the launchers' settings: devices, random bits, threads
-    print(
-        f"hardware: {platform.processor() or platform.machine()}, "
-        f"{jax.device_count()} x {jax.devices()[0].device_kind}, jax {jax.__version__}"
-    )
+    print(f"hardware: {runtime.hardware_line()}")  # with the load, as the other benchmarks
     for name, problem in (
         ("MLP 784-256-256-10, batch 256", _mlp_problem),
         ("Nature CNN DQN, batch 32", _nature_problem),
@@ -114,4 +111,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "core_step_time")

@@ -24,9 +24,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from agents.atari_env import AtariVectorEnvironment, make_atari_env
+from benchmarks import timing
 from plasticity import runtime
 
 
@@ -34,12 +35,25 @@ def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     the harness (the tests do) defines no global flags that could clash with a launcher's."""
     flags.DEFINE_string("game", "Pong", "Atari game.")
-    flags.DEFINE_integer("num_envs", 8, "Envs stepped together in (b) and (c).")
-    flags.DEFINE_integer("num_threads", None, "Emulator threads; default min(num_envs, cores).")
-    flags.DEFINE_integer("steps", 1000, "Batched steps per measurement.")
-    flags.DEFINE_integer("repeats", 3, "Measurements per figure; the median is printed.")
-    flags.DEFINE_integer("learner_size", 256, "Matrix side of the XLA:CPU learner stand-in.")
-    flags.DEFINE_float("sleep_ms", 5.0, "Duration of the host-sleep learner stand-in.")
+    flags.DEFINE_integer("num_envs", 8, "Envs stepped together in (b) and (c).", lower_bound=1)
+    flags.DEFINE_integer(
+        "num_threads", None, "Emulator threads; default min(num_envs, cores).", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "steps",
+        1000,
+        "Batched steps per measurement (the overlap measurements take half as many).",
+        lower_bound=2,
+    )
+    flags.DEFINE_integer(
+        "repeats", 3, "Measurements per figure; the median is printed.", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "learner_size", 256, "Matrix side of the XLA:CPU learner stand-in.", lower_bound=1
+    )
+    flags.DEFINE_float(
+        "sleep_ms", 5.0, "Duration of the host-sleep learner stand-in.", lower_bound=0
+    )
 
 
 class Throughput(NamedTuple):
@@ -182,4 +196,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "env_throughput")

@@ -13,9 +13,10 @@ timed with its learning plan edited, one part at a time:
 * ``acting + replay``: the chunk with no update due (act, step, add to the replay, bookkeeping)
   minus ``env``;
 * ``learner``: the chunk with its updates minus the chunk without, also per update;
-* ``diagnostics``: the chunk with the diagnostics due at the preset's period minus without
-  (``--config.diagnostics.every_frames``; the ``purejaxrl`` preset switches them off as the peer has
-  none, so its period here is the MinAtar preset's);
+* ``diagnostics``: the chunk with the diagnostics due at the MinAtar preset's period minus without
+  (its ``diagnostics.every_frames``, fixed here, no flag sets it: the ``purejaxrl`` preset switches
+  them off as the peer has none, so its period here is the MinAtar preset's); a ``--frames``
+  shorter than the period has none due, and the row says so;
 * ``host``: a whole `agents.minatar_loop.train` run of the same frames and diagnostics (programs
   compiled by an earlier run) minus its chunk: checkpoints, rows, evaluation, plan building.
 
@@ -54,7 +55,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks import peer_settings, timing
 
@@ -66,16 +67,21 @@ def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
     flags.DEFINE_enum("preset", "purejaxrl", ["purejaxrl", "conv"], "Which loop settings.")
-    flags.DEFINE_integer("seeds", 1, "Seeds (one seed runs without a seed axis).")
-    flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.")
-    flags.DEFINE_integer("repeats", 3, "Timed runs of each variant; the fastest counts.")
+    flags.DEFINE_integer("seeds", 1, "Seeds (one seed runs without a seed axis).", lower_bound=1)
+    flags.DEFINE_integer("frames", 20_000, "Steps per seed of the timed chunk.", lower_bound=1)
+    flags.DEFINE_integer(
+        "repeats", 3, "Timed runs of each variant; the fastest counts.", lower_bound=1
+    )
     flags.DEFINE_integer(
         "top_ops",
         0,
         "Also print the N XLA operations of the chunk that take the most time (traced).",
+        lower_bound=0,
     )
-    flags.DEFINE_integer("matmul_size", 2048, "Side of the reference matrix product.")
-    flags.DEFINE_integer("batch_size", 0, "Learner batch size (0: the preset's).")
+    flags.DEFINE_integer(
+        "matmul_size", 2048, "Side of the reference matrix product.", lower_bound=1
+    )
+    flags.DEFINE_integer("batch_size", 0, "Learner batch size (0: the preset's).", lower_bound=0)
     flags.DEFINE_integer(
         "runs_per_batch",
         None,
@@ -280,6 +286,10 @@ def main(argv: list[str]) -> None:
         f"{peer_settings.products_in_words(config)}"
     )
     for name, seconds in rows:
+        if name == "diagnostics" and not chunk["diagnoses"]:
+            period = config.diagnostics.every_frames
+            print(f"  {name:<16} {'none due':>8}    (--frames below their period, {period:,})")
+            continue
         if seconds < 0:  # a difference of two timings smaller than their noise
             print(f"  {name:<16} {'~0':>8} s  (within the timing noise: {seconds:.3f} s)")
             continue
@@ -307,4 +317,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "loop_breakdown")

@@ -21,7 +21,9 @@ import tempfile
 import threading
 import time
 
-from absl import app, flags
+from absl import flags
+
+from benchmarks import timing
 
 
 FLAGS = flags.FLAGS
@@ -30,9 +32,19 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
-    flags.DEFINE_integer("frames", 1_000_000, "Environment steps of the run.")
     flags.DEFINE_integer(
-        "checkpoint_every_frames", 25_000, "Checkpoint period (frames); must divide --frames."
+        "frames",
+        1_000_000,
+        "Environment steps of the run; a multiple of the loop's frames per iteration (8: 8 envs "
+        "x 1 frame a step).",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer(
+        "checkpoint_every_frames",
+        25_000,
+        "Checkpoint period (frames); must divide --frames and be a multiple of the loop's frames "
+        "per iteration (8: 8 envs x 1 frame a step).",
+        lower_bound=1,
     )
     flags.DEFINE_enum(
         "checkpoint_format", "local", ["local", "orbax"], "How each checkpoint is written."
@@ -77,6 +89,10 @@ def peak_between(samples: list[tuple[float, float]], low: float, high: float) ->
     """The largest resident memory sampled between fractions ``low`` and ``high`` of the run."""
     start, end = samples[0][0], samples[-1][0]
     inside = [m for t, m in samples if low <= (t - start) / max(end - start, 1e-9) <= high]
+    if not inside:
+        raise ValueError(
+            f"the run was too short to sample: {len(samples)} samples, one a second; raise --frames"
+        )
     return max(inside)
 
 
@@ -91,7 +107,7 @@ def main(argv) -> None:
         sampler = Sampler()
         sampler.start()
         started = time.perf_counter()
-        train_minatar.main(
+        status = train_minatar.main(
             [
                 "train_minatar",
                 "--games=breakout",
@@ -107,6 +123,8 @@ def main(argv) -> None:
         )
         seconds = time.perf_counter() - started
         samples = sampler.stop()
+    if status:  # the launcher printed its error: nothing to measure
+        raise SystemExit(status)
     print(runtime.hardware_line())
     tenths = [at_fraction(samples, k / 10) for k in range(11)]
     # Peaks of two windows, the later one before the final evaluation and teardown.
@@ -125,4 +143,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "memory_growth")

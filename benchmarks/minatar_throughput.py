@@ -1,6 +1,6 @@
 r"""Throughput of the compiled MinAtar loop, compile time reported apart.
 
-  python -m benchmarks.minatar_throughput [--agents=dqn,rainbow] [--seeds=1,8] \
+  python -m benchmarks.minatar_throughput [--agents=dqn,rainbow_no_noisy,rainbow] [--seeds=1,8] \
       [--game=breakout] [--num_envs=8] [--frames=4000] [--repeats=2]
 
 For each agent preset (`agents.configs.minatar_preset`, MinAtar's conv(16)->128 network,
@@ -17,22 +17,50 @@ from __future__ import annotations
 
 import time
 
-from absl import app, flags
+from absl import flags
+
+from benchmarks import timing
 
 
 FLAGS = flags.FLAGS
+
+AGENTS = ("dqn", "rainbow_no_noisy", "rainbow")
 
 
 def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
-    flags.DEFINE_list("agents", ["dqn", "rainbow_no_noisy", "rainbow"], "Presets to time.")
-    flags.DEFINE_list("seeds", ["1", "8"], "Seed counts.")
+    flags.DEFINE_list("agents", list(AGENTS), f"Presets to time, of {', '.join(AGENTS)}.")
+    flags.DEFINE_list("seeds", ["1", "8"], "Seed counts (each at least 1).")
     flags.DEFINE_string("game", "breakout", "MinAtar game.")
-    flags.DEFINE_integer("num_envs", 8, "Envs per seed.")
-    flags.DEFINE_integer("frames", 4000, "Steps per seed in one timed chunk.")
-    flags.DEFINE_integer("repeats", 2, "Timed chunks; the fastest is reported.")
+    flags.DEFINE_integer("num_envs", 8, "Envs per seed.", lower_bound=1)
+    flags.DEFINE_integer(
+        "frames",
+        4000,
+        "Steps per seed in one timed chunk (a multiple of --num_envs).",
+        lower_bound=1,
+    )
+    flags.DEFINE_integer("repeats", 2, "Timed chunks; the fastest is reported.", lower_bound=1)
     flags.DEFINE_bool("map", False, "Also time lax.map over the seeds.")
+
+
+def check_lists(agents: list[str], seeds: list[str]) -> list[int]:
+    """The seed counts of --seeds as integers, once --agents and --seeds hold only what the
+    benchmark can time; anything else is a one-line ValueError naming the flag (before any
+    compilation, where an unknown preset would otherwise be timed as DQN)."""
+    if not agents:
+        raise ValueError(f"--agents is empty; choose from {', '.join(AGENTS)}")
+    for agent in agents:
+        if agent not in AGENTS:
+            raise ValueError(f"--agents: unknown preset {agent!r}; choose from {', '.join(AGENTS)}")
+    counts = []
+    for value in seeds:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--seeds takes seed counts of at least 1, got {value!r}")
+        counts.append(int(value))
+    if not counts:
+        raise ValueError("--seeds is empty; give seed counts of at least 1, such as 1,8")
+    return counts
 
 
 def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
@@ -95,6 +123,11 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
 
 def main(argv: list[str]) -> None:
     del argv
+    seed_counts = check_lists(FLAGS.agents, FLAGS.seeds)
+    if FLAGS.frames % FLAGS.num_envs:
+        raise ValueError(
+            f"--frames ({FLAGS.frames}) must be a multiple of --num_envs ({FLAGS.num_envs})"
+        )
     import jax  # noqa: PLC0415
 
     from plasticity import runtime  # noqa: PLC0415
@@ -111,7 +144,7 @@ def main(argv: list[str]) -> None:
     )
     with jax.threefry_partitionable(False):
         for agent in FLAGS.agents:
-            for seeds in (int(s) for s in FLAGS.seeds):
+            for seeds in seed_counts:
                 modes = [("vmap", 0)] + ([("map", 1)] if FLAGS.map and seeds > 1 else [])
                 for mode, per_batch in modes:
                     r = measure(agent, seeds, per_batch)
@@ -125,4 +158,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "minatar_throughput")

@@ -75,7 +75,7 @@ import os
 import time
 from typing import Callable, NamedTuple
 
-from absl import app, flags
+from absl import flags
 
 from benchmarks import peer_settings, side_by_side, timing
 
@@ -96,7 +96,7 @@ def define_flags() -> None:
     """Defines the benchmark's flags; called only when it runs as a program, so that importing
     it (the tests do) defines no global flags that could clash with another benchmark's."""
     flags.DEFINE_enum("workload", "minatar_purejaxrl", list(WORKLOADS), "Peer settings.")
-    flags.DEFINE_integer("seeds", 1, "Seeds trained together.")
+    flags.DEFINE_integer("seeds", 1, "Seeds trained together.", lower_bound=1)
     flags.DEFINE_integer(
         "runs_per_batch",
         None,
@@ -106,10 +106,16 @@ def define_flags() -> None:
     )
     peer_settings.define_cpu_products_flag()
     flags.DEFINE_integer(
-        "steps", 0, "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096)."
+        "steps",
+        0,
+        "Env steps per seed (MinAtar; default 200,000) or agent steps (Atari; 4,096).",
+        lower_bound=0,
     )
     flags.DEFINE_integer(
-        "examples", 0, "Examples per seed (bit flipping: 1,000,000; permuted MNIST: 2,000)."
+        "examples",
+        0,
+        "Examples per seed (bit flipping: 1,000,000; permuted MNIST: 2,000).",
+        lower_bound=0,
     )
     flags.DEFINE_string("game", "Breakout", "Atari game of atari_cleanrl.")
     flags.DEFINE_string(
@@ -130,7 +136,9 @@ def define_flags() -> None:
         "config's, 16 for permuted MNIST as in dohare:paper; 0: every update at its step).",
         lower_bound=0,
     )
-    flags.DEFINE_integer("repeats", 3, "Timed runs after the compiling one (median).")
+    flags.DEFINE_integer(
+        "repeats", 3, "Timed runs after the compiling one (median).", lower_bound=1
+    )
     flags.DEFINE_multi_string(
         "peer_command",
         [],
@@ -330,16 +338,15 @@ def main(argv) -> None:
         return max(figures)
 
     print(runtime.hardware_line(), flush=True)
-    try:
-        if not FLAGS.peer_command:
-            run_project_once()
-        else:
-            peers, projects = side_by_side.alternate(run_peer_once, run_project_once, FLAGS.rounds)
-            print(side_by_side.ratio_line(peers, projects, unit))
-    except ValueError as error:  # a bad setting, missing files, a failed peer: one line
-        raise SystemExit(f"benchmarks.peers: {error}") from None
+    # A ValueError (a bad setting, missing files, a failed peer) ends the run with one line
+    # (`benchmarks.timing.run_main`).
+    if not FLAGS.peer_command:
+        run_project_once()
+    else:
+        peers, projects = side_by_side.alternate(run_peer_once, run_project_once, FLAGS.rounds)
+        print(side_by_side.ratio_line(peers, projects, unit))
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    timing.run_main(main, "peers")

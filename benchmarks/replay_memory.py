@@ -1,6 +1,7 @@
 """Replay memory size and add / sample throughput.
 
-Run: ``python -m benchmarks.replay_memory`` (about a minute on a 2-core CPU). Prints the bytes of a
+Run: ``python -m benchmarks.replay_memory [--capacity=100000] [--num_envs 1 8] [--batch_size=32]
+[--calls=500] [--uniform_only]`` (about a minute on a 2-core CPU). Prints the bytes of a
 1M-transition 84x84 replay (computed without allocating it) and, for a 100k replay of 84x84 frames,
 add and sample throughput (median of single calls that each wait for their result, after a warm-up)
 with compile time reported apart. ``--uniform_only`` times adds to a replay that keeps no priorities
@@ -73,7 +74,7 @@ def timed(function: Callable[[], object]) -> float:
 def median_call_seconds(call: Callable[[int], object], num_calls: int) -> tuple[float, float]:
     """(first call = compile, median of the later calls) in seconds; each call waits for its result."""
     compile_s = timed(lambda: call(0))
-    for i in range(1, WARM_UP_CALLS):
+    for i in range(1, min(WARM_UP_CALLS, num_calls + 1)):  # calls 1..num_calls exist
         timed(lambda: call(i))
     return compile_s, float(np.median([timed(lambda: call(i)) for i in range(1, num_calls + 1)]))
 
@@ -134,13 +135,21 @@ def measure_update_priorities(
     return dict(compile_s=compile_s, batches_per_s=1.0 / call_s)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1 (a one-line usage error otherwise)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Prints the figures; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--capacity", type=int, default=100_000)
-    parser.add_argument("--num_envs", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--capacity", type=positive_int, default=100_000)
+    parser.add_argument("--num_envs", type=positive_int, nargs="+", default=[1, 8])
+    parser.add_argument("--batch_size", type=positive_int, default=32)
+    parser.add_argument("--calls", type=positive_int, default=500)
     parser.add_argument(
         "--uniform_only",
         action="store_true",
@@ -181,4 +190,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from benchmarks import timing
+
+    timing.one_line_errors(main, "replay_memory")()

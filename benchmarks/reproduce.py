@@ -46,10 +46,41 @@ def define_flags(values: flags.FlagValues) -> None:
     )
 
 
+# The launcher's boolean flags (`plasticity.launch.define_common_flags`, `plasticity.distributed`):
+# like this command's own, they take no value after them.
+LAUNCHER_BOOLEANS = ("progress", "distributed")
+
+
+def boolean_flags() -> set[str]:
+    """Names of the flags that take no separate value: this command's booleans and the
+    launcher's."""
+    values = flags.FlagValues()
+    define_flags(values)
+    own = {name for name in values if isinstance(values[name], flags.BooleanFlag)}
+    return own | set(LAUNCHER_BOOLEANS)
+
+
 def split_claim(argv: list[str]) -> tuple[str | None, list[str]]:
-    """(the positional CLAIM, the other arguments with a default --workdir added)."""
-    positional = [a for a in argv[1:] if not a.startswith("-")]
-    rest = [argv[0]] + [a for a in argv[1:] if a.startswith("-")]
+    """(the positional CLAIM, the other arguments with a default --workdir added). A word right
+    after a flag written without ``=`` is that flag's value (``--scale smoke``), as absl reads
+    it, unless the flag is a boolean."""
+    booleans = boolean_flags()
+    positional, rest = [], [argv[0]]
+    value_next = False
+    for arg in argv[1:]:
+        if value_next or arg.startswith("-"):
+            name = arg.lstrip("-")
+            value_next = (
+                not value_next
+                and arg.startswith("--")
+                and "=" not in arg
+                and arg not in launch.HELP_ARGS
+                and name not in booleans
+                and not (name.startswith("no") and name[2:] in booleans)
+            )
+            rest.append(arg)
+        else:
+            positional.append(arg)
     if not any(a.startswith("--workdir") for a in rest):
         rest.append(f"--workdir={DEFAULT_WORKDIR}")
     if len(positional) > 1:

@@ -1,16 +1,41 @@
-"""What the benchmarks share: the fastest of several runs, and the FLOP rates they compare.
+"""What the benchmarks share: the fastest of several runs, the FLOP rates they compare, and the
+entry point of their command lines.
 
 A shared machine's noise only ever adds time, so the fastest run is the best estimate of what the
 code costs. A learner's FLOP rate (XLA's own count of a compiled step x steps/s) set against a large
 float32 matrix product on the same device says how much of the machine the learner uses, and so
-how much faster the same work could run at all. Flag-free, so that every benchmark module can
-import it.
+how much faster the same work could run at all. A setting a benchmark cannot take ends its
+command line with one line, not a traceback (`run_main`). Flag-free, so that every benchmark
+module can import it.
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any, Callable
+
+
+def one_line_errors(main: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``main`` with a ValueError it raises, a setting the benchmark cannot take, turned into one
+    line, ``benchmarks.<name>: <the message's first line>``, and exit status 1 (``SystemExit``),
+    where a traceback would bury the cause."""
+
+    def guarded(*args: Any) -> Any:
+        try:
+            return main(*args)
+        except ValueError as error:
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise SystemExit(f"benchmarks.{name}: {message}") from None
+
+    return guarded
+
+
+def run_main(main: Callable[[list[str]], Any], name: str) -> None:
+    """Runs a benchmark's ``main`` with ``absl.app.run``, its ValueErrors one line each
+    (`one_line_errors`): the entry point of every benchmark with absl flags."""
+    from absl import app  # noqa: PLC0415
+
+    app.run(one_line_errors(main, name))
 
 
 def fastest_seconds(
