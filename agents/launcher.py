@@ -70,7 +70,8 @@ def define_flags(values: flags.FlagValues, family: str) -> None:
     flags.DEFINE_bool(
         "restart_schedule_at_switch",
         None,
-        "Warm-up + cosine learning rate restarted at every game (NaP's sequential schedule).",
+        "Warm-up + cosine learning rate restarted at every game (NaP's sequential schedule; leave "
+        "optimizer.schedule.name 'constant').",
         flag_values=values,
     )
     flags.DEFINE_string(

@@ -147,15 +147,19 @@ def chunk_rows(
     """
     rows = []
     task_name = trainer.config.task.name
+    swept = swept_keys(plan.config)
+    # What the variant trains with where the grid does not sweep (a variant may set its own rate).
+    own = {key: float(trainer.config.optimizer[key]) for key in GRID_KEYS if key not in swept}
 
     def base(event: str, run: int, step: int, task: int) -> dict[str, Any]:
+        point = plan.point_of(run)
         return {
             "event": event,
             "step": step,
             "seed": plan.seed_of(run),
             "variant": variant,
             "task": task,
-            **plan.point_of(run),
+            **{key: point[key] if key in swept else own[key] for key in GRID_KEYS},
             "task_name": task_name,
         }
 

@@ -181,7 +181,7 @@ def rl_main() -> None:
     frames = configs["none"].frames_per_game
     # A period longer than the run would time two identical arms: then half the run.
     shortened = not FLAGS.every_frames and preset_every > frames
-    every = FLAGS.every_frames or (frames // 2 if shortened else preset_every)
+    every = FLAGS.every_frames or (max(frames // 2, 1) if shortened else preset_every)
     configs["diagnostics"].diagnostics.every_frames = every
     taken = frames // every  # as `plasticity.run.due_mask` counts them
     if not taken:

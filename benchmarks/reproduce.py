@@ -11,7 +11,9 @@ figure ``W/<claim>/<claim>.png``, ``result.json`` and ``table.md``, and prints o
 arms, the claim's metric per arm (mean ± 95% t-interval over seeds), the verdict and the minutes.
 A verdict is PASS only when every paired comparison it rests on (per-seed differences between
 arms, 95% Student-t interval) excludes zero in the direction the paper reports
-(`benchmarks.claims.stats`); otherwise it says INCONCLUSIVE, OPPOSITE or PARTIAL k/m.
+(`benchmarks.claims.stats`); otherwise PARTIAL k/m when k of its m comparisons pass (a claim
+counts those of all its rows), else the verdict they share (INCONCLUSIVE, OPPOSITE) or NOT SHOWN
+when they differ.
 
 Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the
 plumbing: a few dozen steps per arm, compile-bound, 3–5 minutes for ``all`` on 2 loaded cores;
@@ -122,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    launch.exit_after(main())

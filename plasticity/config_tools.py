@@ -345,6 +345,7 @@ def _replaced_variant_values(config: Any, values: Mapping[str, Any]) -> list[str
     and all share, such as the frames per game, names none of them)."""
     variants = config.get("variants") or {}
     names = tuple(config.get("variant_order") or ()) or tuple(sorted(variants.keys()))
+    names = tuple(name for name in names if name in variants)  # `resolve_variants` names the rest
     lines = []
     for field, value in values.items():
         base = as_dict(config)
@@ -358,7 +359,7 @@ def _replaced_variant_values(config: Any, values: Mapping[str, Any]) -> list[str
             effective[name] = parent[key] if parent is not None else base
         disagree = len({repr(_plain(v)) for v in effective.values()}) > 1
         lines += [
-            f"variant {name!r} sets {field}={_plain(old)!r} but the command line makes it "
+            f"variant {name!r} runs with {field}={_plain(old)!r} but the command line makes it "
             f"{_plain(value)!r}; its work dir keeps the variant's name"
             for name, old in effective.items()
             if (name in own or disagree) and _plain(old) != _plain(value)

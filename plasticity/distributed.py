@@ -128,7 +128,8 @@ def define_flags(flag_values: Any = None) -> None:
     flags.DEFINE_string(
         "coordinator_address",
         None,
-        "host:port of process 0 of a multi-process job (every process passes the same).",
+        "host:port of process 0 of a multi-process job (every process passes the same; default "
+        "$JAX_COORDINATOR_ADDRESS when --num_processes and --process_id are given).",
         flag_values=flag_values,
     )
     flags.DEFINE_integer(

@@ -16,14 +16,17 @@ A script is a docstring, a flag definition and a function from parsed flags to r
 * **Signals**: SIGTERM and Ctrl-C (SIGINT) ask the run to stop at its next safe point, after a
   checkpoint (`plasticity.preemption`); a second one aborts at once.
 * **Exit statuses**: 0 complete, stopped after a checkpoint, or already complete; 1 bad input
-  (flags, config, work dir, sizes that cannot fit, out of memory), always one line
-  ``<name>: error: ...`` and no traceback; 3 divergence (`plasticity.divergence`).
+  (flags, config, work dir, sizes that cannot fit, out of memory) or a disk error during the run
+  (full, read-only, a file that cannot be written), always one line ``<name>: error: ...`` and
+  no traceback; 3 divergence (`plasticity.divergence`); 128 + the signal for a Ctrl-C or SIGTERM
+  while the launcher still sets up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import signal
 import sys
 from typing import Any, Callable, Sequence
@@ -187,6 +190,8 @@ def main(
     except (ValueError, MemoryError) as error:
         return _error(name, error if str(error) else "out of memory")
     except OSError as error:  # the disk: full, read-only, a file the run cannot write
+        if error.errno not in DISK_ERRNOS:
+            raise
         return _error(name, f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
     except Exception as error:  # noqa: BLE001 - only an accelerator's out-of-memory is bad input
         if "RESOURCE_EXHAUSTED" not in str(error):
@@ -246,6 +251,16 @@ def _without_help(argv: Sequence[str]) -> list[str]:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Disk errors a launch reports in one line (another OSError is a bug and keeps its traceback).
+DISK_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.ENOTDIR,
+}
 
 
 @contextlib.contextmanager

@@ -133,19 +133,23 @@ class Progress:
     # Clocks ------------------------------------------------------------------------------------
 
     def _seconds(self) -> float:
-        running = time.monotonic() - self._clock_from if self._clock_from is not None else 0.0
-        return self._training_seconds + running
+        with self._lock:  # the ticker thread reads the clock the main thread pauses
+            started = self._clock_from
+            running = time.monotonic() - started if started is not None else 0.0
+            return self._training_seconds + running
 
     def pause(self) -> None:
         """Stops the rate clock (a phase that is not training begins)."""
-        if self._clock_from is not None:
-            self._training_seconds += time.monotonic() - self._clock_from
-            self._clock_from = None
+        with self._lock:
+            if self._clock_from is not None:
+                self._training_seconds += time.monotonic() - self._clock_from
+                self._clock_from = None
 
     def resume(self) -> None:
         """Restarts the rate clock."""
-        if self._clock_from is None:
-            self._clock_from = time.monotonic()
+        with self._lock:
+            if self._clock_from is None:
+                self._clock_from = time.monotonic()
 
     def rates(self) -> tuple[float | None, float | None]:
         """(units/s, updates/s) of this launch's training time, None before any was measured."""
@@ -231,8 +235,9 @@ class Progress:
     def set_phase(self, name: str | None) -> None:
         """Names what the loop does instead of training (None: training again), first on the bar
         (and on the plain lines that come while it lasts)."""
-        self._phase = name
-        self._refresh_postfix(refresh=not self._plain)
+        with self._lock:
+            self._phase = name
+            self._refresh_postfix(refresh=not self._plain)
 
     def set_postfix(self, **fields: Any) -> None:
         """Replaces the `key=value` fields after the bar (e.g. task='3/30', game='pong')."""

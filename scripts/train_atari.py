@@ -15,8 +15,9 @@ r"""Trains DQN or Rainbow on Atari games and game sequences from absl flags, int
 step is 4 frames); ``--config.<field>=<value>`` overrides any field. Runs of several games use
 the full 18-action set; at every switch the episodes in flight are cut and the switch flags
 decide what else happens. After every game every game seen so far is evaluated
-(``evaluation_matrix.json``; human-normalized too with uncut episodes), against a fresh network trained on each game
-alone for one block (``--nofresh_reference`` switches that off). An Atari run is one seed:
+(``evaluation_matrix.json``; human-normalized too with uncut episodes), against a fresh network
+trained on each game after the first alone for one block (the first game's is the sequence's own
+first block; ``--nofresh_reference`` switches that off). An Atari run is one seed:
 ``--num_seeds=N`` runs N of them, each in ``<workdir>/seed_<s>``. The flags are the MinAtar
 launcher's (`agents.launcher`); the run contract (resume, Ctrl-C / SIGTERM, divergence, exit
 statuses 0 / 1 / 3) is every launcher's (`plasticity.launch`, `plasticity.run`).

@@ -7,7 +7,8 @@ r"""Runs a continual-learning sweep (variants × hyper-parameter grid × seeds) 
 each file's docstring); without it the trainer's defaults run (`benchmarks.continual_config`).
 ``--config.<field>=<value>`` overrides any field, and ``--seed``, ``--num_seeds``, ``--norm``,
 ``--nap``, ``--weight_decay``, ``--data_dir`` and ``--mesh`` set their fields; both win over the
-config file's variants. The run contract (work dir, resume, Ctrl-C / SIGTERM, divergence, exit
+config file's variants (a ``note:`` line before training names each variant whose own value they
+replace). The run contract (work dir, resume, Ctrl-C / SIGTERM, divergence, exit
 statuses 0 / 1 / 3, multi-process jobs) is every launcher's: see `plasticity.launch` and
 `plasticity.run`, and BUILD_NOTES.md for pod and multi-GPU launches.
 """

@@ -12,8 +12,9 @@ For MinAtar a frame is one environment step. A sequence plays every game with Mi
 replay, learner, diagnostics, interventions) is one compiled ``lax.scan`` per chunk, seeds vmapped
 on GPUs and TPUs and one at a time on CPUs (``--config.run.runs_per_batch``), spread over the
 local devices (``--config.run.mesh``). After every block every game seen so
-far is evaluated (``evaluation_matrix.json``), against a fresh network trained on each game alone
-(``--nofresh_reference`` switches that off). The flags are the Atari launcher's
+far is evaluated (``evaluation_matrix.json``), against a fresh network trained on each game after
+the first alone (the first game's is the sequence's own first block; ``--nofresh_reference``
+switches that off). The flags are the Atari launcher's
 (`agents.launcher`); the run contract (resume, Ctrl-C / SIGTERM, divergence, exit statuses 0 / 1
 / 3) is every launcher's (`plasticity.launch`, `plasticity.run`).
 """

@@ -428,6 +428,19 @@ def test_a_mesh_that_does_not_split_the_runs_is_refused_before_the_work_dir(tmp_
     assert not (tmp_path / "run").exists()
 
 
+def test_rows_carry_the_rate_each_variant_trains_with_where_the_grid_does_not_sweep(tmp_path):
+    config = tiny_config()
+    config.grid.learning_rate = ()
+    config.num_seeds, config.task.num_tasks = 1, 1
+    config.variants = ml_collections.ConfigDict(
+        {"fast": {"optimizer": {"learning_rate": 0.01}}, "base": {}}
+    )
+    config.variant_order = ("fast", "base")
+    assert continual_sweep.run_experiment(config, tmp_path).completed
+    rates = {row["variant"]: row["learning_rate"] for row in metric_rows(tmp_path, "task")}
+    assert rates == {"fast": 0.01, "base": tiny_config().optimizer.learning_rate}
+
+
 def metric_rows(path: Path, event: str):
     return [row for row in workdir.read_metrics(path) if row["event"] == event]
 

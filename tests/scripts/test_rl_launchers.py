@@ -214,20 +214,25 @@ def test_the_command_line_wins_over_the_variants_and_says_which_it_changed(tmp_p
     assert {c.replay.capacity for c in trained.values()} == {2048}
     notes = [line for line in capsys.readouterr().err.splitlines() if "note:" in line]
     assert notes == [
-        "train_minatar: note: variant 'rainbow' sets network.norm='none' but the command line "
+        "train_minatar: note: variant 'rainbow' runs with network.norm='none' but the command line "
         "makes it 'layernorm'; its work dir keeps the variant's name"
     ]
     replaced = []
     configs.build_config("minatar", None, experiment, {}, named(norm="none"), replaced)
-    assert [line.split(" sets")[0] for line in replaced] == [
+    assert [line.split(" runs with")[0] for line in replaced] == [
         "variant 'rainbow_ln'",
         "variant 'rainbow_ln_nap'",
     ]
+    # A misspelt variant beside a named flag: the order's one-line error, not a KeyError.
+    misspelt = {"variant_order": "rainbow,rainbw"}
+    config = configs.build_config("minatar", None, experiment, misspelt, named(norm="rmsnorm"))
+    with pytest.raises(ValueError, match="must list distinct variants among"):
+        configs.expand_runs(config, "minatar", "w")
     replaced = []  # one variant alone: its own value replaced is said too
     smoke = "benchmarks/configs/minatar_sequence.py:smoke"
     configs.build_config("minatar", None, smoke, {}, named(norm="rmsnorm"), replaced)
     assert replaced == [
-        "variant 'rainbow_ln_nap' sets network.norm='layernorm' but the command line makes it "
+        "variant 'rainbow_ln_nap' runs with network.norm='layernorm' but the command line makes it "
         "'rmsnorm'; its work dir keeps the variant's name"
     ]
 

@@ -165,7 +165,7 @@ def test_a_sweep_resumed_at_a_variant_boundary_starts_the_next_variant_afresh(tm
     printed = capsys.readouterr()
     summary = printed.out.splitlines()
     assert (  # the arm named no_norm runs with a norm: said before it starts
-        "train_continual: note: variant 'no_norm' sets network.norm='none' but the command line "
+        "train_continual: note: variant 'no_norm' runs with network.norm='none' but the command line "
         "makes it 'layernorm'; its work dir keeps the variant's name"
     ) in printed.err.splitlines()
     assert [line.split(":")[0] for line in summary] == ["no_norm", "layernorm"]
