@@ -397,12 +397,16 @@ def evaluation_num_envs(config: ml_collections.ConfigDict) -> int:
 
 
 def check_number_ranges(config: ml_collections.ConfigDict) -> None:
-    """One-line ValueErrors for numbers outside what they mean: probabilities and exponents in
-    [0, 1], periods, counts, thresholds and coefficients >= 0 (0: off, where it can be), the
-    target period >= 1 frame and the priority cap > 0."""
+    """One-line ValueErrors for numbers outside what they mean: probabilities, the discount and
+    exponents in [0, 1], fractions in (0, 1], periods, counts, thresholds and coefficients >= 0
+    (0: off, where it can be), the target period >= 1 frame and the priority cap > 0."""
     from plasticity.config_tools import check_range  # noqa: PLC0415
 
     unit_interval = {
+        "learner.discount": config.learner.discount,
+        "exploration.epsilon_begin": config.exploration.epsilon_begin,
+        "exploration.epsilon_end": config.exploration.epsilon_end,
+        "env.sticky_action_prob": config.env.sticky_action_prob,
         "evaluation.epsilon": config.evaluation.epsilon,
         "replay.importance_exponent_begin": config.replay.importance_exponent_begin,
         "replay.importance_exponent_end": config.replay.importance_exponent_end,
@@ -425,6 +429,11 @@ def check_number_ranges(config: ml_collections.ConfigDict) -> None:
         non_negative["evaluation.every_frames"] = config.evaluation.every_frames
     for field, value in non_negative.items():
         check_range(field, value, 0.0)
+    for field, value in (
+        ("updates_per_frame", config.updates_per_frame),
+        ("replay.min_fill_fraction", config.replay.min_fill_fraction),
+    ):
+        check_range(field, value, 0.0, 1.0, low_open=True)
     check_range("learner.priority_max", config.learner.priority_max, 0.0, low_open=True)
     check_range(
         "learner.target_update_period_frames", config.learner.target_update_period_frames, 1.0
@@ -495,28 +504,11 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             raise ValueError(f"{name} must be >= 1, got {value}")
     if not config.games:
         raise ValueError("games must name at least one game")
-    if not 0.0 < config.updates_per_frame <= 1.0:
-        raise ValueError(f"updates_per_frame must be in (0, 1], got {config.updates_per_frame}")
-    if not 0.0 <= config.learner.discount <= 1.0:
-        raise ValueError(f"learner.discount must be in [0, 1], got {config.learner.discount}")
     if config.network.num_atoms > 1 and not config.network.v_min < config.network.v_max:
         raise ValueError(
             f"network.v_min ({config.network.v_min}) must be below v_max ({config.network.v_max})"
         )
-    for name in ("epsilon_begin", "epsilon_end"):
-        if not 0.0 <= config.exploration[name] <= 1.0:
-            raise ValueError(
-                f"exploration.{name} must be in [0, 1], got {config.exploration[name]}"
-            )
     check_number_ranges(config)
-    if not 0.0 <= config.env.sticky_action_prob <= 1.0:
-        raise ValueError(
-            f"env.sticky_action_prob must be in [0, 1], got {config.env.sticky_action_prob}"
-        )
-    if not 0.0 < config.replay.min_fill_fraction <= 1.0:
-        raise ValueError(
-            f"replay.min_fill_fraction must be in (0, 1], got {config.replay.min_fill_fraction}"
-        )
     if config.env.max_episode_frames % config.env.frame_skip:
         raise ValueError(
             f"env.max_episode_frames ({config.env.max_episode_frames}) must be a multiple of "

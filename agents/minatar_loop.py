@@ -99,17 +99,8 @@ def seed_mesh(config: ml_collections.ConfigDict) -> Mesh | None:
     mesh = mesh_lib.make_mesh(spec, jax.devices(), num_runs=int(config.num_seeds))
     if tuple(mesh.axis_names) != (mesh_lib.SEED_AXIS,):
         raise ValueError(f"run.mesh {spec!r}: MinAtar runs split only a 'seed' axis")
-    if config.num_seeds % mesh.size:
-        raise ValueError(
-            f"run.mesh {spec!r} puts {mesh.size} devices on the seed axis, which does not divide "
-            f"num_seeds={config.num_seeds}"
-        )
-    if processes > 1 and mesh.size != jax.device_count():
-        raise ValueError(
-            f"a job of {processes} processes with {jax.device_count()} devices needs a seed "
-            f"count they divide (num_seeds={config.num_seeds} fills {mesh.size}); use "
-            f"--num_seeds={jax.device_count()} or a multiple of it"
-        )
+    num_seeds = int(config.num_seeds)
+    mesh_lib.check_seed_split(mesh, spec, num_seeds, f"num_seeds={num_seeds}")
     return mesh if mesh.size > 1 else None
 
 

@@ -249,25 +249,9 @@ def _tag_prefix(plan: ExperimentPlan) -> Callable[[Mapping[str, Any]], str]:
 
 def check_mesh_fits_runs(mesh, plan: ExperimentPlan) -> None:
     """One-line ValueError unless the mesh's ``seed`` axis splits the sweep's runs evenly (and,
-    in a multi-process job, spans every process's devices)."""
-    spec = plan.config.mesh
-    if mesh_lib.SEED_AXIS not in mesh.axis_names:
-        raise ValueError(
-            f"mesh {spec!r} has no {mesh_lib.SEED_AXIS!r} axis: the continual trainer spreads its "
-            "runs over it (e.g. 'seed:2' or 'auto')"
-        )
-    size = mesh_lib.axis_size(mesh, mesh_lib.SEED_AXIS)
-    if plan.num_runs % size:
-        raise ValueError(
-            f"mesh {spec!r} puts {size} devices on the seed axis, which does not divide the "
-            f"{plan.num_runs} runs (num_seeds={plan.num_seeds} x {len(plan.grid)} grid "
-            "point(s)); use a run count divisible by it or --mesh=auto"
-        )
-    if jax.process_count() > 1 and mesh.size != jax.device_count():
-        raise ValueError(
-            f"a job of {jax.process_count()} processes with {jax.device_count()} devices needs "
-            f"a run count they divide ({plan.num_runs} runs fill {mesh.size})"
-        )
+    in a multi-process job, spans every process's devices): `plasticity.mesh.check_seed_split`."""
+    runs = f"the {plan.num_runs} runs (num_seeds={plan.num_seeds} x {len(plan.grid)} grid point(s))"
+    mesh_lib.check_seed_split(mesh, plan.config.mesh, plan.num_runs, runs)
 
 
 def run_experiment(

@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from absl import flags, logging
@@ -226,8 +227,6 @@ def _acknowledger(name: str) -> Callable[[str], None]:
 
 def _run_label(result: Any, workdir: str) -> str:
     """'rainbow_ln_nap' or 'rainbow/seed_1': which of a launch's runs a summary line is about."""
-    from pathlib import Path  # noqa: PLC0415
-
     path = getattr(result, "workdir", None)
     if path is None:
         return ""

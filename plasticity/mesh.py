@@ -177,6 +177,28 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda leaf: _place(leaf, sharding), tree)
 
 
+def check_seed_split(mesh: Mesh, spec: str, num_runs: int, runs: str) -> None:
+    """One-line ValueError unless ``mesh`` (made from ``spec``) has a ``seed`` axis that splits
+    ``num_runs`` independent runs evenly and, in a multi-process job, spans every process's
+    devices; ``runs`` names that count in the message ('num_seeds=3')."""
+    if SEED_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"mesh {spec!r} has no {SEED_AXIS!r} axis to spread the runs over "
+            "(e.g. 'seed:2' or 'auto')"
+        )
+    size = axis_size(mesh, SEED_AXIS)
+    if num_runs % size:
+        raise ValueError(
+            f"mesh {spec!r} puts {size} devices on the seed axis, which does not divide {runs}; "
+            "use a run count divisible by it or mesh 'auto'"
+        )
+    if jax.process_count() > 1 and mesh.size != jax.device_count():
+        raise ValueError(
+            f"a job of {jax.process_count()} processes with {jax.device_count()} devices needs "
+            f"a run count they divide ({runs} fills {mesh.size})"
+        )
+
+
 def axis_size(mesh: Mesh, axis: str) -> int:
     """Devices along mesh axis `axis` (1 when the mesh has no such axis)."""
     return int(dict(mesh.shape).get(axis, 1))

@@ -168,23 +168,20 @@ class Progress:
 
     # Drawing -----------------------------------------------------------------------------------
 
-    def _timing(self) -> str:
+    def _timing(self) -> tuple[list[str], list[str]]:
+        """(elapsed, ETA and units/s; updates/s when measured), as the postfix shows them."""
         parts = [f"elapsed {format_seconds(time.monotonic() - self._started)}"]
         eta = self.eta_seconds()
         parts.append(f"ETA {format_seconds(eta)}" if eta is not None else "ETA —")
         rate, updates = self.rates()
         if rate is not None:
             parts.append(f"{format_rate(rate)} {self.unit}s/s")
-        if updates is not None:
-            parts.append(f"{format_rate(updates)} updates/s")
-        return ", ".join(parts)
+        return parts, [f"{format_rate(updates)} updates/s"] if updates is not None else []
 
     def _postfix(self, room: int | None) -> str:
         """Timing, then the fields, then updates/s, each left out when it would not fit in
         ``room`` characters (None: no limit)."""
-        timing = self._timing().split(", ")
-        updates = [part for part in timing if part.endswith("updates/s")]
-        first = [part for part in timing if part not in updates]
+        first, updates = self._timing()
         fields = [f"{k}={_format_value(v)}" for k, v in self._fields.items()]
         text = ", ".join(first)
         for group, separator in ((fields, " | "), (updates, ", ")):
