@@ -763,11 +763,13 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     stop_after_checkpoints: int | None = None,
     signal_name: Callable[[], str | None] | None = None,
+    label: str | None = None,
     independent: bool = False,
 ) -> RunResult:
     """Trains one seed through ``config.games`` (and the fresh references), see the module
     docstring. ``independent``: this process trains this run alone in a multi-process job
-    (`plasticity.run.Run`). Bad settings raise a one-line ValueError before anything is written or built; a
+    (`plasticity.run.Run`); ``label`` names the run in the harness's lines (one of a launch's
+    several). Bad settings raise a one-line ValueError before anything is written or built; a
     NaN/Inf loss or parameter raises `plasticity.divergence.DivergenceError` before the row or
     checkpoint holding it is written. The result's outputs: ``state`` (the sequence's final
     `AgentState` when this call finished it) and ``evaluations`` (the evaluation rows written).
@@ -786,6 +788,7 @@ def train(
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
+        label=label,
         independent=independent,
     )
     loop = AtariLoop(segments, num_actions)

@@ -224,6 +224,7 @@ def open_run(
     stop_after_checkpoints: int | None = None,
     signal_name=None,
     independent: bool = False,
+    label: str | None = None,
 ) -> Run:
     """The harness of an RL run (`plasticity.run.Run`): counted in frames, the config with its
     schedule recorded, and a note when the budget would take more than a day."""
@@ -243,6 +244,7 @@ def open_run(
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
         independent=independent,
+        label=label,
         tag_prefix=tensorboard_prefix,
         budget_hint=(
             f"lower --frames_per_game (now {config.frames_per_game:,}) or --cycles (now "

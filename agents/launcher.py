@@ -118,12 +118,13 @@ def run(
     replaced = []
     config = config_of(context.flags, context.overrides, family, replaced)
     runs = configs.expand_runs(config, family, context.workdir)
+    several = len(runs) > 1
     for workdir, run_config in runs if plan is not None else ():
         try:
             plan(run_config)
         except ValueError as error:
             where = Path(workdir).relative_to(context.workdir)
-            raise ValueError(f"{where}: {error}" if len(runs) > 1 else str(error)) from None
+            raise ValueError(f"{where}: {error}" if several else str(error)) from None
     context.note(replaced)
     options = context.run_options()
     processes = jax.process_count()
@@ -137,6 +138,8 @@ def run(
         options.update(should_stop=context.local_stop_requested, independent=True)
     results = []
     for workdir, run_config in runs:
+        if several:  # the harness's lines say which run they are about
+            options["label"] = str(Path(workdir).relative_to(context.workdir))
         result = train(run_config, workdir, name=context.name, **options)
         results.append(result)
         if not result.completed:
@@ -145,7 +148,7 @@ def run(
         from plasticity import distributed  # noqa: PLC0415
 
         distributed.barrier("atari_runs_done")
-    if len(configs.expand_runs(config, family, context.workdir)) > 1:
+    if several:
         write_combined_matrix(context.workdir, config, family)
     return results
 

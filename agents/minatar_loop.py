@@ -755,10 +755,12 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     stop_after_checkpoints: int | None = None,
     signal_name: Callable[[], str | None] | None = None,
+    label: str | None = None,
 ) -> RunResult:
     """Trains ``config.num_seeds`` seeds through ``config.games`` (and the fresh references).
 
-    ``workdir`` None runs without files. Bad settings raise a one-line ValueError before anything
+    ``workdir`` None runs without files; ``label`` names the run in the harness's lines (one of
+    a launch's several). Bad settings raise a one-line ValueError before anything
     is written or built; a NaN/Inf learner loss or parameter raises
     `plasticity.divergence.DivergenceError` before that chunk's rows or checkpoint are written.
     The result's outputs: ``state`` (the sequence's final state, seed-batched, when this call
@@ -776,6 +778,7 @@ def train(
         should_stop=should_stop,
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
+        label=label,
     )
     with harness as run:
         return train_segments(run, segments, MinAtarLoop(segments, seeds), chunk_frames(config))

@@ -284,7 +284,10 @@ class Run:
       stop_after_checkpoints: stop after this many saves of this launch (time slices, tests).
       tag_prefix: ``row -> str`` put before ``<event>/<field>`` in TensorBoard tags.
       index_fields: row fields that locate a row (never TensorBoard scalars).
-      description: text before the progress bar (default: the name and the work dir's name).
+      description: text before the progress bar (default: the name and the label, or the work
+        dir's name).
+      label: which of a launch's runs this is ('rainbow/seed_1'), put after the name in the
+        lines the harness says, when a launch has several.
       signal_name: ``() -> str | None``, the name of the signal behind a stop request.
       budget_hint: what to change for a shorter run ('lower --frames_per_game (now 200,000,000)'),
         said once when the measured ETA exceeds a day.
@@ -314,8 +317,10 @@ class Run:
         signal_name: Callable[[], str | None] | None = None,
         budget_hint: str | None = None,
         independent: bool = False,
+        label: str | None = None,
     ):
         self.name = name
+        self.label = label
         self.independent = independent
         self.path = Path(workdir) if workdir is not None else None
         self.config = json.loads(json.dumps(dict(config), default=str))
@@ -332,7 +337,7 @@ class Run:
         self.tag_prefix = tag_prefix
         self.index_fields = tuple(index_fields)
         self.description = description or " ".join(
-            [name] + ([self.path.name] if self.path is not None else [])
+            [name] + ([label or self.path.name] if label or self.path is not None else [])
         )
         self.done = 0
         self.saves = 0
@@ -690,12 +695,13 @@ class Run:
 
     def _say(self, text: str) -> None:
         """A line on stderr from the lead process (or this one, running alone), with the
-        launcher's name."""
+        launcher's name and the run's label."""
         if self.independent or jax.process_index() == 0:
+            speaker = f"{self.name} {self.label}" if self.label else self.name
             if self._progress is not None:
-                self._progress.write(f"{self.name}: {text}")  # above the bar, not glued to it
+                self._progress.write(f"{speaker}: {text}")  # above the bar, not glued to it
             else:
-                print(f"{self.name}: {text}", file=sys.stderr, flush=True)
+                print(f"{speaker}: {text}", file=sys.stderr, flush=True)
 
 
 def _finite_number(value: Any) -> float | None:

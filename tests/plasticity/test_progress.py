@@ -49,6 +49,28 @@ def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsy
     assert warnings[0].endswith("more; lower --frames_per_game")
 
 
+def test_one_run_of_several_is_named_in_its_lines_and_its_bar(capsys):
+    """A launch of several variants or seeds labels each run's lines (a resume, a warning) and
+    its bar, which would otherwise all read 'train_x: ...'."""
+    run = run_lib.Run(
+        "train_x",
+        None,
+        {},
+        total=10**12,
+        unit="frame",
+        x_key="frames",
+        show_progress=False,
+        budget_hint="lower --frames_per_game",
+        label="rainbow/seed_1",
+    )
+    assert run.description == "train_x rainbow/seed_1"
+    with run:
+        for _ in range(3):
+            time.sleep(0.01)
+            run.advance(10)
+    assert "train_x rainbow/seed_1: at " in capsys.readouterr().err
+
+
 def test_counts_read_as_whole_numbers(capsys):
     """'20/720 steps', not '20.0/720'; large totals in k / M."""
     for total, done, shown in (

@@ -227,4 +227,4 @@ def test_a_killed_process_ends_the_atari_job_in_bounded_time_and_a_relaunch_resu
     )
     for seed, (code, stderr) in enumerate(finish(process) for process in pair):
         assert code == 0, stderr[-3000:]
-        assert f"train_atari: resuming from frame {saved[seed]:,}" in stderr
+        assert f"train_atari seed_{seed}: resuming from frame {saved[seed]:,}" in stderr
