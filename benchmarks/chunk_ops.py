@@ -31,6 +31,7 @@ from jax._src import source_info_util
 
 from agents import configs, minatar_loop
 from benchmarks import op_profile, peer_settings, timing
+from plasticity import runtime
 
 
 def define_flags() -> None:
@@ -94,10 +95,8 @@ def main(argv) -> None:
     start = time.perf_counter()
     minatar_loop.compiled_chunk(agent, state, np.int32(0), plan)  # lowered as training does
     compile_s = time.perf_counter() - start
-    device = jax.devices()[0].device_kind
-    print(
-        f"MinAtar chunk, preset {flags.FLAGS.preset}, one seed; compile {compile_s:.2f} s on {device}"
-    )
+    print(f"hardware: {runtime.hardware_line()}")
+    print(f"MinAtar chunk, preset {flags.FLAGS.preset}, one seed; compile {compile_s:.2f} s")
     for inside, part in (
         (False, "outside conditionals (act, env, replay add)"),
         (True, "inside conditionals (the update; the diagnostics when on)"),

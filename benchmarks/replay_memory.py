@@ -27,6 +27,7 @@ from agents.replay import (
     replay_sample,
     replay_update_priorities,
 )
+from plasticity import runtime
 
 FRAME_SHAPE = (84, 84)
 EPISODE_LENGTH = 97  # synthetic episodes, so stacks and n-step windows meet episode boundaries
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     one_million = replay_memory_bytes(1_000_000, FRAME_SHAPE, num_envs=1)
-    print(f"device: {jax.devices()[0].device_kind}")
+    print(f"hardware: {runtime.hardware_line()}")
     print(
         f"replay of 1,000,000 transitions of 84x84 uint8: {one_million / 2**30:.3f} GiB ({one_million:,} bytes)"
     )
