@@ -179,12 +179,13 @@ class Progress:
         return parts, [f"{format_rate(updates)} updates/s"] if updates is not None else []
 
     def _postfix(self, room: int | None) -> str:
-        """Timing, then the fields, then updates/s, each left out when it would not fit in
-        ``room`` characters (None: no limit)."""
+        """The elapsed time, then ETA and units/s, the fields and updates/s, each left out when
+        it would not fit in ``room`` characters (None: no limit), so that a narrow terminal
+        loses whole parts from the end rather than a part cut in the middle."""
         first, updates = self._timing()
         fields = [f"{k}={_format_value(v)}" for k, v in self._fields.items()]
-        text = ", ".join(first)
-        for group, separator in ((fields, " | "), (updates, ", ")):
+        text = first[0]
+        for group, separator in ((first[1:], ", "), (fields, " | "), (updates, ", ")):
             for part in group:
                 joined = text + (separator if text and separator else "") + part
                 if room is not None and len(joined) + 2 > room:  # tqdm adds ", " before it

@@ -82,3 +82,22 @@ def test_counts_read_as_whole_numbers(capsys):
         bar.advance(done)
         bar.close()
         assert shown in capsys.readouterr().err
+
+
+def test_a_narrow_terminal_loses_whole_parts_of_the_postfix_from_the_end():
+    """Elapsed always shows; ETA, the rate, the fields and updates/s follow while they fit, and a
+    part that does not fit is left out whole (tqdm would cut the line mid-word)."""
+    bar = progress_lib.Progress(total=10_000, unit="frame", disable=True)
+    bar.set_postfix(game="pong (1/4)", last_return=-21.0)
+    time.sleep(0.02)
+    bar.advance(300, updates=30)
+    bar.pause()
+    full = bar._postfix(None)
+    parts = full.replace(" | ", ", ").split(", ")
+    assert parts[0].startswith("elapsed ") and parts[1].startswith("ETA ")
+    assert parts[-1].endswith("updates/s") and len(parts) == 6
+    for room in range(len(full) + 4):
+        shown = bar._postfix(room).replace(" | ", ", ").split(", ")
+        assert shown == parts[: len(shown)], room
+        assert len(shown) == 1 or len(bar._postfix(room)) + 2 <= room, room
+    bar.close()
