@@ -107,6 +107,29 @@ def load_task_dataset(config: ml_collections.ConfigDict) -> datasets.Dataset | N
     return _load_dataset_cached(_data_key(config))
 
 
+def unused_data_dir(variants: Sequence[tuple[str, ml_collections.ConfigDict]]) -> str | None:
+    """The note a launch gets when it names a data dir that none of its variants reads (its
+    tasks are streams, or its dataset needs no files): a mistyped path or a forgotten
+    ``--config.data.name`` would otherwise pass unnoticed."""
+    given = {variant.data.data_dir for _, variant in variants if variant.data.data_dir}
+    if not given:
+        return None
+    read = [
+        variant
+        for _, variant in variants
+        if variant.task.name not in tasks.STREAM_TASKS
+        and datasets.canonical_name(variant.data.name) not in datasets.FILELESS_DATASETS
+    ]
+    if read:
+        return None
+    names = sorted({variant.data.name for _, variant in variants})
+    return (
+        f"data dir {', '.join(sorted(given))} is unused: the tasks read no files (dataset "
+        f"{', '.join(names)}); --config.data.name=mnist, fashion_mnist, cifar10 or cifar100 "
+        "reads them"
+    )
+
+
 def task_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The `benchmarks.tasks.TaskConfig` fields of ``config.task``."""
     names = {f.name for f in dataclasses.fields(tasks.TaskConfig)}

@@ -22,8 +22,9 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -77,6 +78,8 @@ _ALIASES = {
     "mnist1d": "mnist1d",
     "mnist_1d": "mnist1d",
 }
+
+FILELESS_DATASETS = ("digits", "mnist1d")  # shipped or generated: no data_dir, no source
 
 KNOWN_DATASETS: tuple[str, ...] = (
     "mnist",
@@ -189,9 +192,15 @@ def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads an IDX file, gzipped (``.gz``) or raw."""
     path = Path(path)
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    if path.suffix != ".gz":
+        return parse_idx(path.read_bytes(), str(path))
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:  # not the disk: the file's bytes
+        raise DatasetNotFoundError(
+            f"{path} is not a whole gzip file ({error}); extract it again"
+        ) from None
     return parse_idx(raw, str(path))
 
 
@@ -312,7 +321,12 @@ def read_cifar_batch(path: str | os.PathLike) -> dict[bytes, Any]:
 
 def _cifar_images(data: Any, source: Path) -> np.ndarray:
     """(N, 3072) uint8 rows, channel-major (R plane, G plane, B plane) -> (N, 32, 32, 3) in [0, 1]."""
-    data = np.asarray(data, dtype=np.uint8)
+    try:
+        data = np.asarray(data, dtype=np.uint8)
+    except (TypeError, ValueError):
+        raise DatasetNotFoundError(
+            f"{source}: b'data' is {type(data).__name__}, not an (N, 3072) uint8 array"
+        ) from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DatasetNotFoundError(f"{source}: b'data' has shape {data.shape}, expected (N, 3072)")
     return _uint8_images_to_unit(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -322,7 +336,24 @@ def _cifar_labels(batch: dict[bytes, Any], key: bytes, source: Path) -> np.ndarr
     """The label list stored under ``key`` as an int32 array."""
     if key not in batch:
         raise DatasetNotFoundError(f"{source} has no {key!r} entry")
-    return np.asarray(batch[key], dtype=np.int32)
+    try:
+        labels = np.asarray(batch[key], dtype=np.int32)
+    except (TypeError, ValueError):
+        labels = None
+    if labels is None or labels.ndim != 1:
+        raise DatasetNotFoundError(f"{source}: {key!r} is not a list of integer labels")
+    return labels
+
+
+def _read_cifar_split(path: Path, key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of one CIFAR batch file, as many of each (one-line error if not)."""
+    batch = read_cifar_batch(path)
+    images, labels = _cifar_images(batch[b"data"], path), _cifar_labels(batch, key, path)
+    if len(images) != len(labels):
+        raise DatasetNotFoundError(
+            f"{path} holds {len(images)} images and {len(labels)} labels; extract it again"
+        )
+    return images, labels
 
 
 def _find_file_set(
@@ -350,13 +381,9 @@ def load_cifar10(data_dir: str | os.PathLike | None) -> Dataset:
         raise _not_found(
             "cifar10", expected, searched, hint="the 'CIFAR-10 python version' archive, extracted"
         )
-    splits = []
-    for names in (files[:5], files[5:]):
-        batches = [(directory / n, read_cifar_batch(directory / n)) for n in names]
-        images = np.concatenate([_cifar_images(b[b"data"], p) for p, b in batches])
-        labels = np.concatenate([_cifar_labels(b, b"labels", p) for p, b in batches])
-        splits.append((images, labels))
-    (x_train, y_train), (x_test, y_test) = splits
+    train = [_read_cifar_split(directory / name, b"labels") for name in files[:5]]
+    x_train, y_train = (np.concatenate(arrays) for arrays in zip(*train))
+    x_test, y_test = _read_cifar_split(directory / files[5], b"labels")
     return _as_dataset(x_train, y_train, x_test, y_test, num_classes=10, name="cifar10")
 
 
@@ -378,11 +405,10 @@ def load_cifar100(data_dir: str | os.PathLike | None, label_mode: str = "fine") 
             "cifar100", expected, searched, hint="the 'CIFAR-100 python version' archive, extracted"
         )
     key = b"fine_labels" if label_mode == "fine" else b"coarse_labels"
-    arrays = []
-    for split in ("train", "test"):
-        path = directory / split
-        batch = read_cifar_batch(path)
-        arrays += [_cifar_images(batch[b"data"], path), _cifar_labels(batch, key, path)]
+    arrays = [
+        *_read_cifar_split(directory / "train", key),
+        *_read_cifar_split(directory / "test", key),
+    ]
     num_classes = 100 if label_mode == "fine" else 20
     return _as_dataset(*arrays, num_classes=num_classes, name="cifar100")
 

@@ -360,11 +360,21 @@ def _check_dataset(dataset: Dataset | None, task_name: str) -> Dataset:
             f"task {task_name!r}: test inputs {np.asarray(dataset.x_test).shape} do not "
             f"match training inputs {x.shape}"
         )
-    if dataset.num_classes < 2 or y.min() < 0 or y.max() >= dataset.num_classes:
+    x_test, y_test = np.asarray(dataset.x_test), np.asarray(dataset.y_test)
+    if y_test.ndim != 1 or len(x_test) != len(y_test):
         raise ValueError(
-            f"task {task_name!r}: labels must lie in [0, num_classes={dataset.num_classes}) "
-            f"with num_classes >= 2, got range [{y.min()}, {y.max()}]"
+            f"task {task_name!r}: dataset {dataset.name!r} has test inputs {x_test.shape} and "
+            f"test labels {y_test.shape}; need (M, ...) and (M,)"
         )
+    for split, labels in (("", y), ("test ", y_test)):
+        if len(labels) and (
+            dataset.num_classes < 2 or labels.min() < 0 or labels.max() >= dataset.num_classes
+        ):
+            raise ValueError(
+                f"task {task_name!r}: {split}labels must lie in [0, num_classes="
+                f"{dataset.num_classes}) with num_classes >= 2, got range [{labels.min()}, "
+                f"{labels.max()}]"
+            )
     return dataset
 
 

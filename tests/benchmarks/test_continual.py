@@ -703,3 +703,23 @@ def test_an_open_schedule_is_fitted_to_the_task_layout():
     assert continual_config.task_schedule(optimizer, 3, 40).schedule.total_steps == 120
     optimizer.schedule.total_steps = 60  # set by the config: kept
     assert continual_config.task_schedule(optimizer, 3, 40) is optimizer
+
+
+def test_a_data_dir_no_variant_reads_is_noted():
+    """A data dir given to tasks that read no files (digits, bit flipping) is said in a note;
+    one a variant reads, or none given, is not."""
+    config = nap_label_reset.get_config("smoke")
+    assert continual.unused_data_dir(continual_config.variant_configs(config)) is None
+    config.data.data_dir = "/data/mnist"
+    note = continual.unused_data_dir(continual_config.variant_configs(config))
+    assert note.startswith(
+        "data dir /data/mnist is unused: the tasks read no files (dataset digits)"
+    )
+    config.data.name = "mnist"
+    assert continual.unused_data_dir(continual_config.variant_configs(config)) is None
+    streams = dohare.get_config("smoke")
+    streams.data.data_dir = "/data/mnist"
+    variants = [
+        v for v in continual_config.variant_configs(streams) if v[1].task.name == "bit_flipping"
+    ]
+    assert "is unused" in continual.unused_data_dir(variants)

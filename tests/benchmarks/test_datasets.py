@@ -236,6 +236,36 @@ def test_partly_missing_cifar10_is_not_found(tmp_path):
     assert str(tmp_path / "cifar-10-batches-py") in message and "--data_dir" in message
 
 
+def test_a_damaged_gzip_file_is_one_line(tmp_path):
+    """A '.gz' holding raw bytes, and one cut in half, are one-line errors (they were tracebacks
+    of gzip's own exceptions)."""
+    images, labels = random_idx_arrays(np.random.default_rng(6))
+    write_idx_set(tmp_path, images, labels, gzipped=True)
+    target = tmp_path / "train-images-idx3-ubyte.gz"
+    whole = target.read_bytes()
+    for damaged in (idx_bytes(images["train"]), whole[: len(whole) // 2]):
+        target.write_bytes(damaged)
+        with pytest.raises(DatasetNotFoundError) as info:
+            datasets.load_dataset("mnist", tmp_path)
+        message = assert_one_line(info.value)
+        assert str(target) in message and "not a whole gzip file" in message
+
+
+def test_a_cifar_batch_without_an_image_array_or_with_other_counts_is_one_line(tmp_path):
+    write_cifar10(tmp_path, np.random.default_rng(7))
+    target = tmp_path / "cifar-10-batches-py" / "test_batch"
+    data = np.zeros((3, 3072), np.uint8)
+    for batch, expected in (
+        ((None, [0, 1, 2]), "b'data' is NoneType, not an (N, 3072) uint8 array"),
+        ((data, [0, 1]), "holds 3 images and 2 labels"),
+        ((data, [[0], [1, 2], []]), "'labels' is not a list of integer labels"),
+    ):
+        target.write_bytes(pickle.dumps({b"data": batch[0], b"labels": batch[1]}, protocol=2))
+        with pytest.raises(DatasetNotFoundError) as info:
+            datasets.load_dataset("cifar10", tmp_path)
+        assert expected in assert_one_line(info.value) and str(target) in str(info.value)
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10", "cifar100"])
 def test_no_data_dir_is_not_found(name):
     with pytest.raises(DatasetNotFoundError) as info:

@@ -468,3 +468,17 @@ def test_dataset_tasks_need_a_valid_dataset():
         tasks.make_task_sequence("label_reset", bad)
     with pytest.raises(ValueError, match="num_tasks"):
         tasks.task_states(sequence("label_reset"), jax.random.key(0), 0)
+
+
+def test_a_test_split_with_labels_out_of_range_or_other_counts_is_refused():
+    """The held-out split is checked as the training split is: out-of-range labels would be
+    clamped by the gather and give test accuracies of wrong labels."""
+    good = dataset()
+    out_of_range = good._replace(y_test=good.y_test + 20)
+    with pytest.raises(ValueError, match=r"test labels must lie in \[0, num_classes=10\)"):
+        tasks.make_task_sequence("class_permutation", out_of_range)
+    fewer_labels = good._replace(y_test=good.y_test[:-1])
+    with pytest.raises(ValueError, match="test inputs .* and test labels"):
+        tasks.make_task_sequence("class_permutation", fewer_labels)
+    no_test = good._replace(x_test=good.x_test[:0], y_test=good.y_test[:0])
+    assert tasks.make_task_sequence("class_permutation", no_test).num_test_examples == 0
