@@ -16,8 +16,9 @@ index, so a resumed run equals an uninterrupted one bit for bit on CPU.
 
 Randomness of a run with key k: parameters from ``fold_in(k, 0)``; the task sequence from
 ``fold_in(k, 1)`` (so every variant of a sweep sees the same tasks for a seed); the minibatch
-of global step t from an integer hash of (``fold_in(k, 2)``, t) (`sample_indices`; stream tasks
-take their examples in order instead), intervention and diagnostics noise of step t from
+of global step t from an integer hash of (``fold_in(k, 2)``, t) (`benchmarks.minibatches`: drawn
+with replacement, or with ``task.sampling='shuffled'`` the task's next examples in a random
+order of each pass; stream tasks take their examples in order), intervention and diagnostics noise of step t from
 ``fold_in(fold_in(fold_in(k, 2), t), purpose)``; the probe batch of diagnostics and
 interventions during task i from a hash of (``fold_in(k, 3)``, i). Run keys are
 ``PRNGKey(seed)``, shared by all grid points and variants (common random numbers).
@@ -57,6 +58,7 @@ import numpy as np
 import optax
 
 from benchmarks import datasets, tasks
+from benchmarks.minibatches import sample_indices, shuffled_indices
 from benchmarks.continual_config import (
     GRID_KEYS,
     NETWORKS,
@@ -105,29 +107,6 @@ def load_task_dataset(config: ml_collections.ConfigDict) -> datasets.Dataset | N
     if config.task.name in tasks.STREAM_TASKS:
         return None
     return _load_dataset_cached(_data_key(config))
-
-
-def unused_data_dir(variants: Sequence[tuple[str, ml_collections.ConfigDict]]) -> str | None:
-    """The note a launch gets when it names a data dir that none of its variants reads (its
-    tasks are streams, or its dataset needs no files): a mistyped path or a forgotten
-    ``--config.data.name`` would otherwise pass unnoticed."""
-    given = {variant.data.data_dir for _, variant in variants if variant.data.data_dir}
-    if not given:
-        return None
-    read = [
-        variant
-        for _, variant in variants
-        if variant.task.name not in tasks.STREAM_TASKS
-        and datasets.canonical_name(variant.data.name) not in datasets.FILELESS_DATASETS
-    ]
-    if read:
-        return None
-    names = sorted({variant.data.name for _, variant in variants})
-    return (
-        f"data dir {', '.join(sorted(given))} is unused: the tasks read no files (dataset "
-        f"{', '.join(names)}); --config.data.name=mnist, fashion_mnist, cifar10 or cifar100 "
-        "reads them"
-    )
 
 
 def task_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -287,33 +266,6 @@ def effective_lr_exponent(config: ml_collections.ConfigDict) -> float:
 # ---------------------------------------------------------------------------
 
 
-def _mix32(x: jax.Array) -> jax.Array:
-    """lowbias32 (C. Wellons): a cheap, well-mixing bijection of uint32."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def sample_indices(
-    key: jax.Array, counter: jax.Array | int, size: int, num_examples: int
-) -> jax.Array:
-    """`size` indices uniform in [0, num_examples), a pure function of (key, counter).
-
-    A counter-based integer hash of (raw key words, counter, lane) instead of threefry: adequate
-    for picking minibatch examples (modulo bias < num_examples / 2^32) and far cheaper to compile
-    on XLA:CPU, where every threefry call in a program adds a fraction of a second.
-    """
-    words = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    words = words.astype(jnp.uint32).reshape(-1)
-    counter_hash = _mix32(jnp.asarray(counter).astype(jnp.uint32) ^ _mix32(words[0]))
-    seed = _mix32(counter_hash + words[1] * jnp.uint32(0x9E3779B9))
-    lanes = jnp.arange(size, dtype=jnp.uint32)
-    hashed = _mix32(_mix32(seed ^ (lanes * jnp.uint32(0x85EBCA6B))) + lanes)
-    return (hashed % jnp.uint32(num_examples)).astype(jnp.int32)
-
-
 class Carry(NamedTuple):
     """What a run carries across tasks: the train state and the current task's state."""
 
@@ -447,6 +399,7 @@ def make_trainer(
     blocks_per_task = steps // block_steps
     batch_size = int(config.task.batch_size)
     stream = config.task.name in tasks.STREAM_TASKS
+    shuffled = config.task.sampling == "shuffled"
     hparam_keys = swept_keys(config)
     opt_config = task_schedule(config.optimizer, num_tasks, steps)
     # The norms whose (γ, β) NaP may project without changing the function (shapes only).
@@ -591,10 +544,17 @@ def make_trainer(
 
     def training_batch(keys, global_step, task_state, data):
         """Step ``global_step``'s batch: a stream task's next examples in order, else indices
-        hashed from (the run's steps key, the step)."""
+        hashed from (the run's steps key, the step), or the next of the task's shuffled walk
+        (`benchmarks.minibatches`)."""
         if stream:
             offset = (global_step % steps) * batch_size
             indices = offset + jnp.arange(batch_size, dtype=jnp.int32)
+        elif shuffled:
+            position = (global_step % steps) * batch_size
+            task = global_step // steps
+            indices = shuffled_indices(
+                keys["steps"], task, position, batch_size, sequence.num_examples
+            )
         else:
             indices = sample_indices(keys["steps"], global_step, batch_size, sequence.num_examples)
         return sequence.batch(task_state, indices, data)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from typing import Sequence
 
 import ml_collections
 
-from benchmarks import tasks
+from benchmarks import datasets, minibatches, tasks
 from plasticity import config_tools, layers, nap, optim, two_hot
 from plasticity import mesh as mesh_lib
 
@@ -54,7 +55,10 @@ def default_config() -> ml_collections.ConfigDict:
 
     data: which dataset (`benchmarks.datasets.load_dataset` arguments; 0 = no subsetting).
     task: the sequence (`benchmarks.tasks.TaskConfig` fields) plus ``num_tasks``,
-      ``steps_per_task`` (0 for stream tasks: derived) and ``batch_size``.
+      ``steps_per_task`` (0 for stream tasks: derived), ``batch_size`` and ``sampling`` of a
+      dataset task's minibatches: 'uniform' (with replacement) or 'shuffled' (each pass over the
+      task's examples in a fresh random order; `benchmarks.minibatches`). Stream tasks take
+      their examples in order either way.
     network: ``name`` ∈ NETWORKS and the builder's sizes; ``norm``, ``activation``; ``two_hot``:
       regression targets as two-hot distributions over ``bins`` values on [``low``, ``high``]
       (`plasticity.two_hot`; the Disentangling paper's output for large targets; 0 bins: off).
@@ -95,7 +99,9 @@ def default_config() -> ml_collections.ConfigDict:
         digits_test_fraction=0.0,
         cifar100_label_mode="fine",
     )
-    config.task = dict(num_tasks=10, steps_per_task=200, batch_size=128, **task_defaults)
+    config.task = dict(
+        num_tasks=10, steps_per_task=200, batch_size=128, sampling="uniform", **task_defaults
+    )
     config.network = dict(
         name="mlp",
         hidden_sizes=(256, 256, 256),
@@ -242,6 +248,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"unknown task {task.name!r}; known tasks: {', '.join(tasks.KNOWN_TASKS)}")
     if network.name not in NETWORKS:
         raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
+    if task.sampling not in minibatches.SAMPLINGS:
+        raise ValueError(
+            f"task.sampling must be one of {', '.join(minibatches.SAMPLINGS)}, got "
+            f"{task.sampling!r}"
+        )
     layers.check_norm(network.norm)
     layers.check_activation(network.activation)
     optim.check_optimizer_config(opt)
@@ -272,6 +283,29 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     )
     config_tools.check_range("seed", config.seed, 0.0)
     diagnostics_block(config)
+
+
+def unused_data_dir(variants: Sequence[tuple[str, ml_collections.ConfigDict]]) -> str | None:
+    """The note a launch gets when it names a data dir that none of its variants reads (its
+    tasks are streams, or its dataset needs no files): a mistyped path or a forgotten
+    ``--config.data.name`` would otherwise pass unnoticed."""
+    given = {variant.data.data_dir for _, variant in variants if variant.data.data_dir}
+    if not given:
+        return None
+    read = [
+        variant
+        for _, variant in variants
+        if variant.task.name not in tasks.STREAM_TASKS
+        and datasets.canonical_name(variant.data.name) not in datasets.FILELESS_DATASETS
+    ]
+    if read:
+        return None
+    names = sorted({variant.data.name for _, variant in variants})
+    return (
+        f"data dir {', '.join(sorted(given))} is unused: the tasks read no files (dataset "
+        f"{', '.join(names)}); --config.data.name=mnist, fashion_mnist, cifar10 or cifar100 "
+        "reads them"
+    )
 
 
 def two_hot_output(network: ml_collections.ConfigDict) -> two_hot.TwoHot | None:

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import continual, continual_config, continual_sweep
+from benchmarks import continual, continual_config, continual_sweep, minibatches
 from benchmarks.configs import disentangling, dohare, nap_label_reset
 from plasticity import checkpointing, deferred, nap, optim, param_labels, workdir
 
@@ -404,6 +404,40 @@ def plan() -> continual_sweep.ExperimentPlan:
     return continual_sweep.plan_experiment(tiny_config())
 
 
+def test_shuffled_sampling_shows_every_example_once_per_pass_in_the_trainer(monkeypatch):
+    """With ``task.sampling='shuffled'`` and one pass per task (16 steps of 8 = 128 examples),
+    each task's steps see each example exactly once, in an order of that task's own."""
+    seen = []
+
+    def recorded(key, task, position, size, num_examples):
+        indices = minibatches.shuffled_indices(key, task, position, size, num_examples)
+        jax.debug.callback(
+            lambda *values: seen.append(tuple(np.asarray(v) for v in values)),
+            task,
+            position,
+            indices,
+        )
+        return indices
+
+    monkeypatch.setattr(continual, "shuffled_indices", recorded)
+    config = tiny_config()
+    config.task.update(sampling="shuffled", steps_per_task=16)
+    config.diagnostics.every = 4
+    train = jax.jit(continual.make_trainer(config).train)
+    jax.block_until_ready(train(jax.random.PRNGKey(0), {"learning_rate": jnp.float32(1e-3)}))
+    by_task = {}
+    for task, position, indices in seen:
+        by_task.setdefault(int(task), {})[int(position)] = indices
+    assert sorted(by_task) == [0, 1, 2, 3]
+    orders = []
+    for task, steps in by_task.items():
+        assert sorted(steps) == list(range(0, 128, 8)), task
+        order = np.concatenate([steps[position] for position in sorted(steps)])
+        assert sorted(order.tolist()) == list(range(128)), task
+        orders.append(order)
+    assert all((orders[0] != order).mean() > 0.9 for order in orders[1:])
+
+
 def test_a_mesh_that_does_not_split_the_runs_is_refused_before_the_work_dir(tmp_path):
     """4 runs (2 learning rates x 2 seeds) over 3 seed devices, or a mesh without a seed axis:
     one line naming the run count, and nothing written (the check needs no devices, only the
@@ -610,6 +644,7 @@ def test_nap_without_norm_is_refused_naming_the_variant():
         ("data.name", "mnist", "dataset 'mnist' not found"),
         ("num_seeds", 0, "num_seeds"),
         ("mesh", "seed", "mesh spec"),
+        ("task.sampling", "epochs", "task.sampling must be one of uniform, shuffled, got 'epochs'"),
     ],
 )
 def test_bad_configs_give_one_line_errors(field, value, match):
@@ -709,17 +744,17 @@ def test_a_data_dir_no_variant_reads_is_noted():
     """A data dir given to tasks that read no files (digits, bit flipping) is said in a note;
     one a variant reads, or none given, is not."""
     config = nap_label_reset.get_config("smoke")
-    assert continual.unused_data_dir(continual_config.variant_configs(config)) is None
+    assert continual_config.unused_data_dir(continual_config.variant_configs(config)) is None
     config.data.data_dir = "/data/mnist"
-    note = continual.unused_data_dir(continual_config.variant_configs(config))
+    note = continual_config.unused_data_dir(continual_config.variant_configs(config))
     assert note.startswith(
         "data dir /data/mnist is unused: the tasks read no files (dataset digits)"
     )
     config.data.name = "mnist"
-    assert continual.unused_data_dir(continual_config.variant_configs(config)) is None
+    assert continual_config.unused_data_dir(continual_config.variant_configs(config)) is None
     streams = dohare.get_config("smoke")
     streams.data.data_dir = "/data/mnist"
     variants = [
         v for v in continual_config.variant_configs(streams) if v[1].task.name == "bit_flipping"
     ]
-    assert "is unused" in continual.unused_data_dir(variants)
+    assert "is unused" in continual_config.unused_data_dir(variants)
