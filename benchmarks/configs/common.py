@@ -1,7 +1,8 @@
 """Shared pieces of the published continual configs and the continual launcher's config.
 
 Every published config file takes ``:smoke`` (a check of the plumbing, < 90 s on 2 CPU cores),
-no scale (the default, CPU scale) or ``:paper``, plus its own options (`parse_arg`).
+no scale (the default, CPU scale) or ``:paper``, plus its own options and its variant names, to
+run only those, in the order given (`parse_arg`, as the RL configs do).
 """
 
 from __future__ import annotations
@@ -26,11 +27,14 @@ NAMED_FLAGS = {
 }
 
 
-def parse_arg(arg: str | None, options: tuple[str, ...] = ()) -> tuple[str, list[str]]:
-    """(scale, chosen options) of a continual config file's argument (`smoke`, the default scale
-    or `paper`, and file-specific options); a one-line ValueError for anything else."""
-    scale, _, chosen = config_tools.parse_config_arg(arg, options=options)
-    return scale, chosen
+def parse_arg(
+    arg: str | None, options: tuple[str, ...] = (), variants: tuple[str, ...] = ()
+) -> tuple[str, list[str], list[str]]:
+    """(scale, chosen options, chosen variants) of a continual config file's argument: `smoke`,
+    the default scale or `paper`, file-specific options and variant names (run only those, in the
+    order given: `config_tools.parse_config_arg`); a one-line ValueError for anything else."""
+    scale, chosen_variants, chosen = config_tools.parse_config_arg(arg, variants, options)
+    return scale, chosen, chosen_variants
 
 
 def build_config(

@@ -60,7 +60,9 @@ Expected result (measured, seed 0, end-of-task accuracy / squared error):
   then creeps up over the later tasks, to 0.013–0.018 without a norm and 0.026–0.028 with
   LayerNorm at the last (linear outputs: 0.018–0.021 and 0.044–0.053).
 
-``:smoke`` (combinable with a task name) checks the plumbing in seconds.
+``:smoke`` (combinable with a task name) checks the plumbing in seconds. Variant names run only
+those, in that order (``:smoke,large_offset_regression,layernorm_two_hot,layernorm``); the
+``*_two_hot`` ones exist for large-offset regression only.
 
 Paper scale (``:paper``, combinable: ``:paper,class_permutation``): CIFAR-10 from ``--data_dir``,
 20 tasks × 50,000 steps, a small CNN, L2 ∈ {0, 1e-6, 1e-5}, 3 seeds (architecture and batch
@@ -78,14 +80,19 @@ DEFAULT_NUM_TASKS = {"label_reset": 25, "class_permutation": 10, "large_offset_r
 # Two-hot targets over [-10, 110] in steps of 1 (`plasticity.two_hot`): the offset 100 and the
 # later zero-mean targets (standard deviation 1) both inside the support.
 TWO_HOT = {"bins": 121, "low": -10.0, "high": 110.0}
+ARMS = (("no_norm", "none"), ("layernorm", "layernorm"))
+TWO_HOT_VARIANTS = tuple(f"{name}_two_hot" for name, _ in ARMS)  # large-offset regression only
+VARIANTS = tuple(name for name, _ in ARMS) + TWO_HOT_VARIANTS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """No norm / LayerNorm × L2 grid on one task; ``arg``: a task name and/or 'smoke' / 'paper'."""
-    scale, chosen = common.parse_arg(arg, TASKS)
-    if len(chosen) > 1:
-        raise ValueError(f"choose one task per run, got {', '.join(chosen)}")
-    task = chosen[0] if chosen else "label_reset"
+    """No norm / LayerNorm × L2 grid on one task; ``arg``: a task name and/or 'smoke' / 'paper'
+    and, optionally, the variants to run (one line naming the task's variants if it has no such
+    variant: the two-hot ones are large-offset regression's)."""
+    scale, tasks, chosen = common.parse_arg(arg, TASKS, VARIANTS)
+    if len(tasks) > 1:
+        raise ValueError(f"choose one task per run, got {', '.join(tasks)}")
+    task = tasks[0] if tasks else "label_reset"
     config = common.digits_memorization_base()
     config.task.name = task
     config.task.num_tasks = DEFAULT_NUM_TASKS[task]
@@ -93,12 +100,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.task.offset = 100.0
     config.task.offset_tasks = 2
     config.grid.l2 = (0.0, 1e-4)
-    variants = {"no_norm": common.arm("none"), "layernorm": common.arm("layernorm")}
+    variants = {name: common.arm(norm) for name, norm in ARMS}
     if task == "large_offset_regression":  # the paper's output for large targets, beside each
-        for name, norm in (("no_norm", "none"), ("layernorm", "layernorm")):
+        for name, norm in ARMS:
             variants[f"{name}_two_hot"] = common.arm(norm, network={"two_hot": TWO_HOT})
+    missing = [name for name in chosen if name not in variants]
+    if missing:
+        raise ValueError(
+            f"task {task} has no variant {missing[0]}; its variants: {', '.join(variants)}"
+        )
     config.variants = ml_collections.ConfigDict(variants)
-    config.variant_order = tuple(variants)
+    config.variant_order = tuple(chosen) or tuple(variants)
     if scale == "paper":
         config.data.name = "cifar10"
         config.task.num_tasks = 20

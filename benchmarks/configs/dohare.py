@@ -32,7 +32,8 @@ Expected result (measured, seed 0; mean over the first and the last fifth of eac
   1.10. Continual backprop (Dohare's remedy) is the intervention to try here:
   ``--config.intervention.name=cbp --config.intervention.every=1``.
 
-``:smoke`` checks the plumbing in seconds (3 tasks of each kind, tiny sizes).
+``:smoke`` checks the plumbing in seconds (3 tasks of each kind, tiny sizes). Variant names after
+the scale run only those, in that order (``:smoke,bit_flipping/backprop``).
 
 Paper scale (``:paper``): MNIST from ``--data_dir`` with 60,000 examples per task, MLP
 784→3×2000→10, SGD 0.003, batch 1, one pass per task (``task.sampling='shuffled'``: every image
@@ -51,11 +52,14 @@ from benchmarks import continual_config
 from benchmarks.configs import common
 
 ARMS = (("backprop", "none"), ("layernorm", "layernorm"))
+TASKS = ("permuted_inputs", "bit_flipping")
+VARIANTS = tuple(f"{task}/{arm}" for task in TASKS for arm, _ in ARMS)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """Both tasks × {backprop, LayerNorm}, L2 ∈ {0, λ} as a grid; ``arg``: 'smoke' or 'paper'."""
-    scale, _ = common.parse_arg(arg)
+    """Both tasks × {backprop, LayerNorm}, L2 ∈ {0, λ} as a grid; ``arg``: 'smoke' or 'paper'
+    and, optionally, the variants to run (``permuted_inputs/backprop``, ...)."""
+    scale, _, chosen = common.parse_arg(arg, variants=VARIANTS)
     config = continual_config.default_config()
     config.data.name = "digits"
     config.optimizer.name = "sgd"
@@ -82,17 +86,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "network": {"hidden_sizes": (5,)},
         "diagnostics": {"every": 1000},
     }
-    variants, order = {}, []
-    for task_name, task in (("permuted_inputs", permuted), ("bit_flipping", bits)):
+    variants = {}
+    for task_name, task in zip(TASKS, (permuted, bits)):
         for arm_name, norm in ARMS:
-            name = f"{task_name}/{arm_name}"
             overrides = common.arm(norm)
             for section, values in task.items():
                 overrides.setdefault(section, {}).update(values)
-            variants[name] = overrides
-            order.append(name)
+            variants[f"{task_name}/{arm_name}"] = overrides
     config.variants = ml_collections.ConfigDict(variants)
-    config.variant_order = tuple(order)
+    config.variant_order = tuple(chosen) or VARIANTS
     if scale == "paper":
         config.data.name = "mnist"
         config.optimizer.learning_rate = 0.003

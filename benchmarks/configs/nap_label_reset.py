@@ -28,7 +28,8 @@ LayerNorm + NaP memorizes the first 18 tasks perfectly and then stays at 0.77–
 nearly constant (only the output layer is free). Over three seeds (`python -m
 benchmarks.reproduce label_reset`, README) the ordering holds: none < LayerNorm < LayerNorm + NaP.
 
-``:smoke`` checks the plumbing in seconds (3 tasks × 20 steps, two seeds, small layers).
+``:smoke`` checks the plumbing in seconds (3 tasks × 20 steps, two seeds, small layers). Arm
+names after the scale run only those, in that order (``:smoke,layernorm_nap``).
 
 Paper scale (``--experiment=benchmarks/configs/nap_label_reset.py:paper``): CIFAR-10 from
 ``--data_dir`` (the python-version pickles), 200 tasks × 100,000 steps (20M steps), Adam 1e-4,
@@ -42,10 +43,13 @@ import ml_collections
 
 from benchmarks.configs import common
 
+VARIANTS = ("no_norm", "layernorm", "layernorm_nap")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """The sweep: three arms on label reset; ``arg``: 'smoke' or 'paper' for other scales."""
-    scale, _ = common.parse_arg(arg)
+    """The sweep: three arms on label reset; ``arg``: 'smoke' or 'paper' for other scales and,
+    optionally, the arms to run."""
+    scale, _, chosen = common.parse_arg(arg, variants=VARIANTS)
     config = common.digits_memorization_base()
     config.task.num_tasks = 30
     config.task.steps_per_task = 1000
@@ -56,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "layernorm_nap": common.arm("layernorm", nap=True),
         }
     )
-    config.variant_order = ("no_norm", "layernorm", "layernorm_nap")
+    config.variant_order = tuple(chosen) or VARIANTS
     if scale == "paper":
         config.data.name = "cifar10"
         config.task.num_tasks = 200

@@ -1,0 +1,56 @@
+"""Tests of the published continual configs' ``--experiment=FILE[:scale,arm]`` argument: a scale
+and, as the RL configs take them, the arms to run, in the order given."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.configs import disentangling, dohare, nap_label_reset
+from plasticity import config_tools
+
+CONFIGS = "benchmarks/configs"
+
+
+@pytest.mark.parametrize("module", [nap_label_reset, dohare, disentangling])
+def test_every_continual_config_runs_only_the_named_arms_in_order(module):
+    everything = module.get_config("smoke")
+    assert everything.variant_order, "the default order names every arm"
+    first, second = everything.variant_order[:2]
+    config = module.get_config(f"smoke,{second},{first}")
+    assert config.variant_order == (second, first)
+    assert config.task.steps_per_task == everything.task.steps_per_task  # still the smoke scale
+    assert module.get_config(f"paper,{first}").variant_order == (first,)
+    assert module.get_config(None).variant_order == everything.variant_order
+
+
+def test_an_arm_named_through_the_experiment_flag_is_the_only_one_run():
+    spec = f"{CONFIGS}/nap_label_reset.py:smoke,layernorm_nap"
+    config = config_tools.load_config_file(spec)
+    assert [name for name, _ in config_tools.resolve_variants(config)] == ["layernorm_nap"]
+    spec = f"{CONFIGS}/dohare.py:smoke,bit_flipping/layernorm"
+    assert config_tools.load_config_file(spec).variant_order == ("bit_flipping/layernorm",)
+
+
+def test_an_unknown_arm_is_one_line_listing_the_known_ones():
+    with pytest.raises(ValueError) as raised:
+        config_tools.load_config_file(f"{CONFIGS}/nap_label_reset.py:smoke,layernorm_nop")
+    message = str(raised.value)
+    assert "\n" not in message and "unknown config argument 'layernorm_nop'" in message
+    assert message.endswith("accepted: smoke, default, paper, no_norm, layernorm, layernorm_nap")
+
+
+def test_disentangling_takes_a_task_and_its_arms():
+    config = disentangling.get_config("smoke,large_offset_regression,layernorm_two_hot,no_norm")
+    assert config.task.name == "large_offset_regression"
+    assert config.variant_order == ("layernorm_two_hot", "no_norm")
+    assert disentangling.get_config("smoke,large_offset_regression").variant_order == (
+        "no_norm",
+        "layernorm",
+        "no_norm_two_hot",
+        "layernorm_two_hot",
+    )
+    # The two-hot arms are large-offset regression's: elsewhere one line naming the task's arms.
+    with pytest.raises(ValueError, match=r"^task label_reset has no variant no_norm_two_hot; "):
+        disentangling.get_config("smoke,no_norm_two_hot")
+    with pytest.raises(ValueError, match="choose one task per run"):
+        disentangling.get_config("label_reset,class_permutation")
