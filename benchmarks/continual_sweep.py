@@ -364,10 +364,14 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
     for index in range(variant_index, len(plan.variants)):
         name, trainer = plan.variants[index]
         hparams, data = hparams_of(trainer), data_of(trainer)
-        if index == variant_index and restored is not None and next_task > 0:
-            carry, initial_diagnostics, start_task = restored.tree, None, next_task
+        resumed = index == variant_index and restored is not None and next_task > 0
+        start_task = next_task if resumed else 0
+        # A variant's bar fields replace the last one's: no score (acc or loss) until it has one.
+        run.show(variant=name, task=f"{start_task}/{trainer.num_tasks}", acc=None, loss=None)
+        if resumed:
+            carry, initial_diagnostics = restored.tree, None
         else:
-            (carry, initial_diagnostics), start_task = initial(name, trainer), 0
+            carry, initial_diagnostics = initial(name, trainer)
         chunk = tasks_per_chunk(trainer.config, trainer.num_tasks)
         run_fn = jax.jit(over_runs(trainer.run_tasks))
         compile_seconds.setdefault(name, 0.0)
@@ -415,7 +419,7 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
                 len(task_indices) * trainer.steps_per_task,
                 variant=name,
                 task=f"{next_task}/{trainer.num_tasks}",
-                **{score_name: float(score)},
+                **{"acc": None, "loss": None, score_name: float(score)},
             )
             if not finished and run.stop_requested():
                 return run.stop(
