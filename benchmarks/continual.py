@@ -436,16 +436,16 @@ def make_trainer(
     intervention_name = str(config.intervention.name)
     intervention_every = int(config.intervention.every)
     at_boundaries = bool(config.intervention.at_task_boundaries)
-    if intervention_name != "none":
+    if intervention_name != "none":  # the name and options are checked first, as RL does
+        factory = intervention_factory or _lazy_intervention_factory()
+        intervention = intervention_pair(
+            factory(intervention_name, model, **config.intervention.options.to_dict())
+        )
         if not intervention_every and not at_boundaries:
             raise ValueError(
                 f"intervention {intervention_name!r} never runs: set intervention.every "
                 f"> 0 and/or intervention.at_task_boundaries=True"
             )
-        factory = intervention_factory or _lazy_intervention_factory()
-        intervention = intervention_pair(
-            factory(intervention_name, model, **config.intervention.options.to_dict())
-        )
 
     # Periodic interventions run after segments of `segment_steps` updates: a length dividing both
     # the diagnostics block and the period, so every multiple of the period ends a segment.

@@ -1,0 +1,37 @@
+"""Tests of the order in which the continual launcher checks an intervention: its name, then its
+options, then its schedule, as the RL launchers do (`agents.configs`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import continual_config, continual_sweep
+
+
+def _config(**intervention):
+    config = continual_config.default_config()
+    config.data.max_train_examples = 64
+    config.task.num_tasks, config.task.steps_per_task = 2, 4
+    config.network.hidden_sizes = (8,)
+    config.diagnostics.every = 2
+    config.intervention.update(intervention)
+    return config
+
+
+def _error(config) -> str:
+    with pytest.raises(ValueError) as error:
+        continual_sweep.plan_experiment(config)
+    assert "\n" not in str(error.value)
+    return str(error.value)
+
+
+def test_a_misspelt_intervention_is_named_before_its_schedule():
+    """A typo in the name (with no schedule set) is the RL launchers' unknown-intervention line,
+    not advice to set intervention.every."""
+    message = _error(_config(name="rdeo"))
+    assert "Unknown intervention 'rdeo': expected one of none, redo, cbp" in message
+    assert "never runs" not in message
+    message = _error(_config(name="redo", options={"bogus": 1}))
+    assert "intervention 'redo' has no option 'bogus'" in message
+    # A known intervention with its options right but no schedule still says how to run it.
+    assert "intervention 'redo' never runs: set intervention.every" in _error(_config(name="redo"))
