@@ -18,6 +18,7 @@ import numpy as np
 from plasticity.analysis import (
     CURVATURE_METRICS,
     Run,
+    curve_rows,
     curves,
     events,
     metric_keys,
@@ -93,11 +94,7 @@ MATRIX_KEY_LABELS = {
 def _matrix_rows(run: Run, variant: str | None) -> list[dict[str, Any]]:
     """Evaluation-matrix rows: 'eval' rows taken after a block (progress evaluations inside a
     block carry ``end_of_block`` False and are left out)."""
-    return [
-        r
-        for r in events(run, "eval")
-        if r.get("variant") == variant and r.get("end_of_block", True) is not False
-    ]
+    return [r for r in curve_rows(run, variant, "eval") if r.get("end_of_block", True) is not False]
 
 
 def matrix_key(runs: Run | Sequence[Run]) -> str:
@@ -154,9 +151,9 @@ def visit_scores(
         ):
             column = f"visit_{int(r.get('visit', 1))}"
             cells.setdefault(r["game"], {}).setdefault(column, []).append(value)
-    for r in events(run, "eval_fresh"):
+    for r in curve_rows(run, variant, "eval_fresh"):
         value = number(r.get(key))
-        if r.get("variant") == variant and value is not None and r.get("game") is not None:
+        if value is not None and r.get("game") is not None:
             cells.setdefault(r["game"], {}).setdefault("fresh", []).append(value)
 
     def order(column: str) -> tuple[int, int]:

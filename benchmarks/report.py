@@ -129,7 +129,7 @@ def runs_html(runs: Sequence[analysis.Run]) -> str:
     colors = figures_lib.curve_colors(runs)
     rows = []
     for run, variant, label in analysis.curves(runs):
-        own = [r for r in run.rows if r.get("variant") == variant]
+        own = analysis.curve_rows(run, variant)
         x = "frames" if _kind(run) == "RL" else "step"
         last = max((analysis.number(r.get(x)) or 0 for r in own), default=0)
         seeds = sorted({r.get("seed") for r in own if r.get("seed") is not None})
@@ -239,8 +239,8 @@ def _matrix_from_rows(run: analysis.Run, variant: str | None) -> dict[str, Any] 
         games, blocks, values = matrix
         trained = {
             int(r["block"]): r.get("trained_game")
-            for r in analysis.events(run, "eval")
-            if r.get("variant") == variant and "block" in r
+            for r in analysis.curve_rows(run, variant, "eval")
+            if "block" in r
         }
         found.update(games=games, blocks=[f"{b}: {trained.get(b, '?')}" for b in blocks])
         found["matrices"][key] = [
@@ -287,18 +287,22 @@ def evaluation_html(runs: Sequence[analysis.Run]) -> str:
 
 def curve_configs(runs: Sequence[analysis.Run]) -> list[tuple[str, dict[str, Any]]]:
     """(curve label, config) of every curve; a sweep's variants are resolved (the variant's
-    overrides applied to the base config, `plasticity.config_tools.resolve_variants`)."""
+    overrides applied to the base config, `plasticity.config_tools.resolve_variants`) and its
+    grid point written into the optimizer fields it sets."""
     from plasticity import config_tools  # noqa: PLC0415
 
     out = []
-    for run, variant, label in analysis.curves(runs):
-        config = run.config
+    for run, curve, label in analysis.curves(runs):
+        config, variant = run.config, analysis.variant_of(run, curve)
         if variant is not None and variant in (config.get("variants") or {}):
             try:
                 resolved = dict(config_tools.resolve_variants(config))
                 config = resolved[variant].to_dict()
             except (ValueError, KeyError, TypeError):
                 pass
+        point = analysis.grid_point(run, curve)
+        if point and isinstance(config.get("optimizer"), dict):  # the grid sets these fields
+            config = {**config, "optimizer": {**config["optimizer"], **point}}
         out.append((label, config))
     return out
 

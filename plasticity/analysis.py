@@ -10,7 +10,7 @@ Atari's ``seed_<s>`` work dirs as one run (`expand_workdirs`).
 
 Everything here is plain json + NumPy + matplotlib and tolerates what a real run leaves behind:
 missing files or keys, ``null`` values (non-finite numbers), a truncated last line. A *curve* is
-one (work dir, variant) pair; curves are averaged over seeds (mean, with the min–max band) and
+one (work dir, variant) pair, each grid point of a continual sweep apart; curves are averaged over seeds (mean, with the min–max band) and
 compared side by side in every figure, each in one colour and line style throughout
 (`curve_colors`). Figures read as the values: x-axes in frames (RL) or optimizer steps
 (continual) from 0 with game / task switches marked (`switches`), tick labels without offsets
@@ -49,6 +49,11 @@ CURVATURE_METRICS = (
 )
 
 
+# A continual sweep's grid of continuous hyper-parameters, compiled into one program: every row
+# carries its point's values (`benchmarks.continual_config.GRID_KEYS`).
+GRID_FIELDS = ("learning_rate", "weight_decay", "l2", "l2_init")
+
+
 @dataclasses.dataclass
 class Run:
     """One work dir: a label, its config (may be empty) and its metrics rows."""
@@ -59,6 +64,48 @@ class Run:
     rows: list[dict[str, Any]]
     skipped_lines: int = 0
     workdirs: list[Path] = dataclasses.field(default_factory=list)  # seeds' work dirs, or [path]
+
+    @property
+    def swept(self) -> tuple[str, ...]:
+        """The grid fields the config sweeps over more than one value: runs that differ in one
+        are different curves, not seeds of one."""
+        grid = self.config.get("grid")
+        if not isinstance(grid, dict):
+            return ()
+        return tuple(
+            field
+            for field in GRID_FIELDS
+            if isinstance(grid.get(field), list) and len(grid[field]) > 1
+        )
+
+    def curve_of(self, row: dict[str, Any]) -> str | None:
+        """The curve a row belongs to: its variant, followed by its grid point where the config
+        sweeps one ('layernorm, l2=0.0001')."""
+        variant, swept = row.get("variant"), self.swept
+        if not swept:
+            return variant
+        point = ", ".join(f"{field}={_grid_value(row.get(field))}" for field in swept)
+        return point if variant is None else f"{variant}, {point}"
+
+
+def _grid_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def variant_of(run: Run, curve: str | None) -> str | None:
+    """The variant a curve of `run` draws (its name without the grid point)."""
+    for row in run.rows:
+        if run.curve_of(row) == curve:
+            return row.get("variant")
+    return curve
+
+
+def grid_point(run: Run, curve: str | None) -> dict[str, Any]:
+    """The grid values of a curve of `run` ({} where the config sweeps none)."""
+    for row in run.rows:
+        if run.swept and run.curve_of(row) == curve:
+            return {field: row.get(field) for field in run.swept}
+    return {}
 
 
 def _read_rows(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -226,27 +273,34 @@ def events(run: Run, event: str) -> list[dict[str, Any]]:
 
 
 def variants(run: Run) -> list[str | None]:
-    """The variants of a run, in order of first appearance ([None] when rows name none)."""
+    """The curves of a run (`Run.curve_of`: its variants, each grid point of a sweep apart), in
+    order of first appearance ([None] when rows name none)."""
     seen: list[str | None] = []
     for row in run.rows:
-        variant = row.get("variant")
-        if variant not in seen:
-            seen.append(variant)
+        curve = run.curve_of(row)
+        if curve not in seen:
+            seen.append(curve)
     return seen or [None]
 
 
 def curves(runs: Sequence[Run]) -> list[tuple[Run, str | None, str]]:
-    """(run, variant, label) for every curve to draw; labels name the run when there are several
-    and the variant when rows name one."""
+    """(run, curve, label) for every curve to draw (`variants`); labels name the run when there
+    are several and the curve when rows name one."""
     out = []
     for run in runs:
-        for variant in variants(run):
-            if variant is None:
+        for curve in variants(run):
+            if curve is None:
                 label = run.name
             else:
-                label = variant if len(runs) == 1 else f"{run.name}: {variant}"
-            out.append((run, variant, label))
+                label = curve if len(runs) == 1 else f"{run.name}: {curve}"
+            out.append((run, curve, label))
     return out
+
+
+def curve_rows(run: Run, curve: str | None, event: str | None = None) -> list[dict[str, Any]]:
+    """The rows of one curve of `run` (of one event when given)."""
+    rows = run.rows if event is None else events(run, event)
+    return [row for row in rows if run.curve_of(row) == curve]
 
 
 def number(value: Any) -> float | None:
@@ -298,13 +352,12 @@ class Series:
 def series(
     run: Run, key: str, event: str = "diagnostics", variant: str | None = None, x: str | None = None
 ) -> Series | None:
-    """The seed-aggregated series of `key` in `event` rows of `variant`; None when absent."""
+    """The seed-aggregated series of `key` in `event` rows of the curve `variant` (`curves`);
+    None when absent."""
     x = x or x_axis(run, event)
     by_x: dict[float, list[float]] = {}
     seeds = set()
-    for row in events(run, event):
-        if row.get("variant") != variant:
-            continue
+    for row in curve_rows(run, variant, event):
         value, position = number(row.get(key)), number(row.get(x))
         if value is None or position is None:
             continue
@@ -328,7 +381,7 @@ def summary(runs: Sequence[Run]) -> list[dict[str, Any]]:
     runs, steps otherwise) and the final mean of key metrics (a table)."""
     table = []
     for run, variant, label in curves(runs):
-        own = [r for r in run.rows if r.get("variant") == variant]
+        own = curve_rows(run, variant)
         task_rows = [r for r in own if r.get("event") == "task"]
         x = "frames" if own and all("frames" in r for r in own) else "step"  # any event
         entry: dict[str, Any] = {

@@ -20,8 +20,8 @@ from plasticity.analysis import (
     UNIT_FRACTIONS,
     Run,
     Series,
+    curve_rows,
     curves,
-    events,
     layers_of,
     metric_keys,
     number,
@@ -220,8 +220,8 @@ def switches(run: Run, variant: str | None, x: str) -> list[tuple[float, str | N
     if x == "frames":
         marks = {
             (float(r["frames"]), r.get("game"))
-            for r in events(run, "switch")
-            if r.get("variant") == variant and number(r.get("frames")) is not None
+            for r in curve_rows(run, variant, "switch")
+            if number(r.get("frames")) is not None
         }
         if not marks and isinstance(run.config.get("schedule"), list):
             start = 0.0
@@ -235,8 +235,8 @@ def switches(run: Run, variant: str | None, x: str) -> list[tuple[float, str | N
     if x == "step":
         ends = {
             number(r.get("step"))
-            for r in events(run, "task")
-            if r.get("variant") == variant and number(r.get("step")) is not None
+            for r in curve_rows(run, variant, "task")
+            if number(r.get("step")) is not None
         }
         return [(end, None) for end in sorted(ends)]
     return []
@@ -244,8 +244,8 @@ def switches(run: Run, variant: str | None, x: str) -> list[tuple[float, str | N
 
 def first_game(run: Run, variant: str | None) -> str | None:
     """The game of a sequence's first block (RL), from its rows or its config's schedule."""
-    for row in run.rows:
-        if row.get("variant") == variant and row.get("block") == 0 and row.get("game"):
+    for row in curve_rows(run, variant):
+        if row.get("block") == 0 and row.get("game"):
             return str(row["game"])
     schedule = run.config.get("schedule")
     if isinstance(schedule, list) and schedule and isinstance(schedule[0], dict):

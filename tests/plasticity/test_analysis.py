@@ -416,3 +416,30 @@ def test_visit_bars_carry_their_values_so_a_zero_bar_shows():
     labels = [text.get_text() for text in ax.texts]
     plt.close(fig)
     assert sorted(labels) == sorted(["-2", "0", "-2", "1.5"])
+
+
+def test_each_grid_point_of_a_sweep_is_a_curve_of_its_own(tmp_path):
+    """A continual sweep's grid (here L2 ∈ {0, 1e-4}) is compiled into one program: its points are
+    different curves, labelled by their values, not seeds pooled into one band."""
+    rows = []
+    for l2, shift in ((0.0, 0.0), (1e-4, 10.0)):
+        for seed in (0, 1):
+            for task in (0, 1):
+                rows.append(
+                    {"event": "task", "variant": "layernorm", "seed": seed, "task": task,
+                     "step": 10 * (task + 1), "l2": l2, "learning_rate": 1e-3,
+                     "end_loss": shift + seed + task}
+                )  # fmt: skip
+    config = {"grid": {"l2": [0.0, 1e-4], "learning_rate": [], "weight_decay": [], "l2_init": []}}
+    run = analysis.load_run(_write_rows(tmp_path / "sweep", rows, config))
+    assert [label for _, _, label in analysis.curves([run])] == [
+        "layernorm, l2=0",
+        "layernorm, l2=0.0001",
+    ]
+    high = analysis.series(run, "end_loss", "task", "layernorm, l2=0.0001", x="task")
+    np.testing.assert_allclose(high.mean, [10.5, 11.5])
+    assert high.seeds == 2 and analysis.variant_of(run, "layernorm, l2=0.0001") == "layernorm"
+    assert [entry["seed count"] for entry in analysis.summary([run])] == [2, 2]
+    # Without a grid (an RL run logging its scheduled rate), a varying field splits nothing.
+    plain = analysis.load_run(_write_rows(tmp_path / "rl", rows, {}))
+    assert analysis.variants(plain) == ["layernorm"]
