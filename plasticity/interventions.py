@@ -625,8 +625,10 @@ _BUILDERS = {
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> None:
-    """One-line ValueErrors for an unknown intervention or an option it does not take, so that a
-    launcher refuses them before anything is written (values are checked where they are used)."""
+    """One-line ValueErrors for an unknown intervention, an option it does not take or a value
+    it refuses, so that a launcher refuses them before anything is written. The values are
+    checked by the builder itself, run on a stand-in network: builders only check their options
+    and close over them; the network is first used when the intervention is applied."""
     if name not in _BUILDERS:
         raise ValueError(
             f"Unknown intervention {name!r}: expected one of {', '.join(INTERVENTIONS)}."
@@ -639,6 +641,10 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
     num_layers = options.get("num_layers")
     if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
         raise ValueError(f"num_layers must be >= 1 (or None for all), got {num_layers!r}")
+    try:
+        _BUILDERS[name](_Context(model=None, apply_kwargs=None, init_fn=None), **options)
+    except TypeError as error:
+        raise ValueError(f"Bad options for intervention {name!r}: {error}") from None
 
 
 def make_intervention(

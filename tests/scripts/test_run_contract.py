@@ -432,8 +432,24 @@ UNBUILDABLE = {
         ),
         (("--nap", "--norm=layernorm", "--config.optimizer.nap.period=0"), "nap.period must be"),
         ("--config.diagnostics.options.srank_deltaa=0.1", "Unknown diagnostics options ['srank_"),
+        (
+            (
+                "--config.intervention.name=cbp",
+                "--config.intervention.every_frames=256",
+                "--config.intervention.options.replacement_rate=2",
+            ),
+            "replacement_rate must be in [0, 1], got 2",
+        ),
     ],
     "train_atari": [
+        (
+            (
+                "--config.intervention.name=redo",
+                "--config.intervention.at_switch=true",
+                "--config.intervention.options.tau=-1",
+            ),
+            "ReDo threshold tau must be >= 0, got -1.",
+        ),
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
