@@ -162,13 +162,25 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]
     return force_fields(config, parsed, skip_none=False)
 
 
+# Where the project's packages are installed (the checkout's root for an editable install):
+# published config files are found here when the working directory does not hold them.
+INSTALL_ROOT = Path(__file__).resolve().parents[1]
+
+
 def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.ConfigDict:
     """``get_config(ARGS)`` of the config file ``FILE[:ARGS]``, with one-line errors for a missing
-    file, a file without ``get_config`` and arguments it refuses."""
+    file, a file without ``get_config`` and arguments it refuses.
+
+    A relative FILE is looked for in the working directory, then beside the installed packages
+    (`INSTALL_ROOT`), so that the published ``benchmarks/configs/...`` files can be named the
+    same way from anywhere and from a non-editable install."""
     path, _, argument = spec.partition(":")
     file = Path(path)
+    if not file.is_file() and not file.is_absolute() and (INSTALL_ROOT / file).is_file():
+        file = INSTALL_ROOT / file
     if not file.is_file() or file.suffix != ".py":
-        raise ValueError(f"{flag}={spec}: no Python config file {path}")
+        where = "" if file.is_absolute() else f" (looked in . and {INSTALL_ROOT})"
+        raise ValueError(f"{flag}={spec}: no Python config file {path}{where}")
     module_spec = importlib.util.spec_from_file_location(f"_config_{file.stem}", file)
     module = importlib.util.module_from_spec(module_spec)
     try:

@@ -251,6 +251,22 @@ def test_experiment_files_take_a_scale_and_variants_and_refuse_anything_else(mod
     assert config_tools.load_config_file(spec).to_dict() == smoke.to_dict()
 
 
+def test_published_configs_are_found_from_any_working_directory(tmp_path, monkeypatch):
+    """``--experiment=benchmarks/configs/...`` names a published file from outside the checkout
+    (or a non-editable install) too; a file found nowhere says where it was looked for."""
+    monkeypatch.chdir(tmp_path)
+    config = config_tools.load_config_file("benchmarks/configs/minatar_sequence.py:smoke")
+    assert tuple(config.games) == ("breakout", "space_invaders")
+    with pytest.raises(ValueError, match=r"no Python config file benchmarks/configs/no\.py \("):
+        config_tools.load_config_file("benchmarks/configs/no.py")
+    (tmp_path / "benchmarks" / "configs").mkdir(parents=True)  # the working directory wins
+    (tmp_path / "benchmarks" / "configs" / "minatar_sequence.py").write_text(
+        "def get_config(arg):\n    return {'games': ('mine',)}\n"
+    )
+    own = config_tools.load_config_file("benchmarks/configs/minatar_sequence.py")
+    assert tuple(own.games) == ("mine",)
+
+
 # Runs from the command line ------------------------------------------------------------------
 
 TINY_MINATAR = [
