@@ -30,12 +30,32 @@ def one_line_errors(main: Callable[..., Any], name: str) -> Callable[..., Any]:
     return guarded
 
 
+# The help flags the launchers take (`plasticity.launch.HELP_ARGS`); absl's own exit with status 1.
+HELP_ARGS = ("--help", "-h", "--helpfull", "--helpshort", "-?")
+
+
+def parse_flags(argv: list[str], name: str) -> list[str]:
+    """absl's flags parser with the launchers' conventions: a help flag prints the usage (the
+    module's docstring and flags; all modules' flags with ``--helpfull``) and exits 0, and a bad
+    flag is one line, ``benchmarks.<name>: <error> (see --help)``, and exit status 1."""
+    from absl import app, flags  # noqa: PLC0415
+
+    if any(arg in HELP_ARGS for arg in argv[1:]):
+        app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise SystemExit(f"benchmarks.{name}: {message} (see --help)") from None
+
+
 def run_main(main: Callable[[list[str]], Any], name: str) -> None:
     """Runs a benchmark's ``main`` with ``absl.app.run``, its ValueErrors one line each
-    (`one_line_errors`): the entry point of every benchmark with absl flags."""
+    (`one_line_errors`) and its flags parsed by `parse_flags`: the entry point of every benchmark
+    with absl flags."""
     from absl import app  # noqa: PLC0415
 
-    app.run(one_line_errors(main, name))
+    app.run(one_line_errors(main, name), flags_parser=lambda argv: parse_flags(argv, name))
 
 
 def fastest_seconds(
