@@ -11,7 +11,9 @@ A thin layer over tqdm that draws what a user needs to trust a long run:
   time spent training only: the clock pauses in a *phase* (compiling, evaluating, starting
   emulators, saving a checkpoint, ...), which the bar names first, so it never sits frozen
   without saying why;
-* the **ETA** is the units left over that rate (nothing until a rate has been measured);
+* the **ETA** is the units left over that rate (nothing until a rate has been measured); the
+  harness restarts the rate once the run reaches its steady pace (RL: once learning runs, not
+  while the replay fills), so the ETA is not skewed by a fast start;
 * the postfix names where the run stands (game, task, variant, last score); what does not fit
   the terminal's width is left out from the end, so the bar keeps a visible length.
 
@@ -102,6 +104,7 @@ class Progress:
         self._training_seconds = 0.0
         self._clock_from: float | None = self._started  # None while paused
         self._units = 0
+        self._rate_origin = (0, 0, 0.0)  # (units, updates, training seconds) the rate counts from
         self._updates = 0
         self._count = int(initial)  # kept here too: a disabled tqdm bar does not count
         self._fields: dict[str, Any] = {}
@@ -151,13 +154,27 @@ class Progress:
             if self._clock_from is None:
                 self._clock_from = time.monotonic()
 
+    def measure_rate_from_here(self) -> None:
+        """The rate (and so the ETA) counts from now on: what came before, e.g. a replay filling
+        at many times the speed of learning, would make the run look far shorter than it is."""
+        with self._lock:
+            self._rate_origin = (self._units, self._updates, self._seconds())
+
+    def training_seconds(self) -> float:
+        """Seconds of this launch spent training (the rate clock)."""
+        return self._seconds()
+
     def rates(self) -> tuple[float | None, float | None]:
-        """(units/s, updates/s) of this launch's training time, None before any was measured."""
-        seconds = self._seconds()
-        if self._units <= 0 or seconds <= 0:
-            return None, None
-        updates = self._updates / seconds if self._updates else None
-        return self._units / seconds, updates
+        """(units/s, updates/s) of this launch's training time since `measure_rate_from_here`
+        (over all of it until units were counted since then), None before any was measured."""
+        with self._lock:
+            seconds = self._seconds()
+            for units, updates, start in (self._rate_origin, (0, 0, 0.0)):
+                counted, elapsed = self._units - units, seconds - start
+                if counted > 0 and elapsed > 0:
+                    learned = self._updates - updates
+                    return counted / elapsed, learned / elapsed if learned else None
+        return None, None
 
     def eta_seconds(self) -> float | None:
         """Seconds left at the measured rate (None before a rate exists)."""

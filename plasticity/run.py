@@ -66,6 +66,7 @@ from plasticity.workdir import (
 
 RUN_INFO_FILE = "run_info.json"
 BUDGET_WARNING_SECONDS = 86_400  # a run longer than this says how to shorten it
+BUDGET_MEASURE_SECONDS = 20.0  # training time at the steady pace before the budget is judged
 CORRUPT_DIR = "corrupt_checkpoints"
 # Packages whose versions a run records.
 RECORDED_PACKAGES = (
@@ -348,8 +349,10 @@ class Run:
         self._lock: int | None = None  # the work dir's open descriptor while it is locked
         self._progress: Progress | None = None
         self.budget_hint = budget_hint
-        self.budget_after = 0
+        self.budget_after = 0  # units of this launch after which the pace is steady
+        self.budget_measure_seconds = BUDGET_MEASURE_SECONDS
         self._budget_checked = False
+        self._steady_since: float | None = None  # training seconds when the pace became steady
         self._phase: str | None = None
         self._postfix: dict[str, Any] = {}
         self.result = RunResult(name, self.path, unit, self.total)
@@ -645,8 +648,8 @@ class Run:
 
     def advance(self, units: int, updates: int = 0, **postfix: Any) -> None:
         """``units`` more done (and ``updates`` learner updates); ``postfix`` fields (game,
-        return, ...) replace the shown ones. After the first training stretch, a run whose ETA
-        exceeds a day says so once, with the flag that shortens it (``budget_hint``)."""
+        return, ...) replace the shown ones. Once the pace is steady and measured, a run whose
+        ETA exceeds a day says so once, with the flag that shortens it (``budget_hint``)."""
         self._postfix.update(postfix)
         self.progress.advance(int(units), int(updates), **self._shown())
         self._warn_about_budget()
@@ -675,10 +678,21 @@ class Run:
                 self.progress.resume()
 
     def _warn_about_budget(self) -> None:
+        """Once this launch reaches ``budget_after`` units (the steady pace: RL learning, not the
+        replay filling), the bar's rate counts from there; after ``budget_measure_seconds`` of
+        training at that pace, a run whose ETA exceeds a day says so once."""
+        progress = self.progress
+        if self._steady_since is None:
+            if progress.launch_count >= self.budget_after:
+                progress.measure_rate_from_here()
+                self._steady_since = progress.training_seconds()
+            return
         if self._budget_checked or self.budget_hint is None:
             return
-        eta = self.progress.eta_seconds()
-        if eta is None or self.progress.launch_count < self.budget_after:
+        if progress.training_seconds() - self._steady_since < self.budget_measure_seconds:
+            return
+        eta = progress.eta_seconds()
+        if eta is None:
             return
         self._budget_checked = True
         if eta > BUDGET_WARNING_SECONDS:

@@ -35,6 +35,7 @@ def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsy
         show_progress=show_progress,
         budget_hint="lower --frames_per_game",
     )
+    run.budget_measure_seconds = 0.0  # judged at the first advance after the steady pace starts
     with run:
         for _ in range(3):
             time.sleep(0.01)
@@ -63,12 +64,47 @@ def test_one_run_of_several_is_named_in_its_lines_and_its_bar(capsys):
         budget_hint="lower --frames_per_game",
         label="rainbow/seed_1",
     )
+    run.budget_measure_seconds = 0.0
     assert run.description == "train_x rainbow/seed_1"
     with run:
         for _ in range(3):
             time.sleep(0.01)
             run.advance(10)
     assert "train_x rainbow/seed_1: at " in capsys.readouterr().err
+
+
+def test_the_rate_counts_from_the_steady_pace_once_the_harness_says_so(capsys):
+    """A fast start (a replay filling at many times the learning speed) does not shorten the
+    ETA once the steady pace is reached; the budget warning waits for that pace too."""
+    bar = progress_lib.Progress(total=1_000_000, unit="frame", disable=True)
+    bar.advance(100_000)  # the fast start: 100k frames at once
+    time.sleep(0.05)
+    bar.advance(10)
+    bar.pause()  # the clock stops: the figures below are read at one instant
+    fast, _ = bar.rates()
+    bar.measure_rate_from_here()
+    assert bar.rates()[0] == fast  # nothing counted since: the rate before
+    bar.resume()
+    time.sleep(0.05)
+    bar.advance(10, updates=1)
+    bar.pause()
+    rate, updates = bar.rates()
+    assert rate <= 10 / 0.05 and rate < fast and updates == pytest.approx(rate / 10)
+    assert bar.eta_seconds() == pytest.approx((1_000_000 - 100_020) / rate)
+    bar.close()
+
+    run = run_lib.Run(
+        "train_x", None, {}, total=10**9, unit="frame", x_key="frames",
+        show_progress=False, budget_hint="lower --frames_per_game",
+    )  # fmt: skip
+    run.budget_after, run.budget_measure_seconds = 1_000, 1.0
+    with run:
+        run.advance(2_000)  # reaches the steady pace: the rate restarts here
+        run.advance(10)  # not yet measured for long enough: no verdict
+        assert "needs" not in capsys.readouterr().err
+        time.sleep(1.05)
+        run.advance(10)
+    assert "train_x: at " in capsys.readouterr().err
 
 
 def test_counts_read_as_whole_numbers(capsys):
