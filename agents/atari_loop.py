@@ -58,6 +58,8 @@ from agents.sequence import (
     GameBlock,
     Segment,
     SwitchPolicy,
+    evaluation_message,
+    evaluation_scores,
     make_schedule,
     plan_segments,
     switch_row_fields,
@@ -332,13 +334,6 @@ def _last_updates_before(updates: np.ndarray, due: np.ndarray) -> np.ndarray:
         if due[i] and last >= 0:
             marks[last] = True
     return marks
-
-
-def _describe(row: dict[str, Any]) -> str:
-    text = f"{row['game']} {row['return_mean']:.1f}"
-    if row.get("human_normalized") is not None:
-        text += f" ({row['human_normalized']:.3f} human-normalized)"
-    return text
 
 
 class AtariLoop:
@@ -672,7 +667,7 @@ class AtariLoop:
                 trained_game=game,
                 end_of_block=False,
             )
-        run.message(f"eval at {row['frames']:,} frames: {_describe(row)}")
+        run.message(f"eval at {row['frames']:,} frames: {evaluation_scores([row])}")
         return row
 
     def evaluate(self, run: Run, state, segment: Segment, block: int) -> list[dict[str, Any]]:
@@ -706,11 +701,7 @@ class AtariLoop:
                 finally:
                     if not own:
                         env.close()
-        where = "fresh network" if segment.is_reference else f"block {info.index + 1}"
-        run.message(
-            f"eval after {where} ({info.game}, visit {info.visit}) at "
-            f"{rows[0]['frames']:,} frames: " + ", ".join(_describe(row) for row in rows)
-        )
+        run.message(evaluation_message(segment, block, rows))
         return rows
 
     def params(self, state: AgentState) -> Any:

@@ -609,20 +609,32 @@ def reference_segment(main: Segment, game: str) -> Segment:
     return Segment(f"{FRESH_PREFIX}{game}", [block], plan, config)
 
 
-def evaluation_message(segment: Segment, block: int, rows: list[dict[str, Any]]) -> str:
-    """'eval after block 3 (breakout, visit 2): breakout 4.12, asterix 1.25': the line above the
-    progress bar when a block's evaluation is done."""
-    by_game: dict[str, list[float]] = {}
+def evaluation_scores(rows: Sequence[Mapping[str, Any]]) -> str:
+    """'breakout 4.12, asterix 1.25 (0.004 human-normalized)': each game's mean return over the
+    rows (seeds) and their episodes, with its human-normalized score where rows carry one."""
+    returns: dict[str, list[float]] = {}
+    normalized: dict[str, list[float]] = {}
     for row in rows:
-        value = row["return_mean"]
-        if math.isfinite(value):
-            by_game.setdefault(row["game"], []).append(value)
-    scores = (
-        ", ".join(f"{game} {np.mean(v):.2f}" for game, v in by_game.items()) or "no episode ended"
-    )
+        for key, into in (("return_mean", returns), ("human_normalized", normalized)):
+            value = row.get(key)
+            if value is not None and math.isfinite(value):
+                into.setdefault(row["game"], []).append(value)
+    scores = []
+    for game, values in returns.items():
+        score = f"{game} {np.mean(values):.2f}"
+        if normalized.get(game):
+            score += f" ({np.mean(normalized[game]):.3f} human-normalized)"
+        scores.append(score)
+    return ", ".join(scores) or "no episode ended"
+
+
+def evaluation_message(segment: Segment, block: int, rows: list[dict[str, Any]]) -> str:
+    """'eval after block 3 (breakout, visit 2) at 61,440 frames: breakout 4.12, asterix 1.25':
+    the line above the progress bar when a block's evaluation is done (Atari and MinAtar)."""
     info = segment.blocks[block]
     where = "fresh network" if segment.is_reference else f"block {info.index + 1}"
-    return f"eval after {where} ({info.game}, visit {info.visit}): {scores}"
+    at = f" at {int(rows[0]['frames']):,} frames" if rows and "frames" in rows[0] else ""
+    return f"eval after {where} ({info.game}, visit {info.visit}){at}: {evaluation_scores(rows)}"
 
 
 def first_block_reference_rows(

@@ -220,6 +220,8 @@ def describe_config(config: ml_collections.ConfigDict) -> str:
         if head != section:
             section = head
             lines.append(f"  [{head}]" if head else "  [top level]")
+        if isinstance(value, ml_collections.ConfigDict):  # an empty free-form section: {}
+            value = value.to_dict()
         lines.append(f"    --config.{field}={value!r}")
     return "\n".join(lines)
 

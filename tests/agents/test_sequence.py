@@ -160,6 +160,26 @@ def test_the_first_games_reference_is_the_sequences_first_block():
     assert sequence.first_block_reference_rows(alone, 0, evaluated) == []
 
 
+def test_the_evaluation_line_is_one_format_for_every_loop():
+    """Atari and MinAtar say a block's evaluation in one line: where, the frames, each game's
+    mean over seeds (human-normalized where rows have it), and a game without an ended episode
+    left out rather than shown as nan."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.games, config.cycles, config.frames_per_game = ("breakout", "asterix"), 2, 8192
+    blocks = sequence.make_schedule(config.games, config.frames_per_game, config.cycles)
+    main, *_ = sequence.plan_segments(config, blocks)
+    rows = [
+        {"game": "breakout", "frames": 24_576, "return_mean": 1.5 + seed, "human_normalized": None}
+        for seed in (0, 1)
+    ] + [{"game": "asterix", "frames": 24_576, "return_mean": float("nan")}]
+    assert sequence.evaluation_message(main, 2, rows) == (
+        "eval after block 3 (breakout, visit 2) at 24,576 frames: breakout 2.00"
+    )
+    atari = [{"game": "pong", "frames": 2048, "return_mean": -2.0, "human_normalized": 0.06}]
+    assert sequence.evaluation_scores(atari) == "pong -2.00 (0.060 human-normalized)"
+    assert sequence.evaluation_scores(rows[2:]) == "no episode ended"
+
+
 def test_a_run_that_never_learns_is_refused_before_it_starts():
     kwargs = dict(items_per_iteration=4, frames_per_iteration=4, updates_per_frame=0.25)
     small = sequence.plan_learning((10,), learning_starts=100, capacity=64, **kwargs)

@@ -622,3 +622,4 @@ def test_help_prints_the_flags_and_every_config_field_grouped_by_section(name, c
     assert sections[1:] == sorted(sections[1:]) and len(sections) == len(set(sections)) > 5
     field = "replay.capacity" if name != "train_continual" else "task.num_tasks"
     assert any(line.startswith(f"    --config.{field}=") for line in fields)
+    assert "" not in fields[1:] and "    --config.intervention.options={}" in fields  # no gaps
