@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -442,20 +443,32 @@ def _rows(run: Run) -> list[dict]:
 
 
 def summary_lines(rows: Sequence[dict], plan: ExperimentPlan) -> list[str]:
-    """'<variant>: final task acc 0.9125 (mean over runs)' for every variant whose last task
-    ended, from the work dir's 'task' rows: the whole sweep's, whichever launch trained it."""
+    """'<variant>: final task acc 0.9125 (mean over seeds)' for every variant (and grid point,
+    'no_norm, l2=0.0001: ...', where the sweep has several) whose last task ended, from the work
+    dir's 'task' rows: the whole sweep's, whichever launch trained it."""
+    swept = [key for key in GRID_KEYS if len({point[key] for point in plan.grid}) > 1]
     lines = []
     for name, trainer in plan.variants:
-        final = [
-            row
-            for row in rows
-            if row.get("event") == "task"
-            and row.get("variant") == name
-            and row.get("task") == trainer.num_tasks - 1
-        ]
-        key = "end_accuracy" if any("end_accuracy" in row for row in final) else "end_loss"
-        values = [row[key] for row in final if isinstance(row.get(key), (int, float))]
-        if values:
-            label = "acc" if key == "end_accuracy" else "loss"
-            lines.append(f"{name}: final task {label} {np.mean(values):.4f} (mean over runs)")
+        for point in plan.grid:
+            final = [
+                row
+                for row in rows
+                if row.get("event") == "task"
+                and row.get("variant") == name
+                and row.get("task") == trainer.num_tasks - 1
+                and all(_same_value(row.get(key), point[key]) for key in swept)
+            ]
+            key = "end_accuracy" if any("end_accuracy" in row for row in final) else "end_loss"
+            values = [row[key] for row in final if isinstance(row.get(key), (int, float))]
+            if values:
+                label = "acc" if key == "end_accuracy" else "loss"
+                where = ", ".join([name, *(f"{key}={point[key]:g}" for key in swept)])
+                lines.append(f"{where}: final task {label} {np.mean(values):.4f} (mean over seeds)")
+            if not swept:
+                break
     return lines
+
+
+def _same_value(logged: Any, value: float) -> bool:
+    """Whether a row's logged grid value is the grid point's (to float32 rounding)."""
+    return isinstance(logged, (int, float)) and math.isclose(logged, value, rel_tol=1e-6)

@@ -758,3 +758,31 @@ def test_a_data_dir_no_variant_reads_is_noted():
         v for v in continual_config.variant_configs(streams) if v[1].task.name == "bit_flipping"
     ]
     assert "is unused" in continual_config.unused_data_dir(variants)
+
+
+def test_the_summary_has_a_line_per_grid_point_not_their_mean():
+    """A sweep over L2 ∈ {0, 1e-4} ends with one line per (variant, L2), each the mean over its
+    seeds: pooling the points would hide the comparison the grid exists for."""
+    import types  # noqa: PLC0415
+
+    grid = [
+        {"learning_rate": 1e-3, "weight_decay": 0.0, "l2": l2, "l2_init": 0.0} for l2 in (0.0, 1e-4)
+    ]
+    plan = types.SimpleNamespace(
+        variants=[("no_norm", types.SimpleNamespace(num_tasks=2))], grid=grid
+    )
+    rows = [
+        {"event": "task", "variant": "no_norm", "task": task, "seed": seed, "l2": l2,
+         "learning_rate": 1e-3, "end_accuracy": accuracy + seed / 10}
+        for l2, accuracy in ((0.0, 0.5), (1e-4, 0.8))
+        for seed in (0, 1)
+        for task in (0, 1)
+    ]  # fmt: skip
+    assert continual_sweep.summary_lines(rows, plan) == [
+        "no_norm, l2=0: final task acc 0.5500 (mean over seeds)",
+        "no_norm, l2=0.0001: final task acc 0.8500 (mean over seeds)",
+    ]
+    plan.grid = grid[:1]
+    assert continual_sweep.summary_lines(rows[:4], plan) == [
+        "no_norm: final task acc 0.5500 (mean over seeds)"
+    ]
