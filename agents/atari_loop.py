@@ -45,7 +45,7 @@ import numpy as np
 from ale_py import roms
 from flax import struct
 
-from agents import probes, sequence
+from agents import configs, probes, sequence
 from agents.atari_scores import EvalResult
 from agents.atari_env import AtariVectorEnvironment, config_of_section, resolve_game
 from agents.atari_env import validate_config as validate_env_config
@@ -780,6 +780,7 @@ def train(
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
         label=label,
+        defaults=configs.get_config(config.agent, "atari").to_dict(),
         independent=independent,
     )
     loop = AtariLoop(segments, num_actions)

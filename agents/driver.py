@@ -24,7 +24,7 @@ A loop (`agents.minatar_loop.MinAtarLoop`, `agents.atari_loop.AtariLoop`) implem
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from agents import evaluation_matrix
 from agents.sequence import Segment, first_block_reference_rows
@@ -225,9 +225,11 @@ def open_run(
     signal_name=None,
     independent: bool = False,
     label: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Run:
     """The harness of an RL run (`plasticity.run.Run`): counted in frames, the config with its
-    schedule recorded, and a note when the budget would take more than a day."""
+    schedule recorded (``defaults``: the agent's preset, for configs written before a field
+    existed), and a note when the budget would take more than a day."""
     blocks = segments[0].blocks
     recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
     run = Run(
@@ -245,6 +247,7 @@ def open_run(
         signal_name=signal_name,
         independent=independent,
         label=label,
+        defaults=defaults,
         tag_prefix=tensorboard_prefix,
         budget_hint=(
             f"lower --frames_per_game (now {config.frames_per_game:,}) or --cycles (now "

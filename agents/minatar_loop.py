@@ -40,7 +40,7 @@ import numpy as np
 from flax import struct
 from jax.sharding import Mesh
 
-from agents import probes, sequence
+from agents import configs, probes, sequence
 from agents.configs import frames_per_iteration, replay_capacity, validate_config
 from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
@@ -779,6 +779,7 @@ def train(
         stop_after_checkpoints=stop_after_checkpoints,
         signal_name=signal_name,
         label=label,
+        defaults=configs.get_config(config.agent, "minatar").to_dict(),
     )
     with harness as run:
         return train_segments(run, segments, MinAtarLoop(segments, seeds), chunk_frames(config))

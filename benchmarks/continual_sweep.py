@@ -36,6 +36,7 @@ from benchmarks.continual_config import (
     GRID_KEYS,
     RESUME_FREE_FIELDS,
     check_mesh_spec,
+    default_config,
     grid_points,
     swept_keys,
     tasks_per_chunk,
@@ -299,6 +300,7 @@ def run_experiment(
         description=label,
         signal_name=signal_name,
         budget_hint="lower --config.task.num_tasks or --config.task.steps_per_task for a shorter run",
+        defaults=default_config().to_dict(),
     )
     harness.budget_after = min(t.steps_per_task for _, t in plan.variants)
     for variant_name, trainer in plan.variants:

@@ -290,6 +290,8 @@ class Run:
       label: which of a launch's runs this is ('rainbow/seed_1'), put after the name in the
         lines the harness says, when a launch has several.
       signal_name: ``() -> str | None``, the name of the signal behind a stop request.
+      defaults: the launcher's default config (JSON-ready), against which a field that an
+        existing ``config.json`` lacks (code from before the field) is compared at a relaunch.
       budget_hint: what to change for a shorter run ('lower --frames_per_game (now 200,000,000)'),
         said once when the measured ETA exceeds a day.
       independent: this process runs this run alone in a multi-process job (writes its work dir,
@@ -319,12 +321,14 @@ class Run:
         budget_hint: str | None = None,
         independent: bool = False,
         label: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
     ):
         self.name = name
         self.label = label
         self.independent = independent
         self.path = Path(workdir) if workdir is not None else None
         self.config = json.loads(json.dumps(dict(config), default=str))
+        self.defaults = json.loads(json.dumps(dict(defaults or {}), default=str))
         self.total = int(total)
         self.unit = unit
         self.x_key = x_key
@@ -373,7 +377,7 @@ class Run:
         if existing is not None and steps:
             differences = [
                 name
-                for name in config_differences(existing, self.config)
+                for name in config_differences(existing, self.config, defaults=self.defaults)
                 if not any(name == free or name.startswith(free + ".") for free in self.resume_free)
             ]
             if differences:

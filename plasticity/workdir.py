@@ -114,15 +114,28 @@ def read_metrics(path: str | os.PathLike, limit: int | None = None) -> list[dict
 
 
 def config_differences(
-    old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = ""
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    prefix: str = "",
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Dotted names of the fields that differ between two nested config dicts."""
+    """Dotted names of the fields that differ between two nested config dicts.
+
+    With ``defaults`` (the launcher's default config), a field ``old`` lacks but ``new`` holds at
+    its default value is no difference: ``old`` was written by code from before the field
+    existed, which computed what the default computes (so an upgrade does not refuse to resume
+    or to recognize a finished run).
+    """
     differences = []
     for key in sorted(set(old) | set(new)):
         name = f"{prefix}{key}"
         a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        default = defaults.get(key, "<absent>") if isinstance(defaults, Mapping) else "<absent>"
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            differences += config_differences(a, b, name + ".")
+            inner = default if isinstance(default, Mapping) else None
+            differences += config_differences(a, b, name + ".", inner)
+        elif a == "<absent>" and default != "<absent>" and b == default:
+            continue
         elif a != b:
             differences.append(name)
     return differences

@@ -568,6 +568,24 @@ def test_relaunching_with_another_config_is_refused(complete_run):
         continual_sweep.run_experiment(config, complete_run)
 
 
+def test_a_field_added_since_the_run_counts_as_its_default_at_a_relaunch(complete_run, tmp_path):
+    """A work dir written before a config field existed (here task.sampling) is still recognized
+    as finished when the field keeps its default, and refused when it is set otherwise."""
+    import shutil  # noqa: PLC0415
+
+    older = tmp_path / "older"
+    shutil.copytree(complete_run, older)
+    saved = json.loads((older / "config.json").read_text())
+    del saved["task"]["sampling"]
+    (older / "config.json").write_text(json.dumps(saved))
+    result = continual_sweep.run_experiment(tiny_config(), older, plan=plan())
+    assert result.already_complete
+    config = tiny_config()
+    config.task.sampling = "shuffled"
+    with pytest.raises(ValueError, match=r"different config \(fields: task.sampling\)"):
+        continual_sweep.run_experiment(config, older)
+
+
 _SHARDED_SCRIPT = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"

@@ -66,3 +66,14 @@ def test_tensorboard_events_are_written(tmp_path):
         writer.write_scalars(5, {"arm/task/end_accuracy": 0.75, "skipped": math.nan})
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_a_field_the_saved_config_lacks_is_compared_with_its_default():
+    old = {"task": {"num_tasks": 4}, "seed": 0}
+    defaults = {"task": {"num_tasks": 10, "sampling": "uniform"}, "seed": 0, "run": {"k": 1}}
+    same = {"task": {"num_tasks": 4, "sampling": "uniform"}, "seed": 0, "run": {"k": 1}}
+    assert workdir.config_differences(old, same, defaults=defaults) == []
+    other = {"task": {"num_tasks": 4, "sampling": "shuffled"}, "seed": 0, "run": {"k": 2}}
+    assert workdir.config_differences(old, other, defaults=defaults) == ["run", "task.sampling"]
+    assert workdir.config_differences(old, same) == ["run", "task.sampling"]  # no defaults given
+    assert workdir.config_differences(same, old, defaults=defaults) == ["run", "task.sampling"]
