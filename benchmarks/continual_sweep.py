@@ -281,7 +281,8 @@ def run_experiment(
     check_mesh_fits_runs(mesh, plan)  # before the work dir is written
     total = sum(t.num_tasks * t.steps_per_task for _, t in plan.variants)
     show = bool(config.run.progress) if show_progress is None else show_progress
-    label = f"{Path(workdir).name if workdir else name} [{mesh_lib.format_mesh(mesh)}]"
+    where = [name] + ([Path(workdir).name] if workdir else [])  # as the RL launchers' bars
+    label = f"{' '.join(where)} [{mesh_lib.format_mesh(mesh)}]"
     harness = Run(
         name,
         workdir,

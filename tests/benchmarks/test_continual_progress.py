@@ -32,13 +32,14 @@ def _two_kinds_of_variant() -> ml_collections.ConfigDict:
 
 def test_a_variant_switch_replaces_the_bar_fields_not_merges_them(tmp_path, monkeypatch):
     """The regression variant's bar shows its loss, never the classification variant's acc."""
-    shown = []
+    shown, described = [], set()
     for method in ("advance", "show"):
         original = getattr(run_lib.Run, method)
 
         def record(self, *args, _original=original, **postfix):
             _original(self, *args, **postfix)
             shown.append(self._shown())
+            described.add(self.description)
 
         monkeypatch.setattr(run_lib.Run, method, record)
     with jax.threefry_partitionable(False):
@@ -51,3 +52,6 @@ def test_a_variant_switch_replaces_the_bar_fields_not_merges_them(tmp_path, monk
     assert "loss" in regress[-1] and regress[-1]["task"] == "2/2"
     # The switch itself shows the new variant with no score until its first chunk ends.
     assert regress[0] == {"variant": "regress", "task": "0/2"}
+    # The bar names the launcher and the work dir, as the RL launchers' bars do.
+    (description,) = described
+    assert description.startswith(f"{continual_sweep.NAME} run [seed:"), description
