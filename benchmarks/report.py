@@ -124,6 +124,14 @@ def _kind(run: analysis.Run) -> str:
     return "RL" if analysis.x_axis(run) == "frames" or analysis.events(run, "eval") else "continual"
 
 
+def _code(launch: Mapping[str, Any]) -> str | None:
+    """'<commit> (edited)', '<commit>' or the version, for the launches table."""
+    commit = launch.get("git_commit")
+    if commit:
+        return f"{commit} (edited)" if launch.get("git_dirty") else commit
+    return f"version {launch['version']}" if launch.get("version") else None
+
+
 def runs_html(runs: Sequence[analysis.Run]) -> str:
     """The curves compared: run, variant, work dirs, seeds, rows and how far each got."""
     colors = figures_lib.curve_colors(runs)
@@ -372,7 +380,7 @@ def run_info_html(runs: Sequence[analysis.Run]) -> str:
                         i + 1,
                         launch.get("started"),
                         " ".join(map(str, launch.get("command") or [])),
-                        launch.get("git_commit"),
+                        _code(launch),
                         launch.get("python"),
                         ", ".join(f"{k} {v}" for k, v in packages.items()),
                         f"{launch.get('backend')}: {', '.join(launch.get('devices') or [])}",
@@ -384,7 +392,7 @@ def run_info_html(runs: Sequence[analysis.Run]) -> str:
                 "launch",
                 "started (UTC)",
                 "command",
-                "git commit",
+                "code (git commit)",
                 "Python",
                 "packages",
                 "devices",

@@ -127,24 +127,47 @@ def due_mask(after: np.ndarray, stride: int, every: int) -> np.ndarray:
 # run_info.json.
 
 
-def _git_commit() -> str | None:
-    repository = Path(__file__).resolve().parents[1]
-    if not (repository / ".git").exists():
-        return None
+PACKAGE = "plasticity-testbed"  # this project's distribution name (setup.cfg)
+
+
+def _git(repository: Path, *args: str) -> str | None:
+    """A git command's output in ``repository`` (None when git or the repository is missing)."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(repository), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            ["git", "-C", str(repository), *args], capture_output=True, text=True, timeout=10
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def code_version(repository: Path | None = None) -> dict[str, Any]:
+    """Which code ran: in a checkout its commit and whether tracked files were edited since
+    (``git_dirty``); in an installed copy the commit pip recorded when it installed from git
+    (``direct_url.json``), else None; and the project's own version where it is installed.
+    ``repository``: where the code lies (default: the directory holding this package)."""
+    repository = repository or Path(__file__).resolve().parents[1]
+    commit, dirty = None, None
+    if (repository / ".git").exists():
+        commit = _git(repository, "rev-parse", "HEAD") or None
+        status = _git(repository, "status", "--porcelain", "--untracked-files=no")
+        dirty = None if status is None else bool(status)
+    else:
+        try:
+            direct = package_metadata.distribution(PACKAGE).read_text("direct_url.json")
+            commit = json.loads(direct or "{}").get("vcs_info", {}).get("commit_id")
+        except (package_metadata.PackageNotFoundError, json.JSONDecodeError, AttributeError):
+            commit = None
+    try:
+        version = package_metadata.version(PACKAGE)
+    except package_metadata.PackageNotFoundError:
+        version = None
+    return {"git_commit": commit, "git_dirty": dirty, "version": version}
 
 
 def run_info() -> dict[str, Any]:
-    """What a launch ran on: command line, commit, package versions, devices and CPU."""
+    """What a launch ran on: command line, the code (`code_version`), package versions, devices
+    and CPU."""
     versions = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -154,7 +177,7 @@ def run_info() -> dict[str, Any]:
     return {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, *sys.argv],
-        "git_commit": _git_commit(),
+        **code_version(),
         "python": platform.python_version(),
         "packages": versions,
         "backend": jax.default_backend(),

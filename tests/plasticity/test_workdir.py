@@ -77,3 +77,28 @@ def test_a_field_the_saved_config_lacks_is_compared_with_its_default():
     assert workdir.config_differences(old, other, defaults=defaults) == ["run", "task.sampling"]
     assert workdir.config_differences(old, same) == ["run", "task.sampling"]  # no defaults given
     assert workdir.config_differences(same, old, defaults=defaults) == ["run", "task.sampling"]
+
+
+def test_run_info_says_which_code_ran_and_whether_it_was_edited(tmp_path):
+    """A checkout records its commit and whether tracked files differ from it; a copy outside
+    git records no commit (an editable install has no pip-recorded one) but the version."""
+    import subprocess  # noqa: PLC0415
+
+    from plasticity import run  # noqa: PLC0415
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    clean = run.code_version(tmp_path)
+    assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
+    (tmp_path / "untracked.txt").write_text("a work dir's files are not edits\n")
+    assert run.code_version(tmp_path)["git_dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert run.code_version(tmp_path) == {**clean, "git_dirty": True}
+    outside = run.code_version(tmp_path / "untracked.txt")
+    assert outside["git_commit"] is None and outside["git_dirty"] is None
+    assert outside["version"] == clean["version"] is not None
