@@ -124,11 +124,22 @@ def _sequence_literal(text: str) -> Any:
 
 
 def closest_field(field: str, known: Sequence[str]) -> str:
-    """' (did you mean x.y?)' for the closest known field, or '' when none is close."""
+    """' (did you mean x.y?)' for the closest known field, or '' when none is close: one with the
+    same last name, else the same words in another order (another launcher's name for the
+    concept, e.g. ``run.checkpoints_to_keep`` for ``keep_checkpoints``), else the closest
+    spelling."""
     leaf = field.rsplit(".", 1)[-1]
     by_leaf = [name for name in known if name.rsplit(".", 1)[-1] == leaf]
-    close = by_leaf or difflib.get_close_matches(field, list(known), n=1, cutoff=0.5)
+    by_words = [name for name in known if _leaf_words(name) == _leaf_words(field)]
+    close = by_leaf or by_words or difflib.get_close_matches(field, list(known), n=1, cutoff=0.5)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _leaf_words(field: str) -> frozenset[str]:
+    """The words of a field's last name, without the small ones ('checkpoints_to_keep' ->
+    {'checkpoints', 'keep'})."""
+    words = field.rsplit(".", 1)[-1].split("_")
+    return frozenset(word for word in words if word not in ("", "to", "of", "per", "at", "the"))
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, str]) -> list[str]:

@@ -251,6 +251,21 @@ def test_experiment_files_take_a_scale_and_variants_and_refuse_anything_else(mod
     assert config_tools.load_config_file(spec).to_dict() == smoke.to_dict()
 
 
+def test_another_launchers_name_for_a_field_suggests_this_ones():
+    """The RL launchers keep ``keep_checkpoints``, the continual one ``run.checkpoints_to_keep``:
+    each names the other's field when given it."""
+    from benchmarks import continual_config  # noqa: PLC0415
+
+    rl = list(config_tools.flatten(configs.get_config("dqn", "minatar")))
+    continual = list(config_tools.flatten(continual_config.default_config()))
+    assert config_tools.closest_field("run.checkpoints_to_keep", rl) == (
+        " (did you mean keep_checkpoints?)"
+    )
+    assert config_tools.closest_field("keep_checkpoints", continual) == (
+        " (did you mean run.checkpoints_to_keep?)"
+    )
+
+
 def test_published_configs_are_found_from_any_working_directory(tmp_path, monkeypatch):
     """``--experiment=benchmarks/configs/...`` names a published file from outside the checkout
     (or a non-editable install) too; a file found nowhere says where it was looked for."""
