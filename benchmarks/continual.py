@@ -15,13 +15,13 @@ tasks. All randomness is derived from the run's key by ``fold_in`` with the task
 index, so a resumed run equals an uninterrupted one bit for bit on CPU.
 
 Randomness of a run with key k: parameters from ``fold_in(k, 0)``; the task sequence from
-``fold_in(k, 1)`` (so every variant of a sweep sees the same tasks for a seed); the minibatch
-of global step t from an integer hash of (``fold_in(k, 2)``, t) (`benchmarks.minibatches`: drawn
-with replacement, or with ``task.sampling='shuffled'`` the task's next examples in a random
-order of each pass; stream tasks take their examples in order), intervention and diagnostics noise of step t from
-``fold_in(fold_in(fold_in(k, 2), t), purpose)``; the probe batch of diagnostics and
-interventions during task i from a hash of (``fold_in(k, 3)``, i). Run keys are
-``PRNGKey(seed)``, shared by all grid points and variants (common random numbers).
+``fold_in(k, 1)`` (so every variant of a sweep sees the same tasks for a seed); the minibatch of
+global step t from an integer hash of (``fold_in(k, 2)``, t) (`benchmarks.minibatches`: drawn with
+replacement, or with ``task.sampling='shuffled'`` the task's next examples in a random order of each
+pass; stream tasks take their examples in order), intervention and diagnostics noise of step t from
+``fold_in(fold_in(fold_in(k, 2), t), purpose)``; the probe batch of diagnostics and interventions
+during task i from a hash of (``fold_in(k, 3)``, i). Run keys are ``PRNGKey(seed)``, shared by all
+grid points and variants (common random numbers).
 
 Per task the trainer reports the online loss/accuracy (training batches, before each update,
 averaged over the task), loss/accuracy at the end of the task on the task's training examples

@@ -9,12 +9,13 @@ Diagnostics rows carry flat keys '<metric>/<layer>' and '<metric>' (`plasticity.
 Atari's ``seed_<s>`` work dirs as one run (`expand_workdirs`).
 
 Everything here is plain json + NumPy + matplotlib and tolerates what a real run leaves behind:
-missing files or keys, ``null`` values (non-finite numbers), a truncated last line. A *curve* is
-one (work dir, variant) pair, each grid point of a continual sweep apart; curves are averaged over seeds (mean, with the min–max band) and
-compared side by side in every figure, each in one colour and line style throughout
-(`curve_colors`). Figures read as the values: x-axes in frames (RL) or optimizer steps
-(continual) from 0 with game / task switches marked (`switches`), tick labels without offsets
-(`plain_ticks`), y-limits from what a metric means rather than from its float noise (`YScale`).
+missing files or keys, ``null`` values (non-finite numbers), a truncated last line. A *curve* is one
+(work dir, variant) pair, each grid point of a continual sweep apart (`Run.curve_of`); curves are
+averaged over seeds (mean, with the min–max band) and compared side by side in every figure, each in
+one colour and line style throughout (`curve_colors`). Figures read as the values: x-axes in frames
+(RL) or optimizer steps (continual) from 0 with game / task switches marked (`switches`), tick
+labels without offsets (`plain_ticks`), y-limits from what a metric means rather than from its float
+noise (`YScale`).
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def test_the_declared_license_is_shipped_as_the_apache_text():
 
 
 def test_an_sdist_holds_what_the_tests_and_docs_need(tmp_path):
-    """Built from the checkout with its egg-info under ``tmp_path`` (the checkout is not written)."""
+    """Built from the checkout, its egg-info under ``tmp_path`` (the checkout is not written)."""
     command = "from setuptools import setup; setup()"
     egg_base, dist = tmp_path / "egg", tmp_path / "dist"
     egg_base.mkdir()
