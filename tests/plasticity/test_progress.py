@@ -23,8 +23,9 @@ def test_a_hidden_bar_still_counts_and_estimates():
     bar.close()
 
 
-@pytest.mark.parametrize("show_progress", [True, False])
-def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsys):
+def run_of_days(show_progress: bool, **options) -> run_lib.Run:
+    """A run of 10^12 frames whose budget is judged at the first advance after the steady pace
+    starts (the harness's 20 s of measuring left out)."""
     run = run_lib.Run(
         "train_x",
         None,
@@ -34,12 +35,22 @@ def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsy
         x_key="frames",
         show_progress=show_progress,
         budget_hint="lower --frames_per_game",
+        **options,
     )
-    run.budget_measure_seconds = 0.0  # judged at the first advance after the steady pace starts
+    run.budget_measure_seconds = 0.0
+    return run
+
+
+def advance_three_times(run: run_lib.Run) -> None:
     with run:
         for _ in range(3):
             time.sleep(0.01)
             run.advance(10)
+
+
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsys):
+    advance_three_times(run_of_days(show_progress))
     warnings = [
         line
         for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
@@ -53,23 +64,9 @@ def test_a_run_of_days_says_so_once_with_or_without_the_bar(show_progress, capsy
 def test_one_run_of_several_is_named_in_its_lines_and_its_bar(capsys):
     """A launch of several variants or seeds labels each run's lines (a resume, a warning) and
     its bar, which would otherwise all read 'train_x: ...'."""
-    run = run_lib.Run(
-        "train_x",
-        None,
-        {},
-        total=10**12,
-        unit="frame",
-        x_key="frames",
-        show_progress=False,
-        budget_hint="lower --frames_per_game",
-        label="rainbow/seed_1",
-    )
-    run.budget_measure_seconds = 0.0
+    run = run_of_days(False, label="rainbow/seed_1")
     assert run.description == "train_x rainbow/seed_1"
-    with run:
-        for _ in range(3):
-            time.sleep(0.01)
-            run.advance(10)
+    advance_three_times(run)
     assert "train_x rainbow/seed_1: at " in capsys.readouterr().err
 
 
@@ -93,10 +90,7 @@ def test_the_rate_counts_from_the_steady_pace_once_the_harness_says_so(capsys):
     assert bar.eta_seconds() == pytest.approx((1_000_000 - 100_020) / rate)
     bar.close()
 
-    run = run_lib.Run(
-        "train_x", None, {}, total=10**9, unit="frame", x_key="frames",
-        show_progress=False, budget_hint="lower --frames_per_game",
-    )  # fmt: skip
+    run = run_of_days(False)
     run.budget_after, run.budget_measure_seconds = 1_000, 1.0
     with run:
         run.advance(2_000)  # reaches the steady pace: the rate restarts here
