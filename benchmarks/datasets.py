@@ -312,8 +312,11 @@ def read_cifar_batch(path: str | os.PathLike) -> dict[bytes, Any]:
     with open(path, "rb") as f:
         try:
             batch = _CifarUnpickler(f, encoding="bytes").load()
-        except (pickle.UnpicklingError, EOFError, ValueError) as error:
-            raise DatasetNotFoundError(f"{path} is not a CIFAR batch file: {error}") from error
+        except OSError:
+            raise  # the disk, not the file's bytes
+        except Exception as error:  # noqa: BLE001 - a damaged pickle fails in any of many ways
+            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise DatasetNotFoundError(f"{path} is not a CIFAR batch file: {reason}") from None
     if not isinstance(batch, dict) or b"data" not in batch:
         raise DatasetNotFoundError(f"{path} is not a CIFAR batch file (no b'data' entry)")
     return batch

@@ -278,6 +278,8 @@ def variants(run: Run) -> list[str | None]:
     order of first appearance ([None] when rows name none)."""
     seen: list[str | None] = []
     for row in run.rows:
+        if any(row.get(field) is None for field in run.swept):
+            continue  # a row of no grid point (a resume): no curve of its own
         curve = run.curve_of(row)
         if curve not in seen:
             seen.append(curve)

@@ -127,12 +127,15 @@ def closest_field(field: str, known: Sequence[str]) -> str:
     """' (did you mean x.y?)' for the closest known field, or '' when none is close: one with the
     same last name, else the same words in another order (another launcher's name for the
     concept, e.g. ``run.checkpoints_to_keep`` for ``keep_checkpoints``), else the closest
-    spelling."""
+    spelling; among several, the one whose full name is spelt most alike."""
     leaf = field.rsplit(".", 1)[-1]
     by_leaf = [name for name in known if name.rsplit(".", 1)[-1] == leaf]
     by_words = [name for name in known if _leaf_words(name) == _leaf_words(field)]
     close = by_leaf or by_words or difflib.get_close_matches(field, list(known), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]}?)" if close else ""
+    if not close:
+        return ""
+    best = max(close, key=lambda name: difflib.SequenceMatcher(None, field, name).ratio())
+    return f" (did you mean {best}?)"
 
 
 def _leaf_words(field: str) -> frozenset[str]:

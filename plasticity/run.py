@@ -150,7 +150,9 @@ def code_version(repository: Path | None = None) -> dict[str, Any]:
     commit, dirty = None, None
     if (repository / ".git").exists():
         commit = _git(repository, "rev-parse", "HEAD") or None
-        status = _git(repository, "status", "--porcelain", "--untracked-files=no")
+        status = _git(  # without taking the index lock a user's own git command may need
+            repository, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"
+        )
         dirty = None if status is None else bool(status)
     else:
         try:

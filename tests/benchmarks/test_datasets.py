@@ -251,6 +251,17 @@ def test_a_damaged_gzip_file_is_one_line(tmp_path):
         assert str(target) in message and "not a whole gzip file" in message
 
 
+def test_a_cifar_batch_damaged_anywhere_is_one_line(tmp_path):
+    """One changed byte in a pickle can fail in many ways (here a TypeError inside the
+    unpickler); every one is the file's one-line error."""
+    write_cifar10(tmp_path, np.random.default_rng(8))
+    target = tmp_path / "cifar-10-batches-py" / "test_batch"
+    target.write_bytes(b"J" + target.read_bytes()[1:])
+    with pytest.raises(DatasetNotFoundError) as info:
+        datasets.load_dataset("cifar10", tmp_path)
+    assert assert_one_line(info.value).startswith(f"{target} is not a CIFAR batch file: ")
+
+
 def test_a_cifar_batch_without_an_image_array_or_with_other_counts_is_one_line(tmp_path):
     write_cifar10(tmp_path, np.random.default_rng(7))
     target = tmp_path / "cifar-10-batches-py" / "test_batch"

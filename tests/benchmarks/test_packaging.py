@@ -4,6 +4,7 @@ read beside the packages (MANIFEST.in), so that an sdist's tests can run."""
 from __future__ import annotations
 
 import configparser
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -38,14 +39,21 @@ def test_the_declared_license_is_shipped_as_the_apache_text():
 
 
 def test_an_sdist_holds_what_the_tests_and_docs_need(tmp_path):
-    """Built from the checkout, its egg-info under ``tmp_path`` (the checkout is not written)."""
-    command = "from setuptools import setup; setup()"
-    egg_base, dist = tmp_path / "egg", tmp_path / "dist"
-    egg_base.mkdir()
+    """Built from a copy of the checkout (setuptools stages the sdist's files in the folder it
+    runs in, which would race with the suite's other workers reading the checkout)."""
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "workdirs", "*.egg-info", "__pycache__", ".*_cache", "build"
+        ),
+    )
+    dist = tmp_path / "dist"
     done = subprocess.run(
-        [sys.executable, "-c", command, "-q", "egg_info", "--egg-base", str(egg_base)]
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q"]
         + ["sdist", "--formats=gztar", "-d", str(dist)],
-        cwd=REPO,
+        cwd=source,
         capture_output=True,
         text=True,
         timeout=300,

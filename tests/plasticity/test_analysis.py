@@ -420,7 +420,8 @@ def test_visit_bars_carry_their_values_so_a_zero_bar_shows():
 
 def test_each_grid_point_of_a_sweep_is_a_curve_of_its_own(tmp_path):
     """A continual sweep's grid (here L2 ∈ {0, 1e-4}) is compiled into one program: its points are
-    different curves, labelled by their values, not seeds pooled into one band."""
+    different curves, labelled by their values, not seeds pooled into one band; a row of no grid
+    point (a relaunch's 'resume' row) is no curve."""
     rows = []
     for l2, shift in ((0.0, 0.0), (1e-4, 10.0)):
         for seed in (0, 1):
@@ -430,6 +431,7 @@ def test_each_grid_point_of_a_sweep_is_a_curve_of_its_own(tmp_path):
                      "step": 10 * (task + 1), "l2": l2, "learning_rate": 1e-3,
                      "end_loss": shift + seed + task}
                 )  # fmt: skip
+    rows.append({"event": "resume", "variant": "layernorm", "step": 10, "checkpoint": 1})
     config = {"grid": {"l2": [0.0, 1e-4], "learning_rate": [], "weight_decay": [], "l2_init": []}}
     run = analysis.load_run(_write_rows(tmp_path / "sweep", rows, config))
     assert [label for _, _, label in analysis.curves([run])] == [

@@ -91,12 +91,13 @@ def test_the_rate_counts_from_the_steady_pace_once_the_harness_says_so(capsys):
     bar.close()
 
     run = run_of_days(False)
-    run.budget_after, run.budget_measure_seconds = 1_000, 1.0
+    run.budget_after, run.budget_measure_seconds = 1_000, 3_600.0
     with run:
         run.advance(2_000)  # reaches the steady pace: the rate restarts here
-        run.advance(10)  # not yet measured for long enough: no verdict
+        time.sleep(0.01)
+        run.advance(10)  # measured for less than an hour at that pace: no verdict yet
         assert "needs" not in capsys.readouterr().err
-        time.sleep(1.05)
+        run.budget_measure_seconds = 0.0  # as if the hour had passed
         run.advance(10)
     assert "train_x: at " in capsys.readouterr().err
 

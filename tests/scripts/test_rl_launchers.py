@@ -264,6 +264,10 @@ def test_another_launchers_name_for_a_field_suggests_this_ones():
     assert config_tools.closest_field("keep_checkpoints", continual) == (
         " (did you mean run.checkpoints_to_keep?)"
     )
+    # Among fields of the same words, the one of the same section.
+    assert config_tools.closest_field("optimizer.rate_learning", continual) == (
+        " (did you mean optimizer.learning_rate?)"
+    )
 
 
 def test_published_configs_are_found_from_any_working_directory(tmp_path, monkeypatch):
