@@ -31,3 +31,20 @@ def test_main_job_is_an_atari_sequence_launched_from_flags():
     games = re.search(r"--games=(\S+)", first).group(1).split(",")
     assert len(games) >= 2
     assert "--workdir=" in first
+
+
+def test_the_python_example_runs_and_nap_holds_the_kernel_norms():
+    """The README's library example runs as written; its NaP keeps each hidden kernel at its
+    initial norm after the update, and the diagnostics name every layer."""
+    (block,) = re.findall(r"```python\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    import numpy as np  # noqa: PLC0415
+
+    metrics, params, new_params = namespace["metrics"], namespace["params"], namespace["new_params"]
+    for layer in ("hidden_0", "hidden_1"):
+        before = np.linalg.norm(np.asarray(params[layer]["linear"]["kernel"]))
+        after = np.linalg.norm(np.asarray(new_params[layer]["linear"]["kernel"]))
+        np.testing.assert_allclose(after, before, rtol=1e-5)
+        np.testing.assert_allclose(float(metrics[f"weight_norm/{layer}"]), after, rtol=1e-5)
+        assert f"srank/{layer}" in metrics
