@@ -193,6 +193,18 @@ def make_options(**options) -> DiagnosticsOptions:
         )
     if len(opts.histogram_edges) < 2 or np.any(np.diff(opts.histogram_edges) <= 0):
         raise ValueError("histogram_edges must be at least two increasing values.")
+    thresholds = opts.dormant_thresholds
+    if isinstance(thresholds, (str, int, float)) or not all(
+        isinstance(t, (int, float)) and t >= 0 for t in thresholds
+    ):
+        raise ValueError(
+            f"dormant_thresholds must be a sequence of numbers >= 0, e.g. (0.1,), got {thresholds!r}."
+        )
+    if not 0.0 <= opts.dohare_threshold < 1.0:  # a fraction of the inputs
+        raise ValueError(f"dohare_threshold must be in [0, 1), got {opts.dohare_threshold}.")
+    for name in ("hessian_iterations", "probe_steps"):
+        if getattr(opts, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(opts, name)}.")
     return opts
 
 

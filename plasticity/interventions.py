@@ -148,13 +148,14 @@ def recycle_units(
       the layer's units, so every unit of the layer, and the network's outputs, change.
     * 'preserve_function': the kernel column is kept, so the norm's statistics are unchanged;
       only the unit's γ, β come from `fresh` (the network's init: 1 and 0). With its outgoing
-      rows zeroed the network's outputs are unchanged; the unit restarts from its old direction.
+      rows zeroed no other unit sees a change; the unit restarts from its old direction.
     Layers without a norm are recycled the same way in both modes (fresh incoming weights), which
-    leaves the outputs unchanged.
+    changes no other unit.
 
     Outgoing rows are zeroed after every incoming slice is replaced, so a recycled unit feeding
-    another recycled unit contributes nothing and the network's outputs are unchanged wherever the
-    recycled units' outputs only reach the next layers through those rows.
+    another recycled unit contributes nothing. In either case the outputs lose only what the
+    recycled units contributed before (their activity through the zeroed rows): nothing for units
+    silent on the inputs, little for dormant ones (score ≤ τ), not exactly nothing for τ > 0.
     """
     check_norm_recycling(norm_recycling)
     flat = dict(traverse_util.flatten_dict(params))
@@ -259,7 +260,8 @@ def make_redo(
     Under a norm, the default `norm_recycling='reinitialize'` is the published procedure and
     changes the network's outputs: the fresh columns move the mean and variance that the norm
     divides every unit of the layer by (docs/algorithms.md, "ReDo"). 'preserve_function' keeps
-    the recycled units' kernel columns and resets only their γ, β: outputs exactly unchanged,
+    the recycled units' kernel columns and resets only their γ, β: the outputs lose only the
+    recycled units' own former contribution (none for silent units, little for dormant ones),
     but the units restart from their old directions. See `recycle_units`.
     """
     if tau < 0:
@@ -433,6 +435,8 @@ def make_shrink_perturb(
             f"Unknown shrink-and-perturb noise {noise!r}: expected one of "
             f"{', '.join(SHRINK_NOISE)}."
         )
+    if labels is not None:
+        labels = param_labels.check_labels(labels, "shrink_perturb labels")
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
         if noise == "init":
@@ -443,7 +447,7 @@ def make_shrink_perturb(
         selected = (
             jax.tree_util.tree_map(lambda _: True, state.params)
             if labels is None
-            else param_labels.mask_for(state.params, tuple(labels))
+            else param_labels.mask_for(state.params, labels)
         )
         params = jax.tree_util.tree_map(
             lambda p, e, s: shrink * p + perturb * e if s else p, state.params, eps, selected
@@ -451,6 +455,12 @@ def make_shrink_perturb(
         return state.replace(params=params)
 
     return Intervention("shrink_perturb", lambda params: {}, apply)
+
+
+def _check_layer_names(layers: Sequence[str] | None, where: str) -> None:
+    """One-line ValueError for ``layers`` given as one string (read letter by letter otherwise)."""
+    if isinstance(layers, str):
+        raise ValueError(f"{where}: layers must be a sequence of layer names, e.g. ({layers!r},)")
 
 
 def make_reset_last_layers(
@@ -464,6 +474,7 @@ def make_reset_last_layers(
     order (None: every layer), or the named `layers`, or every parameter under module `prefix`.
     A layer is a module owning a kernel, with its norm (e.g. 'hidden_1' = linear + norm). Their
     optimizer moments are zeroed unless ``reset_moments=False``."""
+    _check_layer_names(layers, "reset_last_layers")
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
         apply_rng, init_rng = jax.random.split(rng)
@@ -500,6 +511,7 @@ def make_plasticity_injection(
     The heads combine at the output layers' raw outputs (before any softmax or dueling
     aggregation), so distributional and dueling heads stay consistent.
     """
+    _check_layer_names(layers, "plasticity_injection")
 
     def init(params: Any) -> dict[str, Any]:
         # Two separate zero trees: a state holding one buffer twice cannot be donated.

@@ -127,11 +127,13 @@ class NoisyDense(nn.Module):
         kernel = self.param("kernel", uniform, (fan_in, self.features))
         sigma_kernel = self.param("sigma_kernel", sigma, (fan_in, self.features))
         y = x @ kernel
+        sigma_bias = None
         if self.use_bias:
             y = y + self.param("bias", uniform, (self.features,))
+            # Created whatever ``deterministic`` says, so the parameters are the same both ways.
+            sigma_bias = self.param("sigma_bias", sigma, (self.features,))
         if deterministic:
             return y
-        sigma_bias = self.param("sigma_bias", sigma, (self.features,)) if self.use_bias else None
         return y + factorised_noise(x, sigma_kernel, sigma_bias, self.make_rng("noise"))
 
 

@@ -353,7 +353,7 @@ def hidden_activations(
     forward pass used by the diagnostics: no second network definition is needed.
     """
     outputs, state = model.apply(variables, x, mutable=["intermediates"], **apply_kwargs)
-    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    flat = traverse_util.flatten_dict(state.get("intermediates", {}), sep="/")  # none: no layer
     layers: dict[str, dict[str, jax.Array]] = {}
     for path, value in flat.items():
         layer, kind = path.rsplit("/", 1)

@@ -22,6 +22,7 @@ from flax import traverse_util
 
 KERNEL_LABELS = ("normed_kernel", "kernel", "output_kernel")
 NORM_LABELS = ("norm_scale", "norm_offset")
+LABELS = (*KERNEL_LABELS, "bias", *NORM_LABELS, "embedding")  # every label `_label` gives
 _KERNEL_LEAVES = ("kernel", "sigma_kernel")
 _BIAS_LEAVES = ("bias", "sigma_bias")
 _NORM_MODULES = ("norm", "pre_attention_norm", "pre_mlp_norm", "final_norm")
@@ -97,3 +98,16 @@ def mask_for(params: Any, labels: tuple[str, ...]) -> Any:
 def has_normed_kernels(params: Any) -> bool:
     """Whether any kernel feeds a normalization layer (i.e. the network has norm != 'none')."""
     return bool(kernel_layers(params, ("normed_kernel",)))
+
+
+def check_labels(labels: Any, where: str) -> tuple[str, ...]:
+    """``labels`` as a tuple of known labels, or a one-line ValueError (a plain string, which
+    would be read letter by letter, or an unknown label, which would select nothing)."""
+    if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+        raise ValueError(
+            f"{where} must be a sequence of labels such as ('kernel',), got {labels!r}"
+        )
+    unknown = [label for label in labels if label not in LABELS]
+    if unknown:
+        raise ValueError(f"{where}: unknown label {unknown[0]!r}; labels: {', '.join(LABELS)}")
+    return tuple(labels)

@@ -579,3 +579,26 @@ def test_limit_blas_threads_caps_the_lapack_pool():
         assert blas and all(p["num_threads"] == 1 for p in blas)
     finally:
         limiter.restore_original_limits()
+
+
+def test_option_values_are_refused_when_the_function_is_built():
+    for options, expected in (
+        ({"dormant_thresholds": 0.1}, "dormant_thresholds must be a sequence"),
+        ({"dormant_thresholds": (0.1, -1.0)}, "dormant_thresholds must be a sequence"),
+        ({"dohare_threshold": 2.0}, r"dohare_threshold must be in \[0, 1\)"),
+        ({"hessian_iterations": 0}, "hessian_iterations must be >= 1"),
+        ({"probe_steps": -1}, "probe_steps must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=expected):
+            diagnostics.make_options(**options)
+
+
+def test_a_network_without_hidden_layers_has_parameter_diagnostics_only():
+    model = networks.MLP((), 3, "none")
+    x = jnp.ones((4, 5))
+    params = model.init(jax.random.key(0), x)["params"]
+    assert networks.hidden_activations(model, {"params": params}, x)[1] == {}
+    loss = lambda p, inputs, targets: jnp.mean(model.apply({"params": p}, inputs) ** 2)
+    measure = diagnostics.make_diagnostics_fn(model, loss, ("dormant", "weight_norm"))
+    metrics = measure(params, params, x, None, jax.random.key(1), 0.1)
+    assert "weight_norm/output" in metrics and not any(k.startswith("dormant") for k in metrics)

@@ -649,3 +649,33 @@ def _planted_mlp_from(seed):
     params = _params(MLP, seed=int(seed))
     b0 = params["hidden_0"]["linear"]["bias"].at[jnp.array([0, 3])].set(-100.0)
     return _set(params, ("hidden_0", "linear", "bias"), b0)
+
+
+def test_a_noisy_layer_has_the_same_parameters_initialized_with_or_without_noise():
+    """So an intervention on a noisy network with ``apply_kwargs={'deterministic': True}`` (a
+    fresh network drawn without noise) matches the trained one leaf for leaf."""
+    from plasticity import layers  # noqa: PLC0415
+
+    layer, x = layers.NoisyDense(4), jnp.ones((2, 3))
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    noisy = layer.init(rngs, x)["params"]
+    plain = layer.init(rngs, x, deterministic=True)["params"]
+    assert jax.tree.structure(noisy) == jax.tree.structure(plain)
+    jax.tree.map(np.testing.assert_array_equal, noisy, plain)
+
+
+def test_misused_layer_and_label_options_are_one_line_errors():
+    """A plain string where a sequence of names belongs would be read letter by letter, and an
+    unknown label selects nothing: both refused when the intervention is built."""
+    model = networks.MLP((8,), 2, "none")
+    for name, options, expected in (
+        ("shrink_perturb", {"labels": "kernel"}, "must be a sequence of labels"),
+        ("shrink_perturb", {"labels": ("kernels",)}, "unknown label 'kernels'"),
+        ("reset_last_layers", {"layers": "output"}, "layers must be a sequence of layer names"),
+        ("plasticity_injection", {"layers": "output"}, "layers must be a sequence of layer names"),
+    ):
+        with pytest.raises(ValueError, match=expected) as info:
+            interventions.make_intervention(name, model, **options)
+        assert "\n" not in str(info.value)
+        with pytest.raises(ValueError, match=expected):
+            interventions.check_options(name, options)  # what the launchers call up front
