@@ -450,25 +450,25 @@ def summary_lines(rows: Sequence[dict], plan: ExperimentPlan) -> list[str]:
     'no_norm, l2=0.0001: ...', where the sweep has several) whose last task ended, from the work
     dir's 'task' rows: the whole sweep's, whichever launch trained it."""
     swept = [key for key in GRID_KEYS if len({point[key] for point in plan.grid}) > 1]
+    points = list(dict.fromkeys(tuple(point[key] for key in swept) for point in plan.grid))
     lines = []
     for name, trainer in plan.variants:
-        for point in plan.grid:
+        for values_of_point in points:  # one empty point when the grid sweeps nothing
             final = [
                 row
                 for row in rows
                 if row.get("event") == "task"
                 and row.get("variant") == name
                 and row.get("task") == trainer.num_tasks - 1
-                and all(_same_value(row.get(key), point[key]) for key in swept)
+                and all(map(_same_value, (row.get(key) for key in swept), values_of_point))
             ]
             key = "end_accuracy" if any("end_accuracy" in row for row in final) else "end_loss"
             values = [row[key] for row in final if isinstance(row.get(key), (int, float))]
             if values:
                 label = "acc" if key == "end_accuracy" else "loss"
-                where = ", ".join([name, *(f"{key}={point[key]:g}" for key in swept)])
+                point = (f"{key}={value:g}" for key, value in zip(swept, values_of_point))
+                where = ", ".join([name, *point])
                 lines.append(f"{where}: final task {label} {np.mean(values):.4f} (mean over seeds)")
-            if not swept:
-                break
     return lines
 
 

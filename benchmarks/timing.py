@@ -30,15 +30,13 @@ def one_line_errors(main: Callable[..., Any], name: str) -> Callable[..., Any]:
     return guarded
 
 
-# The help flags the launchers take (`plasticity.launch.HELP_ARGS`); absl's own exit with status 1.
-HELP_ARGS = ("--help", "-h", "--helpfull", "--helpshort", "-?")
-
-
 def parse_flags(argv: list[str], name: str) -> list[str]:
     """absl's flags parser with the launchers' conventions: a help flag prints the usage (the
     module's docstring and flags; all modules' flags with ``--helpfull``) and exits 0, and a bad
     flag is one line, ``benchmarks.<name>: <error> (see --help)``, and exit status 1."""
     from absl import app, flags  # noqa: PLC0415
+
+    from plasticity.launch import HELP_ARGS  # noqa: PLC0415 - the launchers' (absl's exit 1)
 
     if any(arg in HELP_ARGS for arg in argv[1:]):
         app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)

@@ -21,6 +21,7 @@ noise (`YScale`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -66,7 +67,7 @@ class Run:
     skipped_lines: int = 0
     workdirs: list[Path] = dataclasses.field(default_factory=list)  # seeds' work dirs, or [path]
 
-    @property
+    @functools.cached_property  # read for every row; the config does not change after loading
     def swept(self) -> tuple[str, ...]:
         """The grid fields the config sweeps over more than one value: runs that differ in one
         are different curves, not seeds of one."""

@@ -679,12 +679,8 @@ def make_intervention(
       prefix=None, reset_moments=True · plasticity_injection: num_layers=2, layers=None,
       prefix=None.
     """
-    check_options(name, options)
+    check_options(name, options)  # every option and value: the builder below cannot refuse them
     context = _Context(
         model, apply_kwargs, init_fn or diagnostics.default_init_fn(model, apply_kwargs)
     )
-    builder = _BUILDERS[name]
-    try:
-        return builder(context, **options)
-    except TypeError as error:
-        raise ValueError(f"Bad options for intervention {name!r}: {error}") from None
+    return _BUILDERS[name](context, **options)
