@@ -135,6 +135,22 @@ def _hparam_label(point: Mapping[str, float], keys: Sequence[str]) -> str:
     return ",".join(f"{key}={point[key]:g}" for key in keys)
 
 
+def intervention_steps(
+    config: ml_collections.ConfigDict, task: int, steps_per_task: int
+) -> list[int]:
+    """Global steps at which the trainer applies ``config.intervention`` during ``task``: at its
+    start when ``at_task_boundaries`` (every task but the first, before its first update), then
+    after every update whose count is a multiple of ``every``, as `continual.make_trainer` runs
+    them."""
+    if str(config.intervention.name) == "none":
+        return []
+    start, every = task * steps_per_task, int(config.intervention.every)
+    steps = [start] if task > 0 and bool(config.intervention.at_task_boundaries) else []
+    if every > 0:
+        steps += range((start // every + 1) * every, start + steps_per_task + 1, every)
+    return steps
+
+
 def chunk_rows(
     plan: ExperimentPlan,
     variant: str,
@@ -187,6 +203,12 @@ def chunk_rows(
                         },
                     }
                 )
+        name = str(trainer.config.intervention.name)
+        for step in intervention_steps(trainer.config, task, trainer.steps_per_task):
+            rows.extend(
+                {**base("intervention", run, step, task), "name": name}
+                for run in range(plan.num_runs)
+            )
         end_step = (task + 1) * trainer.steps_per_task
         for run in range(plan.num_runs):
             rows.append(

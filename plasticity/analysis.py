@@ -2,8 +2,9 @@
 diagnostics notebook call, through `benchmarks.analysis` and `benchmarks.report`).
 
 A work dir (`plasticity.workdir`) holds ``config.json`` and ``metrics.jsonl``: one JSON object per
-line with an ``event`` ('task', 'diagnostics', and for RL 'train', 'eval' and 'switch'), ``step``,
-``seed``, ``variant``, ``task`` and, for RL, ``frames``, ``game``, ``block`` and ``visit``.
+line with an ``event`` ('task', 'diagnostics', 'intervention' where one ran, and for RL 'train',
+'eval' and 'switch'), ``step``, ``seed``, ``variant``, ``task`` and, for RL, ``frames``, ``game``,
+``block`` and ``visit``.
 Diagnostics rows carry flat keys '<metric>/<layer>' and '<metric>' (`plasticity.diagnostics`).
 `load_runs` also takes a directory of per-variant work dirs (an RL launch with variants) and reads
 Atari's ``seed_<s>`` work dirs as one run (`expand_workdirs`).

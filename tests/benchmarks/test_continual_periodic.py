@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import continual, continual_config
+from benchmarks import continual, continual_config, continual_sweep
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -81,6 +81,20 @@ def test_interventions_after_each_segment_happen_at_the_right_steps():
     expected_steps = list(range(3, 25, 3))  # after updates 3, 6, ..., 24
     assert int(seen["count"]) == len(expected_steps)
     assert int(seen["step_sum"]) == sum(expected_steps)
+
+
+@pytest.mark.parametrize("every, at_task_boundaries", [(4, True), (0, True), (5, False)])
+def test_the_intervention_rows_name_the_steps_the_trainer_intervenes_at(every, at_task_boundaries):
+    """`continual_sweep.intervention_steps` (the launcher's 'intervention' rows) against what the
+    compiled trainer did: how many interventions and the optimizer step of each."""
+    config = tiny_config(every=every, at_task_boundaries=at_task_boundaries)
+    trainer = continual.make_trainer(config, intervention_factory=recorder)
+    carry, _ = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    seen = carry.state.extra["recorder"]
+    steps = [s for task in range(4) for s in continual_sweep.intervention_steps(config, task, 6)]
+    assert steps == sorted(steps) and len(steps) > 0
+    assert int(seen["count"]) == len(steps)
+    assert int(seen["step_sum"]) == sum(steps)
 
 
 def test_the_effective_lr_exponent_follows_the_optimizer_and_reaches_the_diagnostics():

@@ -28,6 +28,9 @@ TINY = [
     "--config.diagnostics.every=2",
     "--config.eval.max_examples=32",
     "--config.run.tasks_per_chunk=1",
+    "--config.intervention.name=redo",
+    "--config.intervention.every=3",
+    "--config.intervention.at_task_boundaries=true",
 ]
 
 
@@ -69,6 +72,12 @@ def test_tiny_run_writes_the_work_dir(tiny_run):
     diagnostics = [row for row in rows if row["event"] == "diagnostics"]
     assert sorted({row["step"] for row in diagnostics}) == [0, 2, 4, 6, 8]
     assert "weight_norm/hidden_0" in diagnostics[0] and "effective_lr/output" in diagnostics[0]
+    # ReDo after updates 3 and 6 and at the second task's start (step 4), for each seed.
+    interventions = [row for row in rows if row["event"] == "intervention"]
+    assert sorted((row["seed"], row["step"]) for row in interventions) == [
+        (seed, step) for seed in (0, 1) for step in (3, 4, 6)
+    ]
+    assert {row["name"] for row in interventions} == {"redo"}
     assert list(path.glob("events.out.tfevents.*"))
     assert any((path / workdir.CHECKPOINT_DIR).iterdir())
 
