@@ -16,7 +16,11 @@ Timeline (one ``Timestep`` per env per call, arrays with a leading env axis N):
 * ``last[i]``: the episode is over at o_t: game over (discount 0) or truncation after
   ``max_episode_frames`` (discount 1 unless a life was lost on that same step). The action passed for
   env i at a ``last`` timestep is ignored and the next timestep of env i is ``first``
-  (gymnasium's "NextStep" autoreset).
+  (gymnasium's "NextStep" autoreset). At a truncation, ale-py (0.12) leaves its frame-skip loop
+  on the cap before it reads the step's last frame, so o_t's newest frame pools the step's third
+  frame with the step before's instead of its last two; the replay bootstraps from it (discount
+  1), once an episode. Truncating here instead would need a step in which an env does not move,
+  which ale-py's vector interface has only for its own resets, so this stays an upstream defect.
 
 The agent passes ``action_t`` for every env at every timestep, so the stream is ``reset()`` then
 ``step(actions)`` (or ``send(actions)`` ... ``recv()``) forever; episodes restart by themselves.
@@ -138,6 +142,30 @@ def resolve_game(name: str) -> str:
             f"{name!r} is a multiplayer-only ROM that ale-py's single-player interface cannot load"
         )
     return match_game(name, available_games(), "the single-player ROMs ale-py ships")
+
+
+def minimal_action_names(game: str) -> tuple[str, ...]:
+    """Names of ``game``'s own (minimal) action set, read from the ROM, in ale-py's order."""
+    interface = ale_py.ALEInterface()
+    interface.loadROM(roms.get_rom_path(resolve_game(game)))
+    return tuple(action.name for action in interface.getMinimalActionSet())
+
+
+def check_action_sets(games: tuple[str, ...], full_action_space: bool) -> None:
+    """One-line ValueError when games played by one network with their minimal action sets have
+    different ones: one output would mean another joystick action in each game, even where the
+    counts agree (Enduro's and MsPacman's 9 actions)."""
+    if full_action_space:
+        return
+    names = {resolve_game(game): minimal_action_names(game) for game in games}
+    (first, own), *others = names.items()
+    for game, theirs in others:
+        if theirs != own:
+            raise ValueError(
+                f"{first} and {game} have different action sets ({len(own)}: "
+                f"{', '.join(own)}; {len(theirs)}: {', '.join(theirs)}); set "
+                "env.full_action_space=True to play them with one network"
+            )
 
 
 def full_action_lookup(game_action_names: tuple[str, ...]) -> np.ndarray:

@@ -37,17 +37,21 @@ import math
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
-import ale_py
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from ale_py import roms
 from flax import struct
 
 from agents import configs, probes, sequence
 from agents.atari_scores import EvalResult
-from agents.atari_env import AtariVectorEnvironment, config_of_section, resolve_game
+from agents.atari_env import (
+    AtariVectorEnvironment,
+    check_action_sets,
+    config_of_section,
+    minimal_action_names,
+    resolve_game,
+)
 from agents.atari_env import validate_config as validate_env_config
 from agents.configs import evaluation_num_envs, validate_config
 from agents.driver import open_run, shown_return, train_segments
@@ -206,13 +210,6 @@ def make_env(
     return AtariVectorEnvironment(
         config_of_section(config.env, game, num_envs, seed, full_action_space)
     )
-
-
-def minimal_action_count(game: str) -> int:
-    """Number of actions in ``game``'s own (minimal) action set, read from the ROM."""
-    interface = ale_py.ALEInterface()
-    interface.loadROM(roms.get_rom_path(resolve_game(game)))
-    return len(interface.getMinimalActionSet())
 
 
 def derive_seed(*parts: int) -> int:
@@ -740,7 +737,9 @@ def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
         raise ValueError("an Atari run trains one seed; the launcher runs each seed on its own")
     blocks = make_blocks(config)
     validate_env_config(config_of_section(config.env, blocks[0].game, 1, config.seed, False))
-    segments = plan_segments(config, blocks)
+    segments = plan_segments(config, blocks)  # settles env.full_action_space left unset
+    full_action_space = bool(segments[0].config.env.full_action_space)
+    check_action_sets(tuple(block.game for block in blocks), full_action_space)
     check_memory(config)
     return segments
 
@@ -768,7 +767,9 @@ def train(
     segments = plan_run(config)
     full_action_space = bool(segments[0].config.env.full_action_space)
     first_game = segments[0].blocks[0].game
-    num_actions = FULL_ACTION_SET_SIZE if full_action_space else minimal_action_count(first_game)
+    num_actions = (
+        FULL_ACTION_SET_SIZE if full_action_space else len(minimal_action_names(first_game))
+    )
     harness = open_run(
         name,
         workdir,

@@ -1,9 +1,10 @@
 """Reference random and human scores on the 57 standard Atari games, and aggregates.
 
-The table is the one used by DQN (Mnih et al., 2015), Double DQN (van Hasselt et al., 2016) and
-Agent57 (Badia et al., 2020): undiscounted episode returns, each episode capped at 108,000 frames
-(30 minutes) and started with up to 30 no-op actions. 'random' is a uniformly random policy and
-'human' a professional games tester.
+The table is the one of Double DQN (van Hasselt et al., 2016), used by DQN Zoo and Agent57 (Badia
+et al., 2020); Nature DQN (Mnih et al., 2015) reported 49 of the games with other human scores
+(Pong 9.3 where this table has 14.6). Scores are undiscounted episode returns, each episode capped
+at 108,000 frames (30 minutes) and started with up to 30 no-op actions. 'random' is a uniformly
+random policy and 'human' a professional games tester.
 
 A human-normalized score maps a game's raw score linearly so that the random policy scores 0 and
 the human tester 1. The aggregates follow Agarwal et al. (2021, "Deep RL at the edge of the

@@ -513,7 +513,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         raise ValueError(
             f"env.max_episode_frames ({config.env.max_episode_frames}) must be a multiple of "
             f"env.frame_skip ({config.env.frame_skip}): an agent step cut short by the cap would "
-            "end its episode on the step before's frame, and bootstrap from it"
+            "end its episode on the step before's frames, and bootstrap from them"
         )
     step = frames_per_iteration(config)
     for name in ("frames_per_game", "checkpoint_every_frames"):

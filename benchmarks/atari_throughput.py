@@ -40,7 +40,7 @@ import numpy as np
 from absl import flags
 
 from agents import atari_loop, configs
-from agents.atari_env import make_atari_env
+from agents.atari_env import make_atari_env, minimal_action_names
 from agents.replay import replay_memory_bytes
 from benchmarks import timing
 from plasticity import runtime, workdir
@@ -318,7 +318,7 @@ def main(argv: list[str]) -> None:
     env_rate = env_only(config)
     print(f"env only        : {env_rate:>10,.0f} frames/s  ({config.env.num_envs} envs, send/recv)")
 
-    num_actions = atari_loop.minimal_action_count(FLAGS.game)
+    num_actions = len(minimal_action_names(FLAGS.game))
     compiled = atari_loop.compile_agent(config, num_actions)
     compile_seconds, flops, state, executable = compile_learner(config, compiled)
     rate_before, state = learner_rate(compiled, state, FLAGS.updates)

@@ -403,8 +403,8 @@ def test_emulators_print_no_banner():
     # A fresh process, since the ALE prints its banner once, at the first emulator it creates.
     code = (
         "from agents.atari_env import make_atari_env\n"
-        "from agents.atari_loop import minimal_action_count\n"
-        "minimal_action_count('Pong')\n"
+        "from agents.atari_env import minimal_action_names\n"
+        "minimal_action_names('Pong')\n"
         "env = make_atari_env('Breakout', 2, seed=0)\n"
         "env.reset()\n"
         "env.close()\n"

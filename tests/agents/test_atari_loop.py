@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -189,6 +190,25 @@ def test_game_blocks_visits_and_the_action_set():
     assert full(blocks[:1])
     with pytest.raises(ValueError, match="close matches: pong"):
         resolve_game("Pongg")
+
+
+def test_games_with_other_action_sets_are_refused_before_a_run_starts():
+    """With their minimal action sets, a sequence's games must share one: refused at planning
+    (not after the first block trained), even where the counts agree (9 and 9 actions)."""
+    config = configs.smoke_config("dqn")
+    config.env.full_action_space = False
+    for games, expected in (
+        (("Pong", "Breakout"), "pong and breakout have different action sets (6: NOOP, FIRE,"),
+        (("Enduro", "MsPacman"), "enduro and ms_pacman have different action sets (9: NOOP,"),
+    ):
+        config.games = games
+        with pytest.raises(ValueError, match=re.escape(expected)) as error:
+            atari_loop.plan_run(config)
+        assert "set env.full_action_space=True" in str(error.value)
+    config.games = ("Pong", "pong")
+    atari_loop.plan_run(config)  # one game twice: one action set
+    config.games, config.env.full_action_space = ("Enduro", "MsPacman"), None
+    atari_loop.plan_run(config)  # left unset, a sequence of several games plays the full set
 
 
 def test_bad_budgets_fail_with_one_line_errors():
