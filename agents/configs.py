@@ -14,9 +14,9 @@ double Q; evaluation with epsilon 0 and the noise sampled.
 
 DQN (DQN Zoo ``dqn/run_atari.py``, i.e. Nature DQN): replay 1M, uniform, learning starts at 5%,
 batch 32, one update every 16 frames, target copied every 40,000 frames, centred RMSProp lr 2.5e-4
-decay 0.95 eps 0.01 / 32^2, global gradient clip 10, 1-step Q-learning whose TD error is gradient-
-clipped at 1/32 (a Huber loss with delta 1/32), epsilon-greedy 1.0 -> 0.1 over 4M frames, evaluation
-epsilon 0.05.
+decay 0.95 eps 0.01 / 32^2 and no clipping of the gradient's norm, 1-step Q-learning whose TD
+error is gradient-clipped at 1/32 (a Huber loss with delta 1/32), epsilon-greedy 1.0 -> 0.1 over
+4M frames, evaluation epsilon 0.05.
 
 Deviations, all configurable: DQN Zoo mixes 0.1% uniform sampling into prioritized replay
 (``uniform_sample_probability``); here a small ``priority_epsilon`` keeps every item sampleable
@@ -235,6 +235,7 @@ def dqn_config() -> ml_collections.ConfigDict:
             rmsprop_decay=0.95,
             rmsprop_centered=True,
             eps=0.01 / 32**2,
+            max_grad_norm=0.0,  # Rainbow's clip at 10; DQN Zoo's DQN has none
         )
     )
     config.evaluation.update(dict(epsilon=0.05))

@@ -266,3 +266,10 @@ def test_the_gradient_norm_is_the_global_norm_and_skipping_it_changes_no_update(
     assert "grad_norm" not in aux_skipped and float(aux_skipped["loss"]) == float(aux["loss"])
     jax.tree.map(np.testing.assert_array_equal, skipped.params, updated.params)
     jax.tree.map(np.testing.assert_array_equal, skipped.opt_state, updated.opt_state)
+
+
+def test_only_rainbows_preset_clips_the_gradient_norm_as_in_dqn_zoo():
+    """DQN Zoo's Rainbow clips the global gradient norm at 10; its DQN has no such clip."""
+    for family in configs.FAMILIES:
+        assert configs.get_config("dqn", family).optimizer.max_grad_norm == 0.0
+        assert configs.get_config("rainbow", family).optimizer.max_grad_norm == 10.0
