@@ -128,8 +128,9 @@ def _base_config() -> ml_collections.ConfigDict:
             priority_exponent=0.5,
             importance_exponent_begin=0.4,
             importance_exponent_end=1.0,
-            # Frames (after learning starts) over which the importance exponent is annealed;
-            # 0: the whole training budget of the run.
+            # Learning frames (those after learning starts, and after each refill of a flushed
+            # replay) over which the importance exponent is annealed; 0: all of the sequence's,
+            # so that it reaches its end value with the sequence (DQN Zoo's schedule).
             importance_exponent_anneal_frames=0,
             min_fill_fraction=0.02,  # learning starts once this fraction of capacity is filled
         )

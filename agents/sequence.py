@@ -308,6 +308,13 @@ class LearningPlan:
         return np.floor(frames * self.updates_per_frame + 1e-9).astype(np.int64)
 
     @property
+    def total_learning_frames(self) -> int:
+        """Learning frames of the whole run (those after its last block's last iteration)."""
+        last = len(self.iterations) - 1
+        steps = max(0, self.iterations[last] - self.first_learning[last])
+        return int(self.learning_frames_start[last] + steps * self.frames_per_iteration)
+
+    @property
     def block_first_iteration(self) -> np.ndarray:
         """(blocks + 1,) first iteration of each block in the run, and the run's end."""
         return np.concatenate([[0], np.cumsum(self.iterations)]).astype(np.int64)
@@ -565,8 +572,8 @@ def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
 
     Raises a one-line ValueError when the learner would never update or the schedule cannot be
     built. The segments' configs make explicit what they share: the action set (the full set
-    when several games are played), the importance-exponent anneal (the sequence's frames when
-    it is 0) and the learning-rate schedule (restarted at every game, or fitted to the
+    when several games are played), the importance-exponent anneal (the sequence's learning
+    frames when it is 0, so that it ends with the sequence) and the learning-rate schedule (restarted at every game, or fitted to the
     sequence's updates where the config leaves it open: `plasticity.optim.fit_open_schedule`).
     """
     settings = learning_settings(config)
@@ -579,8 +586,8 @@ def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
     shared = ml_collections.ConfigDict(config.to_dict())
     if shared.env.full_action_space is None:
         shared.env.full_action_space = len(distinct_games(blocks)) > 1
-    if not shared.replay.importance_exponent_anneal_frames:
-        shared.replay.importance_exponent_anneal_frames = sum(block.frames for block in blocks)
+    if not shared.replay.importance_exponent_anneal_frames:  # ends with the learning, as DQN Zoo's
+        shared.replay.importance_exponent_anneal_frames = max(1, plan.total_learning_frames)
     if policy.restart_schedule:
         shared.optimizer = restarted_schedule_config(
             config.optimizer, plan.block_start_updates, plan.total_updates

@@ -385,3 +385,20 @@ def test_a_checkpoint_names_its_segment_and_a_changed_plan_sets_it_aside():
     assert driver._saved_segment(segments, {"segment": 2, "block": 0}) is segments[2]  # unnamed
     with pytest.raises(ValueError, match="written in segment 'fresh_breakout', which this run"):
         driver._saved_segment(segments, at(1, "fresh_breakout"))
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_the_importance_exponent_reaches_its_end_value_with_the_sequence(flush):
+    """Left at 0, the anneal spans the sequence's learning frames (those once learning started,
+    and again after each refill), so the last update uses the end value, as in DQN Zoo."""
+    config = configs.get_config("rainbow", "minatar")
+    config.switch.flush_replay = flush
+    main = sequence.plan_segments(config, sequence.make_schedule(config.games, 40_000))[0]
+    last = len(main.blocks) - 1
+    end = main.plan.iterations[last]
+    beta = main.schedule_values(main.plan.window(last, end - 2, end))["importance_exponent"]
+    assert beta[-1] == config.replay.importance_exponent_end and beta[0] < beta[-1]
+    config.replay.importance_exponent_anneal_frames = 10**9  # a set length is kept
+    main = sequence.plan_segments(config, sequence.make_schedule(config.games, 40_000))[0]
+    beta = main.schedule_values(main.plan.window(last, end - 1, end))["importance_exponent"]
+    assert beta[-1] < 0.41
