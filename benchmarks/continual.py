@@ -592,8 +592,18 @@ def make_trainer(
         params = deferred.merge(deferred.apply_factors(kernels, factors), rest)
         return state.replace(step=state.step + window, params=params, opt_state=opt_state), metrics
 
-    def run_segment(carry, first, task, task_state, keys, tx, data):
-        """`segment_steps` updates from global step `first`, then the periodic intervention if due.
+    def intervene_if_due(state, end, task, task_state, keys, data):
+        """The periodic intervention after update `end` when `end` is a multiple of its period."""
+        apply = lambda s: intervene(s, task_state, task, step_key(keys, end - 1, 0), keys, data)
+        if segment_steps == intervention_every:  # every segment ends on a multiple of the period
+            return apply(state)
+        # An unbatched predicate: a real branch under vmap, evaluated once per segment.
+        return jax.lax.cond(end % intervention_every == 0, apply, lambda s: s, state)
+
+    def run_segment(carry, first, task, task_state, keys, tx, data, intervene_after=True):
+        """`segment_steps` updates from global step `first`, then the periodic intervention if due
+        (unless `intervene_after` is False: a block's last segment when the block takes
+        diagnostics, which measure the last update before any intervention, as the RL loops do).
 
         With diagnostics, the last update runs after the loop, so that only the parameters before
         it (the update ratios') are kept: carried through every step, they cost a copy of every
@@ -612,31 +622,32 @@ def make_trainer(
         else:
             state, metrics = steps_fn(state, global_steps)
             previous_params = state.params
-        if periodic_intervention:
-            end = first + segment_steps
-            apply = lambda s: intervene(s, task_state, task, step_key(keys, end - 1, 0), keys, data)
-            if (
-                segment_steps == intervention_every
-            ):  # every segment ends on a multiple of the period
-                state = apply(state)
-            else:  # an unbatched predicate: a real branch under vmap, evaluated once per segment
-                state = jax.lax.cond(end % intervention_every == 0, apply, lambda s: s, state)
+        if periodic_intervention and intervene_after:
+            state = intervene_if_due(state, first + segment_steps, task, task_state, keys, data)
         return (state, previous_params), metrics
 
     def run_block(state, task_state, task, block, keys, hparams, tx, data):
         first = task * steps + block * block_steps
-        segment = functools.partial(
-            run_segment, task=task, task_state=task_state, keys=keys, tx=tx, data=data
+        bound = dict(task=task, task_state=task_state, keys=keys, tx=tx, data=data)
+        segment = functools.partial(run_segment, **bound)
+        # With diagnostics, the intervention due at the block's end waits for them.
+        hold = bool(every) and periodic_intervention
+        scanned = segments_per_block - 1 if hold else segments_per_block
+        carry, parts = (state, state.params), []
+        if scanned == 1:
+            carry, metrics = segment(carry, first)
+            parts.append(metrics)
+        elif scanned:
+            starts = first + segment_steps * jnp.arange(scanned, dtype=jnp.int32)
+            carry, metrics = jax.lax.scan(lambda c, start: segment(c, start), carry, starts)
+            parts.append(jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), metrics))
+        if hold:
+            carry, metrics = segment(carry, first + scanned * segment_steps, intervene_after=False)
+            parts.append(metrics)
+        metrics = (
+            parts[0] if len(parts) == 1 else jax.tree.map(lambda *m: jnp.concatenate(m), *parts)
         )
-        if segments_per_block == 1:
-            (state, previous_params), metrics = segment((state, state.params), first)
-        else:
-            (state, previous_params), metrics = jax.lax.scan(
-                lambda carry, s: segment(carry, first + s * segment_steps),
-                (state, state.params),
-                jnp.arange(segments_per_block, dtype=jnp.int32),
-            )
-            metrics = jax.tree.map(lambda x: x.reshape((block_steps,) + x.shape[2:]), metrics)
+        state, previous_params = carry
         if not every:
             return state, metrics, {}
         end = first + block_steps
@@ -646,10 +657,14 @@ def make_trainer(
             return diagnostics(s, previous_params, task_state, task, key, keys, hparams, data)
 
         if every <= steps:
-            return state, metrics, take(state)
-        shapes = jax.eval_shape(take, state)
-        zeros = lambda s: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-        return state, metrics, jax.lax.cond(end % every == 0, take, zeros, state)
+            diag = take(state)
+        else:
+            shapes = jax.eval_shape(take, state)
+            zeros = lambda s: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+            diag = jax.lax.cond(end % every == 0, take, zeros, state)
+        if hold:
+            state = intervene_if_due(state, end, task, task_state, keys, data)
+        return state, metrics, diag
 
     def run_task(carry: Carry, task: jax.Array, keys, hparams, tx, data):
         state, task_state = carry

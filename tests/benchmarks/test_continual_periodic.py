@@ -64,11 +64,12 @@ def count_conds(trainer: continual.Trainer) -> int:
     return str(jaxpr).count(" cond[")
 
 
-@pytest.mark.parametrize("every, expected_conds", [(3, 1), (6, 2), (4, 2)])
+@pytest.mark.parametrize("every, expected_conds", [(3, 1), (6, 2), (4, 3)])
 def test_periodic_interventions_branch_at_most_once_per_segment(every, expected_conds):
     """Period 3 = the 3-step diagnostics block: applied unconditionally after each block (the
     one cond left switches tasks); 6: one branch per block, due every other block; 4: segments
-    of gcd(3, 4) = 1 step, each followed by a branch (the counting test in test_continual.py).
+    of gcd(3, 4) = 1 step, each followed by a branch (the counting test in test_continual.py),
+    the block's last one after the diagnostics (one branch in the scanned segments, one there).
     Under vmap over runs these stay real branches (their predicates are the same for all runs)."""
     trainer = continual.make_trainer(tiny_config(every=every), intervention_factory=recorder)
     assert count_conds(trainer) == expected_conds
@@ -95,6 +96,32 @@ def test_the_intervention_rows_name_the_steps_the_trainer_intervenes_at(every, a
     assert steps == sorted(steps) and len(steps) > 0
     assert int(seen["count"]) == len(steps)
     assert int(seen["step_sum"]) == sum(steps)
+
+
+@pytest.mark.parametrize("every", [3, 6, 4])
+def test_diagnostics_measure_the_last_update_before_an_intervention_due_then(every):
+    """At a step where both are due, the diagnostics see the state the last update left (its
+    update ratio is that update's step, not the intervention's), and the intervention still runs
+    there."""
+
+    def shrink(name, model, **options):  # halves every parameter: an update ratio of 0.5
+        del name, model, options
+        halve = lambda state, inputs, rng: state.replace(
+            params=jax.tree.map(lambda p: 0.5 * p, state.params)
+        )
+        return (lambda params: {}), halve
+
+    config = tiny_config(every=every)
+    config.intervention.name = "shrink"
+    config.diagnostics.names = ()
+    trainer = continual.make_trainer(config, intervention_factory=shrink)
+    carry, outputs = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    ratios = outputs["diagnostics"]["update_ratio/hidden_0"]  # (tasks, blocks)
+    assert np.all(ratios > 0) and np.all(ratios < 0.2), ratios  # 0.5 if the shrink were measured
+    plain = continual.make_trainer(tiny_config(), intervention_factory=shrink)
+    unshrunk, _ = jax.device_get(jax.jit(plain.train)(jax.random.PRNGKey(0)))
+    norm = lambda params: sum(float(np.sum(np.square(p))) for p in jax.tree.leaves(params))
+    assert norm(carry.state.params) < 0.5 * norm(unshrunk.state.params)  # the shrinks happened
 
 
 def test_the_effective_lr_exponent_follows_the_optimizer_and_reaches_the_diagnostics():
