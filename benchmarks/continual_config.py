@@ -187,9 +187,12 @@ def task_schedule(
     """``optimizer`` with its learning-rate schedule fitted to the task layout where the config
     leaves it open (`plasticity.optim.fit_open_schedule`): ``schedule.total_steps`` 0 spans the
     whole run (``num_tasks`` × ``steps`` per task), and ``cosine_restarts`` without boundaries
-    restarts at every task start."""
+    restarts at every task start. One-line ValueError naming the section when the fitted
+    schedule cannot be built (a warm-up as long as a task or the run)."""
     total = int(num_tasks) * int(steps)
-    return optim.fit_open_schedule(optimizer, total, range(int(steps), total, int(steps)))
+    fitted = optim.fit_open_schedule(optimizer, total, range(int(steps), total, int(steps)))
+    optim.check_schedule_builds(fitted)
+    return fitted
 
 
 def steps_per_task(config: ml_collections.ConfigDict) -> int:

@@ -79,6 +79,12 @@ def cosine_restarts(
         raise ValueError(
             f"Task boundaries {list(boundaries)} must lie below total_steps ({total_steps})."
         )
+    shortest = min(np.diff([*starts, total_steps]))
+    if warmup_steps and shortest <= warmup_steps:
+        raise ValueError(
+            f"a task of {shortest} updates never reaches the peak: every task must exceed "
+            f"warmup_steps ({warmup_steps})."
+        )
     starts_array = jnp.asarray(starts, jnp.int32)
     ends_array = jnp.asarray(starts[1:] + [total_steps], jnp.int32)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import continual_config
 from benchmarks.configs import disentangling, dohare, nap_label_reset
 from plasticity import config_tools
 
@@ -54,3 +55,13 @@ def test_disentangling_takes_a_task_and_its_arms():
         disentangling.get_config("smoke,no_norm_two_hot")
     with pytest.raises(ValueError, match="choose one task per run"):
         disentangling.get_config("label_reset,class_permutation")
+
+
+def test_a_schedule_fitted_to_tasks_shorter_than_its_warm_up_is_one_line_naming_it():
+    optimizer = continual_config.default_config().optimizer
+    optimizer.schedule.update(name="cosine_restarts", warmup_steps=1000)
+    with pytest.raises(ValueError, match=r"^optimizer.schedule \(cosine_restarts\): a task of 20"):
+        continual_config.task_schedule(optimizer, num_tasks=3, steps=20)
+    optimizer.schedule.warmup_steps = 10
+    fitted = continual_config.task_schedule(optimizer, num_tasks=3, steps=20)
+    assert tuple(fitted.schedule.boundaries) == (20, 40) and fitted.schedule.total_steps == 60

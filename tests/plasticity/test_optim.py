@@ -139,6 +139,9 @@ def test_schedule_values_at_key_points():
         schedules.cosine_restarts(1.0, boundaries=[100], total_steps=100)
     with pytest.raises(ValueError, match=r"Task boundaries \[-5, 50\] must be >= 0"):
         schedules.cosine_restarts(1.0, boundaries=[-5, 50], total_steps=100)
+    # A task no longer than the warm-up never reaches the peak (0.499 of it for 500 of 1,000).
+    with pytest.raises(ValueError, match="a task of 500 updates never reaches the peak"):
+        schedules.cosine_restarts(1.0, boundaries=[500], total_steps=1500, warmup_steps=1000)
 
 
 def test_per_layer_schedule_replays_implicit_decay():
