@@ -142,7 +142,11 @@ def invariance_ratios(
     by any c > 0 iff the radial derivative vanishes along the ray; at random parameters (shapes of
     `params`, default `model.init`'s) and random inputs (shape of `inputs`, an array or
     `jax.ShapeDtypeStruct`), a ratio at the norm-ε level (~1e-6) means invariant, and a non-
-    invariant group gives a ratio of order one. Concrete even when called under a trace.
+    invariant group gives a ratio of order one. In a narrow leaky-ReLU layer (width 6) an input
+    can leave every unit in the activation's negative part, where the next norm's ε is no longer
+    small against its variance: the ratio reaches 1e-2 and the layer is left free, the safe side,
+    since projecting its (γ, β) would move the outputs for such inputs by more than the ε level.
+    Concrete even when called under a trace.
     """
     kwargs = dict(apply_kwargs or {})
     x = _random_inputs(inputs)
