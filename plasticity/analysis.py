@@ -45,6 +45,7 @@ CURVATURE_METRICS = (
     "ntk_trace",
     "ntk_effective_rank",
     "ntk_offdiagonal_mass",
+    "jacobian_norm",
     "probe_loss",
     "probe_loss_fresh",
     "param_norm",

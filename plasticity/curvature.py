@@ -142,10 +142,13 @@ def spectrum_effective_rank(values: jax.Array) -> jax.Array:
 
 
 def ntk_statistics(kernel: jax.Array) -> dict[str, jax.Array]:
-    """Trace, top eigenvalue, effective rank (of the eigenvalues) and off-diagonal mass of K.
+    """Trace, top eigenvalue, effective rank (of the eigenvalues) and off-diagonal mass of K, and
+    the Jacobian norm √(tr K / n).
 
     Off-diagonal mass is Σ_{i≠j}|K_ij| / Σ_ij|K_ij|: it falls towards 0 as the kernel collapses
-    onto its diagonal (examples stop sharing gradient directions).
+    onto its diagonal (examples stop sharing gradient directions). Since K_ii = ‖J(x_i)‖²_F, the
+    Jacobian norm is the root mean square over the n inputs of the parameter Jacobian's Frobenius
+    norm (NaP's third label-reset curve: it shrinks like 1/‖W‖ as scale-invariant weights grow).
     """
     eigenvalues = jnp.clip(linalg.eigvalsh(kernel), 0.0, None)  # vmap-safe on CPU
     absolute = jnp.abs(kernel)
@@ -156,6 +159,7 @@ def ntk_statistics(kernel: jax.Array) -> dict[str, jax.Array]:
         "ntk_top_eigenvalue": eigenvalues[-1],
         "ntk_effective_rank": spectrum_effective_rank(eigenvalues),
         "ntk_offdiagonal_mass": (total - diagonal) / jnp.maximum(total, 1e-30),
+        "jacobian_norm": jnp.sqrt(jnp.maximum(jnp.trace(kernel), 0.0) / kernel.shape[0]),
     }
 
 

@@ -46,7 +46,8 @@ Diagnostic names (the `names` argument) and the keys each one writes:
                      'hessian_top_eigenvalue_rel_change', |λ_K − λ_{K−1}|/|λ_K| of the last
                      iteration: large means the value has not converged (see `curvature`).
   'ntk'              'ntk_trace', 'ntk_top_eigenvalue', 'ntk_effective_rank', 'ntk_offdiagonal_mass'
-                     on the first `ntk_examples` (64) inputs (mode `ntk_mode`, see `curvature`).
+                     and 'jacobian_norm' = √(ntk_trace / n) on the first `ntk_examples` (64)
+                     inputs (mode `ntk_mode`, see `curvature`).
   'probe'            'probe_loss', 'probe_loss_fresh': MSE reached on fixed random targets after
                      `probe_steps` Adam steps from the current parameters and from a fresh init.
 

@@ -93,6 +93,7 @@ LOG_METRICS = (
     "feature_condition_number",
     "ntk_top_eigenvalue",
     "ntk_trace",
+    "jacobian_norm",
 )
 RANK_METRICS = ("srank", "effective_rank", "ntk_effective_rank")
 

@@ -61,6 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         }
     )
     config.variant_order = tuple(chosen) or VARIANTS
+    # The paper's third curve beside loss and parameter norm: the Jacobian norm ('ntk' group).
+    config.diagnostics.names = (*config.diagnostics.names, "ntk")
     if scale == "paper":
         config.data.name = "cifar10"
         config.task.num_tasks = 200

@@ -477,6 +477,7 @@ def test_ntk_statistics_match_the_analytic_kernel(mode):
         "ntk_top_eigenvalue": eigenvalues[-1],
         "ntk_effective_rank": _effective_rank(eigenvalues),
         "ntk_offdiagonal_mass": off / np.abs(kernel).sum(),
+        "jacobian_norm": np.sqrt(np.trace(kernel) / 9),
     }
     for key, value in expected.items():
         np.testing.assert_allclose(out[key], value, rtol=1e-4, err_msg=key)
@@ -550,6 +551,7 @@ def test_ntk_on_a_noisy_distributional_q_network_uses_q_values():
         "ntk_top_eigenvalue",
         "ntk_effective_rank",
         "ntk_offdiagonal_mass",
+        "jacobian_norm",
     }
     assert all(np.isfinite(float(v)) for v in out.values()) and float(out["ntk_trace"]) > 0
     assert 0.0 < float(out["ntk_offdiagonal_mass"]) < 1.0
