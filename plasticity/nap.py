@@ -32,7 +32,12 @@ NaP also leaves free; no norm growth there hides a learning-rate decay, so there
 undo, and a projection (or a pull towards init) would change what the network computes. Which
 treatment each paper experiment used is unconfirmed. Without ``invariant_norms`` (a caller that
 did not analyse its network) no (γ, β) is projected, which can never change the function.
-Optimizer moments are left as they are (also unconfirmed; what known implementations do).
+``moments`` chooses what a projection does to the optimizer moments of the tensors it rescales
+by c (unconfirmed too): 'keep' (default; what known implementations do) leaves them; 'rescale'
+expresses them at the new scale, first moments /c and second moments /c², since a scale-invariant
+tensor's gradient scales like 1/c (Adam's step direction is then unchanged but for ε; momentum's
+is not); 'reset' zeroes them (meant for ``period`` > 1: at every step it would turn Adam into a
+sign-like update).
 """
 
 from __future__ import annotations
@@ -48,8 +53,11 @@ import optax
 from flax import traverse_util
 
 from plasticity import param_labels
+from plasticity.train_state import map_optimizer_moments
 
 GAMMA_BETA_MODES = ("project", "free", "regularize")
+# What a projection does to the optimizer moments of the tensors it rescales (`nap_chain`).
+MOMENT_MODES = ("keep", "rescale", "reset")
 
 NAP_NEEDS_NORM = (
     "NaP needs a normalization layer before each nonlinearity: set "
@@ -61,6 +69,15 @@ def check_nap_config(norm: str, enabled: bool) -> None:
     """Refuses NaP on a network configured without normalization, before anything is built."""
     if enabled and norm == "none":
         raise ValueError(NAP_NEEDS_NORM)
+
+
+def check_moments(mode: str) -> str:
+    """``mode`` if it is one of MOMENT_MODES, else a one-line ValueError."""
+    if mode not in MOMENT_MODES:
+        raise ValueError(
+            f"Unknown NaP moments mode {mode!r}: expected one of {', '.join(MOMENT_MODES)}."
+        )
+    return mode
 
 
 def check_gamma_beta(mode: str) -> str:
@@ -279,5 +296,53 @@ def nap_projection(
             flat_updates[path] = value - flat_params[path]
         updates = traverse_util.unflatten_dict(flat_updates)
         return updates, NapState(count=count, reference_norms=state.reference_norms)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def nap_chain(
+    inner: optax.GradientTransformation,
+    period: int = 1,
+    gamma_beta: str = "project",
+    invariant_norms: Sequence[str] | None = None,
+    moments: str = "keep",
+) -> optax.GradientTransformation:
+    """`inner` (the optimizer chain) followed by `nap_projection`, with the projection's
+    treatment of `inner`'s moments (module docstring, ``moments``). 'keep' is
+    ``optax.chain(inner, nap_projection(...))``; otherwise the state is ``(inner's, NaP's)``."""
+    projection = nap_projection(period, gamma_beta, invariant_norms)
+    if check_moments(moments) == "keep":
+        return optax.chain(inner, projection)
+    invariant_norms = tuple(invariant_norms or ())
+
+    def init_fn(params: Any) -> tuple[Any, NapState]:
+        return inner.init(params), projection.init(params)
+
+    def update_fn(updates: Any, state: tuple, params: Any = None) -> tuple[Any, tuple]:
+        inner_state, nap_state = state
+        updates, inner_state = inner.update(updates, inner_state, params)
+        projected, nap_state = projection.update(updates, nap_state, params)
+        flat_params = traverse_util.flatten_dict(params)
+        landed, moved = traverse_util.flatten_dict(updates), traverse_util.flatten_dict(projected)
+        scales = {}  # c of each projected leaf: 1 exactly at a step that does not project
+        for paths in projection_groups(params, gamma_beta, invariant_norms).values():
+            before = _group_norm({p: flat_params[p] + landed[p] for p in paths}, paths)
+            after = _group_norm({p: flat_params[p] + moved[p] for p in paths}, paths)
+            scales.update(dict.fromkeys(paths, after / jnp.maximum(before, 1e-12)))
+        projecting = nap_state.count % period == 0
+
+        def adjust(moment: Any, field: str) -> Any:
+            flat = dict(traverse_util.flatten_dict(moment))
+            for path, scale in scales.items():
+                if moments == "reset":
+                    flat[path] = jnp.where(projecting, jnp.zeros_like(flat[path]), flat[path])
+                else:
+                    flat[path] = flat[path] / (scale ** (2 if field == "nu" else 1)).astype(
+                        flat[path].dtype
+                    )
+            return traverse_util.unflatten_dict(flat)
+
+        inner_state = map_optimizer_moments(inner_state, params, adjust, with_field=True)
+        return projected, (inner_state, nap_state)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -63,6 +63,11 @@ def check_optimizer_config(config: ml_collections.ConfigDict, where: str = "opti
                 f"{', '.join(GAMMA_BETA_ELSEWHERE)}"
             )
         check_range(f"{where}.nap.gamma_beta_l2", config.nap.get("gamma_beta_l2", 0.0), 0.0)
+        moments = config.nap.get("moments", "keep")
+        if moments not in nap.MOMENT_MODES:
+            raise ValueError(
+                f"{where}.nap.moments={moments!r}: expected one of {', '.join(nap.MOMENT_MODES)}"
+            )
     check_range(f"{where}.learning_rate", config.learning_rate, 0.0, low_open=True)
     for field in ("weight_decay", "l2", "l2_init", "max_grad_norm"):  # 0: off
         check_range(f"{where}.{field}", config.get(field) or 0.0, 0.0)
@@ -108,6 +113,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
                 gamma_beta="project",
                 gamma_beta_elsewhere="free",
                 gamma_beta_l2=1e-4,
+                moments="keep",
             ),
         )
     )
@@ -308,7 +314,12 @@ def make_optimizer(
     elif layer_schedule is not None:
         chain.append(schedules.scale_by_layer_schedule(*layer_schedule))
     chain.append(optax.scale_by_learning_rate(learning_rate_schedule(config, learning_rate)))
-    if config.nap.enabled:
+    moments = config.nap.get("moments", "keep")
+    if config.nap.enabled and moments != "keep":
+        return nap.nap_chain(
+            optax.chain(*chain), config.nap.period, config.nap.gamma_beta, invariant_norms, moments
+        )
+    if config.nap.enabled:  # one flat chain: the state layout of checkpoints written before
         chain.append(nap.nap_projection(config.nap.period, config.nap.gamma_beta, invariant_norms))
     return optax.chain(*chain)
 

@@ -53,8 +53,11 @@ def apply_gradients(state: TrainState, grads: Any, tx: optax.GradientTransformat
 MOMENT_FIELDS = ("mu", "nu", "trace")
 
 
-def map_optimizer_moments(opt_state: Any, params: Any, fn: Callable[[Any], Any]) -> Any:
-    """Applies `fn` to every optimizer moment (a params-shaped `mu`, `nu` or `trace` field).
+def map_optimizer_moments(
+    opt_state: Any, params: Any, fn: Callable[..., Any], with_field: bool = False
+) -> Any:
+    """Applies `fn` to every optimizer moment (a params-shaped `mu`, `nu` or `trace` field), as
+    ``fn(moment)``, or ``fn(moment, field)`` with `with_field` ('nu' holds squared gradients).
 
     Optimizer moments mirror the parameters wherever they sit in an `optax.chain` state;
     interventions that reset units must reset the matching moments too. Other params-shaped
@@ -71,7 +74,9 @@ def map_optimizer_moments(opt_state: Any, params: Any, fn: Callable[[Any], Any])
         )
 
     def visit(path, node):
-        return fn(node) if is_moment(path, node) else node
+        if not is_moment(path, node):
+            return node
+        return fn(node, path[-1].name) if with_field else fn(node)
 
     return jax.tree_util.tree_map_with_path(
         visit, opt_state, is_leaf=lambda node: _structure(node) == target

@@ -286,3 +286,78 @@ def test_default_projection_preserves_the_function_of_every_builder(builder, nor
         # LN(cz) − LN(z) ∝ ε/var(z) with ε = 1e-6: far below 1e-4 of the outputs' scale.
         scale = np.max(np.abs(before))
         np.testing.assert_allclose(after, before, rtol=0, atol=1e-4 * scale, err_msg=builder)
+
+
+def _states(name, nap_enabled, moments="keep", period=1, steps=1, learning_rate=0.3):
+    """(first update, optimizer state after each of `steps` steps) with `name` at a rate that
+    grows the kernels enough for the projection to move them."""
+    config = optim.default_optimizer_config()
+    config.update(name=name, learning_rate=learning_rate)
+    config.nap.update(enabled=nap_enabled, period=period, moments=moments)
+    tx = optim.make_optimizer(config, nap_invariant_norms=INVARIANT)
+    params, state, states, first = PARAMS, tx.init(PARAMS), [], None
+    for _ in range(steps):
+        updates, state = tx.update(jax.grad(_loss)(params), state, params)
+        first = jax.device_get(updates) if first is None else first
+        states.append(jax.device_get(state))
+        params = optax.apply_updates(params, updates)
+    return first, states
+
+
+def _moments(state, field: str) -> dict[tuple, np.ndarray]:
+    """{parameter path: value} of the `field` ('mu', 'nu', 'trace') moments in a state."""
+    found = {}
+    for path, value in jax.tree_util.tree_leaves_with_path(state):
+        names = [getattr(key, "name", None) or getattr(key, "key", None) for key in path]
+        if field in names:
+            found[tuple(names[names.index(field) + 1 :])] = np.asarray(value)
+    return found
+
+
+KERNEL = ("hidden_0", "linear", "kernel")
+
+
+@pytest.mark.parametrize(
+    "name, fields, rate", [("adam", ("mu", "nu"), 0.3), ("momentum", ("trace",), 30.0)]
+)
+def test_rescaled_moments_are_expressed_at_the_projected_scale(name, fields, rate):
+    """'rescale': a projected tensor's first moments divided by c and its second by c², c the
+    factor the projection applied (NumPy, from the update without NaP); 'keep' leaves them; the
+    output layer's moments are the same in all three."""
+    plain_update, (plain,) = _states(name, False, learning_rate=rate)
+    _, (kept,) = _states(name, True, "keep", learning_rate=rate)
+    _, (rescaled,) = _states(name, True, "rescale", learning_rate=rate)
+    w0 = np.asarray(traverse_util.flatten_dict(jax.device_get(PARAMS))[KERNEL], np.float64)
+    c = np.linalg.norm(w0) / np.linalg.norm(w0 + traverse_util.flatten_dict(plain_update)[KERNEL])
+    assert abs(c - 1) > 1e-2, c  # the step grew the kernel: the projection moved it
+    for field in fields:
+        before, kept_m, rescaled_m = (_moments(s, field) for s in (plain, kept, rescaled))
+        assert before.keys() == kept_m.keys() == rescaled_m.keys()
+        np.testing.assert_array_equal(kept_m[KERNEL], before[KERNEL])
+        power = 2 if field == "nu" else 1
+        np.testing.assert_allclose(rescaled_m[KERNEL], before[KERNEL] / c**power, rtol=1e-5)
+        np.testing.assert_array_equal(
+            rescaled_m[("output", "kernel")], before[("output", "kernel")]
+        )
+
+
+def test_reset_moments_are_zeroed_at_projecting_steps_only():
+    """'reset' with a period of 2: the first step (no projection) keeps every moment, the second
+    zeroes the projected tensors' and keeps the output layer's."""
+    _, kept = _states("adam", True, "keep", period=2, steps=2)
+    _, reset = _states("adam", True, "reset", period=2, steps=2)
+    for field in ("mu", "nu"):
+        for path, value in _moments(kept[0], field).items():
+            np.testing.assert_array_equal(_moments(reset[0], field)[path], value)
+        second = _moments(reset[1], field)
+        assert np.all(second[KERNEL] == 0) and np.any(_moments(kept[1], field)[KERNEL] != 0)
+        np.testing.assert_array_equal(
+            second[("output", "kernel")], _moments(kept[1], field)[("output", "kernel")]
+        )
+
+
+def test_a_moments_mode_that_does_not_exist_is_one_line():
+    config = optim.default_optimizer_config()
+    config.nap.update(enabled=True, moments="zero")
+    with pytest.raises(ValueError, match=r"^optimizer.nap.moments='zero': expected one of keep, "):
+        optim.check_optimizer_config(config)
