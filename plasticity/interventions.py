@@ -6,7 +6,8 @@
   ``train_state.extra[name]`` when the train state is created (``{}`` for stateless ones);
 * ``apply(train_state, probe_inputs, rng) -> train_state``: pure and jittable; vmap it over seeds.
 
-Names: 'none', 'redo', 'cbp', 'shrink_perturb', 'reset_last_layers', 'plasticity_injection'.
+Names: 'none', 'redo', 'cbp', 'shrink_perturb', 'noisy_updates', 'reset_last_layers',
+'plasticity_injection'.
 When to apply is the caller's business; `should_intervene` and `apply_if` cover "every N steps
 and/or at task boundaries".
 
@@ -49,6 +50,7 @@ INTERVENTIONS = (
     "redo",
     "cbp",
     "shrink_perturb",
+    "noisy_updates",
     "reset_last_layers",
     "plasticity_injection",
 )
@@ -457,6 +459,19 @@ def make_shrink_perturb(
     return Intervention("shrink_perturb", lambda params: {}, apply)
 
 
+def make_noisy_updates(
+    context: _Context, scale: float = 1e-4, labels: Sequence[str] | None = None
+) -> Intervention:
+    """Noisy updates, an arm of NaP's intervention grid: θ ← θ + σε with ε standard Gaussian, on
+    every parameter (or those whose label is in `labels`), to be scheduled after every update.
+    σ = `scale`; the paper does not state its value, 1e-4 is this project's default. The
+    shrink-and-perturb rewrite with λ = 1 and Gaussian noise; moments are kept."""
+    if not scale >= 0:
+        raise ValueError(f"noisy_updates scale must be >= 0, got {scale!r}")
+    noisy = make_shrink_perturb(context, 1.0, scale, "gaussian", labels)
+    return Intervention("noisy_updates", noisy.init, noisy.apply)
+
+
 def _check_layer_names(layers: Sequence[str] | None, where: str) -> None:
     """One-line ValueError for ``layers`` given as one string (read letter by letter otherwise)."""
     if isinstance(layers, str):
@@ -631,6 +646,7 @@ _BUILDERS = {
     "redo": make_redo,
     "cbp": make_cbp,
     "shrink_perturb": make_shrink_perturb,
+    "noisy_updates": make_noisy_updates,
     "reset_last_layers": make_reset_last_layers,
     "plasticity_injection": make_plasticity_injection,
 }

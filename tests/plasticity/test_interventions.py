@@ -411,6 +411,23 @@ def test_shrink_and_perturb_matches_its_formula():
             np.testing.assert_array_equal(m, 1.0)
 
 
+def test_noisy_updates_add_gaussian_noise_of_their_scale():
+    """θ + σε with ε the same standard Gaussian draw as shrink-and-perturb's, moments kept."""
+    params = _params(MLP)
+    state = _state_with_unit_moments(params)
+    rng = jax.random.key(9)
+    flat, unravel = ravel_pytree(params)
+    eps = unravel(jax.jit(jax.random.normal, static_argnums=1)(rng, flat.shape))
+    new = _jitted("noisy_updates", scale=0.003)(state, X, rng)
+    expected = jax.tree_util.tree_map(lambda p, e: p + 0.003 * e, params, eps)
+    for a, b in zip(jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    for m in jax.tree_util.tree_leaves(_adam_moments(new)):
+        np.testing.assert_array_equal(m, 1.0)
+    with pytest.raises(ValueError, match="noisy_updates scale must be >= 0, got -1"):
+        interventions.check_options("noisy_updates", {"scale": -1.0})
+
+
 def test_default_perturbation_is_a_fresh_initialization():
     """Without `init_fn`, ε comes from `model.init`: zero biases, LeCun-normal kernels."""
     model = networks.MLP((256,), 3, "none")
