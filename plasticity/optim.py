@@ -149,8 +149,9 @@ def _gamma_beta_regularizer(
 ) -> optax.GradientTransformation | None:
     """The L2-init pull on norm (γ, β) that NaP's ``gamma_beta`` setting asks for, if any.
 
-    'regularize' pulls every normed layer's (γ, β); 'project' with ``gamma_beta_elsewhere=
-    'regularize'`` pulls those not projected (not in `invariant_norms`); otherwise none.
+    'regularize' pulls every normed layer's (γ, β); ``gamma_beta_elsewhere='regularize'`` pulls
+    those not projected: with 'project' those not in `invariant_norms`, with 'free' (which
+    projects none) all of them; otherwise none.
     """
     mode = nap.check_gamma_beta(nap_config.gamma_beta)
     elsewhere = nap_config.get("gamma_beta_elsewhere", "free")
@@ -161,8 +162,8 @@ def _gamma_beta_regularizer(
         )
     if mode == "regularize":
         return add_l2_init(nap_config.gamma_beta_l2, _normed_layer_norm_mask)
-    if mode == "project" and elsewhere == "regularize":
-        excluded = tuple(invariant_norms)
+    if elsewhere == "regularize":  # mode 'project' or 'free'
+        excluded = tuple(invariant_norms) if mode == "project" else ()
         mask = lambda params: _normed_layer_norm_mask(params, excluded)
         return add_l2_init(nap_config.gamma_beta_l2, mask)
     return None

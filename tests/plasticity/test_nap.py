@@ -167,6 +167,13 @@ def test_regularize_elsewhere_pulls_only_the_gamma_beta_that_are_not_projected()
     landed_offset = moved["hidden_0"]["norm"]["bias"] + updates["hidden_0"]["norm"]["bias"]
     norm = np.sqrt(np.sum(np.square(landed)) + np.sum(np.square(landed_offset)))
     np.testing.assert_allclose(norm, np.sqrt(32), rtol=1e-5)
+    # With 'free' none is projected, so every (γ, β) is elsewhere: each is pulled by 0.5.
+    config.nap.gamma_beta = "free"
+    tx = optim.make_optimizer(config, nap_invariant_norms=INVARIANT)
+    updates, _ = tx.update(zero, tx.init(PARAMS), moved)
+    for layer in ("hidden_0", "hidden_1"):
+        np.testing.assert_allclose(updates[layer]["norm"]["scale"], -0.5, rtol=1e-6)
+        np.testing.assert_allclose(updates[layer]["norm"]["bias"], -0.5, rtol=1e-6)
     with pytest.raises(ValueError, match="gamma_beta_elsewhere"):
         config.nap.gamma_beta_elsewhere = "project"
         optim.make_optimizer(config)
