@@ -193,7 +193,8 @@ def main(
     except OSError as error:  # the disk: full, read-only, a file the run cannot write
         if error.errno not in DISK_ERRNOS:
             raise
-        return _error(name, f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        where = error.filename or f"work dir {launch.workdir}"  # a write names no file
+        return _error(name, f"{error.strerror or error}: {where}")
     except Exception as error:  # noqa: BLE001 - only an accelerator's out-of-memory is bad input
         if "RESOURCE_EXHAUSTED" not in str(error):
             raise

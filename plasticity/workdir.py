@@ -54,6 +54,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -171,6 +173,17 @@ def read_scalars(workdir: str | os.PathLike) -> dict[str, list[tuple[int, float]
     return scalars
 
 
+def _new_event_file(directory: Path) -> Path:
+    """A TensorBoard event file name no other writer in ``directory`` has used (a relaunch in
+    the same second must not truncate the previous launch's events)."""
+    stem = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}"
+    path, count = directory / stem, 0
+    while path.exists():
+        count += 1
+        path = directory / f"{stem}.{count}"
+    return path
+
+
 class WorkDir:
     """Writer of a work dir; a no-op on processes other than the lead one.
 
@@ -256,28 +269,47 @@ class WorkDir:
         return self.metrics_size()
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
-        """TensorBoard scalars at `step` (tags as given; non-finite values skipped)."""
+        """TensorBoard scalars at `step`, one event (tags as given; non-finite values skipped).
+
+        Written on the calling thread into an event file of TFRecords (tensorboardX's
+        ``RecordWriter``; not its ``SummaryWriter``, whose writer thread dies on a full disk and
+        then blocks the caller for good): a disk error reaches the caller like any other
+        write's."""
         if not self.is_writer or not self._tensorboard:
             return
-        if self._summary_writer is None:
-            from tensorboardX import SummaryWriter  # local: only writers need it
+        from tensorboardX.proto import event_pb2, summary_pb2  # noqa: PLC0415 - writers only
 
-            self._summary_writer = SummaryWriter(logdir=str(self.path))
-        for tag, value in scalars.items():
-            value = float(value)
-            if math.isfinite(value):
-                self._summary_writer.add_scalar(tag, value, int(step))
+        values = [
+            summary_pb2.Summary.Value(tag=tag, simple_value=float(value))
+            for tag, value in scalars.items()
+            if math.isfinite(float(value))
+        ]
+        if not values:
+            return
+        if self._summary_writer is None:
+            from tensorboardX.record_writer import RecordWriter  # noqa: PLC0415
+
+            self._summary_writer = RecordWriter(str(_new_event_file(self.path)))
+            version = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+            self._summary_writer.write(version.SerializeToString())
+        summary = summary_pb2.Summary(value=values)
+        event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
+        self._summary_writer.write(event.SerializeToString())
 
     def flush(self) -> None:
-        """Pushes TensorBoard events to disk."""
+        """Pushes TensorBoard events to disk (flushed and fsynced)."""
         if self._summary_writer is not None:
             self._summary_writer.flush()
 
     def close(self) -> None:
-        """Flushes and closes the TensorBoard writer."""
-        if self._summary_writer is not None:
-            self._summary_writer.close()
-            self._summary_writer = None
+        """Flushes and closes the TensorBoard event file; the writer is gone even when that
+        fails (a full disk), so nothing tries again at exit."""
+        writer, self._summary_writer = self._summary_writer, None
+        if writer is not None:
+            try:
+                writer.flush()
+            finally:
+                writer.close()
 
     def __enter__(self) -> "WorkDir":
         return self

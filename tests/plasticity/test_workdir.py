@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,6 +68,32 @@ def test_tensorboard_events_are_written(tmp_path):
         writer.write_scalars(5, {"arm/task/end_accuracy": 0.75, "skipped": math.nan})
     events = list(tmp_path.glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+def test_events_read_back_and_a_second_writer_in_the_same_second_keeps_the_first(tmp_path):
+    for step, value in ((1, 0.5), (2, 0.25)):  # two launches, well within one second
+        with workdir.WorkDir(tmp_path) as writer:
+            writer.write_scalars(step, {"loss": value, "acc": 1.0 - value})
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    scalars = workdir.read_scalars(tmp_path)
+    assert sorted(scalars["loss"]) == [(1, 0.5), (2, 0.25)]
+    assert sorted(scalars["acc"]) == [(1, 0.5), (2, 0.75)]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_is_an_error_of_the_caller_and_closing_leaves_nothing_to_retry(
+    tmp_path, monkeypatch
+):
+    """Events are written on the calling thread: a full device raises OSError there (a writer
+    thread would die and then block the caller), and after a failed close nothing is left."""
+    monkeypatch.setattr(workdir, "_new_event_file", lambda directory: Path("/dev/full"))
+    writer = workdir.WorkDir(tmp_path)
+    writer.write_scalars(1, {"loss": 0.5})
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.flush()
+    with pytest.raises(OSError, match="No space left on device"):
+        writer.close()
+    writer.close()  # nothing left to flush or close
 
 
 def test_a_field_the_saved_config_lacks_is_compared_with_its_default():

@@ -534,6 +534,25 @@ def test_the_launchers_load_jax_only_once_a_ctrl_c_is_held():
     assert loaded.stdout.strip() == "[]"
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_a_full_disk_is_one_line_naming_the_work_dir_and_the_relaunch_finishes(
+    tmp_path, capsys, monkeypatch
+):
+    """TensorBoard events written to a full device: the launch stops at the first flush with one
+    line (the events were written by a thread that, dying, blocked the launch for good), and
+    the relaunch on a disk with room completes the run."""
+    workdir = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        patched.setattr(workdir_lib, "_new_event_file", lambda directory: Path("/dev/full"))
+        message = bad_input("train_continual", short("train_continual"), workdir, capsys)
+    assert message == f"No space left on device: work dir {workdir}"
+    assert (
+        train_continual.main(["train_continual", *short("train_continual"), f"--workdir={workdir}"])
+        == 0
+    )
+    assert "complete" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
     regular = tmp_path / "file"
