@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import os
 import signal
 import sys
 from pathlib import Path
@@ -57,7 +58,9 @@ class Launch:
 
     @property
     def workdir(self) -> str:
-        return self.flags["workdir"].value
+        """``--workdir`` with a leading ``~`` expanded (the shell leaves ``--workdir=~/x`` as it
+        is, which would make a directory named '~' here)."""
+        return os.path.expanduser(self.flags["workdir"].value)
 
     def note(self, lines: Sequence[str]) -> None:
         """Prints each line as ``<name>: note: <line>`` on stderr: what the user should know before

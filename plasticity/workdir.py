@@ -219,6 +219,8 @@ class WorkDir:
         with open(temporary, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True, default=str)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a crash leaves the old or the new
         os.replace(temporary, self.path / CONFIG_FILE)
 
     def check_or_write_config(self, config: Mapping[str, Any], ignore: Sequence[str] = ()) -> None:
@@ -426,23 +428,29 @@ def _probe_file(directory: Path) -> Path:
 
 def read_config(workdir: str | os.PathLike) -> dict[str, Any] | None:
     """The work dir's ``config.json``, None when absent; one-line ValueError when it is empty or
-    not a JSON object (it names the file)."""
+    not a JSON object (it names the file, and says what to do: without checkpoints, deleting it
+    starts the run afresh; with them, nothing can check a resume against another copy)."""
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
         return None
     text = path.read_text(encoding="utf-8")
+    problem = None
     if not text.strip():
-        raise ValueError(f"{path} is empty; delete it or use a new --workdir")
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path} is corrupt ({error.msg} at line {error.lineno}); delete it or use a new "
-            "--workdir"
-        ) from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} is corrupt (not a JSON object); delete it or use a new --workdir")
-    return config
+        problem = "is empty"
+    else:
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as error:
+            problem = f"is corrupt ({error.msg} at line {error.lineno})"
+        else:
+            problem = None if isinstance(config, dict) else "is corrupt (not a JSON object)"
+    if problem is None:
+        return config
+    if checkpoint_steps(Path(workdir)):
+        advice = "restore it from a copy to resume the run's checkpoints, or use a new --workdir"
+    else:
+        advice = "delete it or use a new --workdir"
+    raise ValueError(f"{path} {problem}; {advice}")
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:

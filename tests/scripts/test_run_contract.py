@@ -553,6 +553,18 @@ def test_a_full_disk_is_one_line_naming_the_work_dir_and_the_relaunch_finishes(
     assert "complete" in capsys.readouterr().err
 
 
+def test_a_work_dir_under_the_home_directory_is_expanded(tmp_path, capsys, monkeypatch):
+    """``--workdir=~/x`` (which the shell leaves as it is) is the home directory's x, not a
+    folder named '~' in the current directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    args = ["train_continual", *short("train_continual"), "--workdir=~/run"]
+    assert train_continual.main(args) == 0
+    assert (tmp_path / "home" / "run" / "config.json").is_file()
+    assert not (tmp_path / "~").exists()
+    assert f"work dir {tmp_path / 'home' / 'run'}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys):
     regular = tmp_path / "file"
@@ -574,8 +586,15 @@ def test_bad_work_dirs_are_one_line_and_left_as_they_are(name, tmp_path, capsys)
         (workdir / "config.json").write_text(text)
         message = bad_input(name, short(name), workdir, capsys)
         assert message.startswith(f"{workdir / 'config.json'} {problem}")
+        assert message.endswith("; delete it or use a new --workdir")  # it starts afresh then
         assert sorted(p.name for p in workdir.iterdir()) == ["config.json"]
         assert (workdir / "config.json").read_text() == text
+        # With checkpoints, deleting it would leave them unresumable: not the advice then.
+        (workdir / "checkpoints" / "256").mkdir(parents=True)
+        message = bad_input(name, short(name), workdir, capsys)
+        assert message.endswith(
+            "; restore it from a copy to resume the run's checkpoints, or use a new --workdir"
+        )
     # One run inside another's work dir, or over other runs: refused, nothing written.
     outer = tmp_path / "outer"
     (outer / "variant").mkdir(parents=True)
