@@ -25,7 +25,9 @@ def constant(learning_rate) -> optax.Schedule:
 
 
 def linear_decay(learning_rate, end_value, decay_steps: int) -> optax.Schedule:
-    """η linearly from `learning_rate` at t=0 to `end_value` at `decay_steps`, then held."""
+    """η linearly from `learning_rate` at t=0 to `end_value` at `decay_steps`, then held. It has
+    no warm-up: a config's ``warmup_steps`` and ``init_value`` are read by the cosine schedules
+    (and by the RL launchers' restart at every game), not by this one."""
     if decay_steps <= 0:
         raise ValueError(f"linear decay needs decay_steps > 0, got {decay_steps}.")
 
