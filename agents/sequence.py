@@ -573,8 +573,9 @@ def plan_segments(config: ml_collections.ConfigDict, blocks: Sequence[GameBlock]
     Raises a one-line ValueError when the learner would never update or the schedule cannot be
     built. The segments' configs make explicit what they share: the action set (the full set
     when several games are played), the importance-exponent anneal (the sequence's learning
-    frames when it is 0, so that it ends with the sequence) and the learning-rate schedule (restarted at every game, or fitted to the
-    sequence's updates where the config leaves it open: `plasticity.optim.fit_open_schedule`).
+    frames when it is 0, so that it ends with the sequence) and the learning-rate schedule
+    (restarted at every game, or fitted to the sequence's updates where the config leaves it
+    open: `plasticity.optim.fit_open_schedule`).
     """
     settings = learning_settings(config)
     policy = SwitchPolicy.from_config(config.switch)

@@ -151,6 +151,32 @@ def intervention_steps(
     return steps
 
 
+# A periodic intervention applied more often in a task gets one row there, not one per
+# application (noisy updates after every update would write more rows than everything else).
+MAX_INTERVENTION_ROWS_PER_TASK = 16
+
+
+def intervention_events(
+    config: ml_collections.ConfigDict, task: int, steps_per_task: int
+) -> list[tuple[int, dict[str, Any]]]:
+    """(step, fields) of ``task``'s 'intervention' rows: one per application (`intervention_steps`)
+    with the intervention's name; a periodic one applied more than
+    MAX_INTERVENTION_ROWS_PER_TASK times in the task has a single row at its last application,
+    with ``applications`` (the count) and ``every``."""
+    steps = intervention_steps(config, task, steps_per_task)
+    name = str(config.intervention.name)
+    at_start = bool(steps) and task > 0 and bool(config.intervention.at_task_boundaries)
+    events = [(steps[0], {"name": name})] if at_start else []
+    periodic = steps[1:] if at_start else steps
+    if len(periodic) > MAX_INTERVENTION_ROWS_PER_TASK:
+        every = int(config.intervention.every)
+        return [
+            *events,
+            (periodic[-1], {"name": name, "applications": len(periodic), "every": every}),
+        ]
+    return events + [(step, {"name": name}) for step in periodic]
+
+
 def chunk_rows(
     plan: ExperimentPlan,
     variant: str,
@@ -203,11 +229,9 @@ def chunk_rows(
                         },
                     }
                 )
-        name = str(trainer.config.intervention.name)
-        for step in intervention_steps(trainer.config, task, trainer.steps_per_task):
+        for step, fields in intervention_events(trainer.config, task, trainer.steps_per_task):
             rows.extend(
-                {**base("intervention", run, step, task), "name": name}
-                for run in range(plan.num_runs)
+                {**base("intervention", run, step, task), **fields} for run in range(plan.num_runs)
             )
         end_step = (task + 1) * trainer.steps_per_task
         for run in range(plan.num_runs):

@@ -148,7 +148,8 @@ def ntk_statistics(kernel: jax.Array) -> dict[str, jax.Array]:
     Off-diagonal mass is Σ_{i≠j}|K_ij| / Σ_ij|K_ij|: it falls towards 0 as the kernel collapses
     onto its diagonal (examples stop sharing gradient directions). Since K_ii = ‖J(x_i)‖²_F, the
     Jacobian norm is the root mean square over the n inputs of the parameter Jacobian's Frobenius
-    norm (NaP's third label-reset curve: it shrinks like 1/‖W‖ as scale-invariant weights grow).
+    norm (NaP's third label-reset curve: it shrinks like 1/‖W‖ as scale-invariant weights grow);
+    of a 'mean'-mode kernel, it is that of the mean output's gradient.
     """
     eigenvalues = jnp.clip(linalg.eigvalsh(kernel), 0.0, None)  # vmap-safe on CPU
     absolute = jnp.abs(kernel)

@@ -47,7 +47,8 @@ Diagnostic names (the `names` argument) and the keys each one writes:
                      iteration: large means the value has not converged (see `curvature`).
   'ntk'              'ntk_trace', 'ntk_top_eigenvalue', 'ntk_effective_rank', 'ntk_offdiagonal_mass'
                      and 'jacobian_norm' = √(ntk_trace / n) on the first `ntk_examples` (64)
-                     inputs (mode `ntk_mode`, see `curvature`).
+                     inputs (mode `ntk_mode`, see `curvature`; in 'mean' mode both are of the
+                     mean output).
   'probe'            'probe_loss', 'probe_loss_fresh': MSE reached on fixed random targets after
                      `probe_steps` Adam steps from the current parameters and from a fresh init.
 

@@ -464,15 +464,23 @@ class Run:
         temporary.replace(path)
 
     def __exit__(self, *exc_info) -> None:
-        if self._lock is not None:
-            os.close(self._lock)  # releases the work dir's lock
-            self._lock = None
-        if self._progress is not None:
-            self._progress.close()
-        if self.workdir is not None:
-            self.workdir.close()
-        if self.checkpointer is not None:
-            self.checkpointer.close()
+        """Closes the bar, the event file and the checkpointer, each even when one before it
+        fails (a full disk), and releases the work dir's lock last."""
+        try:
+            if self._progress is not None:
+                self._progress.close()
+        finally:
+            try:
+                if self.workdir is not None:
+                    self.workdir.close()
+            finally:
+                try:
+                    if self.checkpointer is not None:
+                        self.checkpointer.close()
+                finally:
+                    if self._lock is not None:
+                        os.close(self._lock)  # releases the work dir's lock
+                        self._lock = None
 
     # Resume ----------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ or invalid work dir or bad arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -43,7 +44,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="work dirs to compare")
     parser.add_argument("--out", default=None, help="output dir (default <first WORKDIR>/report)")
     parser.add_argument("--dpi", type=int, default=90, help="PNG resolution (default 90)")
-    return parser.parse_args(list(argv))
+    args = parser.parse_args(list(argv))
+    # A leading '~' the shell left as it is (--out=~/x, a quoted path) is the home directory.
+    args.workdirs = [os.path.expanduser(path) for path in args.workdirs]
+    args.out = None if args.out is None else os.path.expanduser(args.out)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -124,6 +124,19 @@ def test_diagnostics_measure_the_last_update_before_an_intervention_due_then(eve
     assert norm(carry.state.params) < 0.5 * norm(unshrunk.state.params)  # the shrinks happened
 
 
+def test_an_intervention_after_every_update_writes_one_row_a_task():
+    config = tiny_config(every=1, at_task_boundaries=True)
+    config.intervention.name = "noisy_updates"
+    events = continual_sweep.intervention_events(config, task=1, steps_per_task=100)
+    assert events == [
+        (100, {"name": "noisy_updates"}),  # the task boundary's
+        (200, {"name": "noisy_updates", "applications": 100, "every": 1}),
+    ]
+    config.intervention.every = 25  # 4 a task: a row each
+    events = continual_sweep.intervention_events(config, task=0, steps_per_task=100)
+    assert events == [(s, {"name": "noisy_updates"}) for s in (25, 50, 75, 100)]
+
+
 def test_the_effective_lr_exponent_follows_the_optimizer_and_reaches_the_diagnostics():
     calls = []
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import masked_crc32c
 
 from plasticity import workdir
 
@@ -70,11 +73,31 @@ def test_tensorboard_events_are_written(tmp_path):
     assert len(events) == 1 and events[0].stat().st_size > 0
 
 
+def _records(data: bytes) -> list[bytes]:
+    """The payloads of a TFRecord file, each record's two masked CRC32Cs checked."""
+    records, position = [], 0
+    while position < len(data):
+        header = data[position : position + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", data[position + 8 : position + 12])
+        payload = data[position + 12 : position + 12 + length]
+        (payload_crc,) = struct.unpack("<I", data[position + 12 + length : position + 16 + length])
+        assert header_crc == masked_crc32c(header) and payload_crc == masked_crc32c(payload)
+        records.append(payload)
+        position += 16 + length
+    return records
+
+
 def test_events_read_back_and_a_second_writer_in_the_same_second_keeps_the_first(tmp_path):
     for step, value in ((1, 0.5), (2, 0.25)):  # two launches, well within one second
         with workdir.WorkDir(tmp_path) as writer:
             writer.write_scalars(step, {"loss": value, "acc": 1.0 - value})
-    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    files = sorted(tmp_path.glob("events.out.tfevents.*"))
+    assert len(files) == 2
+    for file in files:  # TFRecords whose checksums TensorBoard checks, the version record first
+        records = _records(file.read_bytes())
+        first = event_pb2.Event.FromString(records[0])
+        assert first.file_version == "brain.Event:2" and len(records) == 2
     scalars = workdir.read_scalars(tmp_path)
     assert sorted(scalars["loss"]) == [(1, 0.5), (2, 0.25)]
     assert sorted(scalars["acc"]) == [(1, 0.5), (2, 0.75)]

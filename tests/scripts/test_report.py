@@ -159,6 +159,18 @@ def test_continual_report_and_tensorboard(continual_run, tmp_path):
             assert steps == sorted(set(steps)) and steps[0] == 0
 
 
+def test_home_directory_paths_are_expanded(continual_run, tmp_path, monkeypatch):
+    """``--out=~/x`` and a quoted ``~/run`` (left as they are by the shell) are the home
+    directory's, not folders named '~' in the current directory."""
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(continual_run, home / "run")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert report_script.main(["report", "~/run", "--out=~/figures"]) == 0
+    assert (home / "figures" / "report.html").is_file() and not (tmp_path / "~").exists()
+
+
 def test_bad_work_dirs_are_one_line_errors(tmp_path, capsys):
     assert report_script.main(["report", str(tmp_path / "absent")]) == 1
     (tmp_path / "empty").mkdir()
