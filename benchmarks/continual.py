@@ -37,9 +37,10 @@ p = 1 for Adam and RMSProp (their steps have a fixed size, so the angle is ‚àù Œ
 
 Control flow stays real under ``vmap`` over runs: everything periodic (diagnostics every K steps,
 interventions every N steps) sits at the end of an inner ``lax.scan`` whose length divides the
-period, never under a per-step ``lax.cond``, so its cost is paid only when it is due. Each task
-also reports the first step whose training loss was NaN/Inf, so the runner names the exact step
-of a divergence.
+period, never under a per-step ``lax.cond``, so its cost is paid only when it is due. An
+intervention due with the diagnostics or at a task's end runs after them and after the task's
+evaluation, so that they measure the last update, as the RL loops do. Each task also reports the
+first step whose training loss was NaN/Inf, so the runner names the exact step of a divergence.
 """
 
 from __future__ import annotations
@@ -592,18 +593,22 @@ def make_trainer(
         params = deferred.merge(deferred.apply_factors(kernels, factors), rest)
         return state.replace(step=state.step + window, params=params, opt_state=opt_state), metrics
 
-    def intervene_if_due(state, end, task, task_state, keys, data):
-        """The periodic intervention after update `end` when `end` is a multiple of its period."""
+    def intervene_if_due(state, end, task, task_state, keys, data, allowed=True):
+        """The periodic intervention after update `end` when `end` is a multiple of its period
+        (and `allowed`, a traced bool, holds)."""
         apply = lambda s: intervene(s, task_state, task, step_key(keys, end - 1, 0), keys, data)
-        if segment_steps == intervention_every:  # every segment ends on a multiple of the period
+        multiple = segment_steps == intervention_every or end % intervention_every == 0
+        due = allowed if multiple is True else multiple & allowed
+        if due is True:  # every segment ends on a multiple of the period
             return apply(state)
         # An unbatched predicate: a real branch under vmap, evaluated once per segment.
-        return jax.lax.cond(end % intervention_every == 0, apply, lambda s: s, state)
+        return jax.lax.cond(due, apply, lambda s: s, state)
 
     def run_segment(carry, first, task, task_state, keys, tx, data, intervene_after=True):
         """`segment_steps` updates from global step `first`, then the periodic intervention if due
-        (unless `intervene_after` is False: a block's last segment when the block takes
-        diagnostics, which measure the last update before any intervention, as the RL loops do).
+        (unless `intervene_after` is False: a block's last segment, whose intervention waits for
+        the block's diagnostics and, at a task's end, its evaluation, so that they measure the
+        last update, as the RL loops do).
 
         With diagnostics, the last update runs after the loop, so that only the parameters before
         it (the update ratios') are kept: carried through every step, they cost a copy of every
@@ -630,8 +635,7 @@ def make_trainer(
         first = task * steps + block * block_steps
         bound = dict(task=task, task_state=task_state, keys=keys, tx=tx, data=data)
         segment = functools.partial(run_segment, **bound)
-        # With diagnostics, the intervention due at the block's end waits for them.
-        hold = bool(every) and periodic_intervention
+        hold = periodic_intervention  # the intervention due at the block's end waits (run_segment)
         scanned = segments_per_block - 1 if hold else segments_per_block
         carry, parts = (state, state.params), []
         if scanned == 1:
@@ -648,22 +652,21 @@ def make_trainer(
             parts[0] if len(parts) == 1 else jax.tree.map(lambda *m: jnp.concatenate(m), *parts)
         )
         state, previous_params = carry
-        if not every:
-            return state, metrics, {}
-        end = first + block_steps
+        end, diag = first + block_steps, {}
 
         def take(s):
             key = step_key(keys, end - 1, 1) if extra_diagnostics is not None else None
             return diagnostics(s, previous_params, task_state, task, key, keys, hparams, data)
 
-        if every <= steps:
+        if every and every <= steps:
             diag = take(state)
-        else:
+        elif every:
             shapes = jax.eval_shape(take, state)
             zeros = lambda s: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
             diag = jax.lax.cond(end % every == 0, take, zeros, state)
-        if hold:
-            state = intervene_if_due(state, end, task, task_state, keys, data)
+        if hold and blocks_per_task > 1:  # the task's last block's: after its evaluation
+            allowed = block < blocks_per_task - 1
+            state = intervene_if_due(state, end, task, task_state, keys, data, allowed)
         return state, metrics, diag
 
     def run_task(carry: Carry, task: jax.Array, keys, hparams, tx, data):
@@ -690,24 +693,14 @@ def make_trainer(
             block_fn, state, jnp.arange(blocks_per_task, dtype=jnp.int32)
         )
         row = {f"online_{name}": jnp.mean(value) for name, value in metrics.items()}
-        row.update(
-            {
-                f"end_{name}": value
-                for name, value in evaluate(
-                    state, task_state, train_eval, sequence.batch, data
-                ).items()
-            }
-        )
+        evaluated = evaluate(state, task_state, train_eval, sequence.batch, data)
+        row.update({f"end_{name}": value for name, value in evaluated.items()})
         if test_eval is not None:
-            row.update(
-                {
-                    f"end_test_{name}": value
-                    for name, value in evaluate(
-                        state, task_state, test_eval, sequence.test_batch, data
-                    ).items()
-                }
-            )
+            evaluated = evaluate(state, task_state, test_eval, sequence.test_batch, data)
+            row.update({f"end_test_{name}": value for name, value in evaluated.items()})
         row["param_norm"] = global_norm(state.params)
+        if periodic_intervention:  # one due at the task's end comes after its evaluation
+            state = intervene_if_due(state, (task + 1) * steps, task, task_state, keys, data)
         losses = metrics["loss"].reshape(-1)  # in step order: (blocks, block_steps) flattened
         first_bad = divergence.first_nonfinite_index(losses)
         health = {

@@ -64,13 +64,15 @@ def count_conds(trainer: continual.Trainer) -> int:
     return str(jaxpr).count(" cond[")
 
 
-@pytest.mark.parametrize("every, expected_conds", [(3, 1), (6, 2), (4, 3)])
+@pytest.mark.parametrize("every, expected_conds", [(3, 2), (6, 3), (4, 4)])
 def test_periodic_interventions_branch_at_most_once_per_segment(every, expected_conds):
-    """Period 3 = the 3-step diagnostics block: applied unconditionally after each block (the
-    one cond left switches tasks); 6: one branch per block, due every other block; 4: segments
-    of gcd(3, 4) = 1 step, each followed by a branch (the counting test in test_continual.py),
-    the block's last one after the diagnostics (one branch in the scanned segments, one there).
-    Under vmap over runs these stay real branches (their predicates are the same for all runs)."""
+    """One cond switches tasks. Period 3 = the 3-step diagnostics block: after the first block a
+    branch (the task's last block's intervention waits for its evaluation and then runs
+    unconditionally); 6: a branch after the first block and one after the evaluation; 4:
+    segments of gcd(3, 4) = 1 step, each followed by a branch in the scanned segments, then one
+    after the first block's diagnostics and one after the evaluation (the counting test in
+    test_continual.py). Under vmap over runs these stay real branches (their predicates are the
+    same for all runs)."""
     trainer = continual.make_trainer(tiny_config(every=every), intervention_factory=recorder)
     assert count_conds(trainer) == expected_conds
 
@@ -122,6 +124,33 @@ def test_diagnostics_measure_the_last_update_before_an_intervention_due_then(eve
     unshrunk, _ = jax.device_get(jax.jit(plain.train)(jax.random.PRNGKey(0)))
     norm = lambda params: sum(float(np.sum(np.square(p))) for p in jax.tree.leaves(params))
     assert norm(carry.state.params) < 0.5 * norm(unshrunk.state.params)  # the shrinks happened
+
+
+@pytest.mark.parametrize("every", [6, 12])
+def test_a_tasks_end_metrics_measure_it_before_an_intervention_due_at_its_end(every):
+    """With an intervention every 6 (or 12) updates and 6-update tasks, the rows (end accuracy,
+    loss, parameter norm) of the tasks up to the first one it ends are the trained network's, as
+    a run without the intervention measures them; the intervention still runs (the next task's
+    parameter norm is smaller)."""
+
+    def shrink(name, model, **options):
+        del name, model, options
+        halve = lambda state, inputs, rng: state.replace(
+            params=jax.tree.map(lambda p: 0.5 * p, state.params)
+        )
+        return (lambda params: {}), halve
+
+    def task_rows(config):
+        trainer = continual.make_trainer(config, intervention_factory=shrink)
+        return jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))[1]["task"]
+
+    config = tiny_config(every=every)
+    config.intervention.name = "shrink"
+    ours, plain = task_rows(config), task_rows(tiny_config())
+    first = every // 6  # the first task whose end the intervention falls on
+    for key in ("param_norm", "end_accuracy", "end_loss"):
+        np.testing.assert_array_equal(ours[key][:first], plain[key][:first], err_msg=key)
+    assert ours["param_norm"][first] < plain["param_norm"][first]
 
 
 def test_an_intervention_after_every_update_writes_one_row_a_task():
