@@ -39,8 +39,9 @@ Control flow stays real under ``vmap`` over runs: everything periodic (diagnosti
 interventions every N steps) sits at the end of an inner ``lax.scan`` whose length divides the
 period, never under a per-step ``lax.cond``, so its cost is paid only when it is due. An
 intervention due with the diagnostics or at a task's end runs after them and after the task's
-evaluation, so that they measure the last update, as the RL loops do. Each task also reports the
-first step whose training loss was NaN/Inf, so the runner names the exact step of a divergence.
+evaluation, so that they measure the last update (the RL loops also diagnose first). Each task
+also reports the first step whose training loss was NaN/Inf, so the runner names the exact step
+of a divergence.
 """
 
 from __future__ import annotations
@@ -608,7 +609,7 @@ def make_trainer(
         """`segment_steps` updates from global step `first`, then the periodic intervention if due
         (unless `intervene_after` is False: a block's last segment, whose intervention waits for
         the block's diagnostics and, at a task's end, its evaluation, so that they measure the
-        last update, as the RL loops do).
+        last update).
 
         With diagnostics, the last update runs after the loop, so that only the parameters before
         it (the update ratios') are kept: carried through every step, they cost a copy of every
