@@ -47,10 +47,40 @@ from plasticity.figures import (
 )
 
 
+ENVIRONMENT_NAMES = {"atari": "Atari", "minatar": "MinAtar"}
+
+
+def environment(run: Run) -> str:
+    """'atari' or 'minatar' for an RL run (only Atari's env section has ``noop_max``), '' for a
+    continual one or a run without its config."""
+    env = run.config.get("env")
+    if not isinstance(env, dict):
+        return ""
+    return "atari" if "noop_max" in env else "minatar"
+
+
+def with_distinct_games(runs: Sequence[Run]) -> list[Run]:
+    """`runs`, each game named after its environment ('MinAtar breakout') when they mix Atari
+    and MinAtar runs, whose games share names (one panel or colour range would pool them);
+    unchanged otherwise."""
+    if len({environment(run) for run in runs} - {""}) < 2:
+        return list(runs)
+
+    def renamed(run: Run) -> Run:
+        prefix = ENVIRONMENT_NAMES[environment(run)]
+        named = lambda row: {
+            key: f"{prefix} {row[key]}" for key in ("game", "trained_game") if row.get(key)
+        }
+        return dataclasses.replace(run, rows=[{**row, **named(row)} for row in run.rows])
+
+    return [renamed(run) if environment(run) else run for run in runs]
+
+
 def plot_eval_returns(runs: Sequence[Run]):
     """RL: evaluation return (human-normalized when every run has it) per game against frames,
     with the game switches marked."""
     plt = pyplot()
+    runs = with_distinct_games(runs)
     games = []
     for run in runs:
         for row in events(run, "eval"):
@@ -206,6 +236,7 @@ def plot_evaluation_matrices(runs: Sequence[Run]):
     scale shared by all runs (`_matrix_colours`), and for sequences the score after each visit
     of a game next to the fresh-network reference's, in the curve's colour."""
     plt = pyplot()
+    runs = with_distinct_games(runs)
     key = matrix_key(runs)
     colors = curve_colors(runs)
     found = []
@@ -384,8 +415,8 @@ FIGURE_NOTES = {
     "effective_rank": "Exponential of the entropy of each layer's normalized singular values.",
     "curvature": "Top Hessian eigenvalue and its power-iteration convergence (relative change of "
     "the last iteration), the penultimate features' top singular value and condition number (the "
-    "last hidden layer's features; a dueling head's value stream), NTK statistics, the plasticity "
-    "probe and the parameter and gradient norms, when logged.",
+    "last hidden layer's features; a dueling head's value stream), NTK statistics and the "
+    "Jacobian norm, the plasticity probe and the parameter and gradient norms, when logged.",
     "eval_returns": "Evaluation score of every game against training frames (progress and "
     "end-of-block evaluations).",
     "evaluation_matrix": "Score of each game (columns) after each block (rows), annotated; one "

@@ -332,10 +332,13 @@ def pyplot():
 
 def draw(ax, s: Series, label: str, color=None, style: str = "-") -> None:
     """The seed mean as a line (dots on its points when there are few) and, over several seeds,
-    the min–max band."""
+    the min–max band (an error bar where the curve has one point, which a band cannot show)."""
     marker = "." if len(s.x) <= 40 else None
     line = ax.plot(s.x, s.mean, label=label, color=color, ls=style, lw=1.5, marker=marker, ms=4)
-    if s.seeds > 1:
+    if s.seeds > 1 and len(s.x) == 1:
+        spread = [s.mean - s.low, s.high - s.mean]
+        ax.errorbar(s.x, s.mean, yerr=spread, color=line[0].get_color(), capsize=3, lw=1)
+    elif s.seeds > 1:
         ax.fill_between(s.x, s.low, s.high, color=line[0].get_color(), alpha=0.18, lw=0)
 
 
@@ -503,7 +506,9 @@ def figure_contents(fig) -> dict[str, dict[str, int]]:
         for image in ax.get_images():
             panel["heat map"] = int(np.isfinite(np.ma.filled(image.get_array(), np.nan)).sum())
         for container in ax.containers:
-            heights = [patch.get_height() for patch in container]
+            if not hasattr(container, "patches"):
+                continue  # a one-point curve's error bar, counted with its line
+            heights = [patch.get_height() for patch in container.patches]
             label = container.get_label() or "bars"
             panel[label] = int(np.isfinite(np.asarray(heights, np.float64)).sum())
         contents[ax.get_title()] = panel

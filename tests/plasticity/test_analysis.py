@@ -406,6 +406,42 @@ def test_evaluation_matrix_colours_do_not_turn_noise_into_structure(tmp_path):
     figures_lib.pyplot().close(fig)
 
 
+def test_atari_and_minatar_games_of_one_name_are_not_pooled(tmp_path):
+    """Atari's and MinAtar's breakout in one report: a panel and a colour range each."""
+    atari_env = {"env": {"noop_max": 30, "frame_skip": 4}}
+    minatar_env = {"env": {"frame_skip": 1}}
+    scores = {(0, "breakout"): 0.25, (1, "breakout"): 0.25}
+    runs = [
+        analysis.load_run(_write_rows(tmp_path / "atari", _eval_rows(scores), atari_env)),
+        analysis.load_run(
+            _write_rows(
+                tmp_path / "minatar", _eval_rows({**scores, (1, "breakout"): 1.5}), minatar_env
+            )
+        ),
+    ]
+    fig = figures.plot_eval_returns(runs)
+    titles = sorted(ax.get_title() for ax in fig.axes if ax.get_title())
+    assert titles == ["Atari breakout", "MinAtar breakout"]
+    figures_lib.pyplot().close(fig)
+    fig = figures.plot_evaluation_matrices(runs)
+    atari_image = fig.axes[0].get_images()[0]  # 0.25 is Atari breakout's highest: the top colour
+    assert atari_image.get_array().compressed().max() == pytest.approx(1.0)
+    figures_lib.pyplot().close(fig)
+    assert figures.with_distinct_games(runs[:1]) == runs[:1]  # one environment: names kept
+
+
+def test_a_one_point_curve_over_seeds_shows_its_spread():
+    """fill_between draws nothing at a single x: the seeds' min and max show as an error bar."""
+    plt = figures_lib.pyplot()
+    fig, ax = plt.subplots()
+    one = analysis.Series(np.array([5.0]), np.array([0.25]), np.array([0.0]), np.array([0.5]), 2)
+    figures_lib.draw(ax, one, "rainbow")
+    (bar,) = [c for c in ax.containers if c.has_yerr]
+    segments = bar.lines[2][0].get_segments()
+    np.testing.assert_allclose(segments[0], [[5.0, 0.0], [5.0, 0.5]])
+    plt.close(fig)
+
+
 def test_visit_bars_carry_their_values_so_a_zero_bar_shows():
     """A visit scoring exactly 0 draws a bar of no height: its label is what shows it is there."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
