@@ -424,14 +424,16 @@ class AtariLoop:
         return state, rows
 
     def _switch(self, run: Run, state: AgentState, segment: Segment, block: int):
-        """The intervention when ``at_switch`` (on the replay of the game that ended, before a
-        flush empties it), the switch policy between two blocks, and the 'switch' row (and
-        'intervention' row)."""
+        """The interventions due at the block's start (`Segment.interventions_at_start`: for
+        ``at_switch``, and a periodic one deferred past the last block's evaluation; on the
+        replay of the game that ended, before a flush empties it), the switch policy between two
+        blocks, and the 'switch' row (and an 'intervention' row each)."""
         config = segment.config
         settings = config.intervention
-        intervene = settings.name != "none" and settings.at_switch
-        if intervene:
-            state = self._intervene(state, segment, derive_seed(self.seed, block, 5))
+        interventions = segment.interventions_at_start(block)
+        for i in range(interventions):
+            seed = derive_seed(self.seed, block, 5, *([i] if i else []))
+            state = self._intervene(state, segment, seed)
         policy = SwitchPolicy.from_config(config.switch)
         train_state, replay = _jitted_switch(policy)(state.train_state, state.replay)
         step = int(train_state.step)
@@ -444,9 +446,8 @@ class AtariLoop:
         fields = switch_row_fields(segment, block, policy, rate, moments, items)
         rows = [segment.row("switch", block, -1, self.seed, **fields)]
         state = state.replace(train_state=train_state, replay=replay)
-        if intervene:
-            rows.append(segment.row("intervention", block, -1, self.seed, name=settings.name))
-        return state, rows
+        intervention = segment.row("intervention", block, -1, self.seed, name=settings.name)
+        return state, rows + [intervention] * interventions
 
     def end_block(self) -> None:
         for env in (self.env, self.eval_env):
@@ -468,8 +469,7 @@ class AtariLoop:
         learning = window["learning"]
         diagnose = due_mask(frames, step, config.diagnostics.every_frames) & learning
         diagnose &= window["updates_after"] > 0
-        intervene = due_mask(frames, step, config.intervention.every_frames) & learning
-        intervene &= config.intervention.name != "none"
+        intervene = segment.periodic_interventions(block, window)
         keep_before = _last_updates_before(window["updates"], diagnose)
         log_at = due_mask(frames, step, config.log_every_frames)
         progress_eval = due_mask(frames, step, config.evaluation.every_frames)

@@ -192,7 +192,8 @@ def _base_config() -> ml_collections.ConfigDict:
         )
     )
     # A plasticity intervention (`plasticity.interventions`) every `every_frames` frames (0: never)
-    # and/or at every game switch, on a uniform replay batch of `batch_size`.
+    # and/or at every game switch, on a uniform replay batch of `batch_size`. One due at a block's
+    # last frame runs after the block's evaluation, at the next block's start.
     config.intervention = ml_collections.ConfigDict(
         dict(
             name="none",

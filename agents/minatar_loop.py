@@ -175,9 +175,10 @@ class MinAtarAgent(NamedTuple):
 
     * ``init(seeds) -> LoopState``: seed s gets ``jax.random.key(seed)``'s network, replay, envs.
     * ``place(state) -> state``: the state on the run's devices (a restored checkpoint's).
-    * ``start_block(state, game_index, policy, intervene) -> state``: the intervention if
-      ``intervene`` (static), the switch policy (`agents.sequence.apply_switch_policy`, ``policy``
-      static; a no-op at the first block), then new episodes of the block's game.
+    * ``start_block(state, game_index, policy, interventions) -> state``: the intervention
+      ``interventions`` times (static; `agents.sequence.Segment.interventions_at_start`), the
+      switch policy (`agents.sequence.apply_switch_policy`, ``policy`` static; a no-op at the
+      first block), then new episodes of the block's game.
     * ``moments_norm(state) -> (seeds,)``: global norm of the optimizer's moments.
     * ``run_chunk(state, game_index, plan) -> (state, outputs)``: a ``lax.scan`` over the plan's
       iterations (``epsilon``, ``importance_exponent``, ``updates``, ``diagnose``,
@@ -303,11 +304,13 @@ def _make_agent(
         carry = suite.init(num_envs)
         return LoopState(train_state, replay, carry, empty_timestep(num_envs), loop_key)
 
-    def start_one(state: LoopState, game_index, policy: SwitchPolicy, intervene: bool):
+    def start_one(state: LoopState, game_index, policy: SwitchPolicy, interventions: int):
         rng, key = jax.random.split(state.rng)
         train_state = state.train_state
-        if intervene:  # on the finished game's transitions, before a flush empties the replay
-            train_state = intervene_fn(train_state, state.replay, jax.random.fold_in(key, 1))
+        for i in range(interventions):  # on the finished game's transitions, before a flush
+            train_state = intervene_fn(
+                train_state, state.replay, jax.random.fold_in(key, 1 + 2 * i)
+            )
         train_state, replay = sequence.apply_switch_policy(train_state, state.replay, policy)
         carry, timestep = suite.begin(state.env, game_index, key)
         return LoopState(train_state, replay, carry, timestep, rng)
@@ -427,8 +430,8 @@ def _make_agent(
         one = lambda p_e_s, g, t: evaluate_one(p_e_s[0], p_e_s[1], g, p_e_s[2], t)  # noqa: E731
         return _over_seeds(one, per_batch, mesh)((params, extra, seeds), game_index, salt)
 
-    def start_seeds(state: LoopState, game_index, policy: SwitchPolicy, intervene: bool):
-        one = lambda s, g: start_one(s, g, policy, intervene)  # noqa: E731
+    def start_seeds(state: LoopState, game_index, policy: SwitchPolicy, interventions: int):
+        one = lambda s, g: start_one(s, g, policy, interventions)  # noqa: E731
         return _over_seeds(one, per_batch, mesh)(state, game_index)
 
     placed = None if mesh is None else mesh_lib.leading_axis_sharding(mesh)
@@ -451,17 +454,17 @@ def _make_agent(
 # The host side: one `agents.driver.Loop`.
 
 
-def per_iteration_flags(segment: Segment, window: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Whether diagnostics and the periodic intervention are due after each iteration: at
-    multiples of their periods in the segment's frames, once learning has started (diagnostics
-    also need an update, for the update ratios)."""
+def per_iteration_flags(
+    segment: Segment, block: int, window: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Whether diagnostics and the periodic intervention are due after each iteration of a
+    window of ``block``: at multiples of their periods in the segment's frames, once learning
+    has started (diagnostics also need an update, for the update ratios; an intervention due on
+    the block's last iteration waits for its evaluation: `Segment.periodic_interventions`)."""
     config, step = segment.config, segment.frames_per_iteration
-    frames = window["frames_after"]
-    learning = window["learning"]
-    diagnose = due_mask(frames, step, config.diagnostics.every_frames) & learning
-    intervene = learning.copy() if config.intervention.name != "none" else np.zeros_like(learning)
-    intervene &= due_mask(frames, step, config.intervention.every_frames)
-    return {"diagnose": diagnose & (window["updates_after"] > 0), "intervene": intervene}
+    diagnose = due_mask(window["frames_after"], step, config.diagnostics.every_frames)
+    diagnose &= window["learning"] & (window["updates_after"] > 0)
+    return {"diagnose": diagnose, "intervene": segment.periodic_interventions(block, window)}
 
 
 _EXECUTABLES: dict[tuple, Any] = {}
@@ -528,9 +531,9 @@ class MinAtarLoop:
         policy = SwitchPolicy.from_config(segment.config.switch)
         game_index = np.int32(agent.suite.game_index(segment.blocks[block].game))
         settings = segment.config.intervention
-        intervene = block > 0 and settings.name != "none" and bool(settings.at_switch)
+        interventions = segment.interventions_at_start(block)
         with run.phase("switching" if block else "starting"):
-            state = agent.start_block(state, game_index, policy, intervene)
+            state = agent.start_block(state, game_index, policy, interventions)
         rows = []
         if block > 0:
             first = segment.plan.window(block, 0, 1)
@@ -543,8 +546,8 @@ class MinAtarLoop:
                 moments, size = float(norms[s]), int(items[s]) * segment.num_envs
                 fields = switch_row_fields(segment, block, policy, rate, moments, size)
                 rows.append(segment.row("switch", block, -1, seed, **fields))
-                if intervene:
-                    rows.append(segment.row("intervention", block, -1, seed, name=settings.name))
+                intervention = segment.row("intervention", block, -1, seed, name=settings.name)
+                rows += [intervention] * interventions
         return state, rows
 
     def run_chunk(self, run: Run, state, segment: Segment, block: int, start: int, stop: int, log):
@@ -552,7 +555,7 @@ class MinAtarLoop:
         # (replicated) value in every process.
         agent = self.agent(segment)
         window = segment.plan.window(block, start, stop)
-        flags = per_iteration_flags(segment, window)
+        flags = per_iteration_flags(segment, block, window)
         plan = {
             **segment.schedule_values(window),
             "updates": window["updates"],

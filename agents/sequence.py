@@ -44,6 +44,7 @@ import numpy as np
 from agents import configs as agent_configs
 from agents.replay import ReplayState, replay_end_episodes
 from plasticity import optim
+from plasticity.run import due_mask
 from plasticity.train_state import TrainState, map_optimizer_moments
 
 # ---------------------------------------------------------------------------------------------
@@ -492,6 +493,33 @@ class Segment:
     def frames_before(self, block: int) -> int:
         """Frames of the segment before ``block`` starts."""
         return sum(b.frames for b in self.blocks[:block])
+
+    def _intervention_due(self, window: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The periodic intervention's multiples of ``every_frames`` in a window, once learning
+        runs (none without an intervention)."""
+        settings = self.config.intervention
+        every = int(settings.every_frames) if settings.name != "none" else 0
+        return (
+            due_mask(window["frames_after"], self.frames_per_iteration, every) & window["learning"]
+        )
+
+    def periodic_interventions(self, block: int, window: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Whether the periodic intervention runs after each iteration of ``window`` (of
+        ``block``): when due, except on the block's last iteration, where it waits until the
+        block's evaluation has scored the trained network (`interventions_at_start`)."""
+        end = int(self.plan.block_first_iteration[block + 1]) * self.frames_per_iteration
+        return self._intervention_due(window) & (window["frames_after"] != end)
+
+    def interventions_at_start(self, block: int) -> int:
+        """Interventions at ``block``'s start, before the switch policy (on the replay of the game
+        that ended): one for ``intervention.at_switch``, one for a periodic intervention that
+        fell on the previous block's last iteration; 0 for the first block."""
+        settings = self.config.intervention
+        if block == 0 or settings.name == "none":
+            return 0
+        n = self.plan.iterations[block - 1]
+        deferred = n > 0 and bool(self._intervention_due(self.plan.window(block - 1, n - 1, n))[0])
+        return int(bool(settings.at_switch)) + int(deferred)
 
     def chunk_ends(self, block: int, chunk_frames: int) -> list[int]:
         """Block-relative iteration counts at which the chunks of ``block`` end: every

@@ -170,9 +170,9 @@ def chunk_seconds(config, top_ops: int = 0) -> tuple[dict[str, float], list[str]
     programs = minatar_loop.make_agent(segment.config, list(config.games), False)
     game = jnp.int32(0)
     seeds = jnp.arange(config.num_seeds, dtype=jnp.int32)
-    state = programs.start_block(programs.init(seeds), game, sequence.SwitchPolicy(), False)
+    state = programs.start_block(programs.init(seeds), game, sequence.SwitchPolicy(), 0)
     window = segment.plan.window(0, 0, config.frames_per_game // config.env.num_envs)
-    flags_due = minatar_loop.per_iteration_flags(segment, window)
+    flags_due = minatar_loop.per_iteration_flags(segment, 0, window)
     plan = {**segment.schedule_values(window), "updates": window["updates"], **flags_due}
     plans = {
         "all": {**plan, "diagnose": np.zeros_like(plan["diagnose"])},

@@ -88,12 +88,12 @@ def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:
     programs = minatar_loop.make_agent(segment.config, [FLAGS.game], False)
     game = jnp.int32(0)
     state = programs.init(jnp.arange(seeds, dtype=jnp.int32))
-    state = programs.start_block(state, game, SwitchPolicy(), False)
+    state = programs.start_block(state, game, SwitchPolicy(), 0)
     per_chunk = FLAGS.frames // FLAGS.num_envs
 
     def chunk_plan(chunk: int) -> dict:
         window = segment.plan.window(0, chunk * per_chunk, (chunk + 1) * per_chunk)
-        flags = minatar_loop.per_iteration_flags(segment, window)
+        flags = minatar_loop.per_iteration_flags(segment, 0, window)
         values = segment.schedule_values(window)
         return {
             k: jnp.asarray(v) for k, v in {**values, "updates": window["updates"], **flags}.items()

@@ -266,12 +266,12 @@ def test_a_block_start_applies_the_switch_policy(full_run):
     _, result = full_run
     agent = minatar_loop.make_agent(tiny(), GAMES)
     breakout, state = jnp.int32(0), final_state(result)
-    kept = agent.start_block(state, breakout, SwitchPolicy(), False)
+    kept = agent.start_block(state, breakout, SwitchPolicy(), 0)
     assert int(kept.replay.size[0]) == int(state.replay.size[0]) == 512
     assert bool(kept.timestep.first.all())  # new episodes, of breakout (one ball in plane 1)
     assert (np.asarray(kept.timestep.observation)[..., 1].sum(axis=(-1, -2)) == 1).all()
     policy = SwitchPolicy(flush_replay=True, reset_optimizer=True)
-    switched = agent.start_block(state, breakout, policy, False)
+    switched = agent.start_block(state, breakout, policy, 0)
     assert int(switched.replay.size.max()) == 0
     is_rmsprop = lambda n: isinstance(n, optax.ScaleByRStdDevState)
     moments = [

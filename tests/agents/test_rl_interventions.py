@@ -43,19 +43,9 @@ def test_minatar_shrinks_every_256_frames_and_at_every_switch_inside_the_compile
     result = minatar_loop.train(config, str(tmp_path), show_progress=False)
     assert result.completed
     rows = rows_of(tmp_path, "intervention")
-    assert [r["frames"] for r in rows] == [
-        256,
-        512,
-        512,
-        768,
-        1024,
-        1024,
-        1280,
-        1536,
-        1536,
-        1792,
-        2048,
-    ]
+    # Every 256 frames and at each switch; the one due at a block's end (512, 1024, ...) runs
+    # after the block's evaluation, at the next block's start (the last block's never runs).
+    assert [r["frames"] for r in rows] == [256, 512, 512, 768, 1024, 1024, 1280, 1536, 1536, 1792]
     assert {r["name"] for r in rows} == {"shrink_perturb"}
     norms = [r["weight_norm/torso/conv_0"] for r in rows_of(tmp_path, "diagnostics")]
     assert len(norms) == 8 and all(b < a for a, b in zip(norms, norms[1:]))
@@ -125,19 +115,19 @@ def test_minatar_recycles_units_at_a_switch_on_the_game_that_ended_even_with_a_f
     )
     segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
     agent = minatar_loop.make_agent(segment.config, tuple(config.games))
-    state = agent.start_block(agent.init(np.zeros(1, np.int32)), np.int32(0), SwitchPolicy(), False)
+    state = agent.start_block(agent.init(np.zeros(1, np.int32)), np.int32(0), SwitchPolicy(), 0)
     window = segment.plan.window(0, 0, segment.plan.iterations[0])
     plan = {
         **segment.schedule_values(window),
         "updates": window["updates"],
-        **minatar_loop.per_iteration_flags(segment, window),
+        **minatar_loop.per_iteration_flags(segment, 0, window),
     }
     state, _ = agent.run_chunk(state, np.int32(0), plan)
     trained = jax.tree.map(np.asarray, state.train_state.params)
     after = {}
     for flush in (False, True):
         copy = jax.tree.map(jnp.copy, state)  # start_block donates its input
-        started = agent.start_block(copy, np.int32(1), SwitchPolicy(flush_replay=flush), True)
+        started = agent.start_block(copy, np.int32(1), SwitchPolicy(flush_replay=flush), 1)
         after[flush] = jax.tree.map(np.asarray, started.train_state.params)
         if flush:
             assert int(started.replay.size.max()) == 0
@@ -146,3 +136,41 @@ def test_minatar_recycles_units_at_a_switch_on_the_game_that_ended_even_with_a_f
         int((a != b).sum()) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(after[True]))
     )
     assert 0 < changed < 0.5 * sum(a.size for a in jax.tree.leaves(trained))
+
+
+def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path, monkeypatch):
+    """A periodic intervention falling on a block's last iteration runs after the block's
+    evaluation (which scores the trained network) and before the next block's switch policy,
+    with its row there; the last block's never runs."""
+    config = tiny_atari(switch=False)
+    config.intervention.update(name="redo", every_frames=config.frames_per_game)
+    calls = []
+    intervene, evaluate = atari_loop.AtariLoop._intervene, atari_loop.AtariLoop.evaluate
+
+    def recording_intervene(self, state, segment, seed):
+        calls.append("intervene")
+        return intervene(self, state, segment, seed)
+
+    def recording_evaluate(self, run, state, segment, block):
+        calls.append(f"evaluate {block}")
+        return evaluate(self, run, state, segment, block)
+
+    monkeypatch.setattr(atari_loop.AtariLoop, "_intervene", recording_intervene)
+    monkeypatch.setattr(atari_loop.AtariLoop, "evaluate", recording_evaluate)
+    result = atari_loop.train(config, str(tmp_path), show_progress=False)
+    assert result.completed
+    assert calls == [
+        "evaluate 0",
+        "intervene",
+        "evaluate 1",
+        "intervene",
+        "evaluate 2",
+        "intervene",
+        "evaluate 3",
+    ]
+    frames = config.frames_per_game
+    assert [r["frames"] for r in rows_of(tmp_path, "intervention")] == [
+        frames,
+        2 * frames,
+        3 * frames,
+    ]
