@@ -39,7 +39,7 @@ Control flow stays real under ``vmap`` over runs: everything periodic (diagnosti
 interventions every N steps) sits at the end of an inner ``lax.scan`` whose length divides the
 period, never under a per-step ``lax.cond``, so its cost is paid only when it is due. An
 intervention due with the diagnostics or at a task's end runs after them and after the task's
-evaluation, so that they measure the last update (the RL loops also diagnose first). Each task
+evaluation, so that they measure the last update, as in the RL loops. Each task
 also reports the first step whose training loss was NaN/Inf, so the runner names the exact step
 of a divergence.
 """
