@@ -523,6 +523,10 @@ class AtariLoop:
             if diagnose[i]:
                 with self._compiling(run, "diagnostics"):
                     log([self._diagnostics(state, segment, block, iteration, self.before)])
+            block_end = iteration == segment.plan.iterations[block] - 1
+            if progress_eval[i] and not block_end and not segment.is_reference:  # before any
+                row = self._progress_evaluation(run, state, segment, block, iteration)  # reset
+                log([row])
             if intervene[i]:
                 state = self._intervene(state, segment, derive_seed(self.seed, int(frames[i]), 5))
                 log(
@@ -540,10 +544,6 @@ class AtariLoop:
             last = i == stop - start - 1 or stopping
             if log_at[i] or last:
                 log([self._train_row(run, segment, block, iteration, values, i)])
-            block_end = iteration == segment.plan.iterations[block] - 1
-            if progress_eval[i] and not block_end and not segment.is_reference:
-                row = self._progress_evaluation(run, state, segment, block, iteration)
-                log([row])
             run.advance(
                 step, updates=int(window["updates"][i]), last_return=self._shown_return(info.game)
             )

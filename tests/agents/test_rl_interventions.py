@@ -141,9 +141,11 @@ def test_minatar_recycles_units_at_a_switch_on_the_game_that_ended_even_with_a_f
 def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path, monkeypatch):
     """A periodic intervention falling on a block's last iteration runs after the block's
     evaluation (which scores the trained network) and before the next block's switch policy,
-    with its row there; the last block's never runs."""
+    with its row there; the last block's never runs. One due with a progress evaluation inside
+    a block (every 128 frames) runs after it too."""
     config = tiny_atari(switch=False)
-    config.intervention.update(name="redo", every_frames=config.frames_per_game)
+    config.intervention.update(name="redo", every_frames=config.frames_per_game // 2)
+    config.evaluation.every_frames = config.frames_per_game // 2
     calls = []
     intervene, evaluate = atari_loop.AtariLoop._intervene, atari_loop.AtariLoop.evaluate
 
@@ -155,22 +157,32 @@ def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path
         calls.append(f"evaluate {block}")
         return evaluate(self, run, state, segment, block)
 
+    progress = atari_loop.AtariLoop._progress_evaluation
+
+    def recording_progress(self, run, state, segment, block, iteration):
+        calls.append("progress")
+        return progress(self, run, state, segment, block, iteration)
+
     monkeypatch.setattr(atari_loop.AtariLoop, "_intervene", recording_intervene)
     monkeypatch.setattr(atari_loop.AtariLoop, "evaluate", recording_evaluate)
+    monkeypatch.setattr(atari_loop.AtariLoop, "_progress_evaluation", recording_progress)
     result = atari_loop.train(config, str(tmp_path), show_progress=False)
     assert result.completed
+    block = ["progress", "intervene"]  # mid-block: the progress evaluation first
     assert calls == [
+        *block,
         "evaluate 0",
-        "intervene",
+        "intervene",  # deferred to the next block's start
+        *block,
         "evaluate 1",
         "intervene",
+        *block,
         "evaluate 2",
         "intervene",
+        *block,
         "evaluate 3",
     ]
-    frames = config.frames_per_game
+    half = config.frames_per_game // 2  # every 128 frames, the last block's end's never
     assert [r["frames"] for r in rows_of(tmp_path, "intervention")] == [
-        frames,
-        2 * frames,
-        3 * frames,
+        half * k for k in range(1, 8)
     ]
