@@ -598,9 +598,11 @@ def make_trainer(
         """The periodic intervention after update `end` when `end` is a multiple of its period
         (and `allowed`, a traced bool, holds)."""
         apply = lambda s: intervene(s, task_state, task, step_key(keys, end - 1, 0), keys, data)
-        multiple = segment_steps == intervention_every or end % intervention_every == 0
-        due = allowed if multiple is True else multiple & allowed
-        if due is True:  # every segment ends on a multiple of the period
+        if segment_steps == intervention_every:  # every segment ends on a multiple of the period
+            due = allowed
+        else:
+            due = (end % intervention_every == 0) & allowed
+        if due is True:
             return apply(state)
         # An unbatched predicate: a real branch under vmap, evaluated once per segment.
         return jax.lax.cond(due, apply, lambda s: s, state)
@@ -636,8 +638,8 @@ def make_trainer(
         first = task * steps + block * block_steps
         bound = dict(task=task, task_state=task_state, keys=keys, tx=tx, data=data)
         segment = functools.partial(run_segment, **bound)
-        hold = periodic_intervention  # the intervention due at the block's end waits (run_segment)
-        scanned = segments_per_block - 1 if hold else segments_per_block
+        # The intervention due at the block's end waits for its diagnostics (run_segment).
+        scanned = segments_per_block - 1 if periodic_intervention else segments_per_block
         carry, parts = (state, state.params), []
         if scanned == 1:
             carry, metrics = segment(carry, first)
@@ -646,7 +648,7 @@ def make_trainer(
             starts = first + segment_steps * jnp.arange(scanned, dtype=jnp.int32)
             carry, metrics = jax.lax.scan(lambda c, start: segment(c, start), carry, starts)
             parts.append(jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), metrics))
-        if hold:
+        if periodic_intervention:
             carry, metrics = segment(carry, first + scanned * segment_steps, intervene_after=False)
             parts.append(metrics)
         metrics = (
@@ -665,7 +667,7 @@ def make_trainer(
             shapes = jax.eval_shape(take, state)
             zeros = lambda s: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
             diag = jax.lax.cond(end % every == 0, take, zeros, state)
-        if hold and blocks_per_task > 1:  # the task's last block's: after its evaluation
+        if periodic_intervention and blocks_per_task > 1:  # the last block's: after the evaluation
             allowed = block < blocks_per_task - 1
             state = intervene_if_due(state, end, task, task_state, keys, data, allowed)
         return state, metrics, diag

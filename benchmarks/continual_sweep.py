@@ -135,20 +135,29 @@ def _hparam_label(point: Mapping[str, float], keys: Sequence[str]) -> str:
     return ",".join(f"{key}={point[key]:g}" for key in keys)
 
 
+def _boundary_and_periodic_steps(
+    config: ml_collections.ConfigDict, task: int, steps_per_task: int
+) -> tuple[list[int], list[int]]:
+    """([the task's start] when ``at_task_boundaries`` and it is not the first task, [the
+    updates of the task whose count is a multiple of ``every``]): where the trainer applies
+    ``config.intervention``, as `continual.make_trainer` runs it."""
+    if str(config.intervention.name) == "none":
+        return [], []
+    start, every = task * steps_per_task, int(config.intervention.every)
+    boundary = [start] if task > 0 and bool(config.intervention.at_task_boundaries) else []
+    if every <= 0:
+        return boundary, []
+    return boundary, list(range((start // every + 1) * every, start + steps_per_task + 1, every))
+
+
 def intervention_steps(
     config: ml_collections.ConfigDict, task: int, steps_per_task: int
 ) -> list[int]:
     """Global steps at which the trainer applies ``config.intervention`` during ``task``: at its
     start when ``at_task_boundaries`` (every task but the first, before its first update), then
-    after every update whose count is a multiple of ``every``, as `continual.make_trainer` runs
-    them."""
-    if str(config.intervention.name) == "none":
-        return []
-    start, every = task * steps_per_task, int(config.intervention.every)
-    steps = [start] if task > 0 and bool(config.intervention.at_task_boundaries) else []
-    if every > 0:
-        steps += range((start // every + 1) * every, start + steps_per_task + 1, every)
-    return steps
+    after every update whose count is a multiple of ``every``."""
+    boundary, periodic = _boundary_and_periodic_steps(config, task, steps_per_task)
+    return boundary + periodic
 
 
 # A periodic intervention applied more often in a task gets one row there, not one per
@@ -163,17 +172,13 @@ def intervention_events(
     with the intervention's name; a periodic one applied more than
     MAX_INTERVENTION_ROWS_PER_TASK times in the task has a single row at its last application,
     with ``applications`` (the count) and ``every``."""
-    steps = intervention_steps(config, task, steps_per_task)
+    boundary, periodic = _boundary_and_periodic_steps(config, task, steps_per_task)
     name = str(config.intervention.name)
-    at_start = bool(steps) and task > 0 and bool(config.intervention.at_task_boundaries)
-    events = [(steps[0], {"name": name})] if at_start else []
-    periodic = steps[1:] if at_start else steps
+    events = [(step, {"name": name}) for step in boundary]
     if len(periodic) > MAX_INTERVENTION_ROWS_PER_TASK:
         every = int(config.intervention.every)
-        return [
-            *events,
-            (periodic[-1], {"name": name, "applications": len(periodic), "every": every}),
-        ]
+        summary = {"name": name, "applications": len(periodic), "every": every}
+        return events + [(periodic[-1], summary)]
     return events + [(step, {"name": name}) for step in periodic]
 
 

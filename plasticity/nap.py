@@ -301,18 +301,19 @@ def nap_projection(
 
 
 def nap_chain(
-    inner: optax.GradientTransformation,
+    transforms: Sequence[optax.GradientTransformation],
     period: int = 1,
     gamma_beta: str = "project",
     invariant_norms: Sequence[str] | None = None,
     moments: str = "keep",
 ) -> optax.GradientTransformation:
-    """`inner` (the optimizer chain) followed by `nap_projection`, with the projection's
-    treatment of `inner`'s moments (module docstring, ``moments``). 'keep' is
-    ``optax.chain(inner, nap_projection(...))``; otherwise the state is ``(inner's, NaP's)``."""
+    """The optimizer's `transforms` followed by `nap_projection`, with the projection's treatment
+    of their moments (module docstring, ``moments``). 'keep' is ``optax.chain(*transforms,
+    nap_projection(...))``; otherwise the state is ``(the transforms' chain state, NaP's)``."""
     projection = nap_projection(period, gamma_beta, invariant_norms)
     if check_moments(moments) == "keep":
-        return optax.chain(inner, projection)
+        return optax.chain(*transforms, projection)
+    inner = optax.chain(*transforms)
     invariant_norms = tuple(invariant_norms or ())
 
     def init_fn(params: Any) -> tuple[Any, NapState]:

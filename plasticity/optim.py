@@ -315,13 +315,12 @@ def make_optimizer(
     elif layer_schedule is not None:
         chain.append(schedules.scale_by_layer_schedule(*layer_schedule))
     chain.append(optax.scale_by_learning_rate(learning_rate_schedule(config, learning_rate)))
-    moments = config.nap.get("moments", "keep")
-    if config.nap.enabled and moments != "keep":
+    if config.nap.enabled:
+        nap_config = config.nap
+        moments = nap_config.get("moments", "keep")
         return nap.nap_chain(
-            optax.chain(*chain), config.nap.period, config.nap.gamma_beta, invariant_norms, moments
+            chain, nap_config.period, nap_config.gamma_beta, invariant_norms, moments
         )
-    if config.nap.enabled:  # one flat chain: the state layout of checkpoints written before
-        chain.append(nap.nap_projection(config.nap.period, config.nap.gamma_beta, invariant_norms))
     return optax.chain(*chain)
 
 
