@@ -193,7 +193,8 @@ def _base_config() -> ml_collections.ConfigDict:
     )
     # A plasticity intervention (`plasticity.interventions`) every `every_frames` frames (0: never)
     # and/or at every game switch, on a uniform replay batch of `batch_size`. One due at a block's
-    # last frame runs after the block's evaluation, at the next block's start.
+    # last frame runs after the block's evaluation, at the next block's start (none after the
+    # run's last frame: the final checkpoint holds the network the last evaluation scored).
     config.intervention = ml_collections.ConfigDict(
         dict(
             name="none",

@@ -39,7 +39,8 @@ Control flow stays real under ``vmap`` over runs: everything periodic (diagnosti
 interventions every N steps) sits at the end of an inner ``lax.scan`` whose length divides the
 period, never under a per-step ``lax.cond``, so its cost is paid only when it is due. An
 intervention due with the diagnostics or at a task's end runs after them and after the task's
-evaluation, so that they measure the last update, as in the RL loops. Each task
+evaluation, so that they measure the last update, and none follows the run's last update (the
+saved network is the one last evaluated), as in the RL loops. Each task
 also reports the first step whose training loss was NaN/Inf, so the runner names the exact step
 of a divergence.
 """
@@ -702,8 +703,11 @@ def make_trainer(
             evaluated = evaluate(state, task_state, test_eval, sequence.test_batch, data)
             row.update({f"end_test_{name}": value for name, value in evaluated.items()})
         row["param_norm"] = global_norm(state.params)
-        if periodic_intervention:  # one due at the task's end comes after its evaluation
-            state = intervene_if_due(state, (task + 1) * steps, task, task_state, keys, data)
+        if periodic_intervention:  # after the task's evaluation; none after the run's last update
+            allowed = task < num_tasks - 1
+            state = intervene_if_due(
+                state, (task + 1) * steps, task, task_state, keys, data, allowed
+            )
         losses = metrics["loss"].reshape(-1)  # in step order: (blocks, block_steps) flattened
         first_bad = divergence.first_nonfinite_index(losses)
         health = {

@@ -72,7 +72,8 @@ def default_config() -> ml_collections.ConfigDict:
       of η/‖W‖^p (0 = by optimizer: 2 for SGD and momentum, 1 for Adam and RMSProp; the same p
       goes to `plasticity.diagnostics`, see `effective_lr_exponent`).
     intervention: ``name`` for `plasticity.interventions` ('none' = off), ``every`` N steps
-      and/or ``at_task_boundaries``, its ``options``.
+      (after update N, 2N, ..., but not after the run's last) and/or ``at_task_boundaries``, its
+      ``options``.
     eval: end-of-task evaluation on up to ``max_examples`` examples, in batches.
     run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
       ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k

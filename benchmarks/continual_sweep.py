@@ -139,15 +139,20 @@ def _boundary_and_periodic_steps(
     config: ml_collections.ConfigDict, task: int, steps_per_task: int
 ) -> tuple[list[int], list[int]]:
     """([the task's start] when ``at_task_boundaries`` and it is not the first task, [the
-    updates of the task whose count is a multiple of ``every``]): where the trainer applies
-    ``config.intervention``, as `continual.make_trainer` runs it."""
+    updates of the task whose count is a multiple of ``every``, but the run's last]): where the
+    trainer applies ``config.intervention``, as `continual.make_trainer` runs it (nothing trains
+    after the last update, so the saved network stays the one the last evaluation scored, as in
+    the RL loops)."""
     if str(config.intervention.name) == "none":
         return [], []
     start, every = task * steps_per_task, int(config.intervention.every)
     boundary = [start] if task > 0 and bool(config.intervention.at_task_boundaries) else []
     if every <= 0:
         return boundary, []
-    return boundary, list(range((start // every + 1) * every, start + steps_per_task + 1, every))
+    end = start + steps_per_task
+    if task == int(config.task.num_tasks) - 1:
+        end -= 1
+    return boundary, list(range((start // every + 1) * every, end + 1, every))
 
 
 def intervention_steps(
@@ -169,14 +174,16 @@ def intervention_events(
     config: ml_collections.ConfigDict, task: int, steps_per_task: int
 ) -> list[tuple[int, dict[str, Any]]]:
     """(step, fields) of ``task``'s 'intervention' rows: one per application (`intervention_steps`)
-    with the intervention's name; a periodic one applied more than
-    MAX_INTERVENTION_ROWS_PER_TASK times in the task has a single row at its last application,
-    with ``applications`` (the count) and ``every``."""
+    with the intervention's name; a periodic one that can apply more than
+    MAX_INTERVENTION_ROWS_PER_TASK times in a task has a single row a task, at its last
+    application there, with ``applications`` (the task's count) and ``every`` (every task, so
+    that all tasks' rows have one form where the period does not divide them)."""
     boundary, periodic = _boundary_and_periodic_steps(config, task, steps_per_task)
     name = str(config.intervention.name)
     events = [(step, {"name": name}) for step in boundary]
-    if len(periodic) > MAX_INTERVENTION_ROWS_PER_TASK:
-        every = int(config.intervention.every)
+    every = int(config.intervention.every)
+    most_in_a_task = -(-steps_per_task // every) if every > 0 else 0
+    if periodic and most_in_a_task > MAX_INTERVENTION_ROWS_PER_TASK:
         summary = {"name": name, "applications": len(periodic), "every": every}
         return events + [(periodic[-1], summary)]
     return events + [(step, {"name": name}) for step in periodic]

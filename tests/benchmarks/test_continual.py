@@ -308,8 +308,9 @@ def test_diagnostics_module_and_intervention_plug_in():
         (("dormant", "srank", "update_ratio"), {"dormant_thresholds": (0.0, 0.1)})
     ]
     carry, outputs = jax.device_get(jax.jit(tr.train)(jax.random.PRNGKey(0)))
-    # 24 steps: after steps 4, 8, ..., 24 (6) and at the switches to tasks 1, 2, 3 (3).
-    assert int(carry.state.extra["counter"]["count"]) == 9
+    # 24 steps: after steps 4, 8, ..., 20 (5; none after the last) and at the switches to tasks
+    # 1, 2, 3 (3).
+    assert int(carry.state.extra["counter"]["count"]) == 8
     diag = outputs["diagnostics"]
     np.testing.assert_array_equal(diag["echo/probe_size"], 16.0)
     np.testing.assert_allclose(diag["echo/learning_rate"], 2e-3)

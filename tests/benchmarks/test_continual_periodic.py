@@ -64,11 +64,11 @@ def count_conds(trainer: continual.Trainer) -> int:
     return str(jaxpr).count(" cond[")
 
 
-@pytest.mark.parametrize("every, expected_conds", [(3, 2), (6, 3), (4, 4)])
+@pytest.mark.parametrize("every, expected_conds", [(3, 3), (6, 3), (4, 4)])
 def test_periodic_interventions_branch_at_most_once_per_segment(every, expected_conds):
     """One cond switches tasks. Period 3 = the 3-step diagnostics block: after the first block a
-    branch (the task's last block's intervention waits for its evaluation and then runs
-    unconditionally); 6: a branch after the first block and one after the evaluation; 4:
+    branch (the task's last block's intervention waits for its evaluation, then runs in every
+    task but the last: a branch); 6: a branch after the first block and one after the evaluation; 4:
     segments of gcd(3, 4) = 1 step, each followed by a branch in the scanned segments, then one
     after the first block's diagnostics and one after the evaluation (the counting test in
     test_continual.py). Under vmap over runs these stay real branches (their predicates are the
@@ -81,7 +81,7 @@ def test_interventions_after_each_segment_happen_at_the_right_steps():
     trainer = continual.make_trainer(tiny_config(every=3), intervention_factory=recorder)
     carry, _ = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
     seen = carry.state.extra["recorder"]
-    expected_steps = list(range(3, 25, 3))  # after updates 3, 6, ..., 24
+    expected_steps = list(range(3, 24, 3))  # after updates 3, 6, ..., 21: none after the last
     assert int(seen["count"]) == len(expected_steps)
     assert int(seen["step_sum"]) == sum(expected_steps)
 
@@ -164,6 +164,31 @@ def test_an_intervention_after_every_update_writes_one_row_a_task():
     config.intervention.every = 25  # 4 a task: a row each
     events = continual_sweep.intervention_events(config, task=0, steps_per_task=100)
     assert events == [(s, {"name": "noisy_updates"}) for s in (25, 50, 75, 100)]
+
+
+def test_every_task_has_rows_of_one_form_where_the_period_does_not_divide_it():
+    """Every 6 updates in 100-update tasks is 16 applications in some tasks and 17 in others: a
+    summary row in every task, not rows of one form here and the other there."""
+    config = tiny_config(every=6)
+    config.intervention.name = "noisy_updates"
+    config.task.num_tasks = 3
+    rows = [continual_sweep.intervention_events(config, task, 100) for task in range(3)]
+    counts = [len(continual_sweep.intervention_steps(config, task, 100)) for task in range(3)]
+    assert counts == [16, 17, 16]  # the last task's last update (300) is no application
+    for task, events in enumerate(rows):
+        assert [fields.get("applications") for _, fields in events] == [counts[task]], events
+    assert rows[2][0][0] == 294  # the run's last application
+
+
+def test_no_intervention_follows_the_runs_last_update():
+    """The saved network is the one the last evaluation scored: a periodic intervention due at
+    the last update does not run (as in the RL loops), one due at an earlier task's end does."""
+    config = tiny_config(every=6)
+    trainer = continual.make_trainer(config, intervention_factory=recorder)
+    carry, _ = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    seen = carry.state.extra["recorder"]
+    assert int(seen["count"]) == 3 and int(seen["step_sum"]) == 6 + 12 + 18
+    assert continual_sweep.intervention_steps(config, 3, 6) == []
 
 
 def test_the_effective_lr_exponent_follows_the_optimizer_and_reaches_the_diagnostics():
