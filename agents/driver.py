@@ -198,17 +198,19 @@ def train_segments(
 
 
 def summary_lines(rows: Sequence[dict[str, Any]], key: str) -> list[str]:
-    """'pong: visit_1 -2.00, visit_2 -1.00, fresh -2.00 (return_mean, mean over seeds)' per game:
-    what a finished run prints, from its evaluation rows."""
+    """'pong: visit_1 -2.00, visit_2 -1.00, fresh -2.00 (return_mean, mean over 3 seeds)' per
+    game ('seed 0' for one): what a finished run prints, from its evaluation rows (of one run,
+    or of a launch's runs of one variant, each a seed, as Atari's)."""
+    evaluated = [r for r in rows if r.get("event") == "eval" and r.get("end_of_block")]
     scores = evaluation_matrix.visit_summary(
-        [r for r in rows if r.get("event") == "eval" and r.get("end_of_block")],
-        [r for r in rows if r.get("event") == "eval_fresh"],
-        key,
+        evaluated, [r for r in rows if r.get("event") == "eval_fresh"], key
     )
+    seeds = sorted({int(r["seed"]) for r in evaluated if "seed" in r})
+    over = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean over {len(seeds)} seeds"
     lines = []
     for game, columns in scores.items():
         cells = ", ".join(f"{name} {value:.2f}" for name, value in columns.items())
-        lines.append(f"{game}: {cells} ({key}, mean over seeds)")
+        lines.append(f"{game}: {cells} ({key}, {over})")
     return lines
 
 

@@ -150,7 +150,33 @@ def run(
         distributed.barrier("atari_runs_done")
     if several:
         write_combined_matrix(context.workdir, config, family)
+        if family == "atari" and results and all(r.completed for r in results):
+            results[-1].outputs["launch_summary"] = across_seeds_lines(context.workdir, config)
     return results
+
+
+def across_seeds_lines(workdir: str, config) -> list[str]:
+    """'rainbow: pong: visit_1 ... (return_mean, mean over 3 seeds)': the summary of every Atari
+    variant trained with several seeds (one run each), from all its seeds' rows, which process
+    0 prints after the runs' own lines."""
+    import jax  # noqa: PLC0415
+
+    from agents.atari_loop import MATRIX_KEYS  # noqa: PLC0415
+    from agents.driver import summary_lines  # noqa: PLC0415
+    from plasticity.workdir import read_metrics  # noqa: PLC0415
+
+    if jax.process_index() != 0:
+        return []
+    by_variant: dict[Path, list[dict]] = {}
+    for path, run_config in configs.expand_runs(config, "atari", workdir):
+        if run_config.num_seeds == 1 and Path(path).name.startswith("seed_"):
+            by_variant.setdefault(Path(path).parent, []).extend(read_metrics(path))
+    lines = []
+    for variant, rows in by_variant.items():
+        label = variant.relative_to(workdir).as_posix()
+        prefix = f"{label}: " if label != "." else ""
+        lines += [prefix + line for line in summary_lines(rows, MATRIX_KEYS[0])]
+    return lines
 
 
 def write_combined_matrix(workdir: str, config, family: str) -> None:

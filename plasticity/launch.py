@@ -196,7 +196,8 @@ def main(
     except OSError as error:  # the disk: full, read-only, a file the run cannot write
         if error.errno not in DISK_ERRNOS:
             raise
-        where = error.filename or f"work dir {launch.workdir}"  # a write names no file
+        # A buffered write names no file: the run's work dir (`Run.__exit__`) or the launch's.
+        where = error.filename or f"work dir {getattr(error, 'workdir', launch.workdir)}"
         return _error(name, f"{error.strerror or error}: {where}")
     except Exception as error:  # noqa: BLE001 - only an accelerator's out-of-memory is bad input
         if "RESOURCE_EXHAUSTED" not in str(error):
@@ -211,6 +212,8 @@ def main(
             print(f"{name}: {result.status_line()}", file=sys.stderr)
             if result.preempted:
                 break
+        for line in results[-1].outputs.get("launch_summary", ()) if results else ():
+            print(line)  # across the launch's runs (e.g. an Atari variant's seeds)
     return 0
 
 

@@ -465,7 +465,12 @@ class Run:
 
     def __exit__(self, *exc_info) -> None:
         """Closes the bar, the event file and the checkpointer, each even when one before it
-        fails (a full disk), and releases the work dir's lock last."""
+        fails (a full disk), and releases the work dir's lock last. A disk error that names no
+        file (a buffered write's) is marked with this run's work dir (``error.workdir``), which
+        the launch's one line names: a launch of several runs has several work dirs."""
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, OSError) and error.filename is None and self.path is not None:
+            error.workdir = str(self.path)
         try:
             if self._progress is not None:
                 self._progress.close()

@@ -132,3 +132,18 @@ def test_a_narrow_terminal_loses_whole_parts_of_the_postfix_from_the_end():
         assert shown == parts[: len(shown)], room
         assert len(shown) == 1 or len(bar._postfix(room)) + 2 <= room, room
     bar.close()
+
+
+def test_a_disk_error_naming_no_file_is_marked_with_the_runs_work_dir(tmp_path):
+    """A launch of several runs (variants, Atari seeds) names the run whose write failed."""
+    run = run_lib.Run(
+        "train_x", str(tmp_path / "variant_b"), {}, total=10, unit="step", x_key="step"
+    )
+    with pytest.raises(OSError) as raised:
+        with run:
+            raise OSError(28, "No space left on device")
+    assert raised.value.workdir == str(tmp_path / "variant_b")
+    with pytest.raises(OSError) as raised:  # one that names its file keeps only that
+        with run_lib.Run("train_x", str(tmp_path / "c"), {}, total=10, unit="step", x_key="step"):
+            raise OSError(28, "No space left on device", "metrics.jsonl")
+    assert not hasattr(raised.value, "workdir")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents import configs, launcher
+from agents import configs, driver, launcher
 from benchmarks import analysis as figures
 from benchmarks.configs import atari_sequence, minatar_sequence
 from plasticity import analysis, config_tools, launch
@@ -153,6 +153,28 @@ def test_variants_run_in_sub_work_dirs_and_atari_seeds_each_in_its_own():
     config.variants.rainbow_ln_nap.network.norm = "none"  # NaP without a norm: named and refused
     with pytest.raises(ValueError, match="variant 'rainbow_ln_nap': NaP needs a normalization"):
         configs.expand_runs(config, "atari", "w")
+
+
+def test_an_atari_variants_seeds_are_summarized_each_and_together(tmp_path):
+    """Each seed's run says which seed its scores are; the launch adds a line per variant with
+    the mean over its seeds (each seed a run of its own, in seed_<s>)."""
+    config = atari_sequence.get_config("smoke,rainbow,rainbow_ln_nap")
+    config.num_seeds = 2
+    config.seed = 3
+    scores = {("rainbow", 3): -21.0, ("rainbow", 4): -19.0, ("rainbow_ln_nap", 3): -20.0}
+    for (variant, seed), score in scores.items():
+        row = dict(event="eval", end_of_block=True, game="Pong", trained_game="Pong", visit=1)
+        path = tmp_path / variant / f"seed_{seed}" / workdir_lib.METRICS_FILE
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({**row, "seed": seed, "return_mean": score}) + "\n")
+    rows = workdir_lib.read_metrics(tmp_path / "rainbow" / "seed_4")
+    assert driver.summary_lines(rows, "return_mean") == [
+        "Pong: visit_1 -19.00 (return_mean, seed 4)"
+    ]
+    assert launcher.across_seeds_lines(str(tmp_path), config) == [
+        "rainbow: Pong: visit_1 -20.00 (return_mean, mean over 2 seeds)",
+        "rainbow_ln_nap: Pong: visit_1 -20.00 (return_mean, seed 3)",  # its seed 4 had no score
+    ]
 
 
 @pytest.mark.parametrize("variant", atari_sequence.VARIANTS)
