@@ -33,6 +33,8 @@ from plasticity.figures import (
     finish,
     first_game,
     grid,
+    interventions,
+    mark_interventions,
     mark_switches,
     plain_ticks,
     plot_layer_metric,
@@ -92,7 +94,7 @@ def plot_eval_returns(runs: Sequence[Run]):
     fig, axes = grid(plt, len(games))
     colors, styles = curve_colors(runs), curve_styles(runs)
     for ax, game in zip(axes, games):
-        drawn, marks = [], []
+        drawn, marks, intervened = [], [], []
         for run, variant, label in curves(runs):
             subset = dataclasses.replace(
                 run, rows=[r for r in events(run, "eval") if r.get("game") == game]
@@ -109,9 +111,11 @@ def plot_eval_returns(runs: Sequence[Run]):
                         first_game(run, variant),
                     )
                 )
+                intervened.append((label, interventions(run, variant, "frames"), float(s.x[-1])))
         ax.set_title(str(game), fontsize=10)
         style_axes(ax, key, drawn, "frames")
         mark_switches(ax, marks, colors, "frames")
+        mark_interventions(ax, intervened, colors)
     return finish(fig, axes, f"Evaluation per game: {MATRIX_KEY_LABELS[key]}")
 
 

@@ -44,6 +44,7 @@ PALETTE = (
 X_LABELS = {"frames": "frames", "step": "optimizer steps", "task": "task"}
 
 SWITCH_GID = "switch"  # matplotlib gid of switch markers (not data; `figure_contents` skips them)
+INTERVENTION_GID = "intervention"  # the same for intervention markers
 
 
 # Line styles cycle with the curves too, so that curves that coincide (variants sharing their
@@ -316,6 +317,62 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
             )
 
 
+def interventions(run: Run, variant: str | None, x: str) -> list[tuple[float, float]]:
+    """(first, last) x of a curve's interventions ('intervention' rows, all seeds): a point for
+    one application, a span for a continual row summarizing ``applications`` every ``every``
+    steps up to its step."""
+    spans = set()
+    for row in curve_rows(run, variant, "intervention"):
+        at = number(row.get(x))
+        if at is None:
+            continue
+        count, every = number(row.get("applications")), number(row.get("every"))
+        first = at - (count - 1) * every if x == "step" and count and every else at
+        spans.add((first, at))
+    return sorted(spans)
+
+
+def mark_interventions(ax, marks: Sequence[tuple[str, list, float]], colors):
+    """Where each curve intervened, in its colour, along the panel's top edge: a triangle per
+    application, a bar over a summarized stretch. marks: (label, `interventions`, last x drawn);
+    those after the last point drawn are left out, and each curve gets its own row so that
+    curves intervening at the same x stay apart."""
+    kept = [
+        (label, [(a, min(b, end)) for a, b in found if a <= end]) for label, found, end in marks
+    ]
+    kept = [(label, found) for label, found in kept if found]
+    legend = "intervention" if len(kept) == 1 else "intervention (run colour)"
+    for row, (label, found) in enumerate(kept):
+        y, style = 1.0 - 0.035 * row, dict(color=colors[label], clip_on=False, zorder=3)
+        points = [first for first, last in found if first == last]
+        for first, last in (span for span in found if span[0] != span[1]):
+            ax.plot(
+                [first, last],
+                [y, y],
+                transform=ax.get_xaxis_transform(),
+                lw=3,
+                alpha=0.6,
+                solid_capstyle="butt",
+                gid=INTERVENTION_GID,
+                label=legend,
+                **style,
+            )
+            legend = "_" + legend.lstrip("_")
+        if points:
+            ax.plot(
+                points,
+                [y] * len(points),
+                transform=ax.get_xaxis_transform(),
+                ls="none",
+                marker="v",
+                ms=4,
+                gid=INTERVENTION_GID,
+                label=legend,
+                **style,
+            )
+            legend = "_" + legend.lstrip("_")
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures. Each function returns a matplotlib Figure, or None when there is nothing to draw.
 
@@ -451,6 +508,14 @@ def _panel_figure(
             colors,
             shown,
         )
+        mark_interventions(
+            ax,
+            [
+                (label, interventions(run, variant, axis), float(s.x[-1]))
+                for run, variant, label, axis, s in found
+            ],
+            colors,
+        )
     return finish(fig, axes, title)
 
 
@@ -491,7 +556,8 @@ def plot_metrics(
 
 def figure_contents(fig) -> dict[str, dict[str, int]]:
     """{panel title: {what is drawn: number of finite points}} of a figure: curves (by legend
-    label), heat maps (finite cells) and bar groups (finite bars); switch markers are not data.
+    label), heat maps (finite cells) and bar groups (finite bars); switch and intervention
+    markers are not data.
     What tests and the report use to tell a figure with data from an empty one."""
     contents: dict[str, dict[str, int]] = {}
     for ax in fig.axes:
@@ -499,8 +565,8 @@ def figure_contents(fig) -> dict[str, dict[str, int]]:
             continue
         panel: dict[str, int] = {}
         for line in ax.get_lines():
-            if line.get_gid() == SWITCH_GID or line.get_label().startswith("_"):
-                continue  # switch markers and reference lines
+            if line.get_gid() in (SWITCH_GID, INTERVENTION_GID) or line.get_label()[:1] == "_":
+                continue  # switch and intervention markers, reference lines
             y = np.asarray(line.get_ydata(), np.float64)
             panel[line.get_label()] = int(np.isfinite(y).sum())
         for image in ax.get_images():

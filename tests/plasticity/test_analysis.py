@@ -481,3 +481,39 @@ def test_each_grid_point_of_a_sweep_is_a_curve_of_its_own(tmp_path):
     # Without a grid (an RL run logging its scheduled rate), a varying field splits nothing.
     plain = analysis.load_run(_write_rows(tmp_path / "rl", rows, {}))
     assert analysis.variants(plain) == ["layernorm"]
+
+
+def test_interventions_are_marked_where_each_curve_intervened(tmp_path):
+    """A triangle per application along the top edge, a bar over a summarized stretch (a
+    continual row of `applications` every `every` steps), in the curve's colour; not data."""
+    rl_rows = [
+        {"event": "diagnostics", "frames": f, "step": f // 4, "seed": s, "weight_norm/h": 1.0}
+        for f in range(0, 2000, 250)
+        for s in (0, 1)
+    ]
+    rl_rows += [  # both seeds at 500 and 1500 (one mark each), one past the last point
+        {"event": "intervention", "frames": f, "step": f // 4, "seed": s, "name": "redo"}
+        for f in (500, 1500, 5000)
+        for s in (0, 1)
+    ]
+    rl = analysis.load_run(_write_rows(tmp_path / "rl", rl_rows))
+    fig = figures_lib.plot_layer_metric([rl], "weight_norm")
+    (marker,) = [line for line in fig.axes[0].get_lines() if line.get_gid() == "intervention"]
+    assert list(marker.get_xdata()) == [500, 1500] and marker.get_label() == "intervention"
+    assert marker.get_color() == figures_lib.curve_colors([rl])["rl"]
+    assert figures_lib.figure_contents(fig) == {"h": {"rl": 8}}
+    figures_lib.pyplot().close(fig)
+    continual_rows = [
+        {"event": "diagnostics", "step": t, "seed": 0, "weight_norm/h": 1.0}
+        for t in range(0, 201, 50)
+    ]
+    continual_rows += [
+        {"event": "intervention", "step": 100, "seed": 0, "name": "noisy_updates"},  # boundary
+        {"event": "intervention", "step": 199, "seed": 0, "name": "noisy_updates",
+         "applications": 100, "every": 1},
+    ]  # fmt: skip
+    continual = analysis.load_run(_write_rows(tmp_path / "c", continual_rows))
+    fig = figures_lib.plot_layer_metric([continual], "weight_norm")
+    marks = [line for line in fig.axes[0].get_lines() if line.get_gid() == "intervention"]
+    assert sorted(list(line.get_xdata()) for line in marks) == [[100], [100, 199]]
+    figures_lib.pyplot().close(fig)
