@@ -117,7 +117,7 @@ class CompiledAgent(NamedTuple):
 # and the replay's sizes and annealing can change without recompiling (jit retraces on new shapes).
 _COMPILED_SECTIONS = ("network", "learner", "optimizer", "updates_per_frame", "diagnostics")
 _COMPILED_REPLAY_FIELDS = ("prioritized",)
-_COMPILED_INTERVENTION_FIELDS = ("name", "batch_size", "options")
+_COMPILED_INTERVENTION_FIELDS = ("name", "batch_size", "sync_target", "options")
 
 
 def _config_key(config: ml_collections.ConfigDict) -> str:

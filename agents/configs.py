@@ -195,12 +195,16 @@ def _base_config() -> ml_collections.ConfigDict:
     # and/or at every game switch, on a uniform replay batch of `batch_size`. One due at a block's
     # last frame runs after the block's evaluation, at the next block's start (none after the
     # run's last frame: the final checkpoint holds the network the last evaluation scored).
+    # `sync_target`: copy the online network into the target network after it (None: for
+    # resets and plasticity injection, as Nikishin et al. reset both networks; the others
+    # leave the target to its next copy, as after any update; `agents.probes`).
     config.intervention = ml_collections.ConfigDict(
         dict(
             name="none",
             every_frames=0,
             at_switch=False,
             batch_size=64,
+            sync_target=config_dict.placeholder(bool),
             options=ml_collections.ConfigDict(),
         )
     )
@@ -535,6 +539,11 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         )
     intervention = config.intervention
     check_options(intervention.name, intervention.options.to_dict())  # the name, then options
+    if intervention.name == "plasticity_injection" and intervention.sync_target is False:
+        raise ValueError(
+            "intervention.sync_target=False with plasticity_injection: the old target network "
+            "read through the injected head computes no network's values; leave it unset"
+        )
     if intervention.name != "none" and not (
         intervention.every_frames > 0 or intervention.at_switch
     ):

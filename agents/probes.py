@@ -13,8 +13,11 @@ MinAtar (inside the compiled ``lax.scan``) and on Atari (jitted between emulator
   ``intervention.batch_size`` observations; None for 'none'. The loops call it every
   ``intervention.every_frames`` frames once learning has started, and at every game switch with
   ``intervention.at_switch``. Its state lives in ``train_state.extra[name]`` (`with_intervention_state`)
-  and is checkpointed with the learner. The target network is left as it is: it catches up at its
-  next copy, as after any update.
+  and is checkpointed with the learner. With ``intervention.sync_target`` (by default for
+  resets and plasticity injection: `syncs_target`) the target network is then set to the online
+  one, as Nikishin et al. reset both; otherwise it catches up at its next copy, as after any
+  update (an injected head's old target would read the frozen copies of the new head, the
+  values of no network, so injection always syncs).
 """
 
 from __future__ import annotations
@@ -68,7 +71,12 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
     def loss_fn(params, inputs, targets):
         batch = {**targets["batch"], "obs_tm1": inputs}
         loss, _ = learner.loss(
-            params, targets["target_params"], batch, targets["weights"], targets["rng"]
+            params,
+            targets["target_params"],
+            batch,
+            targets["weights"],
+            targets["rng"],
+            targets["extra"],  # an injected head's frozen parts: the agent's own values
         )
         return loss
 
@@ -89,6 +97,7 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
         targets = {
             "batch": {name: value for name, value in batch.items() if name != "obs_tm1"},
             "target_params": train_state.extra["target_params"],
+            "extra": train_state.extra,
             "weights": jnp.ones((batch_size,), jnp.float32),
             "rng": loss_key,
         }
@@ -129,6 +138,18 @@ def with_intervention_state(train_state: TrainState, intervention) -> TrainState
     return train_state.replace(extra=extra)
 
 
+# Interventions after which the target network is set to the online one unless
+# ``intervention.sync_target`` says otherwise.
+SYNCING_INTERVENTIONS = ("reset_last_layers", "plasticity_injection")
+
+
+def syncs_target(settings: ml_collections.ConfigDict) -> bool:
+    """Whether the intervention of ``settings`` (``config.intervention``) copies the online
+    network into the target after it: ``sync_target``, or when unset, for resets and injection."""
+    chosen = settings.get("sync_target")
+    return settings.name in SYNCING_INTERVENTIONS if chosen is None else bool(chosen)
+
+
 def make_intervene(config: ml_collections.ConfigDict, learner: Learner) -> Callable | None:
     """``intervene(train_state, replay, key) -> train_state`` (module docstring), or None."""
     intervention = make_intervention(config, learner)
@@ -136,10 +157,16 @@ def make_intervene(config: ml_collections.ConfigDict, learner: Learner) -> Calla
         return None
     batch_size = int(config.intervention.batch_size)
     n_step, discount = int(config.learner.n_step), float(config.learner.discount)
+    sync = syncs_target(config.intervention)
 
     def intervene(train_state: TrainState, replay: ReplayState, key: jax.Array) -> TrainState:
         sample_key, apply_key = jax.random.split(key)
         batch, _ = replay_sample(replay, sample_key, batch_size, n_step, discount)
-        return intervention.apply(train_state, preprocess_observations(batch["obs_tm1"]), apply_key)
+        probe = preprocess_observations(batch["obs_tm1"])
+        train_state = intervention.apply(train_state, probe, apply_key)
+        if sync:
+            extra = {**train_state.extra, "target_params": train_state.params}
+            train_state = train_state.replace(extra=extra)
+        return train_state
 
     return intervene

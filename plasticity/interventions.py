@@ -486,9 +486,10 @@ def make_reset_last_layers(
     reset_moments: bool = True,
 ) -> Intervention:
     """Resets (Nikishin et al. 2022): re-initialize the last `num_layers` parameter layers in call
-    order (None: every layer), or the named `layers`, or every parameter under module `prefix`.
-    A layer is a module owning a kernel, with its norm (e.g. 'hidden_1' = linear + norm). Their
-    optimizer moments are zeroed unless ``reset_moments=False``."""
+    order (None: every layer; a dueling head's two streams are one layer per depth), or the named
+    `layers`, or every parameter under module `prefix`. A layer is a module owning a kernel, with
+    its norm (e.g. 'hidden_1' = linear + norm). Their optimizer moments are zeroed unless
+    ``reset_moments=False``."""
     _check_layer_names(layers, "reset_last_layers")
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:
@@ -515,8 +516,8 @@ def make_plasticity_injection(
     prefix: str | None = None,
 ) -> Intervention:
     """Plasticity injection (Nikishin et al. 2023), once: the head θ (last `num_layers` parameter
-    layers in call order, or `layers`, or the module `prefix`, e.g. 'head' for a dueling head) is
-    frozen and the network becomes
+    layers in call order, a dueling head's streams side by side, or `layers`, or the module
+    `prefix`, e.g. 'head') is frozen and the network becomes
 
         f(x) = h_θ(φ(x)) + h_θ'(φ(x)) − h_θ'₀(φ(x)),   θ' trainable, θ'₀ = θ' at injection, frozen.
 
@@ -691,9 +692,9 @@ def make_intervention(
       redo: tau=0.1, norm_recycling='reinitialize' · cbp: replacement_rate=1e-4,
       maturity_threshold=100, decay_rate=0.99, steps_per_call=1, reinit='kaiming_uniform',
       kaiming_gain=√2, norm_recycling='reinitialize' · shrink_perturb: shrink=0.6,
-      perturb=0.01, noise='init', labels=None · reset_last_layers: num_layers=1, layers=None,
-      prefix=None, reset_moments=True · plasticity_injection: num_layers=2, layers=None,
-      prefix=None.
+      perturb=0.01, noise='init', labels=None · noisy_updates: scale=1e-4, labels=None ·
+      reset_last_layers: num_layers=1, layers=None, prefix=None, reset_moments=True ·
+      plasticity_injection: num_layers=2, layers=None, prefix=None.
     """
     check_options(name, options)  # every option and value: the builder below cannot refuse them
     context = _Context(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import re
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -244,6 +245,14 @@ def kernel_layer_call_order(
     return order
 
 
+def _depth_of(layer: str) -> str:
+    """A layer's name with a dueling stream's name taken out ('head/value_hidden_0/linear' and
+    'head/advantage_hidden_0/linear' -> 'head/stream_hidden_0/linear'): parallel layers, one
+    depth of the network."""
+    layer = re.sub(r"(^|/)(value|advantage)_hidden_", r"\1stream_hidden_", layer)
+    return re.sub(r"(^|/)output_(value|advantage)($|/)", r"\1output_stream\3", layer)
+
+
 def parameter_layers(
     params: Any,
     model: nn.Module,
@@ -253,7 +262,9 @@ def parameter_layers(
     prefix: str | None,
     num_layers: int | None,
 ) -> list[tuple[str, ...]]:
-    """Module paths (tuples) of the parameter layers selected by name, prefix or position."""
+    """Module paths (tuples) of the parameter layers selected by name, prefix or position: the
+    last ``num_layers`` in call order, where a dueling head's value and advantage streams count
+    as one layer per depth (the last layer of a dueling network is both output layers)."""
     if layers is not None:
         chosen = [tuple(layer.split("/")) for layer in layers]
     elif prefix is not None:
@@ -263,15 +274,14 @@ def parameter_layers(
             diagnostics.param_layer_name(k)
             for k in kernel_layer_call_order(model, params, inputs, apply_kwargs)
         ]
-        if num_layers is not None and not 1 <= num_layers <= len(order):
+        depths = list(dict.fromkeys(_depth_of(layer) for layer in order))
+        if num_layers is not None and not 1 <= num_layers <= len(depths):
             raise ValueError(
-                f"num_layers must be between 1 and the network's {len(order)} parameter layers "
+                f"num_layers must be between 1 and the network's {len(depths)} parameter layers "
                 f"(or None for all), got {num_layers}."
             )
-        chosen = [
-            tuple(layer.split("/"))
-            for layer in (order if num_layers is None else order[len(order) - num_layers :])
-        ]
+        last = set(depths if num_layers is None else depths[len(depths) - num_layers :])
+        chosen = [tuple(layer.split("/")) for layer in order if _depth_of(layer) in last]
     flat = traverse_util.flatten_dict(params)
     for path in chosen:
         if not any(leaf[: len(path)] == path for leaf in flat):

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from agents import atari_loop, minatar_loop, sequence
+from agents import atari_loop, configs, minatar_loop, probes, sequence
 from agents.sequence import SwitchPolicy
 from plasticity import workdir as workdir_lib
 from tests.agents.test_atari_sequence import tiny as tiny_atari
@@ -65,7 +65,7 @@ def test_atari_injects_a_new_head_at_the_switch_without_changing_the_function(
         at_switch=True,
         options=ml_collections.ConfigDict({"num_layers": 1}),
     )
-    seen = []
+    seen, targets = [], []
     intervene = atari_loop.AtariLoop._intervene
 
     def recording(self, state, segment, seed):
@@ -84,6 +84,10 @@ def test_atari_injects_a_new_head_at_the_switch_without_changing_the_function(
         state = intervene(self, state, segment, seed)
         injected = bool(state.train_state.extra["plasticity_injection"]["injected"])
         seen.append((before, np.asarray(q(state)), injected, replay_items))  # host copies
+        target = state.replace(
+            train_state=state.train_state.replace(params=state.train_state.extra["target_params"])
+        )
+        targets.append(np.asarray(q(target)))  # the target read through the injected head
         return state
 
     monkeypatch.setattr(atari_loop.AtariLoop, "_intervene", recording)
@@ -94,6 +98,9 @@ def test_atari_injects_a_new_head_at_the_switch_without_changing_the_function(
     before, after, injected, _ = seen[0]
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-6)
     assert injected
+    # The target is set to the injected online network: the same values (its old parameters
+    # read through the injected head would give 2 h_θ − h_θ'₀, no network's values).
+    np.testing.assert_array_equal(targets[0], after)
     assert [r["frames"] for r in rows_of(tmp_path, "intervention")] == [256, 512, 768]
     final = result.outputs["state"].train_state
     own = final.extra["plasticity_injection"]
@@ -186,3 +193,23 @@ def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path
     assert [r["frames"] for r in rows_of(tmp_path, "intervention")] == [
         half * k for k in range(1, 8)
     ]
+
+
+def test_resets_and_injection_sync_the_target_by_default_and_the_others_do_not():
+    config = tiny_minatar(num_seeds=1)
+    settings = config.intervention
+    for name, synced in [
+        ("reset_last_layers", True),
+        ("plasticity_injection", True),
+        ("redo", False),
+        ("shrink_perturb", False),
+        ("noisy_updates", False),
+    ]:
+        settings.name = name
+        assert probes.syncs_target(settings) is synced, name
+        settings.sync_target = not synced
+        assert probes.syncs_target(settings) is not synced, name
+        settings.sync_target = None
+    settings.update(name="plasticity_injection", sync_target=False, at_switch=True)
+    with pytest.raises(ValueError, match="sync_target=False with plasticity_injection"):
+        configs.validate_config(config, "minatar")

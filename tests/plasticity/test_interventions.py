@@ -573,6 +573,37 @@ def test_plasticity_injection_on_a_distributional_dueling_head():
     )
 
 
+@pytest.mark.parametrize(
+    "name, num_layers", [("reset_last_layers", 1), ("plasticity_injection", 2)]
+)
+def test_the_last_layers_of_a_dueling_head_are_both_streams(name, num_layers):
+    """The value and advantage streams are parallel: the last layer is both output layers (not
+    the advantage stream's alone, the last called), the last two also both hidden layers; an
+    injection there still leaves the network's function unchanged."""
+    model = networks.QNetwork(
+        networks.MLP((8,), 0, "layernorm"),
+        networks.ValueHead(4, (8,), dueling=True, num_atoms=1, norm="layernorm"),
+    )
+    params = _params(model)
+    intervention = interventions.make_intervention(
+        name, model, num_layers=num_layers, init_fn=_fresh_init(model)
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {name: intervention.init(params)})
+    after = jax.jit(intervention.apply)(state, X, jax.random.key(12))
+    flat = lambda tree: traverse_util.flatten_dict(tree)  # noqa: E731
+    changed = {  # the head's modules with a rewritten parameter
+        path[1]
+        for path, value in flat(after.params).items()
+        if not np.array_equal(value, flat(params)[path]) and path[0] == "head"
+    }
+    outputs = {"output_advantage", "output_value"}
+    hidden = {"advantage_hidden_0", "value_hidden_0"}
+    assert changed == (outputs | hidden if num_layers == 2 else outputs)
+    if name == "plasticity_injection":
+        out = interventions.injected_apply(model, after.params, after.extra, X)
+        np.testing.assert_allclose(out.q_values, _forward(model, params).q_values, atol=1e-5)
+
+
 def test_interventions_compose_with_nap_and_weight_decay():
     model = networks.MLP((8, 6), 3, "layernorm")
     params = _params(model)
