@@ -473,7 +473,7 @@ class AtariLoop:
         keep_before = _last_updates_before(window["updates"], diagnose)
         log_at = due_mask(frames, step, config.log_every_frames)
         progress_eval = due_mask(frames, step, config.evaluation.every_frames)
-        shown = f"{info.game} ({block + 1}/{len(segment.blocks)})"
+        shown, applied = f"{info.game} ({block + 1}/{len(segment.blocks)})", []
         run.show(
             game=shown,
             run=segment.name if segment.is_reference else None,
@@ -529,17 +529,9 @@ class AtariLoop:
                 log([row])
             if intervene[i]:
                 state = self._intervene(state, segment, derive_seed(self.seed, int(frames[i]), 5))
-                log(
-                    [
-                        segment.row(
-                            "intervention",
-                            block,
-                            iteration,
-                            self.seed,
-                            name=config.intervention.name,
-                        )
-                    ]
-                )
+                applied.append(iteration)
+                if not segment.summarizes_interventions:
+                    log(segment.intervention_rows(block, applied[-1:], self.seed))
             stopping = i < stop - start - 1 and run.preemption_requested()
             last = i == stop - start - 1 or stopping
             if log_at[i] or last:
@@ -548,7 +540,10 @@ class AtariLoop:
                 step, updates=int(window["updates"][i]), last_return=self._shown_return(info.game)
             )
             if stopping:
-                return state, iteration + 1
+                stop = iteration + 1
+                break
+        if segment.summarizes_interventions:  # one row for the chunk's applications
+            log(segment.intervention_rows(block, applied, self.seed))
         return state, stop
 
     def _compiling(self, run: Run, part: str):

@@ -636,9 +636,8 @@ class MinAtarLoop:
             for i in np.flatnonzero(flags["diagnose"]):
                 measured = {k: float(v[s, i]) for k, v in outputs["diagnostics"].items()}
                 rows.append(segment.row("diagnostics", block, start + i, seed, **measured))
-            for i in np.flatnonzero(flags["intervene"]):
-                name = config.intervention.name
-                rows.append(segment.row("intervention", block, start + i, seed, name=name))
+            applied = start + np.flatnonzero(flags["intervene"])
+            rows += segment.intervention_rows(block, applied, seed)
         return rows
 
     def _check_losses(self, run, segment, block, window, outputs) -> None:

@@ -451,6 +451,9 @@ def linear_values(count: np.ndarray, begin: float, end: float, duration: float) 
 
 SEQUENCE = "sequence"
 FRESH_PREFIX = "fresh_"
+# A periodic intervention applied more often in a block gets one row a chunk, not one per
+# application (noisy updates after every iteration would write millions of rows a game).
+MAX_INTERVENTION_ROWS_PER_BLOCK = 16
 
 
 @dataclasses.dataclass
@@ -496,12 +499,41 @@ class Segment:
 
     def _intervention_due(self, window: Mapping[str, np.ndarray]) -> np.ndarray:
         """The periodic intervention's multiples of ``every_frames`` in a window, once learning
-        runs (none without an intervention)."""
+        has updated the network (none without an intervention)."""
         settings = self.config.intervention
         every = int(settings.every_frames) if settings.name != "none" else 0
-        return (
-            due_mask(window["frames_after"], self.frames_per_iteration, every) & window["learning"]
+        due = due_mask(window["frames_after"], self.frames_per_iteration, every)
+        return due & window["learning"] & (window["updates_after"] > 0)
+
+    @property
+    def summarizes_interventions(self) -> bool:
+        """Whether the periodic intervention can apply more than MAX_INTERVENTION_ROWS_PER_BLOCK
+        times in a block (at most once an iteration): then a chunk's applications get one row
+        (`intervention_rows`), e.g. noisy updates after every iteration's updates."""
+        settings = self.config.intervention
+        every = int(settings.every_frames) if settings.name != "none" else 0
+        if every <= 0:
+            return False
+        period = max(every, self.frames_per_iteration)
+        return max(b.frames for b in self.blocks) / period > MAX_INTERVENTION_ROWS_PER_BLOCK
+
+    def intervention_rows(self, block: int, applied: Sequence[int], seed: int) -> list[dict]:
+        """'intervention' rows of the periodic applications after block-relative iterations
+        ``applied`` (one chunk's): a row each, or with `summarizes_interventions` one row at the
+        last, with ``applications``, ``every_frames`` and ``first_frames`` (the first's frames).
+        """
+        name = self.config.intervention.name
+        if not len(applied):
+            return []
+        if not self.summarizes_interventions:
+            return [self.row("intervention", block, int(i), seed, name=name) for i in applied]
+        first = self.row("intervention", block, int(applied[0]), seed)["frames"]
+        summary = dict(
+            applications=len(applied),
+            every_frames=int(self.config.intervention.every_frames),
+            first_frames=first,
         )
+        return [self.row("intervention", block, int(applied[-1]), seed, name=name, **summary)]
 
     def periodic_interventions(self, block: int, window: Mapping[str, np.ndarray]) -> np.ndarray:
         """Whether the periodic intervention runs after each iteration of ``window`` (of

@@ -505,8 +505,12 @@ def make_trainer(
             out.update(extra_diagnostics(state.params, previous_params, inputs, targets, key, lr))
         return {name: jnp.asarray(value, jnp.float32) for name, value in out.items()}
 
-    def intervene(state: TrainState, task_state, task, key, keys, data) -> TrainState:
-        inputs, _ = probe_batch(keys, task_state, task, data)
+    def intervene(state: TrainState, task_state, global_step, key, keys, data) -> TrainState:
+        """The intervention on a probe batch drawn afresh for its step (ReDo and continual
+        backprop score units on fresh data, as in their papers), not the diagnostics' per task."""
+        counter = num_tasks + global_step  # apart from `probe_batch`'s counters (the tasks)
+        indices = sample_indices(keys["probe"], counter, probe_size, sequence.num_examples)
+        inputs, _ = sequence.batch(task_state, indices, data)
         return intervention[1](state, inputs, key)
 
     def step_key(keys, global_step, purpose: int) -> jax.Array:
@@ -598,7 +602,7 @@ def make_trainer(
     def intervene_if_due(state, end, task, task_state, keys, data, allowed=True):
         """The periodic intervention after update `end` when `end` is a multiple of its period
         (and `allowed`, a traced bool, holds)."""
-        apply = lambda s: intervene(s, task_state, task, step_key(keys, end - 1, 0), keys, data)
+        apply = lambda s: intervene(s, task_state, end, step_key(keys, end - 1, 0), keys, data)
         if segment_steps == intervention_every:  # every segment ends on a multiple of the period
             due = allowed
         else:
@@ -676,14 +680,12 @@ def make_trainer(
     def run_task(carry: Carry, task: jax.Array, keys, hparams, tx, data):
         state, task_state = carry
 
-        def switch(args):
+        def switch(args):  # the boundary's intervention on the task that ended, as in RL
             state, task_state = args
-            task_state = sequence.next(task_state, keys["tasks"], task, data)
             if intervention is not None and at_boundaries:
-                state = intervene(
-                    state, task_state, task, step_key(keys, task * steps, 2), keys, data
-                )
-            return state, task_state
+                key = step_key(keys, task * steps, 2)
+                state = intervene(state, task_state, task * steps, key, keys, data)
+            return state, sequence.next(task_state, keys["tasks"], task, data)
 
         state, task_state = jax.lax.cond(task > 0, switch, lambda args: args, (state, task_state))
 

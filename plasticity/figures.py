@@ -319,8 +319,8 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
 
 def interventions(run: Run, variant: str | None, x: str) -> list[tuple[float, float]]:
     """(first, last) x of a curve's interventions ('intervention' rows, all seeds): a point for
-    one application, a span for a continual row summarizing ``applications`` every ``every``
-    steps up to its step."""
+    one application, a span for a row summarizing several (continual: ``applications`` every
+    ``every`` steps up to its step; RL: from ``first_frames`` to its frames)."""
     spans = set()
     for row in curve_rows(run, variant, "intervention"):
         at = number(row.get(x))
@@ -328,6 +328,8 @@ def interventions(run: Run, variant: str | None, x: str) -> list[tuple[float, fl
             continue
         count, every = number(row.get("applications")), number(row.get("every"))
         first = at - (count - 1) * every if x == "step" and count and every else at
+        if x == "frames" and number(row.get("first_frames")) is not None:
+            first = min(at, number(row["first_frames"]))
         spans.add((first, at))
     return sorted(spans)
 

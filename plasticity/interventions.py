@@ -337,11 +337,13 @@ def make_cbp(
     parameter from the network's own initializer); zero outgoing weights; zeroed optimizer
     moments for both; u_i = 0 and age_i = 0. `norm_recycling` as in `recycle_units`.
 
-    Differences from the authors' code, none of which changes which units are replaced: Σ_k over
-    the outgoing weights where their code averages (a constant factor per layer); E over the probe
-    batch given to each call rather than the training minibatch; no adjustment of the next
-    layer's bias by the replaced unit's mean activation (their released GnT code resets that mean
-    before reading it, so the adjustment adds nothing there). `steps_per_call = N` scales the
+    Differences from the authors' code: Σ_k over the outgoing weights where their code averages
+    (a constant factor per layer, which changes no ranking); E over the probe batch given to each
+    call rather than the training minibatch (the trainers draw it afresh from the current data
+    at every call, so the utilities follow the stream, but on other examples than the update's);
+    no adjustment of the next layer's bias by the replaced unit's mean activation (their
+    released GnT code resets that mean before reading it, so the adjustment adds nothing
+    there). `steps_per_call = N` scales the
     decay, ages and budget as if the call stood for N steps. Utilities live in
     ``extra['cbp']``, keyed by each hidden kernel layer.
     """

@@ -149,7 +149,7 @@ def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path
     """A periodic intervention falling on a block's last iteration runs after the block's
     evaluation (which scores the trained network) and before the next block's switch policy,
     with its row there; the last block's never runs. One due with a progress evaluation inside
-    a block (every 128 frames) runs after it too."""
+    a block (every 128 frames) runs after it too, once an update has run."""
     config = tiny_atari(switch=False)
     config.intervention.update(name="redo", every_frames=config.frames_per_game // 2)
     config.evaluation.every_frames = config.frames_per_game // 2
@@ -177,7 +177,7 @@ def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path
     assert result.completed
     block = ["progress", "intervene"]  # mid-block: the progress evaluation first
     assert calls == [
-        *block,
+        "progress",  # none at frame 128 in the first block: no update has run yet (at 136)
         "evaluate 0",
         "intervene",  # deferred to the next block's start
         *block,
@@ -191,7 +191,7 @@ def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path
     ]
     half = config.frames_per_game // 2  # every 128 frames, the last block's end's never
     assert [r["frames"] for r in rows_of(tmp_path, "intervention")] == [
-        half * k for k in range(1, 8)
+        half * k for k in range(2, 8)
     ]
 
 
@@ -213,3 +213,31 @@ def test_resets_and_injection_sync_the_target_by_default_and_the_others_do_not()
     settings.update(name="plasticity_injection", sync_target=False, at_switch=True)
     with pytest.raises(ValueError, match="sync_target=False with plasticity_injection"):
         configs.validate_config(config, "minatar")
+
+
+def test_minatar_noisy_updates_every_iteration_write_one_row_a_chunk_from_the_first_update(
+    tmp_path,
+):
+    """Noisy updates after every iteration (the docs' recipe) would write a row per iteration:
+    one row a chunk instead, counting the chunk's applications, the first after the first
+    update (none while the replay fills and no update has run)."""
+    config = tiny_minatar(num_seeds=1)
+    config.diagnostics.every_frames = 0
+    config.intervention.update(name="noisy_updates", every_frames=config.env.num_envs)
+    segment = sequence.plan_segments(config, minatar_loop.make_blocks(config))[0]
+    assert segment.summarizes_interventions
+    result = minatar_loop.train(config, str(tmp_path), show_progress=False)
+    assert result.completed
+    rows = rows_of(tmp_path, "intervention")
+    periodic = [r for r in rows if "applications" in r]
+    deferred = [r for r in rows if "applications" not in r]  # at block starts (blocks 1-3)
+    chunks = config.frames_per_game // config.checkpoint_every_frames
+    assert len(periodic) == len(segment.blocks) * chunks and len(deferred) == 3
+    first = segment.plan.window(0, 0, segment.plan.iterations[0])
+    updated = np.flatnonzero(first["updates_after"] > 0)
+    assert periodic[0]["first_frames"] == first["frames_after"][updated[0]]
+    for block in range(len(segment.blocks)):  # every iteration after the first update but
+        window = segment.plan.window(block, 0, segment.plan.iterations[block])  # the last
+        expected = int(np.sum(window["updates_after"][:-1] > 0))
+        assert sum(r["applications"] for r in periodic if r["block"] == block) == expected
+    assert all(r["every_frames"] == config.env.num_envs for r in periodic)

@@ -249,3 +249,38 @@ def test_built_in_and_module_effective_lr_rows_agree_for_adam():
         np.testing.assert_allclose(  # p = 1 for Adam
             own[key], learning_rate / own[f"weight_norm/{layer}"], rtol=1e-6
         )
+
+
+def probe_recorder(name, model, **options):
+    """Records a statistic of each call's probe batch (sensitive to which examples and where)."""
+    del model, options
+
+    def init(params):
+        del params
+        return {"count": jnp.zeros([], jnp.int32), "seen": jnp.zeros((16,), jnp.float32)}
+
+    def apply(state, probe_inputs, rng):
+        del rng
+        flat = probe_inputs.reshape(probe_inputs.shape[0], -1)
+        weights = jnp.sin(jnp.arange(flat.size, dtype=jnp.float32)).reshape(flat.shape)
+        own = state.extra[name]
+        seen = own["seen"].at[own["count"]].set(jnp.sum(flat * weights))
+        return state.replace(extra={**state.extra, name: {"count": own["count"] + 1, "seen": seen}})
+
+    return init, apply
+
+
+def test_each_intervention_draws_its_probe_and_a_boundarys_reads_the_task_that_ended():
+    """Interventions every 3 updates and at task boundaries: each call scores units on examples
+    drawn for its step (not one probe batch a task, as the diagnostics'), and the boundary's
+    call at step 6 sees the same examples of the task that ended as the periodic call after its
+    last update (the RL loops score the game that ended)."""
+    config = tiny_config(every=3, at_task_boundaries=True)
+    trainer = continual.make_trainer(config, intervention_factory=probe_recorder)
+    carry, _ = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    own = carry.state.extra["recorder"]
+    # Steps 3, 6 (periodic), 6 (boundary), 9, 12, 12, 15, 18, 18, 21.
+    seen = own["seen"][: int(own["count"])]
+    assert len(seen) == 10
+    assert seen[1] == seen[2] and seen[4] == seen[5] and seen[7] == seen[8]
+    assert len({float(v) for v in seen}) == 7, seen  # every other call on other examples
