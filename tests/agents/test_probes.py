@@ -129,3 +129,43 @@ def test_a_dueling_heads_singular_values_read_the_value_stream():
         np.isfinite(float(rows["feature_top_singular_value"]))
         and rows["feature_top_singular_value"] > 0
     )
+
+
+def test_after_an_injection_the_diagnostics_differentiate_the_agents_own_loss():
+    """After plasticity injection the agent's values are h_θ + h_θ' − h_θ'₀ (the frozen parts in
+    ``extra``): the diagnostics' gradient is that loss's, not the one of the new head alone."""
+    from agents.learner import preprocess_observations  # noqa: PLC0415
+    from agents.replay import replay_sample  # noqa: PLC0415
+
+    config = configs.smoke_config("dqn", "minatar")
+    config.diagnostics.names = ("grad_norm",)
+    config.intervention.update(name="plasticity_injection", at_switch=True)
+    learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
+    state = probes.with_intervention_state(state, probes.make_intervention(config, learner))
+    replay = filled_replay(config)
+    state = jax.jit(probes.make_intervene(config, learner))(state, replay, jax.random.key(2))
+    assert bool(state.extra["plasticity_injection"]["injected"])
+    key = jax.random.key(1)
+    rows = jax.jit(probes.make_diagnose(config, learner))(state, replay, state.params, key)
+    sample_key, loss_key, _ = jax.random.split(key, 3)  # as `make_diagnose` draws them
+    batch, _ = replay_sample(
+        replay,
+        sample_key,
+        int(config.diagnostics.batch_size),
+        int(config.learner.n_step),
+        float(config.learner.discount),
+    )
+    batch = {**batch, "obs_tm1": preprocess_observations(batch["obs_tm1"])}
+    weights = jnp.ones(batch["a_tm1"].shape[0], jnp.float32)
+    target = state.extra["target_params"]
+
+    def grad_norm(extra):
+        grads = jax.grad(lambda p: learner.loss(p, target, batch, weights, loss_key, extra)[0])(
+            state.params
+        )
+        return float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
+
+    own, head_alone = grad_norm(state.extra), grad_norm(None)
+    assert abs(own - head_alone) > 1e-3 * own  # the two losses differ here
+    np.testing.assert_allclose(float(rows["grad_norm"]), own, rtol=1e-4)
