@@ -544,6 +544,11 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             "intervention.sync_target=False with plasticity_injection: the old target network "
             "read through the injected head computes no network's values; leave it unset"
         )
+    if intervention.name == "none" and (intervention.every_frames or intervention.at_switch):
+        raise ValueError(
+            "intervention.every_frames / at_switch are set but intervention.name is 'none': "
+            "name the intervention (e.g. --config.intervention.name=redo)"
+        )
     if intervention.name != "none" and not (
         intervention.every_frames > 0 or intervention.at_switch
     ):

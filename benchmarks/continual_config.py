@@ -19,7 +19,7 @@ from typing import Sequence
 import ml_collections
 
 from benchmarks import datasets, minibatches, tasks
-from plasticity import config_tools, layers, nap, optim, two_hot
+from plasticity import config_tools, diagnostics, layers, nap, optim, two_hot
 from plasticity import mesh as mesh_lib
 
 GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
@@ -260,6 +260,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     layers.check_norm(network.norm)
     layers.check_activation(network.activation)
     optim.check_optimizer_config(opt)
+    diagnostics.make_options(**config.diagnostics.options.to_dict())  # even if no name reads them
+    unused = config.intervention.every or config.intervention.at_task_boundaries
+    if config.intervention.name == "none" and unused:
+        raise ValueError(
+            "intervention.every / at_task_boundaries are set but intervention.name is 'none': "
+            "name the intervention (e.g. --config.intervention.name=redo)"
+        )
     nap.check_nap_config(network.norm, opt.nap.enabled)
     two_hot_output(network)
     for name, value in (

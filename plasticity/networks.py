@@ -26,7 +26,14 @@ from plasticity.layers import (
 
 
 def _as_float_image(x: jax.Array) -> jax.Array:
-    """uint8 pixels in [0, 255] become float32 in [0, 1]; float inputs pass through."""
+    """uint8 pixels in [0, 255] become float32 in [0, 1]; float inputs pass through. Inputs that
+    are not batches of images (N, H, W, C) are a one-line ValueError (flattened pixels would
+    otherwise fail deep inside a convolution)."""
+    if x.ndim < 4:
+        raise ValueError(
+            f"convolutional networks take images (N, H, W, C), got shape {tuple(x.shape)}: "
+            "reshape flat inputs, or use the MLP"
+        )
     if x.dtype == jnp.uint8:
         return x.astype(jnp.float32) / 255.0
     return x

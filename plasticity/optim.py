@@ -28,7 +28,7 @@ import optax
 from flax import traverse_util
 
 from plasticity import nap, param_labels, schedules
-from plasticity.config_tools import check_range
+from plasticity.config_tools import check_range, closest_field, flatten
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 GAMMA_BETA_ELSEWHERE = ("free", "regularize")  # NaP's (γ, β) of the norms it does not project
@@ -79,6 +79,16 @@ def check_optimizer_config(config: ml_collections.ConfigDict, where: str = "opti
         check_range(f"{where}.{field}", config[field], 0.0, high, high_open=True)
     for field in ("warmup_steps", "total_steps", "init_value", "end_value"):
         check_range(f"{where}.schedule.{field}", config.schedule.get(field) or 0, 0.0)
+
+
+def check_known_fields(config: ml_collections.ConfigDict | Mapping) -> None:
+    """One-line ValueError for a field `make_optimizer` does not read (a misspelt
+    ``learning_rat`` would otherwise leave the default rate in place without a word), naming
+    the closest known field."""
+    known = list(flatten(default_optimizer_config()))
+    for field in flatten(config):
+        if field not in known:
+            raise ValueError(f"unknown optimizer field {field!r}{closest_field(field, known)}")
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
@@ -285,6 +295,7 @@ def make_optimizer(
     fails at `init` with a one-line ValueError.
     """
     config = ml_collections.ConfigDict(config)
+    check_known_fields(config)
     pick = lambda override, value: value if override is None else override
     weight_decay = pick(weight_decay, config.weight_decay)
     l2 = pick(l2, config.l2)

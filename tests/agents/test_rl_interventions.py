@@ -241,3 +241,10 @@ def test_minatar_noisy_updates_every_iteration_write_one_row_a_chunk_from_the_fi
         expected = int(np.sum(window["updates_after"][:-1] > 0))
         assert sum(r["applications"] for r in periodic if r["block"] == block) == expected
     assert all(r["every_frames"] == config.env.num_envs for r in periodic)
+
+
+def test_an_rl_schedule_without_an_intervention_is_refused():
+    config = tiny_minatar(num_seeds=1)
+    config.intervention.every_frames = 256
+    with pytest.raises(ValueError, match="intervention.name is 'none'"):
+        configs.validate_config(config, "minatar")

@@ -35,3 +35,15 @@ def test_a_misspelt_intervention_is_named_before_its_schedule():
     assert "intervention 'redo' has no option 'bogus'" in message
     # A known intervention with its options right but no schedule still says how to run it.
     assert "intervention 'redo' never runs: set intervention.every" in _error(_config(name="redo"))
+
+
+def test_a_schedule_or_diagnostics_options_set_for_nothing_are_refused():
+    """An intervention schedule without an intervention, or a diagnostics option while no
+    diagnostic name reads it (the continual default), would be accepted and do nothing."""
+    message = _error(_config(every=5))
+    assert "intervention.name is 'none'" in message
+    message = _error(_config(at_task_boundaries=True))
+    assert "intervention.name is 'none'" in message
+    config = _config()
+    config.diagnostics.options.bogus = 1
+    assert "Unknown diagnostics options ['bogus']" in _error(config)

@@ -304,3 +304,11 @@ def test_rmsnorm_offset_matches_its_definition_and_labels_its_leaves():
     plain = networks.MLP((8,), 2, "rmsnorm").apply(variables, jnp.linspace(-1, 2, 6).reshape(2, 3))
     offset = mlp.apply(variables, jnp.linspace(-1, 2, 6).reshape(2, 3))
     np.testing.assert_array_equal(np.asarray(plain), np.asarray(offset))
+
+
+@pytest.mark.parametrize(
+    "model", [networks.SmallCNN(), networks.NatureTorso(), networks.ResNet((1,), 8)]
+)
+def test_a_convolutional_network_given_flat_inputs_says_so_in_one_line(model):
+    with pytest.raises(ValueError, match=r"take images \(N, H, W, C\), got shape \(2, 784\)"):
+        model.init(jax.random.key(0), jnp.zeros((2, 784)))

@@ -286,3 +286,16 @@ def test_effective_learning_rates_match_numpy():
     for layer, ratio in ratios.items():
         np.testing.assert_allclose(ratio, 0.1, rtol=1e-5, err_msg=layer)
     assert set(ratios) == {"hidden_0/linear", "output"}
+
+
+def test_a_misspelt_field_is_refused_naming_the_closest():
+    """The library's pattern (`default_optimizer_config()`, `update`, `make_optimizer`) would
+    otherwise keep the default learning rate for ``learning_rat=0.5`` without a word."""
+    config = optim.default_optimizer_config()
+    config.update(name="adam", learning_rat=0.5)
+    with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean learning_rate\?\)"):
+        optim.make_optimizer(config)
+    config = optim.default_optimizer_config()
+    config.schedule.warmup = 10
+    with pytest.raises(ValueError, match="did you mean schedule.warmup_steps"):
+        optim.make_optimizer(config)
