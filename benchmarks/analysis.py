@@ -378,7 +378,50 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
         ),
         ("eval_returns", lambda: plot_eval_returns(runs)),
         ("evaluation_matrix", lambda: plot_evaluation_matrices(runs)),
+        *[
+            (f"{OTHER_PREFIX}{m}", lambda m=m: plot_layer_metric(runs, m, _layer_title(m)))
+            for m in other_layer_metrics(runs)
+        ],
     ]
+
+
+# Per-layer diagnostics ('<metric>/<layer>') the standard figures draw (besides one τ of the
+# dormant fractions, `_middle_dormant`); every other one logged gets a figure 'layers_<metric>'.
+DRAWN_LAYER_METRICS = ("weight_norm", "effective_lr", "update_ratio", "srank", "effective_rank")
+OTHER_PREFIX = "layers_"
+
+
+def other_layer_metrics(runs: Sequence[Run]) -> list[str]:
+    """The per-layer diagnostics no standard figure draws (dead and linearized units, the
+    pre-activation statistics, gradient norms, other dormant thresholds, a diagnostic of your
+    own: `plasticity.diagnostics.register_diagnostic`), each drawn per layer as
+    'layers_<metric>'."""
+    logged = sorted({key.split("/", 1)[0] for key in metric_keys(runs) if "/" in key})
+    drawn = {*DRAWN_LAYER_METRICS, _middle_dormant(runs)}
+    return [metric for metric in logged if metric not in drawn]
+
+
+LAYER_TITLES = {
+    "dead": "Dead units per layer",
+    "linearized": "Linearized units per layer",
+    "dohare_inactive": "Dohare-inactive units per layer",
+    "grad_norm": "Gradient norm per layer",
+    "preact_mean": "Mean pre-activation per layer",
+    "preact_std": "Pre-activation standard deviation per layer",
+    "preact_mean_abs": "Mean |unit mean pre-activation| per layer",
+}
+
+
+def _layer_title(metric: str) -> str:
+    """'Dead units per layer', 'Dormant units per layer (τ = 0.1)', or '<metric> per layer'."""
+    if metric.startswith("dormant_"):
+        return f"Dormant units per layer (τ = {metric.split('_', 1)[1]})"
+    return LAYER_TITLES.get(metric, f"{metric} per layer")
+
+
+def figure_stems(runs: Sequence[Run]) -> tuple[str, ...]:
+    """`FIGURES` and the runs' 'layers_<metric>' figures (`other_layer_metrics`)."""
+    return FIGURES + tuple(f"{OTHER_PREFIX}{metric}" for metric in other_layer_metrics(runs))
 
 
 def _middle_dormant(runs: Sequence[Run]) -> str:
@@ -429,6 +472,12 @@ FIGURE_NOTES = {
 }
 
 
+OTHER_NOTE = (
+    "A per-layer diagnostic the figures above do not show (see plasticity.diagnostics for its "
+    "definition, or your own registered one), one panel per layer."
+)
+
+
 @dataclasses.dataclass
 class RenderedFigure:
     """A standard figure saved as PNG: its stem, title, file and what its panels hold
@@ -457,7 +506,8 @@ def render_figure(
     """
     specs = dict(figure_specs(runs))
     if stem not in specs:
-        raise ValueError(f"Unknown figure {stem!r}: expected one of {', '.join(FIGURES)}.")
+        stems = ", ".join(figure_stems(runs))
+        raise ValueError(f"Unknown figure {stem!r}: expected one of {stems}.")
     plt = pyplot()
     fig = specs[stem]()
     if fig is None:
@@ -487,7 +537,7 @@ def make_figures(
 ) -> dict[str, Path]:
     """Saves every standard figure that has data as ``<output_dir>/<stem>.png``; {stem: path}."""
     written: dict[str, Path] = {}
-    for stem in FIGURES:
+    for stem in figure_stems(runs):
         path = save_figure(runs, stem, output_dir, show, dpi)
         if path is not None:
             written[stem] = path

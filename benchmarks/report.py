@@ -9,7 +9,9 @@ moved or mailed as it is. It holds:
 * the runs compared (one *curve* per work dir and variant, with its seeds and progress) and a
   summary table (`plasticity.analysis.summary`);
 * every standard figure that has data (`benchmarks.analysis.FIGURES`), with a caption saying
-  how to read it, and the list of figures the runs hold no data for;
+  how to read it, and the list of figures the runs hold no data for; then a figure for each
+  per-layer diagnostic they logged that no standard figure draws (`layers_<metric>`: dead units,
+  pre-activation statistics, a diagnostic of your own, ...);
 * RL runs: the evaluation matrix as tables (``evaluation_matrix.json``, or the 'eval' rows of
   runs whose seeds are separate work dirs) and the visit scores against the fresh network;
 * the config fields that differ between the curves (variants resolved), and every config;
@@ -79,16 +81,18 @@ def render_figures(
     out: str | Path,
     show: bool = False,
     dpi: int = 90,
-    stems: Sequence[str] = figures.FIGURES,
+    stems: Sequence[str] | None = None,
 ) -> dict[str, figures.RenderedFigure]:
-    """Saves every standard figure that has data as ``<out>/<stem>.png``; {stem: figure}.
+    """Saves every standard figure that has data as ``<out>/<stem>.png`` (by default
+    `figures.figure_stems`: a figure per logged per-layer diagnostic no standard one draws too);
+    {stem: figure}.
 
     PNGs of standard figures left in `out` by an earlier report and without data now are
     removed, so the out dir never shows a stale figure.
     """
     out = Path(out)
     rendered = {}
-    for stem in stems:
+    for stem in figures.figure_stems(runs) if stems is None else stems:
         figure = figures.render_figure(runs, stem, out, show=show, dpi=dpi)
         if figure is not None:
             rendered[stem] = figure
@@ -187,7 +191,7 @@ def figures_html(
             source = f"data:image/png;base64,{data}"
         else:
             source = _e(name)
-        note = figures.FIGURE_NOTES.get(stem, "")
+        note = figures.FIGURE_NOTES.get(stem, figures.OTHER_NOTE)
         parts.append(
             f'<section class="figure" id="figure-{_e(stem)}"><h3>{_e(figure.title)}</h3>'
             f"<p>{_e(note)}</p>"

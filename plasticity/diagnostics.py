@@ -52,6 +52,8 @@ Diagnostic names (the `names` argument) and the keys each one writes:
   'probe'            'probe_loss', 'probe_loss_fresh': MSE reached on fixed random targets after
                      `probe_steps` Adam steps from the current parameters and from a fresh init.
 
+Diagnostics of your own join these by name with `register_diagnostic`.
+
 Every value is a scalar except 'preact_hist/*'. Keys depend only on the network and the options,
 never on values, so a trainer can write them as columns. Inside a vmapped `lax.scan` compute them
 in an outer scan over blocks of K steps rather than under `lax.cond` (vmap turns a cond into a
@@ -66,7 +68,7 @@ thread pool competes with XLA's threads: with its default threads a call was ~10
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -156,15 +158,51 @@ class DiagnosticsOptions:
     init_fn: Callable[[jax.Array, jax.Array], Any] | None = None
 
 
+class DiagnosticInputs(NamedTuple):
+    """What a diagnostic of your own reads (`register_diagnostic`): the parameters now and
+    before the last update, the probe batch and its targets, the scheduled learning rate, the
+    hidden layers' activations of one forward pass ({layer: {'preact': ..., 'postact': ...}},
+    `networks.hidden_activations`), the training loss ``loss_fn(params, inputs, targets)`` and
+    the options."""
+
+    params: Any
+    previous_params: Any
+    inputs: Any
+    targets: Any
+    learning_rate: jax.Array
+    activations: Mapping[str, Mapping[str, jax.Array]]
+    loss_fn: Callable[[Any, Any, Any], jax.Array]
+    options: DiagnosticsOptions
+
+
+_REGISTERED: dict[str, Callable[[DiagnosticInputs], Mapping[str, jax.Array]]] = {}
+
+
+def register_diagnostic(
+    name: str, fn: Callable[[DiagnosticInputs], Mapping[str, jax.Array]]
+) -> None:
+    """Adds a diagnostic every trainer computes when ``name`` is in its ``diagnostics.names``
+    (once the module that registers it is imported, e.g. by an ``--experiment`` file).
+
+    ``fn(DiagnosticInputs) -> {key: scalar}``, pure and jittable, with keys '<name>/<layer>' per
+    layer and '<name>' for a total as the built-in ones have (the report draws the per-layer
+    keys of a diagnostic no standard figure shows in a figure of its own). A built-in name is
+    a ValueError; registering a name again replaces its function (a config file may be loaded
+    more than once)."""
+    if name in ALL_DIAGNOSTICS:
+        raise ValueError(f"{name!r} is a built-in diagnostic; register yours by another name")
+    _REGISTERED[name] = fn
+
+
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
-    """Returns `names` as a tuple if every one is a known diagnostic, else a one-line ValueError."""
+    """Returns `names` as a tuple if every one is a known diagnostic (built in or registered),
+    else a one-line ValueError."""
     if isinstance(names, str):
         raise ValueError(f"Diagnostic names must be a sequence of names, got the string {names!r}.")
-    unknown = [name for name in names if name not in ALL_DIAGNOSTICS]
+    known = ALL_DIAGNOSTICS + tuple(_REGISTERED)
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(
-            f"Unknown diagnostics {unknown}: expected names from {', '.join(ALL_DIAGNOSTICS)}."
-        )
+        raise ValueError(f"Unknown diagnostics {unknown}: expected names from {', '.join(known)}.")
     return tuple(names)
 
 
@@ -505,7 +543,8 @@ def make_diagnostics_fn(
     opts = make_options(**options)
     output_fn = opts.output_fn or first_output
     init_fn = opts.init_fn or default_init_fn(model, opts.apply_kwargs)
-    wants_activations = bool(set(names) & set(ACTIVATION_DIAGNOSTICS))
+    registered = [name for name in names if name in _REGISTERED]
+    wants_activations = bool(set(names) & set(ACTIVATION_DIAGNOSTICS)) or bool(registered)
     wants_parameters = bool(set(names) & set(PARAMETER_DIAGNOSTICS))
 
     def diagnostics(params, previous_params, inputs, targets, rng, learning_rate):
@@ -517,6 +556,11 @@ def make_diagnostics_fn(
                 model, {"params": params}, inputs, **apply_kwargs
             )
             out.update(activation_metrics(activations, names, opts))
+            seen = DiagnosticInputs(
+                params, previous_params, inputs, targets, learning_rate, activations, loss_fn, opts
+            )
+            for name in registered:
+                out.update(_REGISTERED[name](seen))
         if wants_parameters:
             grads = jax.grad(loss_fn)(params, inputs, targets) if "grad_norm" in names else None
             out.update(

@@ -7,7 +7,7 @@
 * ``apply(train_state, probe_inputs, rng) -> train_state``: pure and jittable; vmap it over seeds.
 
 Names: 'none', 'redo', 'cbp', 'shrink_perturb', 'noisy_updates', 'reset_last_layers',
-'plasticity_injection'.
+'plasticity_injection', and any added with `register_intervention` (a builder of your own).
 When to apply is the caller's business; `should_intervene` and `apply_if` cover "every N steps
 and/or at task boundaries".
 
@@ -225,8 +225,11 @@ def _own_state(state: TrainState, name: str) -> Any:
 
 
 @dataclasses.dataclass
-class _Context:
-    """What every intervention needs about the network, resolved once from the options."""
+class BuildContext:
+    """What every intervention builder gets about the network, resolved once from the options:
+    ``model`` (the Flax module), ``apply_kwargs`` (extra ``model.apply`` arguments, e.g. noise
+    rngs; `diagnostics.resolve_apply_kwargs` resolves them for a key) and ``init_fn(rng,
+    inputs)`` (fresh parameters). `check_options` runs a builder with all three None."""
 
     model: nn.Module
     apply_kwargs: diagnostics.ApplyKwargs
@@ -252,7 +255,7 @@ class _Context:
 
 
 def make_redo(
-    context: _Context, tau: float = 0.1, norm_recycling: str = "reinitialize"
+    context: BuildContext, tau: float = 0.1, norm_recycling: str = "reinitialize"
 ) -> Intervention:
     """ReDo (Sokar et al. 2023, Dopamine's semantics): units with dormant score s_i ≤ τ on the
     probe batch get fresh incoming weights from the network's initializer (and norm γ, β), zero
@@ -310,7 +313,7 @@ CBP_REINIT = ("kaiming_uniform", "network")
 
 
 def make_cbp(
-    context: _Context,
+    context: BuildContext,
     replacement_rate: float = 1e-4,
     maturity_threshold: int = 100,
     decay_rate: float = 0.99,
@@ -423,7 +426,7 @@ SHRINK_NOISE = ("init", "gaussian")
 
 
 def make_shrink_perturb(
-    context: _Context,
+    context: BuildContext,
     shrink: float = 0.6,
     perturb: float = 0.01,
     noise: str = "init",
@@ -462,7 +465,7 @@ def make_shrink_perturb(
 
 
 def make_noisy_updates(
-    context: _Context, scale: float = 1e-4, labels: Sequence[str] | None = None
+    context: BuildContext, scale: float = 1e-4, labels: Sequence[str] | None = None
 ) -> Intervention:
     """Noisy updates, an arm of NaP's intervention grid: θ ← θ + σε with ε standard Gaussian, on
     every parameter (or those whose label is in `labels`), to be scheduled after every update.
@@ -481,7 +484,7 @@ def _check_layer_names(layers: Sequence[str] | None, where: str) -> None:
 
 
 def make_reset_last_layers(
-    context: _Context,
+    context: BuildContext,
     num_layers: int | None = 1,
     layers: Sequence[str] | None = None,
     prefix: str | None = None,
@@ -512,7 +515,7 @@ def make_reset_last_layers(
 
 
 def make_plasticity_injection(
-    context: _Context,
+    context: BuildContext,
     num_layers: int | None = 2,
     layers: Sequence[str] | None = None,
     prefix: str | None = None,
@@ -639,7 +642,7 @@ def injected_apply(
         return model.apply({"params": params}, x, **apply_kwargs)
 
 
-def make_none(context: _Context) -> Intervention:
+def make_none(context: BuildContext) -> Intervention:
     """The identity intervention (a baseline arm needs no special case)."""
     return Intervention("none", lambda params: {}, lambda state, probe_inputs, rng: state)
 
@@ -655,15 +658,30 @@ _BUILDERS = {
 }
 
 
+def register_intervention(name: str, builder: Callable[..., Intervention]) -> None:
+    """Adds an intervention that every trainer runs by name (``--config.intervention.name=<name>``
+    once the module that registers it is imported, e.g. by an ``--experiment`` file).
+
+    ``builder(context, **options) -> Intervention``: ``context`` is a `BuildContext`; its other
+    keyword arguments are the intervention's options (``--config.intervention.options.<x>``),
+    refused by name and checked by running the builder on a stand-in context (all None), so a
+    builder checks its options and closes over them without touching the network. The
+    `Intervention`'s ``apply(train_state, probe_inputs, rng)`` is pure and jittable; its state,
+    if any, lives in ``train_state.extra[name]`` (made by ``init(params)``). A built-in name
+    is a ValueError; registering a name again replaces its builder (a config file may be loaded
+    more than once)."""
+    if name in INTERVENTIONS:
+        raise ValueError(f"{name!r} is a built-in intervention; register yours by another name")
+    _BUILDERS[name] = builder
+
+
 def check_options(name: str, options: Mapping[str, Any]) -> None:
     """One-line ValueErrors for an unknown intervention, an option it does not take or a value
     it refuses, so that a launcher refuses them before anything is written. The values are
     checked by the builder itself, run on a stand-in network: builders only check their options
     and close over them; the network is first used when the intervention is applied."""
     if name not in _BUILDERS:
-        raise ValueError(
-            f"Unknown intervention {name!r}: expected one of {', '.join(INTERVENTIONS)}."
-        )
+        raise ValueError(f"Unknown intervention {name!r}: expected one of {', '.join(_BUILDERS)}.")
     accepted = [p for p in inspect.signature(_BUILDERS[name]).parameters if p != "context"]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
@@ -673,7 +691,7 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
     if num_layers is not None and (not isinstance(num_layers, int) or num_layers < 1):
         raise ValueError(f"num_layers must be >= 1 (or None for all), got {num_layers!r}")
     try:
-        _BUILDERS[name](_Context(model=None, apply_kwargs=None, init_fn=None), **options)
+        _BUILDERS[name](BuildContext(model=None, apply_kwargs=None, init_fn=None), **options)
     except TypeError as error:
         raise ValueError(f"Bad options for intervention {name!r}: {error}") from None
 
@@ -699,7 +717,7 @@ def make_intervention(
       plasticity_injection: num_layers=2, layers=None, prefix=None.
     """
     check_options(name, options)  # every option and value: the builder below cannot refuse them
-    context = _Context(
+    context = BuildContext(
         model, apply_kwargs, init_fn or diagnostics.default_init_fn(model, apply_kwargs)
     )
     return _BUILDERS[name](context, **options)

@@ -141,7 +141,9 @@ def test_quickstart_report(atari_run, tmp_path, capsys):
 
 def test_continual_report_and_tensorboard(continual_run, tmp_path):
     written = report.write_report([continual_run], tmp_path / "report")
-    assert set(written.figures) == {"task_metrics", *DIAGNOSTICS_FIGURES}
+    # The dormant fractions at the thresholds 'dormant_per_layer' does not show: a figure each.
+    others = {"layers_dormant_0", "layers_dormant_0.1"}
+    assert set(written.figures) == {"task_metrics", *DIAGNOSTICS_FIGURES, *others}
     for stem, figure in written.figures.items():
         assert figure.has_data, stem
         for panel, curves in figure.contents.items():

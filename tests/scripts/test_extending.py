@@ -1,0 +1,56 @@
+"""A diagnostic and an intervention of a researcher's own, registered by the ``--experiment``
+file docs/extending.md shows (`plasticity.diagnostics.register_diagnostic`,
+`plasticity.interventions.register_intervention`), run by a launcher as the built-in ones are,
+and drawn by the report in a figure of their own."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from plasticity import diagnostics, interventions
+from plasticity import workdir as workdir_lib
+from scripts import train_continual
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documented_experiment() -> str:
+    """The experiment file docs/extending.md shows (its one Python block)."""
+    text = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```python\n(.*?)\n```", text, flags=re.S)
+    return block + "\n"
+
+
+def test_a_registered_diagnostic_and_intervention_run_from_an_experiment_file(tmp_path, capsys):
+    experiment = tmp_path / "mine.py"
+    experiment.write_text(documented_experiment())
+    workdir = tmp_path / "run"
+    argv = [f"--experiment={experiment}:smoke,no_norm", "--noprogress", f"--workdir={workdir}"]
+    assert train_continual.main(["train_continual", *argv]) == 0
+    rows = workdir_lib.read_metrics(workdir)
+    measured = [r for r in rows if r["event"] == "diagnostics"]
+    assert measured and all(r["mean_abs_act/hidden_0"] > 0 for r in measured)
+    applied = [r["step"] for r in rows if r["event"] == "intervention" and r["seed"] == 0]
+    assert applied == [20, 40]  # not after the last update (60)
+    assert {r["name"] for r in rows if r["event"] == "intervention"} == {"reset_biases"}
+    written = report.write_report([workdir], tmp_path / "report")
+    assert written.figures["layers_mean_abs_act"].has_data
+    manifest = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert set(manifest["figures"]["layers_mean_abs_act"]["panels"]) == {"hidden_0", "hidden_1"}
+    # A bad option is refused in one line before anything is written, as a built-in's.
+    bad = [*argv[:-1], f"--workdir={tmp_path / 'bad'}", "--config.intervention.options.value=x"]
+    assert train_continual.main(["train_continual", *bad]) == 1
+    assert "reset_biases: value must be a number" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_built_in_name_cannot_be_taken():
+    with pytest.raises(ValueError, match="built-in diagnostic"):
+        diagnostics.register_diagnostic("srank", lambda seen: {})
+    with pytest.raises(ValueError, match="built-in intervention"):
+        interventions.register_intervention("redo", lambda context: None)
