@@ -30,6 +30,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from benchmarks import datasets
 from benchmarks.continual import Trainer, make_trainer
 from benchmarks.continual_config import (
     DIVERGENCE_METRICS,
@@ -62,6 +63,9 @@ class ExperimentPlan:
     variants: list[tuple[str, Trainer]]
     grid: list[dict[str, float]]
     num_seeds: int
+    # A dataset given in Python (``dataset=``), which the config does not name: its
+    # `datasets.fingerprint`, recorded with the config so a relaunch on other data is refused.
+    provided_data: dict[str, Any] | None = None
 
     @property
     def num_runs(self) -> int:
@@ -112,7 +116,9 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
             variants.append((name, make_trainer(variant, **trainer_kwargs)))
         except ValueError as error:
             raise type(error)(f"variant {name!r}: {error}") from error
-    plan = ExperimentPlan(config, variants, grid, int(config.num_seeds))
+    provided = trainer_kwargs.get("dataset")
+    provided = datasets.fingerprint(provided) if provided is not None else None
+    plan = ExperimentPlan(config, variants, grid, int(config.num_seeds), provided)
     check_memory(plan)
     return plan
 
@@ -341,10 +347,13 @@ def run_experiment(
     show = bool(config.run.progress) if show_progress is None else show_progress
     where = [name] + ([Path(workdir).name] if workdir else [])  # as the RL launchers' bars
     label = f"{' '.join(where)} [{mesh_lib.format_mesh(mesh)}]"
+    recorded = config.to_dict()
+    if plan.provided_data is not None:
+        recorded["data"]["provided"] = plan.provided_data
     harness = Run(
         name,
         workdir,
-        config.to_dict(),
+        recorded,
         total=total,
         unit="step",
         x_key="step",

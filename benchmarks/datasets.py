@@ -20,6 +20,7 @@ files, the places searched and the flag to set.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import zlib
@@ -29,6 +30,25 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 DATA_DIR_FLAGS = "--data_dir (or --config.data.data_dir)"
+
+
+def fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a dataset given to a trainer in Python, which no config field names: its
+    name, sizes, input shape, classes and a SHA-256 of its arrays (a relaunch on other data,
+    even of the same shapes, then differs in the recorded config)."""
+    digest = hashlib.sha256()
+    for array in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.reshape(-1).view(np.uint8) if array.size else b"")
+    return {
+        "name": str(dataset.name),
+        "train_examples": int(len(dataset.y_train)),
+        "test_examples": int(len(dataset.y_test)),
+        "input_shape": [int(n) for n in np.shape(dataset.x_train)[1:]],
+        "num_classes": int(dataset.num_classes),
+        "sha256": digest.hexdigest()[:16],
+    }
 
 
 class DatasetNotFoundError(ValueError):

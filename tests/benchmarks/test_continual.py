@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import continual, continual_config, continual_sweep, minibatches
+from benchmarks import continual, continual_config, continual_sweep, datasets, minibatches
 from benchmarks.configs import disentangling, dohare, nap_label_reset
 from plasticity import checkpointing, deferred, nap, optim, param_labels, workdir
 
@@ -805,3 +805,27 @@ def test_the_summary_has_a_line_per_grid_point_not_their_mean():
     assert continual_sweep.summary_lines(rows[:4], plan) == [
         "no_norm: final task acc 0.5500 (mean over seeds)"
     ]
+
+
+def test_a_dataset_given_in_python_is_recorded_and_a_relaunch_on_other_data_refused(tmp_path):
+    """`run_experiment(..., dataset=)` trains on data no config field names: its fingerprint
+    goes into config.json, so a relaunch without it (the config's digits) or with other data of
+    the same shapes is refused before anything loads, and the same data resumes."""
+    config = tiny_config()
+    config.grid.learning_rate = ()
+    config.num_seeds = 1
+    rng = np.random.default_rng(0)
+    x, y = rng.random((128, 64), dtype=np.float32), rng.integers(0, 4, 128).astype(np.int32)
+    mine = datasets.Dataset(x, y, x[:0], y[:0], 4, "blobs")
+    other = mine._replace(x_train=np.flip(x, axis=0))
+    stopped = continual_sweep.run_experiment(
+        config, tmp_path, dataset=mine, stop_after_checkpoints=1
+    )
+    assert not stopped.completed
+    recorded = json.loads((tmp_path / "config.json").read_text())["data"]["provided"]
+    assert recorded == datasets.fingerprint(mine) and recorded["name"] == "blobs"
+    assert datasets.fingerprint(other)["sha256"] != recorded["sha256"]
+    for relaunch in ({}, {"dataset": other}):
+        with pytest.raises(ValueError, match=r"different config \(fields: data.provided"):
+            continual_sweep.run_experiment(config, tmp_path, **relaunch)
+    assert continual_sweep.run_experiment(config, tmp_path, dataset=mine).completed
