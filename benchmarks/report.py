@@ -98,6 +98,9 @@ def render_figures(
             rendered[stem] = figure
         elif (out / f"{stem}.png").exists():
             (out / f"{stem}.png").unlink()
+    for stale in out.glob(f"{figures.OTHER_PREFIX}*.png") if stems is None else ():
+        if stale.stem not in rendered:  # a per-layer metric these runs no longer log
+            stale.unlink()
     return rendered
 
 

@@ -517,3 +517,24 @@ def test_interventions_are_marked_where_each_curve_intervened(tmp_path):
     marks = [line for line in fig.axes[0].get_lines() if line.get_gid() == "intervention"]
     assert sorted(list(line.get_xdata()) for line in marks) == [[100], [100, 199]]
     figures_lib.pyplot().close(fig)
+
+
+def test_a_logged_per_layer_metric_no_figure_draws_gets_its_own_and_leaves_no_stale_png(tmp_path):
+    from benchmarks import report  # noqa: PLC0415
+
+    rows = [
+        {"event": "diagnostics", "step": t, "seed": 0, "weight_norm/h": 1.0, "dead/h": 0.1,
+         "mine/h": 2.0 + t, "mine": 3.0}
+        for t in range(0, 30, 10)
+    ]  # fmt: skip
+    run = analysis.load_run(_write_rows(tmp_path / "run", rows))
+    assert figures.other_layer_metrics([run]) == ["dead", "mine"]  # weight_norm has its figure
+    out = tmp_path / "report"
+    rendered = report.render_figures([run], out)
+    assert {"layers_dead", "layers_mine", "weight_norm"} <= set(rendered)
+    assert rendered["layers_dead"].title == "Dead units per layer"
+    assert rendered["layers_mine"].contents == {"h": {"run": 3}}
+    rows = [{k: v for k, v in row.items() if not k.startswith("mine")} for row in rows]
+    run = analysis.load_run(_write_rows(tmp_path / "run", rows))
+    assert "layers_mine" not in report.render_figures([run], out)
+    assert not (out / "layers_mine.png").exists() and (out / "layers_dead.png").exists()
