@@ -482,9 +482,9 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             "game, from optimizer.schedule's init_value, warmup_steps and end_value): leave "
             f"optimizer.schedule.name 'constant', got {config.optimizer.schedule.name!r}"
         )
+    make_options(**config.diagnostics.options.to_dict())  # even while they are off
     if config.diagnostics.every_frames > 0:
         check_names(config.diagnostics.names)
-        make_options(**config.diagnostics.options.to_dict())
         if config.diagnostics.batch_size < 1:
             raise ValueError(
                 f"diagnostics.batch_size must be >= 1, got {config.diagnostics.batch_size}"
@@ -543,11 +543,6 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         raise ValueError(
             "intervention.sync_target=False with plasticity_injection: the old target network "
             "read through the injected head computes no network's values; leave it unset"
-        )
-    if intervention.name == "none" and (intervention.every_frames or intervention.at_switch):
-        raise ValueError(
-            "intervention.every_frames / at_switch are set but intervention.name is 'none': "
-            "name the intervention (e.g. --config.intervention.name=redo)"
         )
     if intervention.name != "none" and not (
         intervention.every_frames > 0 or intervention.at_switch
@@ -631,6 +626,18 @@ def build_config(
     return config
 
 
+def _check_some_intervention_runs(variants) -> None:
+    """One-line ValueError for an intervention schedule while no variant names an intervention
+    (a 'none' baseline beside intervening variants may share their schedule)."""
+    settings = [variant.intervention for _, variant in variants]
+    scheduled = any(s.every_frames or s.at_switch for s in settings)
+    if scheduled and all(s.name == "none" for s in settings):
+        raise ValueError(
+            "intervention.every_frames / at_switch are set but intervention.name is 'none': "
+            "name the intervention (e.g. --config.intervention.name=redo)"
+        )
+
+
 def expand_runs(
     config: ml_collections.ConfigDict, family: str, workdir: str
 ) -> list[tuple[str, ml_collections.ConfigDict]]:
@@ -643,6 +650,7 @@ def expand_runs(
     from plasticity import config_tools  # noqa: PLC0415
 
     variants = config_tools.resolve_variants(config)
+    _check_some_intervention_runs(variants)
     runs = []
     for name, variant in variants:
         path = Path(workdir) / name if config.get("variants") else Path(workdir)

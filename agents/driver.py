@@ -27,6 +27,7 @@ import dataclasses
 from typing import Any, Mapping, Protocol, Sequence
 
 from agents import evaluation_matrix
+from agents.probes import syncs_target
 from agents.sequence import Segment, first_block_reference_rows
 from plasticity.run import Run, RunResult
 from plasticity.workdir import read_metrics
@@ -230,10 +231,16 @@ def open_run(
     defaults: Mapping[str, Any] | None = None,
 ) -> Run:
     """The harness of an RL run (`plasticity.run.Run`): counted in frames, the config with its
-    schedule recorded (``defaults``: the agent's preset, for configs written before a field
-    existed), and a note when the budget would take more than a day."""
+    schedule and whether its intervention syncs the target recorded (``defaults``: the agent's
+    preset, for configs written before a field existed; a work dir from before
+    ``intervention.sync_target`` resumes only where it is off, as its runs had it), and a note
+    when the budget would take more than a day."""
     blocks = segments[0].blocks
     recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
+    recorded["intervention"]["sync_target"] = syncs_target(config.intervention)  # as it runs
+    if defaults is not None:  # a work dir from before the field: its runs never synced
+        intervention = {**defaults.get("intervention", {}), "sync_target": False}
+        defaults = {**defaults, "intervention": intervention}
     run = Run(
         name,
         workdir,

@@ -19,8 +19,9 @@ Randomness of a run with key k: parameters from ``fold_in(k, 0)``; the task sequ
 global step t from an integer hash of (``fold_in(k, 2)``, t) (`benchmarks.minibatches`: drawn with
 replacement, or with ``task.sampling='shuffled'`` the task's next examples in a random order of each
 pass; stream tasks take their examples in order), intervention and diagnostics noise of step t from
-``fold_in(fold_in(fold_in(k, 2), t), purpose)``; the probe batch of diagnostics and interventions
-during task i from a hash of (``fold_in(k, 3)``, i). Run keys are ``PRNGKey(seed)``, shared by all
+``fold_in(fold_in(fold_in(k, 2), t), purpose)``; the diagnostics' probe batch during task i from a
+hash of (``fold_in(k, 3)``, i), an intervention's after step t from (``fold_in(k, 3)``, tasks + t),
+of the task that ended for one at a task boundary. Run keys are ``PRNGKey(seed)``, shared by all
 grid points and variants (common random numbers).
 
 Per task the trainer reports the online loss/accuracy (training batches, before each update,

@@ -261,12 +261,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     layers.check_activation(network.activation)
     optim.check_optimizer_config(opt)
     diagnostics.make_options(**config.diagnostics.options.to_dict())  # even if no name reads them
-    unused = config.intervention.every or config.intervention.at_task_boundaries
-    if config.intervention.name == "none" and unused:
-        raise ValueError(
-            "intervention.every / at_task_boundaries are set but intervention.name is 'none': "
-            "name the intervention (e.g. --config.intervention.name=redo)"
-        )
     nap.check_nap_config(network.norm, opt.nap.enabled)
     two_hot_output(network)
     for name, value in (

@@ -110,6 +110,13 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
             f"run.checkpoints_to_keep must be >= 1, got {config.run.checkpoints_to_keep}"
         )
     grid = grid_points(config)
+    settings = [variant.intervention for _, variant in variant_configs(config)]
+    scheduled = any(s.every or s.at_task_boundaries for s in settings)
+    if scheduled and all(s.name == "none" for s in settings):  # a 'none' baseline may share it
+        raise ValueError(
+            "intervention.every / at_task_boundaries are set but intervention.name is 'none': "
+            "name the intervention (e.g. --config.intervention.name=redo)"
+        )
     variants = []
     for name, variant in variant_configs(config):
         try:

@@ -465,27 +465,28 @@ class Run:
 
     def __exit__(self, *exc_info) -> None:
         """Closes the bar, the event file and the checkpointer, each even when one before it
-        fails (a full disk), and releases the work dir's lock last. A disk error that names no
-        file (a buffered write's) is marked with this run's work dir (``error.workdir``), which
-        the launch's one line names: a launch of several runs has several work dirs."""
-        error = exc_info[1] if len(exc_info) > 1 else None
+        fails (a full disk), and releases the work dir's lock last. A disk error naming no file
+        (a buffered write's, here or in the run) gets ``error.workdir``, this run's work dir,
+        which the launch's one line names (a launch of several runs has several)."""
+        self._mark_disk_error(exc_info[1] if len(exc_info) > 1 else None)
+        try:
+            with contextlib.ExitStack() as closing:  # run last to first, each whatever fails
+                closing.callback(self._release_lock)
+                for part in (self.checkpointer, self.workdir, self._progress):
+                    if part is not None:
+                        closing.callback(part.close)
+        except OSError as error:
+            self._mark_disk_error(error)
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _mark_disk_error(self, error: BaseException | None) -> None:
         if isinstance(error, OSError) and error.filename is None and self.path is not None:
             error.workdir = str(self.path)
-        try:
-            if self._progress is not None:
-                self._progress.close()
-        finally:
-            try:
-                if self.workdir is not None:
-                    self.workdir.close()
-            finally:
-                try:
-                    if self.checkpointer is not None:
-                        self.checkpointer.close()
-                finally:
-                    if self._lock is not None:
-                        os.close(self._lock)  # releases the work dir's lock
-                        self._lock = None
 
     # Resume ----------------------------------------------------------------------------------
 

@@ -243,8 +243,36 @@ def test_minatar_noisy_updates_every_iteration_write_one_row_a_chunk_from_the_fi
     assert all(r["every_frames"] == config.env.num_envs for r in periodic)
 
 
-def test_an_rl_schedule_without_an_intervention_is_refused():
+def test_an_rl_schedule_without_an_intervention_is_refused_but_a_none_baseline_may_share_it():
     config = tiny_minatar(num_seeds=1)
     config.intervention.every_frames = 256
     with pytest.raises(ValueError, match="intervention.name is 'none'"):
-        configs.validate_config(config, "minatar")
+        configs.expand_runs(config, "minatar", "w")
+    config.variants = ml_collections.ConfigDict(
+        {"baseline": {}, "redo": {"intervention": {"name": "redo"}}}
+    )
+    config.variant_order = ("baseline", "redo")
+    runs = configs.expand_runs(config, "minatar", "w")
+    assert [one.intervention.name for _, one in runs] == ["none", "redo"]
+
+
+def test_a_work_dir_from_before_target_syncs_resumes_only_without_them(tmp_path):
+    """A reset run's work dir written before ``intervention.sync_target`` existed never synced
+    the target: relaunched as it is, it would switch syncing on halfway, so it is refused until
+    the command line says sync_target=False; the recorded config says how the run syncs."""
+    import json  # noqa: PLC0415
+
+    config = tiny_minatar(num_seeds=1)
+    config.intervention.update(name="reset_last_layers", every_frames=256)
+    assert not minatar_loop.train(
+        config, str(tmp_path), show_progress=False, stop_after_checkpoints=1
+    ).completed
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["intervention"]["sync_target"] is True  # resolved from None for resets
+    del saved["intervention"]["sync_target"]  # as written before the field existed
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"different config \(fields: intervention.sync_target"):
+        minatar_loop.train(config, str(tmp_path), show_progress=False)
+    config.intervention.sync_target = False
+    assert minatar_loop.train(config, str(tmp_path), show_progress=False).completed

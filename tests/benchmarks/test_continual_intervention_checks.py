@@ -3,6 +3,7 @@ options, then its schedule, as the RL launchers do (`agents.configs`)."""
 
 from __future__ import annotations
 
+import ml_collections
 import pytest
 
 from benchmarks import continual_config, continual_sweep
@@ -37,9 +38,11 @@ def test_a_misspelt_intervention_is_named_before_its_schedule():
     assert "intervention 'redo' never runs: set intervention.every" in _error(_config(name="redo"))
 
 
-def test_a_schedule_or_diagnostics_options_set_for_nothing_are_refused():
-    """An intervention schedule without an intervention, or a diagnostics option while no
-    diagnostic name reads it (the continual default), would be accepted and do nothing."""
+def test_a_schedule_without_an_intervention_or_an_unknown_diagnostics_option_is_refused():
+    """An intervention schedule while no variant names an intervention, or an unknown
+    diagnostics option while no diagnostic name reads them (the continual default), would be
+    accepted and do nothing; a 'none' baseline beside an intervening variant shares its
+    schedule."""
     message = _error(_config(every=5))
     assert "intervention.name is 'none'" in message
     message = _error(_config(at_task_boundaries=True))
@@ -47,3 +50,10 @@ def test_a_schedule_or_diagnostics_options_set_for_nothing_are_refused():
     config = _config()
     config.diagnostics.options.bogus = 1
     assert "Unknown diagnostics options ['bogus']" in _error(config)
+    config = _config(every=2)
+    config.variants = ml_collections.ConfigDict(
+        {"baseline": {}, "redo": {"intervention": {"name": "redo"}}}
+    )
+    config.variant_order = ("baseline", "redo")
+    plan = continual_sweep.plan_experiment(config)
+    assert [name for name, _ in plan.variants] == ["baseline", "redo"]

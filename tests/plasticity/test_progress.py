@@ -147,3 +147,8 @@ def test_a_disk_error_naming_no_file_is_marked_with_the_runs_work_dir(tmp_path):
         with run_lib.Run("train_x", str(tmp_path / "c"), {}, total=10, unit="step", x_key="step"):
             raise OSError(28, "No space left on device", "metrics.jsonl")
     assert not hasattr(raised.value, "workdir")
+    closing = run_lib.Run("train_x", str(tmp_path / "d"), {}, total=10, unit="step", x_key="step")
+    with pytest.raises(OSError) as raised:  # the event file's last flush, when the run closes
+        with closing:
+            closing.workdir.close = lambda: (_ for _ in ()).throw(OSError(28, "No space left"))
+    assert raised.value.workdir == str(tmp_path / "d")
