@@ -248,8 +248,9 @@ def diagnostics_block(config: ml_collections.ConfigDict) -> tuple[int, int]:
 def check_config(config: ml_collections.ConfigDict) -> None:
     """One-line ValueErrors for structural mistakes in one (resolved variant) config."""
     task, network, opt = config.task, config.network, config.optimizer
-    if task.name not in tasks.KNOWN_TASKS:
-        raise ValueError(f"unknown task {task.name!r}; known tasks: {', '.join(tasks.KNOWN_TASKS)}")
+    if task.name not in tasks.known_tasks():
+        known = ", ".join(tasks.known_tasks())
+        raise ValueError(f"unknown task {task.name!r}; known tasks: {known}")
     if network.name not in NETWORKS:
         raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
     if task.sampling not in minibatches.SAMPLINGS:

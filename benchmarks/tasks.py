@@ -50,6 +50,8 @@ Tasks (``TaskConfig.name``):
   task lengths).
 * ``bit_flipping`` — Dohare et al.'s slowly-changing regression, a stream: see
   :func:`make_bit_flipping`.
+
+Tasks of your own that draw from a dataset join these by name with :func:`register_task`.
 """
 
 from __future__ import annotations
@@ -81,6 +83,30 @@ DATASET_TASKS = (
 )
 STREAM_TASKS = ("bit_flipping",)
 KNOWN_TASKS = DATASET_TASKS + STREAM_TASKS
+# Dataset tasks added with `register_task`: name -> build(config, dataset, data).
+_REGISTERED: dict[str, Callable[..., "TaskSequence"]] = {}
+
+
+def register_task(name: str, build: Callable[..., "TaskSequence"]) -> None:
+    """Adds a task every continual launch runs by name (``--config.task.name=<name>`` once the
+    module that registers it is imported, e.g. by an ``--experiment`` file).
+
+    ``build(config, dataset, data) -> TaskSequence``: ``config`` is the `TaskConfig`,
+    ``dataset`` the checked `Dataset` the config's ``data`` section loads (or a Python caller
+    gives) and ``data`` its arrays on device (`TaskData`); the returned functions follow the
+    module docstring's protocol (pure, jittable, a task's randomness from (key, index)). A
+    build may start from a built-in task, e.g. ``make_task_sequence(dataclasses.replace(config,
+    name='label_reset'), dataset)``, and change what it needs. A built-in name is a
+    ValueError; registering a name again replaces its build."""
+    if name in KNOWN_TASKS:
+        raise ValueError(f"{name!r} is a built-in task; register yours by another name")
+    _REGISTERED[name] = build
+
+
+def known_tasks() -> tuple[str, ...]:
+    """Every task name: the built-in ones, then the registered ones."""
+    return KNOWN_TASKS + tuple(_REGISTERED)
+
 
 # Sub-streams of a task's key, so that e.g. the composite task's labels and
 # permutation are independent draws.
@@ -100,7 +126,7 @@ class TaskConfig:
     """Options of every task; each task reads only its own.
 
     Attributes:
-      name: one of ``KNOWN_TASKS``.
+      name: one of ``KNOWN_TASKS`` or a registered task (`register_task`).
       reset_fraction: ``label_fraction_reset``: probability that an example's label is
         redrawn at a task switch.
       offset: ``large_offset_regression``: the constant ``c`` of the offset phase.
@@ -160,8 +186,8 @@ def _config_from(config: Any, overrides: Mapping[str, Any]) -> TaskConfig:
 
 def _validate_config(config: TaskConfig) -> None:
     """Rejects option values that cannot define a task, with a one-line message."""
-    if config.name not in KNOWN_TASKS:
-        raise ValueError(f"unknown task {config.name!r}; known tasks: {', '.join(KNOWN_TASKS)}")
+    if config.name not in known_tasks():
+        raise ValueError(f"unknown task {config.name!r}; known tasks: {', '.join(known_tasks())}")
     checks = [
         (
             0.0 <= config.reset_fraction <= 1.0,
@@ -737,6 +763,11 @@ def make_task_sequence(
         return make_bit_flipping(config)
     dataset = _check_dataset(dataset, config.name)
     data = task_data_from(dataset)
+    if config.name in _REGISTERED:
+        sequence = _REGISTERED[config.name](config, dataset, data)
+        if not isinstance(sequence, TaskSequence):
+            raise ValueError(f"task {config.name!r}: its build returned no TaskSequence")
+        return sequence
     if config.name == "large_offset_regression":
         return _offset_regression_task(config, dataset, data)
     return _classification_task(config, dataset, data)

@@ -1,7 +1,7 @@
-"""A diagnostic and an intervention of a researcher's own, registered by the ``--experiment``
-file docs/extending.md shows (`plasticity.diagnostics.register_diagnostic`,
-`plasticity.interventions.register_intervention`), run by a launcher as the built-in ones are,
-and drawn by the report in a figure of their own."""
+"""A task, a diagnostic and an intervention of a researcher's own, registered by the
+``--experiment`` file docs/extending.md shows (`benchmarks.tasks.register_task`,
+`plasticity.diagnostics.register_diagnostic`, `plasticity.interventions.register_intervention`),
+run by a launcher as the built-in ones are, and drawn by the report in a figure of their own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+import jax
+import numpy as np
+
+from benchmarks import datasets, report, tasks
 from plasticity import diagnostics, interventions
 from plasticity import workdir as workdir_lib
 from scripts import train_continual
@@ -33,6 +36,7 @@ def test_a_registered_diagnostic_and_intervention_run_from_an_experiment_file(tm
     argv = [f"--experiment={experiment}:smoke,no_norm", "--noprogress", f"--workdir={workdir}"]
     assert train_continual.main(["train_continual", *argv]) == 0
     rows = workdir_lib.read_metrics(workdir)
+    assert {r["task_name"] for r in rows if r["event"] == "task"} == {"label_reversal"}
     measured = [r for r in rows if r["event"] == "diagnostics"]
     assert measured and all(r["mean_abs_act/hidden_0"] > 0 for r in measured)
     applied = [r["step"] for r in rows if r["event"] == "intervention" and r["seed"] == 0]
@@ -47,6 +51,22 @@ def test_a_registered_diagnostic_and_intervention_run_from_an_experiment_file(tm
     assert train_continual.main(["train_continual", *bad]) == 1
     assert "reset_biases: value must be a number" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_registered_task_draws_what_its_build_says():
+    """The documented task: every task holds the previous one's labels in reverse class order,
+    through the trainer's own path (`make_task_sequence` by name)."""
+    namespace: dict = {}
+    exec(compile(documented_experiment(), "mine.py", "exec"), namespace)  # registers it
+    digits = datasets.load_dataset("digits")
+    sequence = tasks.make_task_sequence("label_reversal", digits)
+    states = tasks.task_states(sequence, jax.random.key(0), 3)
+    labels = np.asarray(states.labels)
+    assert not np.array_equal(labels[0], np.asarray(digits.y_train))  # label_reset's draw
+    np.testing.assert_array_equal(labels[1], digits.num_classes - 1 - labels[0])
+    np.testing.assert_array_equal(labels[2], labels[0])
+    with pytest.raises(ValueError, match="built-in task"):
+        tasks.register_task("label_reset", lambda config, dataset, data: None)
 
 
 def test_a_built_in_name_cannot_be_taken():
