@@ -626,18 +626,6 @@ def build_config(
     return config
 
 
-def _check_some_intervention_runs(variants) -> None:
-    """One-line ValueError for an intervention schedule while no variant names an intervention
-    (a 'none' baseline beside intervening variants may share their schedule)."""
-    settings = [variant.intervention for _, variant in variants]
-    scheduled = any(s.every_frames or s.at_switch for s in settings)
-    if scheduled and all(s.name == "none" for s in settings):
-        raise ValueError(
-            "intervention.every_frames / at_switch are set but intervention.name is 'none': "
-            "name the intervention (e.g. --config.intervention.name=redo)"
-        )
-
-
 def expand_runs(
     config: ml_collections.ConfigDict, family: str, workdir: str
 ) -> list[tuple[str, ml_collections.ConfigDict]]:
@@ -650,7 +638,9 @@ def expand_runs(
     from plasticity import config_tools  # noqa: PLC0415
 
     variants = config_tools.resolve_variants(config)
-    _check_some_intervention_runs(variants)
+    config_tools.check_some_intervention_named(
+        [variant.intervention for _, variant in variants], ("every_frames", "at_switch")
+    )
     runs = []
     for name, variant in variants:
         path = Path(workdir) / name if config.get("variants") else Path(workdir)

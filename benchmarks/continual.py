@@ -600,7 +600,7 @@ def make_trainer(
         params = deferred.merge(deferred.apply_factors(kernels, factors), rest)
         return state.replace(step=state.step + window, params=params, opt_state=opt_state), metrics
 
-    def intervene_if_due(state, end, task, task_state, keys, data, allowed=True):
+    def intervene_if_due(state, end, task_state, keys, data, allowed=True):
         """The periodic intervention after update `end` when `end` is a multiple of its period
         (and `allowed`, a traced bool, holds)."""
         apply = lambda s: intervene(s, task_state, end, step_key(keys, end - 1, 0), keys, data)
@@ -637,7 +637,7 @@ def make_trainer(
             state, metrics = steps_fn(state, global_steps)
             previous_params = state.params
         if periodic_intervention and intervene_after:
-            state = intervene_if_due(state, first + segment_steps, task, task_state, keys, data)
+            state = intervene_if_due(state, first + segment_steps, task_state, keys, data)
         return (state, previous_params), metrics
 
     def run_block(state, task_state, task, block, keys, hparams, tx, data):
@@ -675,7 +675,7 @@ def make_trainer(
             diag = jax.lax.cond(end % every == 0, take, zeros, state)
         if periodic_intervention and blocks_per_task > 1:  # the last block's: after the evaluation
             allowed = block < blocks_per_task - 1
-            state = intervene_if_due(state, end, task, task_state, keys, data, allowed)
+            state = intervene_if_due(state, end, task_state, keys, data, allowed)
         return state, metrics, diag
 
     def run_task(carry: Carry, task: jax.Array, keys, hparams, tx, data):
@@ -708,9 +708,7 @@ def make_trainer(
         row["param_norm"] = global_norm(state.params)
         if periodic_intervention:  # after the task's evaluation; none after the run's last update
             allowed = task < num_tasks - 1
-            state = intervene_if_due(
-                state, (task + 1) * steps, task, task_state, keys, data, allowed
-            )
+            state = intervene_if_due(state, (task + 1) * steps, task_state, keys, data, allowed)
         losses = metrics["loss"].reshape(-1)  # in step order: (blocks, block_steps) flattened
         first_bad = divergence.first_nonfinite_index(losses)
         health = {

@@ -43,7 +43,7 @@ from benchmarks.continual_config import (
     tasks_per_chunk,
     variant_configs,
 )
-from plasticity import distributed, divergence, runtime
+from plasticity import config_tools, distributed, divergence, runtime
 from plasticity import mesh as mesh_lib
 from plasticity import workdir as workdir_lib
 from plasticity.run import INDEX_FIELDS, Run, RunResult
@@ -110,13 +110,10 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
             f"run.checkpoints_to_keep must be >= 1, got {config.run.checkpoints_to_keep}"
         )
     grid = grid_points(config)
-    settings = [variant.intervention for _, variant in variant_configs(config)]
-    scheduled = any(s.every or s.at_task_boundaries for s in settings)
-    if scheduled and all(s.name == "none" for s in settings):  # a 'none' baseline may share it
-        raise ValueError(
-            "intervention.every / at_task_boundaries are set but intervention.name is 'none': "
-            "name the intervention (e.g. --config.intervention.name=redo)"
-        )
+    config_tools.check_some_intervention_named(
+        [variant.intervention for _, variant in variant_configs(config)],
+        ("every", "at_task_boundaries"),
+    )
     variants = []
     for name, variant in variant_configs(config):
         try:

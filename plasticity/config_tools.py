@@ -138,6 +138,18 @@ def closest_field(field: str, known: Sequence[str]) -> str:
     return f" (did you mean {best}?)"
 
 
+def check_some_intervention_named(settings: Sequence[Any], schedule: Sequence[str]) -> None:
+    """One-line ValueError when the ``intervention`` sections of a launch's variants
+    (``settings``) set a ``schedule`` field but none names an intervention: the schedule would
+    run nothing (a 'none' baseline beside intervening variants may share their schedule)."""
+    scheduled = any(section[field] for section in settings for field in schedule)
+    if scheduled and all(section.name == "none" for section in settings):
+        raise ValueError(
+            f"intervention.{' / '.join(schedule)} are set but intervention.name is 'none': "
+            "name the intervention (e.g. --config.intervention.name=redo)"
+        )
+
+
 def _leaf_words(field: str) -> frozenset[str]:
     """The words of a field's last name, without the small ones ('checkpoints_to_keep' ->
     {'checkpoints', 'keep'})."""
