@@ -70,17 +70,8 @@ BUDGET_MEASURE_SECONDS = 20.0  # training time at the steady pace before the bud
 CORRUPT_DIR = "corrupt_checkpoints"
 # Packages whose versions a run records.
 RECORDED_PACKAGES = (
-    "jax",
-    "jaxlib",
-    "flax",
-    "optax",
-    "chex",
-    "orbax-checkpoint",
-    "numpy",
-    "ml_collections",
-    "gymnax",
-    "ale-py",
-    "rlax",
+    *("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "numpy", "ml_collections"),
+    *("gymnax", "ale-py", "rlax"),
 )
 # Row fields that locate a row rather than measure something: never TensorBoard scalars.
 INDEX_FIELDS = (
@@ -101,6 +92,10 @@ INDEX_FIELDS = (
     "segment",
     "end_of_block",
     "done",
+    # An intervention summary row's period and first application.
+    "every",
+    "every_frames",
+    "first_frames",
 )
 
 

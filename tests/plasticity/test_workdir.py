@@ -73,6 +73,23 @@ def test_tensorboard_events_are_written(tmp_path):
     assert len(events) == 1 and events[0].stat().st_size > 0
 
 
+def test_tensorboard_scalars_average_seeds_and_leave_out_what_locates_a_row():
+    """Index fields (the x axis, the game, a summary row's period and first application) and
+    strings are not scalars; the seeds of one log point are averaged under one tag."""
+    from plasticity.run import tensorboard_scalars
+
+    summary = dict(event="intervention", frames=96, name="redo", every_frames=8, first_frames=16)
+    rows = [
+        dict(event="eval", frames=64, game="pong", seed=0, return_mean=-3.0),
+        dict(event="eval", frames=64, game="pong", seed=1, return_mean=-1.0),
+        dict(summary, seed=0, applications=11),
+    ]
+    assert tensorboard_scalars(rows, "frames") == {
+        64: {"eval/return_mean": -2.0},
+        96: {"intervention/applications": 11.0},
+    }
+
+
 def _records(data: bytes) -> list[bytes]:
     """The payloads of a TFRecord file, each record's two masked CRC32Cs checked."""
     records, position = [], 0
