@@ -1,6 +1,6 @@
 """Replay memory size and add / sample throughput.
 
-Run: ``python -m benchmarks.replay_memory [--capacity=100000] [--num_envs 1 8] [--batch_size=32]
+Run: ``python -m benchmarks.replay_memory [--capacity=100000] [--num_envs=1,8] [--batch_size=32]
 [--calls=500] [--uniform_only]`` (about a minute on a 2-core CPU). Prints the bytes of a
 1M-transition 84x84 replay (computed without allocating it) and, for a 100k replay of 84x84 frames,
 add and sample throughput (median of single calls that each wait for their result, after a warm-up)
@@ -10,13 +10,13 @@ with compile time reported apart. ``--uniform_only`` times adds to a replay that
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from agents.replay import (
     ReplayState,
@@ -136,35 +136,44 @@ def measure_update_priorities(
     return dict(compile_s=compile_s, batches_per_s=1.0 / call_s)
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a count of at least 1 (a one-line usage error otherwise)."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Prints the figures; see the module docstring."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--capacity", type=positive_int, default=100_000)
-    parser.add_argument("--num_envs", type=positive_int, nargs="+", default=[1, 8])
-    parser.add_argument("--batch_size", type=positive_int, default=32)
-    parser.add_argument("--calls", type=positive_int, default=500)
-    parser.add_argument(
-        "--uniform_only",
-        action="store_true",
-        help="time adds to a replay made with keep_priorities=False (a uniform learner's)",
+def define_flags() -> None:
+    """Defines the benchmark's flags; called only when it runs as a program, so that importing
+    it (the tests do) defines no global flags that could clash with another benchmark's."""
+    flags.DEFINE_integer("capacity", 100_000, "Replay slots of the timed replay.", lower_bound=1)
+    flags.DEFINE_list("num_envs", ["1", "8"], "Env counts whose adds are timed (each at least 1).")
+    flags.DEFINE_integer("batch_size", 32, "Transitions per sampled batch.", lower_bound=1)
+    flags.DEFINE_integer(
+        "calls", 500, "Timed calls per figure (the median is reported).", lower_bound=1
     )
-    args = parser.parse_args(argv)
+    flags.DEFINE_bool(
+        "uniform_only",
+        False,
+        "Time adds to a replay made with keep_priorities=False (a uniform learner's).",
+    )
 
+
+def env_counts(values: Sequence[str]) -> list[int]:
+    """--num_envs as integers; anything but counts of at least 1 is a one-line ValueError."""
+    if not values:
+        raise ValueError("--num_envs is empty; give env counts such as 1,8")
+    for value in values:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--num_envs takes env counts of at least 1, got {value!r}")
+    return [int(value) for value in values]
+
+
+def main(argv: Sequence[str]) -> None:
+    """Prints the figures; see the module docstring."""
+    del argv
+    args = flags.FLAGS
+    num_envs_list = env_counts(args.num_envs)
     one_million = replay_memory_bytes(1_000_000, FRAME_SHAPE, num_envs=1)
     print(f"hardware: {runtime.hardware_line()}")
     print(
         f"replay of 1,000,000 transitions of 84x84 uint8: {one_million / 2**30:.3f} GiB ({one_million:,} bytes)"
     )
     print(f"capacity {args.capacity:,}, frames 84x84, stack 4, n-step 3, batch {args.batch_size}")
-    for num_envs in args.num_envs:
+    for num_envs in num_envs_list:
         figures = measure_add(args.capacity, num_envs, args.calls, not args.uniform_only)
         kept = "no priorities" if args.uniform_only else "with priorities"
         print(
@@ -193,4 +202,5 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     from benchmarks import timing
 
-    timing.one_line_errors(main, "replay_memory")()
+    define_flags()
+    timing.run_main(main, "replay_memory")

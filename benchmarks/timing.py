@@ -33,7 +33,8 @@ def one_line_errors(main: Callable[..., Any], name: str) -> Callable[..., Any]:
 def parse_flags(argv: list[str], name: str) -> list[str]:
     """absl's flags parser with the launchers' conventions: a help flag prints the usage (the
     module's docstring and flags; all modules' flags with ``--helpfull``) and exits 0, and a bad
-    flag is one line, ``benchmarks.<name>: <error> (see --help)``, and exit status 1."""
+    flag is one line, ``benchmarks.<name>: <error> (see --help)``, and exit status 1; logging
+    shows warnings unless ``--verbosity`` is given."""
     from absl import app, flags  # noqa: PLC0415
 
     from plasticity.launch import HELP_ARGS  # noqa: PLC0415 - the launchers' (absl's exit 1)
@@ -41,10 +42,13 @@ def parse_flags(argv: list[str], name: str) -> list[str]:
     if any(arg in HELP_ARGS for arg in argv[1:]):
         app.usage(shorthelp="--helpfull" not in argv, writeto_stdout=True, exitcode=0)
     try:
-        return flags.FLAGS(argv)
+        remaining = flags.FLAGS(argv)
     except flags.Error as error:
         message = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SystemExit(f"benchmarks.{name}: {message} (see --help)") from None
+    if not flags.FLAGS["verbosity"].present:  # as the launchers: JAX's start-up INFO lines hidden
+        flags.FLAGS.verbosity = -1
+    return remaining
 
 
 def run_main(main: Callable[[list[str]], Any], name: str) -> None:

@@ -64,8 +64,8 @@ def test_benchmarks_import_together_and_define_their_flags_only_when_asked():
         [sys.executable, "-c", CHECK, *MODULES], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    # Thirteen modules have flags; `benchmarks.reproduce` defines them in a FlagValues of its own.
-    assert int(done.stdout.split()[-1]) == 13
+    # Fourteen modules have flags; `benchmarks.reproduce` defines them in a FlagValues of its own.
+    assert int(done.stdout.split()[-1]) == 14
 
 
 def test_each_program_calls_define_flags_before_running():
@@ -91,6 +91,7 @@ def test_each_program_runs_through_the_shared_entry_point():
         assert "timing.run_main(main" in main_block or "one_line_errors(main" in main_block, name
         assert "app.run(" not in main_block, name
     assert len(programs) == 13
+    assert "benchmarks.replay_memory" in programs
 
 
 def test_run_main_turns_a_value_error_into_one_line_and_status_1():
@@ -108,6 +109,25 @@ def test_run_main_turns_a_value_error_into_one_line_and_status_1():
     )
 
 
+def test_run_main_logs_warnings_only_unless_verbosity_is_given():
+    """JAX's start-up INFO lines (which backends it could not open) stay out of the figures, as
+    in the launchers; ``--verbosity=0`` shows them."""
+    fake = (
+        "import sys\n"
+        "from absl import logging\n"
+        "from benchmarks import timing\n"
+        "def main(argv):\n"
+        "    logging.info('an info line')\n"
+        "    logging.warning('a warning line')\n"
+        "timing.run_main(main, 'fake')\n"
+    )
+    for extra, shown in (([], False), (["--verbosity=0"], True)):
+        command = [sys.executable, "-c", fake, *extra]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "a warning line" in done.stderr and ("an info line" in done.stderr) == shown
+
+
 # Counts that cannot be zero (each must refuse --flag=0), and counts where 0 means the preset's
 # or "none" (each must take 0 and refuse -1), by module.
 COUNT_FLAGS = {
@@ -122,6 +142,7 @@ COUNT_FLAGS = {
     "memory_growth": ["frames", "checkpoint_every_frames"],
     "minatar_throughput": ["num_envs", "frames", "repeats"],
     "peers": ["seeds", "repeats", "rounds"],
+    "replay_memory": ["capacity", "batch_size", "calls"],
 }
 ZERO_ALLOWED = {
     "atari_throughput": ["top_ops"],
