@@ -175,26 +175,57 @@ def sum_tree_find(tree: SumTree, targets: jax.Array) -> jax.Array:
     A child whose sum is zero is never entered, so a zero leaf is never returned while the total is
     positive, even when float32 rounding puts a target at or beyond the total.
     """
-    targets = jnp.asarray(targets, jnp.float32)
+    return sum_tree_descend(tree, jnp.asarray(targets, jnp.float32))
+
+
+# A float32 target mass carries about 2^-23 of the total's precision (less once a stratum's offset
+# and width are rounded in), so it places a leaf far smaller than that share of the total on a
+# coarse grid: at a million leaves, some are never drawn and others many times too often. Below a
+# node with a child lighter than this share of the total, the sampler draws each branch afresh.
+EXACT_TARGET_SHARE = 2.0**-10
+
+
+def sum_tree_descend(
+    tree: SumTree, targets: jax.Array, branch_bits: jax.Array | None = None
+) -> jax.Array:
+    """The leaves the descent reaches: by ``targets`` (prefix masses), and with ``branch_bits``
+    (``(num_levels,) + targets.shape`` uint32) by fresh draws from the first node down with two
+    positive children, one lighter than ``EXACT_TARGET_SHARE`` of the total: left with
+    probability left / (left + right), from 32 random bits."""
     node = jnp.ones(targets.shape, jnp.int32)
-    for _ in range(tree.num_levels):
+    drawn = jnp.zeros(targets.shape, bool)
+    floor = sum_tree_total(tree) * EXACT_TARGET_SHARE
+    for level in range(tree.num_levels):
         left = tree.nodes[2 * node]
         right = tree.nodes[2 * node + 1]
-        go_left = (targets < left) | (right <= 0)
+        go_left = targets < left
+        if branch_bits is not None:
+            drawn = drawn | ((jnp.minimum(left, right) < floor) & (left > 0) & (right > 0))
+            share = branch_bits[level].astype(jnp.float32) * jnp.float32(2.0**-32)
+            go_left = jnp.where(drawn, share * (left + right) < left, go_left)
+        go_left = go_left | (right <= 0)
         targets = jnp.where(go_left, targets, targets - left)
         node = 2 * node + jnp.where(go_left, 0, 1)
     return jnp.minimum(node - tree.first_leaf, tree.capacity - 1)
 
 
+def stratified_targets(tree: SumTree, offsets: jax.Array) -> jax.Array:
+    """Target masses ``(b + offsets[b]) * total / B`` of ``B = len(offsets)`` equal strata."""
+    stratum_width = sum_tree_total(tree) / offsets.shape[-1]
+    return (jnp.arange(offsets.shape[-1], dtype=jnp.float32) + offsets) * stratum_width
+
+
 def sum_tree_sample(tree: SumTree, rng: jax.Array, batch_size: int) -> jax.Array:
     """Stratified sampling: one leaf from each of ``batch_size`` equal slices of the total mass.
 
-    Each returned index ``i`` has marginal probability ``leaf_i / total`` (int32, shape ``(batch_size,)``).
-    The total must be positive.
+    Each returned index ``i`` has marginal probability ``leaf_i / total`` (int32, shape
+    ``(batch_size,)``), to float32's relative precision however small the leaf: the strata's
+    targets choose the heavy subtrees and fresh draws the branches below them (`sum_tree_descend`). The
+    total must be positive.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    offsets = jax.random.uniform(rng, (batch_size,), jnp.float32)
-    stratum_width = sum_tree_total(tree) / batch_size
-    targets = (jnp.arange(batch_size, dtype=jnp.float32) + offsets) * stratum_width
-    return sum_tree_find(tree, targets)
+    stratum_key, branch_key = jax.random.split(rng)
+    offsets = jax.random.uniform(stratum_key, (batch_size,), jnp.float32)
+    branch_bits = jax.random.bits(branch_key, (tree.num_levels, batch_size), jnp.uint32)
+    return sum_tree_descend(tree, stratified_targets(tree, offsets), branch_bits)
