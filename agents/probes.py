@@ -101,7 +101,10 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
             "weights": jnp.ones((batch_size,), jnp.float32),
             "rng": loss_key,
         }
-        learning_rate = optimizer_learning_rate(optimizer_config, train_state.step)
+        # The last update's rate (as its 'train' row and the update ratio): at a block's end the
+        # schedule's next rate may already be the next block's restarted warm-up.
+        last_update = jnp.maximum(train_state.step - 1, 0)
+        learning_rate = optimizer_learning_rate(optimizer_config, last_update)
         metrics = metrics_fn(
             train_state.params,
             previous,

@@ -493,13 +493,12 @@ def make_trainer(
         indices = sample_indices(keys["probe"], task, probe_size, sequence.num_examples)
         return sequence.batch(task_state, indices, data)
 
-    def learning_rate_now(state: TrainState, hparams) -> jax.Array:
-        return optim.optimizer_learning_rate(opt_config, state.step, hparams.get("learning_rate"))
-
     def diagnostics(state, previous_params, task_state, task, key, keys, hparams, data):
-        lr = learning_rate_now(state, hparams)
+        # The last update's rate (a task's next may be the restarted warm-up's); the rows'
+        # 'learning_rate' is the run's grid value.
+        last_update = jnp.maximum(state.step - 1, 0)
+        lr = optim.optimizer_learning_rate(opt_config, last_update, hparams.get("learning_rate"))
         out = builtin_diagnostics(state.params, previous_params, lr, exponent)
-        # The rate the schedule applies now (the rows' 'learning_rate' is the run's grid value).
         out["scheduled_learning_rate"] = lr
         if extra_diagnostics is not None:
             inputs, targets = probe_batch(keys, task_state, task, data)

@@ -15,6 +15,7 @@ from flax import traverse_util
 from agents import configs, probes
 from agents.learner import make_learner, make_replay
 from agents.replay import replay_add
+from plasticity.optim import optimizer_learning_rate
 
 OBS_SHAPE = (10, 10, 4)  # a MinAtar observation: the smoke preset's network is small
 NUM_ACTIONS = 3
@@ -84,6 +85,26 @@ def test_the_effective_lr_takes_the_optimizers_exponent(optimizer, exponent, exp
         np.testing.assert_allclose(
             rows[f"effective_lr/{layer}"], LEARNING_RATE / norm**expected, rtol=1e-5
         )
+
+
+def test_the_effective_lr_takes_the_rate_of_the_last_update():
+    """After 5 updates of a warm-up, η is the 5th update's rate (as its 'train' row logs it and
+    the update ratio measures), not the 6th's: at a block's end the next rate may already be the
+    next block's restarted warm-up."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.optimizer.update(dict(name="adam", learning_rate=LEARNING_RATE))
+    config.optimizer.schedule.update(dict(name="warmup_cosine", warmup_steps=10, total_steps=100))
+    config.diagnostics.names = ("effective_lr",)
+    learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
+    state = state.replace(step=jnp.asarray(5, state.step.dtype))
+    rows = jax.jit(probes.make_diagnose(config, learner))(
+        state, filled_replay(config), state.params, jax.random.key(1)
+    )
+    last = float(optimizer_learning_rate(config.optimizer, 4))
+    assert last != pytest.approx(float(optimizer_learning_rate(config.optimizer, 5)))
+    for layer, norm in kernel_norms(state.params).items():
+        np.testing.assert_allclose(rows[f"effective_lr/{layer}"], last / norm, rtol=1e-5)
 
 
 def test_the_options_reach_the_diagnostics_and_a_conflict_is_one_line():

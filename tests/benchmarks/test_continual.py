@@ -125,9 +125,10 @@ def test_output_shapes_follow_the_run_shape():
         assert outputs["initial_diagnostics"][key].shape == (2, 2)
 
 
-def test_diagnostics_carry_the_rate_the_schedule_applies_next_to_the_grid_rate():
-    """'scheduled_learning_rate' is the fitted schedule's rate at each diagnostics step (a cosine
-    restarted at every task here), while the rows' 'learning_rate' stays the run's grid value."""
+def test_diagnostics_carry_the_last_update_s_scheduled_rate_next_to_the_grid_rate():
+    """'scheduled_learning_rate' is the fitted schedule's rate of the last update before each
+    diagnostics step (a cosine restarted at every task here: at a task's end, its own decayed rate,
+    not the next task's warm-up start), while the rows' 'learning_rate' stays the grid value."""
     config = tiny_config()
     config.optimizer.schedule.update(dict(name="cosine_restarts", warmup_steps=2, end_value=0.0))
     trained = continual.make_trainer(config)
@@ -139,10 +140,12 @@ def test_diagnostics_carry_the_rate_the_schedule_applies_next_to_the_grid_rate()
     expected = np.zeros((4, trained.blocks_per_task))
     for task in range(4):
         for block, step in trained.diagnostics_steps(task):
-            expected[task, block] = optim.optimizer_learning_rate(fitted, step, grid_rate)
+            expected[task, block] = optim.optimizer_learning_rate(fitted, step - 1, grid_rate)
     logged = out["diagnostics"]["scheduled_learning_rate"]
     np.testing.assert_allclose(logged, expected, rtol=1e-6)
     assert expected[0, 0] > 0 and len(np.unique(expected)) >= 2  # not the constant grid rate
+    next_task_start = optim.optimizer_learning_rate(fitted, config.task.steps_per_task, grid_rate)
+    assert expected[0, -1] != pytest.approx(float(next_task_start))
     np.testing.assert_allclose(expected[1:], np.broadcast_to(expected[0], (3, 2)))  # restarted
     initial = out["initial_diagnostics"]["scheduled_learning_rate"]
     assert initial == pytest.approx(float(optim.optimizer_learning_rate(fitted, 0, grid_rate)))
