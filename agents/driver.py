@@ -263,9 +263,11 @@ def open_run(
             f"{config.cycles}) for a shorter run"
         ),
     )
-    # The rate that decides it is measured once learning runs, not while the replay fills.
+    # The rate that decides it (and the ETA) is measured once learning runs, not while the
+    # replay fills.
     plan = segments[0].plan
     run.budget_after = (plan.first_learning[0] + 1) * plan.frames_per_iteration + 2_048
+    run.eta_waits_for_steady_pace = True
     return run
 
 

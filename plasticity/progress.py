@@ -104,7 +104,8 @@ class Progress:
         self._training_seconds = 0.0
         self._clock_from: float | None = self._started  # None while paused
         self._units = 0
-        self._rate_origin = (0, 0, 0.0)  # (units, updates, training seconds) the rate counts from
+        # (units, updates, training seconds) the rate counts from; None: no ETA until it is set.
+        self._rate_origin: tuple[int, int, float] | None = (0, 0, 0.0)
         self._updates = 0
         self._count = int(initial)  # kept here too: a disabled tqdm bar does not count
         self._fields: dict[str, Any] = {}
@@ -160,6 +161,12 @@ class Progress:
         with self._lock:
             self._rate_origin = (self._units, self._updates, self._seconds())
 
+    def wait_for_steady_pace(self) -> None:
+        """No ETA until `measure_rate_from_here` (the rate still shows, over the launch): the pace
+        until then, e.g. a replay filling before learning, says nothing of the run's length."""
+        with self._lock:
+            self._rate_origin = None
+
     def training_seconds(self) -> float:
         """Seconds of this launch spent training (the rate clock)."""
         return self._seconds()
@@ -169,7 +176,7 @@ class Progress:
         (over all of it until units were counted since then), None before any was measured."""
         with self._lock:
             seconds = self._seconds()
-            for units, updates, start in (self._rate_origin, (0, 0, 0.0)):
+            for units, updates, start in (self._rate_origin or (0, 0, 0.0), (0, 0, 0.0)):
                 counted, elapsed = self._units - units, seconds - start
                 if counted > 0 and elapsed > 0:
                     learned = self._updates - updates
@@ -177,7 +184,10 @@ class Progress:
         return None, None
 
     def eta_seconds(self) -> float | None:
-        """Seconds left at the measured rate (None before a rate exists)."""
+        """Seconds left at the measured rate (None before a rate exists, or while waiting for
+        the steady pace)."""
+        if self._rate_origin is None:
+            return None
         rate, _ = self.rates()
         if rate is None:
             return None

@@ -373,7 +373,8 @@ class Run:
         self._lock: int | None = None  # the work dir's open descriptor while it is locked
         self._progress: Progress | None = None
         self.budget_hint = budget_hint
-        self.budget_after = 0  # units of this launch after which the pace is steady
+        self.budget_after = 0  # the run's units after which the pace is steady (RL: learning)
+        self.eta_waits_for_steady_pace = False  # no ETA before (RL: a replay fills much faster)
         self.budget_measure_seconds = BUDGET_MEASURE_SECONDS
         self._budget_checked = False
         self._steady_since: float | None = None  # training seconds when the pace became steady
@@ -682,6 +683,8 @@ class Run:
                 initial=self.done,
                 disable=(None if not self.independent else False) if self.show_progress else True,
             )
+            if self.eta_waits_for_steady_pace and self.done < self.budget_after:
+                self._progress.wait_for_steady_pace()
         return self._progress
 
     def advance(self, units: int, updates: int = 0, **postfix: Any) -> None:
@@ -716,12 +719,12 @@ class Run:
                 self.progress.resume()
 
     def _warn_about_budget(self) -> None:
-        """Once this launch reaches ``budget_after`` units (the steady pace: RL learning, not the
-        replay filling), the bar's rate counts from there; after ``budget_measure_seconds`` of
+        """Once the run reaches ``budget_after`` units (the steady pace: RL learning, not the
+        replay filling), the bar's rate (and ETA) counts from there; after ``budget_measure_seconds`` of
         training at that pace, a run whose ETA exceeds a day says so once."""
         progress = self.progress
         if self._steady_since is None:
-            if progress.launch_count >= self.budget_after:
+            if progress.count >= self.budget_after:
                 progress.measure_rate_from_here()
                 self._steady_since = progress.training_seconds()
             return

@@ -102,6 +102,31 @@ def test_the_rate_counts_from_the_steady_pace_once_the_harness_says_so(capsys):
     assert "train_x: at " in capsys.readouterr().err
 
 
+def test_an_rl_run_shows_no_eta_until_its_steady_pace_even_after_a_resume():
+    """While the replay fills (many times faster than learning) the rate shows but no ETA; a run
+    resumed past the steady point measures its ETA from its first advance."""
+    run = run_of_days(False)
+    run.budget_after, run.eta_waits_for_steady_pace = 1_000, True
+    with run:
+        run.advance(600)
+        time.sleep(0.01)
+        run.advance(10)
+        assert run.progress.rates()[0] > 0 and run.progress.eta_seconds() is None
+        assert "ETA —" in run.progress._postfix(None)
+        run.advance(600)  # past the steady point: the rate restarts here
+        time.sleep(0.01)
+        run.advance(10)
+        assert run.progress.eta_seconds() > 0
+    resumed = run_of_days(False)
+    resumed.budget_after, resumed.eta_waits_for_steady_pace = 1_000, True
+    resumed.done = 5_000  # as a restore past the steady point sets it
+    with resumed:
+        resumed.advance(10)
+        time.sleep(0.01)
+        resumed.advance(10)
+        assert resumed.progress.eta_seconds() > 0
+
+
 def test_counts_read_as_whole_numbers(capsys):
     """'20/720 steps', not '20.0/720'; large totals in k / M."""
     for total, done, shown in (
