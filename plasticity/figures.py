@@ -92,6 +92,7 @@ LOG_METRICS = (
     "hessian_top_eigenvalue",
     "hessian_top_eigenvalue_rel_change",
     "feature_condition_number",
+    "feature_top_singular_value",  # grows 30-fold without a norm, barely with NaP
     "ntk_top_eigenvalue",
     "ntk_trace",
     "jacobian_norm",

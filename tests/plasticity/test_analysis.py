@@ -271,6 +271,8 @@ def test_y_limits_come_from_what_a_metric_means():
         np.array([1e-4, 1.01e-4]), figures_lib.y_scale("effective_lr/h")
     )
     assert high / low >= 10 and low < 1e-4 < high
+    # A singular value growing 30-fold beside one that barely moves: both read on a log axis.
+    assert figures_lib.y_scale("feature_top_singular_value/head").log
     assert figures_lib.y_limits(np.array([35.0, 38.0]), figures_lib.y_scale("srank/h"))[0] <= 0
     # Frame and step counts: one unit per axis, in every label.
     formatter = figures_lib.count_formatter()
