@@ -96,12 +96,21 @@ def render_figures(
         figure = figures.render_figure(runs, stem, out, show=show, dpi=dpi)
         if figure is not None:
             rendered[stem] = figure
-        elif (out / f"{stem}.png").exists():
-            (out / f"{stem}.png").unlink()
-    for stale in out.glob(f"{figures.OTHER_PREFIX}*.png") if stems is None else ():
-        if stale.stem not in rendered:  # a per-layer metric these runs no longer log
-            stale.unlink()
+    remove_stale_figures(out, rendered, stems)
     return rendered
+
+
+def remove_stale_figures(
+    out: str | Path, rendered: Mapping[str, Any], stems: Sequence[str] | None = None
+) -> None:
+    """Removes the PNGs in ``out`` of the figures of ``stems`` (by default every standard and
+    per-layer figure) that ``rendered`` lacks: an earlier report's, of data these runs lack."""
+    out = Path(out)
+    candidates = set(figures.FIGURES if stems is None else stems)
+    if stems is None:
+        candidates |= {path.stem for path in out.glob(f"{figures.OTHER_PREFIX}*.png")}
+    for stem in candidates - set(rendered):
+        (out / f"{stem}.png").unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -176,6 +176,9 @@ def test_notebook_executes_headless_and_writes_its_figures(workdirs, tmp_path):
     parameters = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1
     figures = tmp_path / "figures"
+    figures.mkdir()
+    for stale in ("eval_returns", "layers_preact_mean"):  # an earlier report's, of other runs
+        (figures / f"{stale}.png").write_bytes(b"\x89PNG stale")
     parameters[
         0
     ].source = (
