@@ -284,11 +284,7 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
                 label=kind if i == 0 else "_" + kind,
             )
         if x == "frames" and len(found) <= 12:
-            low, high = ax.get_ylim()  # headroom, so that no curve runs through the names
-            if ax.get_yscale() == "log":
-                ax.set_ylim(low, high * (high / low) ** 0.12)
-            else:
-                ax.set_ylim(low, high + 0.12 * (high - low))
+            _add_headroom(ax, fraction=0.12 / 1.12)  # so that no curve runs through the names
             starts = [(0.0, first)] + list(found)
             for position, name in starts:
                 if name:
@@ -318,6 +314,18 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
             )
 
 
+def _add_headroom(ax, fraction: float) -> None:
+    """Raises the panel's top so that the top ``fraction`` of its height is above what it
+    showed (in the axis' own scale, linear or log)."""
+    if fraction <= 0:
+        return
+    low, high = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        ax.set_ylim(low, low * (high / low) ** (1.0 / (1.0 - fraction)))
+    else:
+        ax.set_ylim(low, low + (high - low) / (1.0 - fraction))
+
+
 def interventions(run: Run, variant: str | None, x: str) -> list[tuple[float, float]]:
     """(first, last) x of a curve's interventions ('intervention' rows, all seeds): a point for
     one application, a span for a row summarizing several (continual: ``applications`` every
@@ -344,9 +352,18 @@ def mark_interventions(ax, marks: Sequence[tuple[str, list, float]], colors):
         (label, [(a, min(b, end)) for a, b in found if a <= end]) for label, found, end in marks
     ]
     kept = [(label, found) for label, found in kept if found]
+    if not kept:
+        return
+    # Below the game names when the panel shows them, with headroom so that no curve runs
+    # through the marks.
+    named = any(text.get_gid() == SWITCH_GID for text in ax.texts)
+    top = 0.9 if named else 0.98
+    lowest = top - 0.035 * (len(kept) - 1)
+    data_top = 1.0 / 1.12 if named else 1.0  # `mark_switches` left room for the names
+    _add_headroom(ax, fraction=1.0 - (lowest - 0.03) / data_top)
     legend = "intervention" if len(kept) == 1 else "intervention (run colour)"
     for row, (label, found) in enumerate(kept):
-        y, style = 1.0 - 0.035 * row, dict(color=colors[label], clip_on=False, zorder=3)
+        y, style = top - 0.035 * row, dict(color=colors[label], clip_on=False, zorder=3)
         points = [first for first, last in found if first == last]
         for first, last in (span for span in found if span[0] != span[1]):
             ax.plot(

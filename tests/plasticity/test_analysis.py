@@ -492,7 +492,7 @@ def test_interventions_are_marked_where_each_curve_intervened(tmp_path):
     """A triangle per application along the top edge, a bar over a summarized stretch (a
     continual row of `applications` every `every` steps), in the curve's colour; not data."""
     rl_rows = [
-        {"event": "diagnostics", "frames": f, "step": f // 4, "seed": s, "weight_norm/h": 1.0}
+        {"event": "diagnostics", "frames": f, "step": f // 4, "seed": s, "weight_norm/h": f / 1e3}
         for f in range(0, 2000, 250)
         for s in (0, 1)
     ]
@@ -507,6 +507,14 @@ def test_interventions_are_marked_where_each_curve_intervened(tmp_path):
     assert list(marker.get_xdata()) == [500, 1500] and marker.get_label() == "intervention"
     assert marker.get_color() == figures_lib.curve_colors([rl])["rl"]
     assert figures_lib.figure_contents(fig) == {"h": {"rl": 8}}
+    figures_lib.pyplot().close(fig)
+    # Two runs' rows of marks both sit above the curves' highest point.
+    other = analysis.load_run(_write_rows(tmp_path / "rl2", rl_rows))
+    fig = figures_lib.plot_layer_metric([rl, other], "weight_norm")
+    low, high = fig.axes[0].get_ylim()
+    marks = [line for line in fig.axes[0].get_lines() if line.get_gid() == "intervention"]
+    assert len(marks) == 2
+    assert all(y > (1.75 - low) / (high - low) + 0.02 for m in marks for y in m.get_ydata())
     figures_lib.pyplot().close(fig)
     continual_rows = [
         {"event": "diagnostics", "step": t, "seed": 0, "weight_norm/h": 1.0}
