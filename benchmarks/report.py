@@ -511,3 +511,11 @@ def write_report(
     page = write_page(runs, rendered, out, embed)
     missing = [stem for stem in figures.FIGURES if stem not in rendered]
     return Report(page, rendered, missing, runs)
+
+
+if __name__ == "__main__":  # the library of `python -m scripts.report`, which it runs
+    import sys
+
+    from scripts import report as report_command
+
+    sys.exit(report_command.main(sys.argv))

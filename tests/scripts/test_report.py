@@ -216,3 +216,16 @@ def test_a_matrix_without_a_single_score_is_left_out(tmp_path):
     matrix = report._matrix_from_file(tmp_path)
     assert list(matrix["matrices"]) == ["return_mean"]
     assert matrix["visits"] == {"return_mean": {"pong": [-2.0]}}
+
+
+def test_the_library_module_run_as_a_program_writes_the_report(continual_run, tmp_path):
+    """``python -m benchmarks.report WORKDIR`` (the library's name) runs `scripts.report`
+    rather than doing nothing with exit status 0."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    out = tmp_path / "figures"
+    command = [sys.executable, "-m", "benchmarks.report", str(continual_run), f"--out={out}"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "report.html").is_file() and (out / "weight_norm.png").is_file()
