@@ -350,7 +350,9 @@ def run_experiment(
     total = sum(t.num_tasks * t.steps_per_task for _, t in plan.variants)
     show = bool(config.run.progress) if show_progress is None else show_progress
     where = [name] + ([Path(workdir).name] if workdir else [])  # as the RL launchers' bars
-    label = f"{' '.join(where)} [{mesh_lib.format_mesh(mesh)}]"
+    # The device layout of several devices, named as one (a bare '[seed:2]' read as a seed).
+    layout = f" [mesh {mesh_lib.format_mesh(mesh)}]" if mesh.size > 1 else ""
+    label = " ".join(where) + layout
     recorded = config.to_dict()
     if plan.provided_data is not None:
         recorded["data"]["provided"] = plan.provided_data

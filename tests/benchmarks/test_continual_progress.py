@@ -54,4 +54,6 @@ def test_a_variant_switch_replaces_the_bar_fields_not_merges_them(tmp_path, monk
     assert regress[0] == {"variant": "regress", "task": "0/2"}
     # The bar names the launcher and the work dir, as the RL launchers' bars do.
     (description,) = described
-    assert description.startswith(f"{continual_sweep.NAME} run [seed:"), description
+    # With several devices, their layout, named so that it does not read as a seed.
+    layout = f" [mesh seed:{jax.device_count()}]" if jax.device_count() > 1 else ""
+    assert description == f"{continual_sweep.NAME} run{layout}", description
