@@ -445,6 +445,14 @@ DIAGNOSTICS_FIGURES = (
 )
 FIGURES = ("task_metrics", *DIAGNOSTICS_FIGURES, "eval_returns", "evaluation_matrix")
 
+# How to read every figure (the report's note above them).
+READING_NOTE = (
+    "Each curve is the mean over its seeds, the shaded band their minimum to maximum. Grey "
+    "dashed lines mark task or game switches (dotted, in a run's colour, where runs switch at "
+    "different points); triangles along a panel's top mark interventions, bars a summarized "
+    "stretch of them."
+)
+
 # What each figure shows and how to read it (the report's captions).
 FIGURE_NOTES = {
     "task_metrics": "End-of-task (memorization) and online accuracy and loss, at the step each "
@@ -462,7 +470,9 @@ FIGURE_NOTES = {
     "effective_rank": "Exponential of the entropy of each layer's normalized singular values.",
     "curvature": "Top Hessian eigenvalue and its power-iteration convergence (relative change of "
     "the last iteration), the penultimate features' top singular value and condition number (the "
-    "last hidden layer's features; a dueling head's value stream), NTK statistics and the "
+    "last hidden layer's features; a dueling head's value stream; the condition number is left "
+    "out where it is infinite, as for ReLU features of rank below their width), NTK statistics "
+    "and the "
     "Jacobian norm, the plasticity probe and the parameter and gradient norms, when logged.",
     "eval_returns": "Evaluation score of every game against training frames (progress and "
     "end-of-block evaluations).",

@@ -195,7 +195,7 @@ def figures_html(
     """One section per figure: title, caption and the image (embedded when `embed`), linking to
     the PNG next to the page; then the figures the runs hold no data for."""
     out = Path(out)
-    parts = []
+    parts = [f"<p class='note'>{_e(figures.READING_NOTE)}</p>"] if rendered else []
     for stem, figure in rendered.items():
         name = figure.path.name
         if embed:

@@ -153,6 +153,7 @@ def test_continual_report_and_tensorboard(continual_run, tmp_path):
     page = written.page.read_text(encoding="utf-8")
     assert "<td>optimizer.nap.enabled</td><td>false</td><td>true</td>" in page  # the config diff
     assert "<td>network.norm</td>" in page
+    assert "the shaded band their minimum to maximum" in page  # how to read every figure
 
     scalars = workdir.read_scalars(continual_run)
     for variant in ("no_norm", "layernorm_nap"):
