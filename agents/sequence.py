@@ -697,10 +697,11 @@ def evaluation_scores(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def evaluation_message(segment: Segment, block: int, rows: list[dict[str, Any]]) -> str:
-    """'eval after block 3 (breakout, visit 2) at 61,440 frames: breakout 4.12, asterix 1.25':
-    the line above the progress bar when a block's evaluation is done (Atari and MinAtar)."""
+    """'eval after block 2 (breakout, visit 2) at 61,440 frames: breakout 4.12, asterix 1.25':
+    the line above the progress bar when a block's evaluation is done (Atari and MinAtar); the
+    block is counted from 0, as the rows' ``block`` field and the evaluation matrix count it."""
     info = segment.blocks[block]
-    where = "fresh network" if segment.is_reference else f"block {info.index + 1}"
+    where = "fresh network" if segment.is_reference else f"block {info.index}"
     at = f" at {int(rows[0]['frames']):,} frames" if rows and "frames" in rows[0] else ""
     return f"eval after {where} ({info.game}, visit {info.visit}){at}: {evaluation_scores(rows)}"
 

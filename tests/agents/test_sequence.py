@@ -173,7 +173,7 @@ def test_the_evaluation_line_is_one_format_for_every_loop():
         for seed in (0, 1)
     ] + [{"game": "asterix", "frames": 24_576, "return_mean": float("nan")}]
     assert sequence.evaluation_message(main, 2, rows) == (
-        "eval after block 3 (breakout, visit 2) at 24,576 frames: breakout 2.00"
+        "eval after block 2 (breakout, visit 2) at 24,576 frames: breakout 2.00"
     )
     atari = [{"game": "pong", "frames": 2048, "return_mean": -2.0, "human_normalized": 0.06}]
     assert sequence.evaluation_scores(atari) == "pong -2.00 (0.060 human-normalized)"
