@@ -218,10 +218,10 @@ def stratified_targets(tree: SumTree, offsets: jax.Array) -> jax.Array:
 def sum_tree_sample(tree: SumTree, rng: jax.Array, batch_size: int) -> jax.Array:
     """Stratified sampling: one leaf from each of ``batch_size`` equal slices of the total mass.
 
-    Each returned index ``i`` has marginal probability ``leaf_i / total`` (int32, shape
-    ``(batch_size,)``), to float32's relative precision however small the leaf: the strata's
-    targets choose the heavy subtrees and fresh draws the branches below them (`sum_tree_descend`). The
-    total must be positive.
+    Each returned index ``i`` (int32, shape ``(batch_size,)``) has marginal probability
+    ``leaf_i / total``, to a relative error near float32's for any leaf above 2^-32 of its
+    sibling's mass: the strata's targets choose the heavy subtrees and fresh draws the branches
+    below them (`sum_tree_descend`). The total must be positive.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
