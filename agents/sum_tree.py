@@ -219,9 +219,9 @@ def sum_tree_sample(tree: SumTree, rng: jax.Array, batch_size: int) -> jax.Array
     """Stratified sampling: one leaf from each of ``batch_size`` equal slices of the total mass.
 
     Each returned index ``i`` (int32, shape ``(batch_size,)``) has marginal probability
-    ``leaf_i / total``, to a relative error near float32's for any leaf above 2^-32 of its
-    sibling's mass: the strata's targets choose the heavy subtrees and fresh draws the branches
-    below them (`sum_tree_descend`). The total must be positive.
+    ``leaf_i / total`` to within about 0.1% for any leaf of at least 2^-22 of its sibling's mass
+    (and never 0 for a positive leaf): the strata's targets choose the heavy subtrees and fresh
+    draws the branches below them (`sum_tree_descend`). The total must be positive.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
