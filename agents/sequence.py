@@ -420,8 +420,19 @@ def plan_learning(
     )
 
 
+# The learner counts its updates in int32 (`plasticity.train_state.TrainState.step`).
+MAX_UPDATES = 2**31 - 1
+
+
 def check_learning_reachable(plan: LearningPlan) -> None:
-    """One-line ValueError when the learner would never update (before anything is built)."""
+    """One-line ValueError when the learner would never update, or would count more updates than
+    its int32 step holds (about 34 billion frames at DQN's rate; before anything is built)."""
+    if plan.total_updates >= MAX_UPDATES:
+        raise ValueError(
+            f"the sequence plans {plan.total_updates:,} learner updates, more than the learner's "
+            f"int32 step counts ({MAX_UPDATES:,}); lower frames_per_game, cycles or "
+            "updates_per_frame, or split the sequence into runs"
+        )
     if plan.total_updates > 0:
         return
     if plan.capacity < plan.learning_starts:

@@ -273,6 +273,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     ):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    # Global steps (and the keys drawn from them, counted past the tasks') are int32.
+    counted = int(task.num_tasks) * (steps_per_task(config) + 1)
+    if counted >= 2**31:
+        raise ValueError(
+            f"task.num_tasks x task.steps_per_task counts {counted:,} steps and keys, more than "
+            f"the trainer's int32 step holds ({2**31 - 1:,}); lower either"
+        )
     if int(config.run.defer_dense_updates) < 0:
         raise ValueError(
             f"run.defer_dense_updates must be >= 0, got {config.run.defer_dense_updates}"

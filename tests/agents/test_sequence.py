@@ -191,6 +191,10 @@ def test_a_run_that_never_learns_is_refused_before_it_starts():
     sequence.check_learning_reachable(
         sequence.plan_learning((30,), learning_starts=100, capacity=400, **kwargs)
     )
+    # 2^33 iterations of one update each: more than the learner's int32 step counts.
+    endless = sequence.plan_learning((2**33,), learning_starts=100, capacity=400, **kwargs)
+    with pytest.raises(ValueError, match=r"plans 8,589,934,\d+ learner updates, more than"):
+        sequence.check_learning_reachable(endless)
 
 
 def optimizer_config(name: str, nap: bool) -> ml_collections.ConfigDict:

@@ -65,3 +65,15 @@ def test_a_schedule_fitted_to_tasks_shorter_than_its_warm_up_is_one_line_naming_
     optimizer.schedule.warmup_steps = 10
     fitted = continual_config.task_schedule(optimizer, num_tasks=3, steps=20)
     assert tuple(fitted.schedule.boundaries) == (20, 40) and fitted.schedule.total_steps == 60
+
+
+def test_a_run_longer_than_the_int32_step_counts_is_one_line():
+    """Global steps (and their keys) are int32: Dohare's permuted MNIST at 36,000 tasks of
+    60,000 steps would wrap them without a word; 800 tasks (the paper's) are far below."""
+    config = continual_config.default_config()
+    config.task.steps_per_task = 60_000
+    config.task.num_tasks = 800
+    continual_config.check_config(config)
+    config.task.num_tasks = 36_000
+    with pytest.raises(ValueError, match=r"^task.num_tasks x task.steps_per_task counts 2,160,036"):
+        continual_config.check_config(config)
