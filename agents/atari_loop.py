@@ -358,7 +358,7 @@ class AtariLoop:
         self.episodes = self.evaluations = 0
         self.last_returns: dict[str, float] = {}
         self.learner_rows: list[dict[str, jax.Array]] = []
-        self.before = None  # the parameters before the last update ahead of a diagnostics row
+        self.before, self.before_step = None, -1  # parameters before update `before_step`
         self.compiled_parts: set[str] = set()  # jitted parts called once already
         self.status: str | None = None
         self.episode_returns: list[float] = []
@@ -369,7 +369,7 @@ class AtariLoop:
 
     def init(self, segment: Segment) -> AgentState:
         self.episodes = self.evaluations = 0
-        self.last_returns = {}
+        self.last_returns, self.before, self.before_step = {}, None, -1
         config = segment.config
         return init_agent_state(config, self.compiled(segment), config.env.num_envs, self.seed)
 
@@ -505,6 +505,7 @@ class AtariLoop:
             for k in range(int(window["updates"][i])):
                 if keep_before[i] and k == window["updates"][i] - 1:  # for the update ratios
                     self.before = jax.tree.map(jnp.copy, state.train_state.params)
+                    self.before_step = int(window["updates_before"][i]) + k
                 with self._compiling(run, "learner"):
                     train_state, replay, rng, aux = compiled.learn(
                         state.train_state,
@@ -597,9 +598,10 @@ class AtariLoop:
             derive_seed(self.seed, segment.row("", block, iteration, 0)["frames"], 3)
         )
         train_state = state.train_state
-        values = compiled.diagnose(
-            train_state, state.replay, train_state.params if before is None else before, key
-        )
+        # Known only when copied right before the last update (none since a resume: null).
+        known = before is not None and self.before_step == int(train_state.step) - 1
+        previous = before if known else train_state.params
+        values = compiled.diagnose(train_state, state.replay, previous, key, known)
         values = {name: np.asarray(value).item() for name, value in jax.device_get(values).items()}
         return segment.row("diagnostics", block, iteration, self.seed, **values)
 

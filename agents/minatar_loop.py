@@ -340,8 +340,8 @@ def _make_agent(
         return carry
 
     def chunk_one(state: LoopState, game_index: jax.Array, plan: dict[str, jax.Array]):
-        def body(carry: tuple[LoopState, Any], step: dict[str, jax.Array]):
-            state, previous = carry
+        def body(carry: tuple[LoopState, Any, jax.Array], step: dict[str, jax.Array]):
+            state, previous, updated = carry  # updated: the chunk has made an update
             rng, act_key, env_key, learn_key, diagnose_key = jax.random.split(state.rng, 5)
             timestep = state.timestep
             params, extra = state.train_state.params, state.train_state.extra
@@ -371,7 +371,8 @@ def _make_agent(
                 "learner": jnp.stack([sums[name] for name in scalars]),
             }
             if diagnose_fn is not None:
-                arguments = (train_state, replay, previous, diagnose_key)
+                updated = updated | (step["updates"] > 0)
+                arguments = (train_state, replay, previous, diagnose_key, updated)
                 zeros = jax.tree.map(
                     lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(diagnose_fn, *arguments)
                 )
@@ -387,11 +388,11 @@ def _make_agent(
                     train_state,
                 )
             state = LoopState(train_state, replay, carry, timestep, rng)
-            return (state, previous), outputs
+            return (state, previous, updated), outputs
 
         # Update ratios compare with the parameters before the newest update of the chunk.
         previous = None if diagnose_fn is None else state.train_state.params
-        (state, _), outputs = jax.lax.scan(body, (state, previous), plan)
+        (state, *_), outputs = jax.lax.scan(body, (state, previous, jnp.array(False)), plan)
         return state, outputs
 
     def evaluate_one(params: Any, extra, game_index: jax.Array, seed: jax.Array, salt: jax.Array):

@@ -91,7 +91,17 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
     batch_size = int(settings.batch_size)
     n_step, discount = int(config.learner.n_step), float(config.learner.discount)
 
-    def diagnose(train_state: TrainState, replay: ReplayState, previous: Any, key: jax.Array):
+    def diagnose(
+        train_state: TrainState,
+        replay: ReplayState,
+        previous: Any,
+        key: jax.Array,
+        previous_known: jax.Array | bool = True,
+    ):
+        """The diagnostics of ``train_state`` on a replay batch; update ratios against
+        ``previous``, the parameters before the last update, or NaN (written as null) when
+        ``previous_known`` is False: a loop that no longer holds them (before a chunk's first
+        update, after a resume) would otherwise log 0."""
         sample_key, loss_key, metrics_key = jax.random.split(key, 3)
         batch, _ = replay_sample(replay, sample_key, batch_size, n_step, discount)
         targets = {
@@ -113,7 +123,11 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
             metrics_key,
             learning_rate,
         )
-        return {name: jnp.asarray(value, jnp.float32) for name, value in metrics.items()}
+        unknown = jnp.logical_not(previous_known)
+        return {
+            name: jnp.where(unknown & name.startswith("update_ratio"), jnp.nan, value)
+            for name, value in ((n, jnp.asarray(v, jnp.float32)) for n, v in metrics.items())
+        }
 
     return diagnose
 

@@ -155,6 +155,27 @@ def test_without_the_gradient_norm_the_rows_keep_the_other_learner_means(tmp_pat
     assert all(math.isfinite(r["loss"]) and math.isfinite(r["q_mean"]) for r in learned)
 
 
+def test_an_update_ratio_without_its_previous_parameters_is_null_not_zero(tmp_path):
+    """At a quarter update per iteration, a diagnostics row at a chunk's first iteration can come
+    before the chunk's first update: its parameters before the last update are gone, and the
+    ratio is null (it was 0.0); every other row after learning starts measures a real step, the
+    same one for rows between the same two updates."""
+    config = tiny(num_seeds=1)
+    config.games, config.cycles, config.frames_per_game = ("breakout",), 1, 512
+    config.diagnostics.every_frames, config.replay.min_fill_fraction = 2, 66 / 1024
+    config.diagnostics.names = ("weight_norm", "update_ratio")
+    assert train(config, str(tmp_path)).completed
+    rows = [r for r in workdir_lib.read_metrics(tmp_path) if r["event"] == "diagnostics"]
+    learned = [r for r in rows if r["updates"] > 0]
+    unknown = [r["frames"] for r in learned if r["update_ratio"] is None]
+    assert unknown == [258]  # the second chunk's first iteration, before its first update
+    ratios = {}
+    for row in learned:
+        assert row["update_ratio"] is None or row["update_ratio"] > 0
+        if row["update_ratio"] is not None:
+            assert ratios.setdefault(row["updates"], row["update_ratio"]) == row["update_ratio"]
+
+
 def test_the_evaluation_matrix_covers_every_game_seen_after_every_block(full_run):
     path, result = full_run
     evals = [r for r in workdir_lib.read_metrics(path) if r["event"] == "eval"]
