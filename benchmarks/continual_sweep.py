@@ -387,6 +387,17 @@ def run_experiment(
         return _run_sweep(plan, mesh, run)
 
 
+def resume_fields(plan: ExperimentPlan, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A 'resume' row's variant, task and step, counted as that variant's rows count them."""
+    index = min(int(meta["variant_index"]), len(plan.variants) - 1)
+    steps = plan.variants[index][1].steps_per_task
+    return {
+        "variant": meta["variant"],
+        "task": meta["next_task"],
+        "step": meta["next_task"] * steps,
+    }
+
+
 def _steps_before(plan: ExperimentPlan, variant_index: int, next_task: int) -> int:
     done = sum(t.num_tasks * t.steps_per_task for _, t in plan.variants[:variant_index])
     if variant_index < len(plan.variants):
@@ -429,7 +440,7 @@ def _run_sweep(plan: ExperimentPlan, mesh, run: Run) -> RunResult:
 
     restored = run.restore(
         lambda meta: initial(*plan.variants[saved_variant(meta)])[0],
-        resume_row=lambda meta: {"variant": meta["variant"], "task": meta["next_task"]},
+        resume_row=lambda meta: resume_fields(plan, meta),
     )
     if run.result.already_complete:
         run.result.outputs["summary"] = summary_lines(_rows(run), plan)

@@ -528,11 +528,10 @@ class Run:
             self.done = self.last_saved_done = int(metadata["done"])
             self.result.resumed_from = self.result.done = self.done
             self._say(f"resuming from {self.unit} {self.done:,} (checkpoint {step})")
+            # Its x as the rows around it count it (a segment's, a variant's), and the run's.
             row = {"event": "resume", self.x_key: self.done}
-            if resume_row is not None:
-                row.update(resume_row(metadata))
-            row.update({self.x_key: self.done, "checkpoint": step})  # units of the whole run
-            self.workdir.append_metrics([row])
+            row.update({**(resume_row(metadata) if resume_row else {}), "checkpoint": step})
+            self.workdir.append_metrics([{**row, f"run_{self.x_key}": self.done}])
             return Restored(restore_keys(tree, shapes), metadata, step, self.done)
         # A fresh start: rows no checkpoint covers are dropped, but when checkpoints existed and
         # none loads (damaged, or saved by other code), that run's rows are kept beside them.

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import jax
@@ -525,8 +526,9 @@ def test_interrupted_run_resumes_bit_identically_without_duplicate_rows(complete
     assert resumed.completed
     rows = workdir.read_metrics(tmp_path)
     assert [row for row in rows if row["event"] == "resume"] == [
-        {"event": "resume", "step": 12, "checkpoint": 12, "variant": "default", "task": 2}
-    ]
+        {"event": "resume", "step": 12, "checkpoint": 12, "variant": "default", "task": 2,
+         "run_step": 12}
+    ]  # fmt: skip
     assert [row for row in rows if row["event"] != "resume"] == workdir.read_metrics(complete_run)
     final = {}
     for path in (tmp_path, complete_run):
@@ -537,6 +539,15 @@ def test_interrupted_run_resumes_bit_identically_without_duplicate_rows(complete
     resumed_meta, complete_meta = final[tmp_path][1], final[complete_run][1]
     assert resumed_meta.pop("metrics_size") > complete_meta.pop("metrics_size")  # + the resume row
     assert resumed_meta == complete_meta
+
+
+def test_a_resume_row_counts_its_step_as_its_variant_s_rows_do():
+    """Resumed at task 1 of the second of two 3-task variants of 6 steps a task: its rows count
+    steps from 0 in each variant, so the resume row says step 6 (the run's count, 24, apart)."""
+    trainer = types.SimpleNamespace(steps_per_task=6, num_tasks=3)
+    two = types.SimpleNamespace(variants=[("a", trainer), ("b", trainer)])
+    meta = {"variant_index": 1, "variant": "b", "next_task": 1}
+    assert continual_sweep.resume_fields(two, meta) == {"variant": "b", "task": 1, "step": 6}
 
 
 def test_a_run_whose_checkpoints_all_fail_to_load_starts_over_keeping_its_rows(
