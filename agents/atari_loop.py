@@ -579,7 +579,7 @@ class AtariLoop:
             return_mean=float(np.mean(self.episode_returns)) if self.episode_returns else math.nan,
             episodes_since_last_row=len(self.episode_returns),
             epsilon=float(values["epsilon"][i]),
-            importance_exponent=float(values["importance_exponent"][i]),
+            **segment.importance_field(values, i),
             **_mean_scalars(self.learner_rows),
         )
         if frames_since is not None:

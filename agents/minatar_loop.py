@@ -628,7 +628,7 @@ class MinAtarLoop:
                         return_mean=float(np.mean(returns)) if len(returns) else math.nan,
                         episode_length_mean=float(np.mean(lengths)) if len(lengths) else math.nan,
                         epsilon=float(values["epsilon"][end]),
-                        importance_exponent=float(values["importance_exponent"][end]),
+                        **segment.importance_field(values, end),
                         frames_per_second=rate,
                         **learner,
                     )

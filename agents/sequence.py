@@ -596,6 +596,13 @@ class Segment:
             "importance_exponent": beta.astype(np.float32),
         }
 
+    def importance_field(self, values: Mapping[str, np.ndarray], i: int) -> dict[str, float]:
+        """A 'train' row's ``importance_exponent`` (``schedule_values``' at ``i``): only where the
+        replay is prioritized, since a uniform one's weights are 1 whatever it says."""
+        if not self.config.replay.prioritized:
+            return {}
+        return {"importance_exponent": float(values["importance_exponent"][i])}
+
     def row(self, event: str, block: int, iteration: int, seed: int, **fields) -> dict[str, Any]:
         """The fields every metrics row carries, at the end of block-relative ``iteration`` of
         ``block`` (-1: the block's start): frames, agent steps and updates of the segment, the

@@ -406,3 +406,16 @@ def test_the_importance_exponent_reaches_its_end_value_with_the_sequence(flush):
     main = sequence.plan_segments(config, sequence.make_schedule(config.games, 40_000))[0]
     beta = main.schedule_values(main.plan.window(last, end - 1, end))["importance_exponent"]
     assert beta[-1] < 0.41
+
+
+def test_train_rows_carry_an_importance_exponent_only_for_a_prioritized_replay():
+    """A uniform replay's importance weights are 1 whatever the anneal says, so its 'train' rows
+    leave the exponent out rather than show one rising to 1.0 that no update uses."""
+    for agent, prioritized in (("rainbow", True), ("dqn", False)):
+        config = configs.get_config(agent, "minatar")
+        assert bool(config.replay.prioritized) == prioritized
+        main = sequence.plan_segments(config, sequence.make_schedule(config.games, 40_000))[0]
+        values = main.schedule_values(main.plan.window(0, 0, 2))
+        field = main.importance_field(values, 1)
+        expected = {"importance_exponent": float(values["importance_exponent"][1])}
+        assert field == (expected if prioritized else {})
