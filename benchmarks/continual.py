@@ -292,8 +292,8 @@ class Trainer(NamedTuple):
       run_tasks: ``(carry, hparams, task_indices, data) -> (carry, outputs)`` for consecutive
         tasks ``task_indices`` (an int32 array; unbatched under vmap); outputs hold
         ``'task'``: {metric: (n,)}, ``'diagnostics'``: {key: (n, blocks per task)} and
-        ``'health'``: ``nonfinite_loss_step`` (n,), the first step of each task whose training
-        loss was NaN/Inf (-1: none), and ``nonfinite_loss_value`` (that loss).
+        ``'health'``: ``nonfinite_loss_step`` (n,), the first update of each task whose
+        training loss was NaN/Inf, counted from 1 (-1: none), and ``nonfinite_loss_value``.
       train: ``(rng, hparams, data=None) -> (carry, outputs)``: init then every task in one scan;
         outputs add ``'initial_diagnostics'``.
       draw_batches: ``(rng, data=None) -> checksum``: every training batch of a run drawn as
@@ -711,7 +711,8 @@ def make_trainer(
         losses = metrics["loss"].reshape(-1)  # in step order: (blocks, block_steps) flattened
         first_bad = divergence.first_nonfinite_index(losses)
         health = {
-            "nonfinite_loss_step": jnp.where(first_bad >= 0, task * steps + first_bad, -1),
+            # The update whose loss it is, counted from 1 (its rows' step, as the RL loops say).
+            "nonfinite_loss_step": jnp.where(first_bad >= 0, task * steps + first_bad + 1, -1),
             "nonfinite_loss_value": losses[jnp.maximum(first_bad, 0)],
         }
         return Carry(state, task_state), {"task": row, "diagnostics": diag, "health": health}

@@ -28,7 +28,7 @@ import pytest
 
 from benchmarks import continual, continual_config, continual_sweep, datasets, minibatches
 from benchmarks.configs import disentangling, dohare, nap_label_reset
-from plasticity import checkpointing, deferred, nap, optim, param_labels, workdir
+from plasticity import checkpointing, deferred, divergence, nap, optim, param_labels, workdir
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_COMPILE_ENV = {"JAX_THREEFRY_PARTITIONABLE": "0"}
@@ -150,6 +150,20 @@ def test_diagnostics_carry_the_last_update_s_scheduled_rate_next_to_the_grid_rat
     np.testing.assert_allclose(expected[1:], np.broadcast_to(expected[0], (3, 2)))  # restarted
     initial = out["initial_diagnostics"]["scheduled_learning_rate"]
     assert initial == pytest.approx(float(optim.optimizer_learning_rate(fitted, 0, grid_rate)))
+
+
+def test_a_non_finite_loss_names_its_update_counted_from_one_as_the_rl_loops_do():
+    """At a rate of 1e30 the first loss (of the initial network) is finite and the second (after
+    one update) is not: the update named is 2, the step of the rows after it, as the RL loops'
+    `plasticity.divergence.check_consecutive_steps` names it for the same losses."""
+    config = tiny_config()
+    trained = continual.make_trainer(config)
+    _, out = jax.device_get(
+        jax.jit(trained.train)(jax.random.PRNGKey(0), {"learning_rate": jnp.float32(1e30)})
+    )
+    assert out["health"]["nonfinite_loss_step"][0] == 2
+    with pytest.raises(divergence.DivergenceError, match="^divergence at step 2:"):
+        divergence.check_consecutive_steps([0.5, float("nan")], last_step=2)
 
 
 def test_grid_by_seeds_in_one_program_equals_separate_runs():
