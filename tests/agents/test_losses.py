@@ -21,6 +21,9 @@ DISCOUNT_T = np.array([0.99, 0.0, 0.5, 0.9801, 1.0, 0.3], np.float32)
 # Jitted once: one compiled program per call shape instead of one per primitive.
 td_errors = jax.jit(losses.td_errors)
 categorical_losses = jax.jit(losses.categorical_losses)
+value_loss_terms = jax.jit(
+    losses.value_loss_terms, static_argnames=("huber_delta", "priority_max", "priority_epsilon")
+)
 
 
 def test_q_learning_td_errors_match_hand_computation():
@@ -152,3 +155,62 @@ def test_c51_priorities_are_the_per_example_losses():
             q_t_target=Q_T,
             logits_tm1=logits_tm1,
         )
+
+
+def test_value_loss_terms_pass_the_double_q_selector_to_both_heads():
+    """The learner's double-Q path goes through `value_loss_terms`: with `q_t_selector` a scalar
+    head's losses are ½·td² of the double-Q TD error (bootstrap at the selector's argmax, by
+    hand), and a C51 head's losses are the loop reference's cross-entropies at that argmax, its
+    priorities those losses (+ ε). The selectors disagree with the targets' argmax on some rows,
+    where Q-learning would give other values."""
+    rows = np.arange(BATCH)
+    assert np.any(SELECTOR.argmax(1) != Q_T.argmax(1))
+    terms = value_loss_terms(
+        a_tm1=A_TM1,
+        r_t=R_T,
+        discount_t=DISCOUNT_T,
+        q_tm1=Q_TM1,
+        q_t_target=Q_T,
+        q_t_selector=SELECTOR,
+        huber_delta=0.0,
+    )
+    td = R_T + DISCOUNT_T * Q_T[rows, SELECTOR.argmax(1)] - Q_TM1[rows, A_TM1]
+    np.testing.assert_allclose(terms.td_errors, td, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(terms.losses, 0.5 * td**2, rtol=1e-5, atol=1e-6)
+
+    rng = np.random.default_rng(60)
+    support = np.linspace(-2.0, 2.0, ATOMS).astype(np.float32)
+    logits_tm1, logits_t = (
+        rng.normal(size=(BATCH, ACTIONS, ATOMS)).astype(np.float32) for _ in range(2)
+    )
+    q = lambda logits: (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) * support).sum(-1)
+    assert np.any(SELECTOR.argmax(1) != q(logits_t).argmax(1))
+    terms = value_loss_terms(
+        a_tm1=A_TM1,
+        r_t=R_T,
+        discount_t=DISCOUNT_T,
+        q_tm1=q(logits_tm1),
+        q_t_target=q(logits_t),
+        logits_tm1=logits_tm1,
+        logits_t_target=logits_t,
+        support=support,
+        q_t_selector=SELECTOR,
+        priority_epsilon=1e-3,
+    )
+    expected = _reference_categorical(
+        support, logits_tm1, A_TM1, R_T, DISCOUNT_T, logits_t, SELECTOR
+    )
+    np.testing.assert_allclose(terms.losses, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(terms.priorities, expected + 1e-3, rtol=1e-5, atol=1e-5)
+
+
+def test_value_loss_terms_default_to_a_huber_loss_of_delta_one():
+    """Without `huber_delta` a scalar head's loss is Huber(1) of the TD error (hand-written):
+    ½·td² inside [−1, 1], |td| − ½ outside, where ½·td² would be larger (four of the six rows)."""
+    terms = value_loss_terms(
+        a_tm1=A_TM1, r_t=R_T, discount_t=DISCOUNT_T, q_tm1=Q_TM1, q_t_target=Q_T
+    )
+    td = R_T + DISCOUNT_T * Q_T.max(1) - Q_TM1[np.arange(BATCH), A_TM1]
+    assert np.any(np.abs(td) > 1.5)
+    expected = np.where(np.abs(td) <= 1.0, 0.5 * td**2, np.abs(td) - 0.5)
+    np.testing.assert_allclose(terms.losses, expected, rtol=1e-5, atol=1e-6)

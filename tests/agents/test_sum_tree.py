@@ -177,11 +177,20 @@ def test_leaves_far_below_a_float32_target_s_precision_are_drawn_as_their_mass_s
     unit leaf, so leaves of 0.03 there were drawn by no offset or by 16 (132 of 256 never). Every
     offset `jax.random.uniform` can draw in the stratum's part that holds them (k * 2^-23), with
     fresh branch draws below the heavy subtrees: each leaf is hit, 7.7 times on average, as its
-    mass says. Fixed keys: the counts are the same on every run (1901 in all here)."""
+    mass says. Fixed keys: the counts are the same on every run (2014 in all here).
+
+    Leaves of 0.1 beside unit leaves (1.6 target steps each) must get fresh draws too: drawn by
+    targets alone they are hit 15, 17 or 32 times by their place on the grid, the same for
+    every key, a fixed bias per leaf of 0.59 to 1.25 times their mass with an unbiased mean. So
+    their 256 counts are compared with Poisson(25.6) by a chi-square (255 degrees of freedom,
+    6 sigma of its spread: 390); fresh draws give 241 here (204 to 289 over keys 0 to 3), the
+    grid alone 610."""
     num_leaves, strata = 2**20, 32
     leaves = np.ones(num_leaves, np.float32)
     tiny = num_leaves - 1 - 3 * np.arange(256)  # the last 768 leaves, inside the last 2^-8th
+    small = num_leaves - 1 - 3 * np.arange(256, 512)  # the 768 before them
     leaves[tiny] = 0.03
+    leaves[small] = 0.1
     tree = sum_tree_from_leaves(leaves)
     enumerated = 2**20  # offsets [7/8, 1) of the last stratum: its last 4,096 leaves' targets
 
@@ -197,10 +206,14 @@ def test_leaves_far_below_a_float32_target_s_precision_are_drawn_as_their_mass_s
         found = sum_tree_descend(tree, targets, bits)
         return jnp.zeros(num_leaves, jnp.int32).at[found].add(1)
 
-    counts = np.asarray(hits(jax.random.key(0)))[tiny]
-    expected = 2**23 * 0.03 / (float(sum_tree_total(tree)) / strata)  # 7.68 a leaf
+    all_counts = np.asarray(hits(jax.random.key(0)))
+    unit = 2**23 / (float(sum_tree_total(tree)) / strata)  # hits of a unit leaf: 256.1
+    counts, expected = all_counts[tiny], unit * 0.03  # 7.68 a leaf
     assert counts.min() >= 1
     assert abs(counts.sum() / (expected * len(tiny)) - 1) < 0.1  # 4.5 sigma of a Poisson sum
+    counts, expected = all_counts[small], unit * 0.1  # 25.6 a leaf
+    chi_square = np.sum((counts - expected) ** 2 / expected)
+    assert chi_square < 255 + 6 * np.sqrt(2 * 255), chi_square
 
 
 def test_fresh_branch_draws_follow_the_leaves_where_they_span_decades():
@@ -252,3 +265,20 @@ def test_vmap_over_trees_equals_separate_calls():
         single = set_leaves(trees[s], indices[s], values[s])
         np.testing.assert_array_equal(updated.nodes[s], single.nodes)
         np.testing.assert_array_equal(sampled[s], sample(single, keys[s], 8))
+
+
+def test_an_index_equal_to_the_capacity_is_ignored_like_any_out_of_range_index():
+    """Capacity 100 has 128 leaves: index 100 names a padding leaf, inside the node array, which
+    must stay zero (a write there would enter the total, and a count tree sampled at it returns
+    leaf 99, never set). Writes at 100, 127 and −1 beside one at 3 give the tree that the
+    write at 3 alone gives, built from NumPy leaves, for both update functions; sampling the
+    count tree returns leaf 3 only."""
+    indices = jnp.array([3, 100, 127, -1], jnp.int32)
+    expected = np.zeros(CAPACITY, np.float32)
+    expected[3] = 2.0
+    tree = set_leaves(sum_tree_init(CAPACITY), indices, jnp.array([2.0, 5.0, 6.0, 7.0]))
+    np.testing.assert_array_equal(tree.nodes, sum_tree_from_leaves(expected).nodes)
+    expected[3] = 1.0
+    counted = jax.jit(count_tree_set)(sum_tree_init(CAPACITY), indices, jnp.ones(4, bool))
+    np.testing.assert_array_equal(counted.nodes, sum_tree_from_leaves(expected).nodes)
+    np.testing.assert_array_equal(sample(counted, jax.random.key(4), 16), 3)

@@ -604,3 +604,115 @@ def test_a_network_without_hidden_layers_has_parameter_diagnostics_only():
     measure = diagnostics.make_diagnostics_fn(model, loss, ("dormant", "weight_norm"))
     metrics = measure(params, params, x, None, jax.random.key(1), 0.1)
     assert "weight_norm/output" in metrics and not any(k.startswith("dormant") for k in metrics)
+
+
+def test_activity_options_set_the_dead_linearized_and_dohare_thresholds():
+    """The fractions under non-default `activity_tolerance` (2%) and `dohare_threshold` (1.2%), on
+    200 examples where a tolerance matters: unit 0 fires on 3 of them (1.5%), unit 1 on 1 (0.5%),
+    unit 2 on 197 (98.5%), unit 3 on about half. Each fraction equals NumPy's count of units on
+    the option's side of its threshold; every active fraction is a multiple of 1/200, at least
+    0.002 from each threshold, far beyond float32 rounding. With 48 rows (the planted network's
+    batch) any fraction below 1% is 0, so the default-option test cannot see these options."""
+    pre = np.random.default_rng(40).standard_normal((200, 4)).astype(np.float32)
+    pre[:, :3] = -1.0
+    pre[:3, 0] = pre[:1, 1] = pre[3:, 2] = 1.0
+    acts = {"l": {"preact": jnp.asarray(pre), "postact": jnp.maximum(jnp.asarray(pre), 0)}}
+    active = (pre > 0).mean(0)
+    for tolerance, threshold in ((0.0, 0.01), (0.02, 0.012)):
+        opts = diagnostics.make_options(activity_tolerance=tolerance, dohare_threshold=threshold)
+        out = diagnostics.activation_metrics(acts, ("dead", "linearized", "dohare_inactive"), opts)
+        for name, mask in (
+            ("dead", active <= tolerance),
+            ("linearized", active >= 1 - tolerance),
+            ("dohare_inactive", active < threshold),
+        ):
+            for key in (name, f"{name}/l"):
+                assert float(out[key]) == mask.mean(), (key, tolerance)
+    # The planted units make the options matter: with the 2% tolerance units 0 and 1 are dead
+    # and unit 2 linearized; Dohare's 1.2% counts unit 1 only, which the tolerance 0 does not.
+    assert float(out["dead/l"]) == 0.5 and float(out["linearized/l"]) == 0.25
+    assert float(out["dohare_inactive/l"]) == 0.25 and not np.any(active <= 0)
+
+
+def test_rank_options_set_the_feature_rows_and_the_srank_delta():
+    """srank of the first `rank_examples` rows with `srank_delta`, against NumPy's srank of the
+    SVD of those rows. Features: 200 examples × 64 columns with geometric column scales: 16 rows
+    give 16 (all 200 rows: 41, a rank 16 rows cannot have), δ = 0.3 gives 11 on the default 128
+    rows (δ = 0.01: 40), 32 rows with δ = 0.1 give 16. No cumulative sum lies within 1e-3 of
+    1 − δ (2e-3 at the closest), far beyond float32 rounding, so the counts are exact."""
+    rng = np.random.default_rng(41)
+    scales = np.geomspace(1.0, 1e-3, 64)
+    features = (rng.standard_normal((200, 64)) * scales).astype(np.float32)
+    acts = {"l": {"preact": jnp.asarray(features), "postact": jnp.asarray(features)}}
+    for options in (
+        {"rank_examples": 16},
+        {"srank_delta": 0.3},
+        {"rank_examples": 32, "srank_delta": 0.1},
+    ):
+        opts = diagnostics.make_options(**options)
+        rows = features[: opts.rank_examples].astype(np.float64)
+        s = np.linalg.svd(rows, compute_uv=False)
+        cumulative = np.cumsum(s) / s.sum()
+        assert np.min(np.abs(cumulative - (1 - opts.srank_delta))) > 1e-3, options
+        out = diagnostics.activation_metrics(acts, ("srank",), opts)
+        assert int(out["srank/l"]) == _srank(s, opts.srank_delta), options
+        if "rank_examples" in options:
+            assert int(out["srank/l"]) <= opts.rank_examples
+
+
+@pytest.mark.parametrize("activation", ["tanh", "leaky_relu", "identity"])
+def test_dormant_scores_of_signed_activations_average_magnitudes(activation):
+    """ReDo's score is E|h_i| / mean_k E|h_k|: for activations that take both signs (tanh, leaky
+    ReLU, identity; all offered by `layers.ACTIVATIONS`) the magnitude matters, not the signed
+    mean, which is near 0 for a unit symmetric about 0 however large its activations are. NumPy
+    reference in float64; float32 means of 256 values agree to ~1e-6."""
+    rng = np.random.default_rng(42)
+    pre = rng.standard_normal((256, 4)) * np.array([1.0, 3.0, 0.1, 1.0]) + [0.0, 0.0, 0.0, 1.5]
+    post = {
+        "tanh": np.tanh(pre),
+        "leaky_relu": np.where(pre > 0, pre, 0.3 * pre),
+        "identity": pre,
+    }[activation]
+    mean_abs = np.abs(post).mean(0)
+    scores = diagnostics.dormant_scores(jnp.asarray(post, jnp.float32))
+    np.testing.assert_allclose(scores, mean_abs / mean_abs.mean(), rtol=1e-5)
+    # Unit 1 (large, symmetric) outscores unit 3 (shifted): its signed mean is the smaller one.
+    assert float(scores[1]) > float(scores[3]) and abs(post[:, 1].mean()) < post[:, 3].mean()
+
+
+def test_update_ratio_divides_by_the_previous_parameters():
+    """update_ratio = ‖θ − θ_prev‖ / ‖θ_prev‖, in total and per layer. With θ = θ_prev / 2 (the
+    kind of step a shrink or a reset makes, when the value is read) it is 0.5 to float32
+    rounding; dividing by ‖θ‖ would give 1. (In the planted test θ and θ_prev differ by 1%,
+    too little to tell.)"""
+    params = _planted()
+    previous = jax.tree_util.tree_map(lambda a: 2.0 * a, params)
+    opts = diagnostics.make_options()
+    out = diagnostics.parameter_metrics(params, previous, None, 0.1, ("update_ratio",), opts)
+    assert set(out) == {"update_ratio"} | {
+        f"update_ratio/{l}" for l in ("hidden_0", "hidden_1", "output")
+    }
+    for key, value in out.items():
+        np.testing.assert_allclose(value, 0.5, rtol=1e-6, err_msg=key)
+
+
+def test_a_noisy_layers_weight_and_grad_norms_cover_both_its_kernels():
+    """A noisy layer has two kernels (μ: 'kernel', σ: 'sigma_kernel'); its weight_norm and
+    grad_norm are their joint Frobenius norm, NumPy over both (the σ kernel is a trained weight
+    as much as μ is; Rainbow logs these norms). Leaves drawn with NumPy: the norms of a random
+    tree, so any leaf left out or counted twice shows."""
+    head = networks.ValueHead(3, (8,), noisy=True, norm="none")
+    params = _random_params(head, X, 43)
+    grads = _random_params(head, X, 44)
+    opts = diagnostics.make_options()
+    out = diagnostics.parameter_metrics(
+        params, params, grads, 0.1, ("weight_norm", "grad_norm"), opts
+    )
+    for tree, name in ((params, "weight_norm"), (grads, "grad_norm")):
+        layers = {"hidden_0": tree["hidden_0"]["linear"], "output": tree["output"]}
+        for layer, leaves in layers.items():
+            kernels = [np.asarray(leaves[k], np.float64) for k in ("kernel", "sigma_kernel")]
+            expected = np.sqrt(sum(np.sum(k**2) for k in kernels))
+            np.testing.assert_allclose(
+                out[f"{name}/{layer}"], expected, rtol=1e-5, err_msg=f"{name}/{layer}"
+            )

@@ -727,3 +727,164 @@ def test_misused_layer_and_label_options_are_one_line_errors():
         assert "\n" not in str(info.value)
         with pytest.raises(ValueError, match=expected):
             interventions.check_options(name, options)  # what the launchers call up front
+
+
+def test_redo_on_a_crelu_network_recycles_a_unit_only_when_both_its_copies_are_silent():
+    """CReLU doubles a layer's features, [relu(z), relu(−z)]: feature k belongs to unit k mod C.
+    Planted on a 4-unit layer: unit 1 is always positive (bias 100), so its relu(z) copy fires
+    and only its relu(−z) copy is silent; unit 2 has z ≡ 0, so both copies are silent. ReDo must
+    see two copies of four units, recycle unit 2 alone (incoming column from the fresh network,
+    outgoing rows 2 and 2 + 4 zeroed, their moments zeroed) and leave the outputs unchanged:
+    a silent unit contributes nothing, and unit 1's live copy still does."""
+    model = networks.MLP((4,), 3, "none", activation="crelu")
+    params = _params(model)
+    kernel = params["hidden_0"]["linear"]["kernel"].at[:, 2].set(0.0)
+    bias = params["hidden_0"]["linear"]["bias"].at[1].set(100.0).at[2].set(0.0)
+    params = _set(params, ("hidden_0", "linear", "kernel"), kernel)
+    params = _set(params, ("hidden_0", "linear", "bias"), bias)
+    layers = units.analyse_units(model, params, X)
+    assert [(layer.name, layer.units, layer.copies) for layer in layers] == [("hidden_0", 4, 2)]
+    silent = _postacts(model, params)["hidden_0"].max(axis=0) == 0  # 8 features
+    np.testing.assert_array_equal(np.flatnonzero(silent), [2, 5, 6])
+    feature_unit = np.arange(8) % 4
+    dormant = np.array([np.all(silent[feature_unit == u]) for u in range(4)])
+    np.testing.assert_array_equal(dormant, [False, False, True, False])
+
+    fresh = _fresh_init(model)
+    redo = interventions.make_intervention("redo", model, tau=0.0, init_fn=fresh)
+    after = jax.jit(redo.apply)(_state_with_unit_moments(params), X, jax.random.key(4))
+    new = after.params
+    for leaf in ("kernel", "bias"):
+        expected = np.where(
+            dormant, fresh(None, X)["hidden_0"]["linear"][leaf], params["hidden_0"]["linear"][leaf]
+        )
+        np.testing.assert_array_equal(new["hidden_0"]["linear"][leaf], expected, err_msg=leaf)
+    rows = dormant[feature_unit]  # the outgoing rows of recycled units: features 2 and 6
+    expected_out = np.where(rows[:, None], 0.0, params["output"]["kernel"])
+    np.testing.assert_array_equal(new["output"]["kernel"], expected_out)
+    for moments in _adam_moments(after):
+        expected_moments = np.where(rows[:, None], 0.0, np.ones((8, 3)))
+        np.testing.assert_array_equal(moments["output"]["kernel"], expected_moments)
+    np.testing.assert_allclose(_forward(model, new), _forward(model, params), rtol=0, atol=1e-6)
+
+
+def test_a_residual_blocks_incoming_parameters_exclude_its_nested_layers():
+    """A ResNet block's output unit is fed by conv_1 (and the shortcut conv where there is one);
+    conv_0 inside it is an activation layer of its own. Recycling a block unit re-initializes
+    exactly the leaves under conv_1 and the shortcut, and recycling a conv_0 unit those under
+    conv_0: the two sets are disjoint, read off the parameter paths."""
+    model = networks.ResNet((1, 1), 4, 3, "layernorm")
+    x = jnp.zeros((2, 8, 8, 3))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    flat = traverse_util.flatten_dict(params)
+    under = lambda *prefix: {p for p in flat if p[: len(prefix)] == prefix}  # noqa: E731
+    incoming = {layer.name: set(layer.incoming) for layer in units.analyse_units(model, params, x)}
+    for block, has_shortcut in (("stage_0_block_0", False), ("stage_1_block_0", True)):
+        own = under(block, "conv_1") | under(block, "shortcut")
+        assert bool(under(block, "shortcut")) == has_shortcut
+        assert incoming[block] == own, block
+        assert incoming[f"{block}/conv_0"] == under(block, "conv_0"), block
+        assert not incoming[block] & incoming[f"{block}/conv_0"]
+
+
+def _cbp_contribution(params):
+    """E|h|·Σ|w_out| per unit of a 5 → 8 → 3 ReLU MLP's hidden layer, in float64 NumPy."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    (h,) = _numpy_relu_mlp(p, X)
+    return np.abs(h).mean(0) * np.abs(p["output"]["kernel"]).sum(1)
+
+
+def test_cbp_ranks_units_of_different_ages_by_bias_corrected_utility():
+    """Unit 0 was just replaced (age 0, u = 0); the others are 50 calls old with u at their
+    contribution c. One call (η = 0.9, rate 1/8 of 8 eligible units: one replacement) takes unit
+    0 to u = 0.1·c₀, whose correction u/(1 − η^age) restores c₀: the unit replaced is the one of
+    lowest contribution (NumPy), not unit 0, which only looks weak before the correction."""
+    model = networks.MLP((8,), 3, "none")
+    params = _params(model)
+    eta = 0.9
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        replacement_rate=1 / 8,
+        maturity_threshold=0,
+        decay_rate=eta,
+        init_fn=_fresh_init(model),
+    )
+    contribution = _cbp_contribution(params)
+    young = np.arange(8) == 0
+    extra = cbp.init(params)
+    extra["layers"]["hidden_0.linear"] = {
+        "utility": jnp.asarray(np.where(young, 0.0, contribution), jnp.float32),
+        "age": jnp.asarray(np.where(young, 0, 50), jnp.int32),
+        "to_replace": jnp.zeros([], jnp.float32),
+    }
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": extra})
+    after = jax.jit(cbp.apply)(state, X, jax.random.key(5)).extra["cbp"]["layers"]
+    utility = np.where(young, (1 - eta) * contribution, contribution)
+    age = np.where(young, 1, 51)
+    corrected = utility / (1 - eta**age)
+    assert np.argmin(utility) == 0 != np.argmin(corrected)  # the correction decides
+    gap = np.sort(corrected)[1] / np.sort(corrected)[0] - 1
+    assert gap > 1e-3  # no near-tie for float32 to break
+    replaced = np.flatnonzero(np.asarray(after["hidden_0.linear"]["age"]) == 0)
+    np.testing.assert_array_equal(replaced, [np.argmin(corrected)])
+
+
+def test_cbp_steps_per_call_scale_decay_age_and_budget():
+    """One call standing for N = 10 steps: u = (1 − η^N)·c from u = 0, age = N, and the budget
+    grows by rate·N·eligible (0.01·10·8 = 0.8, below one unit: nothing replaced, 0.8 carried).
+    NumPy reference for c; float32 agrees to ~1e-6 relative."""
+    model = networks.MLP((8,), 3, "none")
+    params = _params(model)
+    eta, steps = 0.9, 10
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        replacement_rate=0.01,
+        maturity_threshold=5,
+        decay_rate=eta,
+        steps_per_call=steps,
+        init_fn=_fresh_init(model),
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    after = jax.jit(cbp.apply)(state, X, jax.random.key(5)).extra["cbp"]
+    entry = after["layers"]["hidden_0.linear"]
+    expected = (1 - eta**steps) * _cbp_contribution(params)
+    np.testing.assert_allclose(entry["utility"], expected, rtol=1e-5)
+    np.testing.assert_array_equal(entry["age"], steps)
+    np.testing.assert_allclose(entry["to_replace"], 0.01 * steps * 8, rtol=1e-6)
+    assert int(after["num_replaced"]) == 0
+
+
+def test_shrink_and_perturb_with_labels_leaves_the_other_parameters_alone():
+    """`labels=('kernel', 'output_kernel')`: kernels become 0.5θ + 0.01ε (ε the fresh network,
+    as in the formula test), biases stay bit-equal: the labels restrict the rewrite."""
+    params = _params(MLP)
+    state = _state_with_unit_moments(params)
+    rng = jax.random.key(8)
+    labels = ("kernel", "output_kernel")
+    apply = _jitted("shrink_perturb", shrink=0.5, perturb=0.01, labels=labels)
+    new = traverse_util.flatten_dict(apply(state, X, rng).params)
+    eps = traverse_util.flatten_dict(MLP_FRESH(rng, X))
+    for path, p in traverse_util.flatten_dict(params).items():
+        if path[-1] == "kernel":
+            np.testing.assert_allclose(new[path], 0.5 * p + 0.01 * eps[path], rtol=1e-6, atol=1e-7)
+        else:
+            np.testing.assert_array_equal(new[path], p, err_msg=str(path))
+
+
+def test_reset_last_layers_keeps_the_moments_when_asked():
+    """`reset_moments=False`: the output layer is re-initialized from the fresh network, and
+    every Adam moment (planted at 1) is kept, the reset layer's included (by default the reset
+    layer's moments are zeroed, as `test_reset_last_layers` checks)."""
+    params = _params(MLP)
+    state = _state_with_unit_moments(params)
+    rng = jax.random.key(9)
+    new = _jitted("reset_last_layers", num_layers=1, reset_moments=False)(state, X, rng)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(new.params["output"]),
+        jax.tree_util.tree_leaves(MLP_FRESH(rng, X)["output"]),
+    ):
+        np.testing.assert_array_equal(a, b)
+    for m in jax.tree_util.tree_leaves(_adam_moments(new)):
+        np.testing.assert_array_equal(m, 1.0)

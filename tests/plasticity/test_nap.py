@@ -152,6 +152,9 @@ def test_noisy_layer_kernels_are_projected_jointly():
 
 
 def test_regularize_elsewhere_pulls_only_the_gamma_beta_that_are_not_projected():
+    """gamma_beta='project' with gamma_beta_elsewhere='regularize': the non-invariant (γ, β) are
+    pulled towards init by λ = 0.5, the projected ones only projected, onto their initial norm
+    along the direction they were moved to (moved·ρ/‖moved‖, float32 to ~1e-6)."""
     config = optim.default_optimizer_config()
     config.update(name="sgd", learning_rate=1.0)
     config.nap.update(
@@ -167,6 +170,12 @@ def test_regularize_elsewhere_pulls_only_the_gamma_beta_that_are_not_projected()
     landed_offset = moved["hidden_0"]["norm"]["bias"] + updates["hidden_0"]["norm"]["bias"]
     norm = np.sqrt(np.sum(np.square(landed)) + np.sum(np.square(landed_offset)))
     np.testing.assert_allclose(norm, np.sqrt(32), rtol=1e-5)
+    # And in the direction they were moved to: a projection alone, no pull before it (which
+    # keeps that norm but turns (2, 1) towards (1, 0), e.g. to (0.949, 0.316) from (0.894, 0.447)).
+    moved_pair = np.concatenate([moved["hidden_0"]["norm"][k] for k in ("scale", "bias")])
+    initial = np.concatenate([PARAMS["hidden_0"]["norm"][k] for k in ("scale", "bias")])
+    expected = moved_pair * np.linalg.norm(initial) / np.linalg.norm(moved_pair)
+    np.testing.assert_allclose(np.concatenate([landed, landed_offset]), expected, rtol=1e-5)
     # With 'free' none is projected, so every (γ, β) is elsewhere: each is pulled by 0.5.
     config.nap.gamma_beta = "free"
     tx = optim.make_optimizer(config, nap_invariant_norms=INVARIANT)
