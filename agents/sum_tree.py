@@ -178,33 +178,41 @@ def sum_tree_find(tree: SumTree, targets: jax.Array) -> jax.Array:
     return sum_tree_descend(tree, jnp.asarray(targets, jnp.float32))
 
 
-# A float32 target mass carries about 2^-23 of the total's precision (less once a stratum's offset
-# and width are rounded in), so it places a leaf far smaller than that share of the total on a
-# coarse grid: at a million leaves, some are never drawn and others many times too often. Below a
-# node with a child lighter than this share of the total, the sampler draws each branch afresh.
-EXACT_TARGET_SHARE = 2.0**-10
+# A float32 target mass is known to about 2^-22 of the total (its offset's and the stratum
+# width's rounding), so it cannot place a child much lighter than that: at a million leaves a
+# leaf of 0.03 beside unit leaves was drawn by no offset or many times too often. A child lighter
+# than RESOLVED times that slack is chosen by a fresh draw instead, and the target, rescaled into
+# the chosen child, goes on: exact where it can be, strata kept.
+TARGET_SLACK = 2.0**-22
+RESOLVED = 2.0**10
 
 
 def sum_tree_descend(
     tree: SumTree, targets: jax.Array, branch_bits: jax.Array | None = None
 ) -> jax.Array:
-    """The leaves the descent reaches: by ``targets`` (prefix masses), and with ``branch_bits``
-    (``(num_levels,) + targets.shape`` uint32) by fresh draws from the first node down with two
-    positive children, one lighter than ``EXACT_TARGET_SHARE`` of the total: left with
-    probability left / (left + right), from 32 random bits."""
+    """The leaves the descent reaches by ``targets`` (prefix masses). With ``branch_bits``
+    (``(num_levels,) + targets.shape`` uint32), at a node whose lighter child is positive but
+    below ``RESOLVED`` times the target's slack, the branch is drawn afresh (the lighter child
+    with probability lighter / (left + right), from 32 random bits) and the target is rescaled
+    from the node's mass to the chosen child's, with its slack, and the descent goes on by it."""
     node = jnp.ones(targets.shape, jnp.int32)
-    drawn = jnp.zeros(targets.shape, bool)
-    floor = sum_tree_total(tree) * EXACT_TARGET_SHARE
+    slack = jnp.full(targets.shape, sum_tree_total(tree) * TARGET_SLACK)
     for level in range(tree.num_levels):
         left = tree.nodes[2 * node]
         right = tree.nodes[2 * node + 1]
         go_left = targets < left
+        drawn = jnp.zeros(targets.shape, bool)
         if branch_bits is not None:
-            drawn = drawn | ((jnp.minimum(left, right) < floor) & (left > 0) & (right > 0))
+            mass, lighter = left + right, jnp.minimum(left, right)
+            drawn = (lighter > 0) & (lighter < RESOLVED * slack)
             share = branch_bits[level].astype(jnp.float32) * jnp.float32(2.0**-32)
-            go_left = jnp.where(drawn, share * (left + right) < left, go_left)
+            drawn_left = (share * mass < lighter) == (left <= right)
+            scale = jnp.where(drawn_left, left, right) / mass
+            go_left = jnp.where(drawn, drawn_left, go_left)
+            targets = jnp.where(drawn, targets * scale, targets)
+            slack = jnp.where(drawn, (slack + mass * 2.0**-23) * scale, slack)
         go_left = go_left | (right <= 0)
-        targets = jnp.where(go_left, targets, targets - left)
+        targets = jnp.where(go_left | drawn, targets, targets - left)
         node = 2 * node + jnp.where(go_left, 0, 1)
     return jnp.minimum(node - tree.first_leaf, tree.capacity - 1)
 
@@ -219,9 +227,10 @@ def sum_tree_sample(tree: SumTree, rng: jax.Array, batch_size: int) -> jax.Array
     """Stratified sampling: one leaf from each of ``batch_size`` equal slices of the total mass.
 
     Each returned index ``i`` (int32, shape ``(batch_size,)``) has marginal probability
-    ``leaf_i / total`` to within about 0.1% for any leaf of at least 2^-22 of its sibling's mass
-    (and never 0 for a positive leaf): the strata's targets choose the heavy subtrees and fresh
-    draws the branches below them (`sum_tree_descend`). The total must be positive.
+    ``leaf_i / total`` to within about 0.2% for a leaf down to 2^-22 of its sibling's mass
+    (coarser below, never 0 for a positive leaf): a child too light for the stratum's target to place is chosen by a fresh
+    draw with the target rescaled into it (`sum_tree_descend`), so the strata hold wherever the
+    tree's masses can be told apart. The total must be positive.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
