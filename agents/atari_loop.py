@@ -606,6 +606,7 @@ class AtariLoop:
         return segment.row("diagnostics", block, iteration, self.seed, **values)
 
     def _intervene(self, state: AgentState, segment: Segment, seed: int) -> AgentState:
+        self.before_step = -1  # an update ratio before the next update would measure this
         train_state = self.compiled(segment).intervene(
             state.train_state, state.replay, jax.random.key(seed)
         )

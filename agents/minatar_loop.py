@@ -387,6 +387,7 @@ def _make_agent(
                     lambda ts: ts,
                     train_state,
                 )
+                updated = updated & ~step["intervene"]  # a ratio until the next update measures it
             state = LoopState(train_state, replay, carry, timestep, rng)
             return (state, previous, updated), outputs
 

@@ -427,7 +427,7 @@ MAX_UPDATES = 2**31 - 1
 def check_learning_reachable(plan: LearningPlan) -> None:
     """One-line ValueError when the learner would never update, or would count more updates than
     its int32 step holds (about 34 billion frames at DQN's rate; before anything is built)."""
-    if plan.total_updates >= MAX_UPDATES:
+    if plan.total_updates > MAX_UPDATES:
         raise ValueError(
             f"the sequence plans {plan.total_updates:,} learner updates, more than the learner's "
             f"int32 step counts ({MAX_UPDATES:,}); lower frames_per_game, cycles or "

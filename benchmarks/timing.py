@@ -46,6 +46,10 @@ def parse_flags(argv: list[str], name: str) -> list[str]:
     except flags.Error as error:
         message = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise SystemExit(f"benchmarks.{name}: {message} (see --help)") from None
+    if len(remaining) > 1:  # e.g. '--num_envs 1 8': the 8 would be dropped without a word
+        extra = " ".join(remaining[1:])
+        message = f"unexpected argument {extra!r}; flags take --name=value"
+        raise SystemExit(f"benchmarks.{name}: {message} (see --help)")
     if not flags.FLAGS["verbosity"].present:  # as the launchers: JAX's start-up INFO lines hidden
         flags.FLAGS.verbosity = -1
     return remaining

@@ -358,12 +358,13 @@ def mark_interventions(ax, marks: Sequence[tuple[str, list, float]], colors):
     # through the marks.
     named = any(text.get_gid() == SWITCH_GID for text in ax.texts)
     top = 0.9 if named else 0.98
-    lowest = top - 0.035 * (len(kept) - 1)
+    step = min(0.035, 0.25 / max(len(kept) - 1, 1))  # many curves' rows share a quarter
+    lowest = top - step * (len(kept) - 1)
     data_top = 1.0 / 1.12 if named else 1.0  # `mark_switches` left room for the names
     _add_headroom(ax, fraction=1.0 - (lowest - 0.03) / data_top)
     legend = "intervention" if len(kept) == 1 else "intervention (run colour)"
     for row, (label, found) in enumerate(kept):
-        y, style = top - 0.035 * row, dict(color=colors[label], clip_on=False, zorder=3)
+        y, style = top - step * row, dict(color=colors[label], clip_on=False, zorder=3)
         points = [first for first, last in found if first == last]
         for first, last in (span for span in found if span[0] != span[1]):
             ax.plot(

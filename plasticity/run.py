@@ -75,27 +75,11 @@ RECORDED_PACKAGES = (
 )
 # Row fields that locate a row rather than measure something: never TensorBoard scalars.
 INDEX_FIELDS = (
-    "event",
-    "step",
-    "frames",
-    "agent_steps",
-    "updates",
-    "seed",
-    "game",
-    "trained_game",
-    "block",
-    "visit",
-    "cycle",
-    "task",
-    "task_name",
-    "variant",
-    "segment",
-    "end_of_block",
+    *("event", "step", "frames", "agent_steps", "updates", "seed", "game", "trained_game"),
+    *("block", "visit", "cycle", "task", "task_name", "variant", "segment", "end_of_block"),
     "done",
-    # An intervention summary row's period and first application.
-    "every",
-    "every_frames",
-    "first_frames",
+    *("every", "every_frames", "first_frames"),  # an intervention summary row's
+    *("checkpoint", "iteration", "run_frames", "run_step"),  # a 'resume' row's
 )
 
 

@@ -158,17 +158,25 @@ def test_without_the_gradient_norm_the_rows_keep_the_other_learner_means(tmp_pat
 def test_an_update_ratio_without_its_previous_parameters_is_null_not_zero(tmp_path):
     """At a quarter update per iteration, a diagnostics row at a chunk's first iteration can come
     before the chunk's first update: its parameters before the last update are gone, and the
-    ratio is null (it was 0.0); every other row after learning starts measures a real step, the
-    same one for rows between the same two updates."""
+    ratio is null (it was 0.0); so is a row after an intervention and before the next update
+    (it measured the intervention: 0.40 beside 0.0005). Every other row after learning starts
+    measures a real step, the same one for rows between the same two updates."""
     config = tiny(num_seeds=1)
     config.games, config.cycles, config.frames_per_game = ("breakout",), 1, 512
     config.diagnostics.every_frames, config.replay.min_fill_fraction = 2, 66 / 1024
     config.diagnostics.names = ("weight_norm", "update_ratio")
+    config.intervention.name, config.intervention.every_frames = "shrink_perturb", 40
     assert train(config, str(tmp_path)).completed
-    rows = [r for r in workdir_lib.read_metrics(tmp_path) if r["event"] == "diagnostics"]
-    learned = [r for r in rows if r["updates"] > 0]
-    unknown = [r["frames"] for r in learned if r["update_ratio"] is None]
-    assert unknown == [258]  # the second chunk's first iteration, before its first update
+    rows = workdir_lib.read_metrics(tmp_path)
+    intervened = {(r["updates"], r["frames"]) for r in rows if r["event"] == "intervention"}
+    learned = [r for r in rows if r["event"] == "diagnostics" and r["updates"] > 0]
+    unknown = [r for r in learned if r["update_ratio"] is None]
+    assert 258 in [r["frames"] for r in unknown]  # the second chunk's first iteration
+    for row in unknown:  # else after an intervention with no update since
+        assert row["frames"] == 258 or any(
+            u == row["updates"] and f <= row["frames"] for u, f in intervened
+        ), row["frames"]
+    assert len(unknown) < len(learned) // 4
     ratios = {}
     for row in learned:
         assert row["update_ratio"] is None or row["update_ratio"] > 0

@@ -38,6 +38,7 @@ def test_help_prints_the_usage_and_exits_0(flag):
     [
         ("--bogus", "Unknown command line flag 'bogus'"),
         ("--steps=0", "flag --steps=0: 0 is not a positive integer"),
+        ("8", "unexpected argument '8'; flags take --name=value"),  # as from '--steps 8'
     ],
 )
 def test_a_bad_flag_is_one_line_and_exit_1(flag, message):

@@ -516,6 +516,14 @@ def test_interventions_are_marked_where_each_curve_intervened(tmp_path):
     assert len(marks) == 2
     assert all(y > (1.75 - low) / (high - low) + 0.02 for m in marks for y in m.get_ydata())
     figures_lib.pyplot().close(fig)
+    # Thirty curves' rows share a quarter of the panel: the axis keeps its direction.
+    many = [analysis.load_run(_write_rows(tmp_path / f"rl{i}", rl_rows)) for i in range(30)]
+    fig = figures_lib.plot_layer_metric(many, "weight_norm")
+    low, high = fig.axes[0].get_ylim()
+    marks = [line for line in fig.axes[0].get_lines() if line.get_gid() == "intervention"]
+    assert low < high and len(marks) == 30
+    assert all(y > (1.75 - low) / (high - low) + 0.02 for m in marks for y in m.get_ydata())
+    figures_lib.pyplot().close(fig)
     continual_rows = [
         {"event": "diagnostics", "step": t, "seed": 0, "weight_norm/h": 1.0}
         for t in range(0, 201, 50)

@@ -74,8 +74,8 @@ def test_tensorboard_events_are_written(tmp_path):
 
 
 def test_tensorboard_scalars_average_seeds_and_leave_out_what_locates_a_row():
-    """Index fields (the x axis, the game, a summary row's period and first application) and
-    strings are not scalars; the seeds of one log point are averaged under one tag."""
+    """Index fields (the x axis, the game, a summary row's period and first application, a resume
+    row's counts) and strings are not scalars; the seeds of one log point are averaged under one tag."""
     from plasticity.run import tensorboard_scalars
 
     summary = dict(event="intervention", frames=96, name="redo", every_frames=8, first_frames=16)
@@ -83,6 +83,7 @@ def test_tensorboard_scalars_average_seeds_and_leave_out_what_locates_a_row():
         dict(event="eval", frames=64, game="pong", seed=0, return_mean=-3.0),
         dict(event="eval", frames=64, game="pong", seed=1, return_mean=-1.0),
         dict(summary, seed=0, applications=11),
+        dict(event="resume", frames=64, run_frames=640, checkpoint=64, iteration=8, seed=0),
     ]
     assert tensorboard_scalars(rows, "frames") == {
         64: {"eval/return_mean": -2.0},
