@@ -147,7 +147,10 @@ def test_should_stop_ends_a_run_after_a_checkpoint_and_relaunches_finish_it(tmp_
     third = atari_loop.train(config, str(tmp_path), show_progress=False, should_stop=lambda: False)
     assert third.completed and not third.preempted
     rows = workdir_lib.read_metrics(tmp_path)
-    assert [row["frames"] for row in rows if row["event"] == "resume"] == [320, 512]
+    # Resumed in Breakout's block, then at the start of its reference (frames of that segment;
+    # the whole run's in run_frames).
+    resumes = [(row["frames"], row["run_frames"]) for row in rows if row["event"] == "resume"]
+    assert resumes == [(320, 320), (0, 512)]
     # A stop writes the 'train' row of the updates since the last one (checked for NaN/Inf).
     assert [row["frames"] for row in rows if row["event"] == "train"] == [256, 320, 512]
     assert [row["game"] for row in rows if row["event"] == "eval_fresh"] == ["pong", "breakout"]
