@@ -165,13 +165,11 @@ def test_value_loss_terms_pass_the_double_q_selector_to_both_heads():
     where Q-learning would give other values."""
     rows = np.arange(BATCH)
     assert np.any(SELECTOR.argmax(1) != Q_T.argmax(1))
+    transitions = dict(a_tm1=A_TM1, r_t=R_T, discount_t=DISCOUNT_T, q_t_selector=SELECTOR)
     terms = value_loss_terms(
-        a_tm1=A_TM1,
-        r_t=R_T,
-        discount_t=DISCOUNT_T,
+        **transitions,
         q_tm1=Q_TM1,
         q_t_target=Q_T,
-        q_t_selector=SELECTOR,
         huber_delta=0.0,
     )
     td = R_T + DISCOUNT_T * Q_T[rows, SELECTOR.argmax(1)] - Q_TM1[rows, A_TM1]
@@ -186,15 +184,12 @@ def test_value_loss_terms_pass_the_double_q_selector_to_both_heads():
     q = lambda logits: (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True) * support).sum(-1)
     assert np.any(SELECTOR.argmax(1) != q(logits_t).argmax(1))
     terms = value_loss_terms(
-        a_tm1=A_TM1,
-        r_t=R_T,
-        discount_t=DISCOUNT_T,
+        **transitions,
         q_tm1=q(logits_tm1),
         q_t_target=q(logits_t),
         logits_tm1=logits_tm1,
         logits_t_target=logits_t,
         support=support,
-        q_t_selector=SELECTOR,
         priority_epsilon=1e-3,
     )
     expected = _reference_categorical(
