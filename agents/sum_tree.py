@@ -236,5 +236,19 @@ def sum_tree_sample(tree: SumTree, rng: jax.Array, batch_size: int) -> jax.Array
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     stratum_key, branch_key = jax.random.split(rng)
     offsets = jax.random.uniform(stratum_key, (batch_size,), jnp.float32)
-    branch_bits = jax.random.bits(branch_key, (tree.num_levels, batch_size), jnp.uint32)
-    return sum_tree_descend(tree, stratified_targets(tree, offsets), branch_bits)
+    lane_bits = jax.random.bits(branch_key, (batch_size,), jnp.uint32)
+    return sum_tree_descend(tree, stratified_targets(tree, offsets), level_bits(lane_bits, tree))
+
+
+def level_bits(lane_bits: jax.Array, tree: SumTree) -> jax.Array:
+    """32 random bits a level of ``tree`` for each lane, ``(num_levels,) + lane_bits.shape``:
+    a bijective integer hash (lowbias32) of the lane's random bits plus a Weyl step per level.
+    One threefry draw per lane rather than per lane and level: XLA counted a (levels, batch)
+    threefry draw inside the MinAtar update as a fifth of its work."""
+    rows = []
+    for level in range(tree.num_levels):
+        x = lane_bits + jnp.uint32((level + 1) * 0x9E3779B9 % 2**32)
+        x = (x ^ (x >> 16)) * jnp.uint32(0x7FEB352D)
+        x = (x ^ (x >> 15)) * jnp.uint32(0x846CA68B)
+        rows.append(x ^ (x >> 16))
+    return jnp.stack(rows) if rows else jnp.zeros((0,) + lane_bits.shape, jnp.uint32)
