@@ -447,7 +447,7 @@ def replay_sample(
     if prioritized:
         _check_keeps_priorities(state, "prioritized replay_sample")
     tree = state.priority_tree if prioritized else state.valid_tree
-    indices = sum_tree_sample(tree, rng, int(batch_size))
+    indices = sum_tree_sample(tree, rng, int(batch_size), counts=not prioritized)
     probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)
     num_valid = sum_tree_total(state.valid_tree)
     weights = jnp.power(num_valid * probabilities, -jnp.asarray(importance_exponent, jnp.float32))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from agents.sum_tree import (
+    EXACT_COUNT_LEAVES,
     count_tree_set,
     keep_last_duplicate,
     stratified_targets,
@@ -264,9 +265,29 @@ def test_strata_hold_where_the_masses_can_be_told_apart():
     leaves[:65_600] = 1.0
     tree = sum_tree_from_leaves(leaves)
     keys = jax.random.split(jax.random.key(0), 200)
-    drawn = np.asarray(jax.jit(jax.vmap(lambda k: sum_tree_sample(tree, k, 32)))(keys))
+    drawn = np.asarray(jax.jit(jax.vmap(lambda k: sum_tree_sample(tree, k, 32, True)))(keys))
     outside = np.mean(drawn * 32 // 65_600 != np.arange(32))
     assert outside < 0.02, outside  # 0.5% here: lanes near a stratum's edge
+
+
+def test_a_small_count_tree_is_placed_exactly_by_its_targets_alone():
+    """Below EXACT_COUNT_LEAVES 0/1 leaves the total is under 2^14, so every offset
+    `jax.random.uniform` can draw in the last of 32 strata (its last 64th enumerated: 8 leaves)
+    places each unit leaf within 0.4% of its share; `counts=True` samples by the targets alone,
+    as the descent without branch draws does."""
+    capacity = EXACT_COUNT_LEAVES - 1
+    tree = sum_tree_from_leaves(jnp.ones(capacity))
+    offsets = (2**23 - 2**17 + np.arange(2**17)).astype(np.float32) * np.float32(2.0**-23)
+    width = np.float32(capacity) / np.float32(32)
+    found = np.asarray(sum_tree_find(tree, (np.float32(31) + offsets) * width))
+    hits = np.bincount(found, minlength=capacity)[found.min() + 1 : found.max()]
+    expected = 2**23 / float(width)  # offsets per unit leaf: 16,385
+    assert len(hits) >= 6 and np.all(np.abs(hits / expected - 1) < 0.004), hits
+    key = jax.random.key(5)
+    targets = stratified_targets(tree, jax.random.uniform(jax.random.split(key)[0], (32,)))
+    np.testing.assert_array_equal(
+        sum_tree_sample(tree, key, 32, counts=True), sum_tree_descend(tree, targets)
+    )
 
 
 def test_vmap_over_trees_equals_separate_calls():
