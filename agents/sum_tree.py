@@ -244,11 +244,12 @@ def sum_tree_sample(
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if counts and tree.capacity < EXACT_COUNT_LEAVES:
+        offsets = jax.random.uniform(rng, (batch_size,), jnp.float32)
+        return sum_tree_descend(tree, stratified_targets(tree, offsets))
     stratum_key, branch_key = jax.random.split(rng)
     offsets = jax.random.uniform(stratum_key, (batch_size,), jnp.float32)
     targets = stratified_targets(tree, offsets)
-    if counts and tree.capacity < EXACT_COUNT_LEAVES:
-        return sum_tree_descend(tree, targets)
     lane_bits = jax.random.bits(branch_key, (batch_size,), jnp.uint32)
     return sum_tree_descend(tree, targets, level_bits(lane_bits, tree))
 
