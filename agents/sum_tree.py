@@ -201,7 +201,7 @@ def sum_tree_descend(
         left = tree.nodes[2 * node]
         right = tree.nodes[2 * node + 1]
         go_left = targets < left
-        drawn = jnp.zeros(targets.shape, bool)
+        stay = go_left  # lanes whose target needs no shift into the right child
         if branch_bits is not None:
             mass, lighter = left + right, jnp.minimum(left, right)
             drawn = (lighter > 0) & (lighter < RESOLVED * slack)
@@ -211,8 +211,9 @@ def sum_tree_descend(
             go_left = jnp.where(drawn, drawn_left, go_left)
             targets = jnp.where(drawn, targets * scale, targets)
             slack = jnp.where(drawn, (slack + mass * 2.0**-23) * scale, slack)
+            stay = go_left | drawn
         go_left = go_left | (right <= 0)
-        targets = jnp.where(go_left | drawn, targets, targets - left)
+        targets = jnp.where(stay | go_left, targets, targets - left)
         node = 2 * node + jnp.where(go_left, 0, 1)
     return jnp.minimum(node - tree.first_leaf, tree.capacity - 1)
 

@@ -53,14 +53,7 @@ def check_lists(agents: list[str], seeds: list[str]) -> list[int]:
     for agent in agents:
         if agent not in AGENTS:
             raise ValueError(f"--agents: unknown preset {agent!r}; choose from {', '.join(AGENTS)}")
-    counts = []
-    for value in seeds:
-        if not value.strip().isdigit() or int(value) < 1:
-            raise ValueError(f"--seeds takes seed counts of at least 1, got {value!r}")
-        counts.append(int(value))
-    if not counts:
-        raise ValueError("--seeds is empty; give seed counts of at least 1, such as 1,8")
-    return counts
+    return timing.positive_counts("seeds", seeds, "seed")
 
 
 def measure(agent: str, seeds: int, runs_per_batch: int) -> dict[str, float]:

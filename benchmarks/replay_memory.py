@@ -27,6 +27,7 @@ from agents.replay import (
     replay_sample,
     replay_update_priorities,
 )
+from benchmarks import timing
 from plasticity import runtime
 
 FRAME_SHAPE = (84, 84)
@@ -152,21 +153,11 @@ def define_flags() -> None:
     )
 
 
-def env_counts(values: Sequence[str]) -> list[int]:
-    """--num_envs as integers; anything but counts of at least 1 is a one-line ValueError."""
-    if not values:
-        raise ValueError("--num_envs is empty; give env counts such as 1,8")
-    for value in values:
-        if not value.strip().isdigit() or int(value) < 1:
-            raise ValueError(f"--num_envs takes env counts of at least 1, got {value!r}")
-    return [int(value) for value in values]
-
-
 def main(argv: Sequence[str]) -> None:
     """Prints the figures; see the module docstring."""
     del argv
     args = flags.FLAGS
-    num_envs_list = env_counts(args.num_envs)
+    num_envs_list = timing.positive_counts("num_envs", args.num_envs, "env")
     one_million = replay_memory_bytes(1_000_000, FRAME_SHAPE, num_envs=1)
     print(f"hardware: {runtime.hardware_line()}")
     print(
@@ -200,7 +191,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    from benchmarks import timing
-
     define_flags()
     timing.run_main(main, "replay_memory")

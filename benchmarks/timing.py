@@ -12,7 +12,7 @@ module can import it.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
 def one_line_errors(main: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -28,6 +28,17 @@ def one_line_errors(main: Callable[..., Any], name: str) -> Callable[..., Any]:
             raise SystemExit(f"benchmarks.{name}: {message}") from None
 
     return guarded
+
+
+def positive_counts(flag: str, values: Sequence[str], what: str) -> list[int]:
+    """A list flag's values (``--seeds=1,8``) as counts of at least 1; anything else (or none)
+    is a one-line ValueError naming the flag, before anything is compiled."""
+    if not values:
+        raise ValueError(f"--{flag} is empty; give {what} counts of at least 1, such as 1,8")
+    for value in values:
+        if not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--{flag} takes {what} counts of at least 1, got {value!r}")
+    return [int(value) for value in values]
 
 
 def parse_flags(argv: list[str], name: str) -> list[str]:

@@ -703,8 +703,9 @@ class Run:
 
     def _warn_about_budget(self) -> None:
         """Once the run reaches ``budget_after`` units (the steady pace: RL learning, not the
-        replay filling), the bar's rate (and ETA) counts from there; after ``budget_measure_seconds`` of
-        training at that pace, a run whose ETA exceeds a day says so once."""
+        replay filling), the bar's rate (and ETA) counts from there; after
+        ``budget_measure_seconds`` of training at that pace, a run whose ETA exceeds a day says
+        so once."""
         progress = self.progress
         if self._steady_since is None:
             if progress.count >= self.budget_after:

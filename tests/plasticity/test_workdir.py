@@ -75,7 +75,8 @@ def test_tensorboard_events_are_written(tmp_path):
 
 def test_tensorboard_scalars_average_seeds_and_leave_out_what_locates_a_row():
     """Index fields (the x axis, the game, a summary row's period and first application, a resume
-    row's counts) and strings are not scalars; the seeds of one log point are averaged under one tag."""
+    row's counts) and strings are not scalars; the seeds of one log point are averaged under one
+    tag."""
     from plasticity.run import tensorboard_scalars
 
     summary = dict(event="intervention", frames=96, name="redo", every_frames=8, first_frames=16)
