@@ -39,6 +39,7 @@ from plasticity.figures import (
     plain_ticks,
     plot_layer_metric,
     plot_metrics,
+    Y_LABELS,
     plot_task_metrics,
     pyplot,
     style_axes,
@@ -119,10 +120,7 @@ def plot_eval_returns(runs: Sequence[Run]):
     return finish(fig, axes, f"Evaluation per game: {MATRIX_KEY_LABELS[key]}")
 
 
-MATRIX_KEY_LABELS = {
-    "human_normalized": "human-normalized score",
-    "return_mean": "mean return",
-}
+MATRIX_KEY_LABELS = {key: Y_LABELS[key] for key in ("human_normalized", "return_mean")}
 
 
 def _matrix_rows(run: Run, variant: str | None) -> list[dict[str, Any]]:
@@ -372,9 +370,7 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
         ),
         (
             "curvature",
-            lambda: plot_metrics(
-                runs, CURVATURE_METRICS, "Curvature, feature spectrum, norms and trainability"
-            ),
+            lambda: plot_metrics(runs, CURVATURE_METRICS, curvature_title(runs)),
         ),
         ("eval_returns", lambda: plot_eval_returns(runs)),
         ("evaluation_matrix", lambda: plot_evaluation_matrices(runs)),
@@ -383,6 +379,28 @@ def figure_specs(runs: Sequence[Run]) -> list[tuple[str, Any]]:
             for m in other_layer_metrics(runs)
         ],
     ]
+
+
+# The curvature figure's title names the groups of `CURVATURE_METRICS` it holds.
+CURVATURE_GROUPS = (
+    ("curvature", ("hessian_",)),
+    ("feature spectrum", ("feature_",)),
+    ("NTK", ("ntk_",)),
+    ("Jacobian norm", ("jacobian_",)),
+    ("trainability", ("probe_",)),
+    ("norms", ("param_norm", "grad_norm")),
+)
+
+
+def curvature_title(runs: Sequence[Run]) -> str:
+    """'Curvature, feature spectrum and norms', or 'Norms' when only the parameter and gradient
+    norms were logged: the groups of the curvature figure's panels, in their order."""
+    present = [key for key in CURVATURE_METRICS if key in set(metric_keys(runs))]
+    groups = [
+        name for name, prefixes in CURVATURE_GROUPS if any(k.startswith(prefixes) for k in present)
+    ]
+    text = ", ".join(groups[:-1]) + " and " + groups[-1] if len(groups) > 1 else "".join(groups)
+    return text[:1].upper() + text[1:]
 
 
 # Per-layer diagnostics ('<metric>/<layer>') the standard figures draw (besides one τ of the

@@ -120,6 +120,34 @@ def y_scale(key: str) -> YScale:
     return YScale()
 
 
+# What a metric's y-axis measures, where its name alone does not say (the panel's title names
+# the metric or the layer).
+Y_LABELS = {
+    "weight_norm": "‖W‖ (Frobenius)",
+    "effective_lr": "η / ‖W‖^p",
+    "update_ratio": "‖ΔW‖ / ‖W‖",
+    "param_norm": "‖θ‖",
+    "grad_norm": "‖∇L‖",
+    "hessian_top_eigenvalue": "top Hessian eigenvalue",
+    "hessian_top_eigenvalue_rel_change": "relative change",
+    "ntk_offdiagonal_mass": "fraction of mass",
+    "human_normalized": "human-normalized score",
+    "return_mean": "mean return",
+}
+
+
+def y_label(key: str) -> str:
+    """The y-axis label of a metric key ('<metric>' or '<metric>/<layer>')."""
+    metric = key.split("/")[0]
+    if metric.startswith("dormant_") or metric in UNIT_FRACTIONS:
+        return "fraction of units"
+    if metric.endswith("accuracy"):
+        return "accuracy"
+    if metric.endswith("loss") or metric.endswith("loss_fresh"):
+        return "loss"
+    return Y_LABELS.get(metric, metric.replace("_", " "))
+
+
 def y_limits(values: np.ndarray, scale: YScale) -> tuple[float, float] | None:
     """Limits of a y-axis showing `values` on `scale` (None when no value can be shown)."""
     if scale.fixed and scale.lower is not None and scale.upper is not None:
@@ -201,7 +229,7 @@ def count_formatter():
 
 
 def style_axes(ax, key: str, values: Sequence[np.ndarray], x: str, scale: YScale | None = None):
-    """y scale and limits (`y_scale`), plain tick labels, the x label and a light grid."""
+    """y scale and limits (`y_scale`), plain tick labels, the axes' labels and a light grid."""
     scale = scale or y_scale(key)
     if scale.log:
         ax.set_yscale("log")
@@ -209,6 +237,11 @@ def style_axes(ax, key: str, values: Sequence[np.ndarray], x: str, scale: YScale
     if limits is not None:
         ax.set_ylim(*limits)
     plain_ticks(ax, "y")
+    if key.split("/")[0] == "srank":  # a count of singular values: no ticks at halves
+        from matplotlib import ticker  # noqa: PLC0415
+
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    ax.set_ylabel(y_label(key), fontsize=8)
     ax.set_xlabel(X_LABELS.get(x, x))
     if x in ("frames", "step"):
         ax.xaxis.set_major_formatter(count_formatter())

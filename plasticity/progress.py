@@ -15,7 +15,11 @@ A thin layer over tqdm that draws what a user needs to trust a long run:
   harness restarts the rate once the run reaches its steady pace (RL: once learning runs, not
   while the replay fills), so the ETA is not skewed by a fast start;
 * the postfix names where the run stands (game, task, variant, last score); what does not fit
-  the terminal's width is left out from the end, so the bar keeps a visible length.
+  the terminal's width moves, in whole parts, to a status line under the bar, so the bar keeps a
+  visible length and nothing is lost on a narrow terminal:
+
+    train_atari rainbow  72%|████▎     | 36680/51200 frames, elapsed 02:04, ETA 00:29, 498 frames/s
+      game=breakout (4/4), last_return=1, 25.7 updates/s
 
 Output that is not a terminal (a log file, a batch job's output) gets no bar but a plain line at
 the start, every `PLAIN_INTERVAL_SECONDS` (a long compile included) and at the end. Only the lead
@@ -71,9 +75,10 @@ def _is_terminal(stream) -> bool:
 
 
 def _terminal_width() -> int:
-    """The terminal's columns less one: a line that fills the last column makes the terminal wrap
-    whatever comes next (an echoed ^C) onto a line of its own."""
-    return max(shutil.get_terminal_size((100, 24)).columns - 1, 20)
+    """The terminal's columns less two: a line that reaches the last columns makes the terminal
+    wrap whatever comes next (the two characters of an echoed ^C) onto the line below, where the
+    next redraw leaves the bar's old line behind."""
+    return max(shutil.get_terminal_size((100, 24)).columns - 2, 20)
 
 
 class Progress:
@@ -126,6 +131,7 @@ class Progress:
             bar_format=BAR_FORMAT,
             mininterval=0.5,
         )
+        self._status: tqdm | None = None  # the status line under the bar (`_show_status`)
         self._lock = threading.RLock()
         self._closed = threading.Event()
         self._ticker = None
@@ -205,20 +211,28 @@ class Progress:
             parts.append(f"{format_rate(rate)} {self.unit}s/s")
         return parts, [f"{format_rate(updates)} updates/s"] if updates is not None else []
 
-    def _postfix(self, room: int | None) -> str:
-        """The elapsed time, then ETA and units/s, the fields and updates/s, each left out when
-        it would not fit in ``room`` characters (None: no limit), so that a narrow terminal
-        loses whole parts from the end rather than a part cut in the middle."""
+    def _postfix_split(self, room: int | None) -> tuple[str, list[str]]:
+        """(the postfix that fits in ``room`` characters, the parts left over), None: no limit.
+
+        The elapsed time always shows; ETA and units/s, the fields and updates/s follow in that
+        order while they fit, so a narrow terminal moves whole parts from the end (to the status
+        line) rather than tqdm cutting one in the middle."""
         first, updates = self._timing()
         fields = [f"{k}={_format_value(v)}" for k, v in self._fields.items()]
         text = first[0]
-        for group, separator in ((first[1:], ", "), (fields, " | "), (updates, ", ")):
-            for part in group:
-                joined = text + (separator if text and separator else "") + part
-                if room is not None and len(joined) + 2 > room:  # tqdm adds ", " before it
-                    return text
-                text, separator = joined, ", "
-        return text
+        parts = [(part, ", ") for part in first[1:]]
+        parts += [(part, " | " if i == 0 else ", ") for i, part in enumerate(fields)]
+        parts += [(part, ", ") for part in updates]
+        for index, (part, separator) in enumerate(parts):
+            joined = text + separator + part
+            if room is not None and len(joined) + 2 > room:  # tqdm adds ", " before it
+                return text, [rest for rest, _ in parts[index:]]
+            text = joined
+        return text, []
+
+    def _postfix(self, room: int | None) -> str:
+        """The postfix that fits in ``room`` characters (`_postfix_split`)."""
+        return self._postfix_split(room)[0]
 
     def _description(self) -> str:
         return f"{self.description} [{self._phase}]" if self._phase else self.description
@@ -233,7 +247,18 @@ class Progress:
             self._bar.ncols = width
             self._bar.set_description_str(self._description(), refresh=False)
             room = width - fixed - MIN_BAR_CELLS - len(self.unit)
-            self._bar.set_postfix_str(self._postfix(max(room, 0)), refresh=refresh)
+            postfix, rest = self._postfix_split(max(room, 0))
+            self._bar.set_postfix_str(postfix, refresh=refresh)
+            self._show_status(", ".join(rest), width, refresh)
+
+    def _show_status(self, text: str, width: int, refresh: bool) -> None:
+        """The parts the bar's line had no room for, on a line under it: opened the first time
+        there are any, kept (blank once all fit again) until the bar closes."""
+        if self._bar.disable or (not text and self._status is None):
+            return
+        if self._status is None:
+            self._status = tqdm(total=0, file=sys.stderr, bar_format="{desc}", mininterval=0.5)
+        self._status.set_description_str(("  " + text)[:width], refresh=refresh)
 
     def _plain_line(self, force: bool = False) -> None:
         """One plain status line, when forced or when the last is old enough."""
@@ -305,6 +330,8 @@ class Progress:
         self._phase = None
         self._refresh_postfix(refresh=True)
         self._bar.close()
+        if self._status is not None:  # after the bar: its final line stays above this one
+            self._status.close()
 
     def __enter__(self) -> "Progress":
         return self

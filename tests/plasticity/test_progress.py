@@ -153,10 +153,44 @@ def test_a_narrow_terminal_loses_whole_parts_of_the_postfix_from_the_end():
     assert parts[0].startswith("elapsed ") and parts[1].startswith("ETA ")
     assert parts[-1].endswith("updates/s") and len(parts) == 6
     for room in range(len(full) + 4):
-        shown = bar._postfix(room).replace(" | ", ", ").split(", ")
-        assert shown == parts[: len(shown)], room
-        assert len(shown) == 1 or len(bar._postfix(room)) + 2 <= room, room
+        text, rest = bar._postfix_split(room)
+        shown = text.replace(" | ", ", ").split(", ")
+        assert shown + rest == parts, room  # what the bar leaves out goes to the status line
+        assert len(shown) == 1 or len(text) + 2 <= room, room
     bar.close()
+
+
+def test_a_narrow_terminal_shows_the_parts_the_bar_has_no_room_for_on_a_line_under_it(
+    monkeypatch, capsys
+):
+    """At 120 columns the game, the last return and updates/s do not fit beside the bar: they
+    show on a status line of their own under it, which stays under the bar's final line."""
+    monkeypatch.setattr(progress_lib, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(progress_lib, "_terminal_width", lambda: 119)
+    bar = progress_lib.Progress(total=51_200, description="train_atari rainbow", unit="frame")
+    bar.set_postfix(game="breakout (4/4)", last_return=1.0)
+    time.sleep(0.02)
+    bar.advance(30_720, updates=600)
+    bar.close()
+    err = capsys.readouterr().err.replace("\x1b[A", "")  # tqdm's cursor-up between its lines
+    lines = [line.strip() for line in err.replace("\r", "\n").splitlines()]
+    bar_line = [line for line in lines if line.startswith("train_atari rainbow")][-1]
+    assert "game=" not in bar_line and "elapsed" in bar_line
+    final = lines[lines.index(bar_line) :]
+    status = [line for line in final if line.startswith("game=breakout (4/4), last_return=1")]
+    assert status and status[0].endswith("updates/s"), final
+    assert all(len(line) <= 119 for line in lines)
+
+
+def test_a_wide_terminal_keeps_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(progress_lib, "_is_terminal", lambda stream: True)
+    monkeypatch.setattr(progress_lib, "_terminal_width", lambda: 199)
+    bar = progress_lib.Progress(total=51_200, description="train_atari rainbow", unit="frame")
+    bar.set_postfix(game="breakout (4/4)", last_return=1.0)
+    bar.advance(30_720, updates=600)
+    bar.close()
+    assert bar._status is None
+    assert "game=breakout (4/4), last_return=1" in capsys.readouterr().err
 
 
 def test_a_disk_error_naming_no_file_is_marked_with_the_runs_work_dir(tmp_path):

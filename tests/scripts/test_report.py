@@ -230,3 +230,39 @@ def test_the_library_module_run_as_a_program_writes_the_report(continual_run, tm
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "report.html").is_file() and (out / "weight_norm.png").is_file()
+
+
+def test_every_panel_says_what_its_y_axis_measures_and_titles_name_what_they_hold(atari_run):
+    """Each panel's y-axis is labelled with what it measures (the panel's title names the layer
+    or metric); the curvature figure of a run that logged only the norms is titled so."""
+    from benchmarks import analysis as figures_of
+
+    specs = dict(figures_of.figure_specs([analysis.load_run(atari_run)]))
+    expected = {
+        "weight_norm": {"‖W‖ (Frobenius)"},
+        "effective_lr": {"η / ‖W‖^p"},
+        "dormant_per_layer": {"fraction of units"},
+        "srank": {"srank"},
+        "eval_returns": {"mean return"},
+        "curvature": {"‖θ‖"},
+    }
+    for stem, labels in expected.items():
+        fig = specs[stem]()
+        assert {ax.get_ylabel() for ax in fig.axes if ax.get_visible()} == labels, stem
+        if stem == "curvature":
+            assert fig.get_suptitle() == "Norms"
+        figures_of.pyplot().close(fig)
+
+
+def test_an_srank_axis_ticks_whole_numbers():
+    """srank counts singular values: a curve from 1 to 2 is ticked 0, 1, 2, not at quarters."""
+    from plasticity import figures
+
+    fig, ax = figures.pyplot().subplots()
+    values = np.array([1.0, 2.0])
+    ax.plot([0, 100], values)
+    figures.style_axes(ax, "srank/torso/conv_0", [values], "frames")
+    fig.canvas.draw()
+    ticks = ax.get_yticks()
+    assert len(ticks) >= 3 and np.array_equal(ticks, np.round(ticks)), ticks
+    figures.pyplot().close(fig)
