@@ -45,6 +45,7 @@ X_LABELS = {"frames": "frames", "step": "optimizer steps", "task": "task"}
 
 SWITCH_GID = "switch"  # matplotlib gid of switch markers (not data; `figure_contents` skips them)
 INTERVENTION_GID = "intervention"  # the same for intervention markers
+SWITCH_NAME_FONTSIZE = 6  # the game names written at the top of RL panels
 
 
 # Line styles cycle with the curves too, so that curves that coincide (variants sharing their
@@ -319,8 +320,11 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
         if x == "frames" and len(found) <= 12:
             _add_headroom(ax, fraction=0.12 / 1.12)  # so that no curve runs through the names
             starts = [(0.0, first)] + list(found)
-            for position, name in starts:
-                if name:
+            for (position, name), room in zip(starts, _name_room(ax, starts)):
+                if name and room >= 3:
+                    if len(name) > room:  # the game before its family prefix
+                        name = name.rsplit("/", 1)[-1]
+                    name = name if len(name) <= room else name[: room - 1] + "…"
                     ax.text(
                         position,
                         0.99,
@@ -328,7 +332,7 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
                         transform=ax.get_xaxis_transform(),
                         ha="left",
                         va="top",
-                        fontsize=6,
+                        fontsize=SWITCH_NAME_FONTSIZE,
                         color="0.35",
                         gid=SWITCH_GID,
                     )
@@ -345,6 +349,20 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
                 gid=SWITCH_GID,
                 label=f"{kind} (run colour)" if i == 0 else "_" + kind,
             )
+
+
+def _name_room(ax, starts: Sequence[tuple[float, str | None]]) -> list[int]:
+    """How many characters of a block's game name fit between its start and the next block's
+    (the panel's right edge for the last), so that the names of short blocks or long prefixed
+    names ('minatar/space_invaders') are shortened rather than written over each other."""
+    left, right = ax.get_xlim()
+    char_width = 0.6 * SWITCH_NAME_FONTSIZE / 72 * ax.figure.dpi  # pixels, about
+    pixels_per_x = ax.bbox.width / (right - left)
+    ends = [position for position, _ in starts[1:]] + [right]
+    return [
+        int((end - position) * pixels_per_x / char_width) - 1
+        for (position, _), end in zip(starts, ends)
+    ]
 
 
 def _add_headroom(ax, fraction: float) -> None:

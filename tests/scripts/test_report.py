@@ -266,3 +266,46 @@ def test_an_srank_axis_ticks_whole_numbers():
     ticks = ax.get_yticks()
     assert len(ticks) >= 3 and np.array_equal(ticks, np.round(ticks)), ticks
     figures.pyplot().close(fig)
+
+
+def test_game_names_of_short_blocks_are_shortened_not_written_over_each_other(tmp_path):
+    """Twelve blocks of long prefixed names (an Atari and a MinAtar game in one report): each name
+    fits before the next block's, its family prefix dropped first, then shortened with an
+    ellipsis where it must."""
+    from plasticity import figures
+
+    games = ["minatar/space_invaders", "atari/breakout"] * 6
+    rows = []
+    for frames in range(0, 12000, 250):
+        block = frames // 1000
+        rows.append(
+            {
+                "event": "diagnostics",
+                "frames": frames,
+                "step": frames,
+                "seed": 0,
+                "block": block,
+                "game": games[block],
+                "weight_norm/hidden_0": 1.0 + frames * 1e-4,
+            }
+        )
+    rows += [
+        {"event": "switch", "frames": 1000 * b, "step": 1000 * b, "seed": 0, "game": games[b]}
+        for b in range(1, 12)
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    fig = figures.plot_layer_metric([analysis.load_run(tmp_path)], "weight_norm")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    names = sorted(
+        (t for t in ax.texts if t.get_gid() == figures.SWITCH_GID),
+        key=lambda t: t.get_window_extent().x0,
+    )
+    assert len(names) == 12
+    assert any(t.get_text().endswith("…") for t in names)
+    assert all(t.get_text().strip()[:3] in ("spa", "bre") for t in names)  # games, not prefixes
+    boxes = [t.get_window_extent() for t in names]
+    for box, following in zip(boxes, boxes[1:]):
+        assert box.x1 <= following.x0 + 1, (box, following)
+    assert boxes[-1].x1 <= ax.get_window_extent().x1 + 1
+    figures.pyplot().close(fig)
