@@ -108,7 +108,7 @@ def load_task_dataset(config: ml_collections.ConfigDict) -> datasets.Dataset | N
 
     Raises `datasets.DatasetNotFoundError` (a one-line ValueError) when files are missing.
     """
-    if config.task.name in tasks.STREAM_TASKS:
+    if tasks.is_stream(config.task.name):
         return None
     return _load_dataset_cached(_data_key(config))
 
@@ -402,7 +402,7 @@ def make_trainer(
     block_steps, every = diagnostics_block(config)
     blocks_per_task = steps // block_steps
     batch_size = int(config.task.batch_size)
-    stream = config.task.name in tasks.STREAM_TASKS
+    stream = tasks.is_stream(config.task.name)
     shuffled = config.task.sampling == "shuffled"
     hparam_keys = swept_keys(config)
     opt_config = task_schedule(config.optimizer, num_tasks, steps)

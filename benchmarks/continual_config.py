@@ -55,7 +55,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     data: which dataset (`benchmarks.datasets.load_dataset` arguments; 0 = no subsetting).
     task: the sequence (`benchmarks.tasks.TaskConfig` fields) plus ``num_tasks``,
-      ``steps_per_task`` (0 for stream tasks: derived), ``batch_size`` and ``sampling`` of a
+      ``steps_per_task`` (0 for bit flipping: its flip period), ``batch_size`` and ``sampling`` of a
       dataset task's minibatches: 'uniform' (with replacement) or 'shuffled' (each pass over the
       task's examples in a fresh random order; `benchmarks.minibatches`). Stream tasks take
       their examples in order either way.
@@ -308,7 +308,7 @@ def unused_data_dir(variants: Sequence[tuple[str, ml_collections.ConfigDict]]) -
     read = [
         variant
         for _, variant in variants
-        if variant.task.name not in tasks.STREAM_TASKS
+        if not tasks.is_stream(variant.task.name)
         and datasets.canonical_name(variant.data.name) not in datasets.FILELESS_DATASETS
     ]
     if read:

@@ -16,15 +16,12 @@ is reproducible from (key, index) alone and different seeds give different tasks
 Everything is free of Python control flow on traced values, so the three functions
 run inside ``lax.scan`` and under ``vmap`` over seeds.
 
-``data`` is a :class:`TaskData` of device arrays (the dataset). It defaults to
-``sequence.data``, captured by the functions as a constant. XLA embeds captured
-constants in the compiled program, which is fine for small data (``digits``, a
-few thousand MNIST images) but makes compilation slow for large arrays (measured on
-a 2-core CPU, per compiled function: MNIST's 188 MB ~6 s, CIFAR-10's 614 MB ~25 s
-and a 1.2 GB program; passed as an argument: 0.1-0.4 s): pass ``sequence.data`` as an
-argument of the jitted function and hand it down, e.g.
-``jax.jit(train)(seeds, sequence.data)`` with ``sequence.batch(state, idx, data)``
-inside ``train``.
+``data`` is a :class:`TaskData` of device arrays (the dataset), by default ``sequence.data``
+captured by the functions as a constant. XLA embeds captured constants in the program: fine for
+small data, slow for large arrays (per compiled function on a 2-core CPU: MNIST's 188 MB ~6 s,
+CIFAR-10's 614 MB ~25 s; as an argument 0.1-0.4 s). Pass ``sequence.data`` as an argument of
+the jitted function and hand it down: ``jax.jit(train)(seeds, sequence.data)`` with
+``sequence.batch(state, idx, data)`` inside ``train``.
 
 Tasks (``TaskConfig.name``):
 
@@ -51,7 +48,8 @@ Tasks (``TaskConfig.name``):
 * ``bit_flipping`` — Dohare et al.'s slowly-changing regression, a stream: see
   :func:`make_bit_flipping`.
 
-Tasks of your own that draw from a dataset join these by name with :func:`register_task`.
+Tasks of your own, drawn from a dataset or streams like ``bit_flipping``, join these by name
+with :func:`register_task`.
 """
 
 from __future__ import annotations
@@ -83,11 +81,12 @@ DATASET_TASKS = (
 )
 STREAM_TASKS = ("bit_flipping",)
 KNOWN_TASKS = DATASET_TASKS + STREAM_TASKS
-# Dataset tasks added with `register_task`: name -> build(config, dataset, data).
+# Tasks added with `register_task`: name -> build; the names of those that are streams.
 _REGISTERED: dict[str, Callable[..., "TaskSequence"]] = {}
+_REGISTERED_STREAMS: set[str] = set()
 
 
-def register_task(name: str, build: Callable[..., "TaskSequence"]) -> None:
+def register_task(name: str, build: Callable[..., "TaskSequence"], stream: bool = False) -> None:
     """Adds a task every continual launch runs by name (``--config.task.name=<name>`` once the
     module that registers it is imported, e.g. by an ``--experiment`` file).
 
@@ -96,11 +95,20 @@ def register_task(name: str, build: Callable[..., "TaskSequence"]) -> None:
     gives) and ``data`` its arrays on device (`TaskData`); the returned functions follow the
     module docstring's protocol (pure, jittable, a task's randomness from (key, index)). A
     build may start from a built-in task, e.g. ``make_task_sequence(dataclasses.replace(config,
-    name='label_reset'), dataset)``, and change what it needs. A built-in name is a
-    ValueError; registering a name again replaces its build."""
+    name='label_reset'), dataset)``, and change what it needs. With ``stream=True`` the task
+    is a stream that reads no dataset, as ``bit_flipping``: ``build(config) -> TaskSequence``,
+    and the trainer takes each task's examples in order, every one once (indices 0 to
+    ``steps_per_task * batch_size - 1``). A built-in name is a ValueError; registering a name
+    again replaces its build."""
     if name in KNOWN_TASKS:
         raise ValueError(f"{name!r} is a built-in task; register yours by another name")
     _REGISTERED[name] = build
+    (_REGISTERED_STREAMS.add if stream else _REGISTERED_STREAMS.discard)(name)
+
+
+def is_stream(name: str) -> bool:
+    """Whether task ``name`` is a stream (no dataset; examples in order), built in or registered."""
+    return name in STREAM_TASKS or name in _REGISTERED_STREAMS
 
 
 def known_tasks() -> tuple[str, ...]:
@@ -108,8 +116,7 @@ def known_tasks() -> tuple[str, ...]:
     return KNOWN_TASKS + tuple(_REGISTERED)
 
 
-# Sub-streams of a task's key, so that e.g. the composite task's labels and
-# permutation are independent draws.
+# Sub-streams of a task's key: e.g. the composite task's labels and permutation are independent.
 _LABELS_STREAM = 0
 _INPUT_PERMUTATION_STREAM = 1
 _RESET_MASK_STREAM = 2
@@ -761,13 +768,17 @@ def make_task_sequence(
     _validate_config(config)
     if config.name in STREAM_TASKS:
         return make_bit_flipping(config)
-    dataset = _check_dataset(dataset, config.name)
-    data = task_data_from(dataset)
     if config.name in _REGISTERED:
-        sequence = _REGISTERED[config.name](config, dataset, data)
+        if config.name in _REGISTERED_STREAMS:
+            sequence = _REGISTERED[config.name](config)
+        else:
+            dataset = _check_dataset(dataset, config.name)
+            sequence = _REGISTERED[config.name](config, dataset, task_data_from(dataset))
         if not isinstance(sequence, TaskSequence):
             raise ValueError(f"task {config.name!r}: its build returned no TaskSequence")
         return sequence
+    dataset = _check_dataset(dataset, config.name)
+    data = task_data_from(dataset)
     if config.name == "large_offset_regression":
         return _offset_regression_task(config, dataset, data)
     return _classification_task(config, dataset, data)

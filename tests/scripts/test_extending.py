@@ -74,3 +74,37 @@ def test_a_built_in_name_cannot_be_taken():
         diagnostics.register_diagnostic("srank", lambda seen: {})
     with pytest.raises(ValueError, match="built-in intervention"):
         interventions.register_intervention("redo", lambda context: None)
+
+
+def test_a_registered_stream_trains_from_an_experiment_file_without_a_dataset(tmp_path):
+    """The documented stream (a linear target drifting from task to task): the launcher trains
+    on it by name with no dataset read (a data dir no task reads is only a note), each task's
+    examples taken in order, and the network's regression loss falls within a task."""
+    experiment = tmp_path / "mine.py"
+    experiment.write_text(documented_experiment())
+    workdir = tmp_path / "stream"
+    argv = [
+        "train_continual",
+        f"--experiment={experiment}:smoke,no_norm",
+        "--config.task.name=drifting_regression",
+        "--config.task.steps_per_task=40",
+        "--config.task.num_tasks=3",
+        f"--config.data.data_dir={tmp_path / 'no_such_dir'}",
+        "--noprogress",
+        f"--workdir={workdir}",
+    ]
+    assert train_continual.main(argv) == 0
+    rows = workdir_lib.read_metrics(workdir)
+    ended = [r for r in rows if r["event"] == "task" and r["seed"] == 0]
+    assert [r["task"] for r in ended] == [0, 1, 2]
+    assert {r["task_name"] for r in ended} == {"drifting_regression"}
+    assert "end_accuracy" not in ended[0]  # a regression: losses only
+    assert all(r["end_loss"] < r["online_loss"] for r in ended), ended
+
+    assert tasks.is_stream("drifting_regression") and not tasks.is_stream("label_reversal")
+    sequence = tasks.make_task_sequence("drifting_regression")  # no dataset needed
+    state = sequence.init(jax.random.key(0))
+    inputs, targets = sequence.batch(state, np.arange(4))
+    again, _ = sequence.batch(state, np.array([2, 3]))
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(inputs)[2:])  # (key, i) alone
+    np.testing.assert_allclose(targets[:, 0], inputs @ state.weights, rtol=1e-6)
