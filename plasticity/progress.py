@@ -67,6 +67,17 @@ def format_rate(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _fitting(parts: list[str], room: int) -> str:
+    """The parts joined by ', ' while they fit in ``room`` characters: a part that does not is
+    left out whole, with those after it (the first is cut if it alone is too long)."""
+    text = parts[0][:room] if parts else ""
+    for part in parts[1:]:
+        if len(text) + 2 + len(part) > room:
+            break
+        text += ", " + part
+    return text
+
+
 def _is_terminal(stream) -> bool:
     try:
         return stream.isatty()
@@ -249,16 +260,16 @@ class Progress:
             room = width - fixed - MIN_BAR_CELLS - len(self.unit)
             postfix, rest = self._postfix_split(max(room, 0))
             self._bar.set_postfix_str(postfix, refresh=refresh)
-            self._show_status(", ".join(rest), width, refresh)
+            self._show_status(_fitting(rest, width - 2), refresh)
 
-    def _show_status(self, text: str, width: int, refresh: bool) -> None:
+    def _show_status(self, text: str, refresh: bool) -> None:
         """The parts the bar's line had no room for, on a line under it: opened the first time
         there are any, kept (blank once all fit again) until the bar closes."""
         if self._bar.disable or (not text and self._status is None):
             return
         if self._status is None:
             self._status = tqdm(total=0, file=sys.stderr, bar_format="{desc}", mininterval=0.5)
-        self._status.set_description_str(("  " + text)[:width], refresh=refresh)
+        self._status.set_description_str("  " + text, refresh=refresh)
 
     def _plain_line(self, force: bool = False) -> None:
         """One plain status line, when forced or when the last is old enough."""

@@ -182,6 +182,16 @@ def test_a_narrow_terminal_shows_the_parts_the_bar_has_no_room_for_on_a_line_und
     assert all(len(line) <= 119 for line in lines)
 
 
+def test_a_status_line_too_long_for_the_terminal_loses_whole_parts_from_its_end():
+    parts = ["ETA 01:02", "2,009 frames/s", "game=space_invaders (1/1)", "502 updates/s"]
+    assert (
+        progress_lib._fitting(parts, 60) == "ETA 01:02, 2,009 frames/s, game=space_invaders (1/1)"
+    )
+    assert progress_lib._fitting(parts, 80) == ", ".join(parts)
+    assert progress_lib._fitting(parts, 5) == "ETA 0"  # the first part alone is cut
+    assert progress_lib._fitting([], 5) == ""
+
+
 def test_a_wide_terminal_keeps_one_line(monkeypatch, capsys):
     monkeypatch.setattr(progress_lib, "_is_terminal", lambda stream: True)
     monkeypatch.setattr(progress_lib, "_terminal_width", lambda: 199)
