@@ -26,6 +26,7 @@ from plasticity.analysis import (
     series,
 )
 from plasticity.figures import (
+    Y_LABELS,
     curve_colors,
     curve_styles,
     draw,
@@ -39,7 +40,6 @@ from plasticity.figures import (
     plain_ticks,
     plot_layer_metric,
     plot_metrics,
-    Y_LABELS,
     plot_task_metrics,
     pyplot,
     style_axes,
