@@ -246,9 +246,25 @@ def any_process(flag: bool) -> bool:
     return bool(np.asarray(flags_of_all).max())
 
 
-def barrier(name: str) -> None:
-    """Waits until every process reaches the barrier called `name` (no-op on one process)."""
-    if jax.process_count() > 1:
+# How long a process waits at a `barrier` for the others: the rest of a job's runs may take days.
+BARRIER_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+def barrier(name: str, timeout_seconds: float = BARRIER_TIMEOUT_SECONDS) -> None:
+    """Waits until every process reaches the barrier called `name` (no-op on one process).
+
+    A barrier of the coordination service, not a device collective: a job's first collective
+    sets up its CPU communicator (gloo) within 30 s, so a process that reached its first one
+    (e.g. an Atari job's end, where a process's runs had used none) more than 30 s before the
+    others failed the whole job. Each `name` is used once per job."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed  # noqa: PLC0415 - the service's client
+
+    client = jax_distributed.global_state.client
+    if client is None:  # not started by `jax.distributed.initialize`
         from jax.experimental import multihost_utils  # noqa: PLC0415 - multi-process only
 
         multihost_utils.sync_global_devices(name)
+        return
+    client.wait_at_barrier(name, int(min(timeout_seconds, 2**31 / 1000 - 1) * 1000))

@@ -259,3 +259,63 @@ def test_killing_one_process_makes_the_other_exit_with_an_error_in_bounded_time(
         stop_all(jobs)
     assert survivor.returncode != 0
     assert waited < 60
+
+
+_BARRIER_JOB = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from plasticity import distributed
+    process, port, late = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    distributed.initialize(distributed.DistributedConfig(
+        f"127.0.0.1:{{port}}", 2, process, heartbeat_timeout_seconds=10,
+        initialization_timeout_seconds=60))
+    import jax, jax.numpy as jnp
+    float(jax.jit(lambda x: (x * x).sum())(jnp.ones(8)))  # a run's local work
+    if process == 0:
+        time.sleep(late)  # its runs take longer: the other waits (gloo's set-up gave up on it)
+    distributed.barrier("runs_done")
+    print("BARRIER_OK", time.monotonic(), flush=True)
+    """
+)
+
+
+def run_barrier_job(late: float) -> list[tuple[int, str, str]]:
+    port = free_port()
+    jobs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _BARRIER_JOB.format(repo=str(REPO)),
+                str(i),
+                str(port),
+                str(late),
+            ],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        outputs = [job.communicate(timeout=120 + late) for job in jobs]
+    finally:
+        stop_all(jobs)
+    return [(job.returncode, *output) for job, output in zip(jobs, outputs)]
+
+
+def test_a_barrier_waits_for_a_process_that_comes_late():
+    for code, stdout, stderr in run_barrier_job(late=2.0):
+        assert code == 0 and "BARRIER_OK" in stdout, stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_barrier_waits_longer_than_a_first_collective_could():
+    """A process reaching the job's end 35 s after the other, both having run local programs
+    (an Atari job's runs): a device collective's first use gave up after 30 s of waiting, and
+    the job aborted with status 134; both pass the barrier."""
+    for code, stdout, stderr in run_barrier_job(late=35.0):
+        assert code == 0 and "BARRIER_OK" in stdout, stderr[-3000:]
