@@ -87,6 +87,8 @@ class Checkpointer:
     def restore_metadata(self, step: int | None = None) -> dict[str, Any]:
         """The metadata dict of checkpoint `step` (default: the latest)."""
         step = self._resolve(step)
+        if is_local_step(self.directory / str(step)):
+            return LocalCheckpointer(self.directory).restore_metadata(step)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()})
         )
@@ -96,9 +98,13 @@ class Checkpointer:
         """(tree, metadata) of checkpoint `step` (default: the latest).
 
         `target` is a tree of arrays (or `jax.ShapeDtypeStruct`s with shardings) of the saved
-        structure; restored arrays take its shapes, dtypes and shardings.
+        structure; restored arrays take its shapes, dtypes and shardings. A step a process saved
+        alone (`LocalCheckpointer`'s format: a single-process run now resumed by a multi-process
+        job) is read by every process and placed on the target's shardings.
         """
         step = self._resolve(step)
+        if is_local_step(self.directory / str(step)):
+            return LocalCheckpointer(self.directory).restore(target, step)
         abstract = jax.tree.map(_abstract_leaf, target)
         args = ocp.args.Composite(
             **{TREE_ITEM: ocp.args.StandardRestore(abstract), METADATA_ITEM: ocp.args.JsonRestore()}
@@ -242,7 +248,8 @@ def for_directory(
 ) -> Checkpointer | LocalCheckpointer:
     """The checkpointer for ``directory``: `LocalCheckpointer` for a process that saves alone
     (unless the directory already holds Orbax checkpoints, which keep their format so that an
-    older work dir still resumes), `Checkpointer` (Orbax) for collective saves."""
+    older work dir still resumes), `Checkpointer` (Orbax) for collective saves (which also reads
+    the steps a process saved alone, so a single-process run resumes as a multi-process job)."""
     if saves_alone and is_local_format(directory):
         return LocalCheckpointer(directory, max_to_keep)
     return Checkpointer(directory, max_to_keep)
@@ -284,11 +291,22 @@ def is_local_format(directory: str | os.PathLike) -> bool:
     return not any((p / ORBAX_MARKER).exists() for p in steps)
 
 
+def is_local_step(step_directory: Path) -> bool:
+    """Whether a step directory holds `LocalCheckpointer`'s files rather than an Orbax save."""
+    return (step_directory / LocalCheckpointer.TREE_FILE).exists() and not (
+        step_directory / ORBAX_MARKER
+    ).exists()
+
+
 def _abstract_leaf(leaf: Any) -> Any:
-    """A ShapeDtypeStruct for a leaf, keeping a jax.Array's sharding."""
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        return leaf
+    """A ShapeDtypeStruct for a leaf, keeping a jax.Array's sharding; a leaf without one goes to
+    this process's first device (Orbax refuses to restore an unsharded target from a save made
+    on another topology, e.g. a multi-process job's checkpoint resumed on one device)."""
     if isinstance(leaf, jax.Array):
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
-    leaf = np.asarray(leaf)
-    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
+    if not isinstance(leaf, jax.ShapeDtypeStruct):
+        leaf = np.asarray(leaf)
+    sharding = getattr(leaf, "sharding", None) or jax.sharding.SingleDeviceSharding(
+        jax.local_devices()[0]
+    )
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding)
