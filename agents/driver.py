@@ -24,7 +24,10 @@ A loop (`agents.minatar_loop.MinAtarLoop`, `agents.atari_loop.AtariLoop`) implem
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
 
 from agents import evaluation_matrix
 from agents.probes import syncs_target
@@ -294,6 +297,17 @@ def _resume_row(segments: Sequence[Segment], loop: Loop, meta: dict[str, Any]) -
 def _drop(rows) -> None:
     """A reference's training rows are not written: only its final scores are."""
     del rows
+
+
+def latest_return(rows: Sequence[dict]) -> float | None:
+    """The mean over seeds of each seed's last finite 'train' return among ``rows`` (None when
+    no episode ended): what the progress bar shows of a chunk that logged several rows a seed."""
+    latest = {
+        row["seed"]: row["return_mean"]
+        for row in rows
+        if row["event"] == "train" and math.isfinite(row["return_mean"])
+    }
+    return float(np.mean(list(latest.values()))) if latest else None
 
 
 def shown_return(value: float | None) -> str:

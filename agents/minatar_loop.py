@@ -42,7 +42,7 @@ from jax.sharding import Mesh
 
 from agents import configs, probes, sequence
 from agents.configs import frames_per_iteration, replay_capacity, validate_config
-from agents.driver import open_run, shown_return, train_segments
+from agents.driver import latest_return, open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
 from agents.learner import Learner, make_learn_step, make_learner
 from agents.minatar_env import (
@@ -581,10 +581,8 @@ class MinAtarLoop:
         self._check_losses(run, segment, block, window, outputs)
         rows = self._rows(segment, block, start, window, flags, outputs, seconds)
         frames = (stop - start) * segment.frames_per_iteration
-        ended = [row["return_mean"] for row in rows if row["event"] == "train"]
-        finite = [value for value in ended if math.isfinite(value)]
-        if finite:
-            self.last_returns[game] = float(np.mean(finite[-len(self.seeds) :]))
+        if (latest := latest_return(rows)) is not None:
+            self.last_returns[game] = latest
         log(rows)
         run.advance(
             frames,
