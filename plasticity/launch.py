@@ -207,14 +207,22 @@ def main(
     with _signals_held():  # the run is over: a late Ctrl-C must not cut its summary short
         for result in results:
             label = _run_label(result, launch.workdir) if len(results) > 1 else ""
-            for line in result.outputs.get("summary", ()):
-                print(f"{label}: {line}" if label else line)
-            print(f"{name}: {result.status_line()}", file=sys.stderr)
+            if result.reported_here:  # not a copy of the lead process's lines
+                for line in result.outputs.get("summary", ()):
+                    print(f"{label}: {line}" if label else line)
+                print(f"{name}: {result.status_line()}", file=sys.stderr)
             if result.preempted:
                 break
-        for line in results[-1].outputs.get("launch_summary", ()) if results else ():
+        for line in results[-1].outputs.get("launch_summary", ()) if results and _leads() else ():
             print(line)  # across the launch's runs (e.g. an Atari variant's seeds)
     return 0
+
+
+def _leads() -> bool:
+    """Whether this is the job's lead process (a single-process launch always is)."""
+    from plasticity import distributed  # noqa: PLC0415 - imports JAX, after the flags
+
+    return distributed.is_lead_process()
 
 
 def _acknowledger(name: str) -> Callable[[str], None]:

@@ -223,7 +223,8 @@ class RunResult:
     ``preempted``: a stop request (SIGTERM, Ctrl-C) ended it after a checkpoint; ``stopped``: the
     early stop of ``stop_after_checkpoints`` did; ``resumed_from``: units done when this launch
     started from a checkpoint; ``done`` / ``total``: units (``unit``s) of the run; ``outputs``:
-    whatever else the trainer returns (final states, evaluations, summary lines).
+    whatever else the trainer returns (final states, evaluations, summary lines); ``shared``:
+    every process of a multi-process job ran this same run (its lead process reports it).
     """
 
     name: str
@@ -240,6 +241,12 @@ class RunResult:
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
     outputs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    shared: bool = False
+
+    @property
+    def reported_here(self) -> bool:
+        """Whether this process prints the run's summary and status: not a copy of the lead's."""
+        return not self.shared or jax.process_index() == 0
 
     @property
     def where(self) -> str:
@@ -364,7 +371,8 @@ class Run:
         self._steady_since: float | None = None  # training seconds when the pace became steady
         self._phase: str | None = None
         self._postfix: dict[str, Any] = {}
-        self.result = RunResult(name, self.path, unit, self.total)
+        shared = jax.process_count() > 1 and not self.independent
+        self.result = RunResult(name, self.path, unit, self.total, shared=shared)
 
     # Opening ---------------------------------------------------------------------------------
 
@@ -728,8 +736,9 @@ class Run:
             )
 
     def message(self, text: str) -> None:
-        """A line above the bar (evaluation results, switches)."""
-        if self.show_progress:
+        """A line above the bar (evaluation results, switches), from the process reporting the
+        run."""
+        if self.show_progress and self.result.reported_here:
             self.progress.write(text)
 
     def _say(self, text: str) -> None:

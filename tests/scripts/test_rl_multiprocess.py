@@ -136,6 +136,7 @@ def test_a_minatar_job_of_two_processes_equals_one_process(minatar):
     for code, stderr in [*minatar["job"], minatar["alone"]]:
         assert code == 0, stderr[-3000:]
     assert "train_minatar: complete" in minatar["job"][0][1]
+    assert "train_minatar: complete" not in minatar["job"][1][1]  # the lead's lines, once
     alone, _, alone_step = restore_latest(root / "alone")
     job_state, _, job_step = restore_latest(root / "job", template=alone)
     assert job_step == alone_step == FRAMES
