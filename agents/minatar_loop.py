@@ -719,8 +719,11 @@ def chunk_frames(config: ml_collections.ConfigDict) -> int:
     return min(int(config.checkpoint_every_frames), int(config.frames_per_game))
 
 
-def check_memory(config: ml_collections.ConfigDict, segments: Sequence[Segment]) -> None:
-    """One-line ValueError when the seeds' replays cannot fit in the device's memory."""
+def check_memory(
+    config: ml_collections.ConfigDict, segments: Sequence[Segment], mesh: Mesh | None = None
+) -> None:
+    """One-line ValueError when the replays of the seeds that share one memory (a device's, or
+    the host's for CPU devices: `runtime.runs_in_one_memory`) cannot fit in it."""
     games = tuple(distinct_games(segments[0].blocks))
     channels = max(CHANNELS[game] for game in games)
     shapes = jax.eval_shape(
@@ -734,7 +737,10 @@ def check_memory(config: ml_collections.ConfigDict, segments: Sequence[Segment])
         )
     )
     per_seed = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
-    runtime.check_fits(per_seed * int(config.num_seeds), f"the replays of {config.num_seeds} seeds")
+    seeds = int(config.num_seeds)
+    shared = runtime.runs_in_one_memory(seeds, mesh)
+    what = f"the replays of {seeds} seeds" + (f" ({shared} a device)" if shared < seeds else "")
+    runtime.check_fits(per_seed * shared, what)
 
 
 def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
@@ -742,9 +748,9 @@ def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
     the learning plan and schedule, the memory. A one-line ValueError otherwise (the launcher
     plans every run of a launch before the first starts)."""
     validate_config(config, "minatar")
-    seed_mesh(config)  # a mesh that does not fit the devices or the seeds is a one-line error
+    mesh = seed_mesh(config)  # a mesh that does not fit the devices or the seeds: one line
     segments = plan_segments(config, make_blocks(config))
-    check_memory(config, segments)
+    check_memory(config, segments, mesh)
     return segments
 
 

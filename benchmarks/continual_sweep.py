@@ -128,17 +128,21 @@ def plan_experiment(config: ml_collections.ConfigDict, **trainer_kwargs) -> Expe
 
 
 def check_memory(plan: ExperimentPlan) -> None:
-    """One-line ValueError, before anything is allocated, when the runs of a variant (their
-    parameters, optimizer and task states, all runs at once) and its data cannot fit."""
+    """One-line ValueError, before anything is allocated, when the runs of a variant that share
+    one memory (their parameters, optimizer and task states; `runtime.runs_in_one_memory` on the
+    config's mesh) and its data cannot fit."""
+    try:
+        mesh = mesh_lib.make_mesh(plan.config.mesh, num_runs=plan.num_runs)
+    except ValueError:  # refused in one line by `run_experiment`'s own checks
+        mesh = None
+    shared = runtime.runs_in_one_memory(plan.num_runs, mesh)
     key = jax.random.PRNGKey(0)
     for name, trainer in plan.variants:
         hparams = {k: 0.0 for k in trainer.hparam_keys}
         shapes = jax.eval_shape(lambda k, t=trainer, h=hparams: t.init(k, h)[0], key)
         per_run = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(shapes))
         data = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(trainer.sequence.data))
-        runtime.check_fits(
-            per_run * plan.num_runs + data, f"the {plan.num_runs} runs of variant {name!r}"
-        )
+        runtime.check_fits(per_run * shared + data, f"the {plan.num_runs} runs of variant {name!r}")
 
 
 def _hparam_label(point: Mapping[str, float], keys: Sequence[str]) -> str:

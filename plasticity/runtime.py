@@ -298,6 +298,19 @@ def available_bytes(device: jax.Device | None = None) -> int | None:
     return None
 
 
+def runs_in_one_memory(num_runs: int, mesh=None) -> int:
+    """How many of ``num_runs`` runs split over ``mesh``'s ``seed`` axis share one memory: the
+    runs of one device on accelerators (each has its own memory), the runs of every device of
+    this process on CPU devices (they share the host's); all of them without a mesh."""
+    if mesh is None or mesh.size == 1:
+        return num_runs
+    per_device = -(-num_runs // dict(mesh.shape).get("seed", 1))
+    devices = list(mesh.devices.flat)
+    if devices[0].platform != "cpu":
+        return per_device
+    return per_device * sum(device.process_index == jax.process_index() for device in devices)
+
+
 def check_fits(needed: int, what: str, device: jax.Device | None = None) -> None:
     """One-line ValueError, before anything is allocated, when ``needed`` bytes of ``what`` cannot
     fit in the memory `available_bytes` reports (nothing is checked when it is unknown)."""

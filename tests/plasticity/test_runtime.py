@@ -237,3 +237,30 @@ def test_compile_loop_with_xla_products_leaves_ynnpack_out_and_computes_the_same
     reference = np.maximum(np.asarray(x, np.float64) @ np.asarray(w, np.float64) + 1.0, 0.0)
     np.testing.assert_allclose(np.asarray(own(x, w)), reference, rtol=0, atol=1e-4)
     np.testing.assert_allclose(np.asarray(default(x, w)), reference, rtol=0, atol=1e-4)
+
+
+class _Device:
+    def __init__(self, platform: str, process_index: int):
+        self.platform, self.process_index = platform, process_index
+
+
+class _SeedMesh:
+    """What `runs_in_one_memory` reads of a mesh: its size, axis sizes and devices."""
+
+    def __init__(self, platform: str, processes: int, per_process: int):
+        devices = [_Device(platform, p) for p in range(processes) for _ in range(per_process)]
+        self.devices = np.array(devices, dtype=object)
+        self.size = len(devices)
+        self.shape = {"seed": len(devices)}
+
+
+def test_the_runs_that_share_one_memory_are_a_devices_on_accelerators_and_a_hosts_on_cpus():
+    """A replay check compares one memory with the runs it holds: each accelerator holds its
+    own seeds (8 seeds of a 4.1 GiB replay on 8 GPUs need 4.1 GiB each, not 33), CPU devices
+    share the host's memory between this process's devices."""
+    assert runtime.runs_in_one_memory(8, None) == 8
+    assert runtime.runs_in_one_memory(8, _SeedMesh("gpu", 1, 8)) == 1
+    assert runtime.runs_in_one_memory(10, _SeedMesh("gpu", 1, 4)) == 3  # 3, 3, 2, 2
+    assert runtime.runs_in_one_memory(16, _SeedMesh("tpu", 4, 4)) == 1  # a pod, one per chip
+    assert runtime.runs_in_one_memory(8, _SeedMesh("cpu", 1, 8)) == 8
+    assert runtime.runs_in_one_memory(8, _SeedMesh("cpu", 2, 4)) == 4  # this process's half
