@@ -15,7 +15,8 @@ Three entry points:
   shardings inside any jitted caller (a learn step, a fully jitted loop);
 * `make_data_parallel_update(learner, mesh)`: ``update(state, batch, weights, rng)`` jitted;
   with ``seed_axis`` it is vmapped over a leading run axis of the state and the batch, runs split
-  over ``seed`` and each run's batch over ``data`` (``--mesh=seed:4,data:2``);
+  over ``seed`` and each run's batch over ``data`` (a mesh such as ``seed:4,data:2``, built by
+  the caller: the launchers split only ``seed``);
 * `make_data_parallel_learn_step(learner, config, mesh)`: `agents.learner.make_learn_step` with
   a replicated replay: every device draws the same indices and gathers only its share of the
   sampled batch; priorities are written back everywhere.

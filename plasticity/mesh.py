@@ -195,7 +195,7 @@ def check_seed_split(mesh: Mesh, spec: str, num_runs: int, runs: str) -> None:
     if jax.process_count() > 1 and mesh.size != jax.device_count():
         raise ValueError(
             f"a job of {jax.process_count()} processes with {jax.device_count()} devices needs "
-            f"a run count they divide ({runs} fills {mesh.size})"
+            f"a run count that fills them all: {runs} fill {mesh.size} of them"
         )
 
 
