@@ -430,8 +430,8 @@ class AtariLoop:
         blocks, and the 'switch' row (and an 'intervention' row each)."""
         config = segment.config
         settings = config.intervention
-        interventions = segment.interventions_at_start(block)
-        for i in range(interventions):
+        causes = segment.interventions_at_start(block)
+        for i in range(len(causes)):
             seed = derive_seed(self.seed, block, 5, *([i] if i else []))
             state = self._intervene(state, segment, seed)
         policy = SwitchPolicy.from_config(config.switch)
@@ -446,8 +446,11 @@ class AtariLoop:
         fields = switch_row_fields(segment, block, policy, rate, moments, items)
         rows = [segment.row("switch", block, -1, self.seed, **fields)]
         state = state.replace(train_state=train_state, replay=replay)
-        intervention = segment.row("intervention", block, -1, self.seed, name=settings.name)
-        return state, rows + [intervention] * interventions
+        rows += [
+            segment.row("intervention", block, -1, self.seed, name=settings.name, cause=cause)
+            for cause in causes
+        ]
+        return state, rows
 
     def end_block(self) -> None:
         for env in (self.env, self.eval_env):

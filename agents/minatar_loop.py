@@ -533,9 +533,9 @@ class MinAtarLoop:
         policy = SwitchPolicy.from_config(segment.config.switch)
         game_index = np.int32(agent.suite.game_index(segment.blocks[block].game))
         settings = segment.config.intervention
-        interventions = segment.interventions_at_start(block)
+        causes = segment.interventions_at_start(block)
         with run.phase("switching" if block else "starting"):
-            state = agent.start_block(state, game_index, policy, interventions)
+            state = agent.start_block(state, game_index, policy, len(causes))
         rows = []
         if block > 0:
             first = segment.plan.window(block, 0, 1)
@@ -548,8 +548,10 @@ class MinAtarLoop:
                 moments, size = float(norms[s]), int(items[s]) * segment.num_envs
                 fields = switch_row_fields(segment, block, policy, rate, moments, size)
                 rows.append(segment.row("switch", block, -1, seed, **fields))
-                intervention = segment.row("intervention", block, -1, seed, name=settings.name)
-                rows += [intervention] * interventions
+                rows += [
+                    segment.row("intervention", block, -1, seed, name=settings.name, cause=cause)
+                    for cause in causes
+                ]
         return state, rows
 
     def run_chunk(self, run: Run, state, segment: Segment, block: int, start: int, stop: int, log):

@@ -537,14 +537,27 @@ class Segment:
         if not len(applied):
             return []
         if not self.summarizes_interventions:
-            return [self.row("intervention", block, int(i), seed, name=name) for i in applied]
+            return [
+                self.row("intervention", block, int(i), seed, name=name, cause="periodic")
+                for i in applied
+            ]
         first = self.row("intervention", block, int(applied[0]), seed)["frames"]
         summary = dict(
             applications=len(applied),
             every_frames=int(self.config.intervention.every_frames),
             first_frames=first,
         )
-        return [self.row("intervention", block, int(applied[-1]), seed, name=name, **summary)]
+        return [
+            self.row(
+                "intervention",
+                block,
+                int(applied[-1]),
+                seed,
+                name=name,
+                **summary,
+                cause="periodic",
+            )
+        ]
 
     def periodic_interventions(self, block: int, window: Mapping[str, np.ndarray]) -> np.ndarray:
         """Whether the periodic intervention runs after each iteration of ``window`` (of
@@ -553,16 +566,17 @@ class Segment:
         end = int(self.plan.block_first_iteration[block + 1]) * self.frames_per_iteration
         return self._intervention_due(window) & (window["frames_after"] != end)
 
-    def interventions_at_start(self, block: int) -> int:
-        """Interventions at ``block``'s start, before the switch policy (on the replay of the game
-        that ended): one for ``intervention.at_switch``, one for a periodic intervention that
-        fell on the previous block's last iteration; 0 for the first block."""
+    def interventions_at_start(self, block: int) -> tuple[str, ...]:
+        """The causes of the interventions at ``block``'s start, before the switch policy (on the
+        replay of the game that ended), their rows' ``cause``: 'at_switch' for
+        ``intervention.at_switch``, 'periodic' for a periodic one that fell on the previous
+        block's last iteration; none for the first block."""
         settings = self.config.intervention
         if block == 0 or settings.name == "none":
-            return 0
+            return ()
         n = self.plan.iterations[block - 1]
         deferred = n > 0 and bool(self._intervention_due(self.plan.window(block - 1, n - 1, n))[0])
-        return int(bool(settings.at_switch)) + int(deferred)
+        return ("at_switch",) * bool(settings.at_switch) + ("periodic",) * deferred
 
     def chunk_ends(self, block: int, chunk_frames: int) -> list[int]:
         """Block-relative iteration counts at which the chunks of ``block`` end: every

@@ -47,6 +47,9 @@ def test_minatar_shrinks_every_256_frames_and_at_every_switch_inside_the_compile
     # after the block's evaluation, at the next block's start (the last block's never runs).
     assert [r["frames"] for r in rows] == [256, 512, 512, 768, 1024, 1024, 1280, 1536, 1536, 1792]
     assert {r["name"] for r in rows} == {"shrink_perturb"}
+    # The two at a switch say why each ran: the switch's, then the period's deferred one.
+    causes = [r["cause"] for r in rows]
+    assert causes == ["periodic", "at_switch", "periodic"] * 3 + ["periodic"]
     norms = [r["weight_norm/torso/conv_0"] for r in rows_of(tmp_path, "diagnostics")]
     assert len(norms) == 8 and all(b < a for a, b in zip(norms, norms[1:]))
     assert all(np.isfinite(r["loss"]) for r in rows_of(tmp_path, "train") if "loss" in r)
