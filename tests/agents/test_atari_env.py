@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import subprocess
 import sys
 import time
@@ -415,3 +417,26 @@ def test_emulators_print_no_banner():
     )
     assert result.stdout.strip() == "stepped"
     assert "Arcade Learning Environment" not in result.stderr
+
+
+def test_reward_clipping_keeps_the_sign_of_a_lost_point():
+    """Clipped rewards lie in [-1, 1], not [0, 1]: Pong's -1 for a lost point stays -1 (random
+    play loses its first point after about 120 agent steps)."""
+    with make_atari_env("Pong", 1, seed=0) as env:
+        timesteps = rollout(env, random_actions(env.num_actions, 1, 150))
+    raw = stacked(timesteps, "raw_reward")
+    assert raw.min() == -1.0
+    np.testing.assert_array_equal(stacked(timesteps, "reward"), np.clip(raw, -1.0, 1.0))
+
+
+def test_make_atari_env_defaults_are_dqn_zoos():
+    """`make_atari_env` builds with `AtariConfig`'s defaults, the DQN Zoo settings: a life loss
+    ends the bootstrap, rewards are clipped, up to 30 no-ops, 4 frames a step, 4 stacked."""
+    signature = inspect.signature(make_atari_env).parameters
+    defaults = {name: p.default for name, p in signature.items() if p.default is not p.empty}
+    config = {f.name: f.default for f in dataclasses.fields(atari_env.AtariConfig)}
+    assert defaults == {name: config[name] for name in defaults}
+    assert set(config) - set(defaults) == {"game", "num_envs", "seed"}
+    assert defaults["life_loss_ends_bootstrap"] and defaults["reward_clip"]
+    assert (defaults["noop_max"], defaults["frame_skip"], defaults["stack"]) == (30, 4, 4)
+    assert defaults["max_episode_frames"] == atari_scores.REFERENCE_EPISODE_FRAMES

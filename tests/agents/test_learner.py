@@ -13,7 +13,7 @@ import pytest
 from flax import traverse_util
 
 from agents import configs
-from agents.learner import make_learner, make_replay
+from agents.learner import make_learner, make_replay, preprocess_observations
 from agents.replay import replay_add, replay_transitions
 from plasticity.networks import parameter_count
 
@@ -273,3 +273,56 @@ def test_only_rainbows_preset_clips_the_gradient_norm_as_in_dqn_zoo():
     for family in configs.FAMILIES:
         assert configs.get_config("dqn", family).optimizer.max_grad_norm == 0.0
         assert configs.get_config("rainbow", family).optimizer.max_grad_norm == 10.0
+
+
+def test_pixels_are_scaled_to_the_unit_interval_and_planes_kept():
+    """uint8 pixels enter the network in [0, 1] (x / 255); MinAtar's boolean planes as 0 or 1."""
+    pixels = preprocess_observations(jnp.array([0, 51, 255], jnp.uint8))
+    assert pixels.dtype == jnp.float32
+    np.testing.assert_allclose(pixels, [0.0, 0.2, 1.0], rtol=1e-6)
+    np.testing.assert_array_equal(preprocess_observations(jnp.array([False, True])), [0.0, 1.0])
+
+
+def test_double_q_selects_with_the_online_network_and_evaluates_with_the_target():
+    """Double Q-learning's TD error, r + discount * Q_target(o_t, argmax_a Q_online(o_t, a)) -
+    Q_online(o_tm1, a_tm1), against NumPy on the two networks' Q-values."""
+    spec = jax.ShapeDtypeStruct((10, 10, 4), jnp.uint8)
+    sections = dict(network__torso="mlp", network__mlp_sizes=(32,), network__hidden_sizes=(16,))
+    learner = make_learner(tiny("dqn", learner__double_q=True, **sections), NUM_ACTIONS)
+    init = jax.jit(learner.init, static_argnums=1)
+    online, target = (init(jax.random.key(seed), spec).params for seed in (0, 1))
+    rng = np.random.default_rng(4)
+    batch = dict(
+        obs_tm1=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
+        a_tm1=jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH), jnp.int32),
+        r_t=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
+        discount_t=jnp.full((BATCH,), 0.99, jnp.float32),
+        obs_t=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
+    )
+    key = jax.random.key(2)
+    _, (terms, _) = jax.jit(learner.loss)(online, target, batch, jnp.ones(BATCH), key)
+    apply = jax.jit(learner.apply)
+    q = lambda params, obs: np.asarray(apply(params, obs, key).q_values, np.float64)  # noqa: E731
+    q_tm1, q_t_online, q_t_target = (
+        q(online, batch["obs_tm1"]),
+        q(online, batch["obs_t"]),
+        q(target, batch["obs_t"]),
+    )
+    selected = q_t_online.argmax(1)
+    assert (selected != q_t_target.argmax(1)).any()  # the two networks disagree somewhere
+    rows = np.arange(BATCH)
+    expected = (
+        np.asarray(batch["r_t"])
+        + 0.99 * q_t_target[rows, selected]
+        - q_tm1[rows, np.asarray(batch["a_tm1"])]
+    )
+    # float32 Q-values of order 1 computed in two programs: agree to a few ulps.
+    np.testing.assert_allclose(terms.td_errors, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_replay_capacity_is_rounded_down_to_whole_env_time_lines():
+    """A capacity that is no multiple of the env count gives each env an equal time line (30
+    slots over 4 envs: 7 each), not a refusal."""
+    config = tiny("dqn", replay__capacity=30)
+    replay = make_replay(config, (3,), num_envs=4, stack=1)
+    assert (replay.num_envs, replay.slots_per_env, replay.capacity) == (4, 7, 28)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 import types
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -479,3 +481,49 @@ def test_the_progress_bar_shows_the_current_games_last_return(tmp_path, monkeypa
         ("space_invaders (2/2)", None): "—",
         ("space_invaders (1/1)", "fresh_space_invaders"): "—",
     }
+
+
+class CounterState(NamedTuple):
+    time: jax.Array
+    over: jax.Array
+
+
+class CounterGame:
+    """A gymnax-shaped game for `MinAtarSuite`'s own bookkeeping: a reward of 1 at every step
+    (stepping an ended game included), game over on action 1, and an ended game that stays over
+    when stepped again (as gymnax's Seaquest and Space Invaders report)."""
+
+    def reset_env(self, key, params):
+        return jnp.zeros((10, 10, 4), jnp.bool_), CounterState(jnp.int32(0), jnp.bool_(False))
+
+    def step_env(self, key, state, action, params):
+        state = CounterState(state.time + 1, state.over | (action == 1))
+        return jnp.zeros((10, 10, 4), jnp.bool_), state, jnp.float32(1.0), state.over, {}
+
+
+def test_episodes_restart_cleanly_after_truncation_and_game_over(monkeypatch):
+    """`MinAtarSuite.step`'s timestep protocol (module docstring of `agents.minatar_env`): an
+    episode opens with a ``first`` timestep (reward 0, discount 1), whatever stepping the ended
+    game would give, and ends with ``last`` after exactly ``max_episode_steps`` steps
+    (truncation, discount 1) or at game over (discount 0)."""
+    game = types.SimpleNamespace(make=lambda name, use_minimal_action_set: (CounterGame(), None))
+    monkeypatch.setitem(sys.modules, "gymnax", game)
+    suite = minatar_env.MinAtarSuite(("breakout",), True, 0.0, max_episode_steps=4)
+    # Four steps to the truncation, a step into the next episode, game over, four more steps.
+    actions = jnp.array([0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0], jnp.int32)
+
+    @jax.jit
+    def rollout(key):
+        carry, begun = suite.begin(suite.init(1), 0, key)
+        step = lambda carry, action: suite.step(carry, 0, action[None], key)  # noqa: E731
+        return jax.tree.map(
+            lambda a, b: jnp.concatenate([a, b[:, 0]]), begun, jax.lax.scan(step, carry, actions)[1]
+        )
+
+    timesteps = jax.device_get(rollout(jax.random.key(0)))
+    first = np.array([1, 0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1], bool)
+    last = np.array([0, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0], bool)
+    np.testing.assert_array_equal(timesteps.first, first)
+    np.testing.assert_array_equal(timesteps.last, last)
+    np.testing.assert_array_equal(timesteps.reward, np.where(first, 0.0, 1.0))
+    np.testing.assert_array_equal(timesteps.discount, np.where(np.arange(13) == 6, 0.0, 1.0))

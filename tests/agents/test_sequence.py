@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fractions
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -419,3 +422,87 @@ def test_train_rows_carry_an_importance_exponent_only_for_a_prioritized_replay()
         field = main.importance_field(values, 1)
         expected = {"importance_exponent": float(values["importance_exponent"][1])}
         assert field == (expected if prioritized else {})
+
+
+def test_the_run_counts_its_learning_frames_in_frames_not_transitions():
+    """`LearningPlan.total_learning_frames` (the importance-exponent anneal's default length)
+    counts emulator frames: with 2 envs and a frame skip of 4 an iteration adds 2 items but
+    plays 8 frames. Host counters of a loop that adds, then learns, give the reference."""
+    lengths, items, frames, starts, capacity = (30, 20), 2, 8, 12, 100
+    plan = sequence.plan_learning(
+        lengths,
+        items_per_iteration=items,
+        frames_per_iteration=frames,
+        learning_starts=starts,
+        capacity=capacity,
+        updates_per_frame=0.25,
+    )
+    replay_items = learning_frames = 0
+    for _ in range(sum(lengths)):
+        replay_items = min(replay_items + items, capacity)
+        learning_frames += frames if replay_items >= starts else 0
+    assert learning_frames == 45 * 8  # learning from the 6th iteration on
+    assert plan.total_learning_frames == learning_frames
+    assert whole_run(plan, "learning_frames_after")[-1] == learning_frames
+
+
+def test_the_replay_ratio_of_a_decimal_rate_is_exact():
+    """Owed updates are floor(learning frames x the rate the user wrote), in every window and in
+    the plan's totals alike: 0.29 updates a frame owe 29 updates after 100 frames, although
+    100 * 0.29 is 28.999999999999996 in floating point."""
+    plan = sequence.plan_learning(
+        (50,),
+        items_per_iteration=1,
+        frames_per_iteration=4,
+        learning_starts=1,
+        capacity=100,
+        updates_per_frame=0.29,
+    )
+    window = plan.window(0, 0, 50)
+    exact = [
+        math.floor(fractions.Fraction("0.29") * int(f)) for f in window["learning_frames_after"]
+    ]
+    np.testing.assert_array_equal(window["updates_after"], exact)
+    np.testing.assert_array_equal(window["updates"], np.diff([0, *exact]))
+    assert plan.total_updates == exact[-1] == 58
+
+
+def test_linear_schedules_hold_their_end_value_after_their_duration():
+    """Exploration decays linearly to its end value over ``decay_frames`` learning frames and
+    stays there (DQN's epsilon-greedy schedule), rather than going on below it."""
+    values = sequence.linear_values(np.array([0, 50, 100, 150, 10_000]), 1.0, 0.1, 100)
+    np.testing.assert_allclose(values, [1.0, 0.55, 0.1, 0.1, 0.1], rtol=1e-12)
+    config = configs.smoke_config("dqn", "minatar")
+    main = sequence.plan_segments(config, sequence.make_schedule(["breakout"], 8192))[0]
+    end = main.plan.iterations[0]
+    window = main.plan.window(0, end - 2, end)
+    assert window["learning_frames_before"].min() > 10 * config.exploration.decay_frames
+    epsilon = main.schedule_values(window)["epsilon"]
+    np.testing.assert_array_equal(epsilon, np.float32(config.exploration.epsilon_end))
+
+
+def test_one_game_played_for_several_cycles_keeps_its_own_action_set():
+    """Left open, the full action set is for sequences of several games; one game played again
+    and again keeps its minimal set (what `agents.configs` says of ``env.full_action_space``)."""
+    config = configs.smoke_config("dqn", "minatar")
+    assert config.env.full_action_space is None
+    for games, cycles, full in ((("breakout",), 3, False), (("breakout", "asterix"), 1, True)):
+        config.games, config.cycles = games, cycles
+        blocks = sequence.make_schedule(games, config.frames_per_game, cycles)
+        assert len(blocks) > 1
+        (main,) = sequence.plan_segments(config, blocks)
+        assert main.config.env.full_action_space is full
+
+
+def test_only_end_of_block_evaluations_enter_the_evaluation_matrix():
+    """The Atari loop also evaluates inside a block (``evaluation.every_frames``, rows with
+    ``end_of_block`` False): those are learning curves, not cells of the matrix or visit scores."""
+    blocks = sequence.make_schedule(["a", "b"], 10)
+    cell = {"event": "eval", "block": 0, "game": "a", "trained_game": "a", "visit": 1}
+    rows = [
+        {**cell, "end_of_block": False, "return_mean": 100.0},
+        {**cell, "end_of_block": True, "return_mean": 2.0},
+    ]
+    summary = evaluation_matrix.evaluation_matrix_summary(blocks, rows)
+    assert summary["return_mean"] == [[2.0, None], [None, None]]
+    assert summary["visit_scores"] == {"a": {"visit_1": 2.0}}

@@ -559,3 +559,20 @@ def test_a_logged_per_layer_metric_no_figure_draws_gets_its_own_and_leaves_no_st
     run = analysis.load_run(_write_rows(tmp_path / "run", rows))
     assert "layers_mine" not in report.render_figures([run], out)
     assert not (out / "layers_mine.png").exists() and (out / "layers_dead.png").exists()
+
+
+def test_a_run_whose_rows_do_not_all_carry_frames_is_read_against_steps():
+    """The x-axis is frames only when every row has them (an RL run); otherwise steps, so that
+    no row of the series is dropped for lacking the other axis."""
+    rows = [
+        {"event": "diagnostics", "step": 0, "frames": 0, "seed": 0, "param_norm": 1.0},
+        {"event": "diagnostics", "step": 10, "seed": 0, "param_norm": 2.0},
+    ]
+    run = analysis.Run("mixed", Path("."), {}, rows)
+    assert analysis.x_axis(run) == "step"
+    series = analysis.series(run, "param_norm")
+    np.testing.assert_array_equal(series.x, [0, 10])
+    np.testing.assert_array_equal(series.mean, [1.0, 2.0])
+    rl = analysis.Run("rl", Path("."), {}, [{**row, "frames": 4 * row["step"]} for row in rows])
+    assert analysis.x_axis(rl) == "frames"
+    np.testing.assert_array_equal(analysis.series(rl, "param_norm").x, [0, 40])

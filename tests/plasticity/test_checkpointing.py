@@ -147,3 +147,34 @@ def test_local_checkpoints_written_without_key_paths_still_restore(tmp_path):
     )
     np.testing.assert_array_equal(tree["a"], np.arange(3.0))
     assert int(tree["b"]) == 9 and metadata == {"done": 3}
+
+
+def test_local_checkpoints_order_steps_by_number_not_by_name(tmp_path):
+    """Step 10 is newer than step 9, although its directory's name sorts first as text."""
+    local = checkpointing.LocalCheckpointer(tmp_path, max_to_keep=2)
+    for step in (8, 9, 10):
+        local.save(step, {"w": np.full(2, float(step))}, {"done": step})
+    assert local.all_steps() == [9, 10] and local.latest_step() == 10
+    restored, metadata = local.restore({"w": np.zeros(2)})
+    np.testing.assert_array_equal(restored["w"], [10.0, 10.0])
+    assert metadata == {"done": 10}
+
+
+def test_local_checkpoints_refuse_arrays_of_another_dtype(tmp_path):
+    """An array saved as float64 does not restore silently into a float32 leaf (a program fed
+    it would compile again, or compute in the other precision)."""
+    local = checkpointing.LocalCheckpointer(tmp_path)
+    local.save(1, {"w": np.ones(3, np.float64)})
+    with pytest.raises(ValueError, match=r"float64\[3\] array where float32\[3\] was expected"):
+        local.restore({"w": np.zeros(3, np.float32)})
+
+
+def test_an_entry_without_leaves_inside_a_sequence_reads_back_as_none(tmp_path):
+    """Read without a target, a sequence keeps the positions of its entries: an entry without
+    arrays between two with arrays (an optimizer chain's stateless transform) becomes None."""
+    local = checkpointing.LocalCheckpointer(tmp_path)
+    local.save(1, {"chain": (np.ones(2), (), np.zeros(3))})
+    nested, _ = local.restore_nested()
+    assert len(nested["chain"]) == 3 and nested["chain"][1] is None
+    np.testing.assert_array_equal(nested["chain"][0], np.ones(2))
+    np.testing.assert_array_equal(nested["chain"][2], np.zeros(3))

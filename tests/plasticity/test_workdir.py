@@ -172,3 +172,16 @@ def test_run_info_says_which_code_ran_and_whether_it_was_edited(tmp_path):
     outside = run.code_version(tmp_path / "untracked.txt")
     assert outside["git_commit"] is None and outside["git_dirty"] is None
     assert outside["version"] == clean["version"] is not None
+
+
+def test_a_work_dir_two_levels_inside_another_run_is_refused(tmp_path):
+    """A run's own directory cannot sit in another run's work dir, directly or one folder
+    further down (as a ``<variant>/seed_<s>`` work dir would)."""
+    outer = tmp_path / "run"
+    outer.mkdir()
+    (outer / workdir.CONFIG_FILE).write_text("{}")
+    for inner in (outer / "variant", outer / "variant" / "seed_0"):
+        with pytest.raises(ValueError) as error:
+            workdir.check_workdir(inner)
+        assert f"is inside the work dir of another run ({outer})" in str(error.value)
+    assert sorted(p.name for p in outer.iterdir()) == [workdir.CONFIG_FILE]
