@@ -210,6 +210,7 @@ def main(
             if result.reported_here:  # not a copy of the lead process's lines
                 for line in result.outputs.get("summary", ()):
                     print(f"{label}: {line}" if label else line)
+            if result.reported_here or not result.completed:  # each process says why it stopped
                 print(f"{name}: {result.status_line()}", file=sys.stderr)
             if result.preempted:
                 break

@@ -140,7 +140,7 @@ def test_counts_read_as_whole_numbers(capsys):
         assert shown in capsys.readouterr().err
 
 
-def test_a_narrow_terminal_loses_whole_parts_of_the_postfix_from_the_end():
+def test_a_narrow_terminal_loses_whole_parts_of_the_postfix_from_the_end(monkeypatch):
     """Elapsed always shows; ETA, the rate, the fields and updates/s follow while they fit, and a
     part that does not fit is left out whole (tqdm would cut the line mid-word)."""
     bar = progress_lib.Progress(total=10_000, unit="frame", disable=True)
@@ -148,6 +148,8 @@ def test_a_narrow_terminal_loses_whole_parts_of_the_postfix_from_the_end():
     time.sleep(0.02)
     bar.advance(300, updates=30)
     bar.pause()
+    now = time.monotonic()  # the elapsed time, too, read at one instant (a stall would tick it)
+    monkeypatch.setattr(progress_lib.time, "monotonic", lambda: now)
     full = bar._postfix(None)
     parts = full.replace(" | ", ", ").split(", ")
     assert parts[0].startswith("elapsed ") and parts[1].startswith("ETA ")

@@ -140,7 +140,7 @@ def test_vmapped_runs_on_two_cpu_devices_finish(tmp_path):
             env=env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=600,  # about 60 s, 80 s beside the suite's heaviest fixture; a deadlock never ends
         )
     except subprocess.TimeoutExpired:
         pytest.fail("the launcher hung (LAPACK deadlock in XLA:CPU's thread pool?)")
