@@ -231,18 +231,23 @@ def test_nap_and_weight_decay_come_from_the_agent_config():
     )
 
 
-def test_the_gradient_norm_is_the_global_norm_and_skipping_it_changes_no_update():
-    """``aux['grad_norm']`` is the 2-norm of every parameter's gradient (NumPy reference, float64);
-    with ``learner.grad_norm`` off the update leaves it out and is otherwise bit for bit the same."""
-    spec = jax.ShapeDtypeStruct((10, 10, 4), jnp.uint8)
-    rng = np.random.default_rng(3)
-    batch = dict(
+def random_minatar_batch(rng: np.random.Generator) -> dict:
+    """A batch of BATCH MinAtar-shaped transitions (binary 10×10×4 observations)."""
+    return dict(
         obs_tm1=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
         a_tm1=jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH), jnp.int32),
         r_t=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
         discount_t=jnp.full((BATCH,), 0.99, jnp.float32),
         obs_t=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
     )
+
+
+def test_the_gradient_norm_is_the_global_norm_and_skipping_it_changes_no_update():
+    """``aux['grad_norm']`` is the 2-norm of every parameter's gradient (NumPy reference, float64);
+    with ``learner.grad_norm`` off the update leaves it out and is otherwise bit for bit the same."""
+    spec = jax.ShapeDtypeStruct((10, 10, 4), jnp.uint8)
+    rng = np.random.default_rng(3)
+    batch = random_minatar_batch(rng)
     weights, key = jnp.ones(BATCH), jax.random.key(1)
     sections = dict(network__torso="mlp", network__mlp_sizes=(32,), network__hidden_sizes=(16,))
     with_norm = make_learner(tiny("dqn", **sections), NUM_ACTIONS)
@@ -292,13 +297,7 @@ def test_double_q_selects_with_the_online_network_and_evaluates_with_the_target(
     init = jax.jit(learner.init, static_argnums=1)
     online, target = (init(jax.random.key(seed), spec).params for seed in (0, 1))
     rng = np.random.default_rng(4)
-    batch = dict(
-        obs_tm1=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
-        a_tm1=jnp.asarray(rng.integers(0, NUM_ACTIONS, BATCH), jnp.int32),
-        r_t=jnp.asarray(rng.normal(size=BATCH), jnp.float32),
-        discount_t=jnp.full((BATCH,), 0.99, jnp.float32),
-        obs_t=jnp.asarray(rng.integers(0, 2, (BATCH, 10, 10, 4), dtype=np.uint8)),
-    )
+    batch = random_minatar_batch(rng)
     key = jax.random.key(2)
     _, (terms, _) = jax.jit(learner.loss)(online, target, batch, jnp.ones(BATCH), key)
     apply = jax.jit(learner.apply)

@@ -81,6 +81,19 @@ def reference_plan(lengths, items, frames, starts, capacity, upf, flush):
     return np.array(updates), np.array(learning_before), np.array(block_starts)
 
 
+def plan_of(lengths, items, frames, starts, capacity, upf, flush=False):
+    """`sequence.plan_learning` of blocks ``lengths`` (iterations) with these settings."""
+    return sequence.plan_learning(
+        lengths,
+        items_per_iteration=items,
+        frames_per_iteration=frames,
+        learning_starts=starts,
+        capacity=capacity,
+        updates_per_frame=upf,
+        flush_at_switch=flush,
+    )
+
+
 def whole_run(plan, key: str) -> np.ndarray:
     """``plan.window``'s ``key`` over every iteration of the run, block after block."""
     return np.concatenate([plan.window(b, 0, n)[key] for b, n in enumerate(plan.iterations)])
@@ -99,15 +112,7 @@ def whole_run(plan, key: str) -> np.ndarray:
 def test_learning_plan_matches_the_host_counters(
     lengths, items, frames, starts, capacity, upf, flush
 ):
-    plan = sequence.plan_learning(
-        lengths,
-        items_per_iteration=items,
-        frames_per_iteration=frames,
-        learning_starts=starts,
-        capacity=capacity,
-        updates_per_frame=upf,
-        flush_at_switch=flush,
-    )
+    plan = plan_of(lengths, items, frames, starts, capacity, upf, flush)
     updates, learning_before, block_starts = reference_plan(
         lengths, items, frames, starts, capacity, upf, flush
     )
@@ -429,14 +434,7 @@ def test_the_run_counts_its_learning_frames_in_frames_not_transitions():
     counts emulator frames: with 2 envs and a frame skip of 4 an iteration adds 2 items but
     plays 8 frames. Host counters of a loop that adds, then learns, give the reference."""
     lengths, items, frames, starts, capacity = (30, 20), 2, 8, 12, 100
-    plan = sequence.plan_learning(
-        lengths,
-        items_per_iteration=items,
-        frames_per_iteration=frames,
-        learning_starts=starts,
-        capacity=capacity,
-        updates_per_frame=0.25,
-    )
+    plan = plan_of(lengths, items, frames, starts, capacity, 0.25)
     replay_items = learning_frames = 0
     for _ in range(sum(lengths)):
         replay_items = min(replay_items + items, capacity)

@@ -188,23 +188,20 @@ _JOB = textwrap.dedent(
 )
 
 
-def start_job(process: int, port: int, steps: int, pause: float) -> subprocess.Popen:
+def start_script(script: str, *args) -> subprocess.Popen:
+    """``python -c script args...`` from the repository, its output captured."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _JOB.format(repo=str(REPO)),
-            str(process),
-            str(port),
-            str(steps),
-            str(pause),
-        ],
+        [sys.executable, "-c", script.format(repo=str(REPO)), *map(str, args)],
         cwd=REPO,
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def start_job(process: int, port: int, steps: int, pause: float) -> subprocess.Popen:
+    return start_script(_JOB, process, port, steps, pause)
 
 
 def stop_all(processes) -> None:
@@ -282,24 +279,7 @@ _BARRIER_JOB = textwrap.dedent(
 
 def run_barrier_job(late: float) -> list[tuple[int, str, str]]:
     port = free_port()
-    jobs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _BARRIER_JOB.format(repo=str(REPO)),
-                str(i),
-                str(port),
-                str(late),
-            ],
-            cwd=REPO,
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    jobs = [start_script(_BARRIER_JOB, i, port, late) for i in range(2)]
     try:
         outputs = [job.communicate(timeout=120 + late) for job in jobs]
     finally:
