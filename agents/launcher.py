@@ -115,6 +115,8 @@ def run(
     """
     import jax  # noqa: PLC0415
 
+    from plasticity import distributed  # noqa: PLC0415
+
     replaced = []
     config = config_of(context.flags, context.overrides, family, replaced)
     runs = configs.expand_runs(config, family, context.workdir)
@@ -136,6 +138,7 @@ def run(
             )
         runs = runs[jax.process_index() :: processes]
         options.update(should_stop=context.local_stop_requested, independent=True)
+    distributed.agree_to_start()  # every process planned its runs: none refused them
     results = []
     for workdir, run_config in runs:
         if several:  # the harness's lines say which run they are about
@@ -145,8 +148,6 @@ def run(
         if not result.completed:
             break
     if family == "atari" and processes > 1:
-        from plasticity import distributed  # noqa: PLC0415
-
         distributed.barrier("atari_runs_done")
     if several:
         write_combined_matrix(context.workdir, config, family)

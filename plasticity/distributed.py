@@ -259,12 +259,67 @@ def barrier(name: str, timeout_seconds: float = BARRIER_TIMEOUT_SECONDS) -> None
     others failed the whole job. Each `name` is used once per job."""
     if jax.process_count() == 1:
         return
-    from jax._src import distributed as jax_distributed  # noqa: PLC0415 - the service's client
-
-    client = jax_distributed.global_state.client
+    client = _service_client()
     if client is None:  # not started by `jax.distributed.initialize`
         from jax.experimental import multihost_utils  # noqa: PLC0415 - multi-process only
 
         multihost_utils.sync_global_devices(name)
         return
-    client.wait_at_barrier(name, int(min(timeout_seconds, 2**31 / 1000 - 1) * 1000))
+    client.wait_at_barrier(name, _milliseconds(timeout_seconds))
+
+
+def _service_client() -> Any:
+    """The coordination service's client of this process (None where none was started)."""
+    from jax._src import distributed as jax_distributed  # noqa: PLC0415 - the service's client
+
+    return jax_distributed.global_state.client
+
+
+def _milliseconds(seconds: float) -> int:
+    return int(min(seconds, 2**31 / 1000 - 1) * 1000)
+
+
+# Each process's word on its launch once it is planned: READY, or REFUSED followed by the error.
+_LAUNCH_KEY = "plasticity/launch_planned/{}"
+_READY, _REFUSED = "ready", "refused: "
+_announced = False  # this process said its word (once per job)
+
+
+def _announce(value: str) -> bool:
+    """Publishes this process's word on its launch; False when there is nowhere to (one
+    process, no coordination service) or it was already said."""
+    global _announced
+    client = _service_client() if jax.process_count() > 1 else None
+    if client is None or _announced:
+        return False
+    client.key_value_set(_LAUNCH_KEY.format(jax.process_index()), value)
+    _announced = True
+    return True
+
+
+def refuse_launch(error: str) -> None:
+    """Tells the job's other processes that this one stops before training, with its one-line
+    `error` (e.g. a setting its devices cannot take), so that they stop with that line too (see
+    `agree_to_start`). Nothing on one process or once this process has agreed to start."""
+    _announce(_REFUSED + error)
+
+
+def agree_to_start(timeout_seconds: float = BARRIER_TIMEOUT_SECONDS) -> None:
+    """Waits until every process of the job has planned its launch; a one-line ValueError when
+    one of them refused it (`refuse_launch`). Call it after every check that could refuse the
+    launch and before the first collective and the first file written.
+
+    Without it, a process refusing its arguments (a mesh its devices cannot hold, a mistyped
+    value given to one process only) left the others to fail at the job's first collective, 30 s
+    later, with gloo's traceback, after process 0 had written the work dir's first files."""
+    if not _announce(_READY):
+        return
+    client = _service_client()
+    for process in range(jax.process_count()):
+        if process == jax.process_index():
+            continue
+        word = client.blocking_key_value_get(
+            _LAUNCH_KEY.format(process), _milliseconds(timeout_seconds)
+        )
+        if word.startswith(_REFUSED):
+            raise ValueError(f"process {process} stopped: {word[len(_REFUSED) :]}")

@@ -301,5 +301,7 @@ def _signals_held():
 def _error(name: str, error: object) -> int:
     """Prints the one-line error and returns the exit status of bad input."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "plasticity.distributed" in sys.modules:  # it may have joined a job: tell the others
+        sys.modules["plasticity.distributed"].refuse_launch(text)
     print(f"{name}: error: {text}", file=sys.stderr)
     return ERROR_EXIT_CODE

@@ -81,12 +81,14 @@ def config_of(
 
 def run(context: launch.Launch):
     from benchmarks import continual_config, continual_sweep  # noqa: PLC0415
+    from plasticity import distributed  # noqa: PLC0415
 
     replaced = []
     config = config_of(context.flags, context.overrides, replaced)
     plan = continual_sweep.plan_experiment(config)  # every check before anything is written
     unused = continual_config.unused_data_dir(continual_config.variant_configs(config))
     context.note([*replaced, *([unused] if unused else [])])
+    distributed.agree_to_start()  # every process planned the experiment: none refused it
     return continual_sweep.run_experiment(
         config, context.workdir, plan=plan, **context.run_options()
     )

@@ -477,6 +477,30 @@ def test_every_run_of_a_launch_is_planned_before_the_first_trains(tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["train_minatar", "train_continual"])
+def test_a_process_refusing_its_arguments_stops_the_whole_job_in_one_line(name, tmp_path):
+    """Process 1 of a two-process job given a size its memory cannot hold (a value mistyped
+    for one process): both processes stop within seconds, each with one line (process 0 names
+    process 1's reason), and the work dir is not written. Process 0 had gone on alone and
+    failed 30 s later at the job's first collective, with gloo's traceback."""
+    port = test_resume.free_port()
+    job = [*short(name), f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
+    job += ["--num_seeds=2"] if name == "train_minatar" else []  # a seed for each device
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    pair = [
+        start(name, [*job, "--process_id=0"], workdir, cache),
+        start(name, [*job, *TOO_BIG[name], "--process_id=1"], workdir, cache),
+    ]
+    (code_0, stderr_0), (code_1, stderr_1) = [finish(process) for process in pair]
+    reason = lines_of(stderr_1, name)
+    assert code_1 == 1 and len(reason) == 1 and "do not fit in memory" in reason[0], stderr_1
+    assert code_0 == 1 and lines_of(stderr_0, name) == [
+        reason[0].replace(": error: ", ": error: process 1 stopped: ", 1)
+    ], stderr_0
+    assert "Traceback" not in stderr_0 + stderr_1
+    assert not workdir.exists()
+
+
 @pytest.mark.parametrize("name", list(LAUNCHERS))
 def test_settings_that_cannot_be_built_are_one_line_and_write_nothing(name, tmp_path, capsys):
     workdir = tmp_path / "run"
