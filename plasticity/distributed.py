@@ -289,8 +289,8 @@ def _announce(value: str) -> bool:
     """Publishes this process's word on its launch; False when there is nowhere to (one
     process, no coordination service) or it was already said."""
     global _announced
-    client = _service_client() if jax.process_count() > 1 else None
-    if client is None or _announced:
+    client = _service_client()  # first: asking for the process count would start JAX's backend
+    if client is None or _announced or jax.process_count() == 1:
         return False
     client.key_value_set(_LAUNCH_KEY.format(jax.process_index()), value)
     _announced = True
