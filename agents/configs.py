@@ -12,6 +12,9 @@ eps 1.5625e-4, global gradient clip 10, 3-step returns, discount 0.99, rewards c
 C51 with 51 atoms on [-10, 10], noisy nets (sigma init 0.1) and no epsilon-greedy, dueling,
 double Q; evaluation with epsilon 0 and the noise sampled.
 
+Both: plain layers' kernels and biases drawn from U(+-1/sqrt(fan_in)) (``network.initialization``,
+DQN Zoo's and Dopamine's; noisy layers draw their means so too).
+
 DQN (DQN Zoo ``dqn/run_atari.py``, i.e. Nature DQN): replay 1M, uniform, learning starts at 5%,
 batch 32, one update every 16 frames, target copied every 40,000 frames, centred RMSProp lr 2.5e-4
 decay 0.95 eps 0.01 / 32^2 and no clipping of the gradient's norm, 1-step Q-learning whose TD
@@ -101,6 +104,9 @@ def _base_config() -> ml_collections.ConfigDict:
             v_max=10.0,
             noisy=True,
             noisy_sigma_init=0.1,
+            # 'fan_in_uniform': U(±1/√fan_in) kernels and biases, DQN Zoo's and Dopamine's (and
+            # PyTorch's default); 'lecun_normal': Flax's default (`plasticity.networks.initialize`).
+            initialization="fan_in_uniform",
         )
     )
 
@@ -457,6 +463,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
     from plasticity.diagnostics import check_names, make_options  # noqa: PLC0415
     from plasticity.nap import check_nap_config  # noqa: PLC0415
+    from plasticity.networks import check_initialization  # noqa: PLC0415
     from plasticity.optim import check_optimizer_config  # noqa: PLC0415
 
     if family not in FAMILIES:
@@ -469,6 +476,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         )
     check_norm(config.network.norm)
     check_activation(config.network.activation)
+    check_initialization(config.network.initialization)
     check_nap_config(config.network.norm, config.optimizer.nap.enabled)
     check_layer_sizes("network.hidden_sizes", config.network.hidden_sizes)
     if config.network.torso == "mlp":

@@ -44,7 +44,15 @@ from agents.replay import ReplayState, replay_init, replay_sample, replay_update
 from plasticity.interventions import injected_apply
 from plasticity.layers import NormedLayer
 from plasticity.nap import check_nap_config, scale_invariant_norms
-from plasticity.networks import MLP, NatureTorso, QNetwork, ValueHead, ValueOutputs
+from plasticity.networks import (
+    MLP,
+    NatureTorso,
+    QNetwork,
+    ValueHead,
+    ValueOutputs,
+    check_initialization,
+    initialize,
+)
 from plasticity.optim import make_optimizer, optimizer_learning_rate
 from plasticity.train_state import TrainState, apply_gradients, create_train_state
 
@@ -147,6 +155,7 @@ def make_learner(
     if num_actions < 1:
         raise ValueError(f"num_actions must be >= 1, got {num_actions}")
     network = build_network(config.network, num_actions)
+    initialization = check_initialization(config.network.initialization)
     invariant_norms = ()
     if config.optimizer.nap.enabled and observation_shape is not None:
         example = jax.ShapeDtypeStruct((1, *observation_shape), jnp.float32)
@@ -194,6 +203,7 @@ def make_learner(
         # Strong-typed leaves (noisy layers' sigma initializers give weak-typed arrays, which would
         # make the first update's output types differ from its inputs and compile it twice).
         params = jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), variables["params"])
+        params = initialize(initialization, params, jax.random.fold_in(params_key, 1))
         # A real copy: online and target buffers must be distinct for donation.
         target_params = jax.tree.map(lambda x: jnp.array(x, dtype=x.dtype, copy=True), params)
         return create_train_state(params, optimizer, state_key, {"target_params": target_params})

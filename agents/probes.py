@@ -30,7 +30,9 @@ import ml_collections
 
 from agents.learner import Learner, preprocess_observations
 from agents.replay import ReplayState, replay_sample
+from plasticity.diagnostics import default_init_fn
 from plasticity.effective_lr import configured_exponent
+from plasticity.networks import initialize
 from plasticity.optim import optimizer_learning_rate
 from plasticity.train_state import TrainState
 
@@ -143,8 +145,21 @@ def make_intervention(config: ml_collections.ConfigDict, learner: Learner):
         settings.name,
         learner.network,
         apply_kwargs=_noise_kwargs,
+        init_fn=fresh_params_fn(config, learner),
         **settings.options.to_dict(),
     )
+
+
+def fresh_params_fn(config: ml_collections.ConfigDict, learner: Learner) -> Callable:
+    """``(rng, inputs) -> params``: a fresh network as the learner's ``init`` draws one (under
+    ``network.initialization``), for the interventions that reset, recycle or perturb."""
+    network_init = default_init_fn(learner.network, _noise_kwargs)
+    scheme = config.network.initialization
+
+    def fresh_params(rng: jax.Array, inputs: jax.Array) -> Any:
+        return initialize(scheme, network_init(rng, inputs), jax.random.fold_in(rng, 1))
+
+    return fresh_params
 
 
 def with_intervention_state(train_state: TrainState, intervention) -> TrainState:

@@ -21,7 +21,9 @@ def purejaxrl_config(
     config = configs.get_config("dqn", "minatar")
     config.games, config.frames_per_game, config.num_seeds = ("breakout",), steps, seeds
     config.env.update(dict(num_envs=10, sticky_action_prob=0.0))
-    config.network.update(dict(torso="mlp", mlp_sizes=(120,), hidden_sizes=(84,)))
+    config.network.update(  # Flax's default initialization, as the peer's `nn.Dense`s
+        dict(torso="mlp", mlp_sizes=(120,), hidden_sizes=(84,), initialization="lecun_normal")
+    )
     config.learner.update(
         dict(batch_size=128, n_step=1, double_q=False, huber_delta=0.0),
         target_update_period_frames=500,

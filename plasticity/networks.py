@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from plasticity.layers import (
@@ -377,3 +378,50 @@ def validate_architecture(norm: str, activation: str) -> None:
     """Raises a one-line ValueError for an unknown norm or activation."""
     check_norm(norm)
     check_activation(activation)
+
+
+# How the plain linear and convolution layers start (`initialize`): Flax's own LeCun-normal
+# kernels with zero biases, or U(±1/√fan_in) kernels and biases.
+INITIALIZATIONS = ("lecun_normal", "fan_in_uniform")
+
+
+def check_initialization(name: str) -> str:
+    """Returns `name` if it is a known initialization, else raises a one-line ValueError."""
+    if name not in INITIALIZATIONS:
+        raise ValueError(
+            f"Unknown initialization {name!r}: expected one of {', '.join(INITIALIZATIONS)}."
+        )
+    return name
+
+
+def initialize(name: str, params: Any, key: jax.Array) -> Any:
+    """`params` (as a builder's ``init`` made them) under the initialization called `name`.
+
+    'lecun_normal' returns them as they are: Flax's default, N(0, 1/fan_in) truncated kernels and
+    zero biases. 'fan_in_uniform' redraws the kernel and the bias of every plain linear and
+    convolution layer from U(±1/√fan_in), fan_in being the kernel's inputs (kernel height × width
+    × channels for a convolution): the initialization of DQN Zoo and Dopamine, and PyTorch's
+    default for `nn.Linear` and `nn.Conv2d`. Its kernels have 1/√3 of LeCun-normal's standard
+    deviation, so their norms (NaP's targets, the effective learning rate η/‖W‖) start about 1.73×
+    smaller. Norm parameters (γ, β) and noisy layers (whose means are already drawn this way)
+    are left as they are.
+    """
+    if check_initialization(name) == "lecun_normal":
+        return params
+    flat = traverse_util.flatten_dict(params)
+    modules = sorted({path[:-1] for path in flat if path[-1] == "kernel"})
+    redrawn = dict(flat)
+    for index, module in enumerate(modules):
+        if module + ("sigma_kernel",) in flat:  # a noisy layer
+            continue
+        kernel = flat[module + ("kernel",)]
+        bound = 1.0 / float(np.sqrt(np.prod(kernel.shape[:-1])))
+        for leaf, leaf_key in zip(
+            ("kernel", "bias"), jax.random.split(jax.random.fold_in(key, index))
+        ):
+            if module + (leaf,) in flat:
+                value = flat[module + (leaf,)]
+                redrawn[module + (leaf,)] = jax.random.uniform(
+                    leaf_key, value.shape, value.dtype, -bound, bound
+                )
+    return traverse_util.unflatten_dict(redrawn)

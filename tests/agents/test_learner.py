@@ -325,3 +325,33 @@ def test_the_replay_capacity_is_rounded_down_to_whole_env_time_lines():
     config = tiny("dqn", replay__capacity=30)
     replay = make_replay(config, (3,), num_envs=4, stack=1)
     assert (replay.num_envs, replay.slots_per_env, replay.capacity) == (4, 7, 28)
+
+
+def test_the_presets_start_as_dqn_zoo_and_the_purejaxrl_settings_as_flax():
+    """The RL presets draw plain layers U(±1/√fan_in), kernels and biases (DQN Zoo, Dopamine,
+    PyTorch), at init and for the interventions' fresh networks; PureJaxRL's settings keep
+    Flax's LeCun-normal kernels and zero biases, as its `nn.Dense` layers do."""
+    from agents import probes  # noqa: PLC0415
+    from benchmarks import peer_settings  # noqa: PLC0415
+
+    config = configs.dqn_config()
+    learner = make_learner(config, NUM_ACTIONS)
+    state = learner.init(jax.random.key(0), OBS_SPEC)
+    fresh = probes.fresh_params_fn(config, learner)(
+        jax.random.key(1), preprocess_observations(jnp.zeros((1, *OBS_SPEC.shape), jnp.uint8))
+    )
+    for params in (state.params, state.extra["target_params"], fresh):
+        conv = params["torso"]["conv_0"]["linear"]
+        bound = 1 / np.sqrt(8 * 8 * 4)
+        assert np.abs(conv["kernel"]).max() <= bound and np.abs(conv["bias"]).max() <= bound
+        np.testing.assert_allclose(np.std(conv["kernel"]), bound / np.sqrt(3), rtol=0.05)
+        assert np.unique(np.asarray(conv["bias"])).size == 32
+    fresh_bias, own_bias = (p["torso"]["conv_0"]["linear"]["bias"] for p in (fresh, state.params))
+    assert not np.array_equal(fresh_bias, own_bias)
+
+    purejaxrl = peer_settings.purejaxrl_config(seeds=1, steps=1000, diagnostics=False)
+    learner = make_learner(purejaxrl, NUM_ACTIONS)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct((10, 10, 4), jnp.bool_))
+    hidden = state.params["torso"]["hidden_0"]["linear"]
+    assert not np.any(hidden["bias"])
+    np.testing.assert_allclose(np.std(hidden["kernel"]), 1 / np.sqrt(400), rtol=0.05)

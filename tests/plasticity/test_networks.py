@@ -352,3 +352,40 @@ def test_the_effective_learning_rate_exponent_is_the_measured_one():
         measured = np.log(turn(name, 1.0) / turn(name, 4.0)) / np.log(4.0)
         # Angles of ~1e-4 rad from float32 steps: the measured exponent is 1 or 2 to ~1e-4.
         assert measured == pytest.approx(effective_lr.optimizer_exponent(name), abs=0.02), name
+
+
+def test_fan_in_uniform_redraws_plain_layers_only_within_their_bounds():
+    """DQN Zoo's initialization: every plain kernel and bias U(±1/√fan_in) (a convolution's fan-in
+    is kernel height × width × channels), so a kernel's standard deviation is 1/√3 of LeCun's;
+    noisy layers (already drawn so) and norm parameters stay as the builder made them."""
+    network = networks.QNetwork(
+        networks.NatureTorso("layernorm"),
+        networks.ValueHead(num_actions=4, hidden_sizes=(512,), norm="none", noisy=True),
+    )
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    params = network.init(rngs, jnp.zeros((1, 84, 84, 4)))["params"]
+    before = traverse_util.flatten_dict(params, sep="/")
+    after = traverse_util.flatten_dict(
+        networks.initialize("fan_in_uniform", params, jax.random.key(2)), sep="/"
+    )
+    assert sorted(after) == sorted(before)
+    redrawn = sorted(name for name in before if not np.array_equal(before[name], after[name]))
+    assert redrawn == [f"torso/conv_{i}/linear/kernel" for i in range(3)]  # LayerNorm: no bias
+    for name, fan_in in zip(redrawn, (8 * 8 * 4, 4 * 4 * 32, 3 * 3 * 64)):
+        bound = 1 / np.sqrt(fan_in)
+        value = np.asarray(after[name])
+        assert np.abs(value).max() <= bound and value.dtype == np.float32
+        # 10⁴–10⁵ draws: the sample deviation is within 3% (more than 10 of its own errors).
+        np.testing.assert_allclose(value.std(), bound / np.sqrt(3), rtol=0.03)
+        np.testing.assert_allclose(np.asarray(before[name]).std(), bound, rtol=0.03)  # LeCun's
+    unnormed = networks.MLP((300,), 10)
+    params = unnormed.init(jax.random.key(0), jnp.zeros((1, 50)))["params"]
+    redrawn = networks.initialize("fan_in_uniform", params, jax.random.key(3))
+    for layer, fan_in in (("hidden_0/linear", 50), ("output", 300)):
+        bias = np.asarray(traverse_util.flatten_dict(redrawn, sep="/")[f"{layer}/bias"])
+        assert np.abs(bias).max() <= 1 / np.sqrt(fan_in) and np.unique(bias).size == bias.size
+    again = networks.initialize("fan_in_uniform", params, jax.random.key(3))
+    jax.tree.map(np.testing.assert_array_equal, again, redrawn)  # a function of the key
+    assert networks.initialize("lecun_normal", params, jax.random.key(3)) is params
+    with pytest.raises(ValueError, match="Unknown initialization 'xavier'"):
+        networks.initialize("xavier", params, jax.random.key(3))
