@@ -10,7 +10,9 @@ importance exponent 0.4 -> 1.0 over training), learning starts once 2% of the re
 batch 32, one update every 16 frames, target network copied every 32,000 frames, Adam lr 6.25e-5
 eps 1.5625e-4, global gradient clip 10, 3-step returns, discount 0.99, rewards clipped to [-1, 1],
 C51 with 51 atoms on [-10, 10], noisy nets (sigma init 0.1) and no epsilon-greedy, dueling,
-double Q; evaluation with epsilon 0 and the noise sampled.
+double Q; evaluation with epsilon 0 and the noise sampled. Without noisy nets
+(``network.noisy=False``) the agent needs an epsilon-greedy schedule (``exploration.*``): one that
+stays at 0 is refused, since nothing would explore.
 
 Both: plain layers' kernels and biases drawn from U(+-1/sqrt(fan_in)) (``network.initialization``,
 DQN Zoo's and Dopamine's; noisy layers draw their means so too).
@@ -277,8 +279,10 @@ def minatar_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     MinAtar torso, conv(16, 3x3, stride 1) -> 128 units (with the preset's head: Rainbow's
     dueling C51 noisy head, DQN's plain one). One update every 4 steps, target copied every
     1,000 updates, replay 100k transitions, learning from 5,000. Rainbow: Adam 1e-4, eps
-    3.125e-4 (Obando-Ceron & Castro's MinAtar Rainbow); DQN: the preset's centred RMSProp,
-    epsilon 1 -> 0.05 over 50k frames. A restarted schedule warms up over 500 updates.
+    3.125e-4 and C51's support on [-100, 100] (Obando-Ceron & Castro's MinAtar Rainbow: MinAtar's
+    rewards are not clipped, and Atari's [-10, 10] would cut a good agent's discounted returns);
+    DQN: the preset's centred RMSProp, epsilon 1 -> 0.05 over 50k frames. A restarted schedule
+    warms up over 500 updates.
     """
     config.games = ("breakout", "asterix", "freeway", "space_invaders")
     config.frames_per_game = 100_000
@@ -288,7 +292,9 @@ def minatar_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
             sticky_action_prob=0.1,
             # None: the full 6-action set when the run plays more than one game, else the game's.
             full_action_space=config_dict.placeholder(bool),
-            max_episode_frames=0,  # 0: each game's own step limit
+            # 0: gymnax's step limits (1,000; Freeway 2,500), where MinAtar has none: returns
+            # are capped (`agents.minatar_env.MinAtarSuite`); a large value plays uncut episodes.
+            max_episode_frames=0,
             frame_skip=1,
             stack=1,
         )
@@ -300,6 +306,7 @@ def minatar_preset(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     config.exploration.decay_frames = 50_000
     if config.agent == "rainbow":
         config.optimizer.update(dict(learning_rate=1e-4, eps=3.125e-4))
+        config.network.update(dict(v_min=-100.0, v_max=100.0))
     else:
         config.exploration.epsilon_end = 0.05
     config.optimizer.schedule.warmup_steps = 500
@@ -520,6 +527,14 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
             raise ValueError(f"{name} must be >= 1, got {value}")
     if not config.games:
         raise ValueError("games must name at least one game")
+    exploration = config.exploration
+    if not config.network.noisy and exploration.epsilon_begin == exploration.epsilon_end == 0:
+        raise ValueError(
+            "network.noisy=False with exploration.epsilon_begin = epsilon_end = 0: nothing would "
+            "explore (a random network's greedy policy fills the replay); give an epsilon-greedy "
+            "schedule, e.g. --config.exploration.epsilon_begin=1.0 "
+            "--config.exploration.epsilon_end=0.01 (Rainbow without noisy nets explores so)"
+        )
     if config.network.num_atoms > 1 and not config.network.v_min < config.network.v_max:
         raise ValueError(
             f"network.v_min ({config.network.v_min}) must be below v_max ({config.network.v_max})"

@@ -90,8 +90,10 @@ class MinAtarSuite:
       games: canonical game names (`resolve_minatar_game`), in the order of their indices.
       full_action_space: every game takes MinAtar's six actions (required for several games).
       sticky_action_prob: probability that an env repeats its previous action at a step.
-      max_episode_steps: truncation limit in steps; 0 keeps each game's own (1,000; 2,500 for
-        freeway).
+      max_episode_steps: truncation limit in steps; 0 keeps gymnax's (1,000; 2,500 for freeway,
+        whose timer ends MinAtar's own game). MinAtar itself has no limit: its published scores
+        (Young & Tian; Obando-Ceron & Castro) come from uncut episodes, so compare with them
+        under a large limit. A cut episode bootstraps (Freeway's timer too: it is not observed).
     """
 
     def __init__(

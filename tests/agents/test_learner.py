@@ -355,3 +355,16 @@ def test_the_presets_start_as_dqn_zoo_and_the_purejaxrl_settings_as_flax():
     hidden = state.params["torso"]["hidden_0"]["linear"]
     assert not np.any(hidden["bias"])
     np.testing.assert_allclose(np.std(hidden["kernel"]), 1 / np.sqrt(400), rtol=0.05)
+
+
+def test_each_familys_rainbow_has_its_references_support():
+    """C51's atoms: DQN Zoo's [-10, 10] on Atari's clipped rewards; on MinAtar's unclipped ones
+    Obando-Ceron & Castro's [-100, 100], which a return of one point a step for 1,000 steps
+    (99.996 discounted at 0.99) still fits."""
+    atari = np.asarray(make_learner(configs.rainbow_config(), NUM_ACTIONS).support)
+    minatar = np.asarray(
+        make_learner(configs.get_config("rainbow", "minatar"), NUM_ACTIONS).support
+    )
+    assert (atari[0], atari[-1], atari.size) == (-10.0, 10.0, 51)
+    assert (minatar[0], minatar[-1], minatar.size) == (-100.0, 100.0, 51)
+    assert sum(0.99**t for t in range(1_000)) < minatar[-1]

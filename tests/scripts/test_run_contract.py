@@ -406,6 +406,7 @@ UNBUILDABLE = {
             "num_layers must be >= 1",
         ),
         ("--config.network.widthz=3", "unknown config field 'network.widthz'"),
+        ("--config.network.initialization=xavier", "Unknown initialization 'xavier': expected"),
         ("--experiment=benchmarks/configs/atari_sequence.py:smoke", "is not a MinAtar config"),
         ("--config.optimizer.learning_rate=-1", "learning_rate must be a number > 0, got -1"),
         (
@@ -459,6 +460,10 @@ UNBUILDABLE = {
         ("--weight_decay=-0.1", "optimizer.weight_decay must be a number >= 0, got -0.1"),
         ("--config.optimizer.eps=-1e-8", "optimizer.eps must be a number >= 0, got -1e-08"),
         ("--config.learner.priority_max=0", "learner.priority_max must be a number > 0, got 0"),
+        (
+            ("--agent=rainbow", "--config.network.noisy=False"),
+            "network.noisy=False with exploration.epsilon_begin = epsilon_end = 0: nothing",
+        ),
     ],
 }
 
