@@ -29,9 +29,7 @@ verdict INCONCLUSIVE. Rerun alone after the faster in-loop convolutions
 (`plasticity.layers.PatchConv`): 3.3 minutes, baseline 0.23 ± 5.0, LN + NaP 0.81 ± 6.6,
 INCONCLUSIVE again; and after the first game's reference became the sequence's first block (5
 blocks an arm): 3.5 minutes beside other jobs, baseline −0.04 ± 2.8, LN + NaP 2.6 ± 3.6 (their
-difference 2.6 ± 4.5), INCONCLUSIVE; and after the presets took DQN Zoo's initialization
-(U(±1/√fan_in) kernels and biases): 7.6 minutes beside the test suite, baseline −0.04 ± 1.9,
-LN + NaP 1.9 ± 3.8 (their difference 1.9 ± 3.4), INCONCLUSIVE. At this budget DQN barely learns (breakout returns 0.5–1.4 against 0.56 for
+difference 2.6 ± 4.5), INCONCLUSIVE. At this budget DQN barely learns (breakout returns 0.5–1.4 against 0.56 for
 a random policy; space invaders 0.25–3.9 against 2.84), so neither loss of plasticity nor its
 absence can show; LN + NaP learns a little faster (breakout 1.4–1.8). The paper's effect lives
 at 20M frames a game; the ``paper`` scale (2M steps a game, 5 games, Rainbow) is where to look.
