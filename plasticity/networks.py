@@ -400,8 +400,8 @@ def initialize(name: str, params: Any, key: jax.Array) -> Any:
     'lecun_normal' returns them as they are: Flax's default, N(0, 1/fan_in) truncated kernels and
     zero biases. 'fan_in_uniform' redraws the kernel and the bias of every plain linear and
     convolution layer from U(±1/√fan_in), fan_in being the kernel's inputs (kernel height × width
-    × channels for a convolution): the initialization of DQN Zoo and Dopamine, and PyTorch's
-    default for `nn.Linear` and `nn.Conv2d`. Its kernels have 1/√3 of LeCun-normal's standard
+    × channels for a convolution): DQN Zoo's initialization, and PyTorch's default for
+    `nn.Linear` and `nn.Conv2d`. Its kernels have 1/√3 of LeCun-normal's standard
     deviation, so their norms (NaP's targets, the effective learning rate η/‖W‖) start about 1.73×
     smaller. Norm parameters (γ, β) and noisy layers (whose means are already drawn this way)
     are left as they are.

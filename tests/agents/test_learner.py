@@ -328,9 +328,9 @@ def test_the_replay_capacity_is_rounded_down_to_whole_env_time_lines():
 
 
 def test_the_presets_start_as_dqn_zoo_and_the_purejaxrl_settings_as_flax():
-    """The RL presets draw plain layers U(±1/√fan_in), kernels and biases (DQN Zoo, Dopamine,
-    PyTorch), at init and for the interventions' fresh networks; PureJaxRL's settings keep
-    Flax's LeCun-normal kernels and zero biases, as its `nn.Dense` layers do."""
+    """The Atari presets draw plain layers U(±1/√fan_in), kernels and biases (DQN Zoo), at init
+    and for the interventions' fresh networks; the MinAtar presets and PureJaxRL's settings keep
+    Flax's LeCun-normal kernels and zero biases, as PureJaxRL's `nn.Dense` layers do."""
     from agents import probes  # noqa: PLC0415
     from benchmarks import peer_settings  # noqa: PLC0415
 
@@ -355,6 +355,11 @@ def test_the_presets_start_as_dqn_zoo_and_the_purejaxrl_settings_as_flax():
     hidden = state.params["torso"]["hidden_0"]["linear"]
     assert not np.any(hidden["bias"])
     np.testing.assert_allclose(np.std(hidden["kernel"]), 1 / np.sqrt(400), rtol=0.05)
+    minatar = configs.get_config("rainbow", "minatar")
+    state = make_learner(minatar, NUM_ACTIONS).init(
+        jax.random.key(0), jax.ShapeDtypeStruct((10, 10, 4), jnp.bool_)
+    )
+    assert not np.any(state.params["torso"]["conv_0"]["linear"]["bias"])
 
 
 def test_each_familys_rainbow_has_its_references_support():

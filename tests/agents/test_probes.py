@@ -161,9 +161,6 @@ def test_after_an_injection_the_diagnostics_differentiate_the_agents_own_loss():
     config = configs.smoke_config("dqn", "minatar")
     config.diagnostics.names = ("grad_norm",)
     config.intervention.update(name="plasticity_injection", at_switch=True)
-    # A squared TD error: under the preset's Huber loss with delta 1/32 every error of this
-    # untrained network is clipped, so both losses would have the same gradient at the outputs.
-    config.learner.huber_delta = 0.0
     learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
     state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
     state = probes.with_intervention_state(state, probes.make_intervention(config, learner))

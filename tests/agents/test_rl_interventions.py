@@ -145,9 +145,7 @@ def test_minatar_recycles_units_at_a_switch_on_the_game_that_ended_even_with_a_f
     changed = sum(
         int((a != b).sum()) for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(after[True]))
     )
-    # Some units were recycled, not all: recycling every unit redraws every hidden kernel and
-    # zeroes the output kernel: all but the output bias would change.
-    assert 0 < changed < 0.8 * sum(a.size for a in jax.tree.leaves(trained))
+    assert 0 < changed < 0.5 * sum(a.size for a in jax.tree.leaves(trained))
 
 
 def test_atari_evaluates_a_block_before_the_intervention_due_at_its_end(tmp_path, monkeypatch):
