@@ -190,3 +190,21 @@ def test_after_an_injection_the_diagnostics_differentiate_the_agents_own_loss():
     own, head_alone = grad_norm(state.extra), grad_norm(None)
     assert abs(own - head_alone) > 1e-3 * own  # the two losses differ here
     np.testing.assert_allclose(float(rows["grad_norm"]), own, rtol=1e-4)
+
+
+def test_unknown_previous_parameters_null_the_update_ratios_and_nothing_else():
+    """A diagnostics row before a chunk's first update (or after a resume) has no parameters
+    from before the last update: its update ratios are NaN (null in metrics.jsonl), but every
+    other metric of the row is measured as usual, the same as when they are known."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.diagnostics.names = ("weight_norm", "update_ratio")
+    learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
+    diagnose = jax.jit(probes.make_diagnose(config, learner))
+    replay = filled_replay(config)
+    known = diagnose(state, replay, state.params, jax.random.key(1), True)
+    unknown = diagnose(state, replay, state.params, jax.random.key(1), False)
+    ratios = [name for name in known if name.startswith("update_ratio")]
+    assert ratios and all(np.isnan(unknown[name]) for name in ratios)
+    for name in set(known) - set(ratios):
+        assert np.isfinite(unknown[name]) and unknown[name] == known[name], name

@@ -602,3 +602,35 @@ def test_orbax_checkpoint_round_trip_is_bit_identical(full_state, tmp_path):
     jax.tree.map(
         np.testing.assert_array_equal, sample(restored, key, True), sample(full_state, key, True)
     )
+
+
+# ---------------------------------------------------------------------------- edge cases
+
+
+def test_new_items_keep_the_largest_priority_ever_seen_after_smaller_updates(planted):
+    """New items get the max priority *seen*, not the max of the last update: a batch of small
+    TD errors must not demote every item added after it."""
+    state, valid, priorities = planted
+    state = update_priorities(state, valid[:2], np.array([1e-3, 2e-3], np.float32))
+    assert float(state.max_priority) == float(priorities.max())
+
+
+def test_a_priority_exponent_of_zero_is_uniform_prioritized_replay(timeline):
+    """alpha = 0 is the documented lower end (every valid slot weighs 1): accepted, and the
+    priority tree's leaves are exactly the validity's."""
+    state = fill(empty_replay(priority_exponent=0.0), timeline, 0, 12)
+    np.testing.assert_array_equal(
+        sum_tree_leaves(state.priority_tree), sum_tree_leaves(state.valid_tree)
+    )
+
+
+def test_a_replay_started_mid_episode_samples_a_stack_once_its_frames_are_all_written():
+    """The first timestep added need not be `first` (a replay begun inside an episode): slot
+    STACK - 1 has all STACK frames of its stack written and is valid once its n-step window is,
+    as the reference says; only the slots before it lack frames."""
+    tl = make_timeline(seed=0, num_envs=NUM_ENVS, steps=STACK + MAX_N)
+    tl.first[:] = tl.last[:] = False  # one episode, begun before the replay, still running
+    state = fill(empty_replay(), tl, 0, STACK + MAX_N)
+    valid = reference_valid_mask(tl, STACK + MAX_N)
+    assert valid.sum() == NUM_ENVS and valid.reshape(NUM_ENVS, SLOTS_PER_ENV)[:, STACK - 1].all()
+    np.testing.assert_array_equal(np.asarray(sum_tree_leaves(state.valid_tree)) > 0, valid)

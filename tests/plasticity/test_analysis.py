@@ -576,3 +576,12 @@ def test_a_run_whose_rows_do_not_all_carry_frames_is_read_against_steps():
     rl = analysis.Run("rl", Path("."), {}, [{**row, "frames": 4 * row["step"]} for row in rows])
     assert analysis.x_axis(rl) == "frames"
     np.testing.assert_array_equal(analysis.series(rl, "param_norm").x, [0, 40])
+
+
+def test_game_switches_read_from_the_schedule_start_after_the_first_game():
+    """A run without 'switch' rows (e.g. one read before its first switch was logged) takes its
+    switches from the config's schedule: one at the start of every game but the first; frame 0
+    is where the run starts, not a switch."""
+    schedule = [{"game": "pong", "frames": 1000}, {"game": "breakout", "frames": 500}]
+    run = analysis.Run("rl", Path("rl"), {"schedule": schedule}, [])
+    assert figures_lib.switches(run, None, "frames") == [(1000.0, "breakout")]

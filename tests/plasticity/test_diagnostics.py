@@ -716,3 +716,30 @@ def test_a_noisy_layers_weight_and_grad_norms_cover_both_its_kernels():
             np.testing.assert_allclose(
                 out[f"{name}/{layer}"], expected, rtol=1e-5, err_msg=f"{name}/{layer}"
             )
+
+
+def test_dohare_inactive_counts_units_active_on_fewer_than_the_threshold():
+    """Dohare et al.'s inactive units fire on *fewer* than the threshold's fraction of inputs:
+    with a threshold of 1/4 and 4 examples, a unit active on exactly 1 of them (1/4, exact in
+    float32) is not inactive; one active on none is."""
+    pre = np.array([[1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0], [-1.0, -1.0]], np.float32)
+    acts = {"l": {"preact": jnp.asarray(pre), "postact": jnp.maximum(jnp.asarray(pre), 0)}}
+    opts = diagnostics.make_options(dohare_threshold=0.25)
+    out = diagnostics.activation_metrics(acts, ("dohare_inactive",), opts)
+    assert float(out["dohare_inactive/l"]) == 0.5
+
+
+def test_srank_stops_at_the_first_k_that_reaches_one_minus_delta():
+    """srank is the smallest k with Σ_{i≤k} σ_i / Σ σ ≥ 1 − δ: reaching 1 − δ exactly counts.
+    Four equal singular values with δ = 1/4 reach 3/4 at k = 3 (every ratio here is exact in
+    float32), so srank is 3, not 4."""
+    assert int(diagnostics.srank(jnp.ones(4), 0.25)) == 3
+    assert int(diagnostics.srank(jnp.asarray([3.0, 1.0]), 0.25)) == 1
+
+
+def test_a_value_on_a_bin_edge_is_counted_in_the_bin_it_opens():
+    """Bins are [e_i, e_{i+1}): a pre-activation of exactly 0 (common: a zero-padded frame
+    through a zero bias) falls in the bin starting at 0, not in the one ending there."""
+    edges = (-1.0, 0.0, 1.0, 2.0)
+    counts = diagnostics.histogram_counts(jnp.asarray([0.0, 1.0, 1.0, -0.5]), edges)
+    np.testing.assert_array_equal(counts, [1.0, 1.0, 2.0])

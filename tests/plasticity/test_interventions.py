@@ -888,3 +888,33 @@ def test_reset_last_layers_keeps_the_moments_when_asked():
         np.testing.assert_array_equal(a, b)
     for m in jax.tree_util.tree_leaves(_adam_moments(new)):
         np.testing.assert_array_equal(m, 1.0)
+
+
+def test_cbp_on_a_cnn_reads_conv_kernels_by_input_channel_and_fan_in():
+    """Continual backprop on a CNN (MinAtar's and Atari's torsos): a conv unit's outgoing
+    weights are the next conv kernel's input-channel slice W[:, :, c, :], so its utility is
+    (1 − η)·E|h_c|·Σ|W[:, :, c, :]| (E over batch and positions); a redrawn conv kernel is
+    Kaiming-uniform over fan_in = kh·kw·in (3·3·1 = 9 for conv_0), not over its input
+    channels alone (1: a bound three times larger)."""
+    model = networks.SmallCNN((3, 4), (5,), 2, "none")
+    x = jax.random.normal(jax.random.key(5), (4, 12, 12, 1))
+    params = _params(model, x)
+    fresh = _fresh_init(model, x)
+    h = _postacts(model, params, x)["conv_0"]
+    outgoing = np.abs(np.asarray(params["conv_1"]["linear"]["kernel"], np.float64))
+    expected = 0.5 * np.abs(h).mean(axis=(0, 1, 2)) * outgoing.sum(axis=(0, 1, 3))
+    cbp = interventions.make_intervention(
+        "cbp", model, replacement_rate=1.0, maturity_threshold=1, decay_rate=0.5, init_fn=fresh
+    )
+    apply = jax.jit(cbp.apply)
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    state = apply(state, x, jax.random.key(6))  # every unit of age 1: none mature, none replaced
+    utility = state.extra["cbp"]["layers"]["conv_0.linear"]["utility"]
+    # The same float32 activations, reduced in another order (400 positions, 36 weights): float32
+    # sums of that length differ by up to ~2e-5 relatively; reading another unit's weights, by 10%+.
+    np.testing.assert_allclose(utility, expected, rtol=1e-4)
+    new = apply(state, x, jax.random.key(7)).params  # age 2 > 1: every unit replaced
+    kernel = np.asarray(new["conv_0"]["linear"]["kernel"])  # (3, 3, 1, 3)
+    bound = np.sqrt(2.0) * np.sqrt(3.0 / 9)
+    # 27 draws of U(−b, b): all below b/2 with probability 2^-27 (and the seed is fixed).
+    assert 0.5 * bound < np.abs(kernel).max() <= bound

@@ -377,3 +377,29 @@ def test_a_moments_mode_that_does_not_exist_is_one_line():
     config.nap.update(enabled=True, moments="zero")
     with pytest.raises(ValueError, match=r"^optimizer.nap.moments='zero': expected one of keep, "):
         optim.check_optimizer_config(config)
+
+
+def test_norm_modules_are_recognised_by_name_and_only_normed_layers_norms_are_grouped():
+    """A module named '<anything>_norm' is a norm (a network of your own may call its norms
+    'attention_norm'): its γ and β are labelled as such, never as an embedding that NaP's and
+    the decay masks would treat otherwise. `norm_layers` (the γ, β groups NaP may project) holds
+    only the norms inside normed layers ('hidden_0/norm'), not a transformer's pre-norms or
+    final norm, whose output feeds no kernel as a scale-invariant unit."""
+    vector = jnp.ones((4,))
+    params = {
+        "hidden_0": {
+            "linear": {"kernel": jnp.ones((3, 4)), "bias": vector},
+            "norm": {"scale": vector, "bias": vector},
+        },
+        "block_0": {
+            "attention_norm": {"scale": vector, "bias": vector},
+            "pre_mlp_norm": {"scale": vector, "bias": vector},
+        },
+        "final_norm": {"scale": vector, "bias": vector},
+    }
+    labels = traverse_util.flatten_dict(param_labels.label_params(params))
+    assert labels[("block_0", "attention_norm", "scale")] == "norm_scale"
+    assert labels[("block_0", "attention_norm", "bias")] == "norm_offset"
+    assert param_labels.norm_layers(params) == {
+        "hidden_0/norm": [("hidden_0", "norm", "scale"), ("hidden_0", "norm", "bias")]
+    }

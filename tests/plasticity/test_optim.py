@@ -390,3 +390,29 @@ def test_layer_schedules_scale_each_layers_bias_with_its_kernel():
                 np.testing.assert_allclose(
                     leaves[leaf], factors[layer], rtol=1e-6, err_msg=f"{layer} {leaf}"
                 )
+
+
+def test_the_implicit_schedules_initial_norm_is_the_kernels_alone():
+    """ρ_l is this run's initial *kernel* norm, the quantity the baseline's norms are measured
+    as: a layer's bias (present without a norm, and drawn non-zero by the 'fan_in_uniform'
+    initialization, a noisy layer's σ bias too) does not enter it. With a baseline norm at step 0
+    equal to ρ the first factor is 1 (ρ² over ρ² recomputed from float32 ρ: within a few ulps);
+    with the bias in ρ it would be 1 + ‖b‖²/ρ² (here 1 + 6/ρ², about 3)."""
+    params = networks.MLP((6,), 3, "none").init(jax.random.key(0), jnp.ones((1, 4)))["params"]
+    params["hidden_0"]["linear"]["bias"] = jnp.ones((6,))
+    rho = float(jnp.sqrt(jnp.sum(jnp.square(params["hidden_0"]["linear"]["kernel"]))))
+    tx = schedules.scale_by_implicit_layer_schedule([0, 10], {"hidden_0": [rho, 2 * rho]})
+    ones = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = tx.update(ones, tx.init(params))
+    np.testing.assert_allclose(updates["hidden_0"]["linear"]["kernel"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(updates["hidden_0"]["linear"]["bias"], 1.0, rtol=1e-5)
+
+
+def test_output_layers_inside_a_head_have_no_implicit_schedule():
+    """A dueling or distributional head logs its output layers as 'head/output_value',
+    'head/output_advantage': output layers (not scale invariant, left free by NaP) however deep
+    they sit, so the default layer choice leaves them out as it leaves out 'output'."""
+    row = {"step": 0, "weight_norm/torso/conv_0": 2.0, "weight_norm/head/value_hidden_0": 3.0}
+    row.update({"weight_norm/head/output_value": 1.0, "weight_norm/head/output_advantage": 1.0})
+    schedule = schedules.layer_schedule_from_metrics([row])
+    assert set(schedule.norms) == {"torso/conv_0", "head/value_hidden_0"}

@@ -223,3 +223,11 @@ def test_a_disk_error_naming_no_file_is_marked_with_the_runs_work_dir(tmp_path):
         with closing:
             closing.workdir.close = lambda: (_ for _ in ()).throw(OSError(28, "No space left"))
     assert raised.value.workdir == str(tmp_path / "d")
+
+
+def test_a_status_line_never_reaches_past_its_room():
+    """The ", " joining two parts counts: a line one or two characters too long would wrap
+    onto the next terminal line (`_terminal_width`), leaving stale copies of it behind."""
+    parts = ["ETA 01:02", "2,009 frames/s", "game=space_invaders (1/1)", "502 updates/s"]
+    for room in range(80):
+        assert len(progress_lib._fitting(parts, room)) <= room, room
