@@ -14,14 +14,14 @@ double Q; evaluation with epsilon 0 and the noise sampled. Without noisy nets
 (``network.noisy=False``) the agent needs an epsilon-greedy schedule (``exploration.*``): one that
 stays at 0 is refused, since nothing would explore.
 
-Both: plain layers' kernels and biases drawn from U(+-1/sqrt(fan_in)) (``network.initialization``,
-DQN Zoo's; noisy layers draw their means so too).
-
 DQN (DQN Zoo ``dqn/run_atari.py``, i.e. Nature DQN): replay 1M, uniform, learning starts at 5%,
 batch 32, one update every 16 frames, target copied every 40,000 frames, centred RMSProp lr 2.5e-4
 decay 0.95 eps 0.01 / 32^2 and no clipping of the gradient's norm, 1-step Q-learning whose TD
 error is gradient-clipped at 1/32 (a Huber loss with delta 1/32), epsilon-greedy 1.0 -> 0.1 over
 4M frames, evaluation epsilon 0.05.
+
+Both: plain layers' kernels and biases drawn from U(+-1/sqrt(fan_in)) (``network.initialization``,
+DQN Zoo's; noisy layers draw their means so too).
 
 Deviations, all configurable: DQN Zoo mixes 0.1% uniform sampling into prioritized replay
 (``uniform_sample_probability``); here a small ``priority_epsilon`` keeps every item sampleable
