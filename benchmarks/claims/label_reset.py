@@ -15,8 +15,9 @@ LayerNorm + NaP, 3 seeds each (a seed fixes the initial parameters and the label
 arm). ``paper`` scale: `benchmarks/configs/nap_label_reset.py:paper` (CIFAR-10, 200 tasks ×
 100,000 steps, Adam 1e-4, a small CNN). ``smoke``: 3 tiny tasks.
 
-Metric: end-of-task memorization accuracy (all training images) averaged over the last 5 tasks,
-per seed. Verdict (`benchmarks.claims.stats`, paired over seeds, 95% t-interval), PASS when all
+Metric: end-of-task memorization accuracy (on the first ``eval.max_examples`` = 2,048 training
+images: all 1,024 at cpu scale, the first 2,048 of CIFAR-10's at paper scale) averaged over
+the last 5 tasks, per seed. Verdict (`benchmarks.claims.stats`, paired over seeds, 95% t-interval), PASS when all
 hold: LN − none > 0; LN+NaP − LN > 0; no norm loses plasticity (its first-5-task minus
 last-5-task accuracy > 0) while its parameter norm grows (log of end over start > 0).
 
