@@ -32,7 +32,7 @@ from agents.learner import Learner, preprocess_observations
 from agents.replay import ReplayState, replay_sample
 from plasticity.diagnostics import default_init_fn
 from plasticity.effective_lr import configured_exponent
-from plasticity.networks import initialize
+from plasticity.networks import with_initialization
 from plasticity.optim import optimizer_learning_rate
 from plasticity.train_state import TrainState
 
@@ -154,12 +154,7 @@ def fresh_params_fn(config: ml_collections.ConfigDict, learner: Learner) -> Call
     """``(rng, inputs) -> params``: a fresh network as the learner's ``init`` draws one (under
     ``network.initialization``), for the interventions that reset, recycle or perturb."""
     network_init = default_init_fn(learner.network, _noise_kwargs)
-    scheme = config.network.initialization
-
-    def fresh_params(rng: jax.Array, inputs: jax.Array) -> Any:
-        return initialize(scheme, network_init(rng, inputs), jax.random.fold_in(rng, 1))
-
-    return fresh_params
+    return with_initialization(network_init, config.network.initialization)
 
 
 def with_intervention_state(train_state: TrainState, intervention) -> TrainState:

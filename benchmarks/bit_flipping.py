@@ -66,20 +66,34 @@ def period_inputs(slow_bits: jax.Array, num_fast: int) -> jax.Array:
     return jnp.concatenate([slow, fast.astype(jnp.float32)], axis=1)
 
 
-def draw_ltu_network(key: PRNGKey, num_inputs: int, hidden_units: int, beta: float) -> LTUNetwork:
+# How `draw_ltu_network` counts S_i: as the paper says, or as the authors' code does.
+LTU_THRESHOLD_RULES = ("paper", "reference_code")
+
+
+def draw_ltu_network(
+    key: PRNGKey, num_inputs: int, hidden_units: int, beta: float, rule: str = "paper"
+) -> LTUNetwork:
     """Draws Dohare et al.'s target network: +-1 weights, thresholds from the LTU rule.
 
     Threshold of unit i: ``theta_i = (m + 1) * beta - S_i`` where m is the number of
-    input bits and ``S_i`` the number of -1 weights among the unit's m + 1 incoming
-    weights (the m input weights and the bias, the weight of the constant-one input).
+    input bits and, by the paper (``rule='paper'``), ``S_i`` the number of -1 weights among
+    the unit's m + 1 incoming weights (the m input weights and the bias, the weight of the
+    constant-one input). The authors' code (``'reference_code'``, their ``FixLTUNet``, which
+    generated the published data) adds half the bias's value to the inputs' count instead, so
+    a unit with a -1 bias gets a threshold 1.5 higher and fires less often.
     """
     # One draw for all signs: every extra random call costs compile time.
     sizes = (num_inputs * hidden_units, hidden_units, hidden_units, 1)
     signs = 2.0 * fair_bits(key, sum(sizes)) - 1.0
     w_in, b_in, w_out, b_out = jnp.split(signs, np.cumsum(sizes)[:-1])
     input_weights = w_in.reshape(num_inputs, hidden_units)
-    negatives = (input_weights < 0).sum(axis=0) + (b_in < 0)
-    thresholds = (num_inputs + 1) * beta - negatives.astype(jnp.float32)
+    negatives = (input_weights < 0).sum(axis=0).astype(jnp.float32)
+    if rule not in LTU_THRESHOLD_RULES:
+        raise ValueError(
+            f"ltu_threshold must be one of {', '.join(LTU_THRESHOLD_RULES)}, got {rule!r}"
+        )
+    negatives += (b_in < 0).astype(jnp.float32) if rule == "paper" else b_in / 2
+    thresholds = (num_inputs + 1) * beta - negatives
     return LTUNetwork(input_weights, b_in, thresholds, w_out.reshape(hidden_units, 1), b_out)
 
 

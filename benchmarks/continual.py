@@ -436,19 +436,22 @@ def make_trainer(
             options["effective_lr_exponent"] = exponent  # one p for the built-in and module rows
         extra_diagnostics = factory(model, scalar_loss, tuple(config.diagnostics.names), **options)
 
+    model_init = lambda rng, inputs: model.init(rng, inputs)["params"]  # noqa: E731
+    init_network = networks.with_initialization(model_init, str(config.network.initialization))
     intervention = None
     intervention_name = str(config.intervention.name)
     intervention_every = int(config.intervention.every)
     at_boundaries = bool(config.intervention.at_task_boundaries)
     if intervention_name != "none":  # the name and options are checked first, as RL does
         factory = intervention_factory or _lazy_intervention_factory()
-        intervention = intervention_pair(
-            factory(intervention_name, model, **config.intervention.options.to_dict())
-        )
+        options = config.intervention.options.to_dict()
+        if init_network is not model_init:  # fresh networks drawn as the first (not Flax's)
+            options["init_fn"] = init_network
+        intervention = intervention_pair(factory(intervention_name, model, **options))
         if not intervention_every and not at_boundaries:
             raise ValueError(
-                f"intervention {intervention_name!r} never runs: set intervention.every "
-                f"> 0 and/or intervention.at_task_boundaries=True"
+                f"intervention {intervention_name!r} never runs: set intervention."
+                "every > 0 and/or intervention.at_task_boundaries=True"
             )
 
     # Periodic interventions run after segments of `segment_steps` updates: a length dividing both
@@ -528,7 +531,7 @@ def make_trainer(
         data = sequence.data if data is None else data
         tx = make_tx(hparams)
         inputs = jnp.zeros((1, *sequence.input_shape), jnp.float32)
-        params = model.init(jax.random.fold_in(rng, _PARAMS_STREAM), inputs)["params"]
+        params = init_network(jax.random.fold_in(rng, _PARAMS_STREAM), inputs)
         extra = {}
         if intervention is not None:
             extra[intervention_name] = intervention[0](params)

@@ -19,7 +19,7 @@ from typing import Sequence
 import ml_collections
 
 from benchmarks import datasets, minibatches, tasks
-from plasticity import config_tools, diagnostics, layers, nap, optim, two_hot
+from plasticity import config_tools, diagnostics, layers, nap, networks, optim, two_hot
 from plasticity import mesh as mesh_lib
 
 GRID_KEYS = ("learning_rate", "weight_decay", "l2", "l2_init")
@@ -113,6 +113,9 @@ def default_config() -> ml_collections.ConfigDict:
         small_images=True,
         norm="none",
         activation="relu",
+        # How plain layers start (`plasticity.networks.initialize`): Flax's 'lecun_normal',
+        # 'fan_in_uniform' or 'kaiming_uniform' (Dohare et al.'s code, for ReLU networks).
+        initialization="lecun_normal",
         # Regression through ``bins`` logits per target over [low, high] (`plasticity.two_hot`);
         # 0 bins: one linear output per target.
         two_hot=dict(bins=0, low=-10.0, high=10.0),
@@ -260,6 +263,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     layers.check_norm(network.norm)
     layers.check_activation(network.activation)
+    networks.check_initialization(network.initialization)
     optim.check_optimizer_config(opt)
     diagnostics.make_options(**config.diagnostics.options.to_dict())  # even if no name reads them
     nap.check_nap_config(network.norm, opt.nap.enabled)

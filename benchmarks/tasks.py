@@ -147,6 +147,8 @@ class TaskConfig:
       num_flipping_bits: ``bit_flipping``: number of slowly flipping bits f (first f).
       ltu_hidden_units: ``bit_flipping``: LTUs in the target network.
       ltu_beta: ``bit_flipping``: beta of the LTU threshold rule.
+      ltu_threshold: ``bit_flipping``: that rule as the paper states it ('paper') or as the
+        authors' code computes it ('reference_code'; `bit_flipping.draw_ltu_network`).
     """
 
     name: str = "label_reset"
@@ -161,6 +163,7 @@ class TaskConfig:
     num_flipping_bits: int = 15
     ltu_hidden_units: int = 100
     ltu_beta: float = 0.7
+    ltu_threshold: str = "paper"
 
 
 def _config_from(config: Any, overrides: Mapping[str, Any]) -> TaskConfig:
@@ -220,6 +223,10 @@ def _validate_config(config: TaskConfig) -> None:
             f"ltu_hidden_units must be >= 1, got {config.ltu_hidden_units}",
         ),
         (0.0 <= config.ltu_beta <= 1.0, f"ltu_beta must be in [0, 1], got {config.ltu_beta}"),
+        (
+            config.ltu_threshold in bit_flipping.LTU_THRESHOLD_RULES,
+            f"ltu_threshold must be paper or reference_code, got {config.ltu_threshold!r}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -686,7 +693,7 @@ def make_bit_flipping(config: TaskConfig) -> TaskSequence:
         network_key, stream_key = split_rng(rng)
         key = task_key(stream_key, 0)
         network = bit_flipping.draw_ltu_network(
-            network_key, num_bits, config.ltu_hidden_units, config.ltu_beta
+            network_key, num_bits, config.ltu_hidden_units, config.ltu_beta, config.ltu_threshold
         )
         slow_bits = bit_flipping.fair_bits(jax.random.fold_in(key, 0), num_slow)
         return BitFlippingState(jnp.int32(0), slow_bits, jax.random.fold_in(key, 1), network)

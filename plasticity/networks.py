@@ -7,7 +7,7 @@ their pre- and post-activations can be read with `hidden_activations` from the s
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -381,8 +381,8 @@ def validate_architecture(norm: str, activation: str) -> None:
 
 
 # How the plain linear and convolution layers start (`initialize`): Flax's own LeCun-normal
-# kernels with zero biases, or U(±1/√fan_in) kernels and biases.
-INITIALIZATIONS = ("lecun_normal", "fan_in_uniform")
+# kernels with zero biases, U(±1/√fan_in) kernels and biases, or Kaiming-uniform kernels.
+INITIALIZATIONS = ("lecun_normal", "fan_in_uniform", "kaiming_uniform")
 
 
 def check_initialization(name: str) -> str:
@@ -403,8 +403,10 @@ def initialize(name: str, params: Any, key: jax.Array) -> Any:
     × channels for a convolution): DQN Zoo's initialization, and PyTorch's default for
     `nn.Linear` and `nn.Conv2d`. Its kernels have 1/√3 of LeCun-normal's standard
     deviation, so their norms (NaP's targets, the effective learning rate η/‖W‖) start about 1.73×
-    smaller. Norm parameters (γ, β) and noisy layers (whose means are already drawn this way)
-    are left as they are.
+    smaller. 'kaiming_uniform' is Dohare et al.'s (their code's PyTorch `kaiming_uniform_`, for
+    ReLU networks): hidden kernels U(±√(6/fan_in)), output kernels U(±√(3/fan_in)), zero biases.
+    Norm parameters (γ, β) and noisy layers (whose means are already drawn U(±1/√fan_in)) are
+    left as they are.
     """
     if check_initialization(name) == "lecun_normal":
         return params
@@ -414,14 +416,23 @@ def initialize(name: str, params: Any, key: jax.Array) -> Any:
     for index, module in enumerate(modules):
         if module + ("sigma_kernel",) in flat:  # a noisy layer
             continue
-        kernel = flat[module + ("kernel",)]
-        bound = 1.0 / float(np.sqrt(np.prod(kernel.shape[:-1])))
-        for leaf, leaf_key in zip(
-            ("kernel", "bias"), jax.random.split(jax.random.fold_in(key, index))
-        ):
+        fan_in = float(np.prod(flat[module + ("kernel",)].shape[:-1]))
+        bounds = {"kernel": 1.0 / np.sqrt(fan_in), "bias": 1.0 / np.sqrt(fan_in)}
+        if name == "kaiming_uniform":
+            gain = 1.0 if module[-1].startswith("output") else np.sqrt(2.0)
+            bounds = {"kernel": gain * np.sqrt(3.0 / fan_in), "bias": 0.0}
+        for leaf, leaf_key in zip(bounds, jax.random.split(jax.random.fold_in(key, index))):
             if module + (leaf,) in flat:
-                value = flat[module + (leaf,)]
+                value, bound = flat[module + (leaf,)], float(bounds[leaf])
                 redrawn[module + (leaf,)] = jax.random.uniform(
                     leaf_key, value.shape, value.dtype, -bound, bound
                 )
     return traverse_util.unflatten_dict(redrawn)
+
+
+def with_initialization(init_fn: Callable[[jax.Array, jax.Array], Any], name: str) -> Callable:
+    """``init_fn(rng, inputs) -> params`` followed by `initialize` under `name` (`init_fn` itself
+    for Flax's 'lecun_normal'): fresh networks drawn as a run's first one was."""
+    if check_initialization(name) == "lecun_normal":
+        return init_fn
+    return lambda rng, inputs: initialize(name, init_fn(rng, inputs), jax.random.fold_in(rng, 1))

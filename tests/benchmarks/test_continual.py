@@ -857,3 +857,29 @@ def test_a_dataset_given_in_python_is_recorded_and_a_relaunch_on_other_data_refu
         with pytest.raises(ValueError, match=r"different config \(fields: data.provided"):
             continual_sweep.run_experiment(config, tmp_path, **relaunch)
     assert continual_sweep.run_experiment(config, tmp_path, dataset=mine).completed
+
+
+def test_the_network_starts_under_the_configured_initialization():
+    """``network.initialization='kaiming_uniform'`` (Dohare et al.'s networks): ReLU layers'
+    kernels U(±√(6/fan_in)), the output's U(±√(3/fan_in)), zero biases, where Flax's default
+    draws N(0, 1/fan_in); continual backprop's redraws (Kaiming-uniform, gain √2) then match the
+    network's hidden layers. An unknown name is a one-line error."""
+    config = tiny_config()
+    config.network.update(initialization="kaiming_uniform", hidden_sizes=(256,))
+    carry, _ = continual.make_trainer(config).init(
+        jax.random.PRNGKey(0), {"learning_rate": jnp.float32(0.1)}, None
+    )
+    params = carry.state.params
+    hidden, output = params["hidden_0"]["linear"], params["output"]
+    fan_in = hidden["kernel"].shape[0]
+    for kernel, bound in (
+        (hidden["kernel"], np.sqrt(6 / fan_in)),
+        (output["kernel"], np.sqrt(3 / 256)),
+    ):
+        assert np.abs(kernel).max() <= bound
+        # 10⁴–10⁵ draws of U(−b, b): the sample deviation is within 5% of b/√3.
+        np.testing.assert_allclose(np.std(kernel), bound / np.sqrt(3), rtol=0.05)
+    assert not np.any(hidden["bias"]) and not np.any(output["bias"])
+    config.network.initialization = "orthogonal"
+    with pytest.raises(ValueError, match="Unknown initialization 'orthogonal'"):
+        continual_config.check_config(config)

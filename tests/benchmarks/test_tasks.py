@@ -514,3 +514,27 @@ def test_every_regression_output_is_standardised_on_its_own():
     # Standardised in float32 over ~1,400 examples: exact to ~1e-6 relative.
     np.testing.assert_allclose(targets.mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(targets.std(axis=0), 2.0, rtol=1e-4)
+
+
+def test_the_reference_codes_ltu_thresholds_are_fix_ltu_nets():
+    """``ltu_threshold='reference_code'``: the authors' ``FixLTUNet`` (which generated the
+    published data) sets S = (m − Σ w + b) / 2 and τ = β(m + 1) − S. On integer pre-activations it
+    agrees with the paper's rule (S = the -1s among the weights and the bias) for units with a +1
+    bias and sets a threshold 1.5 higher for units with a -1 bias, so their targets differ."""
+    key, m, beta = jax.random.key(3), 20, 0.7
+    paper = bit_flipping.draw_ltu_network(key, m, 100, beta)
+    code = bit_flipping.draw_ltu_network(key, m, 100, beta, "reference_code")
+    np.testing.assert_array_equal(code.input_weights, paper.input_weights)  # one draw, two rules
+    weights, bias = np.asarray(code.input_weights), np.asarray(code.input_bias)
+    expected = beta * (m + 1) - (m - weights.sum(axis=0) + bias) / 2
+    np.testing.assert_allclose(code.thresholds, expected, rtol=1e-6)
+    shift = np.asarray(code.thresholds - paper.thresholds)
+    np.testing.assert_allclose(shift, np.where(bias > 0, -0.5, 1.5), atol=1e-5)
+    inputs = np.asarray(bit_flipping.period_inputs(jnp.zeros(15), 5))
+    for network in (paper, code):  # 32 inputs of one period: integer pre-activations
+        assert np.all(np.asarray(inputs @ network.input_weights + network.input_bias) % 1 == 0)
+    features = [np.asarray(bit_flipping.ltu_features(n, inputs)) for n in (paper, code)]
+    np.testing.assert_array_equal(features[0][:, bias > 0], features[1][:, bias > 0])
+    assert not np.array_equal(features[0], features[1])
+    with pytest.raises(ValueError, match="ltu_threshold must be one of paper, reference_code"):
+        bit_flipping.draw_ltu_network(key, m, 100, beta, "text")

@@ -389,3 +389,17 @@ def test_fan_in_uniform_redraws_plain_layers_only_within_their_bounds():
     assert networks.initialize("lecun_normal", params, jax.random.key(3)) is params
     with pytest.raises(ValueError, match="Unknown initialization 'xavier'"):
         networks.initialize("xavier", params, jax.random.key(3))
+
+
+def test_kaiming_uniform_is_dohare_et_als_relu_initialization():
+    """PyTorch's ``kaiming_uniform_`` as the authors' networks call it: ReLU layers U(±√(6/fan_in)),
+    the output layer (gain 1) U(±√(3/fan_in)), every bias zero; a norm's γ stays 1."""
+    model = networks.MLP((2000,), 10, "layernorm")
+    params = model.init(jax.random.key(0), jnp.zeros((1, 50)))["params"]
+    drawn = networks.initialize("kaiming_uniform", params, jax.random.key(1))
+    hidden, output = drawn["hidden_0"]["linear"]["kernel"], drawn["output"]["kernel"]
+    for kernel, bound in ((hidden, np.sqrt(6 / 50)), (output, np.sqrt(3 / 2000))):
+        assert np.abs(kernel).max() <= bound
+        np.testing.assert_allclose(np.std(kernel), bound / np.sqrt(3), rtol=0.03)  # 10⁵ draws
+    assert not np.any(drawn["output"]["bias"])
+    np.testing.assert_array_equal(drawn["hidden_0"]["norm"]["scale"], 1.0)
