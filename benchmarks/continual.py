@@ -52,7 +52,7 @@ import dataclasses
 import functools
 import json
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -65,7 +65,7 @@ from benchmarks import datasets, tasks
 from benchmarks.minibatches import sample_indices, shuffled_indices
 from benchmarks.continual_config import (
     GRID_KEYS,
-    NETWORKS,
+    build_network,
     check_config,
     diagnostics_block,
     steps_per_task,
@@ -117,32 +117,6 @@ def task_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The `benchmarks.tasks.TaskConfig` fields of ``config.task``."""
     names = {f.name for f in dataclasses.fields(tasks.TaskConfig)}
     return {key: value for key, value in config.task.to_dict().items() if key in names}
-
-
-def build_network(
-    network: ml_collections.ConfigDict, num_outputs: int, input_shape: Sequence[int]
-) -> nn.Module:
-    """The network of ``config.network`` with `num_outputs` outputs."""
-    common = dict(num_outputs=num_outputs, norm=network.norm, activation=network.activation)
-    if network.name == "mlp":
-        return networks.MLP(hidden_sizes=tuple(network.hidden_sizes), **common)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"network {network.name!r} needs image inputs (H, W, C), the task gives "
-            f"{tuple(input_shape)}; use network.name='mlp'"
-        )
-    if network.name == "cnn":
-        return networks.SmallCNN(
-            channels=tuple(network.channels), dense_sizes=tuple(network.dense_sizes), **common
-        )
-    if network.name == "resnet":
-        return networks.ResNet(
-            stage_sizes=tuple(network.stage_sizes),
-            width=network.width,
-            small_images=network.small_images,
-            **common,
-        )
-    raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
 
 
 def model_forward(model: nn.Module, injection: bool = False) -> Callable[..., jax.Array]:

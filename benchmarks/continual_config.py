@@ -6,7 +6,7 @@ sweep; a variant overrides any other field (`plasticity.config_tools.resolve_var
 sweep format of every launcher). A resumed run must keep ``run.tasks_per_chunk`` (it is part of
 the config check), which is what makes it bit-identical: the same compiled chunks run in the same
 order. `check_config` is the one validation path of a resolved variant: one-line ValueErrors
-before anything is built.
+before anything is built; `build_network` builds the network its ``network`` fields describe.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import itertools
 import math
 from typing import Sequence
 
+import flax.linen
 import ml_collections
 
 from benchmarks import datasets, minibatches, tasks
@@ -246,6 +247,32 @@ def diagnostics_block(config: ml_collections.ConfigDict) -> tuple[int, int]:
             f"or be a multiple of it"
         )
     return steps, every
+
+
+def build_network(
+    network: ml_collections.ConfigDict, num_outputs: int, input_shape: Sequence[int]
+) -> flax.linen.Module:
+    """The network of ``config.network`` with `num_outputs` outputs."""
+    common = dict(num_outputs=num_outputs, norm=network.norm, activation=network.activation)
+    if network.name == "mlp":
+        return networks.MLP(hidden_sizes=tuple(network.hidden_sizes), **common)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"network {network.name!r} needs image inputs (H, W, C), the task gives "
+            f"{tuple(input_shape)}; use network.name='mlp'"
+        )
+    if network.name == "cnn":
+        return networks.SmallCNN(
+            channels=tuple(network.channels), dense_sizes=tuple(network.dense_sizes), **common
+        )
+    if network.name == "resnet":
+        return networks.ResNet(
+            stage_sizes=tuple(network.stage_sizes),
+            width=network.width,
+            small_images=network.small_images,
+            **common,
+        )
+    raise ValueError(f"unknown network {network.name!r}; known networks: {', '.join(NETWORKS)}")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
