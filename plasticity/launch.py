@@ -301,7 +301,8 @@ def _signals_held():
 def _error(name: str, error: object) -> int:
     """Prints the one-line error and returns the exit status of bad input."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if "plasticity.distributed" in sys.modules:  # it may have joined a job: tell the others
-        sys.modules["plasticity.distributed"].refuse_launch(text)
+    from plasticity import distributed  # noqa: PLC0415 - imported by the flags already
+
+    distributed.refuse_launch(text)  # a process of a job tells the others (nothing alone)
     print(f"{name}: error: {text}", file=sys.stderr)
     return ERROR_EXIT_CODE

@@ -17,9 +17,10 @@ arm). ``paper`` scale: `benchmarks/configs/nap_label_reset.py:paper` (CIFAR-10, 
 
 Metric: end-of-task memorization accuracy (on the first ``eval.max_examples`` = 2,048 training
 images: all 1,024 at cpu scale, the first 2,048 of CIFAR-10's at paper scale) averaged over
-the last 5 tasks, per seed. Verdict (`benchmarks.claims.stats`, paired over seeds, 95% t-interval), PASS when all
-hold: LN − none > 0; LN+NaP − LN > 0; no norm loses plasticity (its first-5-task minus
-last-5-task accuracy > 0) while its parameter norm grows (log of end over start > 0).
+the last 5 tasks, per seed. Verdict (`benchmarks.claims.stats`, paired over seeds, 95%
+t-interval), PASS when all hold: LN − none > 0; LN+NaP − LN > 0; no norm loses plasticity (its
+first-5-task minus last-5-task accuracy > 0) while its parameter norm grows (log of end over
+start > 0).
 
 Measured (``python -m benchmarks.reproduce label_reset``, cpu scale, seeds 0–2, 8.0 minutes on
 a shared 2-core machine at load 3–5; README): last-5-task accuracy no norm
