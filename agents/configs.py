@@ -475,7 +475,7 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
     """One-line ValueErrors for settings that cannot work together, before anything is built:
     the one validation path of both RL families (MinAtar adds its one-frame-a-step rule and
     equal compiled chunks)."""
-    from plasticity.interventions import check_options  # noqa: PLC0415
+    from plasticity.interventions import check_cbp_activation, check_options  # noqa: PLC0415
     from plasticity.layers import check_activation, check_norm  # noqa: PLC0415
     from plasticity.config_tools import check_conv_layers, check_layer_sizes  # noqa: PLC0415
     from plasticity.diagnostics import check_names, make_options  # noqa: PLC0415
@@ -572,6 +572,8 @@ def validate_config(config: ml_collections.ConfigDict, family: str = "atari") ->
         )
     intervention = config.intervention
     check_options(intervention.name, intervention.options.to_dict())  # the name, then options
+    if intervention.name == "cbp":
+        check_cbp_activation(intervention.options.to_dict(), config.network.activation)
     if intervention.name == "plasticity_injection" and intervention.sync_target is False:
         raise ValueError(
             "intervention.sync_target=False with plasticity_injection: the old target network "

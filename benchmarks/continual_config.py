@@ -317,6 +317,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.intervention.every < 0:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
+    if config.intervention.name == "cbp":
+        from plasticity.interventions import check_cbp_activation  # noqa: PLC0415 - a plug-in
+
+        check_cbp_activation(config.intervention.options.to_dict(), network.activation)
     if int(config.run.tasks_per_chunk) < 0:
         raise ValueError(f"run.tasks_per_chunk must be >= 0, got {config.run.tasks_per_chunk}")
     for field in NETWORK_SIZES[network.name]:

@@ -309,7 +309,28 @@ def outgoing_weight_mass(params: Any, layer: units.UnitLayer) -> jax.Array:
     return mass
 
 
+def incoming_weight_magnitude(params: Any, layer: units.UnitLayer) -> jax.Array:
+    """Per unit, the mean |w| of its incoming kernel (every axis but the last; a noisy layer's
+    μ kernel): how far a gradient step must move the unit's weights to change what it computes."""
+    flat = traverse_util.flatten_dict(params)
+    (leaf,) = [leaf for leaf in layer.incoming if leaf[-1] == "kernel"]
+    kernel = jnp.abs(flat[leaf])
+    return jnp.mean(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+
+
 CBP_REINIT = ("kaiming_uniform", "network")
+CBP_UTILITIES = ("contribution", "adaptable_contribution")
+
+
+def check_cbp_activation(options: Mapping[str, Any], activation: str) -> None:
+    """One-line ValueError for continual backprop's adaptable contribution on a network whose
+    units have several features (CReLU): it follows one running mean per unit."""
+    if options.get("utility") == "adaptable_contribution" and activation == "crelu":
+        raise ValueError(
+            "intervention cbp's utility='adaptable_contribution' follows one running mean "
+            "activation per unit, and a CReLU unit has two features: use utility='contribution' "
+            "or another network.activation"
+        )
 
 
 def make_cbp(
@@ -321,14 +342,23 @@ def make_cbp(
     reinit: str = "kaiming_uniform",
     kaiming_gain: float = float(np.sqrt(2.0)),
     norm_recycling: str = "reinitialize",
+    utility: str = "contribution",
 ) -> Intervention:
     """Continual backprop (Dohare et al. 2024) applied once per call, i.e. meant for every step.
 
     Per hidden unit i of each recyclable layer, with h_i its post-activation on the probe batch,
     w_{ik} its outgoing weights and η = `decay_rate`:
 
-        u_i ← η·u_i + (1 − η)·E|h_i|·Σ_k |w_{ik}|      (contribution utility; u starts at 0)
         age_i ← age_i + 1
+        u_i ← η·u_i + (1 − η)·c_i      (u starts at 0), where c_i is, by `utility`:
+          'contribution'            E|h_i|·Σ_k |w_{ik}|                    (the paper's)
+          'adaptable_contribution'  E|h_i − m̂_i|·Σ_k |w_{ik}| / mean_j |v_{ji}|
+
+    The second is the authors' released code's (their configs for the permuted-digits and
+    bit-flipping tasks use it): m_i ← η·m_i + (1 − η)·E h_i is a running mean of the unit's
+    activation, m̂_i = m_i / (1 − η^{age_i}) its bias-corrected value, and v_{ji} the unit's
+    incoming kernel weights (mean over every input axis), so a unit whose output barely moves
+    around its mean, or whose incoming weights are large (slow to adapt), ranks low.
 
     Units with age_i > `maturity_threshold` are eligible. Each layer accumulates
     `replacement_rate` × (number of eligible units) per call and replaces the integer part of the
@@ -338,7 +368,7 @@ def make_cbp(
     b = `kaiming_gain`·√(3/fan_in) (√2: ReLU), bias 0 and the norm's γ, β from the network's
     init (``reinit='kaiming_uniform'``, the paper's; ``'network'`` takes every incoming
     parameter from the network's own initializer); zero outgoing weights; zeroed optimizer
-    moments for both; u_i = 0 and age_i = 0. `norm_recycling` as in `recycle_units`.
+    moments for both; u_i = m_i = 0 and age_i = 0. `norm_recycling` as in `recycle_units`.
 
     Differences from the authors' code: Σ_k over the outgoing weights where their code averages
     (a constant factor per layer, which changes no ranking); E over the probe batch given to each
@@ -358,39 +388,65 @@ def make_cbp(
         raise ValueError("steps_per_call must be >= 1 and maturity_threshold >= 0.")
     if reinit not in CBP_REINIT:
         raise ValueError(f"Unknown CBP reinit {reinit!r}: expected one of {', '.join(CBP_REINIT)}.")
+    if utility not in CBP_UTILITIES:
+        raise ValueError(
+            f"Unknown CBP utility {utility!r}: expected one of {', '.join(CBP_UTILITIES)}."
+        )
     check_norm_recycling(norm_recycling)
+    adaptable = utility == "adaptable_contribution"
 
     def init(params: Any) -> dict[str, Any]:
         flat = traverse_util.flatten_dict(params)
         layers = param_labels.kernel_layers(params, ("normed_kernel", "kernel"))
-        state = {
-            _cbp_key(layer): {
-                "utility": jnp.zeros((flat[paths[0]].shape[-1],), jnp.float32),
-                "age": jnp.zeros((flat[paths[0]].shape[-1],), jnp.int32),
+        state = {}
+        for layer, paths in layers.items():
+            width = flat[paths[0]].shape[-1]
+            entry = {
+                "utility": jnp.zeros((width,), jnp.float32),
+                "age": jnp.zeros((width,), jnp.int32),
                 "to_replace": jnp.zeros([], jnp.float32),
             }
-            for layer, paths in layers.items()
-        }
+            if adaptable:
+                entry["mean_activation"] = jnp.zeros((width,), jnp.float32)
+            state[_cbp_key(layer)] = entry
         return {"layers": state, "num_replaced": jnp.zeros([], jnp.int32)}
 
     def update_layer(layer: units.UnitLayer, entry: dict, postact: jax.Array, params: Any):
-        mean_abs = jnp.mean(jnp.abs(postact.reshape(-1, postact.shape[-1])), axis=0)
-        contribution = mean_abs * outgoing_weight_mass(params, layer)
-        contribution = jnp.sum(contribution.reshape(layer.copies, layer.units), axis=0)
+        features = postact.reshape(-1, postact.shape[-1])
         decay = decay_rate**steps_per_call
-        utility = decay * entry["utility"] + (1.0 - decay) * contribution
         age = entry["age"] + steps_per_call
+        if adaptable:
+            if layer.copies != 1:
+                raise ValueError(
+                    f"cbp's adaptable contribution needs one feature per unit; {layer.name} has "
+                    f"{layer.copies} (CReLU): use utility='contribution'"
+                )
+            mean = decay * entry["mean_activation"] + (1.0 - decay) * jnp.mean(features, axis=0)
+            corrected_mean = mean / (1.0 - decay_rate ** age.astype(jnp.float32))
+            deviation = jnp.mean(jnp.abs(features - corrected_mean), axis=0)
+            magnitude = incoming_weight_magnitude(params, layer)
+            contribution = (
+                deviation
+                * outgoing_weight_mass(params, layer)
+                / jnp.maximum(magnitude, jnp.finfo(jnp.float32).tiny)
+            )
+        else:
+            contribution = jnp.mean(jnp.abs(features), axis=0) * outgoing_weight_mass(params, layer)
+            contribution = jnp.sum(contribution.reshape(layer.copies, layer.units), axis=0)
+        utility_now = decay * entry["utility"] + (1.0 - decay) * contribution
         eligible = age > maturity_threshold
         budget = entry["to_replace"] + replacement_rate * steps_per_call * jnp.sum(eligible)
         count = jnp.floor(budget)
-        corrected = utility / (1.0 - decay_rate ** age.astype(jnp.float32))
+        corrected = utility_now / (1.0 - decay_rate ** age.astype(jnp.float32))
         ranks = jnp.argsort(jnp.argsort(jnp.where(eligible, corrected, jnp.inf)))
         replace = eligible & (ranks < count)
         new_entry = {
-            "utility": jnp.where(replace, 0.0, utility),
+            "utility": jnp.where(replace, 0.0, utility_now),
             "age": jnp.where(replace, 0, age),
             "to_replace": budget - count,
         }
+        if adaptable:
+            new_entry["mean_activation"] = jnp.where(replace, 0.0, mean)
         return replace, new_entry
 
     def apply(state: TrainState, probe_inputs: jax.Array, rng: jax.Array) -> TrainState:

@@ -218,6 +218,19 @@ def test_resets_and_injection_sync_the_target_by_default_and_the_others_do_not()
         configs.validate_config(config, "minatar")
 
 
+def test_cbp_adaptable_contribution_on_a_crelu_network_is_refused_before_a_run():
+    """The authors' utility follows one running mean per unit; a CReLU unit has two features."""
+    config = tiny_minatar(num_seeds=1)
+    config.intervention.update(name="cbp", every_frames=64, options={"utility": "contribution"})
+    config.network.activation = "crelu"
+    configs.validate_config(config, "minatar")  # the paper's utility sums the two features
+    config.intervention.options.utility = "adaptable_contribution"
+    with pytest.raises(ValueError, match="one running mean activation per unit.*CReLU"):
+        configs.validate_config(config, "minatar")
+    config.network.activation = "relu"
+    configs.validate_config(config, "minatar")
+
+
 def test_minatar_noisy_updates_every_iteration_write_one_row_a_chunk_from_the_first_update(
     tmp_path,
 ):

@@ -57,3 +57,9 @@ def test_a_schedule_without_an_intervention_or_an_unknown_diagnostics_option_is_
     config.variant_order = ("baseline", "redo")
     plan = continual_sweep.plan_experiment(config)
     assert [name for name, _ in plan.variants] == ["baseline", "redo"]
+
+
+def test_cbp_adaptable_contribution_on_a_crelu_network_is_refused_in_one_line():
+    config = _config(name="cbp", every=1, options={"utility": "adaptable_contribution"})
+    config.network.activation = "crelu"
+    assert "a CReLU unit has two features" in _error(config)

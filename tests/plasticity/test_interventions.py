@@ -233,10 +233,13 @@ def _numpy_relu_mlp(p, x):
     return acts
 
 
-def test_cbp_utility_ages_and_replacements_match_a_numpy_reference():
+@pytest.mark.parametrize("utility_name", interventions.CBP_UTILITIES)
+def test_cbp_utility_ages_and_replacements_match_a_numpy_reference(utility_name):
     """Six calls of continual backprop on a 5 → 10 → 8 → 3 ReLU MLP against a NumPy transcription
-    of the docstring: u ← ηu + (1 − η)·E|h|·Σ|w_out|, age + 1, eligible when age > maturity, the
-    floor of the accumulated rate × eligible replaced by lowest u/(1 − η^age), then u = age = 0."""
+    of the docstring: age + 1, u ← ηu + (1 − η)·c with c = E|h|·Σ|w_out| (the paper's
+    contribution) or E|h − m̂|·Σ|w_out| / mean|w_in| (the authors' code's adaptable contribution,
+    m̂ the bias-corrected running mean of h), eligible when age > maturity, the floor of the
+    accumulated rate × eligible replaced by lowest u/(1 − η^age), then u = m = age = 0."""
     model = networks.MLP((10, 8), 3, "none")
     params = _params(model)
     eta, rate, maturity = 0.9, 0.15, 2
@@ -247,11 +250,13 @@ def test_cbp_utility_ages_and_replacements_match_a_numpy_reference():
         maturity_threshold=maturity,
         decay_rate=eta,
         init_fn=_fresh_init(model),
+        utility=utility_name,
     )
     state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
     apply = jax.jit(cbp.apply)
     keys = {"hidden_0.linear": ("hidden_0", 10), "hidden_1.linear": ("hidden_1", 8)}
     reference = {key: (np.zeros(n), np.zeros(n, int), 0.0) for key, (_, n) in keys.items()}
+    means = {key: np.zeros(n) for key, (_, n) in keys.items()}
     total_replaced = 0
     for call in range(6):
         p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), state.params)
@@ -263,14 +268,22 @@ def test_cbp_utility_ages_and_replacements_match_a_numpy_reference():
         expected_replace = {}
         for key, (layer, _) in keys.items():
             utility, age, budget = reference[key]
-            contribution = np.abs(acts[layer]).mean(0) * np.abs(next_kernel[layer]).sum(1)
-            utility, age = eta * utility + (1 - eta) * contribution, age + 1
+            age = age + 1
+            h = acts[layer]
+            if utility_name == "contribution":
+                contribution = np.abs(h).mean(0) * np.abs(next_kernel[layer]).sum(1)
+            else:
+                means[key] = eta * means[key] + (1 - eta) * h.mean(0)
+                deviation = np.abs(h - means[key] / (1 - eta**age)).mean(0)
+                incoming = np.abs(p[layer]["linear"]["kernel"]).mean(0)
+                contribution = deviation * np.abs(next_kernel[layer]).sum(1) / incoming
+            utility = eta * utility + (1 - eta) * contribution
             eligible = age > maturity
             budget += rate * eligible.sum()
             count = int(np.floor(budget + 1e-9))
             corrected = np.where(eligible, utility / (1 - eta**age), np.inf)
             replace = np.zeros(len(age), bool)
-            replace[np.argsort(corrected)[:count]] = True
+            replace[np.argsort(corrected, kind="stable")[:count]] = True
             replace &= eligible
             expected_replace[key] = replace
             total_replaced += int(replace.sum())
@@ -279,12 +292,15 @@ def test_cbp_utility_ages_and_replacements_match_a_numpy_reference():
                 np.where(replace, 0, age),
                 budget - count,
             )
+            means[key] = np.where(replace, 0.0, means[key])
         state = apply(state, X, jax.random.key(40 + call))
         for key, (utility, age, budget) in reference.items():
             got = state.extra["cbp"]["layers"][key]
             np.testing.assert_allclose(got["utility"], utility, rtol=1e-5, atol=1e-7, err_msg=key)
             np.testing.assert_array_equal(got["age"], age, err_msg=key)
             np.testing.assert_allclose(got["to_replace"], budget, atol=1e-5, err_msg=key)
+            if utility_name == "adaptable_contribution":
+                np.testing.assert_allclose(got["mean_activation"], means[key], rtol=1e-5, atol=1e-7)
             layer = keys[key][0]
             new_outgoing = (
                 state.params["hidden_1"]["linear"]["kernel"]
@@ -918,3 +934,31 @@ def test_cbp_on_a_cnn_reads_conv_kernels_by_input_channel_and_fan_in():
     bound = np.sqrt(2.0) * np.sqrt(3.0 / 9)
     # 27 draws of U(−b, b): all below b/2 with probability 2^-27 (and the seed is fixed).
     assert 0.5 * bound < np.abs(kernel).max() <= bound
+
+
+def test_cbp_adaptable_contribution_on_a_cnn_follows_each_channels_mean():
+    """The authors' adaptable contribution on a conv layer (their convGnT): one running mean per
+    channel over the batch and positions, m ← (1 − η)·E h after one call, and
+    u = (1 − η)·E|h − m̂|·Σ|W_out[:, :, c, :]| / mean|W_in[..., c]| with m̂ = m/(1 − η)."""
+    model = networks.SmallCNN((3, 4), (5,), 2, "none")
+    x = jax.random.normal(jax.random.key(5), (4, 12, 12, 1))
+    params = _params(model, x)
+    h = np.asarray(_postacts(model, params, x)["conv_0"], np.float64)
+    mean = 0.5 * h.mean(axis=(0, 1, 2))
+    deviation = np.abs(h - mean / 0.5).mean(axis=(0, 1, 2))
+    outgoing = np.abs(np.asarray(params["conv_1"]["linear"]["kernel"], np.float64))
+    incoming = np.abs(np.asarray(params["conv_0"]["linear"]["kernel"], np.float64))
+    expected = 0.5 * deviation * outgoing.sum(axis=(0, 1, 3)) / incoming.mean(axis=(0, 1, 2))
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        maturity_threshold=1,
+        decay_rate=0.5,
+        init_fn=_fresh_init(model, x),
+        utility="adaptable_contribution",
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    entry = jax.jit(cbp.apply)(state, x, jax.random.key(6)).extra["cbp"]["layers"]["conv_0.linear"]
+    # float32 means over 400 positions against float64 ones (see the test above): 1e-4.
+    np.testing.assert_allclose(entry["mean_activation"], mean, rtol=1e-4)
+    np.testing.assert_allclose(entry["utility"], expected, rtol=1e-4)
