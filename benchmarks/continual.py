@@ -685,6 +685,9 @@ def make_trainer(
         if periodic_intervention:  # after the task's evaluation; none after the run's last update
             allowed = task < num_tasks - 1
             state = intervene_if_due(state, (task + 1) * steps, task_state, keys, data, allowed)
+        own = state.extra.get(intervention_name) if intervention is not None else None
+        if isinstance(own, dict) and "num_replaced" in own:  # continual backprop's count so far
+            row["units_replaced"] = own["num_replaced"]
         losses = metrics["loss"].reshape(-1)  # in step order: (blocks, block_steps) flattened
         first_bad = divergence.first_nonfinite_index(losses)
         health = {

@@ -284,3 +284,19 @@ def test_each_intervention_draws_its_probe_and_a_boundarys_reads_the_task_that_e
     assert len(seen) == 10
     assert seen[1] == seen[2] and seen[4] == seen[5] and seen[7] == seen[8]
     assert len({float(v) for v in seen}) == 7, seen  # every other call on other examples
+
+
+def test_task_rows_count_the_units_continual_backprop_replaced_so_far():
+    """Every unit replaced at each application (rate 1, maturity 0): 8 hidden units at steps 3
+    and 6 of each 6-step task, none after the run's last update (24), so the task rows count
+    16, 32, 48 and 56; an intervention that replaces no units adds no field."""
+    config = tiny_config(every=3)
+    config.intervention.update(
+        name="cbp", options={"replacement_rate": 1.0, "maturity_threshold": 0}
+    )
+    trainer = continual.make_trainer(config)
+    _, outputs = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    np.testing.assert_array_equal(outputs["task"]["units_replaced"], [16, 32, 48, 56])
+    trainer = continual.make_trainer(tiny_config(every=3), intervention_factory=recorder)
+    _, outputs = jax.eval_shape(trainer.train, jax.random.PRNGKey(0))
+    assert "units_replaced" not in outputs["task"]
