@@ -29,7 +29,9 @@ the paper's rule gives), and L2 decays every parameter as torch's ``weight_decay
 ``--config.intervention.options.utility=adaptable_contribution`` (their configs' utility for these
 tasks; the default is the paper's contribution utility).
 
-Expected result (measured, seed 0; mean over the first and the last fifth of each run):
+Expected result (measured, seed 0; the mean of the task rows' ``online_loss`` or
+``online_accuracy`` in ``metrics.jsonl`` over the first and the last fifth of each run; the
+console's closing lines print another figure, the last task's end-of-task loss):
 
 * permuted digits shows NO loss of plasticity at this scale: online accuracy still rises over
   the 50 tasks (backprop 0.82 → 0.87, 0.82 → 0.86 with L2; LayerNorm 0.88 → 0.91 with and
