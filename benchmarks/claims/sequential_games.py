@@ -6,42 +6,45 @@ Paper's claim (NaP, Lyle et al. 2024, Fig. 6; docs/algorithms.md, "Sequential At
 network throughout; on the second visit plain Rainbow scores well below a freshly initialized
 network trained on that game alone, while Rainbow + LayerNorm + NaP comes close to it.
 
-Settings (cpu scale; chosen for speed, see "What we tried"): DQN (`agents.configs` MinAtar preset:
-uniform replay, 1-step Q-learning, centred RMSProp 2.5e-4, ε 1 → 0.05) with MinAtar's
-conv(16, 3×3) → 128 torso, 4 envs, one update every 4 steps; games breakout then
-space_invaders, cycled twice, 10,000 steps (BLOCK) a game; replay and optimizer kept at a switch;
-after every block every game seen so far is evaluated (8 episodes), and a fresh network trained
-on each later game alone for one block (same seed, same initial parameters) is the reference;
-the first game's is the sequence's own first block (its "fresh" bar is "visit 1"). Arms: ``dqn`` (no norm) and
-``dqn_ln_nap`` (LayerNorm before every nonlinearity + NaP projection after every update, same
-optimizer and constant learning rate). 3 seeds, one after another in one program per arm.
-``paper`` scale: `benchmarks/configs/minatar_sequence.py:paper`'s sizes (5 games, 2M steps a
-game, Rainbow with noisy nets) for the two arms. ``smoke``: 512 steps a game, tiny network.
+Settings (cpu scale; chosen so that the agents learn within 15 minutes, see "What we tried"):
+DQN at PureJaxRL's ``dqn.py`` settings (`benchmarks.peer_settings.purejaxrl_config`: MinAtar
+observations through an MLP 120-84, 10 envs, batch 128, one update every 10 steps, Adam 2.5e-4,
+uniform replay of 10,000 transitions, target every 500 steps), ε 1 → 0.05 over the first 10,000
+steps; games breakout then space_invaders, cycled twice, 100,000 steps (BLOCK) a game; replay and
+optimizer kept at a switch; after every block every game seen so far is evaluated (8 episodes),
+and a fresh network trained on each later game alone for one block (same seed, same initial
+parameters) is the reference; the first game's is the sequence's own first block (its "fresh" bar
+is "visit 1"). Arms: ``dqn`` (no norm) and ``dqn_ln_nap`` (LayerNorm before every nonlinearity +
+NaP projection after every update, same optimizer and constant learning rate). 3 seeds vmapped in
+one program per arm. ``paper`` scale: `benchmarks/configs/minatar_sequence.py:paper`'s sizes (5
+games, 2M steps a game, Rainbow with noisy nets, MinAtar's conv torso) for the two arms.
+``smoke``: the MinAtar DQN preset with a tiny conv network, 512 steps a game.
 
 Metric: a revisit's score against the fresh network, visit_2 − fresh (mean return over the
 evaluation episodes after the game's second block, minus the fresh reference's), averaged over
 the games, per seed. Verdict (paired over seeds, 95% t-interval), PASS when both hold: the
 baseline's revisit scores below fresh (gap < 0), and LN + NaP's gap − the baseline's > 0.
 
-Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 10,000 steps a game,
-9.3 minutes at load 3–5; README): gap baseline 0.35 ± 3.4, LN + NaP 1.0 ± 4.7;
-verdict INCONCLUSIVE. Rerun alone after the faster in-loop convolutions
-(`plasticity.layers.PatchConv`): 3.3 minutes, baseline 0.23 ± 5.0, LN + NaP 0.81 ± 6.6,
-INCONCLUSIVE again; and after the first game's reference became the sequence's first block (5
-blocks an arm): 3.5 minutes beside other jobs, baseline −0.04 ± 2.8, LN + NaP 2.6 ± 3.6 (their
-difference 2.6 ± 4.5), INCONCLUSIVE. At this budget DQN barely learns (breakout returns 0.5–1.4 against 0.56 for
-a random policy; space invaders 0.25–3.9 against 2.84), so neither loss of plasticity nor its
-absence can show; LN + NaP learns a little faster (breakout 1.4–1.8). The paper's effect lives
-at 20M frames a game; the ``paper`` scale (2M steps a game, 5 games, Rainbow) is where to look.
+Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 9.7 minutes beside
+other jobs at load 3–4): both arms learn both games (breakout 4.6–5.4 after its first block
+without a norm, 7.3–9.3 with LN + NaP; space invaders 20–29; a random policy scores 0.56 and
+2.84), and a revisit scores above the fresh network in both: gap baseline 5.6 ± 15, LN + NaP 11 ±
+14 (their difference 5.4 ± 19); verdict INCONCLUSIVE. At 100,000 steps a game what a network kept
+from its first visit outweighs any loss of plasticity (the baseline's second breakout block ends
+at 7.9–9.3, against 4.6–5.4 after the first): the baseline's half of the claim does not show
+(its mean points the other way); the paper's effect lives at 20M frames a game and ten games
+(``paper``).
 
-What we tried: the first metric, visit_2 / fresh, exploded on near-zero fresh scores (LN + NaP
-8.0 ± 28 on this very run) and was replaced by the difference before any other change. One seed
-of 10,000 steps a game (DQN, conv torso, 4 envs) took 120 s (baseline) and 162 s (LN + NaP) at
-load 5, i.e. ~500 steps/s per seed end to end with evaluations and compilation: 3 seeds × 2 arms ×
-6 blocks (4 visits + 2 fresh references; 5 blocks since the first game's reference is the
-sequence's first block) fit 15 minutes only with blocks of ≈ 10,000 steps.
-The published MinAtar config (Rainbow without noisy nets, 20,000 steps a game, one seed) learns
-more (breakout 2–5, space invaders 6–32) but runs at ~300 steps/s: 3 seeds would take ~60 minutes.
+What we tried: MinAtar's conv torso with the MinAtar DQN preset (4 envs, one update every 4
+steps) ran at ~500 steps/s per seed, so 3 seeds × 2 arms × 5 blocks fit 15 minutes only with
+blocks of 10,000 steps, where DQN barely learns (breakout 0.5–1.4, space invaders 0.25–3.9):
+INCONCLUSIVE four times (mean gaps −0.2 to 2.6) with neither agent learning, i.e. telling
+nothing. PureJaxRL's MLP settings with the 3 seeds vmapped ran 1,800 steps/s per seed (5,400 in
+all, with evaluations, at load 3–4), 10× the conv runs' total. ε decays over 10,000
+steps (PureJaxRL's schedule is half its run): the fresh reference starts its block at ε = 1 while
+the sequence's later blocks play at ε = 0.05, so a slow decay handicaps the reference (at 50,000
+steps, fresh space invaders 7–11 against 12–19 on the first visit). The first metric, visit_2 /
+fresh, exploded on near-zero fresh scores and was replaced by the difference.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ NAME = "sequential_games"
 SUMMARY = "a revisit by the baseline scores below a fresh network; LN+NaP stays near it"
 ARMS = {"baseline": "dqn", "LN+NaP": "dqn_ln_nap"}
 GAMES = ("breakout", "space_invaders")
-BLOCK = 10_000
+BLOCK = 100_000  # steps a game at the cpu scale
 
 
 def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
@@ -65,23 +68,14 @@ def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
     from agents import configs as agent_configs  # noqa: PLC0415
 
     base.check_scale(scale)
-    agent = "rainbow" if scale == "paper" else "dqn"
-    config = agent_configs.get_config(agent, "minatar")
+    if scale == "cpu":
+        config = cpu_config(seeds)
+    else:
+        config = agent_configs.get_config("rainbow" if scale == "paper" else "dqn", "minatar")
+        config.num_seeds = seeds
     config.games = GAMES
     config.cycles = 2
-    config.num_seeds = seeds
-    config.frames_per_game = BLOCK
-    config.env.num_envs = 4
-    config.replay.update(dict(capacity=BLOCK, min_fill_fraction=0.05))
-    config.exploration.decay_frames = BLOCK // 4
-    config.learner.target_update_period_frames = 2_000
     config.evaluation.update(dict(episodes=8, max_frames=8 * 2_504, fresh_reference=True))
-    config.diagnostics.update(
-        dict(every_frames=BLOCK // 4, names=("weight_norm", "effective_lr"), batch_size=64)
-    )
-    config.log_every_frames = BLOCK // 4
-    config.checkpoint_every_frames = BLOCK // 4
-    config.run.runs_per_batch = 1
     nap = dict(network=dict(norm="layernorm"), optimizer=dict(nap=dict(enabled=True)))
     config.variants = ml_collections.ConfigDict({ARMS["baseline"]: {}, ARMS["LN+NaP"]: nap})
     config.variant_order = tuple(ARMS.values())
@@ -89,10 +83,12 @@ def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
         config.games = ("breakout", "asterix", "freeway", "space_invaders", "seaquest")
         config.frames_per_game = 2_000_000
         config.env.num_envs = 8
-        config.replay.capacity = 100_000
+        config.replay.update(dict(capacity=100_000, min_fill_fraction=0.05))
         config.exploration.decay_frames = 100_000
         config.learner.target_update_period_frames = 4_000
-        config.diagnostics.every_frames = 100_000
+        config.diagnostics.update(
+            dict(every_frames=100_000, names=("weight_norm", "effective_lr"), batch_size=64)
+        )
         config.log_every_frames = 20_000
         config.checkpoint_every_frames = 100_000
         config.run.runs_per_batch = 0  # a GPU: all seeds vmapped
@@ -104,10 +100,30 @@ def sequence_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
         config.learner.target_update_period_frames = 128
         config.exploration.decay_frames = 256
         config.evaluation.update(dict(episodes=2, max_frames=2 * 500))
-        config.diagnostics.every_frames = 256
+        config.diagnostics.update(
+            dict(every_frames=256, names=("weight_norm", "effective_lr"), batch_size=64)
+        )
         config.log_every_frames = 256
         config.checkpoint_every_frames = 256
         config.optimizer.schedule.warmup_steps = 8
+        config.run.runs_per_batch = 1
+    return config
+
+
+def cpu_config(seeds: int) -> ml_collections.ConfigDict:
+    """PureJaxRL's ``dqn.py`` settings (`benchmarks.peer_settings.purejaxrl_config`: MLP
+    120-84, 10 envs, batch 128, one update per 10 steps, Adam 2.5e-4, a 10,000-transition
+    replay, target every 500 steps), which learn MinAtar at the loop's fastest, with BLOCK
+    steps a game, ε 1 → 0.05 over the first tenth of the first block, and the seeds vmapped."""
+    from benchmarks import peer_settings  # noqa: PLC0415
+
+    config = peer_settings.purejaxrl_config(seeds, BLOCK, diagnostics=True, runs_per_batch=0)
+    config.exploration.decay_frames = BLOCK // 10
+    config.diagnostics.update(
+        dict(every_frames=BLOCK // 4, names=("weight_norm", "effective_lr"), batch_size=64)
+    )
+    config.log_every_frames = BLOCK // 4
+    config.checkpoint_every_frames = BLOCK // 4
     return config
 
 
