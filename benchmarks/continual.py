@@ -68,6 +68,7 @@ from benchmarks.continual_config import (
     build_network,
     check_config,
     diagnostics_block,
+    probes_last_batch,
     steps_per_task,
     swept_keys,
     task_schedule,
@@ -401,6 +402,7 @@ def make_trainer(
         defer_window = defer_window if sites else 1  # no kernel large enough, fed few rows
     exponent = effective_lr_exponent(config)
     probe_size = int(config.diagnostics.probe_size)
+    last_batch_probe = probes_last_batch(config.intervention)
 
     extra_diagnostics = None
     if every and tuple(config.diagnostics.names):
@@ -483,8 +485,12 @@ def make_trainer(
         return {name: jnp.asarray(value, jnp.float32) for name, value in out.items()}
 
     def intervene(state: TrainState, task_state, global_step, key, keys, data) -> TrainState:
-        """The intervention on a probe batch drawn afresh for its step (ReDo and continual
-        backprop score units on fresh data, as in their papers), not the diagnostics' per task."""
+        """The intervention after update ``global_step`` on the inputs it scores units on: the
+        minibatch of that update (``intervention.probe='last_batch'``, continual backprop's),
+        or a probe batch drawn afresh for its step (ReDo's), not the diagnostics' per task."""
+        if last_batch_probe:
+            inputs, _ = training_batch(keys, global_step - 1, task_state, data)
+            return intervention[1](state, inputs, key)
         counter = num_tasks + global_step  # apart from `probe_batch`'s counters (the tasks)
         indices = sample_indices(keys["probe"], counter, probe_size, sequence.num_examples)
         inputs, _ = sequence.batch(task_state, indices, data)

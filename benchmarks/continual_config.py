@@ -48,6 +48,7 @@ RESUME_FREE_FIELDS = (
 )
 # Per-task metrics whose NaN/Inf means the run diverged (diagnostics may be non-finite legitimately,
 # e.g. an effective learning rate of a zero kernel).
+INTERVENTION_PROBES = ("auto", "fresh", "last_batch")
 DIVERGENCE_METRICS = ("online_loss", "end_loss", "end_test_loss", "param_norm")
 
 
@@ -74,7 +75,11 @@ def default_config() -> ml_collections.ConfigDict:
       goes to `plasticity.diagnostics`, see `effective_lr_exponent`).
     intervention: ``name`` for `plasticity.interventions` ('none' = off), ``every`` N steps
       (after update N, 2N, ..., but not after the run's last) and/or ``at_task_boundaries``, its
-      ``options``.
+      ``options``, and the inputs it scores units on (``probe``, `INTERVENTION_PROBES`): 'fresh'
+      (``diagnostics.probe_size`` examples of the current task drawn for each call, as ReDo's
+      paper does), 'last_batch' (the minibatch of the update just made, as continual
+      backprop's authors do; at batch 1 far cheaper than a probe batch at every step) or
+      'auto' (the default: 'last_batch' for cbp, 'fresh' for every other intervention).
     eval: end-of-task evaluation on up to ``max_examples`` examples, in batches.
     run: ``tasks_per_chunk`` per compiled call and checkpoint (0 = about 10 chunks);
       ``runs_per_batch``: 0 vectorizes all runs of a device with vmap (GPU/TPU), k > 0 runs them k
@@ -133,7 +138,11 @@ def default_config() -> ml_collections.ConfigDict:
         options=ml_collections.ConfigDict(),
     )
     config.intervention = dict(
-        name="none", every=0, at_task_boundaries=False, options=ml_collections.ConfigDict()
+        name="none",
+        every=0,
+        at_task_boundaries=False,
+        options=ml_collections.ConfigDict(),
+        probe="auto",
     )
     config.eval = dict(max_examples=2048, batch_size=512)
     config.run = dict(
@@ -317,6 +326,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if config.intervention.every < 0:
         raise ValueError(f"intervention.every must be >= 0, got {config.intervention.every}")
+    if config.intervention.probe not in INTERVENTION_PROBES:
+        raise ValueError(
+            f"intervention.probe must be one of {', '.join(INTERVENTION_PROBES)}, got "
+            f"{config.intervention.probe!r}"
+        )
     if config.intervention.name == "cbp":
         from plasticity.interventions import check_cbp_activation  # noqa: PLC0415 - a plug-in
 
@@ -331,6 +345,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     )
     config_tools.check_range("seed", config.seed, 0.0)
     diagnostics_block(config)
+
+
+def probes_last_batch(intervention: ml_collections.ConfigDict) -> bool:
+    """Whether the intervention scores units on the last update's minibatch (``probe``)."""
+    probe = str(intervention.probe)
+    return probe == "last_batch" or (probe == "auto" and str(intervention.name) == "cbp")
 
 
 def unused_data_dir(variants: Sequence[tuple[str, ml_collections.ConfigDict]]) -> str | None:

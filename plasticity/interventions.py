@@ -370,15 +370,15 @@ def make_cbp(
     parameter from the network's own initializer); zero outgoing weights; zeroed optimizer
     moments for both; u_i = m_i = 0 and age_i = 0. `norm_recycling` as in `recycle_units`.
 
-    Differences from the authors' code: Σ_k over the outgoing weights where their code averages
-    (a constant factor per layer, which changes no ranking); E over the probe batch given to each
-    call rather than the training minibatch (the trainers draw it afresh from the current data
-    at every call, so the utilities follow the stream, but on other examples than the update's);
-    no adjustment of the next layer's bias by the replaced unit's mean activation (their
-    released GnT code resets that mean before reading it, so the adjustment adds nothing
-    there). `steps_per_call = N` scales the
-    decay, ages and budget as if the call stood for N steps. Utilities live in
-    ``extra['cbp']``, keyed by each hidden kernel layer.
+    Differences from the authors' code: Σ_k over the outgoing weights where their code averages (a
+    constant factor per layer, which changes no ranking); E over the inputs given to each call,
+    recomputing the activations after the update where their code reuses the update's forward pass
+    (the continual trainer gives it the minibatch of the update just made by default,
+    ``intervention.probe``; the RL trainers a batch sampled from the replay); no adjustment of the
+    next layer's bias by the replaced unit's mean activation (their released GnT code resets that
+    mean before reading it, so the adjustment adds nothing there). `steps_per_call = N` scales the
+    decay, ages and budget as if the call stood for N steps. Utilities live in ``extra['cbp']``,
+    keyed by each hidden kernel layer.
     """
     if not 0.0 <= replacement_rate <= 1.0:
         raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}.")
@@ -461,19 +461,25 @@ def make_cbp(
             masks[layer.name], entries[key] = update_layer(
                 layer, entries[key], acts[layer.name]["postact"], state.params
             )
-        fresh_rng, kaiming_rng = jax.random.split(init_rng)
-        fresh = context.init_fn(fresh_rng, probe_inputs)
-        if reinit == "kaiming_uniform":
-            fresh = kaiming_uniform_incoming(fresh, layers, kaiming_rng, kaiming_gain)
-        params, replaced = recycle_units(state.params, fresh, layers, masks, norm_recycling)
+
+        def replace_units(params_and_moments):
+            params, opt_state = params_and_moments
+            fresh_rng, kaiming_rng = jax.random.split(init_rng)
+            fresh = context.init_fn(fresh_rng, probe_inputs)
+            if reinit == "kaiming_uniform":
+                fresh = kaiming_uniform_incoming(fresh, layers, kaiming_rng, kaiming_gain)
+            new_params, replaced = recycle_units(params, fresh, layers, masks, norm_recycling)
+            return new_params, _zero_moments(opt_state, params, replaced)
+
         replaced_count = sum((jnp.sum(m) for m in masks.values()), jnp.zeros([], jnp.int32))
+        # Most calls replace nothing (one unit in thousands of steps at the paper's rates): draw
+        # a fresh network only when some unit is replaced (under vmap both branches run).
+        params, opt_state = jax.lax.cond(
+            replaced_count > 0, replace_units, lambda p: p, (state.params, state.opt_state)
+        )
         extra = dict(state.extra)
         extra["cbp"] = {"layers": entries, "num_replaced": own["num_replaced"] + replaced_count}
-        return state.replace(
-            params=params,
-            extra=extra,
-            opt_state=_zero_moments(state.opt_state, state.params, replaced),
-        )
+        return state.replace(params=params, extra=extra, opt_state=opt_state)
 
     return Intervention("cbp", init, apply)
 

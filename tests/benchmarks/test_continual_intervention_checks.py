@@ -63,3 +63,17 @@ def test_cbp_adaptable_contribution_on_a_crelu_network_is_refused_in_one_line():
     config = _config(name="cbp", every=1, options={"utility": "adaptable_contribution"})
     config.network.activation = "crelu"
     assert "a CReLU unit has two features" in _error(config)
+
+
+def test_an_unknown_probe_is_refused_and_auto_gives_continual_backprop_its_last_batch():
+    assert "intervention.probe must be one of auto, fresh, last_batch" in _error(
+        _config(name="redo", every=1, probe="newest")
+    )
+    for name, probe, last_batch in [
+        ("cbp", "auto", True),
+        ("redo", "auto", False),
+        ("cbp", "fresh", False),
+        ("redo", "last_batch", True),
+    ]:
+        intervention = _config(name=name, every=1, probe=probe).intervention
+        assert continual_config.probes_last_batch(intervention) is last_batch, (name, probe)

@@ -300,3 +300,49 @@ def test_task_rows_count_the_units_continual_backprop_replaced_so_far():
     trainer = continual.make_trainer(tiny_config(every=3), intervention_factory=recorder)
     _, outputs = jax.eval_shape(trainer.train, jax.random.PRNGKey(0))
     assert "units_replaced" not in outputs["task"]
+
+
+def batch_sum_recorder(name, model, **options):
+    """Records the sum of each call's probe inputs and their number of examples."""
+    del model, options
+
+    def init(params):
+        del params
+        return {
+            "count": jnp.zeros([], jnp.int32),
+            "sums": jnp.zeros((64,), jnp.float32),
+            "examples": jnp.zeros([], jnp.int32),
+        }
+
+    def apply(state, probe_inputs, rng):
+        del rng
+        own = state.extra[name]
+        sums = own["sums"].at[own["count"]].set(jnp.sum(probe_inputs))
+        examples = jnp.asarray(probe_inputs.shape[0], jnp.int32)
+        own = {"count": own["count"] + 1, "sums": sums, "examples": examples}
+        return state.replace(extra={**state.extra, name: own})
+
+    return init, apply
+
+
+@pytest.mark.parametrize("probe", ["last_batch", "fresh"])
+def test_an_intervention_after_every_update_can_score_units_on_that_updates_minibatch(probe):
+    """``intervention.probe='last_batch'``: the call after update s gets the minibatch of step
+    s − 1, continual backprop's source in its authors' code. With shuffled sampling and 8 × 8
+    examples a task, the calls after a task's 8 updates see each of its 64 examples once, so
+    their input sums are the same in every task (a pixel permutation keeps them); a fresh probe
+    of 16 examples per call (or the batch of step s) gives other sums in each task."""
+    config = tiny_config(every=1)
+    config.intervention.probe = probe
+    config.task.update(name="input_permutation", sampling="shuffled", steps_per_task=8)
+    config.diagnostics.update(probe_size=16, every=4)
+    trainer = continual.make_trainer(config, intervention_factory=batch_sum_recorder)
+    carry, _ = jax.device_get(jax.jit(trainer.train)(jax.random.PRNGKey(0)))
+    own = carry.state.extra["recorder"]
+    assert int(own["count"]) == 31  # after updates 1..31: none after the run's last
+    assert int(own["examples"]) == (8 if probe == "last_batch" else 16)
+    totals = own["sums"][:24].reshape(3, 8).sum(axis=1)
+    if probe == "last_batch":
+        np.testing.assert_allclose(totals, totals[0], rtol=1e-5)
+    else:
+        assert np.ptp(totals) > 1e-3 * abs(totals[0])  # 10.25 of 2,476 here
