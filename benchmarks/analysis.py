@@ -24,8 +24,10 @@ from plasticity.analysis import (
     metric_keys,
     number,
     series,
+    x_axis,
 )
 from plasticity.figures import (
+    MAX_SWITCH_LINES,
     Y_LABELS,
     curve_colors,
     curve_styles,
@@ -462,13 +464,30 @@ DIAGNOSTICS_FIGURES = (
     "curvature",
 )
 FIGURES = ("task_metrics", *DIAGNOSTICS_FIGURES, "eval_returns", "evaluation_matrix")
+# Figures of continual runs only: RL runs never log per-task metrics.
+CONTINUAL_FIGURES = ("task_metrics",)
+
+
+def is_rl(run: Run) -> bool:
+    """An RL run: its rows count frames, or it evaluated games."""
+    return x_axis(run) == "frames" or bool(events(run, "eval"))
+
+
+def expected_figures(runs: Sequence[Run]) -> tuple[str, ...]:
+    """The standard figures (`FIGURES`) whose absence a report of these runs says: all but
+    `CONTINUAL_FIGURES` when every run is an RL run (a newcomer would read "no data for
+    task_metrics" on an RL report as something their run lacks)."""
+    rl_only = bool(runs) and all(is_rl(run) for run in runs)
+    return tuple(stem for stem in FIGURES if not (rl_only and stem in CONTINUAL_FIGURES))
+
 
 # How to read every figure (the report's note above them).
 READING_NOTE = (
     "Each curve is the mean over its seeds, the shaded band their minimum to maximum. Grey "
     "dashed lines mark task or game switches (dotted, in a run's colour, where runs switch at "
-    "different points); triangles along a panel's top mark interventions, bars a summarized "
-    "stretch of them."
+    "different points; every k-th where a panel would have more than "
+    f"{MAX_SWITCH_LINES}); triangles along a panel's top mark interventions, bars a summarized "
+    "stretch of them. Runs of several task families get a row of panels per family."
 )
 
 # What each figure shows and how to read it (the report's captions).

@@ -9,13 +9,15 @@ moved or mailed as it is. It holds:
 * the runs compared (one *curve* per work dir and variant, with its seeds and progress) and a
   summary table (`plasticity.analysis.summary`);
 * every standard figure that has data (`benchmarks.analysis.FIGURES`), with a caption saying
-  how to read it, and the list of figures the runs hold no data for; then a figure for each
-  per-layer diagnostic they logged that no standard figure draws (`layers_<metric>`: dead units,
-  pre-activation statistics, a diagnostic of your own, ...);
+  how to read it, and the list of figures the runs hold no data for (of those their kinds can
+  have: RL runs never have task metrics, `benchmarks.analysis.expected_figures`); then a figure
+  for each per-layer diagnostic they logged that no standard figure draws (`layers_<metric>`:
+  dead units, pre-activation statistics, a diagnostic of your own, ...);
 * RL runs: the evaluation matrix as tables (``evaluation_matrix.json``, or the 'eval' rows of
   runs whose seeds are separate work dirs) and the visit scores against the fresh network;
 * the config fields that differ between the curves (variants resolved), and every config;
-* each work dir's ``run_info.json``: every launch's command, git commit, packages, devices, CPU.
+* each work dir's ``run_info.json``: every launch's command and working directory, git commit,
+  packages, devices, CPU.
 
 ``<out>/report.json`` lists the same for programs: every figure's file, title and panels with the
 number of points each curve has there (`plasticity.figures.figure_contents`), and the figures
@@ -137,7 +139,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") 
 
 
 def _kind(run: analysis.Run) -> str:
-    return "RL" if analysis.x_axis(run) == "frames" or analysis.events(run, "eval") else "continual"
+    return "RL" if figures.is_rl(run) else "continual"
 
 
 def _code(launch: Mapping[str, Any]) -> str | None:
@@ -190,10 +192,14 @@ def summary_html(runs: Sequence[analysis.Run]) -> str:
 
 
 def figures_html(
-    rendered: Mapping[str, figures.RenderedFigure], out: str | Path, embed: bool = True
+    rendered: Mapping[str, figures.RenderedFigure],
+    out: str | Path,
+    embed: bool = True,
+    expected: Sequence[str] = figures.FIGURES,
 ) -> str:
     """One section per figure: title, caption and the image (embedded when `embed`), linking to
-    the PNG next to the page; then the figures the runs hold no data for."""
+    the PNG next to the page; then the figures of ``expected`` (`figures.expected_figures`) the
+    runs hold no data for."""
     out = Path(out)
     parts = [f"<p class='note'>{_e(figures.READING_NOTE)}</p>"] if rendered else []
     for stem, figure in rendered.items():
@@ -209,7 +215,7 @@ def figures_html(
             f"<p>{_e(note)}</p>"
             f'<a href="{_e(name)}"><img src="{source}" alt="{_e(figure.title)}"></a></section>'
         )
-    missing = [stem for stem in figures.FIGURES if stem not in rendered]
+    missing = [stem for stem in expected if stem not in rendered]
     if missing:
         parts.append(
             "<p class='note'>No data in these runs for: "
@@ -371,8 +377,8 @@ def config_diff_html(runs: Sequence[analysis.Run]) -> str:
 
 
 def run_info_html(runs: Sequence[analysis.Run]) -> str:
-    """Every launch of every work dir (``run_info.json``): when, command, git commit, Python and
-    package versions, backend and devices, CPU and host."""
+    """Every launch of every work dir (``run_info.json``): when, command and working directory,
+    git commit, Python and package versions, backend and devices, CPU and host."""
     parts = []
     for run in runs:
         for workdir in run.workdirs:
@@ -396,6 +402,7 @@ def run_info_html(runs: Sequence[analysis.Run]) -> str:
                         i + 1,
                         launch.get("started"),
                         " ".join(map(str, launch.get("command") or [])),
+                        launch.get("cwd"),
                         _code(launch),
                         launch.get("python"),
                         ", ".join(f"{k} {v}" for k, v in packages.items()),
@@ -408,6 +415,7 @@ def run_info_html(runs: Sequence[analysis.Run]) -> str:
                 "launch",
                 "started (UTC)",
                 "command",
+                "working dir",
                 "code (git commit)",
                 "Python",
                 "packages",
@@ -444,7 +452,7 @@ def page_html(
     names = ", ".join(run.name for run in runs)
     sections = [
         ("runs", "Runs", runs_html(runs) + summary_html(runs)),
-        ("figures", "Figures", figures_html(rendered, out, embed)),
+        ("figures", "Figures", figures_html(rendered, out, embed, figures.expected_figures(runs))),
     ]
     evaluation = evaluation_html(runs)
     if evaluation:
@@ -484,7 +492,7 @@ def write_page(
             stem: {"file": figure.path.name, "title": figure.title, "panels": figure.contents}
             for stem, figure in rendered.items()
         },
-        "missing": [stem for stem in figures.FIGURES if stem not in rendered],
+        "missing": missing_figures(runs, rendered),
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return page
@@ -509,8 +517,13 @@ def write_report(
     out = Path(out) if out is not None else default_out(workdirs)
     rendered = render_figures(runs, out, dpi=dpi)
     page = write_page(runs, rendered, out, embed)
-    missing = [stem for stem in figures.FIGURES if stem not in rendered]
-    return Report(page, rendered, missing, runs)
+    return Report(page, rendered, missing_figures(runs, rendered), runs)
+
+
+def missing_figures(runs: Sequence[analysis.Run], rendered: Mapping[str, Any]) -> list[str]:
+    """The standard figures these runs' kinds can have (`figures.expected_figures`: no task
+    metrics for RL runs alone) that ``rendered`` lacks: what a report says it has no data for."""
+    return [stem for stem in figures.expected_figures(runs) if stem not in rendered]
 
 
 if __name__ == "__main__":  # the library of `python -m scripts.report`, which it runs

@@ -309,6 +309,16 @@ def curve_rows(run: Run, curve: str | None, event: str | None = None) -> list[di
     return [row for row in rows if run.curve_of(row) == curve]
 
 
+def task_family(run: Run, curve: str | None) -> str | None:
+    """The task sequence a curve trains on: its rows' ``task_name`` (one continual sweep may
+    train several, e.g. permuted digits for 15k steps and bit flipping for 1M), None where its
+    rows name none (RL runs)."""
+    for row in run.rows:
+        if row.get("task_name") is not None and run.curve_of(row) == curve:
+            return str(row["task_name"])
+    return None
+
+
 def number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None

@@ -4,12 +4,16 @@ Each ``plot_*`` function returns a matplotlib Figure, or None when there is noth
 they read is decided here once: one colour and line style per curve in every figure of a report,
 y-limits from what a metric means (fractions from 0, at least 10% of the value for norms, a decade
 on log axes: a NaP weight norm held constant is a flat line), plain tick labels (no hidden offset),
-x-axes in frames (RL) or optimizer steps (continual) and dashed lines at game or task switches.
+x-axes in frames (RL) or optimizer steps (continual) and dashed lines at game or task switches
+(every k-th of more than `MAX_SWITCH_LINES`). Runs that train several task families (one
+continual sweep of permuted digits and bit flipping) get a row of panels per family, each on its
+own x-range.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from typing import Iterable, Sequence
 
@@ -26,6 +30,7 @@ from plasticity.analysis import (
     metric_keys,
     number,
     series,
+    task_family,
     x_axis,
 )
 
@@ -46,6 +51,8 @@ X_LABELS = {"frames": "frames", "step": "optimizer steps", "task": "task"}
 SWITCH_GID = "switch"  # matplotlib gid of switch markers (not data; `figure_contents` skips them)
 INTERVENTION_GID = "intervention"  # the same for intervention markers
 SWITCH_NAME_FONTSIZE = 6  # the game names written at the top of RL panels
+# Switch lines a panel draws at most: 100 flip periods of bit flipping would cover its curves.
+MAX_SWITCH_LINES = 24
 
 
 # Line styles cycle with the curves too, so that curves that coincide (variants sharing their
@@ -304,9 +311,12 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
         return
     kind = "game switch" if x == "frames" else "task switch"
     shared = len({tuple(p for p, _ in found) for _, found, _ in kept}) == 1
+    stride = switch_stride(len(kept[0][1]) if shared else sum(len(f) for _, f, _ in kept))
+    every = f"every {_ordinal(stride)}" if stride > 1 else ""
     if shared:
         label, found, first = kept[0]
-        for i, (position, _) in enumerate(found):
+        kind = f"{kind} ({every})" if every else kind
+        for i, (position, _) in enumerate(found[stride - 1 :: stride]):
             ax.axvline(
                 position,
                 color="0.45",
@@ -337,8 +347,9 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
                         gid=SWITCH_GID,
                     )
         return
+    legend = f"{kind} (run colour, {every})" if every else f"{kind} (run colour)"
     for label, found, _ in kept:
-        for i, (position, _) in enumerate(found):
+        for i, (position, _) in enumerate(found[stride - 1 :: stride]):
             ax.axvline(
                 position,
                 color=colors[label],
@@ -347,8 +358,21 @@ def mark_switches(ax, marks: Sequence[tuple[str, list, float, str | None]], colo
                 alpha=0.7,
                 zorder=0,
                 gid=SWITCH_GID,
-                label=f"{kind} (run colour)" if i == 0 else "_" + kind,
+                label=legend if i == 0 else "_" + kind,
             )
+
+
+def switch_stride(count: int, most: int = MAX_SWITCH_LINES) -> int:
+    """k such that drawing every k-th of ``count`` switch lines leaves at most ``most``: a panel
+    of 50 permuted-digits tasks or 100 flip periods would otherwise be as dense with lines as
+    with data (each task's point already marks where it ends)."""
+    return max(1, math.ceil(count / most))
+
+
+def _ordinal(n: int) -> str:
+    """'2nd', '3rd', '4th', '11th', '21st'."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _name_room(ax, starts: Sequence[tuple[float, str | None]]) -> list[int]:
@@ -542,29 +566,41 @@ def _panel_figure(
 ):
     """One panel per (key, panel title); one line per curve, in the curve's colour; panels
     without data are dropped. x: the row field on the x-axis (default frames for RL, steps
-    otherwise); switches of game or task are marked."""
+    otherwise); switches of game or task are marked.
+
+    Curves of several task families (`task_family`) get a row of panels per family, titled
+    '<family>: <panel title>': one family's 15k steps beside another's 1M would be squeezed
+    into the left edge of a shared panel, under the other's switch lines."""
     plt = pyplot()
     log_keys = set(log_keys)
+    family_of = {label: task_family(run, variant) for run, variant, label in curves(runs)}
+    families = list(dict.fromkeys(family_of.values()))
     drawn = []
-    for key, panel_title in panels:
+    for family, (key, panel_title) in ((f, panel) for f in families for panel in panels):
         scale = y_scale(key)
         if key in log_keys or key.split("/")[0] in log_keys:
             scale = dataclasses.replace(scale, log=True)
         found = []
         for run, variant, label in curves(runs):
             axis = x or x_axis(run, event)
-            s = series(run, key, event, variant, axis)
+            s = series(run, key, event, variant, axis) if family_of[label] == family else None
             if s is not None:
                 found.append((run, variant, label, axis, s))
         # A log axis shows positive values only: a panel of zeros (the update ratio before the
         # first update) would be an empty frame.
         if found and (not scale.log or any(np.any(s.mean > 0) for *_, s in found)):
-            drawn.append((key, panel_title, scale, found))
+            if len(families) > 1 and family is not None:
+                panel_title = f"{family}: {panel_title}"
+            drawn.append((key, panel_title, scale, found, family))
     if not drawn:
         return None
-    fig, axes = grid(plt, len(drawn))
+    columns, slots = family_rows([entry[-1] for entry in drawn])
+    fig, cells = grid(plt, len(slots), max_columns=columns)
+    for ax, slot in zip(cells, slots):
+        ax.set_visible(slot is not None)
+    axes = [ax for ax, slot in zip(cells, slots) if slot is not None]
     colors, styles = curve_colors(runs), curve_styles(runs)
-    for ax, (key, panel_title, scale, found) in zip(axes, drawn):
+    for ax, (key, panel_title, scale, found, _) in zip(axes, drawn):
         for _, _, label, _, s in found:
             draw(ax, positive_only(s) if scale.log else s, label, colors[label], styles[label])
         ax.set_title(panel_title, fontsize=10)
@@ -589,6 +625,23 @@ def _panel_figure(
             colors,
         )
     return finish(fig, axes, title)
+
+
+def family_rows(
+    families: Sequence[str | None], max_columns: int = 4
+) -> tuple[int, list[int | None]]:
+    """(columns, cells) of a grid of panels whose i-th belongs to ``families[i]`` (grouped):
+    the panels' indices in order, each family's followed by empty cells (None) to the end of its
+    row so that the next family starts a row of its own; all in one row where they fit."""
+    if len(families) <= max_columns:
+        return max(len(families), 1), list(range(len(families)))
+    sizes = [len(list(group)) for _, group in itertools.groupby(families)]
+    columns = min(max(sizes), max_columns)
+    cells: list[int | None] = []
+    for size in sizes:
+        first = sum(cell is not None for cell in cells)
+        cells += list(range(first, first + size)) + [None] * (-size % columns)
+    return columns, cells
 
 
 def plot_task_metrics(runs: Sequence[Run], keys: Sequence[str] = TASK_METRICS):

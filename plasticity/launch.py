@@ -252,6 +252,19 @@ def _run_label(result: Any, workdir: str) -> str:
         return Path(path).name
 
 
+def launch_command(
+    argv: Sequence[str], orig_argv: Sequence[str], executable: str = sys.executable
+) -> list[str]:
+    """The command line as typed: ``python -m scripts.train_atari ...`` where the interpreter's
+    own arguments (``orig_argv``, `sys.orig_argv`) ran a module, whose ``argv`` (`sys.argv`)
+    starts with the module's file instead; else the interpreter's name and ``argv``."""
+    arguments = max(len(argv) - 1, 0)  # the program's own: the tail of orig_argv
+    head = list(orig_argv[: len(orig_argv) - arguments])
+    if len(head) >= 3 and head[-2] == "-m" and list(orig_argv[len(head) :]) == list(argv[1:]):
+        return [Path(executable).name, *orig_argv[1:]]
+    return [Path(executable).name, *argv]
+
+
 def exit_after(status: int) -> None:
     """Exits a launcher's process with ``status``, ignoring stop signals from here on: the run
     is over, and a Ctrl-C or SIGTERM during the interpreter's exit (JAX's clean-up) would

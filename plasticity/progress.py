@@ -13,7 +13,8 @@ A thin layer over tqdm that draws what a user needs to trust a long run:
   without saying why;
 * the **ETA** is the units left over that rate (nothing until a rate has been measured); the
   harness restarts the rate once the run reaches its steady pace (RL: once learning runs, not
-  while the replay fills), so the ETA is not skewed by a fast start;
+  while the replay fills; after a resume, once its first units are done), so the ETA is not
+  skewed by a fast start or a slow one;
 * the postfix names where the run stands (game, task, variant, last score); what does not fit
   the terminal's width moves, in whole parts, to a status line under the bar, so the bar keeps a
   visible length and nothing is lost on a narrow terminal:
@@ -188,24 +189,32 @@ class Progress:
         """Seconds of this launch spent training (the rate clock)."""
         return self._seconds()
 
+    def _rates_since(self, origin: tuple[int, int, float]) -> tuple[float | None, float | None]:
+        """(units/s, updates/s) of the training time since ``origin`` (units, updates, training
+        seconds), None when no unit was counted since."""
+        with self._lock:
+            units, updates, start = origin
+            counted, elapsed = self._units - units, self._seconds() - start
+            if counted > 0 and elapsed > 0:
+                learned = self._updates - updates
+                return counted / elapsed, learned / elapsed if learned else None
+        return None, None
+
     def rates(self) -> tuple[float | None, float | None]:
         """(units/s, updates/s) of this launch's training time since `measure_rate_from_here`
         (over all of it until units were counted since then), None before any was measured."""
         with self._lock:
-            seconds = self._seconds()
-            for units, updates, start in (self._rate_origin or (0, 0, 0.0), (0, 0, 0.0)):
-                counted, elapsed = self._units - units, seconds - start
-                if counted > 0 and elapsed > 0:
-                    learned = self._updates - updates
-                    return counted / elapsed, learned / elapsed if learned else None
-        return None, None
+            since = self._rates_since(self._rate_origin or (0, 0, 0.0))
+            return since if since[0] is not None else self._rates_since((0, 0, 0.0))
 
     def eta_seconds(self) -> float | None:
-        """Seconds left at the measured rate (None before a rate exists, or while waiting for
-        the steady pace)."""
-        if self._rate_origin is None:
-            return None
-        rate, _ = self.rates()
+        """Seconds left at the rate measured since `measure_rate_from_here` (None while waiting
+        for the steady pace, and until units were counted since it was reached: the launch's
+        rate before holds its start, a replay filling or the first compiles)."""
+        with self._lock:
+            if self._rate_origin is None:
+                return None
+            rate, _ = self._rates_since(self._rate_origin)
         if rate is None:
             return None
         return max(0.0, self.total - self._count) / rate

@@ -8,7 +8,8 @@ a user sees happens here, once, the same way for every launcher:
   (fields in ``resume_free`` may differ). A work dir with no checkpoint holds nothing to resume
   (its launch failed before the first save: bad size, out of memory), so its config, metrics and
   TensorBoard events are replaced rather than blocking the corrected relaunch. Every launch
-  appends to ``run_info.json`` (command line, git commit, package versions, devices, CPU).
+  appends to ``run_info.json`` (command line and working directory, git commit, package
+  versions, devices, CPU).
 * **Resume point** (`Run.restore`): the newest checkpoint whose tree and metadata both load. A
   truncated or partial one gets one warning line, is moved to ``<workdir>/corrupt_checkpoints/``
   and the next older one is tried; only then are the metrics truncated to the size that
@@ -50,7 +51,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import jax
 import numpy as np
 
-from plasticity import divergence, runtime
+from plasticity import divergence, launch, runtime
 from plasticity import checkpointing
 from plasticity.checkpointing import Checkpointer, LocalCheckpointer
 from plasticity.progress import Progress, format_seconds
@@ -62,6 +63,7 @@ from plasticity.workdir import (
     lock_workdir,
     read_config,
     read_metrics,
+    shown_differences,
 )
 
 RUN_INFO_FILE = "run_info.json"
@@ -147,8 +149,8 @@ def code_version(repository: Path | None = None) -> dict[str, Any]:
 
 
 def run_info() -> dict[str, Any]:
-    """What a launch ran on: command line, the code (`code_version`), package versions, devices
-    and CPU."""
+    """What a launch ran on: command line (`launch.launch_command`) and the directory it ran
+    in, the code (`code_version`), package versions, devices and CPU."""
     versions = {}
     for name in RECORDED_PACKAGES:
         try:
@@ -157,7 +159,8 @@ def run_info() -> dict[str, Any]:
             pass
     return {
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": [Path(sys.executable).name, *sys.argv],
+        "command": launch.launch_command(sys.argv, getattr(sys, "orig_argv", [])),
+        "cwd": os.getcwd(),  # what the command's relative paths (a --workdir) are relative to
         **code_version(),
         "python": platform.python_version(),
         "packages": versions,
@@ -394,10 +397,10 @@ class Run:
                 if not any(name == free or name.startswith(free + ".") for free in self.resume_free)
             ]
             if differences:
-                shown = ", ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
                 raise ValueError(
-                    f"work dir {self.path} holds a run with a different config (fields: {shown}); "
-                    "use a new --workdir or the same config to resume"
+                    f"work dir {self.path} holds a run with a different config (fields: "
+                    f"{shown_differences(differences)}); use a new --workdir or the same config "
+                    "to resume"
                 )
         writer = True if self.independent else None
         self.workdir = WorkDir(self.path, tensorboard=self.tensorboard, is_writer=writer)
@@ -674,7 +677,8 @@ class Run:
                 initial=self.done,
                 disable=(None if not self.independent else False) if self.show_progress else True,
             )
-            if self.eta_waits_for_steady_pace and self.done < self.budget_after:
+            # Resumed too: its first units (restoring, compiling) are not its pace either.
+            if self.eta_waits_for_steady_pace:
                 self._progress.wait_for_steady_pace()
         return self._progress
 
@@ -711,7 +715,8 @@ class Run:
 
     def _warn_about_budget(self) -> None:
         """Once the run reaches ``budget_after`` units (the steady pace: RL learning, not the
-        replay filling), the bar's rate (and ETA) counts from there; after
+        replay filling; a run resumed past them at its first advance, after its compiles), the
+        bar's rate (and ETA) counts from there; after
         ``budget_measure_seconds`` of training at that pace, a run whose ETA exceeds a day says
         so once."""
         progress = self.progress
@@ -737,9 +742,10 @@ class Run:
 
     def message(self, text: str) -> None:
         """A line above the bar (evaluation results, switches), from the process reporting the
-        run."""
+        run; after the run's label when the launch has several ('rainbow: eval after block 0
+        ...', as its summary lines are), whose lines would otherwise read alike in a log."""
         if self.show_progress and self.result.reported_here:
-            self.progress.write(text)
+            self.progress.write(f"{self.label}: {text}" if self.label else text)
 
     def _say(self, text: str) -> None:
         """A line on stderr from the lead process (or this one, running alone), with the

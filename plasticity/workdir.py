@@ -143,6 +143,22 @@ def config_differences(
     return differences
 
 
+# A sweep's fields: every variant's overrides (which a flag such as --norm sets in each) and
+# their order; a resolved variant's config keeps them beside its own, resolved fields.
+SWEEP_FIELDS = ("variants", "variant_order")
+
+
+def shown_differences(differences: Sequence[str], most: int = 8) -> str:
+    """The differing fields a refusal to relaunch names (at most ``most``): a sweep's
+    ``variants.*`` and ``variant_order`` only when nothing else differs. A relaunch of one
+    variant with ``--norm=rmsnorm`` changes its ``network.norm``, which says it; the same change
+    in the overrides of variants it does not run (``variants.rainbow_ln.network.norm`` in
+    ``rainbow``'s work dir) would only mislead."""
+    own = [name for name in differences if name.split(".")[0] not in SWEEP_FIELDS]
+    names = own or list(differences)
+    return ", ".join(names[:most]) + (" ..." if len(names) > most else "")
+
+
 def read_scalars(workdir: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
     """{tag: [(step, value), ...]} of the TensorBoard event files of a work dir, in file order.
 
@@ -239,10 +255,10 @@ class WorkDir:
             name for name in config_differences(existing, normalized) if name not in ignore
         ]
         if differences:
-            shown = ", ".join(differences[:8]) + (" ..." if len(differences) > 8 else "")
             raise ValueError(
                 f"work dir {self.path} holds a run with a different config (fields: "
-                f"{shown}); use a new --workdir or the same config to resume"
+                f"{shown_differences(differences)}); use a new --workdir or the same config to "
+                "resume"
             )
 
     def metrics_size(self) -> int:

@@ -585,3 +585,52 @@ def test_game_switches_read_from_the_schedule_start_after_the_first_game():
     schedule = [{"game": "pong", "frames": 1000}, {"game": "breakout", "frames": 500}]
     run = analysis.Run("rl", Path("rl"), {"schedule": schedule}, [])
     assert figures_lib.switches(run, None, "frames") == [(1000.0, "breakout")]
+
+
+def test_two_task_families_get_a_row_of_panels_each_and_many_switches_are_thinned(tmp_path):
+    """One continual sweep of permuted digits (4 tasks of 50 steps, 3 layers) and bit flipping
+    (60 flip periods of 1,000 steps, 2 layers): each family's panels have its own x-range and
+    start a row, and the 59 flips are marked by every 3rd (at most `MAX_SWITCH_LINES`), said in
+    the legend."""
+    rows = []
+    for family, variant, tasks, length in (
+        ("input_permutation", "digits", 4, 50),
+        ("bit_flipping", "bits", 60, 1000),
+    ):
+        for task in range(tasks):
+            base = {"step": (task + 1) * length, "seed": 0, "variant": variant, "task": task}
+            base["task_name"] = family
+            rows.append({**base, "event": "task", "online_loss": 1.0 / (task + 1)})
+            rows.append({**base, "event": "diagnostics", "weight_norm/hidden_0": 1.0 + task})
+            rows.append({**base, "event": "diagnostics", "weight_norm/output": 2.0})
+            if family == "input_permutation":  # 2 hidden layers against 1
+                rows.append({**base, "event": "diagnostics", "weight_norm/hidden_1": 3.0})
+    run = analysis.load_run(_write_rows(tmp_path / "dohare", rows))
+    fig = figures_lib.plot_layer_metric([run], "weight_norm")
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert figures_lib.figure_contents(fig) == {
+        "input_permutation: hidden_0": {"digits": 4},
+        "input_permutation: output": {"digits": 4},
+        "input_permutation: hidden_1": {"digits": 4},
+        "bit_flipping: hidden_0": {"bits": 60},
+        "bit_flipping: output": {"bits": 60},
+    }
+    assert panels["input_permutation: hidden_0"].get_xlim()[1] < 300  # not squeezed by 60k
+    below = panels["bit_flipping: hidden_0"].get_position()
+    assert below.y1 < panels["input_permutation: hidden_0"].get_position().y0  # a row of its own
+    flips = [
+        line for line in panels["bit_flipping: output"].get_lines() if line.get_gid() == "switch"
+    ]
+    assert len(flips) == 19 <= figures_lib.MAX_SWITCH_LINES  # 3,000, 6,000, ..., 57,000
+    assert flips[0].get_xdata()[0] == 3000 and flips[0].get_label() == "task switch (every 3rd)"
+    figures_lib.pyplot().close(fig)
+    assert set(figures_lib.figure_contents(figures_lib.plot_task_metrics([run]))) == {
+        "input_permutation: online loss",
+        "bit_flipping: online loss",
+    }
+    figures_lib.pyplot().close("all")
+    assert analysis.task_family(run, "bits") == "bit_flipping"
+    assert figures_lib.family_rows(["a", "a", "a", "b", "b"]) == (3, [0, 1, 2, 3, 4, None])
+    assert figures_lib.family_rows(["a", "b"]) == (2, [0, 1])  # side by side where they fit
+    ordinals = [figures_lib._ordinal(n) for n in (2, 3, 4, 11, 21)]
+    assert ordinals == ["2nd", "3rd", "4th", "11th", "21st"]

@@ -70,6 +70,19 @@ def test_one_run_of_several_is_named_in_its_lines_and_its_bar(capsys):
     assert "train_x rainbow/seed_1: at " in capsys.readouterr().err
 
 
+def test_the_lines_above_the_bar_name_the_run_when_the_launch_has_several(capsys):
+    """'rainbow: eval after block 0 ...' as the run's summary lines, where two variants' lines
+    would read alike in a log; a launch of one run keeps them as they are."""
+    for label in ("rainbow", None):
+        with run_of_days(True, label=label) as run:
+            run.message("eval after block 0 (pong, visit 1) at 10,240 frames: pong -2.00")
+    lines = [line for line in capsys.readouterr().err.splitlines() if "eval after" in line]
+    assert lines == [
+        "rainbow: eval after block 0 (pong, visit 1) at 10,240 frames: pong -2.00",
+        "eval after block 0 (pong, visit 1) at 10,240 frames: pong -2.00",
+    ]
+
+
 def test_the_rate_counts_from_the_steady_pace_once_the_harness_says_so(capsys):
     """A fast start (a replay filling at many times the learning speed) does not shorten the
     ETA once the steady pace is reached; the budget warning waits for that pace too."""
@@ -124,6 +137,25 @@ def test_an_rl_run_shows_no_eta_until_its_steady_pace_even_after_a_resume():
         resumed.advance(10)
         time.sleep(0.01)
         resumed.advance(10)
+        assert resumed.progress.eta_seconds() > 0
+
+
+def test_a_resumed_rl_run_shows_no_eta_while_its_first_frames_and_compiles_run():
+    """After a resume the first advance (an actor's first frames, before the learner compiled)
+    is no more its pace than a replay filling is a fresh run's: the ETA shows '—' through the
+    compile after it, and is measured from there on."""
+    resumed = run_of_days(False)
+    resumed.budget_after, resumed.eta_waits_for_steady_pace = 1_000, True
+    resumed.done = 5_000  # as a restore past the steady point sets it
+    with resumed:
+        assert resumed.progress.eta_seconds() is None
+        time.sleep(0.02)  # slow first frames: restoring, compiling the actor
+        resumed.advance(10)
+        with resumed.phase("compiling the learner"):
+            assert resumed.progress.eta_seconds() is None
+            assert "ETA —" in resumed.progress._postfix(None)
+            assert resumed.progress.rates()[0] > 0  # the rate still shows, over the launch
+        resumed.advance(1_000)
         assert resumed.progress.eta_seconds() > 0
 
 

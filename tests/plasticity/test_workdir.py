@@ -56,6 +56,40 @@ def test_config_written_once_and_a_different_config_refused(tmp_path):
     assert workdir.read_config(tmp_path)["task"]["num_tasks"] == 3
 
 
+def test_a_refused_relaunch_names_the_fields_of_the_run_not_of_other_variants(tmp_path):
+    """``--norm=rmsnorm`` on ``rainbow``'s work dir changes its network.norm and every variant's
+    override of it: the refusal names network.norm, not variants it does not run; a change in
+    the variants alone is still refused, and named."""
+    from plasticity import run as run_lib  # noqa: PLC0415
+
+    def config(norm: str, other: str) -> dict:
+        variants = {"rainbow_ln": {"network": {"norm": other}}, "rainbow": {}}
+        return {"network": {"norm": norm}, "variants": variants, "variant_order": ["rainbow"]}
+
+    def launch(path, launched: dict) -> run_lib.Run:
+        return run_lib.Run(
+            "train_x",
+            str(path),
+            launched,
+            total=10,
+            unit="frame",
+            x_key="frames",
+            show_progress=False,
+        )
+
+    with launch(tmp_path / "rainbow", config("none", "layernorm")) as run:
+        run.save({"w": np.zeros(2)}, {}, done=5)
+    with pytest.raises(ValueError, match=r"different config \(fields: network.norm\);"):
+        launch(tmp_path / "rainbow", config("rmsnorm", "rmsnorm")).__enter__()
+    writer = workdir.WorkDir(tmp_path / "wd", tensorboard=False)
+    writer.check_or_write_config(config("none", "layernorm"))
+    with pytest.raises(ValueError, match=r"different config \(fields: network.norm\);"):
+        writer.check_or_write_config(config("rmsnorm", "rmsnorm"))
+    with pytest.raises(ValueError, match=r"\(fields: variants.rainbow_ln.network.norm\);"):
+        writer.check_or_write_config(config("none", "rmsnorm"))
+    assert workdir.shown_differences([f"f{i}" for i in range(9)], most=2) == "f0, f1 ..."
+
+
 def test_non_lead_process_writes_nothing(tmp_path):
     path = tmp_path / "run"
     writer = workdir.WorkDir(path, is_writer=False)
@@ -172,6 +206,22 @@ def test_run_info_says_which_code_ran_and_whether_it_was_edited(tmp_path):
     outside = run.code_version(tmp_path / "untracked.txt")
     assert outside["git_commit"] is None and outside["git_dirty"] is None
     assert outside["version"] == clean["version"] is not None
+
+
+def test_run_info_records_the_command_as_typed_and_where_it_ran(tmp_path, monkeypatch):
+    """``python -m scripts.train_atari ...`` as typed, not the module's file (sys.argv[0]), and
+    the working directory a relative --workdir is relative to."""
+    from plasticity import launch, run  # noqa: PLC0415
+
+    argv = ["/repo/scripts/train_atari.py", "--workdir=wd"]
+    typed = ["python3", "-X", "dev", "-m", "scripts.train_atari", "--workdir=wd"]
+    command = launch.launch_command(argv, typed, "/venv/bin/python")
+    assert command == ["python", "-X", "dev", "-m", "scripts.train_atari", "--workdir=wd"]
+    as_file = ["python3", "scripts/train_atari.py", "--workdir=wd"]
+    assert launch.launch_command(argv, as_file, "/venv/bin/python") == ["python", *argv]
+    assert launch.launch_command(["x.py"], ["python", "-m", "x"], "python") == ["python", "-m", "x"]
+    monkeypatch.chdir(tmp_path)
+    assert run.run_info()["cwd"] == str(tmp_path)
 
 
 def test_a_work_dir_two_levels_inside_another_run_is_refused(tmp_path):

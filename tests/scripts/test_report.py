@@ -309,3 +309,26 @@ def test_game_names_of_short_blocks_are_shortened_not_written_over_each_other(tm
         assert box.x1 <= following.x0 + 1, (box, following)
     assert boxes[-1].x1 <= ax.get_window_extent().x1 + 1
     figures.pyplot().close(fig)
+
+
+def test_an_rl_report_does_not_miss_task_metrics(tmp_path, capsys):
+    """RL runs never log task metrics: their report leaves that figure out silently, and a
+    continual run's report still says it has none."""
+    rl = tmp_path / "rl"
+    rl.mkdir()
+    rows = [
+        {"event": "diagnostics", "frames": 4 * s, "step": s, "weight_norm/h": 1.0} for s in (0, 8)
+    ]
+    (rl / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert report_script.main(["report", str(rl)]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "no data" in line]
+    assert "task_metrics" not in line and "eval_returns" in line  # an RL run may miss those
+    page = (rl / "report" / "report.html").read_text(encoding="utf-8")
+    assert "<code>task_metrics</code>" not in page and "<code>eval_returns</code>" in page
+    assert "task_metrics" not in json.loads((rl / "report" / "report.json").read_text())["missing"]
+    continual = tmp_path / "continual"
+    continual.mkdir()
+    rows = [{key: value for key, value in row.items() if key != "frames"} for row in rows]
+    (continual / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    missing = report.write_report([continual]).missing
+    assert missing[0] == "task_metrics"

@@ -308,7 +308,8 @@ def test_every_work_dir_records_its_launches(contract):
     info = json.loads((contract["root"] / "interrupted" / "run_info.json").read_text())
     assert len(info["launches"]) == 3  # the interrupted launch and two relaunches
     first = info["launches"][0]
-    assert first["command"][1].endswith(f"{contract['name']}.py")
+    assert first["command"][1:3] == ["-m", f"scripts.{contract['name']}"]  # as it was typed
+    assert first["cwd"] == str(REPO)  # where its relative paths lead
     assert {"jax", "flax", "optax", "orbax-checkpoint"} <= set(first["packages"])
     assert first["devices"] and first["cpu"]["cores"] >= 1 and first["backend"] == "cpu"
     assert "git_commit" in first
