@@ -310,12 +310,13 @@ def outgoing_weight_mass(params: Any, layer: units.UnitLayer) -> jax.Array:
 
 
 def incoming_weight_magnitude(params: Any, layer: units.UnitLayer) -> jax.Array:
-    """Per unit, the mean |w| of its incoming kernel (every axis but the last; a noisy layer's
-    μ kernel): how far a gradient step must move the unit's weights to change what it computes."""
+    """Per unit, the mean |w| of its incoming kernel entries (every axis but the last; a noisy
+    layer's μ kernel; a residual block's unit averages over its last conv's and its shortcut's
+    together): how far a gradient step must move the unit's weights to change what it computes."""
     flat = traverse_util.flatten_dict(params)
-    (leaf,) = [leaf for leaf in layer.incoming if leaf[-1] == "kernel"]
-    kernel = jnp.abs(flat[leaf])
-    return jnp.mean(kernel.reshape(-1, kernel.shape[-1]), axis=0)
+    kernels = [flat[leaf] for leaf in layer.incoming if leaf[-1] == "kernel"]
+    entries = jnp.concatenate([jnp.abs(k).reshape(-1, k.shape[-1]) for k in kernels])
+    return jnp.mean(entries, axis=0)
 
 
 CBP_REINIT = ("kaiming_uniform", "network")
@@ -773,8 +774,9 @@ def make_intervention(
     options are the keyword arguments of the matching ``make_<name>`` function:
       redo: tau=0.1, norm_recycling='reinitialize' · cbp: replacement_rate=1e-4,
       maturity_threshold=100, decay_rate=0.99, steps_per_call=1, reinit='kaiming_uniform',
-      kaiming_gain=√2, norm_recycling='reinitialize' · shrink_perturb: shrink=0.6,
-      perturb=0.01, noise='init', labels=None · noisy_updates: scale=1e-4, labels=None ·
+      kaiming_gain=√2, norm_recycling='reinitialize', utility='contribution' ·
+      shrink_perturb: shrink=0.6, perturb=0.01, noise='init', labels=None · noisy_updates:
+      scale=1e-4, labels=None ·
       reset_last_layers: num_layers=1, layers=None, prefix=None, reset_moments=True ·
       plasticity_injection: num_layers=2, layers=None, prefix=None.
     """

@@ -373,3 +373,21 @@ def test_each_familys_rainbow_has_its_references_support():
     assert (atari[0], atari[-1], atari.size) == (-10.0, 10.0, 51)
     assert (minatar[0], minatar[-1], minatar.size) == (-100.0, 100.0, 51)
     assert sum(0.99**t for t in range(1_000)) < minatar[-1]
+
+
+@pytest.mark.parametrize(
+    "begin, end, refused", [(0.0, 0.0, True), (1.0, 0.0, False), (0.0, 0.1, False)]
+)
+def test_rainbow_without_noisy_nets_is_refused_only_when_its_epsilon_never_leaves_0(
+    begin, end, refused
+):
+    """``network.noisy=False`` needs epsilon-greedy exploration: a schedule staying at 0 is
+    refused in one line, one that starts (1 -> 0, annealed to greedy) or ends above 0 is not."""
+    config = configs.rainbow_config()
+    config.network.noisy = False
+    config.exploration.update({"epsilon_begin": begin, "epsilon_end": end})
+    if refused:
+        with pytest.raises(ValueError, match="network.noisy=False with exploration.epsilon_begin"):
+            configs.validate_config(config)
+    else:
+        configs.validate_config(config)

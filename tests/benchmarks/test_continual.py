@@ -859,6 +859,29 @@ def test_a_dataset_given_in_python_is_recorded_and_a_relaunch_on_other_data_refu
     assert continual_sweep.run_experiment(config, tmp_path, dataset=mine).completed
 
 
+def test_interventions_reset_to_networks_drawn_under_the_configured_initialization():
+    """``network.initialization='kaiming_uniform'``: the fresh networks an intervention resets or
+    recycles to (here `reset_last_layers`) are drawn as the run's first, not Flax's LeCun-normal
+    ones: the `init_fn` the trainer gives the intervention draws hidden kernels U(±√(6/fan_in))
+    (standard deviation √(2/fan_in), LeCun's is √(1/fan_in)) and zero biases."""
+    config = tiny_config()
+    config.network.update(initialization="kaiming_uniform", hidden_sizes=(256,))
+    config.intervention.update(name="reset_last_layers", every=3)
+    given = {}
+
+    def factory(name, model, **options):
+        given.update(options)
+        return _stand_in_intervention(name, model, **options)
+
+    continual.make_trainer(config, intervention_factory=factory)
+    fresh = jax.jit(given["init_fn"])(jax.random.PRNGKey(1), jnp.zeros((1, 10), jnp.float32))
+    hidden = fresh["hidden_0"]["linear"]
+    bound = np.sqrt(6 / 10)
+    assert np.abs(hidden["kernel"]).max() <= bound and not np.any(hidden["bias"])
+    # 2,560 draws: the sample deviation is within 5% of b/√3 (LeCun's is 30% below it).
+    np.testing.assert_allclose(np.std(hidden["kernel"]), bound / np.sqrt(3), rtol=0.05)
+
+
 def test_the_network_starts_under_the_configured_initialization():
     """``network.initialization='kaiming_uniform'`` (Dohare et al.'s networks): ReLU layers'
     kernels U(±√(6/fan_in)), the output's U(±√(3/fan_in)), zero biases, where Flax's default

@@ -77,3 +77,17 @@ def test_a_run_longer_than_the_int32_step_counts_is_one_line():
     config.task.num_tasks = 36_000
     with pytest.raises(ValueError, match=r"^task.num_tasks x task.steps_per_task counts 2,160,036"):
         continual_config.check_config(config)
+
+
+def test_the_dohare_presets_follow_the_authors_code():
+    """As the docstring says the preset follows shibhansh/loss-of-plasticity: every variant starts
+    Kaiming-uniform and decays every parameter under L2, and bit flipping's targets use their
+    FixLTUNet's thresholds."""
+    for scale in ("smoke", "default", "paper"):
+        variants = continual_config.variant_configs(dohare.get_config(scale))
+        assert len(variants) == 4
+        for name, variant in variants:
+            assert variant.network.initialization == "kaiming_uniform", (scale, name)
+            assert variant.optimizer.decay_biases_and_norms, (scale, name)
+            if variant.task.name == "bit_flipping":
+                assert variant.task.ltu_threshold == "reference_code", (scale, name)

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from benchmarks import bit_flipping, datasets, tasks
+from benchmarks import bit_flipping, datasets, random_functions, tasks
 
 NUM_TASKS = 4
 NUM_STREAM_TASKS = 6
@@ -538,3 +538,48 @@ def test_the_reference_codes_ltu_thresholds_are_fix_ltu_nets():
     assert not np.array_equal(features[0], features[1])
     with pytest.raises(ValueError, match="ltu_threshold must be one of paper, reference_code"):
         bit_flipping.draw_ltu_network(key, m, 100, beta, "text")
+
+
+def test_the_bit_flipping_task_draws_its_target_under_the_configured_threshold_rule():
+    """``task.ltu_threshold`` reaches the target network (the Dohare preset's 'reference_code'):
+    from one seed, the same ±1 weights under both rules and thresholds 1.5 higher for a -1 bias,
+    0.5 lower for a +1 bias; an unknown rule is refused when the task is built."""
+    networks = {
+        rule: tasks.make_task_sequence("bit_flipping", ltu_threshold=rule)
+        .init(jax.random.key(4))
+        .target_network
+        for rule in bit_flipping.LTU_THRESHOLD_RULES
+    }
+    paper, code = networks["paper"], networks["reference_code"]
+    np.testing.assert_array_equal(code.input_weights, paper.input_weights)
+    shift = np.asarray(code.thresholds - paper.thresholds)
+    np.testing.assert_allclose(
+        shift, np.where(np.asarray(code.input_bias) > 0, -0.5, 1.5), atol=1e-5
+    )
+    with pytest.raises(
+        ValueError, match="ltu_threshold must be paper or reference_code, got 'pap'"
+    ):
+        tasks.make_task_sequence("bit_flipping", ltu_threshold="pap")
+
+
+def test_a_random_function_is_drawn_and_standardised_as_documented():
+    """`draw_random_function` as its docstring states: the inputs centred per feature and scaled
+    by one overall deviation, w1 ~ N(0, 1/D) and b1 ~ N(0, 1) (which set how far tanh
+    saturates), and every output of mean 0 and deviation `scale` on the inputs it was drawn on.
+    Sample deviations of 300 or more draws: within 20% of their value (w1 scaled by 1/√H would
+    miss it by 4×)."""
+    rng = np.random.default_rng(0)
+    features, hidden = 20, 300
+    scales, offsets = np.linspace(0.5, 3.0, features), np.arange(features)
+    inputs = rng.normal(size=(400, features)) * scales + offsets
+    inputs = jnp.asarray(inputs, jnp.float32)
+    fn = random_functions.draw_random_function(jax.random.key(1), inputs, hidden, 2, 3.0)
+    centred = np.asarray(inputs, np.float64) - np.asarray(inputs, np.float64).mean(axis=0)
+    np.testing.assert_allclose(fn.input_mean, np.asarray(inputs).mean(axis=0), rtol=1e-5)
+    assert fn.input_std.shape == ()
+    np.testing.assert_allclose(fn.input_std, centred.std(), rtol=1e-5)
+    np.testing.assert_allclose(np.std(fn.w1) * np.sqrt(features), 1.0, rtol=0.2)
+    np.testing.assert_allclose(np.std(fn.b1), 1.0, rtol=0.2)
+    outputs = np.asarray(random_functions.evaluate_random_function(fn, inputs), np.float64)
+    np.testing.assert_allclose(outputs.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(outputs.std(axis=0), 3.0, rtol=1e-4)

@@ -155,6 +155,51 @@ def test_the_coordinator_address_may_come_from_the_environment_with_the_two_flag
     assert not parsed().enabled  # the variable alone starts no multi-process job
 
 
+class _KeyValueStore:
+    """The coordination service's key-value store as JAX's client serves it: a key is set once
+    (a second set raises, as the real client's does without ``allow_overwrite``); a blocking get
+    of a key nobody set runs out its timeout."""
+
+    def __init__(self, **values):
+        self.values = {f"plasticity/launch_planned/{k[1:]}": v for k, v in values.items()}
+        self.gets = []  # (key, timeout in ms) of every blocking get
+
+    def key_value_set(self, key: str, value: str) -> None:
+        if key in self.values:
+            raise RuntimeError(f"ALREADY_EXISTS: {key}")
+        self.values[key] = value
+
+    def blocking_key_value_get(self, key: str, timeout_in_ms: int) -> str:
+        self.gets.append((key, timeout_in_ms))
+        if key not in self.values:
+            raise RuntimeError(f"DEADLINE_EXCEEDED: {key}")
+        return self.values[key]
+
+
+def _process_of_a_job(monkeypatch, store: _KeyValueStore, index: int, count: int = 3) -> None:
+    """Makes this process process `index` of a job of `count` served by `store`."""
+    monkeypatch.setattr(distributed, "_service_client", lambda: store)
+    monkeypatch.setattr(distributed, "_announced", False)
+    monkeypatch.setattr(jax, "process_count", lambda: count)
+    monkeypatch.setattr(jax, "process_index", lambda: index)
+
+
+def test_agreeing_to_start_waits_for_every_other_process_and_says_ready_once(monkeypatch):
+    """Process 1 of 3 says it is ready under its own index, waits for processes 0 and 2 (each
+    with the timeout in milliseconds), and starts; once it has agreed, a later refusal (an error
+    in training) tells nobody anything, and a second agreement waits for nobody."""
+    store = _KeyValueStore(p0="ready", p2="ready")
+    _process_of_a_job(monkeypatch, store, index=1)
+    distributed.agree_to_start(timeout_seconds=5)
+    assert store.values["plasticity/launch_planned/1"] == "ready"
+    assert {key for key, _ in store.gets} >= {f"plasticity/launch_planned/{i}" for i in (0, 2)}
+    assert {timeout for _, timeout in store.gets} == {5000}
+    waited = len(store.gets)
+    distributed.refuse_launch("diverged at step 3")  # after the start: not a refusal
+    distributed.agree_to_start(timeout_seconds=5)
+    assert store.values["plasticity/launch_planned/1"] == "ready" and len(store.gets) == waited
+
+
 # ---------------------------------------------------------------------------------------------
 # Two processes on loopback.
 

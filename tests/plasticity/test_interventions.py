@@ -962,3 +962,89 @@ def test_cbp_adaptable_contribution_on_a_cnn_follows_each_channels_mean():
     # float32 means over 400 positions against float64 ones (see the test above): 1e-4.
     np.testing.assert_allclose(entry["mean_activation"], mean, rtol=1e-4)
     np.testing.assert_allclose(entry["utility"], expected, rtol=1e-4)
+
+
+def test_cbp_adaptable_contribution_over_several_steps_on_a_tanh_network():
+    """One call standing for N = 10 steps on a tanh MLP (activations of both signs): the
+    running mean is m = (1 − η^N)·E h, whose bias correction m/(1 − η^age) at age N is E h
+    itself, and u = (1 − η^N)·E|h − E h|·Σ|w_out| / mean|w_in|. NumPy reference in float64."""
+    model = networks.MLP((8,), 3, "none", "tanh")
+    params = _params(model)
+    eta, steps = 0.9, 10
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        replacement_rate=0.01,
+        maturity_threshold=5,
+        decay_rate=eta,
+        steps_per_call=steps,
+        init_fn=_fresh_init(model),
+        utility="adaptable_contribution",
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    after = jax.jit(cbp.apply)(state, X, jax.random.key(5)).extra["cbp"]
+    entry = after["layers"]["hidden_0.linear"]
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    h = np.tanh(
+        np.asarray(X, np.float64) @ p["hidden_0"]["linear"]["kernel"]
+        + p["hidden_0"]["linear"]["bias"]
+    )
+    assert (h < 0).any() and (h > 0).any()  # a mean of h is not a mean of |h|
+    deviation = np.abs(h - h.mean(0)).mean(0)
+    outgoing = np.abs(p["output"]["kernel"]).sum(1)
+    incoming = np.abs(p["hidden_0"]["linear"]["kernel"]).mean(0)
+    # float32 against float64 over 32 examples: ~1e-6 relative; the mutants differ by 1e-2+.
+    np.testing.assert_allclose(entry["mean_activation"], (1 - eta**steps) * h.mean(0), rtol=1e-4)
+    expected = (1 - eta**steps) * deviation * outgoing / incoming
+    np.testing.assert_allclose(entry["utility"], expected, rtol=1e-4)
+    np.testing.assert_array_equal(entry["age"], steps)
+    assert int(after["num_replaced"]) == 0
+
+
+def test_cbp_adaptable_contribution_reads_a_noisy_layers_mean_kernel():
+    """On a noisy head (Rainbow's), a unit's incoming magnitude is mean|μ kernel|, not its σ
+    kernel's (which starts at one constant for every unit)."""
+    model = networks.QNetwork(
+        networks.MLP((6,), 0, "none"),
+        networks.ValueHead(num_actions=3, hidden_sizes=(4,), norm="none", noisy=True),
+    )
+    kwargs = {"rngs": {"noise": jax.random.key(1)}}
+    shapes = jax.eval_shape(model.init, {"params": jax.random.key(0), **kwargs["rngs"]}, X)
+    rng = np.random.default_rng(0)  # μ and σ kernels drawn alike, so that they differ
+    params = jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray(rng.standard_normal(leaf.shape), jnp.float32), shapes["params"]
+    )
+    (layer,) = [
+        layer for layer in units.analyse_units(model, params, X, kwargs) if "head" in layer.name
+    ]
+    kernel = np.abs(np.asarray(params["head"]["hidden_0"]["linear"]["kernel"], np.float64))
+    magnitude = interventions.incoming_weight_magnitude(params, layer)
+    np.testing.assert_allclose(magnitude, kernel.mean(0), rtol=1e-6)
+
+
+def test_cbp_refuses_an_unknown_utility_in_one_line():
+    with pytest.raises(ValueError, match="Unknown CBP utility 'adaptive_contribution'"):
+        interventions.check_options("cbp", {"utility": "adaptive_contribution"})
+
+
+def test_cbp_adaptable_contribution_reads_a_residual_units_two_incoming_kernels():
+    """A block unit after a change of width is fed by conv_1 and the shortcut's projection: its
+    incoming magnitude is the mean |w| over both kernels' entries, and continual backprop with
+    the authors' utility runs on such a ResNet (it had stopped on the two kernels)."""
+    model = networks.ResNet((1, 1), 4, 3, "none")
+    x = jax.random.normal(jax.random.key(5), (2, 8, 8, 3))
+    params = _params(model, x)
+    (layer,) = [u for u in units.analyse_units(model, params, x) if u.name == "stage_1_block_0"]
+    block = params["stage_1_block_0"]
+    entries = [
+        np.abs(np.asarray(block[name]["linear"]["kernel"], np.float64)).reshape(-1, 8)
+        for name in ("conv_1", "shortcut")
+    ]
+    magnitude = interventions.incoming_weight_magnitude(params, layer)
+    np.testing.assert_allclose(magnitude, np.concatenate(entries).mean(0), rtol=1e-5)
+    cbp = interventions.make_intervention(
+        "cbp", model, init_fn=_fresh_init(model, x), utility="adaptable_contribution"
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    utility = jax.jit(cbp.apply)(state, x, jax.random.key(6)).extra["cbp"]["layers"]
+    assert all(np.isfinite(entry["utility"]).all() for entry in utility.values())

@@ -1,6 +1,10 @@
 """Network builders: shapes, pinned parameter counts, scale invariance, noise, activations."""
 
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -10,6 +14,8 @@ import pytest
 from flax import traverse_util
 
 from plasticity import effective_lr, layers, networks, optim, param_labels
+
+REPO = Path(__file__).resolve().parents[2]
 
 NORMS = layers.NORMS
 
@@ -403,3 +409,77 @@ def test_kaiming_uniform_is_dohare_et_als_relu_initialization():
         np.testing.assert_allclose(np.std(kernel), bound / np.sqrt(3), rtol=0.03)  # 10⁵ draws
     assert not np.any(drawn["output"]["bias"])
     np.testing.assert_array_equal(drawn["hidden_0"]["norm"]["scale"], 1.0)
+
+
+def _zero_params(model, inputs):
+    """``model``'s parameters as zeros, without compiling its ``init``."""
+    rngs = {"params": jax.random.key(0), "noise": jax.random.key(1)}
+    shapes = jax.eval_shape(model.init, rngs, inputs)["params"]
+    return jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), shapes)
+
+
+def test_kaiming_uniform_gives_a_dueling_heads_two_output_layers_the_output_gain():
+    """A dueling head's value and advantage output layers ('output_value', 'output_advantage')
+    are output layers: gain 1, U(±√(3/fan_in)), where a hidden layer takes ReLU's √2 (320 draws
+    of each: all within the other bound has probability below 2^-100)."""
+    network = networks.QNetwork(
+        networks.MLP((64,), 0, "none"),
+        networks.ValueHead(num_actions=4, hidden_sizes=(), norm="none", dueling=True),
+    )
+    params = _zero_params(network, jnp.zeros((1, 5)))
+    initialize = jax.jit(functools.partial(networks.initialize, "kaiming_uniform"))
+    drawn = initialize(params, jax.random.key(1))
+    assert sorted(drawn["head"]) == ["output_advantage", "output_value"]
+    outputs = [np.asarray(drawn["head"][name]["kernel"]) for name in sorted(drawn["head"])]
+    assert np.abs(np.concatenate(outputs, axis=1)).max() <= np.sqrt(3 / 64)
+    hidden = np.asarray(drawn["torso"]["hidden_0"]["linear"]["kernel"])
+    assert np.sqrt(3 / 5) < np.abs(hidden).max() <= np.sqrt(6 / 5)
+
+
+def test_fan_in_uniform_draws_each_layer_and_its_bias_afresh():
+    """Layers of one shape get different draws (each layer its own key), and biases fill
+    U(±1/√fan_in), not a narrower range: 64 draws all below half the bound have probability
+    2^-64."""
+    model = networks.MLP((64, 64, 64), 0)
+    params = _zero_params(model, jnp.zeros((1, 5)))
+    drawn = jax.jit(functools.partial(networks.initialize, "fan_in_uniform"))(
+        params, jax.random.key(2)
+    )
+    kernels = [np.asarray(drawn[f"hidden_{i}"]["linear"]["kernel"]) for i in (1, 2)]
+    assert not np.any(kernels[0] == kernels[1])
+    for i, fan_in in ((0, 5), (1, 64), (2, 64)):
+        bias = np.abs(np.asarray(drawn[f"hidden_{i}"]["linear"]["bias"]))
+        assert 0.5 / np.sqrt(fan_in) < bias.max() <= 1 / np.sqrt(fan_in)
+
+
+_INITIALIZE_JOB = """
+import functools, hashlib
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_threefry_partitionable", False)
+from plasticity import networks
+params = {f"hidden_{i}": {"linear": {"kernel": jnp.zeros((3, 3))}} for i in range(6)}
+drawn = jax.jit(functools.partial(networks.initialize, "fan_in_uniform"))(params, jax.random.key(7))
+kernels = [np.asarray(drawn[f"hidden_{i}"]["linear"]["kernel"]) for i in range(6)]
+print(hashlib.sha256(b"".join(kernel.tobytes() for kernel in kernels)).hexdigest())
+"""
+
+
+def test_fan_in_uniform_draws_the_same_network_in_every_process():
+    """The draw is a function of the key alone, not of the process's string hashing (a
+    multi-process job's processes, or a relaunch, hash strings with other seeds): the same bytes
+    here and in a process with another PYTHONHASHSEED."""
+    seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"  # another seed than ours
+    there = subprocess.run(
+        [sys.executable, "-c", _INITIALIZE_JOB],
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PYTHONHASHSEED": seed},  # `-c`: this checkout's modules first
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert there.returncode == 0, there.stderr[-2000:]
+    namespace = {}
+    job = _INITIALIZE_JOB.replace("print(", "digest = (")
+    exec(compile(job, "job", "exec"), namespace)  # noqa: S102 - this process's hash seed
+    assert there.stdout.strip() == namespace["digest"]
