@@ -803,6 +803,23 @@ def test_a_residual_blocks_incoming_parameters_exclude_its_nested_layers():
         assert not incoming[block] & incoming[f"{block}/conv_0"]
 
 
+def _cbp_one_call_of_ten_steps(model, params, **options):
+    """``extra['cbp']`` after one continual-backprop call standing for 10 steps (η = 0.9, rate
+    0.01, maturity 5: every unit ages past maturity, none is replaced)."""
+    cbp = interventions.make_intervention(
+        "cbp",
+        model,
+        replacement_rate=0.01,
+        maturity_threshold=5,
+        decay_rate=0.9,
+        steps_per_call=10,
+        init_fn=_fresh_init(model),
+        **options,
+    )
+    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
+    return jax.jit(cbp.apply)(state, X, jax.random.key(5)).extra["cbp"]
+
+
 def _cbp_contribution(params):
     """E|h|·Σ|w_out| per unit of a 5 → 8 → 3 ReLU MLP's hidden layer, in float64 NumPy."""
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
@@ -853,17 +870,7 @@ def test_cbp_steps_per_call_scale_decay_age_and_budget():
     model = networks.MLP((8,), 3, "none")
     params = _params(model)
     eta, steps = 0.9, 10
-    cbp = interventions.make_intervention(
-        "cbp",
-        model,
-        replacement_rate=0.01,
-        maturity_threshold=5,
-        decay_rate=eta,
-        steps_per_call=steps,
-        init_fn=_fresh_init(model),
-    )
-    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
-    after = jax.jit(cbp.apply)(state, X, jax.random.key(5)).extra["cbp"]
+    after = _cbp_one_call_of_ten_steps(model, params)
     entry = after["layers"]["hidden_0.linear"]
     expected = (1 - eta**steps) * _cbp_contribution(params)
     np.testing.assert_allclose(entry["utility"], expected, rtol=1e-5)
@@ -971,18 +978,7 @@ def test_cbp_adaptable_contribution_over_several_steps_on_a_tanh_network():
     model = networks.MLP((8,), 3, "none", "tanh")
     params = _params(model)
     eta, steps = 0.9, 10
-    cbp = interventions.make_intervention(
-        "cbp",
-        model,
-        replacement_rate=0.01,
-        maturity_threshold=5,
-        decay_rate=eta,
-        steps_per_call=steps,
-        init_fn=_fresh_init(model),
-        utility="adaptable_contribution",
-    )
-    state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
-    after = jax.jit(cbp.apply)(state, X, jax.random.key(5)).extra["cbp"]
+    after = _cbp_one_call_of_ten_steps(model, params, utility="adaptable_contribution")
     entry = after["layers"]["hidden_0.linear"]
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
     h = np.tanh(
