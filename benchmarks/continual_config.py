@@ -46,9 +46,10 @@ RESUME_FREE_FIELDS = (
     "data.data_dir",
     "mesh",
 )
+# The inputs an intervention scores units on (``intervention.probe``, `default_config`).
+INTERVENTION_PROBES = ("auto", "fresh", "last_batch")
 # Per-task metrics whose NaN/Inf means the run diverged (diagnostics may be non-finite legitimately,
 # e.g. an effective learning rate of a zero kernel).
-INTERVENTION_PROBES = ("auto", "fresh", "last_batch")
 DIVERGENCE_METRICS = ("online_loss", "end_loss", "end_test_loss", "param_norm")
 
 
