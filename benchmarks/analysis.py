@@ -464,8 +464,10 @@ DIAGNOSTICS_FIGURES = (
     "curvature",
 )
 FIGURES = ("task_metrics", *DIAGNOSTICS_FIGURES, "eval_returns", "evaluation_matrix")
-# Figures of continual runs only: RL runs never log per-task metrics.
+# Figures of one kind of run only: RL runs never log per-task metrics, continual runs never
+# evaluate games.
 CONTINUAL_FIGURES = ("task_metrics",)
+RL_FIGURES = ("eval_returns", "evaluation_matrix")
 
 
 def is_rl(run: Run) -> bool:
@@ -475,10 +477,12 @@ def is_rl(run: Run) -> bool:
 
 def expected_figures(runs: Sequence[Run]) -> tuple[str, ...]:
     """The standard figures (`FIGURES`) whose absence a report of these runs says: all but
-    `CONTINUAL_FIGURES` when every run is an RL run (a newcomer would read "no data for
-    task_metrics" on an RL report as something their run lacks)."""
-    rl_only = bool(runs) and all(is_rl(run) for run in runs)
-    return tuple(stem for stem in FIGURES if not (rl_only and stem in CONTINUAL_FIGURES))
+    `CONTINUAL_FIGURES` when every run is an RL run, and all but `RL_FIGURES` when none is (a
+    newcomer would read "no data for task_metrics" on an RL report as something their run
+    lacks)."""
+    kinds = {is_rl(run) for run in runs}
+    left_out = CONTINUAL_FIGURES if kinds == {True} else RL_FIGURES if kinds == {False} else ()
+    return tuple(stem for stem in FIGURES if stem not in left_out)
 
 
 # How to read every figure (the report's note above them).

@@ -348,10 +348,42 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     diagnostics_block(config)
 
 
+def resolved_probe(name: str, probe: str) -> str:
+    """The probe ('fresh' or 'last_batch') intervention ``name`` runs with under ``probe``."""
+    last_batch = probe == "last_batch" or (probe == "auto" and name == "cbp")
+    return "last_batch" if last_batch else "fresh"
+
+
 def probes_last_batch(intervention: ml_collections.ConfigDict) -> bool:
     """Whether the intervention scores units on the last update's minibatch (``probe``)."""
-    probe = str(intervention.probe)
-    return probe == "last_batch" or (probe == "auto" and str(intervention.name) == "cbp")
+    return resolved_probe(str(intervention.name), str(intervention.probe)) == "last_batch"
+
+
+def record_probes(recorded: dict) -> dict:
+    """``recorded`` (a config dict for ``config.json``) with each intervention's probe resolved
+    as it runs: the top level's, and a variant's where its own intervention runs with another.
+    A work dir written before ``intervention.probe`` existed scored every intervention on fresh
+    probe batches; compared against 'fresh' (`recorded_defaults`), it resumes where its runs
+    score so, and a continual-backprop run is refused unless relaunched with probe='fresh'."""
+    top = recorded["intervention"]
+    chosen = str(top["probe"])  # what a variant without its own probe inherits
+    top["probe"] = resolved_probe(str(top["name"]), chosen)
+    for override in (recorded.get("variants") or {}).values():
+        own = override.get("intervention") if isinstance(override, dict) else None
+        if isinstance(own, dict):
+            probe = resolved_probe(str(own.get("name", top["name"])), own.get("probe", chosen))
+            if probe != top["probe"]:
+                own["probe"] = probe
+    return recorded
+
+
+def recorded_defaults() -> dict:
+    """`default_config` as a dict for comparing a relaunch with a work dir written before some
+    field existed: its value there is what that code computed (``intervention.probe``: every
+    intervention then scored units on fresh probe batches)."""
+    defaults = default_config().to_dict()
+    defaults["intervention"]["probe"] = "fresh"
+    return defaults
 
 
 def unused_data_dir(variants: Sequence[tuple[str, ml_collections.ConfigDict]]) -> str | None:

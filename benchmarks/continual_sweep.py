@@ -37,8 +37,9 @@ from benchmarks.continual_config import (
     GRID_KEYS,
     RESUME_FREE_FIELDS,
     check_mesh_spec,
-    default_config,
     grid_points,
+    record_probes,
+    recorded_defaults,
     swept_keys,
     tasks_per_chunk,
     variant_configs,
@@ -357,7 +358,7 @@ def run_experiment(
     # The device layout of several devices, named as one (a bare '[seed:2]' read as a seed).
     layout = f" [mesh {mesh_lib.format_mesh(mesh)}]" if mesh.size > 1 else ""
     label = " ".join(where) + layout
-    recorded = config.to_dict()
+    recorded = record_probes(config.to_dict())
     if plan.provided_data is not None:
         recorded["data"]["provided"] = plan.provided_data
     harness = Run(
@@ -378,7 +379,7 @@ def run_experiment(
         description=label,
         signal_name=signal_name,
         budget_hint="lower --config.task.num_tasks or --config.task.steps_per_task for a shorter run",
-        defaults=default_config().to_dict(),
+        defaults=recorded_defaults(),
     )
     harness.budget_after = min(t.steps_per_task for _, t in plan.variants)
     for variant_name, trainer in plan.variants:

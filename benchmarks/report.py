@@ -10,7 +10,8 @@ moved or mailed as it is. It holds:
   summary table (`plasticity.analysis.summary`);
 * every standard figure that has data (`benchmarks.analysis.FIGURES`), with a caption saying
   how to read it, and the list of figures the runs hold no data for (of those their kinds can
-  have: RL runs never have task metrics, `benchmarks.analysis.expected_figures`); then a figure
+  have: RL runs never have task metrics, continual runs no game evaluations,
+  `benchmarks.analysis.expected_figures`); then a figure
   for each per-layer diagnostic they logged that no standard figure draws (`layers_<metric>`:
   dead units, pre-activation statistics, a diagnostic of your own, ...);
 * RL runs: the evaluation matrix as tables (``evaluation_matrix.json``, or the 'eval' rows of

@@ -25,9 +25,13 @@ hidden kernels U(±√(6/fan_in)), the output's U(±√(3/fan_in)), zero biases;
 default redraw is the same), the target LTUs' thresholds follow their ``FixLTUNet``
 (``task.ltu_threshold='reference_code'``: a unit with a -1 bias gets a threshold 1.5 higher than
 the paper's rule gives), and L2 decays every parameter as torch's ``weight_decay`` does
-(``optimizer.decay_biases_and_norms=True``). Continual backprop is theirs with
+(``optimizer.decay_biases_and_norms=True``). Continual backprop follows their code with
 ``--config.intervention.options.utility=adaptable_contribution`` (their configs' utility for these
-tasks; the default is the paper's contribution utility).
+tasks; the default is the paper's contribution utility), except on bit flipping, where their
+driver ran a maturity threshold of 10 (it reads the key ``mt``, which their config spells
+``maturity_threshold: 100``; ``--config.intervention.options.maturity_threshold=10``) and replaced
+a unit with probability rate × eligible units at each step where this accumulates the rate
+(the same count on average).
 
 Expected result (measured, seed 0; the mean of the task rows' ``online_loss`` or
 ``online_accuracy`` in ``metrics.jsonl`` over the first and the last fifth of each run; the

@@ -615,6 +615,45 @@ def test_a_field_added_since_the_run_counts_as_its_default_at_a_relaunch(complet
         continual_sweep.run_experiment(config, older)
 
 
+def test_a_work_dir_from_before_the_probe_field_resumes_only_as_its_runs_scored_units(tmp_path):
+    """Before ``intervention.probe``, every intervention scored units on fresh probe batches:
+    an old continual-backprop work dir (the field deleted from its config.json) is refused under
+    the default, whose cbp scores the last minibatch, and resumes with probe='fresh'; an old ReDo
+    work dir resumes under the default, which is what it ran."""
+    for name, options in (("cbp", {"maturity_threshold": 2}), ("redo", {})):
+        config = tiny_config()
+        config.intervention.update(name=name, every=3, options=options)
+        workdir_path = tmp_path / name
+        stopped = continual_sweep.run_experiment(config, workdir_path, stop_after_checkpoints=1)
+        assert not stopped.completed
+        saved = json.loads((workdir_path / "config.json").read_text())
+        assert saved["intervention"]["probe"] == ("last_batch" if name == "cbp" else "fresh")
+        del saved["intervention"]["probe"]
+        (workdir_path / "config.json").write_text(json.dumps(saved))
+        if name == "cbp":
+            with pytest.raises(ValueError, match=r"different config \(fields: intervention.probe"):
+                continual_sweep.run_experiment(config, workdir_path)
+            config.intervention.probe = "fresh"
+        assert continual_sweep.run_experiment(config, workdir_path).completed, name
+
+
+def test_config_json_records_the_probe_each_intervention_runs_with():
+    recorded = continual_config.record_probes(
+        {
+            "intervention": {"name": "none", "probe": "auto"},
+            "variants": {
+                "cbp": {"intervention": {"name": "cbp"}},
+                "redo": {"intervention": {"name": "redo", "every": 5}},
+                "plain": {"network": {"norm": "layernorm"}},
+            },
+        }
+    )
+    assert recorded["intervention"]["probe"] == "fresh"
+    assert recorded["variants"]["cbp"]["intervention"] == {"name": "cbp", "probe": "last_batch"}
+    assert recorded["variants"]["redo"]["intervention"] == {"name": "redo", "every": 5}
+    assert recorded["variants"]["plain"] == {"network": {"norm": "layernorm"}}
+
+
 _SHARDED_SCRIPT = textwrap.dedent("""
     import os, sys
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"

@@ -208,7 +208,8 @@ def test_notebook_executes_headless_and_writes_its_figures(workdirs, tmp_path):
         for c in notebook.cells
         for o in c.get("outputs", [])
     )
-    assert "baselines: none" in outputs and "(no data for evaluation_matrix)" in outputs
+    assert "baselines: none" in outputs and "(no data for effective_rank)" in outputs
+    assert "evaluation_matrix" not in outputs  # continual runs never evaluate games
     page = (figures / "report.html").read_text(encoding="utf-8")
     for stem in expected:  # the notebook writes the report page of the figures it drew
         assert f'href="{stem}.png"' in page
