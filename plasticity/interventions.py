@@ -372,17 +372,17 @@ def make_cbp(
     moments for both; u_i = m_i = 0 and age_i = 0. `norm_recycling` as in `recycle_units`.
 
     Differences from the authors' code: Σ_k over the outgoing weights where their code averages (a
-    constant factor per layer, which changes no ranking, where a dense or conv layer reads the unit;
-    where a dense layer reads a conv layer's positions, their convGnT averages per position the
-    product of each weight and the pooled activation it reads, which can rank units differently from
-    the product of the two sums taken here); E over the inputs given to each call, recomputing the
-    activations after the update where their code reuses the update's forward pass (the continual
-    trainer gives it the minibatch of the update just made by default, ``intervention.probe``; the
-    RL trainers a batch sampled from the replay); no adjustment of the next layer's bias by the
-    replaced unit's mean activation (their released GnT code resets that mean before reading it, so
-    the adjustment adds nothing there). `steps_per_call = N` scales the decay, ages and budget as if
-    the call stood for N steps. Utilities live in ``extra['cbp']``, keyed by each hidden kernel
-    layer.
+    constant factor per layer, which changes no ranking, for dense units read by a dense layer and
+    conv units read by a conv layer; where a dense layer reads a conv layer's positions, their
+    convGnT averages per position the product of each weight and the pooled activation it reads,
+    which can rank units differently from the product of the two sums taken here); E over the inputs
+    given to each call, recomputing the activations after the update where their code reuses the
+    update's forward pass (the continual trainer gives it the minibatch of the update just made by
+    default, ``intervention.probe``; the RL trainers a batch sampled from the replay); no adjustment
+    of the next layer's bias by the replaced unit's mean activation (their released GnT code resets
+    that mean before reading it, so the adjustment adds nothing there). `steps_per_call = N` scales
+    the decay, ages and budget as if the call stood for N steps. Utilities live in ``extra['cbp']``,
+    keyed by each hidden kernel layer.
     """
     if not 0.0 <= replacement_rate <= 1.0:
         raise ValueError(f"replacement_rate must be in [0, 1], got {replacement_rate}.")
