@@ -82,16 +82,16 @@ def draw_ltu_network(
     generated the published data) adds half the bias's value to the inputs' count instead, so
     a unit with a -1 bias gets a threshold 1.5 higher and fires less often.
     """
+    if rule not in LTU_THRESHOLD_RULES:
+        raise ValueError(
+            f"ltu_threshold must be one of {', '.join(LTU_THRESHOLD_RULES)}, got {rule!r}"
+        )
     # One draw for all signs: every extra random call costs compile time.
     sizes = (num_inputs * hidden_units, hidden_units, hidden_units, 1)
     signs = 2.0 * fair_bits(key, sum(sizes)) - 1.0
     w_in, b_in, w_out, b_out = jnp.split(signs, np.cumsum(sizes)[:-1])
     input_weights = w_in.reshape(num_inputs, hidden_units)
     negatives = (input_weights < 0).sum(axis=0).astype(jnp.float32)
-    if rule not in LTU_THRESHOLD_RULES:
-        raise ValueError(
-            f"ltu_threshold must be one of {', '.join(LTU_THRESHOLD_RULES)}, got {rule!r}"
-        )
     negatives += (b_in < 0).astype(jnp.float32) if rule == "paper" else b_in / 2
     thresholds = (num_inputs + 1) * beta - negatives
     return LTUNetwork(input_weights, b_in, thresholds, w_out.reshape(hidden_units, 1), b_out)

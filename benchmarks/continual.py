@@ -490,10 +490,10 @@ def make_trainer(
         or a probe batch drawn afresh for its step (ReDo's), not the diagnostics' per task."""
         if last_batch_probe:
             inputs, _ = training_batch(keys, global_step - 1, task_state, data)
-            return intervention[1](state, inputs, key)
-        counter = num_tasks + global_step  # apart from `probe_batch`'s counters (the tasks)
-        indices = sample_indices(keys["probe"], counter, probe_size, sequence.num_examples)
-        inputs, _ = sequence.batch(task_state, indices, data)
+        else:
+            counter = num_tasks + global_step  # apart from `probe_batch`'s counters (the tasks)
+            indices = sample_indices(keys["probe"], counter, probe_size, sequence.num_examples)
+            inputs, _ = sequence.batch(task_state, indices, data)
         return intervention[1](state, inputs, key)
 
     def step_key(keys, global_step, purpose: int) -> jax.Array:
