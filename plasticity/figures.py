@@ -504,6 +504,8 @@ def positive_only(s: Series) -> Series:
 
 # The narrowest figure: room for a figure title and a legend of four entries in a row.
 MIN_FIGURE_WIDTH = 7.5
+# Inches between the figure's legend and its lowest panels: their tick labels and axis label.
+LEGEND_TO_AXES = 0.5
 
 
 def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns: int = 4):
@@ -526,7 +528,7 @@ def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns:
         wspace=0.3,
         hspace=0.55,
         top=1 - 0.8 / total,  # the figure's title above the panels' titles
-        bottom=(legend_room + 0.45) / total,
+        bottom=(legend_room + LEGEND_TO_AXES) / total,
     )
     flat = axes.ravel()
     for ax in flat[panels:]:
@@ -543,17 +545,41 @@ def finish(fig, axes, title: str):
                 handles.append(handle)
                 labels.append(label)
     if handles:
-        fig.legend(
+        place_legend(fig, handles, labels)
+    fig.suptitle(title)
+    return fig
+
+
+def place_legend(fig, handles, labels, max_columns: int = 4):
+    """The figure's legend below its panels in as many columns (up to `max_columns`) as fit its
+    width; where the rows then need more than the room `grid` left, the figure grows downwards
+    and the panels keep their size. Long labels (several task families and variants) would
+    otherwise run off both sides of a narrow figure."""
+    renderer = fig.canvas.get_renderer()
+    width = fig.get_figwidth() * fig.dpi
+    for columns in range(min(len(labels), max_columns), 0, -1):
+        legend = fig.legend(
             handles,
             labels,
             loc="lower center",
-            ncol=min(len(labels), 4),
+            ncol=columns,
             fontsize=8,
             frameon=False,
             bbox_to_anchor=(0.5, 0.0),
         )
-    fig.suptitle(title)
-    return fig
+        if columns == 1 or legend.get_window_extent(renderer).width <= 0.98 * width:
+            break
+        legend.remove()
+    legend_height = legend.get_window_extent(renderer).height / fig.dpi
+    params = fig.subplotpars
+    height = fig.get_figheight()
+    room = params.bottom * height - LEGEND_TO_AXES
+    if legend_height > room:
+        grown = height + legend_height - room
+        top, bottom = (1 - params.top) * height, params.bottom * height + legend_height - room
+        fig.set_size_inches(fig.get_figwidth(), grown)
+        fig.subplots_adjust(top=1 - top / grown, bottom=bottom / grown)
+    return legend
 
 
 def _panel_figure(

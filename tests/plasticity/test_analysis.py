@@ -448,6 +448,28 @@ def test_a_one_point_curve_over_seeds_shows_its_spread():
     plt.close(fig)
 
 
+@pytest.mark.parametrize("curves", [3, 9])
+def test_the_legend_of_long_labels_stays_inside_a_narrow_figure_and_below_its_panels(curves):
+    """Labels of task families and variants are long: four to a row ran off both sides of a
+    one-panel figure. The legend takes the columns that fit; more rows grow the figure
+    downwards, below the panels' tick labels and axis label, with the panels' size kept."""
+    plt = figures_lib.pyplot()
+    fig, axes = figures_lib.grid(plt, 1)
+    axes_height = axes[0].get_window_extent().height
+    for i in range(curves):
+        axes[0].plot([0, 1], [i, i], label=f"bit_flipping/layernorm+nap, l2=0.001, lr={i}e-3")
+    axes[0].set_xlabel("optimizer steps")
+    figures_lib.finish(fig, axes, "Norms")
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
+    assert 0 <= box.y0 and box.y1 <= axes[0].get_tightbbox(renderer).y0
+    assert len(legend.get_texts()) == curves
+    assert axes[0].get_window_extent().height == pytest.approx(axes_height)
+    plt.close(fig)
+
+
 def test_visit_bars_carry_their_values_so_a_zero_bar_shows():
     """A visit scoring exactly 0 draws a bar of no height: its label is what shows it is there."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
