@@ -210,8 +210,11 @@ class Progress:
     def eta_seconds(self) -> float | None:
         """Seconds left at the rate measured since `measure_rate_from_here` (None while waiting
         for the steady pace, and until units were counted since it was reached: the launch's
-        rate before holds its start, a replay filling or the first compiles)."""
+        rate before holds its start, a replay filling or the first compiles); 0 once the count
+        reached the total, steady pace or not (a short run may end before its pace settles)."""
         with self._lock:
+            if self._count >= self.total:
+                return 0.0
             if self._rate_origin is None:
                 return None
             rate, _ = self._rates_since(self._rate_origin)

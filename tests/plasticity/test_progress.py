@@ -140,6 +140,19 @@ def test_an_rl_run_shows_no_eta_until_its_steady_pace_even_after_a_resume():
         assert resumed.progress.eta_seconds() > 0
 
 
+def test_a_run_that_ends_before_its_steady_pace_ends_its_bar_on_no_time_left():
+    """A smoke run can finish while its replay still fills: the bar's last line reads 'ETA 00:00',
+    not 'ETA —' beside 100%."""
+    run = run_of_days(False)
+    run.budget_after, run.eta_waits_for_steady_pace = 10**12 + 1, True
+    with run:
+        run.advance(10**12 - 10)
+        assert run.progress.eta_seconds() is None
+        run.advance(10)
+        assert run.progress.eta_seconds() == 0.0
+        assert "ETA 00:00" in run.progress._postfix(None)
+
+
 def test_a_resumed_rl_run_shows_no_eta_while_its_first_frames_and_compiles_run():
     """After a resume the first advance (an actor's first frames, before the learner compiled)
     is no more its pace than a replay filling is a fresh run's: the ETA shows '—' through the
