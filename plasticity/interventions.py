@@ -42,7 +42,7 @@ import numpy as np
 from flax import traverse_util
 from jax.flatten_util import ravel_pytree
 
-from plasticity import diagnostics, networks, param_labels, units
+from plasticity import diagnostics, mesh, networks, param_labels, units
 from plasticity.train_state import TrainState, map_optimizer_moments
 
 INTERVENTIONS = (
@@ -90,13 +90,14 @@ def apply_if(
     probe_inputs: jax.Array,
     rng: jax.Array,
 ) -> TrainState:
-    """`intervention.apply` when `condition` holds, else `state` unchanged (a `lax.cond`).
-
-    Under vmap the cond becomes a select and both branches run; for rare interventions inside a
-    vmapped loop prefer an outer scan over intervention periods.
+    """`intervention.apply` when `condition` holds, else `state` unchanged (a `lax.cond`; vmapped,
+    `plasticity.mesh.cond_when_any`: the intervention runs only when some run's condition holds).
     """
-    return jax.lax.cond(
-        condition, lambda s: intervention.apply(s, probe_inputs, rng), lambda s: s, state
+    return mesh.cond_when_any(
+        condition,
+        lambda operand: intervention.apply(*operand),
+        lambda operand: operand[0],
+        (state, probe_inputs, rng),
     )
 
 
@@ -466,8 +467,8 @@ def make_cbp(
                 layer, entries[key], acts[layer.name]["postact"], state.params
             )
 
-        def replace_units(params_and_moments):
-            params, opt_state = params_and_moments
+        def replace_units(operand):
+            params, opt_state, masks, init_rng, probe_inputs = operand
             fresh_rng, kaiming_rng = jax.random.split(init_rng)
             fresh = context.init_fn(fresh_rng, probe_inputs)
             if reinit == "kaiming_uniform":
@@ -477,9 +478,12 @@ def make_cbp(
 
         replaced_count = sum((jnp.sum(m) for m in masks.values()), jnp.zeros([], jnp.int32))
         # Most calls replace nothing (one unit in thousands of steps at the paper's rates): draw
-        # a fresh network only when some unit is replaced (under vmap both branches run).
-        params, opt_state = jax.lax.cond(
-            replaced_count > 0, replace_units, lambda p: p, (state.params, state.opt_state)
+        # a fresh network only when some unit is replaced (vmapped runs: when any run replaces).
+        params, opt_state = mesh.cond_when_any(
+            replaced_count > 0,
+            replace_units,
+            lambda operand: operand[:2],
+            (state.params, state.opt_state, masks, init_rng, probe_inputs),
         )
         extra = dict(state.extra)
         extra["cbp"] = {"layers": entries, "num_replaced": own["num_replaced"] + replaced_count}

@@ -26,6 +26,7 @@ import math
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -272,6 +273,40 @@ def map_runs(fn: Callable, runs: Any, runs_per_batch: int) -> Any:
     if runs_per_batch == 1:
         return jax.lax.map(fn, runs)
     return jax.lax.map(fn, runs, batch_size=runs_per_batch)
+
+
+def cond_when_any(pred: Any, true_fn: Callable, false_fn: Callable, operand: Any) -> Any:
+    """``lax.cond(pred, true_fn, false_fn, operand)`` that stays a branch under `vmap`.
+
+    Vmapped, a `lax.cond` on a batched predicate becomes a select: both branches run for every
+    run at every call. Here the batch runs ``true_fn`` (for all its runs, each keeping its own
+    branch's result) only when some run's predicate holds, and ``false_fn`` alone otherwise, so
+    a rare, costly branch (a fresh network drawn when continual backprop replaces a unit) costs
+    nothing while no run takes it. Each run's result is the one `lax.cond` gives. Nested vmaps
+    nest the rule; under `lax.map` or unbatched it is `lax.cond` itself. ``true_fn`` and
+    ``false_fn`` must take everything traced through ``operand`` (`custom_vmap` functions
+    cannot close over batched values)."""
+
+    @jax.custom_batching.custom_vmap
+    def cond(pred, operand):
+        return jax.lax.cond(pred, true_fn, false_fn, operand)
+
+    @cond.def_vmap
+    def batched_cond(axis_size, in_batched, preds, operands):
+        axes = jax.tree.map(lambda batched: 0 if batched else None, in_batched[1])
+        each = lambda fn: jax.vmap(fn, in_axes=(axes,), axis_size=axis_size)  # noqa: E731
+        preds = jnp.broadcast_to(preds, (axis_size,))
+
+        def some(preds_and_operands):
+            preds, operands = preds_and_operands
+            pick = lambda t, f: jnp.where(preds.reshape((-1,) + (1,) * (t.ndim - 1)), t, f)  # noqa: E731
+            return jax.tree.map(pick, each(true_fn)(operands), each(false_fn)(operands))
+
+        none = lambda preds_and_operands: each(false_fn)(preds_and_operands[1])  # noqa: E731
+        out = cond_when_any(jnp.any(preds), some, none, (preds, operands))
+        return out, jax.tree.map(lambda _: True, out)
+
+    return cond(pred, operand)
 
 
 def over_leading_axis(

@@ -1044,3 +1044,42 @@ def test_cbp_adaptable_contribution_reads_a_residual_units_two_incoming_kernels(
     state = create_train_state(params, ADAM, jax.random.key(3), {"cbp": cbp.init(params)})
     utility = jax.jit(cbp.apply)(state, x, jax.random.key(6)).extra["cbp"]["layers"]
     assert all(np.isfinite(entry["utility"]).all() for entry in utility.values())
+
+
+def test_vmapped_cbp_equals_per_seed_and_draws_a_fresh_network_only_when_a_seed_replaces():
+    """Seeds vmapped (the continual trainer's default): the seed whose budget reaches a unit
+    replaces it and the others keep theirs, as each alone would; a call where no seed replaces
+    draws no fresh network (a plain `lax.cond` under vmap drew one at every call)."""
+    draws = []
+
+    def counting_init(rng, inputs):
+        jax.debug.callback(lambda: draws.append(1))
+        return MLP_FRESH(rng, inputs)
+
+    cbp = interventions.make_intervention(
+        "cbp", MLP, replacement_rate=1e-3, maturity_threshold=0, init_fn=counting_init
+    )
+    seeds = [_params(MLP, seed=s) for s in range(3)]
+    states = []
+    for seed, params in enumerate(seeds):
+        extra = cbp.init(params)
+        extra["layers"]["hidden_0.linear"]["to_replace"] = jnp.float32(0.995 if seed == 1 else 0)
+        states.append(create_train_state(params, ADAM, jax.random.key(seed), {"cbp": extra}))
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
+    rngs = jax.random.split(jax.random.key(5), 3)
+    apply = jax.jit(jax.vmap(cbp.apply, in_axes=(0, None, 0)))
+    batched = apply(stacked, X, rngs)
+    jax.effects_barrier()
+    assert draws  # seed 1 replaced a unit of hidden_0 (0.995 + 8 × 1e-3 ≥ 1)
+    np.testing.assert_array_equal(batched.extra["cbp"]["num_replaced"], [0, 1, 0])
+    single = jax.jit(cbp.apply)
+    for seed, state in enumerate(states):
+        alone = single(state, X, rngs[seed])
+        leaves = lambda s: jax.tree_util.tree_leaves((s.params, s.opt_state, s.extra))  # noqa: E731
+        for a, b in zip(leaves(alone), leaves(batched)):
+            np.testing.assert_allclose(a, b[seed], rtol=1e-6, atol=1e-7)
+    draws.clear()
+    again = apply(batched, X, rngs)  # budgets 0.008 (and 0.003 for seed 1): nobody replaces
+    jax.effects_barrier()
+    np.testing.assert_array_equal(again.extra["cbp"]["num_replaced"], [0, 1, 0])
+    assert not draws

@@ -154,3 +154,61 @@ def test_seed_by_data_layouts_on_four_fake_devices():
         timeout=120,
     )
     assert done.returncode == 0 and "LAYOUTS_OK" in done.stdout, done.stderr[-3000:]
+
+
+def _counting_branches():
+    """(true_fn, false_fn, calls): the true branch adds noise drawn from its key and counts its
+    executions (a host callback, run once per call however many runs a vmap batches)."""
+    calls = []
+
+    def costly(operand):
+        x, key = operand
+        jax.debug.callback(lambda: calls.append(1))
+        return x + jax.random.normal(key, x.shape), key
+
+    return costly, lambda operand: operand, calls
+
+
+def test_cond_when_any_gives_each_run_its_own_branch_and_skips_one_no_run_takes():
+    """Vmapped, a `lax.cond` on a per-run predicate runs both branches for every run (a select);
+    `cond_when_any` runs the costly branch only when some run takes it, and each run still gets
+    the result its own `lax.cond` gives: alone, vmapped, nested in two vmaps and in a scan."""
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    costly, cheap, calls = _counting_branches()
+    cond = lambda p, x, k: mesh.cond_when_any(p, costly, cheap, (x, k))[0]  # noqa: E731
+    alone = lambda p, x, k: jax.lax.cond(p, costly, cheap, (x, k))[0]  # noqa: E731
+    x = jnp.arange(12.0).reshape(4, 3)
+    keys = jax.random.split(jax.random.key(0), 4)
+    calls_when_one_run_takes = None
+    for taken in ([False] * 4, [False, True, False, False], [True] * 4):
+        taken = np.array(taken)
+        calls.clear()
+        batched = jax.jit(jax.vmap(cond))(taken, x, keys)
+        jax.effects_barrier()
+        assert (len(calls) > 0) == taken.any()
+        calls_when_one_run_takes = len(calls) if taken.sum() == 1 else calls_when_one_run_takes
+        for run in range(4):
+            expected = jax.jit(alone)(taken[run], x[run], keys[run])
+            np.testing.assert_array_equal(batched[run], expected)
+    calls.clear()
+    jax.block_until_ready(jax.jit(jax.vmap(alone))(np.zeros(4, bool), x, keys))
+    jax.effects_barrier()
+    assert calls  # what cond_when_any avoids: the plain cond ran the branch no run takes
+    # Two vmaps: one run of eight takes the branch; a shared (unbatched) key broadcasts.
+    taken = np.zeros((2, 4), bool)
+    taken[1, 2] = True
+    nested = jax.jit(jax.vmap(jax.vmap(cond)))(taken, np.stack([x, x]), jnp.stack([keys, keys]))
+    np.testing.assert_array_equal(np.asarray(nested)[~taken], np.stack([x, x])[~taken])
+    np.testing.assert_array_equal(nested[1, 2], jax.jit(alone)(True, x[2], keys[2]))
+    shared = jax.jit(jax.vmap(cond, in_axes=(0, 0, None)))(np.array([1, 0, 0, 1], bool), x, keys[0])
+    np.testing.assert_array_equal(shared[3], jax.jit(alone)(True, x[3], keys[0]))
+
+    def loop(p, x, k):
+        step = lambda carry, i: (cond(p & (i == 2), carry, jax.random.fold_in(k, i)), None)  # noqa: E731
+        return jax.lax.scan(step, x, jnp.arange(5))[0]
+
+    calls.clear()
+    jax.block_until_ready(jax.jit(jax.vmap(loop))(np.array([0, 1, 0, 0], bool), x, keys))
+    jax.effects_barrier()
+    assert len(calls) == calls_when_one_run_takes  # the one step some run takes, batched
