@@ -21,6 +21,7 @@ import ast
 import copy
 import difflib
 import importlib.util
+import inspect
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -213,12 +214,19 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
         module_spec.loader.exec_module(module)
     except Exception as error:  # noqa: BLE001 - any failure of a user's file is bad input
         raise ValueError(f"{flag}={spec}: cannot load {path}: {type(error).__name__}: {error}")
-    if not hasattr(module, "get_config"):
+    if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"{flag}={spec}: {path} defines no get_config function")
+    takes_argument = bool(inspect.signature(module.get_config).parameters)
+    if argument and not takes_argument:
+        raise ValueError(
+            f"{flag}={spec}: get_config() of {path} takes no argument; drop ':{argument}'"
+        )
     try:
-        config = module.get_config(argument or None)
+        config = module.get_config(argument or None) if takes_argument else module.get_config()
     except ValueError as error:
         raise ValueError(f"{flag}={spec}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - any failure of a user's file is bad input
+        raise ValueError(f"{flag}={spec}: get_config failed: {type(error).__name__}: {error}")
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
     return config

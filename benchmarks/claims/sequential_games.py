@@ -32,8 +32,9 @@ without a norm, 7.3–9.3 with LN + NaP; space invaders 20–29; a random policy
 14 (their difference 5.4 ± 19); verdict INCONCLUSIVE. At 100,000 steps a game what a network kept
 from its first visit outweighs any loss of plasticity (the baseline's second breakout block ends
 at 7.9–9.3, against 4.6–5.4 after the first): the baseline's half of the claim does not show
-(its mean points the other way); the paper's effect lives at 20M frames a game and ten games
-(``paper``).
+(its mean points the other way); the paper's effect lives at 20M Atari frames a game over ten
+games (``benchmarks/configs/atari_sequence.py:paper``; this claim's ``paper`` scale runs 2M-step
+MinAtar blocks).
 
 What we tried: MinAtar's conv torso with the MinAtar DQN preset (4 envs, one update every 4
 steps) ran at ~500 steps/s per seed, so 3 seeds × 2 arms × 5 blocks fit 15 minutes only with

@@ -50,3 +50,28 @@ def test_a_variant_order_naming_one_variant_twice_is_refused():
     config.variant_order = ("a", "b", "a")
     with pytest.raises(ValueError, match="must list distinct variants"):
         config_tools.resolve_variants(config)
+
+
+def test_a_users_get_config_with_or_without_an_argument_and_its_failures(tmp_path):
+    """A config file of one's own may define ``get_config()`` without a parameter (called with
+    none) or ``get_config(arg)`` (given the text after the colon, or None); ARGS given to one that
+    takes none, and any exception in it, are one-line ValueErrors naming the file."""
+    plain = tmp_path / "plain.py"
+    plain.write_text("def get_config():\n    return {'lr': 0.1}\n")
+    assert config_tools.load_config_file(str(plain)).to_dict() == {"lr": 0.1}
+    with pytest.raises(
+        ValueError, match=r"get_config\(\) of .*plain\.py takes no argument; drop ':x'$"
+    ):
+        config_tools.load_config_file(f"{plain}:x")
+    echo = tmp_path / "echo.py"
+    echo.write_text("def get_config(arg):\n    return {'arg': arg}\n")
+    assert config_tools.load_config_file(str(echo)).to_dict() == {"arg": None}
+    assert config_tools.load_config_file(f"{echo}:a,b").to_dict() == {"arg": "a,b"}
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(arg):\n    return {}['missing']\n")
+    with pytest.raises(ValueError) as raised:
+        config_tools.load_config_file(str(broken), flag="--config")
+    assert str(raised.value) == f"--config={broken}: get_config failed: KeyError: 'missing'"
+    (tmp_path / "constant.py").write_text("get_config = {'lr': 0.1}\n")
+    with pytest.raises(ValueError, match="defines no get_config function"):
+        config_tools.load_config_file(str(tmp_path / "constant.py"))
