@@ -680,6 +680,31 @@ def test_should_intervene():
     np.testing.assert_array_equal(traced, (np.arange(11) % 5 == 0) & (np.arange(11) > 0))
 
 
+def test_apply_if_applies_to_the_runs_whose_condition_holds_alone_or_vmapped():
+    """Shrink and perturb on two vmapped runs, due on the first only: the first is shrunk as its
+    own call would, the second keeps its parameters; neither due: both unchanged."""
+    shrink = interventions.make_intervention("shrink_perturb", MLP, init_fn=MLP_FRESH)
+    runs = [create_train_state(_params(MLP, seed=s), ADAM, jax.random.key(s)) for s in (1, 2)]
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *runs)
+    rngs = jax.random.split(jax.random.key(4), 2)
+    apply_if = jax.jit(
+        jax.vmap(lambda s, due, r: interventions.apply_if(shrink, due, s, X, r), (0, 0, 0))
+    )
+    for due in ([True, False], [False, False]):
+        out = apply_if(stacked, jnp.array(due), rngs)
+        for run, state in enumerate(runs):
+            expected = shrink.apply(state, X, rngs[run]) if due[run] else state
+            for a, b in zip(
+                jax.tree_util.tree_leaves(expected.params), jax.tree_util.tree_leaves(out.params)
+            ):
+                np.testing.assert_allclose(b[run], a, rtol=1e-6, atol=1e-7)
+    alone = jax.jit(lambda s, due: interventions.apply_if(shrink, due, s, X, rngs[0]))
+    kept = alone(runs[0], False)
+    np.testing.assert_array_equal(
+        kept.params["output"]["kernel"], runs[0].params["output"]["kernel"]
+    )
+
+
 def test_none_and_bad_names():
     params = _params(MLP)
     state = create_train_state(params, ADAM, jax.random.key(3))
