@@ -33,13 +33,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any
+import threading
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 DEFAULT_HEARTBEAT_TIMEOUT_SECONDS = 100
 DEFAULT_INITIALIZATION_TIMEOUT_SECONDS = 300
+# JAX's own join deadline comes this long after a launcher's one-line stop (`initialize`).
+JOIN_GRACE_SECONDS = 5
 _ADDRESS = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
 
@@ -175,23 +178,36 @@ def config_from_flags(flag_values: Any = None) -> DistributedConfig:
     )
 
 
-def initialize(config: DistributedConfig) -> bool:
+def initialize(
+    config: DistributedConfig, on_join_timeout: Callable[[str], None] | None = None
+) -> bool:
     """Joins the job `config` describes; returns whether `jax.distributed` was initialized.
 
     Call it first, before any JAX computation (JAX refuses afterwards). A single-process config
     (nothing set, or one process) does nothing. Raises a one-line ValueError for bad settings.
+
+    When some process has not joined after ``initialization_timeout_seconds``, JAX aborts the
+    process from C++ (status 134, a stack trace). With ``on_join_timeout`` given, that function
+    is called instead, from a timer thread, with a one-line reason (the launchers print it and
+    exit 1); JAX's own deadline comes `JOIN_GRACE_SECONDS` later.
     """
     validate(config)
     if not config.enabled or (config.num_processes == 1 and not config.auto_detect):
         return False
     # Cross-process collectives of the CPU backend; GPU and TPU backends ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    timeout = config.initialization_timeout_seconds
+    watchdog = None
+    if on_join_timeout is not None:
+        watchdog = threading.Timer(timeout, on_join_timeout, args=(join_timeout_reason(config),))
+        watchdog.daemon = True
+        watchdog.start()
     try:
         jax.distributed.initialize(
             coordinator_address=config.coordinator_address,
             num_processes=config.num_processes,
             process_id=config.process_id,
-            initialization_timeout=config.initialization_timeout_seconds,
+            initialization_timeout=timeout + (JOIN_GRACE_SECONDS if watchdog else 0),
             heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
         )
     except ValueError as error:
@@ -202,12 +218,33 @@ def initialize(config: DistributedConfig) -> bool:
             f"MPI, Kubernetes) supplied the job's settings ({error}); pass "
             f"--coordinator_address, --num_processes and --process_id instead"
         ) from error
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
     return True
 
 
-def initialize_from_flags(flag_values: Any = None) -> bool:
+def join_timeout_reason(config: DistributedConfig) -> str:
+    """Why a process gives up joining: the job it waited for, and the two ways on."""
+    if config.auto_detect:
+        job = "the job the cluster environment describes"
+    else:
+        job = (
+            f"the job of --num_processes={config.num_processes} at "
+            f"{config.coordinator_address} (this is --process_id={config.process_id})"
+        )
+    return (
+        f"not every process joined {job} within {config.initialization_timeout_seconds} s: start "
+        f"every process with the same command and its own --process_id, or raise "
+        f"--distributed_init_timeout"
+    )
+
+
+def initialize_from_flags(
+    flag_values: Any = None, on_join_timeout: Callable[[str], None] | None = None
+) -> bool:
     """`initialize` with the launcher flags (see `define_flags`)."""
-    return initialize(config_from_flags(flag_values))
+    return initialize(config_from_flags(flag_values), on_join_timeout)
 
 
 def is_lead_process() -> bool:

@@ -169,7 +169,9 @@ def main(
         from plasticity import distributed, runtime  # noqa: PLC0415 - imports JAX's device code
 
         try:
-            joined = distributed.initialize_from_flags(values)  # first: before anything runs
+            joined = distributed.initialize_from_flags(  # first: before anything runs
+                values, on_join_timeout=lambda reason: _give_up(name, reason)
+            )
             runtime.apply_runtime_defaults(values["cpu_devices"].value, multi_process=joined)
         except ValueError as error:
             return _error(name, error)
@@ -309,6 +311,13 @@ def _signals_held():
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _give_up(name: str, reason: str) -> None:
+    """Ends the process at once with the one-line error (from a timer thread, while the main
+    thread waits inside JAX's C++ join, which no exception reaches). Nothing is written yet."""
+    print(f"{name}: error: {reason}", file=sys.stderr, flush=True)
+    os._exit(ERROR_EXIT_CODE)
 
 
 def _error(name: str, error: object) -> int:

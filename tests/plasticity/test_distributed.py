@@ -97,6 +97,32 @@ def test_auto_detection_without_a_cluster_is_a_one_line_error():
     assert "--coordinator_address, --num_processes and --process_id" in lines[0]
 
 
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_a_process_whose_job_never_gathers_stops_in_one_line_at_its_timeout(process_id, tmp_path):
+    """The other process never starts: the coordinator (0) or a worker (1) stops after
+    --distributed_init_timeout with one line and status 1, before JAX's own deadline aborts it
+    from C++ (status 134 and a stack trace), and writes nothing."""
+    workdir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "scripts.train_continual",
+        "--experiment=benchmarks/configs/nap_label_reset.py:smoke",
+        f"--workdir={workdir}",
+        f"--coordinator_address=127.0.0.1:{free_port()}",
+        "--num_processes=2",
+        f"--process_id={process_id}",
+        "--distributed_init_timeout=2",
+    ]
+    done = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("train_continual: error: not every process joined the job of ")
+    assert f"(this is --process_id={process_id}) within 2 s" in line
+    assert line.endswith("or raise --distributed_init_timeout")
+    assert not workdir.exists()
+
+
 def test_single_process_settings_do_nothing():
     assert not distributed.DistributedConfig().enabled
     assert distributed.DistributedConfig(auto_detect=True).enabled
