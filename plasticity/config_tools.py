@@ -216,7 +216,7 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
         raise ValueError(f"{flag}={spec}: cannot load {path}: {type(error).__name__}: {error}")
     if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"{flag}={spec}: {path} defines no get_config function")
-    takes_argument = bool(inspect.signature(module.get_config).parameters)
+    takes_argument = _takes_a_positional_argument(module.get_config)
     if argument and not takes_argument:
         raise ValueError(
             f"{flag}={spec}: get_config() of {path} takes no argument; drop ':{argument}'"
@@ -226,10 +226,26 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
     except ValueError as error:
         raise ValueError(f"{flag}={spec}: {error}") from None
     except Exception as error:  # noqa: BLE001 - any failure of a user's file is bad input
-        raise ValueError(f"{flag}={spec}: get_config failed: {type(error).__name__}: {error}")
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise ValueError(f"{flag}={spec}: get_config failed: {reason}")
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
     return config
+
+
+def _takes_a_positional_argument(function) -> bool:
+    """Whether ``function`` can be given one positional argument (True where Python cannot tell,
+    e.g. a builtin: it is then called as the published files are)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+    )
+    return any(parameter.kind in positional for parameter in parameters)
 
 
 def check_config_kind(config: Any, reference: Any, spec: str, kind: str) -> None:

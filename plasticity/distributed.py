@@ -197,9 +197,12 @@ def initialize(
     # Cross-process collectives of the CPU backend; GPU and TPU backends ignore this setting.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     timeout = config.initialization_timeout_seconds
-    watchdog = None
+    watchdog, joined = None, threading.Event()
     if on_join_timeout is not None:
-        watchdog = threading.Timer(timeout, on_join_timeout, args=(join_timeout_reason(config),))
+        reason = join_timeout_reason(config)
+        # A join that returns as the timer fires wins: the callback checks it first.
+        give_up = lambda: None if joined.is_set() else on_join_timeout(reason)  # noqa: E731
+        watchdog = threading.Timer(timeout, give_up)
         watchdog.daemon = True
         watchdog.start()
     try:
@@ -210,6 +213,7 @@ def initialize(
             initialization_timeout=timeout + (JOIN_GRACE_SECONDS if watchdog else 0),
             heartbeat_timeout_seconds=config.heartbeat_timeout_seconds,
         )
+        joined.set()
     except ValueError as error:
         if not config.auto_detect:
             raise
@@ -226,15 +230,15 @@ def initialize(
 
 def join_timeout_reason(config: DistributedConfig) -> str:
     """Why a process gives up joining: the job it waited for, and the two ways on."""
+    within = f"within {config.initialization_timeout_seconds} s"
     if config.auto_detect:
-        job = "the job the cluster environment describes"
-    else:
-        job = (
-            f"the job of --num_processes={config.num_processes} at "
-            f"{config.coordinator_address} (this is --process_id={config.process_id})"
+        return (
+            f"not every process joined the job the cluster environment describes {within}: "
+            f"check that every task of the cluster job started, or raise --distributed_init_timeout"
         )
     return (
-        f"not every process joined {job} within {config.initialization_timeout_seconds} s: start "
+        f"not every process joined the job of --num_processes={config.num_processes} at "
+        f"{config.coordinator_address} (this is --process_id={config.process_id}) {within}: start "
         f"every process with the same command and its own --process_id, or raise "
         f"--distributed_init_timeout"
     )

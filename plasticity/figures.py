@@ -504,8 +504,12 @@ def positive_only(s: Series) -> Series:
 
 # The narrowest figure: room for a figure title and a legend of four entries in a row.
 MIN_FIGURE_WIDTH = 7.5
-# Inches between the figure's legend and its lowest panels: their tick labels and axis label.
+# Inches `grid` leaves under its lowest panels for their tick labels and axis label.
 LEGEND_TO_AXES = 0.5
+# Inches kept between the legend and what the lowest panels draw below them.
+LEGEND_GAP = 0.08
+# Inches from the figure's top to its title (matplotlib's default, 2% of a 4-inch figure).
+TITLE_FROM_TOP = 0.08
 
 
 def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns: int = 4):
@@ -546,7 +550,8 @@ def finish(fig, axes, title: str):
                 labels.append(label)
     if handles:
         place_legend(fig, handles, labels)
-    fig.suptitle(title)
+    # A fixed distance from the top, in inches: a figure grown for its legend keeps it there.
+    fig.suptitle(title, y=1 - TITLE_FROM_TOP / fig.get_figheight())
     return fig
 
 
@@ -570,13 +575,15 @@ def place_legend(fig, handles, labels, max_columns: int = 4):
         if columns == 1 or legend.get_window_extent(renderer).width <= 0.98 * width:
             break
         legend.remove()
-    legend_height = legend.get_window_extent(renderer).height / fig.dpi
+    legend_top = legend.get_window_extent(renderer).y1 / fig.dpi  # its height and bottom pad
     params = fig.subplotpars
     height = fig.get_figheight()
-    room = params.bottom * height - LEGEND_TO_AXES
-    if legend_height > room:
-        grown = height + legend_height - room
-        top, bottom = (1 - params.top) * height, params.bottom * height + legend_height - room
+    # Measured, not assumed: the lowest panels' tick labels, axis label and offset text.
+    lowest = min(ax.get_tightbbox(renderer).y0 for ax in fig.axes if ax.get_visible())
+    room = lowest / fig.dpi - LEGEND_GAP
+    if legend_top > room:
+        grown = height + legend_top - room
+        top, bottom = (1 - params.top) * height, params.bottom * height + legend_top - room
         fig.set_size_inches(fig.get_figwidth(), grown)
         fig.subplots_adjust(top=1 - top / grown, bottom=bottom / grown)
     return legend

@@ -90,8 +90,9 @@ def apply_if(
     probe_inputs: jax.Array,
     rng: jax.Array,
 ) -> TrainState:
-    """`intervention.apply` when `condition` holds, else `state` unchanged (a `lax.cond`; vmapped,
-    `plasticity.mesh.cond_when_any`: the intervention runs only when some run's condition holds).
+    """`intervention.apply` when `condition` holds, else `state` unchanged: a `lax.cond` that,
+    vmapped over runs, runs the intervention only when some run's condition holds
+    (`plasticity.mesh.cond_when_any`; not reverse-differentiable, as interventions need not be).
     """
     return mesh.cond_when_any(
         condition,

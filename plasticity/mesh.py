@@ -283,9 +283,12 @@ def cond_when_any(pred: Any, true_fn: Callable, false_fn: Callable, operand: Any
     branch's result) only when some run's predicate holds, and ``false_fn`` alone otherwise, so
     a rare, costly branch (a fresh network drawn when continual backprop replaces a unit) costs
     nothing while no run takes it. Each run's result is the one `lax.cond` gives. Nested vmaps
-    nest the rule; under `lax.map` or unbatched it is `lax.cond` itself. ``true_fn`` and
-    ``false_fn`` must take everything traced through ``operand`` (`custom_vmap` functions
-    cannot close over batched values)."""
+    nest the rule; under `lax.map` or unbatched it is `lax.cond` itself.
+
+    Limits of `custom_vmap`: ``true_fn`` and ``false_fn`` must take everything traced through
+    ``operand`` (no closure over a batched value), may not use a vmap's axis name (no collective
+    over the runs), and the whole is not reverse-differentiable (forward mode only): for
+    parameter rewrites between updates, not inside a loss."""
 
     @jax.custom_batching.custom_vmap
     def cond(pred, operand):

@@ -448,13 +448,15 @@ def test_a_one_point_curve_over_seeds_shows_its_spread():
     plt.close(fig)
 
 
-@pytest.mark.parametrize("curves", [3, 9])
-def test_the_legend_of_long_labels_stays_inside_a_narrow_figure_and_below_its_panels(curves):
+@pytest.mark.parametrize("curves, dpi", [(3, 90), (9, 90), (9, 60), (40, 100)])
+def test_the_legend_of_long_labels_stays_inside_a_narrow_figure_and_below_its_panels(curves, dpi):
     """Labels of task families and variants are long: four to a row ran off both sides of a
     one-panel figure. The legend takes the columns that fit; more rows grow the figure
-    downwards, below the panels' tick labels and axis label, with the panels' size kept."""
+    downwards, a gap below the panels' tick labels and axis label at any resolution, with the
+    panels' size and the title's distance from the top kept."""
     plt = figures_lib.pyplot()
     fig, axes = figures_lib.grid(plt, 1)
+    fig.set_dpi(dpi)
     axes_height = axes[0].get_window_extent().height
     for i in range(curves):
         axes[0].plot([0, 1], [i, i], label=f"bit_flipping/layernorm+nap, l2=0.001, lr={i}e-3")
@@ -464,9 +466,12 @@ def test_the_legend_of_long_labels_stays_inside_a_narrow_figure_and_below_its_pa
     (legend,) = fig.legends
     box = legend.get_window_extent(renderer)
     assert 0 <= box.x0 and box.x1 <= fig.bbox.width
-    assert 0 <= box.y0 and box.y1 <= axes[0].get_tightbbox(renderer).y0
+    gap = (axes[0].get_tightbbox(renderer).y0 - box.y1) / dpi
+    assert 0 <= box.y0 and gap >= 0.5 * figures_lib.LEGEND_GAP
     assert len(legend.get_texts()) == curves
     assert axes[0].get_window_extent().height == pytest.approx(axes_height)
+    title_from_top = fig.get_figheight() * (1 - fig._suptitle.get_position()[1])
+    assert title_from_top == pytest.approx(figures_lib.TITLE_FROM_TOP)
     plt.close(fig)
 
 

@@ -72,6 +72,17 @@ def test_a_users_get_config_with_or_without_an_argument_and_its_failures(tmp_pat
     with pytest.raises(ValueError) as raised:
         config_tools.load_config_file(str(broken), flag="--config")
     assert str(raised.value) == f"--config={broken}: get_config failed: KeyError: 'missing'"
+    keywords = tmp_path / "keywords.py"  # no positional parameter: called with none
+    keywords.write_text("def get_config(*, scale='s', **rest):\n    return {'scale': scale}\n")
+    assert config_tools.load_config_file(str(keywords)).to_dict() == {"scale": "s"}
+    builtin = tmp_path / "builtin.py"  # no signature Python can read: given the text, as usual
+    builtin.write_text("get_config = dict\n")
+    with pytest.raises(ValueError, match=rf"^--experiment={builtin}: get_config failed: TypeError"):
+        config_tools.load_config_file(str(builtin))
+    silent = tmp_path / "silent.py"
+    silent.write_text("def get_config(arg):\n    assert arg\n")
+    with pytest.raises(ValueError, match=r"get_config failed: AssertionError$"):
+        config_tools.load_config_file(str(silent))
     (tmp_path / "constant.py").write_text("get_config = {'lr': 0.1}\n")
     with pytest.raises(ValueError, match="defines no get_config function"):
         config_tools.load_config_file(str(tmp_path / "constant.py"))

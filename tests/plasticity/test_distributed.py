@@ -123,6 +123,15 @@ def test_a_process_whose_job_never_gathers_stops_in_one_line_at_its_timeout(proc
     assert not workdir.exists()
 
 
+def test_a_cluster_detected_job_that_never_gathers_names_the_cluster_not_the_flags():
+    """The cluster assigns the process ids: its reason says to check the job's tasks."""
+    auto = distributed.DistributedConfig(auto_detect=True, initialization_timeout_seconds=9)
+    reason = distributed.join_timeout_reason(auto)
+    assert reason.startswith("not every process joined the job the cluster environment describes")
+    assert "within 9 s: check that every task of the cluster job started" in reason
+    assert "--process_id" not in reason
+
+
 def test_single_process_settings_do_nothing():
     assert not distributed.DistributedConfig().enabled
     assert distributed.DistributedConfig(auto_detect=True).enabled

@@ -682,8 +682,15 @@ def test_should_intervene():
 
 def test_apply_if_applies_to_the_runs_whose_condition_holds_alone_or_vmapped():
     """Shrink and perturb on two vmapped runs, due on the first only: the first is shrunk as its
-    own call would, the second keeps its parameters; neither due: both unchanged."""
-    shrink = interventions.make_intervention("shrink_perturb", MLP, init_fn=MLP_FRESH)
+    own call would, the second keeps its parameters; neither due: both unchanged, and the
+    intervention (its fresh network) not even computed."""
+    draws = []
+
+    def counting_init(rng, inputs):
+        jax.debug.callback(lambda: draws.append(1))
+        return MLP_FRESH(rng, inputs)
+
+    shrink = interventions.make_intervention("shrink_perturb", MLP, init_fn=counting_init)
     runs = [create_train_state(_params(MLP, seed=s), ADAM, jax.random.key(s)) for s in (1, 2)]
     stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *runs)
     rngs = jax.random.split(jax.random.key(4), 2)
@@ -691,7 +698,10 @@ def test_apply_if_applies_to_the_runs_whose_condition_holds_alone_or_vmapped():
         jax.vmap(lambda s, due, r: interventions.apply_if(shrink, due, s, X, r), (0, 0, 0))
     )
     for due in ([True, False], [False, False]):
+        draws.clear()
         out = apply_if(stacked, jnp.array(due), rngs)
+        jax.effects_barrier()
+        assert bool(draws) == any(due)
         for run, state in enumerate(runs):
             expected = shrink.apply(state, X, rngs[run]) if due[run] else state
             for a, b in zip(

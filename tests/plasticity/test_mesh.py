@@ -197,8 +197,13 @@ def test_cond_when_any_gives_each_run_its_own_branch_and_skips_one_no_run_takes(
     assert calls  # what cond_when_any avoids: the plain cond ran the branch no run takes
     # Two vmaps: one run of eight takes the branch; a shared (unbatched) key broadcasts.
     taken = np.zeros((2, 4), bool)
+    twice = jax.jit(jax.vmap(jax.vmap(cond)))
+    calls.clear()
+    jax.block_until_ready(twice(taken, np.stack([x, x]), jnp.stack([keys, keys])))
+    jax.effects_barrier()
+    assert not calls  # the inner level's rule too: no run of either level takes the branch
     taken[1, 2] = True
-    nested = jax.jit(jax.vmap(jax.vmap(cond)))(taken, np.stack([x, x]), jnp.stack([keys, keys]))
+    nested = twice(taken, np.stack([x, x]), jnp.stack([keys, keys]))
     np.testing.assert_array_equal(np.asarray(nested)[~taken], np.stack([x, x])[~taken])
     np.testing.assert_array_equal(nested[1, 2], jax.jit(alone)(True, x[2], keys[2]))
     shared = jax.jit(jax.vmap(cond, in_axes=(0, 0, None)))(np.array([1, 0, 0, 1], bool), x, keys[0])
