@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import textwrap
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -561,20 +562,26 @@ def place_legend(fig, handles, labels, max_columns: int = 4):
     and the panels keep their size. Long labels (several task families and variants) would
     otherwise run off both sides of a narrow figure."""
     renderer = fig.canvas.get_renderer()
-    width = fig.get_figwidth() * fig.dpi
+    width = 0.98 * fig.get_figwidth() * fig.dpi
+    draw = lambda texts, columns: fig.legend(  # noqa: E731
+        handles,
+        texts,
+        loc="lower center",
+        ncol=columns,
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
     for columns in range(min(len(labels), max_columns), 0, -1):
-        legend = fig.legend(
-            handles,
-            labels,
-            loc="lower center",
-            ncol=columns,
-            fontsize=8,
-            frameon=False,
-            bbox_to_anchor=(0.5, 0.0),
-        )
-        if columns == 1 or legend.get_window_extent(renderer).width <= 0.98 * width:
+        legend = draw(labels, columns)
+        drawn = legend.get_window_extent(renderer).width
+        if drawn <= width:
             break
         legend.remove()
+    else:  # one label wider than the figure even alone on its row: wrapped to fit
+        longest = max(len(label) for label in labels)
+        characters = max(12, int(longest * width / drawn) - 4)
+        legend = draw([textwrap.fill(label, characters) for label in labels], 1)
     legend_top = legend.get_window_extent(renderer).y1 / fig.dpi  # its height and bottom pad
     params = fig.subplotpars
     height = fig.get_figheight()

@@ -475,6 +475,22 @@ def test_the_legend_of_long_labels_stays_inside_a_narrow_figure_and_below_its_pa
     plt.close(fig)
 
 
+def test_a_label_wider_than_its_figure_is_wrapped_inside_it():
+    """Even alone on its row, a 130-character label would run off both sides: it wraps."""
+    plt = figures_lib.pyplot()
+    fig, axes = figures_lib.grid(plt, 1)
+    axes[0].plot([0, 1], [0, 1], label="run_" + "x" * 126)
+    axes[0].plot([0, 1], [1, 0], label="a short one")
+    figures_lib.finish(fig, axes, "Norms")
+    (legend,) = fig.legends
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    assert 0 <= box.x0 and box.x1 <= fig.bbox.width
+    texts = [text.get_text() for text in legend.get_texts()]
+    assert texts[0].replace("\n", "") == "run_" + "x" * 126 and "\n" in texts[0]
+    assert texts[1] == "a short one"
+    plt.close(fig)
+
+
 def test_visit_bars_carry_their_values_so_a_zero_bar_shows():
     """A visit scoring exactly 0 draws a bar of no height: its label is what shows it is there."""
     import matplotlib.pyplot as plt  # noqa: PLC0415
