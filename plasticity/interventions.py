@@ -783,8 +783,8 @@ def make_intervention(
       redo: tau=0.1, norm_recycling='reinitialize' · cbp: replacement_rate=1e-4,
       maturity_threshold=100, decay_rate=0.99, steps_per_call=1, reinit='kaiming_uniform',
       kaiming_gain=√2, norm_recycling='reinitialize', utility='contribution' ·
-      shrink_perturb: shrink=0.6, perturb=0.01, noise='init', labels=None · noisy_updates:
-      scale=1e-4, labels=None ·
+      shrink_perturb: shrink=0.6, perturb=0.01, noise='init', labels=None ·
+      noisy_updates: scale=1e-4, labels=None ·
       reset_last_layers: num_layers=1, layers=None, prefix=None, reset_moments=True ·
       plasticity_injection: num_layers=2, layers=None, prefix=None.
     """

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -173,8 +174,6 @@ def test_cond_when_any_gives_each_run_its_own_branch_and_skips_one_no_run_takes(
     """Vmapped, a `lax.cond` on a per-run predicate runs both branches for every run (a select);
     `cond_when_any` runs the costly branch only when some run takes it, and each run still gets
     the result its own `lax.cond` gives: alone, vmapped, nested in two vmaps and in a scan."""
-    import jax.numpy as jnp  # noqa: PLC0415
-
     costly, cheap, calls = _counting_branches()
     cond = lambda p, x, k: mesh.cond_when_any(p, costly, cheap, (x, k))[0]  # noqa: E731
     alone = lambda p, x, k: jax.lax.cond(p, costly, cheap, (x, k))[0]  # noqa: E731
