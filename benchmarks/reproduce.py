@@ -4,11 +4,12 @@ r"""Shows every headline claim of the two papers on a CPU: seeds, a verdict and 
   python -m benchmarks.reproduce all
 
 CLAIM is one of label_reset, nonstationarity_types, effective_lr, large_offset, sequential_games,
-dormant_grid (definitions, settings and measured results in each module of `benchmarks.claims`),
-or ``all``. Each claim trains its arms × seeds through the standard runners into work dirs under
-``W/<claim>/`` (relaunching resumes them; a finished claim is only re-evaluated), writes a
-figure ``W/<claim>/<claim>.png``, ``result.json`` and ``table.md``, and prints one table: claim,
-arms, the claim's metric per arm (mean ± 95% t-interval over seeds), the verdict and the minutes.
+dormant_grid, interventions_nap (definitions, settings and measured results in each module of
+`benchmarks.claims`), or ``all``. Each claim trains its arms × seeds through the standard runners
+into work dirs under ``W/<claim>/`` (relaunching resumes them; a finished claim is only
+re-evaluated), writes a figure ``W/<claim>/<claim>.png``, ``result.json`` and ``table.md``, and
+prints one table: claim, arms, the claim's metric per arm (mean ± 95% t-interval over seeds), the
+verdict and the minutes.
 A verdict is PASS only when every paired comparison it rests on (per-seed differences between
 arms, 95% Student-t interval) excludes zero in the direction the paper reports
 (`benchmarks.claims.stats`); otherwise PARTIAL k/m when k of its m comparisons pass (a claim

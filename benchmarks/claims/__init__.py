@@ -9,6 +9,7 @@
 ``large_offset``           (d) Disentangling: large regression offsets damage later trainability
 ``sequential_games``       (e) NaP: revisits of a game in a MinAtar sequence vs a fresh network
 ``dormant_grid``           (f) NaP: dormant units per optimizer × norm
+``interventions_nap``      (g) NaP: each other intervention's online accuracy rises with NaP added
 =========================  ====================================================================
 
 A claim module defines ``NAME``, ``SUMMARY``, ``configs(scale, seeds)`` ({work dir name: config}
@@ -33,6 +34,7 @@ NAMES = (
     "large_offset",
     "sequential_games",
     "dormant_grid",
+    "interventions_nap",
 )
 _MODULES = {
     "label_reset": "label_reset",
@@ -41,6 +43,7 @@ _MODULES = {
     "large_offset": "large_offset",
     "sequential_games": "sequential_games",
     "dormant_grid": "dormant_grid",
+    "interventions_nap": "interventions_nap",
 }
 DEFAULT_SEEDS = {"smoke": 2, "cpu": 3, "paper": 3}
 

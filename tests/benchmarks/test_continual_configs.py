@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import continual_config
-from benchmarks.configs import disentangling, dohare, nap_label_reset
+from benchmarks.configs import disentangling, dohare, nap_interventions, nap_label_reset
 from plasticity import config_tools
 
 CONFIGS = "benchmarks/configs"
 
 
-@pytest.mark.parametrize("module", [nap_label_reset, dohare, disentangling])
+@pytest.mark.parametrize("module", [nap_label_reset, dohare, disentangling, nap_interventions])
 def test_every_continual_config_runs_only_the_named_arms_in_order(module):
     everything = module.get_config("smoke")
     assert everything.variant_order, "the default order names every arm"

@@ -1,0 +1,127 @@
+"""NaP's intervention grid (`benchmarks/configs/nap_interventions.py`) and claim (g) that reads
+it: the arms each config builds, the metric against NumPy, the verdicts, and a run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import continual_config
+from benchmarks.claims import base, interventions_nap, stats
+from benchmarks.configs import nap_interventions
+
+ARMS = (
+    "none",
+    "none_nap",
+    "l2",
+    "l2_nap",
+    "l2_init",
+    "l2_init_nap",
+    "redo",
+    "redo_nap",
+    "shrink_perturb",
+    "shrink_perturb_nap",
+    "noisy_updates",
+    "noisy_updates_nap",
+    "leaky_relu",
+    "leaky_relu_nap",
+)
+
+
+def _resolved(arg: str | None) -> dict:
+    config = nap_interventions.get_config(arg)
+    base.check_config(config)
+    return dict(continual_config.variant_configs(config))
+
+
+def test_every_intervention_has_an_arm_alone_and_one_on_layernorm_with_nap():
+    arms = _resolved(None)
+    assert tuple(arms) == ARMS
+    for name, config in arms.items():
+        with_nap = name.endswith("_nap")
+        assert config.optimizer.nap.enabled == with_nap, name
+        assert config.network.norm == ("layernorm" if with_nap else "none"), name
+        intervention = name.removesuffix("_nap")
+        assert config.optimizer.l2 == (1e-4 if intervention == "l2" else 0.0), name
+        assert config.optimizer.l2_init == (1e-4 if intervention == "l2_init" else 0.0), name
+        activation = "leaky_relu" if intervention == "leaky_relu" else "relu"
+        assert config.network.activation == activation, name
+        expected = (
+            intervention if intervention in {"redo", "shrink_perturb", "noisy_updates"} else "none"
+        )
+        assert config.intervention.name == expected, name
+    redo, shrink, noisy = arms["redo_nap"], arms["shrink_perturb"], arms["noisy_updates_nap"]
+    assert (redo.intervention.every, redo.intervention.options.tau) == (100, 0.1)
+    assert shrink.intervention.at_task_boundaries and shrink.intervention.every == 0
+    assert dict(shrink.intervention.options) == {"shrink": 0.6, "perturb": 0.01}
+    assert (noisy.intervention.every, noisy.intervention.options.scale) == (1, 1e-4)
+    # The arms differ only in what their names say: the task, data and training are shared.
+    for config in arms.values():
+        assert (config.task.num_tasks, config.task.steps_per_task) == (20, 400)
+        assert config.data.max_train_examples == 1024 and config.optimizer.learning_rate == 1e-3
+
+
+def test_ln_base_puts_layernorm_under_the_arms_without_nap_and_cnn_swaps_the_network():
+    arms = _resolved("ln_base,redo,redo_nap")
+    assert tuple(arms) == ("redo", "redo_nap")
+    assert arms["redo"].network.norm == arms["redo_nap"].network.norm == "layernorm"
+    assert not arms["redo"].optimizer.nap.enabled and arms["redo_nap"].optimizer.nap.enabled
+    cnn = _resolved("cnn,smoke,l2")["l2"]
+    assert cnn.network.name == "cnn" and cnn.optimizer.l2 == 1e-4
+    paper = _resolved("paper,cnn,none_nap")["none_nap"]
+    assert paper.data.name == "cifar10" and paper.network.channels == (64, 128)
+
+
+def _rows(values: dict[str, dict[int, list[float]]]) -> list[dict]:
+    """Task rows whose online accuracy per (arm, seed) is the given list over tasks."""
+    return [
+        {"event": "task", "variant": arm, "seed": seed, "task": task, "online_accuracy": value}
+        for arm, by_seed in values.items()
+        for seed, per_task in by_seed.items()
+        for task, value in enumerate(per_task)
+    ]
+
+
+def test_each_row_pairs_an_intervention_with_its_nap_arm_over_seeds():
+    config = interventions_nap.grid_config("cpu", 3)
+    config.variant_order = ("none", "none_nap", "redo", "redo_nap", "l2")  # l2 lacks its pair
+    rng = np.random.default_rng(0)
+    alone = {seed: list(rng.uniform(0.1, 0.5, size=4)) for seed in range(3)}
+    lift = {0: 0.2, 1: 0.25, 2: 0.3}
+    values = {
+        "none": alone,
+        "none_nap": {s: [v + lift[s] for v in alone[s]] for s in alone},
+        "redo": alone,
+        "redo_nap": {s: [v - lift[s] for v in alone[s]] for s in alone},
+        "l2": alone,
+    }
+    rows = interventions_nap.evaluate(_rows(values), config)
+    assert [row.label for row in rows] == ["none", "redo"]
+    none, redo = rows
+    means = [np.mean(alone[s]) for s in range(3)]
+    assert none.arms["none"].mean == pytest.approx(np.mean(means), rel=1e-12)
+    assert none.arms["none+NaP"].mean == pytest.approx(np.mean(means) + 0.25, rel=1e-12)
+    expected = stats.t_interval(np.array([0.2, 0.25, 0.3]))
+    (comparison,) = none.comparisons
+    assert comparison.interval.mean == pytest.approx(expected.mean, rel=1e-9)
+    assert comparison.interval.low == pytest.approx(expected.low, rel=1e-9)
+    assert none.verdict == stats.PASS and redo.verdict == stats.OPPOSITE
+    assert base.ClaimResult("interventions_nap", "cpu", 3, rows).verdict == "PARTIAL 1/2"
+
+
+def test_the_claim_runs_end_to_end_at_smoke_scale(tmp_path):
+    result = interventions_nap.run(tmp_path, "smoke", 2, progress=False)
+    assert [row.label for row in result.rows] == ["none", "redo"]
+    for row in result.rows:
+        assert all(interval.n == 2 for interval in row.arms.values())
+        assert all(0.0 <= interval.mean <= 1.0 for interval in row.arms.values())
+    with open(result.figures[0], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    rows = base.load_rows(tmp_path / "grid")
+    redo_rows = base.select(rows, "intervention", variant="redo")
+    assert redo_rows, "ReDo ran in its arm"
+    assert not base.select(rows, "intervention", variant="none_nap")
+    recorded = json.loads((tmp_path / "grid" / "config.json").read_text())
+    assert recorded["variants"]["redo_nap"]["optimizer"]["nap"]["enabled"] is True
