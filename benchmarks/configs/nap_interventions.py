@@ -30,12 +30,21 @@ leaves free).
 
 Default scale (CPU): scikit-learn's 8×8 digits (the first 1,024), labels redrawn at every task,
 MLP 64→3×256→10, Adam 1e-3, batch 128, 20 tasks × 400 steps, one seed. ``cnn`` trains the
-continual trainer's small CNN (two 3×3 convolutions of 32 and 64 channels, a dense layer of 128)
-in place of the MLP, as the paper's grid has both.
+continual trainer's small CNN (3×3 convolutions of 32 and 64 channels, each followed by a 2×2
+max-pool, and a dense layer of 128) in place of the MLP, as the paper's grid has both.
 
 Command:
   python -m scripts.train_continual --experiment=benchmarks/configs/nap_interventions.py \\
       --workdir=/tmp/nap_interventions
+
+Expected runtime on a 2-core CPU: 5 minutes (14 arms of 8,000 steps, measured 5 min 3 s on a quiet
+AMD EPYC VM).
+
+Expected result (measured, seed 0, that VM; end-of-task memorization accuracy on the 1,024
+images, final task): without NaP 0.11 (none, L2, noisy updates), 0.29 (L2-init), 0.37
+(shrink-and-perturb), 0.47 (leaky ReLU) and 0.97 (ReDo); every arm with NaP 0.996–1.000. With
+``cnn`` about 10 minutes (its none, none_nap, redo and redo_nap arms alone: 2 min 45 s, final
+task 0.11, 0.995, 0.84 and 1.000).
 
 Claim (g) of ``python -m benchmarks.reproduce`` runs this grid with 3 seeds and reads its average
 online accuracy (`benchmarks/claims/interventions_nap.py` gives the measured figures).
