@@ -19,16 +19,18 @@ for every intervention X, (X + NaP) − X > 0.
 Measured (``python -m benchmarks.reproduce interventions_nap``, cpu scale, seeds 0–2, 11.8
 minutes at load 2; README): every pair PASS (7/7). Alone → with NaP: none 0.26 → 0.55, L2 0.28 →
 0.58, L2-init 0.27 → 0.58, ReDo 0.56 → 0.64, shrink-and-perturb 0.27 → 0.75, noisy updates 0.25
-→ 0.55, leaky ReLU 0.35 → 0.55. By task ~8 the plain network's online accuracy falls to chance
-(0.1) alone, with L2, L2-init (at these strengths they barely change it) and noisy updates, and
-to 0.25–0.3 with leaky ReLU or shrink-and-perturb (whose shrink at every boundary lowers it from
-the first task); ReDo's recycled units keep it at 0.5–0.65. With NaP every arm holds 0.5–0.8.
+→ 0.55, leaky ReLU 0.35 → 0.55. By task ~10 the plain network's online accuracy falls to chance
+(0.1) alone and with noisy updates, to 0.12–0.2 with L2 and L2-init (at these strengths none of
+the three differs from no intervention within the seeds' spread, so their rows repeat the first
+row's comparison), and to 0.22–0.3 with leaky ReLU or shrink-and-perturb (whose shrink at every
+boundary lowers it from the second task on); ReDo's recycled units keep it mostly at 0.5–0.65.
+With NaP every arm holds 0.5–0.8.
 
 What the verdict rests on: NaP is LayerNorm and the projection together, and at this horizon
 LayerNorm does most of it. With LayerNorm under the arms without NaP as well (``ln_base``, so
 that a pair differs by the projection alone: `python -m scripts.train_continual
---experiment=benchmarks/configs/nap_interventions.py:ln_base --config.num_seeds=3`, 13.4 minutes,
-read with this module's `evaluate`), the verdict is PARTIAL 1/7: LN+NaP − LN is +0.31 ± 0.05 under
+--experiment=benchmarks/configs/nap_interventions.py:ln_base --config.num_seeds=3 --workdir=W`,
+13.4 minutes, then `python -m benchmarks.claims.interventions_nap W`), the verdict is PARTIAL 1/7: LN+NaP − LN is +0.31 ± 0.05 under
 shrink-and-perturb (PASS: the projection undoes the shrink of the hidden kernels, which costs
 LayerNorm alone 0.44 against 0.58 without it), −0.031 ± 0.020 without an intervention, −0.040 ±
 0.037 under ReDo and −0.026 ± 0.023 under leaky ReLU (OPPOSITE), and +0.005 ± 0.015 (L2), −0.016 ±
@@ -41,6 +43,9 @@ past this scale's 15 minutes.
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 from pathlib import Path
 
 import ml_collections
@@ -58,14 +63,12 @@ METRIC = "online_accuracy"
 
 def grid_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
     base.check_scale(scale)
-    config = nap_interventions.get_config("paper" if scale == "paper" else None)
+    config = nap_interventions.get_config(None if scale == "cpu" else scale)
     config.num_seeds = seeds
     config.run.tensorboard = scale == "paper"
     if scale == "smoke":
         base.smoke_scale(config, seeds, num_tasks=2, steps_per_task=10)
         config.variant_order = tuple(f"{x}{s}" for x in SMOKE_INTERVENTIONS for s in ("", "_nap"))
-        for name in ("redo", "redo_nap"):
-            config.variants[name].intervention.every = 5
     return config
 
 
@@ -83,29 +86,53 @@ def interventions(config: ml_collections.ConfigDict) -> list[str]:
     return [x for x in INTERVENTIONS if x in names and f"{x}_nap" in names]
 
 
-def online_accuracy(rows: list, variant: str) -> dict[int, float]:
-    """{seed: online accuracy averaged over every task} of one arm (tasks are equally long)."""
-    return base.per_seed(base.task_rows(rows, variant), METRIC)
+def arm_labels(config: ml_collections.ConfigDict, intervention: str) -> tuple[str, str]:
+    """The labels of an intervention's two arms: 'x' and 'x+NaP', or 'LN+x' and 'LN+x+NaP' where
+    the arm without NaP has LayerNorm too (the config file's ``ln_base``)."""
+    resolved = dict(base.resolved_variants(config))
+    norm = resolved[intervention].network.norm if intervention in resolved else "none"
+    alone = intervention if norm == "none" else f"{NORM_NAMES.get(norm, norm)}+{intervention}"
+    return alone, f"{alone}+NaP"
+
+
+NORM_NAMES = {"layernorm": "LN", "rmsnorm": "RMSNorm", "rmsnorm_offset": "RMSNorm+offset"}
+
+
+def online_accuracy(rows: list, variant: str, num_tasks: int) -> dict[int, float]:
+    """{seed: online accuracy averaged over every task} of one arm (tasks are equally long). A
+    seed without a finite value for each of its ``num_tasks`` tasks (a run still training, or one
+    that diverged) is NaN, so that it leaves the comparison rather than pairing a few early
+    tasks with another arm's whole run."""
+    values, seeds = base.per_task_matrix(base.task_rows(rows, variant), METRIC, num_tasks)
+    complete = np.isfinite(values).all(axis=1)
+    return {
+        seed: float(row.mean()) if ok else math.nan
+        for seed, row, ok in zip(seeds, values, complete)
+    }
 
 
 def evaluate(rows: list, config: ml_collections.ConfigDict) -> list[base.Row]:
     """One row per intervention: its arm alone and with NaP, and the paired difference."""
     out = []
+    num_tasks = int(config.task.num_tasks)
     for x in interventions(config):
-        alone, with_nap = online_accuracy(rows, x), online_accuracy(rows, f"{x}_nap")
+        alone = online_accuracy(rows, x, num_tasks)
+        with_nap = online_accuracy(rows, f"{x}_nap", num_tasks)
+        alone_label, nap_label = arm_labels(config, x)
         out.append(
             base.Row(
                 x,
                 "average online accuracy",
-                {x: base.interval_of(alone), f"{x}+NaP": base.interval_of(with_nap)},
-                [base.paired(f"{x}: +NaP − alone", 1, with_nap, alone)],
+                {alone_label: base.interval_of(alone), nap_label: base.interval_of(with_nap)},
+                [base.paired(f"{x}: +NaP − without", 1, with_nap, alone)],
             )
         )
     return out
 
 
-def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
-    """Online accuracy per task, one panel per intervention, alone and with NaP."""
+def draw(rows: list, config: ml_collections.ConfigDict):
+    """The figure: online accuracy per task, one panel per intervention, without and with NaP
+    (seed mean, min–max band), one legend for all panels."""
     plt = base.pyplot()
     names = interventions(config)
     columns = min(4, len(names))
@@ -113,7 +140,7 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     fig, axes = plt.subplots(
         lines,
         columns,
-        figsize=(3.2 * columns, 2.6 * lines),
+        figsize=(3.2 * columns, 2.6 * lines + 0.5),
         sharex=True,
         sharey=True,
         layout="constrained",
@@ -121,12 +148,11 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     )
     num_tasks = int(config.task.num_tasks)
     for ax, x in zip(axes.flat, names):
-        for i, (label, variant) in enumerate(((x, x), (f"{x}+NaP", f"{x}_nap"))):
+        for i, variant in enumerate((x, f"{x}_nap")):
             values, _ = base.per_task_matrix(base.task_rows(rows, variant), METRIC, num_tasks)
-            base.draw_band(ax, np.arange(1, num_tasks + 1), values, label, color=f"C{i}")
+            base.draw_band(ax, np.arange(1, num_tasks + 1), values, variant, color=f"C{i}")
         ax.set_title(x, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for column in range(columns):  # the lowest panel drawn in each column carries the x axis
@@ -135,8 +161,30 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
         lowest.xaxis.set_tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("online accuracy")
-    fig.suptitle("(g) each intervention alone and with NaP (labels reset every task)", fontsize=10)
-    return base.save_figure(fig, path)
+    without = "LayerNorm" if names and arm_labels(config, names[0])[0] != names[0] else "network"
+    handles = axes.flat[0].get_lines()[:2]
+    labels = [f"without NaP (plain {without})", "with NaP (LayerNorm + projection)"]
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(
+        "(g) each intervention without and with NaP (labels reset every task; band: min–max "
+        "over seeds)",
+        fontsize=10,
+    )
+    return fig
+
+
+def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
+    """`draw`, saved as a PNG at ``path``."""
+    return base.save_figure(draw(rows, config), path)
+
+
+def evaluate_workdir(workdir: str | Path) -> base.ClaimResult:
+    """The claim's rows for any work dir of `benchmarks/configs/nap_interventions.py` (``ln_base``
+    or ``cnn`` too), read with the config it recorded."""
+    workdir = Path(workdir)
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    seeds = int(config.num_seeds)
+    return base.ClaimResult(NAME, "workdir", seeds, evaluate(base.load_rows(workdir), config))
 
 
 def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
@@ -144,3 +192,22 @@ def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.Cl
     return base.run_one_sweep(
         NAME, config, evaluate, figure, workdir, scale, seeds, progress, subdir="grid"
     )
+
+
+def main(argv: list[str]) -> int:
+    """``python -m benchmarks.claims.interventions_nap WORKDIR``: the claim's table and
+    comparisons for a work dir of the grid's config file."""
+    if len(argv) != 2:
+        print("usage: python -m benchmarks.claims.interventions_nap WORKDIR", file=sys.stderr)
+        return 1
+    try:
+        result = evaluate_workdir(argv[1])
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        print(f"interventions_nap: error: cannot read {argv[1]}: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(base.table_lines([result]) + base.comparison_lines(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

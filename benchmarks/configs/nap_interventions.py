@@ -25,8 +25,8 @@ without NaP LayerNorm, so that each pair differs by the projection alone.
 
 Under NaP some interventions change meaning, as they would in any implementation: a hidden
 kernel shrunk by shrink-and-perturb, or pulled in by L2, is projected back to its norm at the
-next update, so those arms keep only their direction changes (and the output layer's, which NaP
-leaves free).
+next update, so those arms keep only their direction changes and what they do to the parameters
+NaP leaves free (the output layer, and the scale and offset of the last hidden layer's norm).
 
 Default scale (CPU): scikit-learn's 8×8 digits (the first 1,024), labels redrawn at every task,
 MLP 64→3×256→10, Adam 1e-3, batch 128, 20 tasks × 400 steps, one seed. ``cnn`` trains the
@@ -43,15 +43,17 @@ AMD EPYC VM).
 Expected result (measured, seed 0, that VM; end-of-task memorization accuracy on the 1,024
 images, final task): without NaP 0.11 (none, L2, noisy updates), 0.29 (L2-init), 0.37
 (shrink-and-perturb), 0.47 (leaky ReLU) and 0.97 (ReDo); every arm with NaP 0.996–1.000. With
-``cnn`` about 10 minutes (its none, none_nap, redo and redo_nap arms alone: 2 min 45 s, final
-task 0.11, 0.995, 0.84 and 1.000).
+``cnn`` about 10 minutes (extrapolated: its none, none_nap, redo and redo_nap arms alone took
+2 min 45 s; final task 0.11, 0.995, 0.84 and 1.000).
 
 Claim (g) of ``python -m benchmarks.reproduce`` runs this grid with 3 seeds and reads its average
 online accuracy (`benchmarks/claims/interventions_nap.py` gives the measured figures).
 
 Paper scale (``:paper``): CIFAR-10 from ``--data_dir``, 50 tasks × 20,000 steps, 3×512 MLP (or
 the CNN with 64 and 128 channels), Adam 1e-4; a GPU job. ``:smoke`` checks the plumbing in
-seconds. Arm names after the scale run only those, in that order (``:smoke,redo,redo_nap``).
+one to two minutes (fourteen programs to compile). Arm names after the scale run only those, in
+that order (``:smoke,redo,redo_nap``). ``python -m benchmarks.claims.interventions_nap WORKDIR``
+prints claim (g)'s table for a work dir of this file, whatever its options.
 """
 
 from __future__ import annotations

@@ -68,10 +68,29 @@ def test_ln_base_puts_layernorm_under_the_arms_without_nap_and_cnn_swaps_the_net
     assert tuple(arms) == ("redo", "redo_nap")
     assert arms["redo"].network.norm == arms["redo_nap"].network.norm == "layernorm"
     assert not arms["redo"].optimizer.nap.enabled and arms["redo_nap"].optimizer.nap.enabled
-    cnn = _resolved("cnn,smoke,l2")["l2"]
+    cnn = _resolved("cnn,l2")["l2"]
     assert cnn.network.name == "cnn" and cnn.optimizer.l2 == 1e-4
+    assert (cnn.network.channels, cnn.network.dense_sizes) == ((32, 64), (128,))
     paper = _resolved("paper,cnn,none_nap")["none_nap"]
-    assert paper.data.name == "cifar10" and paper.network.channels == (64, 128)
+    assert paper.data.name == "cifar10" and paper.data.max_train_examples == 0
+    assert (paper.task.num_tasks, paper.task.steps_per_task) == (50, 20_000)
+    assert paper.optimizer.learning_rate == 1e-4 and paper.network.channels == (64, 128)
+    assert _resolved("paper,l2")["l2"].network.hidden_sizes == (512, 512, 512)
+
+
+def test_the_claim_runs_three_seeds_and_the_diagnostic_that_shows_nap_projecting():
+    for scale in ("cpu", "paper"):
+        config = interventions_nap.grid_config(scale, 3)
+        assert config.num_seeds == 3
+        assert "weight_norm" in config.diagnostics.names
+    # Every scale's ReDo fires within its tasks (the smoke scale's are 10 and 20 steps long).
+    for config in (
+        interventions_nap.grid_config("smoke", 2),
+        nap_interventions.get_config("smoke"),
+    ):
+        for name, arm in continual_config.variant_configs(config):
+            if arm.intervention.name == "redo":
+                assert 0 < arm.intervention.every < arm.task.steps_per_task, name
 
 
 def _rows(values: dict[str, dict[int, list[float]]]) -> list[dict]:
@@ -87,6 +106,7 @@ def _rows(values: dict[str, dict[int, list[float]]]) -> list[dict]:
 def test_each_row_pairs_an_intervention_with_its_nap_arm_over_seeds():
     config = interventions_nap.grid_config("cpu", 3)
     config.variant_order = ("none", "none_nap", "redo", "redo_nap", "l2")  # l2 lacks its pair
+    config.task.num_tasks = 4
     rng = np.random.default_rng(0)
     alone = {seed: list(rng.uniform(0.1, 0.5, size=4)) for seed in range(3)}
     lift = {0: 0.2, 1: 0.25, 2: 0.3}
@@ -100,6 +120,7 @@ def test_each_row_pairs_an_intervention_with_its_nap_arm_over_seeds():
     rows = interventions_nap.evaluate(_rows(values), config)
     assert [row.label for row in rows] == ["none", "redo"]
     none, redo = rows
+    assert list(none.arms) == ["none", "none+NaP"]
     means = [np.mean(alone[s]) for s in range(3)]
     assert none.arms["none"].mean == pytest.approx(np.mean(means), rel=1e-12)
     assert none.arms["none+NaP"].mean == pytest.approx(np.mean(means) + 0.25, rel=1e-12)
@@ -111,7 +132,52 @@ def test_each_row_pairs_an_intervention_with_its_nap_arm_over_seeds():
     assert base.ClaimResult("interventions_nap", "cpu", 3, rows).verdict == "PARTIAL 1/2"
 
 
-def test_the_claim_runs_end_to_end_at_smoke_scale(tmp_path):
+def test_a_seed_short_of_tasks_leaves_the_comparison_instead_of_pairing_its_early_tasks():
+    """A run still training (or diverged) has fewer task rows, all early ones, which score far
+    above the late ones: averaging what is there would bias the pair."""
+    config = interventions_nap.grid_config("cpu", 3)
+    config.variant_order = ("none", "none_nap")
+    config.task.num_tasks = 4
+    full = {seed: [0.6, 0.5, 0.2, 0.1] for seed in range(3)}
+    with_nap = {0: [0.7, 0.6, 0.5, 0.5], 1: [0.7, 0.6, 0.5, 0.6], 2: [0.9, 0.9]}
+    rows = _rows({"none": full, "none_nap": with_nap})
+    accuracy = interventions_nap.online_accuracy(rows, "none_nap", 4)
+    assert accuracy[0] == pytest.approx(0.575) and np.isnan(accuracy[2])
+    (row,) = interventions_nap.evaluate(rows, config)
+    assert row.arms["none+NaP"].n == 2 and row.comparisons[0].interval.n == 2
+    assert row.comparisons[0].interval.mean == pytest.approx((0.575 + 0.6) / 2 - 0.35)
+    # A null value (a diverged step written as null) counts as a missing task too.
+    rows[-1]["online_accuracy"] = None
+    assert np.isnan(interventions_nap.online_accuracy(rows, "none_nap", 4)[2])
+
+
+def test_the_figure_draws_each_interventions_two_arms_per_task():
+    config = interventions_nap.grid_config("cpu", 2)
+    config.variant_order = ("none", "none_nap", "redo", "redo_nap", "leaky_relu")
+    config.task.num_tasks = 3
+    values = {
+        arm: {seed: [0.1 * (i + 1) + 0.01 * seed + 0.001 * t for t in range(3)] for seed in (0, 1)}
+        for i, arm in enumerate(config.variant_order)
+    }
+    fig = interventions_nap.draw(_rows(values), config)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["none", "redo"]
+    for ax, arms in zip(panels, (("none", "none_nap"), ("redo", "redo_nap"))):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == list(arms)
+        for line, arm in zip(lines, arms):
+            expected = np.mean([values[arm][seed] for seed in (0, 1)], axis=0)
+            np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-12)
+            np.testing.assert_array_equal(line.get_xdata(), [1, 2, 3])
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "without NaP (plain network)",
+        "with NaP (LayerNorm + projection)",
+    ]
+    base.pyplot().close(fig)
+
+
+def test_the_claim_runs_end_to_end_at_smoke_scale(tmp_path, capsys):
     result = interventions_nap.run(tmp_path, "smoke", 2, progress=False)
     assert [row.label for row in result.rows] == ["none", "redo"]
     for row in result.rows:
@@ -125,3 +191,20 @@ def test_the_claim_runs_end_to_end_at_smoke_scale(tmp_path):
     assert not base.select(rows, "intervention", variant="none_nap")
     recorded = json.loads((tmp_path / "grid" / "config.json").read_text())
     assert recorded["variants"]["redo_nap"]["optimizer"]["nap"]["enabled"] is True
+    # The same rows from the work dir alone (how an `ln_base` or `cnn` run is read).
+    again = interventions_nap.evaluate_workdir(tmp_path / "grid")
+    assert [row.arms for row in again.rows] == [row.arms for row in result.rows]
+    assert interventions_nap.main(["interventions_nap", str(tmp_path / "grid")]) == 0
+    assert "| interventions_nap (none) | none, none+NaP |" in capsys.readouterr().out
+    assert interventions_nap.main(["interventions_nap", str(tmp_path / "nothing")]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("interventions_nap: error: cannot read ")
+
+
+def test_arms_without_nap_on_layernorm_are_labelled_so():
+    config = nap_interventions.get_config("ln_base,smoke,redo,redo_nap")
+    assert interventions_nap.arm_labels(config, "redo") == ("LN+redo", "LN+redo+NaP")
+    assert interventions_nap.arm_labels(interventions_nap.grid_config("cpu", 3), "redo") == (
+        "redo",
+        "redo+NaP",
+    )
