@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from benchmarks import continual, continual_config, continual_sweep, datasets, minibatches
-from benchmarks.configs import disentangling, dohare, nap_label_reset
+from benchmarks.configs import disentangling, dohare, nap_interventions, nap_label_reset
 from plasticity import checkpointing, deferred, divergence, nap, optim, param_labels, workdir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -778,7 +778,7 @@ def test_stream_task_steps_are_derived_from_the_flip_period():
         continual_config.steps_per_task(config)
 
 
-@pytest.mark.parametrize("module", [nap_label_reset, disentangling, dohare])
+@pytest.mark.parametrize("module", [nap_label_reset, disentangling, dohare, nap_interventions])
 def test_published_configs_resolve_at_both_scales(module):
     assert all(
         word in module.__doc__ for word in ("Command", "Expected runtime", "Expected result")
