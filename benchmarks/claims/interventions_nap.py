@@ -37,8 +37,14 @@ LayerNorm alone 0.44 against 0.58 without it), −0.031 ± 0.020 without an inte
 0.018 (L2-init) and −0.029 ± 0.032 (noisy updates) (INCONCLUSIVE). Over 20 tasks of 400 steps
 LayerNorm alone has not yet lost its plasticity (claim (a): it degrades from about task 25 of
 40), while the projection holds the effective learning rate at its start and memorizes each
-task a little more slowly. A horizon where LayerNorm's loss shows would double the grid's cost,
-past this scale's 15 minutes.
+task a little more slowly. Over 40 tasks (the same command with ``--config.task.num_tasks=40``,
+32 minutes at load 2–3) LayerNorm alone does lose it, and the projection adds to more remedies:
+PARTIAL 3/7 over the whole run (L2 +0.048 ± 0.015, L2-init +0.047 ± 0.014, shrink-and-perturb
++0.44 ± 0.08 PASS; ReDo −0.035 ± 0.010 OPPOSITE; none +0.009 ± 0.039, noisy updates +0.014 ±
+0.055, leaky ReLU +0.010 ± 0.057 INCONCLUSIVE), and over the last 10 tasks the arm with NaP is
+ahead under every remedy but ReDo (none 0.42 → 0.52, L2 0.50 → 0.64, L2-init 0.45 → 0.61, noisy
+updates 0.41 → 0.49, leaky ReLU 0.39 → 0.45), whose recycling keeps LayerNorm alone at 0.66
+against 0.62 with NaP. That horizon would double the claim's cost, past this scale's 15 minutes.
 """
 
 from __future__ import annotations
