@@ -65,6 +65,7 @@ SUMMARY = "every intervention's average online accuracy rises with NaP added"
 INTERVENTIONS = tuple(nap_interventions.INTERVENTIONS)
 SMOKE_INTERVENTIONS = ("none", "redo")
 METRIC = "online_accuracy"
+NORM_NAMES = {"layernorm": "LN", "rmsnorm": "RMSNorm", "rmsnorm_offset": "RMSNorm+offset"}
 
 
 def grid_config(scale: str, seeds: int) -> ml_collections.ConfigDict:
@@ -99,9 +100,6 @@ def arm_labels(config: ml_collections.ConfigDict, intervention: str) -> tuple[st
     norm = resolved[intervention].network.norm if intervention in resolved else "none"
     alone = intervention if norm == "none" else f"{NORM_NAMES.get(norm, norm)}+{intervention}"
     return alone, f"{alone}+NaP"
-
-
-NORM_NAMES = {"layernorm": "LN", "rmsnorm": "RMSNorm", "rmsnorm_offset": "RMSNorm+offset"}
 
 
 def online_accuracy(rows: list, variant: str, num_tasks: int) -> dict[int, float]:
