@@ -49,7 +49,6 @@ against 0.62 with NaP. That horizon would double the claim's cost, past this sca
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -59,6 +58,7 @@ import numpy as np
 
 from benchmarks.claims import base
 from benchmarks.configs import nap_interventions
+from plasticity import analysis
 
 NAME = "interventions_nap"
 SUMMARY = "every intervention's average online accuracy rises with NaP added"
@@ -93,11 +93,17 @@ def interventions(config: ml_collections.ConfigDict) -> list[str]:
     return [x for x in INTERVENTIONS if x in names and f"{x}_nap" in names]
 
 
+def base_norm(config: ml_collections.ConfigDict, intervention: str) -> str:
+    """The norm of the intervention's arm without NaP: 'none', or 'layernorm' under the config
+    file's ``ln_base``."""
+    resolved = dict(base.resolved_variants(config))
+    return resolved[intervention].network.norm if intervention in resolved else "none"
+
+
 def arm_labels(config: ml_collections.ConfigDict, intervention: str) -> tuple[str, str]:
     """The labels of an intervention's two arms: 'x' and 'x+NaP', or 'LN+x' and 'LN+x+NaP' where
-    the arm without NaP has LayerNorm too (the config file's ``ln_base``)."""
-    resolved = dict(base.resolved_variants(config))
-    norm = resolved[intervention].network.norm if intervention in resolved else "none"
+    the arm without NaP has LayerNorm too."""
+    norm = base_norm(config, intervention)
     alone = intervention if norm == "none" else f"{NORM_NAMES.get(norm, norm)}+{intervention}"
     return alone, f"{alone}+NaP"
 
@@ -165,7 +171,7 @@ def draw(rows: list, config: ml_collections.ConfigDict):
         lowest.xaxis.set_tick_params(labelbottom=True)
     for ax in axes[:, 0]:
         ax.set_ylabel("online accuracy")
-    without = "LayerNorm" if names and arm_labels(config, names[0])[0] != names[0] else "network"
+    without = "network" if not names or base_norm(config, names[0]) == "none" else "LayerNorm"
     handles = axes.flat[0].get_lines()[:2]
     labels = [f"without NaP (plain {without})", "with NaP (LayerNorm + projection)"]
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
@@ -185,10 +191,11 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
 def evaluate_workdir(workdir: str | Path) -> base.ClaimResult:
     """The claim's rows for any work dir of `benchmarks/configs/nap_interventions.py` (``ln_base``
     or ``cnn`` too), read with the config it recorded."""
-    workdir = Path(workdir)
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    seeds = int(config.num_seeds)
-    return base.ClaimResult(NAME, "workdir", seeds, evaluate(base.load_rows(workdir), config))
+    run = analysis.load_run(workdir)
+    if not run.config:
+        raise ValueError(f"{workdir} holds no readable {analysis.CONFIG_FILE}")
+    config = ml_collections.ConfigDict(run.config)
+    return base.ClaimResult(NAME, "workdir", int(config.num_seeds), evaluate(run.rows, config))
 
 
 def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:

@@ -87,10 +87,7 @@ OPTIONS = ("cnn", "ln_base")
 def arm(intervention: str, nap: bool, base_norm: str = "none") -> dict:
     """The overrides of one arm: ``intervention`` on the plain network (norm ``base_norm``) or,
     with ``nap``, on LayerNorm + NaP."""
-    overrides = common.arm("layernorm" if nap else base_norm, nap=nap)
-    for field, values in INTERVENTIONS[intervention].items():
-        overrides.setdefault(field, {}).update(values)
-    return overrides
+    return common.arm("layernorm" if nap else base_norm, nap=nap, **INTERVENTIONS[intervention])
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
