@@ -1,6 +1,7 @@
 r"""Shows every headline claim of the two papers on a CPU: seeds, a verdict and a figure per claim.
 
   python -m benchmarks.reproduce CLAIM [--seeds=N] [--scale=smoke|cpu|paper] [--workdir=W]
+      [--data_dir=D]
   python -m benchmarks.reproduce all
 
 CLAIM is one of label_reset, nonstationarity_types, effective_lr, large_offset, sequential_games,
@@ -19,7 +20,8 @@ when they differ.
 Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the
 plumbing: a few dozen steps per arm, compile-bound, 3–5 minutes for ``all`` on 2 loaded cores;
 used by the tests; its verdicts mean nothing) and ``paper`` (the papers' sizes, for a GPU;
-``--dry_run`` writes and checks its configs without training).
+``--dry_run`` writes and checks its configs without training; ``--data_dir`` names where its
+CIFAR-10 and MNIST files are, as `scripts.train_continual` takes it).
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def define_flags(values: flags.FlagValues) -> None:
         "dry_run",
         False,
         "Write and check every claim's configs (config.json files) without training.",
+        flag_values=values,
+    )
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "Directory with the dataset files the paper scale trains on (CIFAR-10, MNIST).",
         flag_values=values,
     )
 
@@ -109,13 +117,17 @@ def main(argv: list[str] | None = None) -> int:
         values = context.flags
         if context.overrides:
             raise ValueError("--config.* overrides are not taken: a claim's settings are fixed")
+        scale, data_dir = values["scale"].value, values["data_dir"].value
+        unused = claims.unused_data_dir(claim, scale, data_dir)
+        context.note([unused] if unused else [])
         results = claims.run_claims(
             claim,
             context.workdir,
-            scale=values["scale"].value,
+            scale=scale,
             seeds=values["seeds"].value,
             progress=values["progress"].value,
             dry_run=values["dry_run"].value,
+            data_dir=data_dir,
         )
         if results:
             print(claims.summary_text(results))

@@ -14,7 +14,8 @@
 
 A claim module defines ``NAME``, ``SUMMARY``, ``configs(scale, seeds)`` ({work dir name: config}
 of the runs it trains first; the paper scale's configs are for a GPU) and
-``run(workdir, scale, seeds, progress) -> ClaimResult``. `run_claims` runs one or all of them
+``run(workdir, scale, seeds, progress, data_dir) -> ClaimResult`` (`data_dir`: where the paper
+scale's dataset files are; the cpu and smoke scales read the digits scikit-learn ships). `run_claims` runs one or all of them
 and `summary_text` prints their table (`benchmarks.claims.base`).
 """
 
@@ -62,17 +63,39 @@ def chosen(claim: str) -> tuple[str, ...]:
     return (claim,)
 
 
-def write_configs(name: str, directory: Path, scale: str, seeds: int) -> list[Path]:
+def write_configs(
+    name: str, directory: Path, scale: str, seeds: int, data_dir: str | None = None
+) -> list[Path]:
     """Writes (and checks) the configs of claim `name` as ``<directory>/<run>.config.json``."""
     claim = module(name)
     written = []
     directory.mkdir(parents=True, exist_ok=True)
     for run_name, config in claim.configs(scale, seeds).items():
+        if "data" in config:
+            config = base.with_data_dir(config, data_dir)
         claim.check(config)
         path = directory / f"{run_name}.config.json"
         path.write_text(json.dumps(config.to_dict(), indent=1, default=list) + "\n")
         written.append(path)
     return written
+
+
+def unused_data_dir(claim: str, scale: str, data_dir: str | None) -> str | None:
+    """The note a command gets when it names a data dir that none of the chosen claims reads at
+    this scale (only the paper scale trains on dataset files)."""
+    if data_dir is None:
+        return None
+    from benchmarks import datasets  # noqa: PLC0415
+
+    for name in chosen(claim):
+        for config in module(name).configs(scale, 1).values():
+            dataset = config.get("data") and datasets.canonical_name(config.data.name)
+            if dataset and dataset not in datasets.FILELESS_DATASETS:
+                return None
+    where = "" if scale == "paper" else " (only --scale=paper trains on CIFAR-10 and MNIST files)"
+    return (
+        f"data dir {data_dir} is unused: {claim} reads no dataset files at --scale={scale}{where}"
+    )
 
 
 def run_claims(
@@ -82,9 +105,11 @@ def run_claims(
     seeds: int | None = None,
     progress: bool = True,
     dry_run: bool = False,
+    data_dir: str | None = None,
 ) -> list[base.ClaimResult]:
-    """Runs one claim or 'all' into ``<workdir>/<claim>``; returns the results (none when
-    `dry_run`: the configs are written and checked instead)."""
+    """Runs one claim or 'all' into ``<workdir>/<claim>``, reading dataset files from
+    `data_dir`; returns the results (none when `dry_run`: the configs are written and checked
+    instead)."""
     base.check_scale(scale)
     names = chosen(claim)
     seeds = DEFAULT_SEEDS[scale] if seeds is None else int(seeds)
@@ -94,10 +119,10 @@ def run_claims(
     results = []
     for name in names:
         if dry_run:
-            for path in write_configs(name, root / name, scale, seeds):
+            for path in write_configs(name, root / name, scale, seeds, data_dir):
                 print(f"{name}: {path}")
             continue
-        result = module(name).run(root / name, scale, seeds, progress)
+        result = module(name).run(root / name, scale, seeds, progress, data_dir)
         base.write_result(result, root / name)
         print(base.table_lines([result])[-len(result.rows) :][0], flush=True)
         results.append(result)

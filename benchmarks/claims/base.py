@@ -260,12 +260,31 @@ class Timer:
         return elapsed
 
 
+def with_data_dir(
+    config: ml_collections.ConfigDict, data_dir: str | None
+) -> ml_collections.ConfigDict:
+    """`config` reading its dataset files from `data_dir` (unchanged when None): the paper
+    scale's CIFAR-10 and MNIST, which nothing downloads."""
+    if data_dir is None:
+        return config
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.data.data_dir = str(data_dir)
+    return config
+
+
 def run_continual(
-    config: ml_collections.ConfigDict, workdir: Path, timer: Timer, progress: bool, **kwargs
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    timer: Timer,
+    progress: bool,
+    data_dir: str | None = None,
+    **kwargs,
 ):
-    """`benchmarks.continual_sweep.run_experiment` into `workdir`; returns its rows."""
+    """`benchmarks.continual_sweep.run_experiment` into `workdir` (its dataset files read from
+    `data_dir` when given); returns its rows."""
     from benchmarks import continual_sweep  # noqa: PLC0415 - JAX loads only when training
 
+    config = with_data_dir(config, data_dir)
     result = continual_sweep.run_experiment(config, workdir, show_progress=progress, **kwargs)
     timer.mark_trained(result)
     if result.preempted:
@@ -283,11 +302,12 @@ def run_one_sweep(
     seeds: int,
     progress: bool,
     subdir: str = "sweep",
+    data_dir: str | None = None,
 ) -> ClaimResult:
     """A claim that is one continual sweep: train it into ``workdir/subdir``, then its rows
     give the verdict (``evaluate``) and the figure (``figure``, saved as ``workdir/name.png``)."""
     timer = Timer()
-    rows = run_continual(config, workdir / subdir, timer, progress)
+    rows = run_continual(config, workdir / subdir, timer, progress, data_dir=data_dir)
     return ClaimResult(
         name,
         scale,

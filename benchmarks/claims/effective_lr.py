@@ -173,17 +173,24 @@ def figure(sweep_rows: list, replay_rows: list, config, path: Path) -> str:
     return base.save_figure(fig, path)
 
 
-def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
+def run(
+    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+) -> base.ClaimResult:
     timer = base.Timer()
     config = label_reset.sweep_config(scale, seeds)
     sweep_dir = workdir.parent / label_reset.NAME / "sweep"
-    sweep_rows = base.run_continual(config, sweep_dir, timer, progress)
+    sweep_rows = base.run_continual(config, sweep_dir, timer, progress, data_dir=data_dir)
     replay_rows, dirs = [], [str(sweep_dir)]
     for seed in range(int(config.seed), int(config.seed) + seeds):
         schedule = replay_schedule(sweep_rows, seed, config)
         path = workdir / f"replay_seed_{seed}"
         replay_rows += base.run_continual(
-            replay_config(scale, seed), path, timer, progress, layer_schedule=schedule
+            replay_config(scale, seed),
+            path,
+            timer,
+            progress,
+            data_dir=data_dir,
+            layer_schedule=schedule,
         )
         dirs.append(str(path))
     return base.ClaimResult(

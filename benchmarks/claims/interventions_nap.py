@@ -198,10 +198,21 @@ def evaluate_workdir(workdir: str | Path) -> base.ClaimResult:
     return base.ClaimResult(NAME, "workdir", int(config.num_seeds), evaluate(run.rows, config))
 
 
-def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
+def run(
+    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+) -> base.ClaimResult:
     config = grid_config(scale, seeds)
     return base.run_one_sweep(
-        NAME, config, evaluate, figure, workdir, scale, seeds, progress, subdir="grid"
+        NAME,
+        config,
+        evaluate,
+        figure,
+        workdir,
+        scale,
+        seeds,
+        progress,
+        subdir="grid",
+        data_dir=data_dir,
     )
 
 

@@ -213,7 +213,11 @@ def figure(arm_rows: dict[str, list], path: Path) -> str:
     return base.save_figure(fig, path)
 
 
-def run(workdir: Path, scale: str, seeds: int, progress: bool = True) -> base.ClaimResult:
+def run(
+    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+) -> base.ClaimResult:
+    """Trains the sequence's arms and the fresh references (MinAtar: `data_dir` is unused)."""
+    del data_dir  # the games ship with gymnax
     from agents import configs as agent_configs  # noqa: PLC0415
     from agents import minatar_loop  # noqa: PLC0415
 

@@ -103,6 +103,35 @@ def test_paper_scale_configs_are_written_and_checked(tmp_path, capsys):
     assert dormant["data"]["name"] == "mnist" and dormant["num_seeds"] == 3
 
 
+def test_paper_scale_reads_the_data_dir_given(tmp_path, capsys):
+    """``--data_dir`` reaches every config that reads dataset files (the dry run's configs) and
+    the loader (a directory without MNIST's files is the loader's one-line error naming it, and
+    nothing is written); where no chosen claim reads files it is a note."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    argv = ["reproduce", "all", "--scale=paper", "--dry_run", f"--data_dir={data_dir}"]
+    assert reproduce.main([*argv, f"--workdir={tmp_path / 'dry'}"]) == 0
+    for name in claims.NAMES:
+        for path in (tmp_path / "dry" / name).glob("*.config.json"):
+            config = json.loads(path.read_text())
+            if "data" in config:
+                assert config["data"]["data_dir"] == str(data_dir), path
+    assert "note" not in capsys.readouterr().err
+
+    workdir = tmp_path / "paper"
+    argv = ["reproduce", "dormant_grid", "--scale=paper", f"--data_dir={data_dir}"]
+    assert reproduce.main([*argv, f"--workdir={workdir}", "--noprogress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dataset 'mnist' not found" in err[0] and str(data_dir) in err[0]
+    assert not workdir.exists()
+
+    for scale, claim in (("cpu", "dormant_grid"), ("paper", "sequential_games")):
+        argv = ["reproduce", claim, f"--scale={scale}", "--dry_run", f"--data_dir={data_dir}"]
+        assert reproduce.main([*argv, f"--workdir={tmp_path / scale}"]) == 0
+        err = capsys.readouterr().err
+        assert f"note: data dir {data_dir} is unused: {claim} reads no dataset files" in err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
