@@ -126,7 +126,8 @@ TABLE_HEADER = ("claim", "arms", "metric per arm (mean ± 95% CI over seeds)", "
 
 
 def table_lines(results: Sequence[ClaimResult]) -> list[str]:
-    """A Markdown table: one line per row of every claim (claim name and minutes on its first)."""
+    """A Markdown table: one line per row of every claim (claim name and minutes on its first;
+    "—" where the minutes are unknown, NaN)."""
     lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
     for result in results:
         for index, row in enumerate(result.rows):
@@ -138,7 +139,9 @@ def table_lines(results: Sequence[ClaimResult]) -> list[str]:
             verdict = row.verdict
             if index == 0 and len(result.rows) > 1:
                 verdict = f"{row.verdict} (claim: {result.verdict})"
-            minutes = f"{result.seconds / 60:.1f}" if index == 0 else ""
+            minutes = "" if index else "—"
+            if index == 0 and math.isfinite(result.seconds):
+                minutes = f"{result.seconds / 60:.1f}"
             lines.append(f"| {name} | {arms} | {row.metric}: {values} | {verdict} | {minutes} |")
     return lines
 

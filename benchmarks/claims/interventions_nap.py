@@ -190,12 +190,13 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
 
 def evaluate_workdir(workdir: str | Path) -> base.ClaimResult:
     """The claim's rows for any work dir of `benchmarks/configs/nap_interventions.py` (``ln_base``
-    or ``cnn`` too), read with the config it recorded."""
+    or ``cnn`` too), read with the config it recorded (its minutes unknown: NaN)."""
     run = analysis.load_run(workdir)
     if not run.config:
         raise ValueError(f"{workdir} holds no readable {analysis.CONFIG_FILE}")
     config = ml_collections.ConfigDict(run.config)
-    return base.ClaimResult(NAME, "workdir", int(config.num_seeds), evaluate(run.rows, config))
+    rows = evaluate(run.rows, config)
+    return base.ClaimResult(NAME, "workdir", int(config.num_seeds), rows, seconds=math.nan)
 
 
 def run(
