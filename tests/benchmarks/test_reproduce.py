@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import claims, reproduce
-from benchmarks.claims import base, effective_lr, sequential_games, stats
+from benchmarks.claims import base, dormant_grid, effective_lr, sequential_games, stats
 
 
 def _reproduce(root: Path, *args: str) -> tuple[int, str]:
@@ -101,6 +101,23 @@ def test_paper_scale_configs_are_written_and_checked(tmp_path, capsys):
             assert json.loads(path.read_text())
     dormant = json.loads((tmp_path / "dormant_grid" / "grid.config.json").read_text())
     assert dormant["data"]["name"] == "mnist" and dormant["num_seeds"] == 3
+
+
+def test_dormant_grid_resets_labels_every_1000_steps_as_the_paper():
+    """Claim (f) at cpu scale keeps the paper's task length and width (over 10 tasks of 500
+    steps on a 128-wide network the unnormalized networks had not yet lost plasticity), its 9
+    arms, and logs the dormant fraction twice a task."""
+    config = dormant_grid.grid_config("cpu", 3)
+    assert config.task.steps_per_task == 1000 and config.task.num_tasks == 15
+    assert tuple(config.network.hidden_sizes) == (256, 256, 256)
+    assert config.diagnostics.every == 500 and "dormant" in config.diagnostics.names
+    assert len(config.variant_order) == 9 and config.num_seeds == 3
+    paper = dormant_grid.grid_config("paper", 3)
+    assert (paper.task.steps_per_task, paper.task.num_tasks, paper.data.name) == (
+        1000,
+        100,
+        "mnist",
+    )
 
 
 def test_paper_scale_reads_the_data_dir_given(tmp_path, capsys):
