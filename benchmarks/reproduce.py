@@ -10,18 +10,17 @@ dormant_grid, interventions_nap (definitions, settings and measured results in e
 into work dirs under ``W/<claim>/`` (relaunching resumes them; a finished claim is only
 re-evaluated), writes a figure ``W/<claim>/<claim>.png``, ``result.json`` and ``table.md``, and
 prints one table: claim, arms, the claim's metric per arm (mean ± 95% t-interval over seeds), the
-verdict and the minutes.
-A verdict is PASS only when every paired comparison it rests on (per-seed differences between
-arms, 95% Student-t interval) excludes zero in the direction the paper reports
-(`benchmarks.claims.stats`); otherwise PARTIAL k/m when k of its m comparisons pass (a claim
-counts those of all its rows), else the verdict they share (INCONCLUSIVE, OPPOSITE) or NOT SHOWN
-when they differ.
+verdict and the minutes. A verdict is PASS only when every paired comparison it rests on (per-seed
+differences between arms, 95% Student-t interval) excludes zero in the direction the paper reports
+(`benchmarks.claims.stats`); otherwise PARTIAL k/m when k of its m comparisons pass (a claim counts
+those of all its rows), else the verdict they share (INCONCLUSIVE, OPPOSITE) or NOT SHOWN when they
+differ; TOO FEW SEEDS where fewer than two seeds give a value (``--seeds=1``).
 
-Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the
-plumbing: a few dozen steps per arm, compile-bound, 3–5 minutes for ``all`` on 2 loaded cores;
-used by the tests; its verdicts mean nothing) and ``paper`` (the papers' sizes, for a GPU;
-``--dry_run`` writes and checks its configs without training; ``--data_dir`` names where its
-CIFAR-10 and MNIST files are, as `scripts.train_continual` takes it).
+Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the plumbing:
+a few dozen steps per arm, 512 frames a game for the MinAtar claim, compile-bound, 3–5 minutes for
+``all`` on 2 loaded cores; used by the tests; its verdicts mean nothing) and ``paper`` (the papers'
+sizes, for a GPU; ``--dry_run`` writes and checks its configs without training; ``--data_dir`` names
+where its CIFAR-10 and MNIST files are, as `scripts.train_continual` takes it).
 """
 
 from __future__ import annotations

@@ -12,11 +12,12 @@
 ``interventions_nap``      (g) NaP: each other intervention's online accuracy rises with NaP added
 =========================  ====================================================================
 
-A claim module defines ``NAME``, ``SUMMARY``, ``configs(scale, seeds)`` ({work dir name: config}
-of the runs it trains first; the paper scale's configs are for a GPU) and
-``run(workdir, scale, seeds, progress, data_dir) -> ClaimResult`` (`data_dir`: where the paper
-scale's dataset files are; the cpu and smoke scales read the digits scikit-learn ships). `run_claims` runs one or all of them
-and `summary_text` prints their table (`benchmarks.claims.base`).
+A claim module defines ``NAME``, ``SUMMARY``, ``configs(scale, seeds)`` ({run name: config} of
+the runs it trains first; the paper scale's configs are for a GPU), ``check(config)`` (raises
+on a config that cannot run; ``--dry_run`` calls it) and ``run(workdir, scale, seeds, progress,
+data_dir) -> ClaimResult`` (`data_dir`: where the paper scale's CIFAR-10 or MNIST files are; the
+cpu and smoke scales train on the digits scikit-learn ships, or on MinAtar). `run_claims` runs
+one or all of them and `summary_text` prints their table (`benchmarks.claims.base`).
 """
 
 from __future__ import annotations

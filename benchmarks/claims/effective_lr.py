@@ -10,12 +10,13 @@ set. A NaP network whose layer l is stepped with η·(ρ_l/‖W_l^LN(t)‖)^p, �
 run's recorded norms, follows LayerNorm's implicit schedule and should behave like it (here: lose
 the late-task accuracy NaP keeps).
 
-Settings: claim (a)'s sweep (`benchmarks.claims.label_reset`, trained there first when absent:
-its LayerNorm and LayerNorm + NaP runs are this claim's first two arms) plus one arm, LN + NaP +
-replay: for each seed s the schedule of the LayerNorm run of seed s
-(`plasticity.schedules.layer_schedule_from_metrics`, hidden kernels' norms every 400 steps, Adam's
-p = 1) replayed on a NaP network with the same seed (same initial parameters and labels). Each
-seed's replay is its own compiled program (the schedule is a constant of it).
+Settings: claim (a)'s sweep (`benchmarks.claims.label_reset`, trained there first when absent: its
+LayerNorm and LayerNorm + NaP runs are this claim's first two arms) plus one arm, LN + NaP + replay:
+for each seed s the schedule of the LayerNorm run of seed s
+(`plasticity.schedules.layer_schedule_from_metrics`, hidden kernels' norms every 400 steps at cpu
+scale, 1,000 at paper scale, Adam's p = 1) replayed on a NaP network with the same seed (same
+initial parameters and labels). Each seed's replay is its own compiled program (the schedule is a
+constant of it).
 
 Verdict (paired over seeds, 95% t-interval), PASS when all hold: (1) LayerNorm's effective rate
 decays, log(η_eff end / start) < 0 (geometric mean over hidden layers, η/‖W‖^p from the logged

@@ -27,24 +27,26 @@ boundary lowers it from the second task on); ReDo's recycled units keep it mostl
 With NaP every arm holds 0.5–0.8.
 
 What the verdict rests on: NaP is LayerNorm and the projection together, and at this horizon
-LayerNorm does most of it. With LayerNorm under the arms without NaP as well (``ln_base``, so
-that a pair differs by the projection alone: `python -m scripts.train_continual
---experiment=benchmarks/configs/nap_interventions.py:ln_base --config.num_seeds=3 --workdir=W`,
-13.4 minutes, then `python -m benchmarks.claims.interventions_nap W`), the verdict is PARTIAL 1/7: LN+NaP − LN is +0.31 ± 0.05 under
-shrink-and-perturb (PASS: the projection undoes the shrink of the hidden kernels, which costs
-LayerNorm alone 0.44 against 0.58 without it), −0.031 ± 0.020 without an intervention, −0.040 ±
-0.037 under ReDo and −0.026 ± 0.023 under leaky ReLU (OPPOSITE), and +0.005 ± 0.015 (L2), −0.016 ±
-0.018 (L2-init) and −0.029 ± 0.032 (noisy updates) (INCONCLUSIVE). Over 20 tasks of 400 steps
-LayerNorm alone has not yet lost its plasticity (claim (a): it degrades from about task 25 of
-40), while the projection holds the effective learning rate at its start and memorizes each
-task a little more slowly. Over 40 tasks (the same command with ``--config.task.num_tasks=40``,
-32 minutes at load 2–3) LayerNorm alone does lose it, and the projection adds to more remedies:
-PARTIAL 3/7 over the whole run (L2 +0.048 ± 0.015, L2-init +0.047 ± 0.014, shrink-and-perturb
-+0.44 ± 0.08 PASS; ReDo −0.035 ± 0.010 OPPOSITE; none +0.009 ± 0.039, noisy updates +0.014 ±
-0.055, leaky ReLU +0.010 ± 0.057 INCONCLUSIVE), and over the last 10 tasks the arm with NaP is
-ahead under every remedy but ReDo (none 0.42 → 0.52, L2 0.50 → 0.64, L2-init 0.45 → 0.61, noisy
-updates 0.41 → 0.49, leaky ReLU 0.39 → 0.45), whose recycling keeps LayerNorm alone at 0.66
-against 0.62 with NaP. That horizon would double the claim's cost, past this scale's 15 minutes.
+LayerNorm does most of it. With LayerNorm under the arms without NaP as well (``ln_base``, so that a
+pair differs by the projection alone: `python -m scripts.train_continual
+--experiment=benchmarks/configs/nap_interventions.py:ln_base --config.num_seeds=3 --workdir=W`, 13.4
+minutes, then `python -m benchmarks.claims.interventions_nap W`), the verdict is PARTIAL 1/7: LN+NaP
+− LN is +0.31 ± 0.05 under shrink-and-perturb (PASS: the projection undoes the shrink of the hidden
+kernels, which costs LayerNorm alone 0.44 against 0.58 without it), −0.031 ± 0.020 without an
+intervention, −0.040 ± 0.037 under ReDo and −0.026 ± 0.023 under leaky ReLU (OPPOSITE), and +0.005 ±
+0.015 (L2), −0.016 ± 0.018 (L2-init) and −0.029 ± 0.032 (noisy updates) (INCONCLUSIVE). Over 20
+tasks of 400 steps LayerNorm alone has not yet lost its plasticity (claim (a): it degrades from
+about task 25 of 40), while the projection holds the effective learning rate at its start and
+memorizes each task a little more slowly. Over 40 tasks (the same command with
+``--config.task.num_tasks=40``, 32 minutes at load 2–3) LayerNorm alone does lose it, and the
+projection adds to more remedies: PARTIAL 3/7 over the whole run (L2 +0.048 ± 0.015, L2-init +0.047
+± 0.014, shrink-and-perturb +0.44 ± 0.08 PASS; ReDo −0.035 ± 0.010 OPPOSITE; none +0.009 ± 0.039,
+noisy updates +0.014 ± 0.055, leaky ReLU +0.010 ± 0.057 INCONCLUSIVE), and over the last 10 tasks
+(``python -m benchmarks.claims.interventions_nap W --last_tasks=10``: PARTIAL 3/7, L2, L2-init and
+shrink-and-perturb PASS, ReDo OPPOSITE) the arm with NaP is ahead under every remedy but ReDo (none
+0.42 → 0.52, L2 0.50 → 0.64, L2-init 0.45 → 0.61, noisy updates 0.41 → 0.49, leaky ReLU 0.39 →
+0.45), whose recycling keeps LayerNorm alone at 0.66 against 0.62 with NaP. That horizon would
+double the claim's cost, past this scale's 15 minutes.
 """
 
 from __future__ import annotations
@@ -108,31 +110,40 @@ def arm_labels(config: ml_collections.ConfigDict, intervention: str) -> tuple[st
     return alone, f"{alone}+NaP"
 
 
-def online_accuracy(rows: list, variant: str, num_tasks: int) -> dict[int, float]:
-    """{seed: online accuracy averaged over every task} of one arm (tasks are equally long). A
-    seed without a finite value for each of its ``num_tasks`` tasks (a run still training, or one
-    that diverged) is NaN, so that it leaves the comparison rather than pairing a few early
-    tasks with another arm's whole run."""
+def online_accuracy(
+    rows: list, variant: str, num_tasks: int, last_tasks: int | None = None
+) -> dict[int, float]:
+    """{seed: online accuracy averaged over every task, or over the last `last_tasks`} of one
+    arm (tasks are equally long). A seed without a finite value for each of its ``num_tasks``
+    tasks (a run still training, or one that diverged) is NaN, so that it leaves the comparison
+    rather than pairing a few early tasks with another arm's whole run."""
     values, seeds = base.per_task_matrix(base.task_rows(rows, variant), METRIC, num_tasks)
     complete = np.isfinite(values).all(axis=1)
+    window = values[:, -last_tasks:] if last_tasks else values
     return {
         seed: float(row.mean()) if ok else math.nan
-        for seed, row, ok in zip(seeds, values, complete)
+        for seed, row, ok in zip(seeds, window, complete)
     }
 
 
-def evaluate(rows: list, config: ml_collections.ConfigDict) -> list[base.Row]:
-    """One row per intervention: its arm alone and with NaP, and the paired difference."""
+def evaluate(
+    rows: list, config: ml_collections.ConfigDict, last_tasks: int | None = None
+) -> list[base.Row]:
+    """One row per intervention: its arm alone and with NaP, and the paired difference (of the
+    online accuracy over every task, or over the last `last_tasks`)."""
     out = []
     num_tasks = int(config.task.num_tasks)
+    if last_tasks is not None and not 1 <= last_tasks <= num_tasks:
+        raise ValueError(f"--last_tasks must be in [1, {num_tasks}] (the run's tasks)")
+    metric = "average online accuracy" + (f", last {last_tasks} tasks" if last_tasks else "")
     for x in interventions(config):
-        alone = online_accuracy(rows, x, num_tasks)
-        with_nap = online_accuracy(rows, f"{x}_nap", num_tasks)
+        alone = online_accuracy(rows, x, num_tasks, last_tasks)
+        with_nap = online_accuracy(rows, f"{x}_nap", num_tasks, last_tasks)
         alone_label, nap_label = arm_labels(config, x)
         out.append(
             base.Row(
                 x,
-                "average online accuracy",
+                metric,
                 {alone_label: base.interval_of(alone), nap_label: base.interval_of(with_nap)},
                 [base.paired(f"{x}: +NaP − without", 1, with_nap, alone)],
             )
@@ -188,15 +199,27 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     return base.save_figure(draw(rows, config), path)
 
 
-def evaluate_workdir(workdir: str | Path) -> base.ClaimResult:
-    """The claim's rows for any work dir of `benchmarks/configs/nap_interventions.py` (``ln_base``
-    or ``cnn`` too), read with the config it recorded (its minutes unknown: NaN)."""
+def read_workdir(workdir: str | Path) -> tuple[list, ml_collections.ConfigDict]:
+    """(rows, the config it recorded) of a work dir of `benchmarks/configs/nap_interventions.py`
+    (``ln_base`` or ``cnn`` too)."""
     run = analysis.load_run(workdir)
     if not run.config:
         raise ValueError(f"{workdir} holds no readable {analysis.CONFIG_FILE}")
-    config = ml_collections.ConfigDict(run.config)
-    rows = evaluate(run.rows, config)
-    return base.ClaimResult(NAME, "workdir", int(config.num_seeds), rows, seconds=math.nan)
+    return run.rows, ml_collections.ConfigDict(run.config)
+
+
+def workdir_result(
+    rows: list, config: ml_collections.ConfigDict, last_tasks: int | None = None
+) -> base.ClaimResult:
+    """The claim's result for a work dir's rows and config, over every task or the last
+    `last_tasks`; its minutes are unknown (NaN): a work dir does not record them."""
+    scored = evaluate(rows, config, last_tasks)
+    return base.ClaimResult(NAME, "workdir", int(config.num_seeds), scored, seconds=math.nan)
+
+
+def evaluate_workdir(workdir: str | Path, last_tasks: int | None = None) -> base.ClaimResult:
+    """`workdir_result` of a work dir read by `read_workdir`."""
+    return workdir_result(*read_workdir(workdir), last_tasks)
 
 
 def run(
@@ -217,16 +240,36 @@ def run(
     )
 
 
+USAGE = "usage: python -m benchmarks.claims.interventions_nap WORKDIR [--last_tasks=N]"
+
+
 def main(argv: list[str]) -> int:
-    """``python -m benchmarks.claims.interventions_nap WORKDIR``: the claim's table and
-    comparisons for a work dir of the grid's config file."""
-    if len(argv) != 2:
-        print("usage: python -m benchmarks.claims.interventions_nap WORKDIR", file=sys.stderr)
+    """``python -m benchmarks.claims.interventions_nap WORKDIR [--last_tasks=N]``: the claim's
+    table and comparisons for a work dir of the grid's config file, over every task or the last
+    N (where a longer run's late tasks tell more than its average)."""
+    args = argv[1:]
+    options = [a for a in args if a.startswith("--last_tasks=")]
+    positional = [a for a in args if a not in options]
+    if len(positional) != 1 or len(options) > 1 or len(args) != len(positional) + len(options):
+        print(USAGE, file=sys.stderr)
         return 1
     try:
-        result = evaluate_workdir(argv[1])
+        last_tasks = int(options[0].split("=", 1)[1]) if options else None
+    except ValueError:
+        print(
+            f"interventions_nap: error: --last_tasks takes a whole number, got {options[0]}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        rows, config = read_workdir(positional[0])
     except (OSError, ValueError, KeyError, AttributeError) as error:
-        print(f"interventions_nap: error: cannot read {argv[1]}: {error}", file=sys.stderr)
+        print(f"interventions_nap: error: cannot read {positional[0]}: {error}", file=sys.stderr)
+        return 1
+    try:
+        result = workdir_result(rows, config, last_tasks)
+    except ValueError as error:  # a window the run does not have
+        print(f"interventions_nap: error: {error}", file=sys.stderr)
         return 1
     print("\n".join(base.table_lines([result]) + base.comparison_lines(result)))
     return 0

@@ -25,16 +25,16 @@ evaluation episodes after the game's second block, minus the fresh reference's),
 the games, per seed. Verdict (paired over seeds, 95% t-interval), PASS when both hold: the
 baseline's revisit scores below fresh (gap < 0), and LN + NaP's gap − the baseline's > 0.
 
-Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 9.7 minutes beside
-other jobs at load 3–4): both arms learn both games (breakout 4.6–5.4 after its first block
-without a norm, 7.3–9.3 with LN + NaP; space invaders 20–29; a random policy scores 0.56 and
-2.84), and a revisit scores above the fresh network in both: gap baseline 5.6 ± 15, LN + NaP 11 ±
-14 (their difference 5.4 ± 19); verdict INCONCLUSIVE. At 100,000 steps a game what a network kept
-from its first visit outweighs any loss of plasticity (the baseline's second breakout block ends
-at 7.9–9.3, against 4.6–5.4 after the first): the baseline's half of the claim does not show
-(its mean points the other way); the paper's effect lives at 20M Atari frames a game over ten
-games (``benchmarks/configs/atari_sequence.py:paper``; this claim's ``paper`` scale runs 2M-step
-MinAtar blocks).
+Measured (``python -m benchmarks.reproduce sequential_games``, seeds 0–2, 9.7 minutes beside other
+jobs at load 3–4): both arms learn both games (breakout 4.6–5.4 after its first block without a
+norm, 7.3–9.3 with LN + NaP; space invaders 20–29 after its first block, 35–38 on average after its
+second; a random policy scores 0.56 and 2.84), and a revisit scores above the fresh network in both:
+gap baseline 5.6 ± 15, LN + NaP 11 ± 14 (their difference 5.4 ± 19); verdict INCONCLUSIVE. At
+100,000 steps a game what a network kept from its first visit outweighs any loss of plasticity (the
+baseline's second breakout block ends at 7.9–9.3, against 4.6–5.4 after the first): the baseline's
+half of the claim does not show (its mean points the other way); the paper's effect lives at 20M
+Atari frames a game over ten games (``benchmarks/configs/atari_sequence.py:paper``; this claim's
+``paper`` scale runs 2M-step MinAtar blocks).
 
 What we tried: MinAtar's conv torso with the MinAtar DQN preset (4 envs, one update every 4
 steps) ran at ~500 steps/s per seed, so 3 seeds × 2 arms × 5 blocks fit 15 minutes only with

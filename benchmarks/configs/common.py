@@ -1,8 +1,9 @@
 """Shared pieces of the published continual configs and the continual launcher's config.
 
-Every published config file takes ``:smoke`` (a check of the plumbing, < 90 s on 2 CPU cores),
-no scale (the default, CPU scale) or ``:paper``, plus its own options and its variant names, to
-run only those, in the order given (`parse_arg`, as the RL configs do).
+Every published config file takes ``:smoke`` (a check of the plumbing, about a minute on 2 CPU
+cores, compiling nearly all of it), no scale (the default, CPU scale) or ``:paper``, plus its own
+options and its variant names, to run only those, in the order given (`parse_arg`, as the RL configs
+do).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def build_config(
 
 
 def smoke_scale(config: ml_collections.ConfigDict, **task) -> None:
-    """Shrinks a sweep in place to a check of its plumbing (< 90 s on 2 CPU cores): a few tasks of
+    """Shrinks a sweep in place to a check of its plumbing (compile-bound): a few tasks of
     a few steps, small layers, diagnostics every few steps; ``task`` fields override the base
     task and every variant's task (e.g. a stream task's flip period)."""
     sizes = {

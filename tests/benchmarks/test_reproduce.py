@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from benchmarks import claims, reproduce
-from benchmarks.claims import base, dormant_grid, effective_lr, sequential_games, stats
+from benchmarks.claims import (
+    base,
+    dormant_grid,
+    effective_lr,
+    nonstationarity,
+    sequential_games,
+    stats,
+)
 
 
 def _reproduce(root: Path, *args: str) -> tuple[int, str]:
@@ -118,6 +125,21 @@ def test_dormant_grid_resets_labels_every_1000_steps_as_the_paper():
         100,
         "mnist",
     )
+
+
+@pytest.mark.parametrize("scale", base.SCALES)
+def test_nonstationarity_arms_exist_at_every_scale(scale):
+    """Claim (b)'s L2 arms read a λ the grid trains (the paper's 1e-5 at paper scale, where the
+    grid is the paper's sweep) and its large-offset arm has later tasks after the offset phase
+    (at paper scale all 20 tasks had been offset ones: nothing left to compare)."""
+    config = nonstationarity.sweep_config(scale, 3)
+    for arm in nonstationarity.ARMS:
+        assert nonstationarity.arm_l2(config, arm) in config.grid.l2
+    assert nonstationarity.arm_l2(config, "LN+L2") == (1e-5 if scale == "paper" else 1e-4)
+    variants = dict(base.resolved_variants(config))
+    for norm in nonstationarity.NORM_VARIANTS:
+        task = variants[nonstationarity.variant("large_offset_regression", norm)].task
+        assert 1 <= task.offset_tasks and task.offset_tasks + 2 <= task.num_tasks
 
 
 def test_paper_scale_reads_the_data_dir_given(tmp_path, capsys):
