@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-DATA_DIR_FLAGS = "--data_dir (or --config.data.data_dir)"
+DATA_DIR_FLAGS = "--data_dir"  # every command that trains on dataset files takes it
 
 
 def fingerprint(dataset: Dataset) -> dict[str, Any]:
@@ -170,7 +170,7 @@ def _not_found(
     )
     if hint:
         message += f" ({hint})"
-    message += "; for data that needs no files use 'digits'"
+    message += "; the digits need no files (a claim's cpu scale, or --config.data.name=digits)"
     return DatasetNotFoundError(message)
 
 

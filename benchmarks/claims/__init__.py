@@ -84,7 +84,7 @@ def write_configs(
 def unused_data_dir(claim: str, scale: str, data_dir: str | None) -> str | None:
     """The note a command gets when it names a data dir that none of the chosen claims reads at
     this scale (only the paper scale trains on dataset files)."""
-    if data_dir is None:
+    if not data_dir:
         return None
     from benchmarks import datasets  # noqa: PLC0415
 
@@ -93,10 +93,9 @@ def unused_data_dir(claim: str, scale: str, data_dir: str | None) -> str | None:
             dataset = config.get("data") and datasets.canonical_name(config.data.name)
             if dataset and dataset not in datasets.FILELESS_DATASETS:
                 return None
+    which = "no claim reads" if claim == "all" else f"{claim} reads no"
     where = "" if scale == "paper" else " (only --scale=paper trains on CIFAR-10 and MNIST files)"
-    return (
-        f"data dir {data_dir} is unused: {claim} reads no dataset files at --scale={scale}{where}"
-    )
+    return f"data dir {data_dir} is unused: {which} dataset files at --scale={scale}{where}"
 
 
 def run_claims(
@@ -113,6 +112,9 @@ def run_claims(
     instead)."""
     base.check_scale(scale)
     names = chosen(claim)
+    data_dir = data_dir or None  # an empty --data_dir= names no directory
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise ValueError(f"--data_dir {data_dir} is not a directory")
     seeds = DEFAULT_SEEDS[scale] if seeds is None else int(seeds)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")

@@ -258,7 +258,7 @@ class Timer:
         if not self.trained and previous.exists():
             try:
                 return float(json.loads(previous.read_text()).get("seconds", elapsed))
-            except (ValueError, OSError):
+            except (ValueError, TypeError, OSError):  # unreadable, or seconds written as null
                 return elapsed
         return elapsed
 

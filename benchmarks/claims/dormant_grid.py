@@ -19,14 +19,14 @@ units than no norm (none − RMSNorm > 0 and none − LN > 0: 6 comparisons).
 
 Measured (``python -m benchmarks.reproduce dormant_grid``, seeds 0–2, 7.9 minutes at load 2;
 README): PARTIAL 5/6. Late dormant fraction SGD none 0.40, RMSNorm 0.20, LN 0.07; momentum none
-0.42, RMSNorm 0.50, LN 0.30; Adam none 0.60, RMSNorm 0.39, LN 0.13. Without a norm the dormant
-fraction climbs from the sixth task or so while the network stops memorizing (end-of-task
-accuracy over the first three tasks → the last three: SGD 0.72 → 0.12, momentum 0.80 → 0.16, Adam
-1.00 → 0.19); with either norm every optimizer still memorizes at the end (0.95–1.00). LayerNorm
-keeps fewer dormant units than no norm under all three optimizers, RMSNorm under SGD and Adam;
-under momentum RMSNorm's fraction swings within every task (low mid-task, high at its end, the
-figure) and its late average is above no norm's (−0.08 ± 0.04, OPPOSITE), though it keeps
-memorizing.
+0.42, RMSNorm 0.50, LN 0.30; Adam none 0.60, RMSNorm 0.38, LN 0.13. Without a norm the dormant
+fraction climbs (from the second task under Adam, the sixth or seventh under SGD and momentum) while
+the network stops memorizing (end-of-task accuracy over the first three tasks → the last three: SGD
+0.72 → 0.12, momentum 0.80 → 0.16, Adam 1.00 → 0.19); with either norm every optimizer still
+memorizes at the end (0.95–1.00). LayerNorm keeps fewer dormant units than no norm under all three
+optimizers, RMSNorm under SGD and Adam; under momentum RMSNorm's fraction swings within every task
+(low mid-task, high at its end, the figure) and its late average is above no norm's (−0.08 ± 0.04,
+OPPOSITE), though it keeps memorizing.
 
 What we tried: the first version of this claim ran 10 tasks × 500 steps on a 128-wide network
 (4.3 minutes). There the unnormalized SGD and momentum networks barely memorized (end-of-task

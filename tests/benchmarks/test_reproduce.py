@@ -142,10 +142,42 @@ def test_nonstationarity_arms_exist_at_every_scale(scale):
         assert 1 <= task.offset_tasks and task.offset_tasks + 2 <= task.num_tasks
 
 
-def test_paper_scale_reads_the_data_dir_given(tmp_path, capsys):
-    """``--data_dir`` reaches every config that reads dataset files (the dry run's configs) and
-    the loader (a directory without MNIST's files is the loader's one-line error naming it, and
-    nothing is written); where no chosen claim reads files it is a note."""
+FILE_CLAIMS = [name for name in claims.NAMES if name != "sequential_games"]
+
+
+@pytest.mark.parametrize("claim", FILE_CLAIMS)
+def test_every_paper_scale_claim_reads_the_data_dir_given(claim, tmp_path, capsys):
+    """``--data_dir`` reaches the loader of every claim that trains on dataset files: a directory
+    without them is the loader's one-line error naming it, before anything is written."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    workdir = tmp_path / "paper"
+    argv = ["reproduce", claim, "--scale=paper", f"--data_dir={data_dir}", "--noprogress"]
+    assert reproduce.main([*argv, f"--workdir={workdir}"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert " not found: " in line and str(data_dir) in line and "set --data_dir" in line
+    assert not workdir.exists()
+
+
+def test_effective_lr_gives_the_data_dir_to_its_sweep_and_every_replay(tmp_path, monkeypatch):
+    trained = []
+
+    def record(config, workdir, timer, progress, data_dir=None, **kwargs):
+        trained.append((workdir.name, data_dir))
+        return []
+
+    monkeypatch.setattr(base, "run_continual", record)
+    monkeypatch.setattr(effective_lr, "replay_schedule", lambda *args: None)
+    monkeypatch.setattr(effective_lr, "evaluate", lambda *args: [])
+    monkeypatch.setattr(effective_lr, "figure", lambda *args: "figure.png")
+    effective_lr.run(tmp_path / "effective_lr", "paper", 2, False, "D")
+    assert trained == [("sweep", "D"), ("replay_seed_0", "D"), ("replay_seed_1", "D")]
+
+
+def test_paper_scale_configs_record_the_data_dir_and_unread_ones_are_noted(tmp_path, capsys):
+    """The dry run's configs carry ``--data_dir`` wherever they read a dataset; a data dir that
+    no chosen claim reads is a note; an empty one names none; one that is no directory is a
+    one-line error."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     argv = ["reproduce", "all", "--scale=paper", "--dry_run", f"--data_dir={data_dir}"]
@@ -157,18 +189,25 @@ def test_paper_scale_reads_the_data_dir_given(tmp_path, capsys):
                 assert config["data"]["data_dir"] == str(data_dir), path
     assert "note" not in capsys.readouterr().err
 
-    workdir = tmp_path / "paper"
-    argv = ["reproduce", "dormant_grid", "--scale=paper", f"--data_dir={data_dir}"]
-    assert reproduce.main([*argv, f"--workdir={workdir}", "--noprogress"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "dataset 'mnist' not found" in err[0] and str(data_dir) in err[0]
-    assert not workdir.exists()
-
-    for scale, claim in (("cpu", "dormant_grid"), ("paper", "sequential_games")):
+    for scale, claim, which in (
+        ("cpu", "dormant_grid", "dormant_grid reads no"),
+        ("cpu", "all", "no claim reads"),
+        ("paper", "sequential_games", "sequential_games reads no"),
+    ):
         argv = ["reproduce", claim, f"--scale={scale}", "--dry_run", f"--data_dir={data_dir}"]
         assert reproduce.main([*argv, f"--workdir={tmp_path / scale}"]) == 0
         err = capsys.readouterr().err
-        assert f"note: data dir {data_dir} is unused: {claim} reads no dataset files" in err
+        assert f"note: data dir {data_dir} is unused: {which} dataset files" in err
+
+    argv = ["reproduce", "dormant_grid", "--dry_run", "--data_dir=", f"--workdir={tmp_path / 'e'}"]
+    assert reproduce.main(argv) == 0 and "note" not in capsys.readouterr().err
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    argv = ["reproduce", "all", "--scale=paper", "--dry_run", f"--data_dir={not_a_dir}"]
+    assert reproduce.main([*argv, f"--workdir={tmp_path / 'f'}"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"reproduce: error: --data_dir {not_a_dir} is not a directory"
+    assert not (tmp_path / "f").exists()
 
 
 @pytest.mark.parametrize(
