@@ -144,29 +144,52 @@ def evaluate(rows: list, config: ml_collections.ConfigDict) -> list[base.Row]:
     return out
 
 
-def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
-    """Dormant fraction over steps, one panel per optimizer, one curve per norm."""
+def draw(rows: list, config: ml_collections.ConfigDict):
+    """The figure, one column per optimizer, one curve per norm: the dormant fraction over steps
+    (top) and the end-of-task accuracy at each task's last step (bottom), so that the units'
+    dormancy reads beside the plasticity it goes with."""
     plt = base.pyplot()
     optimizers, norms = arms(config)
+    steps_per_task, num_tasks = int(config.task.steps_per_task), int(config.task.num_tasks)
+    task_ends = steps_per_task * np.arange(1, num_tasks + 1)
     fig, axes = plt.subplots(
-        1, len(optimizers), figsize=(4 * len(optimizers), 3.2), sharey=True, layout="constrained"
+        2,
+        len(optimizers),
+        figsize=(4 * len(optimizers), 5.6),
+        sharex=True,
+        sharey="row",
+        layout="constrained",
+        squeeze=False,
     )
-    for ax, opt in zip(np.atleast_1d(axes), optimizers):
+    for column, opt in enumerate(optimizers):
+        top, bottom = axes[0, column], axes[1, column]
         for i, norm in enumerate(norms):
+            name = variant(opt, norm)
             steps, values = base.diagnostics_matrix(
-                base.select(rows, "diagnostics", variant=variant(opt, norm)), dormant
+                base.select(rows, "diagnostics", variant=name), dormant
             )
-            base.draw_band(ax, steps, values, norm, color=f"C{i}")
-        ax.set_title(opt, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel(f"dormant fraction (τ = {TAU})")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
-    every = f"{int(config.task.steps_per_task):,}"
+            base.draw_band(top, steps, values, norm, color=f"C{i}")
+            accuracy, _ = base.per_task_matrix(
+                base.task_rows(rows, name), "end_accuracy", num_tasks
+            )
+            base.draw_band(bottom, task_ends, accuracy, norm, color=f"C{i}")
+        top.set_title(opt, fontsize=10)
+        bottom.set_xlabel("step")
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(f"dormant fraction (τ = {TAU})")
+    axes[1, 0].set_ylabel("end-of-task accuracy")
+    axes[0, 0].legend(fontsize=8)
+    every = f"{steps_per_task:,}"
     fig.suptitle(
         f"(f) dormant units per optimizer × norm (labels redrawn every {every} steps)", fontsize=10
     )
-    return base.save_figure(fig, path)
+    return fig
+
+
+def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
+    """`draw`, saved as a PNG at ``path``."""
+    return base.save_figure(draw(rows, config), path)
 
 
 def run(

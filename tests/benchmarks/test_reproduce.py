@@ -127,6 +127,41 @@ def test_dormant_grid_resets_labels_every_1000_steps_as_the_paper():
     )
 
 
+def test_dormant_grids_figure_draws_dormancy_over_steps_above_accuracy_at_task_ends():
+    """Claim (f)'s figure: per optimizer, the seed mean of the hidden layers' dormant fraction at
+    each logged step (top) and of the end-of-task accuracy at each task's last step (bottom)."""
+    config = dormant_grid.grid_config("cpu", 2)
+    config.variant_order = ("adam/none", "adam/layernorm")
+    config.task.num_tasks, config.task.steps_per_task = 3, 10
+    rng = np.random.default_rng(0)
+    dormancy = {arm: rng.uniform(size=(2, 4)) for arm in config.variant_order}  # seeds × steps
+    accuracy = {arm: rng.uniform(size=(2, 3)) for arm in config.variant_order}  # seeds × tasks
+    rows = []
+    for arm in config.variant_order:
+        for seed in (0, 1):
+            for i, step in enumerate((0, 5, 10, 30)):
+                layers = {
+                    "dormant_0.025/hidden_0": dormancy[arm][seed, i],
+                    "dormant_0.025/output": 9,
+                }
+                rows.append(
+                    {"event": "diagnostics", "variant": arm, "seed": seed, "step": step, **layers}
+                )
+            for task in range(3):
+                row = {"event": "task", "variant": arm, "seed": seed, "task": task}
+                rows.append({**row, "end_accuracy": accuracy[arm][seed, task]})
+    fig = dormant_grid.draw(rows, config)
+    top, bottom = fig.axes
+    assert top.get_title() == "Adam" and "every 10 steps" in fig.texts[0].get_text()
+    for i, arm in enumerate(config.variant_order):
+        np.testing.assert_array_equal(top.lines[i].get_xdata(), [0, 5, 10, 30])
+        np.testing.assert_allclose(top.lines[i].get_ydata(), dormancy[arm].mean(axis=0))
+        np.testing.assert_array_equal(bottom.lines[i].get_xdata(), [10, 20, 30])
+        np.testing.assert_allclose(bottom.lines[i].get_ydata(), accuracy[arm].mean(axis=0))
+    assert [line.get_label() for line in bottom.lines] == ["none", "LN"]
+    assert bottom.get_ylabel() == "end-of-task accuracy"
+
+
 @pytest.mark.parametrize("scale", base.SCALES)
 def test_nonstationarity_arms_exist_at_every_scale(scale):
     """Claim (b)'s L2 arms read a λ the grid trains (the paper's 1e-5 at paper scale, where the
