@@ -64,8 +64,9 @@ What we tried (one seed each, arms none / L2 / LN / LN+L2, Adam 1e-3, λ = 1e-4)
   −0.20), no norm with it −0.42 (linear −0.39), no norm + L2 with it −0.50 (linear −0.64). It
   does not turn the verdict, so the claim keeps the linear output. (The scratch run's linear
   arms end near, not at, the claim's run at the same settings, −0.17 / −0.43 / −0.59 in the
-  README: a run laid out over devices otherwise rounds its sums otherwise, and 60,000 steps
-  carry the difference; see the README on comparing verdicts, not digits.)
+  README. The cause was not traced; another device layout alone, rounding the seeds' sums in
+  another order over 60,000 steps, can account for it: see the README on comparing verdicts,
+  not digits.)
 """
 
 from __future__ import annotations
