@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         values = context.flags
         if context.overrides:
             raise ValueError("--config.* overrides are not taken: a claim's settings are fixed")
-        scale, data_dir = values["scale"].value, values["data_dir"].value
+        scale, data_dir = values["scale"].value, claims.checked_data_dir(values["data_dir"].value)
         unused = claims.unused_data_dir(claim, scale, data_dir)
         context.note([unused] if unused else [])
         results = claims.run_claims(

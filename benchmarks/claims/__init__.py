@@ -81,6 +81,16 @@ def write_configs(
     return written
 
 
+def checked_data_dir(data_dir: str | None) -> str | None:
+    """``--data_dir`` as the claims take it: None for none (or an empty value); a one-line
+    ValueError for a path that is no directory."""
+    if not data_dir:
+        return None
+    if not Path(data_dir).expanduser().is_dir():
+        raise ValueError(f"--data_dir {data_dir} is not a directory")
+    return data_dir
+
+
 def unused_data_dir(claim: str, scale: str, data_dir: str | None) -> str | None:
     """The note a command gets when it names a data dir that none of the chosen claims reads at
     this scale (only the paper scale trains on dataset files)."""
@@ -112,9 +122,7 @@ def run_claims(
     instead)."""
     base.check_scale(scale)
     names = chosen(claim)
-    data_dir = data_dir or None  # an empty --data_dir= names no directory
-    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
-        raise ValueError(f"--data_dir {data_dir} is not a directory")
+    data_dir = checked_data_dir(data_dir)
     seeds = DEFAULT_SEEDS[scale] if seeds is None else int(seeds)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")

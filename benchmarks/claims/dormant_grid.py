@@ -56,6 +56,7 @@ OPTIMIZERS = {"SGD": ("sgd", 0.1), "momentum": ("momentum", 0.01), "Adam": ("ada
 NORMS = {"none": "none", "RMSNorm": "rmsnorm", "LN": "layernorm"}
 SMOKE_OPTIMIZERS, SMOKE_NORMS = ("Adam",), ("none", "LN")
 TAU = "0.025"
+LINESTYLES = ("-", "--", ":")  # per norm: curves that coincide (accuracy 1.0) stay visible
 TASKS, STEPS, WIDTH = 15, 1000, 256  # labels redrawn every 1,000 steps, as in the paper
 
 
@@ -168,11 +169,12 @@ def draw(rows: list, config: ml_collections.ConfigDict):
             steps, values = base.diagnostics_matrix(
                 base.select(rows, "diagnostics", variant=name), dormant
             )
-            base.draw_band(top, steps, values, norm, color=f"C{i}")
+            style = dict(color=f"C{i}", linestyle=LINESTYLES[i % len(LINESTYLES)])
+            base.draw_band(top, steps, values, norm, **style)
             accuracy, _ = base.per_task_matrix(
                 base.task_rows(rows, name), "end_accuracy", num_tasks
             )
-            base.draw_band(bottom, task_ends, accuracy, norm, color=f"C{i}")
+            base.draw_band(bottom, task_ends, accuracy, norm, **style)
         top.set_title(opt, fontsize=10)
         bottom.set_xlabel("step")
         for ax in (top, bottom):
@@ -182,7 +184,9 @@ def draw(rows: list, config: ml_collections.ConfigDict):
     axes[0, 0].legend(fontsize=8)
     every = f"{steps_per_task:,}"
     fig.suptitle(
-        f"(f) dormant units per optimizer × norm (labels redrawn every {every} steps)", fontsize=10
+        f"(f) dormant units (top) and end-of-task accuracy (bottom) per optimizer × norm "
+        f"(labels redrawn every {every} steps)",
+        fontsize=10,
     )
     return fig
 

@@ -43,10 +43,10 @@ projection adds to more remedies: PARTIAL 3/7 over the whole run (L2 +0.048 ± 0
 ± 0.014, shrink-and-perturb +0.44 ± 0.08 PASS; ReDo −0.035 ± 0.010 OPPOSITE; none +0.009 ± 0.039,
 noisy updates +0.014 ± 0.055, leaky ReLU +0.010 ± 0.057 INCONCLUSIVE), and over the last 10 tasks
 (``python -m benchmarks.claims.interventions_nap W --last_tasks=10``: PARTIAL 3/7, L2, L2-init and
-shrink-and-perturb PASS, ReDo OPPOSITE) the arm with NaP is ahead under every remedy but ReDo (none
-0.42 → 0.52, L2 0.50 → 0.64, L2-init 0.45 → 0.61, noisy updates 0.41 → 0.49, leaky ReLU 0.39 →
-0.45), whose recycling keeps LayerNorm alone at 0.66 against 0.62 with NaP. That horizon would
-double the claim's cost, past this scale's 15 minutes.
+shrink-and-perturb PASS, ReDo OPPOSITE) the arm with NaP is ahead in the mean under every remedy but
+ReDo (none 0.42 → 0.52, L2 0.50 → 0.64, L2-init 0.45 → 0.61, noisy updates 0.40 → 0.49, leaky ReLU
+0.39 → 0.45), whose recycling keeps LayerNorm alone at 0.66 against 0.62 with NaP. That horizon
+would double the claim's cost, past this scale's 15 minutes.
 """
 
 from __future__ import annotations
@@ -116,10 +116,11 @@ def online_accuracy(
     """{seed: online accuracy averaged over every task, or over the last `last_tasks`} of one
     arm (tasks are equally long). A seed without a finite value for each of its ``num_tasks``
     tasks (a run still training, or one that diverged) is NaN, so that it leaves the comparison
-    rather than pairing a few early tasks with another arm's whole run."""
+    rather than pairing a few early tasks with another arm's whole run; every task counts, not
+    only the window's, so that a window compares the same seeds as the whole run."""
     values, seeds = base.per_task_matrix(base.task_rows(rows, variant), METRIC, num_tasks)
     complete = np.isfinite(values).all(axis=1)
-    window = values[:, -last_tasks:] if last_tasks else values
+    window = values if last_tasks is None else values[:, num_tasks - last_tasks :]
     return {
         seed: float(row.mean()) if ok else math.nan
         for seed, row, ok in zip(seeds, window, complete)
@@ -135,7 +136,9 @@ def evaluate(
     num_tasks = int(config.task.num_tasks)
     if last_tasks is not None and not 1 <= last_tasks <= num_tasks:
         raise ValueError(f"--last_tasks must be in [1, {num_tasks}] (the run's tasks)")
-    metric = "average online accuracy" + (f", last {last_tasks} tasks" if last_tasks else "")
+    metric = "average online accuracy"
+    if last_tasks is not None:
+        metric += ", last task" if last_tasks == 1 else f", last {last_tasks} tasks"
     for x in interventions(config):
         alone = online_accuracy(rows, x, num_tasks, last_tasks)
         with_nap = online_accuracy(rows, f"{x}_nap", num_tasks, last_tasks)
@@ -201,11 +204,14 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
 
 def read_workdir(workdir: str | Path) -> tuple[list, ml_collections.ConfigDict]:
     """(rows, the config it recorded) of a work dir of `benchmarks/configs/nap_interventions.py`
-    (``ln_base`` or ``cnn`` too)."""
+    (``ln_base`` or ``cnn`` too); a ValueError for one that holds no continual run."""
     run = analysis.load_run(workdir)
     if not run.config:
         raise ValueError(f"{workdir} holds no readable {analysis.CONFIG_FILE}")
-    return run.rows, ml_collections.ConfigDict(run.config)
+    config = ml_collections.ConfigDict(run.config)
+    if "task" not in config or "num_tasks" not in config.task:
+        raise ValueError("its config has no continual tasks (task.num_tasks)")
+    return run.rows, config
 
 
 def workdir_result(
@@ -213,6 +219,11 @@ def workdir_result(
 ) -> base.ClaimResult:
     """The claim's result for a work dir's rows and config, over every task or the last
     `last_tasks`; its minutes are unknown (NaN): a work dir does not record them."""
+    if not interventions(config):
+        raise ValueError(
+            "its config has no intervention beside its NaP arm (x and x_nap): not a run of "
+            "benchmarks/configs/nap_interventions.py"
+        )
     scored = evaluate(rows, config, last_tasks)
     return base.ClaimResult(NAME, "workdir", int(config.num_seeds), scored, seconds=math.nan)
 
@@ -250,7 +261,7 @@ def main(argv: list[str]) -> int:
     args = argv[1:]
     options = [a for a in args if a.startswith("--last_tasks=")]
     positional = [a for a in args if a not in options]
-    if len(positional) != 1 or len(options) > 1 or len(args) != len(positional) + len(options):
+    if len(positional) != 1 or len(options) > 1:
         print(USAGE, file=sys.stderr)
         return 1
     try:
@@ -268,8 +279,8 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         result = workdir_result(rows, config, last_tasks)
-    except ValueError as error:  # a window the run does not have
-        print(f"interventions_nap: error: {error}", file=sys.stderr)
+    except (ValueError, KeyError, AttributeError) as error:  # a window it lacks, another run
+        print(f"interventions_nap: error: {positional[0]}: {error}", file=sys.stderr)
         return 1
     print("\n".join(base.table_lines([result]) + base.comparison_lines(result)))
     return 0

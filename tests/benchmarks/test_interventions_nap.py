@@ -153,22 +153,40 @@ def test_a_seed_short_of_tasks_leaves_the_comparison_instead_of_pairing_its_earl
 
 def test_the_last_tasks_window_averages_only_them_and_still_needs_every_task():
     """``--last_tasks=N``: the mean of each seed's last N tasks (a long run's late tasks, where
-    plasticity has been lost, say more than its average); a seed short of tasks is still out."""
+    plasticity has been lost, say more than its average); a seed short of tasks, or with a null
+    before the window, is still out (the same seeds as the whole run's reading)."""
     config = interventions_nap.grid_config("cpu", 3)
     config.variant_order = ("none", "none_nap")
-    config.task.num_tasks = 4
-    alone = {0: [0.9, 0.5, 0.2, 0.1], 1: [0.8, 0.6, 0.3, 0.2], 2: [0.9, 0.4, 0.3, 0.1]}
-    with_nap = {0: [0.9, 0.8, 0.7, 0.6], 1: [0.9, 0.8, 0.8, 0.7], 2: [0.9, 0.9]}
+    config.task.num_tasks = 5
+    alone = {
+        0: [0.9, 0.5, 0.2, 0.1, 0.3],
+        1: [0.8, 0.6, 0.3, 0.2, 0.1],
+        2: [0.9, 0.4, 0.3, 0.1, 0.2],
+        3: [None, 0.4, 0.3, 0.1, 0.2],
+    }
+    with_nap = {
+        0: [0.9, 0.8, 0.7, 0.6, 0.6],
+        1: [0.9, 0.8, 0.8, 0.7, 0.5],
+        2: [0.9, 0.9],
+        3: [0.9, 0.8, 0.7, 0.6, 0.6],
+    }
     rows = _rows({"none": alone, "none_nap": with_nap})
-    last2 = interventions_nap.online_accuracy(rows, "none", 4, last_tasks=2)
-    assert last2 == pytest.approx({s: np.mean(v[-2:]) for s, v in alone.items()})
-    assert np.isnan(interventions_nap.online_accuracy(rows, "none_nap", 4, last_tasks=2)[2])
+    last2 = interventions_nap.online_accuracy(rows, "none", 5, last_tasks=2)
+    assert [last2[s] for s in (0, 1, 2)] == pytest.approx(
+        [np.mean(alone[s][-2:]) for s in (0, 1, 2)]
+    )
+    assert np.isnan(last2[3])  # its first task is null
+    assert np.isnan(interventions_nap.online_accuracy(rows, "none_nap", 5, last_tasks=2)[2])
     (row,) = interventions_nap.evaluate(rows, config, last_tasks=2)
     assert row.metric == "average online accuracy, last 2 tasks"
     differences = [np.mean(with_nap[s][-2:]) - np.mean(alone[s][-2:]) for s in (0, 1)]
     assert row.comparisons[0].interval.mean == pytest.approx(np.mean(differences))
-    for bad in (0, 5):
-        with pytest.raises(ValueError, match=r"--last_tasks must be in \[1, 4\]"):
+    (whole,) = interventions_nap.evaluate(rows, config, last_tasks=5)
+    (default,) = interventions_nap.evaluate(rows, config)
+    assert whole.comparisons[0].interval == default.comparisons[0].interval
+    assert interventions_nap.evaluate(rows, config, last_tasks=1)[0].metric.endswith("last task")
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match=r"--last_tasks must be in \[1, 5\]"):
             interventions_nap.evaluate(rows, config, last_tasks=bad)
 
 
@@ -221,24 +239,24 @@ def test_the_claim_runs_end_to_end_at_smoke_scale(tmp_path, capsys, monkeypatch)
     table = capsys.readouterr().out
     assert "| interventions_nap (redo) | redo, redo+NaP |" in table
     assert table.splitlines()[2].endswith("| — |")  # the work dir does not record the minutes
-    assert (
-        interventions_nap.main(["interventions_nap", str(tmp_path / "grid"), "--last_tasks=1"]) == 0
-    )
-    assert "average online accuracy, last 1 tasks" in capsys.readouterr().out
+    # A work dir that is not a continual run (an RL run's config) and one of another grid.
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "config.json").write_text(json.dumps({"num_seeds": 1, "games": ["pong"]}))
+    (tmp_path / "other").mkdir()
+    other = {**recorded, "variant_order": ["redo"]}
+    (tmp_path / "other" / "config.json").write_text(json.dumps(other))
+    grid = str(tmp_path / "grid")
+    assert interventions_nap.main(["interventions_nap", grid, "--last_tasks=1"]) == 0
+    assert "average online accuracy, last task:" in capsys.readouterr().out
+    usage = "usage: python -m benchmarks.claims.interventions_nap"
     for argv, message in (
         ([str(tmp_path / "nothing")], "interventions_nap: error: cannot read "),
-        (
-            [str(tmp_path / "grid"), "--last_tasks=x"],
-            "interventions_nap: error: --last_tasks takes",
-        ),
-        (
-            [str(tmp_path / "grid"), "--last_tasks=99"],
-            "interventions_nap: error: --last_tasks must",
-        ),
-        (
-            [str(tmp_path / "grid"), "--oops"],
-            "usage: python -m benchmarks.claims.interventions_nap",
-        ),
+        ([grid, "--last_tasks=x"], "interventions_nap: error: --last_tasks takes"),
+        ([grid, "--last_tasks=99"], f"interventions_nap: error: {grid}: --last_tasks must"),
+        ([grid, "--oops"], usage),
+        ([grid, "--last_tasks=1", "--last_tasks=2"], usage),
+        ([str(tmp_path / "rl")], "interventions_nap: error: cannot read "),
+        ([str(tmp_path / "other")], f"interventions_nap: error: {tmp_path / 'other'}: its config"),
     ):
         assert interventions_nap.main(["interventions_nap", *argv]) == 1
         (line,) = capsys.readouterr().err.strip().splitlines()

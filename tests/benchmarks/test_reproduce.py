@@ -159,6 +159,8 @@ def test_dormant_grids_figure_draws_dormancy_over_steps_above_accuracy_at_task_e
         np.testing.assert_array_equal(bottom.lines[i].get_xdata(), [10, 20, 30])
         np.testing.assert_allclose(bottom.lines[i].get_ydata(), accuracy[arm].mean(axis=0))
     assert [line.get_label() for line in bottom.lines] == ["none", "LN"]
+    styles = [line.get_linestyle() for line in bottom.lines]
+    assert styles == [line.get_linestyle() for line in top.lines] and len(set(styles)) == 2
     assert bottom.get_ylabel() == "end-of-task accuracy"
 
 
@@ -175,6 +177,35 @@ def test_nonstationarity_arms_exist_at_every_scale(scale):
     for norm in nonstationarity.NORM_VARIANTS:
         task = variants[nonstationarity.variant("large_offset_regression", norm)].task
         assert 1 <= task.offset_tasks and task.offset_tasks + 2 <= task.num_tasks
+
+
+def test_nonstationarity_reads_the_papers_l2_arms_at_paper_scale():
+    """At paper scale every arm of every type has its 3 seeds, and the L2 arms' values are those
+    of the rows at λ = 1e-5, not 1e-6 (the sweep's other point)."""
+    config = nonstationarity.sweep_config("paper", 3)
+    variants = dict(base.resolved_variants(config))
+    value = {0.0: 0.5, 1e-6: 0.1, 1e-5: 0.9}  # every task's end accuracy (or loss) per λ
+    rows = [
+        {
+            "event": "task",
+            "variant": name,
+            "seed": seed,
+            "task": task,
+            "l2": l2,
+            "end_accuracy": value[l2],
+            "end_loss": value[l2],
+        }
+        for name, variant in variants.items()
+        for seed in range(3)
+        for task in range(int(variant.task.num_tasks))
+        for l2 in config.grid.l2
+    ]
+    out = nonstationarity.evaluate(rows, config)
+    assert [row.label for row in out] == list(nonstationarity.TYPES)
+    for row in out:
+        assert all(interval.n == 3 for interval in row.arms.values()), row.label
+        expected = 0.9 if row.label != "large_offset_regression" else np.log10(0.9)
+        assert row.arms["LN+L2"].mean == pytest.approx(expected), row.label
 
 
 FILE_CLAIMS = [name for name in claims.NAMES if name != "sequential_games"]
@@ -238,11 +269,12 @@ def test_paper_scale_configs_record_the_data_dir_and_unread_ones_are_noted(tmp_p
     assert reproduce.main(argv) == 0 and "note" not in capsys.readouterr().err
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
-    argv = ["reproduce", "all", "--scale=paper", "--dry_run", f"--data_dir={not_a_dir}"]
-    assert reproduce.main([*argv, f"--workdir={tmp_path / 'f'}"]) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line == f"reproduce: error: --data_dir {not_a_dir} is not a directory"
-    assert not (tmp_path / "f").exists()
+    for scale, missing in (("paper", not_a_dir), ("cpu", tmp_path / "missing")):
+        argv = ["reproduce", "all", f"--scale={scale}", "--dry_run", f"--data_dir={missing}"]
+        assert reproduce.main([*argv, f"--workdir={tmp_path / 'f'}"]) == 1
+        (line,) = capsys.readouterr().err.strip().splitlines()  # no note before it
+        assert line == f"reproduce: error: --data_dir {missing} is not a directory"
+        assert not (tmp_path / "f").exists()
 
 
 @pytest.mark.parametrize(
@@ -264,6 +296,20 @@ def test_bad_input_is_one_line(argv, message, tmp_path, capsys):
 
 def _interval(mean):
     return stats.Interval(mean, mean - 0.1, mean + 0.1, 3)
+
+
+def test_a_claims_timer_keeps_stored_minutes_and_ignores_unreadable_ones(tmp_path):
+    """A claim whose runs were all complete keeps the seconds its result.json stored; a stored
+    null or a damaged file gives the time measured now instead of a crash."""
+    timer = base.Timer()
+    (tmp_path / base.RESULT_FILE).write_text(json.dumps({"seconds": 123.0}))
+    assert timer.seconds(tmp_path) == 123.0
+    for stored in ('{"seconds": null}', "{not json"):
+        (tmp_path / base.RESULT_FILE).write_text(stored)
+        assert 0.0 <= timer.seconds(tmp_path) < 60.0
+    timer.mark_trained(object())  # a run trained now: its own time, whatever was stored
+    (tmp_path / base.RESULT_FILE).write_text(json.dumps({"seconds": 123.0}))
+    assert timer.seconds(tmp_path) < 60.0
 
 
 def test_a_claims_k_of_m_counts_comparisons_as_a_rows_does():
