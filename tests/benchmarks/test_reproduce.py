@@ -135,7 +135,7 @@ def test_dormant_grids_figure_draws_dormancy_over_steps_above_accuracy_at_task_e
     config.task.num_tasks, config.task.steps_per_task = 3, 10
     rng = np.random.default_rng(0)
     dormancy = {arm: rng.uniform(size=(2, 4)) for arm in config.variant_order}  # seeds × steps
-    accuracy = {arm: rng.uniform(size=(2, 3)) for arm in config.variant_order}  # seeds × tasks
+    accuracy = {arm: 5 + rng.uniform(size=(2, 3)) for arm in config.variant_order}  # seeds × tasks
     rows = []
     for arm in config.variant_order:
         for seed in (0, 1):
@@ -162,6 +162,7 @@ def test_dormant_grids_figure_draws_dormancy_over_steps_above_accuracy_at_task_e
     styles = [line.get_linestyle() for line in bottom.lines]
     assert styles == [line.get_linestyle() for line in top.lines] and len(set(styles)) == 2
     assert bottom.get_ylabel() == "end-of-task accuracy"
+    assert top.get_ylim()[1] < 2 and bottom.get_ylim()[0] > 4  # each row its own y range
 
 
 @pytest.mark.parametrize("scale", base.SCALES)
@@ -179,9 +180,10 @@ def test_nonstationarity_arms_exist_at_every_scale(scale):
         assert 1 <= task.offset_tasks and task.offset_tasks + 2 <= task.num_tasks
 
 
-def test_nonstationarity_reads_the_papers_l2_arms_at_paper_scale():
-    """At paper scale every arm of every type has its 3 seeds, and the L2 arms' values are those
-    of the rows at λ = 1e-5, not 1e-6 (the sweep's other point)."""
+def test_nonstationarity_reads_the_papers_l2_arms_at_paper_scale(monkeypatch, tmp_path):
+    """At paper scale every arm of every type has its 3 seeds, and the L2 arms' values, in the
+    verdict's rows and the figure's curves, are those of the rows at λ = 1e-5, not 1e-6 (the
+    sweep's other point)."""
     config = nonstationarity.sweep_config("paper", 3)
     variants = dict(base.resolved_variants(config))
     value = {0.0: 0.5, 1e-6: 0.1, 1e-5: 0.9}  # every task's end accuracy (or loss) per λ
@@ -206,6 +208,13 @@ def test_nonstationarity_reads_the_papers_l2_arms_at_paper_scale():
         assert all(interval.n == 3 for interval in row.arms.values()), row.label
         expected = 0.9 if row.label != "large_offset_regression" else np.log10(0.9)
         assert row.arms["LN+L2"].mean == pytest.approx(expected), row.label
+    drawn = []
+    monkeypatch.setattr(base, "save_figure", lambda fig, path: drawn.append(fig) or str(path))
+    nonstationarity.figure(rows, config, tmp_path / "b.png")
+    for ax in drawn[0].axes:
+        curves = {line.get_label(): line.get_ydata() for line in ax.lines}
+        np.testing.assert_allclose(curves["LN+L2"], 0.9)
+        np.testing.assert_allclose(curves["none"], 0.5)
 
 
 FILE_CLAIMS = [name for name in claims.NAMES if name != "sequential_games"]
