@@ -295,31 +295,34 @@ def run_continual(
     return load_rows(workdir)
 
 
-def run_one_sweep(
+def sweep_claim(
     name: str,
-    config: ml_collections.ConfigDict,
+    build_config: Callable[[str, int], ml_collections.ConfigDict],
     evaluate: Callable[[list[dict[str, Any]], ml_collections.ConfigDict], list[Row]],
     figure: Callable[[list[dict[str, Any]], ml_collections.ConfigDict, Path], str],
-    workdir: Path,
-    scale: str,
-    seeds: int,
-    progress: bool,
     subdir: str = "sweep",
-    data_dir: str | None = None,
-) -> ClaimResult:
-    """A claim that is one continual sweep: train it into ``workdir/subdir``, then its rows
-    give the verdict (``evaluate``) and the figure (``figure``, saved as ``workdir/name.png``)."""
-    timer = Timer()
-    rows = run_continual(config, workdir / subdir, timer, progress, data_dir=data_dir)
-    return ClaimResult(
-        name,
-        scale,
-        seeds,
-        evaluate(rows, config),
-        seconds=timer.seconds(workdir),
-        figures=[figure(rows, config, workdir / f"{name}.png")],
-        workdirs=[str(workdir / subdir)],
-    )
+) -> Callable[..., ClaimResult]:
+    """The ``run`` of a claim that is one continual sweep: it trains ``build_config(scale,
+    seeds)`` into ``workdir/subdir``, then the rows give the verdict (``evaluate``) and the
+    figure (``figure``, saved as ``workdir/name.png``)."""
+
+    def run(
+        workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+    ) -> ClaimResult:
+        config = build_config(scale, seeds)
+        timer = Timer()
+        rows = run_continual(config, workdir / subdir, timer, progress, data_dir=data_dir)
+        return ClaimResult(
+            name,
+            scale,
+            seeds,
+            evaluate(rows, config),
+            seconds=timer.seconds(workdir),
+            figures=[figure(rows, config, workdir / f"{name}.png")],
+            workdirs=[str(workdir / subdir)],
+        )
+
+    return run
 
 
 def check_scale(scale: str) -> None:

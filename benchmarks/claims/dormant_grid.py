@@ -196,19 +196,4 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     return base.save_figure(draw(rows, config), path)
 
 
-def run(
-    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
-) -> base.ClaimResult:
-    config = grid_config(scale, seeds)
-    return base.run_one_sweep(
-        NAME,
-        config,
-        evaluate,
-        figure,
-        workdir,
-        scale,
-        seeds,
-        progress,
-        subdir="grid",
-        data_dir=data_dir,
-    )
+run = base.sweep_claim(NAME, grid_config, evaluate, figure, subdir="grid")

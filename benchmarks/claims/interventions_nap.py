@@ -233,22 +233,7 @@ def evaluate_workdir(workdir: str | Path, last_tasks: int | None = None) -> base
     return workdir_result(*read_workdir(workdir), last_tasks)
 
 
-def run(
-    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
-) -> base.ClaimResult:
-    config = grid_config(scale, seeds)
-    return base.run_one_sweep(
-        NAME,
-        config,
-        evaluate,
-        figure,
-        workdir,
-        scale,
-        seeds,
-        progress,
-        subdir="grid",
-        data_dir=data_dir,
-    )
+run = base.sweep_claim(NAME, grid_config, evaluate, figure, subdir="grid")
 
 
 USAGE = "usage: python -m benchmarks.claims.interventions_nap WORKDIR [--last_tasks=N]"

@@ -138,10 +138,4 @@ def figure(rows: list, config: ml_collections.ConfigDict, path: Path) -> str:
     return base.save_figure(fig, path)
 
 
-def run(
-    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
-) -> base.ClaimResult:
-    config = sweep_config(scale, seeds)
-    return base.run_one_sweep(
-        NAME, config, evaluate, figure, workdir, scale, seeds, progress, data_dir=data_dir
-    )
+run = base.sweep_claim(NAME, sweep_config, evaluate, figure)
