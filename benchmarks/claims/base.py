@@ -85,7 +85,24 @@ class ClaimResult:
             )
 
     def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=_jsonable, allow_nan=True))
+        """Plain JSON values; a NaN or infinite number (one seed's interval, unknown minutes)
+        becomes null, which strict JSON readers accept and `result_from_json` reads as NaN."""
+        plain = json.loads(json.dumps(dataclasses.asdict(self), default=_jsonable, allow_nan=True))
+        return _finite_or_null(plain)
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def _null_as_nan(value: Any) -> Any:
+    return math.nan if value is None else value
 
 
 def _jsonable(value: Any) -> Any:
@@ -100,7 +117,7 @@ def result_from_json(data: Mapping[str, Any]) -> ClaimResult:
     """The inverse of `ClaimResult.to_json` (for ``result.json`` files)."""
 
     def interval(d):
-        return stats.Interval(**d)
+        return stats.Interval(**{k: _null_as_nan(v) if k != "n" else v for k, v in d.items()})
 
     rows = [
         Row(
@@ -116,6 +133,7 @@ def result_from_json(data: Mapping[str, Any]) -> ClaimResult:
         for r in data["rows"]
     ]
     fields = {k: v for k, v in data.items() if k != "rows"}
+    fields["seconds"] = _null_as_nan(fields.get("seconds", 0.0))
     return ClaimResult(rows=rows, **fields)
 
 

@@ -371,6 +371,28 @@ def test_result_json_round_trip_and_table():
     assert lines[3].startswith("| (norm) | none | growth: none 0.4 ± 0.1 | INCONCLUSIVE |")
 
 
+def test_result_json_is_strict_json_with_one_seed_and_unknown_minutes(tmp_path):
+    """One seed's interval has no bounds and a work dir's table has unknown minutes (NaN): the
+    written result.json holds null there, which strict readers accept, and reads back as NaN."""
+    one_seed = stats.t_interval([0.25])
+    result = base.ClaimResult(
+        "demo",
+        "cpu",
+        1,
+        [base.Row("", "accuracy", {"none": one_seed}, [base.Comparison("x", 1, one_seed)])],
+        seconds=math.nan,
+    )
+    base.write_result(result, tmp_path)
+    text = (tmp_path / base.RESULT_FILE).read_text()
+    data = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in result.json"))
+    assert data["seconds"] is None and data["rows"][0]["arms"]["none"]["low"] is None
+    again = base.result_from_json(data)
+    arm = again.rows[0].arms["none"]
+    assert (arm.mean, arm.n) == (0.25, 1) and math.isnan(arm.low) and math.isnan(arm.high)
+    assert math.isnan(again.seconds)
+    assert base.table_lines([again]) == base.table_lines([result])
+
+
 def test_per_seed_and_paired_comparisons():
     rows = [
         {"event": "task", "seed": s, "task": t, "variant": v, "acc": a}
