@@ -52,7 +52,7 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from plasticity import mesh, param_labels
+from plasticity import param_labels
 from plasticity.train_state import map_optimizer_moments
 
 GAMMA_BETA_MODES = ("project", "free", "regularize")
@@ -289,13 +289,8 @@ def nap_projection(
             for path in paths
         }
         landed_tree = traverse_util.unflatten_dict(landed)
-        # A branch, not a select, when seeds are vmapped: a period > 1 skips the projection's
-        # norms on the updates between (the seeds share their update count).
-        projected, _ = mesh.cond_when_any(
-            count % period == 0,
-            lambda operand: (project(operand[0], groups, operand[1]), operand[1]),
-            lambda operand: operand,
-            (landed_tree, targets),
+        projected = jax.lax.cond(
+            count % period == 0, lambda p: project(p, groups, targets), lambda p: p, landed_tree
         )
         for path, value in traverse_util.flatten_dict(projected).items():
             flat_updates[path] = value - flat_params[path]
