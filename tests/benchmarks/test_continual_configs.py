@@ -37,7 +37,25 @@ def test_an_unknown_arm_is_one_line_listing_the_known_ones():
         config_tools.load_config_file(f"{CONFIGS}/nap_label_reset.py:smoke,layernorm_nop")
     message = str(raised.value)
     assert "\n" not in message and "unknown config argument 'layernorm_nop'" in message
-    assert message.endswith("accepted: smoke, default, paper, no_norm, layernorm, layernorm_nap")
+    assert message.endswith(
+        "accepted: smoke, default, paper, no_norm, layernorm, layernorm_nap, layernorm_nap_l2"
+    )
+
+
+def test_the_nap_l2_arm_is_naps_arm_with_coupled_l2_and_only_there_when_named():
+    """``layernorm_nap_l2`` resolves to the LayerNorm + NaP arm with coupled L2 1e-4 on the
+    kernels (added to the gradient before Adam, not decoupled decay); the paper's three-arm sweep
+    does not hold it, so that sweep's config.json (claims (a) and (c) read it) is unchanged."""
+    config = config_tools.load_config_file(
+        f"{CONFIGS}/nap_label_reset.py:layernorm_nap,layernorm_nap_l2"
+    )
+    nap_arm, l2_arm = (resolved for _, resolved in config_tools.resolve_variants(config))
+    assert (l2_arm.optimizer.l2, l2_arm.optimizer.weight_decay) == (1e-4, 0.0)
+    assert (nap_arm.optimizer.l2, l2_arm.optimizer.nap.enabled) == (0.0, True)
+    l2_arm.optimizer.l2 = 0.0
+    assert l2_arm.to_dict() == nap_arm.to_dict()
+    for arg in (None, "smoke", "paper"):
+        assert "layernorm_nap_l2" not in nap_label_reset.get_config(arg).variants
 
 
 def test_disentangling_takes_a_task_and_its_arms():
