@@ -38,11 +38,13 @@ capacity, not plasticity); 1,024 digits, 30 × 300 steps, Adam 2e-3 (too noisy: 
 steps (kept: 0.18 / 0.69 / 0.98, ~4 minutes a seed under load 6).
 
 NaP's late misses (its wide interval) are a loss of plasticity that NaP leaves, not noise: in
-scratch runs of these settings (seeds 0–2) its online accuracy fell from 0.60 over the first five
-tasks to 0.52 over the last five, and 19 of its 120 end-of-task accuracies were below 0.95; the
-same arm with coupled L2 1e-4 (`nap_label_reset.py`'s ``layernorm_nap_l2``, not a paper arm, so
-not in this claim) had none below 0.95 (the lowest 0.97) and online accuracy 0.60–0.62 (docs/algorithms.md, "NaP's
-residual loss under Adam, and coupled L2").
+scratch runs of these settings (seeds 0–2) its online accuracy (the mean over a task's steps) fell
+from 0.60 over the first five tasks to 0.52 over the last five, and 19 of its 120 end-of-task
+accuracies were below 0.95; the same arm with coupled L2 1e-4 (`nap_label_reset.py`'s
+``layernorm_nap_l2``, not a paper arm, so not in this claim) had none below 0.95 (the lowest 0.97)
+and online accuracy 0.60–0.62 (docs/algorithms.md, "NaP's residual loss under Adam, and coupled
+L2"; that config runs these settings with ``--num_seeds=3 --config.data.max_train_examples=1024
+--config.task.num_tasks=40 --config.task.steps_per_task=400 --config.run.runs_per_batch=1``).
 """
 
 from __future__ import annotations

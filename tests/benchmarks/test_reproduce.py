@@ -47,7 +47,7 @@ def _check_result(root: Path, name: str) -> dict:
         assert row["arms"]
         for arm in row["arms"].values():
             assert set(arm) == {"mean", "low", "high", "n"}
-            assert arm["n"] == 2 or math.isnan(arm["mean"])
+            assert arm["n"] == 2 or arm["mean"] is None  # no finite value: a null mean
         for comparison in row["comparisons"]:
             assert comparison["direction"] in (1, -1)
             assert comparison["verdict"] in (
@@ -374,21 +374,36 @@ def test_result_json_round_trip_and_table():
 def test_result_json_is_strict_json_with_one_seed_and_unknown_minutes(tmp_path):
     """One seed's interval has no bounds and a work dir's table has unknown minutes (NaN): the
     written result.json holds null there, which strict readers accept, and reads back as NaN."""
-    one_seed = stats.t_interval([0.25])
+    one_seed, no_value = stats.t_interval([0.25]), stats.t_interval([math.nan, math.nan])
     result = base.ClaimResult(
         "demo",
         "cpu",
         1,
-        [base.Row("", "accuracy", {"none": one_seed}, [base.Comparison("x", 1, one_seed)])],
+        [
+            base.Row(
+                "",
+                "accuracy",
+                {"none": one_seed, "diverged": no_value},
+                [base.Comparison("x", 1, one_seed)],
+            )
+        ],
         seconds=math.nan,
     )
     base.write_result(result, tmp_path)
     text = (tmp_path / base.RESULT_FILE).read_text()
     data = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in result.json"))
-    assert data["seconds"] is None and data["rows"][0]["arms"]["none"]["low"] is None
+    row = data["rows"][0]
+    assert data["seconds"] is None and row["arms"]["none"]["low"] is None
+    assert (
+        row["arms"]["diverged"]["mean"] is None
+        and row["comparisons"][0]["interval"]["high"] is None
+    )
     again = base.result_from_json(data)
-    arm = again.rows[0].arms["none"]
+    arm, diverged = again.rows[0].arms["none"], again.rows[0].arms["diverged"]
     assert (arm.mean, arm.n) == (0.25, 1) and math.isnan(arm.low) and math.isnan(arm.high)
+    assert math.isnan(diverged.mean) and diverged.n == 0
+    compared = again.rows[0].comparisons[0].interval
+    assert compared.mean == 0.25 and math.isnan(compared.low) and math.isnan(compared.high)
     assert math.isnan(again.seconds)
     assert base.table_lines([again]) == base.table_lines([result])
 

@@ -113,7 +113,7 @@ def test_projection_period_and_gamma_beta_modes():
 
 def test_an_update_with_a_projection_period_is_reverse_differentiable():
     """A meta-gradient through the optimizer (here: of the loss after one update, with respect to
-    the learning rate's input, the gradient) works with a period > 1, whose projection is a
+    a scale on the gradient the update is given) works with a period > 1, whose projection is a
     `lax.cond`; a vmap-only branch (`mesh.cond_when_any`) would refuse reverse mode."""
     config = optim.default_optimizer_config()
     config.update(name="sgd", learning_rate=0.1)  # Adam's sqrt at a zero moment would give NaN
