@@ -375,20 +375,9 @@ def test_result_json_is_strict_json_with_one_seed_and_unknown_minutes(tmp_path):
     """One seed's interval has no bounds and a work dir's table has unknown minutes (NaN): the
     written result.json holds null there, which strict readers accept, and reads back as NaN."""
     one_seed, no_value = stats.t_interval([0.25]), stats.t_interval([math.nan, math.nan])
-    result = base.ClaimResult(
-        "demo",
-        "cpu",
-        1,
-        [
-            base.Row(
-                "",
-                "accuracy",
-                {"none": one_seed, "diverged": no_value},
-                [base.Comparison("x", 1, one_seed)],
-            )
-        ],
-        seconds=math.nan,
-    )
+    arms = {"none": one_seed, "diverged": no_value}
+    row = base.Row("", "accuracy", arms, [base.Comparison("x", 1, one_seed)])
+    result = base.ClaimResult("demo", "cpu", 1, [row], seconds=math.nan)
     base.write_result(result, tmp_path)
     text = (tmp_path / base.RESULT_FILE).read_text()
     data = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in result.json"))
