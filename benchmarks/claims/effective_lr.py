@@ -31,7 +31,10 @@ by log −0.92 ± 0.04 (to 0.40×) over 16,000 steps, NaP's stays exactly consta
 Last-5-task accuracy LN 0.73 ± 0.12, LN+NaP 0.90 ± 0.22, LN+NaP+replay 0.76 ± 0.08: the replayed
 run degrades with LayerNorm, task by task (the figure), but with three seeds NaP's own spread
 leaves NaP − replay (0.14 ± 0.21) and "replay nearer LN than NaP" (0.09 ± 0.27) INCONCLUSIVE.
-Verdict PARTIAL 3/5 (effective rates PASS 2/2; replay PARTIAL 1/3).
+Verdict PARTIAL 3/5 (effective rates PASS 2/2; replay PARTIAL 1/3). NaP's spread is not its
+effective rate: it is a slow loss of plasticity that NaP leaves under Adam, which coupled L2 on
+the projected kernels removes (docs/algorithms.md, "NaP's residual loss under Adam, and coupled
+L2"); the claim keeps the paper's arms.
 
 What we tried: the schedule averaged over seeds in one program (rejected before running: a
 per-seed replay pairs exactly with its own LayerNorm run); update_ratio (‖ΔW‖/‖W‖ measured) as
