@@ -117,7 +117,7 @@ def result_from_json(data: Mapping[str, Any]) -> ClaimResult:
     """The inverse of `ClaimResult.to_json` (for ``result.json`` files)."""
 
     def interval(d):
-        return stats.Interval(**{k: _null_as_nan(v) if k != "n" else v for k, v in d.items()})
+        return stats.Interval(**{k: _null_as_nan(v) for k, v in d.items()})  # n is never null
 
     rows = [
         Row(
