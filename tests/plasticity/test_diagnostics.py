@@ -407,6 +407,32 @@ def test_curvature_runs_in_the_parameters_float_type():
     np.testing.assert_allclose(np.asarray(kernel, np.float32), 3.0)  # Σ_c (∂x_c w_c / ∂w_c)² = 3
 
 
+def test_curvature_building_blocks_against_hand_computed_values():
+    """A random direction has unit global norm over all leaves; the NTK of x ↦ x·W pairs each
+    example with its own row (K = X Xᵀ summed over the C outputs: C · X Xᵀ); an indefinite kernel's
+    negative eigenvalue is clipped, so [[0, 1], [1, 0]] has effective rank 1; a zero spectrum has
+    rank 0 (a dead layer), not 1; zero iterations or probe steps and an unknown NTK mode are
+    refused."""
+    direction = curvature.random_direction(
+        {"w": jnp.ones(7), "b": jnp.ones((2, 3))}, jax.random.key(0)
+    )
+    total = sum(float(jnp.sum(jnp.square(leaf))) for leaf in jax.tree.leaves(direction))
+    assert total == pytest.approx(1.0, rel=1e-6)
+    x = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    kernel = curvature.empirical_ntk(lambda w, x: x @ w, jnp.ones((3, 2)), x)
+    np.testing.assert_allclose(kernel, 2.0 * np.diag([1.0, 4.0]))
+    indefinite = curvature.ntk_statistics(jnp.asarray([[0.0, 1.0], [1.0, 0.0]]))
+    assert float(indefinite["ntk_effective_rank"]) == pytest.approx(1.0, rel=1e-6)
+    assert float(diagnostics.effective_rank(jnp.zeros(4))) == 0.0
+    square = lambda p: jnp.sum(p**2)  # noqa: E731
+    with pytest.raises(ValueError, match="hessian_iterations must be >= 1, got 0"):
+        curvature.hessian_power_iteration(square, jnp.ones(2), jax.random.key(0), 0)
+    with pytest.raises(ValueError, match="probe_steps must be >= 1, got 0"):
+        curvature.plasticity_probe_loss(lambda p, x: x * p, jnp.ones(()), x, x, 0)
+    with pytest.raises(ValueError, match="Unknown NTK mode 'full'"):
+        curvature.empirical_ntk(lambda w, x: x @ w, jnp.ones((3, 2)), x, "full")
+
+
 @pytest.mark.parametrize("ratio", [0.89, 0.3])
 def test_hessian_power_iteration_reports_its_last_relative_change(ratio):
     """On L(θ) = ½θᵀAθ with known eigenvalues (λ₁ = 1, λ₂ = `ratio`), 20 iterations: value and

@@ -29,6 +29,17 @@ def test_first_nonfinite_reports_metric_index_and_value_in_order():
     assert divergence.first_nonfinite(metrics, names=("absent",)) is None
 
 
+def test_the_first_bad_entry_is_row_major_and_a_huge_finite_loss_is_not_divergence():
+    """Of two bad entries the one first in row-major order is named (column-major would name the
+    other); a float64 loss above float32's range is finite, not a divergence; a context with a
+    line break still gives a one-line message."""
+    found = divergence.first_nonfinite({"loss": np.array([[1.0, 1.0, np.nan], [np.inf, 1.0, 1.0]])})
+    assert found.index == (0, 2) and math.isnan(found.value)
+    divergence.check_consecutive_steps(np.array([1e300, 2.0]), last_step=5)
+    message = str(divergence.DivergenceError(3, "loss", math.nan, context="game 'Pong'\nseed 1"))
+    assert message == "divergence at step 3: loss is nan (game 'Pong' seed 1)"
+
+
 def test_check_metrics_raises_one_line_naming_step_metric_and_run():
     with pytest.raises(divergence.DivergenceError) as error:
         divergence.check_metrics(

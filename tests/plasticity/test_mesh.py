@@ -107,6 +107,11 @@ def test_the_continual_trainer_refuses_a_data_axis():
     assert "\n" not in str(error.value)
 
 
+def test_a_mesh_without_a_seed_axis_is_refused_for_runs():
+    with pytest.raises(ValueError, match="mesh 'data:1' has no 'seed' axis to spread the runs"):
+        mesh.check_seed_split(mesh.make_mesh("data:1"), "data:1", 2, "num_seeds=2")
+
+
 _LAYOUTS = textwrap.dedent("""
     import os, sys
     sys.path.insert(0, {repo!r})
@@ -128,18 +133,26 @@ _LAYOUTS = textwrap.dedent("""
     flat = mesh.make_mesh("data:4")
     shards = mesh.global_batch(np.arange(8), flat).addressable_shards
     assert sorted(np.asarray(s.data).tolist() for s in shards) == [[0, 1], [2, 3], [4, 5], [6, 7]]
-    try:
-        mesh.shard_batch(np.zeros((6, 2)), flat)
-    except ValueError as error:
-        assert "does not split over mesh axis 'data' of size 4" in str(error), error
-    else:
-        raise AssertionError("an indivisible batch was accepted")
-    try:
-        mesh.make_mesh("seed:3,data:2")
-    except ValueError as error:
-        assert "needs 6 devices, only 4" in str(error), error
-    else:
-        raise AssertionError("a mesh larger than the devices was built")
+    def refused(call, text):
+        try:
+            call()
+        except ValueError as error:
+            assert text in str(error) and "\\n" not in str(error), error
+        else:
+            raise AssertionError(f"accepted, expected: {{text}}")
+
+    refused(lambda: mesh.shard_batch(np.zeros((6, 2)), flat), "does not split over mesh axis "
+            "'data' of size 4")
+    refused(lambda: mesh.make_mesh("seed:3,data:2"), "needs 6 devices, only 4")
+    # With runs first, the examples (second axis) are what the data axis splits.
+    mesh.shard_batch(np.zeros((3, 8, 1)), mesh.make_mesh("seed:1,data:2"), seed_axis="seed")
+    refused(lambda: mesh.shard_batch(np.zeros((2, 3, 1)), built, seed_axis="seed"),
+            "batch size 3 does not split over mesh axis 'data' of size 2")
+    two_seeds = mesh.make_mesh("seed:2")
+    refused(lambda: mesh.shard_leading_axis(np.zeros(3), two_seeds),
+            "cannot split a leading axis of 3 over mesh axis 'seed' of size 2")
+    refused(lambda: mesh.check_seed_split(two_seeds, "seed:2", 3, "num_seeds=3"),
+            "which does not divide num_seeds=3")
     print("LAYOUTS_OK")
 """)
 

@@ -143,6 +143,27 @@ def test_regularize_mode_pulls_gamma_beta_towards_init():
     assert float(updates["output"]["bias"][0]) == pytest.approx(0.0)
 
 
+def test_projection_groups_add_every_invariant_norm_under_project_only():
+    """'project' (nap_projection's default) groups the (γ, β) of every named invariant norm, here
+    two, beside the normed kernels; 'free' and 'regularize' group the kernels only (under
+    'regularize' the L2 pull alone acts on (γ, β)), whatever norms are named. A (γ, β) starts at
+    norm √16 (γ = 1, β = 0); a period below 1 is refused."""
+    model = networks.MLP((16, 16, 16), 4, "layernorm")
+    x = np.ones((6, 5), np.float32)
+    params = model.init(jax.random.key(0), x)["params"]
+    invariant = nap.scale_invariant_norms(model, x, params)
+    assert invariant == ("hidden_0/norm", "hidden_1/norm")
+    kernels = {"hidden_0/linear", "hidden_1/linear", "hidden_2/linear"}
+    assert set(nap.projection_groups(params, "project", invariant)) == kernels | set(invariant)
+    for mode in ("free", "regularize"):
+        assert set(nap.projection_groups(params, mode, invariant)) == kernels
+    norms = nap.nap_projection(invariant_norms=invariant).init(params).reference_norms
+    assert set(norms) == {name.replace("/", ".") for name in kernels | set(invariant)}
+    np.testing.assert_allclose([norms["hidden_0.norm"], norms["hidden_1.norm"]], 4.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="period must be >= 1, got 0"):
+        nap.nap_projection(period=0)
+
+
 def test_nap_without_norm_is_refused():
     plain = networks.MLP((8,), 2, "none")
     params = plain.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
@@ -350,6 +371,7 @@ def _moments(state, field: str) -> dict[tuple, np.ndarray]:
 
 
 KERNEL = ("hidden_0", "linear", "kernel")
+GAMMA_BETA = (("hidden_0", "norm", "scale"), ("hidden_0", "norm", "bias"))  # invariant: projected
 
 
 @pytest.mark.parametrize(
@@ -365,12 +387,24 @@ def test_rescaled_moments_are_expressed_at_the_projected_scale(name, fields, rat
     w0 = np.asarray(traverse_util.flatten_dict(jax.device_get(PARAMS))[KERNEL], np.float64)
     c = np.linalg.norm(w0) / np.linalg.norm(w0 + traverse_util.flatten_dict(plain_update)[KERNEL])
     assert abs(c - 1) > 1e-2, c  # the step grew the kernel: the projection moved it
+    flat0, step = (
+        traverse_util.flatten_dict(jax.device_get(PARAMS)),
+        traverse_util.flatten_dict(plain_update),
+    )
+    start = np.concatenate([np.asarray(flat0[p], np.float64).ravel() for p in GAMMA_BETA])
+    moved = np.concatenate([np.asarray(flat0[p] + step[p], np.float64).ravel() for p in GAMMA_BETA])
+    c_gamma_beta = np.linalg.norm(start) / np.linalg.norm(moved)
+    assert abs(c_gamma_beta - 1) > 1e-2, c_gamma_beta
     for field in fields:
         before, kept_m, rescaled_m = (_moments(s, field) for s in (plain, kept, rescaled))
         assert before.keys() == kept_m.keys() == rescaled_m.keys()
         np.testing.assert_array_equal(kept_m[KERNEL], before[KERNEL])
         power = 2 if field == "nu" else 1
         np.testing.assert_allclose(rescaled_m[KERNEL], before[KERNEL] / c**power, rtol=1e-5)
+        for path in GAMMA_BETA:  # projected jointly: one factor for γ and β
+            np.testing.assert_allclose(
+                rescaled_m[path], before[path] / c_gamma_beta**power, rtol=1e-5, atol=1e-12
+            )
         np.testing.assert_array_equal(
             rescaled_m[("output", "kernel")], before[("output", "kernel")]
         )

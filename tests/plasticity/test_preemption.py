@@ -24,6 +24,24 @@ def test_sigterm_is_recorded_and_the_previous_handler_restored():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+def test_a_handler_installed_before_the_guard_is_the_one_restored():
+    """The guard puts back whatever handler it found (a framework's own, here a function), and a
+    handler installed outside Python (reported as None) comes back as the default."""
+
+    def own_handler(signum, frame):
+        del signum, frame
+
+    before = signal.signal(signal.SIGUSR1, own_handler)
+    try:
+        with preemption.PreemptionGuard(signals=(signal.SIGUSR1,)):
+            assert signal.getsignal(signal.SIGUSR1) is not own_handler
+        assert signal.getsignal(signal.SIGUSR1) is own_handler
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+    assert preemption._installable(None) is signal.SIG_DFL
+    assert preemption._installable(own_handler) is own_handler
+
+
 def test_the_first_signal_is_acknowledged_once():
     said = []
     with preemption.PreemptionGuard(signals=(signal.SIGUSR1,), acknowledge=said.append):
