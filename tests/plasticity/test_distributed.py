@@ -254,9 +254,10 @@ _JOB = textwrap.dedent(
         f"127.0.0.1:{{port}}", 2, process, heartbeat_timeout_seconds=5,
         initialization_timeout_seconds=60))
     import jax, jax.numpy as jnp, numpy as np
-    from plasticity import mesh as mesh_lib
+    from plasticity import mesh as mesh_lib, preemption
     assert jax.process_count() == 2 and len(jax.devices()) == 2 and len(jax.local_devices()) == 1
     mesh = mesh_lib.make_mesh("data:2")
+    guard = preemption.PreemptionGuard(signals=())
     sum_of_squares = jax.jit(lambda x: jnp.sum(x * x))
     for step in range(steps):
         local = np.arange(4, dtype=np.float32) + 4 * process + step  # this process's half
@@ -265,6 +266,9 @@ _JOB = textwrap.dedent(
         assert float(distributed.fetch(sum_of_squares(batch))) == float(np.sum(expected ** 2))
         np.testing.assert_array_equal(distributed.fetch(batch), expected)
         assert distributed.any_process(process == 1 and step == 1) == (step == 1)
+        if process == 1 and step == 1:
+            guard.request()  # as a SIGTERM to this process alone would
+        assert guard.should_stop() == (step >= 1)  # both processes stop at the same point
         print(f"step {{step}} ok", flush=True)
         time.sleep(pause)
     distributed.barrier("end")
