@@ -69,6 +69,9 @@ def test_paired_differences_use_the_shared_seeds_in_order():
         (0.1, 0.5, -1, stats.OPPOSITE),
         (-0.1, 0.5, 1, stats.INCONCLUSIVE),
         (0.0, 0.5, 1, stats.INCONCLUSIVE),
+        (-0.5, 0.0, 1, stats.INCONCLUSIVE),  # touching zero is not the other side
+        (-0.1, 0.5, -1, stats.INCONCLUSIVE),  # an interval around zero, either direction
+        (-0.5, 0.1, -1, stats.INCONCLUSIVE),
     ],
 )
 def test_direction_verdict(low, high, direction, expected):
@@ -77,7 +80,14 @@ def test_direction_verdict(low, high, direction, expected):
 
 
 def test_direction_verdict_needs_an_interval():
+    """Two seeds are enough for a verdict; one seed, or bounds that overflowed, are not; a t
+    quantile needs a degree of freedom."""
     assert stats.direction_verdict(stats.t_interval([1.0]), 1) == stats.TOO_FEW_SEEDS
+    assert stats.direction_verdict(stats.Interval(1.0, 0.5, 1.5, 2), 1) == stats.PASS
+    unbounded = stats.Interval(0.0, -math.inf, math.inf, 3)
+    assert stats.direction_verdict(unbounded, 1) == stats.TOO_FEW_SEEDS
+    with pytest.raises(ValueError, match="t_quantile needs dof >= 1, got 0"):
+        stats.t_quantile(0.975, 0)
     with pytest.raises(ValueError):
         stats.direction_verdict(stats.Interval(0, 0, 0, 3), 0)
 
@@ -92,5 +102,6 @@ def test_combine():
 
 def test_interval_format():
     assert stats.Interval(0.5, 0.4, 0.6, 3).format() == "0.5 ± 0.1"
+    assert stats.Interval(0.5, 0.5 - 0.1234, 0.5 + 0.1234, 3).format() == "0.5 ± 0.12"
     assert stats.Interval(0.5, math.nan, math.nan, 1).format() == "0.5"
     assert stats.Interval(math.nan, math.nan, math.nan, 0).format() == "n/a"

@@ -422,6 +422,34 @@ def test_per_seed_and_paired_comparisons():
     assert seeds == [0, 1] and math.isnan(matrix[1, 1]) and matrix[0, 1] == 0.3
 
 
+def test_per_seed_means_and_intervals_by_hand():
+    """A seed's value is the mean of its rows (not the median), a seed without a finite value
+    stays as NaN, the layer mean is a mean and skips a zero under `log`, an arm's interval is
+    Student's t (t(0.975, 2) = 4.302652730) and an infinite bound is written as null."""
+    rows = [{"seed": 0, "v": 0.0}, {"seed": 0, "v": 0.0}, {"seed": 0, "v": 0.9}]
+    assert base.per_seed(rows, "v") == {0: pytest.approx(0.3)}
+    kept = base.per_seed([{"seed": 0, "v": None}, {"seed": 1, "v": 1.0}], "v")
+    assert list(kept) == [0, 1] and math.isnan(kept[0]) and kept[1] == 1.0
+    layers = {"m/hidden_0": 0.0, "m/hidden_1": 0.0, "m/hidden_2": 0.9}
+    assert base.layer_mean(layers, "m") == pytest.approx(0.3)
+    assert base.layer_mean({"m/hidden_0": 0.0, "m/hidden_1": math.e}, "m", log=True) == 1.0
+    interval = base.interval_of({0: 1.0, 1: 2.0, 2: 4.0})
+    half = 4.302652730 * np.std([1.0, 2.0, 4.0], ddof=1) / math.sqrt(3)
+    assert interval.low == pytest.approx(7 / 3 - half) and interval.high == pytest.approx(
+        7 / 3 + half
+    )
+    below = base.Comparison("x", -1, stats.Interval(1.0, 0.5, 1.5, 3))
+    assert below.format().startswith("x < 0: ")
+    arms = {"a": stats.Interval(0.0, -math.inf, math.inf, 3)}
+    row = base.Row("", "m", arms, [base.Comparison("c", 1, stats.Interval(1.0, 0.5, 1.5, 3))])
+    result = base.ClaimResult("d", "cpu", 3, [row], seconds=90.0)
+    json.dumps(result.to_json(), allow_nan=False)
+    assert base.table_lines([result])[2].endswith("| PASS | 1.5 |")  # one row: no "(claim: ...)"
+    two_rows = base.ClaimResult("d", "cpu", 3, [row, row], seconds=math.nan)
+    first, second = base.table_lines([two_rows])[2:]
+    assert first.endswith("| PASS (claim: PASS) | — |") and second.endswith("| PASS |  |")
+
+
 def test_layer_mean_skips_the_output_layer():
     row = {"effective_lr/hidden_0": 1.0, "effective_lr/hidden_1": 100.0, "effective_lr/output": 7.0}
     assert base.layer_mean(row, "effective_lr") == pytest.approx(50.5)
@@ -474,3 +502,67 @@ def test_visit_gaps_compare_the_second_visit_with_the_fresh_network():
     assert gaps[0] == pytest.approx(((3.0 - 4.0) + (2.0 - 1.0)) / 2)
     assert math.isnan(gaps[1])
     assert gaps[2] == pytest.approx(0.5)
+
+
+def _visit_row(event, seed, game, value, visit=None, end_of_block=True):
+    row = {"event": event, "seed": seed, "game": game, "return_mean": value}
+    if visit is not None:
+        row.update(visit=visit, trained_game=game, end_of_block=end_of_block)
+    return row
+
+
+def test_sequential_games_gaps_and_verdicts_from_rows_by_hand():
+    """A visit's score is the one at the end of its block (a mid-block row after it is not), a
+    game without a finite score leaves the seed's mean, gaps are averaged over games; a baseline
+    below fresh and LN + NaP above it pass both comparisons."""
+    rows = [
+        _visit_row("eval_fresh", 0, "a", 1.0),
+        _visit_row("eval", 0, "a", 3.0, 2),
+        _visit_row("eval", 0, "a", 100.0, 2, end_of_block=False),
+        _visit_row("eval", 0, "b", math.nan, 2),
+        _visit_row("eval_fresh", 0, "b", 0.0),
+        _visit_row("eval_fresh", 0, "c", 0.0),
+        _visit_row("eval", 0, "c", 4.0, 2),
+    ]
+    assert sequential_games.visit_gaps(rows) == {0: pytest.approx(3.0)}  # (2 + 4) / 2
+
+    def arm(gaps):
+        return [
+            row
+            for seed, gap in enumerate(gaps)
+            for row in (
+                _visit_row("eval_fresh", seed, "a", 0.0),
+                _visit_row("eval", seed, "a", gap, 2),
+            )
+        ]
+
+    (row,) = sequential_games.evaluate(
+        {"baseline": arm([-3.0, -2.0, -4.0]), "LN+NaP": arm([1.0, 0.5, 0.8])}
+    )
+    assert [c.verdict for c in row.comparisons] == [stats.PASS, stats.PASS]
+
+
+@pytest.mark.parametrize("num_steps, late_from", [(20, 16), (4, 3), (10, 8)])
+def test_dormant_grid_reads_the_last_fifth_of_its_diagnostics(num_steps, late_from):
+    """The late dormant fraction is the mean over the last fifth of the diagnostics steps (at
+    least one); none above LayerNorm there passes "none − LN > 0"."""
+    key = f"dormant_{dormant_grid.TAU}/hidden_0"
+
+    def rows(variant, late_value, jitter):
+        return [
+            {
+                "event": "diagnostics",
+                "variant": variant,
+                "seed": seed,
+                "step": step,
+                key: (late_value + jitter * seed) if step >= late_from else 0.0,
+            }
+            for seed in range(3)
+            for step in range(num_steps)
+        ]
+
+    none, layernorm = rows("adam/none", 0.9, 0.01), rows("adam/layernorm", 0.1, 0.0)
+    late = dormant_grid.late_dormant(none, "adam/none")
+    assert late == {0: pytest.approx(0.9), 1: pytest.approx(0.91), 2: pytest.approx(0.92)}
+    (row,) = dormant_grid.evaluate(none + layernorm, dormant_grid.grid_config("smoke", 3))
+    assert [(c.name, c.verdict) for c in row.comparisons] == [("Adam: none − LN", stats.PASS)]
