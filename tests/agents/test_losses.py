@@ -209,3 +209,29 @@ def test_value_loss_terms_default_to_a_huber_loss_of_delta_one():
     assert np.any(np.abs(td) > 1.5)
     expected = np.where(np.abs(td) <= 1.0, 0.5 * td**2, np.abs(td) - 0.5)
     np.testing.assert_allclose(terms.losses, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_default_priorities_are_offset_and_capped_and_a_c51_head_needs_its_targets():
+    """Without priority settings, a zero TD error gets priority 1e-6 (never zero, so it can be
+    drawn again) and a huge one the cap 100 plus that offset; a distributional head given its
+    logits but no atom support is refused in one line."""
+    zeros = jnp.zeros((2, ACTIONS), jnp.float32)
+    terms = value_loss_terms(
+        a_tm1=jnp.zeros(2, jnp.int32),
+        r_t=jnp.asarray([0.0, 1e3], jnp.float32),
+        discount_t=jnp.ones(2, jnp.float32),
+        q_tm1=zeros,
+        q_t_target=zeros,
+    )
+    np.testing.assert_allclose(terms.priorities, [1e-6, 100.0 + 1e-6], rtol=1e-6)
+    logits = jnp.zeros((2, ACTIONS, ATOMS), jnp.float32)
+    with pytest.raises(ValueError, match="needs logits_t_target and the atom support"):
+        value_loss_terms(
+            a_tm1=jnp.zeros(2, jnp.int32),
+            r_t=jnp.zeros(2, jnp.float32),
+            discount_t=jnp.ones(2, jnp.float32),
+            q_tm1=zeros,
+            q_t_target=zeros,
+            logits_tm1=logits,
+            logits_t_target=logits,
+        )

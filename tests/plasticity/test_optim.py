@@ -144,9 +144,31 @@ def test_schedule_values_at_key_points():
         schedules.cosine_restarts(1.0, boundaries=[500], total_steps=1500, warmup_steps=1000)
 
 
+def test_make_schedule_passes_every_setting_and_refuses_empty_spans():
+    """A config's end value, warm-up and initial value reach the schedule it names; a cosine holds
+    its end value after ``total_steps``; a decay of no steps, a warm-up as long as the run and a
+    task no longer than the warm-up are refused; a table's steps must strictly increase."""
+    linear = schedules.make_schedule("linear", 1.0, total_steps=100, end_value=0.1)
+    np.testing.assert_allclose([linear(0), linear(100)], [1.0, 0.1], rtol=1e-6)
+    cosine = schedules.make_schedule(
+        "warmup_cosine", 1.0, total_steps=110, warmup_steps=10, init_value=0.2, end_value=0.1
+    )
+    np.testing.assert_allclose(
+        [cosine(0), cosine(10), cosine(110), cosine(200)], [0.2, 1.0, 0.1, 0.1], rtol=1e-6
+    )
+    with pytest.raises(ValueError, match="decay_steps > 0, got 0"):
+        schedules.linear_decay(1.0, 0.0, 0)
+    with pytest.raises(ValueError, match=r"total_steps \(10\) must exceed warmup_steps \(10\)"):
+        schedules.warmup_cosine(1.0, total_steps=10, warmup_steps=10)
+    with pytest.raises(ValueError, match="a task of 1000 updates never reaches the peak"):
+        schedules.cosine_restarts(1.0, boundaries=[1000], total_steps=2000, warmup_steps=1000)
+    with pytest.raises(ValueError, match=r"steps must be increasing, got \[0, 0, 10\]"):
+        schedules.scale_by_layer_schedule([0, 0, 10], {"hidden_0": [1.0, 1.0, 0.5]})
+
+
 def test_per_layer_schedule_replays_implicit_decay():
     table = {"hidden_0/linear": np.array([2.0, 4.0]), "output": np.array([1.0, 1.0])}
-    factors = schedules.implicit_layer_factors(table, exponent=2.0)
+    factors = schedules.implicit_layer_factors(table)  # SGD's exponent 2 by default
     np.testing.assert_allclose(factors["hidden_0/linear"], [1.0, 0.25])
     tx = schedules.scale_by_layer_schedule([0, 10], factors)
     ones = jax.tree_util.tree_map(jnp.ones_like, PARAMS)
