@@ -16,6 +16,8 @@ from benchmarks.claims import (
     base,
     dormant_grid,
     effective_lr,
+    label_reset,
+    large_offset,
     nonstationarity,
     sequential_games,
     stats,
@@ -566,3 +568,96 @@ def test_dormant_grid_reads_the_last_fifth_of_its_diagnostics(num_steps, late_fr
     assert late == {0: pytest.approx(0.9), 1: pytest.approx(0.91), 2: pytest.approx(0.92)}
     (row,) = dormant_grid.evaluate(none + layernorm, dormant_grid.grid_config("smoke", 3))
     assert [(c.name, c.verdict) for c in row.comparisons] == [("Adam: none − LN", stats.PASS)]
+
+
+SEEDS = range(3)
+
+
+def _task_rows(variant, num_tasks, **values):
+    """One variant's 'task' rows: each key of `values` a function of (task, seed)."""
+    return [
+        {"event": "task", "variant": variant, "seed": seed, "task": task}
+        | {key: value(task, seed) for key, value in values.items()}
+        for seed in SEEDS
+        for task in range(num_tasks)
+    ]
+
+
+def _means(row):
+    """({arm: mean}, [(comparison, direction, mean)]) of a claim's table row."""
+    arms = {arm: interval.mean for arm, interval in row.arms.items()}
+    return arms, [(c.name, c.direction, c.interval.mean) for c in row.comparisons]
+
+
+def test_label_reset_reads_its_windows_and_norm_growth_from_rows_by_hand():
+    """Accuracy over the last five of 40 tasks and the first five, each arm's own; the norm's
+    growth is log(norm after the last task / norm at step 0). Values change with the task, so a
+    window one task off, or the norm read a task early, changes the means."""
+    config = label_reset.sweep_config("cpu", 3)
+    levels = {"no_norm": 0.0, "layernorm": 0.3, "layernorm_nap": 0.5}
+    rows = []
+    for variant, level in levels.items():
+        rows += _task_rows(
+            variant,
+            40,
+            end_accuracy=lambda t, s, level=level: level + 0.4 * (1 - t / 40) + 0.01 * s,
+            param_norm=lambda t, s, level=level: math.exp((1 + level) * t / 39),
+        )
+        rows += [
+            {"event": "diagnostics", "variant": variant, "seed": s, "step": 0, "param_norm": 1.0}
+            for s in SEEDS
+        ]
+    accuracy, norm = label_reset.evaluate(rows, config)
+    late = {
+        v: level + 0.4 * (1 - np.mean(range(35, 40)) / 40) + 0.01 for v, level in levels.items()
+    }
+    early = 0.4 * (1 - np.mean(range(5)) / 40) + 0.01
+    arms, comparisons = _means(accuracy)
+    assert arms == pytest.approx(
+        {"none": late["no_norm"], "LN": late["layernorm"], "LN+NaP": late["layernorm_nap"]}
+    )
+    assert comparisons == [
+        ("LN − none", 1, pytest.approx(0.3)),
+        ("LN+NaP − LN", 1, pytest.approx(0.2)),
+        ("none: first 5 − last 5 tasks", 1, pytest.approx(early - late["no_norm"])),
+    ]
+    arms, comparisons = _means(norm)
+    assert arms == pytest.approx({"none": 1.0, "LN": 1.3, "LN+NaP": 1.5})
+    assert comparisons == [("none: log norm growth", 1, pytest.approx(1.0))]
+
+
+def test_large_offset_compares_the_damaging_offsets_and_the_largest_ones_features():
+    """log10 of the mean squared error over the last five later tasks, against c = 0, for the
+    offsets said to damage (c ≥ 100) only; σ₁ read at the end of the offset phase (step 1,000),
+    not a task earlier, compared for the largest offset."""
+    config = large_offset.sweep_config("cpu", 3)
+    offset_end = 5 * 200
+    rows = []
+    for norm in ("none", "LN"):
+        for c in (0.0, 10.0, 100.0, 1000.0):
+            variant = large_offset.variant(norm, c)
+            rows += _task_rows(variant, 15, end_loss=lambda t, s, c=c: (1 + c) * (1 + t / 14))
+            rows += [
+                {
+                    "event": "diagnostics",
+                    "variant": variant,
+                    "seed": s,
+                    "step": step,
+                    "feature_top_singular_value": (1 + c) * (10.0 if step == offset_end else 1.0),
+                }
+                for s in SEEDS
+                for step in (offset_end - 200, offset_end)
+            ]
+    error, sigma, *_ = large_offset.evaluate(rows, config)
+    mean_factor = np.mean([1 + t / 14 for t in range(10, 15)])
+    arms, comparisons = _means(error)
+    assert arms == pytest.approx(
+        {f"c={c:g}": math.log10((1 + c) * mean_factor) for c in (0, 10, 100, 1000)}
+    )
+    assert comparisons == [
+        ("none: c=100 − c=0", 1, pytest.approx(math.log10(101))),
+        ("none: c=1000 − c=0", 1, pytest.approx(math.log10(1001))),
+    ]
+    arms, comparisons = _means(sigma)
+    assert arms["c=0"] == pytest.approx(1.0) and arms["c=1000"] == pytest.approx(math.log10(10010))
+    assert comparisons == [("none: σ₁ c=1000 − c=0", 1, pytest.approx(math.log10(1001)))]
