@@ -661,3 +661,84 @@ def test_large_offset_compares_the_damaging_offsets_and_the_largest_ones_feature
     arms, comparisons = _means(sigma)
     assert arms["c=0"] == pytest.approx(1.0) and arms["c=1000"] == pytest.approx(math.log10(10010))
     assert comparisons == [("none: σ₁ c=1000 − c=0", 1, pytest.approx(math.log10(1001)))]
+
+
+def test_effective_lr_reads_the_decay_and_the_replay_from_rows_by_hand():
+    """The effective learning rate's decay is log(η at the last diagnostics / η at step 0), its
+    geometric mean over the hidden layers; "replay nearer LN than NaP" is |replay − NaP| −
+    |replay − LN| over the last five tasks: positive when the replay lands nearer LN."""
+    config = effective_lr.configs("cpu", 3)["label_reset_sweep"]
+    decays = {"layernorm": -1.0, "layernorm_nap": 0.0}
+    sweep_rows, replay_rows = [], []
+    for variant, decay in decays.items():
+        sweep_rows += [
+            {"event": "diagnostics", "variant": variant, "seed": s, "step": step}
+            | {f"effective_lr/hidden_{i}": 1e-3 * math.exp(decay * step / 100 + i) for i in (0, 1)}
+            for s in SEEDS
+            for step in (0, 50, 100)
+        ]
+    accuracies = {"layernorm": 0.4, "layernorm_nap": 0.9, effective_lr.REPLAY: 0.5}
+    for variant, accuracy in accuracies.items():
+        rows = _task_rows(
+            variant, 40, end_accuracy=lambda t, s, a=accuracy: a + (0.1 if t >= 35 else 0.0)
+        )
+        (replay_rows if variant == effective_lr.REPLAY else sweep_rows).extend(rows)
+    rates, replay = effective_lr.evaluate(sweep_rows, replay_rows, config)
+    arms, comparisons = _means(rates)
+    assert arms == pytest.approx({"LN": -1.0, "LN+NaP": 0.0})
+    assert comparisons == [
+        ("LN: log decay", -1, pytest.approx(-1.0)),
+        ("NaP − LN", 1, pytest.approx(1.0)),
+    ]
+    arms, comparisons = _means(replay)
+    assert arms == pytest.approx({"LN": 0.5, "LN+NaP": 1.0, "LN+NaP+replay": 0.6})
+    assert comparisons == [
+        ("LN+NaP − LN", 1, pytest.approx(0.5)),
+        ("LN+NaP − replay", 1, pytest.approx(0.4)),
+        ("replay nearer LN than NaP", 1, pytest.approx(0.4 - 0.1)),
+    ]
+
+
+def test_nonstationarity_scores_each_type_over_its_own_windows_by_hand():
+    """Accuracy types: the last five tasks against the first five, and LN + L2 above none;
+    large-offset regression: log10 error over the tasks after the offset phase (from task 20),
+    the last five against the first five of those, and LN + L2 below none (sign −1). Each arm's
+    rows are those of its L2 grid point."""
+    config = nonstationarity.sweep_config("cpu", 3)
+    regression = "large_offset_regression"
+    levels = {"none": 1.0, "L2": 2.0, "LN": 3.0, "LN+L2": 4.0}
+    rows = []
+    for kind in nonstationarity.kinds(config):
+        task = dict(base.resolved_variants(config))[nonstationarity.variant(kind, "none")].task
+        key = "end_loss" if kind == regression else "end_accuracy"
+        for arm, (norm, _) in nonstationarity.ARMS.items():
+            level = levels[arm]
+            for row in _task_rows(
+                nonstationarity.variant(kind, norm),
+                int(task.num_tasks),
+                **{key: lambda t, s, level=level: 10.0 ** (level * (1 + t / 1000))},
+            ):
+                rows.append(row | {"l2": nonstationarity.arm_l2(config, arm)})
+    by_kind = {row.label: row for row in nonstationarity.evaluate(rows, config)}
+    for kind, row in by_kind.items():
+        num_tasks = 25 if kind == "label_reset" else 300
+        start = 20 if kind == regression else 0
+        last, first = np.arange(num_tasks - 5, num_tasks), np.arange(start, start + 5)
+
+        def score(level, tasks):
+            values = np.mean(10.0 ** (level * (1 + tasks / 1000)))
+            return math.log10(values) if kind == regression else values
+
+        arms, comparisons = _means(row)
+        assert arms == pytest.approx({arm: score(level, last) for arm, level in levels.items()})
+        names = [(name, direction) for name, direction, _ in comparisons]
+        sign = -1 if kind == regression else 1
+        assert names[1] == (f"{kind}: LN+L2 − none", sign)
+        loses = (
+            score(1.0, last) - score(1.0, first)
+            if kind == regression
+            else score(1.0, first) - score(1.0, last)
+        )
+        assert comparisons[0][2] == pytest.approx(loses)
+        assert comparisons[1][2] == pytest.approx(score(4.0, last) - score(1.0, last))
+    assert set(by_kind) == {"label_reset", "class_permutation", "input_permutation", regression}
