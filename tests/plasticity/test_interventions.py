@@ -1118,3 +1118,15 @@ def test_vmapped_cbp_equals_per_seed_and_draws_a_fresh_network_only_when_a_seed_
     jax.effects_barrier()
     np.testing.assert_array_equal(again.extra["cbp"]["num_replaced"], [0, 1, 0])
     assert not draws
+
+
+def test_row_features_decode_the_feeding_unit_and_refuse_mixed_units():
+    """Each input row's feature is code / ones along a path that only rescales (a negative gate
+    included): rows fed by features 3 and 2 decode to indices 2 and 1; one row whose ratio
+    differs between examples mixes units and is refused in one line."""
+    rows = units._row_features(np.array([[-3.0, 2.0]]), np.array([[-1.0, 1.0]]), "h", "out")
+    np.testing.assert_array_equal(rows, [2, 1])
+    unreached = units._row_features(np.array([[0.0, 2.0]]), np.array([[0.0, 1.0]]), "h", "out")
+    np.testing.assert_array_equal(unreached, [-1, 1])
+    with pytest.raises(ValueError, match=r"^Layer 'h' reaches 'out' through an op mixing units"):
+        units._row_features(np.array([[2.0], [3.0]]), np.ones((2, 1)), "h", "out")
