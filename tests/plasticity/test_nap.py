@@ -384,16 +384,16 @@ def test_rescaled_moments_are_expressed_at_the_projected_scale(name, fields, rat
     plain_update, (plain,) = _states(name, False, learning_rate=rate)
     _, (kept,) = _states(name, True, "keep", learning_rate=rate)
     _, (rescaled,) = _states(name, True, "rescale", learning_rate=rate)
-    w0 = np.asarray(traverse_util.flatten_dict(jax.device_get(PARAMS))[KERNEL], np.float64)
-    c = np.linalg.norm(w0) / np.linalg.norm(w0 + traverse_util.flatten_dict(plain_update)[KERNEL])
+    start = traverse_util.flatten_dict(jax.device_get(PARAMS))
+    step = traverse_util.flatten_dict(plain_update)
+
+    def factor(paths):  # ρ / ‖θ + u‖ of a group, jointly over its tensors (float64)
+        before = np.concatenate([np.asarray(start[p], np.float64).ravel() for p in paths])
+        moved = np.concatenate([np.asarray(start[p] + step[p], np.float64).ravel() for p in paths])
+        return np.linalg.norm(before) / np.linalg.norm(moved)
+
+    c, c_gamma_beta = factor([KERNEL]), factor(GAMMA_BETA)
     assert abs(c - 1) > 1e-2, c  # the step grew the kernel: the projection moved it
-    flat0, step = (
-        traverse_util.flatten_dict(jax.device_get(PARAMS)),
-        traverse_util.flatten_dict(plain_update),
-    )
-    start = np.concatenate([np.asarray(flat0[p], np.float64).ravel() for p in GAMMA_BETA])
-    moved = np.concatenate([np.asarray(flat0[p] + step[p], np.float64).ravel() for p in GAMMA_BETA])
-    c_gamma_beta = np.linalg.norm(start) / np.linalg.norm(moved)
     assert abs(c_gamma_beta - 1) > 1e-2, c_gamma_beta
     for field in fields:
         before, kept_m, rescaled_m = (_moments(s, field) for s in (plain, kept, rescaled))
