@@ -159,11 +159,12 @@ def invariance_ratios(
     by any c > 0 iff the radial derivative vanishes along the ray; at random parameters (shapes of
     `params`, default `model.init`'s) and random inputs (shape of `inputs`, an array or
     `jax.ShapeDtypeStruct`), a ratio at the norm-ε level (~1e-6) means invariant, and a non-
-    invariant group gives a ratio of order one. In a narrow leaky-ReLU layer (width 6) an input
-    can leave every unit in the activation's negative part, where the next norm's ε is no longer
-    small against its variance: the ratio reaches 1e-2 and the layer is left free, the safe side,
-    since projecting its (γ, β) would move the outputs for such inputs by more than the ε level.
-    Concrete even when called under a trace.
+    invariant group gives a ratio of order one. Behind a narrow layer (width 4 to 6) an input can
+    leave most of its units at or near zero, so that the next norm sees a small variance against
+    which its ε is no longer negligible: ratios of 1e-4 to 1.5e-3 (a width-4 ReLU or leaky-ReLU
+    MLP, tests/plasticity/test_nap.py), and a layer above the tolerance is left free, the safe
+    side, since projecting its (γ, β) would move the outputs for such inputs by more than the ε
+    level. Concrete even when called under a trace.
     """
     kwargs = dict(apply_kwargs or {})
     x = _random_inputs(inputs)

@@ -164,6 +164,19 @@ def test_projection_groups_add_every_invariant_norm_under_project_only():
         nap.nap_projection(period=0)
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_narrow_layer_whose_next_norm_feels_its_epsilon_is_left_free(activation):
+    """Width 4: for these inputs the second layer's units leave the third norm a variance small
+    enough that its ε moves the outputs when the second (γ, β) is scaled, ratio 1.1e-3 to
+    1.5e-3, above the 1e-3 tolerance (and far below a non-invariant group's order one), so only
+    the first layer's (γ, β) is projected; at the ε level (~1e-6) the first stays invariant."""
+    model = networks.MLP((4, 4, 4), 4, "layernorm", activation)
+    x = np.ones((2, 9), np.float32)
+    ratios = nap.invariance_ratios(model, x)
+    assert ratios["hidden_0/norm"] < 1e-5 and 1.05e-3 < ratios["hidden_1/norm"] < 1e-2
+    assert nap.scale_invariant_norms(model, x) == ("hidden_0/norm",)
+
+
 def test_nap_without_norm_is_refused():
     plain = networks.MLP((8,), 2, "none")
     params = plain.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
