@@ -437,8 +437,9 @@ def test_per_seed_means_and_intervals_by_hand():
     assert base.layer_mean({"m/hidden_0": 0.0, "m/hidden_1": math.e}, "m", log=True) == 1.0
     interval = base.interval_of({0: 1.0, 1: 2.0, 2: 4.0})
     half = 4.302652730 * np.std([1.0, 2.0, 4.0], ddof=1) / math.sqrt(3)
-    assert interval.low == pytest.approx(7 / 3 - half) and interval.high == pytest.approx(
-        7 / 3 + half
+    assert (interval.low, interval.high) == (
+        pytest.approx(7 / 3 - half),
+        pytest.approx(7 / 3 + half),
     )
     below = base.Comparison("x", -1, stats.Interval(1.0, 0.5, 1.5, 3))
     assert below.format().startswith("x < 0: ")
@@ -482,35 +483,31 @@ def test_lr_decay_is_the_log_ratio_of_geometric_means():
     assert effective_lr.lr_decay(rows, "v") == {0: pytest.approx(expected)}
 
 
-def test_visit_gaps_compare_the_second_visit_with_the_fresh_network():
-    def row(event, seed, game, value, visit=None, trained=None):
-        out = {"event": event, "seed": seed, "game": game, "return_mean": value}
-        if visit is not None:
-            out.update(visit=visit, trained_game=trained, end_of_block=True)
-        return out
+def _visit_row(event, seed, game, value, visit=None, trained_game=None, end_of_block=True):
+    """An evaluation row of a game sequence: a visit's (trained on `trained_game`, by default the
+    game itself) or, without `visit`, the fresh network's."""
+    row = {"event": event, "seed": seed, "game": game, "return_mean": value}
+    if visit is not None:
+        row.update(visit=visit, trained_game=trained_game or game, end_of_block=end_of_block)
+    return row
 
+
+def test_visit_gaps_compare_the_second_visit_with_the_fresh_network():
     rows = [
-        row("eval", 0, "a", 1.0, 1, "a"),
-        row("eval", 0, "a", 3.0, 2, "a"),
-        row("eval", 0, "a", 9.0, 2, "b"),  # evaluated while training b: not a visit of a
-        row("eval", 0, "b", 2.0, 2, "b"),
-        row("eval_fresh", 0, "a", 4.0),
-        row("eval_fresh", 0, "b", 1.0),
-        row("eval", 1, "a", 2.0, 2, "a"),  # no fresh score for seed 1: no gap
-        row("eval_fresh", 2, "a", 0.0),
-        row("eval", 2, "a", 0.5, 2, "a"),
+        _visit_row("eval", 0, "a", 1.0, 1),
+        _visit_row("eval", 0, "a", 3.0, 2),
+        _visit_row("eval", 0, "a", 9.0, 2, "b"),  # evaluated while training b: not a visit of a
+        _visit_row("eval", 0, "b", 2.0, 2),
+        _visit_row("eval_fresh", 0, "a", 4.0),
+        _visit_row("eval_fresh", 0, "b", 1.0),
+        _visit_row("eval", 1, "a", 2.0, 2),  # no fresh score for seed 1: no gap
+        _visit_row("eval_fresh", 2, "a", 0.0),
+        _visit_row("eval", 2, "a", 0.5, 2),
     ]
     gaps = sequential_games.visit_gaps(rows)
     assert gaps[0] == pytest.approx(((3.0 - 4.0) + (2.0 - 1.0)) / 2)
     assert math.isnan(gaps[1])
     assert gaps[2] == pytest.approx(0.5)
-
-
-def _visit_row(event, seed, game, value, visit=None, end_of_block=True):
-    row = {"event": event, "seed": seed, "game": game, "return_mean": value}
-    if visit is not None:
-        row.update(visit=visit, trained_game=game, end_of_block=end_of_block)
-    return row
 
 
 def test_sequential_games_gaps_and_verdicts_from_rows_by_hand():
