@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,16 +28,11 @@ import numpy as np
 import pytest
 
 from plasticity import distributed
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
 ENV.pop("XLA_FLAGS", None)  # one CPU device per process
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------

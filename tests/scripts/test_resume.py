@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from plasticity import checkpointing, divergence, workdir
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ}
@@ -135,12 +135,6 @@ def signal_after_checkpoints(watches: list[tuple[subprocess.Popen, Path, int, in
                 )
         time.sleep(0.01)
     return [sent[index] for index in range(len(watches))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def finish(process: subprocess.Popen, timeout: float = TIMEOUT) -> tuple[int, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 from plasticity import workdir as workdir_lib
+from tests.ports import free_port
 from tests.scripts import test_resume
 from tests.scripts.test_resume import restore_latest
 from tests.scripts.test_rl_launchers import TINY_MINATAR
@@ -44,12 +44,6 @@ MINATAR = [
     "--nofresh_reference",
 ]
 VOLATILE = ("frames_per_second", "updates_per_second", "seconds")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(module: str, args: list[str], cache: Path, process: int | None = None, port=None):

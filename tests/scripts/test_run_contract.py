@@ -33,6 +33,7 @@ import pytest
 from plasticity import launch
 from plasticity import workdir as workdir_lib
 from scripts import train_atari, train_continual, train_minatar
+from tests.ports import free_port
 from tests.scripts import test_resume
 
 REPO = Path(__file__).resolve().parents[2]
@@ -489,7 +490,7 @@ def test_a_process_refusing_its_arguments_stops_the_whole_job_in_one_line(name, 
     for one process): both processes stop within seconds, each with one line (process 0 names
     process 1's reason), and the work dir is not written. Process 0 had gone on alone and
     failed 30 s later at the job's first collective, with gloo's traceback."""
-    port = test_resume.free_port()
+    port = free_port()
     job = [*short(name), f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]
     job += ["--num_seeds=2"] if name == "train_minatar" else []  # a seed for each device
     workdir, cache = tmp_path / "run", tmp_path / "cache"
