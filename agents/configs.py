@@ -390,9 +390,11 @@ def target_update_period_updates(config: ml_collections.ConfigDict) -> int:
 
 
 def learning_starts_transitions(config: ml_collections.ConfigDict) -> int:
-    """Transitions the replay must hold before the first update (at least one batch)."""
+    """Transitions the replay must hold before the first update (at least one batch): the fill
+    fraction of the capacity the replay holds (`replay_capacity`, whole envs), so that a full
+    fill is reachable."""
     return max(
-        int(config.replay.min_fill_fraction * config.replay.capacity), config.learner.batch_size
+        int(config.replay.min_fill_fraction * replay_capacity(config)), config.learner.batch_size
     )
 
 

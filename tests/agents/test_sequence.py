@@ -205,6 +205,17 @@ def test_a_run_that_never_learns_is_refused_before_it_starts():
         sequence.check_learning_reachable(endless)
 
 
+def test_a_full_replay_fill_counts_the_capacity_the_replay_holds():
+    """The replay holds its capacity rounded down to whole envs (201 over 2 envs: 200), so
+    learning from a full replay starts at those 200 transitions, never at the 201 asked for."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.env.num_envs, config.replay.capacity, config.replay.min_fill_fraction = 2, 201, 1.0
+    settings = sequence.learning_settings(config)
+    assert settings["capacity"] == 200
+    assert settings["learning_starts"] == 200
+    sequence.check_learning_reachable(sequence.plan_learning((400,), **settings))
+
+
 def optimizer_config(name: str, nap: bool) -> ml_collections.ConfigDict:
     """An optimizer chain with every kind of state: moments, schedule count, NaP, L2-init."""
     config = configs.get_config("rainbow").optimizer
