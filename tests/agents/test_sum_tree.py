@@ -256,9 +256,10 @@ def test_stratified_sample_hits_every_stratum():
 
 def test_strata_hold_where_the_masses_can_be_told_apart():
     """A stratum's target places unit leaves exactly, so 2,048 of them sampled in 2,048 strata
-    are each drawn once; a count tree whose root has one light child (65,600 valid slots of
-    100,000: 64 on the right) draws that child afresh but keeps the strata elsewhere (before the
-    target was rescaled into a drawn child, 97% of lanes left their stratum)."""
+    are each drawn once. In a count tree of 65,600 valid slots of 100,000, every child lighter
+    than RESOLVED times the slack (65,600 * 2^-22 * 2^10, just over 16: the 16-slot subtrees
+    and below) is drawn afresh, and the lanes still keep their strata, which are 2,050 slots
+    wide (before the target was rescaled into a drawn child, 97% of lanes left their stratum)."""
     uniform = sum_tree_from_leaves(jnp.ones(2048))
     np.testing.assert_array_equal(sample(uniform, jax.random.key(3), 2048), np.arange(2048))
     leaves = np.zeros(100_000, np.float32)
