@@ -106,7 +106,8 @@ def run(
     (the loop's `plan_run`: learning plan, schedule, memory), before the first starts.
 
     On one process the runs go one after another, stopping after a run that was stopped
-    (preempted or early). In a multi-process job (`plasticity.distributed`), MinAtar lays its
+    (preempted or early), or before the next run when a stop request arrived as one finished
+    (during its last chunk or final evaluation). In a multi-process job (`plasticity.distributed`), MinAtar lays its
     seeds out over every device of every process (one run, `agents.minatar_loop.seed_mesh`),
     while Atari, whose emulators live on hosts, gives process i the runs i, i + P, ... (seeds
     and variants, each an independent run in its own sub-work-dir, stopped by a signal to that
@@ -140,18 +141,21 @@ def run(
         options.update(should_stop=context.local_stop_requested, independent=True)
     distributed.agree_to_start()  # every process planned its runs: none refused them
     results = []
-    for workdir, run_config in runs:
+    for index, (workdir, run_config) in enumerate(runs):
         if several:  # the harness's lines say which run they are about
             options["label"] = str(Path(workdir).relative_to(context.workdir))
         result = train(run_config, workdir, name=context.name, **options)
         results.append(result)
         if not result.completed:
             break
+        if index + 1 < len(runs) and options["should_stop"]():  # arrived as the run finished
+            context.stopped_between_runs(workdir)
+            break
     if family == "atari" and processes > 1:
         distributed.barrier("atari_runs_done")
     if several:
         write_combined_matrix(context.workdir, config, family)
-        if family == "atari" and results and all(r.completed for r in results):
+        if family == "atari" and len(results) == len(runs) and all(r.completed for r in results):
             results[-1].outputs["launch_summary"] = across_seeds_lines(context.workdir, config)
     return results
 

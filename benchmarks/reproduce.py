@@ -14,7 +14,10 @@ verdict and the minutes. A verdict is PASS only when every paired comparison it 
 differences between arms, 95% Student-t interval) excludes zero in the direction the paper reports
 (`benchmarks.claims.stats`); otherwise PARTIAL k/m when k of its m comparisons pass (a claim counts
 those of all its rows), else the verdict they share (INCONCLUSIVE, OPPOSITE) or NOT SHOWN when they
-differ; TOO FEW SEEDS where fewer than two seeds give a value (``--seeds=1``).
+differ; TOO FEW SEEDS where fewer than two seeds give a value (``--seeds=1``). Ctrl-C, SIGTERM
+and ``--stop_after_checkpoints`` stop the run in progress after a checkpoint (a stop request
+that arrives as a run finishes stops before the next one); no later run or claim starts, and
+relaunching the same command resumes it.
 
 Scales: ``cpu`` (default; each claim ≤ 15 minutes on 2 cores with 3 seeds), ``smoke`` (the plumbing:
 a few dozen steps per arm, 512 frames a game for the MinAtar claim, compile-bound, 3–5 minutes for
@@ -119,15 +122,21 @@ def main(argv: list[str] | None = None) -> int:
         scale, data_dir = values["scale"].value, claims.checked_data_dir(values["data_dir"].value)
         unused = claims.unused_data_dir(claim, scale, data_dir)
         context.note([unused] if unused else [])
-        results = claims.run_claims(
-            claim,
-            context.workdir,
-            scale=scale,
-            seeds=values["seeds"].value,
-            progress=values["progress"].value,
-            dry_run=values["dry_run"].value,
-            data_dir=data_dir,
-        )
+        options = {**context.run_options(), "show_progress": values["progress"].value}
+        try:
+            results = claims.run_claims(
+                claim,
+                context.workdir,
+                scale=scale,
+                seeds=values["seeds"].value,
+                run_options=options,
+                dry_run=values["dry_run"].value,
+                data_dir=data_dir,
+            )
+        except claims.base.ClaimStopped as stopped:
+            if stopped.result.completed:  # the stop arrived as a run finished
+                context.stopped_between_runs(stopped.result.workdir)
+            return [stopped.result]
         if results:
             print(claims.summary_text(results))
         return []

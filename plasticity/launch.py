@@ -68,6 +68,16 @@ class Launch:
         for line in lines:
             print(f"{self.name}: note: {line}", file=sys.stderr)
 
+    def stopped_between_runs(self, finished: Any) -> None:
+        """Says in one line that a stop request arrived as the run in ``finished`` (its work dir)
+        completed, so the launch ends before its next run, which a relaunch starts."""
+        by = self.signal_name() or "a stop request"
+        print(
+            f"{self.name}: {by} arrived as the run in {finished} completed: the next run does "
+            "not start (relaunch to go on)",
+            file=sys.stderr,
+        )
+
     def run_options(self) -> dict[str, Any]:
         """The `plasticity.run.Run` keyword arguments every launcher passes the same way."""
         progress = self.flags["progress"]

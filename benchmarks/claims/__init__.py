@@ -14,9 +14,11 @@
 
 A claim module defines ``NAME``, ``SUMMARY``, ``configs(scale, seeds)`` ({run name: config} of
 the runs it trains first; the paper scale's configs are for a GPU), ``check(config)`` (raises
-on a config that cannot run; ``--dry_run`` calls it) and ``run(workdir, scale, seeds, progress,
-data_dir) -> ClaimResult`` (`data_dir`: where the paper scale's CIFAR-10 or MNIST files are; the
-cpu and smoke scales train on the digits scikit-learn ships, or on MinAtar). `run_claims` runs
+on a config that cannot run; ``--dry_run`` calls it) and ``run(workdir, scale, seeds,
+run_options, data_dir) -> ClaimResult`` (`run_options`: the launch's progress bar, stop request
+and early stop, `plasticity.launch.Launch.run_options`; a run that stops early raises
+`base.ClaimStopped`; `data_dir`: where the paper scale's CIFAR-10 or MNIST files are; the cpu and
+smoke scales train on the digits scikit-learn ships, or on MinAtar). `run_claims` runs
 one or all of them and `summary_text` prints their table (`benchmarks.claims.base`).
 """
 
@@ -25,7 +27,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from benchmarks.claims import base
 
@@ -113,13 +115,14 @@ def run_claims(
     workdir: str | Path,
     scale: str = "cpu",
     seeds: int | None = None,
-    progress: bool = True,
+    run_options: Mapping[str, Any] = base.NO_RUN_OPTIONS,
     dry_run: bool = False,
     data_dir: str | None = None,
 ) -> list[base.ClaimResult]:
-    """Runs one claim or 'all' into ``<workdir>/<claim>``, reading dataset files from
-    `data_dir`; returns the results (none when `dry_run`: the configs are written and checked
-    instead)."""
+    """Runs one claim or 'all' into ``<workdir>/<claim>`` with the launch's ``run_options``,
+    reading dataset files from `data_dir`; returns the results (none when `dry_run`: the configs
+    are written and checked instead). A run stopped early raises `base.ClaimStopped`: the
+    claims before it keep their results, and relaunching resumes it."""
     base.check_scale(scale)
     names = chosen(claim)
     data_dir = checked_data_dir(data_dir)
@@ -133,7 +136,7 @@ def run_claims(
             for path in write_configs(name, root / name, scale, seeds, data_dir):
                 print(f"{name}: {path}")
             continue
-        result = module(name).run(root / name, scale, seeds, progress, data_dir)
+        result = module(name).run(root / name, scale, seeds, run_options, data_dir)
         base.write_result(result, root / name)
         print(base.table_lines([result])[-len(result.rows) :][0], flush=True)
         results.append(result)

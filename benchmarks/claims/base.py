@@ -258,6 +258,10 @@ def layer_mean(row: Mapping[str, Any], metric: str, log: bool = False) -> float 
 # Running.
 
 
+# A claim's runs without a launch: progress bars shown, no stop request, no early stop.
+NO_RUN_OPTIONS: Mapping[str, Any] = {}
+
+
 class Timer:
     """Wall-clock seconds of a claim's training, kept across relaunches: a claim whose work dirs
     were all complete already keeps the minutes stored by the run that trained it."""
@@ -293,23 +297,43 @@ def with_data_dir(
     return config
 
 
+class ClaimStopped(Exception):
+    """A claim's training stopped before its last run finished: a stop request (Ctrl-C,
+    SIGTERM) or ``--stop_after_checkpoints`` ended a run after a checkpoint, or a stop request
+    arrived as a run finished, before the next one started. ``result`` is that run's
+    `plasticity.run.RunResult`; relaunching the claim resumes where it stood."""
+
+    def __init__(self, result: Any):
+        super().__init__(result.status_line())
+        self.result = result
+
+
+def check_finished(result: Any, timer: Timer, run_options: Mapping[str, Any]) -> None:
+    """Counts ``result`` as trained and raises `ClaimStopped` unless the claim may go on: the
+    run completed and no stop request arrived (``run_options['should_stop']``) meanwhile."""
+    timer.mark_trained(result)
+    should_stop = run_options.get("should_stop")
+    if not result.completed or (should_stop is not None and should_stop()):
+        raise ClaimStopped(result)
+
+
 def run_continual(
     config: ml_collections.ConfigDict,
     workdir: Path,
     timer: Timer,
-    progress: bool,
+    run_options: Mapping[str, Any],
     data_dir: str | None = None,
     **kwargs,
 ):
-    """`benchmarks.continual_sweep.run_experiment` into `workdir` (its dataset files read from
-    `data_dir` when given); returns its rows."""
+    """`benchmarks.continual_sweep.run_experiment` into `workdir` with the launch's
+    ``run_options`` (`plasticity.launch.Launch.run_options`: progress bar, stop request, early
+    stop), its dataset files read from `data_dir` when given; returns its rows, or raises
+    `ClaimStopped` when it stopped early."""
     from benchmarks import continual_sweep  # noqa: PLC0415 - JAX loads only when training
 
     config = with_data_dir(config, data_dir)
-    result = continual_sweep.run_experiment(config, workdir, show_progress=progress, **kwargs)
-    timer.mark_trained(result)
-    if result.preempted:
-        raise KeyboardInterrupt(f"stopped in {workdir}; relaunch to resume")
+    result = continual_sweep.run_experiment(config, workdir, **run_options, **kwargs)
+    check_finished(result, timer, run_options)
     return load_rows(workdir)
 
 
@@ -325,11 +349,15 @@ def sweep_claim(
     figure (``figure``, saved as ``workdir/name.png``)."""
 
     def run(
-        workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+        workdir: Path,
+        scale: str,
+        seeds: int,
+        run_options: Mapping[str, Any] = NO_RUN_OPTIONS,
+        data_dir: str | None = None,
     ) -> ClaimResult:
         config = build_config(scale, seeds)
         timer = Timer()
-        rows = run_continual(config, workdir / subdir, timer, progress, data_dir=data_dir)
+        rows = run_continual(config, workdir / subdir, timer, run_options, data_dir=data_dir)
         return ClaimResult(
             name,
             scale,

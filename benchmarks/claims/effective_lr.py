@@ -45,6 +45,7 @@ memorization fails), so it measures convergence as much as the rate; the η/‖W
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import ml_collections
 import numpy as np
@@ -178,12 +179,16 @@ def figure(sweep_rows: list, replay_rows: list, config, path: Path) -> str:
 
 
 def run(
-    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+    workdir: Path,
+    scale: str,
+    seeds: int,
+    run_options: Mapping[str, Any] = base.NO_RUN_OPTIONS,
+    data_dir: str | None = None,
 ) -> base.ClaimResult:
     timer = base.Timer()
     config = label_reset.sweep_config(scale, seeds)
     sweep_dir = workdir.parent / label_reset.NAME / "sweep"
-    sweep_rows = base.run_continual(config, sweep_dir, timer, progress, data_dir=data_dir)
+    sweep_rows = base.run_continual(config, sweep_dir, timer, run_options, data_dir=data_dir)
     replay_rows, dirs = [], [str(sweep_dir)]
     for seed in range(int(config.seed), int(config.seed) + seeds):
         schedule = replay_schedule(sweep_rows, seed, config)
@@ -192,7 +197,7 @@ def run(
             replay_config(scale, seed),
             path,
             timer,
-            progress,
+            run_options,
             data_dir=data_dir,
             layer_schedule=schedule,
         )

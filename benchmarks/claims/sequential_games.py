@@ -51,6 +51,7 @@ fresh, exploded on near-zero fresh scores and was replaced by the difference.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 import ml_collections
 import numpy as np
@@ -214,7 +215,11 @@ def figure(arm_rows: dict[str, list], path: Path) -> str:
 
 
 def run(
-    workdir: Path, scale: str, seeds: int, progress: bool = True, data_dir: str | None = None
+    workdir: Path,
+    scale: str,
+    seeds: int,
+    run_options: Mapping[str, Any] = base.NO_RUN_OPTIONS,
+    data_dir: str | None = None,
 ) -> base.ClaimResult:
     """Trains the sequence's arms and the fresh references (MinAtar: `data_dir` is unused)."""
     del data_dir  # the games ship with gymnax
@@ -227,10 +232,8 @@ def run(
     runs = dict(agent_configs.expand_runs(config, "minatar", str(workdir)))
     for arm, variant in ARMS.items():
         path = str(workdir / variant)
-        result = minatar_loop.train(runs[path], path, show_progress=progress)
-        timer.mark_trained(result)
-        if result.preempted:
-            raise KeyboardInterrupt(f"stopped in {path}; relaunch to resume")
+        result = minatar_loop.train(runs[path], path, **run_options)
+        base.check_finished(result, timer, run_options)
         arm_rows[arm] = base.load_rows(path)
         dirs.append(path)
     return base.ClaimResult(

@@ -82,7 +82,17 @@ def test_all_runs_every_claim_at_smoke_scale(tmp_path):
 
 def test_replay_claim_trains_claim_a_first_then_a_reevaluates(tmp_path, capsys):
     """(c) trains (a)'s sweep, then one replay per seed; (a) afterwards only re-evaluates, and a
-    relaunch of a finished claim keeps the minutes of the run that trained it."""
+    relaunch of a finished claim keeps the minutes of the run that trained it. Stopped after its
+    first checkpoint, the claim says where and writes no result; the relaunch resumes it."""
+    status, output = _reproduce(tmp_path, "effective_lr", "--stop_after_checkpoints=1")
+    sweep = tmp_path / "label_reset" / "sweep"
+    assert status == 0, output[-2000:]
+    assert (
+        f"stopped after a checkpoint at step 40 of 120 (relaunch to resume); work dir {sweep}"
+        in (output)
+    )
+    assert not (tmp_path / "effective_lr" / base.RESULT_FILE).exists()
+    assert not (tmp_path / "effective_lr" / "replay_seed_0").exists()
     status, output = _reproduce(tmp_path, "effective_lr")
     assert status == 0, output[-2000:]
     assert "| effective_lr |" in output
@@ -96,6 +106,24 @@ def test_replay_claim_trains_claim_a_first_then_a_reevaluates(tmp_path, capsys):
     assert reproduce.main(argv) == 0
     again = json.loads((tmp_path / "label_reset" / base.RESULT_FILE).read_text())
     assert again["seconds"] == first["seconds"] and again["rows"] == first["rows"]
+
+
+def test_a_stop_request_ends_the_claim_after_a_checkpoint(tmp_path):
+    """A stop request (Ctrl-C, SIGTERM: the launch's ``should_stop``) reaches the claim's runs:
+    the first run stops after its first checkpoint and no later run or claim starts."""
+    with pytest.raises(base.ClaimStopped) as stopped:
+        claims.run_claims(
+            "all",
+            tmp_path,
+            scale="smoke",
+            seeds=2,
+            run_options={"should_stop": lambda: True, "show_progress": False},
+        )
+    result = stopped.value.result
+    assert result.preempted and not result.completed and 0 < result.done < result.total
+    assert result.workdir == tmp_path / "label_reset" / "sweep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["label_reset"]
+    assert not (tmp_path / "label_reset" / base.RESULT_FILE).exists()
 
 
 def test_paper_scale_configs_are_written_and_checked(tmp_path, capsys):
@@ -247,7 +275,7 @@ def test_effective_lr_gives_the_data_dir_to_its_sweep_and_every_replay(tmp_path,
     monkeypatch.setattr(effective_lr, "replay_schedule", lambda *args: None)
     monkeypatch.setattr(effective_lr, "evaluate", lambda *args: [])
     monkeypatch.setattr(effective_lr, "figure", lambda *args: "figure.png")
-    effective_lr.run(tmp_path / "effective_lr", "paper", 2, False, "D")
+    effective_lr.run(tmp_path / "effective_lr", "paper", 2, {}, "D")
     assert trained == [("sweep", "D"), ("replay_seed_0", "D"), ("replay_seed_1", "D")]
 
 

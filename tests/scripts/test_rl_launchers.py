@@ -453,3 +453,41 @@ def test_an_atari_sequence_from_flags_keeps_replay_moments_and_schedule_across_t
     assert matrix["games"] == ["pong", "breakout"] and len(matrix["return_mean"]) == 2
     assert matrix["return_mean"][0][1] is None and matrix["fresh"] == {}
     assert set(matrix["visit_scores"]["pong"]) == {"visit_1"}
+
+
+def test_a_stop_request_as_a_run_completes_starts_no_further_run(tmp_path, capsys):
+    """A Ctrl-C during a run's last chunk or final evaluation lets that run complete; the launch
+    then stops before its next run (a relaunch starts it) and says so in one line, rather than
+    spending minutes compiling the next variant."""
+    experiment = "benchmarks/configs/minatar_sequence.py:smoke,rainbow,rainbow_ln,rainbow_ln_nap"
+    define = lambda values: launcher.define_flags(values, "minatar")  # noqa: E731
+    argv = ["train_minatar", f"--experiment={experiment}", f"--workdir={tmp_path}"]
+    values, overrides = launch.parse(argv, define)
+    requested = []
+    context = launch.Launch(
+        "train_minatar", values, overrides, lambda: bool(requested), lambda: "SIGINT", bool
+    )
+    trained = []
+
+    def train(config, workdir, **_):
+        trained.append(Path(workdir).name)
+        requested.append(True)  # arrives during the first run's final evaluation
+        return types.SimpleNamespace(completed=True)
+
+    results = launcher.run(context, "minatar", train)
+    assert trained == ["rainbow"] and len(results) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"train_minatar: SIGINT arrived as the run in {tmp_path / 'rainbow'} completed: the next "
+        "run does not start (relaunch to go on)"
+    )
+    requested.clear()  # without a stop request every variant runs
+    trained.clear()
+    launcher.run(
+        launch.Launch("train_minatar", values, overrides, *[lambda: False] * 3),
+        "minatar",
+        lambda config, workdir, **_: (
+            trained.append(Path(workdir).name) or types.SimpleNamespace(completed=True)
+        ),
+    )
+    assert trained == ["rainbow", "rainbow_ln", "rainbow_ln_nap"]
