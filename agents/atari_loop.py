@@ -56,7 +56,13 @@ from agents.atari_env import validate_config as validate_env_config
 from agents.configs import evaluation_num_envs, validate_config
 from agents.driver import open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
-from agents.learner import Learner, make_learn_step, make_learner, make_replay
+from agents.learner import (
+    Learner,
+    check_torso_fits,
+    make_learn_step,
+    make_learner,
+    make_replay,
+)
 from agents.replay import ReplayState, replay_add, replay_end_episodes
 from agents.sequence import (
     GameBlock,
@@ -738,6 +744,7 @@ def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
         raise ValueError("an Atari run trains one seed; the launcher runs each seed on its own")
     blocks = make_blocks(config)
     validate_env_config(config_of_section(config.env, blocks[0].game, 1, config.seed, False))
+    check_torso_fits(config.network, observation_spec(config).shape)
     segments = plan_segments(config, blocks)  # settles env.full_action_space left unset
     full_action_space = bool(segments[0].config.env.full_action_space)
     check_action_sets(tuple(block.game for block in blocks), full_action_space)

@@ -46,11 +46,13 @@ from plasticity.layers import NormedLayer
 from plasticity.nap import check_nap_config, scale_invariant_norms
 from plasticity.networks import (
     MLP,
+    NATURE_CONV_LAYERS,
     NatureTorso,
     QNetwork,
     ValueHead,
     ValueOutputs,
     check_initialization,
+    check_valid_convs_fit,
     initialize,
 )
 from plasticity.optim import make_optimizer, optimizer_learning_rate
@@ -84,6 +86,15 @@ class ConvTorso(nn.Module):
                 name=f"conv_{i}",
             )(x)
         return x.reshape((x.shape[0], -1))
+
+
+def check_torso_fits(network: ml_collections.ConfigDict, observation_shape: Sequence[int]) -> None:
+    """One-line ValueError when the torso's convolutions leave no pixel of an (H, W, C)
+    observation (a conv stack made for larger screens, a smaller ``env.screen_size``)."""
+    if network.torso == "nature":
+        check_valid_convs_fit("the nature torso", observation_shape, NATURE_CONV_LAYERS)
+    elif network.torso == "conv":
+        check_valid_convs_fit("network.conv_layers", observation_shape, network.conv_layers)
 
 
 def build_network(network: ml_collections.ConfigDict, num_actions: int) -> QNetwork:

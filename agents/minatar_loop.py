@@ -44,7 +44,7 @@ from agents import configs, probes, sequence
 from agents.configs import frames_per_iteration, replay_capacity, validate_config
 from agents.driver import latest_return, open_run, shown_return, train_segments
 from agents.evaluation_matrix import evaluation_cells
-from agents.learner import Learner, make_learn_step, make_learner
+from agents.learner import Learner, check_torso_fits, make_learn_step, make_learner
 from agents.minatar_env import (
     CHANNELS,
     SCREEN,
@@ -750,6 +750,7 @@ def plan_run(config: ml_collections.ConfigDict) -> list[Segment]:
     the learning plan and schedule, the memory. A one-line ValueError otherwise (the launcher
     plans every run of a launch before the first starts)."""
     validate_config(config, "minatar")
+    check_torso_fits(config.network, (SCREEN, SCREEN))
     mesh = seed_mesh(config)  # a mesh that does not fit the devices or the seeds: one line
     segments = plan_segments(config, make_blocks(config))
     check_memory(config, segments, mesh)

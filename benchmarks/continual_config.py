@@ -272,6 +272,7 @@ def build_network(
             f"{tuple(input_shape)}; use network.name='mlp'"
         )
     if network.name == "cnn":
+        networks.check_pooled_convs_fit("network.channels", input_shape, len(network.channels))
         return networks.SmallCNN(
             channels=tuple(network.channels), dense_sizes=tuple(network.dense_sizes), **common
         )

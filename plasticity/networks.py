@@ -62,6 +62,43 @@ class MLP(nn.Module):
         return x
 
 
+# The Nature DQN torso's (features, kernel, stride) VALID convolutions.
+NATURE_CONV_LAYERS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+
+
+def check_valid_convs_fit(
+    field: str, input_shape: Sequence[int], layers: Sequence[Sequence[int]]
+) -> None:
+    """One-line ValueError when the VALID (features, kernel, stride) convolutions ``layers`` leave
+    no pixel of an (H, W, ...) input: a kernel wider than the map the layers before it leave (the
+    network could not be built: its flattened features would be empty). It names the smallest
+    square input the layers fit."""
+    height, width = (int(n) for n in input_shape[:2])
+    needed = 1
+    for _, kernel, stride in reversed(layers):
+        needed = (needed - 1) * int(stride) + int(kernel)
+    for i, (_, kernel, stride) in enumerate(layers):
+        if min(height, width) < kernel:
+            where = "" if i == 0 else f" meets a {height}×{width} map"
+            raise ValueError(
+                f"{field} needs an input of at least {needed}×{needed}, got "
+                f"{input_shape[0]}×{input_shape[1]} (layer {i}'s {kernel}×{kernel} kernel{where})"
+            )
+        height, width = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+
+
+def check_pooled_convs_fit(field: str, input_shape: Sequence[int], num_layers: int) -> None:
+    """One-line ValueError when `SmallCNN`'s ``num_layers`` conv + 2×2 max-pool layers halve an
+    (H, W, ...) input below one pixel."""
+    smallest = min(int(n) for n in input_shape[:2])
+    fit = max(smallest.bit_length() - 1, 0)  # halvings that leave at least one pixel
+    if num_layers > fit:
+        raise ValueError(
+            f"{field}: {num_layers} conv + 2×2 max-pool layers halve the "
+            f"{input_shape[0]}×{input_shape[1]} input below one pixel; at most {fit} fit"
+        )
+
+
 class NatureTorso(nn.Module):
     """The convolutional torso of Mnih et al. (2015): conv 32 8×8/4, 64 4×4/2, 64 3×3/1, flatten.
 
@@ -75,8 +112,7 @@ class NatureTorso(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = False) -> jax.Array:
         x = _as_float_image(x)
-        specs = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
-        for i, (features, kernel, stride) in enumerate(specs):
+        for i, (features, kernel, stride) in enumerate(NATURE_CONV_LAYERS):
             x = NormedLayer(
                 features,
                 self.norm,

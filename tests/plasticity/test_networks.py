@@ -320,6 +320,47 @@ def test_a_convolutional_network_given_flat_inputs_says_so_in_one_line(model):
         model.init(jax.random.key(0), jnp.zeros((2, 784)))
 
 
+def features_left(model: nn.Module, size: int) -> int:
+    """Features a network's last layer sees from one size×size×4 image; 0 where it cannot be
+    built at all (a kernel wider than its map, an empty flatten)."""
+    try:
+        out = jax.eval_shape(
+            model.init_with_output, jax.random.key(0), jnp.zeros((1, size, size, 4))
+        )
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 0
+    return int(np.prod(out[0].shape[1:]))
+
+
+def test_the_fit_checks_refuse_exactly_the_inputs_the_convolutions_cannot_take():
+    """`check_valid_convs_fit` and `check_pooled_convs_fit` refuse an input size exactly where
+    the network would leave no feature (as building it finds out, with a traceback), and the
+    smallest size they name is the first one that builds."""
+    nature = networks.NatureTorso()
+    for size in range(30, 40):
+        builds = features_left(nature, size) > 0
+        try:
+            networks.check_valid_convs_fit("nature", (size, size), networks.NATURE_CONV_LAYERS)
+            refused = False
+        except ValueError as error:
+            refused = True
+            assert str(error).startswith(f"nature needs an input of at least 36×36, got {size}×")
+        assert refused == (not builds) == (size < 36), size
+    for num_layers in range(1, 5):
+        cnn = networks.SmallCNN(channels=(2,) * num_layers, dense_sizes=(), num_outputs=0)
+        for size in (1, 2, 3, 4, 7, 8, 9, 16):
+            builds = features_left(cnn, size) > 0
+            try:
+                networks.check_pooled_convs_fit("channels", (size, size, 4), num_layers)
+                refused = False
+            except ValueError as error:
+                refused = True
+                assert f"{num_layers} conv + 2×2 max-pool layers halve the {size}×{size}" in str(
+                    error
+                )
+            assert refused == (not builds), (num_layers, size)
+
+
 def test_the_effective_learning_rate_exponent_is_the_measured_one():
     """`effective_lr.optimizer_exponent` is the p with which one step turns a scale-invariant
     kernel by an angle proportional to η/‖W‖^p: measured on a kernel feeding a layer norm, from

@@ -390,12 +390,21 @@ UNBUILDABLE = {
             ),
             "intervention 'redo' has no option 'taux': it takes tau, norm_recycling",
         ),
+        (
+            ("--config.network.name=cnn", "--config.network.channels=(4,4,4,4,4,4)"),
+            "network.channels: 6 conv + 2×2 max-pool layers halve the 8×8 input below one pixel;"
+            " at most 3 fit",
+        ),
     ],
     "train_minatar": [
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.network.hidden_sizes=(16.5,)", "network.hidden_sizes must be a sequence of"),
         ("--config.network.conv_layers=(4,3,2)", "network.conv_layers must be (features, kernel"),
         ("--config.network.conv_layers=((4,3,0),)", "network.conv_layers must be a sequence of"),
+        (
+            "--config.network.conv_layers=((4,12,1),)",
+            "network.conv_layers needs an input of at least 12×12, got 10×10 (layer 0's 12×12",
+        ),
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
         ("--config.diagnostics.names=('bogus',)", "Unknown diagnostics ['bogus']"),
         ("--config.diagnostics.batch_size=0", "diagnostics.batch_size must be >= 1, got 0"),
@@ -454,6 +463,15 @@ UNBUILDABLE = {
             "ReDo threshold tau must be >= 0, got -1.",
         ),
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
+        (
+            "--config.env.screen_size=16",
+            "network.conv_layers needs an input of at least 20×20, got 16×16 (layer 1's 4×4 kernel"
+            " meets a 3×3 map)",
+        ),
+        (
+            ("--config.network.torso=nature", "--config.env.screen_size=10"),
+            "the nature torso needs an input of at least 36×36, got 10×10",
+        ),
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
         ("--config.optimizer.name=foo", "unknown optimizer 'foo'; known: sgd, momentum, adam"),
         ("--experiment=benchmarks/configs/minatar_sequence.py:smoke", "is not an Atari config"),
