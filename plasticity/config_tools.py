@@ -228,6 +228,11 @@ def load_config_file(spec: str, flag: str = "--experiment") -> ml_collections.Co
     except Exception as error:  # noqa: BLE001 - any failure of a user's file is bad input
         reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         raise ValueError(f"{flag}={spec}: get_config failed: {reason}")
+    if config is not None and not isinstance(config, (ml_collections.ConfigDict, Mapping)):
+        raise ValueError(
+            f"{flag}={spec}: get_config of {path} returned a {type(config).__name__}, not a "
+            "config (an ml_collections.ConfigDict or a dict)"
+        )
     if not isinstance(config, ml_collections.ConfigDict):
         config = ml_collections.ConfigDict(config)
     return config

@@ -83,6 +83,21 @@ def test_a_users_get_config_with_or_without_an_argument_and_its_failures(tmp_pat
     silent.write_text("def get_config(arg):\n    assert arg\n")
     with pytest.raises(ValueError, match=r"get_config failed: AssertionError$"):
         config_tools.load_config_file(str(silent))
+    for returned, kind in (("5", "int"), ("[('lr', 0.1)]", "list")):
+        odd = tmp_path / f"returns_{kind}.py"
+        odd.write_text(f"def get_config():\n    return {returned}\n")
+        with pytest.raises(ValueError) as raised:
+            config_tools.load_config_file(str(odd))
+        assert str(raised.value) == (
+            f"--experiment={odd}: get_config of {odd} returned a {kind}, not a config (an "
+            "ml_collections.ConfigDict or a dict)"
+        )
+    frozen = tmp_path / "frozen.py"
+    frozen.write_text(
+        "import ml_collections\ndef get_config():\n"
+        "    return ml_collections.FrozenConfigDict({'lr': 0.1})\n"
+    )
+    assert config_tools.load_config_file(str(frozen)).to_dict() == {"lr": 0.1}
     (tmp_path / "constant.py").write_text("get_config = {'lr': 0.1}\n")
     with pytest.raises(ValueError, match="defines no get_config function"):
         config_tools.load_config_file(str(tmp_path / "constant.py"))
