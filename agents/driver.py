@@ -33,7 +33,7 @@ from agents import evaluation_matrix
 from agents.probes import syncs_target
 from agents.sequence import Segment, first_block_reference_rows
 from plasticity.run import Run, RunResult
-from plasticity.workdir import read_metrics
+from plasticity.workdir import SWEEP_FIELDS, read_metrics
 
 
 class Loop(Protocol):
@@ -237,7 +237,9 @@ def open_run(
     schedule and whether its intervention syncs the target recorded (``defaults``: the agent's
     preset, for configs written before a field existed; a work dir from before
     ``intervention.sync_target`` resumes only where it is off, as its runs had it), and a note
-    when the budget would take more than a day."""
+    when the budget would take more than a day. A variant's run has its own work dir, so the
+    sweep's other variants and their order (`plasticity.workdir.SWEEP_FIELDS`, recorded for the
+    report's order) may change at a relaunch: one arm resumed alone, arms reordered or added."""
     blocks = segments[0].blocks
     recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
     recorded["intervention"]["sync_target"] = syncs_target(config.intervention)  # as it runs
@@ -251,7 +253,7 @@ def open_run(
         total=total_frames(segments),
         unit="frame",
         x_key="frames",
-        resume_free=resume_free,
+        resume_free=(*resume_free, *SWEEP_FIELDS),
         keep_checkpoints=int(config.keep_checkpoints),
         show_progress=True if show_progress is None else show_progress,
         should_stop=should_stop,

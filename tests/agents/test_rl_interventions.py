@@ -292,3 +292,27 @@ def test_a_work_dir_from_before_target_syncs_resumes_only_without_them(tmp_path)
         minatar_loop.train(config, str(tmp_path), show_progress=False)
     config.intervention.sync_target = False
     assert minatar_loop.train(config, str(tmp_path), show_progress=False).completed
+
+
+def test_a_variants_work_dir_resumes_alone_or_beside_other_arms(tmp_path):
+    """An RL variant's work dir holds that variant alone: relaunched alone, reordered or beside
+    an arm added since, it resumes (the sweep's other definitions and order change nothing it
+    trains), while a change to its own fields is still refused."""
+    base = tiny_minatar(num_seeds=1)
+    base.variants = ml_collections.ConfigDict(
+        {"baseline": {}, "redo": {"intervention": {"name": "redo", "every_frames": 256}}}
+    )
+    base.variant_order = ("baseline", "redo")
+    (path, first), _ = configs.expand_runs(base, "minatar", str(tmp_path))
+    assert not minatar_loop.train(
+        first, path, show_progress=False, stop_after_checkpoints=1
+    ).completed
+    later = ml_collections.ConfigDict(base.to_dict())
+    later.variants.wider = {"network": {"hidden_sizes": (32,)}}
+    later.variant_order = ("wider", "baseline")
+    ((_, wider), (again_path, again)) = configs.expand_runs(later, "minatar", str(tmp_path))
+    assert again_path == path
+    with pytest.raises(ValueError, match=r"different config \(fields: network.hidden_sizes\)"):
+        minatar_loop.train(wider, path, show_progress=False)
+    resumed = minatar_loop.train(again, path, show_progress=False)
+    assert resumed.completed and resumed.resumed_from > 0
