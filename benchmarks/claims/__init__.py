@@ -18,7 +18,10 @@ on a config that cannot run; ``--dry_run`` calls it) and ``run(workdir, scale, s
 run_options, data_dir) -> ClaimResult`` (`run_options`: the launch's progress bar, stop request
 and early stop, `plasticity.launch.Launch.run_options`; a run that stops early raises
 `base.ClaimStopped`; `data_dir`: where the paper scale's CIFAR-10 or MNIST files are; the cpu and
-smoke scales train on the digits scikit-learn ships, or on MinAtar). `run_claims` runs
+smoke scales train on the digits scikit-learn ships, or on MinAtar); ``TRAINS_FIRST``, where a
+claim trains another claim's runs first, names that claim. Each claim directory records the scale
+and seeds it holds (``claim.json``), so that a command asking for others is refused before any
+claim trains. `run_claims` runs
 one or all of them and `summary_text` prints their table (`benchmarks.claims.base`).
 """
 
@@ -64,6 +67,13 @@ def chosen(claim: str) -> tuple[str, ...]:
         return NAMES
     module(claim)
     return (claim,)
+
+
+def claim_dirs(name: str, root: Path) -> list[Path]:
+    """The claim directories claim `name` trains into: its own and those of the claims whose
+    runs it trains first (its module's ``TRAINS_FIRST``, e.g. (c) trains (a)'s sweep)."""
+    first = getattr(module(name), "TRAINS_FIRST", ())
+    return [root / name, *(root / other for other in first)]
 
 
 def write_configs(
@@ -130,12 +140,17 @@ def run_claims(
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     root = Path(workdir)
+    for name in () if dry_run else names:  # before any claim trains
+        for directory in claim_dirs(name, root):
+            base.check_claim_dir(directory, scale, seeds)
     results = []
     for name in names:
         if dry_run:
             for path in write_configs(name, root / name, scale, seeds, data_dir):
                 print(f"{name}: {path}")
             continue
+        for directory in claim_dirs(name, root):
+            base.mark_claim_dir(directory, scale, seeds)
         result = module(name).run(root / name, scale, seeds, run_options, data_dir)
         base.write_result(result, root / name)
         print(base.table_lines([result])[-len(result.rows) :][0], flush=True)

@@ -27,6 +27,7 @@ from plasticity import analysis
 SCALES = ("smoke", "cpu", "paper")
 RESULT_FILE = "result.json"
 TABLE_FILE = "table.md"
+CLAIM_FILE = "claim.json"  # the scale and seeds a claim's directory holds, written as it starts
 
 
 @dataclasses.dataclass
@@ -183,6 +184,38 @@ def write_result(result: ClaimResult, directory: Path) -> None:
         text += ["", result.notes]
     text += ["", *(f"![{Path(f).stem}]({Path(f).name})" for f in result.figures)]
     (directory / TABLE_FILE).write_text("\n".join(text) + "\n")
+
+
+def claim_settings(directory: Path) -> tuple[Any, Any] | None:
+    """(scale, seeds) of the claim `directory` holds: its ``claim.json``, else the
+    ``result.json`` of a claim finished before claim.json was written; None for neither."""
+    for name in (CLAIM_FILE, RESULT_FILE):
+        try:
+            stored = json.loads((directory / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(stored, dict):
+            return stored.get("scale"), stored.get("seeds")
+    return None
+
+
+def check_claim_dir(directory: Path, scale: str, seeds: int) -> None:
+    """One-line ValueError when `directory` holds a claim at another scale or seed count: its
+    runs would refuse the relaunch only when reached, after the claims before it trained."""
+    held = claim_settings(directory)
+    if held is not None and held != (scale, seeds):
+        raise ValueError(
+            f"{directory} holds the claim at --scale={held[0]} --seeds={held[1]}, not "
+            f"--scale={scale} --seeds={seeds}; relaunch with those flags to resume it, or use "
+            "another --workdir"
+        )
+
+
+def mark_claim_dir(directory: Path, scale: str, seeds: int) -> None:
+    """Writes ``claim.json`` (the scale and seeds) into `directory` as its claim starts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = {"scale": scale, "seeds": seeds}
+    (directory / CLAIM_FILE).write_text(json.dumps(settings) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ NAME = "effective_lr"
 SUMMARY = "NaP holds per-layer effective LRs, LN decays them; LN's schedule replayed on NaP ≈ LN"
 REPLAY = "layernorm_nap_replay"
 WINDOW = label_reset.WINDOW
+TRAINS_FIRST = (label_reset.NAME,)  # its sweep: `benchmarks.claims.claim_dirs`
 
 
 def replay_config(scale: str, seed: int) -> ml_collections.ConfigDict:

@@ -93,6 +93,8 @@ def test_replay_claim_trains_claim_a_first_then_a_reevaluates(tmp_path, capsys):
     )
     assert not (tmp_path / "effective_lr" / base.RESULT_FILE).exists()
     assert not (tmp_path / "effective_lr" / "replay_seed_0").exists()
+    for name in ("effective_lr", "label_reset"):  # (c) trains (a)'s sweep: both are (smoke, 2)
+        assert base.claim_settings(tmp_path / name) == ("smoke", 2)
     status, output = _reproduce(tmp_path, "effective_lr")
     assert status == 0, output[-2000:]
     assert "| effective_lr |" in output
@@ -124,6 +126,25 @@ def test_a_stop_request_ends_the_claim_after_a_checkpoint(tmp_path):
     assert result.workdir == tmp_path / "label_reset" / "sweep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["label_reset"]
     assert not (tmp_path / "label_reset" / base.RESULT_FILE).exists()
+
+
+def test_a_claim_held_at_other_settings_is_refused_before_any_claim_trains(tmp_path):
+    """`all` checks every claim directory before the first claim trains: one holding a claim at
+    another seed count (its claim.json, or the result.json of a finished claim) is one line,
+    and nothing is written; (c) checks the sweep of (a) it trains first."""
+    base.mark_claim_dir(tmp_path / "dormant_grid", "smoke", 2)
+    with pytest.raises(ValueError) as refused:
+        claims.run_claims("all", tmp_path, scale="smoke", seeds=3)
+    assert str(refused.value) == (
+        f"{tmp_path / 'dormant_grid'} holds the claim at --scale=smoke --seeds=2, not "
+        "--scale=smoke --seeds=3; relaunch with those flags to resume it, or use another --workdir"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dormant_grid"]
+    (tmp_path / "label_reset").mkdir()
+    (tmp_path / "label_reset" / base.RESULT_FILE).write_text('{"scale": "cpu", "seeds": 3}')
+    with pytest.raises(ValueError, match=r"label_reset holds the claim at --scale=cpu --seeds=3"):
+        claims.run_claims("effective_lr", tmp_path, scale="smoke", seeds=3)
+    assert not (tmp_path / "effective_lr").exists()
 
 
 def test_paper_scale_configs_are_written_and_checked(tmp_path, capsys):
