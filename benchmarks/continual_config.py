@@ -177,9 +177,7 @@ def variant_configs(
 def grid_points(config: ml_collections.ConfigDict) -> list[dict[str, float]]:
     """Every point of the hyper-parameter grid (Cartesian product of the non-empty axes), each a
     dict with all of GRID_KEYS (axes not swept take the optimizer config's value)."""
-    axes = {
-        key: tuple(float(v) for v in config.grid[key]) for key in GRID_KEYS if config.grid.get(key)
-    }
+    axes = {key: grid_axis(config, key) for key in GRID_KEYS if config.grid.get(key)}
     for key, values in axes.items():
         if any(not math.isfinite(v) or v < 0 for v in values) or (
             key == "learning_rate" and any(v <= 0 for v in values)
@@ -187,8 +185,22 @@ def grid_points(config: ml_collections.ConfigDict) -> list[dict[str, float]]:
             raise ValueError(
                 f"grid.{key} values must be finite and >= 0 (learning rates > 0), got {values}"
             )
+        if len(set(values)) != len(values):
+            raise ValueError(
+                f"grid.{key} lists a value twice, got {values}: each point would train twice"
+            )
     fixed = {key: float(config.optimizer[key]) for key in GRID_KEYS}
     return [{**fixed, **dict(zip(axes, combo))} for combo in itertools.product(*axes.values())]
+
+
+def grid_axis(config: ml_collections.ConfigDict, key: str) -> tuple[float, ...]:
+    """The values of ``grid.<key>`` as floats; a one-line ValueError naming the field for a
+    value that is no number."""
+    values = config.grid[key]
+    try:
+        return tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"grid.{key} must be a sequence of numbers, got {values!r}") from None
 
 
 def swept_keys(config: ml_collections.ConfigDict) -> tuple[str, ...]:

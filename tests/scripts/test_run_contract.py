@@ -395,6 +395,11 @@ UNBUILDABLE = {
             "network.channels: 6 conv + 2×2 max-pool layers halve the 8×8 input below one pixel;"
             " at most 3 fit",
         ),
+        ("--config.grid.l2=(1e-4,1e-4)", "grid.l2 lists a value twice, got (0.0001, 0.0001)"),
+        (
+            "--config.grid.weight_decay=('a',)",
+            "grid.weight_decay must be a sequence of numbers, got ('a',)",
+        ),
     ],
     "train_minatar": [
         ("--config.network.hidden_sizes=(0,)", "network.hidden_sizes must be a sequence of"),
