@@ -653,6 +653,7 @@ def build_config(
         config = get_config(agent or "rainbow", family)
     if "agent" in overrides:
         raise ValueError("choose the agent with --agent, not --config.agent")
+    config_tools.check_each_field_given_once(NAMED_FLAGS, named, overrides)
     notes = config_tools.apply_overrides(config, overrides)
     values = {NAMED_FLAGS[name]: value for name, value in named.items() if name in NAMED_FLAGS}
     if values.get("games") is not None:

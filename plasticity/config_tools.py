@@ -366,6 +366,20 @@ def resolve_variants(
     return resolved
 
 
+def check_each_field_given_once(
+    named_flags: Mapping[str, str], named: Mapping[str, Any], overrides: Mapping[str, str]
+) -> None:
+    """One-line ValueError when a named flag (``--norm``: ``named_flags`` maps it to its field)
+    and a ``--config.*`` override set the same field (or one inside it): one would silently
+    win over the other."""
+    for flag, field in named_flags.items():
+        if named.get(flag) is None:
+            continue
+        both = [key for key in overrides if key == field or key.startswith(field + ".")]
+        if both:
+            raise ValueError(f"--{flag} and --config.{both[0]} both set {field}; give it once")
+
+
 def force_fields(
     config: ml_collections.ConfigDict, values: Mapping[str, Any], skip_none: bool = True
 ) -> list[str]:

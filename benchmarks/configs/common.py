@@ -47,6 +47,7 @@ def build_config(
     """The continual launcher's config: the ``--experiment`` file's (or `default_config`), then
     ``--config.*`` overrides, then the named flags (both win over every variant's own values: one
     line each in ``replaced``, `plasticity.config_tools.force_fields`)."""
+    config_tools.check_each_field_given_once(NAMED_FLAGS, named, overrides)
     if experiment:
         config = config_tools.load_config_file(experiment)
         config_tools.check_config_kind(

@@ -396,6 +396,7 @@ UNBUILDABLE = {
             " at most 3 fit",
         ),
         ("--config.grid.l2=(1e-4,1e-4)", "grid.l2 lists a value twice, got (0.0001, 0.0001)"),
+        (("--seed=3", "--config.seed=4"), "--seed and --config.seed both set seed; give it once"),
         (
             "--config.grid.weight_decay=('a',)",
             "grid.weight_decay must be a sequence of numbers, got ('a',)",
@@ -406,6 +407,10 @@ UNBUILDABLE = {
         ("--config.network.hidden_sizes=(16.5,)", "network.hidden_sizes must be a sequence of"),
         ("--config.network.conv_layers=(4,3,2)", "network.conv_layers must be (features, kernel"),
         ("--config.network.conv_layers=((4,3,0),)", "network.conv_layers must be a sequence of"),
+        (
+            ("--norm=layernorm", "--config.network.norm=rmsnorm"),
+            "--norm and --config.network.norm both set network.norm; give it once",
+        ),
         (
             "--config.network.conv_layers=((4,12,1),)",
             "network.conv_layers needs an input of at least 12×12, got 10×10 (layer 0's 12×12",
@@ -468,6 +473,10 @@ UNBUILDABLE = {
             "ReDo threshold tau must be >= 0, got -1.",
         ),
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
+        (
+            ("--config.switch.flush_replay=true", "--noflush_replay_at_switch"),
+            "--flush_replay_at_switch and --config.switch.flush_replay both set switch.flush_replay",
+        ),
         (
             "--config.env.screen_size=16",
             "network.conv_layers needs an input of at least 20×20, got 16×16 (layer 1's 4×4 kernel"
