@@ -239,7 +239,9 @@ def open_run(
     ``intervention.sync_target`` resumes only where it is off, as its runs had it), and a note
     when the budget would take more than a day. A variant's run has its own work dir, so the
     sweep's other variants and their order (`plasticity.workdir.SWEEP_FIELDS`, recorded for the
-    report's order) may change at a relaunch: one arm resumed alone, arms reordered or added."""
+    report's order) may change at a relaunch: one arm resumed alone, arms reordered or added.
+    So may ``games`` as typed ('Pong', 'pong'): the recorded schedule names each block's game
+    canonically, so another game or order is still refused."""
     blocks = segments[0].blocks
     recorded = {**config.to_dict(), "schedule": [dataclasses.asdict(block) for block in blocks]}
     recorded["intervention"]["sync_target"] = syncs_target(config.intervention)  # as it runs
@@ -253,7 +255,7 @@ def open_run(
         total=total_frames(segments),
         unit="frame",
         x_key="frames",
-        resume_free=(*resume_free, *SWEEP_FIELDS),
+        resume_free=(*resume_free, *SWEEP_FIELDS, "games"),
         keep_checkpoints=int(config.keep_checkpoints),
         show_progress=True if show_progress is None else show_progress,
         should_stop=should_stop,

@@ -297,8 +297,10 @@ def test_a_work_dir_from_before_target_syncs_resumes_only_without_them(tmp_path)
 def test_a_variants_work_dir_resumes_alone_or_beside_other_arms(tmp_path):
     """An RL variant's work dir holds that variant alone: relaunched alone, reordered or beside
     an arm added since, it resumes (the sweep's other definitions and order change nothing it
-    trains), while a change to its own fields is still refused."""
+    trains), and so it does with its games spelled another way (the recorded schedule names
+    them canonically), while a change to its own fields is still refused."""
     base = tiny_minatar(num_seeds=1)
+    base.games = tuple(game.upper() for game in base.games)
     base.variants = ml_collections.ConfigDict(
         {"baseline": {}, "redo": {"intervention": {"name": "redo", "every_frames": 256}}}
     )
@@ -310,9 +312,14 @@ def test_a_variants_work_dir_resumes_alone_or_beside_other_arms(tmp_path):
     later = ml_collections.ConfigDict(base.to_dict())
     later.variants.wider = {"network": {"hidden_sizes": (32,)}}
     later.variant_order = ("wider", "baseline")
+    later.games = tuple(game.lower() for game in base.games)
     ((_, wider), (again_path, again)) = configs.expand_runs(later, "minatar", str(tmp_path))
     assert again_path == path
     with pytest.raises(ValueError, match=r"different config \(fields: network.hidden_sizes\)"):
         minatar_loop.train(wider, path, show_progress=False)
+    other_game = ml_collections.ConfigDict(again.to_dict())
+    other_game.games = ("asterix",) * len(base.games)
+    with pytest.raises(ValueError, match=r"different config \(fields: schedule"):
+        minatar_loop.train(other_game, path, show_progress=False)
     resumed = minatar_loop.train(again, path, show_progress=False)
     assert resumed.completed and resumed.resumed_from > 0
