@@ -259,6 +259,23 @@ def test_an_interrupted_run_resumes_bit_identical(full_run, resumed_run):
     assert len(resumes) == 1 and resumes[0]["frames"] == 3 * 256
 
 
+def test_a_run_stopped_as_its_sequence_ends_trains_the_references_from_fresh_networks(
+    tmp_path, full_run
+):
+    """Stopped right after the sequence's last checkpoint, which holds the sequence's final
+    networks, the relaunch starts the fresh references from the seeds' initial networks, as the
+    uninterrupted run does: every row after it equals that run's."""
+    full_path, _ = full_run
+    sequence_checkpoints = len(GAMES) * 2 * FRAMES // tiny().checkpoint_every_frames
+    first = train(tiny(), str(tmp_path), stop_after_checkpoints=sequence_checkpoints)
+    assert first.stopped and first.done == len(GAMES) * 2 * FRAMES
+    assert train(tiny(), str(tmp_path)).completed
+    rows = workdir_lib.read_metrics(tmp_path)
+    assert [r["run_frames"] for r in rows if r["event"] == "resume"] == [first.done]
+    assert any(r["event"] == "eval_fresh" and "from_sequence_block" not in r for r in rows)
+    assert stable(rows) == stable(workdir_lib.read_metrics(full_path))
+
+
 def test_vmapped_seeds_are_separate_runs(full_run):
     """Seed 1 batched with seed 0 (second lane) and with seed 2 (first lane): the same run."""
     _, batched = full_run
