@@ -232,6 +232,7 @@ def open_run(
     independent: bool = False,
     label: str | None = None,
     defaults: Mapping[str, Any] | None = None,
+    layout: str | None = None,
 ) -> Run:
     """The harness of an RL run (`plasticity.run.Run`): counted in frames, the config with its
     schedule and whether its intervention syncs the target recorded (``defaults``: the agent's
@@ -264,6 +265,7 @@ def open_run(
         independent=independent,
         label=label,
         defaults=defaults,
+        layout=layout,
         tag_prefix=tensorboard_prefix,
         budget_hint=(
             f"lower --frames_per_game (now {config.frames_per_game:,}) or --cycles (now "

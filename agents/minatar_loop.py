@@ -779,6 +779,7 @@ def train(
     """
     segments = plan_run(config)
     seeds = np.arange(config.num_seeds, dtype=np.int32) + int(config.seed)
+    mesh = seed_mesh(config)
     harness = open_run(
         name,
         workdir,
@@ -791,6 +792,7 @@ def train(
         signal_name=signal_name,
         label=label,
         defaults=configs.get_config(config.agent, "minatar").to_dict(),
+        layout=f"mesh {mesh_lib.format_mesh(mesh)}" if mesh is not None else "one device",
     )
     with harness as run:
         return train_segments(run, segments, MinAtarLoop(segments, seeds), chunk_frames(config))

@@ -380,6 +380,7 @@ def run_experiment(
         signal_name=signal_name,
         budget_hint="lower --config.task.num_tasks or --config.task.steps_per_task for a shorter run",
         defaults=recorded_defaults(),
+        layout=f"mesh {mesh_lib.format_mesh(mesh)}",
     )
     harness.budget_after = min(t.steps_per_task for _, t in plan.variants)
     for variant_name, trainer in plan.variants:

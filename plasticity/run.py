@@ -311,6 +311,9 @@ class Run:
       independent: this process runs this run alone in a multi-process job (writes its work dir,
         saves its checkpoints and shows its progress by itself); by default process 0 writes and
         every process takes part in the saves.
+      layout: how the run is laid out over devices ('mesh seed:2'), kept in every checkpoint: a
+        resume on another layout says that its rows agree with an uninterrupted run's to float
+        rounding, not bit for bit (the compiled programs differ).
     """
 
     def __init__(
@@ -336,8 +339,10 @@ class Run:
         independent: bool = False,
         label: str | None = None,
         defaults: Mapping[str, Any] | None = None,
+        layout: str | None = None,
     ):
         self.name = name
+        self.layout = layout
         self.label = label
         self.independent = independent
         self.path = Path(workdir) if workdir is not None else None
@@ -523,6 +528,13 @@ class Run:
             self.done = self.last_saved_done = int(metadata["done"])
             self.result.resumed_from = self.result.done = self.done
             self._say(f"resuming from {self.unit} {self.done:,} (checkpoint {step})")
+            saved_on = metadata.get("layout")
+            if self.layout is not None and saved_on is not None and saved_on != self.layout:
+                self._say(
+                    f"note: the checkpoint was written on {saved_on}, this launch runs on "
+                    f"{self.layout}: the rows from here agree with an uninterrupted run's to "
+                    "float rounding, not bit for bit"
+                )
             # Its x as the rows around it count it (a segment's, a variant's), and the run's.
             row = {"event": "resume", self.x_key: self.done}
             row.update({**(resume_row(metadata) if resume_row else {}), "checkpoint": step})
@@ -614,6 +626,7 @@ class Run:
             "done": self.done,
             "finished": bool(finished),
             "metrics_size": self.workdir.metrics_size(),
+            **({"layout": self.layout} if self.layout is not None else {}),
         }
         with self.phase("saving a checkpoint"):
             tree = saveable(tree)

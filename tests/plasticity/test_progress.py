@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from plasticity import progress as progress_lib
@@ -276,3 +277,35 @@ def test_a_status_line_never_reaches_past_its_room():
     parts = ["ETA 01:02", "2,009 frames/s", "game=space_invaders (1/1)", "502 updates/s"]
     for room in range(80):
         assert len(progress_lib._fitting(parts, room)) <= room, room
+
+
+def test_a_resume_on_another_device_layout_says_its_rows_agree_to_float_rounding(tmp_path, capsys):
+    """The layout a checkpoint was written on is kept in it: a resume on another one says that
+    the rows from there agree with an uninterrupted run's to float rounding only; a resume on
+    the same layout says nothing more than where it resumes."""
+
+    def launch(layout: str) -> run_lib.Run:
+        return run_lib.Run(
+            "train_x", str(tmp_path), {}, total=10, unit="step", x_key="step",
+            show_progress=False, layout=layout,
+        )  # fmt: skip
+
+    template = lambda meta: {"w": np.zeros(2, np.float32)}  # noqa: E731
+    with launch("mesh seed:2") as run:
+        run.restore(template)
+        run.save(template({}), {}, done=5)
+    capsys.readouterr()
+    for layout, noted in (("mesh seed:2", False), ("one device", True)):
+        with launch(layout) as run:
+            assert run.restore(template).done == 5
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[0].endswith("resuming from step 5 (checkpoint 5)")
+        assert lines[1:] == (
+            [
+                "train_x: note: the checkpoint was written on mesh seed:2, this launch runs on one "
+                "device: the rows from here agree with an uninterrupted run's to float rounding, "
+                "not bit for bit"
+            ]
+            if noted
+            else []
+        )
