@@ -359,6 +359,32 @@ def test_well_known_reference_scores():
     assert atari_scores.reference_scores("Seaquest") == (68.4, 42054.7)
 
 
+def test_reference_scores_are_dqn_zoos_table_at_its_negative_and_extreme_entries():
+    """Spot checks against DQN Zoo's ``atari_data.py`` (van Hasselt et al. 2016's table) where a
+    typo hides best: negative scores, the widest and the narrowest ranges, the first and last
+    games, and Video Pinball's random score that other tables replace."""
+    published = {
+        "alien": (227.8, 7127.7),
+        "atlantis": (12850.0, 29028.1),
+        "double_dunk": (-18.6, -16.4),
+        "ice_hockey": (-11.2, 0.9),
+        "private_eye": (24.9, 69571.3),
+        "skiing": (-17098.1, -4336.9),
+        "surround": (-10.0, 6.5),
+        "tennis": (-23.8, -8.3),
+        "video_pinball": (16256.9, 17667.9),
+        "zaxxon": (32.5, 9173.3),
+    }
+    for game, (random, human) in published.items():
+        assert atari_scores.reference_scores(game) == (random, human), game
+
+
+def test_the_median_averages_each_games_runs_before_taking_the_median_over_games():
+    """Runs (rows) of one game scoring 0, 0 and 3 average to 1.0, the median of that one game;
+    the median of the pooled run scores, or of each run's mean over games, is 0.0."""
+    assert atari_scores.median(np.array([[0.0], [0.0], [3.0]])) == 1.0
+
+
 def test_human_and_random_scores_normalize_to_one_and_zero():
     for game in atari_scores.ATARI_57_GAMES:
         random, human = atari_scores.reference_scores(game)

@@ -13,8 +13,9 @@ import pytest
 from flax import traverse_util
 
 from agents import configs
-from agents.learner import make_learner, make_replay, preprocess_observations
+from agents.learner import make_learn_step, make_learner, make_replay, preprocess_observations
 from agents.replay import replay_add, replay_transitions
+from agents.sum_tree import sum_tree_leaves
 from plasticity.networks import parameter_count
 
 OBS_SPEC = jax.ShapeDtypeStruct((84, 84, 4), jnp.uint8)
@@ -391,3 +392,151 @@ def test_rainbow_without_noisy_nets_is_refused_only_when_its_epsilon_never_leave
             configs.validate_config(config)
     else:
         configs.validate_config(config)
+
+
+MINATAR_SPEC = jax.ShapeDtypeStruct((10, 10, 4), jnp.uint8)
+SMALL_MLP = dict(network__torso="mlp", network__mlp_sizes=(32,), network__hidden_sizes=(16,))
+
+
+def test_the_logged_q_statistics_and_a_huber_loss_of_delta_one_32nd_match_numpy():
+    """``aux``'s q_mean, q_taken_mean, q_max_mean and td_abs_mean are the batch means of
+    Q(o_tm1, ·), Q(o_tm1, a_tm1), max_a Q(o_tm1, a) and |TD error| (NumPy on the network's
+    Q-values); with ``learner.huber_delta = 1/32`` (DQN Zoo's DQN) every per-example loss is
+    0.5 td² for |td| ≤ δ and δ(|td| − δ/2) beyond, and the loss their weighted mean. Rewards are
+    set so that the TD errors straddle δ, both branches of the Huber loss being used."""
+    delta = 1.0 / 32.0
+    learner = make_learner(tiny("dqn", learner__huber_delta=delta, **SMALL_MLP), NUM_ACTIONS)
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.key(0), MINATAR_SPEC)
+    state = state.replace(
+        extra={"target_params": init_params(learner, 1)}  # a target unlike the online network
+    )
+    batch = random_minatar_batch(np.random.default_rng(6))
+    key = jax.random.key(3)
+    apply = jax.jit(learner.apply)
+    q_tm1 = np.asarray(apply(state.params, batch["obs_tm1"], key).q_values, np.float64)
+    q_t = np.asarray(apply(state.extra["target_params"], batch["obs_t"], key).q_values, np.float64)
+    rows, actions = np.arange(BATCH), np.asarray(batch["a_tm1"])
+    wanted = np.array([-0.5, -0.03, -0.01, 0.0, 0.02, 0.0312, 0.04, 2.0])
+    rewards = (wanted - 0.99 * q_t.max(1) + q_tm1[rows, actions]).astype(np.float32)
+    batch["r_t"] = jnp.asarray(rewards)
+    weights = np.random.default_rng(7).uniform(0.2, 1.0, BATCH).astype(np.float32)
+    _, aux = jax.jit(learner.update)(state, batch, jnp.asarray(weights), key)
+
+    td = rewards + 0.99 * q_t.max(1) - q_tm1[rows, actions]
+    np.testing.assert_allclose(td, wanted, atol=1e-5)
+    huber = np.where(np.abs(td) <= delta, 0.5 * td**2, delta * (np.abs(td) - 0.5 * delta))
+    # float32 Q-values of order 1 in two programs: they agree to a few ulps.
+    np.testing.assert_allclose(aux["per_example"]["td_errors"], td, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(aux["per_example"]["losses"], huber, rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(float(aux["loss"]), np.mean(weights * huber), rtol=1e-4)
+    expected = {
+        "q_mean": q_tm1.mean(),
+        "q_taken_mean": q_tm1[rows, actions].mean(),
+        "q_max_mean": q_tm1.max(1).mean(),
+        "td_abs_mean": np.abs(td).mean(),
+    }
+    for name, value in expected.items():
+        np.testing.assert_allclose(float(aux[name]), value, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def init_params(learner, seed: int):
+    """The online parameters ``learner.init`` draws for ``seed`` (MinAtar-shaped inputs)."""
+    return jax.jit(learner.init, static_argnums=1)(jax.random.key(seed), MINATAR_SPEC).params
+
+
+def test_noisy_acting_draws_noise_per_observation_unless_deterministic():
+    """256 copies of one observation at epsilon 0: with noise (the default) each copy has its
+    own noise sample, so the greedy actions differ; ``deterministic=True`` acts on the mean
+    weights, one action for all."""
+    config = tiny("rainbow", network__dueling=False, learner__double_q=False, **SMALL_MLP)
+    learner = make_learner(config, NUM_ACTIONS)
+    params = init_params(learner, 0)
+    obs = jnp.broadcast_to(
+        random_minatar_batch(np.random.default_rng(8))["obs_tm1"][0], (256, 10, 10, 4)
+    )
+    act = jax.jit(learner.act, static_argnums=4)
+    noisy = np.asarray(act(params, obs, jax.random.key(1), 0.0, False))
+    mean = np.asarray(act(params, obs, jax.random.key(1), 0.0, True))
+    assert np.unique(noisy).size > 1, np.bincount(noisy)
+    assert np.unique(mean).size == 1
+    greedy = np.asarray(learner.apply(params, obs[:1], jax.random.key(0), True).q_values).argmax()
+    assert mean[0] == greedy
+
+
+def test_the_double_q_selector_draws_noise_of_its_own_key():
+    """With noisy nets, an update's three network evaluations use the three keys its key splits
+    into: online at o_tm1, target at o_t, online selector at o_t. The TD errors equal NumPy's on
+    Q-values computed with those keys; a selector reusing the online or the target key selects
+    other actions on some rows (checked), so its TD errors would differ."""
+    config = tiny("rainbow", network__dueling=False, network__num_atoms=1, **SMALL_MLP)
+    learner = make_learner(config, NUM_ACTIONS)
+    assert config.learner.double_q and config.network.noisy
+    online, target = init_params(learner, 0), init_params(learner, 1)
+    batch = random_minatar_batch(np.random.default_rng(9))
+    key = jax.random.key(4)
+    _, (terms, _) = jax.jit(learner.loss)(online, target, batch, jnp.ones(BATCH), key)
+    online_key, target_key, selector_key = jax.random.split(key, 3)
+    apply = jax.jit(learner.apply)
+    q = lambda params, obs, k: np.asarray(apply(params, obs, k).q_values, np.float64)  # noqa: E731
+    q_tm1 = q(online, batch["obs_tm1"], online_key)
+    q_t_target = q(target, batch["obs_t"], target_key)
+    rows, actions = np.arange(BATCH), np.asarray(batch["a_tm1"])
+
+    def td(selector_key):
+        selected = q(online, batch["obs_t"], selector_key).argmax(1)
+        return np.asarray(batch["r_t"]) + 0.99 * q_t_target[rows, selected] - q_tm1[rows, actions]
+
+    expected = td(selector_key)
+    np.testing.assert_allclose(terms.td_errors, expected, rtol=1e-5, atol=1e-5)
+    for reused in (online_key, target_key):  # the mistakes this test must tell apart
+        assert np.abs(td(reused) - expected).max() > 1e-3
+
+
+def test_the_minatar_dqn_has_the_published_parameter_count():
+    """The MinAtar DQN (Young & Tian 2019): one VALID 3×3 convolution of 16 channels on the
+    10×10×C screen, a hidden layer of 128 and a linear output. For C = 4 (Breakout, Asterix) and
+    the full action set of 6: (3·3·4·16 + 16) + (8·8·16·128 + 128) + (128·6 + 6) = 592 +
+    131,200 + 774 = 132,566."""
+    from agents.minatar_env import CHANNELS, FULL_ACTION_SET  # noqa: PLC0415
+
+    spec = jax.ShapeDtypeStruct((10, 10, CHANNELS["breakout"]), jnp.bool_)
+    learner = make_learner(configs.get_config("dqn", "minatar"), len(FULL_ACTION_SET))
+    params = jax.eval_shape(learner.init, jax.random.key(0), spec).params
+    assert parameter_count(params) == 132_566
+    shapes = {"/".join(k): v.shape for k, v in traverse_util.flatten_dict(params).items()}
+    assert shapes["torso/conv_0/linear/kernel"] == (3, 3, 4, 16)
+    assert shapes["head/hidden_0/linear/kernel"] == (1024, 128)
+
+
+def test_a_prioritized_learn_step_stores_each_td_errors_magnitude_plus_epsilon():
+    """The priorities a prioritized learn step writes back are clip(|TD error|, 0, 100) + 1e-6
+    (DQN Zoo's priority_max and epsilon), bit for bit in float32: with TD errors of order 1 the
+    epsilon is several ulps, so a priority of |TD error| alone is told apart. The priority tree
+    holds them to the power α = 0.5 (to 1e-6 of a float64 reference)."""
+    config = tiny("dqn", replay__prioritized=True, replay__capacity=64, **SMALL_MLP)
+    learner = make_learner(config, NUM_ACTIONS)
+    replay = make_replay(config, (10, 10, 4), num_envs=1, stack=1)
+    rng = np.random.default_rng(10)
+    for t in range(24):
+        replay = add(
+            replay,
+            jnp.asarray(rng.integers(0, 2, (1, 10, 10, 4), dtype=np.uint8)),
+            jnp.asarray(rng.integers(0, NUM_ACTIONS, 1), jnp.int32),
+            jnp.asarray(rng.normal(size=1), jnp.float32),
+            jnp.ones(1),
+            jnp.array([t == 0]),
+            jnp.zeros(1, bool),
+        )
+    state = jax.jit(learner.init, static_argnums=1)(jax.random.key(0), MINATAR_SPEC)
+    learn_step = jax.jit(make_learn_step(learner, config))
+    _, after, aux = learn_step(state, replay, jax.random.key(1), jnp.float32(0.4))
+    td = np.asarray(aux["per_example"]["td_errors"])
+    expected = np.clip(np.abs(td), 0, 100).astype(np.float32) + np.float32(1e-6)
+    assert np.all(expected != np.abs(td)) and np.abs(td).max() < 100
+    np.testing.assert_array_equal(aux["per_example"]["priorities"], expected)
+    indices = np.asarray(aux["per_example"]["indices"])
+    last = [i for i, index in enumerate(indices) if index not in indices[i + 1 :]]
+    stored = np.asarray(after.priority).reshape(-1)[indices[last]]
+    np.testing.assert_array_equal(stored, expected[last])
+    leaves = np.asarray(sum_tree_leaves(after.priority_tree))[indices[last]]
+    np.testing.assert_allclose(leaves, np.sqrt(expected[last].astype(np.float64)), rtol=1e-6)

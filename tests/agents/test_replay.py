@@ -15,6 +15,7 @@ import pytest
 from agents.replay import (
     ReplayState,
     replay_add,
+    replay_end_episodes,
     replay_init,
     replay_memory_bytes,
     replay_num_valid,
@@ -634,3 +635,57 @@ def test_a_replay_started_mid_episode_samples_a_stack_once_its_frames_are_all_wr
     valid = reference_valid_mask(tl, STACK + MAX_N)
     assert valid.sum() == NUM_ENVS and valid.reshape(NUM_ENVS, SLOTS_PER_ENV)[:, STACK - 1].all()
     np.testing.assert_array_equal(np.asarray(sum_tree_leaves(state.valid_tree)) > 0, valid)
+
+
+def test_importance_weights_and_stored_priorities_are_exact(timeline, full_state):
+    """Priorities from 0.01 to 4, where an offset of 1e-6 is at least two float32 ulps: the replay
+    stores each raw priority bit for bit and its tree leaf is priority ** α (to 1e-6 of
+    float64), invalid slots 0; a prioritized sample's probabilities are leaf / total and its
+    importance weights (N P)^-β / max over the batch, both to 1e-6 of a float64 reference."""
+    valid = np.flatnonzero(reference_valid_mask(timeline, TOTAL_STEPS))
+    rng = np.random.default_rng(12)
+    priorities = np.exp(rng.uniform(np.log(0.01), np.log(4.0), valid.size)).astype(np.float32)
+    state = update_priorities(full_state, valid, priorities)
+    np.testing.assert_array_equal(np.asarray(state.priority).reshape(-1)[valid], priorities)
+    leaves = np.asarray(sum_tree_leaves(state.priority_tree)).astype(np.float64)
+    expected = np.zeros(CAPACITY)
+    expected[valid] = priorities.astype(np.float64) ** ALPHA
+    np.testing.assert_allclose(leaves, expected, rtol=1e-6, atol=0)
+    beta = 0.4
+    _, info = sample(state, jax.random.key(13), True, beta)
+    probabilities = leaves[np.asarray(info.indices)] / leaves.sum()
+    weights = (valid.size * probabilities) ** -beta
+    np.testing.assert_allclose(info.probabilities, probabilities, rtol=1e-6)
+    np.testing.assert_allclose(info.weights, weights / weights.max(), rtol=1e-6)
+    assert weights.min() < 0.5 * weights.max()  # the batch's weights are far from uniform
+
+
+def test_ending_the_episodes_gives_newly_valid_slots_their_priority_in_the_tree():
+    """`replay_end_episodes` marks each env's newest timestep last, so the slots whose n-step
+    window was still open become valid: their priority-tree leaves must become valid ·
+    priority ** α (here the max priority 9 they were added with: leaf 3), every other leaf
+    stays valid · priority ** α, and the tree is the one its leaves build."""
+    state = empty_replay()
+    frames = np.zeros((NUM_ENVS,) + FRAME_SHAPE, np.uint8)
+    ones, no = np.ones(NUM_ENVS, np.float32), np.zeros(NUM_ENVS, bool)
+    actions = np.zeros(NUM_ENVS, np.int32)
+    for t in range(12):  # one running episode per env
+        state = add(state, frames + t, actions, ones, ones, np.full(NUM_ENVS, t == 0), no)
+    valid_before = np.flatnonzero(np.asarray(sum_tree_leaves(state.valid_tree)) > 0)
+    raised = np.linspace(0.5, 9.0, valid_before.size).astype(np.float32)
+    state = update_priorities(state, valid_before, raised)
+    for t in range(12, 16):  # added at the max priority, 9
+        state = add(state, frames + t, actions, ones, ones, no, no)
+    before = np.asarray(sum_tree_leaves(state.valid_tree)) > 0
+    ended = jax.jit(replay_end_episodes)(state)
+    valid = np.asarray(sum_tree_leaves(ended.valid_tree)) > 0
+    newly_valid = np.flatnonzero(valid & ~before)
+    # The MAX_N - 1 slots before each env's newest one, whose windows reached past it (the
+    # newest is now last, so invalid).
+    np.testing.assert_array_equal(newly_valid % SLOTS_PER_ENV, [13, 14] * NUM_ENVS)
+    priority = np.asarray(ended.priority, np.float64).reshape(-1)
+    np.testing.assert_array_equal(priority[newly_valid], 9.0)
+    leaves = np.asarray(sum_tree_leaves(ended.priority_tree))
+    np.testing.assert_allclose(leaves, np.where(valid, priority**ALPHA, 0.0), rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(leaves[newly_valid], 3.0)
+    np.testing.assert_array_equal(ended.priority_tree.nodes, sum_tree_from_leaves(leaves).nodes)

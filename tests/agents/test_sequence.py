@@ -107,6 +107,7 @@ def whole_run(plan, key: str) -> np.ndarray:
         ((37, 11), 8, 32, 100, 1000, 1 / 16, True),
         ((40,), 3, 3, 1, 30, 1.0, False),
         ((5, 5, 30), 2, 2, 50, 64, 0.5, True),  # blocks shorter than the fill: no learning
+        ((10, 10), 2, 2, 20, 20, 0.5, False),  # learning starts with a full replay: 11 updates
     ],
 )
 def test_learning_plan_matches_the_host_counters(
@@ -515,3 +516,84 @@ def test_only_end_of_block_evaluations_enter_the_evaluation_matrix():
     summary = evaluation_matrix.evaluation_matrix_summary(blocks, rows)
     assert summary["return_mean"] == [[2.0, None], [None, None]]
     assert summary["visit_scores"] == {"a": {"visit_1": 2.0}}
+
+
+def test_exploration_decays_from_the_first_learning_frame_and_waits_for_a_refill():
+    """Epsilon stays at its begin value until the replay held ``learning_starts`` items before
+    the iteration (the first learning iteration f still explores fully), then decays over
+    learning frames, not frames played: at f + 1 it has decayed by one iteration's 2 frames of
+    256. After a flush, block 1 refills for f iterations at the begin value again, then resumes
+    where its learning frames left it (long decayed: the end value)."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.switch.flush_replay = True
+    blocks = sequence.make_schedule(["breakout", "asterix"], 8192)
+    main = sequence.plan_segments(config, blocks)[0]
+    exploration, f = config.exploration, main.plan.first_learning[0]
+    assert (exploration.epsilon_begin, exploration.epsilon_end) == (1.0, 0.05)
+    assert exploration.decay_frames == 256 and main.frames_per_iteration == 2
+    assert f == 31 and main.plan.first_learning[1] == f  # 64 items, 2 an iteration
+
+    def epsilon(block: int, iteration: int) -> float:
+        window = main.plan.window(block, iteration, iteration + 1)
+        return float(main.schedule_values(window)["epsilon"][0])
+
+    decayed = lambda frames: 1.0 - 0.95 * frames / 256  # noqa: E731
+    first_block = [epsilon(0, i) for i in (f - 1, f, f + 1, f + 64, f + 128, f + 500)]
+    expected = [1.0, 1.0, decayed(2), decayed(128), 0.05, 0.05]
+    np.testing.assert_allclose(first_block, expected, rtol=1e-6)
+    second_block = [epsilon(1, i) for i in (0, f - 1, f, f + 1)]
+    np.testing.assert_allclose(second_block, [1.0, 1.0, 1.0, 0.05], rtol=1e-6)
+
+
+def test_the_optimizer_moments_norm_is_the_global_norm_of_adams_mu_and_nu(trained):
+    """sqrt(Σ mu² + Σ nu²) over every parameter's Adam moments (NumPy, float64), nothing else of
+    the optimizer state (NaP's reference norms, L2-init's anchor, counts); RMSProp's averages
+    likewise."""
+    for name, kind in (("adam", optax.ScaleByAdamState), ("rmsprop", optax.ScaleByRStdDevState)):
+        state = trained[name]
+        (moments,) = leaves_of(state.opt_state, kind)
+        fields = [getattr(moments, f) for f in ("mu", "nu") if hasattr(moments, f)]
+        squares = [np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(fields)]
+        assert len(squares) == 2 * len(jax.tree.leaves(state.params))
+        norm = float(jax.jit(sequence.optimizer_moments_norm)(state))
+        np.testing.assert_allclose(norm, np.sqrt(sum(squares)), rtol=1e-6, err_msg=name)
+
+
+def test_a_block_start_at_the_runs_end_is_no_schedule_boundary():
+    """Block starts at 0 and at the total update count open no segment of the restarted
+    schedule: starts [0, 40, 80] of an 80-update run give the one boundary 40 (not a last,
+    empty segment, which the warm-up check would refuse)."""
+    config = optimizer_config("adam", nap=False)
+    restarted = sequence.restarted_schedule_config(config, [0, 40, 80], 80)
+    assert restarted.schedule.boundaries == (40,)
+    assert restarted.schedule.total_steps == 80
+    assert float(optimizer_learning_rate(restarted, 40)) == pytest.approx(1e-8, rel=1e-5)
+
+
+def test_the_evaluation_matrix_averages_finite_seeds_and_the_fresh_references_seeds():
+    """A seed whose score is NaN (no episode ended) is left out of its cell, its visit score and
+    its fresh reference; the other seeds are averaged: cell (block 0, a) over seeds 0 and 2 is
+    2.0, b's fresh reference over seeds 0 and 1 is 4.0."""
+    blocks = sequence.make_schedule(["a", "b"], 10)
+    cell = {"event": "eval", "end_of_block": True}
+    a_0 = {**cell, "block": 0, "game": "a", "trained_game": "a", "visit": 1}
+    a_1 = {**cell, "block": 1, "game": "a", "trained_game": "b", "visit": 1}
+    b_1 = {**cell, "block": 1, "game": "b", "trained_game": "b", "visit": 1}
+    fresh = {"event": "eval_fresh", "game": "b", "frames": 10}
+    rows = [
+        {**a_0, "seed": 0, "return_mean": 1.0},
+        {**a_0, "seed": 1, "return_mean": float("nan")},
+        {**a_0, "seed": 2, "return_mean": 3.0},
+        {**a_1, "seed": 0, "return_mean": 1.5},
+        {**b_1, "seed": 0, "return_mean": 6.0},
+        {**fresh, "seed": 0, "return_mean": 3.0},
+        {**fresh, "seed": 1, "return_mean": 5.0},
+        {**fresh, "seed": 2, "return_mean": float("nan")},
+    ]
+    summary = evaluation_matrix.evaluation_matrix_summary(blocks, rows)
+    assert summary["return_mean"] == [[2.0, None], [1.5, 6.0]]
+    assert summary["fresh"] == {"b": {"return_mean": 4.0, "frames": 10}}
+    assert summary["visit_scores"] == {
+        "a": {"visit_1": 2.0},
+        "b": {"visit_1": 6.0, "fresh": 4.0},
+    }

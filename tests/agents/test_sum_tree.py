@@ -320,3 +320,40 @@ def test_an_index_equal_to_the_capacity_is_ignored_like_any_out_of_range_index()
     counted = jax.jit(count_tree_set)(sum_tree_init(CAPACITY), indices, jnp.ones(4, bool))
     np.testing.assert_array_equal(counted.nodes, sum_tree_from_leaves(expected).nodes)
     np.testing.assert_array_equal(sample(counted, jax.random.key(4), 16), 3)
+
+
+def test_a_drawn_branch_rescales_the_target_into_the_chosen_child():
+    """Leaves [1e-4, 0, 1, 1]: the root's left child (1e-4) is below RESOLVED times the
+    target's slack (2.0001 · 2^-22 · 2^10 ≈ 4.9e-4), so the root's branch is drawn; bits
+    0xFFFFFFFF draw the heavier right child. The target is then rescaled by right / mass = 2 /
+    2.0001 (not shifted by the left mass): 1.00003 · 2.0001 / 2 becomes 1.00003, leaf 3, and
+    1.00003 becomes 0.99998, leaf 2. Shifted instead, both would land on leaf 2; unscaled, on
+    leaf 3; a drawn left branch, on leaf 0."""
+    tree = sum_tree_from_leaves(jnp.array([1e-4, 0.0, 1.0, 1.0]))
+    targets = jnp.array([1.00003 * 2.0001 / 2, 1.00003], jnp.float32)
+    bits = jnp.zeros((tree.num_levels, 2), jnp.uint32).at[0].set(0xFFFFFFFF)
+    np.testing.assert_array_equal(sum_tree_descend(tree, targets, bits), [3, 2])
+    np.testing.assert_array_equal(sum_tree_descend(tree, targets), [2, 2])  # no draw: shifted
+
+
+def test_a_leaf_a_hundred_slack_steps_light_is_drawn_by_its_branch_bits():
+    """Leaves [100 · 2^-22, 1]: the light leaf is about 100 times the target's slack (total ·
+    2^-22), below RESOLVED (2^10) times it, so its branch is drawn afresh: bits 0 (a share of 0,
+    below any positive lighter child's) choose it although target 0.5 lies in the unit leaf,
+    which the descent by the target alone returns."""
+    tree = sum_tree_from_leaves(jnp.array([100 * 2.0**-22, 1.0]))
+    bits = jnp.zeros((tree.num_levels, 1), jnp.uint32)
+    np.testing.assert_array_equal(sum_tree_descend(tree, jnp.array([0.5]), bits), [0])
+    np.testing.assert_array_equal(sum_tree_descend(tree, jnp.array([0.5])), [1])
+
+
+def test_a_count_tree_of_exact_count_leaves_samples_with_branch_draws():
+    """EXACT_COUNT_LEAVES (2^14) unit leaves are no longer below the limit where targets alone
+    place a count tree's leaves: ``counts=True`` samples it as ``counts=False`` does (same key,
+    same leaves), with branch draws."""
+    tree = sum_tree_from_leaves(jnp.ones(EXACT_COUNT_LEAVES))
+    key = jax.random.key(5)
+    counted = sum_tree_sample(tree, key, 32, counts=True)
+    np.testing.assert_array_equal(counted, sum_tree_sample(tree, key, 32, counts=False))
+    offsets = jax.random.uniform(key, (32,))  # the targets-only draw of a smaller count tree
+    assert not np.array_equal(counted, sum_tree_descend(tree, stratified_targets(tree, offsets)))
