@@ -107,12 +107,12 @@ def run(
 
     On one process the runs go one after another, stopping after a run that was stopped
     (preempted or early), or before the next run when a stop request arrived as one finished
-    (during its last chunk or final evaluation). In a multi-process job (`plasticity.distributed`), MinAtar lays its
-    seeds out over every device of every process (one run, `agents.minatar_loop.seed_mesh`),
-    while Atari, whose emulators live on hosts, gives process i the runs i, i + P, ... (seeds
-    and variants, each an independent run in its own sub-work-dir, stopped by a signal to that
-    process alone) and waits for every process at the end; process 0 then writes the combined
-    ``evaluation_matrix.json`` of all runs.
+    (during its last chunk or final evaluation). In a multi-process job
+    (`plasticity.distributed`), MinAtar lays its seeds out over every device of every process
+    (one run, `agents.minatar_loop.seed_mesh`), while Atari, whose emulators live on hosts,
+    gives process i the runs i, i + P, ... (seeds and variants, each an independent run in its
+    own sub-work-dir, stopped by a signal to that process alone) and waits for every process at
+    the end; process 0 then writes the combined ``evaluation_matrix.json`` of all runs.
     """
     import jax  # noqa: PLC0415
 

@@ -19,10 +19,10 @@ run_options, data_dir) -> ClaimResult`` (`run_options`: the launch's progress ba
 and early stop, `plasticity.launch.Launch.run_options`; a run that stops early raises
 `base.ClaimStopped`; `data_dir`: where the paper scale's CIFAR-10 or MNIST files are; the cpu and
 smoke scales train on the digits scikit-learn ships, or on MinAtar); ``TRAINS_FIRST``, where a
-claim trains another claim's runs first, names that claim. Each claim directory records the scale
-and seeds it holds (``claim.json``), so that a command asking for others is refused before any
-claim trains. `run_claims` runs
-one or all of them and `summary_text` prints their table (`benchmarks.claims.base`).
+claim trains another claim's runs first, names that claim. `run_claims` runs one or all of them
+and `summary_text` prints their table (`benchmarks.claims.base`). Each claim directory records
+the scale and seeds it holds (``claim.json``), so that a command asking for others is refused
+before any claim trains.
 """
 
 from __future__ import annotations

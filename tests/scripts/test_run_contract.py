@@ -475,7 +475,8 @@ UNBUILDABLE = {
         ("--config.env.max_episode_frames=401", "env.max_episode_frames (401) must be a multiple"),
         (
             ("--config.switch.flush_replay=true", "--noflush_replay_at_switch"),
-            "--flush_replay_at_switch and --config.switch.flush_replay both set switch.flush_replay",
+            "--flush_replay_at_switch and --config.switch.flush_replay both set "
+            "switch.flush_replay",
         ),
         (
             "--config.env.screen_size=16",
