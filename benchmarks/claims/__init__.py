@@ -149,9 +149,12 @@ def run_claims(
             for path in write_configs(name, root / name, scale, seeds, data_dir):
                 print(f"{name}: {path}")
             continue
-        for directory in claim_dirs(name, root):
-            base.mark_claim_dir(directory, scale, seeds)
-        result = module(name).run(root / name, scale, seeds, run_options, data_dir)
+        try:
+            result = module(name).run(root / name, scale, seeds, run_options, data_dir)
+        finally:  # trained, stopped or failed: what it wrote holds this scale and these seeds
+            for directory in claim_dirs(name, root):
+                if directory.is_dir():
+                    base.mark_claim_dir(directory, scale, seeds)
         base.write_result(result, root / name)
         print(base.table_lines([result])[-len(result.rows) :][0], flush=True)
         results.append(result)

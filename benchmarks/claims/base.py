@@ -27,7 +27,7 @@ from plasticity import analysis
 SCALES = ("smoke", "cpu", "paper")
 RESULT_FILE = "result.json"
 TABLE_FILE = "table.md"
-CLAIM_FILE = "claim.json"  # the scale and seeds a claim's directory holds, written as it starts
+CLAIM_FILE = "claim.json"  # the scale and seeds a claim's directory holds, once it has trained
 
 
 @dataclasses.dataclass
@@ -212,7 +212,8 @@ def check_claim_dir(directory: Path, scale: str, seeds: int) -> None:
 
 
 def mark_claim_dir(directory: Path, scale: str, seeds: int) -> None:
-    """Writes ``claim.json`` (the scale and seeds) into `directory` as its claim starts."""
+    """Writes ``claim.json`` (the scale and seeds) into `directory` once its claim has trained,
+    stopped or failed there (bad input writes nothing, so leaves no directory to mark)."""
     directory.mkdir(parents=True, exist_ok=True)
     settings = {"scale": scale, "seeds": seeds}
     (directory / CLAIM_FILE).write_text(json.dumps(settings) + "\n")

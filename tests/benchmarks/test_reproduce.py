@@ -93,13 +93,14 @@ def test_replay_claim_trains_claim_a_first_then_a_reevaluates(tmp_path, capsys):
     )
     assert not (tmp_path / "effective_lr" / base.RESULT_FILE).exists()
     assert not (tmp_path / "effective_lr" / "replay_seed_0").exists()
-    for name in ("effective_lr", "label_reset"):  # (c) trains (a)'s sweep: both are (smoke, 2)
-        assert base.claim_settings(tmp_path / name) == ("smoke", 2)
+    assert base.claim_settings(tmp_path / "label_reset") == ("smoke", 2)  # (c) trains (a)'s sweep
+    assert not (tmp_path / "effective_lr").exists()  # nothing of (c)'s own trained yet
     status, output = _reproduce(tmp_path, "effective_lr")
     assert status == 0, output[-2000:]
     assert "| effective_lr |" in output
     result = _check_result(tmp_path, "effective_lr")
     assert len(result["workdirs"]) == 3  # (a)'s sweep and two replays
+    assert base.claim_settings(tmp_path / "effective_lr") == ("smoke", 2)
     assert result["rows"][1]["arms"].keys() == {"LN", "LN+NaP", "LN+NaP+replay"}
     argv = ["reproduce", "label_reset", "--scale=smoke", "--seeds=2", f"--workdir={tmp_path}"]
     assert reproduce.main(argv) == 0
