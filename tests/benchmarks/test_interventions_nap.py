@@ -219,7 +219,7 @@ def test_the_figure_draws_each_interventions_two_arms_per_task():
 def test_the_claim_runs_end_to_end_at_smoke_scale(tmp_path, capsys, monkeypatch):
     """ReDo's pair only (compiling is nearly all a smoke run's cost), beside a plain arm."""
     monkeypatch.setattr(interventions_nap, "SMOKE_INTERVENTIONS", ("redo",))
-    result = interventions_nap.run(tmp_path, "smoke", 2, progress=False)
+    result = interventions_nap.run(tmp_path, "smoke", 2, {"show_progress": False})
     assert [row.label for row in result.rows] == ["redo"]
     for row in result.rows:
         assert all(interval.n == 2 for interval in row.arms.values())
