@@ -447,7 +447,11 @@ def replay_sample(
     if prioritized:
         _check_keeps_priorities(state, "prioritized replay_sample")
     tree = state.priority_tree if prioritized else state.valid_tree
-    indices = sum_tree_sample(tree, rng, int(batch_size), counts=not prioritized)
+    # Sorted, the indices are computed once: XLA:CPU would otherwise fuse the descent's arithmetic
+    # into every gather that reads them and redo it for each gathered element (a batch of 128
+    # MinAtar transitions: 0.19 ms, sorted 0.13 ms). Stratified indices come out ascending but
+    # for lanes of a branch drawn afresh, so sorting at most reorders the batch, a set.
+    indices = jnp.sort(sum_tree_sample(tree, rng, int(batch_size), counts=not prioritized))
     probabilities = sum_tree_get(tree, indices) / sum_tree_total(tree)
     num_valid = sum_tree_total(state.valid_tree)
     weights = jnp.power(num_valid * probabilities, -jnp.asarray(importance_exponent, jnp.float32))

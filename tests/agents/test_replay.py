@@ -689,3 +689,22 @@ def test_ending_the_episodes_gives_newly_valid_slots_their_priority_in_the_tree(
     np.testing.assert_allclose(leaves, np.where(valid, priority**ALPHA, 0.0), rtol=1e-6, atol=0)
     np.testing.assert_array_equal(leaves[newly_valid], 3.0)
     np.testing.assert_array_equal(ended.priority_tree.nodes, sum_tree_from_leaves(leaves).nodes)
+
+
+def test_a_sample_holds_the_trees_stratified_draw_in_ascending_order(full_state):
+    """`replay_sample` sorts the drawn indices (so that they are computed once, not inside every
+    gather that reads them): on a count tree, whose stratified draw is ascending already, it
+    returns exactly the tree's draw, uniform or prioritized, with each index's transition."""
+    from agents.sum_tree import sum_tree_sample  # noqa: PLC0415
+
+    for prioritized in (False, True):
+        key = jax.random.key(21)
+        batch, info = sample(full_state, key, prioritized)
+        tree = full_state.priority_tree if prioritized else full_state.valid_tree
+        drawn = np.asarray(sum_tree_sample(tree, key, BATCH, counts=not prioritized))
+        indices = np.asarray(info.indices)
+        assert np.all(np.diff(indices) >= 0)
+        np.testing.assert_array_equal(indices, np.sort(drawn))
+        own = replay_transitions(full_state, indices, MAX_N, GAMMA)
+        for name, values in own.items():
+            np.testing.assert_array_equal(batch[name], values, err_msg=name)
