@@ -40,21 +40,19 @@ import datetime
 import json
 import math
 import os
-import platform
 import shutil
-import subprocess
 import sys
-from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from plasticity import divergence, launch, runtime
+from plasticity import divergence
 from plasticity import checkpointing
 from plasticity.checkpointing import Checkpointer, LocalCheckpointer
 from plasticity.progress import Progress, format_seconds
+from plasticity.provenance import code_version, run_info  # noqa: F401 - code_version: the API
 from plasticity.workdir import (
     WorkDir,
     check_workdir,
@@ -70,11 +68,6 @@ RUN_INFO_FILE = "run_info.json"
 BUDGET_WARNING_SECONDS = 86_400  # a run longer than this says how to shorten it
 BUDGET_MEASURE_SECONDS = 20.0  # training time at the steady pace before the budget is judged
 CORRUPT_DIR = "corrupt_checkpoints"
-# Packages whose versions a run records.
-RECORDED_PACKAGES = (
-    *("jax", "jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "numpy", "ml_collections"),
-    *("gymnax", "ale-py", "rlax"),
-)
 # Row fields that locate a row rather than measure something: never TensorBoard scalars.
 INDEX_FIELDS = (
     *("event", "step", "frames", "agent_steps", "updates", "seed", "game", "trained_game"),
@@ -102,74 +95,6 @@ def due_mask(after: np.ndarray, stride: int, every: int) -> np.ndarray:
     if every <= 0:
         return np.zeros(after.shape, bool)
     return (after // every) > ((after - stride) // every)
-
-
-# ---------------------------------------------------------------------------------------------
-# run_info.json.
-
-
-PACKAGE = "plasticity-testbed"  # this project's distribution name (setup.cfg)
-
-
-def _git(repository: Path, *args: str) -> str | None:
-    """A git command's output in ``repository`` (None when git or the repository is missing)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repository), *args], capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def code_version(repository: Path | None = None) -> dict[str, Any]:
-    """Which code ran: in a checkout its commit and whether tracked files were edited since
-    (``git_dirty``); in an installed copy the commit pip recorded when it installed from git
-    (``direct_url.json``), else None; and the project's own version where it is installed.
-    ``repository``: where the code lies (default: the directory holding this package)."""
-    repository = repository or Path(__file__).resolve().parents[1]
-    commit, dirty = None, None
-    if (repository / ".git").exists():
-        commit = _git(repository, "rev-parse", "HEAD") or None
-        status = _git(  # without taking the index lock a user's own git command may need
-            repository, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no"
-        )
-        dirty = None if status is None else bool(status)
-    else:
-        try:
-            direct = package_metadata.distribution(PACKAGE).read_text("direct_url.json")
-            commit = json.loads(direct or "{}").get("vcs_info", {}).get("commit_id")
-        except (package_metadata.PackageNotFoundError, json.JSONDecodeError, AttributeError):
-            commit = None
-    try:
-        version = package_metadata.version(PACKAGE)
-    except package_metadata.PackageNotFoundError:
-        version = None
-    return {"git_commit": commit, "git_dirty": dirty, "version": version}
-
-
-def run_info() -> dict[str, Any]:
-    """What a launch ran on: command line (`launch.launch_command`) and the directory it ran
-    in, the code (`code_version`), package versions, devices and CPU."""
-    versions = {}
-    for name in RECORDED_PACKAGES:
-        try:
-            versions[name] = package_metadata.version(name)
-        except package_metadata.PackageNotFoundError:
-            pass
-    return {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": launch.launch_command(sys.argv, getattr(sys, "orig_argv", [])),
-        "cwd": os.getcwd(),  # what the command's relative paths (a --workdir) are relative to
-        **code_version(),
-        "python": platform.python_version(),
-        "packages": versions,
-        "backend": jax.default_backend(),
-        "devices": [str(device) for device in jax.devices()],
-        "process_count": jax.process_count(),
-        "cpu": {"model": runtime.cpu_model(), "cores": os.cpu_count()},
-        "host": platform.node(),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
