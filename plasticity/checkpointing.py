@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -111,6 +112,16 @@ class Checkpointer:
         )
         restored = self._manager.restore(step, args=args)
         return restored[TREE_ITEM], dict(restored[METADATA_ITEM])
+
+    def check_readable(self, step: int | None = None) -> None:
+        """A ValueError when checkpoint `step` plainly cannot be restored, checked without
+        reading its arrays (`LocalCheckpointer.check_readable`); an Orbax step directory must
+        still hold its tree."""
+        step = self._resolve(step)
+        if is_local_step(self.directory / str(step)):
+            LocalCheckpointer(self.directory).check_readable(step)
+        elif not (self.directory / str(step) / TREE_ITEM).is_dir():
+            raise ValueError(f"its {TREE_ITEM!r} item is missing")
 
     def _resolve(self, step: int | None) -> int:
         return _resolved_step(self.directory, self.latest_step() if step is None else step)
@@ -217,6 +228,21 @@ class LocalCheckpointer:
                 node = node.setdefault(key, {})
             node[keys[-1]] = array
         return _sequences_as_lists(nested), self.restore_metadata(step)
+
+    def check_readable(self, step: int | None = None) -> None:
+        """A ValueError when checkpoint ``step``'s tree file is missing, truncated or lacks an
+        array its key paths name. Reads the file's directory and key paths, not the arrays: a
+        cheap check for a finished run's relaunch, which restores nothing (a file damaged
+        inside its arrays passes and fails when restored)."""
+        path = self.directory / str(self._resolve(step)) / self.TREE_FILE
+        try:
+            with np.load(path) as saved:
+                names = saved[self.PATHS_KEY] if self.PATHS_KEY in saved.files else []
+                missing = [i for i in range(len(names)) if f"arr_{i}" not in saved.files]
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{self.TREE_FILE}: {error}") from error
+        if missing:
+            raise ValueError(f"{self.TREE_FILE} lacks {len(missing)} of its {len(names)} arrays")
 
     def _arrays(self, step: int) -> dict[str, np.ndarray]:
         """{key path: array} of checkpoint ``step``, in leaf order."""

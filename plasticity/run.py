@@ -15,7 +15,9 @@ a user sees happens here, once, the same way for every launcher:
   and the next older one is tried; only then are the metrics truncated to the size that
   checkpoint recorded and the 'resume' row written. A metrics file *shorter* than that size lost
   rows: the run refuses to go on (one line naming the file) rather than silently drop them. A run
-  whose newest checkpoint says it finished is reported as complete and not trained again.
+  whose newest checkpoint says it finished is reported as complete and not trained again, once
+  that checkpoint's arrays are seen to be there (a truncated one is set aside as above, and the
+  run's tail is trained again from the one before).
 * **Save** (`Run.save`): the parameters are checked for NaN/Inf first (a diverged state is never
   written, `plasticity.divergence`), PRNG keys become raw data, and the checkpoint records how
   many units (steps or frames) are done and how long the metrics file is, so rows and state stay
@@ -423,7 +425,8 @@ class Run:
         the next older one is tried. On success the metrics file is truncated to the size the
         checkpoint recorded, the 'resume' row (``resume_row(metadata)``'s fields) is written and
         one line says where the run resumes. A run whose checkpoint says it finished sets
-        `already_complete` and restores nothing.
+        `already_complete` and restores nothing, once the checkpoint's arrays are seen to be
+        there (`check_readable`; otherwise it is set aside like one that fails to load).
         """
         if self.checkpointer is None:
             return None
@@ -435,6 +438,11 @@ class Run:
                 self._set_aside(step, error)
                 continue
             if metadata.get("finished"):
+                try:  # nothing is restored: its arrays at least must be there to be loaded later
+                    self.checkpointer.check_readable(step)
+                except Exception as error:  # noqa: BLE001 - the tail is trained again instead
+                    self._set_aside(step, error)
+                    continue
                 self._check_metrics_length(step, metadata)
                 self.done = int(metadata.get("done", self.total))
                 self.finished_before = True

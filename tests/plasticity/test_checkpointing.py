@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -80,6 +81,32 @@ def test_local_checkpoints_round_trip_keep_the_last_k_and_refuse_damage(tmp_path
     with pytest.raises(Exception):
         local.restore(tree)
     assert local.restore_metadata(2) == {"done": 2}
+
+
+def test_a_damaged_tree_file_is_seen_without_restoring_it(tmp_path):
+    """`check_readable` (what a finished run's relaunch asks, restoring nothing) passes an
+    intact checkpoint in either format and refuses a truncated, missing or incomplete tree."""
+    local = checkpointing.LocalCheckpointer(tmp_path / "local", max_to_keep=3)
+    for step in (1, 2, 3):
+        local.save(step, {"w": np.arange(4.0), "b": np.int32(step)}, {"done": step})
+    local.check_readable()
+    data = tmp_path / "local" / "3" / "tree.npz"
+    data.write_bytes(data.read_bytes()[:-30])  # the zip's directory, at its end, is gone
+    with pytest.raises(ValueError, match=r"^tree.npz: "):
+        local.check_readable(3)
+    (tmp_path / "local" / "2" / "tree.npz").unlink()
+    with pytest.raises(ValueError, match=r"^tree.npz: .*No such file"):
+        local.check_readable(2)
+    paths = np.array(["['b']", "['w']"])  # two key paths, one array
+    np.savez(tmp_path / "local" / "1" / "tree.npz", np.int32(1), paths=paths)
+    with pytest.raises(ValueError, match=r"^tree.npz lacks 1 of its 2 arrays$"):
+        local.check_readable(1)
+    with checkpointing.Checkpointer(tmp_path / "orbax") as manager:
+        manager.save(4, {"w": jnp.zeros(2)}, {"done": 4})
+        manager.check_readable(4)
+        shutil.rmtree(tmp_path / "orbax" / "4" / checkpointing.TREE_ITEM)
+        with pytest.raises(ValueError, match="'tree' item is missing"):
+            manager.check_readable(4)
 
 
 def test_local_checkpoints_place_leaves_on_the_target_shardings(tmp_path):

@@ -90,6 +90,45 @@ def test_a_refused_relaunch_names_the_fields_of_the_run_not_of_other_variants(tm
     assert workdir.shown_differences([f"f{i}" for i in range(9)], most=2) == "f0, f1 ..."
 
 
+def test_a_finished_run_whose_last_checkpoint_is_truncated_trains_its_tail_again(tmp_path, capsys):
+    """A relaunch of a finished run restores nothing, yet a final checkpoint whose arrays are
+    gone is noticed: it is set aside and the run goes on from the one before (and a later
+    relaunch finds it complete)."""
+    from plasticity import run as run_lib  # noqa: PLC0415
+
+    def launch() -> run_lib.Run:
+        return run_lib.Run(
+            "train_x", str(tmp_path), {"a": 1}, total=10, unit="step", x_key="step",
+            show_progress=False,
+        )  # fmt: skip
+
+    with launch() as run:
+        run.log([{"event": "train", "step": 5}])
+        run.save({"w": np.full(2, 5.0, np.float32)}, {}, done=5)
+        run.log([{"event": "train", "step": 10}])
+        run.save({"w": np.full(2, 10.0, np.float32)}, {}, done=10, finished=True)
+    final = tmp_path / "checkpoints" / "10" / "tree.npz"
+    final.write_bytes(final.read_bytes()[:-40])
+    capsys.readouterr()
+    with launch() as run:
+        restored = run.restore(lambda metadata: {"w": np.zeros(2, np.float32)})
+        assert not run.result.already_complete
+        assert restored.done == 5 and restored.tree["w"].tolist() == [5.0, 5.0]
+        run.log([{"event": "train", "step": 10}])
+        run.save({"w": np.full(2, 10.0, np.float32)}, {}, done=10, finished=True)
+    warning, resuming = capsys.readouterr().err.strip().splitlines()[:2]
+    assert warning.startswith("train_x: warning: checkpoint 10 cannot be loaded (tree.npz: ")
+    assert resuming == "train_x: resuming from step 5 (checkpoint 5)"
+    assert (tmp_path / "corrupt_checkpoints" / "10" / "tree.npz").exists()
+    with launch() as run:
+        assert run.restore(lambda metadata: {"w": np.zeros(2, np.float32)}) is None
+        assert run.result.already_complete
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(row["event"], row["step"]) for row in rows] == [
+        ("train", 5), ("resume", 5), ("train", 10)
+    ]  # fmt: skip
+
+
 def test_non_lead_process_writes_nothing(tmp_path):
     path = tmp_path / "run"
     writer = workdir.WorkDir(path, is_writer=False)
