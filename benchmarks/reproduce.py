@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                 data_dir=data_dir,
             )
         except claims.base.ClaimStopped as stopped:
+            if stopped.result is None:  # the stop arrived as a claim finished
+                context.stopped_between_runs(f"claim {stopped.after}", "claim")
+                return []
             if stopped.result.completed:  # the stop arrived as a run finished
                 context.stopped_between_runs(stopped.result.workdir)
             return [stopped.result]

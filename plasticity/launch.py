@@ -68,13 +68,15 @@ class Launch:
         for line in lines:
             print(f"{self.name}: note: {line}", file=sys.stderr)
 
-    def stopped_between_runs(self, finished: Any) -> None:
+    def stopped_between_runs(self, finished: Any, what: str = "run") -> None:
         """Says in one line that a stop request arrived as the run in ``finished`` (its work dir)
-        completed, so the launch ends before its next run, which a relaunch starts."""
+        completed, or with ``what='claim'`` the claim ``finished`` names, so the launch ends
+        before its next one, which a relaunch starts."""
         by = self.signal_name() or "a stop request"
+        done = f"the run in {finished}" if what == "run" else finished
         print(
-            f"{self.name}: {by} arrived as the run in {finished} completed: the next run does "
-            "not start (relaunch to go on)",
+            f"{self.name}: {by} arrived as {done} completed: the next {what} does not start "
+            "(relaunch to go on)",
             file=sys.stderr,
         )
 

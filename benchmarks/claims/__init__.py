@@ -131,8 +131,10 @@ def run_claims(
 ) -> list[base.ClaimResult]:
     """Runs one claim or 'all' into ``<workdir>/<claim>`` with the launch's ``run_options``,
     reading dataset files from `data_dir`; returns the results (none when `dry_run`: the configs
-    are written and checked instead). A run stopped early raises `base.ClaimStopped`: the
-    claims before it keep their results, and relaunching resumes it."""
+    are written and checked instead). A run stopped early raises `base.ClaimStopped`, and so
+    does a stop request that arrives during a claim's last run, once that claim's table is
+    written and before the next claim starts: the claims before keep their results, and
+    relaunching resumes."""
     base.check_scale(scale)
     names = chosen(claim)
     data_dir = checked_data_dir(data_dir)
@@ -144,7 +146,9 @@ def run_claims(
         for directory in claim_dirs(name, root):
             base.check_claim_dir(directory, scale, seeds)
     results = []
-    for name in names:
+    for index, name in enumerate(names):
+        if index and not dry_run and base.stop_requested(run_options):  # as a claim finished
+            raise base.ClaimStopped(None, after=names[index - 1])
         if dry_run:
             for path in write_configs(name, root / name, scale, seeds, data_dir):
                 print(f"{name}: {path}")

@@ -332,22 +332,33 @@ def with_data_dir(
 
 
 class ClaimStopped(Exception):
-    """A claim's training stopped before its last run finished: a stop request (Ctrl-C,
-    SIGTERM) or ``--stop_after_checkpoints`` ended a run after a checkpoint, or a stop request
-    arrived as a run finished, before the next one started. ``result`` is that run's
-    `plasticity.run.RunResult`; relaunching the claim resumes where it stood."""
+    """A launch of claims stopped early: a stop request (Ctrl-C, SIGTERM) or
+    ``--stop_after_checkpoints`` ended a run after a checkpoint, or a stop request arrived as a
+    run finished, before the next one started. ``result`` is that run's
+    `plasticity.run.RunResult`, or None when the request arrived as the claim ``after`` finished
+    (its table written) and no claim followed it; relaunching resumes where the launch stood."""
 
-    def __init__(self, result: Any):
-        super().__init__(result.status_line())
+    def __init__(self, result: Any, after: str | None = None):
+        super().__init__(result.status_line() if result is not None else f"stopped after {after}")
         self.result = result
+        self.after = after
 
 
-def check_finished(result: Any, timer: Timer, run_options: Mapping[str, Any]) -> None:
-    """Counts ``result`` as trained and raises `ClaimStopped` unless the claim may go on: the
-    run completed and no stop request arrived (``run_options['should_stop']``) meanwhile."""
-    timer.mark_trained(result)
+def stop_requested(run_options: Mapping[str, Any]) -> bool:
+    """Whether the launch's stop request (``run_options['should_stop']``) has arrived."""
     should_stop = run_options.get("should_stop")
-    if not result.completed or (should_stop is not None and should_stop()):
+    return should_stop is not None and bool(should_stop())
+
+
+def check_finished(
+    result: Any, timer: Timer, run_options: Mapping[str, Any], last: bool = False
+) -> None:
+    """Counts ``result`` as trained and raises `ClaimStopped` unless the claim may go on: the
+    run completed and, before another run of the claim (not ``last``), no stop request arrived
+    meanwhile. After its last run a claim still writes its table, the stop taking effect before
+    the next claim (`benchmarks.claims.run_claims`)."""
+    timer.mark_trained(result)
+    if not result.completed or (not last and stop_requested(run_options)):
         raise ClaimStopped(result)
 
 
@@ -357,17 +368,19 @@ def run_continual(
     timer: Timer,
     run_options: Mapping[str, Any],
     data_dir: str | None = None,
+    last: bool = True,
     **kwargs,
 ):
     """`benchmarks.continual_sweep.run_experiment` into `workdir` with the launch's
     ``run_options`` (`plasticity.launch.Launch.run_options`: progress bar, stop request, early
     stop), its dataset files read from `data_dir` when given; returns its rows, or raises
-    `ClaimStopped` when it stopped early."""
+    `ClaimStopped` when it stopped early (`check_finished`; ``last``: no run of the claim
+    follows)."""
     from benchmarks import continual_sweep  # noqa: PLC0415 - JAX loads only when training
 
     config = with_data_dir(config, data_dir)
     result = continual_sweep.run_experiment(config, workdir, **run_options, **kwargs)
-    check_finished(result, timer, run_options)
+    check_finished(result, timer, run_options, last)
     return load_rows(workdir)
 
 

@@ -189,9 +189,12 @@ def run(
     timer = base.Timer()
     config = label_reset.sweep_config(scale, seeds)
     sweep_dir = workdir.parent / label_reset.NAME / "sweep"
-    sweep_rows = base.run_continual(config, sweep_dir, timer, run_options, data_dir=data_dir)
+    sweep_rows = base.run_continual(
+        config, sweep_dir, timer, run_options, data_dir=data_dir, last=False
+    )
     replay_rows, dirs = [], [str(sweep_dir)]
-    for seed in range(int(config.seed), int(config.seed) + seeds):
+    replay_seeds = range(int(config.seed), int(config.seed) + seeds)
+    for seed in replay_seeds:
         schedule = replay_schedule(sweep_rows, seed, config)
         path = workdir / f"replay_seed_{seed}"
         replay_rows += base.run_continual(
@@ -200,6 +203,7 @@ def run(
             timer,
             run_options,
             data_dir=data_dir,
+            last=seed == replay_seeds[-1],
             layer_schedule=schedule,
         )
         dirs.append(str(path))

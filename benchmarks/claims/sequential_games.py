@@ -233,7 +233,7 @@ def run(
     for arm, variant in ARMS.items():
         path = str(workdir / variant)
         result = minatar_loop.train(runs[path], path, **run_options)
-        base.check_finished(result, timer, run_options)
+        base.check_finished(result, timer, run_options, last=arm == list(ARMS)[-1])
         arm_rows[arm] = base.load_rows(path)
         dirs.append(path)
     return base.ClaimResult(

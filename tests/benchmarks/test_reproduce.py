@@ -129,6 +129,48 @@ def test_a_stop_request_ends_the_claim_after_a_checkpoint(tmp_path):
     assert not (tmp_path / "label_reset" / base.RESULT_FILE).exists()
 
 
+def test_a_stop_request_in_a_claims_last_run_writes_its_table_then_stops(
+    tmp_path, monkeypatch, capsys
+):
+    """A stop request that arrives during a claim's last run (its training then complete) lets
+    the claim write its table; the next claim does not start, and the command says so in one
+    line. Arriving during an earlier run of a claim, it stops the claim before its next run."""
+    import types  # noqa: PLC0415
+
+    trained = []
+
+    def claim_module(name: str, runs: int):
+        def run(workdir, scale, seeds, run_options, data_dir):
+            for index in range(runs):
+                trained.append(f"{name}/{index}")
+                run_options["requested"].append(True)  # arrives as the run finishes
+                done = types.SimpleNamespace(
+                    completed=True, already_complete=False, status_line=lambda: "complete"
+                )
+                base.check_finished(done, base.Timer(), run_options, last=index == runs - 1)
+            interval = stats.Interval(1.0, 0.5, 1.5, seeds)
+            row = base.Row("final", "accuracy", {"A": interval}, [], verdict="CONFIRMED")
+            return base.ClaimResult(name, scale, seeds, [row])
+
+        return types.SimpleNamespace(run=run)
+
+    modules = {"label_reset": claim_module("label_reset", 1)}
+    monkeypatch.setattr(claims, "module", lambda name: modules.get(name, claim_module(name, 2)))
+    requested = []
+    options = {"should_stop": lambda: bool(requested), "requested": requested}
+    with pytest.raises(base.ClaimStopped) as stopped:
+        claims.run_claims("all", tmp_path, scale="smoke", seeds=2, run_options=options)
+    assert stopped.value.result is None and stopped.value.after == "label_reset"
+    assert trained == ["label_reset/0"]
+    assert (tmp_path / "label_reset" / base.TABLE_FILE).read_text().startswith("| claim |")
+    assert capsys.readouterr().out.startswith("| label_reset (final) | A |")
+    requested.clear()
+    with pytest.raises(base.ClaimStopped) as stopped:  # two runs: stopped after the first
+        claims.run_claims("dormant_grid", tmp_path, scale="smoke", seeds=2, run_options=options)
+    assert stopped.value.result.completed and trained[-1] == "dormant_grid/0"
+    assert not (tmp_path / "dormant_grid" / base.RESULT_FILE).exists()
+
+
 def test_a_claim_held_at_other_settings_is_refused_before_any_claim_trains(tmp_path):
     """`all` checks every claim directory before the first claim trains: one holding a claim at
     another seed count (its claim.json, or the result.json of a finished claim) is one line,
