@@ -335,8 +335,9 @@ class ClaimStopped(Exception):
     """A launch of claims stopped early: a stop request (Ctrl-C, SIGTERM) or
     ``--stop_after_checkpoints`` ended a run after a checkpoint, or a stop request arrived as a
     run finished, before the next one started. ``result`` is that run's
-    `plasticity.run.RunResult`, or None when the request arrived as the claim ``after`` finished
-    (its table written) and no claim followed it; relaunching resumes where the launch stood."""
+    `plasticity.run.RunResult`, or None when the request arrived during the last run of the
+    claim ``after``, which then wrote its table, and the next claim did not start; relaunching
+    resumes where the launch stood."""
 
     def __init__(self, result: Any, after: str | None = None):
         super().__init__(result.status_line() if result is not None else f"stopped after {after}")
