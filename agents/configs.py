@@ -351,7 +351,8 @@ def smoke_config(agent: str, family: str = "atari") -> ml_collections.ConfigDict
     CPU, most of it compilation); MinAtar: a 4-channel conv, 2 envs, 512 frames a game."""
     config = get_config(agent, family)
     config.env.num_envs = 2
-    # Two cheap diagnostics keep the smoke programs quick to compile.
+    # Cheap diagnostics alone (with effective_lr, which every run logs: `agents.probes`) keep the
+    # smoke programs quick to compile.
     config.diagnostics.update(
         dict(every_frames=512, names=("weight_norm", "update_ratio"), batch_size=16)
     )

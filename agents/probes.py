@@ -4,7 +4,8 @@ Both RL loops use these pure functions, so a diagnostic or an intervention means
 MinAtar (inside the compiled ``lax.scan``) and on Atari (jitted between emulator steps):
 
 * `make_diagnose(config, learner)` -> ``diagnose(train_state, replay, previous_params, key)``: the
-  metrics of ``config.diagnostics.names`` (`plasticity.diagnostics`) on a uniform replay batch of
+  metrics of ``config.diagnostics.names`` and of `ALWAYS_LOGGED` (per-layer weight norm, effective
+  learning rate and update size: `plasticity.diagnostics`) on a uniform replay batch of
   ``diagnostics.batch_size`` (the loss-based ones use the agent's own TD loss against its target
   network), every ``diagnostics.every_frames`` frames once learning has started.
 * `make_intervene(config, learner)` -> ``intervene(train_state, replay, key)``: the intervention
@@ -35,6 +36,17 @@ from plasticity.effective_lr import configured_exponent
 from plasticity.networks import with_initialization
 from plasticity.optim import optimizer_learning_rate
 from plasticity.train_state import TrainState
+
+
+# Logged on every RL run whatever ``diagnostics.names`` lists, as the continual trainer always
+# logs them (`benchmarks.continual.builtin_diagnostics`): cheap functions of the parameters.
+ALWAYS_LOGGED = ("weight_norm", "effective_lr", "update_ratio")
+
+
+def logged_diagnostics(names: Any) -> tuple[str, ...]:
+    """The diagnostics an RL run logs: ``names`` (``diagnostics.names``), then the ones of
+    `ALWAYS_LOGGED` it lacks."""
+    return tuple(dict.fromkeys((*names, *ALWAYS_LOGGED)))
 
 
 def _noise_kwargs(key: jax.Array) -> dict[str, Any]:
@@ -85,7 +97,7 @@ def make_diagnose(config: ml_collections.ConfigDict, learner: Learner) -> Callab
     metrics_fn = make_diagnostics_fn(
         learner.network,
         loss_fn,
-        tuple(settings.names),
+        logged_diagnostics(settings.names),
         apply_kwargs=_noise_kwargs,
         **diagnostics_options(config),
     )

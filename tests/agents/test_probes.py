@@ -192,6 +192,23 @@ def test_after_an_injection_the_diagnostics_differentiate_the_agents_own_loss():
     np.testing.assert_allclose(float(rows["grad_norm"]), own, rtol=1e-4)
 
 
+def test_every_rl_run_logs_the_parameter_diagnostics_whatever_its_names():
+    """Per-layer weight norm, effective learning rate and update size are logged by every RL
+    run, as by the continual trainer: ``diagnostics.names`` lists more, never fewer."""
+    config = configs.smoke_config("dqn", "minatar")
+    config.diagnostics.names = ("dormant",)
+    learner = make_learner(config, NUM_ACTIONS, OBS_SHAPE)
+    state = learner.init(jax.random.key(0), jax.ShapeDtypeStruct(OBS_SHAPE, jnp.bool_))
+    diagnose = jax.jit(probes.make_diagnose(config, learner))
+    row = diagnose(state, filled_replay(config), state.params, jax.random.key(1), True)
+    families = {name.split("/")[0] for name in row}
+    assert {"weight_norm", "effective_lr", "update_ratio"} <= families
+    assert any(family.startswith("dormant") for family in families)
+    assert probes.logged_diagnostics(("srank", "effective_lr")) == (
+        "srank", "effective_lr", "weight_norm", "update_ratio"
+    )  # fmt: skip
+
+
 def test_unknown_previous_parameters_null_the_update_ratios_and_nothing_else():
     """A diagnostics row before a chunk's first update (or after a resume) has no parameters
     from before the last update: its update ratios are NaN (null in metrics.jsonl), but every
