@@ -505,6 +505,7 @@ def positive_only(s: Series) -> Series:
 
 # The narrowest figure: room for a figure title and a legend of four entries in a row.
 MIN_FIGURE_WIDTH = 7.5
+LEFT_MARGIN = 0.9  # inches left of the first column: tick labels like '-1.25' and the y label
 # Inches `grid` leaves under its lowest panels for their tick labels and axis label.
 LEGEND_TO_AXES = 0.5
 # Inches kept between the legend and what the lowest panels draw below them.
@@ -528,7 +529,8 @@ def grid(plt, panels: int, width: float = 4.2, height: float = 3.2, max_columns:
     )
     total = height * rows + legend_room
     fig.subplots_adjust(
-        left=0.07 if columns > 1 else 0.14,
+        # At least LEFT_MARGIN inches: a 2-panel row's 7% cut the y label beside '-1.25'.
+        left=max(0.07 if columns > 1 else 0.14, LEFT_MARGIN / figure_width),
         right=0.98,
         wspace=0.3,
         hspace=0.55,

@@ -678,3 +678,16 @@ def test_two_task_families_get_a_row_of_panels_each_and_many_switches_are_thinne
     assert figures_lib.family_rows(["a", "b"]) == (2, [0, 1])  # side by side where they fit
     ordinals = [figures_lib._ordinal(n) for n in (2, 3, 4, 11, 21)]
     assert ordinals == ["2nd", "3rd", "4th", "11th", "21st"]
+
+
+def test_the_first_panels_y_label_stays_inside_a_two_panel_figure():
+    """`grid`'s left margin holds five-character tick labels and the y label: at 7% of a
+    two-panel figure's width the label beside '-1.25' fell off its left edge."""
+    plt = figures_lib.pyplot()
+    fig, axes = figures_lib.grid(plt, 2)
+    values = np.array([-2.25, -1.25])
+    axes[0].plot([0.0, 40_000.0], values)
+    figures_lib.style_axes(axes[0], "return_mean", [values], "frames")
+    fig.canvas.draw()
+    assert axes[0].yaxis.label.get_window_extent().x0 >= 0
+    plt.close(fig)
