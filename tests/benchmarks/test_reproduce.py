@@ -22,15 +22,16 @@ from benchmarks.claims import (
     sequential_games,
     stats,
 )
+from tests.fast_compile import with_fast_compile
 
 
 def _reproduce(root: Path, *args: str) -> tuple[int, str]:
     """`python -m benchmarks.reproduce ARGS --scale=smoke --seeds=2` as a user runs it.
 
-    Its own process, so that XLA's backend optimization can be switched off: smoke runs are a
-    few dozen steps, so compiling is nearly all their cost, and level 0 halves it.
+    Its own process, compiled as the suite's programs are (`tests.fast_compile`): smoke runs are
+    a few dozen steps, so compiling is nearly all their cost, and LLVM's level 0 halves it.
     """
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    env = {**os.environ, "XLA_FLAGS": with_fast_compile(os.environ.get("XLA_FLAGS", ""))}
     command = [sys.executable, "-m", "benchmarks.reproduce", *args, "--scale=smoke"]
     command += ["--seeds=2", f"--workdir={root}", "--noprogress"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)

@@ -8,8 +8,9 @@ checkpoint every 256 frames, then space_invaders' fresh reference: 2,560 frames)
 * as a chain: SIGKILL once a checkpoint exists, relaunch to the end. The final state (networks,
   optimizer, replay, environments, keys) and metrics.jsonl must equal the reference's bit for bit
   (SIGTERM and Ctrl-C are tested on every launcher in tests/scripts/test_run_contract.py);
-* on two (fake) CPU devices with the seeds split over them (``run.mesh=seed:2``): the same
-  run up to float rounding;
+* on one CPU device (``JAX_NUM_CPU_DEVICES=1``), where the reference and the chain run on two
+  with the seeds split over them (the launcher's ``run.mesh=auto``): the same run up to float
+  rounding;
 * with Adam at a learning rate of 1e30: a one-line error naming the update, exit status 3, and
   no checkpoint of the diverged state (keeping the last good one when there were several is
   tested on the continual launcher, `tests/scripts/test_resume.py`).
@@ -20,6 +21,7 @@ first runs compiled.
 
 from __future__ import annotations
 
+import json
 import signal
 
 import jax
@@ -27,6 +29,7 @@ import numpy as np
 import pytest
 
 from plasticity import divergence, workdir
+from plasticity.run import RUN_INFO_FILE
 from tests.scripts.test_resume import (
     checkpoint_steps,
     finish,
@@ -35,13 +38,14 @@ from tests.scripts.test_resume import (
     signal_after_checkpoints,
 )
 from tests.scripts.test_rl_launchers import TINY_MINATAR
+from tests.fast_compile import with_fast_compile
 
 FINAL = 2560  # frames: 4 blocks and 1 reference of 512 frames, a checkpoint every 256
 TINY = TINY_MINATAR
 # The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
 DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]
-SHARDED = [*TINY, "--config.run.mesh=seed:2"]
-TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+# The reference and the chain split their 2 seeds over 2 CPU devices, whatever the cores.
+TWO_DEVICES = {"XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=2")}
 MODULE = "scripts.train_minatar"
 
 
@@ -51,9 +55,9 @@ def runs(tmp_path_factory):
     paths = {name: root / name for name in ("reference", "chain", "diverging")}
     cache = root / "compilation_cache"
 
-    paths["sharded"] = root / "sharded"
+    paths["one_device"] = root / "one_device"
 
-    def start(args, name, env=None):
+    def start(args, name, env=TWO_DEVICES):
         return launch(*args, f"--workdir={paths[name]}", cache=cache, module=MODULE, env=env)
 
     started = {"reference": start(TINY, "reference"), "killed": start(TINY, "chain")}
@@ -66,8 +70,8 @@ def runs(tmp_path_factory):
         chain["after_kill"] = checkpoint_steps(paths["chain"])
         started["diverging"] = start(DIVERGING, "diverging")
         chain["final"] = finish(start(TINY, "chain"))
-        started["sharded"] = start(SHARDED, "sharded", env=TWO_DEVICES)
-        results = {name: finish(started[name]) for name in ("reference", "diverging", "sharded")}
+        started["one_device"] = start(TINY, "one_device", env={"JAX_NUM_CPU_DEVICES": "1"})
+        results = {name: finish(started[name]) for name in ("reference", "diverging", "one_device")}
     finally:
         for process in started.values():
             if process.poll() is None:
@@ -126,17 +130,25 @@ def test_planted_divergence_is_one_line_exit_3_and_keeps_the_last_good_checkpoin
     assert all(r["step"] < step for r in rows if r["event"] == "train")
 
 
-def test_seeds_split_over_two_devices_give_the_same_run(runs):
+def devices_of(path) -> list[str]:
+    """The devices the launch of work dir ``path`` ran on, as its launch record lists them."""
+    (launch,) = json.loads((path / RUN_INFO_FILE).read_text())["launches"]
+    return launch["devices"]
+
+
+def test_seeds_split_over_two_devices_give_the_run_of_one_device(runs):
     paths, _, results = runs
-    returncode, stderr = results["sharded"]
+    returncode, stderr = results["one_device"]
     assert returncode == 0, stderr[-3000:]
+    assert devices_of(paths["reference"]) == ["cpu:0", "cpu:1"]
+    assert devices_of(paths["one_device"]) == ["cpu:0"]
     reference, _, reference_step = restore_latest(paths["reference"])
-    sharded, _, sharded_step = restore_latest(paths["sharded"], template=reference)
-    assert sharded_step == reference_step == FINAL
+    one_device, _, one_device_step = restore_latest(paths["one_device"], template=reference)
+    assert one_device_step == reference_step == FINAL
     for name in ("action", "frames", "reward"):  # the same trajectories were played ...
-        np.testing.assert_array_equal(sharded["replay"][name], reference["replay"][name])
+        np.testing.assert_array_equal(one_device["replay"][name], reference["replay"][name])
     pairs = zip(  # ... and learned from, up to the rounding of a differently batched program
-        jax.tree.leaves(sharded["train_state"]["params"]),
+        jax.tree.leaves(one_device["train_state"]["params"]),
         jax.tree.leaves(reference["train_state"]["params"]),
         strict=True,
     )
@@ -148,6 +160,6 @@ def test_seeds_split_over_two_devices_give_the_same_run(runs):
             for r in workdir.read_metrics(paths[name])
             if r["event"] in ("eval", "eval_fresh")
         ]
-        for name in ("sharded", "reference")
+        for name in ("one_device", "reference")
     ]
     assert returns[0] == returns[1]
