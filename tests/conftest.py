@@ -11,8 +11,6 @@
   many tests run the same tiny program twice (a reference run beside an interrupted and resumed
   one), and a second compile of the same program is then a cache read. Nothing carries over
   between suite runs, so no stale executable can reach a test.
-* Programs compile without LLVM's optimizations (`tests.fast_compile`), here and in every
-  launcher a test starts: a test's run is so short that compiling is most of its cost.
 * Test files are handed to the two workers heaviest first (`HEAVIEST_FIRST`), so that neither
   is left alone with a long file at the end.
 """
@@ -24,9 +22,6 @@ import tempfile
 
 import jax
 
-from tests.fast_compile import with_fast_compile
-
-os.environ["XLA_FLAGS"] = with_fast_compile(os.environ.get("XLA_FLAGS", ""))
 jax.config.update("jax_threefry_partitionable", False)
 _COMPILATION_CACHE = tempfile.mkdtemp(prefix="plasticity-tests-jax-cache-")
 atexit.register(shutil.rmtree, _COMPILATION_CACHE, ignore_errors=True)

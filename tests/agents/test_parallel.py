@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -136,7 +135,7 @@ _SCRIPT = textwrap.dedent(
 def measured():
     env = {
         **os.environ,
-        "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=4"),
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
         "JAX_THREEFRY_PARTITIONABLE": "0",
     }
     done = subprocess.run(
@@ -236,7 +235,7 @@ _LEARN_STEP = textwrap.dedent(
 def test_data_parallel_learn_step_with_prioritized_replay_equals_the_single_device_one():
     env = {
         **os.environ,
-        "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=2"),
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
         "JAX_THREEFRY_PARTITIONABLE": "0",
     }
     done = subprocess.run(

@@ -29,11 +29,10 @@ import pytest
 
 from plasticity import distributed
 from tests.ports import free_port
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "JAX_THREEFRY_PARTITIONABLE": "0"}
-ENV["XLA_FLAGS"] = with_fast_compile()  # one CPU device per process
+ENV.pop("XLA_FLAGS", None)  # one CPU device per process
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ import pytest
 
 from benchmarks import continual_config
 from plasticity import mesh
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,7 +158,7 @@ _LAYOUTS = textwrap.dedent("""
 
 
 def test_seed_by_data_layouts_on_four_fake_devices():
-    env = {**os.environ, "XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=4")}
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     done = subprocess.run(
         [sys.executable, "-c", _LAYOUTS.format(repo=str(REPO))],
         cwd=REPO,

@@ -38,14 +38,13 @@ from tests.scripts.test_resume import (
     signal_after_checkpoints,
 )
 from tests.scripts.test_rl_launchers import TINY_MINATAR
-from tests.fast_compile import with_fast_compile
 
 FINAL = 2560  # frames: 4 blocks and 1 reference of 512 frames, a checkpoint every 256
 TINY = TINY_MINATAR
 # The loss (a Huber loss on unbounded Q-values) overflows within the first updates.
 DIVERGING = [*TINY, "--config.optimizer.learning_rate=1e30"]
 # The reference and the chain split their 2 seeds over 2 CPU devices, whatever the cores.
-TWO_DEVICES = {"XLA_FLAGS": with_fast_compile("--xla_force_host_platform_device_count=2")}
+TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 MODULE = "scripts.train_minatar"
 
 

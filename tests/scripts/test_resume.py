@@ -36,11 +36,10 @@ import pytest
 
 from plasticity import checkpointing, divergence, workdir
 from tests.ports import free_port
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ}
-ENV["XLA_FLAGS"] = with_fast_compile()  # no CPU device count: the launcher chooses
+ENV.pop("XLA_FLAGS", None)
 ENV.pop("JAX_THREEFRY_PARTITIONABLE", None)  # the launcher's own default, as a user runs it
 NUM_TASKS = 12
 STEPS = 2 * NUM_TASKS  # checkpoints are numbered by the steps done

@@ -32,7 +32,6 @@ from tests.scripts import test_resume
 from tests.scripts.test_resume import restore_latest
 from tests.scripts.test_rl_launchers import TINY_MINATAR
 from tests.scripts.test_run_contract import TINY_ATARI_NET, checkpoints
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 400
@@ -54,7 +53,7 @@ def start(module: str, args: list[str], cache: Path, process: int | None = None,
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
-    env["XLA_FLAGS"] = with_fast_compile()  # no CPU device count: the launcher chooses
+    env.pop("XLA_FLAGS", None)
     cluster = []
     if process is not None:
         cluster = [

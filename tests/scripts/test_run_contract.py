@@ -35,7 +35,6 @@ from plasticity import workdir as workdir_lib
 from scripts import train_atari, train_continual, train_minatar
 from tests.ports import free_port
 from tests.scripts import test_resume
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 300
@@ -127,7 +126,7 @@ def start(name: str, args: list[str], workdir: Path, cache: Path) -> subprocess.
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
     }
-    env["XLA_FLAGS"] = with_fast_compile()  # no CPU device count: the launcher chooses
+    env.pop("XLA_FLAGS", None)
     return subprocess.Popen(
         [sys.executable, "-m", f"scripts.{name}", *args, f"--workdir={workdir}"],
         cwd=REPO,

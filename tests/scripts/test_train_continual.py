@@ -12,7 +12,6 @@ import pytest
 
 from plasticity import workdir
 from plasticity.run import RUN_INFO_FILE
-from tests.fast_compile import with_fast_compile
 
 REPO = Path(__file__).resolve().parents[2]
 # Halves XLA:CPU compile time of the run (see tests/benchmarks/test_continual.py).
@@ -125,8 +124,7 @@ def test_vmapped_runs_on_two_cpu_devices_finish(tmp_path):
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) < 2:
         pytest.skip("needs 2 CPUs")
-    env = {k: v for k, v in ENV.items() if k != "JAX_NUM_CPU_DEVICES"}
-    env["XLA_FLAGS"] = with_fast_compile()  # no CPU device count: --cpu_devices chooses
+    env = {k: v for k, v in ENV.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     args = [
         "--experiment=benchmarks/configs/disentangling.py:smoke",
         "--config.variant_order=('no_norm',)",
