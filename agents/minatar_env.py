@@ -83,6 +83,17 @@ def _strong(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x).astype(jnp.asarray(x).dtype), tree)
 
 
+def _batched_game(env: Any, params: Any) -> tuple[Any, Any]:
+    """One game's step and reset over a batch of envs, each a `jax.jit`: every program of a
+    process that plays the game at a batch size (a run's chunk, its first reset, its evaluation,
+    `MinAtarSuite.init`'s shapes, the runs after it) reuses one trace of gymnax's game logic,
+    which takes seconds to trace, instead of tracing it again. A compiled program inlines them.
+    """
+    step = jax.jit(jax.vmap(lambda key, state, action: env.step_env(key, state, action, params)))
+    reset = jax.jit(jax.vmap(lambda key: env.reset_env(key, params)))
+    return step, reset
+
+
 class MinAtarSuite:
     """The games of a run behind one interface: common observation planes and action set.
 
@@ -127,6 +138,7 @@ class MinAtarSuite:
             )
             self.envs.append(env)
             self.params.append(params)
+        self.batched = tuple(_batched_game(env, p) for env, p in zip(self.envs, self.params))
         self.step_limits = tuple(
             int(max_episode_steps) if max_episode_steps > 0 else int(p.max_steps_in_episode)
             for p in self.params
@@ -151,16 +163,11 @@ class MinAtarSuite:
         no reset code is compiled into programs that only create envs.
         """
         states = []
-        for env, params in zip(self.envs, self.params):
+        for step, reset in self.batched:
             keys = jax.ShapeDtypeStruct((num_envs,), jax.random.key(0).dtype)
-            shapes = jax.eval_shape(jax.vmap(env.reset_env, in_axes=(0, None)), keys, params)[1]
-            steps = jax.eval_shape(
-                jax.vmap(env.step_env, in_axes=(0, 0, 0, None)),
-                keys,
-                shapes,
-                jax.ShapeDtypeStruct((num_envs,), jnp.int32),
-                params,
-            )[1]
+            shapes = jax.eval_shape(reset, keys)[1]
+            actions = jax.ShapeDtypeStruct((num_envs,), jnp.int32)
+            steps = jax.eval_shape(step, keys, shapes, actions)[1]
             states.append(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), steps))
         return EnvCarry(
             states=tuple(states),
@@ -187,15 +194,12 @@ class MinAtarSuite:
         needs_reset = carry.needs_reset
 
         def branch(g: int):
-            env, params, limit = self.envs[g], self.params[g], self.step_limits[g]
+            (step, reset), limit = self.batched[g], self.step_limits[g]
 
             def play(states):
-                step = jax.vmap(env.step_env, in_axes=(0, 0, 0, None))
-                obs, state, reward, terminated, _ = step(keys[:, 0], states[g], actions, params)
+                obs, state, reward, terminated, _ = step(keys[:, 0], states[g], actions)
                 state = _strong(state)
-                reset_obs, reset_state = jax.vmap(env.reset_env, in_axes=(0, None))(
-                    keys[:, 1], params
-                )
+                reset_obs, reset_state = reset(keys[:, 1])
                 reset_state = jax.tree.map(lambda r, s: r.astype(s.dtype), reset_state, state)
 
                 def pick(reset_value, step_value):
