@@ -31,8 +31,8 @@ jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 if "JAX_NUM_CPU_DEVICES" not in os.environ:
     jax.config.update("jax_num_cpu_devices", 1)
 
-# The files that took longest on 2 cores (`python -m pytest --durations=0`: each 80–260 worker
-# seconds, together half of the suite), longest first. xdist hands whole files to the workers in
+# The files that took longest on 2 cores (`python -m pytest --durations=0`: each 50–260 worker
+# seconds, varying with what runs beside them; together over half of the suite), longest first. xdist hands whole files to the workers in
 # collection order (`--no-loadscope-reorder`), so these go out first and the short files fill in
 # after them. Only the schedule depends on this list: a stale entry costs minutes, never a result.
 HEAVIEST_FIRST = (
