@@ -163,10 +163,10 @@ class MinAtarSuite:
         no reset code is compiled into programs that only create envs.
         """
         states = []
+        keys = jax.ShapeDtypeStruct((num_envs,), jax.random.key(0).dtype)
+        actions = jax.ShapeDtypeStruct((num_envs,), jnp.int32)
         for step, reset in self.batched:
-            keys = jax.ShapeDtypeStruct((num_envs,), jax.random.key(0).dtype)
             shapes = jax.eval_shape(reset, keys)[1]
-            actions = jax.ShapeDtypeStruct((num_envs,), jnp.int32)
             steps = jax.eval_shape(step, keys, shapes, actions)[1]
             states.append(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), steps))
         return EnvCarry(
