@@ -23,6 +23,9 @@ with that probability. One MinAtar step is one frame.
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
+import types
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -30,6 +33,45 @@ import jax.numpy as jnp
 from flax import struct
 
 from agents.sequence import resolve_game_name
+
+# Imported by gymnax's environment modules for rendering, which this project never asks of
+# gymnax; loading them (with pandas and SciPy's statistics) takes over a second of each MinAtar
+# process.
+GYMNAX_RENDERING_MODULES = ("matplotlib.pyplot", "seaborn")
+
+
+class _DeferredModule(types.ModuleType):
+    """Stands for a module while gymnax imports: the real one is imported at the first read of
+    one of its attributes (gymnax reads them only to render)."""
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attribute)
+
+
+def import_gymnax():
+    """Imports gymnax without importing its rendering libraries.
+
+    ``import gymnax`` imports every environment it ships, and with them matplotlib's pyplot and
+    seaborn. While it imports, each of those not already imported is a `_DeferredModule` in
+    ``sys.modules``; they are taken out again afterwards, so any later ``import`` of them
+    (the project's figures, a notebook) gets the real module, and gymnax's own references load
+    it if gymnax ever renders. Called where a suite is built, not at the top of this module,
+    because gymnax itself takes a while to import.
+    """
+    if "gymnax" in sys.modules:
+        return sys.modules["gymnax"]
+    deferred = {
+        name: _DeferredModule(name) for name in GYMNAX_RENDERING_MODULES if name not in sys.modules
+    }
+    sys.modules.update(deferred)
+    try:
+        import gymnax  # noqa: PLC0415
+    finally:
+        for name, module in deferred.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return gymnax
+
 
 GYMNAX_IDS = {
     "asterix": "Asterix-MinAtar",
@@ -114,7 +156,7 @@ class MinAtarSuite:
         sticky_action_prob: float = 0.1,
         max_episode_steps: int = 0,
     ):
-        import gymnax  # local: importing it takes seconds
+        gymnax = import_gymnax()
 
         self.games = tuple(resolve_minatar_game(game) for game in games)
         if not self.games or len(set(self.games)) != len(self.games):
