@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import pickle
 import zlib
@@ -443,6 +444,34 @@ def load_cifar100(data_dir: str | os.PathLike | None, label_mode: str = "fine") 
 DIGITS_SPLIT_SEED = 0
 
 
+# Where scikit-learn keeps the digits (one row per image: 64 pixels, then the label).
+DIGITS_FILE = ("datasets", "data", "digits.csv.gz")
+
+
+def digits_file() -> Path | None:
+    """The digits file inside the installed scikit-learn, found without importing it (importing
+    scikit-learn takes about a second); None when it is not there."""
+    spec = importlib.util.find_spec("sklearn")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder).joinpath(*DIGITS_FILE)
+        if path.is_file():
+            return path
+    return None
+
+
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as (pixels (N, 64) integers 0..16, labels (N,)), in scikit-learn's order:
+    read from its file, or through ``sklearn.datasets.load_digits`` where the file has moved."""
+    path = digits_file()
+    if path is None:
+        from sklearn.datasets import load_digits  # noqa: PLC0415 - slow to import
+
+        bunch = load_digits()
+        return bunch.data, bunch.target
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 def load_digits_dataset(test_fraction: float = 0.0) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), offline.
 
@@ -455,11 +484,9 @@ def load_digits_dataset(test_fraction: float = 0.0) -> Dataset:
     """
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"digits test_fraction must be in [0, 1), got {test_fraction}")
-    from sklearn.datasets import load_digits  # local: scikit-learn is slow to import
-
-    bunch = load_digits()
-    images = (bunch.images / 16.0).astype(np.float32)[..., None]
-    labels = bunch.target.astype(np.int32)
+    pixels, labels = read_digits()
+    images = (pixels.reshape(-1, 8, 8) / 16.0).astype(np.float32)[..., None]
+    labels = labels.astype(np.int32)
     num_test = int(round(test_fraction * len(labels)))
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(labels))
     test_idx = np.sort(order[len(labels) - num_test :])

@@ -335,6 +335,24 @@ def test_digits_loads_offline_all_train(digits):
     assert digits.input_shape == (8, 8, 1)
 
 
+def test_digits_read_from_scikit_learns_file_equal_its_loader(digits, monkeypatch):
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    assert datasets.digits_file() is not None  # else every launch pays scikit-learn's import
+    pixels, labels = datasets.read_digits()
+    np.testing.assert_array_equal(pixels, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    np.testing.assert_array_equal(digits.x_train[..., 0] * 16, bunch.images)
+    np.testing.assert_array_equal(digits.y_train, bunch.target)
+    # Where the file has moved, the loader goes through scikit-learn and gives the same data.
+    monkeypatch.setattr(datasets, "DIGITS_FILE", ("no", "such", "file.csv.gz"))
+    assert datasets.digits_file() is None
+    moved = datasets.load_dataset("digits")
+    np.testing.assert_array_equal(moved.x_train, digits.x_train)
+    np.testing.assert_array_equal(moved.y_train, digits.y_train)
+
+
 def test_digits_split_is_deterministic_and_disjoint(digits):
     a = datasets.load_dataset("digits", digits_test_fraction=0.2)
     b = datasets.load_dataset("digits", digits_test_fraction=0.2)
