@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import time
 import types
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
@@ -34,8 +32,6 @@ from plasticity import workdir as workdir_lib
 
 GAMES = ("breakout", "space_invaders")
 FRAMES = 512  # per block, 2 envs: 256 iterations a block, 4 blocks
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -119,27 +115,6 @@ def test_unknown_games_fail_with_close_matches():
     config.games = ("breakout", "pong")
     with pytest.raises(ValueError, match="unknown MinAtar game 'pong'"):
         minatar_loop.make_blocks(config)
-
-
-def test_gymnax_imports_without_its_rendering_libraries_which_load_when_first_used():
-    # In a fresh interpreter: this process may have imported matplotlib already.
-    script = """
-import sys
-from agents import minatar_env
-gymnax = minatar_env.import_gymnax()
-gymnax.make("Breakout-MinAtar")
-assert not {"matplotlib.pyplot", "seaborn", "pandas", "scipy.stats"} & set(sys.modules)
-from gymnax.environments.misc import pong
-assert len(pong.sns.color_palette("cubehelix", 3)) == 3 and pong.plt.figure
-import matplotlib.pyplot, seaborn
-assert pong.sns.color_palette is seaborn.color_palette
-assert pong.plt.figure is matplotlib.pyplot.figure
-assert type(sys.modules["seaborn"]) is type(sys)
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_the_work_dir_holds_rows_with_frames_game_visit_and_seed(full_run):
