@@ -37,6 +37,7 @@ emulator; the automatic resets between episodes are cheap.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, NamedTuple
 
@@ -144,8 +145,10 @@ def resolve_game(name: str) -> str:
     return match_game(name, available_games(), "the single-player ROMs ale-py ships")
 
 
+@functools.cache
 def minimal_action_names(game: str) -> tuple[str, ...]:
-    """Names of ``game``'s own (minimal) action set, read from the ROM, in ale-py's order."""
+    """Names of ``game``'s own (minimal) action set, read from the ROM, in ale-py's order (once a
+    process: loading a ROM takes 0.1 s)."""
     interface = ale_py.ALEInterface()
     interface.loadROM(roms.get_rom_path(resolve_game(game)))
     return tuple(action.name for action in interface.getMinimalActionSet())
