@@ -655,8 +655,7 @@ def test_config_json_records_the_probe_each_intervention_runs_with():
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""
-    import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import sys
     import jax
     jax.config.update("jax_threefry_partitionable", False)
     sys.path.insert(0, {repo!r})
